@@ -742,6 +742,8 @@ class Genesis(_Struct):
     validators: tuple[GenesisValidator, ...]
     observers: tuple[bytes, ...] = ()  # SM2 public keys of admitted non-voting nodes
     replay_window: int = 1000  # W: a tx is valid while head < expiry <= head + W
+    # Accounts admitted at genesis: (SM2 public key, org, role). Roles: "admin" may admit accounts.
+    accounts: tuple[tuple[bytes, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _check_str("chain_id", self.chain_id, 64)
@@ -756,6 +758,15 @@ class Genesis(_Struct):
             _check_bytes("observer", o, PUBKEY_SIZE)
         object.__setattr__(self, "observers", tuple(self.observers))
         _check_int("replay_window", self.replay_window, 1, 1_000_000)
+        _check_list("accounts", self.accounts, 4096)
+        accounts = []
+        for acct in self.accounts:
+            _need(isinstance(acct, list | tuple) and len(acct) == 3, "accounts: expected triples")
+            _check_bytes("account key", acct[0], PUBKEY_SIZE)
+            _check_str("account org", acct[1], 64)
+            _check_str("account role", acct[2], 16)
+            accounts.append((acct[0], acct[1], acct[2]))
+        object.__setattr__(self, "accounts", tuple(accounts))
 
     def to_fields(self) -> list[Value]:
         return [
@@ -765,22 +776,25 @@ class Genesis(_Struct):
             [v.to_fields() for v in self.validators],
             list(self.observers),
             self.replay_window,
+            [list(a) for a in self.accounts],
         ]
 
     @classmethod
     def field_count(cls) -> int:
-        return 5
+        return 6
 
     @classmethod
     def _from(cls, f: list[Any]) -> Self:
         _check_list("validators", f[2], 256)
         _check_list("observers", f[3], 256)
+        _check_list("accounts", f[5], 4096)
         return cls(
             chain_id=f[0],
             timestamp_ms=f[1],
             validators=tuple(GenesisValidator.from_fields(v) for v in f[2]),
             observers=tuple(f[3]),
             replay_window=f[4],
+            accounts=tuple(tuple(a) if isinstance(a, list) else a for a in f[5]),
         )
 
     def compute_hash(self) -> Digest:
