@@ -1,0 +1,153 @@
+"""The node's internal query/submit surface, as the RPC layer sees it.
+
+`node/rpc.py` depends only on this Protocol, so it can be tested against a fake and wired to the
+real daemon (`node/daemon.py`) without either knowing the other's insides.
+
+Rules:
+1. Every method either returns a value or raises `ApiError(code, message)`; no other exception is
+   part of the contract (anything else is our bug and becomes an internal error).
+2. Reads never block the event loop for long: they are LevelDB gets and small computations.
+3. `submit_raw_tx` returns only after the transaction is in the pool (verified once, admitted);
+   it never silently drops: a full pool is an `ApiError(POOL_FULL, ...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol
+
+from ledger.codec import Value
+from ledger.types import Block, Receipt, SignedTx
+
+__all__ = [
+    "ApiError",
+    "ErrorCode",
+    "NodeApi",
+    "NodeStatus",
+    "TxLookup",
+]
+
+
+class ErrorCode(IntEnum):
+    """JSON-RPC error codes. -32768..-32000 are reserved by JSON-RPC 2.0; ours are -31999 up."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    # transaction admission
+    BAD_ENCODING = -31001  # raw tx does not decode canonically
+    TOO_LARGE = -31002
+    WRONG_CHAIN = -31003
+    BAD_SIGNATURE = -31004
+    EXPIRED = -31005  # expiry <= head
+    EXPIRY_TOO_FAR = -31006  # expiry > head + W
+    DUPLICATE = -31007  # already pending or committed within the window
+    POOL_FULL = -31008
+    SENDER_QUOTA = -31009
+    UNKNOWN_SENDER = -31010  # not an admitted account
+    UNKNOWN_CONTRACT = -31011
+    # reads
+    NOT_FOUND = -31101
+    QUERY_FAILED = -31102  # a read-only contract query refused (its message says why)
+    BAD_RANGE = -31103
+    # service
+    RATE_LIMITED = -31201
+    TOO_MANY_SUBSCRIPTIONS = -31202
+    NOT_READY = -31203
+
+
+class ApiError(Exception):
+    """A caller-facing error with a JSON-RPC code and a readable message."""
+
+    def __init__(self, code: ErrorCode, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStatus:
+    chain_id: str
+    node_id: bytes
+    role: str  # "validator" | "observer"
+    height: int
+    head: bytes  # block id at `height`
+    genesis: bytes  # genesis block id
+    pending_txs: int
+    peers: int
+    version: str
+    round: int
+    committed_txs: int  # accumulator size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxLookup:
+    tx: SignedTx
+    height: int
+    index: int
+    block_id: bytes
+    receipt: Receipt
+
+
+class NodeApi(Protocol):
+    """What the JSON-RPC layer may ask of a node."""
+
+    def status(self) -> NodeStatus: ...
+
+    async def submit_raw_tx(self, raw: bytes) -> bytes:
+        """Admit a raw transaction into the pool; return its id. Raises ApiError."""
+        ...
+
+    def get_tx(self, tx_id: bytes) -> TxLookup | None: ...
+
+    def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
+        """(receipt, height, index) of a committed tx, or None if unknown/pending."""
+        ...
+
+    def is_pending(self, tx_id: bytes) -> bool: ...
+
+    def get_block(self, height: int) -> Block | None: ...
+
+    def get_block_by_hash(self, block_id: bytes) -> Block | None: ...
+
+    def height(self) -> int: ...
+
+    def call(self, contract: str, method: str, args: Sequence[Value]) -> Value:
+        """Run a read-only contract query against committed state. Raises ApiError."""
+        ...
+
+    def tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
+        """A JSON proof bundle (ledger.proofs) proving the tx in its block and in the
+        accumulator of the header at `at_height` (default: head). Raises ApiError."""
+        ...
+
+    def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
+        """A JSON consistency proof between the accumulators of two headers. Raises ApiError."""
+        ...
+
+    def commit_proof(self, height: int) -> dict[str, Any]:
+        """The certificate that the block at `height` is committed, as JSON. Raises ApiError."""
+        ...
+
+    def subscribe_heads(self) -> AsyncIterator[Block]:
+        """Every block committed from now on, in order."""
+        ...
+
+    def subscribe_events(self, contract: str | None, name: str | None) -> AsyncIterator[Any]:
+        """(height, tx_id, Event) for committed events matching the filter."""
+        ...
+
+    async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
+        """Wait until the tx commits (or the timeout passes)."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """Prometheus exposition of this node's metrics."""
+        ...
+
+    def describe_contracts(self) -> dict[str, Any]: ...
