@@ -1,0 +1,542 @@
+"""The crash-safe ledger store: one LevelDB (plyvel) per node, one synced atomic batch per block.
+
+Rules this module keeps:
+1. A block and everything derived from it (header, hash index, tx locations, receipts, state writes,
+   secondary indexes, accumulator leaves and nodes, commit proof, head metadata) are written by ONE
+   `write_batch(transaction=True, sync=True)`: LevelDB applies a WriteBatch atomically and the
+   sync makes it durable before `commit_block` returns. `transaction=True` matters: plyvel's plain
+   `with db.write_batch():` still writes on an exception (REFERENCES.md).
+2. Check everything, then change state (STYLE.md 9): `commit_block` validates the whole
+   `BlockWrite` (height is head + 1, sizes, duplicate tx ids and block hashes, accumulator nodes)
+   before it opens the batch; an error at any point writes nothing and leaves the cached head as is.
+3. On open the store checks itself (`ledger.store_check`) and refuses to serve an inconsistent or
+   damaged database: LevelDB corruption (plyvel.CorruptionError, e.g. a truncated log under
+   `paranoid_checks`, Jepsen on Tendermint) becomes `StoreCorrupt` with a recovery hint, never a
+   bare traceback. A directory that holds files but no LevelDB `CURRENT` is refused rather than
+   silently re-created empty (LevelDB would otherwise start a new database over the old tables).
+4. A database carries a format version and a chain id; opening it for another chain raises
+   `ChainMismatch`.
+5. Small metadata (`put_meta`, e.g. consensus safety data) is a single synced put by default, so
+   it is on disk before a vote or timeout leaves the node (DESIGN.md, Storage).
+6. The store works on bytes only: encoding is the caller's (`ledger.codec`); it never decodes a
+   block. Keys are laid out in `ledger.store_keys`; the accumulator (RFC 6962 with SM3) keeps every
+   complete perfect subtree, computed here from the leaves (`ledger.store_acc`); a caller's
+   `acc_nodes` is verified against them, never trusted blindly.
+
+Sources: LevelDB docs (WriteBatch atomicity, `sync`, `paranoid_checks`), plyvel API docs,
+RFC 6962 §2.1, DESIGN.md "Storage", REFERENCES.md "Bugs other chains shipped".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import plyvel  # type: ignore[import-not-found, unused-ignore]
+
+from ledger import store_keys as k
+from ledger.store_acc import (
+    NodeGetter,
+    check_supplied_nodes,
+    compute_consistency_proof,
+    compute_inclusion_path,
+    compute_new_nodes,
+    compute_root,
+)
+from ledger.store_check import check_store, check_store_deep, corrupt
+from ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
+
+__all__ = ["BlockWrite", "ChainMismatch", "Store", "StoreCorrupt", "StoreError"]
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockWrite:
+    """Everything one committed block writes, already encoded by the caller.
+
+    Invariants checked by `Store.commit_block`: `block_hash`, each tx id and each accumulator leaf
+    are 32 bytes; `receipts` and `acc_leaves` have one entry per tx id, in block order (the
+    accumulator holds one leaf per transaction in commit order); tx ids are new to the chain.
+    """
+
+    height: int
+    block_hash: bytes
+    header_bytes: bytes
+    block_bytes: bytes
+    tx_ids: Sequence[bytes]
+    receipts: Sequence[bytes]
+    state_writes: Mapping[tuple[str, bytes], bytes | None]
+    acc_leaves: Sequence[bytes]
+    acc_nodes: Mapping[tuple[int, int], bytes]
+    commit_proof: bytes = b""
+    index_writes: Mapping[bytes, bytes | None] = field(default_factory=lambda: _EMPTY)
+
+
+class _KV:
+    """Raw reads of a plyvel DB or snapshot, with plyvel's errors turned into ours."""
+
+    __slots__ = ("_src", "_verify")
+
+    def __init__(self, src: Any, *, verify: bool) -> None:
+        self._src = src
+        self._verify = verify
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            v = self._src.get(key, verify_checksums=self._verify)
+        except plyvel.CorruptionError as e:
+            raise StoreCorrupt(f"LevelDB reports corruption: {e}: {RECOVERY_HINT}") from e
+        except RuntimeError as e:  # plyvel: "Database is closed"
+            raise StoreError(f"ledger store is closed ({e})") from e
+        return v if v is None else bytes(v)
+
+    def _iter(self, **kw: Any) -> Iterator[Any]:
+        try:
+            it = self._src.iterator(verify_checksums=self._verify, **kw)
+            with it:
+                yield from it
+        except plyvel.CorruptionError as e:
+            raise StoreCorrupt(f"LevelDB reports corruption: {e}: {RECOVERY_HINT}") from e
+        except RuntimeError as e:
+            raise StoreError(f"ledger store is closed ({e})") from e
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._iter(prefix=prefix)
+
+    def last_key(self, prefix: bytes) -> bytes | None:
+        return next(self._iter(prefix=prefix, reverse=True, include_value=False), None)
+
+    def first_key(self, prefix: bytes) -> bytes | None:
+        return next(self._iter(prefix=prefix, include_value=False), None)
+
+
+def _require_bytes(value: object, what: str, size: int | None = None) -> bytes:
+    if not isinstance(value, bytes):
+        raise StoreError(f"{what} must be bytes, got {type(value).__name__}")
+    if size is not None and len(value) != size:
+        raise StoreError(f"{what} must be {size} bytes, got {len(value)}")
+    return value
+
+
+def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
+    if (
+        os.path.isdir(path)
+        and os.listdir(path)
+        and not os.path.exists(os.path.join(path, "CURRENT"))
+    ):
+        raise StoreCorrupt(
+            f"{path} holds files but no LevelDB CURRENT file; refusing to create a new "
+            f"database over it: {RECOVERY_HINT}"
+        )
+    if not create and not os.path.isdir(path):
+        raise StoreError(f"no ledger store at {path} (and create=False)")
+    try:
+        return plyvel.DB(
+            path,
+            create_if_missing=create,
+            paranoid_checks=paranoid_checks,
+            bloom_filter_bits=10,  # duplicate tx id checks are mostly misses
+            write_buffer_size=16 * 1024 * 1024,
+        )
+    except plyvel.CorruptionError as e:
+        raise StoreCorrupt(f"cannot open ledger store {path}: {e}: {RECOVERY_HINT}") from e
+    except plyvel.IOError as e:
+        raise StoreError(
+            f"cannot open ledger store {path}: {e} (is another gmchain process using it?)"
+        ) from e
+    except plyvel.Error as e:
+        raise StoreError(f"cannot open ledger store {path}: {e}") from e
+
+
+class Store:
+    """A node's ledger: blocks, txs, receipts, state, indexes, accumulator, metadata.
+
+    Reads may come from any thread; writes are serialized by a lock. Invariant: `_head` and
+    `_acc_size` equal what is on disk (they change only after a batch write returned).
+    """
+
+    __slots__ = ("_acc_size", "_db", "_head", "_kv", "_lock", "_paranoid", "_path")
+
+    def __init__(self, *, db: Any, path: str, paranoid: bool) -> None:
+        """Private: use `Store.open`."""
+        self._db = db
+        self._path = path
+        self._paranoid = paranoid
+        self._kv = _KV(db, verify=paranoid)
+        self._lock = threading.Lock()
+        self._head: tuple[int, bytes] | None = None  # (height, hash) of the last committed block
+        self._acc_size = 0  # accumulator leaves committed
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        chain_id: bytes | str | None = None,
+        paranoid_checks: bool = False,
+        deep_check: bool = False,
+    ) -> Store:
+        """Open (or create) the store at `path`, check it, and return it.
+
+        Raises StoreCorrupt (damaged or inconsistent; with a recovery hint), ChainMismatch (the
+        database belongs to another chain) or StoreError (locked, missing, unsupported version).
+        `paranoid_checks` turns on LevelDB's own paranoid checks and checksum verification on
+        every read; `deep_check` runs `check_consistency(deep=True)` before returning.
+        """
+        spath = os.fspath(path)
+        cid = chain_id.encode("utf-8") if isinstance(chain_id, str) else chain_id
+        db = _open_leveldb(spath, create=create, paranoid_checks=paranoid_checks)
+        store = cls(db=db, path=spath, paranoid=paranoid_checks)
+        try:
+            store._init_or_check_identity(cid)
+            store.check_consistency(deep=deep_check)
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def _init_or_check_identity(self, chain_id: bytes | None) -> None:
+        raw_version = self._kv.get(k.META_VERSION)
+        if raw_version is None:
+            if self._kv.first_key(b"") is not None:
+                raise corrupt(f"{self._path} is a LevelDB without a gmchain format version")
+            with self._db.write_batch(transaction=True, sync=True) as b:
+                b.put(k.META_VERSION, k.encode_height(k.FORMAT_VERSION))
+                b.put(k.META_CHAIN_ID, chain_id or b"")
+            return
+        try:
+            version = k.decode_height(raw_version)
+        except ValueError as e:
+            raise corrupt(f"format version record: {e}") from e
+        if version != k.FORMAT_VERSION:
+            raise StoreError(
+                f"{self._path} has store format {version}; this build reads {k.FORMAT_VERSION}"
+            )
+        stored = self._kv.get(k.META_CHAIN_ID)
+        if stored is None:
+            raise corrupt("chain id record is missing")
+        if chain_id is None or stored == chain_id:
+            return
+        if stored == b"" and self._kv.get(k.META_HEAD) is None:
+            self._db.put(k.META_CHAIN_ID, chain_id, sync=True)  # adopt: no block written yet
+            return
+        raise ChainMismatch(
+            f"{self._path} belongs to chain {stored!r}, not {chain_id!r}; refusing to open it"
+        )
+
+    def close(self) -> None:
+        """Close the database; later calls raise StoreError. Idempotent."""
+        with self._lock:
+            if not self._db.closed:
+                self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def chain_id(self) -> bytes:
+        """The chain id recorded at creation (b"" if none was given yet)."""
+        return self._kv.get(k.META_CHAIN_ID) or b""
+
+    def check_consistency(self, *, deep: bool = False) -> None:
+        """Check the store on a snapshot; raise StoreCorrupt on any finding.
+
+        Also refreshes the cached head from disk. `deep=True` re-checks every block (O(chain)).
+        """
+        with self._lock:
+            if self._db.closed:
+                raise StoreError("ledger store is closed")
+            snap = self._db.snapshot()
+            try:
+                kv = _KV(snap, verify=self._paranoid or deep)
+                found = check_store(kv)
+                if deep:
+                    check_store_deep(kv)
+            finally:
+                snap.close()
+            if found is None:
+                self._head, self._acc_size = None, 0
+            else:
+                self._head, self._acc_size = (found[0], found[1]), found[2]
+
+    # ---------------------------------------------------------------- the write path
+
+    def commit_block(self, w: BlockWrite) -> None:
+        """Write block `w` and everything derived from it in ONE synced transactional batch.
+
+        `w.height` must be head + 1 (0 for genesis). Raises StoreError and writes nothing if any
+        check fails or the batch cannot be written.
+        """
+        with self._lock:
+            if self._db.closed:
+                raise StoreError("ledger store is closed")
+            new_nodes = self._validate(w)
+            try:
+                with self._db.write_batch(transaction=True, sync=True) as b:
+                    self._put_block(b, w, new_nodes)
+            except plyvel.Error as e:
+                raise StoreError(f"writing block {w.height} failed, nothing written: {e}") from e
+            self._head = (w.height, w.block_hash)
+            self._acc_size += len(w.tx_ids)
+
+    def _validate(self, w: BlockWrite) -> dict[tuple[int, int], bytes]:
+        """Check every field of `w` against the store; return the accumulator nodes to add."""
+        if not isinstance(w, BlockWrite):
+            raise StoreError(f"commit_block takes a BlockWrite, got {type(w).__name__}")
+        want = 0 if self._head is None else self._head[0] + 1
+        if type(w.height) is not int or w.height != want:
+            raise StoreError(f"block height {w.height!r} refused: the next height is {want}")
+        _require_bytes(w.block_hash, "block_hash", k.HASH_SIZE)
+        _require_bytes(w.header_bytes, "header_bytes")
+        _require_bytes(w.block_bytes, "block_bytes")
+        _require_bytes(w.commit_proof, "commit_proof")
+        if self._kv.get(k.k_hash_index(w.block_hash)) is not None:
+            raise StoreError(f"block hash {w.block_hash.hex()} is already stored")
+        n = len(w.tx_ids)
+        if len(w.receipts) != n or len(w.acc_leaves) != n:
+            raise StoreError(
+                f"block {w.height}: {n} tx ids, {len(w.receipts)} receipts, "
+                f"{len(w.acc_leaves)} accumulator leaves (need one each per tx)"
+            )
+        for i in range(n):
+            _require_bytes(w.tx_ids[i], f"tx_ids[{i}]", k.HASH_SIZE)
+            _require_bytes(w.receipts[i], f"receipts[{i}]")
+            _require_bytes(w.acc_leaves[i], f"acc_leaves[{i}]", k.HASH_SIZE)
+        if len(set(w.tx_ids)) != n:
+            raise StoreError(f"block {w.height} repeats a tx id")
+        for tx_id in w.tx_ids:
+            if self._kv.get(k.k_tx(tx_id)) is not None:
+                raise StoreError(f"tx {tx_id.hex()} is already stored")
+        for sk, sv in w.state_writes.items():
+            if not (isinstance(sk, tuple) and len(sk) == 2 and isinstance(sk[0], str)):
+                raise StoreError(f"state key {sk!r} is not (namespace: str, key: bytes)")
+            try:
+                k.k_state_prefix(sk[0])
+            except ValueError as e:
+                raise StoreError(str(e)) from e
+            _require_bytes(sk[1], f"state key in {sk[0]!r}")
+            if sv is not None:
+                _require_bytes(sv, f"state value of {sk!r}")
+        for ik, iv in w.index_writes.items():
+            if not _require_bytes(ik, "index key"):
+                raise StoreError("index key must not be empty")
+            if iv is not None:
+                _require_bytes(iv, f"index value of {ik!r}")
+        new_nodes = compute_new_nodes(self._acc_size, w.acc_leaves, self._node_getter())
+        why = check_supplied_nodes(w.acc_nodes, new_nodes)
+        if why is not None:
+            raise StoreError(f"block {w.height}: {why}")
+        return new_nodes
+
+    def _put_block(self, b: Any, w: BlockWrite, new_nodes: dict[tuple[int, int], bytes]) -> None:
+        h = w.height
+        acc_start = self._acc_size
+        digest = k.compute_content_digest(w.header_bytes, w.block_bytes, w.receipts)
+        summary = k.BlockSummary(tx_count=len(w.tx_ids), acc_start=acc_start, content_digest=digest)
+        put = b.put
+        put(k.k_block(h), w.block_bytes)
+        put(k.k_header(h), w.header_bytes)
+        put(k.k_block_hash(h), w.block_hash)
+        put(k.k_hash_index(w.block_hash), k.encode_height(h))
+        put(k.k_summary(h), summary.encode())
+        put(k.k_tx_ids(h), b"".join(w.tx_ids))
+        for i, (tx_id, receipt, leaf) in enumerate(
+            zip(w.tx_ids, w.receipts, w.acc_leaves, strict=True)
+        ):
+            put(k.k_tx(tx_id), k.encode_tx_location(h, i))
+            put(k.k_receipt(tx_id), receipt)
+            put(k.k_acc_leaf(acc_start + i), leaf)
+        for (level, index), node in new_nodes.items():
+            put(k.k_acc_node(level, index), node)
+        for (ns, key), value in w.state_writes.items():
+            if value is None:
+                b.delete(k.k_state(ns, key))
+            else:
+                put(k.k_state(ns, key), value)
+        for ik, iv in w.index_writes.items():
+            if iv is None:
+                b.delete(k.k_index(ik))
+            else:
+                put(k.k_index(ik), iv)
+        if w.commit_proof:
+            put(k.k_proof(h), w.commit_proof)
+        put(k.META_HEAD, k.encode_head(h, w.block_hash))
+        put(k.META_ACC_SIZE, k.encode_height(acc_start + len(w.tx_ids)))
+
+    def set_commit_proof(self, h: int, proof: bytes) -> None:
+        """Record (or replace) the commit proof of committed block h; synced."""
+        _require_bytes(proof, "proof")
+        with self._lock:
+            if self._head is None or not 0 <= h <= self._head[0]:
+                raise StoreError(f"no committed block {h} to attach a commit proof to")
+            self._put_synced(k.k_proof(h), proof)
+
+    def put_meta(self, key: str, value: bytes, *, sync: bool = True) -> None:
+        """Store small caller metadata (e.g. consensus safety data); synced unless sync=False."""
+        if not isinstance(key, str) or not key:
+            raise StoreError("metadata key must be a non-empty str")
+        _require_bytes(value, f"metadata value of {key!r}")
+        with self._lock:
+            self._put_synced(k.k_user_meta(key), value, sync=sync)
+
+    def _put_synced(self, key: bytes, value: bytes, *, sync: bool = True) -> None:
+        if self._db.closed:
+            raise StoreError("ledger store is closed")
+        try:
+            self._db.put(key, value, sync=sync)
+        except plyvel.Error as e:
+            raise StoreError(f"write failed: {e}") from e
+
+    # ---------------------------------------------------------------- reads
+
+    def head_height(self) -> int | None:
+        return None if self._head is None else self._head[0]
+
+    def head_hash(self) -> bytes | None:
+        return None if self._head is None else self._head[1]
+
+    def _by_height(self, key_of: Any, h: int) -> bytes | None:
+        if type(h) is not int or not 0 <= h <= k.MAX_U64:
+            return None
+        v: bytes | None = self._kv.get(key_of(h))
+        return v
+
+    def get_block_by_height(self, h: int) -> bytes | None:
+        return self._by_height(k.k_block, h)
+
+    def get_header_by_height(self, h: int) -> bytes | None:
+        return self._by_height(k.k_header, h)
+
+    def get_block_hash(self, h: int) -> bytes | None:
+        return self._by_height(k.k_block_hash, h)
+
+    def get_commit_proof(self, h: int) -> bytes | None:
+        return self._by_height(k.k_proof, h)
+
+    def get_height_by_hash(self, block_hash: bytes) -> int | None:
+        v = self._kv.get(k.k_hash_index(block_hash))
+        return None if v is None else k.decode_height(v)
+
+    def get_block_by_hash(self, block_hash: bytes) -> bytes | None:
+        h = self.get_height_by_hash(block_hash)
+        return None if h is None else self.get_block_by_height(h)
+
+    def get_tx_ids(self, h: int) -> list[bytes] | None:
+        """The tx ids of block h in block order (None if no such block)."""
+        v = self._by_height(k.k_tx_ids, h)
+        if v is None:
+            return None
+        return [v[i : i + k.HASH_SIZE] for i in range(0, len(v), k.HASH_SIZE)]
+
+    def get_acc_size_at(self, h: int) -> int | None:
+        """The accumulator size right after block h was committed (None if no such block)."""
+        v = self._by_height(k.k_summary, h)
+        if v is None:
+            return None
+        s = k.BlockSummary.decode(v)
+        return s.acc_start + s.tx_count
+
+    def get_tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        v = self._kv.get(k.k_tx(tx_id))
+        return None if v is None else k.decode_tx_location(v)
+
+    def get_receipt(self, tx_id: bytes) -> bytes | None:
+        return self._kv.get(k.k_receipt(tx_id))
+
+    def get_state(self, namespace: str, key: bytes) -> bytes | None:
+        try:
+            return self._kv.get(k.k_state(namespace, key))
+        except ValueError as e:
+            raise StoreError(str(e)) from e
+
+    def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of one namespace whose key starts with `prefix`, in bytewise key order."""
+        try:
+            full = k.k_state_prefix(namespace)
+        except ValueError as e:
+            raise StoreError(str(e)) from e
+        cut = len(full)
+        for key, value in self._kv.iter_prefix(full + prefix):
+            yield key[cut:], value
+
+    def get_index(self, key: bytes) -> bytes | None:
+        return self._kv.get(k.k_index(key))
+
+    def iter_index(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of the secondary indexes whose key starts with `prefix`, in key order."""
+        for key, value in self._kv.iter_prefix(k.P_INDEX + prefix):
+            yield key[1:], value
+
+    def get_meta(self, key: str) -> bytes | None:
+        return self._kv.get(k.k_user_meta(key))
+
+    # ---------------------------------------------------------------- accumulator
+
+    def acc_size(self) -> int:
+        return self._acc_size
+
+    def get_acc_leaf(self, index: int) -> bytes | None:
+        return self._by_height(k.k_acc_leaf, index)
+
+    def get_acc_node(self, level: int, index: int) -> bytes | None:
+        """Hash of the perfect subtree over leaves [index * 2**level, (index+1) * 2**level).
+
+        Level 0 is the leaf itself; None if that subtree is not complete (or out of range).
+        """
+        if level == 0:
+            return self.get_acc_leaf(index)
+        if not 0 < level < 64 or not 0 <= index <= k.MAX_U64:
+            return None
+        return self._kv.get(k.k_acc_node(level, index))
+
+    def _node_getter(self) -> NodeGetter:
+        def get_node(level: int, index: int) -> bytes:
+            v = self.get_acc_node(level, index)
+            if v is None:
+                raise corrupt(f"accumulator node ({level}, {index}) is missing")
+            return v
+
+        return get_node
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self._acc_size:
+            raise StoreError(f"accumulator size {size} out of range 0..{self._acc_size}")
+
+    def get_acc_root(self, size: int | None = None) -> bytes:
+        """RFC 6962 root (SM3) of the first `size` leaves (default: all); O(log n) reads."""
+        size = self._acc_size if size is None else size
+        self._check_size(size)
+        return compute_root(size, self._node_getter())
+
+    def get_acc_inclusion_path(self, index: int, size: int) -> list[bytes]:
+        """RFC 6962 §2.1.1 audit path of leaf `index` in the tree of the first `size` leaves."""
+        self._check_size(size)
+        try:
+            return compute_inclusion_path(index, size, self._node_getter())
+        except ValueError as e:
+            raise StoreError(str(e)) from e
+
+    def get_acc_consistency_proof(self, old_size: int, size: int) -> list[bytes]:
+        """RFC 6962 §2.1.2 consistency proof between the trees of `old_size` and `size` leaves."""
+        self._check_size(size)
+        try:
+            return compute_consistency_proof(old_size, size, self._node_getter())
+        except ValueError as e:
+            raise StoreError(str(e)) from e

@@ -1,0 +1,202 @@
+"""Consistency checks of the gmchain ledger store: what `Store.open` and `check_consistency` verify.
+
+Rules this module keeps:
+- Every block is written by one LevelDB `WriteBatch` (atomic, synced), so a store is either
+  consistent or damaged — never "half a block". Any finding raises `StoreCorrupt` with the height
+  and record concerned, plus the operator's recovery hint; nothing is repaired silently.
+- The shallow check (run on every open; O(tx count of the head block + log n) reads) covers the
+  restart failure other chains shipped (REFERENCES.md: store and state heights disagreeing after a
+  kill): the metadata head equals the highest block key; every per-block record of the head block
+  is present (block, header, hash, hash index, summary, tx id list, tx locations, receipts,
+  accumulator leaves); the accumulator size equals the summaries' running tx count; no record of a
+  height above the head exists; the accumulator's perfect-subtree nodes for the head size exist.
+- The deep check does the same for every block and additionally recomputes each block's content
+  digest (SM3 over header, block and receipts), checks that the summaries chain
+  (`acc_start(h) == acc_start(h-1) + tx_count(h-1)`), counts every record family against the
+  summaries, and recomputes every accumulator node as `SM3(0x01 || left || right)` (RFC 6962 §2.1).
+- Reads only, through the small `KVReader` protocol (a snapshot in practice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from ledger import store_keys as k
+from ledger.store_acc import NodeGetter, compute_root, hash_children
+from ledger.store_errors import RECOVERY_HINT, StoreCorrupt
+
+__all__ = ["KVReader", "check_store", "check_store_deep", "corrupt"]
+
+
+class KVReader(Protocol):
+    """Read access to the raw key space (errors already translated to StoreError)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def last_key(self, prefix: bytes) -> bytes | None: ...
+
+    def first_key(self, prefix: bytes) -> bytes | None: ...
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+def corrupt(what: str) -> StoreCorrupt:
+    """A StoreCorrupt carrying the operator's recovery hint."""
+    return StoreCorrupt(f"ledger store is inconsistent: {what}: {RECOVERY_HINT}")
+
+
+def _get_required(kv: KVReader, key: bytes, what: str) -> bytes:
+    v = kv.get(key)
+    if v is None:
+        raise corrupt(f"{what} is missing")
+    return v
+
+
+def _check_block(kv: KVReader, h: int, *, deep: bool) -> k.BlockSummary:
+    """Check every per-block record of height h; return its summary."""
+    block = _get_required(kv, k.k_block(h), f"block {h}")
+    header = _get_required(kv, k.k_header(h), f"header of block {h}")
+    bh = _get_required(kv, k.k_block_hash(h), f"hash of block {h}")
+    if len(bh) != k.HASH_SIZE:
+        raise corrupt(f"hash of block {h} has {len(bh)} bytes")
+    by_hash = kv.get(k.k_hash_index(bh))
+    if by_hash is None or by_hash != k.encode_height(h):
+        raise corrupt(f"hash index of block {h} is missing or points elsewhere")
+    try:
+        summary = k.BlockSummary.decode(_get_required(kv, k.k_summary(h), f"summary of block {h}"))
+    except ValueError as e:
+        raise corrupt(f"summary of block {h}: {e}") from e
+    ids = _get_required(kv, k.k_tx_ids(h), f"tx id list of block {h}")
+    if len(ids) != k.HASH_SIZE * summary.tx_count:
+        raise corrupt(f"tx id list of block {h} does not hold {summary.tx_count} ids")
+    receipts: list[bytes] = []
+    for i in range(summary.tx_count):
+        tx_id = ids[i * k.HASH_SIZE : (i + 1) * k.HASH_SIZE]
+        loc = kv.get(k.k_tx(tx_id))
+        if loc is None or loc != k.encode_tx_location(h, i):
+            raise corrupt(f"location of tx {tx_id.hex()} (block {h}, index {i}) is wrong")
+        receipts.append(_get_required(kv, k.k_receipt(tx_id), f"receipt of tx {tx_id.hex()}"))
+        leaf = kv.get(k.k_acc_leaf(summary.acc_start + i))
+        if leaf is None or len(leaf) != k.HASH_SIZE:
+            raise corrupt(f"accumulator leaf {summary.acc_start + i} (block {h}) is missing")
+    if deep and k.compute_content_digest(header, block, receipts) != summary.content_digest:
+        raise corrupt(f"block {h}: header/block/receipt bytes differ from those committed")
+    return summary
+
+
+def _node_getter(kv: KVReader) -> NodeGetter:
+    def get_node(level: int, index: int) -> bytes:
+        key = k.k_acc_leaf(index) if level == 0 else k.k_acc_node(level, index)
+        v = kv.get(key)
+        if v is None:
+            raise corrupt(f"accumulator node ({level}, {index}) is missing")
+        return v
+
+    return get_node
+
+
+def _check_empty(kv: KVReader) -> None:
+    for prefix, name in _PER_BLOCK_FAMILIES + _PER_TX_FAMILIES:
+        if kv.first_key(prefix) is not None:
+            raise corrupt(f"no head recorded but {name} records exist")
+    acc = kv.get(k.META_ACC_SIZE)
+    if acc is not None and k.decode_height(acc) != 0:
+        raise corrupt("no head recorded but the accumulator is not empty")
+
+
+_PER_BLOCK_FAMILIES = (
+    (k.P_BLOCK, "block"),
+    (k.P_HEADER, "header"),
+    (k.P_BLOCK_HASH, "block hash"),
+    (k.P_SUMMARY, "block summary"),
+    (k.P_TX_IDS, "tx id list"),
+)
+_PER_TX_FAMILIES = (
+    (k.P_HASH_INDEX, "hash index"),
+    (k.P_TX, "tx location"),
+    (k.P_RECEIPT, "receipt"),
+    (k.P_ACC_LEAF, "accumulator leaf"),
+    (k.P_ACC_NODE, "accumulator node"),
+)
+
+
+def check_store(kv: KVReader) -> tuple[int, bytes, int] | None:
+    """Shallow check; return (head height, head hash, accumulator size), or None if empty."""
+    raw_head = kv.get(k.META_HEAD)
+    if raw_head is None:
+        _check_empty(kv)
+        return None
+    try:
+        head, head_hash = k.decode_head(raw_head)
+        raw_acc = _get_required(kv, k.META_ACC_SIZE, "accumulator size record")
+        acc_size = k.decode_height(raw_acc)
+    except ValueError as e:
+        raise corrupt(f"head metadata: {e}") from e
+    for prefix, name in _PER_BLOCK_FAMILIES:
+        last = kv.last_key(prefix)
+        if last is None or k.decode_height(last[1:]) != head:
+            raise corrupt(f"metadata head is {head} but the highest {name} record disagrees")
+    if kv.get(k.k_block_hash(head)) != head_hash:
+        raise corrupt(f"metadata head hash differs from the hash of block {head}")
+    summary = _check_block(kv, head, deep=False)
+    if summary.acc_start + summary.tx_count != acc_size:
+        raise corrupt(
+            f"accumulator size {acc_size} != {summary.acc_start} + {summary.tx_count} "
+            f"recorded for block {head}"
+        )
+    last_leaf = kv.last_key(k.P_ACC_LEAF)
+    if (last_leaf is None and acc_size) or (
+        last_leaf is not None and k.decode_height(last_leaf[1:]) != acc_size - 1
+    ):
+        raise corrupt(f"accumulator leaves do not end at index {acc_size - 1}")
+    compute_root(acc_size, _node_getter(kv))
+    return head, head_hash, acc_size
+
+
+def check_store_deep(kv: KVReader) -> None:
+    """Everything `check_store` does, for every block, plus digests, counts and node hashes."""
+    found = check_store(kv)
+    if found is None:
+        return
+    head, _, acc_size = found
+    expected_start = 0
+    for h in range(head + 1):
+        s = _check_block(kv, h, deep=True)
+        if s.acc_start != expected_start:
+            raise corrupt(
+                f"block {h} starts the accumulator at {s.acc_start}, not {expected_start}"
+            )
+        expected_start += s.tx_count
+    counts = {
+        k.P_BLOCK: head + 1,
+        k.P_HEADER: head + 1,
+        k.P_BLOCK_HASH: head + 1,
+        k.P_SUMMARY: head + 1,
+        k.P_TX_IDS: head + 1,
+        k.P_HASH_INDEX: head + 1,
+        k.P_TX: acc_size,
+        k.P_RECEIPT: acc_size,
+        k.P_ACC_LEAF: acc_size,
+    }
+    for prefix, want in counts.items():
+        got = sum(1 for _ in kv.iter_prefix(prefix))
+        if got != want:
+            raise corrupt(f"{got} records of kind {prefix!r}, expected {want}")
+    get_node = _node_getter(kv)
+    nodes = 0
+    for key, value in kv.iter_prefix(k.P_ACC_NODE):
+        level, index = key[1], k.decode_height(key[2:])
+        if level == 0 or (index + 1) << level > acc_size:
+            raise corrupt(f"accumulator node ({level}, {index}) beyond size {acc_size}")
+        if value != hash_children(
+            get_node(level - 1, 2 * index), get_node(level - 1, 2 * index + 1)
+        ):
+            raise corrupt(f"accumulator node ({level}, {index}) does not hash its children")
+        nodes += 1
+    want_nodes = sum(acc_size >> level for level in range(1, acc_size.bit_length()))
+    if nodes != want_nodes:
+        raise corrupt(f"{nodes} accumulator nodes stored, expected {want_nodes}")
+    last_proof = kv.last_key(k.P_PROOF)
+    if last_proof is not None and k.decode_height(last_proof[1:]) > head:
+        raise corrupt("a commit proof exists for a height above the head")

@@ -1,0 +1,276 @@
+"""Key layout and small record encodings of the gmchain LevelDB store (`ledger.store`).
+
+Rules this module keeps:
+- Every key starts with a one-byte prefix naming its record kind; integers in keys are unsigned
+  big-endian of fixed width, so LevelDB's bytewise order is numeric order (heights 8 bytes,
+  accumulator indexes 8 bytes, accumulator levels 1 byte).
+- Namespaced state keys carry the namespace length-prefixed (`len(ns) || ns || key`), so no
+  namespace is a byte-prefix of another's key space ("ab"+"c" never aliases "a"+"bc").
+- Record values that hold several fields have one fixed layout and a leading record version byte;
+  decoding rejects anything of the wrong length or version (the store treats that as corruption).
+- Pure functions only; no IO. The store (`ledger.store`) is the only writer.
+
+Key space (prefix, key, value):
+
+    b"m" + name               internal metadata: format version, chain id, head, acc size
+    b"u" + utf8(name)         caller metadata (`put_meta`), e.g. consensus safety data
+    b"B" + height             full encoded block
+    b"H" + height             encoded header
+    b"h" + height             32-byte block hash
+    b"N" + block hash         height (8 bytes)
+    b"Y" + height             per-block summary record (see `BlockSummary`)
+    b"I" + height             the block's tx ids, concatenated (32 bytes each, in block order)
+    b"T" + tx id              height (8) || index in block (4)
+    b"R" + tx id              encoded receipt
+    b"S" + len(ns) + ns + key contract-namespaced state value
+    b"L" + index              accumulator leaf hash (32)
+    b"A" + level(1) + index   accumulator perfect-subtree node hash, level >= 1 (32)
+    b"P" + height             commit proof (opaque)
+    b"X" + key                opaque secondary index value
+
+Sources: LevelDB's documentation (bytewise comparator, `WriteBatch` atomicity); RFC 6962 §2.1 for
+what the accumulator nodes are (see `ledger.store_acc`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from crypto_sm import sm3_hash
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HASH_SIZE",
+    "MAX_U64",
+    "META_ACC_SIZE",
+    "META_CHAIN_ID",
+    "META_HEAD",
+    "META_VERSION",
+    "P_ACC_LEAF",
+    "P_ACC_NODE",
+    "P_BLOCK",
+    "P_BLOCK_HASH",
+    "P_HASH_INDEX",
+    "P_HEADER",
+    "P_INDEX",
+    "P_META",
+    "P_PROOF",
+    "P_RECEIPT",
+    "P_STATE",
+    "P_SUMMARY",
+    "P_TX",
+    "P_TX_IDS",
+    "P_USER_META",
+    "BlockSummary",
+    "compute_content_digest",
+    "decode_head",
+    "decode_height",
+    "decode_tx_location",
+    "encode_head",
+    "encode_height",
+    "encode_tx_location",
+    "k_acc_leaf",
+    "k_acc_node",
+    "k_block",
+    "k_block_hash",
+    "k_hash_index",
+    "k_header",
+    "k_index",
+    "k_proof",
+    "k_receipt",
+    "k_state",
+    "k_state_prefix",
+    "k_summary",
+    "k_tx",
+    "k_tx_ids",
+    "k_user_meta",
+    "prefix_end",
+]
+
+FORMAT_VERSION: Final = 1
+HASH_SIZE: Final = 32
+MAX_U64: Final = 2**64 - 1
+
+P_META: Final = b"m"
+P_USER_META: Final = b"u"
+P_BLOCK: Final = b"B"
+P_HEADER: Final = b"H"
+P_BLOCK_HASH: Final = b"h"
+P_HASH_INDEX: Final = b"N"
+P_SUMMARY: Final = b"Y"
+P_TX_IDS: Final = b"I"
+P_TX: Final = b"T"
+P_RECEIPT: Final = b"R"
+P_STATE: Final = b"S"
+P_ACC_LEAF: Final = b"L"
+P_ACC_NODE: Final = b"A"
+P_PROOF: Final = b"P"
+P_INDEX: Final = b"X"
+
+META_VERSION: Final = P_META + b"format_version"
+META_CHAIN_ID: Final = P_META + b"chain_id"
+META_HEAD: Final = P_META + b"head"
+META_ACC_SIZE: Final = P_META + b"acc_size"
+
+_U64 = struct.Struct(">Q")
+_TXLOC = struct.Struct(">QI")
+_HEAD = struct.Struct(">Q32s")
+
+
+def encode_height(h: int) -> bytes:
+    """8-byte big-endian encoding of a height or index (0 <= h < 2**64)."""
+    return _U64.pack(h)
+
+
+def decode_height(b: bytes) -> int:
+    """Inverse of `encode_height`; raises ValueError on a wrong length."""
+    if len(b) != _U64.size:
+        raise ValueError(f"height record has {len(b)} bytes, expected {_U64.size}")
+    return int(_U64.unpack(b)[0])
+
+
+def encode_tx_location(height: int, index: int) -> bytes:
+    return _TXLOC.pack(height, index)
+
+
+def decode_tx_location(b: bytes) -> tuple[int, int]:
+    if len(b) != _TXLOC.size:
+        raise ValueError(f"tx location record has {len(b)} bytes, expected {_TXLOC.size}")
+    h, i = _TXLOC.unpack(b)
+    return int(h), int(i)
+
+
+def encode_head(height: int, block_hash: bytes) -> bytes:
+    return _HEAD.pack(height, block_hash)
+
+
+def decode_head(b: bytes) -> tuple[int, bytes]:
+    if len(b) != _HEAD.size:
+        raise ValueError(f"head record has {len(b)} bytes, expected {_HEAD.size}")
+    h, bh = _HEAD.unpack(b)
+    return int(h), bytes(bh)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockSummary:
+    """What the store recorded about one committed block, for its own consistency checks.
+
+    Invariants: `acc_start` is the accumulator size before the block, and the block appended exactly
+    `tx_count` leaves (one per transaction, in block order); `content_digest` is
+    `compute_content_digest` of the header, block and receipts as written.
+    """
+
+    tx_count: int
+    acc_start: int
+    content_digest: bytes
+
+    _LAYOUT = struct.Struct(">BIQ32s")
+    _RECORD_VERSION = 1
+
+    def encode(self) -> bytes:
+        return self._LAYOUT.pack(
+            self._RECORD_VERSION, self.tx_count, self.acc_start, self.content_digest
+        )
+
+    @classmethod
+    def decode(cls, b: bytes) -> BlockSummary:
+        if len(b) != cls._LAYOUT.size:
+            raise ValueError(f"summary record has {len(b)} bytes, expected {cls._LAYOUT.size}")
+        ver, n, start, digest = cls._LAYOUT.unpack(b)
+        if ver != cls._RECORD_VERSION:
+            raise ValueError(f"summary record version {ver}, expected {cls._RECORD_VERSION}")
+        return cls(tx_count=int(n), acc_start=int(start), content_digest=bytes(digest))
+
+
+def k_block(h: int) -> bytes:
+    return P_BLOCK + _U64.pack(h)
+
+
+def k_header(h: int) -> bytes:
+    return P_HEADER + _U64.pack(h)
+
+
+def k_block_hash(h: int) -> bytes:
+    return P_BLOCK_HASH + _U64.pack(h)
+
+
+def k_hash_index(block_hash: bytes) -> bytes:
+    return P_HASH_INDEX + block_hash
+
+
+def k_summary(h: int) -> bytes:
+    return P_SUMMARY + _U64.pack(h)
+
+
+def k_tx_ids(h: int) -> bytes:
+    return P_TX_IDS + _U64.pack(h)
+
+
+def k_tx(tx_id: bytes) -> bytes:
+    return P_TX + tx_id
+
+
+def k_receipt(tx_id: bytes) -> bytes:
+    return P_RECEIPT + tx_id
+
+
+def k_state_prefix(namespace: str) -> bytes:
+    """The key prefix of one contract namespace; raises ValueError if the name is unusable."""
+    ns = namespace.encode("utf-8")
+    if not 0 < len(ns) <= 255:
+        raise ValueError(f"state namespace must be 1..255 UTF-8 bytes, got {len(ns)}")
+    return P_STATE + bytes((len(ns),)) + ns
+
+
+def k_state(namespace: str, key: bytes) -> bytes:
+    return k_state_prefix(namespace) + key
+
+
+def k_acc_leaf(index: int) -> bytes:
+    return P_ACC_LEAF + _U64.pack(index)
+
+
+def k_acc_node(level: int, index: int) -> bytes:
+    return P_ACC_NODE + bytes((level,)) + _U64.pack(index)
+
+
+def k_proof(h: int) -> bytes:
+    return P_PROOF + _U64.pack(h)
+
+
+def k_index(key: bytes) -> bytes:
+    return P_INDEX + key
+
+
+def k_user_meta(name: str) -> bytes:
+    return P_USER_META + name.encode("utf-8")
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None: no bound)."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] != 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None
+
+
+def compute_content_digest(
+    header_bytes: bytes, block_bytes: bytes, receipts: Sequence[bytes]
+) -> bytes:
+    """SM3 over the length-prefixed header, block and receipts, in that order (GB/T 32905).
+
+    Recorded in each block's summary so `check_consistency(deep=True)` can detect records that
+    were altered or swapped after the commit (LevelDB's own CRCs cover only its blocks/log).
+    """
+    parts = [len(header_bytes).to_bytes(4, "big"), header_bytes]
+    parts += [len(block_bytes).to_bytes(4, "big"), block_bytes]
+    parts.append(len(receipts).to_bytes(4, "big"))
+    for r in receipts:
+        parts += [len(r).to_bytes(4, "big"), r]
+    return sm3_hash(b"".join(parts))
