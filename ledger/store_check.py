@@ -9,7 +9,10 @@ Rules this module keeps:
   kill): the metadata head equals the highest block key; every per-block record of the head block
   is present (block, header, hash, hash index, summary, tx id list, tx locations, receipts,
   accumulator leaves); the accumulator size equals the summaries' running tx count; no record of a
-  height above the head exists; the accumulator's perfect-subtree nodes for the head size exist.
+  height above the head exists; the accumulator's perfect-subtree nodes for the head size exist;
+  and, for the last `RECENT_WINDOW` blocks, block, header, hash and summary are present and the
+  summaries chain — the blocks a damaged LevelDB log could have lost without LevelDB noticing
+  (only if opened without `paranoid_checks`).
 - The deep check does the same for every block and additionally recomputes each block's content
   digest (SM3 over header, block and receipts), checks that the summaries chain
   (`acc_start(h) == acc_start(h-1) + tx_count(h-1)`), counts every record family against the
@@ -26,7 +29,9 @@ from ledger import store_keys as k
 from ledger.store_acc import NodeGetter, compute_root, hash_children
 from ledger.store_errors import RECOVERY_HINT, StoreCorrupt
 
-__all__ = ["KVReader", "check_store", "check_store_deep", "corrupt"]
+__all__ = ["RECENT_WINDOW", "KVReader", "check_store", "check_store_deep", "corrupt"]
+
+RECENT_WINDOW = 256
 
 
 class KVReader(Protocol):
@@ -151,7 +156,30 @@ def check_store(kv: KVReader) -> tuple[int, bytes, int] | None:
     ):
         raise corrupt(f"accumulator leaves do not end at index {acc_size - 1}")
     compute_root(acc_size, _node_getter(kv))
+    _check_recent(kv, head, summary)
     return head, head_hash, acc_size
+
+
+def _check_recent(kv: KVReader, head: int, head_summary: k.BlockSummary) -> None:
+    """Blocks head-RECENT_WINDOW+1 .. head-1 exist and their summaries chain into the head's."""
+    next_start = head_summary.acc_start
+    for h in range(head - 1, max(-1, head - RECENT_WINDOW), -1):
+        for key, name in (
+            (k.k_block(h), "block"),
+            (k.k_header(h), "header"),
+            (k.k_block_hash(h), "hash"),
+        ):
+            if kv.get(key) is None:
+                raise corrupt(f"{name} of block {h} is missing (below head {head})")
+        try:
+            s = k.BlockSummary.decode(_get_required(kv, k.k_summary(h), f"summary of block {h}"))
+        except ValueError as e:
+            raise corrupt(f"summary of block {h}: {e}") from e
+        if s.acc_start + s.tx_count != next_start:
+            raise corrupt(f"accumulator ranges of blocks {h} and {h + 1} do not chain")
+        next_start = s.acc_start
+    if head < RECENT_WINDOW and next_start != 0:
+        raise corrupt(f"block 0 starts the accumulator at {next_start}, not 0")
 
 
 def check_store_deep(kv: KVReader) -> None:
