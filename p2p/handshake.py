@@ -1,0 +1,557 @@
+"""The p2p handshake: SIGMA-style mutual authentication with an SM2 KEM (sans-IO).
+
+Construction (specified byte-exactly in docs/p2p.md, with a worked example):
+  M1 I->R  [1, version, chain_id, eph_I, nonce_I]
+  M2 R->I  [2, version, chain_id, eph_R, nonce_R, ct_R = SM2Enc(eph_I, s_R)]
+  M3 I->R  [3, ct_I = SM2Enc(eph_R, s_I), id_I, sig_I, mac_I]
+  M4 R->I  [4, id_R, sig_R, mac_R]
+  th_n = SM3(D_TRANSCRIPT || u32(len M1) || M1 || ... || u32(len Mn))
+  PRK  = HKDF-Extract_SM3(salt = th_2, IKM = s_I || s_R)                        (RFC 5869)
+  auth keys from HKDF-Expand(PRK, label || th_2); traffic keys from HKDF-Expand(PRK, label || th_4)
+  a_I = SM3(D_AUTH_I || msgpack([th_2, ct_I, id_I])); sig_I = SM2Sign(id_I, a_I)
+  mac_I = HMAC-SM3(k_auth_I, D_FIN_I || a_I || sig_I); likewise for R over th_3 and id_R.
+
+Sources: H. Krawczyk, "SIGMA: the 'SIGn-and-MAc' approach to authenticated Diffie-Hellman",
+CRYPTO 2003 (each side signs the exchanged ephemeral values and MACs its own identity under a
+key derived from the shared secret); the Diffie-Hellman value is replaced by two SM2 public-key
+encryptions (GB/T 32918.4) to ephemeral keys, a KEM-based exchange as in KEMTLS (Schwabe,
+Stebila, Wiggers, CCS 2020); key schedule after TLS 1.3 (RFC 8446 §7.1: Extract with the
+transcript, Expand with labels); HKDF from RFC 5869 instantiated with HMAC-SM3.
+
+Rules kept here:
+- Sans-IO: the classes turn received bytes into bytes to send; no sockets, no clock.
+- Every field is checked (type, exact size, canonical encoding) before any expensive operation;
+  the cheap MAC is checked before the SM2 signature; `authorize` runs before any decryption.
+- The ephemeral private key is dropped as soon as the peer's KEM ciphertext is decrypted
+  (forward secrecy: later compromise of an identity key reveals no session key).
+- Chain id and protocol version travel in M1/M2 and hence in every transcript hash; a handshake
+  for another chain or version is refused ("wrong_chain", "version").
+- Failures raise RemoteProtocolError with a stable reason; misuse (wrong call order) is an
+  AssertionError-free RuntimeError.
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crypto_sm import (
+    CryptoError,
+    InvalidKey,
+    PrivateKey,
+    PublicKey,
+    sm2_decrypt,
+    sm2_encrypt,
+    sm3_hash,
+    sm3_hmac,
+)
+from p2p.config import RemoteProtocolError
+from p2p.framing import decode_message, encode_message
+
+__all__ = [
+    "D_AUTH_I",
+    "D_AUTH_R",
+    "D_FIN_I",
+    "D_FIN_R",
+    "D_TRANSCRIPT",
+    "HANDSHAKE_MAX_FRAME",
+    "KDF_LABEL",
+    "PROTOCOL_VERSION",
+    "HandshakeResult",
+    "Initiator",
+    "InitiatorAuth",
+    "InitiatorHello",
+    "KeySchedule",
+    "Responder",
+    "ResponderAuth",
+    "ResponderHello",
+    "compute_auth_digest",
+    "compute_hkdf_expand",
+    "compute_hkdf_extract",
+    "compute_key_schedule",
+    "compute_transcript_hash",
+]
+
+PROTOCOL_VERSION = 1
+HANDSHAKE_MAX_FRAME = 4096  # every handshake message is far smaller; caps pre-auth buffering
+
+D_TRANSCRIPT = b"GMCHAIN/P2P/HANDSHAKE/TRANSCRIPT/v1"
+D_AUTH_I = b"GMCHAIN/P2P/HANDSHAKE/AUTH-I/v1"
+D_AUTH_R = b"GMCHAIN/P2P/HANDSHAKE/AUTH-R/v1"
+D_FIN_I = b"GMCHAIN/P2P/HANDSHAKE/FIN-I/v1"
+D_FIN_R = b"GMCHAIN/P2P/HANDSHAKE/FIN-R/v1"
+KDF_LABEL = b"GMCHAIN/P2P/KDF/v1/"
+
+TAG_INITIATOR_HELLO = 1
+TAG_RESPONDER_HELLO = 2
+TAG_INITIATOR_AUTH = 3
+TAG_RESPONDER_AUTH = 4
+
+PUBKEY_SIZE = 65
+NONCE_SIZE = 32
+SECRET_SIZE = 32
+SIG_SIZE = 64
+MAC_SIZE = 32
+MAX_KEM_CT = 256  # SM2 ciphertext of 32 bytes is ~97..140 bytes depending on encoding
+MAX_CHAIN_ID = 64
+SM4_KEY_SIZE = 16
+GCM_IV_SIZE = 12
+
+
+# ---------------------------------------------------------------------------- field checks
+
+
+def _check_bytes(value: Any, name: str, *, size: int | None = None, max_size: int = 0) -> bytes:
+    if type(value) is not bytes:
+        raise RemoteProtocolError("malformed", f"{name} is not bin")
+    if size is not None and len(value) != size:
+        raise RemoteProtocolError("malformed", f"{name} is {len(value)} bytes, want {size}")
+    if max_size and not 0 < len(value) <= max_size:
+        raise RemoteProtocolError("malformed", f"{name} length {len(value)}")
+    return value
+
+
+def _check_version_chain(version: Any, chain_id: Any) -> tuple[int, str]:
+    if type(version) is not int:
+        raise RemoteProtocolError("malformed", "version is not an int")
+    if type(chain_id) is not str or not 0 < len(chain_id) <= MAX_CHAIN_ID:
+        raise RemoteProtocolError("malformed", "chain_id")
+    return version, chain_id
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitiatorHello:
+    """M1: the initiator's ephemeral SM2 public key and nonce."""
+
+    version: int
+    chain_id: str
+    ephemeral: bytes  # 65 bytes, 0x04 || X || Y
+    nonce: bytes  # 32 bytes
+
+    def encode(self) -> bytes:
+        return encode_message(
+            [TAG_INITIATOR_HELLO, self.version, self.chain_id, self.ephemeral, self.nonce]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> InitiatorHello:
+        _, version, chain_id, eph, nonce = decode_message(data, TAG_INITIATOR_HELLO, 5)
+        version, chain_id = _check_version_chain(version, chain_id)
+        return cls(
+            version=version,
+            chain_id=chain_id,
+            ephemeral=_check_bytes(eph, "ephemeral", size=PUBKEY_SIZE),
+            nonce=_check_bytes(nonce, "nonce", size=NONCE_SIZE),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponderHello:
+    """M2: the responder's ephemeral key, nonce, and its secret encrypted to eph_I."""
+
+    version: int
+    chain_id: str
+    ephemeral: bytes
+    nonce: bytes
+    kem_ct: bytes  # SM2Enc(eph_I, s_R)
+
+    def encode(self) -> bytes:
+        return encode_message(
+            [
+                TAG_RESPONDER_HELLO,
+                self.version,
+                self.chain_id,
+                self.ephemeral,
+                self.nonce,
+                self.kem_ct,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ResponderHello:
+        _, version, chain_id, eph, nonce, ct = decode_message(data, TAG_RESPONDER_HELLO, 6)
+        version, chain_id = _check_version_chain(version, chain_id)
+        return cls(
+            version=version,
+            chain_id=chain_id,
+            ephemeral=_check_bytes(eph, "ephemeral", size=PUBKEY_SIZE),
+            nonce=_check_bytes(nonce, "nonce", size=NONCE_SIZE),
+            kem_ct=_check_bytes(ct, "kem_ct", max_size=MAX_KEM_CT),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitiatorAuth:
+    """M3: the initiator's secret encrypted to eph_R, its identity, signature and MAC."""
+
+    kem_ct: bytes
+    identity: bytes  # 65-byte SM2 identity public key
+    signature: bytes  # 64-byte r || s over a_I
+    mac: bytes  # 32 bytes
+
+    def encode(self) -> bytes:
+        return encode_message(
+            [TAG_INITIATOR_AUTH, self.kem_ct, self.identity, self.signature, self.mac]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> InitiatorAuth:
+        _, ct, identity, sig, mac = decode_message(data, TAG_INITIATOR_AUTH, 5)
+        return cls(
+            kem_ct=_check_bytes(ct, "kem_ct", max_size=MAX_KEM_CT),
+            identity=_check_bytes(identity, "identity", size=PUBKEY_SIZE),
+            signature=_check_bytes(sig, "signature", size=SIG_SIZE),
+            mac=_check_bytes(mac, "mac", size=MAC_SIZE),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponderAuth:
+    """M4: the responder's identity, signature over th_3, and MAC."""
+
+    identity: bytes
+    signature: bytes
+    mac: bytes
+
+    def encode(self) -> bytes:
+        return encode_message([TAG_RESPONDER_AUTH, self.identity, self.signature, self.mac])
+
+    @classmethod
+    def decode(cls, data: bytes) -> ResponderAuth:
+        _, identity, sig, mac = decode_message(data, TAG_RESPONDER_AUTH, 4)
+        return cls(
+            identity=_check_bytes(identity, "identity", size=PUBKEY_SIZE),
+            signature=_check_bytes(sig, "signature", size=SIG_SIZE),
+            mac=_check_bytes(mac, "mac", size=MAC_SIZE),
+        )
+
+
+# ---------------------------------------------------------------------------- key schedule
+
+
+def compute_hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2) with HMAC-SM3."""
+    return sm3_hmac(salt, ikm)
+
+
+def compute_hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3) with HMAC-SM3."""
+    if not 0 < length <= 255 * 32:
+        raise ValueError("HKDF-Expand length out of range")
+    out, block = b"", b""
+    counter = 1
+    while len(out) < length:
+        block = sm3_hmac(prk, block + info + bytes([counter]))
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def compute_transcript_hash(messages: Sequence[bytes]) -> bytes:
+    """th_n = SM3(D_TRANSCRIPT || u32(len M1) || M1 || ... || u32(len Mn) || Mn)."""
+    parts = [D_TRANSCRIPT]
+    for m in messages:
+        parts.append(len(m).to_bytes(4, "big"))
+        parts.append(m)
+    return sm3_hash(b"".join(parts))
+
+
+def compute_auth_digest(domain: bytes, fields: list[bytes]) -> bytes:
+    """a = SM3(domain || msgpack(fields)): what a side signs (DESIGN.md "Hashing and signing")."""
+    return sm3_hash(domain + encode_message(list(fields)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeySchedule:
+    """Everything derived from the two KEM secrets; I = initiator, R = responder."""
+
+    prk: bytes
+    auth_key_i: bytes
+    auth_key_r: bytes
+    key_i2r: bytes | None  # traffic keys exist only once th_4 is known
+    iv_i2r: bytes | None
+    key_r2i: bytes | None
+    iv_r2i: bytes | None
+
+
+def _expand(prk: bytes, label: bytes, th: bytes, length: int) -> bytes:
+    return compute_hkdf_expand(prk, KDF_LABEL + label + th, length)
+
+
+def compute_key_schedule(
+    *, secret_i: bytes, secret_r: bytes, th2: bytes, th4: bytes | None = None
+) -> KeySchedule:
+    """Derive the auth keys (from th_2) and, given th_4, the directional SM4-GCM keys and IVs."""
+    prk = compute_hkdf_extract(th2, secret_i + secret_r)
+    traffic: list[bytes | None] = [None, None, None, None]
+    if th4 is not None:
+        traffic = [
+            _expand(prk, b"key-i2r", th4, SM4_KEY_SIZE),
+            _expand(prk, b"iv-i2r", th4, GCM_IV_SIZE),
+            _expand(prk, b"key-r2i", th4, SM4_KEY_SIZE),
+            _expand(prk, b"iv-r2i", th4, GCM_IV_SIZE),
+        ]
+    return KeySchedule(
+        prk=prk,
+        auth_key_i=_expand(prk, b"auth-i", th2, MAC_SIZE),
+        auth_key_r=_expand(prk, b"auth-r", th2, MAC_SIZE),
+        key_i2r=traffic[0],
+        iv_i2r=traffic[1],
+        key_r2i=traffic[2],
+        iv_r2i=traffic[3],
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeResult:
+    """An authenticated peer and this side's directional session keys."""
+
+    peer: PublicKey
+    node_id: bytes  # peer.address
+    send_key: bytes
+    send_iv: bytes
+    recv_key: bytes
+    recv_iv: bytes
+    transcript_hash: bytes  # th_4, identical on both sides
+
+
+# ---------------------------------------------------------------------------- state machines
+
+
+def _load_ephemeral(data: bytes) -> PublicKey:
+    try:
+        return PublicKey.from_bytes(data)
+    except InvalidKey:
+        raise RemoteProtocolError("bad_key", "ephemeral key not on the curve") from None
+
+
+def _kem_decrypt(eph: PrivateKey, ct: bytes) -> bytes:
+    try:
+        secret = sm2_decrypt(eph, ct)
+    except CryptoError:
+        raise RemoteProtocolError("kem", "cannot decrypt KEM ciphertext") from None
+    if len(secret) != SECRET_SIZE:
+        raise RemoteProtocolError("kem", "KEM secret has the wrong size")
+    return secret
+
+
+def _check_hello(version: int, chain_id: str, own_chain_id: str) -> None:
+    if version != PROTOCOL_VERSION:
+        raise RemoteProtocolError("version", f"peer speaks v{version}")
+    if chain_id != own_chain_id:
+        raise RemoteProtocolError("wrong_chain", chain_id[:MAX_CHAIN_ID])
+
+
+def _fin_mac(key: bytes, domain: bytes, digest: bytes, sig: bytes) -> bytes:
+    return sm3_hmac(key, domain + digest + sig)
+
+
+def _check_auth(
+    *, key: PublicKey, mac_key: bytes, domain_fin: bytes, digest: bytes, sig: bytes, mac: bytes
+) -> None:
+    # The MAC is cheap and proves knowledge of the KEM secrets; check it before the SM2 verify.
+    if not _hmac.compare_digest(mac, _fin_mac(mac_key, domain_fin, digest, sig)):
+        raise RemoteProtocolError("bad_mac")
+    if not key.verify(digest, sig):
+        raise RemoteProtocolError("bad_signature")
+
+
+class Initiator:
+    """The dialing side. Call `start()`, then `on_responder_hello()`, then `on_responder_auth()`."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        identity: PrivateKey,
+        expected_peer: PublicKey,
+        ephemeral: PrivateKey | None = None,  # injectable for test vectors only
+        nonce: bytes | None = None,
+        kem_secret: bytes | None = None,
+    ) -> None:
+        self._chain_id = chain_id
+        self._identity = identity
+        self._expected = expected_peer
+        self._eph: PrivateKey | None = ephemeral or PrivateKey.generate()
+        self._eph_pub = self._eph.public_key.to_bytes()
+        self._nonce = nonce or os.urandom(NONCE_SIZE)
+        self._secret_i = kem_secret or os.urandom(SECRET_SIZE)
+        self._transcript: list[bytes] = []  # M1.. as sent/received
+        self._keys: KeySchedule | None = None
+        self._secret_r = b""
+
+    def start(self) -> bytes:
+        """Return M1."""
+        if self._transcript:
+            raise RuntimeError("start() called twice")
+        m1 = InitiatorHello(
+            version=PROTOCOL_VERSION,
+            chain_id=self._chain_id,
+            ephemeral=self._eph_pub,
+            nonce=self._nonce,
+        ).encode()
+        self._transcript.append(m1)
+        return m1
+
+    def on_responder_hello(self, data: bytes) -> bytes:
+        """Process M2, return M3."""
+        if len(self._transcript) != 1 or self._eph is None:
+            raise RuntimeError("on_responder_hello out of order")
+        m2 = ResponderHello.decode(data)
+        _check_hello(m2.version, m2.chain_id, self._chain_id)
+        if m2.ephemeral == self._eph_pub:
+            raise RemoteProtocolError("reflection")
+        eph_r = _load_ephemeral(m2.ephemeral)
+        self._secret_r = _kem_decrypt(self._eph, m2.kem_ct)
+        self._eph = None  # forward secrecy: the ephemeral key is no longer needed
+        self._transcript.append(data)
+        th2 = compute_transcript_hash(self._transcript)
+        ct_i = sm2_encrypt(eph_r, self._secret_i)
+        self._keys = compute_key_schedule(secret_i=self._secret_i, secret_r=self._secret_r, th2=th2)
+        identity = self._identity.public_key.to_bytes()
+        digest = compute_auth_digest(D_AUTH_I, [th2, ct_i, identity])
+        sig = self._identity.sign(digest)
+        m3 = InitiatorAuth(
+            kem_ct=ct_i,
+            identity=identity,
+            signature=sig,
+            mac=_fin_mac(self._keys.auth_key_i, D_FIN_I, digest, sig),
+        ).encode()
+        self._transcript.append(m3)
+        return m3
+
+    def on_responder_auth(self, data: bytes) -> HandshakeResult:
+        """Process M4, return the session."""
+        if len(self._transcript) != 3 or self._keys is None:
+            raise RuntimeError("on_responder_auth out of order")
+        m4 = ResponderAuth.decode(data)
+        if m4.identity != self._expected.to_bytes():
+            raise RemoteProtocolError("wrong_peer")
+        th3 = compute_transcript_hash(self._transcript)
+        digest = compute_auth_digest(D_AUTH_R, [th3, m4.identity])
+        _check_auth(
+            key=self._expected,
+            mac_key=self._keys.auth_key_r,
+            domain_fin=D_FIN_R,
+            digest=digest,
+            sig=m4.signature,
+            mac=m4.mac,
+        )
+        self._transcript.append(data)
+        th2 = compute_transcript_hash(self._transcript[:2])
+        th4 = compute_transcript_hash(self._transcript)
+        ks = compute_key_schedule(
+            secret_i=self._secret_i, secret_r=self._secret_r, th2=th2, th4=th4
+        )
+        self._secret_i = self._secret_r = b""
+        assert ks.key_i2r and ks.iv_i2r and ks.key_r2i and ks.iv_r2i
+        return HandshakeResult(
+            peer=self._expected,
+            node_id=self._expected.address,
+            send_key=ks.key_i2r,
+            send_iv=ks.iv_i2r,
+            recv_key=ks.key_r2i,
+            recv_iv=ks.iv_r2i,
+            transcript_hash=th4,
+        )
+
+
+class Responder:
+    """The accepting side. Call `on_initiator_hello()`, then `on_initiator_auth()`.
+
+    `authorize(pub)` returns None to accept the claimed identity, or a refusal reason
+    ("unknown_node", "banned", ...); it runs before any decryption or signature check.
+    """
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        identity: PrivateKey,
+        authorize: Callable[[PublicKey], str | None],
+        ephemeral: PrivateKey | None = None,  # injectable for test vectors only
+        nonce: bytes | None = None,
+        kem_secret: bytes | None = None,
+    ) -> None:
+        self._chain_id = chain_id
+        self._identity = identity
+        self._authorize = authorize
+        self._eph: PrivateKey | None = ephemeral or PrivateKey.generate()
+        self._eph_pub = self._eph.public_key.to_bytes()
+        self._nonce = nonce or os.urandom(NONCE_SIZE)
+        self._secret_r = kem_secret or os.urandom(SECRET_SIZE)
+        self._transcript: list[bytes] = []
+
+    def on_initiator_hello(self, data: bytes) -> bytes:
+        """Process M1, return M2."""
+        if self._transcript:
+            raise RuntimeError("on_initiator_hello out of order")
+        m1 = InitiatorHello.decode(data)
+        _check_hello(m1.version, m1.chain_id, self._chain_id)
+        if m1.ephemeral == self._eph_pub:
+            raise RemoteProtocolError("reflection")
+        eph_i = _load_ephemeral(m1.ephemeral)
+        m2 = ResponderHello(
+            version=PROTOCOL_VERSION,
+            chain_id=self._chain_id,
+            ephemeral=self._eph_pub,
+            nonce=self._nonce,
+            kem_ct=sm2_encrypt(eph_i, self._secret_r),
+        ).encode()
+        self._transcript += [data, m2]
+        return m2
+
+    def on_initiator_auth(self, data: bytes) -> tuple[bytes, HandshakeResult]:
+        """Process M3, return M4 and the session."""
+        if len(self._transcript) != 2 or self._eph is None:
+            raise RuntimeError("on_initiator_auth out of order")
+        m3 = InitiatorAuth.decode(data)
+        try:
+            peer = PublicKey.from_bytes(m3.identity)
+        except InvalidKey:
+            raise RemoteProtocolError("bad_key", "identity key not on the curve") from None
+        refusal = self._authorize(peer)
+        if refusal is not None:
+            raise RemoteProtocolError(refusal)
+        secret_i = _kem_decrypt(self._eph, m3.kem_ct)
+        self._eph = None  # forward secrecy
+        th2 = compute_transcript_hash(self._transcript)
+        keys = compute_key_schedule(secret_i=secret_i, secret_r=self._secret_r, th2=th2)
+        _check_auth(
+            key=peer,
+            mac_key=keys.auth_key_i,
+            domain_fin=D_FIN_I,
+            digest=compute_auth_digest(D_AUTH_I, [th2, m3.kem_ct, m3.identity]),
+            sig=m3.signature,
+            mac=m3.mac,
+        )
+        self._transcript.append(data)
+        th3 = compute_transcript_hash(self._transcript)
+        identity = self._identity.public_key.to_bytes()
+        digest = compute_auth_digest(D_AUTH_R, [th3, identity])
+        sig = self._identity.sign(digest)
+        m4 = ResponderAuth(
+            identity=identity,
+            signature=sig,
+            mac=_fin_mac(keys.auth_key_r, D_FIN_R, digest, sig),
+        ).encode()
+        self._transcript.append(m4)
+        th4 = compute_transcript_hash(self._transcript)
+        ks = compute_key_schedule(secret_i=secret_i, secret_r=self._secret_r, th2=th2, th4=th4)
+        self._secret_r = b""
+        assert ks.key_i2r and ks.iv_i2r and ks.key_r2i and ks.iv_r2i
+        return m4, HandshakeResult(
+            peer=peer,
+            node_id=peer.address,
+            send_key=ks.key_r2i,
+            send_iv=ks.iv_r2i,
+            recv_key=ks.key_i2r,
+            recv_iv=ks.iv_i2r,
+            transcript_hash=th4,
+        )

@@ -1,0 +1,624 @@
+"""P2PNetwork: the asyncio side of the transport (listen, dial, handshake, sealed frames).
+
+Rules kept here:
+- Only admitted nodes (the chain's validator/observer list) complete a handshake; everything
+  else is refused during the handshake (`_get_refusal`), before any decryption.
+- Only the side with the lexicographically smaller node_id dials; the other only accepts, so
+  two nodes never race to open two sessions. A newer authenticated session for the same node
+  replaces the older one (the peer restarted and our side has not yet seen the old socket die).
+- A protocol violation after authentication closes the connection and bans the node for
+  `ban_seconds`. Before authentication nobody is banned: the claimed identity is unproven and
+  banning it would let anyone lock an honest node out. Pre-auth failures are counted and the
+  socket closed; concurrent pre-auth connections are capped (`max_pending_handshakes`).
+- Memory is bounded per peer: the outbound queue by frames and bytes (`send()` returns False
+  and counts a drop when full), inbound by reading only after the previous chunk's frames were
+  delivered (`on_message` is awaited, so a slow consumer pushes back into TCP), and the token
+  bucket delays reads of a peer that sends faster than `max_frames_per_s`.
+- `on_message(node_id, payload)` is called in order per peer, never concurrently for one peer.
+  An exception from a callback is logged and counted, never fatal to the loop.
+- Keepalive: after idle_timeout/3 without sending, a PING goes out; after idle_timeout without
+  receiving (and not busy in on_message), the connection is closed ("idle_timeout").
+- Sessions are closed and re-keyed by a new handshake after `rekey_after_bytes` sealed bytes
+  (the RFC 8446 §5.5 style usage limit for a 128-bit block cipher in GCM).
+
+Sources: DESIGN.md "Transport"; docs/p2p.md; reconnect backoff per `p2p.limits`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from crypto_sm import PrivateKey, PublicKey
+from p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
+from p2p.framing import FrameDecoder, encode_frame
+from p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator, Responder
+from p2p.limits import BanList, TokenBucket, compute_backoff
+from p2p.session import (
+    FRAME_OVERHEAD,
+    PING_MESSAGE,
+    Close,
+    Data,
+    FrameOpener,
+    FrameSealer,
+    Ping,
+    decode_transport,
+    encode_close,
+    encode_data,
+)
+
+__all__ = ["MessageHandler", "P2PNetwork", "PeerHandler"]
+
+log = logging.getLogger("gmchain.p2p")
+
+MessageHandler = Callable[[bytes, bytes], Awaitable[None] | None]
+PeerHandler = Callable[[bytes], None]
+
+READ_CHUNK = 256 * 1024
+WRITE_BATCH_BYTES = 256 * 1024
+
+
+class _Connection:
+    """One authenticated session. Owned by the network; fields change only on the event loop."""
+
+    __slots__ = (
+        "bucket",
+        "closed",
+        "decoder",
+        "in_handler",
+        "is_closed",
+        "last_rx",
+        "last_tx",
+        "node_id",
+        "opener",
+        "queue",
+        "queued_bytes",
+        "reader",
+        "sealer",
+        "tasks",
+        "wake",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        *,
+        result: HandshakeResult,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+        config: P2PConfig,
+        now: float,
+    ) -> None:
+        self.node_id = result.node_id
+        self.reader = reader
+        self.writer = writer
+        self.decoder = decoder  # may already hold frames that followed the handshake
+        self.sealer = FrameSealer(result.send_key, result.send_iv)
+        self.opener = FrameOpener(result.recv_key, result.recv_iv)
+        self.bucket = TokenBucket(rate=config.max_frames_per_s, burst=config.burst_frames, now=now)
+        self.queue: deque[bytes] = deque()  # encoded transport messages awaiting sealing
+        self.queued_bytes = 0  # invariant: sum of len() of DATA messages in queue
+        self.wake = asyncio.Event()  # set when queue gains an item or the conn closes
+        self.closed = asyncio.Event()
+        self.is_closed = False
+        self.in_handler = False  # True while on_message runs (idle timer paused)
+        self.last_rx = now
+        self.last_tx = now
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+class P2PNetwork:
+    """Authenticated, encrypted transport between admitted nodes. Payloads are opaque bytes."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        key: PrivateKey,
+        peers: Sequence[PeerInfo],
+        config: P2PConfig,
+        on_message: MessageHandler,
+        on_peer_up: PeerHandler | None = None,
+        on_peer_down: PeerHandler | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        config.validate()
+        self._chain_id = chain_id
+        self._key = key
+        self._config = config
+        self._node_id: bytes = key.public_key.address
+        self._on_message = on_message
+        self._on_peer_up = on_peer_up
+        self._on_peer_down = on_peer_down
+        self._rng = rng or random.Random()
+        self._admitted: dict[bytes, PeerInfo] = {}
+        self._set_admitted(peers)
+        self._conns: dict[bytes, _Connection] = {}  # node_id -> the live session
+        self._bans = BanList()
+        self._dialers: dict[bytes, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self._running = False
+        self._pending_handshakes = 0
+        self._counters: Counter[str] = Counter()
+        self._rejects: Counter[str] = Counter()
+        self._disconnects: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def node_id(self) -> bytes:
+        return self._node_id
+
+    @property
+    def listen_port(self) -> int:
+        """The bound port (useful with listen_port=0)."""
+        return self._port
+
+    async def start(self) -> None:
+        """Listen, then dial every admitted peer whose node_id is larger than ours."""
+        if self._running:
+            raise RuntimeError("already started")
+        self._running = True
+        self._server = await asyncio.start_server(
+            self._handle_inbound, self._config.listen_host, self._config.listen_port
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        for node_id in self._admitted:
+            self._maybe_start_dialer(node_id)
+
+    async def stop(self) -> None:
+        """Close the listener and every session; cancel all tasks."""
+        if not self._running:
+            return
+        self._running = False
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            self._close(conn, "shutdown", graceful=True)
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._dialers.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def send(self, node_id: bytes, payload: bytes) -> bool:
+        """Queue `payload` for `node_id`; False if not connected or its queue is full."""
+        if len(payload) > self._config.max_frame:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds max_frame")
+        conn = self._conns.get(node_id)
+        if conn is None or conn.is_closed:
+            return False
+        return self._enqueue(conn, encode_data(payload))
+
+    def broadcast(self, payload: bytes) -> int:
+        """Queue `payload` for every connected peer; return how many accepted it."""
+        if len(payload) > self._config.max_frame:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds max_frame")
+        message = encode_data(payload)
+        return sum(1 for c in list(self._conns.values()) if self._enqueue(c, message))
+
+    def connected_peers(self) -> list[bytes]:
+        return sorted(nid for nid, c in self._conns.items() if not c.is_closed)
+
+    def report_misbehaviour(self, node_id: bytes, reason: str) -> None:
+        """The node layer found an invalid message from `node_id`: disconnect and ban it."""
+        self._rejects["misbehaviour"] += 1
+        log.warning("peer %s misbehaved: %s", node_id.hex(), reason)
+        self._ban(node_id)
+        conn = self._conns.get(node_id)
+        if conn is not None:
+            self._close(conn, "misbehaviour")
+
+    def update_admitted(self, peers: Sequence[PeerInfo]) -> None:
+        """Replace the admitted list; sessions with nodes no longer admitted are closed."""
+        self._set_admitted(peers)
+        for nid, conn in list(self._conns.items()):
+            info = self._admitted.get(nid)
+            if info is None:
+                self._close(conn, "not_admitted", graceful=True)
+        for nid, task in list(self._dialers.items()):
+            if nid not in self._admitted:
+                task.cancel()
+                del self._dialers[nid]
+        if self._running:
+            for nid in self._admitted:
+                self._maybe_start_dialer(nid)
+
+    def is_banned(self, node_id: bytes) -> bool:
+        return self._bans.is_banned(node_id, self._now())
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: frames/bytes in/out, drops, handshakes, rejects and disconnects by reason."""
+        out: dict[str, Any] = {
+            k: self._counters[k]
+            for k in (
+                "frames_in",
+                "frames_out",
+                "bytes_in",
+                "bytes_out",
+                "send_dropped",
+                "rate_limited",
+                "handshakes_ok",
+                "handshakes_failed",
+                "handler_errors",
+                "dial_failures",
+            )
+        }
+        out["rejects"] = dict(self._rejects)
+        out["disconnects"] = dict(self._disconnects)
+        out["bans"] = self._bans.total
+        out["banned_now"] = self._bans.count_active(self._now()) if self._running else 0
+        out["connected"] = len(self._conns)
+        return out
+
+    # ------------------------------------------------------------------ admission and bans
+
+    def _set_admitted(self, peers: Sequence[PeerInfo]) -> None:
+        self._admitted = {p.node_id: p for p in peers if p.node_id != self._node_id}
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _ban(self, node_id: bytes) -> None:
+        self._bans.ban(node_id, self._now(), self._config.ban_seconds)
+
+    def _get_refusal(self, peer: PublicKey) -> str | None:
+        """Why `peer` may not open a session now, or None (runs before any crypto)."""
+        node_id = peer.address
+        info = self._admitted.get(node_id)
+        if node_id == self._node_id:
+            return "self"
+        if info is None or info.pubkey.to_bytes() != peer.to_bytes():
+            return "unknown_node"
+        if self._bans.is_banned(node_id, self._now()):
+            return "banned"
+        return None
+
+    # ------------------------------------------------------------------ handshakes
+
+    async def _read_handshake_frame(
+        self, reader: asyncio.StreamReader, decoder: FrameDecoder
+    ) -> bytes:
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame[1]
+            data = await reader.read(HANDSHAKE_MAX_FRAME)
+            if not data:
+                raise RemoteProtocolError("handshake_eof")
+            decoder.feed(data)
+
+    async def _run_responder(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
+    ) -> HandshakeResult:
+        hs = Responder(chain_id=self._chain_id, identity=self._key, authorize=self._get_refusal)
+        m2 = hs.on_initiator_hello(await self._read_handshake_frame(reader, decoder))
+        writer.write(encode_frame(m2))
+        m4, result = hs.on_initiator_auth(await self._read_handshake_frame(reader, decoder))
+        writer.write(encode_frame(m4))
+        await writer.drain()
+        return result
+
+    async def _run_initiator(
+        self,
+        info: PeerInfo,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+    ) -> HandshakeResult:
+        hs = Initiator(chain_id=self._chain_id, identity=self._key, expected_peer=info.pubkey)
+        writer.write(encode_frame(hs.start()))
+        m3 = hs.on_responder_hello(await self._read_handshake_frame(reader, decoder))
+        writer.write(encode_frame(m3))
+        result = hs.on_responder_auth(await self._read_handshake_frame(reader, decoder))
+        refusal = self._get_refusal(result.peer)  # admitted list or bans may have changed
+        if refusal is not None:
+            raise RemoteProtocolError(refusal)
+        return result
+
+    def _handshake_failed(self, reason: str, writer: asyncio.StreamWriter) -> None:
+        self._counters["handshakes_failed"] += 1
+        self._rejects[reason] += 1
+        writer.transport.abort()
+
+    async def _handle_inbound(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if not self._running or self._pending_handshakes >= self._config.max_pending_handshakes:
+                self._handshake_failed("too_many_handshakes", writer)
+                return
+            decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
+            self._pending_handshakes += 1
+            try:
+                async with asyncio.timeout(self._config.handshake_timeout_s):
+                    result = await self._run_responder(reader, writer, decoder)
+            except TimeoutError:
+                self._handshake_failed("handshake_timeout", writer)
+                return
+            except RemoteProtocolError as e:
+                log.info("inbound handshake refused: %s", e)
+                self._handshake_failed(e.reason, writer)
+                return
+            except OSError:
+                self._handshake_failed("handshake_eof", writer)
+                return
+            finally:
+                self._pending_handshakes -= 1
+            await self._run_session(self._register(result, reader, writer, decoder))
+        except asyncio.CancelledError:
+            # Cancelled by stop(). asyncio's stream server (3.11) logs a cancelled handler
+            # task as an error, so this top-level task ends normally.
+            writer.transport.abort()
+        finally:
+            self._tasks.discard(task)
+
+    # ------------------------------------------------------------------ dialing
+
+    def _maybe_start_dialer(self, node_id: bytes) -> None:
+        if node_id in self._dialers or not node_id > self._node_id:
+            return
+        task = asyncio.get_running_loop().create_task(self._dial_loop(node_id))
+        self._dialers[node_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _backoff(self, attempt: int) -> float:
+        c = self._config
+        return compute_backoff(
+            attempt,
+            min_s=c.reconnect_min_s,
+            max_s=c.reconnect_max_s,
+            factor=c.reconnect_factor,
+            jitter=c.reconnect_jitter,
+            rng=self._rng,
+        )
+
+    async def _dial_loop(self, node_id: bytes) -> None:
+        attempt = 0
+        while self._running:
+            info = self._admitted.get(node_id)
+            if info is None:
+                return
+            conn = self._conns.get(node_id)
+            if conn is not None:
+                await conn.closed.wait()
+                attempt = 0
+                await asyncio.sleep(self._backoff(0))
+                continue
+            banned_until = self._bans.get_banned_until(node_id, self._now())
+            if banned_until is not None:
+                await asyncio.sleep(banned_until - self._now())
+                continue
+            if await self._dial_once(info):
+                attempt = 0
+                continue
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+
+    async def _dial_once(self, info: PeerInfo) -> bool:
+        writer: asyncio.StreamWriter | None = None
+        decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
+        try:
+            async with asyncio.timeout(self._config.handshake_timeout_s):
+                reader, writer = await asyncio.open_connection(info.host, info.port)
+                result = await self._run_initiator(info, reader, writer, decoder)
+        except asyncio.CancelledError:
+            if writer is not None:
+                writer.transport.abort()
+            raise
+        except (TimeoutError, OSError, RemoteProtocolError) as e:
+            reason = e.reason if isinstance(e, RemoteProtocolError) else "dial_failed"
+            if isinstance(e, TimeoutError):
+                reason = "handshake_timeout"
+            self._counters["dial_failures"] += 1
+            log.debug("dial %s failed: %r", info.node_id.hex(), e)
+            if writer is not None:
+                self._handshake_failed(reason, writer)
+            return False
+        conn = self._register(result, reader, writer, decoder)
+        task = asyncio.get_running_loop().create_task(self._run_session(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    # ------------------------------------------------------------------ sessions
+
+    def _register(
+        self,
+        result: HandshakeResult,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+    ) -> _Connection:
+        """Make `result` the live session for its node (replacing an older one)."""
+        decoder.max_body = self._config.max_frame + FRAME_OVERHEAD
+        conn = _Connection(
+            result=result,
+            reader=reader,
+            writer=writer,
+            decoder=decoder,
+            config=self._config,
+            now=self._now(),
+        )
+        self._counters["handshakes_ok"] += 1
+        old = self._conns.get(conn.node_id)
+        if old is not None:
+            self._close(old, "replaced", graceful=True)
+        self._conns[conn.node_id] = conn
+        self._call_peer_handler(self._on_peer_up, conn.node_id)
+        return conn
+
+    async def _run_session(self, conn: _Connection) -> None:
+        writer_task = asyncio.get_running_loop().create_task(self._writer_loop(conn))
+        self._tasks.add(writer_task)
+        writer_task.add_done_callback(self._tasks.discard)
+        # The reader runs in this task and is never cancelled by _close (it may be inside
+        # on_message); it sees is_closed or EOF after the transport is aborted.
+        conn.tasks.append(writer_task)
+        try:
+            await self._reader_loop(conn)
+        finally:
+            self._close(conn, "shutdown" if not self._running else "closed")
+
+    def _call_peer_handler(self, handler: PeerHandler | None, node_id: bytes) -> None:
+        if handler is None:
+            return
+        try:
+            handler(node_id)
+        except Exception:
+            self._counters["handler_errors"] += 1
+            log.exception("peer up/down handler failed")
+
+    def _enqueue(self, conn: _Connection, message: bytes) -> bool:
+        c = self._config
+        if (
+            conn.is_closed
+            or len(conn.queue) >= c.max_queue_frames
+            or conn.queued_bytes + len(message) > c.max_queue_bytes
+        ):
+            self._counters["send_dropped"] += 1
+            return False
+        conn.queue.append(message)
+        conn.queued_bytes += len(message)
+        conn.wake.set()
+        return True
+
+    def _close(
+        self, conn: _Connection, reason: str, *, ban: bool = False, graceful: bool = False
+    ) -> None:
+        """Idempotent: close `conn`, optionally ban its node, and tell the node layer."""
+        if conn.is_closed:
+            return
+        conn.is_closed = True
+        self._disconnects[reason] += 1
+        if ban:
+            self._ban(conn.node_id)
+        current = asyncio.current_task()
+        for t in conn.tasks:  # only the writer; see _run_session
+            if t is not current:
+                t.cancel()
+        if graceful:
+            with contextlib.suppress(Exception):  # best effort: the socket may be gone
+                conn.writer.write(conn.sealer.seal(encode_close(reason)))
+            conn.writer.close()
+        else:
+            conn.writer.transport.abort()
+        conn.closed.set()
+        conn.wake.set()
+        if self._conns.get(conn.node_id) is conn:
+            del self._conns[conn.node_id]
+            self._call_peer_handler(self._on_peer_down, conn.node_id)
+
+    async def _reader_loop(self, conn: _Connection) -> None:
+        try:
+            while not conn.is_closed:
+                frame = conn.decoder.next_frame()
+                if frame is None:
+                    data = await conn.reader.read(READ_CHUNK)
+                    if not data:
+                        self._close(conn, "eof")
+                        return
+                    conn.decoder.feed(data)
+                    conn.last_rx = self._now()
+                    continue
+                header, body = frame
+                message = decode_transport(conn.opener.open(header, body))
+                self._counters["frames_in"] += 1
+                self._counters["bytes_in"] += len(header) + len(body)
+                delay = conn.bucket.take(self._now())
+                if delay > 0:
+                    self._counters["rate_limited"] += 1
+                    await asyncio.sleep(delay)
+                match message:
+                    case Data(payload=payload):
+                        await self._deliver(conn, payload)
+                    case Ping():
+                        pass
+                    case Close(reason=reason):
+                        log.info("peer %s closed: %s", conn.node_id.hex(), reason)
+                        self._close(conn, "peer_closed")
+                        return
+        except RemoteProtocolError as e:
+            log.warning("peer %s violated the protocol: %s", conn.node_id.hex(), e)
+            self._rejects[e.reason] += 1
+            self._close(conn, "violation", ban=True)
+        except OSError:
+            self._close(conn, "connection_error")
+
+    async def _deliver(self, conn: _Connection, payload: bytes) -> None:
+        conn.in_handler = True
+        try:
+            result = self._on_message(conn.node_id, payload)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._counters["handler_errors"] += 1
+            log.exception("on_message failed for peer %s", conn.node_id.hex())
+        finally:
+            conn.in_handler = False
+            conn.last_rx = self._now()
+
+    async def _writer_loop(self, conn: _Connection) -> None:
+        c = self._config
+        ping_after = c.idle_timeout_s / 3
+        try:
+            while not conn.is_closed:
+                now = self._now()
+                if not conn.in_handler and now - conn.last_rx > c.idle_timeout_s:
+                    self._close(conn, "idle_timeout")
+                    return
+                if not conn.queue:
+                    conn.wake.clear()
+                    wait = max(0.0, min(ping_after - (now - conn.last_tx), ping_after))
+                    try:
+                        async with asyncio.timeout(wait):
+                            await conn.wake.wait()
+                    except TimeoutError:
+                        pass
+                    if conn.is_closed:
+                        return
+                    if not conn.queue and self._now() - conn.last_tx >= ping_after:
+                        conn.queue.append(PING_MESSAGE)
+                    continue
+                batch: list[bytes] = []
+                size = 0
+                while conn.queue and size < WRITE_BATCH_BYTES:
+                    message = conn.queue.popleft()
+                    if message is not PING_MESSAGE:
+                        conn.queued_bytes -= len(message)
+                    frame = conn.sealer.seal(message)
+                    batch.append(frame)
+                    size += len(frame)
+                conn.writer.writelines(batch)
+                self._counters["frames_out"] += len(batch)
+                self._counters["bytes_out"] += size
+                conn.last_tx = self._now()
+                if conn.sealer.bytes_sealed >= c.rekey_after_bytes:
+                    self._close(conn, "rekey", graceful=True)
+                    return
+                try:
+                    async with asyncio.timeout(c.idle_timeout_s):
+                        await conn.writer.drain()
+                except TimeoutError:  # the peer stopped reading or vanished without a FIN
+                    self._close(conn, "write_timeout")
+                    return
+        except OSError:
+            self._close(conn, "connection_error")
