@@ -242,14 +242,14 @@ class SignedTx(_Struct):
     TAG: ClassVar[int] = 2
     body: TxBody
     signature: bytes
-    # Cached id; not part of the encoding or of equality.
-    _id: bytes = field(default=b"", compare=False, repr=False)
+    # Cached id; not part of the encoding or of equality. init=False so that
+    # dataclasses.replace() recomputes it instead of copying a stale one.
+    _id: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _need(isinstance(self.body, TxBody), "body: expected a TxBody")
         _check_bytes("signature", self.signature, SIGNATURE_SIZE)
-        if not self._id:
-            object.__setattr__(self, "_id", self.body.compute_id())
+        object.__setattr__(self, "_id", self.body.compute_id())
 
     @property
     def tx_id(self) -> Digest:
@@ -559,7 +559,8 @@ class BlockHeader(_Struct):
     acc_size: int  # number of txs in the accumulator after this block
     state_hash: Digest  # SM3 chain over every block's state writes (see docs/protocol.md)
     justify: QuorumCert  # QC for the parent (the genesis QC for height 1)
-    _id: bytes = field(default=b"", compare=False, repr=False)
+    # Cached block id; init=False so that dataclasses.replace() recomputes it.
+    _id: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_str("chain_id", self.chain_id, 64)
@@ -575,8 +576,7 @@ class BlockHeader(_Struct):
         _check_int("acc_size", self.acc_size)
         _check_bytes("state_hash", self.state_hash, DIGEST_SIZE)
         _need(isinstance(self.justify, QuorumCert), "justify: expected a QuorumCert")
-        if not self._id:
-            object.__setattr__(self, "_id", compute_signing_root("header", self.to_fields()))
+        object.__setattr__(self, "_id", compute_signing_root("header", self.to_fields()))
 
     @property
     def block_id(self) -> Digest:
