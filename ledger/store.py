@@ -127,6 +127,12 @@ def _require_bytes(value: object, what: str, size: int | None = None) -> bytes:
     return value
 
 
+def _all_bytes(items: Sequence[object], size: int | None = None) -> bool:
+    if size is None:
+        return all(type(x) is bytes for x in items)
+    return all(type(x) is bytes and len(x) == size for x in items)
+
+
 def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
     if (
         os.path.isdir(path)
@@ -321,30 +327,41 @@ class Store:
                 f"block {w.height}: {n} tx ids, {len(w.receipts)} receipts, "
                 f"{len(w.acc_leaves)} accumulator leaves (need one each per tx)"
             )
-        for i in range(n):
-            _require_bytes(w.tx_ids[i], f"tx_ids[{i}]", k.HASH_SIZE)
-            _require_bytes(w.receipts[i], f"receipts[{i}]")
-            _require_bytes(w.acc_leaves[i], f"acc_leaves[{i}]", k.HASH_SIZE)
+        if not (_all_bytes(w.tx_ids, k.HASH_SIZE) and _all_bytes(w.acc_leaves, k.HASH_SIZE)):
+            for i in range(n):  # slow path, for the message
+                _require_bytes(w.tx_ids[i], f"tx_ids[{i}]", k.HASH_SIZE)
+                _require_bytes(w.acc_leaves[i], f"acc_leaves[{i}]", k.HASH_SIZE)
+        if not _all_bytes(w.receipts):
+            for i in range(n):
+                _require_bytes(w.receipts[i], f"receipts[{i}]")
         if len(set(w.tx_ids)) != n:
             raise StoreError(f"block {w.height} repeats a tx id")
+        get = self._kv.get
         for tx_id in w.tx_ids:
-            if self._kv.get(k.k_tx(tx_id)) is not None:
+            if get(k.P_TX + tx_id) is not None:
                 raise StoreError(f"tx {tx_id.hex()} is already stored")
         for sk, sv in w.state_writes.items():
-            if not (isinstance(sk, tuple) and len(sk) == 2 and isinstance(sk[0], str)):
-                raise StoreError(f"state key {sk!r} is not (namespace: str, key: bytes)")
+            if not (
+                type(sk) is tuple
+                and len(sk) == 2
+                and type(sk[0]) is str
+                and type(sk[1]) is bytes
+                and (sv is None or type(sv) is bytes)
+            ):
+                raise StoreError(
+                    f"state write {sk!r} -> {type(sv).__name__} must be "
+                    "(namespace: str, key: bytes) -> bytes | None"
+                )
             try:
-                k.k_state_prefix(sk[0])
+                k.k_state_prefix(sk[0])  # cached: one real check per namespace
             except ValueError as e:
                 raise StoreError(str(e)) from e
-            _require_bytes(sk[1], f"state key in {sk[0]!r}")
-            if sv is not None:
-                _require_bytes(sv, f"state value of {sk!r}")
         for ik, iv in w.index_writes.items():
-            if not _require_bytes(ik, "index key"):
-                raise StoreError("index key must not be empty")
-            if iv is not None:
-                _require_bytes(iv, f"index value of {ik!r}")
+            if type(ik) is not bytes or not ik or not (iv is None or type(iv) is bytes):
+                raise StoreError(
+                    f"index write {ik!r} -> {type(iv).__name__} must be "
+                    "non-empty bytes -> bytes | None"
+                )
         new_nodes = compute_new_nodes(self._acc_size, w.acc_leaves, self._node_getter())
         why = check_supplied_nodes(w.acc_nodes, new_nodes)
         if why is not None:
@@ -373,9 +390,9 @@ class Store:
             put(k.k_acc_node(level, index), node)
         for (ns, key), value in w.state_writes.items():
             if value is None:
-                b.delete(k.k_state(ns, key))
+                b.delete(k.k_state_prefix(ns) + key)
             else:
-                put(k.k_state(ns, key), value)
+                put(k.k_state_prefix(ns) + key, value)
         for ik, iv in w.index_writes.items():
             if iv is None:
                 b.delete(k.k_index(ik))

@@ -34,6 +34,7 @@ what the accumulator nodes are (see `ledger.store_acc`).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ def k_receipt(tx_id: bytes) -> bytes:
     return P_RECEIPT + tx_id
 
 
+@functools.lru_cache(maxsize=1024)
 def k_state_prefix(namespace: str) -> bytes:
     """The key prefix of one contract namespace; raises ValueError if the name is unusable."""
     ns = namespace.encode("utf-8")
