@@ -1,0 +1,657 @@
+"""The gmchain client SDK: keys, build and sign transactions, submit, wait, fetch and verify proofs.
+
+Rules this module keeps (DESIGN.md, "The way a transaction travels"; docs/protocol.md; docs/rpc.md):
+1. Transactions are built and signed here, never by the node: the body is a `ledger.types.TxBody`,
+   its id is `compute_signing_root("tx", body)` and the SM2 signature is over that id
+   (GB/T 32918.2 through `crypto_sm`, which wraps OpenSSL; nothing cryptographic is done here).
+2. Replay window (FISCO BCOS #2156 is the bug not to repeat: the SDK's blockLimit drifted): the
+   expiry of every transaction is computed from the node's *current* head at send time,
+   `expiry = head + max(1, W // 2)` with W from `gm_nodeInfo`, so `head < expiry <= head + W` holds
+   at the node with half a window of slack. Only the chain id and W are cached.
+3. Waiting for a receipt subscribes to `txCommit` on the WebSocket *before* submitting, so a fast
+   commit cannot be missed; if the WebSocket is unavailable it falls back to
+   `gm_waitForReceipt`. A timeout raises `TxTimeout` (the tx may still commit; its id is given).
+4. Every failure is one of three exceptions with a readable message: `NodeUnreachable` (no
+   connection), `RpcError` (the node answered with a JSON-RPC error: code, message, data),
+   `SdkError` (anything else the caller should read: bad reply, failed transaction, bad proof).
+5. Binary values on the wire are `0x` lowercase hex (JSON-RPC 2.0 + docs/rpc.md); heights are ints.
+6. Proofs are verified offline with `ledger.proofs` only — no RPC call is needed or made.
+7. Evidence replies are shaped by the contract's own JSON views (`contracts.evidence`), imported
+   where used so that key, transaction and proof functions do not depend on the contracts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+
+from crypto_sm import PrivateKey, sm3_hash
+from ledger.codec import DecodeError, Value
+from ledger.proofs import ProofFormatError, TxProofBundle, verify_tx_proof
+from ledger.types import BlockHeader, Height, SignedTx, TxBody
+
+__all__ = [
+    "DEFAULT_URL",
+    "Client",
+    "NodeUnreachable",
+    "RpcError",
+    "SdkError",
+    "SyncClient",
+    "TxTimeout",
+    "check_proof",
+    "from_hex",
+    "to_hex",
+    "verify_proof",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8545"
+# Expiry distance when the node does not say its replay window W (rule 2): valid for any W >= 20.
+_FALLBACK_EXPIRY_DELTA = 20
+_T = TypeVar("_T")
+
+
+class SdkError(Exception):
+    """Something the caller should read: a bad reply, a failed transaction, a bad proof."""
+
+
+class NodeUnreachable(SdkError):
+    """No connection to the node (refused, DNS, timeout)."""
+
+    def __init__(self, url: str, reason: str = "") -> None:
+        super().__init__(f"cannot reach the node at {url}: is it running? (gmchain dev)")
+        self.url = url
+        self.reason = reason
+
+
+class RpcError(SdkError):
+    """The node answered with a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{message} (code {code})")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class TxTimeout(SdkError):
+    """The transaction was submitted but no receipt arrived in time; it may still commit."""
+
+    def __init__(self, tx_id: bytes, timeout_s: float) -> None:
+        super().__init__(
+            f"transaction {to_hex(tx_id)} submitted but not committed within {timeout_s:g} s "
+            "(it may still commit: look it up with `gmchain tx get`)"
+        )
+        self.tx_id = tx_id
+
+
+def to_hex(data: bytes) -> str:
+    """`0x` + lowercase hex, the RPC's binary format."""
+    return "0x" + bytes(data).hex()
+
+
+def from_hex(text: str, length: int | None = None, *, what: str = "value") -> bytes:
+    """Parse `0x` hex (the prefix is optional for user input); raise SdkError naming `what`."""
+    if not isinstance(text, str):
+        raise SdkError(f"{what}: expected a hex string, got {type(text).__name__}")
+    body = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        out = bytes.fromhex(body)
+    except ValueError:
+        raise SdkError(f"{what}: not valid hex: {text[:80]!r}") from None
+    if length is not None and len(out) != length:
+        raise SdkError(f"{what}: expected {length} bytes, got {len(out)}")
+    return out
+
+
+def _field(obj: Mapping[str, Any], *names: str) -> Any:
+    """The first of `names` present in a reply object (snake_case or camelCase spelling)."""
+    for name in names:
+        if name in obj:
+            return obj[name]
+    raise SdkError(f"the node's reply lacks the field {names[0]!r}")
+
+
+def _jsonable(value: Value) -> Any:
+    """A canonical value as JSON for `gm_call`: bytes become `0x` hex (the RPC converts back by
+    the contract's argument schema)."""
+    if isinstance(value, bytes):
+        return to_hex(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def verify_proof(
+    bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
+) -> bool:
+    """Verify a transaction proof bundle offline (`ledger.proofs.verify_tx_proof`).
+
+    Without `trusted_header` this shows the bundle is self-consistent: the tx is in the block whose
+    header is included, and in an accumulator of `acc_size` leaves with root `acc_root`. Trust
+    comes from a header obtained independently (a `BlockHeader` or its encoding, or a 32-byte
+    block id): it must be the bundle's own header, or (for a bundle proven against a later
+    accumulator) a header whose `acc_size` and `acc_root` are the bundle's.
+    """
+    return check_proof(bundle, trusted_header=trusted_header) is None
+
+
+def check_proof(
+    bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
+) -> str | None:
+    """Like `verify_proof`, but return None if the bundle verifies, else the reason in words."""
+    try:
+        proof = TxProofBundle.from_json(bundle)
+    except ProofFormatError as exc:
+        return f"malformed bundle: {exc}"
+    try:
+        header = BlockHeader.decode(proof.header)
+    except DecodeError as exc:
+        return f"the bundle's header does not decode: {exc}"
+    if not verify_tx_proof(proof):
+        return (
+            f"the Merkle proofs do not lead from tx {to_hex(proof.tx_id)} to the roots of block "
+            f"{header.height} and of the accumulator of size {proof.acc_size}"
+        )
+    if trusted_header is None:
+        return None
+    if isinstance(trusted_header, BlockHeader) or len(trusted_header) != 32:
+        try:
+            trusted = (
+                trusted_header
+                if isinstance(trusted_header, BlockHeader)
+                else BlockHeader.decode(bytes(trusted_header))
+            )
+        except DecodeError as exc:
+            return f"the trusted header does not decode: {exc}"
+        if trusted.block_id == header.block_id or (
+            trusted.acc_size == proof.acc_size and trusted.acc_root == proof.acc_root
+        ):
+            return None
+        trusted_id = bytes(trusted.block_id)
+    else:
+        trusted_id = bytes(trusted_header)
+        if trusted_id == header.block_id and proof.acc_size == header.acc_size:
+            return None
+    return (
+        f"the bundle is proven against block {to_hex(header.block_id)} (height {header.height}, "
+        f"accumulator size {proof.acc_size}), not against the trusted header {to_hex(trusted_id)}"
+    )
+
+
+class Client:
+    """An asyncio JSON-RPC client of one gmchain node (HTTP POST + WebSocket subscriptions)."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
+        # Cached per node: (chain id, expiry distance W // 2). Never the head (rule 2).
+        self._chain: tuple[str, int] | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    @property
+    def ws_url(self) -> str:
+        base = self.url
+        for rpc_path in ("/rpc",):
+            if base.endswith(rpc_path):
+                base = base[: -len(rpc_path)]
+        return "ws" + base[len("http") :] + "/ws" if base.startswith("http") else base + "/ws"
+
+    async def call_rpc(
+        self, method: str, params: list[Any] | None = None, *, timeout_s: float | None = None
+    ) -> Any:
+        """One JSON-RPC 2.0 call over HTTP POST; return `result` or raise RpcError."""
+        request = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": params or [],
+        }
+        session = self._get_session()
+        total = timeout_s if timeout_s is not None else self.timeout_s
+        try:
+            async with session.post(
+                self.url, json=request, timeout=aiohttp.ClientTimeout(total=total)
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise NodeUnreachable(self.url, str(exc)) from None
+        except TimeoutError:
+            raise NodeUnreachable(self.url, f"no answer within {total:g} s") from None
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            raise SdkError(f"the node answered HTTP {status} with a non-JSON body") from None
+        return _unwrap(reply, status)
+
+    async def _cached_chain(self) -> tuple[str, int]:
+        if self._chain is None:
+            info = await self.call_rpc("gm_nodeInfo")
+            if not isinstance(info, dict):
+                raise SdkError("the node's gm_nodeInfo reply is not an object")
+            chain_id = _field(info, "chainId", "chain_id")
+            window = info.get("replayWindow", info.get("replay_window"))
+            delta = max(1, window // 2) if isinstance(window, int) else _FALLBACK_EXPIRY_DELTA
+            self._chain = (str(chain_id), delta)
+        return self._chain
+
+    async def chain_id(self) -> str:
+        return (await self._cached_chain())[0]
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def node_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.call_rpc("gm_nodeInfo")
+        return info
+
+    async def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = await self.call_rpc("gm_status")
+        return status
+
+    async def height(self) -> int:
+        return int(await self.call_rpc("gm_blockNumber"))
+
+    async def get_tx(self, tx_id: bytes) -> dict[str, Any] | None:
+        tx: dict[str, Any] | None = await self.call_rpc("gm_getTransactionByHash", [to_hex(tx_id)])
+        return tx
+
+    async def get_receipt(self, tx_id: bytes) -> dict[str, Any] | None:
+        r: dict[str, Any] | None = await self.call_rpc("gm_getTransactionReceipt", [to_hex(tx_id)])
+        return r
+
+    async def query(self, contract: str, method: str, args: Sequence[Value]) -> Any:
+        """A read-only contract query (`gm_call`) against committed state."""
+        return await self.call_rpc("gm_call", [contract, method, _jsonable(list(args))])
+
+    async def get_evidence(self, record_id: str) -> dict[str, Any]:
+        """One record with its attestations (`evidence.get`), as `record_to_json` shapes it."""
+        from contracts.evidence import record_to_json
+
+        record = _evidence_json(await self.query("evidence", "get", [record_id]), record_to_json)
+        if record is None:
+            raise SdkError(f"no evidence record {record_id!r}")
+        return record
+
+    async def get_flow(self, flow_id: str) -> dict[str, Any]:
+        """A whole flow in order (`evidence.flow`, paged under the hood), as `flow_to_json`
+        shapes it: {"flow_id", "org", "count", "head_record_id", "head_hash", "records"}."""
+        from contracts.evidence import MAX_FLOW_PAGE, flow_to_json
+
+        flow: dict[str, Any] | None = None
+        records: list[dict[str, Any]] = []
+        while flow is None or len(records) < int(flow["count"]):
+            page = _evidence_json(
+                await self.query("evidence", "flow", [flow_id, len(records), MAX_FLOW_PAGE]),
+                flow_to_json,
+            )
+            if page is None:
+                raise SdkError(f"no evidence flow {flow_id!r}")
+            if flow is not None and not page["records"]:
+                raise SdkError(f"flow {flow_id!r} has fewer records than its count says")
+            flow = page
+            records.extend(page["records"])
+        flow["records"] = records
+        flow.pop("start", None)
+        return flow
+
+    async def verify_flow(self, flow_id: str) -> dict[str, Any]:
+        """The contract's recomputation of a flow's hashes and links (`evidence.verify_flow`)."""
+        from contracts.evidence import verify_to_json
+
+        out = _evidence_json(await self.query("evidence", "verify_flow", [flow_id]), verify_to_json)
+        if out is None:
+            raise SdkError(f"no evidence flow {flow_id!r}")
+        return out
+
+    async def last_record_id(self, flow_id: str) -> str | None:
+        """The flow's current last record, or None for a new flow."""
+        from contracts.evidence import flow_to_json
+
+        page = _evidence_json(await self.query("evidence", "flow", [flow_id, 0, 1]), flow_to_json)
+        return None if page is None else str(page["head_record_id"])
+
+    async def get_tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
+        params: list[Any] = [to_hex(tx_id)]
+        if at_height is not None:
+            params.append(at_height)
+        bundle: dict[str, Any] = await self.call_rpc("gm_getTransactionProof", params)
+        return bundle
+
+    def verify_proof(
+        self, bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
+    ) -> bool:
+        return verify_proof(bundle, trusted_header=trusted_header)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def build_tx(
+        self,
+        key: PrivateKey,
+        contract: str,
+        method: str,
+        args: Sequence[Value],
+        *,
+        chain_id: str,
+        expiry: int,
+        nonce: int | None = None,
+    ) -> SignedTx:
+        """A signed transaction (rule 1). `nonce` defaults to 64 random bits from `secrets`."""
+        body = TxBody(
+            chain_id=chain_id,
+            sender=key.public_key.to_bytes(),
+            nonce=secrets.randbits(64) if nonce is None else nonce,
+            expiry=Height(expiry),
+            contract=contract,
+            method=method,
+            args=tuple(args),
+        )
+        return SignedTx(body=body, signature=key.sign(body.compute_id()))
+
+    async def send(
+        self,
+        key: PrivateKey,
+        contract: str,
+        method: str,
+        args: Sequence[Value],
+        *,
+        wait: bool = True,
+        timeout_s: float = 30,
+    ) -> dict[str, Any]:
+        """Build, sign, submit; with `wait`, return the receipt JSON once the tx commits."""
+        chain_id, delta = await self._cached_chain()
+        head = await self.height()
+        tx = self.build_tx(key, contract, method, args, chain_id=chain_id, expiry=head + delta)
+        return await self.send_tx(tx, wait=wait, timeout_s=timeout_s)
+
+    async def send_tx(
+        self, tx: SignedTx, *, wait: bool = True, timeout_s: float = 30
+    ) -> dict[str, Any]:
+        """Submit an already signed transaction (rule 3 for the wait)."""
+        raw = to_hex(tx.encode())
+        if not wait:
+            return {"txId": await self._submit(raw, tx.tx_id), "pending": True}
+        try:
+            ws = await self._get_session().ws_connect(self.ws_url)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            ws = None  # no WebSocket: poll with gm_waitForReceipt instead
+        if ws is None:
+            await self._submit(raw, tx.tx_id)
+            return await self._wait_by_rpc(tx.tx_id, timeout_s)
+        async with ws:
+            sub = await _ws_call(
+                ws, next(self._ids), "gm_subscribe", ["txCommit", to_hex(tx.tx_id)]
+            )
+            await self._submit(raw, tx.tx_id)
+            try:
+                result = await asyncio.wait_for(_ws_notification(ws, sub), timeout_s)
+            except TimeoutError:
+                raise TxTimeout(tx.tx_id, timeout_s) from None
+            except SdkError:
+                return await self._wait_by_rpc(tx.tx_id, timeout_s)
+        if isinstance(result, dict) and "status" in result:
+            return result
+        receipt = await self.get_receipt(tx.tx_id)
+        if receipt is None:
+            raise SdkError(f"committed transaction {to_hex(tx.tx_id)} has no receipt")
+        return receipt
+
+    async def _submit(self, raw_hex: str, tx_id: bytes) -> str:
+        returned = await self.call_rpc("gm_sendRawTransaction", [raw_hex])
+        if isinstance(returned, str) and from_hex(returned, what="tx id") != tx_id:
+            raise SdkError(f"the node computed tx id {returned}, expected {to_hex(tx_id)}")
+        return to_hex(tx_id)
+
+    async def _wait_by_rpc(self, tx_id: bytes, timeout_s: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (left := deadline - loop.time()) > 0:
+            chunk_ms = int(min(left, 30.0) * 1000)
+            receipt = await self.call_rpc(
+                "gm_waitForReceipt", [to_hex(tx_id), chunk_ms], timeout_s=chunk_ms / 1000 + 10
+            )
+            if receipt is not None and not receipt.get("pending", False):
+                return dict(receipt)
+        raise TxTimeout(tx_id, timeout_s)
+
+    async def submit_evidence(
+        self,
+        key: PrivateKey,
+        *,
+        record_id: str,
+        flow_id: str,
+        scenario: str,
+        step: str,
+        data: bytes,
+        storage_ref: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        level: int = 2,
+        prev_record_id: str | Literal["auto"] | None = "auto",
+        wait: bool = True,
+        timeout_s: float = 30,
+    ) -> dict[str, Any]:
+        """Submit one evidence record (contracts/evidence.py `submit`); digest = SM3(data).
+
+        `prev_record_id="auto"` links the record to the flow's current last record (None if the
+        flow is new); the contract re-checks the link, so a race loses with a clear error.
+        """
+        if prev_record_id == "auto":
+            prev_record_id = await self.last_record_id(flow_id)
+        meta = sorted((metadata or {}).items())
+        args: list[Value] = [
+            record_id,
+            flow_id,
+            scenario,
+            step,
+            sm3_hash(data),
+            storage_ref,
+            [[k, v] for k, v in meta],
+            level,
+            prev_record_id,
+        ]
+        return await self.send(key, "evidence", "submit", args, wait=wait, timeout_s=timeout_s)
+
+    async def attest(
+        self,
+        key: PrivateKey,
+        *,
+        record_id: str,
+        attester_key: PrivateKey,
+        role: str,
+        wait: bool = True,
+        timeout_s: float = 30,
+    ) -> dict[str, Any]:
+        """Add `attester_key`'s SM2 signature over the record's digest; `key` sends the tx.
+
+        The attester signs compute_signing_root("attest", [chain_id, record_id, data_digest]).
+        """
+        from contracts.evidence import attest_message
+
+        record = await self.get_evidence(record_id)
+        digest = from_hex(record["data_digest"], 32, what="data_digest")
+        msg = attest_message(await self.chain_id(), record_id, digest)
+        args: list[Value] = [
+            record_id,
+            attester_key.public_key.to_bytes(),
+            role,
+            attester_key.sign(msg),
+        ]
+        return await self.send(key, "evidence", "attest", args, wait=wait, timeout_s=timeout_s)
+
+
+def _unwrap(reply: Any, http_status: int) -> Any:
+    if not isinstance(reply, dict):
+        raise SdkError(f"the node answered HTTP {http_status} with something not a JSON-RPC reply")
+    error = reply.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise SdkError("the node answered with a malformed error object")
+        raise RpcError(int(error.get("code", 0)), str(error.get("message", "")), error.get("data"))
+    if "result" not in reply:
+        raise SdkError("the node's reply has neither result nor error")
+    return reply["result"]
+
+
+def _evidence_json(
+    value: Any, shape: Callable[[Any], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """A `gm_call` result of the evidence contract as JSON: pairs (bytes already hex) go through
+    the contract's own JSON view; an object (if the RPC shaped it already) is kept."""
+    if value is None or isinstance(value, dict):
+        return value
+    if not isinstance(value, list):
+        raise SdkError("the node's evidence reply is neither an object nor a list of pairs")
+    try:
+        return shape(value)
+    except (TypeError, ValueError) as exc:
+        raise SdkError(f"the node's evidence reply has an unexpected shape: {exc}") from None
+
+
+async def _ws_call(
+    ws: aiohttp.ClientWebSocketResponse, req_id: int, method: str, params: list[Any]
+) -> Any:
+    await ws.send_json({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+    while True:
+        msg = await ws.receive_json()
+        if isinstance(msg, dict) and msg.get("id") == req_id:
+            return _unwrap(msg, 101)
+
+
+async def _ws_notification(ws: aiohttp.ClientWebSocketResponse, sub: Any) -> Any:
+    """The result of the first `gm_subscription` notification for `sub`."""
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        data = json.loads(msg.data)
+        params = data.get("params") if isinstance(data, dict) else None
+        if (
+            isinstance(params, dict)
+            and data.get("method") == "gm_subscription"
+            and params.get("subscription") == sub
+        ):
+            return params.get("result")
+    raise SdkError("the WebSocket closed before the transaction committed")
+
+
+class SyncClient:
+    """`Client` for scripts and the CLI: every method runs to completion (`asyncio.run` per call).
+
+    Each call opens and closes its own connection; the chain id and window stay cached.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._chain: tuple[str, int] | None = None
+
+    def _run(self, fn: Callable[[Client], Awaitable[_T]]) -> _T:
+        async def go() -> _T:
+            async with Client(self.url, timeout_s=self.timeout_s) as client:
+                client._chain = self._chain
+                try:
+                    return await fn(client)
+                finally:
+                    self._chain = client._chain
+
+        return asyncio.run(go())
+
+    def call_rpc(self, method: str, params: list[Any] | None = None) -> Any:
+        return self._run(lambda c: c.call_rpc(method, params))
+
+    def node_info(self) -> dict[str, Any]:
+        return self._run(lambda c: c.node_info())
+
+    def status(self) -> dict[str, Any]:
+        return self._run(lambda c: c.status())
+
+    def height(self) -> int:
+        return self._run(lambda c: c.height())
+
+    def chain_id(self) -> str:
+        return self._run(lambda c: c.chain_id())
+
+    def get_tx(self, tx_id: bytes) -> dict[str, Any] | None:
+        return self._run(lambda c: c.get_tx(tx_id))
+
+    def get_receipt(self, tx_id: bytes) -> dict[str, Any] | None:
+        return self._run(lambda c: c.get_receipt(tx_id))
+
+    def query(self, contract: str, method: str, args: Sequence[Value]) -> Any:
+        return self._run(lambda c: c.query(contract, method, args))
+
+    def get_evidence(self, record_id: str) -> dict[str, Any]:
+        return self._run(lambda c: c.get_evidence(record_id))
+
+    def get_flow(self, flow_id: str) -> dict[str, Any]:
+        return self._run(lambda c: c.get_flow(flow_id))
+
+    def verify_flow(self, flow_id: str) -> dict[str, Any]:
+        return self._run(lambda c: c.verify_flow(flow_id))
+
+    def get_tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
+        return self._run(lambda c: c.get_tx_proof(tx_id, at_height))
+
+    def verify_proof(
+        self, bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
+    ) -> bool:
+        return verify_proof(bundle, trusted_header=trusted_header)
+
+    def build_tx(
+        self,
+        key: PrivateKey,
+        contract: str,
+        method: str,
+        args: Sequence[Value],
+        *,
+        chain_id: str,
+        expiry: int,
+        nonce: int | None = None,
+    ) -> SignedTx:
+        return Client(self.url).build_tx(
+            key, contract, method, args, chain_id=chain_id, expiry=expiry, nonce=nonce
+        )
+
+    def send(
+        self,
+        key: PrivateKey,
+        contract: str,
+        method: str,
+        args: Sequence[Value],
+        *,
+        wait: bool = True,
+        timeout_s: float = 30,
+    ) -> dict[str, Any]:
+        return self._run(
+            lambda c: c.send(key, contract, method, args, wait=wait, timeout_s=timeout_s)
+        )
+
+    def submit_evidence(self, key: PrivateKey, **kwargs: Any) -> dict[str, Any]:
+        return self._run(lambda c: c.submit_evidence(key, **kwargs))
+
+    def attest(self, key: PrivateKey, **kwargs: Any) -> dict[str, Any]:
+        return self._run(lambda c: c.attest(key, **kwargs))

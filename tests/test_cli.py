@@ -1,0 +1,470 @@
+"""The `gmchain` CLI: help on every command, usage errors, errors in words, keygen, offline proofs.
+
+No node runs here: client commands are pointed at a closed port, and `proof verify` gets bundles
+built by `ledger.proofs` from synthetic headers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crypto_sm import PrivateKey, load_private_key, save_private_key
+from crypto_sm.keyfile import MIN_ITERATIONS
+from crypto_sm.sm3 import sm3_hash
+from ledger.merkle import Frontier, compute_root, leaf_hash
+from ledger.proofs import compute_tx_proof
+from ledger.types import BlockHeader, Digest, Height, NodeId, QuorumCert, Round
+from node import cli
+from node.keys_cli import DEV_PASSPHRASE, default_key_path, ensure_dev_key, resolve_passphrase
+
+HELP_PATHS = [
+    [],
+    ["keygen"],
+    ["dev"],
+    ["node"],
+    ["node", "start"],
+    ["crypto-bench"],
+    ["status"],
+    ["tx"],
+    ["tx", "get"],
+    ["evidence"],
+    ["evidence", "submit"],
+    ["evidence", "get"],
+    ["evidence", "flow"],
+    ["evidence", "attest"],
+    ["proof"],
+    ["proof", "get"],
+    ["proof", "verify"],
+]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str) -> None:
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("GMCHAIN_HOME", str(home))
+    monkeypatch.delenv("GMCHAIN_PASSPHRASE", raising=False)
+    monkeypatch.delenv("GMCHAIN_DEBUG", raising=False)
+    return home
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL where nothing listens (a port just released by the OS)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- help and usage ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=lambda p: " ".join(p) or "gmchain")
+def test_help_on_every_command(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run([*path, "--help"], capsys)
+    assert code == 0
+    assert out.startswith("usage: gmchain")
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["no-such-command"],
+        ["evidence"],
+        ["evidence", "submit", "--id", "r1"],
+        ["evidence", "submit", "--id", "r1", "--flow", "f", "--step", "s"],  # no --data/--file
+        [
+            "evidence",
+            "submit",
+            "--id",
+            "r",
+            "--flow",
+            "f",
+            "--step",
+            "s",
+            "--data",
+            "x",
+            "--file",
+            "y",
+        ],
+        [
+            "evidence",
+            "submit",
+            "--id",
+            "r",
+            "--flow",
+            "f",
+            "--step",
+            "s",
+            "--data",
+            "x",
+            "--level",
+            "9",
+        ],
+        [
+            "evidence",
+            "submit",
+            "--id",
+            "r",
+            "--flow",
+            "f",
+            "--step",
+            "s",
+            "--data",
+            "x",
+            "--level",
+            "x",
+        ],
+        ["keygen"],
+        ["keygen", "--out", "k", "--no-passphrase", "--passphrase-env", "X"],
+        ["dev", "--rpc-port", "eighty"],
+        ["node", "start"],
+        ["proof", "verify"],
+        ["status", "--timeout", "soon"],
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err)
+    assert "error:" in err
+
+
+# --- no node running -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["tx", "get", "0x" + "11" * 32],
+        ["evidence", "get", "rec-1"],
+        ["evidence", "flow", "flow-1", "--verify"],
+        ["proof", "get", "0x" + "22" * 32],
+    ],
+)
+def test_no_node_is_a_clean_message(
+    argv: list[str], dead_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run([*argv, "--rpc", dead_url, "--timeout", "2"], capsys)
+    assert code == 1
+    assert out == ""
+    assert_one_line_error(err)
+    assert f"cannot reach the node at {dead_url}: is it running? (gmchain dev)" in err
+
+
+def test_submit_without_a_node_after_loading_the_default_key(
+    dead_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_dev_key()
+    argv = ["evidence", "submit", "--id", "r1", "--flow", "f1", "--step", "kyc", "--data", "x"]
+    code, _, err = run([*argv, "--rpc", dead_url], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "cannot reach the node" in err
+
+
+def test_submit_with_a_missing_key_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evidence", "submit", "--id", "r1", "--flow", "f1", "--step", "kyc", "--data", "x"]
+    code, _, err = run(argv, capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "no key file at" in err and str(default_key_path()) in err
+
+
+def test_submit_with_a_wrong_passphrase_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "k.key"
+    save_private_key(key_file, PrivateKey.generate(), b"right", iterations=MIN_ITERATIONS)
+    monkeypatch.setenv("GMCHAIN_PASSPHRASE", "wrong")
+    argv = ["evidence", "submit", "--id", "r", "--flow", "f", "--step", "s", "--data", "x"]
+    code, _, err = run([*argv, "--key", str(key_file)], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "wrong passphrase" in err
+
+
+def test_bad_meta_and_bad_tx_id_are_clean_errors(
+    dead_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_dev_key()
+    argv = ["evidence", "submit", "--id", "r", "--flow", "f", "--step", "s", "--data", "x"]
+    code, _, err = run([*argv, "--meta", "novalue", "--rpc", dead_url], capsys)
+    assert code == 1 and "--meta expects KEY=VALUE" in err
+    assert_one_line_error(err)
+    code, _, err = run(["tx", "get", "0xzz", "--rpc", dead_url], capsys)
+    assert code == 1 and "transaction id" in err
+    assert_one_line_error(err)
+    code, _, err = run(["tx", "get", "0x1234", "--rpc", dead_url], capsys)
+    assert code == 1 and "expected 32 bytes" in err
+
+
+def test_missing_data_file_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evidence", "submit", "--id", "r", "--flow", "f", "--step", "s", "--file", "/no/such"]
+    code, _, err = run(argv, capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "no such file: /no/such" in err
+
+
+def test_unexpected_exception_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(args: Any) -> int:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli, "_cmd_status", boom)
+    code, _, err = run(["status"], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "internal error (RuntimeError: kaboom)" in err
+    monkeypatch.setenv("GMCHAIN_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["status"])
+
+
+# --- keygen and key helpers ----------------------------------------------------------------------
+
+
+def test_keygen_writes_a_0600_file_and_refuses_to_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MY_PASS", "correct horse")
+    out_file = tmp_path / "a.key"
+    code, out, err = run(["keygen", "--out", str(out_file), "--passphrase-env", "MY_PASS"], capsys)
+    assert code == 0, err
+    assert stat.S_IMODE(os.stat(out_file).st_mode) == 0o600
+    key = load_private_key(out_file, b"correct horse")
+    assert f"0x{key.public_key.address.hex()}" in out
+    assert f"0x{key.public_key.to_bytes().hex()}" in out
+    before = out_file.read_bytes()
+    code, _, err = run(["keygen", "--out", str(out_file), "--passphrase-env", "MY_PASS"], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "refusing to overwrite" in err
+    assert out_file.read_bytes() == before
+
+
+def test_keygen_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "b.key"
+    code, out, _ = run(["keygen", "--out", str(out_file), "--no-passphrase", "--json"], capsys)
+    assert code == 0
+    info = json.loads(out)
+    key = load_private_key(out_file, DEV_PASSPHRASE)
+    assert info["address"] == "0x" + key.public_key.address.hex()
+    code, _, err = run(
+        ["keygen", "--out", str(tmp_path / "c.key"), "--passphrase-env", "UNSET_"], capsys
+    )
+    assert code == 1 and "UNSET_" in err
+    assert_one_line_error(err)
+    code, _, err = run(
+        ["keygen", "--out", str(tmp_path / "no" / "dir.key"), "--no-passphrase"], capsys
+    )
+    assert code == 1 and "does not exist" in err
+
+
+def test_dev_key_is_created_once_with_mode_0600(_home: Path) -> None:
+    key = ensure_dev_key()
+    path = default_key_path()
+    assert path == _home / "dev" / "client.key"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert ensure_dev_key() == key
+    assert load_private_key(path, resolve_passphrase()) == key
+
+
+def test_resolve_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_passphrase() == DEV_PASSPHRASE
+    monkeypatch.setenv("GMCHAIN_PASSPHRASE", "p1")
+    assert resolve_passphrase() == b"p1"
+    monkeypatch.setenv("OTHER", "p2")
+    assert resolve_passphrase("OTHER") == b"p2"
+    with pytest.raises(ValueError, match="NOPE"):
+        resolve_passphrase("NOPE")
+
+
+# --- delegated commands --------------------------------------------------------------------------
+
+
+def test_dev_and_node_start_delegate_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[Any] = []
+    fake = types.ModuleType("node.daemon")
+    fake.run_dev = lambda args: seen.append(("dev", args.data_dir, args.rpc_port, args.reset))  # type: ignore[attr-defined]
+    fake.run_node = lambda args: seen.append(("node", args.config)) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "node.daemon", fake)
+    assert cli.main(["dev", "--data-dir", "D", "--rpc-port", "9999", "--reset"]) == 0
+    config = tmp_path / "node.toml"
+    config.write_text("")
+    assert cli.main(["node", "start", "--config", str(config)]) == 3
+    assert seen == [("dev", "D", 9999, True), ("node", str(config))]
+    code, _, err = run(["node", "start", "--config", str(tmp_path / "missing.toml")], capsys)
+    assert code == 1 and "no config file" in err
+
+
+def test_crypto_bench_cluster_bench_delegate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[Any] = []
+    for name in ("crypto_sm.bench", "node.cluster", "bench.cli"):
+        fake = types.ModuleType(name)
+        fake.main = lambda argv, name=name: seen.append((name, list(argv))) or 0  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, name, fake)
+    assert cli.main(["crypto-bench", "--json", "--seconds", "0.5"]) == 0
+    assert cli.main(["cluster", "up", "--nodes", "4"]) == 0
+    assert cli.main(["bench", "run", "--tps", "100"]) == 0
+    assert seen == [
+        ("crypto_sm.bench", ["--json", "--seconds", "0.5"]),
+        ("node.cluster", ["up", "--nodes", "4"]),
+        ("bench.cli", ["run", "--tps", "100"]),
+    ]
+
+
+def test_missing_delegate_is_a_clean_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "node.cluster", None)
+    code, _, err = run(["cluster", "up"], capsys)
+    assert code == 1
+    assert_one_line_error(err)
+    assert "`gmchain cluster` is not available" in err
+
+
+# --- proof verify (offline) ----------------------------------------------------------------------
+
+
+def _headers(sizes: list[int]) -> tuple[list[BlockHeader], list[list[bytes]], Any]:
+    """Synthetic headers over blocks of `sizes` txs, and a getter of the accumulator's nodes."""
+    headers, blocks, nodes = [], [], {}
+    frontier = Frontier.empty()
+    parent = Digest(sm3_hash(b"genesis"))
+    qc = QuorumCert(block_id=parent, round=Round(0), height=Height(0))
+    for h, n in enumerate(sizes, start=1):
+        tx_ids = [sm3_hash(b"cli tx %d %d" % (h, i)) for i in range(n)]
+        frontier, new = frontier.append([leaf_hash(t) for t in tx_ids])
+        nodes.update(new)
+        header = BlockHeader(
+            chain_id="cli-test",
+            height=Height(h),
+            round=Round(h),
+            parent_id=parent,
+            timestamp_ms=1_700_000_000_000 + h,
+            proposer=NodeId(bytes(20)),
+            tx_root=compute_root(tx_ids),
+            tx_count=n,
+            receipt_root=compute_root([]),
+            acc_root=frontier.root(),
+            acc_size=frontier.size,
+            state_hash=Digest(bytes(32)),
+            justify=qc,
+        )
+        headers.append(header)
+        blocks.append(tx_ids)
+        parent = header.block_id
+        qc = QuorumCert(block_id=parent, round=Round(h), height=Height(h))
+    return headers, blocks, lambda level, index: nodes.get((level, index))
+
+
+@pytest.fixture
+def bundles(tmp_path: Path) -> dict[str, Any]:
+    headers, blocks, get_node = _headers([3, 5, 2])
+    own = compute_tx_proof(headers[1], blocks[1], 4, get_node).to_json()
+    later = compute_tx_proof(headers[1], blocks[1], 4, get_node, headers[2].acc_size).to_json()
+    paths = {}
+    for name, bundle in (("own", own), ("later", later)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(bundle))
+    return {"headers": headers, "own": own, "later": later, "paths": paths}
+
+
+def test_proof_verify_valid(bundles: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["proof", "verify", str(bundles["paths"]["own"])], capsys)
+    assert code == 0
+    tx_id = bundles["own"]["tx_id"]
+    assert out.strip() == f"VALID: tx {tx_id} in block 2 (accumulator size 8)"
+    code, out, _ = run(["proof", "verify", str(bundles["paths"]["later"]), "--json"], capsys)
+    assert code == 0
+    assert json.loads(out) == {"valid": True, "tx_id": tx_id, "height": 2, "acc_size": 10}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("tx_id", "0x" + "00" * 32, "Merkle proofs do not lead"),
+        ("acc_index", 3, "Merkle proofs do not lead"),
+        ("index_in_block", 0, "Merkle proofs do not lead"),
+        ("acc_root", "0x" + "ab" * 32, "Merkle proofs do not lead"),
+        ("tx_id", "0x12", "malformed bundle: tx_id"),
+        ("header", "0x0102", "does not decode"),
+        ("acc_inclusion_proof", "nope", "malformed bundle"),
+    ],
+)
+def test_proof_verify_invalid(
+    bundles: dict[str, Any],
+    tmp_path: Path,
+    field: str,
+    value: Any,
+    reason: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = dict(bundles["own"], **{field: value})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    code, out, _ = run(["proof", "verify", str(path)], capsys)
+    assert code == 1
+    assert out.startswith("INVALID: ")
+    assert reason in out
+
+
+def test_proof_verify_against_a_trusted_header(
+    bundles: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    h1, h2, h3 = bundles["headers"]
+    own, later = str(bundles["paths"]["own"]), str(bundles["paths"]["later"])
+    for path, trusted in ((own, h2.block_id), (own, h2.encode()), (later, h3.encode())):
+        code, out, err = run(["proof", "verify", path, "--trusted-header", trusted.hex()], capsys)
+        assert code == 0, out + err
+    for path, trusted in ((own, h1.block_id), (own, h3.encode()), (later, h2.block_id)):
+        code, out, _ = run(["proof", "verify", path, "--trusted-header", trusted.hex()], capsys)
+        assert code == 1
+        assert "not against the trusted header" in out
+
+
+def test_proof_verify_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["proof", "verify", str(tmp_path / "none.json")], capsys)
+    assert code == 1 and "no such file" in err
+    assert_one_line_error(err)
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    code, _, err = run(["proof", "verify", str(junk)], capsys)
+    assert code == 1 and "not valid JSON" in err
+    assert_one_line_error(err)
+    junk.write_text("[1, 2]")
+    code, out, _ = run(["proof", "verify", str(junk)], capsys)
+    assert code == 1 and out.startswith("INVALID: malformed bundle")
