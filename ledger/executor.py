@@ -1,0 +1,393 @@
+"""Deterministic block execution on top of committed or speculative state.
+
+Rules this module keeps:
+1. Execution is a pure function of (parent state, header context, transactions): no clock, no
+   randomness, no IO except reads of committed state through `CommittedState`.
+2. A block is executed on top of its parent's result (`ExecResult`), which may itself be
+   speculative (certified or only proposed, not yet committed). Results are overlays: a dict of
+   writes over the parent's overlays over the committed store. Nothing touches the store until
+   the block commits (then `ExecResult.writes` go into the block's one synced batch).
+3. A transaction that breaks a *block* rule — wrong chain, outside the replay window, a duplicate,
+   an unknown sender — makes the whole block invalid (`InvalidBlock`): honest leaders never
+   include one (they filter with `check_tx`), and replicas refuse to vote for it. A transaction
+   that a *contract* refuses is included with a failed receipt, and its writes are discarded.
+4. The header commitments are computed here and only here: tx_root and receipt_root (RFC 6962 over
+   tx ids and encoded receipts), the accumulator frontier after the block, and
+   state_hash = SM3(DOMAIN["state"] || 0x00 || encode([parent_state_hash, sorted writes])).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from contracts.framework import (
+    BadArguments,
+    Context,
+    ContractError,
+    Registry,
+    StateReader,
+    UnknownContract,
+    UnknownMethod,
+)
+from contracts.membership import lookup_account
+from crypto_sm import sm3_hash
+from ledger.codec import encode
+from ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
+from ledger.types import (
+    Digest,
+    Receipt,
+    ReceiptStatus,
+    SignedTx,
+)
+
+__all__ = [
+    "CommittedState",
+    "ExecResult",
+    "Executor",
+    "InvalidBlock",
+    "TxRejected",
+    "compute_state_hash",
+]
+
+StateKey = tuple[str, bytes]
+
+
+class InvalidBlock(Exception):
+    """The block breaks a block rule; replicas must not vote for it."""
+
+
+class TxRejected(Exception):
+    """A transaction cannot be included at this height (the reason is the message)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CommittedState(Protocol):
+    """Read access to committed state and the committed tx index (ledger.store.Store has it)."""
+
+    def get_state(self, namespace: str, key: bytes) -> bytes | None: ...
+
+    def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
+
+    def get_tx_location(self, tx_id: bytes) -> tuple[int, int] | None: ...
+
+
+@dataclass(slots=True, kw_only=True)
+class ExecResult:
+    """The outcome of executing one block; an overlay over its parent's result."""
+
+    block_id: bytes  # filled in once the header exists (b"" while building)
+    height: int
+    parent: ExecResult | None  # None: the parent is the committed head
+    writes: dict[StateKey, bytes | None]
+    tx_ids: list[bytes]
+    tx_id_set: frozenset[bytes]
+    receipts: list[Receipt]
+    receipt_bytes: list[bytes]
+    frontier: Frontier  # accumulator after this block
+    acc_nodes: dict[tuple[int, int], bytes]
+    leaf_hashes: list[bytes]
+    tx_root: Digest
+    receipt_root: Digest
+    state_hash: Digest
+    index_writes: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def iter_chain(self) -> Iterator[ExecResult]:
+        """This result and its speculative ancestors, newest first."""
+        r: ExecResult | None = self
+        while r is not None:
+            yield r
+            r = r.parent
+
+
+def compute_state_hash(parent_state_hash: bytes, writes: Mapping[StateKey, bytes | None]) -> Digest:
+    items = [[ns, key, value] for (ns, key), value in sorted(writes.items())]
+    return Digest(sm3_hash(b"GMCHAIN/STATE/v1\x00" + encode([parent_state_hash, items])))
+
+
+class _Layered:
+    """Reads through: this tx's writes, this block's writes, speculative ancestors, the store."""
+
+    def __init__(
+        self,
+        committed: CommittedState,
+        layers: Sequence[Mapping[StateKey, bytes | None]],  # newest first
+    ) -> None:
+        self._committed = committed
+        self._layers = layers
+
+    def get(self, ns: str, key: bytes) -> bytes | None:
+        k = (ns, key)
+        for layer in self._layers:
+            if k in layer:
+                return layer[k]
+        return self._committed.get_state(ns, key)
+
+    def scan(self, ns: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        merged: dict[bytes, bytes | None] = {}
+        for layer in reversed(self._layers):  # oldest first, so newer layers win
+            for (lns, key), value in layer.items():
+                if lns == ns and key.startswith(prefix):
+                    merged[key] = value
+        out: list[tuple[bytes, bytes]] = []
+        store_iter = self._committed.iter_state(ns, prefix)
+        # Merge the store's ordered iteration with the overlay keys.
+        overlay_keys = sorted(merged)
+        oi = 0
+        for skey, svalue in store_iter:
+            while oi < len(overlay_keys) and overlay_keys[oi] < skey:
+                v = merged[overlay_keys[oi]]
+                if v is not None:
+                    out.append((overlay_keys[oi], v))
+                oi += 1
+                if len(out) >= limit:
+                    return out
+            if oi < len(overlay_keys) and overlay_keys[oi] == skey:
+                v = merged[skey]
+                oi += 1
+                if v is not None:
+                    out.append((skey, v))
+            else:
+                out.append((skey, svalue))
+            if len(out) >= limit:
+                return out
+        while oi < len(overlay_keys) and len(out) < limit:
+            v = merged[overlay_keys[oi]]
+            if v is not None:
+                out.append((overlay_keys[oi], v))
+            oi += 1
+        return out
+
+
+class _NsReader:
+    """StateReader for one contract namespace."""
+
+    def __init__(self, layered: _Layered, ns: str) -> None:
+        self._l = layered
+        self._ns = ns
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._l.get(self._ns, key)
+
+    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        return self._l.scan(self._ns, prefix, limit)
+
+
+class _TxState(_NsReader):
+    """StateAccess for one contract during one tx: writes buffer in `pending`."""
+
+    def __init__(self, layered: _Layered, ns: str, pending: dict[StateKey, bytes | None]) -> None:
+        super().__init__(layered, ns)
+        self._pending = pending
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if not isinstance(key, bytes) or not isinstance(value, bytes):
+            raise TypeError("state keys and values are bytes")
+        self._pending[(self._ns, key)] = value
+
+    def delete(self, key: bytes) -> None:
+        self._pending[(self._ns, key)] = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockContext:
+    chain_id: str
+    height: int
+    timestamp_ms: int
+    parent_state_hash: bytes
+    parent_frontier: Frontier
+
+
+class Executor:
+    """Runs transactions through the contract registry; see the module rules."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        registry: Registry,
+        committed: CommittedState,
+        replay_window: int,
+    ) -> None:
+        self.chain_id = chain_id
+        self.registry = registry
+        self.committed = committed
+        self.replay_window = replay_window
+
+    # --- checks shared by the pool, the leader and the replicas -----------------------------------
+
+    def check_tx(
+        self, tx: SignedTx, height: int, parent: ExecResult | None, seen: set[bytes] | None = None
+    ) -> tuple[bytes, str, str]:
+        """Block rules for `tx` in a block at `height`; returns the sender's account.
+
+        Raises TxRejected. Signatures are checked by the caller (verified once per node).
+        """
+        body = tx.body
+        if body.chain_id != self.chain_id:
+            raise TxRejected("WRONG_CHAIN", f"transaction is for chain {body.chain_id!r}")
+        head = height - 1
+        if body.expiry <= head:
+            raise TxRejected("EXPIRED", f"expired: expiry {body.expiry} <= head {head}")
+        if body.expiry > head + self.replay_window:
+            raise TxRejected(
+                "EXPIRY_TOO_FAR",
+                f"expiry {body.expiry} beyond head {head} + window {self.replay_window}",
+            )
+        tx_id = tx.tx_id
+        if seen is not None and tx_id in seen:
+            raise TxRejected("DUPLICATE", "duplicate transaction in the block")
+        if parent is not None:
+            for r in parent.iter_chain():
+                if tx_id in r.tx_id_set:
+                    raise TxRejected("DUPLICATE", "transaction already in an uncommitted block")
+        if self.committed.get_tx_location(tx_id) is not None:
+            raise TxRejected("DUPLICATE", "transaction already committed")
+        account = self.lookup_sender(body.sender, parent)
+        if account is None:
+            raise TxRejected("UNKNOWN_SENDER", "sender is not an admitted account")
+        return account
+
+    def lookup_sender(
+        self, pubkey: bytes, parent: ExecResult | None
+    ) -> tuple[bytes, str, str] | None:
+        layered = _Layered(self.committed, _layers_of(parent))
+        account = lookup_account(_NsReader(layered, "membership"), sm3_hash(pubkey)[:20])
+        if account is None or account[0] != pubkey:
+            return None
+        return account
+
+    # --- execution ------------------------------------------------------------------------------
+
+    def execute(
+        self,
+        ctx: BlockContext,
+        txs: Sequence[SignedTx],
+        parent: ExecResult | None,
+        *,
+        strict: bool = True,
+    ) -> tuple[ExecResult, list[SignedTx]]:
+        """Execute `txs` in order on top of `parent`.
+
+        strict=True (validating a proposal): any block-rule violation raises InvalidBlock.
+        strict=False (building a block): violating txs are skipped and returned as rejected.
+        Returns the result and the list of txs that were skipped (empty when strict).
+        """
+        block_writes: dict[StateKey, bytes | None] = {}
+        layers_below = _layers_of(parent)
+        seen: set[bytes] = set()
+        included: list[SignedTx] = []
+        rejected: list[SignedTx] = []
+        receipts: list[Receipt] = []
+        for tx in txs:
+            try:
+                account = self.check_tx(tx, ctx.height, parent, seen)
+            except TxRejected as exc:
+                if strict:
+                    raise InvalidBlock(f"tx {tx.tx_id.hex()}: {exc}") from exc
+                rejected.append(tx)
+                continue
+            seen.add(tx.tx_id)
+            included.append(tx)
+            receipts.append(self._run(ctx, tx, account, block_writes, layers_below))
+        return self._finish(ctx, parent, included, receipts, block_writes), rejected
+
+    def _run(
+        self,
+        ctx: BlockContext,
+        tx: SignedTx,
+        account: tuple[bytes, str, str],
+        block_writes: dict[StateKey, bytes | None],
+        layers_below: list[Mapping[StateKey, bytes | None]],
+    ) -> Receipt:
+        pending: dict[StateKey, bytes | None] = {}
+        layered = _Layered(self.committed, [pending, block_writes, *layers_below])
+        body = tx.body
+
+        def reader_for(ns: str) -> StateReader:
+            return _NsReader(layered, ns)
+
+        context = Context(
+            chain_id=self.chain_id,
+            tx_id=tx.tx_id,
+            sender_pubkey=body.sender,
+            sender=sm3_hash(body.sender)[:20],
+            sender_org=account[1],
+            sender_role=account[2],
+            height=ctx.height,
+            timestamp_ms=ctx.timestamp_ms,
+            state=_TxState(layered, body.contract, pending),
+            events=[],
+            reader_factory=reader_for,
+        )
+        status = ReceiptStatus.OK
+        error = ""
+        result: Any = None
+        try:
+            result = self.registry.invoke(context, body.contract, body.method, list(body.args))
+            encode(result)  # a contract must return a canonical value
+        except UnknownContract as exc:
+            status, error = ReceiptStatus.UNKNOWN_CONTRACT, str(exc)
+        except UnknownMethod as exc:
+            status, error = ReceiptStatus.UNKNOWN_METHOD, str(exc)
+        except BadArguments as exc:
+            status, error = ReceiptStatus.BAD_ARGUMENTS, str(exc)
+        except ContractError as exc:
+            status, error = ReceiptStatus.FAILED, str(exc)
+        except (TypeError, ValueError) as exc:
+            # A contract returned a non-canonical value: that is a contract bug, but execution must
+            # stay deterministic on every node, so the tx fails the same way everywhere.
+            status, error = ReceiptStatus.FAILED, f"contract error: {exc}"
+        if status is not ReceiptStatus.OK:
+            return Receipt(tx_id=tx.tx_id, status=status, error=error[:512])
+        block_writes.update(pending)
+        return Receipt(
+            tx_id=tx.tx_id, status=status, result=result, events=tuple(context.events), error=""
+        )
+
+    def _finish(
+        self,
+        ctx: BlockContext,
+        parent: ExecResult | None,
+        txs: list[SignedTx],
+        receipts: list[Receipt],
+        writes: dict[StateKey, bytes | None],
+    ) -> ExecResult:
+        tx_ids = [t.tx_id for t in txs]
+        receipt_bytes = [r.encode() for r in receipts]
+        leaves: list[bytes] = [leaf_hash(t) for t in tx_ids]
+        frontier, acc_nodes = ctx.parent_frontier.append(leaves)
+        return ExecResult(
+            block_id=b"",
+            height=ctx.height,
+            parent=parent,
+            writes=writes,
+            tx_ids=list(tx_ids),
+            tx_id_set=frozenset(tx_ids),
+            receipts=receipts,
+            receipt_bytes=receipt_bytes,
+            frontier=frontier,
+            acc_nodes=dict(acc_nodes),
+            leaf_hashes=leaves,
+            tx_root=compute_root(tx_ids) if tx_ids else EMPTY_ROOT,
+            receipt_root=compute_root(receipt_bytes) if receipt_bytes else EMPTY_ROOT,
+            state_hash=compute_state_hash(ctx.parent_state_hash, writes),
+        )
+
+    # --- read-only queries on committed state ---------------------------------------------------
+
+    def query(self, contract: str, method: str, args: Sequence[Any]) -> Any:
+        layered = _Layered(self.committed, [])
+
+        def reader_for(ns: str) -> StateReader:
+            return _NsReader(layered, ns)
+
+        return self.registry.query(reader_for, contract, method, list(args))
+
+
+def _layers_of(parent: ExecResult | None) -> list[Mapping[StateKey, bytes | None]]:
+    return [r.writes for r in parent.iter_chain()] if parent is not None else []

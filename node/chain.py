@@ -1,0 +1,395 @@
+"""The node's ledger side of consensus: the `consensus.App` the replica calls, and commit.
+
+Rules this module keeps:
+1. A block is executed once per node: by the leader while building it, or by a replica while
+   validating it; the `ExecResult` is kept by block id until the block commits or is pruned.
+2. A replica votes only for a block whose header commitments equal what it computed itself
+   (tx_root, tx_count, receipt_root, acc_root, acc_size, state_hash), whose height and parent
+   match, whose timestamp increases and is not too far ahead of our clock, and whose every
+   transaction passes the block rules and the signature check (verified once per node).
+3. Committing writes the block, its txs, receipts, state writes, accumulator nodes and the commit
+   proof in one synced LevelDB batch (ledger.store); only then are waiters told.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from consensus.messages import CommitProof
+from consensus.packing import PackingPolicy
+from contracts.framework import Registry
+from contracts.membership import genesis_writes
+from crypto_sm import PublicKey, verify_many
+from ledger.executor import BlockContext, ExecResult, Executor, InvalidBlock, compute_state_hash
+from ledger.merkle import EMPTY_ROOT, Frontier
+from ledger.store import BlockWrite, Store
+from ledger.types import (
+    ZERO_DIGEST,
+    Block,
+    BlockHeader,
+    Digest,
+    Genesis,
+    Height,
+    NodeId,
+    QuorumCert,
+    Round,
+    SignedTx,
+)
+from node.mempool import Mempool
+
+__all__ = ["Chain", "CommittedBlock", "make_genesis_block"]
+
+log = logging.getLogger("gmchain.chain")
+
+MAX_CLOCK_DRIFT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBlock:
+    block: Block
+    receipts: list[bytes]
+    result: ExecResult
+
+
+def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes], bytes | None]]:
+    """The height-0 block: no txs, parent_id = genesis hash, state = the admitted accounts."""
+    writes: dict[tuple[str, bytes], bytes | None] = {
+        ("membership", k): v for k, v in genesis_writes(genesis.accounts).items()
+    }
+    header = BlockHeader(
+        chain_id=genesis.chain_id,
+        height=Height(0),
+        round=Round(0),
+        parent_id=genesis.compute_hash(),
+        timestamp_ms=genesis.timestamp_ms,
+        proposer=NodeId(bytes(20)),
+        tx_root=EMPTY_ROOT,
+        tx_count=0,
+        receipt_root=EMPTY_ROOT,
+        acc_root=EMPTY_ROOT,
+        acc_size=0,
+        state_hash=compute_state_hash(ZERO_DIGEST, writes),
+        justify=QuorumCert(block_id=ZERO_DIGEST, round=Round(0), height=Height(0)),
+    )
+    return Block(header=header, txs=()), writes
+
+
+class Chain:
+    """Implements consensus.App over the store, the executor and the mempool."""
+
+    def __init__(
+        self,
+        *,
+        genesis: Genesis,
+        store: Store,
+        registry: Registry,
+        mempool: Mempool,
+        packing: PackingPolicy,
+        clock_ms: Callable[[], int],
+        on_commit: Callable[[list[CommittedBlock]], None] | None = None,
+        max_block_txs: int = 5000,
+        max_block_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.store = store
+        self.mempool = mempool
+        self.packing = packing
+        self.clock_ms = clock_ms
+        self.on_commit = on_commit
+        self.max_block_txs = max_block_txs
+        self.max_block_bytes = max_block_bytes
+        self.executor = Executor(
+            chain_id=genesis.chain_id,
+            registry=registry,
+            committed=store,
+            replay_window=genesis.replay_window,
+        )
+        self._results: dict[bytes, ExecResult] = {}
+        self._ensure_genesis()
+        head = store.head_height()
+        assert head is not None
+        raw = store.get_header_by_height(head)
+        assert raw is not None
+        self.head: BlockHeader = BlockHeader.decode(raw)
+        self.frontier = self._load_frontier()
+        self.genesis_id: Digest = self._header_at(0).block_id
+
+    # --- start-up -------------------------------------------------------------------------------
+
+    def _ensure_genesis(self) -> None:
+        if self.store.head_height() is not None:
+            raw = self.store.get_header_by_height(0)
+            assert raw is not None
+            if BlockHeader.decode(raw).parent_id != self.genesis.compute_hash():
+                raise RuntimeError(
+                    "the data directory holds a chain with a different genesis; "
+                    "use another --data-dir or remove it"
+                )
+            return
+        block, writes = make_genesis_block(self.genesis)
+        self.store.commit_block(
+            BlockWrite(
+                height=0,
+                block_hash=block.block_id,
+                header_bytes=block.header.encode(),
+                block_bytes=block.encode(),
+                tx_ids=(),
+                receipts=(),
+                state_writes=writes,
+                acc_leaves=(),
+                acc_nodes={},
+            )
+        )
+
+    def _load_frontier(self) -> Frontier:
+        # The frontier's peaks are perfect subtrees, which the store keeps: rebuild them.
+        size = self.head.acc_size
+        peaks: list[Digest] = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size & (1 << level):
+                node = self.store.get_acc_node(level, start >> level)
+                if node is None:
+                    raise RuntimeError(f"accumulator node ({level}, {start >> level}) missing")
+                peaks.append(Digest(node))
+                start += 1 << level
+        frontier = Frontier(size=size, peaks=tuple(peaks))
+        if frontier.size != self.head.acc_size or frontier.root() != self.head.acc_root:
+            raise RuntimeError("accumulator frontier does not match the head header")
+        return frontier
+
+    def _header_at(self, height: int) -> BlockHeader:
+        raw = self.store.get_header_by_height(height)
+        assert raw is not None
+        return BlockHeader.decode(raw)
+
+    # --- consensus.App --------------------------------------------------------------------------
+
+    def has_pending(self) -> bool:
+        return len(self.mempool) > 0
+
+    def ready_to_propose(self, now_ms: int) -> bool:
+        oldest = self.mempool.oldest_arrival_ms()
+        self.packing.observe_queue(pending=len(self.mempool), oldest_pending_ms=oldest)
+        return bool(self.packing.should_cut(now_ms))
+
+    def build_block(
+        self,
+        *,
+        parent: BlockHeader,
+        round: Round,
+        justify: QuorumCert,
+        proposer: NodeId,
+        now_ms: int,
+    ) -> Block:
+        parent_res = self._result_for_parent(parent)
+        exclude = [r.tx_id_set for r in parent_res.iter_chain()] if parent_res else []
+        target = min(self.packing.target_size, self.max_block_txs)
+        candidates = self.mempool.take(target, self.max_block_bytes, exclude)
+        ts = max(now_ms, parent.timestamp_ms + 1)
+        ctx = self._context(parent, ts, parent_res)
+        result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
+        if rejected:
+            # Expired, duplicate (committed meanwhile) or no longer admitted: they can never be
+            # included on this branch's committed prefix, so they leave the pool.
+            dropped = [t for t in rejected if not self._in_uncommitted(t.tx_id)]
+            self.mempool.drop(dropped)
+        txs = [t for t in candidates if t.tx_id in result.tx_id_set]
+        header = self._header(parent, round, justify, proposer, ts, result)
+        result.block_id = header.block_id
+        self._results[header.block_id] = result
+        return Block(header=header, txs=tuple(txs))
+
+    def validate_block(self, block: Block, parent: BlockHeader) -> bool:
+        h = block.header
+        reason = self._check_header_shape(h, parent)
+        if reason is None:
+            reason = self._check_signatures(block.txs)
+        if reason is None:
+            try:
+                parent_res = self._result_for_parent(parent)
+                ctx = self._context(parent, h.timestamp_ms, parent_res)
+                result, _ = self.executor.execute(ctx, block.txs, parent_res, strict=True)
+            except InvalidBlock as exc:
+                reason = str(exc)
+            else:
+                expected = self._header(
+                    parent, h.round, h.justify, h.proposer, h.timestamp_ms, result
+                )
+                if expected.block_id != h.block_id:
+                    reason = "header commitments differ from local execution"
+                else:
+                    result.block_id = h.block_id
+                    self._results[h.block_id] = result
+        if reason is not None:
+            log.warning(
+                "rejecting block %s at height %d: %s", h.block_id.hex()[:16], h.height, reason
+            )
+            return False
+        return True
+
+    def on_pruned(self, block_ids: Sequence[Digest]) -> None:
+        for bid in block_ids:
+            self._results.pop(bid, None)
+
+    def get_committed_blocks(
+        self, from_height: int, max_count: int
+    ) -> Sequence[tuple[Block, CommitProof]]:
+        out: list[tuple[Block, CommitProof]] = []
+        head = self.head.height
+        h = from_height
+        while h <= head and len(out) < max_count:
+            raw = self.store.get_block_by_height(h)
+            proof = self.find_commit_proof(h)
+            if raw is None or proof is None:
+                break
+            out.append((Block.decode(raw), proof))
+            h += 1
+        return out
+
+    # --- commit ---------------------------------------------------------------------------------
+
+    def commit(self, blocks: Sequence[Block], proof: CommitProof) -> list[CommittedBlock]:
+        done: list[CommittedBlock] = []
+        for i, block in enumerate(blocks):
+            h = block.header
+            if h.height <= self.head.height:
+                continue  # already committed (restart replay); idempotent
+            if h.parent_id != self.head.block_id or h.height != self.head.height + 1:
+                raise RuntimeError(
+                    f"commit of block {h.height} does not extend head {self.head.height}"
+                )
+            result = self._results.pop(h.block_id, None)
+            if result is None:
+                # Synced or restarted: execute on top of the committed head.
+                ctx = self._context(self.head, h.timestamp_ms, None)
+                result, _ = self.executor.execute(ctx, block.txs, None, strict=True)
+                result.block_id = h.block_id
+            last = i == len(blocks) - 1
+            self.store.commit_block(
+                BlockWrite(
+                    height=h.height,
+                    block_hash=h.block_id,
+                    header_bytes=h.encode(),
+                    block_bytes=block.encode(),
+                    tx_ids=result.tx_ids,
+                    receipts=result.receipt_bytes,
+                    state_writes=result.writes,
+                    acc_leaves=result.leaf_hashes,
+                    acc_nodes={k: v for k, v in result.acc_nodes.items() if k[0] > 0},
+                    commit_proof=proof.encode() if last else b"",
+                )
+            )
+            self.head = h
+            self.frontier = result.frontier
+            # Children were executed on top of this result; it is now the committed base.
+            for other in self._results.values():
+                if other.parent is result:
+                    other.parent = None
+            self.mempool.remove(result.tx_ids)
+            done.append(CommittedBlock(block=block, receipts=result.receipt_bytes, result=result))
+        if done:
+            self.mempool.evict_expired(self.head.height)
+            self._prune_stale()
+            if self.on_commit is not None:
+                self.on_commit(done)
+        return done
+
+    def find_commit_proof(self, height: int) -> CommitProof | None:
+        """The proof stored with the first block at or above `height` that has one; the
+        headers between chain back to `height` by parent ids."""
+        h = height
+        while h <= self.head.height:
+            raw = self.store.get_commit_proof(h)
+            if raw:
+                return CommitProof.decode(raw)
+            h += 1
+        return None
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _prune_stale(self) -> None:
+        stale = [bid for bid, r in self._results.items() if r.height <= self.head.height]
+        for bid in stale:
+            del self._results[bid]
+
+    def _in_uncommitted(self, tx_id: bytes) -> bool:
+        return any(tx_id in r.tx_id_set for r in self._results.values())
+
+    def _result_for_parent(self, parent: BlockHeader) -> ExecResult | None:
+        if parent.block_id == self.head.block_id:
+            return None
+        res = self._results.get(parent.block_id)
+        if res is None:
+            raise InvalidBlockParent(f"parent {parent.block_id.hex()[:16]} was never executed here")
+        return res
+
+    def _context(self, parent: BlockHeader, ts: int, parent_res: ExecResult | None) -> BlockContext:
+        return BlockContext(
+            chain_id=self.chain_id,
+            height=parent.height + 1,
+            timestamp_ms=ts,
+            parent_state_hash=parent.state_hash,
+            parent_frontier=parent_res.frontier if parent_res else self.frontier,
+        )
+
+    def _header(
+        self,
+        parent: BlockHeader,
+        round_: Round,
+        justify: QuorumCert,
+        proposer: NodeId,
+        ts: int,
+        result: ExecResult,
+    ) -> BlockHeader:
+        return BlockHeader(
+            chain_id=self.chain_id,
+            height=Height(parent.height + 1),
+            round=round_,
+            parent_id=parent.block_id,
+            timestamp_ms=ts,
+            proposer=proposer,
+            tx_root=result.tx_root,
+            tx_count=len(result.tx_ids),
+            receipt_root=result.receipt_root,
+            acc_root=result.frontier.root(),
+            acc_size=result.frontier.size,
+            state_hash=result.state_hash,
+            justify=justify,
+        )
+
+    def _check_header_shape(self, h: BlockHeader, parent: BlockHeader) -> str | None:
+        if h.chain_id != self.chain_id:
+            return "wrong chain id"
+        if h.height != parent.height + 1 or h.parent_id != parent.block_id:
+            return "height/parent mismatch"
+        if h.timestamp_ms <= parent.timestamp_ms:
+            return "timestamp does not increase"
+        if h.timestamp_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
+            return "timestamp too far in the future"
+        if h.tx_count > self.max_block_txs:
+            return "too many transactions"
+        return None
+
+    def _check_signatures(self, txs: Sequence[SignedTx]) -> str | None:
+        todo = [t for t in txs if not self.mempool.is_verified(t.tx_id)]
+        if not todo:
+            return None
+        items = []
+        for t in todo:
+            try:
+                items.append((PublicKey.from_bytes(t.body.sender), t.tx_id, t.signature))
+            except Exception:
+                return f"tx {t.tx_id.hex()[:16]}: invalid sender key"
+        for t, ok in zip(todo, verify_many(items), strict=True):
+            if not ok:
+                return f"tx {t.tx_id.hex()[:16]}: bad signature"
+            self.mempool.mark_verified(t.tx_id)
+        return None
+
+
+class InvalidBlockParent(InvalidBlock):
+    """Asked to build or validate on a parent whose execution result we do not hold."""

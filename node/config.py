@@ -1,0 +1,213 @@
+"""Node configuration: a frozen dataclass with `validate()`, loaded from TOML; the genesis file.
+
+Rules this module keeps:
+1. Every field has a safe default; `validate()` names the first bad field and says what is allowed.
+2. Config never enables consensus mutation flags (consensus.Bug): there is no field for them.
+3. The genesis file is JSON with hex keys; its canonical encoding (ledger.types.Genesis) is what
+   the chain hashes, so two nodes agree on the chain iff they agree on those bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ledger.types import Genesis, GenesisValidator
+
+__all__ = [
+    "ConfigError",
+    "NodeConfig",
+    "PeerConfig",
+    "gmchain_home",
+    "load_config",
+    "load_genesis",
+    "save_genesis",
+    "write_config",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message says which field and why."""
+
+
+def gmchain_home() -> Path:
+    return Path(os.environ.get("GMCHAIN_HOME") or Path.home() / ".gmchain")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConfig:
+    pubkey: str  # hex of the 65-byte SM2 public key
+    host: str
+    port: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    data_dir: str
+    genesis_file: str
+    key_file: str
+    name: str = "node"
+    key_passphrase_env: str = "GMCHAIN_NODE_PASSPHRASE"  # the key file's passphrase comes from here
+    key_passphrase: str = ""  # fallback when the env var is unset (dev chains only)
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 8545
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = 30300
+    peers: tuple[PeerConfig, ...] = ()
+    # consensus pacemaker
+    round_timeout_ms: int = 1500
+    max_round_timeout_ms: int = 20_000
+    # packing
+    min_block_txs: int = 1
+    max_block_txs: int = 5000
+    min_wait_ms: int = 5
+    max_wait_ms: int = 200
+    target_latency_ms: int = 500
+    # mempool
+    mempool_max_txs: int = 100_000
+    mempool_per_sender: int = 20_000
+    # rpc
+    rpc_max_body_bytes: int = 1024 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.data_dir:
+            raise ConfigError("data_dir: required")
+        for name in ("genesis_file", "key_file"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: required")
+        for name in ("rpc_port", "p2p_port"):
+            port = getattr(self, name)
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ConfigError(f"{name}: expected a port number 0..65535, got {port!r}")
+        for name in (
+            "round_timeout_ms",
+            "max_round_timeout_ms",
+            "min_block_txs",
+            "max_block_txs",
+            "max_wait_ms",
+            "target_latency_ms",
+            "mempool_max_txs",
+            "mempool_per_sender",
+            "rpc_max_body_bytes",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        if self.min_block_txs > self.max_block_txs:
+            raise ConfigError("min_block_txs must not exceed max_block_txs")
+        if self.min_wait_ms > self.max_wait_ms:
+            raise ConfigError("min_wait_ms must not exceed max_wait_ms")
+        for p in self.peers:
+            try:
+                if len(bytes.fromhex(p.pubkey)) != 65:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(
+                    f"peers: {p.name or p.host}: pubkey must be 65 bytes hex"
+                ) from None
+
+    def resolve(self, base: Path) -> NodeConfig:
+        """Make relative paths relative to the config file's directory."""
+
+        def abs_(p: str) -> str:
+            return p if os.path.isabs(p) else str((base / p).resolve())
+
+        return replace(
+            self,
+            data_dir=abs_(self.data_dir),
+            genesis_file=abs_(self.genesis_file),
+            key_file=abs_(self.key_file),
+        )
+
+
+def load_config(path: str | os.PathLike[str]) -> NodeConfig:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+    known = {f.name for f in fields(NodeConfig)} - {"peers", "extra"}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "peers":
+            try:
+                kwargs["peers"] = tuple(PeerConfig(**peer) for peer in value)
+            except TypeError as exc:
+                raise ConfigError(f"peers: {exc}") from None
+        elif key in known:
+            kwargs[key] = value
+        else:
+            raise ConfigError(f"unknown config key {key!r}")
+    try:
+        cfg = NodeConfig(**kwargs).resolve(p.parent)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg.validate()
+    return cfg
+
+
+def write_config(path: str | os.PathLike[str], cfg: NodeConfig) -> None:
+    lines = []
+    for f in fields(NodeConfig):
+        if f.name in ("peers", "extra"):
+            continue
+        v = getattr(cfg, f.name)
+        lines.append(f"{f.name} = {json.dumps(v)}")
+    for peer in cfg.peers:
+        lines.append("")
+        lines.append("[[peers]]")
+        lines.append(f"name = {json.dumps(peer.name)}")
+        lines.append(f"pubkey = {json.dumps(peer.pubkey)}")
+        lines.append(f"host = {json.dumps(peer.host)}")
+        lines.append(f"port = {peer.port}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def save_genesis(path: str | os.PathLike[str], g: Genesis) -> None:
+    doc = {
+        "chain_id": g.chain_id,
+        "timestamp_ms": g.timestamp_ms,
+        "replay_window": g.replay_window,
+        "validators": [
+            {"pubkey": v.pubkey.hex(), "power": v.power, "org": v.org} for v in g.validators
+        ],
+        "observers": [o.hex() for o in g.observers],
+        "accounts": [{"pubkey": k.hex(), "org": o, "role": r} for k, o, r in g.accounts],
+        "genesis_hash": g.compute_hash().hex(),
+    }
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def load_genesis(path: str | os.PathLike[str]) -> Genesis:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+        g = Genesis(
+            chain_id=doc["chain_id"],
+            timestamp_ms=doc["timestamp_ms"],
+            replay_window=doc.get("replay_window", 1000),
+            validators=tuple(
+                GenesisValidator(pubkey=bytes.fromhex(v["pubkey"]), power=v["power"], org=v["org"])
+                for v in doc["validators"]
+            ),
+            observers=tuple(bytes.fromhex(o) for o in doc.get("observers", [])),
+            accounts=tuple(
+                (bytes.fromhex(a["pubkey"]), a["org"], a["role"]) for a in doc.get("accounts", [])
+            ),
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"genesis file {p} not found") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"genesis file {p} is invalid: {exc}") from None
+    expect = doc.get("genesis_hash")
+    if expect is not None and expect != g.compute_hash().hex():
+        raise ConfigError(f"genesis file {p}: genesis_hash does not match its contents")
+    return g

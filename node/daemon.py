@@ -1,0 +1,193 @@
+"""The node process: load config, open the store, start consensus, RPC (and P2P), run until told.
+
+`gmchain dev` = `init_dev` (first use) + `run_node` on the dev config; `gmchain node start --config`
+= `run_node`. `start_node` is the in-process form tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from crypto_sm import PrivateKey, load_private_key, save_private_key
+from ledger.store import Store
+from ledger.types import Genesis, GenesisValidator
+from node.config import (
+    ConfigError,
+    NodeConfig,
+    gmchain_home,
+    load_config,
+    load_genesis,
+    save_genesis,
+    write_config,
+)
+from node.rpc import RpcConfig, RpcServer
+from node.service import NodeService
+
+__all__ = ["NodeHandle", "init_dev", "run_dev", "run_node", "start_node"]
+
+log = logging.getLogger("gmchain.daemon")
+
+DEV_CHAIN_ID = "gmchain-dev"
+DEV_ORG = "dev-org"
+# Dev keys are encrypted under this well-known passphrase: a dev chain is not for production.
+DEV_PASSPHRASE = "gmchain-dev"
+
+
+def init_dev(data_dir: Path, *, rpc_port: int = 8545, p2p_port: int = 30300) -> Path:
+    """Create a one-validator dev chain in `data_dir` (keys, genesis, config); return the config
+    path. Keys are encrypted under DEV_PASSPHRASE: a dev chain is not for production."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    node_key = PrivateKey.generate()
+    client_key = PrivateKey.generate()
+    save_private_key(data_dir / "node.key", node_key, DEV_PASSPHRASE.encode())
+    save_private_key(data_dir / "client.key", client_key, DEV_PASSPHRASE.encode())
+    genesis = Genesis(
+        chain_id=DEV_CHAIN_ID,
+        timestamp_ms=int(time.time() * 1000),
+        validators=(GenesisValidator(pubkey=node_key.public_key.to_bytes(), power=1, org=DEV_ORG),),
+        accounts=((client_key.public_key.to_bytes(), DEV_ORG, "admin"),),
+    )
+    save_genesis(data_dir / "genesis.json", genesis)
+    cfg = NodeConfig(
+        name="dev",
+        data_dir="db",
+        genesis_file="genesis.json",
+        key_file="node.key",
+        key_passphrase=DEV_PASSPHRASE,
+        rpc_port=rpc_port,
+        p2p_port=p2p_port,
+    )
+    path = data_dir / "config.toml"
+    write_config(path, cfg)
+    return path
+
+
+@dataclass
+class NodeHandle:
+    service: NodeService
+    rpc: RpcServer
+    store: Store
+    extra: list[Any]
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.service.config.rpc_host}:{self.rpc.port}"
+
+    async def stop(self) -> None:
+        for x in reversed(self.extra):
+            with contextlib.suppress(Exception):
+                await x.stop()
+        await self.rpc.stop()
+        await self.service.stop()
+        self.store.close()
+
+
+def _passphrase(cfg: NodeConfig) -> bytes:
+    return os.environ.get(cfg.key_passphrase_env, cfg.key_passphrase).encode()
+
+
+async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHandle:
+    """Open everything and start serving; the caller owns the handle."""
+    genesis = load_genesis(cfg.genesis_file)
+    key = load_private_key(cfg.key_file, _passphrase(cfg))
+    if rpc_port is not None:
+        cfg = replace(cfg, rpc_port=rpc_port)
+    store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
+    try:
+        service = NodeService(config=cfg, genesis=genesis, key=key, store=store)
+        extra: list[Any] = []
+        if len(genesis.validators) > 1 or genesis.observers:
+            from node.network import attach_network  # multi-node wiring (p2p)
+
+            extra.append(await attach_network(service, cfg, genesis, key))
+        await service.start()
+        rpc = RpcServer(
+            service,
+            host=cfg.rpc_host,
+            port=cfg.rpc_port,
+            config=RpcConfig(max_body_bytes=cfg.rpc_max_body_bytes),
+        )
+        await rpc.start()
+    except BaseException:
+        store.close()
+        raise
+    return NodeHandle(service=service, rpc=rpc, store=store, extra=extra)
+
+
+async def _serve(cfg: NodeConfig) -> int:
+    handle = await start_node(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    st = handle.service.status()
+    print(
+        f"gmchain node {cfg.name} ({st.role}) chain {st.chain_id} height {st.height}\n"
+        f"  node id   {st.node_id.hex()}\n"
+        f"  JSON-RPC  {handle.rpc_url}  (metrics: {handle.rpc_url}/metrics)\n"
+        f"  data      {cfg.data_dir}",
+        flush=True,
+    )
+    await stop.wait()
+    print("stopping…", flush=True)
+    await handle.stop()
+    return 0
+
+
+def _run(cfg: NodeConfig) -> int:
+    logging.basicConfig(
+        level=os.environ.get("GMCHAIN_LOG", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    try:
+        return asyncio.run(_serve(cfg))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_node(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return _run(cfg)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    data_dir = Path(getattr(args, "data_dir", None) or gmchain_home() / "dev")
+    rpc_port = getattr(args, "rpc_port", None) or 8545
+    if getattr(args, "reset", False) and data_dir.exists():
+        shutil.rmtree(data_dir)
+    cfg_path = data_dir / "config.toml"
+    if not cfg_path.exists():
+        init_dev(data_dir, rpc_port=rpc_port)
+        print(f"initialised a one-validator dev chain in {data_dir}", flush=True)
+    try:
+        cfg = load_config(cfg_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cfg = replace(cfg, rpc_port=rpc_port)
+    return _run(cfg)

@@ -1,0 +1,565 @@
+"""One node: store + chain + consensus replica + RPC surface (implements node.api.NodeApi).
+
+Rules this module keeps (DESIGN.md, "The way a transaction travels"; STYLE.md habit 2):
+1. Effects of a consensus step run in order: persist (fsync) first, then send, then apply
+   (commit). A vote or timeout never leaves before the safety data that allows it is on disk.
+2. The replica is stepped from one place only (`_step`), never re-entrantly; messages a node sends
+   to itself are queued and stepped after the current effects.
+3. A transaction is acknowledged (`submit_raw_tx` returns) only when it is in the pool; its
+   receipt is reported only after its block's synced batch is written.
+4. Signature verification runs in a thread pool (OpenSSL releases the GIL), never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from consensus import (
+    Broadcast,
+    Commit,
+    ConsensusConfig,
+    Effect,
+    Event,
+    MessageReceived,
+    PersistSafety,
+    Replica,
+    SafetyData,
+    Send,
+    Start,
+    Tick,
+    Validator,
+    ValidatorSet,
+)
+from consensus.messages import CommitProof
+from consensus.packing import PackingConfig, PackingPolicy
+from contracts import default_registry
+from contracts.framework import ContractError
+from crypto_sm import PrivateKey, PublicKey
+from ledger.codec import DecodeError, Value
+from ledger.merkle import acc_consistency_proof, acc_inclusion_proof, inclusion_proof, leaf_hash
+from ledger.store import Store
+from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
+from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
+from node.chain import Chain, CommittedBlock
+from node.config import NodeConfig
+from node.mempool import Mempool, MempoolConfig, MempoolError
+
+__all__ = ["KeySigner", "KeyVerifier", "NodeService"]
+
+log = logging.getLogger("gmchain.node")
+
+META_SAFETY = "consensus_safety"
+VERSION = "0.1.0"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class KeySigner:
+    """consensus.Signer over an SM2 identity key."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        self._key = key
+        self.node_id = NodeId(key.public_key.address)
+
+    def sign(self, msg: bytes) -> bytes:
+        return self._key.sign(msg)
+
+
+class KeyVerifier:
+    """consensus.Verifier over the validators' SM2 public keys."""
+
+    def __init__(self, keys: Sequence[PublicKey]) -> None:
+        self._keys = {NodeId(k.address): k for k in keys}
+
+    def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
+        key = self._keys.get(node_id)
+        return key is not None and key.verify(msg, sig)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.height = Gauge("gmchain_block_height", "Committed block height", registry=r)
+        self.committed = Counter("gmchain_committed_txs", "Committed transactions", registry=r)
+        self.pool = Gauge("gmchain_pool_size", "Pending transactions in the pool", registry=r)
+        self.rejected = Counter(
+            "gmchain_rejected_txs", "Transactions refused at admission", ["reason"], registry=r
+        )
+        self.latency = Histogram(
+            "gmchain_commit_latency_seconds",
+            "Admission to commit, per transaction",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.block_txs = Histogram(
+            "gmchain_block_txs",
+            "Transactions per committed block",
+            buckets=(0, 1, 10, 100, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.round = Gauge("gmchain_consensus_round", "Current consensus round", registry=r)
+        self.peers = Gauge("gmchain_peers", "Connected peers", registry=r)
+
+
+class NodeService:
+    """Everything one node does, wired together; implements node.api.NodeApi."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        genesis: Genesis,
+        key: PrivateKey,
+        store: Store,
+        consensus_config: ConsensusConfig | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.store = store
+        self.clock_ms = clock_ms
+        self.node_id = NodeId(key.public_key.address)
+        self.metrics = _Metrics()
+        self.mempool = Mempool(
+            config=MempoolConfig(
+                max_txs=config.mempool_max_txs, per_sender_max=config.mempool_per_sender
+            ),
+            chain_id=genesis.chain_id,
+            replay_window=genesis.replay_window,
+        )
+        self.packing = PackingPolicy(
+            PackingConfig(
+                min_block_txs=config.min_block_txs,
+                max_block_txs=config.max_block_txs,
+                min_wait_ms=config.min_wait_ms,
+                max_wait_ms=config.max_wait_ms,
+                target_latency_ms=config.target_latency_ms,
+            )
+        )
+        self.registry = default_registry()
+        self.chain = Chain(
+            genesis=genesis,
+            store=store,
+            registry=self.registry,
+            mempool=self.mempool,
+            packing=self.packing,
+            clock_ms=clock_ms,
+            on_commit=self._on_commit,
+            max_block_txs=config.max_block_txs,
+        )
+        validator_keys = [PublicKey.from_bytes(v.pubkey) for v in genesis.validators]
+        self.validators = ValidatorSet(
+            Validator(node_id=v.node_id, power=v.power) for v in genesis.validators
+        )
+        self.is_validator = self.node_id in self.validators
+        self.consensus_config = consensus_config or ConsensusConfig(
+            round_timeout_ms=config.round_timeout_ms,
+            max_round_timeout_ms=config.max_round_timeout_ms,
+        )
+        self.consensus_config.validate()
+        raw_safety = store.get_meta(META_SAFETY)
+        safety = SafetyData.decode(raw_safety) if raw_safety else None
+        self.replica = Replica(
+            config=self.consensus_config,
+            validators=self.validators,
+            chain_id=genesis.chain_id,
+            signer=KeySigner(key) if self.is_validator else None,
+            verifier=KeyVerifier(validator_keys),
+            app=self.chain,
+            committed=self.chain.head,
+            high_qc=self._committed_qc(),
+            safety=safety,
+            now_ms=clock_ms(),
+        )
+        self.send_hook: Callable[[NodeId | None, Any], None] | None = None  # set by p2p wiring
+        self.peer_count: Callable[[], int] = lambda: 0
+        self._inbox: list[Event] = []
+        self._stepping = False
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
+        self._admitted_at: dict[bytes, float] = {}
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._head_subs: set[asyncio.Queue[Any]] = set()
+        self._event_subs: set[tuple[str | None, str | None, asyncio.Queue[Any]]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.metrics.height.set(self.chain.head.height)
+
+    def _committed_qc(self) -> QuorumCert:
+        """The QC that certifies the committed head (from its commit proof), or genesis's."""
+        head = self.chain.head
+        if head.height == 0:
+            return QuorumCert(block_id=head.block_id, round=head.round, height=head.height)
+        proof = self.chain.find_commit_proof(head.height)
+        if proof is not None and proof.header.justify.block_id == head.block_id:
+            return proof.header.justify
+        # The proof certifies a later block only if the head is that block's ancestor; the
+        # head's own certificate then sits in the next header, which we do not store. Fall back
+        # to the head's justify (certifies its parent); sync brings the replica forward.
+        return head.justify
+
+    # --- the consensus loop ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._step(Start(now_ms=self.clock_ms()))
+        self._task = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for futs in self._waiters.values():
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+
+    async def _tick_loop(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=0.01)
+            self._wake.clear()
+            try:
+                self._step(Tick(now_ms=self.clock_ms()))
+            except Exception:
+                log.exception("consensus step failed")
+                raise
+
+    def deliver(self, sender: NodeId, msg: Any) -> None:
+        """A consensus message from a peer (already decoded and size-checked)."""
+        self._step(MessageReceived(sender=sender, msg=msg, now_ms=self.clock_ms()))
+
+    def _step(self, event: Event) -> None:
+        self._inbox.append(event)
+        if self._stepping:
+            return
+        self._stepping = True
+        try:
+            while self._inbox:
+                ev = self._inbox.pop(0)
+                self._run_effects(self.replica.step(ev))
+        finally:
+            self._stepping = False
+        self.metrics.round.set(getattr(self.replica, "round", 0))
+
+    def _run_effects(self, effects: Sequence[Effect]) -> None:
+        for eff in effects:
+            match eff:
+                case PersistSafety(data=data):
+                    self.store.put_meta(META_SAFETY, data.encode(), sync=True)  # type: ignore[attr-defined]
+                case Send(to=to, msg=msg):
+                    if to == self.node_id:
+                        self._inbox.append(
+                            MessageReceived(sender=self.node_id, msg=msg, now_ms=self.clock_ms())
+                        )
+                    elif self.send_hook is not None:
+                        self.send_hook(to, msg)
+                case Broadcast(msg=msg):
+                    if self.send_hook is not None:
+                        self.send_hook(None, msg)
+                case Commit(blocks=blocks, proof=proof):
+                    self.chain.commit(blocks, proof)
+                case _:
+                    raise AssertionError(f"unknown effect {eff!r}")
+
+    def _on_commit(self, done: list[CommittedBlock]) -> None:
+        now = time.monotonic()
+        for cb in done:
+            block = cb.block
+            self.metrics.height.set(block.header.height)
+            self.metrics.block_txs.observe(len(block.txs))
+            self.metrics.committed.inc(len(block.txs))
+            for tx in block.txs:
+                t0 = self._admitted_at.pop(tx.tx_id, None)
+                if t0 is not None:
+                    self.metrics.latency.observe(now - t0)
+                    self.packing.observe_commit_latency(int((now - t0) * 1000))
+                for fut in self._waiters.pop(tx.tx_id, ()):
+                    if not fut.done():
+                        fut.set_result(None)
+            for q in list(self._head_subs):
+                _offer(q, block)
+            if self._event_subs:
+                for tx, rbytes in zip(block.txs, cb.receipts, strict=True):
+                    receipt = Receipt.decode(rbytes)
+                    for ev in receipt.events:
+                        for contract, name, q in list(self._event_subs):
+                            if (contract is None or contract == ev.contract) and (
+                                name is None or name == ev.name
+                            ):
+                                _offer(q, (block.header.height, tx.tx_id, ev))
+        self.metrics.pool.set(len(self.mempool))
+
+    # --- NodeApi: submission --------------------------------------------------------------------
+
+    async def submit_raw_tx(self, raw: bytes) -> bytes:
+        try:
+            tx = SignedTx.decode_tx(raw)
+        except DecodeError as exc:
+            self.metrics.rejected.labels("encoding").inc()
+            raise ApiError(ErrorCode.BAD_ENCODING, f"transaction does not decode: {exc}") from None
+        await self.admit(tx, len(raw))
+        return tx.tx_id
+
+    async def admit(self, tx: SignedTx, size: int) -> None:
+        head = self.chain.head.height
+        try:
+            self.mempool.precheck(tx, size, head)
+        except MempoolError as exc:
+            self.metrics.rejected.labels(exc.code.name.lower()).inc()
+            raise ApiError(exc.code, exc.message) from None
+        if self.store.get_tx_location(tx.tx_id) is not None:
+            self.metrics.rejected.labels("duplicate").inc()
+            raise ApiError(ErrorCode.DUPLICATE, "transaction is already committed")
+        if self.chain.executor.lookup_sender(tx.body.sender, None) is None:
+            self.metrics.rejected.labels("unknown_sender").inc()
+            raise ApiError(ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account")
+        if not self.registry_has(tx.body.contract):
+            self.metrics.rejected.labels("unknown_contract").inc()
+            raise ApiError(ErrorCode.UNKNOWN_CONTRACT, f"no contract {tx.body.contract!r}")
+        if not self.mempool.is_verified(tx.tx_id):
+            ok = await asyncio.get_running_loop().run_in_executor(self._pool, _verify_tx, tx)
+            if not ok:
+                self.metrics.rejected.labels("bad_signature").inc()
+                raise ApiError(ErrorCode.BAD_SIGNATURE, "signature does not verify")
+        try:
+            self.mempool.add(tx, size, self.chain.head.height, self.clock_ms())
+        except MempoolError as exc:
+            self.metrics.rejected.labels(exc.code.name.lower()).inc()
+            raise ApiError(exc.code, exc.message) from None
+        self._admitted_at[tx.tx_id] = time.monotonic()
+        self.metrics.pool.set(len(self.mempool))
+        self._wake.set()
+
+    def registry_has(self, contract: str) -> bool:
+        return contract in self.registry.names
+
+    # --- NodeApi: reads -------------------------------------------------------------------------
+
+    def status(self) -> NodeStatus:
+        head = self.chain.head
+        return NodeStatus(
+            chain_id=self.genesis.chain_id,
+            node_id=self.node_id,
+            role="validator" if self.is_validator else "observer",
+            height=head.height,
+            head=head.block_id,
+            genesis=self.chain.genesis_id,
+            pending_txs=len(self.mempool),
+            peers=self.peer_count(),
+            version=VERSION,
+            round=int(getattr(self.replica, "round", 0)),
+            committed_txs=head.acc_size,
+        )
+
+    def height(self) -> int:
+        return self.chain.head.height
+
+    def get_block(self, height: int) -> Block | None:
+        raw = self.store.get_block_by_height(height)
+        return Block.decode(raw) if raw else None
+
+    def get_block_by_hash(self, block_id: bytes) -> Block | None:
+        raw = self.store.get_block_by_hash(block_id)
+        return Block.decode(raw) if raw else None
+
+    def get_tx(self, tx_id: bytes) -> TxLookup | None:
+        loc = self.store.get_tx_location(tx_id)
+        if loc is None:
+            return None
+        block = self.get_block(loc[0])
+        rraw = self.store.get_receipt(tx_id)
+        assert block is not None and rraw is not None
+        return TxLookup(
+            tx=block.txs[loc[1]],
+            height=loc[0],
+            index=loc[1],
+            block_id=block.block_id,
+            receipt=Receipt.decode(rraw),
+        )
+
+    def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
+        loc = self.store.get_tx_location(tx_id)
+        rraw = self.store.get_receipt(tx_id)
+        if loc is None or rraw is None:
+            return None
+        return Receipt.decode(rraw), loc[0], loc[1]
+
+    def is_pending(self, tx_id: bytes) -> bool:
+        return tx_id in self.mempool
+
+    def call(self, contract: str, method: str, args: Sequence[Value]) -> Value:
+        try:
+            return self.chain.executor.query(contract, method, args)
+        except ContractError as exc:
+            raise ApiError(ErrorCode.QUERY_FAILED, str(exc)) from None
+
+    def describe_contracts(self) -> dict[str, Any]:
+        return self.registry.describe()
+
+    def tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
+        loc = self.store.get_tx_location(tx_id)
+        if loc is None:
+            raise ApiError(ErrorCode.NOT_FOUND, "transaction is not committed on this node")
+        height, index = loc
+        head = self.chain.head.height
+        at = head if at_height is None else at_height
+        if not height <= at <= head:
+            raise ApiError(
+                ErrorCode.BAD_RANGE, f"atHeight must be between {height} and {head}, got {at}"
+            )
+        block = self.get_block(height)
+        at_header = self._header(at)
+        assert block is not None
+        leaves = [leaf_hash(t.tx_id) for t in block.txs]
+        acc_index = block.header.acc_size - block.header.tx_count + index
+        get_node = self.store.get_acc_node
+        return {
+            "tx_id": tx_id.hex(),
+            "height": height,
+            "index_in_block": index,
+            "block_header": block.header.encode().hex(),
+            "block_tx_root": block.header.tx_root.hex(),
+            "block_inclusion_proof": [h.hex() for h in inclusion_proof(leaves, index)],
+            "acc_index": acc_index,
+            "acc_size": at_header.acc_size,
+            "acc_root": at_header.acc_root.hex(),
+            "acc_inclusion_proof": [
+                h.hex() for h in acc_inclusion_proof(get_node, acc_index, at_header.acc_size)
+            ],
+            "header": at_header.encode().hex(),
+            "receipt": (self.store.get_receipt(tx_id) or b"").hex(),
+        }
+
+    def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
+        head = self.chain.head.height
+        if not 0 <= old_height <= new_height <= head:
+            raise ApiError(
+                ErrorCode.BAD_RANGE,
+                f"need 0 <= oldHeight <= newHeight <= {head}, got {old_height}, {new_height}",
+            )
+        old, new = self._header(old_height), self._header(new_height)
+        proof = acc_consistency_proof(self.store.get_acc_node, old.acc_size, new.acc_size)
+        return {
+            "old_height": old_height,
+            "new_height": new_height,
+            "old_size": old.acc_size,
+            "new_size": new.acc_size,
+            "old_root": old.acc_root.hex(),
+            "new_root": new.acc_root.hex(),
+            "proof": [h.hex() for h in proof],
+            "old_header": old.encode().hex(),
+            "new_header": new.encode().hex(),
+        }
+
+    def commit_proof(self, height: int) -> dict[str, Any]:
+        if not 0 <= height <= self.chain.head.height:
+            raise ApiError(ErrorCode.BAD_RANGE, f"no committed block at height {height}")
+        proof = self.chain.find_commit_proof(height)
+        if proof is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no commit proof covers height {height} yet")
+        committed_height = proof.header.height - 1
+        headers = [self._header(h).encode().hex() for h in range(height, committed_height + 1)]
+        return {
+            "height": height,
+            "headers": headers,  # height .. the certified tip, each the parent of the next
+            "proof": proof.encode().hex(),
+            "validators": [
+                {"pubkey": v.pubkey.hex(), "power": v.power, "org": v.org}
+                for v in self.genesis.validators
+            ],
+        }
+
+    def _header(self, height: int) -> BlockHeader:
+        raw = self.store.get_header_by_height(height)
+        if raw is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
+        return BlockHeader.decode(raw)
+
+    # --- NodeApi: waiting and subscriptions -----------------------------------------------------
+
+    async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
+        got = self.get_receipt(tx_id)
+        if got is not None:
+            return got
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tx_id, []).append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            return self.get_receipt(tx_id)
+        finally:
+            lst = self._waiters.get(tx_id)
+            if lst is not None and fut in lst:
+                lst.remove(fut)
+                if not lst:
+                    del self._waiters[tx_id]
+        return self.get_receipt(tx_id)
+
+    async def subscribe_heads(self) -> AsyncIterator[Block]:
+        q: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
+        self._head_subs.add(q)
+        try:
+            while True:
+                item = await q.get()
+                if item is _OVERFLOW:
+                    return
+                yield item
+        finally:
+            self._head_subs.discard(q)
+
+    async def subscribe_events(self, contract: str | None, name: str | None) -> AsyncIterator[Any]:
+        q: asyncio.Queue[Any] = asyncio.Queue(maxsize=4096)
+        entry = (contract, name, q)
+        self._event_subs.add(entry)
+        try:
+            while True:
+                item = await q.get()
+                if item is _OVERFLOW:
+                    return
+                yield item
+        finally:
+            self._event_subs.discard(entry)
+
+    def metrics_text(self) -> bytes:
+        self.metrics.pool.set(len(self.mempool))
+        self.metrics.peers.set(self.peer_count())
+        return generate_latest(self.metrics.registry)
+
+    def pending_proof_for(self, proof: CommitProof) -> None:  # pragma: no cover - p2p hook
+        pass
+
+
+_OVERFLOW = object()
+
+
+def _offer(q: asyncio.Queue[Any], item: Any) -> None:
+    """Deliver to a subscriber; a subscriber too slow to keep up is ended, not buffered forever."""
+    try:
+        q.put_nowait(item)
+    except asyncio.QueueFull:
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(_OVERFLOW)
+
+
+def _verify_tx(tx: SignedTx) -> bool:
+    try:
+        key = PublicKey.from_bytes(tx.body.sender)
+    except Exception:
+        return False
+    return key.verify(tx.tx_id, tx.signature)
