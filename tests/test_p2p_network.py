@@ -436,3 +436,41 @@ async def test_update_admitted_drops_removed_peer() -> None:
         assert x.node_id not in a.connected_peers()
     finally:
         await c.stop()
+
+
+async def test_pending_handshakes_are_capped() -> None:
+    c = Cluster(2, max_pending_handshakes=2, handshake_timeout_s=1.0)
+    await c.start()
+    try:
+        silent = [RawPeer(PrivateKey.generate()) for _ in range(3)]
+        for p in silent[:2]:
+            await p.connect(c.nets[0])
+        await _wait_until(lambda: c.nets[0]._pending_handshakes == 2)
+        await silent[2].connect(c.nets[0])
+        assert await silent[2].closed_by_peer()
+        assert c.nets[0].stats["rejects"].get("too_many_handshakes") == 1
+        for p in silent[:2]:
+            p.close()
+    finally:
+        await c.stop()
+
+
+async def test_failing_handler_does_not_kill_the_session() -> None:
+    c = Cluster(2)
+    await c.start()
+    try:
+        a, b = c.nets
+        seen: list[bytes] = []
+
+        def flaky(node_id: bytes, payload: bytes) -> None:
+            if payload == b"boom":
+                raise RuntimeError("node layer bug")
+            seen.append(payload)
+
+        b._on_message = flaky
+        assert a.send(b.node_id, b"boom") and a.send(b.node_id, b"after")
+        await _wait_until(lambda: seen == [b"after"])
+        assert b.stats["handler_errors"] == 1
+        assert a.node_id in b.connected_peers()
+    finally:
+        await c.stop()
