@@ -57,8 +57,8 @@ async def run_bench(frames: int, size: int) -> dict[str, float]:
         for k, p in zip(keys, ports, strict=True)
     ]
     t0 = time.perf_counter()
-    for n in nets:
-        await n.start()
+    for n in sorted(nets, key=lambda n: n.node_id, reverse=True):
+        await n.start()  # the listener first, so the dialer's first attempt succeeds
     a, b = nets
     while b.node_id not in a.connected_peers() or a.node_id not in b.connected_peers():
         await asyncio.sleep(0.001)

@@ -15,12 +15,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from crypto_sm import PrivateKey, PublicKey, sm2_decrypt
+from crypto_sm import PrivateKey, PublicKey, sm2_decrypt, sm3_hmac
 from p2p.config import ConfigError, P2PConfig, PeerInfo, RemoteProtocolError
 from p2p.framing import FrameDecoder, decode_message, encode_frame, encode_message
 from p2p.handshake import (
     D_AUTH_I,
     D_AUTH_R,
+    D_FIN_I,
+    D_FIN_R,
     HandshakeResult,
     Initiator,
     InitiatorAuth,
@@ -389,9 +391,6 @@ def test_vector_transcript_checks_out() -> None:
     a_r = compute_auth_digest(D_AUTH_R, [th3, m4.identity])
     assert id_i.verify(a_i, m3.signature) and id_r.verify(a_r, m4.signature)
     # the MACs check under the recorded auth keys
-    from crypto_sm import sm3_hmac
-    from p2p.handshake import D_FIN_I, D_FIN_R
-
     k_i, k_r = _vec_bytes("derived", "auth_key_i"), _vec_bytes("derived", "auth_key_r")
     assert m3.mac == sm3_hmac(k_i, D_FIN_I + a_i + m3.signature)
     assert m4.mac == sm3_hmac(k_r, D_FIN_R + a_r + m4.signature)
