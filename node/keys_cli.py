@@ -33,7 +33,7 @@ __all__ = [
 
 PASSPHRASE_ENV = "GMCHAIN_PASSPHRASE"
 # What an "empty" passphrase stands for (rule 3). Public, hence insecure: dev chains only.
-DEV_PASSPHRASE = b"gmchain-dev-insecure"
+DEV_PASSPHRASE = b"gmchain-dev"  # = node.daemon.DEV_PASSPHRASE (the dev chain's keys)
 
 
 def default_home() -> Path:
