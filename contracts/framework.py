@@ -26,6 +26,7 @@ ledger/types.py (`Event`, `Receipt`, `ReceiptStatus`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -59,6 +60,10 @@ __all__ = [
 # state keys, so NUL (our key separator) and every control character are excluded, and the set is
 # ASCII so no Unicode normalisation question can ever arise between nodes.
 IDENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-:/@")
+# The same sets as regular expressions (ASCII classes only: no Unicode database is consulted, so
+# the answer cannot differ between Python versions).
+_IDENT_RE = re.compile(r"[A-Za-z0-9._:/@-]*")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_BYTES = 512  # `Receipt.error` holds at most this many bytes of UTF-8
 _U64_MAX = 2**64 - 1
 
@@ -271,16 +276,14 @@ class Arg:
                 f"argument {self.name!r} must be one of {', '.join(self.choices)}; got {value!r}"
             )
         if self.charset == "ident":
-            bad = [c for c in value if c not in IDENT_CHARS]
-            if bad:
+            if _IDENT_RE.fullmatch(value) is None:
+                bad = next(c for c in value if c not in IDENT_CHARS)
                 raise BadArguments(
-                    f"argument {self.name!r} contains {bad[0]!r}; allowed: letters, digits "
+                    f"argument {self.name!r} contains {bad!r}; allowed: letters, digits "
                     "and . _ - : / @"
                 )
-        else:
-            for c in value:
-                if ord(c) < 0x20 or ord(c) == 0x7F:
-                    raise BadArguments(f"argument {self.name!r} contains a control character")
+        elif _CONTROL_RE.search(value) is not None:
+            raise BadArguments(f"argument {self.name!r} contains a control character")
         return value
 
     def _check_bytes(self, value: Value) -> bytes:

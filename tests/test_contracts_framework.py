@@ -7,6 +7,7 @@ import json
 import pytest
 
 from contracts.framework import (
+    IDENT_CHARS,
     MAX_ERROR_BYTES,
     Arg,
     BadArguments,
@@ -282,3 +283,20 @@ def test_bad_schemas_fail_at_declaration() -> None:
 def test_results_are_canonical(env: tuple[Registry, MemoryStore]) -> None:
     reg, store = env
     encode(reg.invoke(ctx_for(store), "counter", "shapes", [b"abcd", True, [], "red"]))
+
+
+def test_ident_charset_is_exactly_the_documented_set() -> None:
+    arg = Arg("x", str, max_len=4, charset="ident")
+    text = Arg("t", str, max_len=4)
+    for cp in [*range(0x300), 0x0660, 0xFF10, 0x6570, 0x1D7CE]:  # incl. non-ASCII digits
+        c = chr(cp)
+        if c in IDENT_CHARS:
+            assert arg.check(c) == c
+        else:
+            with pytest.raises(BadArguments):
+                arg.check(c)
+        if cp < 0x20 or cp == 0x7F:
+            with pytest.raises(BadArguments):
+                text.check(c)
+        else:
+            assert text.check(c) == c
