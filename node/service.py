@@ -184,6 +184,7 @@ class NodeService:
             now_ms=clock_ms(),
         )
         self.send_hook: Callable[[NodeId | None, Any], None] | None = None  # set by p2p wiring
+        self.gossip_hook: Callable[[bytes], None] | None = None  # set by p2p wiring
         self.peer_count: Callable[[], int] = lambda: 0
         self._inbox: list[Event] = []
         self._stepping = False
@@ -312,10 +313,12 @@ class NodeService:
         except DecodeError as exc:
             self.metrics.rejected.labels("encoding").inc()
             raise ApiError(ErrorCode.BAD_ENCODING, f"transaction does not decode: {exc}") from None
-        await self.admit(tx, len(raw))
+        await self.admit(tx, raw)
         return tx.tx_id
 
-    async def admit(self, tx: SignedTx, size: int) -> None:
+    async def admit(self, tx: SignedTx, raw: bytes, *, gossip: bool = True) -> None:
+        """Admit a decoded transaction (from RPC or from a peer's gossip). Raises ApiError."""
+        size = len(raw)
         head = self.chain.head.height
         try:
             self.mempool.precheck(tx, size, head)
@@ -343,6 +346,8 @@ class NodeService:
             raise ApiError(exc.code, exc.message) from None
         self._admitted_at[tx.tx_id] = time.monotonic()
         self.metrics.pool.set(len(self.mempool))
+        if gossip and self.gossip_hook is not None:
+            self.gossip_hook(raw)
         self._wake.set()
 
     def registry_has(self, contract: str) -> bool:

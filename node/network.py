@@ -1,0 +1,228 @@
+"""Multi-node wiring: consensus messages and transaction gossip over the authenticated transport.
+
+Rules this module keeps:
+1. Every payload on the wire is one canonical struct (`ledger.codec`): a consensus message
+   (ledger.types / consensus.messages tags) or a `TxBatch` (tag 40). A payload that does not
+   decode, or has a tag we do not accept from peers, is the peer's fault: the transport
+   disconnects and bans it (`report_misbehaviour`) and nothing else changes.
+2. Transactions admitted through this node's RPC are gossiped once, in batches (flushed every
+   `GOSSIP_FLUSH_S` or at `GOSSIP_BATCH` txs), to every connected peer; the network is a full mesh
+   of admitted nodes, so there is no re-gossip. Receivers admit them through the same checks as
+   RPC (signature verified once, cached; duplicates are normal and silently skipped).
+3. Proposals carry whole transactions, not ids: on a LAN full mesh every replica already holds
+   (and has verified) almost all of them, so validation skips the signature checks through the
+   verify-once cache, and there is no fetch-on-miss round trip that a leader could abuse to
+   stall a round. The cost is bandwidth (~350 B per tx per replica), cheap at our rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from consensus.messages import (
+    BlockRequest,
+    BlockResponse,
+    SyncInfo,
+    SyncRequest,
+    SyncResponse,
+)
+from crypto_sm import PrivateKey, PublicKey
+from ledger.codec import DecodeError, Limits, Value, decode
+from ledger.types import (
+    MAX_TX_BYTES,
+    Genesis,
+    NodeId,
+    Proposal,
+    SignedTx,
+    TimeoutVote,
+    Vote,
+    _Struct,
+)
+from node.api import ApiError
+from node.config import NodeConfig
+from node.service import NodeService
+from p2p import P2PConfig, P2PNetwork, PeerInfo
+
+__all__ = ["GOSSIP_BATCH", "NetworkBridge", "TxBatch", "attach_network", "decode_wire"]
+
+log = logging.getLogger("gmchain.network")
+
+GOSSIP_BATCH = 512
+GOSSIP_FLUSH_S = 0.005
+_WIRE_LIMITS = Limits(max_size=4 * 1024 * 1024, max_bin=4 * 1024 * 1024, max_array=20_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxBatch(_Struct):
+    """Raw transactions gossiped together (each exactly as the client signed it)."""
+
+    TAG: ClassVar[int] = 40
+    txs: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.txs, tuple | list) or len(self.txs) > 4 * GOSSIP_BATCH:
+            raise ValueError("txs: expected at most 2048 raw transactions")
+        for t in self.txs:
+            if not isinstance(t, bytes) or len(t) > MAX_TX_BYTES:
+                raise ValueError("txs: each must be bytes of at most MAX_TX_BYTES")
+        object.__setattr__(self, "txs", tuple(self.txs))
+
+    def to_fields(self) -> list[Value]:
+        return [self.TAG, list(self.txs)]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 1
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        if not isinstance(f[0], list):
+            raise ValueError("txs: expected a list")
+        return cls(txs=tuple(f[0]))
+
+
+_WIRE: dict[int, type[_Struct]] = {
+    cls.TAG: cls
+    for cls in (
+        Proposal,
+        Vote,
+        TimeoutVote,
+        BlockRequest,
+        BlockResponse,
+        SyncRequest,
+        SyncResponse,
+        SyncInfo,
+        TxBatch,
+    )
+}
+
+
+def decode_wire(payload: bytes) -> _Struct:
+    """Decode one wire payload into its struct; DecodeError on anything else."""
+    value = decode(payload, _WIRE_LIMITS)
+    if not isinstance(value, list) or not value or not isinstance(value[0], int):
+        raise DecodeError("wire payload: expected a tagged struct")
+    cls = _WIRE.get(value[0])
+    if cls is None or isinstance(value[0], bool):
+        raise DecodeError(f"wire payload: tag {value[0]!r} is not accepted from peers")
+    return cls.from_fields(value)
+
+
+class NetworkBridge:
+    """Connects a NodeService to a P2PNetwork."""
+
+    def __init__(self, service: NodeService, net_factory: Any) -> None:
+        self.service = service
+        self.net: P2PNetwork = net_factory(self._on_message)
+        self._outbox: list[bytes] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.stats = {"bad_payloads": 0, "gossip_in": 0, "gossip_out": 0, "gossip_rejected": 0}
+        service.send_hook = self._send
+        service.gossip_hook = self._gossip
+        service.peer_count = lambda: len(self.net.connected_peers())
+
+    async def start(self) -> None:
+        await self.net.start()
+        self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+        await self.net.stop()
+
+    # --- outbound -------------------------------------------------------------------------------
+
+    def _send(self, to: NodeId | None, msg: Any) -> None:
+        payload = msg.encode()
+        if to is None:
+            self.net.broadcast(payload)
+        else:
+            self.net.send(to, payload)
+
+    def _gossip(self, raw: bytes) -> None:
+        self._outbox.append(raw)
+
+    async def _flush_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(GOSSIP_FLUSH_S)
+            while self._outbox:
+                batch, self._outbox = self._outbox[:GOSSIP_BATCH], self._outbox[GOSSIP_BATCH:]
+                self.net.broadcast(TxBatch(txs=tuple(batch)).encode())
+                self.stats["gossip_out"] += len(batch)
+
+    # --- inbound --------------------------------------------------------------------------------
+
+    async def _on_message(self, sender: bytes, payload: bytes) -> None:
+        try:
+            msg = decode_wire(payload)
+        except DecodeError as exc:
+            self.stats["bad_payloads"] += 1
+            self.net.report_misbehaviour(sender, f"undecodable payload: {exc}")
+            return
+        if isinstance(msg, TxBatch):
+            await self._on_txs(sender, msg)
+            return
+        try:
+            self.service.deliver(NodeId(sender), msg)
+        except Exception:
+            log.exception("consensus failed on a message from %s", sender.hex()[:12])
+            raise
+
+    async def _on_txs(self, sender: bytes, batch: TxBatch) -> None:
+        bad = 0
+        for raw in batch.txs:
+            self.stats["gossip_in"] += 1
+            try:
+                tx = SignedTx.decode_tx(raw)
+            except DecodeError:
+                bad += 1
+                continue
+            try:
+                await self.service.admit(tx, raw, gossip=False)
+            except ApiError:
+                self.stats["gossip_rejected"] += 1
+        if bad:
+            self.stats["bad_payloads"] += 1
+            self.net.report_misbehaviour(sender, f"{bad} undecodable transactions in a batch")
+
+
+def peer_infos(cfg: NodeConfig, genesis: Genesis) -> list[PeerInfo]:
+    """The admitted node list (validators and observers from genesis) with their addresses."""
+    admitted = {v.pubkey for v in genesis.validators} | set(genesis.observers)
+    out = []
+    for p in cfg.peers:
+        key_bytes = bytes.fromhex(p.pubkey)
+        if key_bytes not in admitted:
+            log.warning("peer %s is not admitted by genesis; ignored", p.name or p.host)
+            continue
+        key = PublicKey.from_bytes(key_bytes)
+        out.append(PeerInfo(node_id=key.address, pubkey=key, host=p.host, port=p.port))
+    return out
+
+
+async def attach_network(
+    service: NodeService, cfg: NodeConfig, genesis: Genesis, key: PrivateKey
+) -> NetworkBridge:
+    peers: Sequence[PeerInfo] = peer_infos(cfg, genesis)
+
+    def factory(on_message: Any) -> P2PNetwork:
+        return P2PNetwork(
+            chain_id=genesis.chain_id,
+            key=key,
+            peers=peers,
+            config=P2PConfig(listen_host=cfg.p2p_host, listen_port=cfg.p2p_port),
+            on_message=on_message,
+        )
+
+    bridge = NetworkBridge(service, factory)
+    await bridge.start()
+    return bridge
