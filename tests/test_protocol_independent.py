@@ -1,0 +1,273 @@
+"""An independent implementation written from docs/protocol.md alone.
+
+It imports nothing from this project: only the standard library, `msgpack`, and the pure-Python
+`gmssl` (SM3, SM2 verification). It parses the domain and tag tables and the worked examples out
+of the markdown and recomputes encodings, the transaction id, block ids, the genesis hash, Merkle
+roots, the accumulator, checks the signatures, and verifies the inclusion and consistency proofs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from gmssl import func as gm_func
+from gmssl import sm2 as gm_sm2
+from gmssl import sm3 as gm_sm3
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+
+
+def sm3(data: bytes) -> bytes:
+    return bytes.fromhex(gm_sm3.sm3_hash(gm_func.bytes_to_list(data)))
+
+
+def enc(v: Any) -> bytes:
+    out = msgpack.packb(v, use_bin_type=True)
+    assert isinstance(out, bytes)
+    return out
+
+
+def dec(b: bytes) -> Any:
+    v = msgpack.unpackb(b, raw=False, strict_map_key=True)
+    assert enc(v) == b, "not the canonical encoding"
+    return v
+
+
+DOMAINS = {
+    k: bytes.fromhex(h)
+    for k, h in re.findall(r"^\| (\w+) \| `[^`]*` \| `([0-9a-f]+)` \|$", DOC, re.M)
+}
+TAGS = {name: int(t) for t, name in re.findall(r"^\| (\d+) \| \[(\w+)\]\(", DOC, re.M)}
+EXAMPLES = dict(re.findall(r"<!-- example: (\w+) -->\n```\w+\n(.*?)\n```", DOC, re.S))
+
+
+def kv(name: str) -> dict[str, str]:
+    return dict(line.split(" = ", 1) for line in EXAMPLES[name].splitlines())
+
+
+def h(name: str, key: str) -> bytes:
+    return bytes.fromhex(kv(name)[key])
+
+
+def root_of(kind: str, v: Any) -> bytes:
+    return sm3(DOMAINS[kind] + b"\x00" + enc(v))
+
+
+def sm2_verify(pub: bytes, msg: bytes, sig: bytes) -> bool:
+    assert len(pub) == 65 and pub[0] == 4 and len(sig) == 64
+    c = gm_sm2.CryptSM2(private_key=None, public_key="00", mode=1)
+    c.public_key = pub[1:].hex()  # X||Y; gmssl uses the default ID 1234567812345678
+    return bool(c.verify_with_sm3(sig.hex(), msg))
+
+
+# --- Merkle (section 7) -------------------------------------------------------------------------
+
+
+def leaf(d: bytes) -> bytes:
+    return sm3(b"\x00" + d)
+
+
+def node(a: bytes, b: bytes) -> bytes:
+    return sm3(b"\x01" + a + b)
+
+
+def mth_hashes(hs: list[bytes]) -> bytes:
+    if not hs:
+        return sm3(b"")
+    if len(hs) == 1:
+        return hs[0]
+    k = 1
+    while k * 2 < len(hs):
+        k *= 2
+    return node(mth_hashes(hs[:k]), mth_hashes(hs[k:]))
+
+
+def verify_inclusion(lh: bytes, i: int, n: int, path: list[bytes], root: bytes) -> bool:
+    if i >= n:
+        return False
+    fn, sn, r = i, n - 1, lh
+    for c in path:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            r = node(c, r)
+            while fn % 2 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node(r, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(m: int, n: int, r1: bytes, r2: bytes, p: list[bytes]) -> bool:
+    if m == 0:
+        return r1 == sm3(b"") and not p
+    if m == n:
+        return r1 == r2 and not p
+    if m & (m - 1) == 0:
+        p = [r1, *p]
+    fn, sn = m - 1, n - 1
+    while fn % 2 == 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = p[0]
+    for c in p[1:]:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            fr, sr = node(c, fr), node(c, sr)
+            while fn % 2 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == r1 and sr == r2 and sn == 0
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_tables_parsed() -> None:
+    assert {"tx", "header", "vote", "genesis"} <= set(DOMAINS)
+    assert TAGS["TxBody"] == 1 and len(TAGS) >= 13
+
+
+def test_struct_examples_are_canonical_and_tagged() -> None:
+    for name, tag in TAGS.items():
+        raw = h(f"struct_{name}", "encoding")
+        v = dec(raw)
+        assert isinstance(v, list) and v[0] == tag, name
+        section = DOC.split(f"### {name} (tag {tag})")[1].split("<!-- example")[0]
+        n_fields = len(re.findall(r"^\| \d+ \| `", section, re.M))
+        assert len(v) == 1 + n_fields, name
+
+
+def test_signing_root_example() -> None:
+    e = kv("signing_root")
+    body = bytes.fromhex(e["encoding"])
+    assert bytes.fromhex(e["hash_input"]) == DOMAINS["tx"] + b"\x00" + body
+    assert sm3(bytes.fromhex(e["hash_input"])).hex() == e["signing_root"]
+
+
+def test_transaction_id_and_signature() -> None:
+    e = kv("tx")
+    tag, body, sig = dec(bytes.fromhex(e["signed_tx"]))
+    assert tag == TAGS["SignedTx"] and body[0] == TAGS["TxBody"]
+    tx_id = root_of("tx", body)
+    assert tx_id.hex() == e["tx_id"]
+    pub = body[2]
+    assert pub.hex() == e["public_key"]
+    assert sm3(pub)[:20].hex() == e["address"]
+    assert sig.hex() == e["signature"]
+    assert sm2_verify(pub, tx_id, sig)
+    assert not sm2_verify(pub, tx_id, bytes([sig[0] ^ 1]) + sig[1:])
+
+
+def test_vote_signature() -> None:
+    e = kv("vote")
+    tag, block_id, rnd, height, voter, sig = dec(bytes.fromhex(e["vote"]))
+    assert tag == TAGS["Vote"]
+    pub = bytes.fromhex(e["public_key"])
+    assert sm3(pub)[:20] == voter
+    msg = root_of("vote", [e["chain_id"], block_id, rnd, height])
+    assert msg.hex() == e["signing_root"]
+    assert sm2_verify(pub, msg, sig)
+
+
+def _chain() -> tuple[bytes, list[list[Any]], list[list[bytes]]]:
+    genesis = h("genesis", "genesis")
+    blocks, receipts = [], []
+    for i in range(3):
+        e = kv(f"block{i}")
+        blocks.append(dec(bytes.fromhex(e["block"])))
+        receipts.append([bytes.fromhex(v) for k, v in sorted(e.items()) if k.startswith("receipt")])
+    return genesis, blocks, receipts
+
+
+def test_chain_ids_roots_and_accumulator() -> None:
+    genesis, blocks, receipts = _chain()
+    g_hash = root_of("genesis", dec(genesis))
+    assert g_hash == h("genesis", "genesis_hash")
+    acc: list[bytes] = []
+    prev_id = None
+    for i, (block, rcpts) in enumerate(zip(blocks, receipts, strict=True)):
+        tag, header, txs = block
+        assert tag == TAGS["Block"] and header[0] == TAGS["BlockHeader"]
+        (_, _chain_id, height, _rnd, parent_id, _ts, _prop, tx_root, tx_count, receipt_root,
+         acc_root, acc_size, _state, justify) = header  # fmt: skip
+        block_id = root_of("header", header)
+        assert block_id == h(f"block{i}", "block_id")
+        assert height == i
+        if i == 0:
+            assert parent_id == g_hash
+        else:
+            assert parent_id == prev_id and justify[1] == prev_id
+        tx_ids = [root_of("tx", t[1]) for t in txs]
+        assert tx_count == len(txs)
+        assert mth_hashes([leaf(t) for t in tx_ids]) == tx_root
+        assert mth_hashes([leaf(r) for r in rcpts]) == receipt_root
+        assert [dec(r)[1] for r in rcpts] == tx_ids
+        acc += [leaf(t) for t in tx_ids]
+        assert acc_size == len(acc) and acc_root == mth_hashes(acc)
+        prev_id = block_id
+    # The frontier example folds to the same accumulator root.
+    e = kv("frontier")
+    size, peaks = dec(bytes.fromhex(e["frontier"]))
+    assert size == len(acc) == int(e["size"]) and len(peaks) == bin(size).count("1")
+    r = peaks[-1]
+    for p in reversed(peaks[:-1]):
+        r = node(p, r)
+    assert r == mth_hashes(acc)
+
+
+def test_merkle_example() -> None:
+    e = kv("merkle")
+    assert sm3(b"").hex() == e["empty_root"]
+    lh = leaf(bytes.fromhex(e["entry"]))
+    assert lh.hex() == e["leaf_hash"]
+    assert node(lh, lh).hex() == e["node_hash_of_leaf_and_leaf"]
+    assert mth_hashes([leaf(x) for x in (b"a", b"b", b"c")]).hex() == e["root_of_3"]
+
+
+def _unhex(x: str) -> bytes:
+    assert x.startswith("0x")
+    return bytes.fromhex(x[2:])
+
+
+def test_tx_proof_bundle() -> None:
+    b = json.loads(EXAMPLES["tx_proof"])
+    _, blocks, _ = _chain()
+    header = dec(_unhex(b["header"]))
+    assert root_of("header", header) == root_of("header", blocks[b["height"]][1])
+    tx_root, tx_count, acc_size_h = header[7], header[8], header[11]
+    lh = leaf(_unhex(b["tx_id"]))
+    assert _unhex(b["block_tx_root"]) == tx_root
+    path = [_unhex(x) for x in b["block_inclusion_proof"]]
+    assert verify_inclusion(lh, b["index_in_block"], tx_count, path, tx_root)
+    assert b["acc_index"] == acc_size_h - tx_count + b["index_in_block"]
+    # The bundle proves against block 2's accumulator, which block 2's header carries.
+    later = blocks[2][1]
+    assert b["acc_size"] == later[11] and _unhex(b["acc_root"]) == later[10]
+    acc_path = [_unhex(x) for x in b["acc_inclusion_proof"]]
+    assert verify_inclusion(lh, b["acc_index"], b["acc_size"], acc_path, later[10])
+    assert not verify_inclusion(lh, b["acc_index"] + 1, b["acc_size"], acc_path, later[10])
+
+
+def test_consistency_proof() -> None:
+    c = json.loads(EXAMPLES["consistency_proof"])
+    _, blocks, _ = _chain()
+    assert c["old_size"] == blocks[1][1][11] and c["new_size"] == blocks[2][1][11]
+    assert _unhex(c["old_root"]) == blocks[1][1][10]
+    assert _unhex(c["new_root"]) == blocks[2][1][10]
+    proof = [_unhex(x) for x in c["proof"]]
+    args = (c["old_size"], c["new_size"], _unhex(c["old_root"]), _unhex(c["new_root"]))
+    assert verify_consistency(*args, proof)
+    assert not verify_consistency(*args, proof[:-1])
