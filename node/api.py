@@ -83,6 +83,7 @@ class NodeStatus:
     version: str
     round: int
     committed_txs: int  # accumulator size
+    replay_window: int = 0  # W: a tx is valid while head < expiry <= head + W
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from consensus.packing import PackingPolicy
 from contracts.framework import Registry
 from contracts.membership import genesis_writes
 from crypto_sm import PublicKey, verify_many
+from ledger.codec import decode, encode
 from ledger.executor import BlockContext, ExecResult, Executor, InvalidBlock, compute_state_hash
 from ledger.merkle import EMPTY_ROOT, Frontier
 from ledger.store import BlockWrite, Store
@@ -44,6 +45,7 @@ __all__ = ["Chain", "CommittedBlock", "make_genesis_block"]
 log = logging.getLogger("gmchain.chain")
 
 MAX_CLOCK_DRIFT_MS = 10_000
+META_PENDING = "pending_blocks"  # uncommitted blocks the replica asked us to keep (PersistBlock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class Chain:
         self.head: BlockHeader = BlockHeader.decode(raw)
         self.frontier = self._load_frontier()
         self.genesis_id: Digest = self._header_at(0).block_id
+        self._pending: dict[bytes, bytes] = self._load_pending()
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -160,6 +163,30 @@ class Chain:
         if frontier.size != self.head.acc_size or frontier.root() != self.head.acc_root:
             raise RuntimeError("accumulator frontier does not match the head header")
         return frontier
+
+    def _load_pending(self) -> dict[bytes, bytes]:
+        raw = self.store.get_meta(META_PENDING)
+        if not raw:
+            return {}
+        out = {}
+        for b in decode(raw):
+            block = Block.decode(b)
+            if block.header.height > self.head.height:
+                out[block.block_id] = b
+        return out
+
+    def pending_blocks(self) -> list[Block]:
+        """Uncommitted blocks kept across a restart, for `Replica(blocks=...)`."""
+        return [Block.decode(b) for b in self._pending.values()]
+
+    def persist_block(self, block: Block) -> None:
+        """Keep an uncommitted block until it commits or is pruned. Not synced by itself: the
+        replica's next PersistSafety (synced) makes it durable, as LevelDB's log is sequential."""
+        self._pending[block.block_id] = block.encode()
+        self._save_pending()
+
+    def _save_pending(self) -> None:
+        self.store.put_meta(META_PENDING, encode(list(self._pending.values())), sync=False)
 
     def _header_at(self, height: int) -> BlockHeader:
         raw = self.store.get_header_by_height(height)
@@ -232,8 +259,12 @@ class Chain:
         return True
 
     def on_pruned(self, block_ids: Sequence[Digest]) -> None:
+        changed = False
         for bid in block_ids:
             self._results.pop(bid, None)
+            changed |= self._pending.pop(bid, None) is not None
+        if changed:
+            self._save_pending()
 
     def get_committed_blocks(
         self, from_height: int, max_count: int
@@ -292,6 +323,8 @@ class Chain:
             self.mempool.remove(result.tx_ids)
             done.append(CommittedBlock(block=block, receipts=result.receipt_bytes, result=result))
         if done:
+            if any(self._pending.pop(c.block.block_id, None) is not None for c in done):
+                self._save_pending()
             self.mempool.evict_expired(self.head.height)
             self._prune_stale()
             if self.on_commit is not None:

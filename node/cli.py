@@ -368,6 +368,18 @@ def _cmd_proof_verify(args: argparse.Namespace) -> int:
     if args.trusted_header:
         trusted = from_hex(args.trusted_header, what="--trusted-header")
     reason = check_proof(bundle, trusted_header=trusted)
+    certified = ""
+    if reason is None and isinstance(bundle, dict) and "commit" in bundle:
+        # A full bundle from a node: also check the receipt and the BFT commit certificate.
+        from node.config import load_genesis
+        from node.proofcheck import check_full_proof
+
+        genesis = load_genesis(args.genesis) if args.genesis else None
+        ok, text = check_full_proof(bundle, genesis=genesis)
+        if ok:
+            certified = text
+        else:
+            reason = text
     if reason is not None:
         if args.json:
             _print_json({"valid": False, "reason": reason})
@@ -379,8 +391,8 @@ def _cmd_proof_verify(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"valid": True, "tx_id": tx_id, "height": height, "acc_size": acc_size})
     else:
-        print(f"VALID: tx {tx_id} in block {height} (accumulator size {acc_size})")
-        if trusted is None:
+        print(certified or f"VALID: tx {tx_id} in block {height} (accumulator size {acc_size})")
+        if trusted is None and not certified:
             print(
                 "note: checked against the header inside the bundle; pass --trusted-header "
                 "(a header or block id you trust) to anchor it",
@@ -581,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--trusted-header",
         metavar="HEX",
         help="a header (encoded) or 32-byte block id you trust; the proof must match it",
+    )
+    q.add_argument(
+        "--genesis",
+        metavar="FILE",
+        help="the chain's genesis.json: check the commit certificate against its validators "
+        "(default: the validator set inside the bundle)",
     )
     q.set_defaults(handler=_cmd_proof_verify)
     return parser

@@ -29,6 +29,7 @@ from consensus import (
     Effect,
     Event,
     MessageReceived,
+    PersistBlock,
     PersistSafety,
     Replica,
     SafetyData,
@@ -44,13 +45,14 @@ from contracts import default_registry
 from contracts.framework import ContractError
 from crypto_sm import PrivateKey, PublicKey
 from ledger.codec import DecodeError, Value
-from ledger.merkle import acc_consistency_proof, acc_inclusion_proof, inclusion_proof, leaf_hash
+from ledger.merkle import acc_consistency_proof
 from ledger.store import Store
 from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
 from node.chain import Chain, CommittedBlock
 from node.config import NodeConfig
 from node.mempool import Mempool, MempoolConfig, MempoolError
+from node.proofcheck import build_full_proof
 
 __all__ = ["KeySigner", "KeyVerifier", "NodeService"]
 
@@ -182,6 +184,7 @@ class NodeService:
             high_qc=self._committed_qc(),
             safety=safety,
             now_ms=clock_ms(),
+            blocks=self.chain.pending_blocks(),
         )
         self.send_hook: Callable[[NodeId | None, Any], None] | None = None  # set by p2p wiring
         self.gossip_hook: Callable[[bytes], None] | None = None  # set by p2p wiring
@@ -272,6 +275,8 @@ class NodeService:
                 case Broadcast(msg=msg):
                     if self.send_hook is not None:
                         self.send_hook(None, msg)
+                case PersistBlock(block=block):
+                    self.chain.persist_block(block)
                 case Commit(blocks=blocks, proof=proof):
                     self.chain.commit(blocks, proof)
                 case _:
@@ -369,6 +374,7 @@ class NodeService:
             version=VERSION,
             round=int(getattr(self.replica, "round", 0)),
             committed_txs=head.acc_size,
+            replay_window=self.genesis.replay_window,
         )
 
     def height(self) -> int:
@@ -422,33 +428,31 @@ class NodeService:
             raise ApiError(ErrorCode.NOT_FOUND, "transaction is not committed on this node")
         height, index = loc
         head = self.chain.head.height
-        at = head if at_height is None else at_height
+        proof = self.chain.find_commit_proof(height)
+        certified = head if proof is None else proof.header.height - 1
+        at = certified if at_height is None else at_height
         if not height <= at <= head:
             raise ApiError(
                 ErrorCode.BAD_RANGE, f"atHeight must be between {height} and {head}, got {at}"
             )
         block = self.get_block(height)
-        at_header = self._header(at)
         assert block is not None
-        leaves = [leaf_hash(t.tx_id) for t in block.txs]
-        acc_index = block.header.acc_size - block.header.tx_count + index
-        get_node = self.store.get_acc_node
-        return {
-            "tx_id": tx_id.hex(),
-            "height": height,
-            "index_in_block": index,
-            "block_header": block.header.encode().hex(),
-            "block_tx_root": block.header.tx_root.hex(),
-            "block_inclusion_proof": [h.hex() for h in inclusion_proof(leaves, index)],
-            "acc_index": acc_index,
-            "acc_size": at_header.acc_size,
-            "acc_root": at_header.acc_root.hex(),
-            "acc_inclusion_proof": [
-                h.hex() for h in acc_inclusion_proof(get_node, acc_index, at_header.acc_size)
-            ],
-            "header": at_header.encode().hex(),
-            "receipt": (self.store.get_receipt(tx_id) or b"").hex(),
-        }
+        tx_ids = [t.tx_id for t in block.txs]
+        receipts = [self.store.get_receipt(t) or b"" for t in tx_ids]
+        anchor = self._header(at)
+        commit = self.chain.find_commit_proof(at)
+        tip = at if commit is None else commit.header.height - 1
+        return build_full_proof(
+            header=block.header,
+            tx_ids=tx_ids,
+            receipts=receipts,
+            index=index,
+            get_node=self.store.get_acc_node,
+            anchor=anchor,
+            commit_headers=[self._header(h) for h in range(at, tip + 1)],
+            commit_proof=commit,
+            validators=self.genesis.validators,
+        )
 
     def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
         head = self.chain.head.height
@@ -464,11 +468,11 @@ class NodeService:
             "new_height": new_height,
             "old_size": old.acc_size,
             "new_size": new.acc_size,
-            "old_root": old.acc_root.hex(),
-            "new_root": new.acc_root.hex(),
-            "proof": [h.hex() for h in proof],
-            "old_header": old.encode().hex(),
-            "new_header": new.encode().hex(),
+            "old_root": "0x" + old.acc_root.hex(),
+            "new_root": "0x" + new.acc_root.hex(),
+            "proof": ["0x" + h.hex() for h in proof],
+            "old_header": "0x" + old.encode().hex(),
+            "new_header": "0x" + new.encode().hex(),
         }
 
     def commit_proof(self, height: int) -> dict[str, Any]:
@@ -478,13 +482,15 @@ class NodeService:
         if proof is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no commit proof covers height {height} yet")
         committed_height = proof.header.height - 1
-        headers = [self._header(h).encode().hex() for h in range(height, committed_height + 1)]
+        headers = [
+            "0x" + self._header(h).encode().hex() for h in range(height, committed_height + 1)
+        ]
         return {
             "height": height,
             "headers": headers,  # height .. the certified tip, each the parent of the next
-            "proof": proof.encode().hex(),
+            "proof": "0x" + proof.encode().hex(),
             "validators": [
-                {"pubkey": v.pubkey.hex(), "power": v.power, "org": v.org}
+                {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org}
                 for v in self.genesis.validators
             ],
         }
