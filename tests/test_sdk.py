@@ -215,10 +215,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeThread,
 
 
 def _proof_or_xfail(bundle: dict[str, Any]) -> None:
-    reason = check_proof(bundle)
-    if reason is not None and not str(bundle.get("tx_id", "")).startswith("0x"):
-        pytest.xfail("node.service.tx_proof emits hex without 0x, which ledger.proofs refuses")
-    assert reason is None
+    """The node's bundle verifies offline, including its receipt and commit certificate."""
+    from node.proofcheck import check_full_proof
+
+    assert check_proof(bundle) is None
+    ok, why = check_full_proof(bundle)
+    assert ok, why
 
 
 async def test_evidence_flow_attest_and_proof(node: tuple[NodeThread, PrivateKey]) -> None:
