@@ -97,7 +97,7 @@ class _KV:
             raise StoreCorrupt(f"LevelDB reports corruption: {e}: {RECOVERY_HINT}") from e
         except RuntimeError as e:  # plyvel: "Database is closed"
             raise StoreError(f"ledger store is closed ({e})") from e
-        return v if v is None else bytes(v)
+        return v  # type: ignore[no-any-return]
 
     def _iter(self, **kw: Any) -> Iterator[Any]:
         try:

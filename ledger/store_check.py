@@ -82,9 +82,10 @@ def _check_block(kv: KVReader, h: int, *, deep: bool) -> k.BlockSummary:
         if loc is None or loc != k.encode_tx_location(h, i):
             raise corrupt(f"location of tx {tx_id.hex()} (block {h}, index {i}) is wrong")
         receipts.append(_get_required(kv, k.k_receipt(tx_id), f"receipt of tx {tx_id.hex()}"))
-        leaf = kv.get(k.k_acc_leaf(summary.acc_start + i))
-        if leaf is None or len(leaf) != k.HASH_SIZE:
-            raise corrupt(f"accumulator leaf {summary.acc_start + i} (block {h}) is missing")
+        if not deep:  # the deep check streams all leaves in `_check_acc_deep` instead
+            leaf = kv.get(k.k_acc_leaf(summary.acc_start + i))
+            if leaf is None or len(leaf) != k.HASH_SIZE:
+                raise corrupt(f"accumulator leaf {summary.acc_start + i} (block {h}) is missing")
     if deep and k.compute_content_digest(header, block, receipts) != summary.content_digest:
         raise corrupt(f"block {h}: header/block/receipt bytes differ from those committed")
     return summary
@@ -182,6 +183,39 @@ def _check_recent(kv: KVReader, head: int, head_summary: k.BlockSummary) -> None
         raise corrupt(f"block 0 starts the accumulator at {next_start}, not 0")
 
 
+def _iter_level(kv: KVReader, level: int) -> Iterator[tuple[int, bytes]]:
+    prefix = k.P_ACC_LEAF if level == 0 else k.P_ACC_NODE + bytes((level,))
+    cut = len(prefix)
+    for key, value in kv.iter_prefix(prefix):
+        yield k.decode_height(key[cut:]), value
+
+
+def _check_acc_deep(kv: KVReader, acc_size: int) -> None:
+    """Level by level, in key order: indexes 0..(size >> level) - 1, each node hashing its children.
+
+    Sequential scans, two at a time (a level and its children), so memory stays O(1).
+    """
+    top = max(acc_size.bit_length() - 1, 0)
+    for level in range(top + 1):
+        want = acc_size >> level
+        children = _iter_level(kv, level - 1) if level else None
+        count = 0
+        for index, value in _iter_level(kv, level):
+            if index != count or len(value) != k.HASH_SIZE:
+                raise corrupt(f"accumulator level {level}: record {index} unexpected at {count}")
+            if children is not None:
+                (li, left), (ri, right) = next(children), next(children)
+                if (li, ri) != (2 * index, 2 * index + 1) or value != hash_children(left, right):
+                    raise corrupt(f"accumulator node ({level}, {index}) does not hash its children")
+            count += 1
+        if count != want:
+            raise corrupt(f"accumulator level {level} has {count} records, expected {want}")
+    nodes = sum(1 for _ in kv.iter_prefix(k.P_ACC_NODE))
+    want_nodes = sum(acc_size >> level for level in range(1, top + 1))
+    if nodes != want_nodes:
+        raise corrupt(f"{nodes} accumulator nodes stored, expected {want_nodes}")
+
+
 def check_store_deep(kv: KVReader) -> None:
     """Everything `check_store` does, for every block, plus digests, counts and node hashes."""
     found = check_store(kv)
@@ -205,26 +239,12 @@ def check_store_deep(kv: KVReader) -> None:
         k.P_HASH_INDEX: head + 1,
         k.P_TX: acc_size,
         k.P_RECEIPT: acc_size,
-        k.P_ACC_LEAF: acc_size,
     }
     for prefix, want in counts.items():
         got = sum(1 for _ in kv.iter_prefix(prefix))
         if got != want:
             raise corrupt(f"{got} records of kind {prefix!r}, expected {want}")
-    get_node = _node_getter(kv)
-    nodes = 0
-    for key, value in kv.iter_prefix(k.P_ACC_NODE):
-        level, index = key[1], k.decode_height(key[2:])
-        if level == 0 or (index + 1) << level > acc_size:
-            raise corrupt(f"accumulator node ({level}, {index}) beyond size {acc_size}")
-        if value != hash_children(
-            get_node(level - 1, 2 * index), get_node(level - 1, 2 * index + 1)
-        ):
-            raise corrupt(f"accumulator node ({level}, {index}) does not hash its children")
-        nodes += 1
-    want_nodes = sum(acc_size >> level for level in range(1, acc_size.bit_length()))
-    if nodes != want_nodes:
-        raise corrupt(f"{nodes} accumulator nodes stored, expected {want_nodes}")
+    _check_acc_deep(kv, acc_size)
     last_proof = kv.last_key(k.P_PROOF)
     if last_proof is not None and k.decode_height(last_proof[1:]) > head:
         raise corrupt("a commit proof exists for a height above the head")

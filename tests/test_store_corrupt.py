@@ -177,6 +177,9 @@ DEEP_ONLY: dict[str, Callable[[plyvel.DB], None]] = {
     "old receipt altered": lambda db: db.put(k.k_receipt(db.get(k.k_tx_ids(5))[:32]), b"forged"),
     "old block deleted": lambda db: db.delete(k.k_block(1)),
     "old acc node altered": lambda db: db.put(k.k_acc_node(1, 0), b"\x00" * 32),
+    "old acc leaf altered": lambda db: db.put(k.k_acc_leaf(1), b"\x01" * 32),
+    "old acc node deleted": lambda db: db.delete(k.k_acc_node(2, 1)),
+    "old receipt deleted": lambda db: db.delete(k.k_receipt(db.get(k.k_tx_ids(5))[:32])),
     "stray tx record": lambda db: db.put(k.k_tx(b"\x07" * 32), k.encode_tx_location(0, 0)),
 }
 
