@@ -48,7 +48,7 @@ from contracts.framework import (
 from contracts.keys import CryptoSmVerifier, Sm2Verifier, address_of
 from crypto_sm import sm3_hash
 from ledger.codec import Value, decode, encode
-from ledger.types import compute_signing_root
+from ledger.types import DOMAIN, compute_signing_root
 
 __all__ = [
     "ATTESTATION_FIELDS",
@@ -68,8 +68,7 @@ __all__ = [
     "verify_to_json",
 ]
 
-# TODO(ledger DOMAIN table): move to ledger.types.DOMAIN["evidence-record"]; same bytes.
-DOMAIN_RECORD = b"GMCHAIN/EVIDENCE-RECORD/v1"
+DOMAIN_RECORD = DOMAIN["evidence-record"]
 ZERO_HASH = bytes(32)
 MAX_ATTESTATIONS = 16
 MAX_METADATA = 16

@@ -18,18 +18,17 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from contracts.framework import (
-    BadArguments,
     Context,
     ContractError,
     Registry,
     StateReader,
-    UnknownContract,
-    UnknownMethod,
+    error_text,
 )
 from contracts.membership import lookup_account
 from crypto_sm import sm3_hash
@@ -52,6 +51,7 @@ __all__ = [
 ]
 
 StateKey = tuple[str, bytes]
+log = logging.getLogger("gmchain.executor")
 
 
 class InvalidBlock(Exception):
@@ -330,20 +330,17 @@ class Executor:
         try:
             result = self.registry.invoke(context, body.contract, body.method, list(body.args))
             encode(result)  # a contract must return a canonical value
-        except UnknownContract as exc:
-            status, error = ReceiptStatus.UNKNOWN_CONTRACT, str(exc)
-        except UnknownMethod as exc:
-            status, error = ReceiptStatus.UNKNOWN_METHOD, str(exc)
-        except BadArguments as exc:
-            status, error = ReceiptStatus.BAD_ARGUMENTS, str(exc)
         except ContractError as exc:
-            status, error = ReceiptStatus.FAILED, str(exc)
-        except (TypeError, ValueError) as exc:
-            # A contract returned a non-canonical value: that is a contract bug, but execution must
-            # stay deterministic on every node, so the tx fails the same way everywhere.
-            status, error = ReceiptStatus.FAILED, f"contract error: {exc}"
+            status, error = exc.status, error_text(exc)
+        except Exception as exc:
+            # Our bug in a contract (it raised something other than ContractError, or returned a
+            # non-canonical value). Python raises the same exception on every node for the same
+            # inputs, so failing the tx keeps execution deterministic and keeps the chain alive
+            # (one bad call must not crash-loop every validator, cf. FISCO BCOS #4417).
+            log.error("contract %s.%s raised %r", body.contract, body.method, exc)
+            status, error = ReceiptStatus.FAILED, f"internal contract error: {type(exc).__name__}"
         if status is not ReceiptStatus.OK:
-            return Receipt(tx_id=tx.tx_id, status=status, error=error[:512])
+            return Receipt(tx_id=tx.tx_id, status=status, error=error)
         block_writes.update(pending)
         return Receipt(
             tx_id=tx.tx_id, status=status, result=result, events=tuple(context.events), error=""

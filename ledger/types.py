@@ -79,6 +79,7 @@ DOMAIN: dict[str, bytes] = {
     "proposal": b"GMCHAIN/PROPOSAL/v1",
     "genesis": b"GMCHAIN/GENESIS/v1",
     "attest": b"GMCHAIN/EVIDENCE-ATTEST/v1",
+    "evidence-record": b"GMCHAIN/EVIDENCE-RECORD/v1",
     "state": b"GMCHAIN/STATE/v1",
 }
 
