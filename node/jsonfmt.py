@@ -1,0 +1,328 @@
+"""JSON shapes of the protocol types, as the JSON-RPC server sends them and the SDK parses them.
+
+Rules this module keeps (docs/rpc.md, "Value formats"):
+1. Every binary value is a `0x`-prefixed lowercase hex string; heights, rounds, sizes and counts are
+   JSON integers. Nothing is ever a JSON float.
+2. Canonical values (`ledger.codec`: int, bytes, str, bool, None, lists) map one to one onto JSON
+   except for bytes, which become hex strings. Turning JSON back into a value therefore needs a
+   schema that says which strings are bytes (`value_from_json`): JSON alone cannot tell "0xab" the
+   text from 0xab the bytes.
+3. Every object that has an identity carries it (`txId`, `hash`), computed by the node from the
+   canonical bytes, and the canonical bytes themselves (`raw`), so a client can recompute the
+   identity instead of trusting it (DESIGN.md, "Hashing and signing").
+4. Parsing never raises anything but `JsonFormatError` (a ValueError) with a message that names the
+   offending field.
+
+Sources: JSON-RPC 2.0; Ethereum's execution-API hex conventions (`0x` prefix, lowercase).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from enum import IntEnum
+from typing import Any
+
+from crypto_sm import sm3_hash
+from ledger.codec import Value
+from ledger.types import (
+    NODE_ID_SIZE,
+    Block,
+    BlockHeader,
+    Event,
+    QuorumCert,
+    Receipt,
+    ReceiptStatus,
+    SignedTx,
+)
+
+__all__ = [
+    "JsonFormatError",
+    "args_schema",
+    "block_to_json",
+    "event_to_json",
+    "header_to_json",
+    "hex0x",
+    "jsonable",
+    "parse_hex",
+    "qc_to_json",
+    "receipt_to_json",
+    "tx_to_json",
+    "value_from_json",
+    "value_to_json",
+]
+
+_HEX_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_I64_MIN = -(2**63)
+_U64_MAX = 2**64 - 1
+
+
+class JsonFormatError(ValueError):
+    """A JSON value does not have the shape the protocol requires (the caller's fault)."""
+
+
+def hex0x(data: bytes) -> str:
+    """`0x` + lowercase hex of `data`."""
+    return "0x" + bytes(data).hex()
+
+
+def parse_hex(s: object, length: int | None = None, *, name: str = "value") -> bytes:
+    """Parse a `0x`-prefixed hex string (even number of digits; either case accepted).
+
+    `length`, if given, is the exact number of bytes required. Raises JsonFormatError naming `name`.
+    """
+    if not isinstance(s, str):
+        raise JsonFormatError(f"{name}: expected a 0x-prefixed hex string, got {_kind(s)}")
+    if not s.startswith("0x"):
+        raise JsonFormatError(f"{name}: hex string must start with 0x")
+    if _HEX_RE.fullmatch(s) is None:
+        if len(s) % 2:
+            raise JsonFormatError(f"{name}: hex string has an odd number of digits")
+        raise JsonFormatError(f"{name}: not a hex string")
+    data = bytes.fromhex(s[2:])
+    if length is not None and len(data) != length:
+        raise JsonFormatError(f"{name}: expected {length} bytes, got {len(data)}")
+    return data
+
+
+def _kind(x: object) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    if isinstance(x, int):
+        return "an integer"
+    if isinstance(x, float):
+        return "a number"
+    if isinstance(x, str):
+        return "a string"
+    if isinstance(x, list):
+        return "an array"
+    if isinstance(x, dict):
+        return "an object"
+    return type(x).__name__
+
+
+# --- canonical values <-> JSON -------------------------------------------------------------------
+
+
+def value_to_json(value: Value) -> Any:
+    """A canonical value as JSON: bytes become hex, tuples become lists, the rest is unchanged."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return hex0x(bytes(value))
+    if isinstance(value, list | tuple):
+        return [value_to_json(v) for v in value]
+    if isinstance(value, IntEnum):
+        return int(value)
+    return value
+
+
+def jsonable(obj: Any) -> Any:
+    """Make anything the node hands back (proof bundles, describe output) JSON-safe.
+
+    Like `value_to_json`, and also maps: keys become strings, values converted recursively.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return hex0x(bytes(obj))
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, IntEnum):
+        return int(obj)
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj
+    return str(obj)
+
+
+def _is_bytes_type(t: str) -> bool:
+    return t.startswith("bytes") or t in ("hex", "digest", "address", "pubkey", "signature")
+
+
+def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
+    """Turn a JSON value into a canonical value, using `schema` to find the bytes.
+
+    `schema` is a type name string (`"bytes"`, `"bytes32"`, ..., `"str"`, `"int"`, `"bool"`,
+    `"any"`), a list schema `{"type": "list", "items": <schema>}`, or a dict whose `"type"` is one
+    of those names. `null` stays None. Unknown type names convert structurally with strings left as
+    strings. Raises JsonFormatError naming the argument.
+    """
+    t: Any = schema
+    items: Any = None
+    if isinstance(schema, Mapping):
+        t = schema.get("type", "any")
+        items = schema.get("items")
+    if not isinstance(t, str):
+        t = "any"
+    if obj is None:
+        # null is None for every type; the contract's own schema check refuses it where a value
+        # is required, with the precise reason (`optional` only documents that it is allowed).
+        return None
+    if _is_bytes_type(t):
+        size = None
+        digits = t[5:] if t.startswith("bytes") else ""
+        if digits.isdigit():
+            size = int(digits)
+        return parse_hex(obj, size, name=name)
+    if t in ("list", "array") or t.startswith("list"):
+        if not isinstance(obj, list):
+            raise JsonFormatError(f"{name}: expected an array, got {_kind(obj)}")
+        item_schema = items
+        if item_schema is None and "<" in t and t.endswith(">"):
+            item_schema = t[t.index("<") + 1 : -1]
+        return [
+            value_from_json(v, item_schema or "any", name=f"{name}[{i}]") for i, v in enumerate(obj)
+        ]
+    return _plain_from_json(obj, name)
+
+
+def _plain_from_json(obj: Any, name: str) -> Value:
+    """Structural conversion: no bytes, strings stay strings, floats and objects refused."""
+    if obj is None or isinstance(obj, bool | str):
+        return obj
+    if isinstance(obj, int):
+        if not _I64_MIN <= obj <= _U64_MAX:
+            raise JsonFormatError(f"{name}: integer out of the 64-bit range")
+        return obj
+    if isinstance(obj, list):
+        return [_plain_from_json(v, f"{name}[{i}]") for i, v in enumerate(obj)]
+    raise JsonFormatError(f"{name}: {_kind(obj)} is not a canonical value (no floats, no objects)")
+
+
+# --- protocol types -> JSON ----------------------------------------------------------------------
+
+
+def tx_to_json(
+    tx: SignedTx,
+    *,
+    height: int | None = None,
+    index: int | None = None,
+    block_id: bytes | None = None,
+) -> dict[str, Any]:
+    """A signed transaction; with its position when it is committed."""
+    body = tx.body
+    out: dict[str, Any] = {
+        "txId": hex0x(tx.tx_id),
+        "chainId": body.chain_id,
+        "sender": hex0x(body.sender),
+        "senderAddress": hex0x(sm3_hash(body.sender)[:NODE_ID_SIZE]),
+        "nonce": body.nonce,
+        "expiry": int(body.expiry),
+        "contract": body.contract,
+        "method": body.method,
+        "args": value_to_json(list(body.args)),
+        "signature": hex0x(tx.signature),
+        "raw": hex0x(tx.encode()),
+    }
+    if height is not None:
+        out["blockNumber"] = height
+        out["transactionIndex"] = index
+        out["blockHash"] = None if block_id is None else hex0x(block_id)
+    return out
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """An event; `fields` keeps the emitted order as `[name, value]` pairs (names may repeat)."""
+    return {
+        "contract": event.contract,
+        "name": event.name,
+        "fields": [[k, value_to_json(v)] for k, v in event.fields],
+    }
+
+
+def receipt_to_json(
+    receipt: Receipt,
+    *,
+    height: int | None = None,
+    index: int | None = None,
+    block_id: bytes | None = None,
+) -> dict[str, Any]:
+    """A receipt: `status` is the integer code, `statusName` its name (`OK`, `FAILED`, ...)."""
+    status = ReceiptStatus(receipt.status)
+    out: dict[str, Any] = {
+        "txId": hex0x(receipt.tx_id),
+        "status": int(status),
+        "statusName": status.name,
+        "result": value_to_json(receipt.result),
+        "events": [event_to_json(e) for e in receipt.events],
+        "error": receipt.error,
+        "raw": hex0x(receipt.encode()),
+    }
+    if height is not None:
+        out["blockNumber"] = height
+        out["transactionIndex"] = index
+        out["blockHash"] = None if block_id is None else hex0x(block_id)
+    return out
+
+
+def qc_to_json(qc: QuorumCert) -> dict[str, Any]:
+    """A quorum certificate; `signatures` ascending by signer node id."""
+    return {
+        "blockId": hex0x(qc.block_id),
+        "round": int(qc.round),
+        "height": int(qc.height),
+        "signatures": [{"signer": hex0x(n), "signature": hex0x(s)} for n, s in qc.signatures],
+    }
+
+
+def header_to_json(header: BlockHeader) -> dict[str, Any]:
+    """A header; `hash` is the block id, `raw` the canonical header bytes it is computed from."""
+    return {
+        "hash": hex0x(header.block_id),
+        "number": int(header.height),
+        "chainId": header.chain_id,
+        "round": int(header.round),
+        "parentHash": hex0x(header.parent_id),
+        "timestampMs": header.timestamp_ms,
+        "proposer": hex0x(header.proposer),
+        "txRoot": hex0x(header.tx_root),
+        "txCount": header.tx_count,
+        "receiptRoot": hex0x(header.receipt_root),
+        "accRoot": hex0x(header.acc_root),
+        "accSize": header.acc_size,
+        "stateHash": hex0x(header.state_hash),
+        "justify": qc_to_json(header.justify),
+        "raw": hex0x(header.encode()),
+    }
+
+
+def block_to_json(block: Block, full_txs: bool) -> dict[str, Any]:
+    """A block: the header's fields plus `transactions` (ids, or full objects if `full_txs`)."""
+    out = header_to_json(block.header)
+    h, bid = int(block.header.height), block.block_id
+    if full_txs:
+        out["transactions"] = [
+            tx_to_json(t, height=h, index=i, block_id=bid) for i, t in enumerate(block.txs)
+        ]
+    else:
+        out["transactions"] = [hex0x(t.tx_id) for t in block.txs]
+    return out
+
+
+def args_schema(describe: Any, contract: str, method: str) -> Sequence[Any] | None:
+    """The argument schemas of `contract.method` in `NodeApi.describe_contracts()`, if described.
+
+    Accepted shapes (docs/rpc.md, "gm_call"): `{contract: {"methods": {method: {"args": [...]}}}}`,
+    or lists of `{"name": ...}` at either level, optionally under a top-level `"contracts"` key.
+    """
+    top = describe.get("contracts", describe) if isinstance(describe, Mapping) else describe
+    c = _find_named(top, contract)
+    if not isinstance(c, Mapping):
+        return None
+    m = _find_named(c.get("methods"), method) or _find_named(c.get("queries"), method)
+    if not isinstance(m, Mapping):
+        return None
+    args = m.get("args", m.get("params"))
+    return args if isinstance(args, list) else None
+
+
+def _find_named(container: Any, name: str) -> Any:
+    if isinstance(container, Mapping):
+        return container.get(name)
+    if isinstance(container, list):
+        for item in container:
+            if isinstance(item, Mapping) and item.get("name") == name:
+                return item
+    return None

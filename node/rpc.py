@@ -1,0 +1,845 @@
+"""JSON-RPC 2.0 over HTTP and WebSocket, the OpenRPC document, and the metrics endpoint.
+
+Rules this module keeps (docs/rpc.md is the user's statement of them):
+1. The node is reached only through `node.api.NodeApi`; this module holds no chain state.
+2. Every reply to a request with an `id` is a JSON-RPC 2.0 response object; every bad input gets
+   an error object with a specific code (`node.api.ErrorCode`) and a message naming what is wrong.
+   Notifications (no `id`) are executed and get no reply. Nothing a client sends stops the server:
+   `ApiError` becomes its code, any other exception becomes -32603 with a generic message and is
+   logged as our bug.
+3. Hard limits, checked before work is done: body size (HTTP 413 with a JSON-RPC error body),
+   batch size, WebSocket message size (close code 1009, RFC 6455 §7.4.1), subscriptions per
+   connection, requests in flight (beyond it: RATE_LIMITED, never a queue), wait timeouts, and a
+   bounded send queue per WebSocket (a subscriber that does not read is disconnected, code 1008).
+4. Binary values are `0x` lowercase hex; heights are JSON integers (`node.jsonfmt`).
+5. `rpc.discover` returns the OpenRPC document kept as package data (`node/openrpc.json`);
+   `docs/openrpc.json` is a byte-identical copy (a test checks both match the method table).
+
+Sources: JSON-RPC 2.0 specification; OpenRPC 1.2.6; RFC 6455 (WebSocket); Prometheus text
+exposition format 0.0.4; FISCO BCOS / Ethereum method naming (docs/REFERENCES.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ledger.types import DIGEST_SIZE, MAX_TX_BYTES, Block
+from node.api import ApiError, ErrorCode, NodeApi
+from node.jsonfmt import (
+    JsonFormatError,
+    args_schema,
+    block_to_json,
+    event_to_json,
+    header_to_json,
+    hex0x,
+    jsonable,
+    parse_hex,
+    receipt_to_json,
+    tx_to_json,
+    value_from_json,
+    value_to_json,
+)
+
+__all__ = ["METHODS", "WS_METHODS", "RpcConfig", "RpcServer", "load_openrpc"]
+
+log = logging.getLogger("gmchain.rpc")
+
+_MAX_HEIGHT = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcConfig:
+    """Limits of the RPC server. Every one is a hard cap."""
+
+    max_body_bytes: int = 1 << 20  # HTTP request body
+    max_batch: int = 100  # requests in one batch
+    max_subscriptions: int = 32  # per WebSocket connection
+    max_ws_message_bytes: int = 1 << 20  # one WebSocket message
+    max_in_flight: int = 1024  # requests being handled at once, all connections
+    max_wait_ms: int = 30_000  # gm_waitForReceipt timeout cap
+    ws_send_queue: int = 1024  # outgoing messages buffered per WebSocket
+    ws_heartbeat_s: float = 30.0
+
+    def validate(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_batch",
+            "max_subscriptions",
+            "max_ws_message_bytes",
+            "max_in_flight",
+            "max_wait_ms",
+            "ws_send_queue",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"RpcConfig.{name}: expected a positive integer")
+        if self.ws_heartbeat_s <= 0:
+            raise ValueError("RpcConfig.ws_heartbeat_s: expected a positive number")
+
+    @classmethod
+    def minimal(cls) -> RpcConfig:
+        """Small limits for tests: limits are reached with small inputs."""
+        return cls(
+            max_body_bytes=256 * 1024,  # still fits one MAX_TX_BYTES tx in hex
+            max_batch=10,
+            max_subscriptions=4,
+            max_ws_message_bytes=64 * 1024,
+            max_in_flight=64,
+            max_wait_ms=2_000,
+            ws_send_queue=64,
+        )
+
+
+class _RpcError(Exception):
+    """An error reply for one request (raised inside this module only)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.message = message
+        self.data = data
+
+
+def _error(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": int(code), "message": message}
+    if data is not None:
+        err["data"] = jsonable(data)
+    return {"jsonrpc": "2.0", "id": req_id, "error": err}
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def _p_hash(name: str, v: Any) -> bytes:
+    try:
+        return parse_hex(v, DIGEST_SIZE, name=name)
+    except JsonFormatError as exc:
+        raise _RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+
+
+def _p_height(name: str, v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_HEIGHT:
+        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a non-negative integer")
+    return v
+
+
+def _p_bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected true or false")
+    return v
+
+
+def _p_str(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not 0 < len(v) <= 64:
+        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a string of 1 to 64 chars")
+    return v
+
+
+def _p_array(name: str, v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected an array")
+    return v
+
+
+def _p_raw(name: str, v: Any) -> bytes:
+    if isinstance(v, str) and len(v) > 2 + 2 * MAX_TX_BYTES:
+        raise _RpcError(ErrorCode.TOO_LARGE, f"{name}: transaction exceeds {MAX_TX_BYTES} bytes")
+    try:
+        raw = parse_hex(v, name=name)
+    except JsonFormatError as exc:
+        raise _RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+    if not raw:
+        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: empty transaction")
+    return raw
+
+
+def _p_any(name: str, v: Any) -> Any:
+    return v
+
+
+_Parser = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    parse: _Parser
+    required: bool = True
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Method:
+    params: tuple[_Param, ...]
+    ws_only: bool = False
+
+
+def _parse_params(name: str, spec: _Method, params: Any) -> dict[str, Any]:
+    """Positional (array) or named (object) params -> {name: parsed value}; checks arity."""
+    out: dict[str, Any] = {}
+    if params is None:
+        params = []
+    if isinstance(params, list):
+        if len(params) > len(spec.params):
+            raise _RpcError(
+                ErrorCode.INVALID_PARAMS,
+                f"{name}: too many params: expected at most {len(spec.params)}, got {len(params)}",
+            )
+        given = {p.name: v for p, v in zip(spec.params, params, strict=False)}
+    elif isinstance(params, dict):
+        known = {p.name for p in spec.params}
+        for key in params:
+            if key not in known:
+                raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: unknown param {key!r}")
+        given = dict(params)
+    else:
+        raise _RpcError(ErrorCode.INVALID_PARAMS, "params: expected an array or an object")
+    for p in spec.params:
+        if p.name in given and not (given[p.name] is None and not p.required):
+            out[p.name] = p.parse(p.name, given[p.name])
+        elif p.required:
+            raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: missing param {p.name!r}")
+        else:
+            out[p.name] = p.default
+    return out
+
+
+_HASH = _p_hash
+METHODS: dict[str, _Method] = {
+    "rpc.discover": _Method(()),
+    "gm_nodeInfo": _Method(()),
+    "gm_status": _Method(()),
+    "gm_blockNumber": _Method(()),
+    "gm_getTotalTransactionCount": _Method(()),
+    "gm_contracts": _Method(()),
+    "gm_sendRawTransaction": _Method((_Param("rawTx", _p_raw),)),
+    "gm_getTransactionByHash": _Method((_Param("txId", _HASH),)),
+    "gm_getTransactionReceipt": _Method((_Param("txId", _HASH),)),
+    "gm_waitForReceipt": _Method(
+        (_Param("txId", _HASH), _Param("timeoutMs", _p_height, False, 10_000))
+    ),
+    "gm_getBlockByNumber": _Method(
+        (_Param("height", _p_height), _Param("fullTxs", _p_bool, False, False))
+    ),
+    "gm_getBlockByHash": _Method((_Param("hash", _HASH), _Param("fullTxs", _p_bool, False, False))),
+    "gm_call": _Method(
+        (
+            _Param("contract", _p_str),
+            _Param("method", _p_str),
+            _Param("args", _p_array, False, []),
+        )
+    ),
+    "gm_getTransactionProof": _Method(
+        (_Param("txId", _HASH), _Param("atHeight", _p_height, False, None))
+    ),
+    "gm_getConsistencyProof": _Method(
+        (_Param("oldHeight", _p_height), _Param("newHeight", _p_height))
+    ),
+    "gm_getCommitProof": _Method((_Param("height", _p_height),)),
+    "gm_subscribe": _Method(
+        (_Param("kind", _p_str), _Param("filter", _p_any, False, None)), ws_only=True
+    ),
+    "gm_unsubscribe": _Method((_Param("subscription", _p_str),), ws_only=True),
+}
+#: Methods available only on the WebSocket endpoint.
+WS_METHODS = frozenset(n for n, m in METHODS.items() if m.ws_only)
+
+
+@cache
+def load_openrpc() -> dict[str, Any]:
+    """The OpenRPC document, from package data (works from an installed package)."""
+    text = resources.files("node").joinpath("openrpc.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _loads(data: bytes | str) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity; any failure is a parse error."""
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(data, parse_constant=no_constants)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
+        raise _RpcError(ErrorCode.PARSE_ERROR, f"parse error: {str(exc)[:120]}") from None
+
+
+def _snake(method: str) -> str:
+    """`gm_getBlockByHash` -> `get_block_by_hash`: the handler's name, `_m_` + this."""
+    name = method.removeprefix("gm_").replace(".", "_")
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+
+
+async def _aclose(it: AsyncIterator[Any]) -> None:
+    """Close a subscription's iterator so the node drops the subscriber."""
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+# --- metrics of this layer ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Metrics:
+    requests: Counter[str] = field(default_factory=Counter)  # by method (known names only)
+    errors: Counter[int] = field(default_factory=Counter)  # by JSON-RPC error code
+    in_flight: int = 0
+    ws_connections: int = 0
+    subscriptions: int = 0
+
+    def render(self) -> str:
+        lines = [
+            "# HELP gmchain_rpc_requests_total JSON-RPC requests handled, by method.",
+            "# TYPE gmchain_rpc_requests_total counter",
+        ]
+        lines += [
+            f'gmchain_rpc_requests_total{{method="{m}"}} {n}' for m, n in self.requests.items()
+        ]
+        lines += [
+            "# HELP gmchain_rpc_errors_total JSON-RPC error replies, by error code.",
+            "# TYPE gmchain_rpc_errors_total counter",
+        ]
+        lines += [f'gmchain_rpc_errors_total{{code="{c}"}} {n}' for c, n in self.errors.items()]
+        for name, value, text in (
+            ("in_flight", self.in_flight, "JSON-RPC requests being handled."),
+            ("ws_connections", self.ws_connections, "Open WebSocket connections."),
+            ("subscriptions", self.subscriptions, "Active WebSocket subscriptions."),
+        ):
+            lines += [
+                f"# HELP gmchain_rpc_{name} {text}",
+                f"# TYPE gmchain_rpc_{name} gauge",
+                f"gmchain_rpc_{name} {value}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+# --- WebSocket connections ----------------------------------------------------------------------
+
+
+class _WsConn:
+    """One WebSocket client: a bounded send queue drained by a writer task, and subscriptions."""
+
+    def __init__(self, ws: web.WebSocketResponse, config: RpcConfig) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[str] = asyncio.Queue(config.ws_send_queue)
+        self.subs: dict[str, asyncio.Task[None]] = {}
+        self.to_start: list[asyncio.Event] = []  # subscriptions waiting for their reply to go out
+        self.writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                await self.ws.send_str(await self.queue.get())
+
+    def send(self, text: str) -> bool:
+        """Queue a message; False (and the connection is being closed) if the client is too slow."""
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            asyncio.get_running_loop().create_task(
+                self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"slow consumer")
+            )
+            return False
+        return True
+
+    def release_started(self) -> None:
+        for ev in self.to_start:
+            ev.set()
+        self.to_start.clear()
+
+    async def close(self) -> None:
+        for task in list(self.subs.values()):
+            task.cancel()
+        self.writer.cancel()
+        await asyncio.gather(self.writer, *self.subs.values(), return_exceptions=True)
+        self.subs.clear()
+
+
+_Handler = Callable[[dict[str, Any], "_WsConn | None"], Awaitable[Any]]
+
+
+class RpcServer:
+    """The JSON-RPC server: HTTP POST on `/` and `/rpc`, WebSocket on `/ws`, GET `/metrics` and
+    `/health`. Wire it to a node with `RpcServer(api, host=..., port=..., config=...)`."""
+
+    def __init__(
+        self,
+        api: NodeApi,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8545,
+        config: RpcConfig | None = None,
+    ) -> None:
+        self._api = api
+        self._host = host
+        self._requested_port = port
+        self._config = config or RpcConfig()
+        self._config.validate()
+        self._metrics = _Metrics()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._conns: set[_WsConn] = set()
+        self._handlers: dict[str, _Handler] = {
+            name: getattr(self, "_m_" + _snake(name)) for name in METHODS
+        }
+
+    # --- lifecycle ---
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the actual one when 0 was requested)."""
+        if self._port is None:
+            raise RuntimeError("RpcServer is not started")
+        return self._port
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self._config.max_body_bytes)
+        app.router.add_post("/", self._on_http)
+        app.router.add_post("/rpc", self._on_http)
+        app.router.add_get("/", self._on_wrong_verb)
+        app.router.add_get("/rpc", self._on_wrong_verb)
+        app.router.add_get("/ws", self._on_ws)
+        app.router.add_get("/metrics", self._on_metrics)
+        app.router.add_get("/health", self._on_health)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._requested_port)
+        await site.start()
+        addrs = self._runner.addresses
+        self._port = int(addrs[0][1]) if addrs else self._requested_port
+        log.info("JSON-RPC listening on %s:%d", self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        for conn in list(self._conns):
+            await conn.close()
+            await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    # --- HTTP ---
+
+    async def _on_http(self, request: web.Request) -> web.StreamResponse:
+        limit = self._config.max_body_bytes
+        too_big = request.content_length is not None and request.content_length > limit
+        body = b""
+        if not too_big:
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await request.content.read(65536):
+                size += len(chunk)
+                if size > limit:
+                    too_big = True
+                    break
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        if too_big:
+            self._metrics.errors[ErrorCode.TOO_LARGE] += 1
+            msg = f"request body exceeds {limit} bytes"
+            return self._json_response(_error(None, ErrorCode.TOO_LARGE, msg), status=413)
+        reply = await self.handle_payload(body, None)
+        if reply is None:
+            return web.Response(status=204)
+        return self._json_response(reply)
+
+    async def _on_wrong_verb(self, _request: web.Request) -> web.Response:
+        msg = "JSON-RPC requests must be sent with HTTP POST"
+        return self._json_response(_error(None, ErrorCode.INVALID_REQUEST, msg), status=405)
+
+    def _json_response(self, obj: Any, status: int = 200) -> web.Response:
+        try:
+            text = _dumps(obj)
+        except (TypeError, ValueError):  # our bug: a handler returned something not JSON
+            log.exception("unserialisable JSON-RPC reply")
+            text = _dumps(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
+        return web.Response(text=text, status=status, content_type="application/json")
+
+    async def _on_metrics(self, _request: web.Request) -> web.Response:
+        try:
+            node = self._api.metrics_text()
+        except Exception:
+            log.exception("metrics_text failed")
+            node = b""
+        body = node + (b"" if not node or node.endswith(b"\n") else b"\n")
+        body += self._metrics.render().encode()
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        return resp
+
+    async def _on_health(self, _request: web.Request) -> web.Response:
+        try:
+            status = await self._m_status({}, None)
+        except ApiError as exc:
+            return self._json_response({"status": "unavailable", "error": exc.message}, 503)
+        except Exception:
+            log.exception("health check failed")
+            return self._json_response({"status": "unavailable", "error": "internal error"}, 503)
+        return self._json_response({"status": "ok", **status})
+
+    # --- WebSocket ---
+
+    async def _on_ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            max_msg_size=self._config.max_ws_message_bytes,
+            heartbeat=self._config.ws_heartbeat_s,
+        )
+        await ws.prepare(request)
+        conn = _WsConn(ws, self._config)
+        self._conns.add(conn)
+        self._metrics.ws_connections += 1
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    task = asyncio.create_task(self._on_ws_message(msg.data, conn))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._metrics.subscriptions -= len(conn.subs)
+            await conn.close()
+            self._conns.discard(conn)
+            self._metrics.ws_connections -= 1
+        return ws
+
+    async def _on_ws_message(self, data: bytes | str, conn: _WsConn) -> None:
+        reply = await self.handle_payload(data, conn)
+        if reply is not None:
+            try:
+                text = _dumps(reply)
+            except (TypeError, ValueError):
+                log.exception("unserialisable JSON-RPC reply")
+                text = _dumps(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
+            conn.send(text)
+        conn.release_started()
+
+    # --- dispatch ---
+
+    async def handle_payload(self, data: bytes | str, conn: _WsConn | None) -> Any:
+        """One HTTP body or WebSocket message -> the reply object (None if nothing to send)."""
+        try:
+            payload = _loads(data)
+        except _RpcError as exc:
+            self._metrics.errors[exc.code] += 1
+            return _error(None, exc.code, exc.message)
+        if not isinstance(payload, list):
+            return await self._handle_one(payload, conn)
+        if not payload or len(payload) > self._config.max_batch:
+            self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
+            msg = "empty batch" if not payload else f"batch larger than {self._config.max_batch}"
+            return _error(None, ErrorCode.INVALID_REQUEST, msg)
+        replies = await asyncio.gather(*(self._handle_one(r, conn) for r in payload))
+        out = [r for r in replies if r is not None]
+        return out or None
+
+    async def _handle_one(self, req: Any, conn: _WsConn | None) -> dict[str, Any] | None:
+        req_id: Any = None
+        notification = False
+        try:
+            if not isinstance(req, dict):
+                raise _RpcError(ErrorCode.INVALID_REQUEST, "request must be a JSON object")
+            notification = "id" not in req
+            rid = req.get("id")
+            if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int | str)):
+                raise _RpcError(ErrorCode.INVALID_REQUEST, "id must be a string, integer or null")
+            if isinstance(rid, str) and len(rid) > 256:
+                raise _RpcError(ErrorCode.INVALID_REQUEST, "id longer than 256 characters")
+            req_id = rid
+            if req.get("jsonrpc") != "2.0":
+                raise _RpcError(ErrorCode.INVALID_REQUEST, 'jsonrpc must be exactly "2.0"')
+            name = req.get("method")
+            if not isinstance(name, str):
+                raise _RpcError(ErrorCode.INVALID_REQUEST, "method must be a string")
+            spec = METHODS.get(name)
+            if spec is None:
+                raise _RpcError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {name[:64]!r}")
+            if spec.ws_only and conn is None:
+                raise _RpcError(ErrorCode.METHOD_NOT_FOUND, f"{name} is only available on /ws")
+            self._metrics.requests[name] += 1
+            args = _parse_params(name, spec, req.get("params"))
+            result = await self._run(name, args, conn)
+        except _RpcError as exc:
+            self._metrics.errors[exc.code] += 1
+            # A malformed request object always gets a reply (JSON-RPC 2.0 §5 examples); a
+            # well-formed notification never does, not even an error (§4.1).
+            if notification and exc.code != ErrorCode.INVALID_REQUEST:
+                return None
+            return _error(req_id, exc.code, exc.message, exc.data)
+        return None if notification else {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    async def _run(self, name: str, args: dict[str, Any], conn: _WsConn | None) -> Any:
+        if self._metrics.in_flight >= self._config.max_in_flight:
+            raise _RpcError(ErrorCode.RATE_LIMITED, "server busy: too many requests in flight")
+        self._metrics.in_flight += 1
+        try:
+            return await self._handlers[name](args, conn)
+        except ApiError as exc:
+            raise _RpcError(exc.code, exc.message, exc.data) from None
+        except JsonFormatError as exc:
+            raise _RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        except _RpcError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error in %s", name)
+            raise _RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
+        finally:
+            self._metrics.in_flight -= 1
+
+    # --- methods (one per entry of METHODS; `a` holds the parsed params) ---
+
+    async def _m_rpc_discover(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        return load_openrpc()
+
+    async def _m_node_info(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        st = self._api.status()
+        window = getattr(st, "replay_window", None)
+        return {
+            "chainId": st.chain_id,
+            "nodeId": hex0x(st.node_id),
+            "role": st.role,
+            "version": st.version,
+            "genesisHash": hex0x(st.genesis),
+            "replayWindow": window,
+            "limits": {
+                "maxBodyBytes": self._config.max_body_bytes,
+                "maxBatch": self._config.max_batch,
+                "maxSubscriptions": self._config.max_subscriptions,
+                "maxWsMessageBytes": self._config.max_ws_message_bytes,
+                "maxWaitMs": self._config.max_wait_ms,
+                "maxTxBytes": MAX_TX_BYTES,
+            },
+        }
+
+    async def _m_status(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        st = self._api.status()
+        return {
+            "chainId": st.chain_id,
+            "nodeId": hex0x(st.node_id),
+            "role": st.role,
+            "height": st.height,
+            "head": hex0x(st.head),
+            "genesisHash": hex0x(st.genesis),
+            "pendingTxs": st.pending_txs,
+            "peers": st.peers,
+            "round": st.round,
+            "committedTxs": st.committed_txs,
+            "version": st.version,
+        }
+
+    async def _m_block_number(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        return self._api.height()
+
+    async def _m_get_total_transaction_count(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        st = self._api.status()
+        return {"transactionCount": st.committed_txs, "blockNumber": st.height}
+
+    async def _m_contracts(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        return jsonable(self._api.describe_contracts())
+
+    async def _m_send_raw_transaction(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        return hex0x(await self._api.submit_raw_tx(a["rawTx"]))
+
+    async def _m_get_transaction_by_hash(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        tx_id = a["txId"]
+        found = self._api.get_tx(tx_id)
+        if found is None:
+            return {"txId": hex0x(tx_id), "pending": True} if self._api.is_pending(tx_id) else None
+        out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
+        out["pending"] = False
+        return out
+
+    async def _m_get_transaction_receipt(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        tx_id = a["txId"]
+        found = self._api.get_receipt(tx_id)
+        if found is None:
+            return {"txId": hex0x(tx_id), "pending": True} if self._api.is_pending(tx_id) else None
+        return self._receipt_json(found)
+
+    def _receipt_json(self, found: tuple[Any, int, int]) -> dict[str, Any]:
+        receipt, height, index = found
+        block = self._api.get_block(height)
+        bid = None if block is None else block.block_id
+        out = receipt_to_json(receipt, height=height, index=index, block_id=bid)
+        out["pending"] = False
+        return out
+
+    async def _m_wait_for_receipt(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        timeout_ms = a["timeoutMs"]
+        if timeout_ms > self._config.max_wait_ms:
+            raise _RpcError(
+                ErrorCode.INVALID_PARAMS, f"timeoutMs: at most {self._config.max_wait_ms}"
+            )
+        found = self._api.get_receipt(a["txId"])
+        if found is None and timeout_ms > 0:
+            found = await self._api.wait_tx(a["txId"], timeout_ms / 1000)
+        return None if found is None else self._receipt_json(found)
+
+    async def _m_get_block_by_number(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        block = self._api.get_block(a["height"])
+        return None if block is None else block_to_json(block, a["fullTxs"])
+
+    async def _m_get_block_by_hash(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        block = self._api.get_block_by_hash(a["hash"])
+        return None if block is None else block_to_json(block, a["fullTxs"])
+
+    async def _m_call(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        contract, method, raw_args = a["contract"], a["method"], a["args"]
+        if len(raw_args) > 64:
+            raise _RpcError(ErrorCode.INVALID_PARAMS, "args: more than 64 items")
+        schema = args_schema(self._api.describe_contracts(), contract, method) or []
+        args = []
+        for i, v in enumerate(raw_args):
+            arg_schema = schema[i] if i < len(schema) else "any"
+            arg_name = arg_schema.get("name", i) if isinstance(arg_schema, dict) else i
+            args.append(value_from_json(v, arg_schema, name=f"args[{i}] ({arg_name})"))
+        return value_to_json(self._api.call(contract, method, args))
+
+    async def _m_get_transaction_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        return jsonable(self._api.tx_proof(a["txId"], a["atHeight"]))
+
+    async def _m_get_consistency_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        if a["oldHeight"] > a["newHeight"]:
+            raise _RpcError(ErrorCode.BAD_RANGE, "oldHeight must not exceed newHeight")
+        return jsonable(self._api.consistency_proof(a["oldHeight"], a["newHeight"]))
+
+    async def _m_get_commit_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        return jsonable(self._api.commit_proof(a["height"]))
+
+    # --- subscriptions (WebSocket only) ---
+
+    async def _m_subscribe(self, a: dict[str, Any], conn: _WsConn | None) -> Any:
+        assert conn is not None
+        kind, arg = a["kind"], a["filter"]
+        if len(conn.subs) >= self._config.max_subscriptions:
+            raise _RpcError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self._config.max_subscriptions} subscriptions per connection",
+            )
+        source: Callable[[], Awaitable[None]]
+        sub_id = hex0x(secrets.token_bytes(8))
+        if kind == "newHeads":
+            if arg is not None:
+                raise _RpcError(ErrorCode.INVALID_PARAMS, "newHeads takes no filter")
+            heads = self._api.subscribe_heads()
+            source = lambda: self._pump_heads(conn, sub_id, heads)  # noqa: E731
+        elif kind == "events":
+            contract, name = self._event_filter(arg)
+            events = self._api.subscribe_events(contract, name)
+            source = lambda: self._pump_events(conn, sub_id, events)  # noqa: E731
+        elif kind == "txCommit":
+            if arg is None:
+                raise _RpcError(ErrorCode.INVALID_PARAMS, "txCommit: missing param 'filter'")
+            tx_id = _p_hash("filter", arg)
+            source = lambda: self._pump_tx(conn, sub_id, tx_id)  # noqa: E731
+        else:
+            raise _RpcError(
+                ErrorCode.INVALID_PARAMS, "kind: expected 'newHeads', 'events' or 'txCommit'"
+            )
+        started = asyncio.Event()
+        conn.to_start.append(started)
+        conn.subs[sub_id] = asyncio.create_task(self._run_sub(conn, sub_id, started, source))
+        self._metrics.subscriptions += 1
+        return sub_id
+
+    @staticmethod
+    def _event_filter(arg: Any) -> tuple[str | None, str | None]:
+        if arg is None:
+            return None, None
+        if not isinstance(arg, dict) or set(arg) - {"contract", "name"}:
+            raise _RpcError(
+                ErrorCode.INVALID_PARAMS, 'filter: expected {"contract"?: str, "name"?: str}'
+            )
+        contract, name = arg.get("contract"), arg.get("name")
+        return (
+            None if contract is None else _p_str("filter.contract", contract),
+            None if name is None else _p_str("filter.name", name),
+        )
+
+    async def _m_unsubscribe(self, a: dict[str, Any], conn: _WsConn | None) -> Any:
+        assert conn is not None
+        task = conn.subs.pop(a["subscription"], None)
+        if task is None:
+            return False
+        task.cancel()
+        self._metrics.subscriptions -= 1
+        return True
+
+    async def _run_sub(
+        self,
+        conn: _WsConn,
+        sub_id: str,
+        started: asyncio.Event,
+        source: Callable[[], Awaitable[None]],
+    ) -> None:
+        await started.wait()  # the subscription id reaches the client before any notification
+        try:
+            await source()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("subscription %s failed", sub_id)
+        if conn.subs.pop(sub_id, None) is not None:
+            self._metrics.subscriptions -= 1
+
+    def _notify(self, conn: _WsConn, sub_id: str, result: Any) -> bool:
+        msg = {
+            "jsonrpc": "2.0",
+            "method": "gm_subscription",
+            "params": {"subscription": sub_id, "result": result},
+        }
+        return conn.send(_dumps(msg))
+
+    async def _pump_heads(self, conn: _WsConn, sub_id: str, heads: AsyncIterator[Block]) -> None:
+        try:
+            async for block in heads:
+                if not self._notify(conn, sub_id, header_to_json(block.header)):
+                    return
+        finally:
+            await _aclose(heads)
+
+    async def _pump_events(self, conn: _WsConn, sub_id: str, events: AsyncIterator[Any]) -> None:
+        try:
+            async for height, tx_id, event in events:
+                result = {"blockNumber": height, "txId": hex0x(tx_id), **event_to_json(event)}
+                if not self._notify(conn, sub_id, result):
+                    return
+        finally:
+            await _aclose(events)
+
+    async def _pump_tx(self, conn: _WsConn, sub_id: str, tx_id: bytes) -> None:
+        """One notification with the receipt when the tx commits; then the subscription ends."""
+        found = self._api.get_receipt(tx_id)
+        while found is None:
+            found = await self._api.wait_tx(tx_id, 60.0)
+        self._notify(conn, sub_id, self._receipt_json(found))

@@ -1,0 +1,130 @@
+"""node/jsonfmt.py: hex parsing, value <-> JSON conversion, schema-driven bytes, object shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crypto_sm import PrivateKey
+from ledger.types import Event, Receipt, ReceiptStatus, SignedTx
+from node.jsonfmt import (
+    JsonFormatError,
+    args_schema,
+    event_to_json,
+    hex0x,
+    jsonable,
+    parse_hex,
+    receipt_to_json,
+    tx_to_json,
+    value_from_json,
+    value_to_json,
+)
+from tests.test_rpc_fake import DESCRIBE, make_tx
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=20,
+)
+# (value, schema) pairs of the kinds contract arguments have
+typed_arg = st.one_of(
+    st.binary(max_size=40).map(lambda b: (b, "bytes")),
+    st.binary(min_size=32, max_size=32).map(lambda b: (b, {"type": "bytes32"})),
+    st.lists(st.binary(max_size=8), max_size=4).map(lambda xs: (xs, "list<bytes>")),
+    plain.map(lambda v: (v, "any")),
+    st.text(max_size=10).map(lambda t: ("0x" + t, "str")),
+)
+
+
+@given(st.binary(max_size=100))
+def test_hex_roundtrip(data: bytes) -> None:
+    text = hex0x(data)
+    assert text == text.lower() and text.startswith("0x")
+    assert parse_hex(text) == data
+    assert parse_hex(text.upper().replace("0X", "0x")) == data
+    assert parse_hex(text, len(data)) == data
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("abcd", "start with 0x"),
+        ("0xabc", "odd"),
+        ("0xzz", "not a hex"),
+        ("0x 1", "not a hex"),
+        (5, "an integer"),
+        (None, "null"),
+        (["0x00"], "an array"),
+        ("0x0011", "expected 3 bytes"),
+    ],
+)
+def test_parse_hex_errors_name_the_field(value: Any, needle: str) -> None:
+    with pytest.raises(JsonFormatError, match="txId") as err:
+        parse_hex(value, 3 if value == "0x0011" else None, name="txId")
+    assert needle in str(err.value)
+
+
+@given(st.lists(typed_arg, max_size=6))
+def test_value_json_roundtrip_with_schema(args: list[tuple[Any, Any]]) -> None:
+    value = [v for v, _ in args]
+    as_json = json.loads(json.dumps(value_to_json(value)))
+    back = [value_from_json(j, s) for j, (_, s) in zip(as_json, args, strict=True)]
+    assert back == value
+
+
+def test_value_from_json_refuses_non_values() -> None:
+    for bad in (1.5, {"a": 1}, [1, {"b": 2}], 2**64, -(2**63) - 1):
+        with pytest.raises(JsonFormatError, match="arg"):
+            value_from_json(bad, "any", name="arg")
+    with pytest.raises(JsonFormatError, match="expected 32 bytes"):
+        value_from_json("0x00", "bytes32", name="digest")
+    with pytest.raises(JsonFormatError, match="expected an array"):
+        value_from_json("0x00", "list<bytes>", name="xs")
+    assert value_from_json(["0x01"], "list<bytes>") == [b"\x01"]
+    assert value_from_json("0x01", "str") == "0x01"  # a str arg stays text
+    assert value_from_json(None, "bytes32") is None
+
+
+def test_args_schema_shapes() -> None:
+    assert args_schema(DESCRIBE, "evidence", "by_digest") == [
+        {"name": "data_digest", "type": "bytes32"}
+    ]
+    listed = {"contracts": [{"name": "evidence", "methods": [{"name": "get", "args": ["str"]}]}]}
+    assert args_schema(listed, "evidence", "get") == ["str"]
+    assert args_schema(listed, "evidence", "nope") is None
+    assert args_schema([], "x", "y") is None
+
+
+def test_tx_and_receipt_json() -> None:
+    tx = make_tx(PrivateKey.generate(), nonce=5, expiry=9, record_id="r")
+    j = tx_to_json(tx, height=3, index=1, block_id=b"\x02" * 32)
+    assert SignedTx.decode(parse_hex(j["raw"])) == tx
+    assert j["txId"] == hex0x(tx.tx_id) and j["nonce"] == 5 and j["blockNumber"] == 3
+    assert parse_hex(j["senderAddress"], 20)
+    ev = Event(contract="evidence", name="E", fields=(("k", b"\x01"), ("k", "v")))
+    rec = Receipt(
+        tx_id=tx.tx_id,
+        status=ReceiptStatus.BAD_ARGUMENTS,
+        result=[b"\xff", [1]],
+        events=(ev,),
+        error="bad",
+    )
+    rj = receipt_to_json(rec)
+    assert rj["status"] == 4 and rj["statusName"] == "BAD_ARGUMENTS"
+    assert rj["result"] == ["0xff", [1]] and rj["events"] == [event_to_json(ev)]
+    assert event_to_json(ev)["fields"] == [["k", "0x01"], ["k", "v"]]
+    assert Receipt.decode(parse_hex(rj["raw"])) == rec
+    assert "blockNumber" not in rj
+    json.dumps(rj)
+
+
+def test_jsonable() -> None:
+    assert jsonable({1: (b"\x01", ReceiptStatus.FAILED), "x": None}) == {
+        "1": ["0x01", 1],
+        "x": None,
+    }
+    assert value_to_json((b"", [b"\x00"])) == ["0x", ["0x00"]]
