@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 __all__ = ["build_parser", "main"]
 
-_DEFAULT_RPC = "http://127.0.0.1:8545"
+_DEFAULT_RPC = os.environ.get("GMCHAIN_RPC") or "http://127.0.0.1:8545"
 _Handler = Callable[[argparse.Namespace], int]
 
 
@@ -345,7 +345,18 @@ def _cmd_evidence_attest(args: argparse.Namespace) -> int:
 
 
 def _cmd_proof_get(args: argparse.Namespace) -> int:
-    bundle = _client(args).get_tx_proof(_tx_id(args.tx_id), args.at_height)
+    client = _client(args)
+    if args.record:
+        if args.tx_id:
+            raise CliError("give a TX_ID or --record, not both")
+        record = client.get_evidence(args.record)
+        tx_hex = _get(record, "tx_id", "txId")
+        if not isinstance(tx_hex, str):
+            raise CliError(f"evidence record {args.record} carries no transaction id")
+        args.tx_id = tx_hex
+    elif not args.tx_id:
+        raise CliError("give a TX_ID or --record ID")
+    bundle = client.get_tx_proof(_tx_id(args.tx_id), args.at_height)
     text = json.dumps(bundle, indent=2, sort_keys=True) + "\n"
     if args.out:
         if os.path.lexists(args.out) and not args.force:
@@ -412,7 +423,7 @@ def _common_parents() -> tuple[_Parser, _Parser]:
         "--rpc",
         default=_DEFAULT_RPC,
         metavar="URL",
-        help=f"the node's JSON-RPC URL (default {_DEFAULT_RPC})",
+        help=f"the node's JSON-RPC URL (default $GMCHAIN_RPC or {_DEFAULT_RPC})",
     )
     rpc.add_argument(
         "--key", metavar="FILE", help="signing key file (default $GMCHAIN_HOME/dev/client.key)"
@@ -579,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = p.add_subparsers(dest="proof_command", metavar="SUBCOMMAND", parser_class=_Parser)
     pr.required = True
     q = pr.add_parser("get", parents=[out, rpc], help="export a transaction's JSON proof bundle")
-    q.add_argument("tx_id", metavar="TX_ID", help="0x-hex transaction id")
+    q.add_argument("tx_id", metavar="TX_ID", nargs="?", help="0x-hex transaction id")
+    q.add_argument("--record", metavar="ID", help="prove the transaction that wrote this record")
     q.add_argument("--out", metavar="FILE", help="write the bundle here (default: stdout)")
     q.add_argument("--force", action="store_true", help="replace an existing --out file")
     q.add_argument(
