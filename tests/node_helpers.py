@@ -1,0 +1,409 @@
+"""Shared helpers for the single-node chain tests (tests/test_node_*.py).
+
+Rules these helpers keep:
+1. Nothing here decides a test's outcome: they build inputs (keys, genesis, signed transactions,
+   blocks a Byzantine leader could forge) and run things (an in-process chain rig over a real
+   LevelDB store, a `gmchain dev` subprocess); every assertion lives in the test files.
+2. A forged block carries header commitments computed by the real executor over its transactions,
+   with only the block rules switched off (`lax`), so a replica that refuses it refuses it for the
+   rule under test and not for a commitment mismatch; tests show that with a lax control replica.
+3. Time is injected: the rig's clock is a settable integer, never the wall clock.
+
+Sources: DESIGN.md ("The way a transaction travels", "Replay protection", "Reliability strategy");
+node/chain.py rule 2 (what a replica checks before voting); ledger/executor.py rule 3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consensus.messages import CommitProof
+from consensus.packing import PackingConfig, PackingPolicy
+from contracts import default_registry
+from crypto_sm import PrivateKey, sm3_hash
+from ledger.codec import Value
+from ledger.executor import BlockContext, ExecResult, Executor
+from ledger.store import Store
+from ledger.types import (
+    Block,
+    BlockHeader,
+    Genesis,
+    GenesisValidator,
+    Height,
+    NodeId,
+    QuorumCert,
+    Round,
+    SignedTx,
+    TxBody,
+)
+from node.chain import Chain
+from node.mempool import Mempool, MempoolConfig
+
+__all__ = [
+    "CHAIN_ID",
+    "DEV_PASSPHRASE",
+    "ROOT",
+    "ChainRig",
+    "NodeProcess",
+    "RpcSession",
+    "TestNet",
+    "evidence_args",
+    "fake_commit_proof",
+    "forge_block",
+    "free_port",
+    "lax_check_tx",
+    "make_net",
+    "sign_tx",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAIN_ID = "node-test-chain"
+DEV_PASSPHRASE = "gmchain-dev"
+T0 = 1_700_000_000_000  # genesis timestamp (ms) of the in-process chains
+
+
+# --- keys, genesis, transactions -----------------------------------------------------------------
+
+
+@dataclass
+class TestNet:
+    """A genesis with one validator and a few admitted accounts (org `org-a`, role `admin`)."""
+
+    genesis: Genesis
+    node_key: PrivateKey
+    accounts: list[PrivateKey]
+    outsider: PrivateKey  # a well-formed key that is not an admitted account
+
+    __test__ = False  # not a pytest class
+
+
+def make_net(n_accounts: int = 3, *, replay_window: int = 20) -> TestNet:
+    node_key = PrivateKey.generate()
+    accounts = [PrivateKey.generate() for _ in range(n_accounts)]
+    genesis = Genesis(
+        chain_id=CHAIN_ID,
+        timestamp_ms=T0,
+        validators=(GenesisValidator(pubkey=node_key.public_key.to_bytes(), power=1, org="org-a"),),
+        replay_window=replay_window,
+        accounts=tuple((k.public_key.to_bytes(), "org-a", "admin") for k in accounts),
+    )
+    return TestNet(genesis, node_key, accounts, PrivateKey.generate())
+
+
+def evidence_args(
+    record_id: str, flow_id: str | None = None, *, data: bytes = b"raw", prev: str | None = None
+) -> list[Value]:
+    """Arguments of `evidence.submit` for a record (a new flow of its own unless `flow_id`)."""
+    return [
+        record_id,
+        flow_id or f"flow-{record_id}",
+        "private-fund-sale",
+        "risk-disclosure",
+        sm3_hash(data),
+        None,
+        [["investor", "alice"]],
+        2,
+        prev,
+    ]
+
+
+def sign_tx(
+    key: PrivateKey,
+    *,
+    expiry: int,
+    chain_id: str = CHAIN_ID,
+    contract: str = "evidence",
+    method: str = "submit",
+    args: Sequence[Value] | None = None,
+    nonce: int | None = None,
+    bad_signature: bool = False,
+    sender: bytes | None = None,
+) -> SignedTx:
+    body = TxBody(
+        chain_id=chain_id,
+        sender=sender if sender is not None else key.public_key.to_bytes(),
+        nonce=secrets.randbits(63) if nonce is None else nonce,
+        expiry=Height(expiry),
+        contract=contract,
+        method=method,
+        args=tuple(args if args is not None else evidence_args(f"r{secrets.token_hex(6)}")),
+    )
+    sig = key.sign(body.compute_id())
+    if bad_signature:  # a valid signature of another message: well-formed, wrong
+        sig = key.sign(sm3_hash(b"not this transaction"))
+    return SignedTx(body=body, signature=sig)
+
+
+# --- an in-process chain ------------------------------------------------------------------------
+
+
+def fake_commit_proof(block: Block) -> CommitProof:
+    """A structurally valid commit proof for `block` (Chain.commit stores it, never checks it)."""
+    h = block.header
+    qc = QuorumCert(block_id=h.block_id, round=h.round, height=h.height)
+    return CommitProof(header=h, qc=qc)
+
+
+class ChainRig:
+    """A `node.chain.Chain` over a real Store in `path`, with an injected clock."""
+
+    def __init__(self, path: Path, net: TestNet, *, mempool: MempoolConfig | None = None) -> None:
+        self.path = path
+        self.net = net
+        self.now_ms = T0 + 1_000_000
+        self.store = Store.open(path, chain_id=net.genesis.chain_id)
+        self.mempool = Mempool(
+            config=mempool or MempoolConfig(),
+            chain_id=net.genesis.chain_id,
+            replay_window=net.genesis.replay_window,
+        )
+        self.chain = Chain(
+            genesis=net.genesis,
+            store=self.store,
+            registry=default_registry(),
+            mempool=self.mempool,
+            packing=PackingPolicy(PackingConfig()),
+            clock_ms=lambda: self.now_ms,
+        )
+        self.node_id = NodeId(net.node_key.public_key.address)
+        self.round = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    def admit(self, *txs: SignedTx) -> None:
+        """Put txs in the pool as the service would after checking them (signature unchecked)."""
+        for tx in txs:
+            self.mempool.add(tx, len(tx.encode()), self.chain.head.height, self.now_ms)
+
+    def build(self, parent: BlockHeader | None = None) -> Block:
+        """The leader's block on `parent` (default: the committed head) from the pool."""
+        parent = parent or self.chain.head
+        self.round += 1
+        self.now_ms += 1000
+        return self.chain.build_block(
+            parent=parent,
+            round=Round(self.round),
+            justify=QuorumCert(block_id=parent.block_id, round=parent.round, height=parent.height),
+            proposer=self.node_id,
+            now_ms=self.now_ms,
+        )
+
+    def commit(self, *blocks: Block) -> None:
+        done = self.chain.commit(list(blocks), fake_commit_proof(blocks[-1]))
+        assert [c.block.block_id for c in done] == [b.block_id for b in blocks]
+
+    def build_and_commit(self, *txs: SignedTx) -> Block:
+        self.admit(*txs)
+        block = self.build()
+        self.commit(block)
+        return block
+
+    def receipts(self, block: Block) -> list[Any]:
+        from ledger.types import Receipt
+
+        out = []
+        for tx in block.txs:
+            raw = self.store.get_receipt(tx.tx_id)
+            assert raw is not None
+            out.append(Receipt.decode(raw))
+        return out
+
+
+def lax_check_tx(executor: Executor) -> None:
+    """Switch off an executor's block rules (a Byzantine leader): any sender is an org-a admin."""
+
+    def check(
+        tx: SignedTx, height: int, parent: ExecResult | None, seen: set[bytes] | None = None
+    ) -> tuple[bytes, str, str]:
+        return (tx.body.sender, "org-a", "admin")
+
+    executor.check_tx = check  # type: ignore[method-assign]
+
+
+def forge_block(
+    rig: ChainRig,
+    parent: BlockHeader,
+    txs: Sequence[SignedTx],
+    *,
+    ts: int,
+    lax: bool = True,
+    parent_res: ExecResult | None = None,
+) -> Block:
+    """A block on `parent` whose commitments are what executing `txs` really gives (rule 2)."""
+    ex = Executor(
+        chain_id=rig.net.genesis.chain_id,
+        registry=default_registry(),
+        committed=rig.store,
+        replay_window=rig.net.genesis.replay_window,
+    )
+    if lax:
+        lax_check_tx(ex)
+    ctx = BlockContext(
+        chain_id=rig.net.genesis.chain_id,
+        height=parent.height + 1,
+        timestamp_ms=ts,
+        parent_state_hash=parent.state_hash,
+        parent_frontier=parent_res.frontier if parent_res else rig.chain.frontier,
+    )
+    result, rejected = ex.execute(ctx, list(txs), parent_res, strict=True)
+    assert not rejected
+    header = BlockHeader(
+        chain_id=rig.net.genesis.chain_id,
+        height=Height(parent.height + 1),
+        round=Round(parent.round + 1),
+        parent_id=parent.block_id,
+        timestamp_ms=ts,
+        proposer=rig.node_id,
+        tx_root=result.tx_root,
+        tx_count=len(result.tx_ids),
+        receipt_root=result.receipt_root,
+        acc_root=result.frontier.root(),
+        acc_size=result.frontier.size,
+        state_hash=result.state_hash,
+        justify=QuorumCert(block_id=parent.block_id, round=parent.round, height=parent.height),
+    )
+    return Block(header=header, txs=tuple(txs))
+
+
+# --- real processes -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RpcSession:
+    """A keep-alive JSON-RPC client over http.client (one connection; not thread-safe)."""
+
+    def __init__(self, port: int, timeout_s: float = 30) -> None:
+        self.port = port
+        self.timeout_s = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def post(self, payload: Any) -> Any:
+        body = json.dumps(payload).encode()
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, self.timeout_s)
+            try:
+                self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
+                return json.loads(self._conn.getresponse().read())
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def call(self, method: str, *params: Any) -> Any:
+        reply = self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+        if "error" in reply:
+            raise RpcFailure(reply["error"])
+        return reply["result"]
+
+
+class RpcFailure(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('message')} (code {error.get('code')})")
+        self.code = error.get("code")
+        self.error = error
+
+
+@dataclass
+class NodeProcess:
+    """`gmchain dev --data-dir D --rpc-port P` as a child process (stdout/stderr to a log)."""
+
+    data_dir: Path
+    home: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        self.starts += 1
+        self.log_path = self.data_dir.parent / f"node-{self.data_dir.name}-{self.starts}.log"
+        env = {**os.environ, "GMCHAIN_HOME": str(self.home), "PYTHONPATH": str(ROOT)}
+        env.pop("GMCHAIN_NODE_PASSPHRASE", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(ROOT / ".venv" / "bin" / "gmchain"),
+                    "dev",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--rpc-port",
+                    str(self.port),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, deadline_s: float) -> dict[str, Any]:
+        """gm_status once the node answers; AssertionError after `deadline_s` or if it died."""
+        end = time.monotonic() + deadline_s
+        session = RpcSession(self.port, timeout_s=2)
+        try:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    status: dict[str, Any] = session.call("gm_status")
+                    return status
+                except (OSError, http.client.HTTPException, ValueError):
+                    session.close()
+                if time.monotonic() > end:
+                    raise AssertionError(
+                        f"node did not answer gm_status within {deadline_s} s:\n{self.log()}"
+                    )
+                time.sleep(0.05)
+        finally:
+            session.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def client_key(self) -> PrivateKey:
+        from node.keys_cli import load_key
+
+        return load_key(self.data_dir / "client.key", DEV_PASSPHRASE.encode())
