@@ -1,0 +1,432 @@
+"""The load generator: an open-loop sender and a commit watcher, in their own process.
+
+Rules this module keeps:
+1. Open loop (no coordinated omission): transaction i is *due* at t0 + i / rate whatever the node
+   does; a batch of N leaves when its last transaction is due; latency is commit time minus each
+   transaction's due time, so time spent queued behind a slow node is counted (G. Tene, "How NOT
+   to measure latency").
+2. The generator never shares the node's event loop: `run_load` runs in a separate OS process
+   (multiprocessing, spawn) with its own asyncio loop, and reports its own CPU time.
+3. HTTP/1.1 keep-alive on raw asyncio streams, a fixed pool of connections spread over the nodes'
+   RPC ports; JSON-RPC batches of up to 100 requests (the server's cap). A refused connection
+   fails over to the next node (what an integrator's SDK does) and is counted with its reason.
+4. Committed = the transaction's id is in a block announced on the `newHeads` WebSocket of the
+   watched node (a node announces a head only after its QC and synced batch: node/service.py);
+   the commit time is when the announcement arrives here. Heights skipped by the subscription
+   are fetched too. Validity (receipt status OK) is checked after the run, outside the window.
+5. All times are `time.monotonic()` (CLOCK_MONOTONIC, shared by every process on the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import resource
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LoadPlan", "LoadResult", "QueryPlan", "rpc_call", "run_load", "run_queries"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadPlan:
+    ports: list[int]  # RPC ports of the nodes to send to (round-robin by connection)
+    watch_ports: list[int]  # nodes whose newHeads define commit (first reachable one is used)
+    raws: list[bytes]
+    ids: list[bytes]
+    rate: float  # offered transactions per second
+    batch: int = 1
+    connections: int = 32
+    start_at: float = 0.0  # monotonic time of the first due transaction (0: now + 0.5 s)
+    drain_s: float = 15.0  # after the last send, wait this long for outstanding commits
+    verify_receipts: int = 20_000  # receipts checked after the run (all if fewer committed)
+    host: str = "127.0.0.1"
+
+
+@dataclass(slots=True, kw_only=True)
+class LoadResult:
+    t0: float
+    due: list[float]
+    sent: list[float]  # when the request left (nan if never)
+    acked: list[float]  # when the node acknowledged (nan if refused)
+    committed: list[float]  # when the commit was seen (nan if never)
+    errors: Counter[str] = field(default_factory=Counter)  # reason -> count of refused txs
+    heads: list[tuple[int, float, int, int]] = field(default_factory=list)  # (h, t, txs, ts_ms)
+    receipts_checked: int = 0
+    receipts_ok: int = 0
+    receipt_failures: Counter[str] = field(default_factory=Counter)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    watched_port: int = 0
+
+
+_NAN = float("nan")
+
+
+class _Http:
+    """One HTTP/1.1 keep-alive connection (rule 3)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._r: asyncio.StreamReader | None = None
+        self._w: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes, timeout: float = 30.0) -> bytes:
+        if self._w is None or self._w.is_closing():
+            self._r, self._w = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), 5.0
+            )
+        assert self._r is not None and self._w is not None
+        self._w.write(
+            b"POST / HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (self.host.encode(), self.port, len(body)) + body
+        )
+        try:
+            return await asyncio.wait_for(self._read(), timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    async def _read(self) -> bytes:
+        assert self._r is not None
+        head = await self._r.readuntil(b"\r\n\r\n")
+        length = -1
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length < 0:
+            raise ConnectionError("reply without Content-Length")
+        return await self._r.readexactly(length)
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.close()
+        self._w = self._r = None
+
+
+async def rpc_call(conn: _Http, method: str, params: list[Any]) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    reply = json.loads(await conn.post(body))
+    if "error" in reply:
+        raise RuntimeError(f"{method}: {reply['error']}")
+    return reply["result"]
+
+
+def _reason(err: Any) -> str:
+    if not isinstance(err, dict):
+        return "malformed reply"
+    msg = str(err.get("message", ""))
+    words = msg.split(":")[0][:48]
+    return f"{err.get('code')}: {words}"
+
+
+class _Sender:
+    def __init__(self, plan: LoadPlan, res: LoadResult, t0: float) -> None:
+        self.plan, self.res, self.t0 = plan, res, t0
+        self.queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        n = len(plan.raws)
+        self.hexes = ["0x" + r.hex() for r in plan.raws]
+        self.dead_until = dict.fromkeys(plan.ports, 0.0)
+        self.n = n
+
+    async def schedule(self) -> None:
+        """Put batch [s, e) on the queue when its last transaction is due (rule 1)."""
+        b, rate, t0 = self.plan.batch, self.plan.rate, self.t0
+        for s in range(0, self.n, b):
+            e = min(self.n, s + b)
+            due = t0 + (e - 1) / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.queue.put_nowait((s, e))
+
+    async def worker(self, idx: int) -> None:
+        ports = self.plan.ports
+        conns = {p: _Http(self.plan.host, p) for p in ports}
+        home = idx % len(ports)
+        while True:
+            s, e = await self.queue.get()
+            body = (
+                "["
+                + ",".join(
+                    f'{{"jsonrpc":"2.0","id":{i},"method":"gm_sendRawTransaction",'
+                    f'"params":["{self.hexes[i]}"]}}'
+                    for i in range(s, e)
+                )
+                + "]"
+            ).encode()
+            reason = "not sent"
+            for k in range(len(ports)):
+                port = ports[(home + k) % len(ports)]
+                now = time.monotonic()
+                if self.dead_until[port] > now and k < len(ports) - 1:
+                    continue
+                for i in range(s, e):
+                    self.res.sent[i] = now
+                try:
+                    data = await conns[port].post(body)
+                except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+                    self.dead_until[port] = time.monotonic() + 1.0
+                    reason = f"connection: {type(exc).__name__}"
+                    continue
+                self._record(s, e, data)
+                break
+            else:
+                self.res.errors[reason] += e - s
+            self.queue.task_done()
+
+    def _record(self, s: int, e: int, data: bytes) -> None:
+        now = time.monotonic()
+        try:
+            replies = json.loads(data)
+        except ValueError:
+            self.res.errors["unparseable reply"] += e - s
+            return
+        if isinstance(replies, dict):  # a whole-batch error
+            self.res.errors[_reason(replies.get("error"))] += e - s
+            return
+        for rep in replies:
+            i = rep.get("id")
+            if not isinstance(i, int) or not s <= i < e:
+                continue
+            if "error" in rep:
+                self.res.errors[_reason(rep["error"])] += 1
+            else:
+                self.res.acked[i] = now
+
+
+class _Watcher:
+    """Commit times from newHeads + gm_getBlockByNumber (rule 4)."""
+
+    def __init__(self, plan: LoadPlan, res: LoadResult) -> None:
+        self.plan, self.res = plan, res
+        self.index = {"0x" + t.hex(): i for i, t in enumerate(plan.ids)}
+        self.last_height = -1
+        self.committed = 0
+        self.fetch_q: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+
+    async def run(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            for port in self.plan.watch_ports:
+                try:
+                    ws = await session.ws_connect(f"http://{self.plan.host}:{port}/ws")
+                except (aiohttp.ClientError, OSError):
+                    continue
+                self.res.watched_port = port
+                conn = _Http(self.plan.host, port)
+                self.last_height = int(await rpc_call(conn, "gm_blockNumber", []))
+                fetcher = asyncio.create_task(self._fetch(conn))
+                try:
+                    await ws.send_json(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": 1,
+                            "method": "gm_subscribe",
+                            "params": ["newHeads"],
+                        }
+                    )
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        doc = json.loads(msg.data)
+                        head = doc.get("params", {}).get("result")
+                        if not isinstance(head, dict):
+                            continue
+                        now = time.monotonic()
+                        h = int(head["number"])
+                        self.res.heads.append((h, now, int(head["txCount"]), head["timestampMs"]))
+                        for missed in range(self.last_height + 1, h + 1):
+                            self.fetch_q.put_nowait((missed, now))
+                        self.last_height = max(self.last_height, h)
+                finally:
+                    fetcher.cancel()
+                    await ws.close()
+                return
+
+    async def _fetch(self, conn: _Http) -> None:
+        while True:
+            h, t = await self.fetch_q.get()
+            for _attempt in range(20):
+                try:
+                    block = await rpc_call(conn, "gm_getBlockByNumber", [h, False])
+                    break
+                except (OSError, RuntimeError, asyncio.IncompleteReadError, TimeoutError):
+                    await asyncio.sleep(0.05)
+            else:
+                continue
+            if block is None:
+                continue
+            for tx in block["transactions"]:
+                i = self.index.get(tx)
+                if i is not None and self.res.committed[i] != self.res.committed[i]:
+                    self.res.committed[i] = t
+                    self.committed += 1
+
+
+async def _check_receipts(plan: LoadPlan, res: LoadResult) -> None:
+    done = [i for i, t in enumerate(res.committed) if t == t]
+    if len(done) > plan.verify_receipts:
+        done = random.Random(1).sample(done, plan.verify_receipts)
+    port = res.watched_port or plan.ports[0]
+    conns = [_Http(plan.host, port) for _ in range(8)]
+    chunks = [done[k : k + 100] for k in range(0, len(done), 100)]
+
+    async def go(conn: _Http, mine: list[list[int]]) -> None:
+        for chunk in mine:
+            body = json.dumps(
+                [
+                    {
+                        "jsonrpc": "2.0",
+                        "id": i,
+                        "method": "gm_getTransactionReceipt",
+                        "params": ["0x" + plan.ids[i].hex()],
+                    }
+                    for i in chunk
+                ]
+            ).encode()
+            for rep in json.loads(await conn.post(body)):
+                r = rep.get("result")
+                res.receipts_checked += 1
+                if isinstance(r, dict) and r.get("statusName") == "OK":
+                    res.receipts_ok += 1
+                else:
+                    why = r.get("error") if isinstance(r, dict) else "no receipt"
+                    res.receipt_failures[str(why)[:60]] += 1
+
+    await asyncio.gather(*(go(c, chunks[k :: len(conns)]) for k, c in enumerate(conns)))
+    for c in conns:
+        c.close()
+
+
+async def _run_load(plan: LoadPlan) -> LoadResult:
+    n = len(plan.raws)
+    t0 = plan.start_at or time.monotonic() + 0.5
+    res = LoadResult(
+        t0=t0,
+        due=[t0 + i / plan.rate for i in range(n)],
+        sent=[_NAN] * n,
+        acked=[_NAN] * n,
+        committed=[_NAN] * n,
+    )
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = time.monotonic()
+    watcher = _Watcher(plan, res)
+    watch_task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+    sender = _Sender(plan, res, t0)
+    workers = [asyncio.create_task(sender.worker(k)) for k in range(plan.connections)]
+    await sender.schedule()
+    await sender.queue.join()
+    for w in workers:
+        w.cancel()
+    acked = sum(1 for t in res.acked if t == t)
+    deadline = time.monotonic() + plan.drain_s
+    while watcher.committed < acked and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    watch_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await watch_task
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    res.cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    res.wall_s = time.monotonic() - wall0
+    with contextlib.suppress(OSError, ValueError, asyncio.IncompleteReadError):
+        await _check_receipts(plan, res)
+    return res
+
+
+def _loop_run(coro: Any) -> Any:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def run_load(plan: LoadPlan) -> LoadResult:
+    """Run one open-loop load phase (call in a child process: rule 2)."""
+    return _loop_run(_run_load(plan))  # type: ignore[no-any-return]
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryPlan:
+    port: int
+    kind: str  # "block" | "tx" | "evidence" | "proof"
+    tx_ids: list[str]  # 0x hex of committed transactions
+    record_ids: list[str]
+    max_height: int
+    seconds: float = 5.0
+    connections: int = 32
+    host: str = "127.0.0.1"
+
+
+def _query_body(plan: QueryPlan, rng: random.Random) -> bytes:
+    if plan.kind == "block":
+        method, params = "gm_getBlockByNumber", [rng.randint(1, plan.max_height), False]
+    elif plan.kind == "tx":
+        method, params = "gm_getTransactionByHash", [rng.choice(plan.tx_ids)]
+    elif plan.kind == "evidence":
+        method, params = "gm_call", ["evidence", "get", [rng.choice(plan.record_ids)]]
+    else:
+        method, params = "gm_getTransactionProof", [rng.choice(plan.tx_ids), None]
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+
+
+async def _run_queries(plan: QueryPlan) -> dict[str, Any]:
+    from bench.hdr import Histogram
+
+    hist = Histogram()
+    errors: Counter[str] = Counter()
+    done = 0
+    stop_at = time.monotonic() + plan.seconds
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        rng = random.Random(k)
+        conn = _Http(plan.host, plan.port)
+        while (t := time.monotonic()) < stop_at:
+            try:
+                reply = json.loads(await conn.post(_query_body(plan, rng)))
+            except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+                errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.01)
+                continue
+            if "error" in reply or reply.get("result") is None:
+                errors[_reason(reply.get("error")) if "error" in reply else "null result"] += 1
+            else:
+                done += 1
+                hist.record(int((time.monotonic() - t) * 1e6))
+        conn.close()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(k) for k in range(plan.connections)))
+    wall = time.monotonic() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "kind": plan.kind,
+        "queries_per_s": round(done / wall, 1),
+        "ok": done,
+        "errors": dict(errors),
+        "latency_ms": hist.summary_ms(),
+        "connections": plan.connections,
+        "seconds": round(wall, 3),
+        "generator_cpu_s": round(
+            (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 3
+        ),
+    }
+
+
+def run_queries(plan: QueryPlan) -> dict[str, Any]:
+    """Closed-loop query throughput of one kind (in a child process)."""
+    return _loop_run(_run_queries(plan))  # type: ignore[no-any-return]

@@ -1,0 +1,256 @@
+"""Starting the system under test as separate OS processes, and sampling their CPU and RSS.
+
+Rules this module keeps:
+1. Nodes always run as their own processes (`gmchain dev` / `gmchain cluster`), never inside the
+   harness's interpreter, so the generator cannot share their event loop or GIL.
+2. The bench genesis admits the bench keys before any node opens its store (workload rule 1).
+3. CPU and RSS come from /proc/PID/stat and /proc/PID/status (Linux proc(5)), sampled once a second
+   by a background thread of the harness; a node that died yields no sample, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crypto_sm import PrivateKey
+
+__all__ = ["NodeProc", "Sampler", "System", "rpc", "start_cluster4", "start_single"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def rpc(port: int, method: str, params: list[Any] | None = None, timeout: float = 5.0) -> Any:
+    """One blocking JSON-RPC call (setup and teardown only, never in the measured window)."""
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        reply = json.loads(resp.read())
+    if "error" in reply:
+        raise RuntimeError(f"{method}: {reply['error']}")
+    return reply["result"]
+
+
+@dataclass(slots=True, kw_only=True)
+class NodeProc:
+    name: str
+    rpc_port: int
+    pid_file: Path | None = None  # cluster nodes: their node.pid
+    popen: subprocess.Popen[bytes] | None = None  # single node: our child
+
+    def pid(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.pid if self.popen.poll() is None else None
+        if self.pid_file is None:
+            return None
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+
+@dataclass(slots=True, kw_only=True)
+class System:
+    """The running system under test."""
+
+    profile: str
+    directory: Path
+    nodes: list[NodeProc]
+    chain_id: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.rpc_port for n in self.nodes]
+
+    def stop(self) -> None:
+        if self.profile == "cluster4":
+            from node.cluster import stop_nodes
+
+            stop_nodes(self.directory)
+        for n in self.nodes:
+            if n.popen is not None and n.popen.poll() is None:
+                n.popen.terminate()
+                try:
+                    n.popen.wait(10)
+                except subprocess.TimeoutExpired:
+                    n.popen.kill()
+
+    def kill(self, name: str) -> None:
+        from node.cluster import kill_node
+
+        kill_node(self.directory, name)
+
+    def restart(self, name: str) -> None:
+        from node.cluster import start_nodes
+
+        start_nodes(self.directory, [name], wait_s=30)
+
+
+def _wait_up(port: int, seconds: float, proc: NodeProc) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            rpc(port, "gm_status", timeout=1.0)
+            return
+        except (urllib.error.URLError, OSError, RuntimeError):
+            if proc.popen is not None and proc.popen.poll() is not None:
+                break
+            time.sleep(0.1)
+    raise SystemExit(f"error: node on port {port} did not come up; see its log")
+
+
+def _params(cfg_path: Path) -> dict[str, Any]:
+    from node.config import load_config
+
+    cfg = load_config(cfg_path)
+    keep = (
+        "round_timeout_ms",
+        "max_round_timeout_ms",
+        "min_block_txs",
+        "max_block_txs",
+        "min_wait_ms",
+        "max_wait_ms",
+        "target_latency_ms",
+        "mempool_max_txs",
+        "mempool_per_sender",
+    )
+    return {k: getattr(cfg, k) for k in keep}
+
+
+def start_single(directory: Path, rpc_port: int, keys: list[PrivateKey]) -> System:
+    """A one-validator chain via `gmchain dev` in `directory` (created fresh)."""
+    from bench.workload import admit_keys
+    from node.daemon import DEV_ORG, init_dev
+
+    cfg_path = init_dev(directory, rpc_port=rpc_port, p2p_port=rpc_port + 1)
+    genesis = admit_keys(directory / "genesis.json", keys, DEV_ORG)
+    log = open(directory / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    popen = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "node.cli", "dev", "--data-dir", str(directory)),
+            *("--rpc-port", str(rpc_port)),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    node = NodeProc(name="dev", rpc_port=rpc_port, popen=popen)
+    _wait_up(rpc_port, 30, node)
+    return System(
+        profile="single",
+        directory=directory,
+        nodes=[node],
+        chain_id=genesis.chain_id,
+        params=_params(cfg_path) | {"validators": 1},
+    )
+
+
+def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[PrivateKey]) -> System:
+    """Four validators on this machine via node.cluster (`gmchain cluster init/up`)."""
+    from bench.workload import admit_keys
+    from node.cluster import init_cluster, start_nodes
+
+    doc = init_cluster(directory, validators=4, base_rpc=base_rpc, base_p2p=base_p2p)
+    genesis = admit_keys(directory / "genesis.json", keys, "org1")
+    start_nodes(directory, wait_s=60)
+    nodes = [
+        NodeProc(
+            name=n["name"], rpc_port=n["rpc_port"], pid_file=directory / n["name"] / "node.pid"
+        )
+        for n in doc["nodes"]
+    ]
+    for n in nodes:
+        _wait_up(n.rpc_port, 30, n)
+    return System(
+        profile="cluster4",
+        directory=directory,
+        nodes=nodes,
+        chain_id=genesis.chain_id,
+        params=_params(directory / "node0" / "config.toml") | {"validators": 4},
+    )
+
+
+def _proc_sample(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds used so far, RSS bytes) of `pid`, or None if it is gone (rule 3)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        rss = 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+        return cpu, rss
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Sampler:
+    """Per-second CPU % and RSS of every node (and extra pids), on a daemon thread."""
+
+    def __init__(self, system: System, extra: dict[str, int] | None = None) -> None:
+        self.system = system
+        self.extra = extra or {}
+        self.series: dict[str, list[tuple[float, float, int]]] = {}  # name -> (t, cpu%, rss)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _targets(self) -> dict[str, int]:
+        out = {n.name: pid for n in self.system.nodes if (pid := n.pid()) is not None}
+        return out | self.extra
+
+    def _run(self) -> None:
+        last: dict[str, tuple[int, float, float]] = {}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for name, pid in self._targets().items():
+                s = _proc_sample(pid)
+                if s is None:
+                    continue
+                prev = last.get(name)
+                if prev is not None and prev[0] == pid and now > prev[1]:
+                    pct = 100 * (s[0] - prev[2]) / (now - prev[1])
+                    self.series.setdefault(name, []).append((now, round(pct, 1), s[1]))
+                last[name] = (pid, now, s[0])
+            self._stop.wait(1.0)
+
+    def summary(self, t_from: float, t_to: float) -> dict[str, Any]:
+        out = {}
+        for name, pts in self.series.items():
+            win = [p for p in pts if t_from <= p[0] <= t_to] or pts
+            if not win:
+                continue
+            out[name] = {
+                "cpu_pct_mean": round(sum(p[1] for p in win) / len(win), 1),
+                "cpu_pct_max": max(p[1] for p in win),
+                "rss_mb_max": round(max(p[2] for p in win) / 2**20, 1),
+                "rss_mb_last": round(win[-1][2] / 2**20, 1),
+            }
+        return out

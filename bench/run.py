@@ -1,0 +1,276 @@
+"""Orchestration: start the system, pre-sign, run load phases in a child process, run scenarios.
+
+Rules this module keeps:
+1. The harness process only orchestrates and samples /proc; the load generator runs in a spawned
+   child (bench.loadgen rule 2) and the nodes in their own processes (bench.nodes rule 1).
+2. Transactions for a phase are signed before the phase starts (bench.workload rule 2).
+3. Fault actions run on a harness thread at fixed offsets from the phase's t0, and each records
+   what it did and when, so the analysis can split the window at the fault.
+4. Scenarios follow CAICT's method (bench.knee): stress at the knee, spike at 2x the knee,
+   stability at 20 % of the knee; cluster4 faults: one validator killed, the round leader killed,
+   a node restarted after >= 10 blocks (catch-up time).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.knee import SweepPoint, find_knee
+from bench.loadgen import LoadPlan, LoadResult, QueryPlan, run_load, run_queries
+from bench.nodes import Sampler, System, rpc
+from bench.report import analyze
+from bench.workload import BENCH_REPLAY_WINDOW, presign
+from crypto_sm import PrivateKey
+
+__all__ = ["Harness", "LoadSettings"]
+
+Action = Callable[["Harness", float], dict[str, Any]]  # (harness, phase t0) -> what happened
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSettings:
+    batch: int = 20
+    connections: int = 16
+    warmup_s: float = 5.0
+    drain_s: float = 15.0
+    verify_receipts: int = 20_000
+
+
+def _child_load(plan: LoadPlan, out: Connection) -> None:
+    out.send(run_load(plan))
+    out.close()
+
+
+def _child_query(plan: QueryPlan, out: Connection) -> None:
+    out.send(run_queries(plan))
+    out.close()
+
+
+def _in_child(target: Callable[[Any, Connection], None], plan: Any, timeout: float) -> Any:
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(plan, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout):
+            raise RuntimeError("load generator timed out")
+        return recv.recv()
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
+class Harness:
+    def __init__(self, system: System, keys: list[PrivateKey], settings: LoadSettings) -> None:
+        self.system = system
+        self.keys = keys
+        self.settings = settings
+        self.sampler = Sampler(system)
+        self.signing_cpu_s = 0.0
+        self.signing_wall_s = 0.0
+        self.last_result: LoadResult | None = None
+        self.tx_ids: list[str] = []  # committed tx ids (0x hex) for the query workloads
+        self.record_ids: list[str] = []
+
+    def phase(
+        self, rate: float, duration_s: float, *, actions: list[tuple[float, Action]] | None = None
+    ) -> dict[str, Any]:
+        """One open-loop phase at `rate` for `duration_s`; the analysis dict (+ `actions`)."""
+        s = self.settings
+        count = max(1, int(rate * duration_s))
+        tag = uuid.uuid4().hex[:8]
+        signed = presign(
+            self.keys,
+            count,
+            chain_id=self.system.chain_id,
+            expiry=BENCH_REPLAY_WINDOW // 2,
+            run_tag=tag,
+        )
+        self.signing_cpu_s += signed.cpu_s
+        self.signing_wall_s += signed.wall_s
+        start_at = time.monotonic() + 4.0
+        plan = LoadPlan(
+            ports=self.system.ports,
+            watch_ports=self.system.ports,
+            raws=signed.raws,
+            ids=signed.ids,
+            rate=rate,
+            batch=s.batch,
+            connections=s.connections,
+            start_at=start_at,
+            drain_s=s.drain_s,
+            verify_receipts=s.verify_receipts,
+        )
+        done: list[dict[str, Any]] = []
+        threads = [
+            threading.Thread(target=self._act, args=(fn, start_at, off, done), daemon=True)
+            for off, fn in actions or []
+        ]
+        for t in threads:
+            t.start()
+        res: LoadResult = _in_child(_child_load, plan, timeout=duration_s + s.drain_s + 600)
+        for t in threads:
+            t.join(120)
+        self.last_result = res
+        out = analyze(
+            res, rate=rate, warmup_s=min(s.warmup_s, duration_s / 3), duration_s=duration_s
+        )
+        out["nodes"] = self.sampler.summary(start_at + s.warmup_s, start_at + duration_s)
+        out["actions"] = done
+        out["signing"] = {
+            "txs": count,
+            "cpu_s": round(signed.cpu_s, 2),
+            "wall_s": round(signed.wall_s, 2),
+        }
+        committed = [i for i, t in enumerate(res.committed) if t == t]
+        self.tx_ids = ["0x" + signed.ids[i].hex() for i in committed[:50_000]]
+        self.record_ids = [_record_id(signed.raws[i]) for i in committed[:2000]]
+        return out
+
+    def _act(self, fn: Action, t0: float, offset: float, done: list[dict[str, Any]]) -> None:
+        time.sleep(max(0.0, t0 + offset - time.monotonic()))
+        try:
+            done.append({"offset_s": offset} | fn(self, t0))
+        except Exception as exc:  # a failed drill is reported, not fatal
+            done.append({"offset_s": offset, "error": repr(exc)})
+
+    def queries(self, seconds: float, connections: int = 32) -> list[dict[str, Any]]:
+        port = self.system.ports[0]
+        height = int(rpc(port, "gm_blockNumber"))
+        out = []
+        for kind in ("block", "tx", "evidence", "proof"):
+            if kind != "block" and not self.tx_ids:
+                continue
+            plan = QueryPlan(
+                port=port,
+                kind=kind,
+                tx_ids=self.tx_ids,
+                record_ids=self.record_ids,
+                max_height=max(1, height),
+                seconds=seconds,
+                connections=connections,
+            )
+            out.append(_in_child(_child_query, plan, timeout=seconds + 120))
+        return out
+
+    def sweep(self, rates: list[float], seconds: float) -> dict[str, Any]:
+        points = []
+        for r in rates:
+            a = self.phase(r, seconds)
+            points.append(
+                {
+                    "offered_tps": r,
+                    "tps_committed": a["tps_committed"],
+                    "tps_accepted": a["tps_accepted"],
+                    "success_rate": a["success_rate"],
+                    "latency_ms": a["latency_ms"],
+                }
+            )
+            sat = a["tps_committed"] < 0.95 * r or a["success_rate"] < 0.95
+            if sat and sum(1 for p in points if p["tps_committed"] < 0.95 * p["offered_tps"]) >= 2:
+                break
+        knee = find_knee(
+            [
+                SweepPoint(
+                    offered_tps=p["offered_tps"],
+                    committed_tps=p["tps_committed"],
+                    success_rate=p["success_rate"],
+                    p99_ms=p["latency_ms"]["p99"],
+                )
+                for p in points
+            ]
+        )
+        return {
+            "points": points,
+            "seconds_per_point": seconds,
+            "knee": None
+            if knee is None
+            else {"offered_tps": knee.offered_tps, "committed_tps": knee.committed_tps},
+        }
+
+
+def _record_id(raw: bytes) -> str:
+    from ledger.types import SignedTx
+
+    tx = SignedTx.decode_tx(raw)
+    return str(tx.body.args[0])
+
+
+# --- fault actions (cluster4) -------------------------------------------------------------------
+
+
+def _node_ids(h: Harness) -> dict[str, str]:
+    return {n.name: rpc(n.rpc_port, "gm_nodeInfo")["nodeId"] for n in h.system.nodes}
+
+
+def kill_one(name: str) -> Action:
+    def act(h: Harness, t0: float) -> dict[str, Any]:
+        h.system.kill(name)
+        return {"action": f"killed {name}", "t": round(time.monotonic() - t0, 3)}
+
+    return act
+
+
+def kill_leader(h: Harness, t0: float) -> dict[str, Any]:
+    """Kill the leader of the current round (leader = sorted node ids[round % n])."""
+    ids = _node_ids(h)
+    order = sorted(ids.values())
+    watch = h.system.nodes[0]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rnd = int(rpc(watch.rpc_port, "gm_status")["round"])
+        leader = order[rnd % len(order)]
+        name = next(n for n, i in ids.items() if i == leader)
+        if name != watch.name:
+            h.system.kill(name)
+            return {
+                "action": f"killed leader {name} of round {rnd}",
+                "t": round(time.monotonic() - t0, 3),
+            }
+        time.sleep(0.01)
+    raise RuntimeError("the watched node stayed leader for 10 s")
+
+
+def restart_after_blocks(name: str, blocks: int = 10) -> Action:
+    def act(h: Harness, t0: float) -> dict[str, Any]:
+        watch = h.system.nodes[0].rpc_port
+        h.system.kill(name)
+        t_kill = time.monotonic()
+        h0 = int(rpc(watch, "gm_blockNumber"))
+        while int(rpc(watch, "gm_blockNumber")) < h0 + blocks:
+            time.sleep(0.05)
+        down_blocks = int(rpc(watch, "gm_blockNumber")) - h0
+        t_restart = time.monotonic()
+        h.system.restart(name)
+        port = next(n.rpc_port for n in h.system.nodes if n.name == name)
+        target = int(rpc(watch, "gm_blockNumber"))
+        t_up = time.monotonic()
+        deadline = t_up + 120
+        while time.monotonic() < deadline:
+            try:
+                if int(rpc(port, "gm_blockNumber", timeout=1)) >= target:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        else:
+            return {"action": f"restart {name}", "error": "no catch-up within 120 s"}
+        return {
+            "action": f"killed {name}, restarted after {down_blocks} blocks",
+            "t_kill": round(t_kill - t0, 3),
+            "t_restart": round(t_restart - t0, 3),
+            "blocks_behind": target - h0,
+            "catch_up_s": round(time.monotonic() - t_restart, 3),
+            "catch_up_after_rpc_up_s": round(time.monotonic() - t_up, 3),
+        }
+
+    return act
