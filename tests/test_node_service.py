@@ -1,0 +1,213 @@
+"""node/service.py driven in-process (no sockets): one validator running its consensus loop.
+
+Rules under test (node/service.py rules 1-4; DESIGN.md "The way a transaction travels", "Merkle
+trees"): submit -> receipt; admission errors DUPLICATE / UNKNOWN_SENDER / BAD_SIGNATURE /
+BAD_ENCODING / UNKNOWN_CONTRACT and that they change nothing; tx, consistency and commit proofs
+verify offline (node/proofcheck.py, ledger/proofs.py, consensus CertChecker); `wait_tx` times
+out with None for an unknown tx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from consensus import Validator, ValidatorSet
+from consensus.certs import CertChecker
+from consensus.messages import CommitProof
+from crypto_sm import PublicKey
+from ledger.proofs import ConsistencyProof
+from ledger.store import Store
+from ledger.types import BlockHeader, NodeId, ReceiptStatus
+from node.api import ApiError, ErrorCode
+from node.config import NodeConfig
+from node.proofcheck import check_full_proof
+from node.service import NodeService
+from tests.node_helpers import TestNet, evidence_args, make_net, sign_tx
+
+
+@pytest.fixture
+async def svc(tmp_path: Path) -> AsyncIterator[tuple[NodeService, TestNet]]:
+    net = make_net(2, replay_window=50)
+    store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
+    cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
+    service = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
+    await service.start()
+    try:
+        yield service, net
+    finally:
+        await service.stop()
+        store.close()
+
+
+async def submit_and_wait(service: NodeService, raw: bytes) -> tuple[bytes, object, int, int]:
+    tx_id = await service.submit_raw_tx(raw)
+    got = await service.wait_tx(tx_id, 10)
+    assert got is not None, "no receipt within 10 s"
+    receipt, height, index = got
+    return tx_id, receipt, height, index
+
+
+async def api_error(service: NodeService, raw: bytes) -> ErrorCode:
+    before = service.status()
+    with pytest.raises(ApiError) as info:
+        await service.submit_raw_tx(raw)
+    after = service.status()
+    assert (after.pending_txs, after.committed_txs) == (before.pending_txs, before.committed_txs)
+    assert info.value.message
+    return info.value.code
+
+
+async def test_submit_then_receipt_and_lookups(svc: tuple[NodeService, TestNet]) -> None:
+    service, net = svc
+    h = service.height()
+    tx = sign_tx(net.accounts[0], expiry=h + 10, args=evidence_args("svc-1", data=b"one"))
+    tx_id, receipt, height, index = await submit_and_wait(service, tx.encode())
+    assert tx_id == tx.tx_id
+    assert receipt.status is ReceiptStatus.OK  # type: ignore[attr-defined]
+    assert height > h and index == 0
+    look = service.get_tx(tx_id)
+    assert look is not None and look.tx == tx and (look.height, look.index) == (height, index)
+    block = service.get_block(height)
+    assert block is not None and block.txs[index].tx_id == tx_id
+    assert service.get_block_by_hash(block.block_id) == block
+    st = service.status()
+    assert st.height >= height and st.committed_txs == 1 and not service.is_pending(tx_id)
+    # a failed contract call still gets a (failed) receipt
+    again = sign_tx(net.accounts[1], expiry=h + 10, args=evidence_args("svc-1", data=b"two"))
+    _, failed, _, _ = await submit_and_wait(service, again.encode())
+    assert failed.status is ReceiptStatus.FAILED and failed.error  # type: ignore[attr-defined]
+
+
+async def test_admission_errors_change_nothing(svc: tuple[NodeService, TestNet]) -> None:
+    service, net = svc
+    h = service.height()
+    tx = sign_tx(net.accounts[0], expiry=h + 10)
+    await submit_and_wait(service, tx.encode())
+    assert await api_error(service, tx.encode()) is ErrorCode.DUPLICATE  # committed
+    pending = sign_tx(net.accounts[0], expiry=service.height() + 10)
+    # pending duplicate: submit twice back to back, before a block can cut
+    first = asyncio.ensure_future(service.submit_raw_tx(pending.encode()))
+    second = asyncio.ensure_future(service.submit_raw_tx(pending.encode()))
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, ApiError)]
+    assert [e.code for e in errors] == [ErrorCode.DUPLICATE], results
+    assert await service.wait_tx(pending.tx_id, 10) is not None
+    outsider = sign_tx(net.outsider, expiry=service.height() + 10)
+    assert await api_error(service, outsider.encode()) is ErrorCode.UNKNOWN_SENDER
+    forged = sign_tx(net.accounts[1], expiry=service.height() + 10, bad_signature=True)
+    assert await api_error(service, forged.encode()) is ErrorCode.BAD_SIGNATURE
+    assert not service.mempool.is_verified(forged.tx_id)
+    # a tx claiming another account's key as sender, signed by an admitted key
+    imposter = sign_tx(
+        net.accounts[1],
+        expiry=service.height() + 10,
+        sender=net.accounts[0].public_key.to_bytes(),
+    )
+    assert await api_error(service, imposter.encode()) is ErrorCode.BAD_SIGNATURE
+    nocontract = sign_tx(net.accounts[0], expiry=service.height() + 10, contract="nope")
+    assert await api_error(service, nocontract.encode()) is ErrorCode.UNKNOWN_CONTRACT
+    assert await api_error(service, b"\x93\x01\x02") is ErrorCode.BAD_ENCODING
+    assert await api_error(service, tx.encode() + b"\x00") is ErrorCode.BAD_ENCODING
+    stale = sign_tx(net.accounts[0], expiry=max(1, service.height()))
+    assert await api_error(service, stale.encode()) is ErrorCode.EXPIRED
+    far = sign_tx(net.accounts[0], expiry=service.height() + 51)
+    assert await api_error(service, far.encode()) is ErrorCode.EXPIRY_TOO_FAR
+    wrong = sign_tx(net.accounts[0], expiry=service.height() + 5, chain_id="x")
+    assert await api_error(service, wrong.encode()) is ErrorCode.WRONG_CHAIN
+    for bad in (outsider, forged, imposter, nocontract, stale, far, wrong):
+        assert service.get_receipt(bad.tx_id) is None and not service.is_pending(bad.tx_id)
+
+
+async def test_wait_tx_times_out_with_none(svc: tuple[NodeService, TestNet]) -> None:
+    service, _ = svc
+    assert await service.wait_tx(os.urandom(32), 0.2) is None
+    assert not service._waiters  # the waiter was cleaned up
+
+
+async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
+    service, net = svc
+    ids = []
+    heights = []
+    for i in range(5):
+        h = service.height()
+        tx = sign_tx(net.accounts[i % 2], expiry=h + 10, args=evidence_args(f"pf-{i}"))
+        tx_id, _, height, _ = await submit_and_wait(service, tx.encode())
+        ids.append(tx_id)
+        heights.append(height)
+    # a later block so that a commit certificate covers the last tx
+    tail = sign_tx(net.accounts[0], expiry=service.height() + 10)
+    await submit_and_wait(service, tail.encode())
+    for tx_id in ids:
+        bundle = service.tx_proof(tx_id)
+        ok, why = check_full_proof(bundle, genesis=net.genesis)
+        assert ok, why
+        # tampering with the receipt breaks it
+        bad = dict(bundle)
+        raw = bytearray(bytes.fromhex(bundle["receipt"][2:]))
+        raw[-1] ^= 1
+        bad["receipt"] = "0x" + raw.hex()
+        assert not check_full_proof(bad, genesis=net.genesis)[0]
+    # against a later anchor height too
+    head = service.height()
+    bundle = service.tx_proof(ids[0], at_height=heights[0])
+    ok, why = check_full_proof(bundle, genesis=net.genesis)
+    assert ok and bundle["acc_size"] == service._header(heights[0]).acc_size, why
+    with pytest.raises(ApiError) as info:
+        service.tx_proof(ids[-1], at_height=heights[-1] - 1)
+    assert info.value.code is ErrorCode.BAD_RANGE
+    with pytest.raises(ApiError) as info:
+        service.tx_proof(os.urandom(32))
+    assert info.value.code is ErrorCode.NOT_FOUND
+
+    # consistency between every pair of (old, new) heights among a few
+    for old in (0, heights[0], heights[2]):
+        for new in (heights[2], head):
+            if old > new:
+                continue
+            doc = service.consistency_proof(old, new)
+            old_h = BlockHeader.decode(bytes.fromhex(doc["old_header"][2:]))
+            new_h = BlockHeader.decode(bytes.fromhex(doc["new_header"][2:]))
+            assert (old_h.height, new_h.height) == (old, new)
+            assert doc["old_root"] == "0x" + old_h.acc_root.hex()
+            assert doc["new_root"] == "0x" + new_h.acc_root.hex()
+            proof = ConsistencyProof.from_json(doc)
+            assert proof.verify(), (old, new)
+            if doc["proof"] and old_h.acc_size not in (0, new_h.acc_size):
+                forged = dict(doc, proof=["0x" + os.urandom(32).hex(), *doc["proof"][1:]])
+                assert not ConsistencyProof.from_json(forged).verify()
+    with pytest.raises(ApiError):
+        service.consistency_proof(2, 1)
+    with pytest.raises(ApiError):
+        service.consistency_proof(0, head + 1)
+
+    # commit proof: headers chain to a block certified by a QC of the genesis validators
+    doc = service.commit_proof(heights[0])
+    headers = [BlockHeader.decode(bytes.fromhex(h[2:])) for h in doc["headers"]]
+    assert headers[0].height == heights[0]
+    for parent, child in itertools.pairwise(headers):
+        assert child.parent_id == parent.block_id
+    proof = CommitProof.decode(bytes.fromhex(doc["proof"][2:]))
+    assert proof.committed_id == headers[-1].block_id
+    vals = net.genesis.validators
+    keys = {NodeId(v.node_id): PublicKey.from_bytes(v.pubkey) for v in vals}
+
+    class _Verifier:
+        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
+            key = keys.get(node_id)
+            return key is not None and key.verify(msg, sig)
+
+    checker = CertChecker(
+        chain_id=net.genesis.chain_id,
+        validators=ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in vals),
+        verifier=_Verifier(),
+        genesis_id=None,
+    )
+    assert checker.verify_commit_proof(proof)
+    with pytest.raises(ApiError):
+        service.commit_proof(head + 1)
