@@ -344,6 +344,7 @@ class _WsConn:
         self.queue: asyncio.Queue[str] = asyncio.Queue(config.ws_send_queue)
         self.subs: dict[str, asyncio.Task[None]] = {}
         self.to_start: list[asyncio.Event] = []  # subscriptions waiting for their reply to go out
+        self.closing: asyncio.Task[bool] | None = None  # set once the client is found too slow
         self.writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
@@ -356,9 +357,10 @@ class _WsConn:
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"slow consumer")
-            )
+            if self.closing is None:  # keep a reference: the loop holds tasks only weakly
+                self.closing = asyncio.create_task(
+                    self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"slow consumer")
+                )
             return False
         return True
 

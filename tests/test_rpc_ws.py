@@ -206,3 +206,27 @@ async def test_disconnect_drops_subscribers(env: Any) -> None:
             break
         await asyncio.sleep(0.01)
     assert not node.head_feeds and not node.event_feeds
+
+
+async def test_slow_consumer_is_disconnected() -> None:
+    """Notifications beyond the send queue close the socket with 1008; the server stays up."""
+    node = FakeNode()
+    server = RpcServer(node, host="127.0.0.1", port=0, config=RpcConfig(ws_send_queue=2))
+    await server.start()
+    url = f"http://127.0.0.1:{server.port}/ws"
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            await Ws(ws).call("gm_subscribe", ["newHeads"])
+            for _ in range(50):  # no await in between: the server's writer cannot drain
+                node.commit()
+            texts = 0
+            while (
+                msg := await asyncio.wait_for(ws.receive(), WAIT)
+            ).type == aiohttp.WSMsgType.TEXT:
+                texts += 1
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+            assert texts < 50
+            async with session.ws_connect(url) as ws2:
+                assert await Ws(ws2).call("gm_blockNumber") == node.height()
+    finally:
+        await server.stop()
