@@ -210,6 +210,9 @@ class Store:
         try:
             store._init_or_check_identity(cid)
             store.check_consistency(deep=deep_check)
+        except plyvel.Error as e:
+            db.close()
+            raise StoreError(f"cannot initialise ledger store {spath}: {e}") from e
         except BaseException:
             db.close()
             raise
@@ -278,9 +281,7 @@ class Store:
             snap = self._db.snapshot()
             try:
                 kv = _KV(snap, verify=self._verify or deep)
-                found = check_store(kv)
-                if deep:
-                    check_store_deep(kv)
+                found = check_store_deep(kv) if deep else check_store(kv)
             finally:
                 snap.close()
             if found is None:

@@ -216,11 +216,11 @@ def _check_acc_deep(kv: KVReader, acc_size: int) -> None:
         raise corrupt(f"{nodes} accumulator nodes stored, expected {want_nodes}")
 
 
-def check_store_deep(kv: KVReader) -> None:
+def check_store_deep(kv: KVReader) -> tuple[int, bytes, int] | None:
     """Everything `check_store` does, for every block, plus digests, counts and node hashes."""
     found = check_store(kv)
     if found is None:
-        return
+        return None
     head, _, acc_size = found
     expected_start = 0
     for h in range(head + 1):
@@ -248,3 +248,4 @@ def check_store_deep(kv: KVReader) -> None:
     last_proof = kv.last_key(k.P_PROOF)
     if last_proof is not None and k.decode_height(last_proof[1:]) > head:
         raise corrupt("a commit proof exists for a height above the head")
+    return found

@@ -9,6 +9,7 @@ ordinary crash case) still opens with every surviving block intact.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from ledger import store_keys as k
 from ledger.store import Store, StoreCorrupt
+from ledger.store_check import RECENT_WINDOW
 from tests.crash_child import CHAIN_ID, make_block
 
 SEED = 9
@@ -184,11 +186,35 @@ DEEP_ONLY: dict[str, Callable[[plyvel.DB], None]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def long_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A chain long enough to put old damage below the shallow check's window (built once)."""
+    path = tmp_path_factory.mktemp("long_chain")
+    _make_db(path, n=RECENT_WINDOW + 60)
+    return path
+
+
 @pytest.mark.parametrize("name", sorted(DEEP_ONLY))
-def test_old_damage_found_by_deep_check(tmp_path: Path, name: str) -> None:
-    _make_db(tmp_path, n=N_BLOCKS + 300)  # push the damage below the shallow check's window
-    assert make_block(SEED, 5).tx_ids  # the receipt case needs a tx in block 5
+def test_old_damage_found_by_deep_check(tmp_path: Path, long_chain: Path, name: str) -> None:
+    assert make_block(SEED, 5).tx_ids  # the receipt cases need a tx in block 5
+    tmp_path = tmp_path / "db"
+    shutil.copytree(long_chain, tmp_path)
+    (tmp_path / "LOCK").unlink(missing_ok=True)
     _tamper(tmp_path, DEEP_ONLY[name])
     Store.open(tmp_path, chain_id=CHAIN_ID).close()  # shallow check: O(head block) only
     msg = _assert_refused(tmp_path)
     assert "inconsistent" in msg
+
+
+def test_db_check_tool_reports_sound_and_damaged(tmp_path: Path) -> None:
+    from ledger.store_tool import check_db, main
+
+    _make_db(tmp_path)
+    good = check_db(str(tmp_path), chain_id=CHAIN_ID)
+    assert good.ok and good.head_height == N_BLOCKS - 1
+    assert good.acc_size == sum(len(make_block(SEED, h).tx_ids) for h in range(N_BLOCKS))
+    _tamper(tmp_path, DEEP_ONLY["old block bytes altered"])
+    bad = check_db(str(tmp_path))
+    assert not bad.ok and "block 3" in bad.problem
+    assert main(["check", str(tmp_path)]) == 1
+    assert main(["check", str(tmp_path / "absent")]) == 2
