@@ -145,15 +145,19 @@ def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
     """Turn a JSON value into a canonical value, using `schema` to find the bytes.
 
     `schema` is a type name string (`"bytes"`, `"bytes32"`, ..., `"str"`, `"int"`, `"bool"`,
-    `"any"`), a list schema `{"type": "list", "items": <schema>}`, or a dict whose `"type"` is one
-    of those names. `null` stays None. Unknown type names convert structurally with strings left as
-    strings. Raises JsonFormatError naming the argument.
+    `"any"`, `"list<T>"`) or an argument schema as `contracts.framework.Arg.describe()` gives it:
+    `{"type": "bytes", "size": 32}`, `{"type": "list", "items": <schema>}` (every element that
+    schema) or `{"type": "list", "items": [<schema>, ...]}` (every element an array of exactly
+    those, e.g. a [key, value] pair). `null` stays None. Unknown type names convert structurally,
+    strings left as strings. Raises JsonFormatError naming the argument.
     """
     t: Any = schema
     items: Any = None
+    size: int | None = None
     if isinstance(schema, Mapping):
         t = schema.get("type", "any")
         items = schema.get("items")
+        size = schema.get("size") if isinstance(schema.get("size"), int) else None
     if not isinstance(t, str):
         t = "any"
     if obj is None:
@@ -161,7 +165,6 @@ def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
         # is required, with the precise reason (`optional` only documents that it is allowed).
         return None
     if _is_bytes_type(t):
-        size = None
         digits = t[5:] if t.startswith("bytes") else ""
         if digits.isdigit():
             size = int(digits)
@@ -169,13 +172,21 @@ def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
     if t in ("list", "array") or t.startswith("list"):
         if not isinstance(obj, list):
             raise JsonFormatError(f"{name}: expected an array, got {_kind(obj)}")
-        item_schema = items
-        if item_schema is None and "<" in t and t.endswith(">"):
-            item_schema = t[t.index("<") + 1 : -1]
-        return [
-            value_from_json(v, item_schema or "any", name=f"{name}[{i}]") for i, v in enumerate(obj)
-        ]
+        if isinstance(items, list):  # contracts.framework: each item is a tuple of these
+            return [_tuple_from_json(v, items, f"{name}[{i}]") for i, v in enumerate(obj)]
+        if items is None and "<" in t and t.endswith(">"):
+            items = t[t.index("<") + 1 : -1]
+        return [value_from_json(v, items or "any", name=f"{name}[{i}]") for i, v in enumerate(obj)]
     return _plain_from_json(obj, name)
+
+
+def _tuple_from_json(obj: Any, schemas: list[Any], name: str) -> Value:
+    if not isinstance(obj, list) or len(obj) != len(schemas):
+        raise JsonFormatError(f"{name}: expected an array of {len(schemas)} values")
+    return [
+        value_from_json(v, sch, name=f"{name}[{j}]")
+        for j, (v, sch) in enumerate(zip(obj, schemas, strict=True))
+    ]
 
 
 def _plain_from_json(obj: Any, name: str) -> Value:

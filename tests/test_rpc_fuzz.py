@@ -4,9 +4,12 @@ Every malformed request gets a JSON-RPC error; chain and pool stay unchanged; th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from crypto_sm import PrivateKey
+from crypto_sm import PrivateKey, load_private_key
+from ledger.types import Height, SignedTx, TxBody
 from node.rpc import RpcConfig, RpcServer
 from tests.rpc_fuzz import fuzz_rpc_async
 from tests.test_rpc_fake import FakeNode, make_tx
@@ -60,3 +63,33 @@ async def test_fuzzer_detects_a_careless_node() -> None:
             await fuzz_rpc_async(f"http://127.0.0.1:{server.port}/", 300, 3)
     finally:
         await server.stop()
+
+
+@pytest.mark.slow
+async def test_fuzz_real_dev_node(tmp_path: Path) -> None:
+    """The acceptance run: 10,000 malformed requests at a real one-validator dev node."""
+    daemon = pytest.importorskip("node.daemon")
+    config = pytest.importorskip("node.config")
+    cfg = config.load_config(daemon.init_dev(tmp_path, rpc_port=0, p2p_port=0))
+    handle = await daemon.start_node(cfg, rpc_port=0)
+    try:
+        key = load_private_key(tmp_path / "client.key", daemon.DEV_PASSPHRASE.encode())
+        body = TxBody(
+            chain_id=daemon.DEV_CHAIN_ID,
+            sender=key.public_key.to_bytes(),
+            nonce=1,
+            expiry=Height(handle.service.status().height + 50),
+            contract="evidence",
+            method="submit",
+            args=("rec-1", "flow-1", "scenario", "step", b"\x01" * 32, None, [], 2, None),
+        )
+        valid = SignedTx(body=body, signature=key.sign(body.compute_id()))
+        report = await fuzz_rpc_async(handle.rpc_url + "/", 10_000, 5, valid_raw_tx=valid.encode())
+        assert report.sent == 10_000 and not report.violations
+        assert report.pending_before == report.pending_after == 0
+        status = handle.service.status()
+        assert status.committed_txs == 0 and status.pending_txs == 0
+        # the node still admits the untouched transaction afterwards
+        assert await handle.service.submit_raw_tx(valid.encode()) == valid.tx_id
+    finally:
+        await handle.stop()

@@ -128,3 +128,22 @@ def test_jsonable() -> None:
         "x": None,
     }
     assert value_to_json((b"", [b"\x00"])) == ["0x", ["0x00"]]
+
+
+def test_real_contract_schemas() -> None:
+    """The shapes contracts.framework's Registry.describe() produces."""
+    from contracts.framework import default_registry
+
+    describe = default_registry().describe()
+    schema = args_schema(describe, "evidence", "by_digest")
+    assert schema is not None and schema[0]["name"] == "data_digest"
+    assert value_from_json(hex0x(b"\x07" * 32), schema[0]) == b"\x07" * 32
+    with pytest.raises(JsonFormatError, match="expected 32 bytes"):
+        value_from_json("0x07", schema[0], name="data_digest")
+    submit = args_schema(describe, "evidence", "submit")
+    assert submit is not None
+    meta = next(a for a in submit if a["name"] == "metadata")
+    assert value_from_json([["k", "0xv"]], meta) == [["k", "0xv"]]  # str pairs stay text
+    with pytest.raises(JsonFormatError, match=r"metadata\[0\]: expected an array of 2"):
+        value_from_json([["k"]], meta, name="metadata")
+    assert args_schema(describe, "membership", "get") is not None
