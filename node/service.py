@@ -521,30 +521,18 @@ class NodeService:
                     del self._waiters[tx_id]
         return self.get_receipt(tx_id)
 
-    async def subscribe_heads(self) -> AsyncIterator[Block]:
+    def subscribe_heads(self) -> AsyncIterator[Block]:
+        """Every block committed from this call on (registered now, not at first iteration)."""
         q: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
         self._head_subs.add(q)
-        try:
-            while True:
-                item = await q.get()
-                if item is _OVERFLOW:
-                    return
-                yield item
-        finally:
-            self._head_subs.discard(q)
+        return _drain(q, lambda: self._head_subs.discard(q))
 
-    async def subscribe_events(self, contract: str | None, name: str | None) -> AsyncIterator[Any]:
+    def subscribe_events(self, contract: str | None, name: str | None) -> AsyncIterator[Any]:
+        """(height, tx_id, Event) of matching committed events, from this call on."""
         q: asyncio.Queue[Any] = asyncio.Queue(maxsize=4096)
         entry = (contract, name, q)
         self._event_subs.add(entry)
-        try:
-            while True:
-                item = await q.get()
-                if item is _OVERFLOW:
-                    return
-                yield item
-        finally:
-            self._event_subs.discard(entry)
+        return _drain(q, lambda: self._event_subs.discard(entry))
 
     def metrics_text(self) -> bytes:
         self.metrics.pool.set(len(self.mempool))
@@ -556,6 +544,18 @@ class NodeService:
 
 
 _OVERFLOW = object()
+
+
+async def _drain(q: asyncio.Queue[Any], cleanup: Callable[[], None]) -> AsyncIterator[Any]:
+    """Yield a subscriber's queue until it overflows or the consumer closes the iterator."""
+    try:
+        while True:
+            item = await q.get()
+            if item is _OVERFLOW:
+                return
+            yield item
+    finally:
+        cleanup()
 
 
 def _offer(q: asyncio.Queue[Any], item: Any) -> None:
