@@ -2,10 +2,12 @@
 
 Usage: `python -m tests.crash_child DB_PATH SEED [MAX_HEIGHT]`
 
-Opens the store, prints `ready <head>` and then commits blocks head+1, head+2, ... forever (or up
-to MAX_HEIGHT), printing each height to stdout (flushed) only after `commit_block` returned. The
-parent kills it with SIGKILL at random moments. Every block is a pure function of (seed, height)
-(`make_block`), so the parent can recompute exactly the bytes each reported height must hold.
+Opens the store, prints `ready <head>` and then commits blocks head+1, head+2, ... forever (or
+up to MAX_HEIGHT). It prints each height to stdout (flushed) only after `commit_block` returned
+and the height was recorded with a synced `put_meta` (the way consensus safety data must be on
+disk before a vote leaves). The parent kills it with SIGKILL at random moments. Every block is a
+pure function of (seed, height) (`make_block`), so the parent can recompute exactly the bytes
+each reported height must hold.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import sys
 from crypto_sm import sm3_hash
 from ledger.store import BlockWrite, Store
 
-__all__ = ["CHAIN_ID", "NAMESPACES", "main", "make_block"]
+__all__ = ["CHAIN_ID", "NAMESPACES", "SAFETY_KEY", "main", "make_block"]
 
 CHAIN_ID = b"gmchain-crash-test"
+SAFETY_KEY = "crash.last_committed"
 NAMESPACES = ("evidence", "gov", "report")
 
 
@@ -61,6 +64,8 @@ def main(argv: list[str]) -> int:
     out.flush()
     while max_height is None or h <= max_height:
         store.commit_block(make_block(seed, h))
+        # Like consensus safety data: synced before anything leaves the process.
+        store.put_meta(SAFETY_KEY, b"%d" % h)
         out.write(f"{h}\n")
         out.flush()
         h += 1

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ledger.store import Store
-from tests.crash_child import CHAIN_ID, NAMESPACES, make_block
+from tests.crash_child import CHAIN_ID, NAMESPACES, SAFETY_KEY, make_block
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +131,8 @@ def _campaign(db: Path, seed: int, kills: int) -> int:
             # Nothing reported is lost; at most the one block whose report was cut off is extra.
             last = max(all_reported, default=-1)
             assert last <= head <= max(last, verified_head) + 1
+            safety = store.get_meta(SAFETY_KEY)
+            assert (safety is None and last == -1) or last <= int(safety or b"-1") <= head
             verified_head = _verify_round(store, seed, verified_head, model)
     return verified_head
 
