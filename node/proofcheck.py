@@ -5,9 +5,11 @@ it"). The bundle the node hands out (`gm_getTransactionProof`) is the `ledger.pr
 
 - `receipt` and `receipt_inclusion_proof`: the receipt, proven against the tx block's receipt_root;
 - `anchor_header`: the header whose accumulator (acc_size, acc_root) the bundle uses;
-- `commit`: `{"headers": [...], "proof": ..., "validators": [...]}` — the headers from the anchor
-  up to a block certified by a commit proof (`consensus.messages.CommitProof`: a child header and
-  a quorum certificate, Jolteon's 2-chain rule), each header the parent of the next.
+- `commit`: `{"headers": [...], "proof": ..., "validators": [...]}` — the headers from the
+  transaction's own block up to a block certified by a commit proof
+  (`consensus.messages.CommitProof`: a child header and a quorum certificate, Jolteon's 2-chain
+  rule), each header the parent of the next; the anchor is one of them. Starting at the tx's own
+  header is what binds its receipt (proven against that header's receipt_root) to the certificate.
 
 Rules `check_full_proof` keeps:
 1. Everything is checked from bytes: decode, recompute, compare — never trust a field's claim.
@@ -115,10 +117,12 @@ def _check(
         if require_commit:
             return False, "the bundle carries no commit certificate"
         return True, f"VALID (uncertified): tx in block {header.height}"
-    # The headers chain from the anchor to the certified tip by parent ids.
+    # The headers chain from the tx's own block, through the anchor, to the certified tip.
     headers = [BlockHeader.decode(_unhex(h, "commit header")) for h in commit["headers"]]
-    if not headers or headers[0].block_id != anchor.block_id:
-        return False, "the commit headers do not start at the anchor header"
+    if not headers or headers[0].block_id != header.block_id:
+        return False, "the commit headers do not start at the transaction's block header"
+    if all(h.block_id != anchor.block_id for h in headers):
+        return False, "the anchor header is not on the certified chain"
     for parent, child in itertools.pairwise(headers):
         if child.parent_id != parent.block_id or child.height != parent.height + 1:
             return False, f"the commit headers break at height {child.height}"

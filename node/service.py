@@ -442,6 +442,8 @@ class NodeService:
         anchor = self._header(at)
         commit = self.chain.find_commit_proof(at)
         tip = at if commit is None else commit.header.height - 1
+        # The headers run from the tx's own block (whose receipt_root proves the receipt) through
+        # the anchor to the certified tip, so every header in the bundle is bound to the QC.
         return build_full_proof(
             header=block.header,
             tx_ids=tx_ids,
@@ -449,7 +451,7 @@ class NodeService:
             index=index,
             get_node=self.store.get_acc_node,
             anchor=anchor,
-            commit_headers=[self._header(h) for h in range(at, tip + 1)],
+            commit_headers=[self._header(h) for h in range(height, tip + 1)],
             commit_proof=commit,
             validators=self.genesis.validators,
         )

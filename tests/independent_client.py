@@ -574,10 +574,9 @@ def verify_tx_proof(
 ) -> CertifiedTx:
     """Check every part of a `gm_getTransactionProof` bundle; raise ProofError on the first flaw.
 
-    The tx's header (which carries `receipt_root`) must be certified too: it is the anchor, one
-    of the commit headers, or linked to the anchor by `link_headers` — the encoded headers
-    strictly between the two, ascending, each the parent of the next. The bundle itself does not
-    carry that link when it is anchored on a later header (a finding, see the test's report).
+    The tx's header (which carries `receipt_root`) must be certified too: §9 has the commit
+    headers start at it and pass through the anchor. `link_headers` (headers a caller fetched
+    itself) are optional and must lie on that chain.
     """
     _need(isinstance(bundle, dict), "bundle: not an object")
     try:
@@ -641,16 +640,9 @@ def _verify_tx_proof(
         ),
         "receipt inclusion path does not reach receipt_root",
     )
-    linked = [header, *(decode_header(h) for h in link_headers), anchor]
-    if header.block_id == anchor.block_id:
-        _need(not link_headers, "link headers given but the tx's header is the anchor")
-        linked = [header]
-    for parent, child in itertools.pairwise(linked):
-        _need(
-            child.parent_id == parent.block_id and child.height == parent.height + 1,
-            "the tx's header is not linked to the certified anchor by a parent chain",
-        )
-    tip = _verify_commit(b["commit"], anchor, genesis)
+    # §9: the commit headers run from the tx's own header (which proves the receipt) through the
+    # anchor to the certified tip. `link_headers`, if a caller passes them, must agree.
+    tip = _verify_commit(b["commit"], header, anchor, genesis, link_headers)
     return CertifiedTx(
         tx_id=Digest(tx_id),
         height=header.height,
@@ -662,13 +654,23 @@ def _verify_tx_proof(
     )
 
 
-def _verify_commit(commit: dict[str, Any], anchor: Header, genesis: GenesisInfo) -> Digest:
-    """Headers anchor..tip linked by parent_id; CommitProof [24, child, qc]: 2-chain rule."""
+def _verify_commit(
+    commit: dict[str, Any],
+    header: Header,
+    anchor: Header,
+    genesis: GenesisInfo,
+    link_headers: Sequence[bytes] = (),
+) -> Digest:
+    """Headers tx..anchor..tip linked by parent_id; CommitProof [24, child, qc]: 2-chain rule."""
     _need(isinstance(commit, dict), "commit: not an object")
     raw_headers = commit["headers"]
     _need(isinstance(raw_headers, list) and len(raw_headers) > 0, "commit: no headers")
     chain = [decode_header(_hex(h, "commit header")) for h in raw_headers]
-    _need(chain[0].block_id == anchor.block_id, "commit: first header is not the anchor")
+    _need(chain[0].block_id == header.block_id, "commit: first header is not the tx's header")
+    ids = [h.block_id for h in chain]
+    _need(anchor.block_id in ids, "commit: the anchor is not on the certified chain")
+    for extra in link_headers:
+        _need(decode_header(extra).block_id in ids, "commit: a link header is off the chain")
     for parent, child in itertools.pairwise(chain):
         _need(child.parent_id == parent.block_id, "commit: headers not linked by parent_id")
         _need(child.height == parent.height + 1, "commit: heights not consecutive")

@@ -299,9 +299,10 @@ def test_proof_rejected_under_another_validator_set(journey: _Journey) -> None:
 def test_second_record_and_proof_against_a_later_header(journey: _Journey, dev_node: _Node) -> None:
     """A second record links to the first; the first tx is then proven against the new head.
 
-    A bundle anchored on a later header proves the tx in that header's accumulator, but its
-    receipt is proven against the tx's own header, which the bundle does not link to the anchor:
-    the verifier needs the headers in between (fetched here, checked as a parent chain).
+    A bundle anchored on a later header proves the tx in that header's accumulator; its receipt
+    is proven against the tx's own header, which the bundle's commit headers link (by parent ids)
+    through the anchor to the certified tip (protocol.md section 9). Dropping or altering a link
+    must be rejected.
     """
     rpc = ic.RpcClient(dev_node.url)
     args = ic.build_submit_args(
@@ -325,8 +326,15 @@ def test_second_record_and_proof_against_a_later_header(journey: _Journey, dev_n
     certified = ic.verify_tx_proof(bundle, genesis=journey.genesis, link_headers=links)
     assert certified.block_id == journey.certified.block_id
     assert certified.acc_size == bundle["acc_size"]
-    if links:  # blocks between the two: without them the receipt's header is unanchored
-        with pytest.raises(ic.ProofError, match="not linked"):
-            ic.verify_tx_proof(bundle, genesis=journey.genesis)
-        with pytest.raises(ic.ProofError, match="not linked"):
-            ic.verify_tx_proof(bundle, genesis=journey.genesis, link_headers=links[1:])
+    # Without fetched link headers the bundle alone suffices: its commit headers start at the
+    # tx's own header and pass through the anchor.
+    assert ic.verify_tx_proof(bundle, genesis=journey.genesis).block_id == certified.block_id
+    headers = bundle["commit"]["headers"]
+    if len(headers) > 1:
+        dropped = {**bundle, "commit": {**bundle["commit"], "headers": headers[1:]}}
+        with pytest.raises(ic.ProofError, match="first header"):
+            ic.verify_tx_proof(dropped, genesis=journey.genesis)
+    if len(headers) > 2:
+        gap = {**bundle, "commit": {**bundle["commit"], "headers": [headers[0], *headers[2:]]}}
+        with pytest.raises(ic.ProofError, match=r"linked|consecutive|anchor"):
+            ic.verify_tx_proof(gap, genesis=journey.genesis)
