@@ -364,7 +364,7 @@ class Store:
                     "non-empty bytes -> bytes | None"
                 )
         new_nodes = compute_new_nodes(self._acc_size, w.acc_leaves, self._node_getter())
-        why = check_supplied_nodes(w.acc_nodes, new_nodes)
+        why = check_supplied_nodes(w.acc_nodes, new_nodes, self._acc_size, w.acc_leaves)
         if why is not None:
             raise StoreError(f"block {w.height}: {why}")
         return new_nodes

@@ -138,11 +138,21 @@ def compute_consistency_proof(old_size: int, size: int, get_node: NodeGetter) ->
 
 
 def check_supplied_nodes(
-    supplied: Mapping[tuple[int, int], bytes], computed: Mapping[tuple[int, int], bytes]
+    supplied: Mapping[tuple[int, int], bytes],
+    computed: Mapping[tuple[int, int], bytes],
+    n0: int,
+    new_leaves: Sequence[bytes],
 ) -> str | None:
-    """Why a caller's `acc_nodes` disagrees with ours, or None if every supplied node matches."""
+    """Why a caller's `acc_nodes` disagrees with ours, or None if every supplied node matches.
+
+    Level-0 entries are accepted when they repeat this block's own leaves (`new_leaves`, which
+    start at index `n0`).
+    """
     for (level, index), value in supplied.items():
-        mine = computed.get((level, index))
+        if level == 0 and n0 <= index < n0 + len(new_leaves):
+            mine: bytes | None = new_leaves[index - n0]
+        else:
+            mine = computed.get((level, index))
         if mine is None:
             return f"acc node ({level}, {index}) is not completed by this block"
         if value != mine:

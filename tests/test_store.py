@@ -366,5 +366,9 @@ def test_correct_supplied_acc_nodes_are_accepted(store: Store) -> None:
     l0 = w0.acc_leaves
     n1 = sm3_hash(b"\x01" + l0[2] + w1.acc_leaves[0])
     n2 = sm3_hash(b"\x01" + sm3_hash(b"\x01" + l0[0] + l0[1]) + n1)
-    store.commit_block(_block(1, n=1, state_writes={}, acc_nodes={(1, 1): n1, (2, 0): n2}))
+    supplied = {(0, 3): w1.acc_leaves[0], (1, 1): n1, (2, 0): n2}
+    store.commit_block(_block(1, n=1, state_writes={}, acc_nodes=supplied))
     assert store.get_acc_node(2, 0) == n2
+    w2 = _block(2, n=1, state_writes={})
+    with pytest.raises(StoreError, match="not completed"):
+        store.commit_block(_block(2, n=1, state_writes={}, acc_nodes={(0, 3): w2.acc_leaves[0]}))
