@@ -214,6 +214,12 @@ class Chain:
     ) -> Block:
         parent_res = self._result_for_parent(parent)
         exclude = [r.tx_id_set for r in parent_res.iter_chain()] if parent_res else []
+        # Feed the queue depth on every build, not only when the replica asks ready_to_propose:
+        # under load it proposes as soon as the parent is certified, and the target must be able
+        # to grow back after a stall (found by the SIGKILL drill: blocks stuck at one tx).
+        self.packing.observe_queue(
+            pending=len(self.mempool), oldest_pending_ms=self.mempool.oldest_arrival_ms()
+        )
         target = min(self.packing.target_size, self.max_block_txs)
         candidates = self.mempool.take(target, self.max_block_bytes, exclude)
         ts = max(now_ms, parent.timestamp_ms + 1)

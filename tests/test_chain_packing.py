@@ -1,0 +1,77 @@
+"""Regression: after a stall the block size grows back while a backlog waits (cluster drill find).
+
+The replica proposes as soon as the parent is certified while uncommitted non-empty blocks exist,
+without asking `ready_to_propose`; the chain must still feed the queue depth to the packing policy
+on every build, or a target shrunk by one slow period stays at its floor forever.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from consensus.packing import PackingConfig, PackingPolicy
+from contracts import default_registry
+from crypto_sm import PrivateKey, sm3_hash
+from ledger.store import Store
+from ledger.types import Genesis, GenesisValidator, NodeId, Round, SignedTx, TxBody
+from node.chain import Chain
+from node.mempool import Mempool, MempoolConfig
+
+
+def _tx(key: PrivateKey, chain_id: str, i: int) -> SignedTx:
+    body = TxBody(
+        chain_id=chain_id,
+        sender=key.public_key.to_bytes(),
+        nonce=i,
+        expiry=500,
+        contract="evidence",
+        method="submit",
+        args=[f"r{i}", f"f{i}", "s", "kyc", sm3_hash(b"%d" % i), None, [], 2, None],
+    )
+    return SignedTx(body=body, signature=key.sign(body.compute_id()))
+
+
+def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
+    node, client = PrivateKey.generate(), PrivateKey.generate()
+    genesis = Genesis(
+        chain_id="t",
+        timestamp_ms=1,
+        validators=(GenesisValidator(pubkey=node.public_key.to_bytes(), power=1, org="o"),),
+        accounts=((client.public_key.to_bytes(), "o", "admin"),),
+    )
+    store = Store.open(tmp_path / "db", chain_id="t")
+    pool = Mempool(config=MempoolConfig(), chain_id="t", replay_window=1000)
+    packing = PackingPolicy(
+        PackingConfig(min_block_txs=1, max_block_txs=2000, target_latency_ms=100)
+    )
+    chain = Chain(
+        genesis=genesis,
+        store=store,
+        registry=default_registry(),
+        mempool=pool,
+        packing=packing,
+        clock_ms=lambda: 10_000,
+    )
+    for _ in range(40):  # a slow period: the target shrinks to its floor
+        packing.observe_commit_latency(5_000)
+    assert packing.target_size == 1
+    txs = [_tx(client, "t", i) for i in range(600)]
+    for t in txs:
+        pool.add(t, len(t.encode()), 0, 0)
+    parent = chain.head
+    sizes = []
+    packed: list[bytes] = []
+    for r in range(1, 8):  # a pipeline of certified-but-uncommitted blocks, as under load
+        block = chain.build_block(
+            parent=parent,
+            round=Round(r),
+            justify=parent.justify,
+            proposer=NodeId(node.public_key.address),
+            now_ms=10_000 + r,
+        )
+        sizes.append(len(block.txs))
+        packed.extend(t.tx_id for t in block.txs)
+        parent = block.header
+    assert sizes[-1] > 10 * sizes[0], sizes
+    assert len(packed) == len(set(packed)), "a tx was packed twice along one branch"
+    store.close()
