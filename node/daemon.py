@@ -177,7 +177,9 @@ def run_node(args: argparse.Namespace) -> int:
 
 def run_dev(args: argparse.Namespace) -> int:
     data_dir = Path(getattr(args, "data_dir", None) or gmchain_home() / "dev")
-    rpc_port = getattr(args, "rpc_port", None) or 8545
+    rpc_port = getattr(args, "rpc_port", None)
+    if rpc_port is None:
+        rpc_port = 8545
     if getattr(args, "reset", False) and data_dir.exists():
         shutil.rmtree(data_dir)
     cfg_path = data_dir / "config.toml"

@@ -314,6 +314,9 @@ class NodeService:
                             ):
                                 _offer(q, (block.header.height, tx.tx_id, ev))
         self.metrics.pool.set(len(self.mempool))
+        if len(self._admitted_at) > 2 * len(self.mempool) + 1024:
+            # Txs that left the pool without committing (expired, dropped) leave no timer behind.
+            self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
 
     # --- NodeApi: submission --------------------------------------------------------------------
 
