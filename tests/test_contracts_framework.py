@@ -188,9 +188,10 @@ def test_unknown_contract_and_method(env: tuple[Registry, MemoryStore]) -> None:
     with pytest.raises(UnknownMethod) as m:
         reg.invoke(ctx_for(store), "counter", "sub", [])
     assert m.value.status is ReceiptStatus.UNKNOWN_METHOD
-    assert str(
-        m.value
-    ) == "contract 'counter' has no method 'sub'; its methods are: add, shapes, get, peek"
+    assert (
+        str(m.value)
+        == "contract 'counter' has no method 'sub'; its methods are: add, shapes, get, peek"
+    )
 
 
 def test_queries_and_methods_do_not_cross(env: tuple[Registry, MemoryStore]) -> None:
