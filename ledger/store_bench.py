@@ -57,13 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         s.check_consistency(deep=True)
         deep = time.perf_counter() - t1
         root_t = time.perf_counter()
-        for _ in range(100):
+        for _ in range(100 if s.acc_size() else 0):
             s.get_acc_inclusion_path(s.acc_size() // 3, s.acc_size())
         proof = (time.perf_counter() - root_t) / 100
     print(
         f"commit_block: {args.blocks} blocks x {args.txs} txs in {dt:.3f} s = "
         f"{args.blocks / dt:.1f} blocks/s, {args.blocks * args.txs / dt:,.0f} txs/s "
-        f"({dt / args.blocks * 1e3:.2f} ms/block, {dt / (args.blocks * args.txs) * 1e6:.1f} us/tx)"
+        f"({dt / args.blocks * 1e3:.2f} ms/block, "
+        f"{dt / max(1, args.blocks * args.txs) * 1e6:.1f} us/tx)"
     )
     print(f"deep check: {deep:.3f} s; inclusion path: {proof * 1e6:.0f} us")
     return 0
