@@ -1,0 +1,146 @@
+"""Checking signatures and certificates: votes, timeouts, QCs, TCs, proposals, commit proofs.
+
+Rules this module keeps:
+1. A QC is valid iff its signers are distinct validators whose power reaches the quorum and every
+   signature verifies over `QuorumCert.signing_root(chain_id, block_id, round, height)` — or it is
+   exactly the genesis QC (no signatures, height 0, round 0, the genesis block id).
+2. A TC is valid iff its entries' signers reach the quorum, each entry's signature verifies over
+   `TimeoutVote.signing_root(chain_id, tc.round, entry_hqc_round)`, every entry's hqc round is
+   below tc.round, `tc.high_qc.round` equals the largest entry hqc round, and `tc.high_qc` is valid
+   (Jolteon, FC 2022, section 3, "Pacemaker": the TC carries the highest QC of its signers).
+3. A commit proof is valid iff its QC is valid and certifies its header, and the header's round is
+   its justify's round + 1 (the 2-chain commit rule).
+4. Verified QCs are cached by value (bounded), so a QC seen in many messages is checked once.
+"""
+
+from __future__ import annotations
+
+from consensus.messages import CommitProof
+from consensus.types import Bug, ValidatorSet, Verifier
+from ledger.types import Digest, Proposal, QuorumCert, TimeoutCert, TimeoutVote, Vote
+
+__all__ = ["CertChecker", "make_genesis_qc"]
+
+_CACHE_LIMIT = 4096
+
+
+def make_genesis_qc(genesis_id: Digest) -> QuorumCert:
+    """The QC that certifies the genesis block by definition (no signatures)."""
+    from ledger.types import Height, Round
+
+    return QuorumCert(block_id=genesis_id, round=Round(0), height=Height(0), signatures=())
+
+
+class CertChecker:
+    """Pure checks against one validator set; never mutates protocol state."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        validators: ValidatorSet,
+        verifier: Verifier,
+        genesis_id: Digest | None,
+        bugs: frozenset[Bug] = frozenset(),
+    ) -> None:
+        self.chain_id = chain_id
+        self.validators = validators
+        self.verifier = verifier
+        self.genesis_id = genesis_id
+        self.bugs = bugs
+        # Invariant: threshold is the quorum power (or the planted 2f bug's weaker one).
+        self.threshold = (
+            validators.weak_2f_power if Bug.QUORUM_2F in bugs else validators.quorum_power
+        )
+        self._good_qcs: set[QuorumCert] = set()
+
+    def is_quorum_power(self, power: int) -> bool:
+        return power >= self.threshold
+
+    def is_genesis_qc(self, qc: QuorumCert) -> bool:
+        return (
+            not qc.signatures
+            and self.genesis_id is not None
+            and qc.block_id == self.genesis_id
+            and qc.round == 0
+            and qc.height == 0
+        )
+
+    def verify_qc(self, qc: QuorumCert) -> bool:
+        if qc in self._good_qcs:
+            return True
+        if self.is_genesis_qc(qc):
+            return True
+        if not qc.signatures:
+            return False
+        vs = self.validators
+        power = 0
+        for node_id, _ in qc.signatures:
+            p = vs.power_of(node_id)
+            if p == 0:
+                return False
+            power += p
+        if not self.is_quorum_power(power):
+            return False
+        root = QuorumCert.signing_root(self.chain_id, qc.block_id, qc.round, qc.height)
+        for node_id, sig in qc.signatures:
+            if not self.verifier.verify(node_id, root, sig):
+                return False
+        if len(self._good_qcs) >= _CACHE_LIMIT:
+            self._good_qcs.clear()
+        self._good_qcs.add(qc)
+        return True
+
+    def verify_tc(self, tc: TimeoutCert) -> bool:
+        if Bug.UNVERIFIED_TC in self.bugs:
+            return True
+        if not tc.entries:
+            return False
+        vs = self.validators
+        power = 0
+        max_hqc = -1
+        for node_id, hqc_round, _ in tc.entries:
+            p = vs.power_of(node_id)
+            if p == 0 or hqc_round >= tc.round:
+                return False
+            power += p
+            max_hqc = max(max_hqc, hqc_round)
+        if not self.is_quorum_power(power) or tc.high_qc.round != max_hqc:
+            return False
+        for node_id, hqc_round, sig in tc.entries:
+            root = TimeoutVote.signing_root(self.chain_id, tc.round, hqc_round)
+            if not self.verifier.verify(node_id, root, sig):
+                return False
+        return self.verify_qc(tc.high_qc)
+
+    def verify_vote(self, vote: Vote) -> bool:
+        if vote.voter not in self.validators:
+            return False
+        root = QuorumCert.signing_root(self.chain_id, vote.block_id, vote.round, vote.height)
+        return self.verifier.verify(vote.voter, root, vote.signature)
+
+    def verify_timeout_sig(self, tv: TimeoutVote) -> bool:
+        """The signature and membership only; the carried high QC is checked by verify_qc."""
+        if tv.voter not in self.validators or tv.high_qc.round >= tv.round:
+            return False
+        root = TimeoutVote.signing_root(self.chain_id, tv.round, tv.high_qc.round)
+        return self.verifier.verify(tv.voter, root, tv.signature)
+
+    def verify_proposal_sig(self, p: Proposal) -> bool:
+        h = p.block.header
+        if h.chain_id != self.chain_id or h.proposer != self.validators.leader(h.round):
+            return False
+        root = Proposal.signing_root(self.chain_id, h.block_id)
+        return self.verifier.verify(h.proposer, root, p.signature)
+
+    def verify_commit_proof(self, proof: CommitProof) -> bool:
+        h = proof.header
+        return (
+            h.chain_id == self.chain_id
+            and proof.qc.block_id == h.block_id
+            and proof.qc.round == h.round
+            and proof.qc.height == h.height
+            and h.round == h.justify.round + 1
+            and h.parent_id == h.justify.block_id
+            and self.verify_qc(proof.qc)
+        )

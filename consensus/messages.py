@@ -1,0 +1,227 @@
+"""Consensus wire messages beyond ledger.types: block retrieval, committed sync, commit proofs.
+
+Rules this module keeps (the same encoding rules as ledger/types.py, tags 20-39):
+1. Every struct encodes as `[TAG, field1, ...]` via ledger.codec; decoding rejects any other shape.
+2. Every struct checks its own fields in `__post_init__`; counts are bounded so a hostile peer
+   cannot make us allocate much more than its message's size.
+3. A `CommitProof` is (child header C, QC for C). It proves that C.justify.block_id is committed by
+   Jolteon's 2-chain rule (Gelashvili et al., FC 2022, section 3, "Commit rule"): C.round ==
+   C.justify.round + 1 and a quorum certified C. `consensus.certs.verify_commit_proof` checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from ledger.codec import Value
+from ledger.types import (
+    Block,
+    BlockHeader,
+    Digest,
+    Height,
+    Proposal,
+    QuorumCert,
+    TimeoutCert,
+    TimeoutVote,
+    Vote,
+    _Struct,
+)
+
+__all__ = [
+    "MAX_BLOCKS_PER_RESPONSE",
+    "BlockRequest",
+    "BlockResponse",
+    "CommitProof",
+    "ConsensusMessage",
+    "SyncInfo",
+    "SyncRequest",
+    "SyncResponse",
+]
+
+MAX_BLOCKS_PER_RESPONSE = 128
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _is_u64(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitProof(_Struct):
+    """`header` is the child C of the committed tip; `qc` certifies C (see rule 3 above)."""
+
+    TAG: ClassVar[int] = 24
+    header: BlockHeader
+    qc: QuorumCert
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.header, BlockHeader), "header: expected a BlockHeader")
+        _need(isinstance(self.qc, QuorumCert), "qc: expected a QuorumCert")
+
+    @property
+    def committed_id(self) -> Digest:
+        return self.header.justify.block_id
+
+    def to_fields(self) -> list[Value]:
+        return [self.TAG, self.header.to_fields(), self.qc.to_fields()]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 2
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        return cls(header=BlockHeader.from_fields(f[0]), qc=QuorumCert.from_fields(f[1]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockRequest(_Struct):
+    """Ask a peer for block `block_id` and up to `count - 1` of its ancestors."""
+
+    TAG: ClassVar[int] = 20
+    block_id: Digest
+    count: int
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.block_id, bytes) and len(self.block_id) == 32, "block_id: 32 bytes")
+        _need(_is_u64(self.count) and 1 <= self.count <= MAX_BLOCKS_PER_RESPONSE, "count: 1..128")
+
+    def to_fields(self) -> list[Value]:
+        return [self.TAG, self.block_id, self.count]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 2
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        return cls(block_id=Digest(f[0]), count=f[1])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockResponse(_Struct):
+    """Blocks newest first: blocks[0] has the requested id, blocks[i+1] is blocks[i]'s parent."""
+
+    TAG: ClassVar[int] = 21
+    block_id: Digest
+    blocks: tuple[Block, ...]
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.block_id, bytes) and len(self.block_id) == 32, "block_id: 32 bytes")
+        _need(len(self.blocks) <= MAX_BLOCKS_PER_RESPONSE, "blocks: too many")
+        _need(all(isinstance(b, Block) for b in self.blocks), "blocks: expected Block items")
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+
+    def to_fields(self) -> list[Value]:
+        return [self.TAG, self.block_id, [b.to_fields() for b in self.blocks]]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 2
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        _need(isinstance(f[1], list) and len(f[1]) <= MAX_BLOCKS_PER_RESPONSE, "blocks: bad list")
+        return cls(block_id=Digest(f[0]), blocks=tuple(Block.from_fields(b) for b in f[1]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncRequest(_Struct):
+    """Ask for committed blocks from `from_height` on (served by App.get_committed_blocks)."""
+
+    TAG: ClassVar[int] = 22
+    from_height: Height
+    count: int
+
+    def __post_init__(self) -> None:
+        _need(_is_u64(self.from_height) and self.from_height >= 1, "from_height: >= 1")
+        _need(_is_u64(self.count) and 1 <= self.count <= MAX_BLOCKS_PER_RESPONSE, "count: 1..128")
+
+    def to_fields(self) -> list[Value]:
+        return [self.TAG, self.from_height, self.count]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 2
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        return cls(from_height=Height(f[0]), count=f[1])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResponse(_Struct):
+    """Committed blocks ascending by height, each with the proof of the commit that included it."""
+
+    TAG: ClassVar[int] = 23
+    items: tuple[tuple[Block, CommitProof], ...]
+
+    def __post_init__(self) -> None:
+        _need(len(self.items) <= MAX_BLOCKS_PER_RESPONSE, "items: too many")
+        for it in self.items:
+            _need(
+                isinstance(it, tuple)
+                and len(it) == 2
+                and isinstance(it[0], Block)
+                and isinstance(it[1], CommitProof),
+                "items: expected (Block, CommitProof) pairs",
+            )
+
+    def to_fields(self) -> list[Value]:
+        return [self.TAG, [[b.to_fields(), p.to_fields()] for b, p in self.items]]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 1
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        _need(isinstance(f[0], list) and len(f[0]) <= MAX_BLOCKS_PER_RESPONSE, "items: bad list")
+        items = []
+        for it in f[0]:
+            _need(isinstance(it, list) and len(it) == 2, "items: expected pairs")
+            items.append((Block.from_fields(it[0]), CommitProof.from_fields(it[1])))
+        return cls(items=tuple(items))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncInfo(_Struct):
+    """Our highest certificates, sent to a peer whose timeout shows it is in an older round."""
+
+    TAG: ClassVar[int] = 26
+    high_qc: QuorumCert
+    tc: TimeoutCert | None
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.high_qc, QuorumCert), "high_qc: expected a QuorumCert")
+        _need(self.tc is None or isinstance(self.tc, TimeoutCert), "tc: expected a TimeoutCert")
+
+    def to_fields(self) -> list[Value]:
+        tc = None if self.tc is None else self.tc.to_fields()
+        return [self.TAG, self.high_qc.to_fields(), tc]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 2
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        tc = None if f[1] is None else TimeoutCert.from_fields(f[1])
+        return cls(high_qc=QuorumCert.from_fields(f[0]), tc=tc)
+
+
+ConsensusMessage = (
+    Proposal
+    | Vote
+    | TimeoutVote
+    | BlockRequest
+    | BlockResponse
+    | SyncRequest
+    | SyncResponse
+    | SyncInfo
+)

@@ -1,0 +1,88 @@
+"""Flexible packing: when to cut a block, and how big, adapting to queue depth and commit latency.
+
+Rules this policy keeps (DESIGN.md, "The way a transaction travels", step 4):
+  K1. Never cut an empty block: `should_cut` is False while nothing is pending. (Empty blocks the
+      protocol needs to commit earlier ones are the consensus core's decision, not this policy's.)
+  K2. Cut when the pending count reaches `target_size`, or the oldest pending transaction has waited
+      `wait_ms`.
+  K3. `target_size` grows (x1.5) while the queue holds two targets' worth; it shrinks (x3/4)
+      while the smoothed commit latency exceeds `target_latency_ms`.
+  K4. `wait_ms` shrinks (x3/4) while latency exceeds the target and grows (x5/4) while latency is
+      below half of it — batching more when there is room.
+  K5. Both always stay within their configured bounds. Integer arithmetic only; pure (no clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PackingConfig", "PackingPolicy"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PackingConfig:
+    min_block_txs: int = 1
+    max_block_txs: int = 5000
+    min_wait_ms: int = 5
+    max_wait_ms: int = 500
+    target_latency_ms: int = 1000
+
+    def validate(self) -> None:
+        if not 1 <= self.min_block_txs <= self.max_block_txs:
+            raise ValueError("need 1 <= min_block_txs <= max_block_txs")
+        if not 0 <= self.min_wait_ms <= self.max_wait_ms:
+            raise ValueError("need 0 <= min_wait_ms <= max_wait_ms")
+        if self.target_latency_ms <= 0:
+            raise ValueError("target_latency_ms must be positive")
+
+
+class PackingPolicy:
+    """Fed with observations; answers `should_cut(now_ms)` and `target_size`."""
+
+    def __init__(self, config: PackingConfig) -> None:
+        config.validate()
+        self.config = config
+        c = config
+        # Invariants (K5): min_block_txs <= target_size <= max_block_txs,
+        # min_wait_ms <= wait_ms <= max_wait_ms.
+        self.target_size = max(c.min_block_txs, min(c.max_block_txs, 100))
+        self.wait_ms = (c.min_wait_ms + c.max_wait_ms) // 2
+        self.latency_ewma_ms: int | None = None
+        self.pending = 0
+        self.oldest_pending_ms: int | None = None  # arrival time of the oldest pending tx
+
+    def observe_queue(self, *, pending: int, oldest_pending_ms: int | None) -> None:
+        """The mempool's depth and the arrival time of its oldest transaction (K3)."""
+        if pending < 0:
+            raise ValueError("pending must be >= 0")
+        self.pending = pending
+        self.oldest_pending_ms = oldest_pending_ms if pending else None
+        if pending >= 2 * self.target_size:
+            self.target_size = self._clamp_size(self.target_size * 3 // 2 + 1)
+
+    def observe_commit_latency(self, latency_ms: int) -> None:
+        """Submission-to-commit latency of a committed transaction (K3, K4)."""
+        if latency_ms < 0:
+            raise ValueError("latency must be >= 0")
+        e = self.latency_ewma_ms
+        e = latency_ms if e is None else (7 * e + latency_ms) // 8
+        self.latency_ewma_ms = e
+        c = self.config
+        if e > c.target_latency_ms:
+            self.target_size = self._clamp_size(self.target_size * 3 // 4)
+            self.wait_ms = self._clamp_wait(self.wait_ms * 3 // 4)
+        elif 2 * e < c.target_latency_ms:
+            self.wait_ms = self._clamp_wait(self.wait_ms * 5 // 4 + 1)
+
+    def should_cut(self, now_ms: int) -> bool:
+        if self.pending == 0 or self.oldest_pending_ms is None:
+            return False  # K1
+        return self.pending >= self.target_size or now_ms - self.oldest_pending_ms >= self.wait_ms
+
+    def _clamp_size(self, n: int) -> int:
+        c = self.config
+        return max(c.min_block_txs, min(c.max_block_txs, n))
+
+    def _clamp_wait(self, ms: int) -> int:
+        c = self.config
+        return max(c.min_wait_ms, min(c.max_wait_ms, ms))

@@ -1,0 +1,624 @@
+"""The sans-IO Jolteon replica: `Replica.step(event) -> list[Effect]`.
+
+Rules this module keeps (Jolteon = DiemBFT v4, Gelashvili et al., FC 2022, Algorithms 1-3;
+docs/consensus.md numbers them):
+  L1. The current round is max(high_qc.round, last_tc.round) + 1. It changes only when a *verified*
+      QC or TC raises one of them; a message's round number alone moves nothing.
+  L2. The leader of round r proposes at most once in r, extending high_qc; if r != high_qc.round + 1
+      it must attach the TC for round r - 1.
+  L3. Replicas vote only for a proposal of their current round, via safety (S1-S3); the vote goes to
+      the leader of round r + 1, which forms the QC.
+  L4. The pacemaker is armed while the app has pending transactions, an uncommitted non-empty block
+      exists, or we timed out in this round; when it fires we broadcast a signed timeout, and
+      re-broadcast it each period until the round advances. More than 1/3 of the power timing out
+      in our round makes us time out too (Bracha-style amplification); a quorum of timeouts is a TC.
+  L5. Timeouts back off: base * (backoff%)^k after k consecutive TC-ended rounds, capped.
+  L6. The 2-chain commit rule: a QC for block C whose parent B has round C.round - 1 commits B and
+      its ancestors; `Commit` carries them oldest first, each once, with CommitProof(C, QC(C)).
+  L7. Messages for rounds beyond current + max_future_rounds are not buffered (their certificates
+      are still checked and used); buffers are bounded per (round, voter).
+  L8. Missing blocks are fetched with BlockRequest; gaps older than the peers' windows with
+      SyncRequest (answered from App.get_committed_blocks); every synced block is applied only
+      after its CommitProof verifies.
+  P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
+Check everything, then change state: an invalid message leaves the replica as it was.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from consensus.certs import CertChecker
+from consensus.messages import (
+    BlockRequest,
+    BlockResponse,
+    CommitProof,
+    ConsensusMessage,
+    SyncInfo,
+    SyncRequest,
+    SyncResponse,
+)
+from consensus.safety import SafetyData, SafetyRules
+from consensus.tree import BlockTree
+from consensus.types import (
+    App,
+    Broadcast,
+    Bug,
+    Commit,
+    CommittedBlocksFetched,
+    ConsensusConfig,
+    Effect,
+    Event,
+    MessageReceived,
+    PersistBlock,
+    PersistSafety,
+    ProposalReceived,
+    Send,
+    Signer,
+    Start,
+    Tick,
+    TimeoutReceived,
+    ValidatorSet,
+    Verifier,
+    VoteReceived,
+)
+from ledger.types import (
+    Block,
+    BlockHeader,
+    Digest,
+    Height,
+    NodeId,
+    Proposal,
+    QuorumCert,
+    Round,
+    TimeoutCert,
+    TimeoutVote,
+    Vote,
+)
+
+__all__ = ["Replica"]
+
+
+class Replica:
+    """One validator's (or observer's) consensus state machine. Never does IO."""
+
+    def __init__(
+        self,
+        *,
+        config: ConsensusConfig,
+        validators: ValidatorSet,
+        chain_id: str,
+        signer: Signer | None,
+        verifier: Verifier,
+        app: App,
+        committed: BlockHeader,
+        high_qc: QuorumCert,
+        safety: SafetyData | None,
+        now_ms: int,
+        genesis_id: Digest | None = None,
+        blocks: Sequence[Block] = (),
+    ) -> None:
+        config.validate(allow_bugs=True)
+        self.cfg = config
+        self.validators = validators
+        self.chain_id = chain_id
+        self.app = app
+        self.node_id: NodeId | None = None if signer is None else signer.node_id
+        gid = genesis_id if genesis_id is not None else None
+        if gid is None and committed.height == 0:
+            gid = committed.block_id
+        self.certs = CertChecker(
+            chain_id=chain_id,
+            validators=validators,
+            verifier=verifier,
+            genesis_id=gid,
+            bugs=config.bugs,
+        )
+        if safety is None or Bug.FORGET_SAFETY in config.bugs:
+            safety = SafetyData()
+        self.safety = (
+            None
+            if signer is None
+            else SafetyRules(chain_id=chain_id, signer=signer, data=safety, bugs=config.bugs)
+        )
+        self.tree = BlockTree(
+            committed, window=config.committed_window, max_orphans=config.max_buffered_msgs
+        )
+        self.now_ms = now_ms
+        # Invariant: high_qc is the highest verified QC seen (L1).
+        self.high_qc = high_qc
+        if safety.high_qc is not None and safety.high_qc.round > high_qc.round:
+            self.high_qc = safety.high_qc
+        self.last_tc: TimeoutCert | None = safety.last_tc  # highest verified TC seen (L1)
+        self.round = self._compute_round()
+        self.qcs: dict[Digest, QuorumCert] = {self.high_qc.block_id: self.high_qc}
+        self.proposed_round = Round(0)  # last round we proposed in (L2)
+        self.timed_out_round = Round(0)  # last round we signed a timeout in (L4)
+        self.consecutive_timeouts = 0  # L5
+        self.deadline_ms: int | None = None  # pacemaker; None = disarmed (L4)
+        self.spread_qc_round = -1  # a QC that committed txs; its round while peers may lack it
+        # Votes and timeouts by round; each voter counted once per round (L7).
+        self.votes: dict[Round, dict[NodeId, Vote]] = {}
+        self.timeouts: dict[Round, dict[NodeId, TimeoutVote]] = {}
+        self.pending: deque[tuple[NodeId, Proposal]] = deque()  # proposals awaiting a parent
+        self.inflight: dict[Digest, int] = {}  # block id -> retry time (L8)
+        self.sync_inflight_ms: int | None = None
+        self.helped: dict[tuple[NodeId, int], int] = {}  # stale-timeout reply -> when sent
+        self._effects: list[Effect] = []
+        self._local: deque[ConsensusMessage] = deque()
+        # Restore stored uncommitted blocks (PersistBlock); no effects, no votes.
+        for b in sorted(blocks, key=lambda x: x.header.height):
+            if self.tree.is_valid_child(b) and self.app.validate_block(
+                b,
+                self.tree.get_header(b.header.parent_id),  # type: ignore[arg-type]
+            ):
+                self.tree.insert(b)
+        self._effects = []
+
+    # --- queries --------------------------------------------------------------------------------
+
+    @property
+    def committed_header(self) -> BlockHeader:
+        return self.tree.root
+
+    def is_leader(self, round_: int) -> bool:
+        return self.node_id is not None and self.validators.leader(round_) == self.node_id
+
+    def _compute_round(self) -> Round:
+        tc_round = -1 if self.last_tc is None else self.last_tc.round
+        return Round(max(self.high_qc.round, tc_round) + 1)
+
+    def _needs_progress(self) -> bool:
+        return (
+            self.app.has_pending()
+            or self.tree.nonempty > 0
+            or self.timed_out_round == self.round
+            or self.spread_qc_round == self.high_qc.round
+        )
+
+    # --- the entry point ------------------------------------------------------------------------
+
+    def step(self, event: Event) -> list[Effect]:
+        """Apply one event; return the effects to run in order (persist, then send, then apply)."""
+        self._effects = []
+        match event:
+            case Start(now_ms=now) | Tick(now_ms=now):
+                self.now_ms = max(self.now_ms, now)
+                self._on_tick(isinstance(event, Start))
+            case (
+                MessageReceived(sender=s, msg=m, now_ms=now)
+                | ProposalReceived(sender=s, msg=m, now_ms=now)
+                | VoteReceived(sender=s, msg=m, now_ms=now)
+                | TimeoutReceived(sender=s, msg=m, now_ms=now)
+            ):
+                self.now_ms = max(self.now_ms, now)
+                self._on_message(s, m)
+            case CommittedBlocksFetched(items=items, now_ms=now):
+                self.now_ms = max(self.now_ms, now)
+                self._apply_committed(items)
+            case _:
+                raise TypeError(f"not a consensus event: {event!r}")
+        while self._local:
+            assert self.node_id is not None
+            self._on_message(self.node_id, self._local.popleft())
+        self._maybe_propose()
+        effects, self._effects = self._effects, []
+        return effects
+
+    def _on_message(self, sender: NodeId, msg: ConsensusMessage) -> None:
+        match msg:
+            case Proposal():
+                self._on_proposal(sender, msg)
+            case Vote():
+                self._on_vote(msg)
+            case TimeoutVote():
+                self._on_timeout(sender, msg)
+            case BlockRequest():
+                blocks = self.tree.get_ancestors(msg.block_id, msg.count)
+                self._send(sender, BlockResponse(block_id=msg.block_id, blocks=tuple(blocks)))
+            case BlockResponse():
+                self._on_block_response(sender, msg)
+            case SyncRequest():
+                n = min(msg.count, self.cfg.sync_batch)
+                items = tuple(self.app.get_committed_blocks(msg.from_height, n))
+                self._send(sender, SyncResponse(items=items[:n]))
+            case SyncInfo():
+                if self.certs.verify_qc(msg.high_qc):
+                    self._process_qc(msg.high_qc, sender)
+                if msg.tc is not None and self.certs.verify_tc(msg.tc):
+                    self._process_tc(msg.tc, sender)
+            case SyncResponse():
+                if self.sync_inflight_ms is not None:
+                    self.sync_inflight_ms = None
+                    self._apply_committed(msg.items)
+            case _:
+                pass  # unknown kinds are the transport's problem; drop
+
+    def _send(self, to: NodeId, msg: ConsensusMessage) -> None:
+        if to == self.node_id:
+            self._local.append(msg)
+        else:
+            self._effects.append(Send(to=to, msg=msg))
+
+    # --- pacemaker ------------------------------------------------------------------------------
+
+    def _on_tick(self, starting: bool) -> None:
+        now = self.now_ms
+        if starting:
+            self._fetch_missing(self.high_qc, None)
+        if self.deadline_ms is None:
+            if self.safety is not None and self._needs_progress():
+                self.deadline_ms = now + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
+        elif now >= self.deadline_ms:
+            self._on_local_timeout()
+        for bid, retry_at in list(self.inflight.items()):
+            if now >= retry_at:
+                self._request_block(bid, self._pick_peer(bid))
+        if self.sync_inflight_ms is not None and now >= self.sync_inflight_ms:
+            self.sync_inflight_ms = None
+
+    def _on_local_timeout(self) -> None:
+        """L4: sign (via safety) and broadcast a timeout for the current round."""
+        if self.safety is None:
+            return
+        self.deadline_ms = self.now_ms + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
+        if self.last_tc is not None:
+            self.safety.observe_tc(self.last_tc)
+        made = self.safety.make_timeout(self.round, self.high_qc, self.last_tc)
+        if made is None:
+            return
+        data, tv = made
+        self.timed_out_round = self.round
+        self._effects.append(PersistSafety(data=data))
+        self._effects.append(Broadcast(msg=tv))
+        assert self.node_id is not None
+        self._local.append(tv)
+
+    def _advance_round(self, *, by_tc: bool) -> None:
+        new_round = self._compute_round()
+        if new_round <= self.round:
+            return
+        self.round = new_round
+        self.consecutive_timeouts = self.consecutive_timeouts + 1 if by_tc else 0
+        self.helped.clear()
+        self.deadline_ms = (
+            self.now_ms + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
+            if self.safety is not None and self._needs_progress()
+            else None
+        )
+        for r in [r for r in self.votes if r < new_round - 1]:
+            del self.votes[r]
+        for r in [r for r in self.timeouts if r < new_round]:
+            del self.timeouts[r]
+
+    # --- certificates ---------------------------------------------------------------------------
+
+    def _process_qc(self, qc: QuorumCert, hint: NodeId | None) -> None:
+        """A verified QC: raise high_qc (L1), apply the commit rule (L6), fetch what is missing."""
+        if qc.height <= self.tree.root.height and qc.block_id != self.tree.root.block_id:
+            if qc.round > self.high_qc.round:
+                self.high_qc = qc
+                self._advance_round(by_tc=False)
+            return
+        if qc.block_id not in self.qcs:
+            self.qcs[qc.block_id] = qc
+        if self.safety is not None:
+            self.safety.observe_qc(qc)
+        if qc.round > self.high_qc.round:
+            self.high_qc = qc
+            self._advance_round(by_tc=False)
+        if qc.block_id == self.tree.root.block_id:
+            return
+        if qc.block_id in self.tree.blocks:
+            self._check_commit(qc)
+        else:
+            self._fetch_missing(qc, hint)
+
+    def _process_tc(self, tc: TimeoutCert, hint: NodeId | None) -> None:
+        self._process_qc(tc.high_qc, hint)
+        if self.last_tc is None or tc.round > self.last_tc.round:
+            self.last_tc = tc
+            self._advance_round(by_tc=True)
+
+    def _check_commit(self, qc: QuorumCert) -> None:
+        """L6: QC(C) with C.parent = B and C.round == B.round + 1 commits B."""
+        child = self.tree.blocks.get(qc.block_id)
+        if child is None:
+            return
+        parent = self.tree.blocks.get(child.header.parent_id)
+        if parent is None or child.header.round != parent.header.round + 1:
+            return
+        chain = self.tree.get_chain_to(parent.block_id)
+        if chain is None:
+            return
+        proof = CommitProof(header=child.header, qc=qc)
+        self._commit(chain, proof)
+
+    def _commit(self, chain: list[Block], proof: CommitProof) -> None:
+        self._effects.append(Commit(blocks=tuple(chain), proof=proof))
+        if any(b.header.tx_count for b in chain):
+            self.spread_qc_round = proof.qc.round
+        pruned = self.tree.commit(chain)
+        self._after_root_change(pruned)
+
+    def _after_root_change(self, pruned: list[Digest]) -> None:
+        root_h = self.tree.root.height
+        for bid in [b for b, q in self.qcs.items() if q.height < root_h]:
+            del self.qcs[bid]
+        for bid in pruned:
+            self.qcs.pop(bid, None)
+        if pruned:
+            self.app.on_pruned(pruned)
+        self.pending = deque((s, p) for s, p in self.pending if p.block.header.height > root_h)
+
+    # --- proposals and votes --------------------------------------------------------------------
+
+    def _on_proposal(self, sender: NodeId, p: Proposal) -> None:
+        h = p.block.header
+        qc = h.justify
+        if not (h.chain_id == self.chain_id and qc.block_id == h.parent_id and h.round > qc.round):
+            return
+        if h.height != qc.height + 1:
+            return
+        tc = p.tc
+        if h.round != qc.round + 1:
+            # L2 (the well-formedness half of S2): a round skip needs the previous round's TC.
+            if (tc is None or tc.round + 1 != h.round) and Bug.SKIP_LOCK_CHECK not in self.cfg.bugs:
+                return
+        elif tc is not None:
+            return  # a TC is only allowed where it is needed (L2)
+        if not self.certs.verify_proposal_sig(p) or not self.certs.verify_qc(qc):
+            return
+        if tc is not None and not self.certs.verify_tc(tc):
+            return
+        self._process_qc(qc, sender)
+        if tc is not None:
+            self._process_tc(tc, sender)
+        self._accept_proposal(sender, p)
+
+    def _accept_proposal(self, sender: NodeId, p: Proposal) -> None:
+        h = p.block.header
+        if h.height <= self.tree.root.height or h.block_id in self.tree.blocks:
+            return
+        if not self.tree.is_extendable(h.parent_id):
+            if len(self.pending) >= self.cfg.max_buffered_msgs:
+                self.pending.popleft()
+            self.pending.append((sender, p))
+            self._fetch_missing(h.justify, sender)
+            return
+        if not self._insert_block(p.block):
+            return
+        if h.round == self.round and self.safety is not None:
+            self._maybe_vote(h, p.tc)
+
+    def _insert_block(self, block: Block) -> bool:
+        """Check and insert; then admit any orphans and proposals waiting for it."""
+        if not self.tree.is_valid_child(block):
+            return False
+        parent = self.tree.get_header(block.header.parent_id)
+        assert parent is not None
+        if not self.app.validate_block(block, parent):
+            return False
+        self.tree.insert(block)
+        self._effects.append(PersistBlock(block=block))
+        self.inflight.pop(block.block_id, None)
+        self._check_commit(block.header.justify)
+        qc = self.qcs.get(block.block_id)
+        if qc is not None:
+            self._check_commit(qc)
+        for kid in self.tree.take_orphan_children(block.block_id):
+            if self.tree.is_extendable(kid.header.parent_id):
+                self._insert_block(kid)
+        waiting = [sp for sp in self.pending if sp[1].block.header.parent_id == block.block_id]
+        if waiting:
+            self.pending = deque(
+                sp for sp in self.pending if sp[1].block.header.parent_id != block.block_id
+            )
+        for sp in waiting:
+            self._accept_proposal(*sp)
+        return True
+
+    def _maybe_vote(self, header: BlockHeader, tc: TimeoutCert | None) -> None:
+        assert self.safety is not None
+        if self.last_tc is not None:
+            self.safety.observe_tc(self.last_tc)
+        made = self.safety.make_vote(header, tc)
+        if made is None:
+            return
+        data, vote = made
+        self._effects.append(PersistSafety(data=data))
+        self._send(self.validators.leader(header.round + 1), vote)
+
+    def _on_vote(self, vote: Vote) -> None:
+        if vote.round + 1 < self.round or vote.round > self.round + self.cfg.max_future_rounds:
+            return
+        by_voter = self.votes.setdefault(vote.round, {})
+        if vote.voter in by_voter or not self.certs.verify_vote(vote):
+            return
+        by_voter[vote.voter] = vote
+        same = [v for v in by_voter.values() if v.block_id == vote.block_id]
+        power = self.validators.power_of_all(v.voter for v in same)
+        if not self.certs.is_quorum_power(power):
+            return
+        if self.qcs.get(vote.block_id) is not None and vote.round <= self.high_qc.round:
+            return
+        sigs = tuple(sorted((v.voter, v.signature) for v in same))
+        qc = QuorumCert(
+            block_id=vote.block_id, round=vote.round, height=vote.height, signatures=sigs
+        )
+        self._process_qc(qc, vote.voter)
+
+    def _maybe_propose(self) -> None:
+        """L2. Propose at most once per round, only when there is something worth committing."""
+        r = self.round
+        if not self.is_leader(r) or self.proposed_round >= r or self.safety is None:
+            return
+        parent = self.tree.get_header(self.high_qc.block_id)
+        if parent is None:
+            return
+        tc = None
+        if r != self.high_qc.round + 1:
+            if self.last_tc is None or self.last_tc.round + 1 != r:
+                return
+            tc = self.last_tc
+        wanted = (
+            tc is not None
+            or self.tree.nonempty > 0
+            or (self.spread_qc_round == self.high_qc.round and len(self.validators) > 1)
+            or self.app.ready_to_propose(self.now_ms)
+        )
+        if not wanted:
+            return
+        assert self.node_id is not None
+        block = self.app.build_block(
+            parent=parent, round=r, justify=self.high_qc, proposer=self.node_id, now_ms=self.now_ms
+        )
+        sig = self.safety.signer.sign(Proposal.signing_root(self.chain_id, block.block_id))
+        proposal = Proposal(block=block, tc=tc, signature=sig)
+        self.proposed_round = r
+        self._effects.append(Broadcast(msg=proposal))
+        self._local.append(proposal)
+
+    # --- timeouts -------------------------------------------------------------------------------
+
+    def _on_timeout(self, sender: NodeId, tv: TimeoutVote) -> None:
+        if not self.certs.verify_timeout_sig(tv) or not self.certs.verify_qc(tv.high_qc):
+            return
+        self._process_qc(tv.high_qc, sender)
+        if tv.round < self.round:
+            self._help_stale(sender, tv.round)
+            return
+        if tv.round > self.round + self.cfg.max_future_rounds:
+            return  # L7: a huge round moves nothing
+        by_voter = self.timeouts.setdefault(tv.round, {})
+        if tv.voter in by_voter:
+            return
+        by_voter[tv.voter] = tv
+        power = self.validators.power_of_all(by_voter)
+        if (
+            tv.round == self.round
+            and self.timed_out_round < self.round
+            and power >= self.validators.validity_power
+        ):
+            self._on_local_timeout()  # amplification (L4)
+        if not self.certs.is_quorum_power(power):
+            return
+        if self.last_tc is not None and self.last_tc.round >= tv.round:
+            return
+        best = max(by_voter.values(), key=lambda t: t.high_qc.round).high_qc
+        entries = tuple(
+            sorted((t.voter, int(t.high_qc.round), t.signature) for t in by_voter.values())
+        )
+        tc = TimeoutCert(round=tv.round, high_qc=best, entries=entries)
+        self._process_tc(tc, sender)
+
+    def _help_stale(self, sender: NodeId, their_round: int) -> None:
+        """A peer is behind: send it our certificates, at most once per (peer, round, period)."""
+        key = (sender, their_round)
+        last = self.helped.get(key)
+        if sender == self.node_id or (
+            last is not None and self.now_ms - last < self.cfg.round_timeout_ms
+        ):
+            return
+        if len(self.helped) > 4 * len(self.validators):
+            self.helped.clear()
+        self.helped[key] = self.now_ms
+        self._send(sender, SyncInfo(high_qc=self.high_qc, tc=self.last_tc))
+
+    # --- retrieval (L8) -------------------------------------------------------------------------
+
+    def _pick_peer(self, salt: bytes) -> NodeId:
+        ids = [i for i in self.validators.node_ids if i != self.node_id]
+        if not ids:
+            return self.validators.node_ids[0]
+        return ids[(salt[0] + self.now_ms // max(1, self.cfg.request_retry_ms)) % len(ids)]
+
+    def _fetch_missing(self, qc: QuorumCert, hint: NodeId | None) -> None:
+        if qc.height <= self.tree.root.height or self.tree.get_header(qc.block_id) is not None:
+            return
+        if qc.block_id in self.inflight or qc.block_id in self.tree.orphans:
+            return
+        if len(self.inflight) >= 16:
+            return
+        peer = hint if hint is not None and hint != self.node_id else self._pick_peer(qc.block_id)
+        self._request_block(qc.block_id, peer)
+
+    def _request_block(self, block_id: Digest, peer: NodeId) -> None:
+        self.inflight[block_id] = self.now_ms + self.cfg.request_retry_ms
+        self._send(peer, BlockRequest(block_id=block_id, count=self.cfg.block_request_count))
+
+    def _on_block_response(self, sender: NodeId, resp: BlockResponse) -> None:
+        blocks = resp.blocks
+        if not blocks or blocks[0].block_id != resp.block_id:
+            return
+        if resp.block_id not in self.inflight and resp.block_id not in self.qcs:
+            return  # unsolicited, and no verified QC vouches for the block: drop
+        for i in range(1, len(blocks)):
+            if blocks[i].block_id != blocks[i - 1].header.parent_id:
+                return
+        for b in blocks:
+            if b.header.chain_id != self.chain_id or not self.certs.verify_qc(b.header.justify):
+                return
+        self.inflight.pop(resp.block_id, None)
+        for b in reversed(blocks):  # oldest first
+            if b.header.height <= self.tree.root.height or b.block_id in self.tree.blocks:
+                continue
+            if self.tree.is_extendable(b.header.parent_id):
+                self._insert_block(b)
+            else:
+                self.tree.add_orphan(b)
+        oldest = blocks[-1]
+        if not self.tree.is_extendable(oldest.header.parent_id) and (
+            oldest.header.height > self.tree.root.height + 1
+        ):
+            if len(blocks) < self.cfg.block_request_count or not self._chain_reachable(oldest):
+                self._request_sync(sender)
+            else:
+                self._request_block(oldest.header.parent_id, sender)
+        for b in blocks:
+            self._process_qc(b.header.justify, sender)
+
+    def _chain_reachable(self, oldest: Block) -> bool:
+        gap = oldest.header.height - self.tree.root.height
+        return gap <= 4 * self.cfg.block_request_count
+
+    def _request_sync(self, peer: NodeId) -> None:
+        if self.sync_inflight_ms is not None:
+            return
+        self.sync_inflight_ms = self.now_ms + self.cfg.request_retry_ms
+        req = SyncRequest(from_height=Height(self.tree.root.height + 1), count=self.cfg.sync_batch)
+        self._send(peer, req)
+
+    def _apply_committed(self, items: tuple[tuple[Block, CommitProof], ...]) -> None:
+        """Committed sync: link each block to our root; commit each run ending at a proven tip."""
+        run: list[Block] = []
+        expect_parent = self.tree.root.block_id
+        expect_height = self.tree.root.height + 1
+        for block, proof in items:
+            h = block.header
+            if h.height < expect_height:
+                continue
+            if h.parent_id != expect_parent or h.height != expect_height:
+                return
+            run.append(block)
+            expect_parent, expect_height = block.block_id, h.height + 1
+            if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
+                continue
+            self._effects.append(Commit(blocks=tuple(run), proof=proof))
+            pruned = self._adopt_root(run)
+            self._after_root_change(pruned)
+            self._process_qc(proof.header.justify, None)
+            self._process_qc(proof.qc, None)
+            run = []
+        if len(items) >= self.cfg.sync_batch and not run:
+            self._request_sync(self._pick_peer(expect_parent))
+
+    def _adopt_root(self, run: list[Block]) -> list[Digest]:
+        chain = self.tree.get_chain_to(run[-1].block_id)
+        if chain is not None and [b.block_id for b in chain] == [b.block_id for b in run]:
+            return self.tree.commit(chain)
+        pruned: list[Digest] = []
+        for b in run:
+            pruned += self.tree.set_root(b)
+        return pruned

@@ -1,0 +1,187 @@
+"""Safety rules: the only code that signs votes and timeouts (Jolteon / DiemBFT v4, 2-chain).
+
+Numbered rules (docs/consensus.md gives the proof sketch; cf. aptos-core
+consensus/safety-rules/src/safety_rules_2chain.rs and Gelashvili et al., FC 2022, Algorithm 2):
+  S1. Vote only for a block whose round is strictly greater than `last_voted_round`
+      (so at most one vote per round, and never a vote in a round we timed out in).
+  S2. Vote for block B only if B.round == B.qc.round + 1, or B carries a TC with
+      B.round == TC.round + 1 and B.qc.round >= TC.highest_hqc_round  (the 2-chain lock).
+  S3. Observing a QC raises `preferred_round` (Jolteon's "one-chain round") to its round.
+  T1. Time out in round r only if r >= last_voted_round; afterwards last_voted_round >= r.
+  T2. Time out in round r only if r == high_qc.round + 1 or r == last_tc.round + 1.
+  T3. Time out only with a high QC whose round is >= preferred_round.
+  P1. Every signature is returned together with the new SafetyData; the caller persists (fsyncs)
+      that data before the signed message leaves the node (the `PersistSafety` effect comes first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Self
+
+from consensus.types import Bug, Signer
+from ledger.codec import Value
+from ledger.types import (
+    BlockHeader,
+    QuorumCert,
+    Round,
+    TimeoutCert,
+    TimeoutVote,
+    Vote,
+    _Struct,
+)
+
+__all__ = ["SafetyData", "SafetyRules"]
+
+_R0 = Round(0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SafetyData(_Struct):
+    """What must survive a crash before a vote or timeout leaves (docs/consensus.md, "Persist")."""
+
+    TAG: ClassVar[int] = 25
+    last_voted_round: Round = _R0  # highest round we voted or timed out in (S1, T1)
+    preferred_round: Round = _R0  # highest QC round observed (S3, T3)
+    highest_timeout_round: Round = _R0  # highest round we signed a timeout for
+    last_vote: Vote | None = None  # our vote in last_voted_round, re-sent instead of re-signed
+    last_timeout: TimeoutVote | None = None  # our timeout in highest_timeout_round
+    high_qc: QuorumCert | None = None  # highest QC known when last persisted
+    last_tc: TimeoutCert | None = None  # highest TC known when last persisted (restores the round)
+
+    def __post_init__(self) -> None:
+        for name in ("last_voted_round", "preferred_round", "highest_timeout_round"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64):
+                raise ValueError(f"{name}: expected a u64")
+        if self.last_vote is not None and not isinstance(self.last_vote, Vote):
+            raise ValueError("last_vote: expected a Vote")
+        if self.last_timeout is not None and not isinstance(self.last_timeout, TimeoutVote):
+            raise ValueError("last_timeout: expected a TimeoutVote")
+        if self.high_qc is not None and not isinstance(self.high_qc, QuorumCert):
+            raise ValueError("high_qc: expected a QuorumCert")
+        if self.last_tc is not None and not isinstance(self.last_tc, TimeoutCert):
+            raise ValueError("last_tc: expected a TimeoutCert")
+
+    def to_fields(self) -> list[Value]:
+        return [
+            self.TAG,
+            self.last_voted_round,
+            self.preferred_round,
+            self.highest_timeout_round,
+            None if self.last_vote is None else self.last_vote.to_fields(),
+            None if self.last_timeout is None else self.last_timeout.to_fields(),
+            None if self.high_qc is None else self.high_qc.to_fields(),
+            None if self.last_tc is None else self.last_tc.to_fields(),
+        ]
+
+    @classmethod
+    def field_count(cls) -> int:
+        return 7
+
+    @classmethod
+    def _from(cls, f: list[Any]) -> Self:
+        return cls(
+            last_voted_round=Round(f[0]),
+            preferred_round=Round(f[1]),
+            highest_timeout_round=Round(f[2]),
+            last_vote=None if f[3] is None else Vote.from_fields(f[3]),
+            last_timeout=None if f[4] is None else TimeoutVote.from_fields(f[4]),
+            high_qc=None if f[5] is None else QuorumCert.from_fields(f[5]),
+            last_tc=None if f[6] is None else TimeoutCert.from_fields(f[6]),
+        )
+
+
+class SafetyRules:
+    """Holds SafetyData and the signer; every method returns (new data, signed message) or None.
+
+    Callers must have verified the certificates passed in; these rules only decide whether signing
+    is safe and keep the persisted state monotone.
+    """
+
+    def __init__(
+        self, *, chain_id: str, signer: Signer, data: SafetyData, bugs: frozenset[Bug]
+    ) -> None:
+        self.chain_id = chain_id
+        self.signer = signer
+        self.data = data  # invariant: only replaced by a value that was handed out to persist
+        self.bugs = bugs
+
+    def observe_qc(self, qc: QuorumCert) -> None:
+        """S3 (in memory; persisted with the next signature, which is when it matters)."""
+        if qc.round > self.data.preferred_round:
+            self.data = replace(self.data, preferred_round=qc.round)
+        if self.data.high_qc is None or qc.round > self.data.high_qc.round:
+            self.data = replace(self.data, high_qc=qc)
+
+    def observe_tc(self, tc: TimeoutCert) -> None:
+        """Keep the highest TC, so a restart resumes in the round we signed in."""
+        if self.data.last_tc is None or tc.round > self.data.last_tc.round:
+            self.data = replace(self.data, last_tc=tc)
+
+    def is_safe_to_vote(self, header: BlockHeader, tc: TimeoutCert | None) -> bool:
+        """S1 and S2."""
+        r = header.round
+        if r <= self.data.last_voted_round:  # S1
+            return False
+        if Bug.SKIP_LOCK_CHECK in self.bugs:
+            return True
+        qc_round = header.justify.round
+        if r == qc_round + 1:  # S2, first case
+            return True
+        return tc is not None and r == tc.round + 1 and qc_round >= tc.high_qc.round  # S2
+
+    def make_vote(
+        self, header: BlockHeader, tc: TimeoutCert | None
+    ) -> tuple[SafetyData, Vote] | None:
+        last = self.data.last_vote
+        if last is not None and last.round == header.round and last.block_id == header.block_id:
+            return self.data, last  # re-send, never re-sign
+        self.observe_qc(header.justify)
+        if not self.is_safe_to_vote(header, tc):
+            return None
+        root = QuorumCert.signing_root(self.chain_id, header.block_id, header.round, header.height)
+        vote = Vote(
+            block_id=header.block_id,
+            round=header.round,
+            height=header.height,
+            voter=self.signer.node_id,
+            signature=self.signer.sign(root),
+        )
+        self.data = replace(self.data, last_voted_round=header.round, last_vote=vote)
+        return self.data, vote
+
+    def is_safe_to_timeout(
+        self, round_: Round, high_qc: QuorumCert, last_tc: TimeoutCert | None
+    ) -> bool:
+        if round_ < self.data.last_voted_round:  # T1
+            return False
+        if not (  # T2
+            round_ == high_qc.round + 1 or (last_tc is not None and round_ == last_tc.round + 1)
+        ):
+            return False
+        return high_qc.round >= self.data.preferred_round  # T3
+
+    def make_timeout(
+        self, round_: Round, high_qc: QuorumCert, last_tc: TimeoutCert | None
+    ) -> tuple[SafetyData, TimeoutVote] | None:
+        lt = self.data.last_timeout
+        if lt is not None and lt.round == round_ and lt.high_qc == high_qc:
+            return self.data, lt
+        self.observe_qc(high_qc)
+        if not self.is_safe_to_timeout(round_, high_qc, last_tc):
+            return None
+        root = TimeoutVote.signing_root(self.chain_id, round_, high_qc.round)
+        tv = TimeoutVote(
+            round=round_,
+            high_qc=high_qc,
+            voter=self.signer.node_id,
+            signature=self.signer.sign(root),
+        )
+        self.data = replace(
+            self.data,
+            last_voted_round=max(self.data.last_voted_round, round_),
+            highest_timeout_round=max(self.data.highest_timeout_round, round_),
+            last_timeout=tv,
+        )
+        return self.data, tv
