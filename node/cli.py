@@ -208,6 +208,10 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return _returned_code(_delegate("node.cluster", "main", "cluster")(args.rest))
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    return _returned_code(_delegate("ledger.store_tool", "main", "db")(args.rest))
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     return _returned_code(_delegate("bench.cli", "main", "bench")(args.rest))
 
@@ -513,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("cluster", _cmd_cluster, "run a local multi-node cluster (node.cluster)"),
         ("bench", _cmd_bench, "the TPS/latency certification harness (bench.cli)"),
+        ("db", _cmd_db, "ledger store maintenance: `db check PATH` deep-checks a stopped node"),
     ):
         p = sub.add_parser(name, help=text, description=text + "; arguments are passed on.")
         p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the tool")
