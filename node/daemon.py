@@ -31,6 +31,7 @@ from node.config import (
     save_genesis,
     write_config,
 )
+from node.poolwal import PoolWal
 from node.rpc import RpcConfig, RpcServer
 from node.service import NodeService
 
@@ -106,7 +107,8 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
         cfg = replace(cfg, rpc_port=rpc_port)
     store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
     try:
-        service = NodeService(config=cfg, genesis=genesis, key=key, store=store)
+        wal = PoolWal(Path(cfg.data_dir).with_name(Path(cfg.data_dir).name + ".pool"))
+        service = NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)
         extra: list[Any] = []
         if len(genesis.validators) > 1 or genesis.observers:
             from node.network import attach_network  # multi-node wiring (p2p)

@@ -52,6 +52,7 @@ from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
 from node.chain import Chain, CommittedBlock
 from node.config import NodeConfig
 from node.mempool import Mempool, MempoolConfig, MempoolError
+from node.poolwal import PoolWal
 from node.proofcheck import build_full_proof
 
 __all__ = ["KeySigner", "KeyVerifier", "NodeService"]
@@ -126,12 +127,14 @@ class NodeService:
         store: Store,
         consensus_config: ConsensusConfig | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        wal: PoolWal | None = None,
     ) -> None:
         self.config = config
         self.genesis = genesis
         self.key = key
         self.store = store
         self.clock_ms = clock_ms
+        self.wal = wal
         self.node_id = NodeId(key.public_key.address)
         self.metrics = _Metrics()
         self.mempool = Mempool(
@@ -217,8 +220,29 @@ class NodeService:
     # --- the consensus loop ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.wal is not None:
+            self.wal.start()
+            await self._recover_pool()
         self._step(Start(now_ms=self.clock_ms()))
         self._task = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def _recover_pool(self) -> None:
+        """Re-admit the transactions acknowledged before a crash (node/poolwal.py rule 3)."""
+        assert self.wal is not None
+        gone: list[bytes] = []
+        kept = 0
+        for tx_id, raw in list(self.wal.entries()):
+            try:
+                tx = SignedTx.decode_tx(raw)
+                if tx.tx_id != tx_id:
+                    raise ApiError(ErrorCode.BAD_ENCODING, "log entry does not match its key")
+                await self.admit(tx, raw, durable=False)
+                kept += 1
+            except (DecodeError, ApiError):
+                gone.append(tx_id)
+        self.wal.remove(gone)
+        if kept or gone:
+            log.info("pool log: %d transactions re-admitted, %d dropped", kept, len(gone))
 
     async def stop(self) -> None:
         self._closing = True
@@ -302,6 +326,8 @@ class NodeService:
                 # One observation per block (the slowest of its txs admitted here): the policy
                 # adapts per block, so a big block must not count as hundreds of slow samples.
                 self.packing.observe_commit_latency(int(worst * 1000))
+            if self.wal is not None and block.txs:
+                self.wal.remove(t.tx_id for t in block.txs)
             for q in list(self._head_subs):
                 _offer(q, block)
             if self._event_subs:
@@ -329,8 +355,12 @@ class NodeService:
         await self.admit(tx, raw)
         return tx.tx_id
 
-    async def admit(self, tx: SignedTx, raw: bytes, *, gossip: bool = True) -> None:
-        """Admit a decoded transaction (from RPC or from a peer's gossip). Raises ApiError."""
+    async def admit(
+        self, tx: SignedTx, raw: bytes, *, gossip: bool = True, durable: bool = True
+    ) -> None:
+        """Admit a decoded transaction (from RPC or from a peer's gossip). Raises ApiError.
+
+        durable=True (RPC submissions): return only once the tx is in the pool log on disk."""
         size = len(raw)
         head = self.chain.head.height
         try:
@@ -352,9 +382,16 @@ class NodeService:
             if not ok:
                 self.metrics.rejected.labels("bad_signature").inc()
                 raise ApiError(ErrorCode.BAD_SIGNATURE, "signature does not verify")
+        if durable and self.wal is not None:
+            # Log first, then pool: a tx may commit only after its acknowledgement is durable,
+            # and a refused one is never reported as failed while it could still commit.
+            await self.wal.append(tx.tx_id, raw)
         try:
             self.mempool.add(tx, size, self.chain.head.height, self.clock_ms())
         except MempoolError as exc:
+            if durable and self.wal is not None and exc.code is not ErrorCode.DUPLICATE:
+                # (a DUPLICATE's log entry belongs to the concurrent admission that won)
+                self.wal.remove([tx.tx_id])
             self.metrics.rejected.labels(exc.code.name.lower()).inc()
             raise ApiError(exc.code, exc.message) from None
         self._admitted_at[tx.tx_id] = time.monotonic()

@@ -1,0 +1,89 @@
+"""An acknowledged transaction survives a crash before its block: the pool's write-ahead log."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from crypto_sm import PrivateKey, load_private_key, sm3_hash
+from ledger.store import Store
+from ledger.types import SignedTx, TxBody
+from node.config import NodeConfig, load_config, load_genesis
+from node.daemon import DEV_PASSPHRASE, init_dev
+from node.poolwal import PoolWal
+from node.service import NodeService
+
+
+def _service(cfg: NodeConfig, key: PrivateKey) -> NodeService:
+    genesis = load_genesis(cfg.genesis_file)
+    store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
+    wal = PoolWal(Path(cfg.data_dir + ".pool"))
+    return NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)
+
+
+def _tx(svc: NodeService, client: PrivateKey, i: int) -> SignedTx:
+    body = TxBody(
+        chain_id=svc.genesis.chain_id,
+        sender=client.public_key.to_bytes(),
+        nonce=i,
+        expiry=svc.height() + 100,
+        contract="evidence",
+        method="submit",
+        args=[f"w{i}", f"wf{i}", "s", "kyc", sm3_hash(b"%d" % i), None, [], 2, None],
+    )
+    return SignedTx(body=body, signature=client.sign(body.compute_id()))
+
+
+async def test_acknowledged_tx_survives_a_crash_before_commit(tmp_path: Path) -> None:
+    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
+    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
+    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+
+    svc = _service(cfg, node_key)
+    assert svc.wal is not None
+    svc.wal.start()  # the log runs, consensus does not: nothing can commit (a crash "before")
+    txs = [_tx(svc, client, i) for i in range(5)]
+    acked = await asyncio.gather(*(svc.submit_raw_tx(t.encode()) for t in txs))
+    assert set(acked) == {t.tx_id for t in txs}
+    assert svc.get_receipt(acked[0]) is None
+    # "Crash": drop the process state; only what is on disk remains.
+    await svc.wal.close()
+    svc.store.close()
+
+    svc2 = _service(cfg, node_key)
+    await svc2.start()
+    try:
+        for tx_id in acked:
+            got = await svc2.wait_tx(tx_id, 10)
+            assert got is not None, "an acknowledged transaction was lost in the crash"
+            assert got[0].status == 0
+        assert svc2.wal is not None and len(svc2.wal) == 0  # committed entries leave the log
+    finally:
+        await svc2.stop()
+        svc2.store.close()
+
+
+async def test_bad_log_entries_are_dropped_on_recovery(tmp_path: Path) -> None:
+    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
+    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
+    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    svc = _service(cfg, node_key)
+    assert svc.wal is not None
+    svc.wal.start()
+    good = _tx(svc, client, 1)
+    forged = SignedTx(body=_tx(svc, client, 2).body, signature=bytes(64))
+    await svc.wal.append(good.tx_id, good.encode())
+    await svc.wal.append(forged.tx_id, forged.encode())  # the file is not trusted
+    await svc.wal.append(b"\x01" * 32, b"garbage")
+    await svc.wal.close()
+    svc.store.close()
+
+    svc2 = _service(cfg, node_key)
+    await svc2.start()
+    try:
+        assert await svc2.wait_tx(good.tx_id, 10) is not None
+        assert svc2.get_receipt(forged.tx_id) is None and not svc2.is_pending(forged.tx_id)
+        assert svc2.wal is not None and len(svc2.wal) == 0
+    finally:
+        await svc2.stop()
+        svc2.store.close()
