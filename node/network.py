@@ -45,6 +45,7 @@ from ledger.types import (
 )
 from node.api import ApiError
 from node.config import NodeConfig
+from node.equivocation import EquivocationDetector
 from node.service import NodeService
 from p2p import P2PConfig, P2PNetwork, PeerInfo
 
@@ -122,7 +123,16 @@ class NetworkBridge:
         self._outbox: list[bytes] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._closing = False
-        self.stats = {"bad_payloads": 0, "gossip_in": 0, "gossip_out": 0, "gossip_rejected": 0}
+        self.stats = {
+            "bad_payloads": 0,
+            "equivocations": 0,
+            "gossip_in": 0,
+            "gossip_out": 0,
+            "gossip_rejected": 0,
+        }
+        self.detector = EquivocationDetector(
+            chain_id=service.genesis.chain_id, verifier=service.verifier
+        )
         service.send_hook = self._send
         service.gossip_hook = self._gossip
         service.peer_count = lambda: len(self.net.connected_peers())
@@ -170,6 +180,12 @@ class NetworkBridge:
             return
         if isinstance(msg, TxBatch):
             await self._on_txs(sender, msg)
+            return
+        why = self.detector.check(sender, msg)
+        if why is not None:
+            self.stats["equivocations"] += 1
+            log.warning("peer %s misbehaved: %s", sender.hex()[:12], why)
+            self.net.report_misbehaviour(sender, why)
             return
         try:
             self.service.deliver(NodeId(sender), msg)

@@ -169,6 +169,7 @@ class NodeService:
             Validator(node_id=v.node_id, power=v.power) for v in genesis.validators
         )
         self.is_validator = self.node_id in self.validators
+        self.verifier = KeyVerifier(validator_keys)
         self.consensus_config = consensus_config or ConsensusConfig(
             round_timeout_ms=config.round_timeout_ms,
             max_round_timeout_ms=config.max_round_timeout_ms,
@@ -181,7 +182,7 @@ class NodeService:
             validators=self.validators,
             chain_id=genesis.chain_id,
             signer=KeySigner(key) if self.is_validator else None,
-            verifier=KeyVerifier(validator_keys),
+            verifier=self.verifier,
             app=self.chain,
             committed=self.chain.head,
             high_qc=self._committed_qc(),

@@ -16,8 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ledger.codec import encode
 from ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
 from node.network import TxBatch, decode_wire
@@ -171,12 +169,6 @@ def test_equivocating_voter_does_not_fork_or_stall(tmp_path: Path) -> None:
         print(rep)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 5 item 6 asks that an equivocating peer be banned; the replica drops a second "
-    "vote of a voter silently (consensus/replica.py _on_vote) and reports nothing to the node "
-    "layer, so NetworkBridge never calls report_misbehaviour for it",
-)
 def test_equivocating_voter_is_banned(tmp_path: Path) -> None:
     with running_cluster(tmp_path / "c", start=["node0", "node1", "node2"]) as (c, _):
         honest = ["node0", "node1", "node2"]

@@ -1,0 +1,66 @@
+"""Rules of node/equivocation.py: only self-signed conflicting messages convict a peer."""
+
+from __future__ import annotations
+
+import os
+
+from crypto_sm import PrivateKey
+from ledger.types import Digest, Height, NodeId, QuorumCert, Round, Vote
+from node.equivocation import EquivocationDetector
+from node.service import KeyVerifier
+
+CHAIN = "eq-test"
+
+
+def _vote(key: PrivateKey, block_id: bytes, round_: int, *, voter: bytes | None = None) -> Vote:
+    root = QuorumCert.signing_root(CHAIN, block_id, round_, 7)
+    return Vote(
+        block_id=Digest(block_id),
+        round=Round(round_),
+        height=Height(7),
+        voter=NodeId(voter if voter is not None else key.public_key.address),
+        signature=key.sign(root),
+    )
+
+
+def _setup() -> tuple[PrivateKey, PrivateKey, EquivocationDetector]:
+    a, b = PrivateKey.generate(), PrivateKey.generate()
+    det = EquivocationDetector(
+        chain_id=CHAIN, verifier=KeyVerifier([a.public_key, b.public_key]), window=4
+    )
+    return a, b, det
+
+
+def test_two_votes_for_different_blocks_in_one_round_convict() -> None:
+    a, _, det = _setup()
+    sender = a.public_key.address
+    assert det.check(sender, _vote(a, os.urandom(32), 3)) is None
+    why = det.check(sender, _vote(a, os.urandom(32), 3))
+    assert why is not None and "round 3" in why
+
+
+def test_repeating_the_same_vote_or_voting_in_a_new_round_is_fine() -> None:
+    a, _, det = _setup()
+    sender, block = a.public_key.address, os.urandom(32)
+    assert det.check(sender, _vote(a, block, 3)) is None
+    assert det.check(sender, _vote(a, block, 3)) is None  # a resend
+    assert det.check(sender, _vote(a, os.urandom(32), 4)) is None
+
+
+def test_a_relayed_or_forged_vote_never_convicts_the_sender() -> None:
+    a, b, det = _setup()
+    # b relays two of a's conflicting votes: b did not sign them.
+    assert det.check(b.public_key.address, _vote(a, os.urandom(32), 3)) is None
+    assert det.check(b.public_key.address, _vote(a, os.urandom(32), 3)) is None
+    # A vote claiming a as voter but signed by b: bad signature, ignored.
+    forged = _vote(b, os.urandom(32), 5, voter=a.public_key.address)
+    assert det.check(a.public_key.address, _vote(a, os.urandom(32), 5)) is None
+    assert det.check(a.public_key.address, forged) is None
+
+
+def test_memory_is_bounded_to_the_window() -> None:
+    a, _, det = _setup()
+    sender = a.public_key.address
+    for r in range(1, 20):
+        det.check(sender, _vote(a, os.urandom(32), r))
+    assert all(len(v) <= 4 for v in det._seen.values())
