@@ -174,7 +174,7 @@ class Replica:
             self.app.has_pending()
             or self.tree.nonempty > 0
             or self.timed_out_round == self.round
-            or self.spread_qc_round == self.high_qc.round
+            or (self.spread_qc_round == self.high_qc.round and len(self.validators) > 1)
         )
 
     # --- the entry point ------------------------------------------------------------------------
@@ -250,6 +250,8 @@ class Replica:
         if self.deadline_ms is None:
             if self.safety is not None and self._needs_progress():
                 self.deadline_ms = now + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
+        elif not self._needs_progress():
+            self.deadline_ms = None  # L4: nothing left to commit (the app saw our Commit)
         elif now >= self.deadline_ms:
             self._on_local_timeout()
         for bid, retry_at in list(self.inflight.items()):

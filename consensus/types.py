@@ -199,7 +199,11 @@ class App(Protocol):
 
     def has_pending(self) -> bool: ...
 
-    def ready_to_propose(self, now_ms: int) -> bool: ...
+    def ready_to_propose(self, now_ms: int) -> bool:
+        """The packing policy says "cut a block now". Transactions already included in an
+        uncommitted block (built or validated) must not count as pending: the core may commit
+        and propose within one step, before the node has applied the Commit effect."""
+        ...
 
     def build_block(
         self,

@@ -151,10 +151,13 @@ class SimApp:
         return bool(self.mempool)
 
     def ready_to_propose(self, now_ms: int) -> bool:
-        oldest = next(iter(self.mempool), None)
+        # Transactions already in an uncommitted block we built or validated are in flight, not
+        # pending (the core may commit and propose in one step, before we see the Commit).
+        inflight = {t.tx_id for b in self.spec.values() for t in b.txs}
+        waiting = [tid for tid in self.mempool if tid not in inflight]
         self.policy.observe_queue(
-            pending=len(self.mempool),
-            oldest_pending_ms=None if oldest is None else self.arrival_ms.get(oldest, now_ms),
+            pending=len(waiting),
+            oldest_pending_ms=self.arrival_ms.get(waiting[0], now_ms) if waiting else None,
         )
         return self.policy.should_cut(now_ms)
 
