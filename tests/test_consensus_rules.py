@@ -559,3 +559,23 @@ def test_config_refuses_bugs_unless_mutation_testing() -> None:
         ConsensusConfig(bugs=frozenset({Bug.QUORUM_2F})).validate()
     ConsensusConfig(bugs=frozenset({Bug.QUORUM_2F})).validate(allow_bugs=True)
     ConsensusConfig().validate()
+
+
+def test_committed_blocks_fetched_applies_only_proven_runs() -> None:
+    from consensus import CommittedBlocksFetched
+
+    w = World()
+    blocks = w.chain([1, 2, 3, 4], ntx=1)
+    p1 = CommitProof(header=blocks[1].header, qc=w.qc(blocks[1].header))  # proves blocks[0]
+    p2 = CommitProof(header=blocks[3].header, qc=w.qc(blocks[3].header))  # proves blocks[2]
+    rep = w.replica()
+    eff = rep.step(
+        CommittedBlocksFetched(
+            items=((blocks[0], p1), (blocks[1], p2), (blocks[2], p2)), now_ms=w.now
+        )
+    )
+    got = [[b.block_id for b in c.blocks] for c in commits(eff)]
+    assert got == [[blocks[0].block_id], [blocks[1].block_id, blocks[2].block_id]]
+    # Replaying them commits nothing twice.
+    again = rep.step(CommittedBlocksFetched(items=((blocks[2], p2),), now_ms=w.now))
+    assert commits(again) == []
