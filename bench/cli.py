@@ -95,7 +95,7 @@ def _caict(h: Harness, args: argparse.Namespace, base: float) -> dict[str, Any]:
     rates = (
         [float(r) for r in args.sweep.split(",")]
         if args.sweep
-        else [round(base * f) for f in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)]
+        else [float(round(base * f)) for f in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)]
     )
     sweep = h.sweep(rates, args.sweep_seconds)
     out: dict[str, Any] = {"sweep": sweep}

@@ -70,7 +70,7 @@ def _openssl_text() -> str:
 
 def machine_manifest() -> dict[str, Any]:
     repo = Path(__file__).resolve().parent.parent
-    versions = {}
+    versions: dict[str, str | None] = {}
     for p in _PACKAGES:
         try:
             versions[p] = metadata.version(p)

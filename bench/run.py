@@ -40,7 +40,7 @@ class LoadSettings:
     connections: int = 16
     warmup_s: float = 5.0
     drain_s: float = 15.0
-    verify_receipts: int = 20_000
+    verify_receipts: int = 1000
 
 
 def _child_load(plan: LoadPlan, out: Connection) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crypto_sm import PrivateKey, sm3_hash
+from ledger.codec import Value
 from ledger.types import Genesis, Height, SignedTx, TxBody
 from node.config import load_genesis, save_genesis
 
@@ -76,7 +77,7 @@ def admit_keys(genesis_file: Path, keys: list[PrivateKey], org: str) -> Genesis:
     return new
 
 
-def evidence_args(i: int, run_tag: str) -> list[object]:
+def evidence_args(i: int, run_tag: str) -> list[Value]:
     """The `submit` argument list of contracts/evidence.py for record number `i` (rule 3)."""
     rid = f"{run_tag}-{i:08d}-{os.urandom(6).hex()}"
     raw = os.urandom(64) * 64  # stands for ~4 KB of raw data kept off chain
@@ -115,7 +116,7 @@ def _sign_chunk(
             expiry=Height(expiry),
             contract="evidence",
             method="submit",
-            args=tuple(evidence_args(i, run_tag)),  # type: ignore[arg-type]
+            args=tuple(evidence_args(i, run_tag)),
         )
         tx = SignedTx(body=body, signature=keys[k].sign(body.compute_id()))
         raws.append(tx.encode())
