@@ -579,3 +579,16 @@ def test_committed_blocks_fetched_applies_only_proven_runs() -> None:
     # Replaying them commits nothing twice.
     again = rep.step(CommittedBlocksFetched(items=((blocks[2], p2),), now_ms=w.now))
     assert commits(again) == []
+
+
+def test_quorum_is_more_than_two_thirds_of_the_power() -> None:
+    ids = [NodeId(bytes([i]) * 20) for i in range(1, 5)]
+    equal = ValidatorSet(Validator(node_id=i, power=1) for i in ids)
+    assert equal.quorum_power == 3 and equal.is_quorum(ids[:3]) and not equal.is_quorum(ids[:2])
+    weighted = ValidatorSet(
+        Validator(node_id=i, power=p) for i, p in zip(ids, [1, 1, 1, 6], strict=True)
+    )
+    assert weighted.quorum_power == 7  # total 9: 2/3 is 6, a quorum needs more
+    assert not weighted.is_quorum([ids[3]]) and weighted.is_quorum([ids[3], ids[0]])
+    assert weighted.power_of(NodeId(b"\xff" * 20)) == 0
+    assert [weighted.leader(r) for r in range(5)] == [*sorted(ids), sorted(ids)[0]]
