@@ -152,14 +152,14 @@ def test_equivocating_voter_does_not_fork_or_stall(tmp_path: Path) -> None:
     with running_cluster(tmp_path / "c", start=["node0", "node1", "node2"]) as (c, _):
         honest = ["node0", "node1", "node2"]
         rogue = RogueNode(c, "node3", honest)
-        rogue.equivocate = True
         load = LoadGen(c, honest, rate=RATE).start()
         try:
             wait_until(lambda: len(rogue.connected()) == 3, 30, "the rogue to connect to all")
+            rogue.equivocate = True  # from now on it double-votes (and gets itself banned)
             c.wait_height(5, honest, timeout_s=60)
             h0 = max(h or 0 for h in c.heights(honest).values())
             c.wait_height(h0 + 20, honest, timeout_s=90)
-            assert rogue.equivocations >= 10, rogue.equivocations
+            assert rogue.equivocations >= 1, rogue.equivocations
             still = rogue.connected()
         finally:
             load.stop()
