@@ -229,9 +229,9 @@ class Replica:
                 if msg.tc is not None and self.certs.verify_tc(msg.tc):
                     self._process_tc(msg.tc, sender)
             case SyncResponse():
-                if self.sync_inflight_ms is not None:
-                    self.sync_inflight_ms = None
-                    self._apply_committed(msg.items)
+                # Safe even if unsolicited: every item must link to our root and be proven.
+                self.sync_inflight_ms = None
+                self._apply_committed(msg.items)
             case _:
                 pass  # unknown kinds are the transport's problem; drop
 
@@ -552,7 +552,11 @@ class Replica:
 
     def _on_block_response(self, sender: NodeId, resp: BlockResponse) -> None:
         blocks = resp.blocks
-        if not blocks or blocks[0].block_id != resp.block_id:
+        if not blocks:
+            if resp.block_id in self.inflight:
+                self._request_sync(sender)  # beyond the peer's memory: committed sync (L8)
+            return
+        if blocks[0].block_id != resp.block_id:
             return
         if resp.block_id not in self.inflight and resp.block_id not in self.qcs:
             return  # unsolicited, and no verified QC vouches for the block: drop

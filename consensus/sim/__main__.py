@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-ms", type=int, default=1500)
     ap.add_argument("--liveness-ms", type=int, default=12_000)
     ap.add_argument("--no-twins", action="store_true")
+    ap.add_argument("--outage", type=int, default=30, help="percent of runs with a long outage")
     ap.add_argument("--twins-rate", type=int, default=40, help="percent of Byzantine nodes twinned")
     ap.add_argument("--behaviours", default="", help="comma list; default: drawn per seed")
     ap.add_argument("--bug", action="append", default=[], choices=[b.value for b in Bug])
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             bugs=frozenset(Bug(b) for b in args.bug),
             twins=not args.no_twins,
             twins_rate_percent=args.twins_rate,
+            outage_percent=args.outage,
             behaviours=frozenset(x for x in args.behaviours.split(",") if x),
             fault_ms=args.fault_ms,
             liveness_ms=args.liveness_ms,

@@ -22,7 +22,7 @@ from random import Random
 from typing import cast
 
 from consensus.certs import make_genesis_qc
-from consensus.messages import ConsensusMessage
+from consensus.messages import ConsensusMessage, SyncResponse
 from consensus.replica import Replica
 from consensus.safety import SafetyData
 from consensus.sim.app import (
@@ -67,6 +67,7 @@ class SimConfig:
     bugs: frozenset[Bug] = frozenset()
     twins: bool = True  # allow Twins among the Byzantine nodes
     twins_rate_percent: int = 40  # chance that a Byzantine node runs as two twins
+    outage_percent: int = 30  # with "crash": chance of one long outage (down until the heal)
     behaviours: frozenset[str] = frozenset()  # Byzantine behaviours; empty = drawn per node
     fault_ms: int = 1500
     liveness_ms: int = 12_000
@@ -84,6 +85,8 @@ class SimConfig:
         ]
         if not self.twins:
             parts.append("--no-twins")
+        if self.outage_percent != 30:
+            parts.append(f"--outage {self.outage_percent}")
         if self.twins_rate_percent != 40:
             parts.append(f"--twins-rate {self.twins_rate_percent}")
         if self.behaviours:
@@ -101,6 +104,7 @@ class SimResult:
     commits: int = 0  # blocks committed (max over honest nodes)
     virtual_ms: int = 0
     messages: int = 0
+    synced_responses: int = 0  # non-empty SyncResponses delivered (committed sync exercised)
     command: str = ""
 
 
@@ -137,7 +141,10 @@ class _World:
             signers.append(FakeSigner(nid, secret))
         self.verifier = FakeVerifier(secrets)
         self.validators = ValidatorSet(Validator(node_id=s.node_id, power=1) for s in signers)
-        self.config = ConsensusConfig.minimal(bugs=cfg.bugs)
+        # A small in-memory window makes lagging replicas use committed sync (SyncRequest) too.
+        self.config = ConsensusConfig.minimal(
+            bugs=cfg.bugs, committed_window=2, block_request_count=3
+        )
         self.submitted: dict[Digest, SignedTx] = {}
         byz_ids = (
             set(rng.sample(range(cfg.nodes), cfg.byzantine))
@@ -173,6 +180,7 @@ class _World:
         self.tx_height: dict[Digest, int] = {}
         self.votes: dict[tuple[NodeId, int], Digest] = {}
         self.messages = 0
+        self.synced_responses = 0
 
     def _add_instance(self, signer: FakeSigner, *, honest: bool) -> None:
         rng = self.rng
@@ -274,6 +282,9 @@ class _World:
                 t = rng.randint(0, cfg.fault_ms - 50)
                 self.push(t, "crash", victim, None)
                 self.push(min(cfg.fault_ms, t + rng.randint(50, 600)), "restart", victim, None)
+            if rng.randrange(100) < cfg.outage_percent:  # a long outage: back far behind
+                victim = rng.choice(honest)
+                self.push(rng.randint(0, cfg.fault_ms // 4), "crash", victim, None)
         nonce = 0
         for _ in range(rng.randint(6, 16)):
             t = rng.randint(0, cfg.fault_ms)
@@ -336,6 +347,8 @@ class _World:
                     self.messages += 1
                     if inst.byz is not None:
                         inst.byz.observe(msg)
+                    if isinstance(msg, SyncResponse) and msg.items:
+                        self.synced_responses += 1
                     ev = MessageReceived(sender=sender, msg=msg, now_ms=self.local_now(inst))
                     self.run_step(inst, ev)
             elif kind == "submit":
@@ -362,6 +375,7 @@ class _World:
         result.commits = max((i.committed_height for i in self.instances if i.honest), default=0)
         result.virtual_ms = self.now
         result.messages = self.messages
+        result.synced_responses = self.synced_responses
         return result
 
     def _probes_done(self, probe_ids: list[Digest]) -> bool:
