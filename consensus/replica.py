@@ -476,7 +476,7 @@ class Replica:
         block = self.app.build_block(
             parent=parent, round=r, justify=self.high_qc, proposer=self.node_id, now_ms=self.now_ms
         )
-        sig = self.safety.signer.sign(Proposal.signing_root(self.chain_id, block.block_id))
+        sig = self.safety.sign_proposal(block.block_id)
         proposal = Proposal(block=block, tc=tc, signature=sig)
         self.proposed_round = r
         self._effects.append(Broadcast(msg=proposal))
@@ -612,19 +612,10 @@ class Replica:
             if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
                 continue
             self._effects.append(Commit(blocks=tuple(run), proof=proof))
-            pruned = self._adopt_root(run)
+            pruned = self.tree.adopt_run(run)
             self._after_root_change(pruned)
             self._process_qc(proof.header.justify, None)
             self._process_qc(proof.qc, None)
             run = []
         if len(items) >= self.cfg.sync_batch and not run:
             self._request_sync(self._pick_peer(expect_parent))
-
-    def _adopt_root(self, run: list[Block]) -> list[Digest]:
-        chain = self.tree.get_chain_to(run[-1].block_id)
-        if chain is not None and [b.block_id for b in chain] == [b.block_id for b in run]:
-            return self.tree.commit(chain)
-        pruned: list[Digest] = []
-        for b in run:
-            pruned += self.tree.set_root(b)
-        return pruned

@@ -10,6 +10,7 @@ consensus/safety-rules/src/safety_rules_2chain.rs and Gelashvili et al., FC 2022
   T1. Time out in round r only if r >= last_voted_round; afterwards last_voted_round >= r.
   T2. Time out in round r only if r == high_qc.round + 1 or r == last_tc.round + 1.
   T3. Time out only with a high QC whose round is >= preferred_round.
+  P2. Proposals are signed here too (they carry no safety state, but the signer stays private).
   P1. Every signature is returned together with the new SafetyData; the caller persists (fsyncs)
       that data before the signed message leaves the node (the `PersistSafety` effect comes first).
 """
@@ -23,6 +24,7 @@ from consensus.types import Bug, Signer
 from ledger.codec import Value
 from ledger.types import (
     BlockHeader,
+    Proposal,
     QuorumCert,
     Round,
     TimeoutCert,
@@ -113,6 +115,10 @@ class SafetyRules:
             self.data = replace(self.data, preferred_round=qc.round)
         if self.data.high_qc is None or qc.round > self.data.high_qc.round:
             self.data = replace(self.data, high_qc=qc)
+
+    def sign_proposal(self, block_id: bytes) -> bytes:
+        """P2: the leader's signature over `Proposal.signing_root(chain_id, block_id)`."""
+        return self.signer.sign(Proposal.signing_root(self.chain_id, block_id))
 
     def observe_tc(self, tc: TimeoutCert) -> None:
         """Keep the highest TC, so a restart resumes in the round we signed in."""

@@ -113,6 +113,16 @@ class BlockTree:
         self.root = chain[-1].header
         return self.prune()
 
+    def adopt_run(self, run: list[Block]) -> list[Digest]:
+        """Committed sync: `run` (oldest first) links to the root and is proven committed."""
+        chain = self.get_chain_to(run[-1].block_id)
+        if chain is not None and [b.block_id for b in chain] == [b.block_id for b in run]:
+            return self.commit(chain)
+        pruned: list[Digest] = []
+        for b in run:
+            pruned += self.set_root(b)
+        return pruned
+
     def set_root(self, block: Block) -> list[Digest]:
         """Adopt a committed block proven by a commit proof (committed sync); prune the rest."""
         if block.block_id in self.blocks:

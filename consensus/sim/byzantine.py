@@ -19,9 +19,8 @@ from __future__ import annotations
 from random import Random
 
 from consensus.messages import ConsensusMessage, SyncInfo
-from consensus.safety import SafetyData
 from consensus.sim.app import FakeSigner, SimApp
-from consensus.types import Broadcast, Effect, PersistSafety, Send, ValidatorSet
+from consensus.types import Broadcast, Effect, Send, ValidatorSet
 from ledger.types import (
     Block,
     BlockHeader,
@@ -307,11 +306,3 @@ def _find_block_header(app: SimApp, block_id: Digest) -> BlockHeader | None:
         if blk.block_id == block_id:
             return blk.header
     return None
-
-
-def persisted_of(effects: list[Effect]) -> SafetyData | None:
-    last = None
-    for e in effects:
-        if isinstance(e, PersistSafety) and isinstance(e.data, SafetyData):
-            last = e.data
-    return last
