@@ -173,6 +173,10 @@ def _faults(h: Harness, args: argparse.Namespace, rate: float) -> dict[str, Any]
 
 
 def main(argv: list[str]) -> int:
+    # `gmchain bench -- --profile ...` and `gmchain bench run --profile ...` reach us with the
+    # extra token (node/cli.py passes argparse.REMAINDER through); both mean the same thing.
+    if argv[:1] in (["--"], ["run"]):
+        argv = argv[1:]
     args = _parser().parse_args(argv)
     command = "gmchain bench " + " ".join(shlex.quote(a) for a in argv)
     if args.scenario == "faults" and args.profile != "cluster4":
