@@ -6,8 +6,12 @@ docs/consensus.md numbers them):
       QC or TC raises one of them; a message's round number alone moves nothing.
   L2. The leader of round r proposes at most once in r, extending high_qc; if r != high_qc.round + 1
       it must attach the TC for round r - 1.
-  L3. Replicas vote only for a proposal of their current round, via safety (S1-S3); the vote goes to
-      the leader of round r + 1, which forms the QC.
+  L3. Replicas vote only for a proposal of their current round, via safety (S1-S3). By default the
+      vote is broadcast to every validator (and counted locally), so every replica forms the QC
+      itself; `broadcast_votes=False` sends it to the leader of r + 1 only (DiemBFT v4). With the
+      latter a crashed next leader loses the QC of the round before its own too: two timeouts per
+      failed leader instead of one (the real-process drills measured 2.5 s per 4 rounds with one
+      of four validators down).
   L4. The pacemaker is armed while the app has pending transactions, an uncommitted non-empty block
       exists, or we timed out in this round; when it fires we broadcast a signed timeout, and
       re-broadcast it each period until the round advances. More than 1/3 of the power timing out
@@ -430,7 +434,11 @@ class Replica:
             return
         data, vote = made
         self._effects.append(PersistSafety(data=data))
-        self._send(self.validators.leader(header.round + 1), vote)
+        if self.cfg.broadcast_votes and len(self.validators) > 1:
+            self._effects.append(Broadcast(msg=vote))
+            self._local.append(vote)
+        else:
+            self._send(self.validators.leader(header.round + 1), vote)
 
     def _on_vote(self, vote: Vote) -> None:
         if vote.round + 1 < self.round or vote.round > self.round + self.cfg.max_future_rounds:

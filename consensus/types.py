@@ -131,6 +131,9 @@ class ConsensusConfig:
     sync_batch: int = 64  # committed blocks asked for in one SyncRequest
     committed_window: int = 64  # committed blocks kept in memory to answer BlockRequests
     request_retry_ms: int = 200  # resend an unanswered block/sync request after this long
+    # L3: broadcast votes so every replica forms each QC (True), or send them to the next leader
+    # only, as DiemBFT v4 does (False). Both are safe; the simulator runs both.
+    broadcast_votes: bool = True
     bugs: frozenset[Bug] = field(default_factory=frozenset)
 
     def validate(self, *, allow_bugs: bool = False) -> None:

@@ -173,8 +173,15 @@ class World:
         return out
 
 
-def sent_votes(effects: Sequence[Effect]) -> list[tuple[NodeId, Vote]]:
-    return [(e.to, e.msg) for e in effects if isinstance(e, Send) and isinstance(e.msg, Vote)]
+def sent_votes(effects: Sequence[Effect]) -> list[tuple[NodeId | None, Vote]]:
+    """Votes that leave the replica: (destination, vote); destination None = broadcast (L3)."""
+    out: list[tuple[NodeId | None, Vote]] = []
+    for e in effects:
+        if isinstance(e, Send) and isinstance(e.msg, Vote):
+            out.append((e.to, e.msg))
+        elif isinstance(e, Broadcast) and isinstance(e.msg, Vote):
+            out.append((None, e.msg))
+    return out
 
 
 def broadcast_timeouts(effects: Sequence[Effect]) -> list[TimeoutVote]:
@@ -280,7 +287,9 @@ def test_p1_safety_is_persisted_before_the_vote_leaves() -> None:
     eff = rep.step(w.msg(w.leader_index(1), w.proposal(b1)))
     kinds = [type(e).__name__ for e in eff]
     i_persist = kinds.index("PersistSafety")
-    i_send = next(i for i, e in enumerate(eff) if isinstance(e, Send) and isinstance(e.msg, Vote))
+    i_send = next(
+        i for i, e in enumerate(eff) if isinstance(e, Send | Broadcast) and isinstance(e.msg, Vote)
+    )
     assert i_persist < i_send
     data = eff[i_persist].data  # type: ignore[union-attr]
     assert isinstance(data, SafetyData) and data.last_vote is not None
@@ -375,10 +384,20 @@ def test_l2_round_skip_without_tc_is_rejected() -> None:
     assert sent_votes(eff) == [] and b.block_id not in rep.tree.blocks
 
 
-def test_l3_vote_goes_to_next_leader() -> None:
+def test_l3_vote_is_broadcast_by_default_and_counted_locally() -> None:
     w = World(n=7)
     me_not_leader(w, [1])
     rep = w.replica()
+    (b1,) = w.chain([1])
+    eff = rep.step(w.msg(w.leader_index(1), w.proposal(b1)))
+    assert [to for to, _ in sent_votes(eff)] == [None]
+    assert rep.node_id in rep.votes[b1.header.round]  # our own vote already counts here
+
+
+def test_l3_vote_goes_to_next_leader_when_not_broadcasting() -> None:
+    w = World(n=7)
+    me_not_leader(w, [1])
+    rep = w.replica(config=ConsensusConfig.minimal(broadcast_votes=False))
     (b1,) = w.chain([1])
     eff = rep.step(w.msg(w.leader_index(1), w.proposal(b1)))
     assert [to for to, _ in sent_votes(eff)] == [w.vs.leader(2)]

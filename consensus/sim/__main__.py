@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--twins-rate", type=int, default=40, help="percent of Byzantine nodes twinned")
     ap.add_argument("--behaviours", default="", help="comma list; default: drawn per seed")
     ap.add_argument("--bug", action="append", default=[], choices=[b.value for b in Bug])
+    ap.add_argument(
+        "--votes",
+        choices=("mixed", "broadcast", "leader"),
+        default="mixed",
+        help="vote dissemination (L3): broadcast, to the next leader, or mixed by seed parity",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if (
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             behaviours=frozenset(x for x in args.behaviours.split(",") if x),
             fault_ms=args.fault_ms,
             liveness_ms=args.liveness_ms,
+            votes=args.votes,
         )
         r = run_seed(cfg)
         violations += len(r.violations)

@@ -71,6 +71,13 @@ class SimConfig:
     behaviours: frozenset[str] = frozenset()  # Byzantine behaviours; empty = drawn per node
     fault_ms: int = 1500
     liveness_ms: int = 12_000
+    votes: str = "mixed"  # "broadcast", "leader" (DiemBFT v4), or "mixed": by the seed's parity
+
+    @property
+    def broadcast_votes(self) -> bool:
+        if self.votes == "mixed":
+            return self.seed % 2 == 0
+        return self.votes == "broadcast"
 
     def command(self) -> str:
         faults = ",".join(sorted(self.faults)) or "none"
@@ -93,6 +100,8 @@ class SimConfig:
             parts.append(f"--behaviours {','.join(sorted(self.behaviours))}")
         for b in sorted(x.value for x in self.bugs):
             parts.append(f"--bug {b}")
+        if self.votes != "mixed":
+            parts.append(f"--votes {self.votes}")
         return " ".join(parts)
 
 
@@ -143,7 +152,10 @@ class _World:
         self.validators = ValidatorSet(Validator(node_id=s.node_id, power=1) for s in signers)
         # A small in-memory window makes lagging replicas use committed sync (SyncRequest) too.
         self.config = ConsensusConfig.minimal(
-            bugs=cfg.bugs, committed_window=2, block_request_count=3
+            bugs=cfg.bugs,
+            committed_window=2,
+            block_request_count=3,
+            broadcast_votes=cfg.broadcast_votes,
         )
         self.submitted: dict[Digest, SignedTx] = {}
         byz_ids = (
