@@ -10,9 +10,9 @@ Rules this module keeps:
 3. HTTP/1.1 keep-alive on raw asyncio streams, a fixed pool of connections spread over the nodes'
    RPC ports; JSON-RPC batches of up to 100 requests (the server's cap). A refused connection
    fails over to the next node (what an integrator's SDK does) and is counted with its reason.
-4. Committed = the transaction's id is in a block announced on the `newHeads` WebSocket of the
-   watched node (a node announces a head only after its QC and synced batch: node/service.py);
-   the commit time is when the announcement arrives here. Heights skipped by the subscription
+4. Committed = the transaction's id is in a block announced on the `newHeads` WebSocket of a
+   node (a node announces a head only after its QC and synced batch: node/service.py); every
+   node is watched and the commit time is the first announcement of that height to arrive here. Heights skipped by the subscription
    are fetched too. Validity (receipt status OK) is checked after the run, outside the window.
 5. All times are `time.monotonic()` (CLOCK_MONOTONIC, shared by every process on the machine).
 """
@@ -207,66 +207,87 @@ class _Sender:
 
 
 class _Watcher:
-    """Commit times from newHeads + gm_getBlockByNumber (rule 4)."""
+    """Commit times from every node's newHeads + gm_getBlockByNumber (rule 4).
+
+    Every node is watched, so a lagging, killed or restarting node does not hide commits: a
+    height counts at its first announcement by any node (a block is committed, with its QC, as
+    soon as one honest node has committed it; safety makes all nodes agree on it). The block is
+    fetched from the node that announced it, or from any other if that one fails.
+    """
 
     def __init__(self, plan: LoadPlan, res: LoadResult) -> None:
         self.plan, self.res = plan, res
         self.index = {"0x" + t.hex(): i for i, t in enumerate(plan.ids)}
-        self.last_height = -1
+        self.last_height = -1  # highest height announced by any node
+        self.seen: set[int] = set()
         self.committed = 0
-        self.fetch_q: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+        self.fetch_q: asyncio.Queue[tuple[int, float, int]] = asyncio.Queue()
+        self.conns = {p: _Http(plan.host, p) for p in plan.watch_ports}
 
     async def run(self) -> None:
         import aiohttp
 
-        async with aiohttp.ClientSession() as session:
-            for port in self.plan.watch_ports:
-                try:
-                    ws = await session.ws_connect(f"http://{self.plan.host}:{port}/ws")
-                except (aiohttp.ClientError, OSError):
-                    continue
+        for port in self.plan.watch_ports:
+            with contextlib.suppress(OSError, RuntimeError, asyncio.IncompleteReadError):
+                self.last_height = int(await rpc_call(self.conns[port], "gm_blockNumber", []))
                 self.res.watched_port = port
-                conn = _Http(self.plan.host, port)
-                self.last_height = int(await rpc_call(conn, "gm_blockNumber", []))
-                fetcher = asyncio.create_task(self._fetch(conn))
-                try:
-                    await ws.send_json(
-                        {
-                            "jsonrpc": "2.0",
-                            "id": 1,
-                            "method": "gm_subscribe",
-                            "params": ["newHeads"],
-                        }
-                    )
+                break
+        async with aiohttp.ClientSession() as session:
+            tasks = [asyncio.create_task(self._watch(session, p)) for p in self.plan.watch_ports]
+            tasks.append(asyncio.create_task(self._fetch()))
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+
+    async def _watch(self, session: Any, port: int) -> None:
+        import aiohttp
+
+        sub = {"jsonrpc": "2.0", "id": 1, "method": "gm_subscribe", "params": ["newHeads"]}
+        while True:
+            try:
+                async with session.ws_connect(f"http://{self.plan.host}:{port}/ws") as ws:
+                    await ws.send_json(sub)
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
-                        doc = json.loads(msg.data)
-                        head = doc.get("params", {}).get("result")
-                        if not isinstance(head, dict):
-                            continue
-                        now = time.monotonic()
-                        h = int(head["number"])
-                        self.res.heads.append((h, now, int(head["txCount"]), head["timestampMs"]))
-                        for missed in range(self.last_height + 1, h + 1):
-                            self.fetch_q.put_nowait((missed, now))
-                        self.last_height = max(self.last_height, h)
-                finally:
-                    fetcher.cancel()
-                    await ws.close()
-                return
+                        head = json.loads(msg.data).get("params", {}).get("result")
+                        if isinstance(head, dict):
+                            self._on_head(head, port)
+            except (aiohttp.ClientError, OSError, ValueError):
+                pass
+            await asyncio.sleep(0.5)  # the node is down or restarting: try again
 
-    async def _fetch(self, conn: _Http) -> None:
+    def _on_head(self, head: dict[str, Any], port: int) -> None:
+        now = time.monotonic()
+        h = int(head["number"])
+        if h in self.seen:
+            return
+        self.seen.add(h)
+        self.res.heads.append((h, now, int(head["txCount"]), int(head["timestampMs"])))
+        for missed in range(self.last_height + 1, h):
+            if missed not in self.seen:
+                self.seen.add(missed)
+                self.fetch_q.put_nowait((missed, now, port))
+        self.fetch_q.put_nowait((h, now, port))
+        self.last_height = max(self.last_height, h)
+
+    async def _fetch(self) -> None:
+        ports = self.plan.watch_ports
         while True:
-            h, t = await self.fetch_q.get()
-            for _attempt in range(20):
+            h, t, port = await self.fetch_q.get()
+            block = None
+            order = [port] + [p for p in ports if p != port]
+            for attempt in range(40):
+                p = order[attempt % len(order)]
                 try:
-                    block = await rpc_call(conn, "gm_getBlockByNumber", [h, False])
-                    break
+                    block = await rpc_call(self.conns[p], "gm_getBlockByNumber", [h, False])
                 except (OSError, RuntimeError, asyncio.IncompleteReadError, TimeoutError):
                     await asyncio.sleep(0.05)
-            else:
-                continue
+                    continue
+                if block is not None:
+                    break
             if block is None:
                 continue
             for tx in block["transactions"]:
@@ -280,7 +301,11 @@ async def _check_receipts(plan: LoadPlan, res: LoadResult) -> None:
     done = [i for i, t in enumerate(res.committed) if t == t]
     if len(done) > plan.verify_receipts:
         done = random.Random(1).sample(done, plan.verify_receipts)
-    port = res.watched_port or plan.ports[0]
+    best = (-1, plan.ports[0])  # ask the node that is furthest ahead
+    for p in plan.watch_ports:
+        with contextlib.suppress(OSError, RuntimeError, asyncio.IncompleteReadError, TimeoutError):
+            best = max(best, (int(await rpc_call(_Http(plan.host, p), "gm_blockNumber", [])), p))
+    port = best[1]
     conns = [_Http(plan.host, port) for _ in range(8)]
     chunks = [done[k : k + 100] for k in range(0, len(done), 100)]
 

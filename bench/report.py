@@ -2,7 +2,7 @@
 
 Rules this module keeps:
 1. Definitions (printed in every report, `DEFINITIONS`): committed = in a block with a quorum
-   certificate, fsynced on the answering node (announced on its newHeads); TPS = committed valid
+   certificate, fsynced on the answering node (the first node to announce it on newHeads); TPS = committed valid
    transactions over the steady window after warm-up; accepted TPS (acknowledged by
    gm_sendRawTransaction) is reported separately; latency = commit time - due time (open loop).
 2. Stable field names: `REQUIRED_FIELDS` are always present (`check_schema` enforces it); new
@@ -34,7 +34,8 @@ __all__ = [
 
 DEFINITIONS = {
     "committed": "in a block with a quorum certificate, fsynced on the answering node "
-    "(the transaction id appears in a block announced on the watched node's newHeads)",
+    "(the transaction id is in a block announced on newHeads; every node is watched and the "
+    "first announcement of a height counts)",
     "tps_committed": "committed valid transactions (receipt status OK) whose commit falls in the "
     "steady window [warmup, duration], divided by the window length",
     "tps_accepted": "transactions acknowledged by gm_sendRawTransaction in the steady window, "
