@@ -12,8 +12,9 @@ Rules this module keeps:
    fails over to the next node (what an integrator's SDK does) and is counted with its reason.
 4. Committed = the transaction's id is in a block announced on the `newHeads` WebSocket of a
    node (a node announces a head only after its QC and synced batch: node/service.py); every
-   node is watched and the commit time is the first announcement of that height to arrive here. Heights skipped by the subscription
-   are fetched too. Validity (receipt status OK) is checked after the run, outside the window.
+   node is watched and the commit time is the first announcement of that height to arrive
+   here. Heights skipped by the subscription are fetched too. Validity (receipt status OK) is
+   checked after the run, outside the window.
 5. All times are `time.monotonic()` (CLOCK_MONOTONIC, shared by every process on the machine).
 """
 

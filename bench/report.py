@@ -2,9 +2,10 @@
 
 Rules this module keeps:
 1. Definitions (printed in every report, `DEFINITIONS`): committed = in a block with a quorum
-   certificate, fsynced on the answering node (the first node to announce it on newHeads); TPS = committed valid
-   transactions over the steady window after warm-up; accepted TPS (acknowledged by
-   gm_sendRawTransaction) is reported separately; latency = commit time - due time (open loop).
+   certificate, fsynced on the answering node (the first node to announce it on newHeads);
+   TPS = committed valid transactions over the steady window after warm-up; accepted TPS
+   (acknowledged by gm_sendRawTransaction) is reported separately; latency = commit time -
+   due time (open loop).
 2. Stable field names: `REQUIRED_FIELDS` are always present (`check_schema` enforces it); new
    fields may be added, none renamed.
 3. Analysis is a pure function of the recorded times, so it is unit-tested on synthetic results.
