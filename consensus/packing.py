@@ -6,7 +6,10 @@ Rules this policy keeps (DESIGN.md, "The way a transaction travels", step 4):
   K2. Cut when the pending count reaches `target_size`, or the oldest pending transaction has waited
       `wait_ms`.
   K3. `target_size` grows (x1.5) while the queue holds two targets' worth; it shrinks (x3/4)
-      while the smoothed commit latency exceeds `target_latency_ms`.
+      while the smoothed commit latency exceeds `target_latency_ms` *and* there is no such backlog.
+      With a backlog, smaller blocks only lower throughput and lengthen the queue, whatever made
+      latency high (a crashed leader's timeouts, say): the real-process drills showed a shrinking
+      target starving the chain at one tx per block while acknowledged txs expired.
   K4. `wait_ms` shrinks (x3/4) while latency exceeds the target and grows (x5/4) while latency is
       below half of it — batching more when there is room.
   K5. Both always stay within their configured bounds. Integer arithmetic only; pure (no clock).
@@ -69,7 +72,8 @@ class PackingPolicy:
         self.latency_ewma_ms = e
         c = self.config
         if e > c.target_latency_ms:
-            self.target_size = self._clamp_size(self.target_size * 3 // 4)
+            if self.pending < 2 * self.target_size:
+                self.target_size = self._clamp_size(self.target_size * 3 // 4)
             self.wait_ms = self._clamp_wait(self.wait_ms * 3 // 4)
         elif 2 * e < c.target_latency_ms:
             self.wait_ms = self._clamp_wait(self.wait_ms * 5 // 4 + 1)

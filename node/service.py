@@ -326,6 +326,11 @@ class NodeService:
             if worst >= 0:
                 # One observation per block (the slowest of its txs admitted here): the policy
                 # adapts per block, so a big block must not count as hundreds of slow samples.
+                # The queue depth goes with it: a node sees every commit but leads only 1/n of
+                # the rounds, so growth must not depend on building blocks itself.
+                self.packing.observe_queue(
+                    pending=len(self.mempool), oldest_pending_ms=self.mempool.oldest_arrival_ms()
+                )
                 self.packing.observe_commit_latency(int(worst * 1000))
             if self.wal is not None and block.txs:
                 self.wal.remove(t.tx_id for t in block.txs)

@@ -40,9 +40,22 @@ def test_k3_k4_shrink_when_latency_exceeds_target() -> None:
     p = PackingPolicy(CFG)
     p.observe_queue(pending=10_000, oldest_pending_ms=0)
     big, wait = p.target_size, p.wait_ms
+    p.observe_queue(pending=1, oldest_pending_ms=0)  # the backlog is gone
     for _ in range(10):
         p.observe_commit_latency(5 * CFG.target_latency_ms)
     assert p.target_size < big and p.wait_ms < wait
+
+
+def test_k3_no_shrink_while_a_backlog_waits() -> None:
+    """High latency with a backlog (e.g. a crashed leader's timeouts): smaller blocks would only
+    starve the chain, so the target holds (drill find: blocks stuck at one tx)."""
+    p = PackingPolicy(CFG)
+    p.observe_queue(pending=10_000, oldest_pending_ms=0)
+    big = p.target_size
+    for _ in range(20):
+        p.observe_commit_latency(5 * CFG.target_latency_ms)
+        p.observe_queue(pending=10_000, oldest_pending_ms=0)
+    assert p.target_size >= big
 
 
 def test_k4_wait_grows_when_latency_is_low() -> None:
