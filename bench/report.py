@@ -91,16 +91,19 @@ def analyze(res: LoadResult, *, rate: float, warmup_s: float, duration_s: float)
     committed = len(committed_idx)
     invalid = round(committed * (1 - valid_frac))
     failures: dict[str, int] = dict(res.errors)
-    lost = acked - committed
+    acked_committed = sum(1 for i in committed_idx if _ok(res.acked[i]))
+    lost = acked - acked_committed
     if lost > 0:
         failures["accepted but not committed before the drain deadline"] = lost
     if invalid:
         failures["committed with a failed receipt (estimated from the sample)"] = invalid
         for why, c in res.receipt_failures.items():
             failures[f"receipt: {why}"] = c
-    unsent = n - acked - refused
-    if unsent > 0 and lost < 0:
-        unsent += lost
+    # Neither acknowledged, refused nor committed: still queued or in flight when the
+    # generator gave up (a committed tx whose reply was lost counts as committed).
+    unsent = n - acked - refused - (committed - acked_committed)
+    if unsent > 0:
+        failures["not acknowledged when the generator stopped (backlog or reply lost)"] = unsent
     series = _series(res, t0)
     return {
         "tps_committed": round(in_win * valid_frac / win, 1),

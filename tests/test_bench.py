@@ -184,3 +184,17 @@ def test_schema_accepts_full_report_and_names_missing_fields() -> None:
 def test_markdown_carries_definitions_and_numbers() -> None:
     md = render_markdown(_full_report())
     assert "committed TPS" in md and "## Definitions" in md and "**committed**" in md
+
+
+def test_analyze_counts_unsent_and_committed_without_reply() -> None:
+    res = _synthetic(n=100)
+    for i in range(90, 100):  # never acknowledged ...
+        res.acked[i] = NAN
+    for i in range(95, 100):  # ... of which 5 never committed either (still queued)
+        res.committed[i] = NAN
+    a = analyze(res, rate=100.0, warmup_s=0.0, duration_s=1.0)
+    assert a["counts"]["committed"] == 95
+    assert a["failures"] == {
+        "not acknowledged when the generator stopped (backlog or reply lost)": 5
+    }
+    assert a["success_rate"] == pytest.approx(0.95)
