@@ -121,11 +121,11 @@ def _verdict(a: dict[str, Any], rate: float, need: float) -> dict[str, Any]:
     }
 
 
-def _faults(h: Harness, args: argparse.Namespace, rate: float) -> dict[str, Any]:
+def _faults(h: Harness, args: argparse.Namespace, rate: float, out: dict[str, Any]) -> None:
+    """The three cluster4 drills; results go into `out` as each finishes."""
     from node.cluster import start_nodes
 
     d = args.duration
-    out: dict[str, Any] = {}
     a = h.phase(rate, d, actions=[(d / 2, kill_one("node3"))])
     t_kill = next((x.get("t") for x in a["actions"] if "t" in x), d / 2)
     series = a["series"]
@@ -169,7 +169,6 @@ def _faults(h: Harness, args: argparse.Namespace, rate: float) -> dict[str, Any]
         "success_rate": a["success_rate"],
     }
     start_nodes(h.system.directory, wait_s=60)
-    return out
 
 
 def main(argv: list[str]) -> int:
@@ -209,7 +208,10 @@ def main(argv: list[str]) -> int:
             scenarios |= c
         if args.scenario in ("faults", "all") and args.profile == "cluster4":
             print("[bench] fault drills…", flush=True)
-            scenarios |= _faults(h, args, rate / 2)
+            try:
+                _faults(h, args, rate / 2, scenarios)
+            except Exception as exc:  # report what ran; a failed drill must not lose the run
+                scenarios["faults_error"] = repr(exc)
     finally:
         h.sampler.stop()
         system.stop()

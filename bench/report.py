@@ -168,7 +168,9 @@ def _series(res: LoadResult, t0: float) -> list[dict[str, Any]]:
 
 def _blocks(res: LoadResult, w0: float, w1: float) -> dict[str, Any]:
     heads = sorted(res.heads)
-    inside = [h for h in heads if w0 <= h[1] <= w1]
+    # Intervals between announcements in arrival order (with several nodes watched, a height
+    # may arrive after a higher one was gap-filled).
+    inside = sorted((h for h in heads if w0 <= h[1] <= w1), key=lambda h: h[1])
     intervals = [b[1] - a[1] for a, b in itertools.pairwise(inside)]
     txs = [h[2] for h in inside]
     ih = Histogram()
