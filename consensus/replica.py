@@ -148,6 +148,7 @@ class Replica:
         self.pending: deque[tuple[NodeId, Proposal]] = deque()  # proposals awaiting a parent
         self.inflight: dict[Digest, int] = {}  # block id -> retry time (L8)
         self.sync_inflight_ms: int | None = None
+        self.repair_at_ms = 0  # next time _maybe_repair may re-request a missing certified block
         self.helped: dict[tuple[NodeId, int], int] = {}  # stale-timeout reply -> when sent
         self._effects: list[Effect] = []
         self._local: deque[ConsensusMessage] = deque()
@@ -263,6 +264,28 @@ class Replica:
                 self._request_block(bid, self._pick_peer(bid))
         if self.sync_inflight_ms is not None and now >= self.sync_inflight_ms:
             self.sync_inflight_ms = None
+        self._maybe_repair(now)
+
+    def _maybe_repair(self, now: int) -> None:
+        """L8: a certified block we still lack, with nothing in flight to bring it (an orphan whose
+        parent fetch gave up, or a sync that ended early), is re-fetched every few retry periods.
+        Without this a replica that lags when the chain goes idle stays one block behind until
+        the next proposal (found by the late-observer drill)."""
+        qc = self.high_qc
+        if (
+            qc.height <= self.tree.root.height
+            or self.tree.get_header(qc.block_id) is not None
+            or self.inflight
+            or self.sync_inflight_ms is not None
+            or now < self.repair_at_ms
+        ):
+            return
+        self.repair_at_ms = now + 4 * self.cfg.request_retry_ms
+        peer = self._pick_peer(qc.block_id)
+        if qc.block_id in self.tree.orphans:
+            self._request_sync(peer)
+        else:
+            self._request_block(qc.block_id, peer)
 
     def _on_local_timeout(self) -> None:
         """L4: sign (via safety) and broadcast a timeout for the current round."""

@@ -119,7 +119,7 @@ def test_garbage_peer_is_banned_and_chain_continues(tmp_path: Path) -> None:
         rogue_hex = c.node_id("node3").hex()
         load = LoadGen(c, honest, rate=RATE).start()
         try:
-            wait_until(lambda: len(rogue.connected()) == 3, 30, "the rogue to connect to all")
+            wait_until(lambda: len(rogue.connected()) == 3, 60, "the rogue to connect to all")
             c.wait_height(5, honest, timeout_s=60)
             garbage = {
                 "node0": b"\xff\x00 not msgpack at all",  # undecodable
@@ -154,7 +154,7 @@ def test_equivocating_voter_does_not_fork_or_stall(tmp_path: Path) -> None:
         rogue = RogueNode(c, "node3", honest)
         load = LoadGen(c, honest, rate=RATE).start()
         try:
-            wait_until(lambda: len(rogue.connected()) == 3, 30, "the rogue to connect to all")
+            wait_until(lambda: len(rogue.connected()) == 3, 60, "the rogue to connect to all")
             rogue.equivocate = True  # from now on it double-votes (and gets itself banned)
             c.wait_height(5, honest, timeout_s=60)
             h0 = max(h or 0 for h in c.heights(honest).values())
@@ -176,7 +176,7 @@ def test_equivocating_voter_is_banned(tmp_path: Path) -> None:
         rogue.equivocate = True
         load = LoadGen(c, honest, rate=RATE).start()
         try:
-            wait_until(lambda: len(rogue.connected()) == 3, 30, "the rogue to connect to all")
+            wait_until(lambda: len(rogue.connected()) == 3, 60, "the rogue to connect to all")
             c.wait_height(5, honest, timeout_s=60)
             h0 = max(h or 0 for h in c.heights(honest).values())
             c.wait_height(h0 + 10, honest, timeout_s=90)
