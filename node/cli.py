@@ -643,12 +643,20 @@ def _error_text(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code (0 ok, 1 failure, 2 usage)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
-    handler: _Handler = args.handler
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Tools with their own parsers get their arguments untouched (argparse.REMAINDER would not
+    # capture a leading option such as `gmchain bench --profile single`).
+    delegated = {"cluster": _cmd_cluster, "bench": _cmd_bench, "db": _cmd_db}
+    handler: _Handler
+    if argv and argv[0] in delegated and not (len(argv) == 2 and argv[1] in ("-h", "--help")):
+        handler, args = delegated[argv[0]], argparse.Namespace(rest=argv[1:])
+    else:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2)
+            return exc.code if isinstance(exc.code, int) else 2
+        handler = args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:
