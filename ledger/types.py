@@ -23,7 +23,15 @@ from enum import IntEnum
 from typing import Any, ClassVar, NewType, Self
 
 from crypto_sm import sm3_hash
-from ledger.codec import DecodeError, Limits, Value, decode, encode
+from ledger.codec import (
+    DecodeError,
+    Limits,
+    Value,
+    check_value,
+    decode,
+    encode,
+    encode_checked_fields,
+)
 
 __all__ = [
     "DIGEST_SIZE",
@@ -87,6 +95,11 @@ DOMAIN: dict[str, bytes] = {
 def compute_signing_root(domain: str, value: Value) -> Digest:
     """SM3(DOMAIN[domain] || 0x00 || canonical bytes of value)."""
     return Digest(sm3_hash(DOMAIN[domain] + b"\x00" + encode(value)))
+
+
+def _struct_root(domain: str, fields: list[Value]) -> Digest:
+    """compute_signing_root for a built struct's fields (already checked; same bytes)."""
+    return Digest(sm3_hash(DOMAIN[domain] + b"\x00" + encode_checked_fields(fields)))
 
 
 class ReceiptStatus(IntEnum):
@@ -166,7 +179,9 @@ class _Struct:
             raise DecodeError(f"{cls.__name__}: {exc}") from exc
 
     def encode(self) -> bytes:
-        return encode(self.to_fields())
+        # Every struct checks its fields when built (free-form values with check_value), so the
+        # canonical-value walk of ledger.codec.encode is not repeated here.
+        return encode_checked_fields(self.to_fields())
 
     @classmethod
     def decode(cls, data: bytes, limits: Limits | None = None) -> Self:
@@ -203,6 +218,7 @@ class TxBody(_Struct):
         _check_str("method", self.method, 32)
         _check_list("args", self.args, 64)
         object.__setattr__(self, "args", tuple(self.args))
+        check_value(list(self.args))
 
     def to_fields(self) -> list[Value]:
         return [
@@ -233,7 +249,7 @@ class TxBody(_Struct):
         )
 
     def compute_id(self) -> Digest:
-        return compute_signing_root("tx", self.to_fields())
+        return _struct_root("tx", self.to_fields())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,6 +308,7 @@ class Event(_Struct):
         for pair in self.fields:
             _need(isinstance(pair, list | tuple) and len(pair) == 2, "fields: expected pairs")
             _check_str("field name", pair[0], 64)
+            check_value(pair[1])
             pairs.append((pair[0], pair[1]))
         object.__setattr__(self, "fields", tuple(pairs))
 
@@ -327,6 +344,7 @@ class Receipt(_Struct):
         _need(all(isinstance(e, Event) for e in self.events), "events: expected Event items")
         object.__setattr__(self, "events", tuple(self.events))
         _check_str("error", self.error, 512, allow_empty=True)
+        check_value(self.result)
 
     def to_fields(self) -> list[Value]:
         return [
@@ -577,7 +595,7 @@ class BlockHeader(_Struct):
         _check_int("acc_size", self.acc_size)
         _check_bytes("state_hash", self.state_hash, DIGEST_SIZE)
         _need(isinstance(self.justify, QuorumCert), "justify: expected a QuorumCert")
-        object.__setattr__(self, "_id", compute_signing_root("header", self.to_fields()))
+        object.__setattr__(self, "_id", _struct_root("header", self.to_fields()))
 
     @property
     def block_id(self) -> Digest:

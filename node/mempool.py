@@ -12,6 +12,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ class Mempool:
         self._bytes = 0
         self._per_sender: dict[bytes, int] = {}
         self._verified: OrderedDict[bytes, None] = OrderedDict()  # LRU of verified tx ids
+        # (expiry, tx id) of every admitted tx; entries of txs that left are skipped lazily.
+        self._expiries: list[tuple[int, bytes]] = []
 
     # --- admission ------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class Mempool:
         self.precheck(tx, size, head)
         self.mark_verified(tx.tx_id)
         self._pending[tx.tx_id] = _Entry(tx, size, now_ms)
+        heapq.heappush(self._expiries, (tx.body.expiry, tx.tx_id))
         self._bytes += size
         self._per_sender[tx.body.sender] = self._per_sender.get(tx.body.sender, 0) + 1
 
@@ -155,7 +159,15 @@ class Mempool:
 
     def evict_expired(self, head: int) -> int:
         """Drop txs that can no longer be included after `head` (expiry <= head)."""
-        dead = [tid for tid, e in self._pending.items() if e.tx.body.expiry <= head]
+        dead = []
+        heap = self._expiries
+        while heap and heap[0][0] <= head:
+            _, tx_id = heapq.heappop(heap)
+            if tx_id in self._pending:
+                dead.append(tx_id)
+        if len(heap) > 2 * len(self._pending) + 1024:  # drop entries of txs that left
+            self._expiries = [(e, t) for e, t in heap if t in self._pending]
+            heapq.heapify(self._expiries)
         return self.remove(dead)
 
     def drop(self, txs: Sequence[SignedTx]) -> int:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -198,6 +199,7 @@ class NodeService:
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
         self._admitted_at: dict[bytes, float] = {}
+        self._block_cache: OrderedDict[int, Block] = OrderedDict()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._head_subs: set[asyncio.Queue[Any]] = set()
         self._event_subs: set[tuple[str | None, str | None, asyncio.Queue[Any]]] = set()
@@ -374,20 +376,18 @@ class NodeService:
         except MempoolError as exc:
             self.metrics.rejected.labels(exc.code.name.lower()).inc()
             raise ApiError(exc.code, exc.message) from None
-        if self.store.get_tx_location(tx.tx_id) is not None:
-            self.metrics.rejected.labels("duplicate").inc()
-            raise ApiError(ErrorCode.DUPLICATE, "transaction is already committed")
-        if self.chain.executor.lookup_sender(tx.body.sender, None) is None:
-            self.metrics.rejected.labels("unknown_sender").inc()
-            raise ApiError(ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account")
         if not self.registry_has(tx.body.contract):
             self.metrics.rejected.labels("unknown_contract").inc()
             raise ApiError(ErrorCode.UNKNOWN_CONTRACT, f"no contract {tx.body.contract!r}")
-        if not self.mempool.is_verified(tx.tx_id):
-            ok = await asyncio.get_running_loop().run_in_executor(self._pool, _verify_tx, tx)
-            if not ok:
-                self.metrics.rejected.labels("bad_signature").inc()
-                raise ApiError(ErrorCode.BAD_SIGNATURE, "signature does not verify")
+        # The store reads and the signature check run in the worker threads: LevelDB reads and
+        # OpenSSL release the GIL there, and the event loop stays free for the next request.
+        failure = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._admission_checks, tx, not self.mempool.is_verified(tx.tx_id)
+        )
+        if failure is not None:
+            code, message = failure
+            self.metrics.rejected.labels(code.name.lower()).inc()
+            raise ApiError(code, message)
         if durable and self.wal is not None:
             # Log first, then pool: a tx may commit only after its acknowledgement is durable,
             # and a refused one is never reported as failed while it could still commit.
@@ -405,6 +405,16 @@ class NodeService:
         if gossip and self.gossip_hook is not None:
             self.gossip_hook(raw)
         self._wake.set()
+
+    def _admission_checks(self, tx: SignedTx, verify: bool) -> tuple[ErrorCode, str] | None:
+        """Runs in a worker thread: committed-duplicate, admitted-sender and signature checks."""
+        if self.store.get_tx_location(tx.tx_id) is not None:
+            return ErrorCode.DUPLICATE, "transaction is already committed"
+        if self.chain.executor.lookup_sender(tx.body.sender, None) is None:
+            return ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account"
+        if verify and not _verify_tx(tx):
+            return ErrorCode.BAD_SIGNATURE, "signature does not verify"
+        return None
 
     def registry_has(self, contract: str) -> bool:
         return contract in self.registry.names
@@ -432,12 +442,23 @@ class NodeService:
         return self.chain.head.height
 
     def get_block(self, height: int) -> Block | None:
+        """A committed block; decoded blocks are kept in a small LRU (they never change)."""
+        block = self._block_cache.get(height)
+        if block is not None:
+            self._block_cache.move_to_end(height)
+            return block
         raw = self.store.get_block_by_height(height)
-        return Block.decode(raw) if raw else None
+        if not raw:
+            return None
+        block = Block.decode(raw)
+        self._block_cache[height] = block
+        if len(self._block_cache) > 256:
+            self._block_cache.popitem(last=False)
+        return block
 
     def get_block_by_hash(self, block_id: bytes) -> Block | None:
-        raw = self.store.get_block_by_hash(block_id)
-        return Block.decode(raw) if raw else None
+        height = self.store.get_height_by_hash(block_id)
+        return None if height is None else self.get_block(height)
 
     def get_tx(self, tx_id: bytes) -> TxLookup | None:
         loc = self.store.get_tx_location(tx_id)
