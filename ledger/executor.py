@@ -19,7 +19,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,6 +95,7 @@ class ExecResult:
     receipt_root: Digest
     state_hash: Digest
     index_writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    touches_membership: bool = False  # some write is in the membership namespace
 
     def iter_chain(self) -> Iterator[ExecResult]:
         """This result and its speculative ancestors, newest first."""
@@ -217,6 +218,12 @@ class Executor:
         self.registry = registry
         self.committed = committed
         self.replay_window = replay_window
+        # Tx ids the caller knows are not committed (its pool: committed txs leave it in the
+        # same step as their commit), so the committed-duplicate lookup can be skipped for them.
+        self.known_uncommitted: Callable[[bytes], bool] = lambda _tx_id: False
+        # Sender accounts as of committed state; `forget_accounts` whenever a committed block
+        # writes membership state. Speculative membership writes bypass it (see lookup_sender).
+        self._accounts: dict[bytes, tuple[bytes, str, str] | None] = {}
 
     # --- checks shared by the pool, the leader and the replicas -----------------------------------
 
@@ -245,7 +252,7 @@ class Executor:
             for r in parent.iter_chain():
                 if tx_id in r.tx_id_set:
                     raise TxRejected("DUPLICATE", "transaction already in an uncommitted block")
-        if self.committed.get_tx_location(tx_id) is not None:
+        if not self.known_uncommitted(tx_id) and self.committed.get_tx_location(tx_id) is not None:
             raise TxRejected("DUPLICATE", "transaction already committed")
         account = self.lookup_sender(body.sender, parent)
         if account is None:
@@ -255,11 +262,32 @@ class Executor:
     def lookup_sender(
         self, pubkey: bytes, parent: ExecResult | None
     ) -> tuple[bytes, str, str] | None:
-        layered = _Layered(self.committed, _layers_of(parent))
+        if parent is None or not any(r.touches_membership for r in parent.iter_chain()):
+            if pubkey in self._accounts:
+                return self._accounts[pubkey]
+            account = self._lookup(pubkey, [])
+            if len(self._accounts) > 100_000:
+                self._accounts.clear()
+            self._accounts[pubkey] = account
+            return account
+        return self._lookup(pubkey, _layers_of(parent))
+
+    def _lookup(
+        self, pubkey: bytes, layers: list[Mapping[StateKey, bytes | None]]
+    ) -> tuple[bytes, str, str] | None:
+        layered = _Layered(self.committed, layers)
         account = lookup_account(_NsReader(layered, "membership"), sm3_hash(pubkey)[:20])
         if account is None or account[0] != pubkey:
             return None
         return account
+
+    def lookup_sender_uncached(self, pubkey: bytes) -> tuple[bytes, str, str] | None:
+        """The committed account of `pubkey`, read from the store (safe from any thread)."""
+        return self._lookup(pubkey, [])
+
+    def forget_accounts(self) -> None:
+        """Committed membership state changed: drop the cached committed lookups."""
+        self._accounts.clear()
 
     # --- execution ------------------------------------------------------------------------------
 
@@ -270,18 +298,18 @@ class Executor:
         parent: ExecResult | None,
         *,
         strict: bool = True,
-    ) -> tuple[ExecResult, list[SignedTx]]:
+    ) -> tuple[ExecResult, list[tuple[SignedTx, str]]]:
         """Execute `txs` in order on top of `parent`.
 
         strict=True (validating a proposal): any block-rule violation raises InvalidBlock.
         strict=False (building a block): violating txs are skipped and returned as rejected.
-        Returns the result and the list of txs that were skipped (empty when strict).
+        Returns the result and the txs that were skipped with the reason (empty when strict).
         """
         block_writes: dict[StateKey, bytes | None] = {}
         layers_below = _layers_of(parent)
         seen: set[bytes] = set()
         included: list[SignedTx] = []
-        rejected: list[SignedTx] = []
+        rejected: list[tuple[SignedTx, str]] = []
         receipts: list[Receipt] = []
         for tx in txs:
             try:
@@ -289,7 +317,7 @@ class Executor:
             except TxRejected as exc:
                 if strict:
                     raise InvalidBlock(f"tx {tx.tx_id.hex()}: {exc}") from exc
-                rejected.append(tx)
+                rejected.append((tx, exc.reason))
                 continue
             seen.add(tx.tx_id)
             included.append(tx)
@@ -373,6 +401,7 @@ class Executor:
             tx_root=compute_root(tx_ids) if tx_ids else EMPTY_ROOT,
             receipt_root=compute_root(receipt_bytes) if receipt_bytes else EMPTY_ROOT,
             state_hash=compute_state_hash(ctx.parent_state_hash, writes),
+            touches_membership=any(ns == "membership" for ns, _ in writes),
         )
 
     # --- read-only queries on committed state ---------------------------------------------------

@@ -14,6 +14,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -109,7 +110,10 @@ class Chain:
             committed=store,
             replay_window=genesis.replay_window,
         )
+        self.executor.known_uncommitted = mempool.__contains__
         self._results: dict[bytes, ExecResult] = {}
+        # Tx ids of the most recently committed blocks, newest last: (height, ids).
+        self.recent: deque[tuple[int, frozenset[bytes]]] = deque(maxlen=512)
         self._ensure_genesis()
         head = store.head_height()
         assert head is not None
@@ -226,9 +230,14 @@ class Chain:
         ctx = self._context(parent, ts, parent_res)
         result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
         if rejected:
-            # Expired, duplicate (committed meanwhile) or no longer admitted: they can never be
-            # included on this branch's committed prefix, so they leave the pool.
-            dropped = [t for t in rejected if not self._in_uncommitted(t.tx_id)]
+            # Expired or committed meanwhile: they can never be included, so they leave the pool.
+            # (An unknown sender may be admitted by a block still uncommitted: it stays.)
+            dropped = [
+                t
+                for t, why in rejected
+                if why in ("EXPIRED", "DUPLICATE", "WRONG_CHAIN")
+                and not self._in_uncommitted(t.tx_id)
+            ]
             self.mempool.drop(dropped)
         txs = [t for t in candidates if t.tx_id in result.tx_id_set]
         header = self._header(parent, round, justify, proposer, ts, result)
@@ -325,6 +334,9 @@ class Chain:
             )
             self.head = h
             self.frontier = result.frontier
+            self.recent.append((h.height, result.tx_id_set))
+            if any(ns == "membership" for ns, _ in result.writes):
+                self.executor.forget_accounts()
             # Children were executed on top of this result; it is now the committed base.
             for other in self._results.values():
                 if other.parent is result:
@@ -339,6 +351,13 @@ class Chain:
             if self.on_commit is not None:
                 self.on_commit(done)
         return done
+
+    def committed_since(self, height: int, tx_id: bytes) -> bool | None:
+        """Whether `tx_id` was committed in a block above `height` (None: not sure, ask the
+        store — the in-memory window does not reach back that far)."""
+        if self.recent and self.recent[0][0] > height + 1:
+            return None
+        return any(tx_id in ids for h, ids in self.recent if h > height)
 
     def find_commit_proof(self, height: int) -> CommitProof | None:
         """The proof stored with the first block at or above `height` that has one; the

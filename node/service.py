@@ -381,9 +381,16 @@ class NodeService:
             raise ApiError(ErrorCode.UNKNOWN_CONTRACT, f"no contract {tx.body.contract!r}")
         # The store reads and the signature check run in the worker threads: LevelDB reads and
         # OpenSSL release the GIL there, and the event loop stays free for the next request.
+        checked_at = self.chain.head.height
         failure = await asyncio.get_running_loop().run_in_executor(
             self._pool, self._admission_checks, tx, not self.mempool.is_verified(tx.tx_id)
         )
+        if failure is None:
+            # Blocks committed while the worker looked: the pool must never hold a committed tx
+            # (the executor trusts that), so check them, in memory when they are recent.
+            again = self.chain.committed_since(checked_at, tx.tx_id)
+            if again or (again is None and self.store.get_tx_location(tx.tx_id) is not None):
+                failure = (ErrorCode.DUPLICATE, "transaction is already committed")
         if failure is not None:
             code, message = failure
             self.metrics.rejected.labels(code.name.lower()).inc()
@@ -410,7 +417,8 @@ class NodeService:
         """Runs in a worker thread: committed-duplicate, admitted-sender and signature checks."""
         if self.store.get_tx_location(tx.tx_id) is not None:
             return ErrorCode.DUPLICATE, "transaction is already committed"
-        if self.chain.executor.lookup_sender(tx.body.sender, None) is None:
+        # (uncached: a worker thread must not fill the executor's cache with a stale answer)
+        if self.chain.executor.lookup_sender_uncached(tx.body.sender) is None:
             return ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account"
         if verify and not _verify_tx(tx):
             return ErrorCode.BAD_SIGNATURE, "signature does not verify"
