@@ -42,7 +42,7 @@ def init_cluster(
     observers: int = 0,
     base_rpc: int = 8545,
     base_p2p: int = 30300,
-    round_timeout_ms: int = 1000,
+    round_timeout_ms: int = 2000,
 ) -> dict[str, Any]:
     if (d / "cluster.json").exists():
         raise SystemExit(f"error: {d} already holds a cluster (remove it or pick another --dir)")
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("--dir", required=True)
     pi.add_argument("--base-rpc", type=int, default=8545)
     pi.add_argument("--base-p2p", type=int, default=30300)
-    pi.add_argument("--round-timeout-ms", type=int, default=1000)
+    pi.add_argument("--round-timeout-ms", type=int, default=2000)
     pu = sub.add_parser("up", help="start every node that is not running")
     pu.add_argument("--dir", required=True)
     pu.add_argument("--wait", type=float, default=20.0, help="seconds to wait for RPC")

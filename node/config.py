@@ -64,7 +64,7 @@ class NodeConfig:
     max_round_timeout_ms: int = 20_000
     # packing
     min_block_txs: int = 1
-    max_block_txs: int = 5000
+    max_block_txs: int = 1000  # a block must validate well inside one round timeout
     min_wait_ms: int = 5
     max_wait_ms: int = 200
     target_latency_ms: int = 500
