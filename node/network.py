@@ -55,6 +55,7 @@ log = logging.getLogger("gmchain.network")
 
 GOSSIP_BATCH = 512
 GOSSIP_FLUSH_S = 0.005
+MAX_GOSSIP_TASKS = 64  # gossip batches being admitted at once; beyond, batches are shed
 _WIRE_LIMITS = Limits(max_size=4 * 1024 * 1024, max_bin=4 * 1024 * 1024, max_array=20_000)
 
 
@@ -123,8 +124,11 @@ class NetworkBridge:
         self._outbox: list[bytes] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._gossip_tasks = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {
             "bad_payloads": 0,
+            "gossip_shed": 0,
             "equivocations": 0,
             "gossip_in": 0,
             "gossip_out": 0,
@@ -143,6 +147,8 @@ class NetworkBridge:
 
     async def stop(self) -> None:
         self._closing = True
+        for t in list(self._tasks):
+            t.cancel()
         if self._flush_task is not None:
             self._flush_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,7 +185,15 @@ class NetworkBridge:
             self.net.report_misbehaviour(sender, f"undecodable payload: {exc}")
             return
         if isinstance(msg, TxBatch):
-            await self._on_txs(sender, msg)
+            # Never let gossip hold up the peer's read loop: consensus messages from the same
+            # peer queue behind it on the one TCP stream (the cluster4 stall under load).
+            if self._gossip_tasks >= MAX_GOSSIP_TASKS:
+                self.stats["gossip_shed"] += len(msg.txs)  # the origin still has them
+                return
+            self._gossip_tasks += 1
+            task = asyncio.get_running_loop().create_task(self._on_txs(sender, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._gossip_done)
             return
         why = self.detector.check(sender, msg)
         if why is not None:
@@ -193,19 +207,30 @@ class NetworkBridge:
             log.exception("consensus failed on a message from %s", sender.hex()[:12])
             raise
 
+    def _gossip_done(self, task: asyncio.Task[None]) -> None:
+        self._gossip_tasks -= 1
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gossip batch failed", exc_info=task.exception())
+
     async def _on_txs(self, sender: bytes, batch: TxBatch) -> None:
         bad = 0
+        txs = []
         for raw in batch.txs:
             self.stats["gossip_in"] += 1
             try:
-                tx = SignedTx.decode_tx(raw)
+                txs.append((SignedTx.decode_tx(raw), raw))
             except DecodeError:
                 bad += 1
-                continue
-            try:
-                await self.service.admit(tx, raw, gossip=False)
-            except ApiError:
+        results = await asyncio.gather(
+            *(self.service.admit(tx, raw, gossip=False) for tx, raw in txs),
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, ApiError):
                 self.stats["gossip_rejected"] += 1
+            elif isinstance(r, BaseException):
+                raise r
         if bad:
             self.stats["bad_payloads"] += 1
             self.net.report_misbehaviour(sender, f"{bad} undecodable transactions in a batch")

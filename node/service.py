@@ -385,12 +385,6 @@ class NodeService:
         failure = await asyncio.get_running_loop().run_in_executor(
             self._pool, self._admission_checks, tx, not self.mempool.is_verified(tx.tx_id)
         )
-        if failure is None:
-            # Blocks committed while the worker looked: the pool must never hold a committed tx
-            # (the executor trusts that), so check them, in memory when they are recent.
-            again = self.chain.committed_since(checked_at, tx.tx_id)
-            if again or (again is None and self.store.get_tx_location(tx.tx_id) is not None):
-                failure = (ErrorCode.DUPLICATE, "transaction is already committed")
         if failure is not None:
             code, message = failure
             self.metrics.rejected.labels(code.name.lower()).inc()
@@ -400,6 +394,12 @@ class NodeService:
             # and a refused one is never reported as failed while it could still commit.
             await self.wal.append(tx.tx_id, raw)
         try:
+            # Blocks committed while we awaited (worker checks, pool log): the pool must never
+            # hold a committed tx (the executor trusts that), so check them here, with no await
+            # between this check and the insert — in memory when they are recent.
+            again = self.chain.committed_since(checked_at, tx.tx_id)
+            if again or (again is None and self.store.get_tx_location(tx.tx_id) is not None):
+                raise MempoolError(ErrorCode.DUPLICATE, "transaction is already committed")
             self.mempool.add(tx, size, self.chain.head.height, self.clock_ms())
         except MempoolError as exc:
             if durable and self.wal is not None and exc.code is not ErrorCode.DUPLICATE:

@@ -87,3 +87,36 @@ async def test_bad_log_entries_are_dropped_on_recovery(tmp_path: Path) -> None:
     finally:
         await svc2.stop()
         svc2.store.close()
+
+
+async def test_a_tx_committed_while_its_log_write_waits_never_enters_the_pool(
+    tmp_path: Path,
+) -> None:
+    """Regression (cluster bench): a client retried a tx at a second node; the first node's
+    copy committed while the second awaited its pool-log write, and the second then pooled a
+    committed tx — which it proposed, as leader, in every round it led (rejected each time)."""
+    import pytest
+
+    from node.api import ApiError, ErrorCode
+
+    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
+    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
+    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    svc = _service(cfg, node_key)
+    assert svc.wal is not None
+    svc.wal.start()
+    tx = _tx(svc, client, 1)
+    real_append = svc.wal.append
+
+    async def append_while_it_commits(tx_id: bytes, raw: bytes) -> None:
+        await real_append(tx_id, raw)
+        # Meanwhile the same tx committed elsewhere and reached us in a block.
+        svc.chain.recent.append((svc.chain.head.height + 1, frozenset({tx_id})))
+
+    svc.wal.append = append_while_it_commits  # type: ignore[method-assign]
+    with pytest.raises(ApiError) as err:
+        await svc.submit_raw_tx(tx.encode())
+    assert err.value.code == ErrorCode.DUPLICATE
+    assert tx.tx_id not in svc.mempool
+    await svc.wal.close()
+    svc.store.close()
