@@ -4,9 +4,8 @@ Rules these drills keep (issue 5 item 6; DESIGN.md "Reliability strategy"):
 1. Every node is its own OS process (`node.cluster.start_nodes`, as `gmchain cluster up`).
 2. Every drill ends in `check_invariants` (identical block hashes at every height on every node;
    every acknowledged tx in exactly one block). It is never skipped or weakened by a drill.
-3. Load goes only to nodes a drill does not kill: an acknowledgement means "in that node's pool"
-   (node/service.py rule 3), which does not survive a SIGKILL of that node within the gossip
-   flush window, so a client of a killed node must resubmit (docs/ops.md).
+3. Load goes only to nodes a drill does not kill: a killed node's acknowledged txs survive in its
+   pool log (node/poolwal.py) but commit only once it restarts, which some drills never do.
 4. Times are printed (pytest -s shows them) and bounded only by generous deadlines; no test asserts
    a speed.
 """
