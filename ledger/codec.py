@@ -113,8 +113,30 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
 
 
 def _check_value(value: Value, depth: int, max_depth: int) -> None:
-    # bool is a subclass of int: test it first so True is not range-checked as 1.
-    if value is None or isinstance(value, bool | str | bytes):
+    # Exact-type fast paths first (the common leaves are bytes and str, checked inline in the
+    # loop without a call); subclasses (IntEnum, NewType-free subclasses) fall through to
+    # isinstance. bool is tested before int: True is not range-checked as 1.
+    t = type(value)
+    if t is bytes or t is str or t is bool or value is None:
+        return
+    if t is list or t is tuple:
+        if depth >= max_depth:
+            raise ValueError(f"nesting deeper than {max_depth}")
+        for item in value:
+            ti = type(item)
+            if ti is bytes or ti is str or item is None:
+                continue
+            if ti is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    raise ValueError(f"integer {item} out of range")
+                continue
+            _check_value(item, depth + 1, max_depth)
+        return
+    if t is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"integer {value} out of range")
+        return
+    if isinstance(value, bool | str | bytes):
         return
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:

@@ -121,22 +121,24 @@ def _need(cond: bool, msg: str) -> None:
 
 
 def _check_bytes(name: str, value: object, size: int) -> None:
-    _need(isinstance(value, bytes) and len(value) == size, f"{name}: expected {size} bytes")
+    # (messages are built only on failure: these run for every field of every struct)
+    if not (isinstance(value, bytes) and len(value) == size):
+        raise ValueError(f"{name}: expected {size} bytes")
 
 
 def _check_int(name: str, value: object, lo: int = 0, hi: int = _U64) -> None:
-    _need(
-        isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-        f"{name}: expected an integer in [{lo}, {hi}]",
-    )
+    if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+        raise ValueError(f"{name}: expected an integer in [{lo}, {hi}]")
 
 
 def _check_str(name: str, value: object, max_len: int, *, allow_empty: bool = False) -> None:
-    _need(isinstance(value, str), f"{name}: expected a string")
-    assert isinstance(value, str)
-    n = len(value.encode())
-    _need(n <= max_len, f"{name}: longer than {max_len} bytes")
-    _need(allow_empty or n > 0, f"{name}: must not be empty")
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected a string")
+    n = len(value) if value.isascii() else len(value.encode())
+    if n > max_len:
+        raise ValueError(f"{name}: longer than {max_len} bytes")
+    if not (allow_empty or n > 0):
+        raise ValueError(f"{name}: must not be empty")
 
 
 def _check_list(name: str, value: object, max_len: int) -> None:
