@@ -112,6 +112,16 @@ class _RpcError(Exception):
         self.data = data
 
 
+def _summary_json(found: Any) -> dict[str, Any] | None:
+    """block_to_json(block, full_txs=False) from a (header, tx ids) summary."""
+    if found is None:
+        return None
+    header, tx_ids = found
+    out = header_to_json(header)
+    out["transactions"] = [hex0x(t) for t in tx_ids]
+    return out
+
+
 def _error(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": int(code), "message": message}
     if data is not None:
@@ -708,10 +718,16 @@ class RpcServer:
         return None if found is None else self._receipt_json(found)
 
     async def _m_get_block_by_number(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        summary = getattr(self._api, "get_block_summary", None)
+        if not a["fullTxs"] and summary is not None:  # header + ids: no tx decoding
+            return _summary_json(summary(a["height"]))
         block = self._api.get_block(a["height"])
         return None if block is None else block_to_json(block, a["fullTxs"])
 
     async def _m_get_block_by_hash(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+        summary = getattr(self._api, "get_block_summary_by_hash", None)
+        if not a["fullTxs"] and summary is not None:
+            return _summary_json(summary(a["hash"]))
         block = self._api.get_block_by_hash(a["hash"])
         return None if block is None else block_to_json(block, a["fullTxs"])
 

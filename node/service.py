@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgpack
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consensus import (
@@ -472,16 +473,32 @@ class NodeService:
         loc = self.store.get_tx_location(tx_id)
         if loc is None:
             return None
-        block = self.get_block(loc[0])
+        height, index = loc
+        cached = self._block_cache.get(height)
+        if cached is not None:
+            tx = cached.txs[index]
+        else:
+            raw_block = self.store.get_block_by_height(height)
+            assert raw_block is not None
+            tx = SignedTx.decode(extract_tx_bytes(raw_block, index))
         rraw = self.store.get_receipt(tx_id)
-        assert block is not None and rraw is not None
+        block_id = self.store.get_block_hash(height)
+        assert rraw is not None and block_id is not None
         return TxLookup(
-            tx=block.txs[loc[1]],
-            height=loc[0],
-            index=loc[1],
-            block_id=block.block_id,
-            receipt=Receipt.decode(rraw),
+            tx=tx, height=height, index=index, block_id=block_id, receipt=Receipt.decode(rraw)
         )
+
+    def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
+        """A committed block's header and tx ids, without decoding its transactions."""
+        raw = self.store.get_header_by_height(height)
+        ids = self.store.get_tx_ids(height)
+        if raw is None or ids is None:
+            return None
+        return BlockHeader.decode(raw), ids
+
+    def get_block_summary_by_hash(self, block_id: bytes) -> tuple[BlockHeader, list[bytes]] | None:
+        height = self.store.get_height_by_hash(block_id)
+        return None if height is None else self.get_block_summary(height)
 
     def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
         loc = self.store.get_tx_location(tx_id)
@@ -626,6 +643,25 @@ class NodeService:
 
 
 _OVERFLOW = object()
+
+
+def extract_tx_bytes(block_bytes: bytes, index: int) -> bytes:
+    """The canonical bytes of transaction `index` inside an encoded Block `[6, header, [txs]]`,
+    found by skipping (in msgpack's C code) instead of decoding the whole block."""
+    u = msgpack.Unpacker(raw=False, max_buffer_size=len(block_bytes) + 1)
+    u.feed(block_bytes)
+    if u.read_array_header() != 3:
+        raise ValueError("not an encoded block")
+    u.skip()  # tag
+    u.skip()  # header
+    n = u.read_array_header()
+    if not 0 <= index < n:
+        raise IndexError(f"block has {n} transactions, no index {index}")
+    for _ in range(index):
+        u.skip()
+    start = u.tell()
+    u.skip()
+    return block_bytes[start : u.tell()]
 
 
 async def _drain(q: asyncio.Queue[Any], cleanup: Callable[[], None]) -> AsyncIterator[Any]:

@@ -1,0 +1,64 @@
+"""The fast query paths give exactly what the full-decode paths give (block summary, tx slicing)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from crypto_sm import load_private_key, sm3_hash
+from ledger.store import Store
+from ledger.types import SignedTx, TxBody
+from node.config import load_config, load_genesis
+from node.daemon import DEV_PASSPHRASE, init_dev
+from node.jsonfmt import block_to_json
+from node.rpc import _summary_json
+from node.service import NodeService, extract_tx_bytes
+
+
+async def test_summary_and_sliced_txs_match_the_decoded_block(tmp_path: Path) -> None:
+    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
+    genesis = load_genesis(cfg.genesis_file)
+    key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
+    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
+    svc = NodeService(config=cfg, genesis=genesis, key=key, store=store)
+    await svc.start()
+    try:
+        ids = []
+        for i in range(25):
+            body = TxBody(
+                chain_id=genesis.chain_id,
+                sender=client.public_key.to_bytes(),
+                nonce=i,
+                expiry=100,
+                contract="evidence",
+                method="submit",
+                args=[f"q{i}", f"qf{i}", "s", "kyc", sm3_hash(b"%d" % i), None, [], 2, None],
+            )
+            tx = SignedTx(body=body, signature=client.sign(body.compute_id()))
+            ids.append(await svc.submit_raw_tx(tx.encode()))
+        for t in ids:
+            assert await svc.wait_tx(t, 10) is not None
+        await asyncio.sleep(0.1)
+        seen = 0
+        for h in range(1, svc.height() + 1):
+            raw = store.get_block_by_height(h)
+            assert raw is not None
+            block = svc.get_block(h)
+            assert block is not None
+            assert _summary_json(svc.get_block_summary(h)) == block_to_json(block, False)
+            assert _summary_json(svc.get_block_summary_by_hash(block.block_id)) == block_to_json(
+                block, False
+            )
+            for i, tx in enumerate(block.txs):
+                assert extract_tx_bytes(raw, i) == tx.encode()
+                svc._block_cache.clear()  # force the slicing path
+                got = svc.get_tx(tx.tx_id)
+                assert got is not None and got.tx == tx and got.index == i and got.height == h
+                assert got.block_id == block.block_id
+                seen += 1
+        assert seen == 25
+        assert svc.get_block_summary(svc.height() + 1) is None
+    finally:
+        await svc.stop()
+        store.close()
