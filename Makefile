@@ -20,7 +20,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy crypto_sm ledger consensus
+	$(BIN)/mypy crypto_sm ledger consensus node p2p contracts bench
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -172,7 +172,7 @@ class Chain:
         raw = self.store.get_meta(META_PENDING)
         if not raw:
             return {}
-        out = {}
+        out: dict[bytes, bytes] = {}
         for b in decode(raw):
             block = Block.decode(b)
             if block.header.height > self.head.height:

@@ -50,7 +50,7 @@ def init_cluster(
         raise SystemExit("error: need 1..64 nodes in all, at least one validator")
     d.mkdir(parents=True, exist_ok=True)
     pw = DEV_PASSPHRASE.encode()
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     keys = []
     for i in range(validators + observers):
         role = "validator" if i < validators else "observer"
