@@ -66,8 +66,8 @@ class NodeConfig:
     min_block_txs: int = 1
     max_block_txs: int = 1000  # a block must validate well inside one round timeout
     min_wait_ms: int = 5
-    max_wait_ms: int = 200
-    target_latency_ms: int = 500
+    max_wait_ms: int = 50
+    target_latency_ms: int = 250
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000
