@@ -30,7 +30,6 @@ test: lint
 	$(BIN)/python -m pytest -n 2 -q tests
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	mkdir -p out
 	$(BIN)/gmchain bench --profile single --duration 60 --json out/bench-single.json
 	$(BIN)/gmchain bench --profile cluster4 --duration 60 --json out/bench-cluster4.json
