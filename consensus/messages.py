@@ -53,7 +53,8 @@ def _is_u64(v: object) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommitProof(_Struct):
-    """`header` is the child C of the committed tip; `qc` certifies C (see rule 3 above)."""
+    """Proof that a block is committed: `header` is a child C of it, `qc` certifies C, and
+    C.round == C.justify.round + 1 (Jolteon's 2-chain rule); C.justify names the committed block."""
 
     TAG: ClassVar[int] = 24
     header: BlockHeader

@@ -39,7 +39,10 @@ def test_doc_is_up_to_date() -> None:
 
 def test_every_struct_example_decodes_and_reencodes() -> None:
     ex = _examples()
-    for cls in _generator().STRUCTS:
+    gen = _generator()
+    for cls in gen.STRUCTS:
+        if cls.__name__ in gen._NO_EXAMPLE:  # its example is the bundle's (section 9)
+            continue
         raw = bytes.fromhex(ex[f"struct_{cls.__name__}"].split(" = ")[1])
         assert cls.decode(raw).encode() == raw
 
