@@ -35,11 +35,11 @@ bench: $(STAMP)
 	$(BIN)/gmchain bench --profile cluster4 --duration 60 --json out/bench-cluster4.json
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak -o addopts='' tests
+	$(BIN)/python -m pytest -q -m soak -o addopts='' --timeout 7200 tests
 
 sim-long: $(STAMP)
 	$(BIN)/python -m consensus.sim --seeds 20000 --nodes 4 --byzantine 1 --faults all --json
-	$(BIN)/python -m pytest -q -m simlong -o addopts='' tests
+	$(BIN)/python -m pytest -q -m simlong -o addopts='' --timeout 7200 tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
