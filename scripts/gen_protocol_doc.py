@@ -48,6 +48,7 @@ SENDER_KEY = sm3_hash(b"gmchain protocol.md example key: sender")
 VALIDATOR_KEY = sm3_hash(b"gmchain protocol.md example key: validator")
 CHAIN_ID = "gmchain-example"
 
+
 def _all_structs() -> list[type[Any]]:
     from consensus.messages import CommitProof
 
