@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         commits += r.commits
         virtual_ms += r.virtual_ms
         if r.violations or r.liveness_failure:
-            what = "; ".join(r.violations[:3]) or "liveness failure"
+            what = "; ".join(r.violations[:3]) or r.note or "liveness failure"
             print(f"FAIL seed {s}: {what}\n  replay: {r.command}", file=sys.stderr)
             failing.append({"seed": s, "problem": what, "replay": r.command})
     wall = time.perf_counter() - t0

@@ -56,6 +56,7 @@ __all__ = ["FAULT_KINDS", "SimConfig", "SimResult", "run_seed"]
 
 FAULT_KINDS = ("network", "partition", "rounds", "twins_split", "crash", "drift", "byzantine")
 TICK_MS = 10
+MAX_EVENTS_PER_SEED = 2_000_000  # a healthy seed needs well under 100,000 (see World.run)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +116,7 @@ class SimResult:
     messages: int = 0
     synced_responses: int = 0  # non-empty SyncResponses delivered (committed sync exercised)
     command: str = ""
+    note: str = ""  # why a run ended early (e.g. a message explosion)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -185,6 +187,7 @@ class _World:
         self.heap: list[tuple[int, int, str, int, object]] = []
         self.seq = 0
         self.now = 0
+        self.exploded = False  # the event budget ran out (World.run)
         self.healed = False
         # invariants
         self.violations: list[str] = []
@@ -339,9 +342,16 @@ class _World:
         deadline = cfg.fault_ms + cfg.liveness_ms
         probe_ids = [t.tx_id for t in self.probes]
         live = False
+        events = 0
         while self.heap:
             t, _, kind, idx, payload = heapq.heappop(self.heap)
             if t > deadline:
+                break
+            events += 1
+            if events > MAX_EVENTS_PER_SEED:
+                # A message explosion (virtual time stalls while messages multiply): report it as
+                # a liveness failure with its replay command instead of spinning for hours.
+                self.exploded = True
                 break
             self.now = t
             if kind == "tick":
@@ -384,6 +394,9 @@ class _World:
         result = SimResult(seed=cfg.seed, command=cfg.command())
         result.violations = self.violations
         result.liveness_failure = not live
+        if self.exploded:
+            result.violations = [*result.violations]  # (safety verdicts so far still stand)
+            result.note = f"message explosion: over {MAX_EVENTS_PER_SEED} events by t={self.now} ms"
         result.commits = max((i.committed_height for i in self.instances if i.honest), default=0)
         result.virtual_ms = self.now
         result.messages = self.messages
