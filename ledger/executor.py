@@ -39,6 +39,7 @@ from ledger.types import (
     Receipt,
     ReceiptStatus,
     SignedTx,
+    compute_signing_root,
 )
 
 __all__ = [
@@ -107,7 +108,7 @@ class ExecResult:
 
 def compute_state_hash(parent_state_hash: bytes, writes: Mapping[StateKey, bytes | None]) -> Digest:
     items = [[ns, key, value] for (ns, key), value in sorted(writes.items())]
-    return Digest(sm3_hash(b"GMCHAIN/STATE/v1\x00" + encode([parent_state_hash, items])))
+    return compute_signing_root("state", [parent_state_hash, items])
 
 
 class _Layered:

@@ -13,6 +13,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ from ledger.types import (
 )
 from node.mempool import Mempool
 
-__all__ = ["Chain", "CommittedBlock", "make_genesis_block"]
+__all__ = ["Chain", "CommittedBlock", "make_genesis_block", "sender_key"]
 
 log = logging.getLogger("gmchain.chain")
 
@@ -441,14 +442,24 @@ class Chain:
             return None
         items = []
         for t in todo:
-            try:
-                items.append((PublicKey.from_bytes(t.body.sender), t.tx_id, t.signature))
-            except Exception:
+            key = sender_key(t.body.sender)
+            if key is None:
                 return f"tx {t.tx_id.hex()[:16]}: invalid sender key"
+            items.append((key, t.tx_id, t.signature))
         for t, ok in zip(todo, verify_many(items), strict=True):
             if not ok:
                 return f"tx {t.tx_id.hex()[:16]}: bad signature"
             self.mempool.mark_verified(t.tx_id)
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def sender_key(raw: bytes) -> PublicKey | None:
+    """Parsed (and curve-checked) sender keys, shared by admission and proposal validation: a
+    busy sender is parsed once, not per tx. None for an invalid key."""
+    try:
+        return PublicKey.from_bytes(raw)
+    except Exception:  # any invalid key is a bad signature to the caller
         return None
 
 

@@ -32,21 +32,13 @@ from ledger.codec import DecodeError
 from ledger.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
 from ledger.types import BlockHeader, Genesis, GenesisValidator, NodeId, Receipt
+from node.jsonfmt import hex0x, parse_hex
 
 __all__ = ["build_full_proof", "check_full_proof"]
 
 
-def _hex(b: bytes) -> str:
-    return "0x" + b.hex()
-
-
 def _unhex(v: Any, what: str) -> bytes:
-    if not isinstance(v, str) or not v.startswith("0x"):
-        raise ValueError(f"{what}: expected 0x-prefixed hex")
-    try:
-        return bytes.fromhex(v[2:])
-    except ValueError:
-        raise ValueError(f"{what}: bad hex") from None
+    return parse_hex(v, name=what)  # a ValueError naming the field on bad input
 
 
 def build_full_proof(
@@ -63,16 +55,16 @@ def build_full_proof(
 ) -> dict[str, Any]:
     bundle = compute_tx_proof(header, tx_ids, index, get_node, acc_size=anchor.acc_size)
     out = bundle.to_json()
-    out["receipt"] = _hex(receipts[index])
+    out["receipt"] = hex0x(receipts[index])
     out["receipt_inclusion_proof"] = [
-        _hex(h) for h in inclusion_proof([leaf_hash(r) for r in receipts], index)
+        hex0x(h) for h in inclusion_proof([leaf_hash(r) for r in receipts], index)
     ]
-    out["anchor_header"] = _hex(anchor.encode())
+    out["anchor_header"] = hex0x(anchor.encode())
     out["commit"] = {
-        "headers": [_hex(h.encode()) for h in commit_headers],
-        "proof": None if commit_proof is None else _hex(commit_proof.encode()),
+        "headers": [hex0x(h.encode()) for h in commit_headers],
+        "proof": None if commit_proof is None else hex0x(commit_proof.encode()),
         "validators": [
-            {"pubkey": _hex(v.pubkey), "power": v.power, "org": v.org} for v in validators
+            {"pubkey": hex0x(v.pubkey), "power": v.power, "org": v.org} for v in validators
         ],
     }
     return out
@@ -156,7 +148,7 @@ def _check(
     if not checker.verify_commit_proof(proof):
         return False, "the commit certificate does not verify against " + source
     return True, (
-        f"VALID: tx {_hex(bundle.tx_id)} in block {header.height}, receipt status "
+        f"VALID: tx {hex0x(bundle.tx_id)} in block {header.height}, receipt status "
         f"{receipt.status.name}; accumulator size {bundle.acc_size} at height {anchor.height}; "
         f"committed under a quorum certificate checked against {source}"
     )

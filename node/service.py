@@ -51,7 +51,7 @@ from ledger.merkle import acc_consistency_proof
 from ledger.store import Store
 from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
-from node.chain import Chain, CommittedBlock
+from node.chain import Chain, CommittedBlock, sender_key
 from node.config import NodeConfig
 from node.mempool import Mempool, MempoolConfig, MempoolError
 from node.poolwal import PoolWal
@@ -687,8 +687,5 @@ def _offer(q: asyncio.Queue[Any], item: Any) -> None:
 
 
 def _verify_tx(tx: SignedTx) -> bool:
-    try:
-        key = PublicKey.from_bytes(tx.body.sender)
-    except Exception:
-        return False
-    return key.verify(tx.tx_id, tx.signature)
+    key = sender_key(tx.body.sender)  # parsed once per sender, shared with proposal validation
+    return key is not None and key.verify(tx.tx_id, tx.signature)
