@@ -192,28 +192,38 @@ class SyncResponse(_Struct):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncInfo(_Struct):
-    """Our highest certificates, sent to a peer whose timeout shows it is in an older round."""
+    """Our highest certificates, sent to a peer whose timeout shows it is behind or alone:
+    `high_qc`, the highest TC, and `commit_qc`, the QC that committed our latest block (the QC of
+    a child C whose parent is our committed tip; DiemBFT's `highest_commit_cert`). A peer that
+    holds the blocks but missed that QC commits with it; otherwise it fetches them."""
 
     TAG: ClassVar[int] = 26
     high_qc: QuorumCert
     tc: TimeoutCert | None
+    commit_qc: QuorumCert | None = None
 
     def __post_init__(self) -> None:
         _need(isinstance(self.high_qc, QuorumCert), "high_qc: expected a QuorumCert")
         _need(self.tc is None or isinstance(self.tc, TimeoutCert), "tc: expected a TimeoutCert")
+        _need(
+            self.commit_qc is None or isinstance(self.commit_qc, QuorumCert),
+            "commit_qc: expected a QuorumCert",
+        )
 
     def to_fields(self) -> list[Value]:
         tc = None if self.tc is None else self.tc.to_fields()
-        return [self.TAG, self.high_qc.to_fields(), tc]
+        cq = None if self.commit_qc is None else self.commit_qc.to_fields()
+        return [self.TAG, self.high_qc.to_fields(), tc, cq]
 
     @classmethod
     def field_count(cls) -> int:
-        return 2
+        return 3
 
     @classmethod
     def _from(cls, f: list[Any]) -> Self:
         tc = None if f[1] is None else TimeoutCert.from_fields(f[1])
-        return cls(high_qc=QuorumCert.from_fields(f[0]), tc=tc)
+        cq = None if f[2] is None else QuorumCert.from_fields(f[2])
+        return cls(high_qc=QuorumCert.from_fields(f[0]), tc=tc, commit_qc=cq)
 
 
 ConsensusMessage = (

@@ -24,6 +24,11 @@ docs/consensus.md numbers them):
   L8. Missing blocks are fetched with BlockRequest; gaps older than the peers' windows with
       SyncRequest (answered from App.get_committed_blocks); every synced block is applied only
       after its CommitProof verifies.
+  L9. A replica that gets a timeout from a peer in an older round, or in our round while we have
+      not timed out (it is alone: it may have missed the QC of a commit and so still hold
+      transactions everybody else committed), answers with SyncInfo: high QC, TC and the QC of its
+      latest commit (rate-limited per peer and round). The receiver commits with that QC if it
+      holds the blocks, and fetches them otherwise.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
 Check everything, then change state: an invalid message leaves the replica as it was.
 """
@@ -137,7 +142,13 @@ class Replica:
         self.last_tc: TimeoutCert | None = safety.last_tc  # highest verified TC seen (L1)
         self.round = self._compute_round()
         self.qcs: dict[Digest, QuorumCert] = {self.high_qc.block_id: self.high_qc}
-        self.proposed_round = Round(0)  # last round we proposed in (L2)
+        # The QC that committed our root (sent in SyncInfo so a peer that missed it can commit).
+        self.commit_qc: QuorumCert | None = None
+        if committed.height > 0:
+            last = app.get_committed_blocks(committed.height, 1)
+            if last and last[0][0].block_id == committed.block_id:
+                self.commit_qc = last[0][1].qc
+        self.proposed_round = safety.last_proposed_round  # last round we proposed in (L2, P2)
         self.timed_out_round = Round(0)  # last round we signed a timeout in (L4)
         self.consecutive_timeouts = 0  # L5
         self.deadline_ms: int | None = None  # pacemaker; None = disarmed (L4)
@@ -204,12 +215,18 @@ class Replica:
                 self._apply_committed(items)
             case _:
                 raise TypeError(f"not a consensus event: {event!r}")
+        self._drain_local()
+        self._maybe_propose()
+        # Our own proposal (and our vote on it) go out in this step. Once: a single validator
+        # would otherwise propose, commit and propose again without end inside one step.
+        self._drain_local()
+        effects, self._effects = self._effects, []
+        return effects
+
+    def _drain_local(self) -> None:
         while self._local:
             assert self.node_id is not None
             self._on_message(self.node_id, self._local.popleft())
-        self._maybe_propose()
-        effects, self._effects = self._effects, []
-        return effects
 
     def _on_message(self, sender: NodeId, msg: ConsensusMessage) -> None:
         match msg:
@@ -229,6 +246,13 @@ class Replica:
                 items = tuple(self.app.get_committed_blocks(msg.from_height, n))
                 self._send(sender, SyncResponse(items=items[:n]))
             case SyncInfo():
+                cq = msg.commit_qc
+                if (
+                    cq is not None
+                    and cq.height > self.tree.root.height + 1
+                    and self.certs.verify_qc(cq)
+                ):
+                    self._process_qc(cq, sender)  # commits if we hold C and its parent (L9)
                 if self.certs.verify_qc(msg.high_qc):
                     self._process_qc(msg.high_qc, sender)
                 if msg.tc is not None and self.certs.verify_tc(msg.tc):
@@ -366,6 +390,7 @@ class Replica:
 
     def _commit(self, chain: list[Block], proof: CommitProof) -> None:
         self._effects.append(Commit(blocks=tuple(chain), proof=proof))
+        self.commit_qc = proof.qc
         if any(b.header.tx_count for b in chain):
             self.spread_qc_round = proof.qc.round
         pruned = self.tree.commit(chain)
@@ -507,9 +532,13 @@ class Replica:
         block = self.app.build_block(
             parent=parent, round=r, justify=self.high_qc, proposer=self.node_id, now_ms=self.now_ms
         )
-        sig = self.safety.sign_proposal(block.block_id)
-        proposal = Proposal(block=block, tc=tc, signature=sig)
         self.proposed_round = r
+        made = self.safety.sign_proposal(r, block.block_id)
+        if made is None:
+            return  # P2: signed in this round before a restart; never a second proposal
+        data, sig = made
+        proposal = Proposal(block=block, tc=tc, signature=sig)
+        self._effects.append(PersistSafety(data=data))
         self._effects.append(Broadcast(msg=proposal))
         self._local.append(proposal)
 
@@ -520,7 +549,7 @@ class Replica:
             return
         self._process_qc(tv.high_qc, sender)
         if tv.round < self.round:
-            self._help_stale(sender, tv.round)
+            self._help(sender, tv.round)
             return
         if tv.round > self.round + self.cfg.max_future_rounds:
             return  # L7: a huge round moves nothing
@@ -535,6 +564,8 @@ class Replica:
             and power >= self.validators.validity_power
         ):
             self._on_local_timeout()  # amplification (L4)
+        if tv.round == self.round and self.timed_out_round < self.round:
+            self._help(sender, tv.round)  # L9: it is alone; it may lack the QC of our last commit
         if not self.certs.is_quorum_power(power):
             return
         if self.last_tc is not None and self.last_tc.round >= tv.round:
@@ -546,8 +577,9 @@ class Replica:
         tc = TimeoutCert(round=tv.round, high_qc=best, entries=entries)
         self._process_tc(tc, sender)
 
-    def _help_stale(self, sender: NodeId, their_round: int) -> None:
-        """A peer is behind: send it our certificates, at most once per (peer, round, period)."""
+    def _help(self, sender: NodeId, their_round: int) -> None:
+        """L9: a peer timed out in an older round, or alone in ours: send it our certificates,
+        including the QC of our latest commit, at most once per (peer, round, period)."""
         key = (sender, their_round)
         last = self.helped.get(key)
         if sender == self.node_id or (
@@ -557,7 +589,8 @@ class Replica:
         if len(self.helped) > 4 * len(self.validators):
             self.helped.clear()
         self.helped[key] = self.now_ms
-        self._send(sender, SyncInfo(high_qc=self.high_qc, tc=self.last_tc))
+        info = SyncInfo(high_qc=self.high_qc, tc=self.last_tc, commit_qc=self.commit_qc)
+        self._send(sender, info)
 
     # --- retrieval (L8) -------------------------------------------------------------------------
 
@@ -643,6 +676,7 @@ class Replica:
             if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
                 continue
             self._effects.append(Commit(blocks=tuple(run), proof=proof))
+            self.commit_qc = proof.qc
             pruned = self.tree.adopt_run(run)
             self._after_root_change(pruned)
             self._process_qc(proof.header.justify, None)

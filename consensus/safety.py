@@ -10,7 +10,10 @@ consensus/safety-rules/src/safety_rules_2chain.rs and Gelashvili et al., FC 2022
   T1. Time out in round r only if r >= last_voted_round; afterwards last_voted_round >= r.
   T2. Time out in round r only if r == high_qc.round + 1 or r == last_tc.round + 1.
   T3. Time out only with a high QC whose round is >= preferred_round.
-  P2. Proposals are signed here too (they carry no safety state, but the signer stays private).
+  P2. Proposals are signed here too, at most one per round: a proposal for round r is signed only
+      if r > last_proposed_round, which it then becomes (persisted like a vote, P1). A leader
+      restarted mid-round therefore never signs a second, different proposal for the same round,
+      so peers may treat two signed proposals for one round as proof of equivocation.
   P1. Every signature is returned together with the new SafetyData; the caller persists (fsyncs)
       that data before the signed message leaves the node (the `PersistSafety` effect comes first).
 """
@@ -50,9 +53,15 @@ class SafetyData(_Struct):
     last_timeout: TimeoutVote | None = None  # our timeout in highest_timeout_round
     high_qc: QuorumCert | None = None  # highest QC known when last persisted
     last_tc: TimeoutCert | None = None  # highest TC known when last persisted (restores the round)
+    last_proposed_round: Round = _R0  # highest round we signed a proposal in (P2)
 
     def __post_init__(self) -> None:
-        for name in ("last_voted_round", "preferred_round", "highest_timeout_round"):
+        for name in (
+            "last_voted_round",
+            "preferred_round",
+            "highest_timeout_round",
+            "last_proposed_round",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64):
                 raise ValueError(f"{name}: expected a u64")
@@ -75,11 +84,12 @@ class SafetyData(_Struct):
             None if self.last_timeout is None else self.last_timeout.to_fields(),
             None if self.high_qc is None else self.high_qc.to_fields(),
             None if self.last_tc is None else self.last_tc.to_fields(),
+            self.last_proposed_round,
         ]
 
     @classmethod
     def field_count(cls) -> int:
-        return 7
+        return 8
 
     @classmethod
     def _from(cls, f: list[Any]) -> Self:
@@ -91,6 +101,7 @@ class SafetyData(_Struct):
             last_timeout=None if f[4] is None else TimeoutVote.from_fields(f[4]),
             high_qc=None if f[5] is None else QuorumCert.from_fields(f[5]),
             last_tc=None if f[6] is None else TimeoutCert.from_fields(f[6]),
+            last_proposed_round=Round(f[7]),
         )
 
 
@@ -116,9 +127,14 @@ class SafetyRules:
         if self.data.high_qc is None or qc.round > self.data.high_qc.round:
             self.data = replace(self.data, high_qc=qc)
 
-    def sign_proposal(self, block_id: bytes) -> bytes:
-        """P2: the leader's signature over `Proposal.signing_root(chain_id, block_id)`."""
-        return self.signer.sign(Proposal.signing_root(self.chain_id, block_id))
+    def sign_proposal(self, round_: Round, block_id: bytes) -> tuple[SafetyData, bytes] | None:
+        """P2: the leader's signature over `Proposal.signing_root(chain_id, block_id)`, at most
+        once per round; None if we already signed a proposal in `round_` or later."""
+        if round_ <= self.data.last_proposed_round:
+            return None
+        sig = self.signer.sign(Proposal.signing_root(self.chain_id, block_id))
+        self.data = replace(self.data, last_proposed_round=round_)
+        return self.data, sig
 
     def observe_tc(self, tc: TimeoutCert) -> None:
         """Keep the highest TC, so a restart resumes in the round we signed in."""

@@ -28,6 +28,7 @@ from consensus import (
     SafetyRules,
     Send,
     Start,
+    SyncInfo,
     SyncRequest,
     SyncResponse,
     Tick,
@@ -323,6 +324,31 @@ def test_restart_with_persisted_safety_never_votes_twice() -> None:
     assert sent_votes(restarted.step(w.msg(w.leader_index(1), w.proposal(b)))) == []
 
 
+def test_p2_a_restarted_leader_never_signs_a_second_proposal_in_its_round() -> None:
+    w = World()
+    w.me = w.leader_index(1)
+    rep = w.replica()
+    w.app.add_txs([make_tx(5)], w.now)
+    eff = rep.step(Start(now_ms=w.now)) + rep.step(Tick(now_ms=w.now + 100))
+    kinds = [type(e).__name__ for e in eff]
+    i_prop = next(
+        i for i, e in enumerate(eff) if isinstance(e, Broadcast) and isinstance(e.msg, Proposal)
+    )
+    assert "PersistSafety" in kinds[:i_prop]  # P1: persisted before the proposal leaves
+    disk = [e.data for e in eff[:i_prop] if isinstance(e, PersistSafety)][-1]
+    assert isinstance(disk, SafetyData) and disk.last_proposed_round == 1
+    # Restart from what was persisted, with a different pool: the leader stays silent in round 1.
+    w.app.mempool.clear()
+    w.app.spec.clear()
+    w.app.add_txs([make_tx(6)], w.now)
+    restarted = w.replica(safety=SafetyData.decode(disk.encode()))
+    eff = restarted.step(Start(now_ms=w.now)) + restarted.step(Tick(now_ms=w.now + 200))
+    assert not [e for e in eff if isinstance(e, Broadcast) and isinstance(e.msg, Proposal)]
+    rules = SafetyRules(chain_id=SIM_CHAIN_ID, signer=w.signers[w.me], data=disk, bugs=frozenset())
+    assert rules.sign_proposal(Round(1), bytes(32)) is None
+    assert rules.sign_proposal(Round(2), bytes(32)) is not None
+
+
 # --- liveness and protocol rules ---------------------------------------------------------------
 
 
@@ -523,6 +549,45 @@ def test_sync_request_is_answered_from_the_app_store() -> None:
     eff = rep.step(w.msg(2, SyncRequest(from_height=1, count=5)))
     (resp,) = [e.msg for e in eff if isinstance(e, Send)]
     assert isinstance(resp, SyncResponse) and resp.items == ((blocks[0], proof),)
+
+
+def test_l9_a_lone_timeout_is_answered_with_the_commit_qc() -> None:
+    w = World()
+    b1, b2 = w.chain([1, 2], ntx=1)
+    rep = w.replica()
+    rep.step(w.msg(w.leader_index(1), w.proposal(b1)))
+    rep.step(w.msg(w.leader_index(2), w.proposal(b2)))
+    qc2 = w.qc(b2.header)
+    for i in range(3):  # votes for b2 form QC(b2): b1 commits, round 3 begins
+        rep.step(w.msg(i, w.vote(i, b2.header)))
+    assert rep.committed_header == b1.header and rep.round == 3
+    peer = next(i for i in range(4) if i != w.me)
+    eff = rep.step(w.msg(peer, w.timeout(peer, 3, qc2)))  # a peer times out alone in our round
+    infos = [e.msg for e in eff if isinstance(e, Send) and isinstance(e.msg, SyncInfo)]
+    assert [e.to for e in eff if isinstance(e, Send)] == [w.signers[peer].node_id]
+    assert len(infos) == 1 and infos[0].commit_qc is not None
+    assert infos[0].commit_qc.block_id == b2.block_id
+    # Rate-limited: a repeat within the period is not answered again.
+    w.now += 10
+    again = rep.step(w.msg(peer, w.timeout(peer, 3, qc2)))
+    assert [e for e in again if isinstance(e, Send)] == []
+
+
+def test_l9_commit_qc_in_sync_info_commits_held_blocks() -> None:
+    w = World()
+    b1, b2 = w.chain([1, 2], ntx=1)
+    me_not_leader(w, [1, 2])
+    rep = w.replica()
+    rep.step(w.msg(w.leader_index(1), w.proposal(b1)))
+    rep.step(w.msg(w.leader_index(2), w.proposal(b2)))
+    qc1 = b2.header.justify
+    assert rep.committed_header == w.genesis  # QC(b2) never reached us
+    # A commit QC with too few signatures changes nothing.
+    weak = SyncInfo(high_qc=qc1, tc=None, commit_qc=w.qc(b2.header, voters=(0, 1)))
+    assert commits(rep.step(w.msg(1, weak))) == []
+    good = SyncInfo(high_qc=qc1, tc=None, commit_qc=w.qc(b2.header))
+    (c,) = commits(rep.step(w.msg(1, good)))
+    assert c.blocks == (b1,) and rep.committed_header == b1.header
 
 
 # --- whole-replica behaviours ------------------------------------------------------------------

@@ -123,7 +123,7 @@ class Byzantine:
             if self.stash is not None:
                 return out + [e for e in effects if not isinstance(e, Send | Broadcast)]
             out.extend(sprung)
-        for e in effects:
+        for k, e in enumerate(effects):
             msg = e.msg if isinstance(e, Send | Broadcast) else None
             if msg is None:
                 out.append(e)
@@ -139,7 +139,9 @@ class Byzantine:
                     and msg.block.header.height >= 3
                 ):
                     self.stash = msg
-                    continue
+                    # Withhold everything else of this step too (our own vote for it included).
+                    rest = effects[k + 1 :]
+                    return out + [x for x in rest if not isinstance(x, Send | Broadcast)]
                 out.extend(self._leader(msg, app, now_ms))
                 continue
             out.append(e)
