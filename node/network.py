@@ -198,16 +198,12 @@ class NetworkBridge:
         why = self.detector.check(sender, msg)
         if why is not None:
             self.stats["equivocations"] += 1
-            if isinstance(msg, Proposal):
-                # Not banned: SafetyData does not record proposals yet, so an honest leader that
-                # crashed right after proposing can propose again in the same round after its
-                # restart. Votes cannot be repeated that way (S1 is persisted before a vote
-                # leaves), so a double vote is proof of misbehaviour and is banned.
-                log.warning("peer %s proposed twice (not banned): %s", sender.hex()[:12], why)
-            else:
-                log.warning("peer %s misbehaved: %s", sender.hex()[:12], why)
-                self.net.report_misbehaviour(sender, why)
-                return
+            # Proof of misbehaviour: an honest replica persists its last voted and last proposed
+            # rounds before a vote or proposal leaves (consensus.safety S1, P2), so even after a
+            # crash it never signs two different ones for one round.
+            log.warning("peer %s misbehaved: %s", sender.hex()[:12], why)
+            self.net.report_misbehaviour(sender, why)
+            return
         try:
             self.service.deliver(NodeId(sender), msg)
         except Exception:

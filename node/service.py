@@ -289,10 +289,16 @@ class NodeService:
         self.metrics.round.set(getattr(self.replica, "round", 0))
 
     def _run_effects(self, effects: Sequence[Effect]) -> None:
+        # One fsync per step: SafetyData only grows (consensus.safety), so writing the step's
+        # newest copy where its first PersistSafety stands keeps "persisted before the signature
+        # leaves" for every signature of the step (a leader's proposal and its own vote: one sync).
+        newest = next((e for e in reversed(effects) if isinstance(e, PersistSafety)), None)
         for eff in effects:
             match eff:
-                case PersistSafety(data=data):
-                    self.store.put_meta(META_SAFETY, data.encode(), sync=True)  # type: ignore[attr-defined]
+                case PersistSafety():
+                    if newest is not None:
+                        self.store.put_meta(META_SAFETY, newest.data.encode(), sync=True)  # type: ignore[attr-defined]
+                        newest = None
                 case Send(to=to, msg=msg):
                     if to == self.node_id:
                         self._inbox.append(

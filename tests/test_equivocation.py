@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from crypto_sm import PrivateKey
-from ledger.types import Digest, Height, NodeId, QuorumCert, Round, Vote
+from ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
 from node.equivocation import EquivocationDetector
 from node.service import KeyVerifier
 
@@ -64,3 +65,34 @@ def test_memory_is_bounded_to_the_window() -> None:
     for r in range(1, 20):
         det.check(sender, _vote(a, os.urandom(32), r))
     assert all(len(v) <= 4 for v in det._seen.values())
+
+
+def _proposal(key: PrivateKey, round_: int, salt: int) -> Proposal:
+    from consensus.sim.app import make_genesis_header
+    from ledger.types import Block
+
+    g = make_genesis_header(CHAIN)
+    qc = QuorumCert(block_id=g.block_id, round=Round(0), height=Height(0))
+    header = replace(
+        g,
+        height=Height(1),
+        round=Round(round_),
+        parent_id=g.block_id,
+        timestamp_ms=1000 + salt,
+        proposer=NodeId(key.public_key.address),
+        justify=qc,
+    )
+    block = Block(header=header, txs=())
+    sig = key.sign(Proposal.signing_root(CHAIN, block.block_id))
+    return Proposal(block=block, tc=None, signature=sig)
+
+
+def test_two_signed_proposals_in_one_round_convict_the_proposer() -> None:
+    a, b, det = _setup()
+    sender = a.public_key.address
+    first = _proposal(a, 3, 1)
+    assert det.check(sender, first) is None
+    assert det.check(sender, first) is None  # a resend of the same proposal
+    assert det.check(b.public_key.address, _proposal(a, 3, 2)) is None  # relayed: not b's
+    why = det.check(sender, _proposal(a, 3, 2))
+    assert why is not None and "proposals in round 3" in why

@@ -211,3 +211,35 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
     assert checker.verify_commit_proof(proof)
     with pytest.raises(ApiError):
         service.commit_proof(head + 1)
+
+
+async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
+    svc: tuple[NodeService, TestNet],
+) -> None:
+    from consensus import Broadcast, PersistSafety, SafetyData
+    from ledger.types import Round
+
+    service, _ = svc
+    writes: list[tuple[bytes, bool]] = []
+    sent: list[int] = []
+    real = service.store
+
+    class Recording:  # the Store has slots; record its meta writes through a proxy
+        def put_meta(self, key: str, value: bytes, *, sync: bool = False) -> None:
+            writes.append((value, sync))
+            real.put_meta(key, value, sync=sync)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    service.store = Recording()  # type: ignore[assignment]
+    service.send_hook = lambda to, msg: sent.append(len(writes))
+    older = SafetyData(last_proposed_round=Round(90))
+    newer = SafetyData(last_proposed_round=Round(90), last_voted_round=Round(90))
+    dummy = SafetyData()  # any message will do: the hook only records when it was sent
+    service._run_effects(
+        [PersistSafety(data=older), Broadcast(msg=dummy), PersistSafety(data=newer)]  # type: ignore[arg-type]
+    )
+    assert writes == [(newer.encode(), True)]  # one synced write, of the newest data
+    assert sent == [1]  # ...made before the first message left
+    service.store = real
