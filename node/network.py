@@ -56,6 +56,8 @@ log = logging.getLogger("gmchain.network")
 GOSSIP_BATCH = 512
 GOSSIP_FLUSH_S = 0.005
 MAX_GOSSIP_TASKS = 64  # gossip batches being admitted at once; beyond, batches are shed
+REGOSSIP_AFTER_S = 3.0  # a tx still pending this long is offered to the peers again
+REGOSSIP_MAX = 2048  # at most this many re-offered per period (oldest first)
 _WIRE_LIMITS = Limits(max_size=4 * 1024 * 1024, max_bin=4 * 1024 * 1024, max_array=20_000)
 
 
@@ -118,17 +120,23 @@ def decode_wire(payload: bytes) -> _Struct:
 class NetworkBridge:
     """Connects a NodeService to a P2PNetwork."""
 
-    def __init__(self, service: NodeService, net_factory: Any) -> None:
+    def __init__(
+        self, service: NodeService, net_factory: Any, *, regossip_after_s: float = REGOSSIP_AFTER_S
+    ) -> None:
         self.service = service
+        self.regossip_after_s = regossip_after_s
         self.net: P2PNetwork = net_factory(self._on_message)
         self._outbox: list[bytes] = []
         self._flush_task: asyncio.Task[None] | None = None
+        self._regossip_task: asyncio.Task[None] | None = None
+        self._seen_pending: dict[bytes, float] = {}  # tx id -> when last offered to peers
         self._closing = False
         self._gossip_tasks = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {
             "bad_payloads": 0,
             "gossip_shed": 0,
+            "regossip": 0,
             "equivocations": 0,
             "gossip_in": 0,
             "gossip_out": 0,
@@ -143,16 +151,19 @@ class NetworkBridge:
 
     async def start(self) -> None:
         await self.net.start()
-        self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+        loop = asyncio.get_running_loop()
+        self._flush_task = loop.create_task(self._flush_loop())
+        self._regossip_task = loop.create_task(self._regossip_loop())
 
     async def stop(self) -> None:
         self._closing = True
         for t in list(self._tasks):
             t.cancel()
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
+        for task in (self._flush_task, self._regossip_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.net.stop()
 
     # --- outbound -------------------------------------------------------------------------------
@@ -166,6 +177,26 @@ class NetworkBridge:
 
     def _gossip(self, raw: bytes) -> None:
         self._outbox.append(raw)
+
+    async def _regossip_loop(self) -> None:
+        """Offer long-pending txs to the peers again: gossip sent once can be lost (a partition,
+        a peer restarting), and a tx held by one non-leader replica alone would never commit
+        while the others sit idle (simulator, seed 10006)."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await asyncio.sleep(self.regossip_after_s)
+            now = loop.time()
+            pool = self.service.mempool
+            again: list[bytes] = []
+            for tx in pool.take(REGOSSIP_MAX, 1 << 62, ()):
+                first = self._seen_pending.setdefault(tx.tx_id, now)
+                if now - first >= self.regossip_after_s:
+                    again.append(tx.encode())
+                    self._seen_pending[tx.tx_id] = now
+            if len(self._seen_pending) > 4 * REGOSSIP_MAX:
+                self._seen_pending = {t: v for t, v in self._seen_pending.items() if t in pool}
+            self._outbox.extend(again)
+            self.stats["regossip"] += len(again)
 
     async def _flush_loop(self) -> None:
         while not self._closing:
