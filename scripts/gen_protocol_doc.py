@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from consensus import messages as cm  # noqa: E402
 from crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  # noqa: E402
 from ledger import types as lt  # noqa: E402
 from ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
@@ -39,6 +40,7 @@ from ledger.merkle import (  # noqa: E402
     node_hash,
 )
 from ledger.proofs import compute_consistency_proof, compute_tx_proof  # noqa: E402
+from node.network import TxBatch  # noqa: E402
 
 DOC = ROOT / "docs" / "protocol.md"
 VECTORS = ROOT / "tests" / "vectors" / "protocol_examples.json"
@@ -50,15 +52,24 @@ CHAIN_ID = "gmchain-example"
 
 
 def _all_structs() -> list[type[Any]]:
-    from consensus.messages import CommitProof
-
     found = [
         getattr(lt, n)
         for n in lt.__all__
         if isinstance(getattr(lt, n), type) and hasattr(getattr(lt, n), "TAG")
     ]
-    # The commit certificate travels in proof bundles (section 9), so it is specified here too.
-    return sorted([*found, CommitProof], key=lambda c: c.TAG)
+    # The commit certificate travels in proof bundles (section 9); the block-retrieval and sync
+    # messages and transaction gossip travel between peers (docs/p2p.md frames them), so an
+    # independent implementation needs their encodings too.
+    wire = [
+        cm.CommitProof,
+        cm.BlockRequest,
+        cm.BlockResponse,
+        cm.SyncRequest,
+        cm.SyncResponse,
+        cm.SyncInfo,
+        TxBatch,
+    ]
+    return sorted([*found, *wire], key=lambda c: c.TAG)
 
 
 STRUCTS: list[type[Any]] = _all_structs()
@@ -231,6 +242,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         "vote_root": vote_root,
         "sender_pub": sender.public_key,
         "bundle": bundle,
+        "commit_proof": cm.CommitProof(header=h2, qc=qc2),  # QC(h2) commits h1
         "consistency": consistency,
     }
 
@@ -251,7 +263,7 @@ def _json_example(name: str, obj: Any) -> str:
 
 
 def _type_name(cls: type, name: str) -> str:
-    hint = typing.get_type_hints(cls, vars(lt))[name]
+    hint = typing.get_type_hints(cls, {**vars(lt), **vars(sys.modules[cls.__module__])})[name]
     generic = typing.get_origin(hint) is not None
     text = str(hint) if generic else getattr(hint, "__name__", None) or str(hint)
     return text.replace("typing.", "").replace("ledger.types.", "")
@@ -280,7 +292,8 @@ def _field_table(cls: type) -> str:
             enc = f"{t} array"
         if "None" in t:
             enc = "nil or " + t.split("|")[0].strip() + " array"
-        rows.append(f"| {i} | `{f.name}` | `{t}` | {enc} |")
+        cell = t.replace("|", "\\|")  # a pipe would end the table cell
+        rows.append(f"| {i} | `{f.name}` | `{cell}` | {enc} |")
     return "\n".join(rows)
 
 
@@ -304,10 +317,19 @@ def _struct_sections(ex: dict[str, Any]) -> str:
         lt.Proposal: ex["proposal"],
         lt.GenesisValidator: ex["genesis"].validators[0],
         lt.Genesis: ex["genesis"],
+        # peer messages (docs/consensus.md L8, L9; docs/p2p.md frames them)
+        cm.BlockRequest: cm.BlockRequest(block_id=h1.block_id, count=8),
+        cm.BlockResponse: cm.BlockResponse(
+            block_id=ex["blocks"][2].block_id, blocks=(ex["blocks"][2],)
+        ),
+        cm.SyncRequest: cm.SyncRequest(from_height=lt.Height(1), count=64),
+        cm.SyncResponse: cm.SyncResponse(items=((b1, ex["commit_proof"]),)),
+        cm.SyncInfo: cm.SyncInfo(high_qc=ex["tc"].high_qc, tc=ex["tc"], commit_qc=None),
+        TxBatch: TxBatch(txs=(b1.txs[0].encode(),)),
     }
     out = []
     for cls in STRUCTS:
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         part = [f"### {cls.__name__} (tag {cls.TAG})", "", doc, "", _field_table(cls)]
         x = samples.get(cls)
         if x is None:
