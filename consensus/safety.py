@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self
 
 from consensus.types import Bug, Signer
-from ledger.codec import Value
+from ledger.codec import Value, decode
 from ledger.types import (
     BlockHeader,
     Proposal,
@@ -36,7 +36,7 @@ from ledger.types import (
     _Struct,
 )
 
-__all__ = ["SafetyData", "SafetyRules"]
+__all__ = ["SafetyData", "SafetyRules", "load_safety_data"]
 
 _R0 = Round(0)
 
@@ -103,6 +103,20 @@ class SafetyData(_Struct):
             last_tc=None if f[6] is None else TimeoutCert.from_fields(f[6]),
             last_proposed_round=Round(f[7]),
         )
+
+
+def load_safety_data(raw: bytes) -> SafetyData:
+    """Decode stored SafetyData, including the first stored version (seven fields, before P2 added
+    `last_proposed_round`). A replica upgraded from it may have proposed in the round it was in;
+    that round is max(high QC round, last TC round) + 1, so it becomes `last_proposed_round` and
+    the upgraded leader skips proposing in it (one round timeout at most, never two proposals)."""
+    fields = decode(raw)
+    if isinstance(fields, list) and len(fields) == 8 and fields[0] == SafetyData.TAG:
+        v1 = SafetyData.from_fields([*fields, 0])
+        qc_round = 0 if v1.high_qc is None else v1.high_qc.round
+        tc_round = 0 if v1.last_tc is None else v1.last_tc.round
+        return replace(v1, last_proposed_round=Round(max(qc_round, tc_round) + 1))
+    return SafetyData.from_fields(fields)
 
 
 class SafetyRules:

@@ -34,7 +34,6 @@ from consensus import (
     PersistBlock,
     PersistSafety,
     Replica,
-    SafetyData,
     Send,
     Start,
     Tick,
@@ -43,6 +42,7 @@ from consensus import (
 )
 from consensus.messages import CommitProof
 from consensus.packing import PackingConfig, PackingPolicy
+from consensus.safety import load_safety_data
 from contracts import default_registry
 from contracts.framework import ContractError
 from crypto_sm import PrivateKey, PublicKey
@@ -178,7 +178,7 @@ class NodeService:
         )
         self.consensus_config.validate()
         raw_safety = store.get_meta(META_SAFETY)
-        safety = SafetyData.decode(raw_safety) if raw_safety else None
+        safety = load_safety_data(raw_safety) if raw_safety else None
         self.replica = Replica(
             config=self.consensus_config,
             validators=self.validators,

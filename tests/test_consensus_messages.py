@@ -104,3 +104,16 @@ def test_bounds_are_checked() -> None:
         BlockRequest(block_id=Digest(b"\x07" * 32), count=10_000)
     with pytest.raises(ValueError):
         SyncRequest(from_height=Height(0), count=1)
+
+
+def test_first_stored_safety_version_loads_and_blocks_its_round() -> None:
+    from consensus.safety import load_safety_data
+
+    d = SafetyData(last_voted_round=Round(7), preferred_round=Round(6), high_qc=QC, last_tc=TC)
+    v1 = encode(d.to_fields()[:8])  # the seven-field layout stored before last_proposed_round
+    got = load_safety_data(v1)
+    assert got.last_voted_round == 7 and got.high_qc == QC and got.last_tc == TC
+    assert got.last_proposed_round == max(QC.round, TC.round) + 1
+    assert load_safety_data(d.encode()) == d  # the current layout round-trips unchanged
+    with pytest.raises(DecodeError):
+        load_safety_data(encode([25, 1, 2]))
