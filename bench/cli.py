@@ -30,7 +30,14 @@ from typing import Any
 from bench.manifest import ceiling_tps, machine_manifest, microbench
 from bench.nodes import System, start_cluster4, start_single
 from bench.report import DEFINITIONS, check_schema, render_markdown, write_charts
-from bench.run import Harness, LoadSettings, kill_leader, kill_one, restart_after_blocks
+from bench.run import (
+    Harness,
+    LoadSettings,
+    batch_for,
+    kill_leader,
+    kill_one,
+    restart_after_blocks,
+)
 from bench.workload import make_keys
 
 __all__ = ["main"]
@@ -53,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stability-seconds", type=float, default=60.0, help="CI: 60; a site: 43200")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds excluded from TPS (5)")
-    p.add_argument("--batch", type=int, default=20, help="transactions per JSON-RPC batch (20)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="transactions per JSON-RPC batch (0 = auto: those due within 10 ms, 1..100)",
+    )
     p.add_argument("--connections", type=int, default=16, help="HTTP keep-alive connections")
     p.add_argument("--keys", type=int, default=1000, help="sender keys admitted at genesis")
     p.add_argument("--query-seconds", type=float, default=5.0, help="per query kind; 0 = skip")
@@ -195,7 +207,9 @@ def main(argv: list[str]) -> int:
     h.sampler.start()
     try:
         print(
-            f"[bench] load: {rate:g} tx/s for {args.duration:g} s, batch {args.batch}", flush=True
+            f"[bench] load: {rate:g} tx/s for {args.duration:g} s, "
+            f"batch {batch_for(rate, args.batch)}",
+            flush=True,
         )
         main_run = h.phase(rate, args.duration)
         queries = h.queries(args.query_seconds) if args.query_seconds > 0 else []
@@ -234,7 +248,8 @@ def main(argv: list[str]) -> int:
         "parameters": system.params
         | {"nodes": n_nodes, "replay_window": "1000000 (bench genesis)"},
         "load": {
-            "batch": args.batch,
+            "batch": batch_for(rate, args.batch),
+            "batch_setting": args.batch or "auto (10 ms window)",
             "connections": args.connections,
             "keys": args.keys,
             "duration_s": args.duration,

@@ -198,3 +198,14 @@ def test_analyze_counts_unsent_and_committed_without_reply() -> None:
         "not acknowledged when the generator stopped (backlog or reply lost)": 5
     }
     assert a["success_rate"] == pytest.approx(0.95)
+
+
+def test_auto_batch_holds_at_most_10_ms_of_transactions() -> None:
+    from bench.run import BATCH_WINDOW_S, batch_for
+
+    assert batch_for(100, 0) == 1  # a fixed 20 held the average tx back 95 ms at 100 tx/s
+    assert batch_for(1000, 0) == 10 and batch_for(50_000, 0) == 100  # the server's cap
+    assert batch_for(3, 0) == 1 and batch_for(100, 20) == 20  # an explicit --batch wins
+    for rate in (10, 100, 700, 1600, 3000):
+        b = batch_for(rate, 0)
+        assert (b - 1) / rate <= BATCH_WINDOW_S + 1e-9  # first-to-last due spread of a batch
