@@ -11,17 +11,21 @@ Rules this module keeps:
 3. A commit proof is valid iff its QC is valid and certifies its header, and the header's round is
    its justify's round + 1 (the 2-chain commit rule).
 4. Verified QCs are cached by value (bounded), so a QC seen in many messages is checked once.
+5. So are verified (signer, signing root, signature) triples: a QC or TC whose signer set differs
+   from the one this node assembled re-uses the votes and timeouts it already checked, so each
+   signature is verified once per node (bounded; clearing the cache only costs re-verification).
 """
 
 from __future__ import annotations
 
 from consensus.messages import CommitProof
 from consensus.types import Bug, ValidatorSet, Verifier
-from ledger.types import Digest, Proposal, QuorumCert, TimeoutCert, TimeoutVote, Vote
+from ledger.types import Digest, NodeId, Proposal, QuorumCert, TimeoutCert, TimeoutVote, Vote
 
 __all__ = ["CertChecker", "make_genesis_qc"]
 
 _CACHE_LIMIT = 4096
+_SIG_CACHE_LIMIT = 16_384
 
 
 def make_genesis_qc(genesis_id: Digest) -> QuorumCert:
@@ -53,6 +57,19 @@ class CertChecker:
             validators.weak_2f_power if Bug.QUORUM_2F in bugs else validators.quorum_power
         )
         self._good_qcs: set[QuorumCert] = set()
+        # (signer, signing root, signature) triples already verified (rule 5).
+        self._good_sigs: set[tuple[bytes, bytes, bytes]] = set()
+
+    def _verify_sig(self, node_id: NodeId, root: bytes, sig: bytes) -> bool:
+        key = (node_id, root, sig)
+        if key in self._good_sigs:
+            return True
+        if not self.verifier.verify(node_id, root, sig):
+            return False
+        if len(self._good_sigs) >= _SIG_CACHE_LIMIT:
+            self._good_sigs.clear()
+        self._good_sigs.add(key)
+        return True
 
     def is_quorum_power(self, power: int) -> bool:
         return power >= self.threshold
@@ -84,7 +101,7 @@ class CertChecker:
             return False
         root = QuorumCert.signing_root(self.chain_id, qc.block_id, qc.round, qc.height)
         for node_id, sig in qc.signatures:
-            if not self.verifier.verify(node_id, root, sig):
+            if not self._verify_sig(node_id, root, sig):
                 return False
         if len(self._good_qcs) >= _CACHE_LIMIT:
             self._good_qcs.clear()
@@ -109,7 +126,7 @@ class CertChecker:
             return False
         for node_id, hqc_round, sig in tc.entries:
             root = TimeoutVote.signing_root(self.chain_id, tc.round, hqc_round)
-            if not self.verifier.verify(node_id, root, sig):
+            if not self._verify_sig(node_id, root, sig):
                 return False
         return self.verify_qc(tc.high_qc)
 
@@ -117,14 +134,14 @@ class CertChecker:
         if vote.voter not in self.validators:
             return False
         root = QuorumCert.signing_root(self.chain_id, vote.block_id, vote.round, vote.height)
-        return self.verifier.verify(vote.voter, root, vote.signature)
+        return self._verify_sig(vote.voter, root, vote.signature)
 
     def verify_timeout_sig(self, tv: TimeoutVote) -> bool:
         """The signature and membership only; the carried high QC is checked by verify_qc."""
         if tv.voter not in self.validators or tv.high_qc.round >= tv.round:
             return False
         root = TimeoutVote.signing_root(self.chain_id, tv.round, tv.high_qc.round)
-        return self.verifier.verify(tv.voter, root, tv.signature)
+        return self._verify_sig(tv.voter, root, tv.signature)
 
     def verify_proposal_sig(self, p: Proposal) -> bool:
         h = p.block.header

@@ -676,3 +676,34 @@ def test_quorum_is_more_than_two_thirds_of_the_power() -> None:
     assert not weighted.is_quorum([ids[3]]) and weighted.is_quorum([ids[3], ids[0]])
     assert weighted.power_of(NodeId(b"\xff" * 20)) == 0
     assert [weighted.leader(r) for r in range(5)] == [*sorted(ids), sorted(ids)[0]]
+
+
+def test_each_signature_is_verified_once_and_failures_are_never_cached() -> None:
+    from consensus.certs import CertChecker
+
+    w = World()
+    calls: list[bytes] = []
+
+    class Counting:
+        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
+            calls.append(node_id)
+            return w.verifier.verify(node_id, msg, sig)
+
+    certs = CertChecker(
+        chain_id=SIM_CHAIN_ID, validators=w.vs, verifier=Counting(), genesis_id=w.genesis.block_id
+    )
+    (b1,) = w.chain([1])
+    for i in (0, 1):
+        assert certs.verify_vote(w.vote(i, b1.header))
+    assert len(calls) == 2
+    assert certs.verify_qc(w.qc(b1.header, voters=(0, 1, 2)))  # only signer 2 is new
+    assert len(calls) == 3
+    # A forged signature under a signer whose genuine one is cached is still checked, and fails.
+    qc = w.qc(b1.header, voters=(0, 1, 3))
+    forged = tuple(
+        (nid, bytes(64)) if nid == w.signers[0].node_id else (nid, sig)
+        for nid, sig in qc.signatures
+    )
+    bad = QuorumCert(block_id=qc.block_id, round=qc.round, height=qc.height, signatures=forged)
+    assert not certs.verify_qc(bad)
+    assert not certs.verify_qc(bad)  # and a failure is not remembered as a success
