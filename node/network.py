@@ -43,7 +43,6 @@ from ledger.types import (
     Vote,
     _Struct,
 )
-from node.api import ApiError
 from node.config import NodeConfig
 from node.equivocation import EquivocationDetector
 from node.service import NodeService
@@ -256,15 +255,8 @@ class NetworkBridge:
                 txs.append((SignedTx.decode_tx(raw), raw))
             except DecodeError:
                 bad += 1
-        results = await asyncio.gather(
-            *(self.service.admit(tx, raw, gossip=False) for tx, raw in txs),
-            return_exceptions=True,
-        )
-        for r in results:
-            if isinstance(r, ApiError):
-                self.stats["gossip_rejected"] += 1
-            elif isinstance(r, BaseException):
-                raise r
+        results = await self.service.admit_many(txs, gossip=False)
+        self.stats["gossip_rejected"] += sum(r is not None for r in results)
         if bad:
             self.stats["bad_payloads"] += 1
             self.net.report_misbehaviour(sender, f"{bad} undecodable transactions in a batch")

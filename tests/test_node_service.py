@@ -243,3 +243,63 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     assert writes == [(newer.encode(), True)]  # one synced write, of the newest data
     assert sent == [1]  # ...made before the first message left
     service.store = real
+
+
+async def test_admit_many_reports_each_outcome_in_order_and_admits_only_the_good(
+    svc: tuple[NodeService, TestNet],
+) -> None:
+    service, net = svc
+    h = service.height()
+    good = [
+        sign_tx(net.accounts[k % 2], expiry=h + 10, args=evidence_args(f"many-{k}"))
+        for k in range(9)
+    ]
+    forged = sign_tx(net.accounts[1], expiry=h + 10, bad_signature=True)
+    nocontract = sign_tx(net.accounts[0], expiry=h + 10, contract="nope")
+    stranger = sign_tx(net.outsider, expiry=h + 10, args=evidence_args("many-x"))
+    batch = [*good[:4], forged, good[4], good[4], nocontract, stranger, *good[5:]]
+    out = await service.admit_many([(t, t.encode()) for t in batch], gossip=False)
+    codes = [None if r is None else r.code for r in out]
+    assert codes == [
+        *[None] * 4,
+        ErrorCode.BAD_SIGNATURE,
+        None,
+        ErrorCode.DUPLICATE,  # the same tx twice in one batch: the second is refused
+        ErrorCode.UNKNOWN_CONTRACT,
+        ErrorCode.UNKNOWN_SENDER,
+        *[None] * 4,
+    ]
+    for t in good:
+        got = await service.wait_tx(t.tx_id, 10)
+        assert got is not None
+    for t in (forged, nocontract, stranger):
+        assert not service.is_pending(t.tx_id) and service.get_tx(t.tx_id) is None
+
+
+async def test_concurrent_submissions_are_admitted_together_each_with_its_own_outcome(
+    svc: tuple[NodeService, TestNet],
+) -> None:
+    service, net = svc
+    h = service.height()
+    txs = [
+        sign_tx(net.accounts[0], expiry=h + 10, args=evidence_args(f"rpc-{k}")) for k in range(6)
+    ]
+    forged = sign_tx(net.accounts[1], expiry=h + 10, bad_signature=True)
+    calls: list[int] = []
+    real = service.admit_many
+
+    async def counting(items, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        return await real(items, **kw)
+
+    service.admit_many = counting  # type: ignore[method-assign]
+    try:
+        raws = [t.encode() for t in txs[:3]] + [forged.encode()] + [t.encode() for t in txs[3:]]
+        got = await asyncio.gather(
+            *(service.submit_raw_tx(r) for r in raws), return_exceptions=True
+        )
+    finally:
+        service.admit_many = real  # type: ignore[method-assign]
+    assert calls == [7]  # one JSON-RPC batch's worth of submissions: one admission call
+    assert isinstance(got[3], ApiError) and got[3].code is ErrorCode.BAD_SIGNATURE
+    assert [g for i, g in enumerate(got) if i != 3] == [t.tx_id for t in txs]
