@@ -68,6 +68,9 @@ class NodeConfig:
     min_wait_ms: int = 5
     max_wait_ms: int = 50
     target_latency_ms: int = 250
+    # admission: SM2 verification in this many worker processes (0: in threads, sharing the GIL
+    # with the event loop; see node/verifypool.py)
+    verify_processes: int = 0
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000
@@ -99,6 +102,9 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        vp = self.verify_processes
+        if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
+            raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
         if self.min_block_txs > self.max_block_txs:
             raise ConfigError("min_block_txs must not exceed max_block_txs")
         if self.min_wait_ms > self.max_wait_ms:

@@ -45,7 +45,9 @@ DEV_ORG = "dev-org"
 DEV_PASSPHRASE = "gmchain-dev"
 
 
-def init_dev(data_dir: Path, *, rpc_port: int = 8545, p2p_port: int = 30300) -> Path:
+def init_dev(
+    data_dir: Path, *, rpc_port: int = 8545, p2p_port: int = 30300, verify_processes: int = 0
+) -> Path:
     """Create a one-validator dev chain in `data_dir` (keys, genesis, config); return the config
     path. Keys are encrypted under DEV_PASSPHRASE: a dev chain is not for production."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +71,7 @@ def init_dev(data_dir: Path, *, rpc_port: int = 8545, p2p_port: int = 30300) -> 
         key_passphrase=DEV_PASSPHRASE,
         rpc_port=rpc_port,
         p2p_port=p2p_port,
+        verify_processes=verify_processes,
     )
     path = data_dir / "config.toml"
     write_config(path, cfg)

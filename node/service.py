@@ -56,6 +56,7 @@ from node.config import NodeConfig
 from node.mempool import Mempool, MempoolConfig, MempoolError
 from node.poolwal import PoolWal
 from node.proofcheck import build_full_proof
+from node.verifypool import VerifyProcesses
 
 __all__ = ["KeySigner", "KeyVerifier", "NodeService"]
 
@@ -209,6 +210,8 @@ class NodeService:
         self._stepping = False
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
+        n_procs = config.verify_processes
+        self._procs = VerifyProcesses(n_procs, self._pool) if n_procs > 0 else None
         # RPC submissions of one loop iteration (a JSON-RPC batch), admitted together.
         self._submits: list[tuple[SignedTx, bytes, asyncio.Future[None]]] = []
         self._admitted_at: dict[bytes, float] = {}
@@ -237,6 +240,8 @@ class NodeService:
     # --- the consensus loop ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._procs is not None:
+            await self._procs.start()
         if self.wal is not None:
             self.wal.start()
             await self._recover_pool()
@@ -268,6 +273,8 @@ class NodeService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._procs is not None:
+            self._procs.close()
         for futs in self._waiters.values():
             for f in futs:
                 if not f.done():
@@ -460,16 +467,30 @@ class NodeService:
         # The store reads and the signature checks run in the worker threads: LevelDB reads and
         # OpenSSL release the GIL there, and the event loop stays free for the next request.
         checked_at = self.chain.head.height
+        verify = [not self.mempool.is_verified(items[i][0].tx_id) for i in todo]
+        procs = self._procs
+        in_thread = procs is None
         jobs = [
-            [(items[i][0], not self.mempool.is_verified(items[i][0].tx_id)) for i in chunk]
-            for chunk in _chunks(todo, _ADMISSION_CHUNKS)
+            [(items[todo[k]][0], in_thread and verify[k]) for k in chunk]
+            for chunk in _chunks(list(range(len(todo))), _ADMISSION_CHUNKS)
         ]
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
+        checks = asyncio.gather(
             *(loop.run_in_executor(self._pool, self._admission_checks_many, j) for j in jobs)
         )
+        bad_sig: set[int] = set()  # positions in `todo` whose signature a worker refused
+        if procs is not None:
+            ks = [k for k in range(len(todo)) if verify[k]]
+            tx_of = [items[todo[k]][0] for k in ks]
+            triples = [(t.body.sender, t.tx_id, t.signature) for t in tx_of]
+            results, sig_ok = await asyncio.gather(checks, procs.verify(triples))
+            bad_sig = {k for k, ok in zip(ks, sig_ok, strict=True) if not ok}
+        else:
+            results = await checks
         passed: list[int] = []
-        for i, failure in zip(todo, (f for r in results for f in r), strict=True):
+        for k, (i, failure) in enumerate(zip(todo, (f for r in results for f in r), strict=True)):
+            if failure is None and k in bad_sig:
+                failure = (ErrorCode.BAD_SIGNATURE, "signature does not verify")
             if failure is not None:
                 out[i] = self._refuse(*failure)
             else:

@@ -1,0 +1,86 @@
+"""Signature verification in worker processes, past the GIL.
+
+Rules this module keeps:
+1. A verification is `sender_key(pubkey).verify(message, signature)` exactly as in-process
+   (node.chain.sender_key; crypto_sm's backend, with its start-up self-test, in every worker).
+2. Workers are started with "spawn" (never "fork": the node has threads and an event loop) and
+   warmed up before the node serves, so the first submissions do not pay for process start-up.
+3. A broken pool (a worker killed) never loses a verdict: the batch is verified in-process
+   instead, and the pool is not used again.
+4. Only bytes cross the process boundary: (public key, signing root, signature) triples in, one
+   bool per triple out.
+
+Why: with admission in threads, a single node's SM2 verification and its event loop shared one
+GIL; at ~2,050 admitted tx/s the node used ~1.5 of two cores while both verify threads and the
+loop waited on the GIL (docs/benchmarks.md, session 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+__all__ = ["VerifyProcesses", "verify_triples"]
+
+log = logging.getLogger("gmchain.verify")
+
+Triple = tuple[bytes, bytes, bytes]  # (sender public key, signing root, signature)
+
+
+def verify_triples(items: Sequence[Triple]) -> list[bool]:
+    """Rule 1; runs in a worker process (or in a thread, as the fallback)."""
+    from node.chain import sender_key
+
+    out = []
+    for pub, msg, sig in items:
+        key = sender_key(pub)
+        out.append(key is not None and key.verify(msg, sig))
+    return out
+
+
+def _ping() -> int:
+    from crypto_sm.backend import active_backend
+
+    return len(active_backend().name)
+
+
+class VerifyProcesses:
+    def __init__(self, processes: int, fallback: Executor) -> None:
+        self.processes = processes
+        self._fallback = fallback
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=processes, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    async def start(self) -> None:
+        """Rule 2: start every worker now (each imports crypto_sm and runs its self-test)."""
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _ping) for _ in range(self.processes))
+        )
+
+    async def verify(self, items: Sequence[Triple]) -> list[bool]:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None:
+            n = max(1, min(self.processes, len(items)))
+            size = -(-len(items) // n)
+            chunks = [list(items[k : k + size]) for k in range(0, len(items), size)]
+            try:
+                parts = await asyncio.gather(
+                    *(loop.run_in_executor(self._pool, verify_triples, c) for c in chunks)
+                )
+                return [ok for part in parts for ok in part]
+            except BrokenProcessPool:
+                log.error("signature worker process died; verifying in-process from now on")
+                self._pool = None
+        return await loop.run_in_executor(self._fallback, verify_triples, list(items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
