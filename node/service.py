@@ -6,8 +6,9 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"; STYLE.md ha
 2. The replica is stepped from one place only (`_step`), never re-entrantly; messages a node sends
    to itself are queued and stepped after the current effects.
 3. A transaction is acknowledged (`submit_raw_tx` returns) only when it is in the pool; its
-   receipt is reported only after its block's synced batch is written.
-4. Signature verification runs in a thread pool (OpenSSL releases the GIL), never on the loop.
+   receipt is reported only after its block's synced batch is written. Admission itself (checks,
+   batching, the pool log) is node/admission.py.
+4. Signature verification runs in worker threads or processes, never on the loop.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ from ledger.codec import DecodeError, Value
 from ledger.merkle import acc_consistency_proof
 from ledger.store import Store
 from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
+from node.admission import AdmissionMixin
 from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
-from node.chain import Chain, CommittedBlock, sender_key
+from node.chain import Chain, CommittedBlock
 from node.config import NodeConfig
-from node.mempool import Mempool, MempoolConfig, MempoolError
+from node.mempool import Mempool, MempoolConfig
 from node.poolwal import PoolWal
 from node.proofcheck import build_full_proof
 from node.verifypool import VerifyProcesses
@@ -61,16 +63,6 @@ from node.verifypool import VerifyProcesses
 __all__ = ["KeySigner", "KeyVerifier", "NodeService"]
 
 log = logging.getLogger("gmchain.node")
-
-_ADMISSION_CHUNKS = 4  # worker-thread jobs per admitted batch (the verify pool has 4 threads)
-
-
-def _chunks(idx: list[int], parts: int) -> list[list[int]]:
-    """`idx` split into at most `parts` contiguous runs of near-equal length."""
-    n = max(1, min(parts, len(idx)))
-    size = -(-len(idx) // n)
-    return [idx[k : k + size] for k in range(0, len(idx), size)]
-
 
 META_SAFETY = "consensus_safety"
 VERSION = "0.1.0"
@@ -128,7 +120,7 @@ class _Metrics:
         self.peers = Gauge("gmchain_peers", "Connected peers", registry=r)
 
 
-class NodeService:
+class NodeService(AdmissionMixin):
     """Everything one node does, wired together; implements node.api.NodeApi."""
 
     def __init__(
@@ -378,174 +370,6 @@ class NodeService:
         if len(self._admitted_at) > 2 * len(self.mempool) + 1024:
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
             self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
-
-    # --- NodeApi: submission --------------------------------------------------------------------
-
-    async def submit_raw_tx(self, raw: bytes) -> bytes:
-        try:
-            tx = SignedTx.decode_tx(raw)
-        except DecodeError as exc:
-            self.metrics.rejected.labels("encoding").inc()
-            raise ApiError(ErrorCode.BAD_ENCODING, f"transaction does not decode: {exc}") from None
-        # Submissions that arrive in the same loop iteration (the requests of one JSON-RPC batch
-        # are started together) are admitted by one admit_many call.
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        if not self._submits:
-            loop.call_soon(self._flush_submits)
-        self._submits.append((tx, raw, fut))
-        await fut
-        return tx.tx_id
-
-    def _flush_submits(self) -> None:
-        batch, self._submits = self._submits, []
-        task = asyncio.get_running_loop().create_task(self._admit_submits(batch))
-        self._bg_tasks.add(task)
-        task.add_done_callback(self._bg_tasks.discard)
-
-    async def _admit_submits(
-        self, batch: list[tuple[SignedTx, bytes, asyncio.Future[None]]]
-    ) -> None:
-        try:
-            out = await self.admit_many([(tx, raw) for tx, raw, _ in batch])
-        except asyncio.CancelledError:  # shutting down
-            for _, _, fut in batch:
-                fut.cancel()
-            raise
-        except Exception as exc:  # e.g. the pool log failed: every caller must hear it
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, _, fut), failure in zip(batch, out, strict=True):
-            if fut.done():
-                continue  # the caller went away (cancelled)
-            if failure is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(failure)
-
-    async def admit(
-        self, tx: SignedTx, raw: bytes, *, gossip: bool = True, durable: bool = True
-    ) -> None:
-        """Admit a decoded transaction (from RPC or from a peer's gossip). Raises ApiError.
-
-        durable=True (RPC submissions): return only once the tx is in the pool log on disk."""
-        (failure,) = await self.admit_many([(tx, raw)], gossip=gossip, durable=durable)
-        if failure is not None:
-            raise failure
-
-    async def admit_many(
-        self,
-        items: Sequence[tuple[SignedTx, bytes]],
-        *,
-        gossip: bool = True,
-        durable: bool = True,
-    ) -> list[ApiError | None]:
-        """Admit several decoded transactions; one outcome per item (None = admitted).
-
-        The worker-thread checks run in a few chunks rather than one job per transaction: at
-        cluster load the per-job cost (submit, futures, wake-ups) was 16 % of a node's event
-        loop (py-spy, cluster4 at 700 tx/s), more than the checks' own share of it."""
-        out: list[ApiError | None] = [None] * len(items)
-        head = self.chain.head.height
-        todo: list[int] = []
-        for i, (tx, raw) in enumerate(items):
-            try:
-                self.mempool.precheck(tx, len(raw), head)
-            except MempoolError as exc:
-                out[i] = self._refuse(exc.code, exc.message)
-                continue
-            if not self.registry_has(tx.body.contract):
-                out[i] = self._refuse(
-                    ErrorCode.UNKNOWN_CONTRACT, f"no contract {tx.body.contract!r}"
-                )
-                continue
-            todo.append(i)
-        if not todo:
-            return out
-        # The store reads and the signature checks run in the worker threads: LevelDB reads and
-        # OpenSSL release the GIL there, and the event loop stays free for the next request.
-        checked_at = self.chain.head.height
-        verify = [not self.mempool.is_verified(items[i][0].tx_id) for i in todo]
-        procs = self._procs
-        in_thread = procs is None
-        jobs = [
-            [(items[todo[k]][0], in_thread and verify[k]) for k in chunk]
-            for chunk in _chunks(list(range(len(todo))), _ADMISSION_CHUNKS)
-        ]
-        loop = asyncio.get_running_loop()
-        checks = asyncio.gather(
-            *(loop.run_in_executor(self._pool, self._admission_checks_many, j) for j in jobs)
-        )
-        bad_sig: set[int] = set()  # positions in `todo` whose signature a worker refused
-        if procs is not None:
-            ks = [k for k in range(len(todo)) if verify[k]]
-            tx_of = [items[todo[k]][0] for k in ks]
-            triples = [(t.body.sender, t.tx_id, t.signature) for t in tx_of]
-            results, sig_ok = await asyncio.gather(checks, procs.verify(triples))
-            bad_sig = {k for k, ok in zip(ks, sig_ok, strict=True) if not ok}
-        else:
-            results = await checks
-        passed: list[int] = []
-        for k, (i, failure) in enumerate(zip(todo, (f for r in results for f in r), strict=True)):
-            if failure is None and k in bad_sig:
-                failure = (ErrorCode.BAD_SIGNATURE, "signature does not verify")
-            if failure is not None:
-                out[i] = self._refuse(*failure)
-            else:
-                passed.append(i)
-        if durable and self.wal is not None and passed:
-            # Log first, then pool: a tx may commit only after its acknowledgement is durable,
-            # and a refused one is never reported as failed while it could still commit.
-            wal = self.wal
-            await asyncio.gather(*(wal.append(items[i][0].tx_id, items[i][1]) for i in passed))
-        now_ms = self.clock_ms()
-        for i in passed:
-            tx, raw = items[i]
-            try:
-                # Blocks committed while we awaited (worker checks, pool log): the pool must
-                # never hold a committed tx (the executor trusts that), so check them here, with
-                # no await between this check and the insert — in memory when they are recent.
-                again = self.chain.committed_since(checked_at, tx.tx_id)
-                if again or (again is None and self.store.get_tx_location(tx.tx_id) is not None):
-                    raise MempoolError(ErrorCode.DUPLICATE, "transaction is already committed")
-                self.mempool.add(tx, len(raw), self.chain.head.height, now_ms)
-            except MempoolError as exc:
-                if durable and self.wal is not None and exc.code is not ErrorCode.DUPLICATE:
-                    # (a DUPLICATE's log entry belongs to the concurrent admission that won)
-                    self.wal.remove([tx.tx_id])
-                out[i] = self._refuse(exc.code, exc.message)
-                continue
-            self._admitted_at[tx.tx_id] = time.monotonic()
-            if gossip and self.gossip_hook is not None:
-                self.gossip_hook(raw)
-        self.metrics.pool.set(len(self.mempool))
-        self._wake.set()
-        return out
-
-    def _refuse(self, code: ErrorCode, message: str) -> ApiError:
-        self.metrics.rejected.labels(code.name.lower()).inc()
-        return ApiError(code, message)
-
-    def _admission_checks_many(
-        self, batch: Sequence[tuple[SignedTx, bool]]
-    ) -> list[tuple[ErrorCode, str] | None]:
-        return [self._admission_checks(tx, verify) for tx, verify in batch]
-
-    def _admission_checks(self, tx: SignedTx, verify: bool) -> tuple[ErrorCode, str] | None:
-        """Runs in a worker thread: committed-duplicate, admitted-sender and signature checks."""
-        if self.store.get_tx_location(tx.tx_id) is not None:
-            return ErrorCode.DUPLICATE, "transaction is already committed"
-        # (uncached: a worker thread must not fill the executor's cache with a stale answer)
-        if self.chain.executor.lookup_sender_uncached(tx.body.sender) is None:
-            return ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account"
-        if verify and not _verify_tx(tx):
-            return ErrorCode.BAD_SIGNATURE, "signature does not verify"
-        return None
-
-    def registry_has(self, contract: str) -> bool:
-        return contract in self.registry.names
 
     # --- NodeApi: reads -------------------------------------------------------------------------
 
@@ -803,8 +627,3 @@ def _offer(q: asyncio.Queue[Any], item: Any) -> None:
         while not q.empty():
             q.get_nowait()
         q.put_nowait(_OVERFLOW)
-
-
-def _verify_tx(tx: SignedTx) -> bool:
-    key = sender_key(tx.body.sender)  # parsed once per sender, shared with proposal validation
-    return key is not None and key.verify(tx.tx_id, tx.signature)
