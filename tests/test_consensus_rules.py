@@ -420,6 +420,21 @@ def test_l3_vote_is_broadcast_by_default_and_counted_locally() -> None:
     assert rep.node_id in rep.votes[b1.header.round]  # our own vote already counts here
 
 
+def test_l3_the_leader_votes_for_its_own_proposal_in_the_same_step() -> None:
+    w = World()
+    w.me = w.leader_index(1)
+    rep = w.replica()
+    tx = make_tx(8)
+    w.submitted[tx.tx_id] = tx  # (the sim app validates only submitted transactions)
+    w.app.add_txs([tx], w.now)
+    rep.step(Start(now_ms=w.now))
+    eff = rep.step(Tick(now_ms=w.now + 100))  # the packing wait has passed: propose now
+    props = [e.msg for e in eff if isinstance(e, Broadcast) and isinstance(e.msg, Proposal)]
+    assert len(props) == 1
+    # The vote leaves with the proposal, not one tick later (a round-trip's worth of latency).
+    assert [v.block_id for _, v in sent_votes(eff)] == [props[0].block.block_id]
+
+
 def test_l3_vote_goes_to_next_leader_when_not_broadcasting() -> None:
     w = World(n=7)
     me_not_leader(w, [1])
