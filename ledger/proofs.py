@@ -29,9 +29,8 @@ from ledger.merkle import (
     acc_consistency_proof,
     acc_inclusion_proof,
     acc_root,
-    compute_root,
-    inclusion_proof,
     leaf_hash,
+    root_and_inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
@@ -221,8 +220,11 @@ def compute_tx_proof(
     `get_node` reads the accumulator's stored perfect-subtree nodes; `acc_size` defaults to the
     header's own (pass a later size to prove against a later header's accumulator root).
     """
-    if len(tx_ids) != header.tx_count or compute_root(tx_ids) != header.tx_root:
-        raise ValueError("tx_ids do not match the header's tx_count and tx_root")
+    if len(tx_ids) != header.tx_count or not 0 <= index_in_block < len(tx_ids):
+        raise ValueError("tx_ids do not match the header's tx_count (or the index is outside)")
+    root, path = root_and_inclusion_proof([leaf_hash(t) for t in tx_ids], index_in_block)
+    if root != header.tx_root:
+        raise ValueError("tx_ids do not match the header's tx_root")
     size = header.acc_size if acc_size is None else acc_size
     if size < header.acc_size:
         raise ValueError("acc_size must not be smaller than the header's")
@@ -232,9 +234,7 @@ def compute_tx_proof(
         height=header.height,
         index_in_block=index_in_block,
         block_tx_root=header.tx_root,
-        block_inclusion_proof=tuple(
-            inclusion_proof([leaf_hash(t) for t in tx_ids], index_in_block)
-        ),
+        block_inclusion_proof=tuple(path),
         acc_index=acc_index,
         acc_size=size,
         acc_root=acc_root(get_node, size),

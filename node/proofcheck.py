@@ -29,7 +29,7 @@ from consensus.certs import CertChecker
 from consensus.messages import CommitProof
 from crypto_sm import PublicKey
 from ledger.codec import DecodeError
-from ledger.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from ledger.merkle import leaf_hash, root_and_inclusion_proof, verify_inclusion
 from ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
 from ledger.types import BlockHeader, Genesis, GenesisValidator, NodeId, Receipt
 from node.jsonfmt import hex0x, parse_hex
@@ -56,9 +56,10 @@ def build_full_proof(
     bundle = compute_tx_proof(header, tx_ids, index, get_node, acc_size=anchor.acc_size)
     out = bundle.to_json()
     out["receipt"] = hex0x(receipts[index])
-    out["receipt_inclusion_proof"] = [
-        hex0x(h) for h in inclusion_proof([leaf_hash(r) for r in receipts], index)
-    ]
+    receipt_root, receipt_path = root_and_inclusion_proof([leaf_hash(r) for r in receipts], index)
+    if receipt_root != header.receipt_root:
+        raise ValueError("stored receipts do not match the header's receipt_root")
+    out["receipt_inclusion_proof"] = [hex0x(h) for h in receipt_path]
     out["anchor_header"] = hex0x(anchor.encode())
     out["commit"] = {
         "headers": [hex0x(h.encode()) for h in commit_headers],

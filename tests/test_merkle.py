@@ -32,6 +32,7 @@ from ledger.merkle import (
     inclusion_proof,
     leaf_hash,
     node_hash,
+    root_and_inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
@@ -262,6 +263,7 @@ def test_inclusion_all_indices(n: int) -> None:
         proof = inclusion_proof(leaves, i)
         assert proof == bf_path(sm3_hash, i, leaves)
         assert verify_inclusion(leaves[i], i, n, proof, root)
+        assert root_and_inclusion_proof(leaves, i) == (root, proof)  # the one-pass form
     # Negative probes on a few indices: wrong leaf, index, size, root; a bit flipped in the proof.
     for i in {0, n // 2, n - 1}:
         proof = inclusion_proof(leaves, i)
