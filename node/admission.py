@@ -16,6 +16,7 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"):
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
     from node.service import _Metrics
 
 __all__ = ["AdmissionMixin"]
+
+log = logging.getLogger("gmchain.node")
+
+
+def _stopping() -> ApiError:
+    return ApiError(ErrorCode.NOT_READY, "node is stopping; submit again to a running node")
+
 
 _ADMISSION_CHUNKS = 4  # worker-thread jobs per admitted batch (the verify pool has 4 threads)
 
@@ -63,8 +71,11 @@ class AdmissionMixin:
     _admitted_at: dict[bytes, float]
     _bg_tasks: set[asyncio.Task[None]]
     _wake: asyncio.Event
+    _closing: bool
 
     async def submit_raw_tx(self, raw: bytes) -> bytes:
+        if self._closing:
+            raise _stopping()
         try:
             tx = SignedTx.decode_tx(raw)
         except DecodeError as exc:
@@ -80,6 +91,18 @@ class AdmissionMixin:
         await fut
         return tx.tx_id
 
+    async def _stop_admission(self) -> None:
+        """At stop: queued submissions fail with NOT_READY, batches being admitted are cancelled
+        (their callers get NOT_READY too) and awaited, so no worker job outlives the store."""
+        queued, self._submits = self._submits, []
+        for _, _, fut in queued:
+            if not fut.done():
+                fut.set_exception(_stopping())
+        tasks = list(self._bg_tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _flush_submits(self) -> None:
         batch, self._submits = self._submits, []
         task = asyncio.get_running_loop().create_task(self._admit_submits(batch))
@@ -91,11 +114,12 @@ class AdmissionMixin:
     ) -> None:
         try:
             out = await self.admit_many([(tx, raw) for tx, raw, _ in batch])
-        except asyncio.CancelledError:  # shutting down
+        except asyncio.CancelledError:  # shutting down: a clear error, not a cancelled caller
             for _, _, fut in batch:
-                fut.cancel()
+                if not fut.done():
+                    fut.set_exception(_stopping())
             raise
-        except Exception as exc:  # e.g. the pool log failed: every caller must hear it
+        except Exception as exc:  # a bug: every caller must hear it (admit_many returns errors)
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -162,13 +186,13 @@ class AdmissionMixin:
             *(loop.run_in_executor(self._pool, self._admission_checks_many, j) for j in jobs)
         )
         bad_sig: set[int] = set()  # positions in `todo` whose signature a worker refused
-        if procs is not None:
-            ks = [k for k in range(len(todo)) if verify[k]]
+        ks = [k for k in range(len(todo)) if verify[k]] if procs is not None else []
+        if procs is not None and ks:
             tx_of = [items[todo[k]][0] for k in ks]
             triples = [(t.body.sender, t.tx_id, t.signature) for t in tx_of]
             results, sig_ok = await asyncio.gather(checks, procs.verify(triples))
             bad_sig = {k for k, ok in zip(ks, sig_ok, strict=True) if not ok}
-        else:
+        else:  # (nothing to verify: every signature is already known good)
             results = await checks
         passed: list[int] = []
         for k, (i, failure) in enumerate(zip(todo, (f for r in results for f in r), strict=True)):
@@ -182,7 +206,14 @@ class AdmissionMixin:
             # Log first, then pool: a tx may commit only after its acknowledgement is durable,
             # and a refused one is never reported as failed while it could still commit.
             wal = self.wal
-            await asyncio.gather(*(wal.append(items[i][0].tx_id, items[i][1]) for i in passed))
+            try:
+                await asyncio.gather(*(wal.append(items[i][0].tx_id, items[i][1]) for i in passed))
+            except OSError as exc:  # the disk failed: not acknowledged, and not in the pool
+                log.error("pool log write failed: %s", exc)
+                wal.remove([items[i][0].tx_id for i in passed])
+                for i in passed:
+                    out[i] = self._refuse(ErrorCode.INTERNAL_ERROR, f"pool log write failed: {exc}")
+                return out
         now_ms = self.clock_ms()
         for i in passed:
             tx, raw = items[i]

@@ -255,6 +255,8 @@ class NetworkBridge:
                 txs.append((SignedTx.decode_tx(raw), raw))
             except DecodeError:
                 bad += 1
+        # durable (the default): gossiped txs go into this node's pool log too, so they survive
+        # a crash of this node as well as of their origin (one group fsync per batch).
         results = await self.service.admit_many(txs, gossip=False)
         self.stats["gossip_rejected"] += sum(r is not None for r in results)
         if bad:

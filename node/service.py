@@ -264,7 +264,10 @@ class NodeService(AdmissionMixin):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self._stop_admission()
+        # Wait for the worker jobs already running (short: store reads, one verification each)
+        # so none reads the store after the caller closes it.
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._procs is not None:
             self._procs.close()
         for futs in self._waiters.values():

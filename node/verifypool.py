@@ -44,6 +44,7 @@ def verify_triples(items: Sequence[Triple]) -> list[bool]:
 
 def _ping() -> int:
     from crypto_sm.backend import active_backend
+    from node import chain  # noqa: F401 - what verify_triples needs, imported before the first batch
 
     return len(active_backend().name)
 
@@ -57,14 +58,21 @@ class VerifyProcesses:
         )
 
     async def start(self) -> None:
-        """Rule 2: start every worker now (each imports crypto_sm and runs its self-test)."""
+        """Rule 2: start every worker now (each imports crypto_sm, runs its self-test, and
+        imports what a verification needs). If they cannot start, verify in-process (rule 3)."""
         assert self._pool is not None
         loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._pool, _ping) for _ in range(self.processes))
-        )
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(self._pool, _ping) for _ in range(self.processes))
+            )
+        except (BrokenProcessPool, OSError) as exc:
+            log.error("signature worker processes did not start (%s); verifying in-process", exc)
+            self.close()
 
     async def verify(self, items: Sequence[Triple]) -> list[bool]:
+        if not items:
+            return []
         loop = asyncio.get_running_loop()
         if self._pool is not None:
             n = max(1, min(self.processes, len(items)))
