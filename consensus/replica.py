@@ -28,7 +28,8 @@ docs/consensus.md numbers them):
       not timed out (it is alone: it may have missed the QC of a commit and so still hold
       transactions everybody else committed), answers with SyncInfo: high QC, TC and the QC of its
       latest commit (rate-limited per peer and round). The receiver commits with that QC if it
-      holds the blocks, and fetches them otherwise.
+      holds the blocks, and fetches them otherwise. At most HELP_PER_PERIOD replies per peer
+      and period, whatever rounds its timeouts name.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
 Check everything, then change state: an invalid message leaves the replica as it was.
 """
@@ -86,7 +87,9 @@ from ledger.types import (
     Vote,
 )
 
-__all__ = ["Replica"]
+__all__ = ["HELP_PER_PERIOD", "Replica"]
+
+HELP_PER_PERIOD = 4  # L9: SyncInfo replies per peer per round-timeout period
 
 
 class Replica:
@@ -161,6 +164,7 @@ class Replica:
         self.sync_inflight_ms: int | None = None
         self.repair_at_ms = 0  # next time _maybe_repair may re-request a missing certified block
         self.helped: dict[tuple[NodeId, int], int] = {}  # stale-timeout reply -> when sent
+        self.helped_at: dict[NodeId, list[int]] = {}  # per peer: when we replied (L9 budget)
         self._effects: list[Effect] = []
         self._local: deque[ConsensusMessage] = deque()
         # Restore stored uncommitted blocks (PersistBlock); no effects, no votes.
@@ -579,16 +583,26 @@ class Replica:
 
     def _help(self, sender: NodeId, their_round: int) -> None:
         """L9: a peer timed out in an older round, or alone in ours: send it our certificates,
-        including the QC of our latest commit, at most once per (peer, round, period)."""
+        including the QC of our latest commit, at most once per (peer, round, period) and at most
+        HELP_PER_PERIOD times per peer and period (a peer replaying old timeouts of many rounds
+        must not get a reply for each)."""
+        now, period = self.now_ms, self.cfg.round_timeout_ms
         key = (sender, their_round)
         last = self.helped.get(key)
-        if sender == self.node_id or (
-            last is not None and self.now_ms - last < self.cfg.round_timeout_ms
-        ):
+        if sender == self.node_id or (last is not None and now - last < period):
             return
-        if len(self.helped) > 4 * len(self.validators):
-            self.helped.clear()
-        self.helped[key] = self.now_ms
+        recent = [t for t in self.helped_at.get(sender, ()) if now - t < period]
+        if len(recent) >= HELP_PER_PERIOD:
+            self.helped_at[sender] = recent
+            return
+        if len(self.helped_at) > 4 * len(self.validators):  # (senders are peers; bound anyway)
+            self.helped_at = {
+                p: ts for p, ts in self.helped_at.items() if ts and now - ts[-1] < period
+            }
+        self.helped_at[sender] = [*recent, now]
+        if len(self.helped) > HELP_PER_PERIOD * len(self.validators):
+            self.helped = {k: t for k, t in self.helped.items() if now - t < period}
+        self.helped[key] = now
         info = SyncInfo(high_qc=self.high_qc, tc=self.last_tc, commit_qc=self.commit_qc)
         self._send(sender, info)
 

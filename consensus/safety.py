@@ -107,15 +107,20 @@ class SafetyData(_Struct):
 
 def load_safety_data(raw: bytes) -> SafetyData:
     """Decode stored SafetyData, including the first stored version (seven fields, before P2 added
-    `last_proposed_round`). A replica upgraded from it may have proposed in the round it was in;
-    that round is max(high QC round, last TC round) + 1, so it becomes `last_proposed_round` and
-    the upgraded leader skips proposing in it (one round timeout at most, never two proposals)."""
+    `last_proposed_round`). That layout does not say where the replica last proposed, so the
+    rounds it can show were reachable are taken as proposed: one past the highest of its voted,
+    timed-out, high-QC and TC rounds (a leader proposes in r only holding a QC or TC of r - 1).
+    A leader that had fallen behind, synced a newer QC and proposed right before the upgrade can
+    still have proposed later than that: the stored data cannot tell. Hence an upgrade from the
+    first layout is stop-all (docs/ops.md, "Upgrading"; the P2P version was raised with it), so
+    no peer remembers a proposal from before it. The cost is at most one skipped leader turn."""
     fields = decode(raw)
     if isinstance(fields, list) and len(fields) == 8 and fields[0] == SafetyData.TAG:
         v1 = SafetyData.from_fields([*fields, 0])
         qc_round = 0 if v1.high_qc is None else v1.high_qc.round
         tc_round = 0 if v1.last_tc is None else v1.last_tc.round
-        return replace(v1, last_proposed_round=Round(max(qc_round, tc_round) + 1))
+        seen = max(v1.last_voted_round, v1.highest_timeout_round, qc_round, tc_round)
+        return replace(v1, last_proposed_round=Round(seen + 1))
     return SafetyData.from_fields(fields)
 
 

@@ -304,16 +304,20 @@ class NodeService(AdmissionMixin):
         self.metrics.round.set(getattr(self.replica, "round", 0))
 
     def _run_effects(self, effects: Sequence[Effect]) -> None:
-        # One fsync per step: SafetyData only grows (consensus.safety), so writing the step's
-        # newest copy where its first PersistSafety stands keeps "persisted before the signature
-        # leaves" for every signature of the step (a leader's proposal and its own vote: one sync).
+        # One fsync per step where possible: SafetyData only grows (consensus.safety), so writing
+        # the step's newest copy where its first PersistSafety stands keeps "persisted before the
+        # signature leaves" for every signature of the step. Stored blocks are written unsynced
+        # and made durable by the next synced write (node/chain.py), so a later PersistSafety
+        # syncs again if a block was stored since (the leader's own block before its vote).
         newest = next((e for e in reversed(effects) if isinstance(e, PersistSafety)), None)
+        synced = False
+        block_since_sync = False
         for eff in effects:
             match eff:
                 case PersistSafety():
-                    if newest is not None:
+                    if newest is not None and (not synced or block_since_sync):
                         self.store.put_meta(META_SAFETY, newest.data.encode(), sync=True)  # type: ignore[attr-defined]
-                        newest = None
+                        synced, block_since_sync = True, False
                 case Send(to=to, msg=msg):
                     if to == self.node_id:
                         self._inbox.append(
@@ -326,6 +330,7 @@ class NodeService(AdmissionMixin):
                         self.send_hook(None, msg)
                 case PersistBlock(block=block):
                     self.chain.persist_block(block)
+                    block_since_sync = True
                 case Commit(blocks=blocks, proof=proof):
                     self.chain.commit(blocks, proof)
                 case _:

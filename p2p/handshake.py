@@ -75,7 +75,10 @@ __all__ = [
     "compute_transcript_hash",
 ]
 
-PROTOCOL_VERSION = 1
+# 2: SyncInfo gained `commit_qc` and SafetyData `last_proposed_round` (consensus L9, P2). Peers of
+# different versions refuse each other at the handshake ("version") instead of decoding each
+# other's messages as garbage and banning; upgrading from 1 is stop-all (docs/ops.md).
+PROTOCOL_VERSION = 2
 HANDSHAKE_MAX_FRAME = 4096  # every handshake message is far smaller; caps pre-auth buffering
 
 D_TRANSCRIPT = b"GMCHAIN/P2P/HANDSHAKE/TRANSCRIPT/v1"

@@ -113,7 +113,7 @@ def test_first_stored_safety_version_loads_and_blocks_its_round() -> None:
     v1 = encode(d.to_fields()[:8])  # the seven-field layout stored before last_proposed_round
     got = load_safety_data(v1)
     assert got.last_voted_round == 7 and got.high_qc == QC and got.last_tc == TC
-    assert got.last_proposed_round == max(QC.round, TC.round) + 1
+    assert got.last_proposed_round == 7 + 1  # one past the highest round it voted in
     assert load_safety_data(d.encode()) == d  # the current layout round-trips unchanged
     with pytest.raises(DecodeError):
         load_safety_data(encode([25, 1, 2]))

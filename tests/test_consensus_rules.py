@@ -722,3 +722,21 @@ def test_each_signature_is_verified_once_and_failures_are_never_cached() -> None
     bad = QuorumCert(block_id=qc.block_id, round=qc.round, height=qc.height, signatures=forged)
     assert not certs.verify_qc(bad)
     assert not certs.verify_qc(bad)  # and a failure is not remembered as a success
+
+
+def test_l9_replies_per_peer_are_budgeted_whatever_rounds_it_names() -> None:
+    from consensus.replica import HELP_PER_PERIOD
+
+    w = World()
+    blocks = w.chain(list(range(1, 25)))
+    rep = w.replica()
+    for b in blocks:
+        rep.step(w.msg(w.leader_index(b.header.round), w.proposal(b)))
+    assert rep.round >= 24
+    peer = next(i for i in range(4) if i != w.me)
+    replies = 0
+    for r in range(1, 21):  # replayed timeouts of twenty old rounds, all within one period
+        old = w.timeout(peer, r, w.qc(blocks[r - 2].header) if r > 1 else w.gqc)
+        eff = rep.step(w.msg(peer, old))
+        replies += sum(isinstance(e, Send) and isinstance(e.msg, SyncInfo) for e in eff)
+    assert replies == HELP_PER_PERIOD

@@ -242,6 +242,27 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     )
     assert writes == [(newer.encode(), True)]  # one synced write, of the newest data
     assert sent == [1]  # ...made before the first message left
+    # A block stored between two signatures (a leader's own block before its vote) is made
+    # durable by a second synced write before the vote leaves.
+    from consensus import PersistBlock
+    from consensus.sim.app import make_genesis_header
+    from ledger.types import Block
+
+    writes.clear()
+    sent.clear()
+    block = Block(header=make_genesis_header(service.genesis.chain_id), txs=())
+    service._run_effects(
+        [  # type: ignore[list-item]
+            PersistSafety(data=older),
+            Broadcast(msg=dummy),
+            PersistBlock(block=block),
+            PersistSafety(data=newer),
+            Broadcast(msg=dummy),
+        ]
+    )
+    assert writes == [(newer.encode(), True), (newer.encode(), True)]
+    assert sent == [1, 2]
+    service.chain.on_pruned([block.block_id])
     service.store = real
 
 

@@ -23,6 +23,7 @@ from p2p.handshake import (
     D_AUTH_R,
     D_FIN_I,
     D_FIN_R,
+    PROTOCOL_VERSION,
     HandshakeResult,
     Initiator,
     InitiatorAuth,
@@ -270,7 +271,7 @@ def test_wrong_version_is_refused(keys: list[PrivateKey]) -> None:
         if i != 0:
             return m
         fields = msgpack.unpackb(m)
-        fields[1] = 2
+        fields[1] = PROTOCOL_VERSION - 1  # a peer of the previous version
         return msgpack.packb(fields)
 
     with pytest.raises(RemoteProtocolError) as e:
