@@ -157,7 +157,20 @@ class Harness:
         except Exception as exc:  # a failed drill is reported, not fatal
             done.append({"offset_s": offset, "error": repr(exc)})
 
-    def queries(self, seconds: float, connections: int = 32) -> list[dict[str, Any]]:
+    def queries(
+        self, seconds: float, connections: int = 32, idle_timeout_s: float = 120.0
+    ) -> list[dict[str, Any]]:
+        """Query rates on an idle node: first wait (bounded) until no node holds pending
+        transactions, so the rates are not measured against the load run's backlog drain."""
+        deadline = time.monotonic() + idle_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                busy = sum(int(rpc(p, "gm_status")["pendingTxs"]) for p in self.system.ports)
+            except Exception:  # a node still restarting after a drill: ask again
+                busy = 1
+            if busy == 0:
+                break
+            time.sleep(0.5)
         port = self.system.ports[0]
         height = int(rpc(port, "gm_blockNumber"))
         out = []
