@@ -23,7 +23,7 @@ docs/consensus.md numbers them):
       are still checked and used); buffers are bounded per (round, voter).
   L8. Missing blocks are fetched with BlockRequest; gaps older than the peers' windows with
       SyncRequest (answered from App.get_committed_blocks); every synced block is applied only
-      after its CommitProof verifies.
+      after its CommitProof verifies. (The retrieval code is consensus/retrieval.py.)
   L9. A replica that gets a timeout from a peer in an older round, or in our round while we have
       not timed out (it is alone: it may have missed the QC of a commit and so still hold
       transactions everybody else committed), answers with SyncInfo: high QC, TC and the QC of its
@@ -49,6 +49,7 @@ from consensus.messages import (
     SyncRequest,
     SyncResponse,
 )
+from consensus.retrieval import RetrievalMixin
 from consensus.safety import SafetyData, SafetyRules
 from consensus.tree import BlockTree
 from consensus.types import (
@@ -77,7 +78,6 @@ from ledger.types import (
     Block,
     BlockHeader,
     Digest,
-    Height,
     NodeId,
     Proposal,
     QuorumCert,
@@ -92,7 +92,7 @@ __all__ = ["HELP_PER_PERIOD", "Replica"]
 HELP_PER_PERIOD = 4  # L9: SyncInfo replies per peer per round-timeout period
 
 
-class Replica:
+class Replica(RetrievalMixin):
     """One validator's (or observer's) consensus state machine. Never does IO."""
 
     def __init__(
@@ -293,27 +293,6 @@ class Replica:
         if self.sync_inflight_ms is not None and now >= self.sync_inflight_ms:
             self.sync_inflight_ms = None
         self._maybe_repair(now)
-
-    def _maybe_repair(self, now: int) -> None:
-        """L8: a certified block we still lack, with nothing in flight to bring it (an orphan whose
-        parent fetch gave up, or a sync that ended early), is re-fetched every few retry periods.
-        Without this a replica that lags when the chain goes idle stays one block behind until
-        the next proposal (found by the late-observer drill)."""
-        qc = self.high_qc
-        if (
-            qc.height <= self.tree.root.height
-            or self.tree.get_header(qc.block_id) is not None
-            or self.inflight
-            or self.sync_inflight_ms is not None
-            or now < self.repair_at_ms
-        ):
-            return
-        self.repair_at_ms = now + 4 * self.cfg.request_retry_ms
-        peer = self._pick_peer(qc.block_id)
-        if qc.block_id in self.tree.orphans:
-            self._request_sync(peer)
-        else:
-            self._request_block(qc.block_id, peer)
 
     def _on_local_timeout(self) -> None:
         """L4: sign (via safety) and broadcast a timeout for the current round."""
@@ -605,96 +584,3 @@ class Replica:
         self.helped[key] = now
         info = SyncInfo(high_qc=self.high_qc, tc=self.last_tc, commit_qc=self.commit_qc)
         self._send(sender, info)
-
-    # --- retrieval (L8) -------------------------------------------------------------------------
-
-    def _pick_peer(self, salt: bytes) -> NodeId:
-        ids = [i for i in self.validators.node_ids if i != self.node_id]
-        if not ids:
-            return self.validators.node_ids[0]
-        return ids[(salt[0] + self.now_ms // max(1, self.cfg.request_retry_ms)) % len(ids)]
-
-    def _fetch_missing(self, qc: QuorumCert, hint: NodeId | None) -> None:
-        if qc.height <= self.tree.root.height or self.tree.get_header(qc.block_id) is not None:
-            return
-        if qc.block_id in self.inflight or qc.block_id in self.tree.orphans:
-            return
-        if len(self.inflight) >= 16:
-            return
-        peer = hint if hint is not None and hint != self.node_id else self._pick_peer(qc.block_id)
-        self._request_block(qc.block_id, peer)
-
-    def _request_block(self, block_id: Digest, peer: NodeId) -> None:
-        self.inflight[block_id] = self.now_ms + self.cfg.request_retry_ms
-        self._send(peer, BlockRequest(block_id=block_id, count=self.cfg.block_request_count))
-
-    def _on_block_response(self, sender: NodeId, resp: BlockResponse) -> None:
-        blocks = resp.blocks
-        if not blocks:
-            if resp.block_id in self.inflight:
-                self._request_sync(sender)  # beyond the peer's memory: committed sync (L8)
-            return
-        if blocks[0].block_id != resp.block_id:
-            return
-        if resp.block_id not in self.inflight and resp.block_id not in self.qcs:
-            return  # unsolicited, and no verified QC vouches for the block: drop
-        for i in range(1, len(blocks)):
-            if blocks[i].block_id != blocks[i - 1].header.parent_id:
-                return
-        for b in blocks:
-            if b.header.chain_id != self.chain_id or not self.certs.verify_qc(b.header.justify):
-                return
-        self.inflight.pop(resp.block_id, None)
-        for b in reversed(blocks):  # oldest first
-            if b.header.height <= self.tree.root.height or b.block_id in self.tree.blocks:
-                continue
-            if self.tree.is_extendable(b.header.parent_id):
-                self._insert_block(b)
-            else:
-                self.tree.add_orphan(b)
-        oldest = blocks[-1]
-        if not self.tree.is_extendable(oldest.header.parent_id) and (
-            oldest.header.height > self.tree.root.height + 1
-        ):
-            if len(blocks) < self.cfg.block_request_count or not self._chain_reachable(oldest):
-                self._request_sync(sender)
-            else:
-                self._request_block(oldest.header.parent_id, sender)
-        for b in blocks:
-            self._process_qc(b.header.justify, sender)
-
-    def _chain_reachable(self, oldest: Block) -> bool:
-        gap = oldest.header.height - self.tree.root.height
-        return gap <= 4 * self.cfg.block_request_count
-
-    def _request_sync(self, peer: NodeId) -> None:
-        if self.sync_inflight_ms is not None:
-            return
-        self.sync_inflight_ms = self.now_ms + self.cfg.request_retry_ms
-        req = SyncRequest(from_height=Height(self.tree.root.height + 1), count=self.cfg.sync_batch)
-        self._send(peer, req)
-
-    def _apply_committed(self, items: tuple[tuple[Block, CommitProof], ...]) -> None:
-        """Committed sync: link each block to our root; commit each run ending at a proven tip."""
-        run: list[Block] = []
-        expect_parent = self.tree.root.block_id
-        expect_height = self.tree.root.height + 1
-        for block, proof in items:
-            h = block.header
-            if h.height < expect_height:
-                continue
-            if h.parent_id != expect_parent or h.height != expect_height:
-                return
-            run.append(block)
-            expect_parent, expect_height = block.block_id, h.height + 1
-            if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
-                continue
-            self._effects.append(Commit(blocks=tuple(run), proof=proof))
-            self.commit_qc = proof.qc
-            pruned = self.tree.adopt_run(run)
-            self._after_root_change(pruned)
-            self._process_qc(proof.header.justify, None)
-            self._process_qc(proof.qc, None)
-            run = []
-        if len(items) >= self.cfg.sync_batch and not run:
-            self._request_sync(self._pick_peer(expect_parent))
