@@ -14,6 +14,7 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
 4. Binary values are `0x` lowercase hex; heights are JSON integers (`node.jsonfmt`).
 5. `rpc.discover` returns the OpenRPC document kept as package data (`node/openrpc.json`);
    `docs/openrpc.json` is a byte-identical copy (a test checks both match the method table).
+   The method table and the request parsing are node/rpcspec.py.
 
 Sources: JSON-RPC 2.0 specification; OpenRPC 1.2.6; RFC 6455 (WebSocket); Prometheus text
 exposition format 0.0.4; FISCO BCOS / Ethereum method naming (docs/REFERENCES.md).
@@ -23,19 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ledger.types import DIGEST_SIZE, MAX_TX_BYTES, Block
+from ledger.types import MAX_TX_BYTES, Block
 from node.api import ApiError, ErrorCode, NodeApi
 from node.jsonfmt import (
     JsonFormatError,
@@ -45,11 +43,22 @@ from node.jsonfmt import (
     header_to_json,
     hex0x,
     jsonable,
-    parse_hex,
     receipt_to_json,
     tx_to_json,
     value_from_json,
     value_to_json,
+)
+from node.rpcspec import (
+    METHODS,
+    WS_METHODS,
+    RpcError,
+    dumps_compact,
+    handler_name,
+    load_openrpc,
+    loads_strict,
+    p_hash,
+    p_str,
+    parse_params,
 )
 
 __all__ = ["METHODS", "WS_METHODS", "RpcConfig", "RpcServer", "load_openrpc"]
@@ -102,16 +111,6 @@ class RpcConfig:
         )
 
 
-class _RpcError(Exception):
-    """An error reply for one request (raised inside this module only)."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = int(code)
-        self.message = message
-        self.data = data
-
-
 def _summary_json(found: Any) -> dict[str, Any] | None:
     """block_to_json(block, full_txs=False) from a (header, tx ids) summary."""
     if found is None:
@@ -129,181 +128,12 @@ def _error(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, 
     return {"jsonrpc": "2.0", "id": req_id, "error": err}
 
 
-# --- parameters ---------------------------------------------------------------------------------
-
-
-def _p_hash(name: str, v: Any) -> bytes:
-    try:
-        return parse_hex(v, DIGEST_SIZE, name=name)
-    except JsonFormatError as exc:
-        raise _RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-
-
-def _p_height(name: str, v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_HEIGHT:
-        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a non-negative integer")
-    return v
-
-
-def _p_bool(name: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected true or false")
-    return v
-
-
-def _p_str(name: str, v: Any) -> str:
-    if not isinstance(v, str) or not 0 < len(v) <= 64:
-        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a string of 1 to 64 chars")
-    return v
-
-
-def _p_array(name: str, v: Any) -> list[Any]:
-    if not isinstance(v, list):
-        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected an array")
-    return v
-
-
-def _p_raw(name: str, v: Any) -> bytes:
-    if isinstance(v, str) and len(v) > 2 + 2 * MAX_TX_BYTES:
-        raise _RpcError(ErrorCode.TOO_LARGE, f"{name}: transaction exceeds {MAX_TX_BYTES} bytes")
-    try:
-        raw = parse_hex(v, name=name)
-    except JsonFormatError as exc:
-        raise _RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-    if not raw:
-        raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: empty transaction")
-    return raw
-
-
-def _p_any(name: str, v: Any) -> Any:
-    return v
-
-
-_Parser = Callable[[str, Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Param:
-    name: str
-    parse: _Parser
-    required: bool = True
-    default: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Method:
-    params: tuple[_Param, ...]
-    ws_only: bool = False
-
-
-def _parse_params(name: str, spec: _Method, params: Any) -> dict[str, Any]:
-    """Positional (array) or named (object) params -> {name: parsed value}; checks arity."""
-    out: dict[str, Any] = {}
-    if params is None:
-        params = []
-    if isinstance(params, list):
-        if len(params) > len(spec.params):
-            raise _RpcError(
-                ErrorCode.INVALID_PARAMS,
-                f"{name}: too many params: expected at most {len(spec.params)}, got {len(params)}",
-            )
-        given = {p.name: v for p, v in zip(spec.params, params, strict=False)}
-    elif isinstance(params, dict):
-        known = {p.name for p in spec.params}
-        for key in params:
-            if key not in known:
-                raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: unknown param {key!r}")
-        given = dict(params)
-    else:
-        raise _RpcError(ErrorCode.INVALID_PARAMS, "params: expected an array or an object")
-    for p in spec.params:
-        if p.name in given and not (given[p.name] is None and not p.required):
-            out[p.name] = p.parse(p.name, given[p.name])
-        elif p.required:
-            raise _RpcError(ErrorCode.INVALID_PARAMS, f"{name}: missing param {p.name!r}")
-        else:
-            out[p.name] = p.default
-    return out
-
-
-_HASH = _p_hash
-METHODS: dict[str, _Method] = {
-    "rpc.discover": _Method(()),
-    "gm_nodeInfo": _Method(()),
-    "gm_status": _Method(()),
-    "gm_blockNumber": _Method(()),
-    "gm_getTotalTransactionCount": _Method(()),
-    "gm_contracts": _Method(()),
-    "gm_sendRawTransaction": _Method((_Param("rawTx", _p_raw),)),
-    "gm_getTransactionByHash": _Method((_Param("txId", _HASH),)),
-    "gm_getTransactionReceipt": _Method((_Param("txId", _HASH),)),
-    "gm_waitForReceipt": _Method(
-        (_Param("txId", _HASH), _Param("timeoutMs", _p_height, False, 10_000))
-    ),
-    "gm_getBlockByNumber": _Method(
-        (_Param("height", _p_height), _Param("fullTxs", _p_bool, False, False))
-    ),
-    "gm_getBlockByHash": _Method((_Param("hash", _HASH), _Param("fullTxs", _p_bool, False, False))),
-    "gm_call": _Method(
-        (
-            _Param("contract", _p_str),
-            _Param("method", _p_str),
-            _Param("args", _p_array, False, []),
-        )
-    ),
-    "gm_getTransactionProof": _Method(
-        (_Param("txId", _HASH), _Param("atHeight", _p_height, False, None))
-    ),
-    "gm_getConsistencyProof": _Method(
-        (_Param("oldHeight", _p_height), _Param("newHeight", _p_height))
-    ),
-    "gm_getCommitProof": _Method((_Param("height", _p_height),)),
-    "gm_subscribe": _Method(
-        (_Param("kind", _p_str), _Param("filter", _p_any, False, None)), ws_only=True
-    ),
-    "gm_unsubscribe": _Method((_Param("subscription", _p_str),), ws_only=True),
-}
-#: Methods available only on the WebSocket endpoint.
-WS_METHODS = frozenset(n for n, m in METHODS.items() if m.ws_only)
-
-
-@cache
-def load_openrpc() -> dict[str, Any]:
-    """The OpenRPC document, from package data (works from an installed package)."""
-    text = resources.files("node").joinpath("openrpc.json").read_text(encoding="utf-8")
-    doc = json.loads(text)
-    assert isinstance(doc, dict)
-    return doc
-
-
-def _loads(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity; any failure is a parse error."""
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    try:
-        return json.loads(data, parse_constant=no_constants)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
-        raise _RpcError(ErrorCode.PARSE_ERROR, f"parse error: {str(exc)[:120]}") from None
-
-
-def _snake(method: str) -> str:
-    """`gm_getBlockByHash` -> `get_block_by_hash`: the handler's name, `_m_` + this."""
-    name = method.removeprefix("gm_").replace(".", "_")
-    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
-
-
 async def _aclose(it: AsyncIterator[Any]) -> None:
     """Close a subscription's iterator so the node drops the subscriber."""
     aclose = getattr(it, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
 
 # --- metrics of this layer ----------------------------------------------------------------------
@@ -412,7 +242,7 @@ class RpcServer:
         self._port: int | None = None
         self._conns: set[_WsConn] = set()
         self._handlers: dict[str, _Handler] = {
-            name: getattr(self, "_m_" + _snake(name)) for name in METHODS
+            name: getattr(self, "_m_" + handler_name(name)) for name in METHODS
         }
 
     # --- lifecycle ---
@@ -486,10 +316,10 @@ class RpcServer:
 
     def _json_response(self, obj: Any, status: int = 200) -> web.Response:
         try:
-            text = _dumps(obj)
+            text = dumps_compact(obj)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
             log.exception("unserialisable JSON-RPC reply")
-            text = _dumps(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
+            text = dumps_compact(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
         return web.Response(text=text, status=status, content_type="application/json")
 
     async def _on_metrics(self, _request: web.Request) -> web.Response:
@@ -547,10 +377,10 @@ class RpcServer:
         reply = await self.handle_payload(data, conn)
         if reply is not None:
             try:
-                text = _dumps(reply)
+                text = dumps_compact(reply)
             except (TypeError, ValueError):
                 log.exception("unserialisable JSON-RPC reply")
-                text = _dumps(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
+                text = dumps_compact(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
             conn.send(text)
         conn.release_started()
 
@@ -559,8 +389,8 @@ class RpcServer:
     async def handle_payload(self, data: bytes | str, conn: _WsConn | None) -> Any:
         """One HTTP body or WebSocket message -> the reply object (None if nothing to send)."""
         try:
-            payload = _loads(data)
-        except _RpcError as exc:
+            payload = loads_strict(data)
+        except RpcError as exc:
             self._metrics.errors[exc.code] += 1
             return _error(None, exc.code, exc.message)
         if not isinstance(payload, list):
@@ -578,28 +408,28 @@ class RpcServer:
         notification = False
         try:
             if not isinstance(req, dict):
-                raise _RpcError(ErrorCode.INVALID_REQUEST, "request must be a JSON object")
+                raise RpcError(ErrorCode.INVALID_REQUEST, "request must be a JSON object")
             notification = "id" not in req
             rid = req.get("id")
             if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int | str)):
-                raise _RpcError(ErrorCode.INVALID_REQUEST, "id must be a string, integer or null")
+                raise RpcError(ErrorCode.INVALID_REQUEST, "id must be a string, integer or null")
             if isinstance(rid, str) and len(rid) > 256:
-                raise _RpcError(ErrorCode.INVALID_REQUEST, "id longer than 256 characters")
+                raise RpcError(ErrorCode.INVALID_REQUEST, "id longer than 256 characters")
             req_id = rid
             if req.get("jsonrpc") != "2.0":
-                raise _RpcError(ErrorCode.INVALID_REQUEST, 'jsonrpc must be exactly "2.0"')
+                raise RpcError(ErrorCode.INVALID_REQUEST, 'jsonrpc must be exactly "2.0"')
             name = req.get("method")
             if not isinstance(name, str):
-                raise _RpcError(ErrorCode.INVALID_REQUEST, "method must be a string")
+                raise RpcError(ErrorCode.INVALID_REQUEST, "method must be a string")
             spec = METHODS.get(name)
             if spec is None:
-                raise _RpcError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {name[:64]!r}")
+                raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {name[:64]!r}")
             if spec.ws_only and conn is None:
-                raise _RpcError(ErrorCode.METHOD_NOT_FOUND, f"{name} is only available on /ws")
+                raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"{name} is only available on /ws")
             self._metrics.requests[name] += 1
-            args = _parse_params(name, spec, req.get("params"))
+            args = parse_params(name, spec, req.get("params"))
             result = await self._run(name, args, conn)
-        except _RpcError as exc:
+        except RpcError as exc:
             self._metrics.errors[exc.code] += 1
             # A malformed request object always gets a reply (JSON-RPC 2.0 §5 examples); a
             # well-formed notification never does, not even an error (§4.1).
@@ -610,21 +440,21 @@ class RpcServer:
 
     async def _run(self, name: str, args: dict[str, Any], conn: _WsConn | None) -> Any:
         if self._metrics.in_flight >= self._config.max_in_flight:
-            raise _RpcError(ErrorCode.RATE_LIMITED, "server busy: too many requests in flight")
+            raise RpcError(ErrorCode.RATE_LIMITED, "server busy: too many requests in flight")
         self._metrics.in_flight += 1
         try:
             return await self._handlers[name](args, conn)
         except ApiError as exc:
-            raise _RpcError(exc.code, exc.message, exc.data) from None
+            raise RpcError(exc.code, exc.message, exc.data) from None
         except JsonFormatError as exc:
-            raise _RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-        except _RpcError:
+            raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        except RpcError:
             raise
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("internal error in %s", name)
-            raise _RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
+            raise RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
         finally:
             self._metrics.in_flight -= 1
 
@@ -709,7 +539,7 @@ class RpcServer:
     async def _m_wait_for_receipt(self, a: dict[str, Any], c: _WsConn | None) -> Any:
         timeout_ms = a["timeoutMs"]
         if timeout_ms > self._config.max_wait_ms:
-            raise _RpcError(
+            raise RpcError(
                 ErrorCode.INVALID_PARAMS, f"timeoutMs: at most {self._config.max_wait_ms}"
             )
         found = self._api.get_receipt(a["txId"])
@@ -734,7 +564,7 @@ class RpcServer:
     async def _m_call(self, a: dict[str, Any], c: _WsConn | None) -> Any:
         contract, method, raw_args = a["contract"], a["method"], a["args"]
         if len(raw_args) > 64:
-            raise _RpcError(ErrorCode.INVALID_PARAMS, "args: more than 64 items")
+            raise RpcError(ErrorCode.INVALID_PARAMS, "args: more than 64 items")
         schema = args_schema(self._api.describe_contracts(), contract, method) or []
         args = []
         for i, v in enumerate(raw_args):
@@ -748,7 +578,7 @@ class RpcServer:
 
     async def _m_get_consistency_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
         if a["oldHeight"] > a["newHeight"]:
-            raise _RpcError(ErrorCode.BAD_RANGE, "oldHeight must not exceed newHeight")
+            raise RpcError(ErrorCode.BAD_RANGE, "oldHeight must not exceed newHeight")
         return jsonable(self._api.consistency_proof(a["oldHeight"], a["newHeight"]))
 
     async def _m_get_commit_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
@@ -760,7 +590,7 @@ class RpcServer:
         assert conn is not None
         kind, arg = a["kind"], a["filter"]
         if len(conn.subs) >= self._config.max_subscriptions:
-            raise _RpcError(
+            raise RpcError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                 f"at most {self._config.max_subscriptions} subscriptions per connection",
             )
@@ -768,7 +598,7 @@ class RpcServer:
         sub_id = hex0x(secrets.token_bytes(8))
         if kind == "newHeads":
             if arg is not None:
-                raise _RpcError(ErrorCode.INVALID_PARAMS, "newHeads takes no filter")
+                raise RpcError(ErrorCode.INVALID_PARAMS, "newHeads takes no filter")
             heads = self._api.subscribe_heads()
             source = lambda: self._pump_heads(conn, sub_id, heads)  # noqa: E731
         elif kind == "events":
@@ -777,11 +607,11 @@ class RpcServer:
             source = lambda: self._pump_events(conn, sub_id, events)  # noqa: E731
         elif kind == "txCommit":
             if arg is None:
-                raise _RpcError(ErrorCode.INVALID_PARAMS, "txCommit: missing param 'filter'")
-            tx_id = _p_hash("filter", arg)
+                raise RpcError(ErrorCode.INVALID_PARAMS, "txCommit: missing param 'filter'")
+            tx_id = p_hash("filter", arg)
             source = lambda: self._pump_tx(conn, sub_id, tx_id)  # noqa: E731
         else:
-            raise _RpcError(
+            raise RpcError(
                 ErrorCode.INVALID_PARAMS, "kind: expected 'newHeads', 'events' or 'txCommit'"
             )
         started = asyncio.Event()
@@ -795,13 +625,13 @@ class RpcServer:
         if arg is None:
             return None, None
         if not isinstance(arg, dict) or set(arg) - {"contract", "name"}:
-            raise _RpcError(
+            raise RpcError(
                 ErrorCode.INVALID_PARAMS, 'filter: expected {"contract"?: str, "name"?: str}'
             )
         contract, name = arg.get("contract"), arg.get("name")
         return (
-            None if contract is None else _p_str("filter.contract", contract),
-            None if name is None else _p_str("filter.name", name),
+            None if contract is None else p_str("filter.contract", contract),
+            None if name is None else p_str("filter.name", name),
         )
 
     async def _m_unsubscribe(self, a: dict[str, Any], conn: _WsConn | None) -> Any:
@@ -836,7 +666,7 @@ class RpcServer:
             "method": "gm_subscription",
             "params": {"subscription": sub_id, "result": result},
         }
-        return conn.send(_dumps(msg))
+        return conn.send(dumps_compact(msg))
 
     async def _pump_heads(self, conn: _WsConn, sub_id: str, heads: AsyncIterator[Block]) -> None:
         try:

@@ -1,0 +1,219 @@
+"""The JSON-RPC method table and request parsing (a part of node/rpc.py).
+
+Rules this module keeps (node/rpc.py rules 2 and 5; docs/rpc.md):
+1. Each method's params are declared once, in `METHODS`, with a parser per param; positional
+   (array) and named (object) params are both accepted, arity and unknown names are checked, and
+   every parse failure is INVALID_PARAMS with a message naming the param.
+2. JSON is parsed strictly (UTF-8, no NaN/Infinity); any failure is PARSE_ERROR.
+3. `METHODS` is what `node/openrpc.json` documents (a test compares them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ledger.types import DIGEST_SIZE, MAX_TX_BYTES
+from node.api import ErrorCode
+from node.jsonfmt import JsonFormatError, parse_hex
+
+__all__ = [
+    "METHODS",
+    "WS_METHODS",
+    "RpcError",
+    "RpcMethod",
+    "dumps_compact",
+    "handler_name",
+    "load_openrpc",
+    "loads_strict",
+    "p_hash",
+    "p_str",
+    "parse_params",
+]
+
+_MAX_HEIGHT = 2**63 - 1
+
+
+class RpcError(Exception):
+    """An error reply for one request (raised inside this module only)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.message = message
+        self.data = data
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def p_hash(name: str, v: Any) -> bytes:
+    try:
+        return parse_hex(v, DIGEST_SIZE, name=name)
+    except JsonFormatError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+
+
+def _p_height(name: str, v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_HEIGHT:
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a non-negative integer")
+    return v
+
+
+def _p_bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected true or false")
+    return v
+
+
+def p_str(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not 0 < len(v) <= 64:
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a string of 1 to 64 chars")
+    return v
+
+
+def _p_array(name: str, v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected an array")
+    return v
+
+
+def _p_raw(name: str, v: Any) -> bytes:
+    if isinstance(v, str) and len(v) > 2 + 2 * MAX_TX_BYTES:
+        raise RpcError(ErrorCode.TOO_LARGE, f"{name}: transaction exceeds {MAX_TX_BYTES} bytes")
+    try:
+        raw = parse_hex(v, name=name)
+    except JsonFormatError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+    if not raw:
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: empty transaction")
+    return raw
+
+
+def _p_any(name: str, v: Any) -> Any:
+    return v
+
+
+_Parser = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    parse: _Parser
+    required: bool = True
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RpcMethod:
+    params: tuple[_Param, ...]
+    ws_only: bool = False
+
+
+def parse_params(name: str, spec: RpcMethod, params: Any) -> dict[str, Any]:
+    """Positional (array) or named (object) params -> {name: parsed value}; checks arity."""
+    out: dict[str, Any] = {}
+    if params is None:
+        params = []
+    if isinstance(params, list):
+        if len(params) > len(spec.params):
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                f"{name}: too many params: expected at most {len(spec.params)}, got {len(params)}",
+            )
+        given = {p.name: v for p, v in zip(spec.params, params, strict=False)}
+    elif isinstance(params, dict):
+        known = {p.name for p in spec.params}
+        for key in params:
+            if key not in known:
+                raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: unknown param {key!r}")
+        given = dict(params)
+    else:
+        raise RpcError(ErrorCode.INVALID_PARAMS, "params: expected an array or an object")
+    for p in spec.params:
+        if p.name in given and not (given[p.name] is None and not p.required):
+            out[p.name] = p.parse(p.name, given[p.name])
+        elif p.required:
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: missing param {p.name!r}")
+        else:
+            out[p.name] = p.default
+    return out
+
+
+_HASH = p_hash
+METHODS: dict[str, RpcMethod] = {
+    "rpc.discover": RpcMethod(()),
+    "gm_nodeInfo": RpcMethod(()),
+    "gm_status": RpcMethod(()),
+    "gm_blockNumber": RpcMethod(()),
+    "gm_getTotalTransactionCount": RpcMethod(()),
+    "gm_contracts": RpcMethod(()),
+    "gm_sendRawTransaction": RpcMethod((_Param("rawTx", _p_raw),)),
+    "gm_getTransactionByHash": RpcMethod((_Param("txId", _HASH),)),
+    "gm_getTransactionReceipt": RpcMethod((_Param("txId", _HASH),)),
+    "gm_waitForReceipt": RpcMethod(
+        (_Param("txId", _HASH), _Param("timeoutMs", _p_height, False, 10_000))
+    ),
+    "gm_getBlockByNumber": RpcMethod(
+        (_Param("height", _p_height), _Param("fullTxs", _p_bool, False, False))
+    ),
+    "gm_getBlockByHash": RpcMethod(
+        (_Param("hash", _HASH), _Param("fullTxs", _p_bool, False, False))
+    ),
+    "gm_call": RpcMethod(
+        (
+            _Param("contract", p_str),
+            _Param("method", p_str),
+            _Param("args", _p_array, False, []),
+        )
+    ),
+    "gm_getTransactionProof": RpcMethod(
+        (_Param("txId", _HASH), _Param("atHeight", _p_height, False, None))
+    ),
+    "gm_getConsistencyProof": RpcMethod(
+        (_Param("oldHeight", _p_height), _Param("newHeight", _p_height))
+    ),
+    "gm_getCommitProof": RpcMethod((_Param("height", _p_height),)),
+    "gm_subscribe": RpcMethod(
+        (_Param("kind", p_str), _Param("filter", _p_any, False, None)), ws_only=True
+    ),
+    "gm_unsubscribe": RpcMethod((_Param("subscription", p_str),), ws_only=True),
+}
+#: Methods available only on the WebSocket endpoint.
+WS_METHODS = frozenset(n for n, m in METHODS.items() if m.ws_only)
+
+
+@cache
+def load_openrpc() -> dict[str, Any]:
+    """The OpenRPC document, from package data (works from an installed package)."""
+    text = resources.files("node").joinpath("openrpc.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity; any failure is a parse error."""
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(data, parse_constant=no_constants)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
+        raise RpcError(ErrorCode.PARSE_ERROR, f"parse error: {str(exc)[:120]}") from None
+
+
+def handler_name(method: str) -> str:
+    """`gm_getBlockByHash` -> `get_block_by_hash`: the handler's name, `_m_` + this."""
+    name = method.removeprefix("gm_").replace(".", "_")
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+
+
+def dumps_compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
