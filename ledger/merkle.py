@@ -69,14 +69,27 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def _mth(leaf_hashes: Sequence[bytes], start: int, end: int) -> bytes:
+def _mth(
+    leaf_hashes: Sequence[bytes],
+    start: int,
+    end: int,
+    memo: dict[tuple[int, int], bytes] | None = None,
+) -> bytes:
+    """MTH(D[start:end]); with `memo`, each interior node is hashed once across calls."""
     n = end - start
     if n == 0:
         return EMPTY_ROOT
     if n == 1:
         return leaf_hashes[start]
+    if memo is not None and (got := memo.get((start, end))) is not None:
+        return got
     k = _split(n)
-    return node_hash(_mth(leaf_hashes, start, start + k), _mth(leaf_hashes, start + k, end))
+    h = node_hash(
+        _mth(leaf_hashes, start, start + k, memo), _mth(leaf_hashes, start + k, end, memo)
+    )
+    if memo is not None:
+        memo[(start, end)] = h
+    return h
 
 
 def compute_root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> Digest:
@@ -153,19 +166,8 @@ def root_and_inclusion_proof(
     them separately hashes the tree about twice."""
     _check_index(index, len(leaf_hashes))
     memo: dict[tuple[int, int], bytes] = {}
-
-    def mth(start: int, end: int) -> bytes:
-        if end - start == 1:
-            return leaf_hashes[start]
-        got = memo.get((start, end))
-        if got is None:
-            k = _split(end - start)
-            got = node_hash(mth(start, start + k), mth(start + k, end))
-            memo[(start, end)] = got
-        return got
-
-    root = Digest(mth(0, len(leaf_hashes)))
-    return root, _path(index, 0, len(leaf_hashes), mth)
+    root = Digest(_mth(leaf_hashes, 0, len(leaf_hashes), memo))
+    return root, _path(index, 0, len(leaf_hashes), lambda a, b: _mth(leaf_hashes, a, b, memo))
 
 
 def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[Digest]:
