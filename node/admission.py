@@ -27,10 +27,10 @@ from ledger.codec import DecodeError
 from ledger.store import Store
 from ledger.types import SignedTx
 from node.api import ApiError, ErrorCode
-from node.chain import Chain, sender_key
+from node.chain import Chain
 from node.mempool import Mempool, MempoolError
 from node.poolwal import PoolWal
-from node.verifypool import VerifyProcesses
+from node.verifypool import VerifyProcesses, split_even, verify_signature
 
 if TYPE_CHECKING:
     from node.service import _Metrics
@@ -45,13 +45,6 @@ def _stopping() -> ApiError:
 
 
 _ADMISSION_CHUNKS = 4  # worker-thread jobs per admitted batch (the verify pool has 4 threads)
-
-
-def _chunks(idx: list[int], parts: int) -> list[list[int]]:
-    """`idx` split into at most `parts` contiguous runs of near-equal length."""
-    n = max(1, min(parts, len(idx)))
-    size = -(-len(idx) // n)
-    return [idx[k : k + size] for k in range(0, len(idx), size)]
 
 
 class AdmissionMixin:
@@ -179,7 +172,7 @@ class AdmissionMixin:
         in_thread = procs is None
         jobs = [
             [(items[todo[k]][0], in_thread and verify[k]) for k in chunk]
-            for chunk in _chunks(list(range(len(todo))), _ADMISSION_CHUNKS)
+            for chunk in split_even(range(len(todo)), _ADMISSION_CHUNKS)
         ]
         loop = asyncio.get_running_loop()
         checks = asyncio.gather(
@@ -254,14 +247,9 @@ class AdmissionMixin:
         # (uncached: a worker thread must not fill the executor's cache with a stale answer)
         if self.chain.executor.lookup_sender_uncached(tx.body.sender) is None:
             return ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account"
-        if verify and not _verify_tx(tx):
+        if verify and not verify_signature(tx.body.sender, tx.tx_id, tx.signature):
             return ErrorCode.BAD_SIGNATURE, "signature does not verify"
         return None
 
     def registry_has(self, contract: str) -> bool:
         return contract in self.registry.names
-
-
-def _verify_tx(tx: SignedTx) -> bool:
-    key = sender_key(tx.body.sender)  # parsed once per sender, shared with proposal validation
-    return key is not None and key.verify(tx.tx_id, tx.signature)

@@ -23,29 +23,40 @@ import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
 
-__all__ = ["VerifyProcesses", "verify_triples"]
+from crypto_sm.backend import active_backend
+from node.chain import sender_key
+
+__all__ = ["VerifyProcesses", "split_even", "verify_signature", "verify_triples"]
 
 log = logging.getLogger("gmchain.verify")
 
+T = TypeVar("T")
 Triple = tuple[bytes, bytes, bytes]  # (sender public key, signing root, signature)
 
 
-def verify_triples(items: Sequence[Triple]) -> list[bool]:
-    """Rule 1; runs in a worker process (or in a thread, as the fallback)."""
-    from node.chain import sender_key
+def verify_signature(pub: bytes, msg: bytes, sig: bytes) -> bool:
+    """Rule 1: one transaction signature, the same check in a thread or a worker process."""
+    key = sender_key(pub)  # parsed once per sender, shared with proposal validation
+    return key is not None and key.verify(msg, sig)
 
-    out = []
-    for pub, msg, sig in items:
-        key = sender_key(pub)
-        out.append(key is not None and key.verify(msg, sig))
-    return out
+
+def verify_triples(items: Sequence[Triple]) -> list[bool]:
+    """Runs in a worker process (or in a thread, as the fallback)."""
+    return [verify_signature(pub, msg, sig) for pub, msg, sig in items]
+
+
+def split_even(items: Sequence[T], parts: int) -> list[list[T]]:
+    """`items` split into at most `parts` contiguous runs of near-equal length."""
+    n = max(1, min(parts, len(items)))
+    size = -(-len(items) // n)
+    return [list(items[k : k + size]) for k in range(0, len(items), size)]
 
 
 def _ping() -> int:
-    from crypto_sm.backend import active_backend
-    from node import chain  # noqa: F401 - what verify_triples needs, imported before the first batch
-
+    # Unpickling this function imported this module, and with it node.chain and crypto_sm (whose
+    # backend ran its self-test): the worker is ready for its first batch.
     return len(active_backend().name)
 
 
@@ -75,9 +86,7 @@ class VerifyProcesses:
             return []
         loop = asyncio.get_running_loop()
         if self._pool is not None:
-            n = max(1, min(self.processes, len(items)))
-            size = -(-len(items) // n)
-            chunks = [list(items[k : k + size]) for k in range(0, len(items), size)]
+            chunks = split_even(items, self.processes)
             try:
                 parts = await asyncio.gather(
                     *(loop.run_in_executor(self._pool, verify_triples, c) for c in chunks)
