@@ -205,12 +205,9 @@ def main(argv: list[str]) -> int:
     system = _start(args, workdir, keys)
     h = Harness(system, keys, settings)
     h.sampler.start()
+    batch = batch_for(rate, args.batch)
     try:
-        print(
-            f"[bench] load: {rate:g} tx/s for {args.duration:g} s, "
-            f"batch {batch_for(rate, args.batch)}",
-            flush=True,
-        )
+        print(f"[bench] load: {rate:g} tx/s for {args.duration:g} s, batch {batch}", flush=True)
         main_run = h.phase(rate, args.duration)
         queries = h.queries(args.query_seconds) if args.query_seconds > 0 else []
         scenarios: dict[str, Any] = {}
@@ -248,7 +245,7 @@ def main(argv: list[str]) -> int:
         "parameters": system.params
         | {"nodes": n_nodes, "replay_window": "1000000 (bench genesis)"},
         "load": {
-            "batch": batch_for(rate, args.batch),
+            "batch": batch,
             "batch_setting": args.batch or "auto (10 ms window)",
             "connections": args.connections,
             "keys": args.keys,

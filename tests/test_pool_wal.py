@@ -21,6 +21,14 @@ def _service(cfg: NodeConfig, key: PrivateKey) -> NodeService:
     return NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)
 
 
+def _dev_chain(tmp_path: Path) -> tuple[NodeConfig, PrivateKey, PrivateKey]:
+    """A fresh one-validator dev chain: its config, node key and client key."""
+    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
+    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
+    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    return cfg, node_key, client
+
+
 def _tx(svc: NodeService, client: PrivateKey, i: int) -> SignedTx:
     body = TxBody(
         chain_id=svc.genesis.chain_id,
@@ -35,9 +43,7 @@ def _tx(svc: NodeService, client: PrivateKey, i: int) -> SignedTx:
 
 
 async def test_acknowledged_tx_survives_a_crash_before_commit(tmp_path: Path) -> None:
-    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
-    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
-    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    cfg, node_key, client = _dev_chain(tmp_path)
 
     svc = _service(cfg, node_key)
     assert svc.wal is not None
@@ -64,9 +70,7 @@ async def test_acknowledged_tx_survives_a_crash_before_commit(tmp_path: Path) ->
 
 
 async def test_bad_log_entries_are_dropped_on_recovery(tmp_path: Path) -> None:
-    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
-    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
-    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    cfg, node_key, client = _dev_chain(tmp_path)
     svc = _service(cfg, node_key)
     assert svc.wal is not None
     svc.wal.start()
@@ -99,9 +103,7 @@ async def test_a_tx_committed_while_its_log_write_waits_never_enters_the_pool(
 
     from node.api import ApiError, ErrorCode
 
-    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
-    node_key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
-    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    cfg, node_key, client = _dev_chain(tmp_path)
     svc = _service(cfg, node_key)
     assert svc.wal is not None
     svc.wal.start()
