@@ -1,7 +1,9 @@
 """The p2p handshake: SIGMA-style mutual authentication with an SM2 KEM (sans-IO).
 
 Construction (specified byte-exactly in docs/p2p.md, with a worked example):
-  M1 I->R  [1, version, chain_id, eph_I, nonce_I]
+  M1 I->R  [1, version, chain_id, eph_I, nonce_I, proof]
+           proof = HMAC-SM3(genesis_hash,
+                            D_HELLO || msgpack([version, chain_id, eph_I, nonce_I, id_R]))
   M2 R->I  [2, version, chain_id, eph_R, nonce_R, ct_R = SM2Enc(eph_I, s_R)]
   M3 I->R  [3, ct_I = SM2Enc(eph_R, s_I), id_I, sig_I, mac_I]
   M4 R->I  [4, id_R, sig_R, mac_R]
@@ -22,6 +24,11 @@ Rules kept here:
 - Sans-IO: the classes turn received bytes into bytes to send; no sockets, no clock.
 - Every field is checked (type, exact size, canonical encoding) before any expensive operation;
   the cheap MAC is checked before the SM2 signature; `authorize` runs before any decryption.
+- The responder does no SM2 work at all (not even generating its ephemeral key) until M1 has
+  shown that its sender knows the chain: the right version and chain id, and a proof keyed by
+  the genesis hash and bound to this responder's identity, not seen before (`ReplayGuard`).
+  The genesis hash is no secret among members; the proof keeps scanners, other chains and
+  replayed hellos from costing SM2 work, while `p2p.network` keeps them from holding slots.
 - The ephemeral private key is dropped as soon as the peer's KEM ciphertext is decrypted
   (forward secrecy: later compromise of an identity key reveals no session key).
 - Chain id and protocol version travel in M1/M2 and hence in every transcript hash; a handshake
@@ -38,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from crypto_sm import (
     CryptoError,
     InvalidKey,
@@ -50,13 +59,16 @@ from crypto_sm import (
 )
 from p2p.config import RemoteProtocolError
 from p2p.framing import decode_message, encode_message
+from p2p.limits import ReplayGuard
 
 __all__ = [
     "D_AUTH_I",
     "D_AUTH_R",
     "D_FIN_I",
     "D_FIN_R",
+    "D_HELLO",
     "D_TRANSCRIPT",
+    "GENESIS_HASH_SIZE",
     "HANDSHAKE_MAX_FRAME",
     "KDF_LABEL",
     "PROTOCOL_VERSION",
@@ -69,6 +81,7 @@ __all__ = [
     "ResponderAuth",
     "ResponderHello",
     "compute_auth_digest",
+    "compute_hello_proof",
     "compute_hkdf_expand",
     "compute_hkdf_extract",
     "compute_key_schedule",
@@ -78,10 +91,12 @@ __all__ = [
 # 2: SyncInfo gained `commit_qc` and SafetyData `last_proposed_round` (consensus L9, P2). Peers of
 # different versions refuse each other at the handshake ("version") instead of decoding each
 # other's messages as garbage and banning; upgrading from 1 is stop-all (docs/ops.md).
-PROTOCOL_VERSION = 2
+# 3: M1 gained `proof` (issue 10, fault 8): no SM2 work for a hello that does not know the chain.
+PROTOCOL_VERSION = 3
 HANDSHAKE_MAX_FRAME = 4096  # every handshake message is far smaller; caps pre-auth buffering
 
 D_TRANSCRIPT = b"GMCHAIN/P2P/HANDSHAKE/TRANSCRIPT/v1"
+D_HELLO = b"GMCHAIN/P2P/HANDSHAKE/HELLO/v1"
 D_AUTH_I = b"GMCHAIN/P2P/HANDSHAKE/AUTH-I/v1"
 D_AUTH_R = b"GMCHAIN/P2P/HANDSHAKE/AUTH-R/v1"
 D_FIN_I = b"GMCHAIN/P2P/HANDSHAKE/FIN-I/v1"
@@ -98,6 +113,7 @@ NONCE_SIZE = 32
 SECRET_SIZE = 32
 SIG_SIZE = 64
 MAC_SIZE = 32
+GENESIS_HASH_SIZE = 32
 MAX_KEM_CT = 256  # SM2 ciphertext of 32 bytes is ~97..140 bytes depending on encoding
 MAX_CHAIN_ID = 64
 SM4_KEY_SIZE = 16
@@ -130,28 +146,55 @@ def _check_version_chain(version: Any, chain_id: Any) -> tuple[int, str]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitiatorHello:
-    """M1: the initiator's ephemeral SM2 public key and nonce."""
+    """M1: the initiator's ephemeral SM2 public key and nonce, and its proof of the chain."""
 
     version: int
     chain_id: str
     ephemeral: bytes  # 65 bytes, 0x04 || X || Y
     nonce: bytes  # 32 bytes
+    proof: bytes  # 32 bytes, compute_hello_proof(...)
 
     def encode(self) -> bytes:
         return encode_message(
-            [TAG_INITIATOR_HELLO, self.version, self.chain_id, self.ephemeral, self.nonce]
+            [
+                TAG_INITIATOR_HELLO,
+                self.version,
+                self.chain_id,
+                self.ephemeral,
+                self.nonce,
+                self.proof,
+            ]
         )
 
     @classmethod
     def decode(cls, data: bytes) -> InitiatorHello:
-        _, version, chain_id, eph, nonce = decode_message(data, TAG_INITIATOR_HELLO, 5)
+        try:
+            _, version, chain_id, eph, nonce, proof = decode_message(data, TAG_INITIATOR_HELLO, 6)
+        except RemoteProtocolError as e:
+            # A peer of another version may lay M1 out differently: say "version", not "malformed"
+            other = _peek_version(data)
+            if e.reason == "malformed" and other is not None and other != PROTOCOL_VERSION:
+                raise RemoteProtocolError("version", f"peer speaks v{other}") from None
+            raise
         version, chain_id = _check_version_chain(version, chain_id)
         return cls(
             version=version,
             chain_id=chain_id,
             ephemeral=_check_bytes(eph, "ephemeral", size=PUBKEY_SIZE),
             nonce=_check_bytes(nonce, "nonce", size=NONCE_SIZE),
+            proof=_check_bytes(proof, "proof", size=MAC_SIZE),
         )
+
+
+def _peek_version(data: bytes) -> int | None:
+    """The version field of a `[tag, version, ...]` array of any arity (None if there is none)."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_map_len=0, max_ext_len=0)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if isinstance(obj, list) and len(obj) >= 2 and type(obj[1]) is int:
+        return int(obj[1])
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +313,22 @@ def compute_auth_digest(domain: bytes, fields: list[bytes]) -> bytes:
     return sm3_hash(domain + encode_message(list(fields)))
 
 
+def compute_hello_proof(
+    *,
+    genesis_hash: bytes,
+    version: int,
+    chain_id: str,
+    ephemeral: bytes,
+    nonce: bytes,
+    responder: bytes,
+) -> bytes:
+    """M1's proof: HMAC-SM3(genesis_hash, D_HELLO || msgpack([version, chain_id, eph_I,
+    nonce_I, id_R])). Keyed by what every member of the chain holds, bound to the one responder
+    it is meant for (so a hello seen on one link cannot be replayed to another node)."""
+    fields = [version, chain_id, ephemeral, nonce, responder]
+    return sm3_hmac(genesis_hash, D_HELLO + encode_message(fields))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeySchedule:
     """Everything derived from the two KEM secrets; I = initiator, R = responder."""
@@ -351,6 +410,12 @@ def _check_hello(version: int, chain_id: str, own_chain_id: str) -> None:
         raise RemoteProtocolError("wrong_chain", chain_id[:MAX_CHAIN_ID])
 
 
+def _check_genesis_hash(genesis_hash: bytes) -> bytes:
+    if type(genesis_hash) is not bytes or len(genesis_hash) != GENESIS_HASH_SIZE:
+        raise ValueError(f"genesis_hash must be {GENESIS_HASH_SIZE} bytes")
+    return genesis_hash
+
+
 def _fin_mac(key: bytes, domain: bytes, digest: bytes, sig: bytes) -> bytes:
     return sm3_hmac(key, domain + digest + sig)
 
@@ -372,6 +437,7 @@ class Initiator:
         self,
         *,
         chain_id: str,
+        genesis_hash: bytes,
         identity: PrivateKey,
         expected_peer: PublicKey,
         ephemeral: PrivateKey | None = None,  # injectable for test vectors only
@@ -379,6 +445,7 @@ class Initiator:
         kem_secret: bytes | None = None,
     ) -> None:
         self._chain_id = chain_id
+        self._genesis_hash = _check_genesis_hash(genesis_hash)
         self._identity = identity
         self._expected = expected_peer
         self._eph: PrivateKey | None = ephemeral or PrivateKey.generate()
@@ -398,6 +465,14 @@ class Initiator:
             chain_id=self._chain_id,
             ephemeral=self._eph_pub,
             nonce=self._nonce,
+            proof=compute_hello_proof(
+                genesis_hash=self._genesis_hash,
+                version=PROTOCOL_VERSION,
+                chain_id=self._chain_id,
+                ephemeral=self._eph_pub,
+                nonce=self._nonce,
+                responder=self._expected.to_bytes(),
+            ),
         ).encode()
         self._transcript.append(m1)
         return m1
@@ -470,33 +545,54 @@ class Responder:
 
     `authorize(pub)` returns None to accept the claimed identity, or a refusal reason
     ("unknown_node", "banned", ...); it runs before any decryption or signature check.
+    `replay_guard`, shared by the responders of one node, refuses an M1 seen before.
     """
 
     def __init__(
         self,
         *,
         chain_id: str,
+        genesis_hash: bytes,
         identity: PrivateKey,
         authorize: Callable[[PublicKey], str | None],
+        replay_guard: ReplayGuard | None = None,
         ephemeral: PrivateKey | None = None,  # injectable for test vectors only
         nonce: bytes | None = None,
         kem_secret: bytes | None = None,
     ) -> None:
         self._chain_id = chain_id
+        self._genesis_hash = _check_genesis_hash(genesis_hash)
         self._identity = identity
         self._authorize = authorize
-        self._eph: PrivateKey | None = ephemeral or PrivateKey.generate()
-        self._eph_pub = self._eph.public_key.to_bytes()
+        self._replay_guard = replay_guard
+        # Generated only once M1 has proved the chain (no SM2 work for strangers).
+        self._eph: PrivateKey | None = ephemeral
+        self._eph_pub = b""
         self._nonce = nonce or os.urandom(NONCE_SIZE)
         self._secret_r = kem_secret or os.urandom(SECRET_SIZE)
         self._transcript: list[bytes] = []
 
     def on_initiator_hello(self, data: bytes) -> bytes:
-        """Process M1, return M2."""
+        """Process M1, return M2. Nothing before the proof check costs more than an HMAC."""
         if self._transcript:
             raise RuntimeError("on_initiator_hello out of order")
         m1 = InitiatorHello.decode(data)
         _check_hello(m1.version, m1.chain_id, self._chain_id)
+        proof = compute_hello_proof(
+            genesis_hash=self._genesis_hash,
+            version=m1.version,
+            chain_id=m1.chain_id,
+            ephemeral=m1.ephemeral,
+            nonce=m1.nonce,
+            responder=self._identity.public_key.to_bytes(),
+        )
+        if not _hmac.compare_digest(proof, m1.proof):
+            raise RemoteProtocolError("bad_hello", "proof does not match this chain and node")
+        if self._replay_guard is not None and not self._replay_guard.maybe_add(m1.nonce):
+            raise RemoteProtocolError("replayed_hello")
+        if self._eph is None:
+            self._eph = PrivateKey.generate()
+        self._eph_pub = self._eph.public_key.to_bytes()
         if m1.ephemeral == self._eph_pub:
             raise RemoteProtocolError("reflection")
         eph_i = _load_ephemeral(m1.ephemeral)

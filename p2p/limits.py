@@ -1,4 +1,5 @@
-"""Pure helpers for the transport's limits: token bucket, ban list, reconnect backoff.
+"""Pure helpers for the transport's limits: token bucket, ban list, reconnect backoff,
+pre-authentication slots per source address, the hello replay guard, and refusal summaries.
 
 Rules kept here:
 - No IO and no clock reads: every function takes `now` (seconds, monotonic) and randomness comes
@@ -8,13 +9,25 @@ Rules kept here:
   backpressure rather than a ban (a legitimate peer may burst during block sync).
 - Backoff is capped exponential with multiplicative jitter ("Exponential Backoff And Jitter",
   AWS Architecture Blog, 2015), bounded by [min_s * (1 - jitter), max_s].
+- Pre-authentication slots are never one pool a stranger can drain (issue 10, fault 8): every
+  source address has its own cap, the addresses of admitted peers have slots no stranger can
+  take, and strangers together share a bounded pool.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter, deque
+from collections.abc import Mapping
 
-__all__ = ["BanList", "TokenBucket", "compute_backoff"]
+__all__ = [
+    "BanList",
+    "PendingSlots",
+    "RefusalSummary",
+    "ReplayGuard",
+    "TokenBucket",
+    "compute_backoff",
+]
 
 _MAX_EXPONENT = 64  # factor ** attempt stays finite
 
@@ -86,3 +99,104 @@ def compute_backoff(
         raise ValueError("attempt must be >= 0")
     base = min(max_s, min_s * factor ** min(attempt, _MAX_EXPONENT))
     return base * (1.0 - jitter * rng.random())
+
+
+class PendingSlots:
+    """Slots for inbound connections that have not authenticated yet, by source address.
+
+    An address where `known` admitted peers are configured may hold `per_address * known`
+    slots, and those count against nothing else: strangers cannot fill them. Any other address
+    may hold `per_address`, and all of them together at most `strangers`.
+    """
+
+    __slots__ = ("_held", "_known", "_strangers_held", "per_address", "strangers")
+
+    def __init__(self, *, per_address: int, strangers: int) -> None:
+        if per_address < 1 or strangers < 1:
+            raise ValueError("per_address and strangers must be >= 1")
+        self.per_address = per_address
+        self.strangers = strangers
+        self._known: dict[str, int] = {}  # address -> admitted peers configured there
+        self._held: Counter[str] = Counter()  # address -> slots held; no zero entries
+        self._strangers_held = 0  # invariant: slots held by connections taken as strangers
+
+    def set_known(self, known: Mapping[str, int]) -> None:
+        """Replace the known addresses; slots already held are released as they were taken."""
+        self._known = {a: n for a, n in known.items() if n > 0}
+
+    def is_known(self, address: str) -> bool:
+        return address in self._known
+
+    def get_refusal(self, address: str) -> str | None:
+        """Why a new connection from `address` may not take a slot now, or None."""
+        known = self._known.get(address, 0)
+        if self._held[address] >= self.per_address * max(1, known):
+            return "per_address_limit"
+        if not known and self._strangers_held >= self.strangers:
+            return "too_many_handshakes"
+        return None
+
+    def take(self, address: str) -> bool:
+        """Take a slot (the caller checked `get_refusal`); True if it is a stranger's slot,
+        which the caller hands back to `release`."""
+        stranger = address not in self._known
+        self._held[address] += 1
+        self._strangers_held += stranger
+        return stranger
+
+    def release(self, address: str, stranger: bool) -> None:
+        self._held[address] -= 1
+        if self._held[address] <= 0:
+            del self._held[address]
+        self._strangers_held -= stranger
+
+    def count_held(self) -> dict[str, int]:
+        """Slots held now: {"known": n, "strangers": m}."""
+        total = sum(self._held.values())
+        return {"known": total - self._strangers_held, "strangers": self._strangers_held}
+
+
+class ReplayGuard:
+    """Remembers the last `capacity` values; refuses one seen before (a replayed hello)."""
+
+    __slots__ = ("_order", "_seen", "capacity")
+
+    def __init__(self, *, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._seen: set[bytes] = set()  # invariant: exactly the values in _order
+        self._order: deque[bytes] = deque()
+
+    def maybe_add(self, value: bytes) -> bool:
+        """Add `value`; False (and nothing changes) if it is already remembered."""
+        if value in self._seen:
+            return False
+        self._seen.add(value)
+        self._order.append(value)
+        if len(self._order) > self.capacity:
+            self._seen.discard(self._order.popleft())
+        return True
+
+
+class RefusalSummary:
+    """Counts refusals by reason and hands back what accumulated at most once per `interval_s`,
+    so a flood of refused connections costs one log line per interval, not one per connection.
+    The first refusal after a quiet interval is reported at once."""
+
+    __slots__ = ("_last", "_pending", "interval_s")
+
+    def __init__(self, *, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._pending: Counter[str] = Counter()  # refusals since the last report
+        self._last = float("-inf")  # when the last report was handed out
+
+    def add(self, reason: str, now: float) -> dict[str, int] | None:
+        """Count one refusal; return the counts to report (and reset them) if it is time."""
+        self._pending[reason] += 1
+        if now - self._last < self.interval_s:
+            return None
+        out = dict(self._pending)
+        self._pending.clear()
+        self._last = now
+        return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from crypto_sm import PrivateKey, PublicKey, sm2_decrypt, sm3_hmac
+from p2p import handshake
 from p2p.config import ConfigError, P2PConfig, PeerInfo, RemoteProtocolError
 from p2p.framing import FrameDecoder, decode_message, encode_frame, encode_message
 from p2p.handshake import (
@@ -30,6 +32,7 @@ from p2p.handshake import (
     Responder,
     ResponderAuth,
     compute_auth_digest,
+    compute_hello_proof,
     compute_hkdf_expand,
     compute_hkdf_extract,
     compute_key_schedule,
@@ -49,6 +52,7 @@ from p2p.session import (
     encode_data,
 )
 
+GENESIS = bytes(range(32))
 VECTOR = json.loads(
     (Path(__file__).parent.parent / "p2p" / "testdata" / "handshake_vector.json").read_text()
 )
@@ -69,8 +73,10 @@ def _handshake(
 ) -> tuple[HandshakeResult, HandshakeResult]:
     """Run I=a against R=b in memory; `tamper(index, bytes) -> bytes` may alter message index."""
     t = tamper or (lambda i, m: m)
-    ini = Initiator(chain_id=chain_i, identity=a, expected_peer=expected or b.public_key)
-    res = Responder(chain_id=chain_r, identity=b, authorize=authorize)
+    ini = Initiator(
+        chain_id=chain_i, genesis_hash=GENESIS, identity=a, expected_peer=expected or b.public_key
+    )
+    res = Responder(chain_id=chain_r, genesis_hash=GENESIS, identity=b, authorize=authorize)
     m2 = res.on_initiator_hello(t(0, ini.start()))
     m3 = ini.on_responder_hello(t(1, m2))
     m4, rr = res.on_initiator_auth(t(2, m3))
@@ -292,7 +298,24 @@ def test_unknown_initiator_is_refused_before_any_crypto(keys: list[PrivateKey]) 
     assert seen == [keys[0].public_key.address]
 
 
-def test_initiator_refuses_an_unexpected_responder(keys: list[PrivateKey]) -> None:
+def test_initiator_refuses_an_unexpected_responder(
+    keys: list[PrivateKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An honest responder already refuses a hello meant for another node (its proof is bound
+    # to the responder's identity) ...
+    with pytest.raises(RemoteProtocolError) as e:
+        _handshake(keys[0], keys[1], expected=keys[2].public_key)
+    assert e.value.reason == "bad_hello"
+
+    # ... and if a responder skips that check, the initiator still refuses the session: M4 must
+    # name the node it dialled.
+    real = handshake.compute_hello_proof
+    intended = keys[2].public_key.to_bytes()
+
+    def lying(**kw: Any) -> bytes:
+        return real(**{**kw, "responder": intended})
+
+    monkeypatch.setattr(handshake, "compute_hello_proof", lying)
     with pytest.raises(RemoteProtocolError) as e:
         _handshake(keys[0], keys[1], expected=keys[2].public_key)
     assert e.value.reason == "wrong_peer"
@@ -301,8 +324,10 @@ def test_initiator_refuses_an_unexpected_responder(keys: list[PrivateKey]) -> No
 def test_impersonation_without_the_identity_key_fails(keys: list[PrivateKey]) -> None:
     """M3 claims keys[2]'s identity but is signed with keys[0]: refused by signature."""
     victim = keys[2].public_key.to_bytes()
-    ini = Initiator(chain_id="c", identity=keys[0], expected_peer=keys[1].public_key)
-    res = Responder(chain_id="c", identity=keys[1], authorize=lambda p: None)
+    ini = Initiator(
+        chain_id="c", genesis_hash=GENESIS, identity=keys[0], expected_peer=keys[1].public_key
+    )
+    res = Responder(chain_id="c", genesis_hash=GENESIS, identity=keys[1], authorize=lambda p: None)
     m3 = InitiatorAuth.decode(ini.on_responder_hello(res.on_initiator_hello(ini.start())))
     forged = InitiatorAuth(
         kem_ct=m3.kem_ct, identity=victim, signature=m3.signature, mac=m3.mac
@@ -338,7 +363,9 @@ def test_every_bit_flip_in_the_handshake_is_detected(keys: list[PrivateKey]) -> 
 def test_garbage_handshake_messages_raise_only_protocol_errors(keys: list[PrivateKey]) -> None:
     rng = random.Random(11)
     for _ in range(200):
-        res = Responder(chain_id="c", identity=keys[1], authorize=lambda p: None)
+        res = Responder(
+            chain_id="c", genesis_hash=GENESIS, identity=keys[1], authorize=lambda p: None
+        )
         with pytest.raises(RemoteProtocolError):
             res.on_initiator_hello(rng.randbytes(rng.randint(1, 200)))
 
@@ -384,6 +411,15 @@ def test_vector_transcript_checks_out() -> None:
     m1, m2 = msgpack.unpackb(m["m1"]), msgpack.unpackb(m["m2"])
     assert m1[2] == m2[2] == inp["chain_id"]
     assert m1[3] == eph_i.public_key.to_bytes() and m1[4].hex() == inp["nonce_i"]
+    # M1's proof: keyed by the genesis hash, bound to the responder it was meant for
+    assert m1[5] == compute_hello_proof(
+        genesis_hash=bytes.fromhex(inp["genesis_hash"]),
+        version=m1[1],
+        chain_id=m1[2],
+        ephemeral=m1[3],
+        nonce=m1[4],
+        responder=id_r.to_bytes(),
+    )
     assert sm2_decrypt(eph_i, m2[5]).hex() == inp["secret_r"]
     m3, m4 = InitiatorAuth.decode(m["m3"]), ResponderAuth.decode(m["m4"])
     assert sm2_decrypt(eph_r, m3.kem_ct).hex() == inp["secret_i"]

@@ -25,6 +25,7 @@ def _scalar(label: str) -> bytes:
 
 def main() -> None:
     chain_id = "gmchain-vector-1"
+    genesis_hash = _scalar("genesis")
     id_i, id_r = (
         PrivateKey.from_bytes(_scalar("identity I")),
         PrivateKey.from_bytes(_scalar("identity R")),
@@ -37,6 +38,7 @@ def main() -> None:
     secret_i, secret_r = _scalar("secret I"), _scalar("secret R")
     ini = Initiator(
         chain_id=chain_id,
+        genesis_hash=genesis_hash,
         identity=id_i,
         expected_peer=id_r.public_key,
         ephemeral=eph_i,
@@ -45,6 +47,7 @@ def main() -> None:
     )
     res = Responder(
         chain_id=chain_id,
+        genesis_hash=genesis_hash,
         identity=id_r,
         authorize=lambda pub: None,
         ephemeral=eph_r,
@@ -63,9 +66,10 @@ def main() -> None:
     payload = b"hello, regulator"
     frame0 = FrameSealer(result.send_key, result.send_iv).seal(encode_data(payload))
     out = {
-        "description": "gmchain p2p handshake v1; see docs/p2p.md section 5",
+        "description": "gmchain p2p handshake (protocol version 3); see docs/p2p.md section 5",
         "inputs": {
             "chain_id": chain_id,
+            "genesis_hash": genesis_hash.hex(),
             "identity_priv_i": id_i.to_bytes().hex(),
             "identity_priv_r": id_r.to_bytes().hex(),
             "ephemeral_priv_i": eph_i.to_bytes().hex(),
