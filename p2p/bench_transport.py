@@ -47,6 +47,7 @@ async def run_bench(frames: int, size: int) -> dict[str, float]:
     nets = [
         P2PNetwork(
             chain_id="bench",
+            genesis_hash=bytes(32),
             key=k,
             peers=peers,
             config=P2PConfig(

@@ -93,7 +93,13 @@ class P2PConfig:
     reconnect_max_s: float = 10.0
     reconnect_factor: float = 2.0
     reconnect_jitter: float = 0.5  # each delay is scaled by a uniform factor in [1 - jitter, 1]
-    max_pending_handshakes: int = 64  # concurrent unauthenticated inbound connections
+    # Unauthenticated inbound connections (issue 10, fault 8; p2p.limits.PendingSlots): from
+    # addresses that are no admitted peer's configured host, at most this many at once ...
+    max_pending_handshakes: int = 64
+    # ... and from any one address at most this many (times the admitted peers configured at it;
+    # those slots are reserved: strangers cannot take them).
+    max_pending_per_address: int = 4
+    hello_timeout_s: float = 2.0  # the first message (M1) must arrive within this
     rekey_after_bytes: int = 1 << 36  # close and re-handshake after this much sealed data
 
     def validate(self) -> None:
@@ -130,6 +136,7 @@ class P2PConfig:
             "listen_port": 0,
             "max_frame": 64 * 1024,
             "handshake_timeout_s": 2.0,
+            "hello_timeout_s": 1.0,
             "idle_timeout_s": 3.0,
             "max_queue_frames": 256,
             "max_queue_bytes": 4 * MiB,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ledger.codec import encode
 from ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
+from node.config import load_genesis
 from node.network import TxBatch, decode_wire
 from p2p import P2PConfig, P2PNetwork, PeerInfo
 from tests.cluster_helpers import Cluster, LoadGen, check_invariants, running_cluster, wait_until
@@ -48,6 +49,7 @@ class RogueNode:
         async def make() -> P2PNetwork:
             net = P2PNetwork(
                 chain_id=self.chain_id,
+                genesis_hash=load_genesis(cluster.d / "genesis.json").compute_hash(),
                 key=self.key,
                 peers=peers,
                 config=P2PConfig(

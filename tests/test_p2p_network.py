@@ -22,6 +22,7 @@ from p2p.network import P2PNetwork
 from p2p.session import FrameSealer, encode_data
 
 CHAIN = "gmchain-test"
+GENESIS_HASH = bytes(range(32))  # what every node of the test chain holds
 WAIT_S = 10.0
 
 
@@ -51,6 +52,7 @@ class Cluster:
         cfg = P2PConfig.minimal(**{**_fields(self.cfg), "listen_port": port})
         return P2PNetwork(
             chain_id=CHAIN,
+            genesis_hash=GENESIS_HASH,
             key=self.keys[i],
             peers=[],
             config=cfg,
@@ -88,21 +90,29 @@ def _fields(cfg: P2PConfig) -> dict[str, object]:
 class RawPeer:
     """A client that speaks the real handshake and can then send arbitrary bytes."""
 
-    def __init__(self, key: PrivateKey, *, chain_id: str = CHAIN) -> None:
+    def __init__(self, key: PrivateKey, *, chain_id: str = CHAIN, source: str = "") -> None:
         self.key = key
         self.chain_id = chain_id
+        self.source = source  # the local address to connect from ("" = the kernel's choice)
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
         self.result: HandshakeResult
         self.sealer: FrameSealer
 
     async def connect(self, net: P2PNetwork) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", net.listen_port)
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", net.listen_port, local_addr=(self.source, 0) if self.source else None
+        )
 
     async def handshake(self, net: P2PNetwork, target: PrivateKey) -> None:
         await self.connect(net)
         dec = FrameDecoder(HANDSHAKE_MAX_FRAME)
-        hs = Initiator(chain_id=self.chain_id, identity=self.key, expected_peer=target.public_key)
+        hs = Initiator(
+            chain_id=self.chain_id,
+            genesis_hash=GENESIS_HASH,
+            identity=self.key,
+            expected_peer=target.public_key,
+        )
         self.writer.write(encode_frame(hs.start()))
         self.writer.write(encode_frame(hs.on_responder_hello(await self._frame(dec))))
         self.result = hs.on_responder_auth(await self._frame(dec))
@@ -442,10 +452,11 @@ async def test_pending_handshakes_are_capped() -> None:
     c = Cluster(2, max_pending_handshakes=2, handshake_timeout_s=1.0)
     await c.start()
     try:
-        silent = [RawPeer(PrivateKey.generate()) for _ in range(3)]
+        # strangers: from an address that is no admitted peer's host (those have reserved slots)
+        silent = [RawPeer(PrivateKey.generate(), source="127.0.0.2") for _ in range(3)]
         for p in silent[:2]:
             await p.connect(c.nets[0])
-        await _wait_until(lambda: c.nets[0]._pending_handshakes == 2)
+        await _wait_until(lambda: c.nets[0].stats["pending_handshakes"]["strangers"] == 2)
         await silent[2].connect(c.nets[0])
         assert await silent[2].closed_by_peer()
         assert c.nets[0].stats["rejects"].get("too_many_handshakes") == 1
