@@ -59,6 +59,11 @@ class NodeConfig:
     p2p_host: str = "127.0.0.1"
     p2p_port: int = 30300
     peers: tuple[PeerConfig, ...] = ()
+    # p2p pre-authentication limits (issue 10, fault 8; docs/p2p.md §6): strangers together,
+    # any one address (admitted peers' configured hosts get reserved slots on top), first message
+    p2p_pending_handshakes: int = 64
+    p2p_pending_per_address: int = 4
+    p2p_hello_timeout_ms: int = 2000
     # consensus pacemaker
     round_timeout_ms: int = 1500
     max_round_timeout_ms: int = 20_000
@@ -98,6 +103,9 @@ class NodeConfig:
             "mempool_max_txs",
             "mempool_per_sender",
             "rpc_max_body_bytes",
+            "p2p_pending_handshakes",
+            "p2p_pending_per_address",
+            "p2p_hello_timeout_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from consensus.messages import (
     BlockRequest,
@@ -48,7 +51,14 @@ from node.equivocation import EquivocationDetector
 from node.service import NodeService
 from p2p import P2PConfig, P2PNetwork, PeerInfo
 
-__all__ = ["GOSSIP_BATCH", "NetworkBridge", "TxBatch", "attach_network", "decode_wire"]
+__all__ = [
+    "GOSSIP_BATCH",
+    "NetworkBridge",
+    "P2PCollector",
+    "TxBatch",
+    "attach_network",
+    "decode_wire",
+]
 
 log = logging.getLogger("gmchain.network")
 
@@ -116,6 +126,49 @@ def decode_wire(payload: bytes) -> _Struct:
     return cls.from_fields(value)
 
 
+class P2PCollector(Collector):
+    """The transport's counters (`P2PNetwork.stats`) on the node's /metrics, read at scrape
+    time; refusals and disconnects by reason (issue 10, fault 8: counted, not logged each)."""
+
+    _BY_REASON = (
+        ("handshake_refusals", "Inbound handshakes refused before authentication"),
+        ("rejects", "Protocol violations and refusals (before and after authentication)"),
+        ("disconnects", "Sessions closed"),
+    )
+    _TOTALS = (
+        ("handshakes_ok", "Handshakes completed"),
+        ("handshakes_failed", "Handshakes failed (inbound and outbound)"),
+        ("dial_failures", "Outbound dials that failed"),
+        ("send_dropped", "Messages dropped because a peer's queue was full"),
+        ("rate_limited", "Inbound frames delayed by a peer's rate limit"),
+        ("bans", "Bans issued"),
+    )
+
+    def __init__(self, net: P2PNetwork) -> None:
+        self._net = net
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._net.stats
+        for key, text in self._BY_REASON:
+            family = CounterMetricFamily(
+                f"gmchain_p2p_{key}", f"{text}, by reason", labels=["reason"]
+            )
+            for reason, n in sorted(stats[key].items()):
+                family.add_metric([reason], n)
+            yield family
+        for key, text in self._TOTALS:
+            yield CounterMetricFamily(f"gmchain_p2p_{key}", text, value=stats[key])
+        pending = GaugeMetricFamily(
+            "gmchain_p2p_pending_handshakes",
+            "Unauthenticated inbound connections now, by pool (admitted peers' hosts, strangers)",
+            labels=["pool"],
+        )
+        for pool, n in sorted(stats["pending_handshakes"].items()):
+            pending.add_metric([pool], n)
+        yield pending
+        yield GaugeMetricFamily("gmchain_p2p_banned", "Nodes banned now", value=stats["banned_now"])
+
+
 class NetworkBridge:
     """Connects a NodeService to a P2PNetwork."""
 
@@ -147,6 +200,7 @@ class NetworkBridge:
         service.send_hook = self._send
         service.gossip_hook = self._gossip
         service.peer_count = lambda: len(self.net.connected_peers())
+        service.metrics.registry.register(P2PCollector(self.net))
 
     async def start(self) -> None:
         await self.net.start()
@@ -288,7 +342,14 @@ async def attach_network(
             chain_id=genesis.chain_id,
             key=key,
             peers=peers,
-            config=P2PConfig(listen_host=cfg.p2p_host, listen_port=cfg.p2p_port),
+            genesis_hash=genesis.compute_hash(),
+            config=P2PConfig(
+                listen_host=cfg.p2p_host,
+                listen_port=cfg.p2p_port,
+                max_pending_handshakes=cfg.p2p_pending_handshakes,
+                max_pending_per_address=cfg.p2p_pending_per_address,
+                hello_timeout_s=cfg.p2p_hello_timeout_ms / 1000,
+            ),
             on_message=on_message,
         )
 
