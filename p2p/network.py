@@ -9,13 +9,12 @@ Rules kept here:
 - A protocol violation after authentication closes the connection and bans the node for
   `ban_seconds`. Before authentication nobody is banned: the claimed identity is unproven and
   banning it would let anyone lock an honest node out. Pre-auth failures are counted by reason
-  (`handshake_refusals`) and the socket closed; they are logged as one summary line per
-  `REFUSAL_LOG_INTERVAL_S`, never once per connection (a flood must not fill the disk).
-- No stranger can keep this node from its admitted peers (issue 10, fault 8): pre-auth slots
-  are per source address (`max_pending_per_address`); an admitted peer's configured host has
-  slots strangers cannot take; strangers together hold at most `max_pending_handshakes`; the
-  first message must arrive within `hello_timeout_s` and prove the chain before any SM2 work
-  (p2p.handshake). Outbound dials take no inbound slot, so they are never blocked by a flood.
+  (`handshake_refusals`) and the socket closed; the gate logs them as a periodic summary.
+- No stranger can keep this node from its admitted peers (issue 10, fault 8): an inbound
+  connection needs a slot from `p2p.preauth.PreAuthGate` (per source address, reserved for the
+  admitted peers' configured hosts, a bounded pool for strangers); its first message must arrive
+  within `hello_timeout_s` and prove the chain before any SM2 work (p2p.handshake). Outbound
+  dials take no inbound slot, so they are never blocked by a flood.
 - Memory is bounded per peer: the outbound queue by frames and bytes (`send()` returns False
   and counts a drop when full), inbound by reading only after the previous chunk's frames were
   delivered (`on_message` is awaited, so a slow consumer pushes back into TCP), and the token
@@ -35,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import ipaddress
 import logging
 import random
-import socket
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -47,14 +44,8 @@ from crypto_sm import PrivateKey, PublicKey
 from p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
 from p2p.framing import FrameDecoder, encode_frame
 from p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator, Responder
-from p2p.limits import (
-    BanList,
-    PendingSlots,
-    RefusalSummary,
-    ReplayGuard,
-    TokenBucket,
-    compute_backoff,
-)
+from p2p.limits import BanList, TokenBucket, compute_backoff
+from p2p.preauth import PreAuthGate, compute_address
 from p2p.session import (
     FRAME_OVERHEAD,
     PING_MESSAGE,
@@ -77,21 +68,6 @@ PeerHandler = Callable[[bytes], None]
 
 READ_CHUNK = 256 * 1024
 WRITE_BATCH_BYTES = 256 * 1024
-REFUSAL_LOG_INTERVAL_S = 60.0  # at most one summary line of refused handshakes per interval
-HELLO_REPLAY_WINDOW = 65_536  # nonces of accepted hellos remembered (2 MiB) to refuse replays
-DNS_TIMEOUT_S = 5.0  # resolving an admitted peer's host name (for its reserved slots)
-
-
-def _normalise_address(host: str) -> str | None:
-    """The canonical text of an IP address (an IPv4-mapped IPv6 address as IPv4), or None if
-    `host` is not an IP literal."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
 
 
 class _Connection:
@@ -172,12 +148,7 @@ class P2PNetwork:
         self._on_peer_up = on_peer_up
         self._on_peer_down = on_peer_down
         self._rng = rng or random.Random()
-        self._slots = PendingSlots(
-            per_address=config.max_pending_per_address, strangers=config.max_pending_handshakes
-        )
-        self._replay_guard = ReplayGuard(capacity=HELLO_REPLAY_WINDOW)
-        self._refusal_log = RefusalSummary(interval_s=REFUSAL_LOG_INTERVAL_S)
-        self._resolved: dict[str, list[str]] = {}  # peer host name -> its addresses
+        self._gate = PreAuthGate(config)
         self._admitted: dict[bytes, PeerInfo] = {}
         self._set_admitted(peers)
         self._conns: dict[bytes, _Connection] = {}  # node_id -> the live session
@@ -189,7 +160,6 @@ class P2PNetwork:
         self._running = False
         self._counters: Counter[str] = Counter()
         self._rejects: Counter[str] = Counter()
-        self._refusals: Counter[str] = Counter()  # inbound handshakes refused, by reason
         self._disconnects: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public API
@@ -208,7 +178,7 @@ class P2PNetwork:
         if self._running:
             raise RuntimeError("already started")
         self._running = True
-        await self._resolve_peer_hosts()
+        await self._gate.resolve_names()
         self._server = await asyncio.start_server(
             self._handle_inbound, self._config.listen_host, self._config.listen_port
         )
@@ -275,7 +245,7 @@ class P2PNetwork:
         if self._running:
             for nid in self._admitted:
                 self._maybe_start_dialer(nid)
-            task = asyncio.get_running_loop().create_task(self._resolve_peer_hosts())
+            task = asyncio.get_running_loop().create_task(self._gate.resolve_names())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -301,8 +271,8 @@ class P2PNetwork:
             )
         }
         out["rejects"] = dict(self._rejects)
-        out["handshake_refusals"] = dict(self._refusals)
-        out["pending_handshakes"] = self._slots.count_held()
+        out["handshake_refusals"] = dict(self._gate.refusals)
+        out["pending_handshakes"] = self._gate.count_held()
         out["disconnects"] = dict(self._disconnects)
         out["bans"] = self._bans.total
         out["banned_now"] = self._bans.count_active(self._now()) if self._running else 0
@@ -313,32 +283,7 @@ class P2PNetwork:
 
     def _set_admitted(self, peers: Sequence[PeerInfo]) -> None:
         self._admitted = {p.node_id: p for p in peers if p.node_id != self._node_id}
-        self._update_known_addresses()
-
-    def _update_known_addresses(self) -> None:
-        """Reserve pre-auth slots for the configured hosts of admitted peers (by IP address;
-        host names count once resolved)."""
-        known: Counter[str] = Counter()
-        for info in self._admitted.values():
-            literal = _normalise_address(info.host)
-            for address in [literal] if literal else self._resolved.get(info.host, []):
-                known[address] += 1
-        self._slots.set_known(known)
-
-    async def _resolve_peer_hosts(self) -> None:
-        loop = asyncio.get_running_loop()
-        for host in {p.host for p in self._admitted.values()}:
-            if _normalise_address(host) is not None:
-                continue
-            try:
-                async with asyncio.timeout(DNS_TIMEOUT_S):
-                    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            except (OSError, TimeoutError) as e:
-                log.warning("peer host %s does not resolve (%s): no reserved slots for it", host, e)
-                continue
-            addresses = {_normalise_address(str(i[4][0])) for i in infos}
-            self._resolved[host] = sorted(a for a in addresses if a)
-        self._update_known_addresses()
+        self._gate.set_peers(self._admitted.values())
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -380,7 +325,7 @@ class P2PNetwork:
             genesis_hash=self._genesis_hash,
             identity=self._key,
             authorize=self._get_refusal,
-            replay_guard=self._replay_guard,
+            replay_guard=self._gate.replay_guard,
         )
         hello_timeout = self._config.hello_timeout_s
         if hello_timeout < self._config.handshake_timeout_s:
@@ -426,19 +371,8 @@ class P2PNetwork:
         writer.transport.abort()
 
     def _refuse_inbound(self, reason: str, address: str, writer: asyncio.StreamWriter) -> None:
-        """Count (and at most once per interval, log) a refused inbound handshake."""
         self._handshake_failed(reason, writer)
-        self._refusals[reason] += 1
-        summary = self._refusal_log.add(reason, self._now())
-        if summary is not None:
-            log.warning(
-                "refused %d inbound handshake(s) (latest from %s) by reason: %s; "
-                "next summary in %.0f s at the earliest",
-                sum(summary.values()),
-                address or "?",
-                summary,
-                REFUSAL_LOG_INTERVAL_S,
-            )
+        self._gate.on_refused(reason, address, self._now())
 
     async def _handle_inbound(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -448,14 +382,13 @@ class P2PNetwork:
         self._tasks.add(task)
         try:
             peername = writer.get_extra_info("peername")
-            address = _normalise_address(str(peername[0])) if peername else None
-            address = address or "?"
-            refusal = self._slots.get_refusal(address) if self._running else "shutdown"
+            address = (compute_address(str(peername[0])) if peername else None) or "?"
+            refusal = self._gate.get_refusal(address) if self._running else "shutdown"
             if refusal is not None:
                 self._refuse_inbound(refusal, address, writer)
                 return
             decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
-            stranger = self._slots.take(address)
+            stranger = self._gate.take(address)
             try:
                 async with asyncio.timeout(self._config.handshake_timeout_s):
                     result = await self._run_responder(reader, writer, decoder)
@@ -469,7 +402,7 @@ class P2PNetwork:
                 self._refuse_inbound("handshake_eof", address, writer)
                 return
             finally:
-                self._slots.release(address, stranger)
+                self._gate.release(address, stranger)
             await self._run_session(self._register(result, reader, writer, decoder))
         except asyncio.CancelledError:
             # Cancelled by stop(). asyncio's stream server (3.11) logs a cancelled handler

@@ -162,6 +162,7 @@ def test_restarted_validators_reconnect_and_commit_under_a_slot_holding_attack(
             )
             h0 = max(h or 0 for h in cluster.heights(kept).values())
             cluster.start(restarted, wait_s=90)
+            t0 = time.monotonic()
             # Every validator is connected to all three others and the chain moves on, while
             # the attacker keeps re-taking every slot it can get.
             # The fix reconnects them at once (their dials take reserved slots); 30 s is ten
@@ -173,6 +174,7 @@ def test_restarted_validators_reconnect_and_commit_under_a_slot_holding_attack(
                 f"all validators to reconnect under attack (peers now "
                 f"{ {n: _peers(cluster, n) for n in cluster.names} })",
             )
+            print(f"restarted validators reconnected under attack in {time.monotonic() - t0:.1f} s")
             cluster.wait_height(h0 + 3, timeout_s=120)
             assert attack.connects > 200  # the attack was running the whole time
             for name in kept:
