@@ -122,16 +122,22 @@ class NodeApi(Protocol):
         """Run a read-only contract query against committed state. Raises ApiError."""
         ...
 
-    def tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
-        """A JSON proof bundle (ledger.proofs) proving the tx in its block and in the
-        accumulator of the header at `at_height` (default: head). Raises ApiError."""
+    async def tx_proof(
+        self, tx_id: bytes, at_height: int | None = None, *, client: str = ""
+    ) -> dict[str, Any]:
+        """A JSON proof bundle (docs/protocol.md §9, version 2) proving the tx and its receipt
+        in its block, and in the accumulator of the header at `at_height` (default: its own
+        certified tip). Built off the event loop; `client` (the caller's address) bounds one
+        caller's share of the proof workers. Raises ApiError."""
         ...
 
-    def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
+    async def consistency_proof(
+        self, old_height: int, new_height: int, *, client: str = ""
+    ) -> dict[str, Any]:
         """A JSON consistency proof between the accumulators of two headers. Raises ApiError."""
         ...
 
-    def commit_proof(self, height: int) -> dict[str, Any]:
+    async def commit_proof(self, height: int, *, client: str = "") -> dict[str, Any]:
         """The certificate that the block at `height` is committed, as JSON. Raises ApiError."""
         ...
 

@@ -376,43 +376,45 @@ def _cmd_proof_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_proof_verify(args: argparse.Namespace) -> int:
-    from node.sdk import check_proof, from_hex
+    """Offline; succeeds only if the bundle verified against --genesis or --validators."""
+    from node.sdk import SdkError, verify_proof_bundle
 
+    if not args.genesis and not args.validators:
+        raise CliError(
+            "no trust anchor: pass --genesis FILE (the chain's genesis.json) or --validators FILE "
+            "(a validator set you trust); a bundle cannot certify itself"
+        )
+    if args.genesis and args.validators:
+        raise CliError("give --genesis or --validators, not both")
     bundle = _read_json_file(args.file)
-    trusted = None
-    if args.trusted_header:
-        trusted = from_hex(args.trusted_header, what="--trusted-header")
-    reason = check_proof(bundle, trusted_header=trusted)
-    certified = ""
-    if reason is None and isinstance(bundle, dict) and "commit" in bundle:
-        # A full bundle from a node: also check the receipt and the BFT commit certificate.
-        from node.config import load_genesis
-        from node.proofcheck import check_full_proof
-
-        genesis = load_genesis(args.genesis) if args.genesis else None
-        ok, text = check_full_proof(bundle, genesis=genesis)
-        if ok:
-            certified = text
+    try:
+        if args.genesis:
+            verified = verify_proof_bundle(bundle, genesis=args.genesis)
         else:
-            reason = text
-    if reason is not None:
+            anchor = _read_json_file(args.validators)
+            vals = anchor.get("validators") if isinstance(anchor, dict) else anchor
+            chain_id = anchor.get("chain_id") if isinstance(anchor, dict) else None
+            if not isinstance(vals, list):
+                raise CliError(f"{args.validators}: expected {{chain_id?, validators: [...]}}")
+            verified = verify_proof_bundle(bundle, validators=vals, chain_id=chain_id)
+    except SdkError as exc:
         if args.json:
-            _print_json({"valid": False, "reason": reason})
+            _print_json({"valid": False, "reason": str(exc)})
         else:
-            print(f"INVALID: {reason}")
+            print(f"INVALID: {exc}")
         return 1
-    tx_id = bundle.get("tx_id", "?")
-    height, acc_size = bundle.get("height", "?"), bundle.get("acc_size", "?")
     if args.json:
-        _print_json({"valid": True, "tx_id": tx_id, "height": height, "acc_size": acc_size})
+        _print_json(
+            {
+                "valid": True,
+                "tx_id": "0x" + verified.tx_id.hex(),
+                "height": verified.height,
+                "acc_size": verified.acc_size,
+                "anchor_height": verified.anchor_height,
+            }
+        )
     else:
-        print(certified or f"VALID: tx {tx_id} in block {height} (accumulator size {acc_size})")
-        if trusted is None and not certified:
-            print(
-                "note: checked against the header inside the bundle; pass --trusted-header "
-                "(a header or block id you trust) to anchor it",
-                file=sys.stderr,
-            )
+        print(verified.describe())
     return 0
 
 
@@ -604,18 +606,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.set_defaults(handler=_cmd_proof_get)
 
-    q = pr.add_parser("verify", parents=[out], help="verify a proof bundle offline (no RPC)")
-    q.add_argument("file", metavar="FILE", help="the JSON proof bundle")
-    q.add_argument(
-        "--trusted-header",
-        metavar="HEX",
-        help="a header (encoded) or 32-byte block id you trust; the proof must match it",
+    q = pr.add_parser(
+        "verify",
+        parents=[out],
+        help="verify a proof bundle offline (no RPC) against --genesis or --validators",
     )
+    q.add_argument("file", metavar="FILE", help="the JSON proof bundle")
     q.add_argument(
         "--genesis",
         metavar="FILE",
-        help="the chain's genesis.json: check the commit certificate against its validators "
-        "(default: the validator set inside the bundle)",
+        help="the chain's genesis.json: the commit certificates must verify against its "
+        "validators (this or --validators is required)",
+    )
+    q.add_argument(
+        "--validators",
+        metavar="FILE",
+        help='a validator set you trust: JSON {"chain_id"?: ..., "validators": [{"pubkey", '
+        '"power", "org"}]} or just the list',
     )
     q.set_defaults(handler=_cmd_proof_verify)
     return parser

@@ -81,6 +81,12 @@ class NodeConfig:
     mempool_per_sender: int = 20_000
     # rpc
     rpc_max_body_bytes: int = 1024 * 1024
+    # proofs (node/proofserve.py): the longest header chain one commit certificate may need, the
+    # worker threads that assemble proofs off the event loop, and one client's share of them
+    proof_max_span: int = 256
+    proof_threads: int = 2
+    proof_jobs_per_client: int = 1
+    proof_queue_per_client: int = 128
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -106,6 +112,10 @@ class NodeConfig:
             "p2p_pending_handshakes",
             "p2p_pending_per_address",
             "p2p_hello_timeout_ms",
+            "proof_max_span",
+            "proof_threads",
+            "proof_jobs_per_client",
+            "proof_queue_per_client",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -1,27 +1,37 @@
-"""Self-contained transaction proofs: Merkle inclusion + receipt + the BFT commit certificate.
+"""Self-contained transaction proofs (bundle version 2): Merkle paths, receipt, commit certificates.
 
 A court or auditor must be able to check a record without trusting any node (DESIGN.md, "Who uses
-it"). The bundle the node hands out (`gm_getTransactionProof`) is the `ledger.proofs` bundle plus:
+it"). The bundle `gm_getTransactionProof` hands out (docs/protocol.md §9) is the `ledger.proofs`
+bundle plus:
 
+- `version`: 2;
 - `receipt` and `receipt_inclusion_proof`: the receipt, proven against the tx block's receipt_root;
 - `anchor_header`: the header whose accumulator (acc_size, acc_root) the bundle uses;
-- `commit`: `{"headers": [...], "proof": ..., "validators": [...]}` — the headers from the
-  transaction's own block up to a block certified by a commit proof
-  (`consensus.messages.CommitProof`: a child header and a quorum certificate, Jolteon's 2-chain
-  rule), each header the parent of the next; the anchor is one of them. Starting at the tx's own
-  header is what binds its receipt (proven against that header's receipt_root) to the certificate.
+- `commit`: `{"headers": [...], "proof": hex}` — the headers from the transaction's own block up
+  to a block certified by a commit proof (`consensus.messages.CommitProof`: a child header and a
+  quorum certificate, Jolteon's 2-chain rule), each header the parent of the next. Starting at
+  the tx's own header is what binds its receipt (proven against that header's receipt_root) to a
+  certificate.
+- `anchor_commit`: null when the anchor is one of `commit.headers`; otherwise the same object for
+  the anchor: headers from the anchor up to its certified tip. A transaction is proven against a
+  later header by the accumulator inclusion path (O(log n) hashes), never by the header chain
+  between the two blocks, so a bundle's size does not grow with the chain.
 
-Rules `check_full_proof` keeps:
+Rules `verify_full_proof` keeps:
 1. Everything is checked from bytes: decode, recompute, compare — never trust a field's claim.
-2. The validator set comes from the caller's genesis file if given (the real trust anchor);
-   otherwise the set embedded in the bundle is used and the result says so.
-3. Any malformed input yields a reason in words, never an exception.
+2. Trust comes only from the caller's validator set (from the genesis file, or a set the caller
+   names): there is no default, and nothing inside the bundle is used as a validator set.
+3. Every certificate is checked completely: the headers link by parent id and consecutive
+   heights, the child names the tip and follows it by one round, the QC names the child, and both
+   the QC and the child's own justify QC carry signatures of more than 2/3 of the voting power.
+4. Any malformed input raises `ProofCheckError` with a reason in words, never another exception.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from consensus import Validator, ValidatorSet
@@ -29,16 +39,62 @@ from consensus.certs import CertChecker
 from consensus.messages import CommitProof
 from crypto_sm import PublicKey
 from ledger.codec import DecodeError
-from ledger.merkle import leaf_hash, root_and_inclusion_proof, verify_inclusion
+from ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
-from ledger.types import BlockHeader, Genesis, GenesisValidator, NodeId, Receipt
+from ledger.types import BlockHeader, Digest, GenesisValidator, NodeId, Receipt
 from node.jsonfmt import hex0x, parse_hex
 
-__all__ = ["build_full_proof", "check_full_proof"]
+__all__ = [
+    "BUNDLE_VERSION",
+    "Certificate",
+    "ProofCheckError",
+    "VerifiedProof",
+    "build_full_proof",
+    "verify_full_proof",
+]
+
+BUNDLE_VERSION = 2
 
 
-def _unhex(v: Any, what: str) -> bytes:
-    return parse_hex(v, name=what)  # a ValueError naming the field on bad input
+class ProofCheckError(ValueError):
+    """The bundle does not prove what it claims (or is malformed); the message says why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Certificate:
+    """Headers `[block .. tip]` (each the parent of the next) and the CommitProof of the tip."""
+
+    headers: tuple[BlockHeader, ...]
+    proof: CommitProof
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "headers": [hex0x(h.encode()) for h in self.headers],
+            "proof": hex0x(self.proof.encode()),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedProof:
+    """What a verified bundle proves (every field checked against the caller's validator set)."""
+
+    tx_id: Digest
+    height: int  # the tx's block
+    block_id: Digest
+    index_in_block: int
+    receipt: Receipt
+    acc_size: int
+    acc_root: Digest
+    anchor_height: int
+    anchor_block_id: Digest
+
+    def describe(self) -> str:
+        return (
+            f"VALID: tx {hex0x(self.tx_id)} in block {self.height}, receipt status "
+            f"{self.receipt.status.name}; accumulator size {self.acc_size} at height "
+            f"{self.anchor_height}; committed under quorum certificates checked against the "
+            f"trusted validator set"
+        )
 
 
 def build_full_proof(
@@ -47,109 +103,134 @@ def build_full_proof(
     tx_ids: Sequence[bytes],
     receipts: Sequence[bytes],
     index: int,
-    get_node: Any,
+    get_node: NodeGetter,
     anchor: BlockHeader,
-    commit_headers: Sequence[BlockHeader],
-    commit_proof: CommitProof | None,
-    validators: Sequence[GenesisValidator],
+    commit: Certificate,
+    anchor_commit: Certificate | None,
 ) -> dict[str, Any]:
+    """The version-2 bundle (module docstring). `commit` starts at `header`; `anchor_commit` is
+    None iff `anchor` is one of `commit.headers`, else it starts at `anchor`."""
     bundle = compute_tx_proof(header, tx_ids, index, get_node, acc_size=anchor.acc_size)
-    out = bundle.to_json()
-    out["receipt"] = hex0x(receipts[index])
     receipt_root, receipt_path = root_and_inclusion_proof([leaf_hash(r) for r in receipts], index)
     if receipt_root != header.receipt_root:
         raise ValueError("stored receipts do not match the header's receipt_root")
+    out = bundle.to_json()
+    out["version"] = BUNDLE_VERSION
+    out["receipt"] = hex0x(receipts[index])
     out["receipt_inclusion_proof"] = [hex0x(h) for h in receipt_path]
     out["anchor_header"] = hex0x(anchor.encode())
-    out["commit"] = {
-        "headers": [hex0x(h.encode()) for h in commit_headers],
-        "proof": None if commit_proof is None else hex0x(commit_proof.encode()),
-        "validators": [
-            {"pubkey": hex0x(v.pubkey), "power": v.power, "org": v.org} for v in validators
-        ],
-    }
+    out["commit"] = commit.to_json()
+    out["anchor_commit"] = None if anchor_commit is None else anchor_commit.to_json()
     return out
 
 
-def check_full_proof(
-    doc: Mapping[str, Any], *, genesis: Genesis | None = None, require_commit: bool = True
-) -> tuple[bool, str]:
-    """(ok, explanation). See the module rules."""
+def verify_full_proof(
+    doc: Mapping[str, Any], *, chain_id: str, validators: Sequence[GenesisValidator]
+) -> VerifiedProof:
+    """Check a version-2 bundle against a trusted validator set; raise ProofCheckError."""
+    if not validators:
+        raise ProofCheckError("no trusted validator set: pass the chain's genesis or validators")
     try:
-        return _check(doc, genesis, require_commit)
+        return _verify(doc, chain_id, validators)
     except (ValueError, KeyError, TypeError, DecodeError, ProofFormatError) as exc:
-        return False, f"malformed proof: {exc}"
+        if isinstance(exc, ProofCheckError):
+            raise
+        raise ProofCheckError(f"malformed proof: {exc}") from None
 
 
-def _check(
-    doc: Mapping[str, Any], genesis: Genesis | None, require_commit: bool
-) -> tuple[bool, str]:
+def _verify(
+    doc: Mapping[str, Any], chain_id: str, validators: Sequence[GenesisValidator]
+) -> VerifiedProof:
+    if not isinstance(doc, Mapping):
+        raise ProofCheckError("malformed proof: expected a JSON object")
+    version = doc.get("version")
+    if version != BUNDLE_VERSION:
+        raise ProofCheckError(
+            f"unsupported bundle version {version!r} (this verifier reads version "
+            f"{BUNDLE_VERSION}; fetch the proof again from an up-to-date node)"
+        )
     bundle = TxProofBundle.from_json(doc)
+    header = BlockHeader.decode(bundle.header)  # a DecodeError names what is wrong with it
     if not verify_tx_proof(bundle):
-        return False, "the Merkle proofs do not lead from the transaction to the roots"
-    header = BlockHeader.decode(bundle.header)
+        raise ProofCheckError("the Merkle proofs do not lead from the transaction to the roots")
+    if header.chain_id != chain_id:
+        raise ProofCheckError(f"the bundle is for chain {header.chain_id!r}, not {chain_id!r}")
     # Receipt: decodes, names this tx, and is leaf index_in_block of the block's receipt_root.
-    receipt_bytes = _unhex(doc["receipt"], "receipt")
+    receipt_bytes = parse_hex(doc["receipt"], name="receipt")
     receipt = Receipt.decode(receipt_bytes)
     if receipt.tx_id != bundle.tx_id:
-        return False, "the receipt belongs to another transaction"
-    rpath = [_unhex(x, "receipt_inclusion_proof") for x in doc["receipt_inclusion_proof"]]
+        raise ProofCheckError("the receipt belongs to another transaction")
+    rpath = [parse_hex(x, name="receipt_inclusion_proof") for x in doc["receipt_inclusion_proof"]]
     if not verify_inclusion(
         leaf_hash(receipt_bytes), bundle.index_in_block, header.tx_count, rpath, header.receipt_root
     ):
-        return False, "the receipt is not under the block's receipt_root"
-    anchor = BlockHeader.decode(_unhex(doc["anchor_header"], "anchor_header"))
+        raise ProofCheckError("the receipt is not under the block's receipt_root")
+    anchor = BlockHeader.decode(parse_hex(doc["anchor_header"], name="anchor_header"))
     if anchor.acc_size != bundle.acc_size or anchor.acc_root != bundle.acc_root:
-        return False, "the anchor header does not carry the accumulator the proof uses"
+        raise ProofCheckError("the anchor header does not carry the accumulator the proof uses")
     if anchor.height < header.height or anchor.chain_id != header.chain_id:
-        return False, "the anchor header is not a later header of the same chain"
+        raise ProofCheckError("the anchor header is not a later header of the same chain")
     if anchor.height == header.height and anchor.block_id != header.block_id:
-        return False, "the anchor header differs from the transaction's block header"
-    commit = doc.get("commit")
-    if not commit or commit.get("proof") is None:
-        if require_commit:
-            return False, "the bundle carries no commit certificate"
-        return True, f"VALID (uncertified): tx in block {header.height}"
-    # The headers chain from the tx's own block, through the anchor, to the certified tip.
-    headers = [BlockHeader.decode(_unhex(h, "commit header")) for h in commit["headers"]]
-    if not headers or headers[0].block_id != header.block_id:
-        return False, "the commit headers do not start at the transaction's block header"
-    if all(h.block_id != anchor.block_id for h in headers):
-        return False, "the anchor header is not on the certified chain"
-    for parent, child in itertools.pairwise(headers):
-        if child.parent_id != parent.block_id or child.height != parent.height + 1:
-            return False, f"the commit headers break at height {child.height}"
-    proof = CommitProof.decode(_unhex(commit["proof"], "commit proof"))
-    if proof.committed_id != headers[-1].block_id:
-        return False, "the commit certificate certifies another block"
-    if genesis is not None:
-        vals = list(genesis.validators)
-        if genesis.chain_id != header.chain_id:
-            return False, f"the genesis is for chain {genesis.chain_id!r}"
-        source = "the validator set of the given genesis"
+        raise ProofCheckError("the anchor header differs from the transaction's block header")
+    checker = _checker(chain_id, validators)
+    tx_chain = _check_certificate(doc["commit"], header, checker, "commit")
+    if doc.get("anchor_commit") is None:
+        if all(h.block_id != anchor.block_id for h in tx_chain):
+            raise ProofCheckError("the anchor header is not on the certified chain")
     else:
-        vals = [
-            GenesisValidator(
-                pubkey=_unhex(v["pubkey"], "validator"), power=v["power"], org=v["org"]
-            )
-            for v in commit["validators"]
-        ]
-        source = "the validator set embedded in the bundle (pass --genesis to pin it)"
-    vset = ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in vals)
-    keys = {NodeId(v.node_id): PublicKey.from_bytes(v.pubkey) for v in vals}
+        _check_certificate(doc["anchor_commit"], anchor, checker, "anchor_commit")
+    return VerifiedProof(
+        tx_id=bundle.tx_id,
+        height=header.height,
+        block_id=header.block_id,
+        index_in_block=bundle.index_in_block,
+        receipt=receipt,
+        acc_size=bundle.acc_size,
+        acc_root=bundle.acc_root,
+        anchor_height=anchor.height,
+        anchor_block_id=anchor.block_id,
+    )
+
+
+def _checker(chain_id: str, validators: Sequence[GenesisValidator]) -> CertChecker:
+    vset = ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in validators)
+    keys = {NodeId(v.node_id): PublicKey.from_bytes(v.pubkey) for v in validators}
 
     class _Verifier:
         def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
             key = keys.get(node_id)
             return key is not None and key.verify(msg, sig)
 
-    checker = CertChecker(
-        chain_id=header.chain_id, validators=vset, verifier=_Verifier(), genesis_id=None
-    )
+    return CertChecker(chain_id=chain_id, validators=vset, verifier=_Verifier(), genesis_id=None)
+
+
+def _check_certificate(
+    obj: Any, first: BlockHeader, checker: CertChecker, what: str
+) -> list[BlockHeader]:
+    """Rule 3 for one certificate object whose headers must start at `first`."""
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("headers"), list):
+        raise ProofCheckError(f"{what}: expected {{headers: [...], proof: hex}}")
+    headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
+    if not headers or headers[0].block_id != first.block_id:
+        raise ProofCheckError(f"{what}: the headers do not start at block {first.height}")
+    for parent, child in itertools.pairwise(headers):
+        if child.parent_id != parent.block_id or child.height != parent.height + 1:
+            raise ProofCheckError(f"{what}: the headers break at height {child.height}")
+    if any(h.chain_id != checker.chain_id for h in headers):
+        raise ProofCheckError(f"{what}: a header belongs to another chain")
+    tip = headers[-1]
+    proof = CommitProof.decode(parse_hex(obj["proof"], name=f"{what} proof"))
+    child = proof.header
+    if proof.committed_id != tip.block_id or child.parent_id != tip.block_id:
+        raise ProofCheckError(f"{what}: the commit certificate certifies another block")
+    if (child.justify.round, child.justify.height) != (tip.round, tip.height):
+        raise ProofCheckError(f"{what}: the certificate's justify round/height differ from the tip")
     if not checker.verify_commit_proof(proof):
-        return False, "the commit certificate does not verify against " + source
-    return True, (
-        f"VALID: tx {hex0x(bundle.tx_id)} in block {header.height}, receipt status "
-        f"{receipt.status.name}; accumulator size {bundle.acc_size} at height {anchor.height}; "
-        f"committed under a quorum certificate checked against {source}"
-    )
+        raise ProofCheckError(
+            f"{what}: the commit certificate does not verify against the trusted validator set"
+        )
+    if not checker.verify_qc(child.justify):  # the 2-chain's first link: the tip's own QC
+        raise ProofCheckError(
+            f"{what}: the tip's own QC does not verify against the trusted validator set"
+        )
+    return headers

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 from collections import Counter
@@ -64,6 +65,12 @@ from node.rpcspec import (
 __all__ = ["METHODS", "WS_METHODS", "RpcConfig", "RpcServer", "load_openrpc"]
 
 log = logging.getLogger("gmchain.rpc")
+
+# The remote address of the request being handled (set per HTTP request / WebSocket connection;
+# tasks copy it). Per-client limits below the RPC layer (node/proofserve.py) key on it.
+CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "gmchain_rpc_client", default=""
+)
 
 _MAX_HEIGHT = 2**63 - 1
 
@@ -288,6 +295,7 @@ class RpcServer:
     # --- HTTP ---
 
     async def _on_http(self, request: web.Request) -> web.StreamResponse:
+        CLIENT_ADDRESS.set(request.remote or "")
         limit = self._config.max_body_bytes
         too_big = request.content_length is not None and request.content_length > limit
         body = b""
@@ -352,6 +360,7 @@ class RpcServer:
             heartbeat=self._config.ws_heartbeat_s,
         )
         await ws.prepare(request)
+        CLIENT_ADDRESS.set(request.remote or "")
         conn = _WsConn(ws, self._config)
         self._conns.add(conn)
         self._metrics.ws_connections += 1
@@ -574,15 +583,19 @@ class RpcServer:
         return value_to_json(self._api.call(contract, method, args))
 
     async def _m_get_transaction_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
-        return jsonable(self._api.tx_proof(a["txId"], a["atHeight"]))
+        proof = await self._api.tx_proof(a["txId"], a["atHeight"], client=CLIENT_ADDRESS.get())
+        return jsonable(proof)
 
     async def _m_get_consistency_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
         if a["oldHeight"] > a["newHeight"]:
             raise RpcError(ErrorCode.BAD_RANGE, "oldHeight must not exceed newHeight")
-        return jsonable(self._api.consistency_proof(a["oldHeight"], a["newHeight"]))
+        proof = await self._api.consistency_proof(
+            a["oldHeight"], a["newHeight"], client=CLIENT_ADDRESS.get()
+        )
+        return jsonable(proof)
 
     async def _m_get_commit_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
-        return jsonable(self._api.commit_proof(a["height"]))
+        return jsonable(await self._api.commit_proof(a["height"], client=CLIENT_ADDRESS.get()))
 
     # --- subscriptions (WebSocket only) ---
 

@@ -15,7 +15,9 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"; docs/protoc
    connection), `RpcError` (the node answered with a JSON-RPC error: code, message, data),
    `SdkError` (anything else the caller should read: bad reply, failed transaction, bad proof).
 5. Binary values on the wire are `0x` lowercase hex (JSON-RPC 2.0 + docs/rpc.md); heights are ints.
-6. Proofs are verified offline with `ledger.proofs` only — no RPC call is needed or made.
+6. Proofs are verified offline by one entry point, `verify_proof_bundle`, and only against a trust
+   anchor the caller gives (the genesis or a validator set): a bundle cannot certify itself.
+   No RPC call is needed or made.
 7. Evidence replies are shaped by the contract's own JSON views (`contracts.evidence`), imported
    where used so that key, transaction and proof functions do not depend on the contracts.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -33,8 +36,8 @@ import aiohttp
 
 from crypto_sm import PrivateKey, sm3_hash
 from ledger.codec import DecodeError, Value
-from ledger.proofs import ProofFormatError, TxProofBundle, verify_tx_proof
-from ledger.types import BlockHeader, Height, SignedTx, TxBody
+from ledger.types import BlockHeader, Genesis, GenesisValidator, Height, SignedTx, TxBody
+from node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
 
 __all__ = [
     "DEFAULT_URL",
@@ -44,10 +47,10 @@ __all__ = [
     "SdkError",
     "SyncClient",
     "TxTimeout",
-    "check_proof",
+    "VerifiedProof",
     "from_hex",
     "to_hex",
-    "verify_proof",
+    "verify_proof_bundle",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8545"
@@ -127,61 +130,72 @@ def _jsonable(value: Value) -> Any:
     return value
 
 
-def verify_proof(
-    bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
-) -> bool:
-    """Verify a transaction proof bundle offline (`ledger.proofs.verify_tx_proof`).
+def verify_proof_bundle(
+    bundle: Mapping[str, Any],
+    *,
+    genesis: Genesis | str | os.PathLike[str] | None = None,
+    validators: Sequence[GenesisValidator | Mapping[str, Any]] | None = None,
+    chain_id: str | None = None,
+) -> VerifiedProof:
+    """Verify a `gm_getTransactionProof` bundle offline against a trust anchor (rule 6).
 
-    Without `trusted_header` this shows the bundle is self-consistent: the tx is in the block whose
-    header is included, and in an accumulator of `acc_size` leaves with root `acc_root`. Trust
-    comes from a header obtained independently (a `BlockHeader` or its encoding, or a 32-byte
-    block id): it must be the bundle's own header, or (for a bundle proven against a later
-    accumulator) a header whose `acc_size` and `acc_root` are the bundle's.
+    The anchor is required: the chain's `genesis` (a `Genesis` or the path of its genesis.json),
+    or a `validators` set you trust (`GenesisValidator`s, or mappings with `pubkey` and `power`)
+    with an optional `chain_id`. Everything is checked (docs/protocol.md §9): the transaction's
+    Merkle paths to its block's tx_root and to the anchor header's accumulator, the receipt's
+    path to receipt_root, the header links, and every commit certificate's QC signatures and
+    quorum (more than 2/3 of the trusted voting power). Nothing inside the bundle is trusted.
+    Returns what was proven; raises `SdkError` saying why otherwise.
     """
-    return check_proof(bundle, trusted_header=trusted_header) is None
-
-
-def check_proof(
-    bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
-) -> str | None:
-    """Like `verify_proof`, but return None if the bundle verifies, else the reason in words."""
-    try:
-        proof = TxProofBundle.from_json(bundle)
-    except ProofFormatError as exc:
-        return f"malformed bundle: {exc}"
-    try:
-        header = BlockHeader.decode(proof.header)
-    except DecodeError as exc:
-        return f"the bundle's header does not decode: {exc}"
-    if not verify_tx_proof(proof):
-        return (
-            f"the Merkle proofs do not lead from tx {to_hex(proof.tx_id)} to the roots of block "
-            f"{header.height} and of the accumulator of size {proof.acc_size}"
+    if (genesis is None) == (validators is None):
+        raise SdkError(
+            "a proof needs exactly one trust anchor: genesis= (the chain's genesis) or "
+            "validators= (a validator set you trust)"
         )
-    if trusted_header is None:
-        return None
-    if isinstance(trusted_header, BlockHeader) or len(trusted_header) != 32:
-        try:
-            trusted = (
-                trusted_header
-                if isinstance(trusted_header, BlockHeader)
-                else BlockHeader.decode(bytes(trusted_header))
-            )
-        except DecodeError as exc:
-            return f"the trusted header does not decode: {exc}"
-        if trusted.block_id == header.block_id or (
-            trusted.acc_size == proof.acc_size and trusted.acc_root == proof.acc_root
-        ):
-            return None
-        trusted_id = bytes(trusted.block_id)
+    if genesis is not None:
+        if not isinstance(genesis, Genesis):
+            from node.config import ConfigError, load_genesis
+
+            try:
+                genesis = load_genesis(genesis)
+            except (ConfigError, OSError) as exc:
+                raise SdkError(f"cannot read the genesis: {exc}") from None
+        vals: list[GenesisValidator] = list(genesis.validators)
+        want_chain: str | None = genesis.chain_id
     else:
-        trusted_id = bytes(trusted_header)
-        if trusted_id == header.block_id and proof.acc_size == header.acc_size:
-            return None
-    return (
-        f"the bundle is proven against block {to_hex(header.block_id)} (height {header.height}, "
-        f"accumulator size {proof.acc_size}), not against the trusted header {to_hex(trusted_id)}"
-    )
+        assert validators is not None
+        vals, want_chain = _validator_set(validators), chain_id
+    if want_chain is None:
+        try:
+            want_chain = BlockHeader.decode(from_hex(bundle["header"], what="header")).chain_id
+        except (KeyError, TypeError, SdkError, DecodeError) as exc:
+            raise SdkError(f"malformed bundle: header: {exc}") from None
+    try:
+        return verify_full_proof(bundle, chain_id=want_chain, validators=vals)
+    except ProofCheckError as exc:
+        raise SdkError(str(exc)) from None
+
+
+def _validator_set(items: Sequence[GenesisValidator | Mapping[str, Any]]) -> list[GenesisValidator]:
+    out = []
+    for i, v in enumerate(items):
+        if isinstance(v, GenesisValidator):
+            out.append(v)
+            continue
+        try:
+            pub = v["pubkey"]
+            out.append(
+                GenesisValidator(
+                    pubkey=from_hex(pub if pub.startswith("0x") else "0x" + pub, what="pubkey"),
+                    power=v["power"],
+                    org=str(v.get("org", "")),
+                )
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise SdkError(f"validators[{i}]: expected {{pubkey, power, org}}: {exc}") from None
+    if not out:
+        raise SdkError("validators: the trusted validator set is empty")
+    return out
 
 
 class Client:
@@ -342,11 +356,6 @@ class Client:
             params.append(at_height)
         bundle: dict[str, Any] = await self.call_rpc("gm_getTransactionProof", params)
         return bundle
-
-    def verify_proof(
-        self, bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
-    ) -> bool:
-        return verify_proof(bundle, trusted_header=trusted_header)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -615,11 +624,6 @@ class SyncClient:
 
     def get_tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
         return self._run(lambda c: c.get_tx_proof(tx_id, at_height))
-
-    def verify_proof(
-        self, bundle: Mapping[str, Any], *, trusted_header: BlockHeader | bytes | None = None
-    ) -> bool:
-        return verify_proof(bundle, trusted_header=trusted_header)
 
     def build_tx(
         self,

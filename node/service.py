@@ -48,7 +48,6 @@ from contracts import default_registry
 from contracts.framework import ContractError
 from crypto_sm import PrivateKey, PublicKey
 from ledger.codec import DecodeError, Value
-from ledger.merkle import acc_consistency_proof
 from ledger.store import Store
 from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from node.admission import AdmissionMixin
@@ -57,7 +56,7 @@ from node.chain import Chain, CommittedBlock
 from node.config import NodeConfig
 from node.mempool import Mempool, MempoolConfig
 from node.poolwal import PoolWal
-from node.proofcheck import build_full_proof
+from node.proofserve import ProofLimits, ProofService
 from node.verifypool import VerifyProcesses
 
 __all__ = ["KeySigner", "KeyVerifier", "NodeService"]
@@ -214,6 +213,17 @@ class NodeService(AdmissionMixin):
         self._event_subs: set[tuple[str | None, str | None, asyncio.Queue[Any]]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.proofs = ProofService(
+            store=store,
+            validators=genesis.validators,
+            head_height=lambda: self.chain.head.height,
+            limits=ProofLimits(
+                max_span=config.proof_max_span,
+                threads=config.proof_threads,
+                jobs_per_client=config.proof_jobs_per_client,
+                queue_per_client=config.proof_queue_per_client,
+            ),
+        )
         self.metrics.height.set(self.chain.head.height)
 
     def _committed_qc(self) -> QuorumCert:
@@ -268,6 +278,7 @@ class NodeService(AdmissionMixin):
         # Wait for the worker jobs already running (short: store reads, one verification each)
         # so none reads the store after the caller closes it.
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.proofs.close()
         if self._procs is not None:
             self._procs.close()
         for futs in self._waiters.values():
@@ -470,80 +481,20 @@ class NodeService(AdmissionMixin):
     def describe_contracts(self) -> dict[str, Any]:
         return self.registry.describe()
 
-    def tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
-        loc = self.store.get_tx_location(tx_id)
-        if loc is None:
-            raise ApiError(ErrorCode.NOT_FOUND, "transaction is not committed on this node")
-        height, index = loc
-        head = self.chain.head.height
-        proof = self.chain.find_commit_proof(height)
-        certified = head if proof is None else proof.header.height - 1
-        at = certified if at_height is None else at_height
-        if not height <= at <= head:
-            raise ApiError(
-                ErrorCode.BAD_RANGE, f"atHeight must be between {height} and {head}, got {at}"
-            )
-        block = self.get_block(height)
-        assert block is not None
-        tx_ids = [t.tx_id for t in block.txs]
-        receipts = [self.store.get_receipt(t) or b"" for t in tx_ids]
-        anchor = self._header(at)
-        commit = self.chain.find_commit_proof(at)
-        tip = at if commit is None else commit.header.height - 1
-        # The headers run from the tx's own block (whose receipt_root proves the receipt) through
-        # the anchor to the certified tip, so every header in the bundle is bound to the QC.
-        return build_full_proof(
-            header=block.header,
-            tx_ids=tx_ids,
-            receipts=receipts,
-            index=index,
-            get_node=self.store.get_acc_node,
-            anchor=anchor,
-            commit_headers=[self._header(h) for h in range(height, tip + 1)],
-            commit_proof=commit,
-            validators=self.genesis.validators,
-        )
+    # Proof methods: assembled off the loop with a bounded share per client (node/proofserve.py).
 
-    def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
-        head = self.chain.head.height
-        if not 0 <= old_height <= new_height <= head:
-            raise ApiError(
-                ErrorCode.BAD_RANGE,
-                f"need 0 <= oldHeight <= newHeight <= {head}, got {old_height}, {new_height}",
-            )
-        old, new = self._header(old_height), self._header(new_height)
-        proof = acc_consistency_proof(self.store.get_acc_node, old.acc_size, new.acc_size)
-        return {
-            "old_height": old_height,
-            "new_height": new_height,
-            "old_size": old.acc_size,
-            "new_size": new.acc_size,
-            "old_root": "0x" + old.acc_root.hex(),
-            "new_root": "0x" + new.acc_root.hex(),
-            "proof": ["0x" + h.hex() for h in proof],
-            "old_header": "0x" + old.encode().hex(),
-            "new_header": "0x" + new.encode().hex(),
-        }
+    async def tx_proof(
+        self, tx_id: bytes, at_height: int | None = None, *, client: str = ""
+    ) -> dict[str, Any]:
+        return await self.proofs.tx_proof(tx_id, at_height, client)
 
-    def commit_proof(self, height: int) -> dict[str, Any]:
-        if not 0 <= height <= self.chain.head.height:
-            raise ApiError(ErrorCode.BAD_RANGE, f"no committed block at height {height}")
-        proof = self.chain.find_commit_proof(height)
-        if proof is None:
-            raise ApiError(ErrorCode.NOT_FOUND, f"no commit proof covers height {height} yet")
-        committed_height = proof.header.height - 1
-        headers = [
-            "0x" + self._header(h).encode().hex() for h in range(height, committed_height + 1)
-        ]
-        return {
-            "height": height,
-            "headers": headers,  # height .. the certified tip, each the parent of the next
-            "proof": "0x" + proof.encode().hex(),
-            "validators": [
-                {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org}
-                for v in self.genesis.validators
-            ],
-        }
+    async def consistency_proof(
+        self, old_height: int, new_height: int, *, client: str = ""
+    ) -> dict[str, Any]:
+        return await self.proofs.consistency_proof(old_height, new_height, client)
+
+    async def commit_proof(self, height: int, *, client: str = "") -> dict[str, Any]:
+        return await self.proofs.commit_proof(height, client)
 
     def _header(self, height: int) -> BlockHeader:
         raw = self.store.get_header_by_height(height)

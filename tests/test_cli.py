@@ -1,7 +1,7 @@
 """The `gmchain` CLI: help on every command, usage errors, errors in words, keygen, offline proofs.
 
-No node runs here: client commands are pointed at a closed port, and `proof verify` gets bundles
-built by `ledger.proofs` from synthetic headers.
+No node runs here: client commands are pointed at a closed port, and `proof verify` gets real
+bundles assembled by node/proofserve.py from a short certified chain (tests/proof_chain.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ import pytest
 
 from crypto_sm import PrivateKey, load_private_key, save_private_key
 from crypto_sm.keyfile import MIN_ITERATIONS
-from crypto_sm.sm3 import sm3_hash
-from ledger.merkle import Frontier, compute_root, leaf_hash
-from ledger.proofs import compute_tx_proof
-from ledger.types import BlockHeader, Digest, Height, NodeId, QuorumCert, Round
 from node import cli
 from node.keys_cli import DEV_PASSPHRASE, default_key_path, ensure_dev_key, resolve_passphrase
 
@@ -359,58 +355,98 @@ def test_missing_delegate_is_a_clean_error(
 # --- proof verify (offline) ----------------------------------------------------------------------
 
 
-def _headers(sizes: list[int]) -> tuple[list[BlockHeader], list[list[bytes]], Any]:
-    """Synthetic headers over blocks of `sizes` txs, and a getter of the accumulator's nodes."""
-    headers, blocks, nodes = [], [], {}
-    frontier = Frontier.empty()
-    parent = Digest(sm3_hash(b"genesis"))
-    qc = QuorumCert(block_id=parent, round=Round(0), height=Height(0))
-    for h, n in enumerate(sizes, start=1):
-        tx_ids = [sm3_hash(b"cli tx %d %d" % (h, i)) for i in range(n)]
-        frontier, new = frontier.append([leaf_hash(t) for t in tx_ids])
-        nodes.update(new)
-        header = BlockHeader(
-            chain_id="cli-test",
-            height=Height(h),
-            round=Round(h),
-            parent_id=parent,
-            timestamp_ms=1_700_000_000_000 + h,
-            proposer=NodeId(bytes(20)),
-            tx_root=compute_root(tx_ids),
-            tx_count=n,
-            receipt_root=compute_root([]),
-            acc_root=frontier.root(),
-            acc_size=frontier.size,
-            state_hash=Digest(bytes(32)),
-            justify=qc,
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Real version-2 bundles from a short certified chain (tests/proof_chain.py), the genesis
+    file that anchors them, and a stranger's validator set."""
+    from ledger.store import Store
+    from ledger.types import Genesis, GenesisValidator
+    from node.config import save_genesis
+    from node.proofserve import ProofLimits, ProofService
+    from tests.proof_chain import build_certified_chain
+
+    tmp = tmp_path_factory.mktemp("cli-proofs")
+    validator, sender = PrivateKey.generate(), PrivateKey.generate()
+    genesis = Genesis(
+        chain_id="cli-test",
+        timestamp_ms=1_700_000_000_000,
+        validators=(
+            GenesisValidator(pubkey=validator.public_key.to_bytes(), power=1, org="org-a"),
+        ),
+        accounts=((sender.public_key.to_bytes(), "org-a", "admin"),),
+    )
+    built = build_certified_chain(tmp / "db", genesis, validator, sender, blocks=6, tx_every=1)
+    store = Store.open(tmp / "db", chain_id=genesis.chain_id)
+    limits = ProofLimits(max_span=8, threads=1, jobs_per_client=1, queue_per_client=1)
+    proofs = ProofService(
+        store=store, validators=genesis.validators, head_height=lambda: built.head, limits=limits
+    )
+    try:
+        height, tx_id = built.tx_ids[1]
+        own = proofs.build_tx_proof(tx_id, None, built.head)
+        later = proofs.build_tx_proof(tx_id, built.head, built.head)
+    finally:
+        proofs.close()
+        store.close()
+    assert own["anchor_commit"] is None and later["anchor_commit"] is not None
+    save_genesis(tmp / "genesis.json", genesis)
+    stranger = PrivateKey.generate().public_key.to_bytes().hex()
+    (tmp / "stranger.json").write_text(
+        json.dumps({"validators": [{"pubkey": stranger, "power": 1, "org": "x"}]})
+    )
+    (tmp / "trusted.json").write_text(
+        json.dumps(
+            {
+                "chain_id": genesis.chain_id,
+                "validators": [
+                    {"pubkey": v.pubkey.hex(), "power": v.power, "org": v.org}
+                    for v in genesis.validators
+                ],
+            }
         )
-        headers.append(header)
-        blocks.append(tx_ids)
-        parent = header.block_id
-        qc = QuorumCert(block_id=parent, round=Round(h), height=Height(h))
-    return headers, blocks, lambda level, index: nodes.get((level, index))
-
-
-@pytest.fixture
-def bundles(tmp_path: Path) -> dict[str, Any]:
-    headers, blocks, get_node = _headers([3, 5, 2])
-    own = compute_tx_proof(headers[1], blocks[1], 4, get_node).to_json()
-    later = compute_tx_proof(headers[1], blocks[1], 4, get_node, headers[2].acc_size).to_json()
+    )
     paths = {}
     for name, bundle in (("own", own), ("later", later)):
-        paths[name] = tmp_path / f"{name}.json"
+        paths[name] = tmp / f"{name}.json"
         paths[name].write_text(json.dumps(bundle))
-    return {"headers": headers, "own": own, "later": later, "paths": paths}
+    return {
+        "height": height,
+        "head": built.head,
+        "own": own,
+        "later": later,
+        "paths": paths,
+        "genesis": str(tmp / "genesis.json"),
+        "trusted": str(tmp / "trusted.json"),
+        "stranger": str(tmp / "stranger.json"),
+    }
 
 
 def test_proof_verify_valid(bundles: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["proof", "verify", str(bundles["paths"]["own"])], capsys)
+    anchor = ["--genesis", bundles["genesis"]]
+    code, out, _ = run(["proof", "verify", str(bundles["paths"]["own"]), *anchor], capsys)
     assert code == 0
-    tx_id = bundles["own"]["tx_id"]
-    assert out.strip() == f"VALID: tx {tx_id} in block 2 (accumulator size 8)"
-    code, out, _ = run(["proof", "verify", str(bundles["paths"]["later"]), "--json"], capsys)
+    tx_id, height = bundles["own"]["tx_id"], bundles["height"]
+    assert out.startswith(f"VALID: tx {tx_id} in block {height}, receipt status OK;")
+    later = str(bundles["paths"]["later"])
+    code, out, _ = run(["proof", "verify", later, "--json", *anchor], capsys)
     assert code == 0
-    assert json.loads(out) == {"valid": True, "tx_id": tx_id, "height": 2, "acc_size": 10}
+    assert json.loads(out) == {
+        "valid": True,
+        "tx_id": tx_id,
+        "height": height,
+        "acc_size": bundles["later"]["acc_size"],
+        "anchor_height": bundles["head"],
+    }
+
+
+def test_proof_verify_needs_a_trust_anchor(
+    bundles: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("own", "later"):
+        code, out, err = run(["proof", "verify", str(bundles["paths"][name])], capsys)
+        assert code == 1 and not out
+        assert_one_line_error(err)
+        assert "no trust anchor" in err and "--genesis" in err
 
 
 @pytest.mark.parametrize(
@@ -418,11 +454,13 @@ def test_proof_verify_valid(bundles: dict[str, Any], capsys: pytest.CaptureFixtu
     [
         ("tx_id", "0x" + "00" * 32, "Merkle proofs do not lead"),
         ("acc_index", 3, "Merkle proofs do not lead"),
-        ("index_in_block", 0, "Merkle proofs do not lead"),
+        ("index_in_block", 1, "Merkle proofs do not lead"),
         ("acc_root", "0x" + "ab" * 32, "Merkle proofs do not lead"),
-        ("tx_id", "0x12", "malformed bundle: tx_id"),
-        ("header", "0x0102", "does not decode"),
-        ("acc_inclusion_proof", "nope", "malformed bundle"),
+        ("tx_id", "0x12", "malformed proof: tx_id"),
+        ("header", "0x0102", "malformed proof"),
+        ("acc_inclusion_proof", "nope", "malformed proof"),
+        ("version", 1, "unsupported bundle version 1"),
+        ("anchor_commit", {"headers": [], "proof": "0x00"}, "anchor_commit"),
     ],
 )
 def test_proof_verify_invalid(
@@ -436,35 +474,40 @@ def test_proof_verify_invalid(
     bad = dict(bundles["own"], **{field: value})
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    code, out, _ = run(["proof", "verify", str(path)], capsys)
+    code, out, _ = run(["proof", "verify", str(path), "--genesis", bundles["genesis"]], capsys)
     assert code == 1
     assert out.startswith("INVALID: ")
     assert reason in out
 
 
-def test_proof_verify_against_a_trusted_header(
+def test_proof_verify_against_a_validator_set(
     bundles: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    h1, h2, h3 = bundles["headers"]
-    own, later = str(bundles["paths"]["own"]), str(bundles["paths"]["later"])
-    for path, trusted in ((own, h2.block_id), (own, h2.encode()), (later, h3.encode())):
-        code, out, err = run(["proof", "verify", path, "--trusted-header", trusted.hex()], capsys)
+    for name in ("own", "later"):
+        path = str(bundles["paths"][name])
+        code, out, err = run(["proof", "verify", path, "--validators", bundles["trusted"]], capsys)
         assert code == 0, out + err
-    for path, trusted in ((own, h1.block_id), (own, h3.encode()), (later, h2.block_id)):
-        code, out, _ = run(["proof", "verify", path, "--trusted-header", trusted.hex()], capsys)
+        code, out, _ = run(["proof", "verify", path, "--validators", bundles["stranger"]], capsys)
         assert code == 1
-        assert "not against the trusted header" in out
+        assert "does not verify against the trusted validator set" in out
+    code, _, err = run(
+        ["proof", "verify", path, "--validators", bundles["trusted"], "--genesis", "g"], capsys
+    )
+    assert code == 1 and "not both" in err
 
 
-def test_proof_verify_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["proof", "verify", str(tmp_path / "none.json")], capsys)
+def test_proof_verify_file_errors(
+    bundles: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    anchor = ["--genesis", bundles["genesis"]]
+    code, _, err = run(["proof", "verify", str(tmp_path / "none.json"), *anchor], capsys)
     assert code == 1 and "no such file" in err
     assert_one_line_error(err)
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
-    code, _, err = run(["proof", "verify", str(junk)], capsys)
+    code, _, err = run(["proof", "verify", str(junk), *anchor], capsys)
     assert code == 1 and "not valid JSON" in err
     assert_one_line_error(err)
     junk.write_text("[1, 2]")
-    code, out, _ = run(["proof", "verify", str(junk)], capsys)
-    assert code == 1 and out.startswith("INVALID: malformed bundle")
+    code, out, _ = run(["proof", "verify", str(junk), *anchor], capsys)
+    assert code == 1 and out.startswith("INVALID: malformed")

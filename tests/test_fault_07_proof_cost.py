@@ -166,3 +166,94 @@ def test_proof_batch_does_not_stall_the_loop(long_chain: _Long) -> None:
     assert len(ok) + len(errors) == 100 and ok, errors[:3]
     assert all(e["code"] == -31201 for e in errors), errors[:3]
     assert all(r["tx_id"] == first for r in ok)
+
+
+def _commit_under_one_certificate(rig: Any, blocks: list[Any]) -> None:
+    """Commit `blocks` with one CommitProof: a child of the last, certified by a QC."""
+    from consensus.messages import CommitProof
+    from ledger.types import QuorumCert
+
+    child = rig.build(blocks[-1].header).header
+    qc = QuorumCert(block_id=child.block_id, round=child.round, height=child.height)
+    rig.chain.commit(blocks, CommitProof(header=child, qc=qc))
+
+
+def test_certificate_span_is_bounded_with_a_clear_error(tmp_path: Path) -> None:
+    """Rule 3: six blocks committed under one certificate; with proof_max_span = 4 the first
+    block's certificate is refused by name (BAD_RANGE), the last ones are served."""
+    from node.api import ApiError, ErrorCode
+    from node.proofserve import ProofLimits, ProofService
+    from tests.node_helpers import ChainRig, make_net, sign_tx
+
+    net = make_net(1, replay_window=50)
+    rig = ChainRig(tmp_path / "db", net)
+    try:
+        blocks = []
+        for _ in range(6):
+            rig.admit(sign_tx(net.accounts[0], expiry=rig.chain.head.height + 20))
+            blocks.append(rig.build(blocks[-1].header if blocks else None))
+        _commit_under_one_certificate(rig, blocks)  # one stored CommitProof, at the sixth block
+        limits = ProofLimits(max_span=4, threads=1, jobs_per_client=1, queue_per_client=4)
+        proofs = ProofService(
+            store=rig.store,
+            validators=net.genesis.validators,
+            head_height=lambda: rig.chain.head.height,
+            limits=limits,
+        )
+        head = rig.chain.head.height
+        try:
+            with pytest.raises(ApiError) as info:
+                proofs.build_tx_proof(blocks[0].txs[0].tx_id, None, head)
+            assert info.value.code is ErrorCode.BAD_RANGE
+            assert "proof_max_span = 4" in info.value.message
+            with pytest.raises(ApiError) as info:
+                proofs.build_commit_proof(blocks[0].header.height, head)
+            assert "proof_max_span = 4" in info.value.message
+            near = proofs.build_tx_proof(blocks[3].txs[0].tx_id, None, head)
+            assert len(near["commit"]["headers"]) == 3  # heights 4, 5, 6 (the certified tip)
+        finally:
+            proofs.close()
+    finally:
+        rig.close()
+
+
+async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
+    """Rule 3 of node/proofserve.py: past its queue a client is refused at once (RATE_LIMITED);
+    another client is still served."""
+    import asyncio
+
+    from node.api import ApiError, ErrorCode
+    from node.proofserve import ProofLimits, ProofService
+    from tests.node_helpers import ChainRig, make_net, sign_tx
+
+    net = make_net(1, replay_window=50)
+    rig = ChainRig(tmp_path / "db", net)
+    try:
+        rig.admit(sign_tx(net.accounts[0], expiry=20))
+        block = rig.build()
+        _commit_under_one_certificate(rig, [block])
+        limits = ProofLimits(max_span=8, threads=2, jobs_per_client=1, queue_per_client=2)
+        proofs = ProofService(
+            store=rig.store,
+            validators=net.genesis.validators,
+            head_height=lambda: rig.chain.head.height,
+            limits=limits,
+        )
+        tx_id = block.txs[0].tx_id
+        try:
+            results = await asyncio.gather(
+                *(proofs.tx_proof(tx_id, None, "greedy") for _ in range(5)),
+                proofs.tx_proof(tx_id, None, "other"),
+                return_exceptions=True,
+            )
+            refused = [r for r in results[:5] if isinstance(r, ApiError)]
+            assert len(refused) == 3
+            assert all(r.code is ErrorCode.RATE_LIMITED for r in refused)
+            assert "proof_queue_per_client = 2" in refused[0].message
+            assert isinstance(results[5], dict) and results[5]["tx_id"] == "0x" + tx_id.hex()
+            # Once answered, the client's share is free again.
+            assert (await proofs.tx_proof(tx_id, None, "greedy"))["tx_id"] == "0x" + tx_id.hex()
+        finally:
+            proofs.close()
+    finally:
+        rig.close()

@@ -26,7 +26,7 @@ from ledger.store import Store
 from ledger.types import BlockHeader, NodeId, ReceiptStatus
 from node.api import ApiError, ErrorCode
 from node.config import NodeConfig
-from node.proofcheck import check_full_proof
+from node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
 from node.service import NodeService
 from tests.node_helpers import TestNet, evidence_args, make_net, sign_tx
 
@@ -130,6 +130,12 @@ async def test_wait_tx_times_out_with_none(svc: tuple[NodeService, TestNet]) -> 
     assert not service._waiters  # the waiter was cleaned up
 
 
+def _verify(bundle: dict[str, object], net: TestNet) -> VerifiedProof:
+    return verify_full_proof(
+        bundle, chain_id=net.genesis.chain_id, validators=net.genesis.validators
+    )
+
+
 async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
     service, net = svc
     ids = []
@@ -144,25 +150,29 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
     tail = sign_tx(net.accounts[0], expiry=service.height() + 10)
     await submit_and_wait(service, tail.encode())
     for tx_id in ids:
-        bundle = service.tx_proof(tx_id)
-        ok, why = check_full_proof(bundle, genesis=net.genesis)
-        assert ok, why
+        bundle = await service.tx_proof(tx_id)
+        _verify(bundle, net)
         # tampering with the receipt breaks it
         bad = dict(bundle)
         raw = bytearray(bytes.fromhex(bundle["receipt"][2:]))
         raw[-1] ^= 1
         bad["receipt"] = "0x" + raw.hex()
-        assert not check_full_proof(bad, genesis=net.genesis)[0]
+        with pytest.raises(ProofCheckError):
+            _verify(bad, net)
     # against a later anchor height too
     head = service.height()
-    bundle = service.tx_proof(ids[0], at_height=heights[0])
-    ok, why = check_full_proof(bundle, genesis=net.genesis)
-    assert ok and bundle["acc_size"] == service._header(heights[0]).acc_size, why
+    bundle = await service.tx_proof(ids[0], at_height=heights[0])
+    _verify(bundle, net)
+    assert bundle["acc_size"] == service._header(heights[0]).acc_size
+    # and against the head: the anchor's own certificate, not the header chain between
+    later = await service.tx_proof(ids[0], at_height=head)
+    assert _verify(later, net).anchor_height == head
+    assert later["acc_size"] == service._header(head).acc_size
     with pytest.raises(ApiError) as info:
-        service.tx_proof(ids[-1], at_height=heights[-1] - 1)
+        await service.tx_proof(ids[-1], at_height=heights[-1] - 1)
     assert info.value.code is ErrorCode.BAD_RANGE
     with pytest.raises(ApiError) as info:
-        service.tx_proof(os.urandom(32))
+        await service.tx_proof(os.urandom(32))
     assert info.value.code is ErrorCode.NOT_FOUND
 
     # consistency between every pair of (old, new) heights among a few
@@ -170,7 +180,7 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
         for new in (heights[2], head):
             if old > new:
                 continue
-            doc = service.consistency_proof(old, new)
+            doc = await service.consistency_proof(old, new)
             old_h = BlockHeader.decode(bytes.fromhex(doc["old_header"][2:]))
             new_h = BlockHeader.decode(bytes.fromhex(doc["new_header"][2:]))
             assert (old_h.height, new_h.height) == (old, new)
@@ -182,12 +192,12 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
                 forged = dict(doc, proof=["0x" + os.urandom(32).hex(), *doc["proof"][1:]])
                 assert not ConsistencyProof.from_json(forged).verify()
     with pytest.raises(ApiError):
-        service.consistency_proof(2, 1)
+        await service.consistency_proof(2, 1)
     with pytest.raises(ApiError):
-        service.consistency_proof(0, head + 1)
+        await service.consistency_proof(0, head + 1)
 
     # commit proof: headers chain to a block certified by a QC of the genesis validators
-    doc = service.commit_proof(heights[0])
+    doc = await service.commit_proof(heights[0])
     headers = [BlockHeader.decode(bytes.fromhex(h[2:])) for h in doc["headers"]]
     assert headers[0].height == heights[0]
     for parent, child in itertools.pairwise(headers):
@@ -210,7 +220,7 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
     )
     assert checker.verify_commit_proof(proof)
     with pytest.raises(ApiError):
-        service.commit_proof(head + 1)
+        await service.commit_proof(head + 1)
 
 
 async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(

@@ -198,6 +198,8 @@ async def test_tx_proof_verifies(env: Any, key: PrivateKey) -> None:
         )
     err = await rpc.error("gm_getTransactionProof", [hex0x(bytes(32))])
     assert err["code"] == ErrorCode.NOT_FOUND
+    # The proof methods learn the caller's address (their per-client share keys on it).
+    assert node.proof_clients and set(node.proof_clients) == {"127.0.0.1"}
 
 
 async def test_consistency_and_commit_proof(env: Any, key: PrivateKey) -> None:

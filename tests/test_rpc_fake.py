@@ -116,6 +116,7 @@ class FakeNode:
         self.by_hash: dict[bytes, Block] = {}
         self.txs: dict[bytes, TxLookup] = {}
         self.acc: list[bytes] = []  # accumulator leaf hashes, commit order
+        self.proof_clients: list[str] = []  # the `client` each proof method was called with
         self.records: dict[str, bytes] = {}  # record id -> digest
         self.head_feeds: list[_Feed] = []
         self.event_feeds: list[_Feed] = []
@@ -280,7 +281,10 @@ class FakeNode:
             raise ApiError(ErrorCode.BAD_RANGE, f"height {h} is above the head")
         return self.blocks[h].header
 
-    def tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
+    async def tx_proof(
+        self, tx_id: bytes, at_height: int | None = None, *, client: str = ""
+    ) -> dict[str, Any]:
+        self.proof_clients.append(client)
         look = self.txs.get(tx_id)
         if look is None:
             raise ApiError(ErrorCode.NOT_FOUND, "transaction not committed")
@@ -304,7 +308,10 @@ class FakeNode:
             "header": header.encode(),
         }
 
-    def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
+    async def consistency_proof(
+        self, old_height: int, new_height: int, *, client: str = ""
+    ) -> dict[str, Any]:
+        self.proof_clients.append(client)
         old, new = self._header_at(old_height), self._header_at(new_height)
         return {
             "old_size": old.acc_size,
@@ -314,7 +321,8 @@ class FakeNode:
             "proof": consistency_proof(self.acc[: new.acc_size], old.acc_size),
         }
 
-    def commit_proof(self, height: int) -> dict[str, Any]:
+    async def commit_proof(self, height: int, *, client: str = "") -> dict[str, Any]:
+        self.proof_clients.append(client)
         if not 0 <= height < self.height():
             raise ApiError(ErrorCode.NOT_FOUND, f"no commit certificate for height {height} yet")
         qc = self.blocks[height + 1].header.justify
