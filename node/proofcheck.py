@@ -92,7 +92,7 @@ class VerifiedProof:
         return (
             f"VALID: tx {hex0x(self.tx_id)} in block {self.height}, receipt status "
             f"{self.receipt.status.name}; accumulator size {self.acc_size} at height "
-            f"{self.anchor_height}; committed under quorum certificates checked against the "
+            f"{self.anchor_height}; committed under a quorum certificate checked against the "
             f"trusted validator set"
         )
 

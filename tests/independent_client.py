@@ -21,8 +21,9 @@ Rules it keeps, each with the section it comes from:
   expiry in `(head, head + W]` (rpc.md "Submitting evidence, step by step").
 - Merkle (§7, RFC 9162 §2.1.3.2) inclusion verification with SM3; leaf `0x00||d`, node `0x01||l||r`.
 - Accumulator (§8): `acc_index = header.acc_size - header.tx_count + index_in_block`.
-- Proof bundle (§9): header fields, block path, accumulator path, receipt path against
-  `receipt_root`, anchor header, and the 2-chain commit certificate: headers linked by
+- Proof bundle (§9, version 2): header fields, block path, accumulator path, receipt path
+  against `receipt_root`, anchor header, and 2-chain commit certificates — `commit` for the tx's
+  header and, when the anchor is not on it, `anchor_commit` for the anchor: headers linked by
   `parent_id`, `child.justify` names the tip, `child.round == child.justify.round + 1`, and the
   QC (> 2/3 of the genesis validators' power) signs the vote root
   `compute_signing_root("vote", [chain_id, block_id, round, height])` (§6).
@@ -574,9 +575,10 @@ def verify_tx_proof(
 ) -> CertifiedTx:
     """Check every part of a `gm_getTransactionProof` bundle; raise ProofError on the first flaw.
 
-    The tx's header (which carries `receipt_root`) must be certified too: §9 has the commit
-    headers start at it and pass through the anchor. `link_headers` (headers a caller fetched
-    itself) are optional and must lie on that chain.
+    The tx's header (which carries `receipt_root`) must be certified too: §9 has `commit` start
+    at it; a later anchor has its own certificate (`anchor_commit`). `link_headers` (headers a
+    caller fetched itself, strictly between the tx's block and the anchor) are optional; if given
+    they must link the tx's header to the anchor by parent ids.
     """
     _need(isinstance(bundle, dict), "bundle: not an object")
     try:
@@ -591,6 +593,7 @@ def _verify_tx_proof(
     expected_tx_id: bytes | None,
     link_headers: Sequence[bytes],
 ) -> CertifiedTx:
+    _need(b.get("version") == 2, "version: this client reads bundle version 2 (§9)")
     tx_id = _hex(b["tx_id"], "tx_id", 32)
     _need(expected_tx_id is None or tx_id == expected_tx_id, "tx_id: not the transaction asked")
     header = decode_header(_hex(b["header"], "header"))
@@ -640,9 +643,21 @@ def _verify_tx_proof(
         ),
         "receipt inclusion path does not reach receipt_root",
     )
-    # §9: the commit headers run from the tx's own header (which proves the receipt) through the
-    # anchor to the certified tip. `link_headers`, if a caller passes them, must agree.
-    tip = _verify_commit(b["commit"], header, anchor, genesis, link_headers)
+    # §9: `commit` runs from the tx's own header (which proves the receipt) to its certified
+    # tip; the anchor is on it, or `anchor_commit` certifies the anchor the same way.
+    chain, tip = _verify_commit(b["commit"], header, genesis, "commit")
+    if b.get("anchor_commit") is None:
+        _need(
+            anchor.block_id in [h.block_id for h in chain],
+            "commit: the anchor is not on the certified chain",
+        )
+    else:
+        _verify_commit(b["anchor_commit"], anchor, genesis, "anchor_commit")
+    if link_headers:
+        links = [header, *(decode_header(h) for h in link_headers), anchor]
+        for parent, child in itertools.pairwise(links):
+            _need(child.parent_id == parent.block_id, "links: headers not linked by parent_id")
+            _need(child.height == parent.height + 1, "links: heights not consecutive")
     return CertifiedTx(
         tx_id=Digest(tx_id),
         height=header.height,
@@ -655,54 +670,46 @@ def _verify_tx_proof(
 
 
 def _verify_commit(
-    commit: dict[str, Any],
-    header: Header,
-    anchor: Header,
-    genesis: GenesisInfo,
-    link_headers: Sequence[bytes] = (),
-) -> Digest:
-    """Headers tx..anchor..tip linked by parent_id; CommitProof [24, child, qc]: 2-chain rule."""
-    _need(isinstance(commit, dict), "commit: not an object")
+    commit: dict[str, Any], first: Header, genesis: GenesisInfo, what: str
+) -> tuple[list[Header], Digest]:
+    """Headers first..tip linked by parent_id; CommitProof [24, child, qc]: 2-chain rule."""
+    _need(isinstance(commit, dict), f"{what}: not an object")
     raw_headers = commit["headers"]
-    _need(isinstance(raw_headers, list) and len(raw_headers) > 0, "commit: no headers")
-    chain = [decode_header(_hex(h, "commit header")) for h in raw_headers]
-    _need(chain[0].block_id == header.block_id, "commit: first header is not the tx's header")
-    ids = [h.block_id for h in chain]
-    _need(anchor.block_id in ids, "commit: the anchor is not on the certified chain")
-    for extra in link_headers:
-        _need(decode_header(extra).block_id in ids, "commit: a link header is off the chain")
+    _need(isinstance(raw_headers, list) and len(raw_headers) > 0, f"{what}: no headers")
+    chain = [decode_header(_hex(h, f"{what} header")) for h in raw_headers]
+    _need(chain[0].block_id == first.block_id, f"{what}: first header is not the expected one")
     for parent, child in itertools.pairwise(chain):
-        _need(child.parent_id == parent.block_id, "commit: headers not linked by parent_id")
-        _need(child.height == parent.height + 1, "commit: heights not consecutive")
-    _need(all(h.chain_id == genesis.chain_id for h in chain), "commit: chain id")
+        _need(child.parent_id == parent.block_id, f"{what}: headers not linked by parent_id")
+        _need(child.height == parent.height + 1, f"{what}: heights not consecutive")
+    _need(all(h.chain_id == genesis.chain_id for h in chain), f"{what}: chain id")
     tip = chain[-1]
     try:
-        proof = decode(_hex(commit["proof"], "commit proof"))
+        proof = decode(_hex(commit["proof"], f"{what} proof"))
     except EncodingError as exc:
-        raise ProofError(f"commit proof: {exc}") from None
+        raise ProofError(f"{what} proof: {exc}") from None
     _need(
         isinstance(proof, list) and len(proof) == 3 and proof[0] == _TAG_COMMIT_PROOF,
-        "commit proof: not [24, child_header, qc]",
+        f"{what} proof: not [24, child_header, qc]",
     )
     child = _header_from_array(proof[1])
     qc = _qc_from_array(proof[2])
-    _need(child.chain_id == genesis.chain_id, "commit proof: child chain id")
-    _need(child.parent_id == tip.block_id, "commit proof: child is not the tip's child")
-    _need(child.justify.block_id == tip.block_id, "commit proof: child's justify is not the tip")
+    _need(child.chain_id == genesis.chain_id, f"{what} proof: child chain id")
+    _need(child.parent_id == tip.block_id, f"{what} proof: child is not the tip's child")
+    _need(child.justify.block_id == tip.block_id, f"{what} proof: child's justify is not the tip")
     _need(
         (child.justify.round, child.justify.height) == (tip.round, tip.height),
-        "commit proof: child's justify round/height differ from the tip's",
+        f"{what} proof: child's justify round/height differ from the tip's",
     )
-    _need(child.round == child.justify.round + 1, "commit proof: rounds not consecutive")
-    _need(qc.block_id == child.block_id, "commit proof: qc does not name the child")
-    _need((qc.round, qc.height) == (child.round, child.height), "commit proof: qc round/height")
-    _check_qc(qc, genesis.chain_id, genesis, "qc")
+    _need(child.round == child.justify.round + 1, f"{what} proof: rounds not consecutive")
+    _need(qc.block_id == child.block_id, f"{what} proof: qc does not name the child")
+    _need((qc.round, qc.height) == (child.round, child.height), f"{what} proof: qc round/height")
+    _check_qc(qc, genesis.chain_id, genesis, f"{what} qc")
     # The tip's own QC (inside the child): the first link of the 2-chain, checked as strictly.
     if tip.height == 0:
         _need(tip.parent_id == genesis.genesis_hash, "genesis block: parent is not the genesis")
     else:
-        _check_qc(child.justify, genesis.chain_id, genesis, "child.justify")
-    return tip.block_id
+        _check_qc(child.justify, genesis.chain_id, genesis, f"{what} child.justify")
+    return chain, tip.block_id
 
 
 # ---------------------------------------------------------------- JSON-RPC (rpc.md, OpenRPC)

@@ -300,9 +300,9 @@ def test_second_record_and_proof_against_a_later_header(journey: _Journey, dev_n
     """A second record links to the first; the first tx is then proven against the new head.
 
     A bundle anchored on a later header proves the tx in that header's accumulator; its receipt
-    is proven against the tx's own header, which the bundle's commit headers link (by parent ids)
-    through the anchor to the certified tip (protocol.md section 9). Dropping or altering a link
-    must be rejected.
+    is proven against the tx's own header, which the bundle's `commit` certifies; the anchor is
+    on that chain or certified by `anchor_commit` (protocol.md section 9). Dropping or altering a
+    link, or either certificate, must be rejected.
     """
     rpc = ic.RpcClient(dev_node.url)
     args = ic.build_submit_args(
@@ -326,9 +326,23 @@ def test_second_record_and_proof_against_a_later_header(journey: _Journey, dev_n
     certified = ic.verify_tx_proof(bundle, genesis=journey.genesis, link_headers=links)
     assert certified.block_id == journey.certified.block_id
     assert certified.acc_size == bundle["acc_size"]
-    # Without fetched link headers the bundle alone suffices: its commit headers start at the
-    # tx's own header and pass through the anchor.
+    # Without fetched link headers the bundle alone suffices: `commit` starts at the tx's own
+    # header and the anchor is on it or certified by `anchor_commit`.
     assert ic.verify_tx_proof(bundle, genesis=journey.genesis).block_id == certified.block_id
+    if links:
+        with pytest.raises(ic.ProofError, match="links"):
+            ic.verify_tx_proof(bundle, genesis=journey.genesis, link_headers=links + links[-1:])
+    if bundle["anchor_commit"] is not None:
+        proof = bundle["anchor_commit"]["proof"]
+        for where in (10, len(proof) - 10):  # the child header, the QC's signature
+            digit = "0" if proof[where] != "0" else "1"
+            bad = copy.deepcopy(bundle)
+            bad["anchor_commit"]["proof"] = proof[:where] + digit + proof[where + 1 :]
+            with pytest.raises(ic.ProofError, match="anchor_commit"):
+                ic.verify_tx_proof(bad, genesis=journey.genesis)
+        dropped_anchor = {**bundle, "anchor_commit": None}
+        with pytest.raises(ic.ProofError, match="anchor is not on the certified chain"):
+            ic.verify_tx_proof(dropped_anchor, genesis=journey.genesis)
     headers = bundle["commit"]["headers"]
     if len(headers) > 1:
         dropped = {**bundle, "commit": {**bundle["commit"], "headers": headers[1:]}}
