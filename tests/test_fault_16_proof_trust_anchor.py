@@ -172,7 +172,7 @@ def test_sdk_entry_point_requires_a_trust_anchor(proofs: _Proofs) -> None:
 
 def test_self_certified_bundle_is_refused(proofs: _Proofs) -> None:
     forged = _self_certified(proofs)
-    with pytest.raises(sdk.SdkError, match="not a validator|does not verify"):
+    with pytest.raises(sdk.SdkError, match=r"not a validator|does not verify"):
         sdk.verify_proof_bundle(forged, genesis=proofs.genesis)
     path = _write(proofs, "forged", forged)
     bare = _cli(path)
@@ -198,6 +198,13 @@ def test_good_bundles_verify_against_the_genesis(proofs: _Proofs) -> None:
         # The genesis file's path works too, and so does its validator set on its own.
         sdk.verify_proof_bundle(bundle, genesis=proofs.genesis_file)
         sdk.verify_proof_bundle(bundle, validators=proofs.genesis.validators)
+    # The bundle is what docs/openrpc.json says it is (TxProof, version 2).
+    from node.rpc import load_openrpc
+
+    schema = load_openrpc()["components"]["schemas"]["TxProof"]
+    for bundle in (proofs.own, proofs.later):
+        assert bundle["version"] == 2
+        assert set(schema["required"]) <= set(bundle) <= set(schema["properties"])
     res = _cli(_write(proofs, "later", proofs.later), "--genesis", str(proofs.genesis_file))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith("VALID")
