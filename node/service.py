@@ -8,7 +8,8 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"; STYLE.md ha
 3. A transaction is acknowledged (`submit_raw_tx` returns) only when it is in the pool; its
    receipt is reported only after its block's synced batch is written. Admission itself (checks,
    batching, the pool log) is node/admission.py.
-4. Signature verification runs in worker threads or processes, never on the loop.
+4. Signature verification runs in worker threads or processes, never on the loop; so do proofs
+   (node/proofserve.py: O(log n) work, a bounded share per client).
 """
 
 from __future__ import annotations
