@@ -106,14 +106,35 @@ class ProofService:
                 f"(proof_queue_per_client = {self._limits.queue_per_client}); retry later",
             )
         share.accepted += 1
-        try:
-            async with share.running:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, job)
-        finally:
+        loop = asyncio.get_running_loop()
+
+        def finished() -> None:  # on the loop, once the job has left the workers
+            share.running.release()
             share.accepted -= 1
-            if share.accepted == 0:
-                with contextlib.suppress(KeyError):
-                    del self._clients[client]
+            if share.accepted == 0 and self._clients.get(client) is share:
+                del self._clients[client]
+
+        try:
+            await share.running.acquire()
+        except BaseException:
+            share.accepted -= 1
+            if share.accepted == 0 and self._clients.get(client) is share:
+                del self._clients[client]
+            raise
+        try:
+            job_future = self._pool.submit(job)
+        except RuntimeError:  # the workers are shut down: the node is stopping
+            finished()
+            raise ApiError(ErrorCode.NOT_READY, "the node is stopping") from None
+
+        def on_done(_: object) -> None:  # in a worker thread (or the canceller's)
+            # A caller that gave up (cancelled) keeps its slot until the job really ends, so a
+            # client cannot stack more than its share of running jobs by disconnecting.
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to do
+                loop.call_soon_threadsafe(finished)
+
+        job_future.add_done_callback(on_done)
+        return await asyncio.wrap_future(job_future)
 
     # --- the builders (run in a worker thread; plain functions of the store) ---------------------
 
