@@ -188,7 +188,7 @@ def _validator_set(items: Sequence[GenesisValidator | Mapping[str, Any]]) -> lis
                 GenesisValidator(
                     pubkey=from_hex(pub if pub.startswith("0x") else "0x" + pub, what="pubkey"),
                     power=v["power"],
-                    org=str(v.get("org", "")),
+                    org=str(v.get("org") or "(unnamed)"),  # not checked: only keys and power
                 )
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
