@@ -47,6 +47,7 @@ class _Proofs:
     own: dict[str, Any]  # anchored at the tx's own certified block
     later: dict[str, Any]  # anchored at a later head
     dir: Path
+    validator_key: PrivateKey  # the dev chain's one validator (to forge what only it could sign)
 
 
 def _commit(rpc: RpcSession, genesis: Genesis, key: PrivateKey) -> str:
@@ -78,7 +79,8 @@ def proofs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Proofs]:
         own = rpc.call("gm_getTransactionProof", first)
         later = rpc.call("gm_getTransactionProof", first, head)
         assert later["acc_size"] > own["acc_size"]
-        yield _Proofs(genesis, home / "dev" / "genesis.json", own, later, home)
+        node_key = load_key(home / "dev" / "node.key", DEV_PASSPHRASE.encode())
+        yield _Proofs(genesis, home / "dev" / "genesis.json", own, later, home, node_key)
     finally:
         rpc.close()
         node.stop()
@@ -163,6 +165,15 @@ def test_no_sdk_function_accepts_a_garbage_qc(proofs: _Proofs) -> None:
         assert not accepted, "verify_proof accepted a bundle whose QC is garbage"
     with pytest.raises(sdk.SdkError, match="does not verify against the trusted validator set"):
         sdk.verify_proof_bundle(bad, genesis=proofs.genesis)
+    # Only the tip's own QC (inside the certificate's child header) is garbage; the outer QC is
+    # validly signed by the real validator over that child. The 2-chain's first link must hold.
+    real = _signed_by(proofs.validator_key, proofs.genesis.chain_id)
+    inner = _recertify(proofs.later, lambda qc: _garbage(qc) if qc.signatures else qc)
+    for cert in _certificates(inner):
+        proof = CommitProof.decode(bytes.fromhex(cert["proof"][2:]))
+        cert["proof"] = "0x" + CommitProof(header=proof.header, qc=real(proof.qc)).encode().hex()
+    with pytest.raises(sdk.SdkError, match="the tip's own QC does not verify"):
+        sdk.verify_proof_bundle(inner, genesis=proofs.genesis)
 
 
 def test_sdk_entry_point_requires_a_trust_anchor(proofs: _Proofs) -> None:
@@ -172,14 +183,14 @@ def test_sdk_entry_point_requires_a_trust_anchor(proofs: _Proofs) -> None:
 
 def test_self_certified_bundle_is_refused(proofs: _Proofs) -> None:
     forged = _self_certified(proofs)
-    with pytest.raises(sdk.SdkError, match=r"not a validator|does not verify"):
-        sdk.verify_proof_bundle(forged, genesis=proofs.genesis)
     path = _write(proofs, "forged", forged)
-    bare = _cli(path)
+    bare = _cli(path)  # the base code checked it against the set inside the bundle: exit 0
     assert bare.returncode != 0, bare.stdout
     pinned = _cli(path, "--genesis", str(proofs.genesis_file))
     assert pinned.returncode != 0, pinned.stdout
     assert "INVALID" in pinned.stdout + pinned.stderr
+    with pytest.raises(sdk.SdkError, match=r"not a validator|does not verify"):
+        sdk.verify_proof_bundle(forged, genesis=proofs.genesis)
 
 
 def test_cli_without_anchor_exits_nonzero_with_one_line(proofs: _Proofs) -> None:
