@@ -123,6 +123,12 @@ class NodeConfig:
         vp = self.verify_processes
         if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
             raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
+        if self.proof_threads > 64:
+            raise ConfigError(f"proof_threads: at most 64, got {self.proof_threads}")
+        if self.proof_jobs_per_client > self.proof_threads:
+            raise ConfigError("proof_jobs_per_client must not exceed proof_threads")
+        if self.proof_jobs_per_client > self.proof_queue_per_client:
+            raise ConfigError("proof_jobs_per_client must not exceed proof_queue_per_client")
         if self.min_block_txs > self.max_block_txs:
             raise ConfigError("min_block_txs must not exceed max_block_txs")
         if self.min_wait_ms > self.max_wait_ms:

@@ -106,35 +106,34 @@ class ProofService:
                 f"(proof_queue_per_client = {self._limits.queue_per_client}); retry later",
             )
         share.accepted += 1
-        loop = asyncio.get_running_loop()
-
-        def finished() -> None:  # on the loop, once the job has left the workers
-            share.running.release()
-            share.accepted -= 1
-            if share.accepted == 0 and self._clients.get(client) is share:
-                del self._clients[client]
-
         try:
             await share.running.acquire()
         except BaseException:
-            share.accepted -= 1
-            if share.accepted == 0 and self._clients.get(client) is share:
-                del self._clients[client]
+            self._leave(client, share, ran=False)
             raise
         try:
             job_future = self._pool.submit(job)
         except RuntimeError:  # the workers are shut down: the node is stopping
-            finished()
+            self._leave(client, share, ran=True)
             raise ApiError(ErrorCode.NOT_READY, "the node is stopping") from None
+        loop = asyncio.get_running_loop()
 
         def on_done(_: object) -> None:  # in a worker thread (or the canceller's)
             # A caller that gave up (cancelled) keeps its slot until the job really ends, so a
             # client cannot stack more than its share of running jobs by disconnecting.
             with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to do
-                loop.call_soon_threadsafe(finished)
+                loop.call_soon_threadsafe(self._leave, client, share, True)
 
         job_future.add_done_callback(on_done)
         return await asyncio.wrap_future(job_future)
+
+    def _leave(self, client: str, share: _Client, ran: bool) -> None:
+        """On the loop: a request of `client` is answered (its job left the workers if `ran`)."""
+        if ran:
+            share.running.release()
+        share.accepted -= 1
+        if share.accepted == 0 and self._clients.get(client) is share:
+            del self._clients[client]
 
     # --- the builders (run in a worker thread; plain functions of the store) ---------------------
 

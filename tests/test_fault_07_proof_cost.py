@@ -257,3 +257,20 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
             proofs.close()
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"proof_max_span": 0}, "proof_max_span: expected a positive integer"),
+        ({"proof_threads": 65}, "proof_threads: at most 64"),
+        ({"proof_jobs_per_client": 3}, "must not exceed proof_threads"),
+        ({"proof_queue_per_client": 0}, "proof_queue_per_client: expected a positive integer"),
+    ],
+)
+def test_proof_limits_are_checked_config(changes: dict[str, int], message: str) -> None:
+    from node.config import ConfigError, NodeConfig
+
+    NodeConfig(data_dir="d", genesis_file="g", key_file="k").validate()  # the defaults are valid
+    with pytest.raises(ConfigError, match=message):
+        NodeConfig(data_dir="d", genesis_file="g", key_file="k", **changes).validate()  # type: ignore[arg-type]
