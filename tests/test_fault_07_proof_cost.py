@@ -268,7 +268,7 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
         ({"proof_queue_per_client": 0}, "proof_queue_per_client: expected a positive integer"),
     ],
 )
-def test_proof_limits_are_checked_config(changes: dict[str, int], message: str) -> None:
+def test_proof_limits_are_validated(changes: dict[str, int], message: str) -> None:
     from node.config import ConfigError, NodeConfig
 
     NodeConfig(data_dir="d", genesis_file="g", key_file="k").validate()  # the defaults are valid
