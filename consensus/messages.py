@@ -14,14 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from ledger.codec import Value
+from ledger.codec import Value, encode
 from ledger.types import (
+    DIGEST_SIZE,
+    MAX_VALIDATORS,
+    NODE_ID_SIZE,
+    SIGNATURE_SIZE,
     Block,
     BlockHeader,
     Digest,
     Height,
+    NodeId,
     Proposal,
     QuorumCert,
+    Round,
     TimeoutCert,
     TimeoutVote,
     Vote,
@@ -30,6 +36,8 @@ from ledger.types import (
 
 __all__ = [
     "MAX_BLOCKS_PER_RESPONSE",
+    "MAX_BLOCK_TX_BYTES",
+    "MAX_MESSAGE_BYTES",
     "BlockRequest",
     "BlockResponse",
     "CommitProof",
@@ -57,6 +65,7 @@ class CommitProof(_Struct):
     C.round == C.justify.round + 1 (Jolteon's 2-chain rule); C.justify names the committed block."""
 
     TAG: ClassVar[int] = 24
+    NESTING: ClassVar[int] = 1 + max(BlockHeader.NESTING, QuorumCert.NESTING)  # [24, header, qc]
     header: BlockHeader
     qc: QuorumCert
 
@@ -85,6 +94,7 @@ class BlockRequest(_Struct):
     """Ask a peer for block `block_id` and up to `count - 1` of its ancestors."""
 
     TAG: ClassVar[int] = 20
+    NESTING: ClassVar[int] = 1  # scalars only
     block_id: Digest
     count: int
 
@@ -109,6 +119,7 @@ class BlockResponse(_Struct):
     """Blocks newest first: blocks[0] has the requested id, blocks[i+1] is blocks[i]'s parent."""
 
     TAG: ClassVar[int] = 21
+    NESTING: ClassVar[int] = 2 + Block.NESTING  # [21, block_id, [block, ...]]
     block_id: Digest
     blocks: tuple[Block, ...]
 
@@ -136,6 +147,7 @@ class SyncRequest(_Struct):
     """Ask for committed blocks from `from_height` on (served by App.get_committed_blocks)."""
 
     TAG: ClassVar[int] = 22
+    NESTING: ClassVar[int] = 1  # scalars only
     from_height: Height
     count: int
 
@@ -160,6 +172,8 @@ class SyncResponse(_Struct):
     """Committed blocks ascending by height, each with the proof of the commit that included it."""
 
     TAG: ClassVar[int] = 23
+    # [23, [[block, proof], ...]]
+    NESTING: ClassVar[int] = 3 + max(Block.NESTING, CommitProof.NESTING)
     items: tuple[tuple[Block, CommitProof], ...]
 
     def __post_init__(self) -> None:
@@ -198,6 +212,7 @@ class SyncInfo(_Struct):
     holds the blocks but missed that QC commits with it; otherwise it fetches them."""
 
     TAG: ClassVar[int] = 26
+    NESTING: ClassVar[int] = 1 + max(QuorumCert.NESTING, TimeoutCert.NESTING)  # [26, qc, tc, qc]
     high_qc: QuorumCert
     tc: TimeoutCert | None
     commit_qc: QuorumCert | None = None
@@ -236,3 +251,58 @@ ConsensusMessage = (
     | SyncResponse
     | SyncInfo
 )
+
+
+# --- size: every container of a block fits one message (rule 4) ------------------------------
+
+MAX_MESSAGE_BYTES = (
+    4 * 1024 * 1024
+)  # the largest payload a peer accepts (p2p max_frame, node/network)
+
+
+def _largest_block_overhead() -> int:
+    """Bytes of the largest message that carries one block, beyond the block's transactions:
+    the largest header (longest chain id, u64 fields, a QC of MAX_VALIDATORS signatures) in a
+    Proposal with the largest TC, in a BlockResponse, or with the largest CommitProof in a
+    SyncResponse; +4 for the widest array header of the transaction list."""
+    u64 = 2**64 - 1
+    signers = [NodeId(i.to_bytes(NODE_ID_SIZE, "big")) for i in range(1, MAX_VALIDATORS + 1)]
+    sig = b"\xff" * SIGNATURE_SIZE
+    digest = Digest(b"\xff" * DIGEST_SIZE)
+    qc = QuorumCert(
+        block_id=digest,
+        round=Round(u64),
+        height=Height(u64),
+        signatures=tuple((n, sig) for n in signers),
+    )
+    header = BlockHeader(
+        chain_id="x" * 64,
+        height=Height(u64),
+        round=Round(u64),
+        parent_id=digest,
+        timestamp_ms=u64,
+        proposer=signers[0],
+        tx_root=digest,
+        tx_count=0,
+        receipt_root=digest,
+        acc_root=digest,
+        acc_size=u64,
+        state_hash=digest,
+        justify=qc,
+    )
+    block = Block(header=header, txs=())
+    tc = TimeoutCert(round=Round(u64), high_qc=qc, entries=tuple((n, u64, sig) for n in signers))
+    proof = CommitProof(header=header, qc=qc)
+    carriers = [
+        Proposal(block=block, tc=tc, signature=sig),
+        BlockResponse(block_id=digest, blocks=(block,)),
+        SyncResponse(items=((block, proof),)),
+    ]
+    tx_count_widening = len(encode(u64)) - len(encode(0))
+    return max(len(m.encode()) for m in carriers) + tx_count_widening + 4
+
+
+# The transaction bytes one block may hold: so a leader never builds a block that its Proposal, a
+# BlockResponse or a SyncResponse could not carry to a peer (issue 10, fault 1). Computed from
+# the layout above at import, not guessed.
+MAX_BLOCK_TX_BYTES = MAX_MESSAGE_BYTES - _largest_block_overhead()

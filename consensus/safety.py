@@ -46,6 +46,10 @@ class SafetyData(_Struct):
     """What must survive a crash before a vote or timeout leaves (docs/consensus.md, "Persist")."""
 
     TAG: ClassVar[int] = 25
+    # [25, rounds..., vote, timeout, high_qc, last_tc, round]
+    NESTING: ClassVar[int] = 1 + max(
+        Vote.NESTING, TimeoutVote.NESTING, QuorumCert.NESTING, TimeoutCert.NESTING
+    )
     last_voted_round: Round = _R0  # highest round we voted or timed out in (S1, T1)
     preferred_round: Round = _R0  # highest QC round observed (S3, T3)
     highest_timeout_round: Round = _R0  # highest round we signed a timeout for

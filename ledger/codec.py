@@ -11,6 +11,10 @@ Rules this module keeps:
    bytes are all rejected, and `encode(decode(b)) == b` for every `b` that decodes.
 4. Hard limits are applied while decoding (total size, string/bin length, array length, depth), so a
    hostile input cannot make us allocate more than a small multiple of its own size.
+5. Depth counts arrays: a scalar nests 0 levels, `[]` and `[1]` one, `[[1]]` two. `max_depth` is
+   the deepest nesting accepted. A struct decoder never uses the flat default: it passes the depth
+   its own layout can reach (`ledger.types`, "Nesting depth"), so a container accepts every value
+   its parts accept.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import msgpack
 __all__ = [
     "DEFAULT_LIMITS",
     "DecodeError",
+    "DepthError",
     "Limits",
     "Value",
     "check_value",
@@ -43,6 +48,10 @@ class DecodeError(ValueError):
     """The bytes are not the canonical encoding of a value (the sender's fault)."""
 
 
+class DepthError(DecodeError):
+    """A value nests deeper than the limit (raised by `check_value` and, wrapped, by `decode`)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """Bounds applied while decoding; each is a hard cap, never a hint."""
@@ -51,7 +60,7 @@ class Limits:
     max_str: int = 64 * 1024  # one str, bytes of UTF-8
     max_bin: int = 4 * 1024 * 1024  # one bin
     max_array: int = 100_000  # elements of one array
-    max_depth: int = 16  # nesting of arrays
+    max_depth: int = 16  # nesting of arrays (rule 5); struct decoders pass their own
 
 
 DEFAULT_LIMITS = Limits()
@@ -65,9 +74,10 @@ def encode(value: Value) -> bytes:
     return out
 
 
-def check_value(value: Value) -> None:
-    """Raise TypeError/ValueError unless `value` follows rule 1 (within the default depth)."""
-    _check_value(value, 0, DEFAULT_LIMITS.max_depth)
+def check_value(value: Value, max_depth: int = DEFAULT_LIMITS.max_depth) -> None:
+    """Raise TypeError/ValueError unless `value` follows rule 1 and nests at most `max_depth`
+    arrays (DepthError, a ValueError, names the limit)."""
+    _check_value(value, 0, max_depth)
 
 
 def encode_checked_fields(value: Value) -> bytes:
@@ -105,6 +115,8 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
         raise DecodeError(f"malformed msgpack: {exc}") from exc
     try:
         _check_value(value, 0, limits.max_depth)
+    except DepthError:
+        raise
     except (TypeError, ValueError) as exc:
         raise DecodeError(str(exc)) from exc
     if msgpack.packb(value, use_bin_type=True) != data:
@@ -121,7 +133,7 @@ def _check_value(value: Value, depth: int, max_depth: int) -> None:
         return
     if t is list or t is tuple:
         if depth >= max_depth:
-            raise ValueError(f"nesting deeper than {max_depth}")
+            raise DepthError(f"arrays nest deeper than {max_depth} levels")
         for item in value:
             ti = type(item)
             if ti is bytes or ti is str or item is None:
@@ -144,7 +156,7 @@ def _check_value(value: Value, depth: int, max_depth: int) -> None:
         return
     if isinstance(value, list | tuple):
         if depth >= max_depth:
-            raise ValueError(f"nesting deeper than {max_depth}")
+            raise DepthError(f"arrays nest deeper than {max_depth} levels")
         for item in value:
             _check_value(item, depth + 1, max_depth)
         return

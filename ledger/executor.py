@@ -32,9 +32,10 @@ from contracts.framework import (
 )
 from contracts.membership import lookup_account
 from crypto_sm import sm3_hash
-from ledger.codec import encode
+from ledger.codec import check_value
 from ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
 from ledger.types import (
+    MAX_VALUE_DEPTH,
     Digest,
     Receipt,
     ReceiptStatus,
@@ -358,7 +359,9 @@ class Executor:
         result: Any = None
         try:
             result = self.registry.invoke(context, body.contract, body.method, list(body.args))
-            encode(result)  # a contract must return a canonical value
+            # A contract must return a canonical value that a Receipt can carry (ledger.types
+            # rule 6); otherwise the receipt would be built here but could never be served.
+            check_value(result, MAX_VALUE_DEPTH)
         except ContractError as exc:
             status, error = exc.status, error_text(exc)
         except Exception as exc:

@@ -13,18 +13,27 @@ Rules this module keeps (docs/protocol.md is the byte-exact statement of them):
 5. A block's id is the signing root of its header; the header commits to the transactions (tx_root),
    the receipts (receipt_root), the global accumulator (acc_root, acc_size), the state-change chain
    (state_hash) and the QC that justifies its parent.
+6. Nesting depth (docs/protocol.md, "Nesting depth"): a free-form value (a transaction's `args`
+   list, a receipt's `result`, an event field's value) nests at most MAX_VALUE_DEPTH arrays, and
+   its struct refuses it otherwise. Every struct declares `NESTING`, the deepest its encoding can
+   nest, computed from its layout and its parts' NESTING; `decode` allows exactly that. So a
+   container (block, proposal, block or sync response) accepts every transaction that admission
+   accepts: no container can reduce what a transaction may hold (issue 10, fault 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import cache
 from typing import Any, ClassVar, NewType, Self
 
 from crypto_sm import sm3_hash
 from ledger.codec import (
+    DEFAULT_LIMITS,
     DecodeError,
+    DepthError,
     Limits,
     Value,
     check_value,
@@ -37,6 +46,8 @@ __all__ = [
     "DIGEST_SIZE",
     "DOMAIN",
     "MAX_TX_BYTES",
+    "MAX_VALIDATORS",
+    "MAX_VALUE_DEPTH",
     "NODE_ID_SIZE",
     "PUBKEY_SIZE",
     "SIGNATURE_SIZE",
@@ -76,6 +87,11 @@ PUBKEY_SIZE = 65
 SIGNATURE_SIZE = 64
 ZERO_DIGEST = Digest(bytes(32))
 MAX_TX_BYTES = 64 * 1024
+MAX_VALIDATORS = 256  # a genesis admits at most this many (so a QC or TC has at most this many)
+# Rule 6: how deep a free-form value may nest, counting its own array (`[1]` is 1, `[[1]]` is 2).
+# 14 keeps every transaction admitted before the rule admissible: the codec's flat depth of 16
+# over a whole SignedTx `[2, [1, ..., args]]` left exactly 14 levels for its args.
+MAX_VALUE_DEPTH = 14
 _U64 = 2**64 - 1
 
 # One domain string per kind of hashed or signed message. Never reuse one for another kind.
@@ -141,6 +157,16 @@ def _check_str(name: str, value: object, max_len: int, *, allow_empty: bool = Fa
         raise ValueError(f"{name}: must not be empty")
 
 
+def _check_free_value(name: str, value: object) -> None:
+    """A free-form value: canonical (ledger.codec rule 1) and at most MAX_VALUE_DEPTH deep."""
+    try:
+        check_value(value, MAX_VALUE_DEPTH)
+    except DepthError as exc:
+        raise ValueError(
+            f"{name}: {exc} (a value may nest at most {MAX_VALUE_DEPTH} arrays, its own included)"
+        ) from None
+
+
 def _check_list(name: str, value: object, max_len: int) -> None:
     _need(isinstance(value, list | tuple), f"{name}: expected a list")
     assert isinstance(value, list | tuple)
@@ -155,11 +181,27 @@ def _unpack(cls_name: str, fields: object, tag: int, count: int) -> list[Any]:
     return fields[1:]
 
 
+@cache
+def _limits_with_depth(limits: Limits, depth: int) -> Limits:
+    return replace(limits, max_depth=depth)
+
+
 class _Struct:
-    """Mixin: canonical encoding for a frozen dataclass with a TAG."""
+    """Mixin: canonical encoding for a frozen dataclass with a TAG.
+
+    NESTING (rule 6) is the deepest its encoding can nest: 1 for its own array, plus the deepest
+    field (a nested struct's NESTING, +1 for each list or pair around it, MAX_VALUE_DEPTH for a
+    free-form value). Declared next to the layout it follows; tests/test_fault_01_nesting_depth.py
+    checks it against the encoding of a deepest instance."""
 
     TAG: ClassVar[int]
+    NESTING: ClassVar[int]
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A struct without its own NESTING would decode under another's depth: refuse at import.
+        assert isinstance(cls.__dict__.get("NESTING"), int), f"{cls.__name__}: declare NESTING"
 
     def to_fields(self) -> list[Value]:
         raise NotImplementedError
@@ -187,7 +229,11 @@ class _Struct:
 
     @classmethod
     def decode(cls, data: bytes, limits: Limits | None = None) -> Self:
-        return cls.from_fields(decode(data) if limits is None else decode(data, limits))
+        """Decode `data` as this struct. The depth limit is always the struct's own NESTING
+        (rule 6), whatever `limits` says; its size limits apply as given."""
+        return cls.from_fields(
+            decode(data, _limits_with_depth(limits or DEFAULT_LIMITS, cls.NESTING))
+        )
 
 
 def decode_struct(cls: type[_Struct], data: bytes) -> Any:
@@ -203,6 +249,7 @@ class TxBody(_Struct):
     """What the sender signs. `expiry` bounds replay: valid while head < expiry <= head + W."""
 
     TAG: ClassVar[int] = 1
+    NESTING: ClassVar[int] = 1 + MAX_VALUE_DEPTH  # [1, ..., args]: args is a free-form value
     chain_id: str
     sender: bytes  # 65-byte uncompressed SM2 public key
     nonce: int  # any u64 the sender picks; makes otherwise identical calls distinct
@@ -220,7 +267,7 @@ class TxBody(_Struct):
         _check_str("method", self.method, 32)
         _check_list("args", self.args, 64)
         object.__setattr__(self, "args", tuple(self.args))
-        check_value(list(self.args))
+        _check_free_value("args", list(self.args))
 
     def to_fields(self) -> list[Value]:
         return [
@@ -259,6 +306,7 @@ class SignedTx(_Struct):
     """A transaction on the wire: the body and the sender's SM2 signature of the body's id."""
 
     TAG: ClassVar[int] = 2
+    NESTING: ClassVar[int] = 1 + TxBody.NESTING  # [2, body, signature]
     body: TxBody
     signature: bytes
     # Cached id; not part of the encoding or of equality. init=False so that
@@ -290,7 +338,13 @@ class SignedTx(_Struct):
         """Decode a raw transaction, enforcing MAX_TX_BYTES."""
         if len(data) > MAX_TX_BYTES:
             raise DecodeError(f"transaction of {len(data)} bytes exceeds {MAX_TX_BYTES}")
-        return cls.decode(data)
+        try:
+            return cls.decode(data)
+        except DepthError as exc:
+            raise DecodeError(
+                f"transaction {exc}: its args may nest at most {MAX_VALUE_DEPTH} arrays, the args"
+                " list included (docs/protocol.md, Nesting depth)"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,6 +352,7 @@ class Event(_Struct):
     """Something a contract announces; `fields` are (name, value) pairs in the order emitted."""
 
     TAG: ClassVar[int] = 3
+    NESTING: ClassVar[int] = 3 + MAX_VALUE_DEPTH  # [3, contract, name, [[name, value], ...]]
     contract: str
     name: str
     fields: tuple[tuple[str, Value], ...] = ()
@@ -310,7 +365,7 @@ class Event(_Struct):
         for pair in self.fields:
             _need(isinstance(pair, list | tuple) and len(pair) == 2, "fields: expected pairs")
             _check_str("field name", pair[0], 64)
-            check_value(pair[1])
+            _check_free_value(f"field {pair[0]}", pair[1])
             pairs.append((pair[0], pair[1]))
         object.__setattr__(self, "fields", tuple(pairs))
 
@@ -332,6 +387,8 @@ class Receipt(_Struct):
     """The result of one transaction: status, return value, events, and a readable error."""
 
     TAG: ClassVar[int] = 4
+    # [4, tx_id, status, result, [event, ...], error]
+    NESTING: ClassVar[int] = 1 + max(MAX_VALUE_DEPTH, 1 + Event.NESTING)
     tx_id: Digest
     status: ReceiptStatus
     result: Value = None
@@ -346,7 +403,7 @@ class Receipt(_Struct):
         _need(all(isinstance(e, Event) for e in self.events), "events: expected Event items")
         object.__setattr__(self, "events", tuple(self.events))
         _check_str("error", self.error, 512, allow_empty=True)
-        check_value(self.result)
+        _check_free_value("result", self.result)
 
     def to_fields(self) -> list[Value]:
         return [
@@ -398,6 +455,7 @@ class QuorumCert(_Struct):
     """
 
     TAG: ClassVar[int] = 8
+    NESTING: ClassVar[int] = 3  # [8, ..., [[signer, signature], ...]]
     block_id: Digest
     round: Round
     height: Height
@@ -443,6 +501,7 @@ class Vote(_Struct):
     """One replica's vote for a block; sent to the next leader."""
 
     TAG: ClassVar[int] = 7
+    NESTING: ClassVar[int] = 1  # scalars only
     block_id: Digest
     round: Round
     height: Height
@@ -482,6 +541,7 @@ class TimeoutVote(_Struct):
     """
 
     TAG: ClassVar[int] = 9
+    NESTING: ClassVar[int] = 1 + QuorumCert.NESTING  # [9, round, high_qc, voter, signature]
     round: Round
     high_qc: QuorumCert
     voter: NodeId
@@ -523,6 +583,8 @@ class TimeoutCert(_Struct):
     """
 
     TAG: ClassVar[int] = 10
+    # [10, round, high_qc, [[voter, round, signature], ...]]
+    NESTING: ClassVar[int] = 1 + max(QuorumCert.NESTING, 2)
     round: Round
     high_qc: QuorumCert
     entries: tuple[tuple[NodeId, int, bytes], ...] = ()
@@ -567,6 +629,7 @@ class BlockHeader(_Struct):
     """A block header. Its signing root under DOMAIN["header"] is the block id."""
 
     TAG: ClassVar[int] = 5
+    NESTING: ClassVar[int] = 1 + QuorumCert.NESTING  # [5, ..., justify]
     chain_id: str
     height: Height
     round: Round
@@ -649,6 +712,7 @@ class Block(_Struct):
     """A header and its transactions (in execution order)."""
 
     TAG: ClassVar[int] = 6
+    NESTING: ClassVar[int] = 1 + max(BlockHeader.NESTING, 1 + SignedTx.NESTING)  # [6, h, [tx]]
     header: BlockHeader
     txs: tuple[SignedTx, ...] = ()
 
@@ -686,6 +750,7 @@ class Proposal(_Struct):
     """
 
     TAG: ClassVar[int] = 11
+    NESTING: ClassVar[int] = 1 + max(Block.NESTING, TimeoutCert.NESTING)  # [11, block, tc, sig]
     block: Block
     tc: TimeoutCert | None
     signature: bytes
@@ -728,6 +793,7 @@ class GenesisValidator(_Struct):
     """A validator admitted at genesis: its SM2 public key, voting power and organisation."""
 
     TAG: ClassVar[int] = 12
+    NESTING: ClassVar[int] = 1  # scalars only
     pubkey: bytes
     power: int
     org: str
@@ -758,6 +824,8 @@ class Genesis(_Struct):
     """The chain's founding document; its hash is the genesis block's parent_id."""
 
     TAG: ClassVar[int] = 13
+    # [13, ..., [validator, ...], [observer key, ...], W, [[key, org, role], ...]]
+    NESTING: ClassVar[int] = 1 + max(1 + GenesisValidator.NESTING, 1, 2)
     chain_id: str
     timestamp_ms: int
     validators: tuple[GenesisValidator, ...]
@@ -769,7 +837,7 @@ class Genesis(_Struct):
     def __post_init__(self) -> None:
         _check_str("chain_id", self.chain_id, 64)
         _check_int("timestamp_ms", self.timestamp_ms)
-        _check_list("validators", self.validators, 256)
+        _check_list("validators", self.validators, MAX_VALIDATORS)
         _need(len(self.validators) >= 1, "validators: at least one")
         object.__setattr__(self, "validators", tuple(self.validators))
         ids = [v.node_id for v in self.validators]
@@ -806,7 +874,7 @@ class Genesis(_Struct):
 
     @classmethod
     def _from(cls, f: list[Any]) -> Self:
-        _check_list("validators", f[2], 256)
+        _check_list("validators", f[2], MAX_VALIDATORS)
         _check_list("observers", f[3], 256)
         _check_list("accounts", f[5], 4096)
         return cls(

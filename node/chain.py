@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from consensus.messages import CommitProof
+from consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from consensus.packing import PackingPolicy
 from contracts.framework import Registry
 from contracts.membership import genesis_writes
@@ -94,7 +94,7 @@ class Chain:
         clock_ms: Callable[[], int],
         on_commit: Callable[[list[CommittedBlock]], None] | None = None,
         max_block_txs: int = 5000,
-        max_block_bytes: int = 8 * 1024 * 1024,
+        max_block_bytes: int = MAX_BLOCK_TX_BYTES,  # so every carrier of the block fits the wire
     ) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id

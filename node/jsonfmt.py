@@ -26,6 +26,7 @@ from typing import Any
 from crypto_sm import sm3_hash
 from ledger.codec import Value
 from ledger.types import (
+    MAX_VALUE_DEPTH,
     NODE_ID_SIZE,
     Block,
     BlockHeader,
@@ -141,7 +142,7 @@ def _is_bytes_type(t: str) -> bool:
     return t.startswith("bytes") or t in ("hex", "digest", "address", "pubkey", "signature")
 
 
-def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
+def value_from_json(obj: Any, schema: Any, *, name: str = "value", _nested: bool = False) -> Value:
     """Turn a JSON value into a canonical value, using `schema` to find the bytes.
 
     `schema` is a type name string (`"bytes"`, `"bytes32"`, ..., `"str"`, `"int"`, `"bool"`,
@@ -149,8 +150,13 @@ def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
     `{"type": "bytes", "size": 32}`, `{"type": "list", "items": <schema>}` (every element that
     schema) or `{"type": "list", "items": [<schema>, ...]}` (every element an array of exactly
     those, e.g. a [key, value] pair). `null` stays None. Unknown type names convert structurally,
-    strings left as strings. Raises JsonFormatError naming the argument.
+    strings left as strings. Raises JsonFormatError naming the argument, also for a value that
+    nests deeper than a free-form value may (MAX_VALUE_DEPTH; docs/protocol.md, Nesting depth).
     """
+    if not _nested and isinstance(obj, list) and not _is_within_depth(obj, MAX_VALUE_DEPTH):
+        raise JsonFormatError(
+            f"{name}: arrays nest deeper than {MAX_VALUE_DEPTH} levels (the most a value may)"
+        )
     t: Any = schema
     items: Any = None
     size: int | None = None
@@ -176,15 +182,29 @@ def value_from_json(obj: Any, schema: Any, *, name: str = "value") -> Value:
             return [_tuple_from_json(v, items, f"{name}[{i}]") for i, v in enumerate(obj)]
         if items is None and "<" in t and t.endswith(">"):
             items = t[t.index("<") + 1 : -1]
-        return [value_from_json(v, items or "any", name=f"{name}[{i}]") for i, v in enumerate(obj)]
+        return [
+            value_from_json(v, items or "any", name=f"{name}[{i}]", _nested=True)
+            for i, v in enumerate(obj)
+        ]
     return _plain_from_json(obj, name)
+
+
+def _is_within_depth(obj: list[Any], limit: int) -> bool:
+    """Whether the arrays of `obj` nest at most `limit` levels (iterative: no recursion limit)."""
+    stack: list[tuple[list[Any], int]] = [(obj, 1)]
+    while stack:
+        items, level = stack.pop()
+        if level > limit:
+            return False
+        stack.extend((v, level + 1) for v in items if isinstance(v, list))
+    return True
 
 
 def _tuple_from_json(obj: Any, schemas: list[Any], name: str) -> Value:
     if not isinstance(obj, list) or len(obj) != len(schemas):
         raise JsonFormatError(f"{name}: expected an array of {len(schemas)} values")
     return [
-        value_from_json(v, sch, name=f"{name}[{j}]")
+        value_from_json(v, sch, name=f"{name}[{j}]", _nested=True)
         for j, (v, sch) in enumerate(zip(obj, schemas, strict=True))
     ]
 

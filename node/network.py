@@ -9,7 +9,13 @@ Rules this module keeps:
    `GOSSIP_FLUSH_S` or at `GOSSIP_BATCH` txs), to every connected peer; the network is a full mesh
    of admitted nodes, so there is no re-gossip. Receivers admit them through the same checks as
    RPC (signature verified once, cached; duplicates are normal and silently skipped).
-3. Proposals carry whole transactions, not ids: on a LAN full mesh every replica already holds
+3. Every container fits the wire (docs/protocol.md, "Nesting depth" and "Message size"): the
+   decoder allows the deepest of the accepted structs' NESTING, so a proposal, block or sync
+   response carries every transaction admission accepts; a leader's block holds at most
+   MAX_BLOCK_TX_BYTES of transactions (node/chain.py), a gossip batch is cut by bytes as well as
+   by count, and a block or sync response larger than one message is cut to the blocks that fit
+   (the requester asks again for the rest). So an honest node never sends what a peer refuses.
+4. Proposals carry whole transactions, not ids: on a LAN full mesh every replica already holds
    (and has verified) almost all of them, so validation skips the signature checks through the
    verify-once cache, and there is no fetch-on-miss round trip that a leader could abuse to
    stall a round. The cost is bandwidth (~350 B per tx per replica), cheap at our rates.
@@ -28,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consensus.messages import (
+    MAX_MESSAGE_BYTES,
     BlockRequest,
     BlockResponse,
     SyncInfo,
@@ -53,6 +60,7 @@ from p2p import P2PConfig, P2PNetwork, PeerInfo
 
 __all__ = [
     "GOSSIP_BATCH",
+    "WIRE_LIMITS",
     "NetworkBridge",
     "P2PCollector",
     "TxBatch",
@@ -67,7 +75,6 @@ GOSSIP_FLUSH_S = 0.005
 MAX_GOSSIP_TASKS = 64  # gossip batches being admitted at once; beyond, batches are shed
 REGOSSIP_AFTER_S = 3.0  # a tx still pending this long is offered to the peers again
 REGOSSIP_MAX = 2048  # at most this many re-offered per period (oldest first)
-_WIRE_LIMITS = Limits(max_size=4 * 1024 * 1024, max_bin=4 * 1024 * 1024, max_array=20_000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +82,7 @@ class TxBatch(_Struct):
     """Raw transactions gossiped together (each exactly as the client signed it)."""
 
     TAG: ClassVar[int] = 40
+    NESTING: ClassVar[int] = 2  # [40, [raw tx bytes, ...]]: each tx is decoded on its own
     txs: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
@@ -115,9 +123,20 @@ _WIRE: dict[int, type[_Struct]] = {
 }
 
 
+# Rule 3: the depth is the deepest accepted struct's NESTING; each struct's own shape and value
+# checks then hold its parts to theirs (a Vote cannot smuggle a deep value in).
+WIRE_LIMITS = Limits(
+    max_size=MAX_MESSAGE_BYTES,
+    max_bin=MAX_MESSAGE_BYTES,
+    max_array=20_000,
+    max_depth=max(cls.NESTING for cls in _WIRE.values()),
+)
+_BATCH_BYTES = MAX_MESSAGE_BYTES - 64  # a gossip batch's raw txs (+5 bytes of bin header each)
+
+
 def decode_wire(payload: bytes) -> _Struct:
     """Decode one wire payload into its struct; DecodeError on anything else."""
-    value = decode(payload, _WIRE_LIMITS)
+    value = decode(payload, WIRE_LIMITS)
     if not isinstance(value, list) or not value or not isinstance(value[0], int):
         raise DecodeError("wire payload: expected a tagged struct")
     cls = _WIRE.get(value[0])
@@ -223,6 +242,9 @@ class NetworkBridge:
 
     def _send(self, to: NodeId | None, msg: Any) -> None:
         payload = msg.encode()
+        if len(payload) > MAX_MESSAGE_BYTES and isinstance(msg, BlockResponse | SyncResponse):
+            payload = _cut_to_fit(msg)
+        # (anything else too large is our bug: P2PNetwork raises, and the node stops loudly)
         if to is None:
             self.net.broadcast(payload)
         else:
@@ -255,7 +277,12 @@ class NetworkBridge:
         while not self._closing:
             await asyncio.sleep(GOSSIP_FLUSH_S)
             while self._outbox:
-                batch, self._outbox = self._outbox[:GOSSIP_BATCH], self._outbox[GOSSIP_BATCH:]
+                n, size = 0, 0
+                for raw in self._outbox[:GOSSIP_BATCH]:
+                    if n and size + len(raw) + 5 > _BATCH_BYTES:
+                        break  # rule 3: a batch of large txs is cut by bytes
+                    n, size = n + 1, size + len(raw) + 5
+                batch, self._outbox = self._outbox[:n], self._outbox[n:]
                 self.net.broadcast(TxBatch(txs=tuple(batch)).encode())
                 self.stats["gossip_out"] += len(batch)
 
@@ -318,6 +345,35 @@ class NetworkBridge:
             self.net.report_misbehaviour(sender, f"{bad} undecodable transactions in a batch")
 
 
+def _cut_to_fit(msg: BlockResponse | SyncResponse) -> bytes:
+    """The encoding of the longest prefix of `msg`'s blocks that fits one message (rule 3).
+
+    One block always fits (node/chain.py bounds a block by MAX_BLOCK_TX_BYTES); the requester
+    asks again from where the answer stopped (consensus/retrieval.py, the sync loop). Each part
+    is encoded once to learn its size (64 bytes cover the response's own array headers)."""
+    budget = MAX_MESSAGE_BYTES - 64
+    cut: BlockResponse | SyncResponse
+    if isinstance(msg, BlockResponse):
+        n = _prefix_that_fits([len(b.encode()) for b in msg.blocks], budget)
+        cut = BlockResponse(block_id=msg.block_id, blocks=msg.blocks[:n])
+    else:
+        sizes = [len(b.encode()) + len(p.encode()) + 1 for b, p in msg.items]
+        cut = SyncResponse(items=msg.items[: _prefix_that_fits(sizes, budget)])
+    payload = cut.encode()
+    assert len(payload) <= MAX_MESSAGE_BYTES, f"one block does not fit one {type(msg).__name__}"
+    return payload
+
+
+def _prefix_that_fits(sizes: Sequence[int], budget: int) -> int:
+    """How many leading parts fit `budget` bytes (at least one: it always fits, see above)."""
+    total = 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(1, i)
+    return len(sizes)
+
+
 def peer_infos(cfg: NodeConfig, genesis: Genesis) -> list[PeerInfo]:
     """The admitted node list (validators and observers from genesis) with their addresses."""
     admitted = {v.pubkey for v in genesis.validators} | set(genesis.observers)
@@ -349,6 +405,7 @@ async def attach_network(
                 max_pending_handshakes=cfg.p2p_pending_handshakes,
                 max_pending_per_address=cfg.p2p_pending_per_address,
                 hello_timeout_s=cfg.p2p_hello_timeout_ms / 1000,
+                max_frame=MAX_MESSAGE_BYTES,
             ),
             on_message=on_message,
         )

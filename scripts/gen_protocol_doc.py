@@ -40,7 +40,7 @@ from ledger.merkle import (  # noqa: E402
     node_hash,
 )
 from ledger.proofs import compute_consistency_proof, compute_tx_proof  # noqa: E402
-from node.network import TxBatch  # noqa: E402
+from node.network import WIRE_LIMITS, TxBatch  # noqa: E402
 
 DOC = ROOT / "docs" / "protocol.md"
 VECTORS = ROOT / "tests" / "vectors" / "protocol_examples.json"
@@ -73,6 +73,7 @@ def _all_structs() -> list[type[Any]]:
 
 
 STRUCTS: list[type[Any]] = _all_structs()
+_WIRE_DEPTH = WIRE_LIMITS.max_depth
 _NO_EXAMPLE = {"CommitProof": "A worked commit certificate is in the proof bundle of section 9."}
 
 
@@ -344,6 +345,9 @@ def _struct_sections(ex: dict[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+_LIMIT_NOTES = {"max_depth": " (a bare value; a struct uses its own `NESTING`, section 2)"}
+
+
 def render(ex: dict[str, Any]) -> str:
     genesis, headers, blocks = ex["genesis"], ex["headers"], ex["blocks"]
     tx0 = blocks[1].txs[0]
@@ -356,8 +360,29 @@ def render(ex: dict[str, Any]) -> str:
             [
                 "| limit | value |",
                 "|---|---|",
-                *(f"| `{f.name}` | {getattr(lim, f.name)} |" for f in dataclasses.fields(lim)),
+                *(
+                    f"| `{f.name}` | {getattr(lim, f.name)}{_LIMIT_NOTES.get(f.name, '')} |"
+                    for f in dataclasses.fields(lim)
+                ),
                 f"| `MAX_TX_BYTES` (one encoded SignedTx) | {lt.MAX_TX_BYTES} |",
+            ]
+        ),
+        "DEPTH": "\n".join(
+            [
+                "| struct | `NESTING` |",
+                "|---|---|",
+                f"| (free-form value: `MAX_VALUE_DEPTH`) | {lt.MAX_VALUE_DEPTH} |",
+                *(f"| {c.__name__} | {c.NESTING} |" for c in STRUCTS),
+                f"| (any peer message: the largest of the above a peer may send) | {_WIRE_DEPTH} |",
+            ]
+        ),
+        "MAX_VALIDATORS": str(lt.MAX_VALIDATORS),
+        "SIZE": "\n".join(
+            [
+                "| limit | bytes |",
+                "|---|---|",
+                f"| `MAX_MESSAGE_BYTES` | {cm.MAX_MESSAGE_BYTES} |",
+                f"| `MAX_BLOCK_TX_BYTES` | {cm.MAX_BLOCK_TX_BYTES} |",
             ]
         ),
         "TAGS": "\n".join(

@@ -14,7 +14,8 @@ The tests find "the deepest admissible transaction" by asking the real decoder (
 they state the rule itself rather than a number, and they ran on the base commit unchanged:
 - the container round trip failed there at `Block.decode` ("nesting deeper than 16");
 - the leader's block of maximum-size transactions was 6.0 MB, over the 4 MiB wire frame;
-- the dev node answered the deepest admissible tx's receipt with -32603;
+- the dev node answered the deepest admissible tx's receipt with -32603 (and a 900-deep `gm_call`
+  argument with -32603 and a RecursionError traceback);
 - the 4-validator cluster stopped at the deep tx's height (no later tx committed in 90 s).
 """
 
@@ -26,11 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from consensus.messages import BlockResponse, CommitProof, SyncResponse
 from crypto_sm import PrivateKey
-from ledger.codec import DecodeError, Value, encode
+from ledger.codec import DecodeError, Value
 from ledger.types import (
     Block,
     BlockHeader,
@@ -69,6 +71,15 @@ def _nest(levels: int) -> Value:
     for _ in range(levels):
         v = [v]
     return v
+
+
+def _depth(encoded: bytes) -> int:
+    """How deep the arrays of an encoding nest (a scalar 0, `[1]` 1, `[[1]]` 2)."""
+
+    def walk(v: Any) -> int:
+        return 1 + max((walk(x) for x in v), default=0) if isinstance(v, list) else 0
+
+    return walk(msgpack.unpackb(encoded, raw=False))
 
 
 def _deep_args(levels: int) -> list[Value]:
@@ -179,6 +190,10 @@ def test_a_block_of_deepest_admissible_txs_round_trips_through_every_container()
     ):
         assert decode_wire(msg.encode()) == msg, type(msg).__name__
         assert type(msg).decode(msg.encode()) == msg, type(msg).__name__
+        # The declared depth is exact: the deepest instance reaches it, and no deeper.
+        assert _depth(msg.encode()) == type(msg).NESTING, type(msg).__name__
+    assert _depth(block.encode()) == Block.NESTING
+    assert _depth(txs[0].encode()) == SignedTx.NESTING
 
 
 def test_a_receipt_echoing_the_deepest_admissible_args_round_trips() -> None:
@@ -190,6 +205,8 @@ def test_a_receipt_echoing_the_deepest_admissible_args_round_trips() -> None:
         tx_id=Digest(b"\x09" * 32), status=ReceiptStatus.OK, result=args, events=(event,)
     )
     assert Receipt.decode(receipt.encode()) == receipt
+    assert _depth(receipt.encode()) == Receipt.NESTING
+    assert _depth(event.encode()) == Event.NESTING
 
 
 def test_the_leaders_block_always_fits_the_wire(tmp_path: Path) -> None:
@@ -264,9 +281,14 @@ def test_dev_node_serves_the_receipt_of_the_deepest_admissible_tx(dev_node: Node
         fields[1][7][6] = [fields[1][7][6]]  # one level more, re-signed below
         fields[2] = key.sign(compute_signing_root("tx", fields[1]))
         with pytest.raises(RpcFailure) as err:
-            rpc.call("gm_sendRawTransaction", "0x" + encode(fields).hex())
+            rpc.call("gm_sendRawTransaction", "0x" + msgpack.packb(fields, use_bin_type=True).hex())
         assert err.value.code == -31001 and "nest" in str(err.value)
         assert rpc.call("gm_status")["pendingTxs"] == before
+        # The JSON layer holds values to the same rule: a deeply nested query argument is the
+        # caller's error (-32602), not a RecursionError (-32603 and a traceback, on base).
+        with pytest.raises(RpcFailure) as err:
+            rpc.call("gm_call", "evidence", "get", [_nest(900)])
+        assert err.value.code == -32602 and "nest" in str(err.value)
     finally:
         rpc.close()
 
