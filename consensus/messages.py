@@ -37,6 +37,7 @@ from ledger.types import (
 __all__ = [
     "MAX_BLOCKS_PER_RESPONSE",
     "MAX_BLOCK_TX_BYTES",
+    "MAX_MESSAGE_ARRAY",
     "MAX_MESSAGE_BYTES",
     "BlockRequest",
     "BlockResponse",
@@ -255,9 +256,11 @@ ConsensusMessage = (
 
 # --- size: every container of a block fits one message (rule 4) ------------------------------
 
-MAX_MESSAGE_BYTES = (
-    4 * 1024 * 1024
-)  # the largest payload a peer accepts (p2p max_frame, node/network)
+# The largest payload a peer accepts (the p2p frame: node/network.py configures P2PConfig with it).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# The most items one array of a peer message may hold, so also the most transactions one block
+# may hold: node/config.py refuses a `max_block_txs` above it.
+MAX_MESSAGE_ARRAY = 20_000
 
 
 def _largest_block_overhead() -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from consensus.messages import MAX_MESSAGE_ARRAY
 from ledger.types import Genesis, GenesisValidator
 
 __all__ = [
@@ -129,6 +130,13 @@ class NodeConfig:
             raise ConfigError("proof_jobs_per_client must not exceed proof_threads")
         if self.proof_jobs_per_client > self.proof_queue_per_client:
             raise ConfigError("proof_jobs_per_client must not exceed proof_queue_per_client")
+        if self.max_block_txs > MAX_MESSAGE_ARRAY:
+            # A peer refuses a message with a longer array (docs/protocol.md, Message size):
+            # a larger block could be built here and never decoded anywhere else.
+            raise ConfigError(
+                f"max_block_txs: at most {MAX_MESSAGE_ARRAY} (the most items one peer message"
+                f" may hold), got {self.max_block_txs}"
+            )
         if self.min_block_txs > self.max_block_txs:
             raise ConfigError("min_block_txs must not exceed max_block_txs")
         if self.min_wait_ms > self.max_wait_ms:

@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consensus.messages import (
+    MAX_MESSAGE_ARRAY,
     MAX_MESSAGE_BYTES,
     BlockRequest,
     BlockResponse,
@@ -128,7 +129,7 @@ _WIRE: dict[int, type[_Struct]] = {
 WIRE_LIMITS = Limits(
     max_size=MAX_MESSAGE_BYTES,
     max_bin=MAX_MESSAGE_BYTES,
-    max_array=20_000,
+    max_array=MAX_MESSAGE_ARRAY,
     max_depth=max(cls.NESTING for cls in _WIRE.values()),
 )
 _BATCH_BYTES = MAX_MESSAGE_BYTES - 64  # a gossip batch's raw txs (+5 bytes of bin header each)

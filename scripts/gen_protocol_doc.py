@@ -379,10 +379,11 @@ def render(ex: dict[str, Any]) -> str:
         "MAX_VALIDATORS": str(lt.MAX_VALIDATORS),
         "SIZE": "\n".join(
             [
-                "| limit | bytes |",
+                "| limit | value |",
                 "|---|---|",
-                f"| `MAX_MESSAGE_BYTES` | {cm.MAX_MESSAGE_BYTES} |",
-                f"| `MAX_BLOCK_TX_BYTES` | {cm.MAX_BLOCK_TX_BYTES} |",
+                f"| `MAX_MESSAGE_BYTES` (bytes) | {cm.MAX_MESSAGE_BYTES} |",
+                f"| `MAX_MESSAGE_ARRAY` (items) | {cm.MAX_MESSAGE_ARRAY} |",
+                f"| `MAX_BLOCK_TX_BYTES` (bytes) | {cm.MAX_BLOCK_TX_BYTES} |",
             ]
         ),
         "TAGS": "\n".join(

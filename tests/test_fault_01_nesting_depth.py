@@ -31,6 +31,9 @@ import msgpack
 import pytest
 
 from consensus.messages import BlockResponse, CommitProof, SyncResponse
+from consensus.packing import PackingConfig, PackingPolicy
+from contracts import default_registry
+from contracts.framework import Arg, Context, Contract, Registry, method
 from crypto_sm import PrivateKey
 from ledger.codec import DecodeError, Value
 from ledger.types import (
@@ -50,6 +53,9 @@ from ledger.types import (
     TxBody,
     compute_signing_root,
 )
+from node.chain import Chain
+from node.config import ConfigError, NodeConfig
+from node.network import _cut_to_fit as cut_to_fit
 from node.network import decode_wire
 from tests.cluster_helpers import rpc_call, running_cluster, wait_until
 from tests.node_helpers import (
@@ -230,6 +236,74 @@ def test_the_leaders_block_always_fits_the_wire(tmp_path: Path) -> None:
         assert decode_wire(proposal.encode()) == proposal
         # The rest stays in the pool for the next blocks (they are valid, just not all at once).
         assert len(rig.mempool) == len(txs)
+    finally:
+        rig.close()
+
+
+def test_block_and_sync_answers_are_cut_to_what_one_message_carries() -> None:
+    """A peer asking for many large blocks gets the ones that fit one message (it asks again for
+    the rest); on base the oversize answer raised in the transport's send."""
+    key = PrivateKey.generate()
+    args = evidence_args("big")
+    args[4] = b"\xcd" * (60 * 1024)
+    big = _signed(key, args)
+    block = _block(tuple([big] * 30))  # ~1.8 MB
+    proof = CommitProof(header=_block((), height=6).header, qc=_qc(6, 8))
+    for msg in (
+        BlockResponse(block_id=block.block_id, blocks=(block,) * 5),
+        SyncResponse(items=((block, proof),) * 5),
+    ):
+        assert len(msg.encode()) > WIRE_FRAME
+        cut = decode_wire(cut_to_fit(msg))
+        assert isinstance(cut, type(msg))
+        parts = cut.blocks if isinstance(cut, BlockResponse) else cut.items
+        assert len(parts) == 2  # in order, as many as fit
+        assert len(cut.encode()) <= WIRE_FRAME
+
+
+def test_a_block_size_no_peer_could_decode_is_refused_at_start() -> None:
+    cfg = NodeConfig(data_dir="d", genesis_file="g", key_file="k", max_block_txs=20_001)
+    with pytest.raises(ConfigError, match="max_block_txs"):
+        cfg.validate()
+
+
+class _Deep(Contract):
+    """Returns, and announces, a value nesting `levels` arrays (a contract echoing deep data)."""
+
+    NAME = "deep"
+
+    @method(Arg("levels", int, min=0, max=64), returns="a nested value")
+    def make(self, ctx: Context, levels: int) -> Value:
+        value = _nest(levels)
+        ctx.emit("Made", ("value", value))
+        return value
+
+
+def test_a_receipt_is_always_servable_whatever_a_contract_returns(tmp_path: Path) -> None:
+    """The executor never stores a receipt that cannot be decoded: on base a contract's 14-level
+    event value made the committed receipt undecodable (the receipt nests 5 levels around it)."""
+    net = make_net(n_accounts=1)
+    rig = ChainRig(tmp_path / "db", net)
+    try:
+        base = default_registry()
+        registry = Registry([*(base.contract(n) for n in base.names), _Deep()])
+        rig.chain = Chain(
+            genesis=net.genesis,
+            store=rig.store,
+            registry=registry,
+            mempool=rig.mempool,
+            packing=PackingPolicy(PackingConfig()),
+            clock_ms=lambda: rig.now_ms,
+        )
+        key = net.accounts[0]
+        deepest = 1 + deepest_admissible_levels(key)  # the deepest args list: echoed back
+        fits = sign_tx(key, expiry=10, contract="deep", method="make", args=[deepest])
+        too_deep = sign_tx(key, expiry=10, contract="deep", method="make", args=[deepest + 2])
+        block = rig.build_and_commit(fits, too_deep)
+        receipts = rig.receipts(block)  # decodes each stored receipt (Receipt.decode)
+        assert receipts[0].status is ReceiptStatus.OK and receipts[0].result == _nest(deepest)
+        assert receipts[0].events[0].fields[0][1] == _nest(deepest)
+        assert receipts[1].status is ReceiptStatus.FAILED
     finally:
         rig.close()
 
