@@ -95,8 +95,10 @@ _MAX_SIZE = 8388608
 _MAX_STR = 65536
 _MAX_BIN = 4194304
 _MAX_ARRAY = 100000
-_MAX_DEPTH = 16
+_MAX_DEPTH = 16  # a bare value; a struct decodes with its NESTING (protocol.md §2 "Nesting depth")
 MAX_TX_BYTES = 65536
+_MAX_VALUE_DEPTH = 14  # free-form values: tx args, receipt result, event field values
+_NESTING_HEADER, _NESTING_RECEIPT, _NESTING_COMMIT_PROOF = 4, 19, 5
 
 # protocol.md §2 tags; §9 CommitProof.
 _TAG_TXBODY, _TAG_SIGNEDTX, _TAG_RECEIPT, _TAG_HEADER, _TAG_QC = 1, 2, 4, 5, 8
@@ -132,16 +134,17 @@ class RpcError(Exception):
 # ---------------------------------------------------------------- encoding (protocol.md §1)
 
 
-def encode(value: Any) -> bytes:
-    """The canonical encoding: msgpack-python's packer with bin for bytes, str for text."""
-    _check_value(value, 0)
+def encode(value: Any, max_depth: int = 64) -> bytes:
+    """The canonical encoding: msgpack-python's packer with bin for bytes, str for text. (The depth
+    of what we build is the struct rule's business; 64 only stops a runaway value.)"""
+    _check_value(value, 0, max_depth)
     out: bytes = msgpack.packb(value, use_bin_type=True, strict_types=False)
     return out
 
 
-def _check_value(value: Any, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise EncodingError("nesting deeper than max_depth")
+def _check_value(value: Any, depth: int, max_depth: int) -> None:
+    """`depth` arrays enclose `value`; arrays may nest at most `max_depth` levels (§2: a scalar
+    is 0 levels, `[1]` one)."""
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
@@ -157,16 +160,19 @@ def _check_value(value: Any, depth: int) -> None:
             raise EncodingError("str longer than max_str")
         return
     if isinstance(value, (list, tuple)):
+        if depth >= max_depth:
+            raise EncodingError("nesting deeper than max_depth")
         if len(value) > _MAX_ARRAY:
             raise EncodingError("array longer than max_array")
         for item in value:
-            _check_value(item, depth + 1)
+            _check_value(item, depth + 1, max_depth)
         return
     raise EncodingError(f"type not allowed in canonical values: {type(value).__name__}")
 
 
-def decode(data: bytes) -> Any:
-    """Decode canonical bytes; reject anything §1 says a decoder must reject."""
+def decode(data: bytes, max_depth: int = _MAX_DEPTH) -> Any:
+    """Decode canonical bytes; reject anything §1 says a decoder must reject. A struct passes its
+    NESTING as `max_depth` (§2 "Nesting depth")."""
     if len(data) > _MAX_SIZE:
         raise EncodingError("input longer than max_size")
     try:
@@ -183,8 +189,8 @@ def decode(data: bytes) -> Any:
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise EncodingError(f"does not decode: {type(exc).__name__}") from None
-    _check_value(value, 0)  # floats, maps, ext types, depth
-    if encode(value) != data:
+    _check_value(value, 0, max_depth)  # floats, maps, ext types, depth
+    if encode(value, max_depth) != data:
         raise EncodingError("not the canonical (shortest) encoding")
     return value
 
@@ -322,7 +328,9 @@ def build_tx_body(
     method: str,
     args: Sequence[Any],
 ) -> list[Any]:
-    """TxBody (tag 1): `[1, chain_id, sender, nonce, expiry, contract, method, args]`."""
+    """TxBody (tag 1): `[1, chain_id, sender, nonce, expiry, contract, method, args]`; the args
+    list is a free-form value, at most _MAX_VALUE_DEPTH deep (§2 "Nesting depth")."""
+    _check_value(list(args), 0, _MAX_VALUE_DEPTH)
     return [_TAG_TXBODY, chain_id, sender, nonce, expiry, contract, method, list(args)]
 
 
@@ -426,7 +434,7 @@ def _header_from_array(a: Any) -> Header:
 
 def decode_header(raw: bytes) -> Header:
     try:
-        return _header_from_array(decode(raw))
+        return _header_from_array(decode(raw, _NESTING_HEADER))
     except EncodingError as exc:
         raise ProofError(f"header: {exc}") from None
 
@@ -628,7 +636,7 @@ def _verify_tx_proof(
     # Receipt (§9 extra fields) against the header's receipt_root.
     receipt_raw = _hex(b["receipt"], "receipt")
     try:
-        receipt = decode(receipt_raw)
+        receipt = decode(receipt_raw, _NESTING_RECEIPT)
     except EncodingError as exc:
         raise ProofError(f"receipt: {exc}") from None
     _need(
@@ -684,7 +692,7 @@ def _verify_commit(
     _need(all(h.chain_id == genesis.chain_id for h in chain), f"{what}: chain id")
     tip = chain[-1]
     try:
-        proof = decode(_hex(commit["proof"], f"{what} proof"))
+        proof = decode(_hex(commit["proof"], f"{what} proof"), _NESTING_COMMIT_PROOF)
     except EncodingError as exc:
         raise ProofError(f"{what} proof: {exc}") from None
     _need(
