@@ -196,12 +196,14 @@ class _Struct:
 
     TAG: ClassVar[int]
     NESTING: ClassVar[int]
+    _LIMITS: ClassVar[Limits]  # DEFAULT_LIMITS with max_depth = NESTING (set per subclass)
     __slots__ = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # A struct without its own NESTING would decode under another's depth: refuse at import.
         assert isinstance(cls.__dict__.get("NESTING"), int), f"{cls.__name__}: declare NESTING"
+        cls._LIMITS = replace(DEFAULT_LIMITS, max_depth=cls.NESTING)
 
     def to_fields(self) -> list[Value]:
         raise NotImplementedError
@@ -231,9 +233,8 @@ class _Struct:
     def decode(cls, data: bytes, limits: Limits | None = None) -> Self:
         """Decode `data` as this struct. The depth limit is always the struct's own NESTING
         (rule 6), whatever `limits` says; its size limits apply as given."""
-        return cls.from_fields(
-            decode(data, _limits_with_depth(limits or DEFAULT_LIMITS, cls.NESTING))
-        )
+        lim = cls._LIMITS if limits is None else _limits_with_depth(limits, cls.NESTING)
+        return cls.from_fields(decode(data, lim))
 
 
 def decode_struct(cls: type[_Struct], data: bytes) -> Any:
