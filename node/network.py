@@ -14,7 +14,9 @@ Rules this module keeps:
    response carries every transaction admission accepts; a leader's block holds at most
    MAX_BLOCK_TX_BYTES of transactions (node/chain.py), a gossip batch is cut by bytes as well as
    by count, and a block or sync response larger than one message is cut to the blocks that fit
-   (the requester asks again for the rest). So an honest node never sends what a peer refuses.
+   (the requester fetches the rest: consensus/retrieval.py falls back to committed sync for a
+   short block answer, and its repair tick asks again after a short sync answer). So an honest
+   node never sends what a peer refuses.
 4. Proposals carry whole transactions, not ids: on a LAN full mesh every replica already holds
    (and has verified) almost all of them, so validation skips the signature checks through the
    verify-once cache, and there is no fetch-on-miss round trip that a leader could abuse to
@@ -350,7 +352,7 @@ def _cut_to_fit(msg: BlockResponse | SyncResponse) -> bytes:
     """The encoding of the longest prefix of `msg`'s blocks that fits one message (rule 3).
 
     One block always fits (node/chain.py bounds a block by MAX_BLOCK_TX_BYTES); the requester
-    asks again from where the answer stopped (consensus/retrieval.py, the sync loop). Each part
+    fetches the rest from where the answer stopped (rule 3). Each part
     is encoded once to learn its size (64 bytes cover the response's own array headers)."""
     budget = MAX_MESSAGE_BYTES - 64
     cut: BlockResponse | SyncResponse
