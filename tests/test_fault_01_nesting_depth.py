@@ -1,8 +1,8 @@
 """Issue 10, fault 1: one admitted transaction must never make a block that a peer cannot decode.
 
-On 0921e03 a SignedTx whose arguments nested 12 arrays deep (15 levels, inside the codec's flat
-`max_depth` of 16) was admitted, but the Block carrying it nests one level deeper and the Proposal
-two: every peer refused the proposal ("nesting deeper than 16"), banned the leader, and the chain
+On 0921e03 a SignedTx nesting 15 levels (inside the codec's flat `max_depth` of 16) was admitted,
+but the Block carrying it nests 17 and the Proposal 18: every peer refused the proposal
+("nesting deeper than 16"), banned the leader, and the chain
 stopped at that height for good; on a dev node the tx committed and its receipt could no longer
 be served (-32603). The rule (docs/protocol.md, "Nesting depth"): a free-form value nests at most
 `MAX_VALUE_DEPTH` levels, each struct's decoder allows exactly the depth its layout can reach with
