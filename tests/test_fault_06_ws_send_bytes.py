@@ -1,0 +1,102 @@
+"""Issue 10, fault 6: a WebSocket client that does not read must not grow the node without bound.
+
+On 0921e03 the send queue was bounded by a count of messages (1,024), not by their bytes: 200
+`rpc.discover` batches (1.2 MB sent) queued about 4 MB of reply each and grew the node by 455 MiB,
+never returned. Now queued bytes are bounded per connection (`rpc_ws_send_queue_bytes`) and in
+total (`rpc_ws_send_total_bytes`), a connection over its budget is closed with 1008, and nothing
+it sent after that is executed. A real `gmchain dev` process with its default limits; its growth
+is read from /proc/<pid>/status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.node_helpers import NodeProcess
+
+START_DEADLINE_S = 120.0
+BOUND_S = 120.0  # generous bound on a condition a loaded 2-core machine must still reach
+BATCHES = 200
+GROWTH_BOUND_MIB = 160  # two per-connection budgets (32 MiB each) with room; base grew ~455
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NodeProcess]:
+    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home")
+    try:
+        proc.start()
+        proc.wait_ready(START_DEADLINE_S)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    assert found is not None
+    return int(found.group(1)) / 1024
+
+
+def _metric(port: int, text_re: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    found = re.search(text_re, text)
+    return int(found.group(1)) if found else 0
+
+
+def test_non_reading_client_is_closed_and_the_node_stays_small(node: NodeProcess) -> None:
+    assert node.proc is not None
+    pid = node.proc.pid
+    batch = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "rpc.discover"} for i in range(100)])
+    texts, close_code = asyncio.run(_flood(node, pid, batch))
+    assert close_code == 1008, f"closed with {close_code} after {texts} replies"
+    assert texts < BATCHES // 4, f"{texts} replies of 200 were queued for a client not reading"
+
+
+async def _flood(node: NodeProcess, pid: int, batch: str) -> tuple[int, int | None]:
+    url = f"http://127.0.0.1:{node.port}/ws"
+    before = peak = _rss_mib(pid)
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(url, max_msg_size=0, autoclose=False)
+        for _ in range(BATCHES):
+            try:
+                await ws.send_str(batch)
+            except ConnectionError:  # the server closed us: the fix at work
+                break
+        # Never read until the node has either run all 200 batches or dropped the socket.
+        end = time.monotonic() + BOUND_S
+        while True:
+            peak = max(peak, _rss_mib(pid))
+            done = _metric(node.port, r'gmchain_rpc_requests_total\{method="rpc.discover"\} (\d+)')
+            conns = _metric(node.port, r"gmchain_rpc_ws_connections (\d+)")
+            if done >= 100 * BATCHES or conns == 0:
+                break
+            assert time.monotonic() < end, f"neither all batches ran nor the socket closed: {done}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        peak = max(peak, _rss_mib(pid))
+        growth = peak - before
+        print(f"rss {before:.0f} -> peak {peak:.0f} MiB, rpc.discover run {done}, conns {conns}")
+        assert growth < GROWTH_BOUND_MIB, f"the node grew by {growth:.0f} MiB (from {before:.0f})"
+        # Now read what was queued for us: a bounded number of replies, then the close.
+        texts, close_code = 0, None
+        while texts <= BATCHES:
+            msg = await asyncio.wait_for(ws.receive(), BOUND_S)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                texts += 1
+                continue
+            if msg.type == aiohttp.WSMsgType.CLOSE:
+                close_code = msg.data
+            break
+        await ws.close()
+    return texts, close_code
