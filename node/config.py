@@ -80,8 +80,22 @@ class NodeConfig:
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000
-    # rpc
+    # rpc (node/rpc.py RpcConfig, node/rpclimits.py; docs/ops.md gives each one's reason)
     rpc_max_body_bytes: int = 1024 * 1024
+    rpc_max_in_flight_per_conn: int = 256
+    rpc_max_in_flight_per_ip: int = 2048
+    rpc_max_waits_per_conn: int = 256
+    rpc_max_waits_per_ip: int = 2048
+    rpc_max_connections: int = 1024
+    rpc_max_connections_per_ip: int = 256
+    rpc_fd_reserve: int = 1024
+    rpc_header_timeout_s: float = 10.0
+    rpc_idle_timeout_s: float = 60.0
+    rpc_max_response_bytes: int = 16 * 1024 * 1024
+    rpc_ws_send_queue_bytes: int = 32 * 1024 * 1024
+    rpc_ws_send_total_bytes: int = 256 * 1024 * 1024
+    rpc_allowed_hosts: tuple[str, ...] = ()
+    rpc_allowed_origins: tuple[str, ...] = ()
     # proofs (node/proofserve.py): the longest header chain one commit certificate may need, the
     # worker threads that assemble proofs off the event loop, and one client's share of them
     proof_max_span: int = 256
@@ -121,6 +135,7 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+        self._validate_rpc()
         vp = self.verify_processes
         if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
             raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
@@ -149,6 +164,19 @@ class NodeConfig:
                 raise ConfigError(
                     f"peers: {p.name or p.host}: pubkey must be 65 bytes hex"
                 ) from None
+
+    def _validate_rpc(self) -> None:
+        """The rpc_* keys, checked by the RPC layer's own rules (one statement of them)."""
+        for name in ("rpc_allowed_hosts", "rpc_allowed_origins"):
+            value = getattr(self, name)
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        from node.rpc import RpcConfig  # the RPC layer imports this module
+
+        try:
+            RpcConfig.from_node_config(self).validate()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc).replace("RpcConfig.", "rpc_")) from None
 
     def resolve(self, base: Path) -> NodeConfig:
         """Make relative paths relative to the config file's directory."""

@@ -122,7 +122,7 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
             service,
             host=cfg.rpc_host,
             port=cfg.rpc_port,
-            config=RpcConfig(max_body_bytes=cfg.rpc_max_body_bytes),
+            config=RpcConfig.from_node_config(cfg),
         )
         await rpc.start()
     except BaseException:

@@ -9,8 +9,13 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
    logged as our bug.
 3. Hard limits, checked before work is done: body size (HTTP 413 with a JSON-RPC error body),
    batch size, WebSocket message size (close code 1009, RFC 6455 §7.4.1), subscriptions per
-   connection, requests in flight (beyond it: RATE_LIMITED, never a queue), wait timeouts, and a
-   bounded send queue per WebSocket (a subscriber that does not read is disconnected, code 1008).
+   connection, wait timeouts, reply size (one reply or batch reply, -31002 per entry beyond it),
+   and the per-client limits of node/rpclimits.py: connections per address and in all, header and
+   idle timeouts, requests in flight per connection and per address (RATE_LIMITED, never a queue),
+   Host/Origin/Content-Type. No limit is one pool a single client can drain.
+6. A WebSocket's send queue is bounded in messages and in bytes, and all queues together in
+   bytes: a connection over its budget (or the largest one when the total is over) is closed with
+   code 1008 at once, its queue freed and nothing more it sent is run (issue 10 fault 6).
 4. Binary values are `0x` lowercase hex; heights are JSON integers (`node.jsonfmt`).
 5. `rpc.discover` returns the OpenRPC document kept as package data (`node/openrpc.json`);
    `docs/openrpc.json` is a byte-identical copy (a test checks both match the method table).
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import logging
 import secrets
 from collections import Counter
@@ -33,9 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.typedefs import Handler
 
 from ledger.types import MAX_TX_BYTES, Block
 from node.api import ApiError, ErrorCode, NodeApi
+from node.config import NodeConfig
 from node.jsonfmt import (
     JsonFormatError,
     args_schema,
@@ -48,6 +56,16 @@ from node.jsonfmt import (
     tx_to_json,
     value_from_json,
     value_to_json,
+)
+from node.rpclimits import (
+    LOCAL_HOSTS,
+    ClientConn,
+    ConnectionGuard,
+    GuardedSite,
+    compute_connection_caps,
+    fd_limit,
+    raise_fd_limit,
+    request_refusal,
 )
 from node.rpcspec import (
     METHODS,
@@ -73,20 +91,36 @@ CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 
 _MAX_HEIGHT = 2**63 - 1
+_WAIT_METHODS = frozenset({"gm_waitForReceipt"})  # hold a future, not work (rpclimits rule 3)
+_MIB = 1 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RpcConfig:
-    """Limits of the RPC server. Every one is a hard cap."""
+    """Limits of the RPC server. Every one is a hard cap; docs/ops.md gives the reasons."""
 
-    max_body_bytes: int = 1 << 20  # HTTP request body
+    max_body_bytes: int = _MIB  # HTTP request body
     max_batch: int = 100  # requests in one batch
     max_subscriptions: int = 32  # per WebSocket connection
-    max_ws_message_bytes: int = 1 << 20  # one WebSocket message
-    max_in_flight: int = 1024  # requests being handled at once, all connections
+    max_ws_message_bytes: int = _MIB  # one WebSocket message
     max_wait_ms: int = 30_000  # gm_waitForReceipt timeout cap
     ws_send_queue: int = 1024  # outgoing messages buffered per WebSocket
     ws_heartbeat_s: float = 30.0
+    # per client (node/rpclimits.py); a full batch must fit one connection's in-flight cap
+    max_in_flight_per_conn: int = 256
+    max_in_flight_per_ip: int = 2048
+    max_waits_per_conn: int = 256
+    max_waits_per_ip: int = 2048
+    max_connections: int = 1024  # in all; lowered to RLIMIT_NOFILE - fd_reserve
+    max_connections_per_ip: int = 256  # lowered to half the total in force
+    fd_reserve: int = 1024  # descriptors RPC connections never take (LevelDB, P2P, logs)
+    header_timeout_s: float = 10.0  # a request's headers (and then its body) must arrive in this
+    idle_timeout_s: float = 60.0  # a keep-alive connection with no request is closed after this
+    max_response_bytes: int = 16 * _MIB  # one reply (a whole batch reply included)
+    ws_send_queue_bytes: int = 32 * _MIB  # queued for one WebSocket
+    ws_send_total_bytes: int = 256 * _MIB  # queued for all WebSockets together
+    allowed_hosts: tuple[str, ...] = ()  # besides localhost, IP literals and the listen host
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed; none by default
 
     def validate(self) -> None:
         for name in (
@@ -94,15 +128,62 @@ class RpcConfig:
             "max_batch",
             "max_subscriptions",
             "max_ws_message_bytes",
-            "max_in_flight",
             "max_wait_ms",
             "ws_send_queue",
+            "max_in_flight_per_conn",
+            "max_in_flight_per_ip",
+            "max_waits_per_conn",
+            "max_waits_per_ip",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_response_bytes",
+            "ws_send_queue_bytes",
+            "ws_send_total_bytes",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"RpcConfig.{name}: expected a positive integer")
-        if self.ws_heartbeat_s <= 0:
-            raise ValueError("RpcConfig.ws_heartbeat_s: expected a positive number")
+        if not isinstance(self.fd_reserve, int) or self.fd_reserve < 0:
+            raise ValueError("RpcConfig.fd_reserve: expected a non-negative integer")
+        for name in ("ws_heartbeat_s", "header_timeout_s", "idle_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"RpcConfig.{name}: expected a positive number")
+        if self.max_in_flight_per_conn < self.max_batch:
+            raise ValueError("RpcConfig.max_in_flight_per_conn: must be at least max_batch")
+        if self.ws_send_queue_bytes < self.max_response_bytes:
+            raise ValueError("RpcConfig.ws_send_queue_bytes: must be at least max_response_bytes")
+        if self.ws_send_total_bytes < self.ws_send_queue_bytes:
+            raise ValueError("RpcConfig.ws_send_total_bytes: must be at least ws_send_queue_bytes")
+        for host in self.allowed_hosts:
+            if not isinstance(host, str) or not host or any(c in host for c in " /\t"):
+                raise ValueError(f"RpcConfig.allowed_hosts: {host!r} is not a host name")
+        for origin in self.allowed_origins:
+            if not isinstance(origin, str) or (origin != "*" and "://" not in origin):
+                raise ValueError(
+                    f"RpcConfig.allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
+                )
+
+    @classmethod
+    def from_node_config(cls, cfg: NodeConfig) -> RpcConfig:
+        """The RPC limits of a node's config.toml (its `rpc_*` keys)."""
+        return cls(
+            max_body_bytes=cfg.rpc_max_body_bytes,
+            max_in_flight_per_conn=cfg.rpc_max_in_flight_per_conn,
+            max_in_flight_per_ip=cfg.rpc_max_in_flight_per_ip,
+            max_waits_per_conn=cfg.rpc_max_waits_per_conn,
+            max_waits_per_ip=cfg.rpc_max_waits_per_ip,
+            max_connections=cfg.rpc_max_connections,
+            max_connections_per_ip=cfg.rpc_max_connections_per_ip,
+            fd_reserve=cfg.rpc_fd_reserve,
+            header_timeout_s=cfg.rpc_header_timeout_s,
+            idle_timeout_s=cfg.rpc_idle_timeout_s,
+            max_response_bytes=cfg.rpc_max_response_bytes,
+            ws_send_queue_bytes=cfg.rpc_ws_send_queue_bytes,
+            ws_send_total_bytes=cfg.rpc_ws_send_total_bytes,
+            allowed_hosts=tuple(cfg.rpc_allowed_hosts),
+            allowed_origins=tuple(cfg.rpc_allowed_origins),
+        )
 
     @classmethod
     def minimal(cls) -> RpcConfig:
@@ -112,10 +193,27 @@ class RpcConfig:
             max_batch=10,
             max_subscriptions=4,
             max_ws_message_bytes=64 * 1024,
-            max_in_flight=64,
             max_wait_ms=2_000,
             ws_send_queue=64,
+            max_in_flight_per_conn=16,
+            max_in_flight_per_ip=64,
+            max_waits_per_conn=16,
+            max_waits_per_ip=64,
+            max_connections=64,
+            max_connections_per_ip=32,
+            max_response_bytes=1 * _MIB,
+            ws_send_queue_bytes=2 * _MIB,
+            ws_send_total_bytes=8 * _MIB,
         )
+
+
+def _name_of(host: str) -> tuple[str, ...]:
+    """The listen host if it is a name (IP literals are always allowed)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return (host,) if host else ()
+    return ()
 
 
 def _summary_json(found: Any) -> dict[str, Any] | None:
@@ -183,33 +281,98 @@ class _Metrics:
 # --- WebSocket connections ----------------------------------------------------------------------
 
 
-class _WsConn:
-    """One WebSocket client: a bounded send queue drained by a writer task, and subscriptions."""
+@dataclass(slots=True)
+class _SendBudget:
+    """Bytes queued for all WebSockets together (rule 6)."""
 
-    def __init__(self, ws: web.WebSocketResponse, config: RpcConfig) -> None:
+    limit: int
+    queued: int = 0
+    conns: set[_WsConn] = field(default_factory=set)
+
+    def shed(self) -> None:
+        """Close the connections holding most until the total is within the limit."""
+        while self.queued > self.limit:
+            open_ = [c for c in self.conns if c.closing is None and c.queued_bytes > 0]
+            if not open_:
+                return
+            max(open_, key=lambda c: c.queued_bytes).drop(b"server send budget exceeded")
+
+
+class _WsConn:
+    """One WebSocket client: a send queue bounded in messages and bytes, drained by a writer
+    task, and subscriptions."""
+
+    def __init__(self, ws: web.WebSocketResponse, config: RpcConfig, budget: _SendBudget) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[str] = asyncio.Queue(config.ws_send_queue)
+        self.max_queued_bytes = config.ws_send_queue_bytes
+        self.queued_bytes = 0  # in the queue plus the message being written; in budget.queued
+        self.budget = budget
         self.subs: dict[str, asyncio.Task[None]] = {}
         self.to_start: list[asyncio.Event] = []  # subscriptions waiting for their reply to go out
         self.closing: asyncio.Task[bool] | None = None  # set once the client is found too slow
         self.writer = asyncio.create_task(self._write())
+        budget.conns.add(self)
 
     async def _write(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             while True:
-                await self.ws.send_str(await self.queue.get())
+                text = await self.queue.get()
+                try:
+                    await self.ws.send_str(text)
+                finally:
+                    self._sent(len(text))
 
-    def send(self, text: str) -> bool:
-        """Queue a message; False (and the connection is being closed) if the client is too slow."""
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            if self.closing is None:  # keep a reference: the loop holds tasks only weakly
-                self.closing = asyncio.create_task(
-                    self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"slow consumer")
-                )
+    def _sent(self, size: int) -> None:
+        self.queued_bytes -= size
+        self.budget.queued -= size
+
+    def reserve(self, size: int) -> bool:
+        """Count `size` bytes of a reply being built; False (and the connection is being closed)
+        once over budget. `send` takes the reservation over, or releases it."""
+        if self.closing is not None:
             return False
-        return True
+        self.queued_bytes += size
+        self.budget.queued += size
+        if self.queued_bytes > self.max_queued_bytes:
+            self.drop(b"slow consumer")
+        else:
+            self.budget.shed()
+        return self.closing is None
+
+    def send(self, text: str, reserved: int = 0) -> bool:
+        """Queue a message (`reserved` of its bytes already counted); False (and the connection
+        is being closed) if the client is too slow or over its byte budget."""
+        size = len(text)  # JSON from dumps_compact is ASCII: characters are bytes
+        if self.closing is not None:
+            self._sent(reserved)
+            return False
+        self.queued_bytes += size - reserved
+        self.budget.queued += size - reserved
+        if self.queue.full() or self.queued_bytes > self.max_queued_bytes:
+            self._sent(size)  # never queued
+            self.drop(b"slow consumer")
+            return False
+        self.queue.put_nowait(text)
+        self.budget.shed()
+        return self.closing is None
+
+    def send_nothing(self, reserved: int) -> None:
+        """Release a reservation whose reply was not sent."""
+        self._sent(reserved)
+
+    def drop(self, reason: bytes) -> None:
+        """Free the queue now and close with 1008 (the close frame follows what the kernel
+        already holds; nothing waits for the client to read)."""
+        if self.closing is not None:
+            return
+        while not self.queue.empty():
+            self._sent(len(self.queue.get_nowait()))
+        self.writer.cancel()  # its message's bytes are released by its `finally`
+        # keep a reference: the loop holds tasks only weakly
+        self.closing = asyncio.create_task(
+            self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason, drain=False)
+        )
 
     def release_started(self) -> None:
         for ev in self.to_start:
@@ -222,6 +385,40 @@ class _WsConn:
         self.writer.cancel()
         await asyncio.gather(self.writer, *self.subs.values(), return_exceptions=True)
         self.subs.clear()
+        while not self.queue.empty():
+            self._sent(len(self.queue.get_nowait()))
+        self.budget.conns.discard(self)
+
+
+class _ReplyBudget:
+    """What is left of `max_response_bytes` for one reply or batch reply; on a WebSocket each
+    encoded entry is also counted against the connection's send budget as soon as it exists, so
+    replies being built cannot outgrow it (rule 6)."""
+
+    __slots__ = ("conn", "left", "limit", "reserved")
+
+    def __init__(self, limit: int, conn: _WsConn | None = None) -> None:
+        self.limit = limit
+        self.left = limit - 2  # the batch's brackets
+        self.conn = conn
+        self.reserved = 0  # bytes counted in conn's budget, handed over by conn.send
+
+    def encode(self, reply: dict[str, Any]) -> str:
+        try:
+            text = dumps_compact(reply)
+        except (TypeError, ValueError):  # our bug: a handler returned something not JSON
+            log.exception("unserialisable JSON-RPC reply")
+            text = dumps_compact(
+                _error(reply.get("id"), ErrorCode.INTERNAL_ERROR, "internal error")
+            )
+        if len(text) + 1 > self.left:
+            msg = f"reply larger than {self.limit} bytes (rpc_max_response_bytes)"
+            text = dumps_compact(_error(reply.get("id"), ErrorCode.TOO_LARGE, msg))
+        self.left -= len(text) + 1
+        if self.conn is not None:
+            self.reserved += len(text) + 1
+            self.conn.reserve(len(text) + 1)
+        return text
 
 
 _Handler = Callable[[dict[str, Any], "_WsConn | None"], Awaitable[Any]]
@@ -248,6 +445,20 @@ class RpcServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._conns: set[_WsConn] = set()
+        self._send_budget = _SendBudget(limit=self._config.ws_send_total_bytes)
+        self._hosts = frozenset(
+            h.lower() for h in (*LOCAL_HOSTS, *self._config.allowed_hosts, *_name_of(host))
+        )
+        self._origins = frozenset(o.lower().rstrip("/") for o in self._config.allowed_origins)
+        c = self._config
+        self._guard = ConnectionGuard(
+            caps=self._caps(fd_limit()),
+            header_timeout_s=c.header_timeout_s,
+            max_work_per_conn=c.max_in_flight_per_conn,
+            max_work_per_ip=c.max_in_flight_per_ip,
+            max_waits_per_conn=c.max_waits_per_conn,
+            max_waits_per_ip=c.max_waits_per_ip,
+        )
         self._handlers: dict[str, _Handler] = {
             name: getattr(self, "_m_" + handler_name(name)) for name in METHODS
         }
@@ -261,8 +472,19 @@ class RpcServer:
             raise RuntimeError("RpcServer is not started")
         return self._port
 
+    def _caps(self, nofile: int) -> Any:
+        c = self._config
+        return compute_connection_caps(
+            max_connections=c.max_connections,
+            per_ip=c.max_connections_per_ip,
+            fd_reserve=c.fd_reserve,
+            nofile=nofile,
+        )
+
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self._config.max_body_bytes)
+        app = web.Application(
+            client_max_size=self._config.max_body_bytes, middlewares=[self._on_request]
+        )
         app.router.add_post("/", self._on_http)
         app.router.add_post("/rpc", self._on_http)
         app.router.add_get("/", self._on_wrong_verb)
@@ -274,13 +496,36 @@ class RpcServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        self._check_fd_headroom()
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, keepalive_timeout=self._config.idle_timeout_s
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._requested_port)
+        site = GuardedSite(self._runner, self._host, self._requested_port, self._guard)
         await site.start()
         addrs = self._runner.addresses
         self._port = int(addrs[0][1]) if addrs else self._requested_port
         log.info("JSON-RPC listening on %s:%d", self._host, self._port)
+
+    def _check_fd_headroom(self) -> None:
+        """Raise the descriptor limit as far as allowed; warn when it is below what the limits
+        assume, and fit the connection caps to it (rpclimits rule 1)."""
+        nofile = raise_fd_limit()
+        self._guard.caps = caps = self._caps(nofile)
+        need = self._config.fd_reserve + self._config.max_connections
+        if nofile < need:
+            log.warning(
+                "RLIMIT_NOFILE is %d (after raising the soft limit to the hard one), below the "
+                "%d this node's limits assume (rpc_fd_reserve %d + rpc_max_connections %d): RPC "
+                "connections are capped at %d in all and %d per address; raise LimitNOFILE "
+                "(systemd) or `ulimit -n` (docs/ops.md)",
+                nofile,
+                need,
+                self._config.fd_reserve,
+                self._config.max_connections,
+                caps.total,
+                caps.per_ip,
+            )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -294,6 +539,24 @@ class RpcServer:
 
     # --- HTTP ---
 
+    @web.middleware
+    async def _on_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request: the browser checks, then the connection is busy until the handler
+        returns (its header timer stays off; a WebSocket is busy for its whole life)."""
+        refusal = request_refusal(request, self._hosts, self._origins)
+        if refusal is not None:
+            status, msg = refusal
+            self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
+            return self._json_response(_error(None, ErrorCode.INVALID_REQUEST, msg), status)
+        client = self._guard.client_of(request)
+        if client is None:
+            return await handler(request)
+        self._guard.request_started(client)
+        try:
+            return await handler(request)
+        finally:
+            self._guard.request_done(client)
+
     async def _on_http(self, request: web.Request) -> web.StreamResponse:
         CLIENT_ADDRESS.set(request.remote or "")
         limit = self._config.max_body_bytes
@@ -302,21 +565,29 @@ class RpcServer:
         if not too_big:
             chunks: list[bytes] = []
             size = 0
-            while chunk := await request.content.read(65536):
-                size += len(chunk)
-                if size > limit:
-                    too_big = True
-                    break
-                chunks.append(chunk)
+            try:
+                async with asyncio.timeout(self._config.header_timeout_s):
+                    while chunk := await request.content.read(65536):
+                        size += len(chunk)
+                        if size > limit:
+                            too_big = True
+                            break
+                        chunks.append(chunk)
+            except TimeoutError:
+                self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
+                msg = f"request body not received within {self._config.header_timeout_s:g} s"
+                resp = self._json_response(_error(None, ErrorCode.INVALID_REQUEST, msg), 408)
+                resp.force_close()
+                return resp
             body = b"".join(chunks)
         if too_big:
             self._metrics.errors[ErrorCode.TOO_LARGE] += 1
             msg = f"request body exceeds {limit} bytes"
             return self._json_response(_error(None, ErrorCode.TOO_LARGE, msg), status=413)
-        reply = await self.handle_payload(body, None)
-        if reply is None:
+        text = await self.handle_payload(body, None, self._guard.client_of(request))
+        if text is None:
             return web.Response(status=204)
-        return self._json_response(reply)
+        return web.Response(text=text, content_type="application/json")
 
     async def _on_wrong_verb(self, _request: web.Request) -> web.Response:
         msg = "JSON-RPC requests must be sent with HTTP POST"
@@ -338,9 +609,31 @@ class RpcServer:
             node = b""
         body = node + (b"" if not node or node.endswith(b"\n") else b"\n")
         body += self._metrics.render().encode()
+        body += self._guard_metrics().encode()
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
         return resp
+
+    def _guard_metrics(self) -> str:
+        g = self._guard
+        lines = []
+        for name, kind, value, text in (
+            ("connections", "gauge", g.connections, "Open RPC connections."),
+            ("connections_refused_total", "counter", g.refused, "Connections refused at a cap."),
+            (
+                "header_timeouts_total",
+                "counter",
+                g.timed_out,
+                "Connections closed by the header timeout.",
+            ),
+            ("ws_queued_bytes", "gauge", self._send_budget.queued, "Bytes queued for WebSockets."),
+        ):
+            lines += [
+                f"# HELP gmchain_rpc_{name} {text}",
+                f"# TYPE gmchain_rpc_{name} {kind}",
+                f"gmchain_rpc_{name} {value}",
+            ]
+        return "\n".join(lines) + "\n"
 
     async def _on_health(self, _request: web.Request) -> web.Response:
         try:
@@ -361,14 +654,17 @@ class RpcServer:
         )
         await ws.prepare(request)
         CLIENT_ADDRESS.set(request.remote or "")
-        conn = _WsConn(ws, self._config)
+        conn = _WsConn(ws, self._config, self._send_budget)
+        client = self._guard.client_of(request)
         self._conns.add(conn)
         self._metrics.ws_connections += 1
         tasks: set[asyncio.Task[None]] = set()
         try:
             async for msg in ws:
+                if conn.closing is not None:  # over its budget: nothing more it sends is run
+                    break
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    task = asyncio.create_task(self._on_ws_message(msg.data, conn))
+                    task = asyncio.create_task(self._on_ws_message(msg.data, conn, client))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 elif msg.type == WSMsgType.ERROR:
@@ -382,37 +678,56 @@ class RpcServer:
             self._metrics.ws_connections -= 1
         return ws
 
-    async def _on_ws_message(self, data: bytes | str, conn: _WsConn) -> None:
-        reply = await self.handle_payload(data, conn)
-        if reply is not None:
-            try:
-                text = dumps_compact(reply)
-            except (TypeError, ValueError):
-                log.exception("unserialisable JSON-RPC reply")
-                text = dumps_compact(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
-            conn.send(text)
+    async def _on_ws_message(
+        self, data: bytes | str, conn: _WsConn, client: ClientConn | None
+    ) -> None:
+        if conn.closing is not None:  # closed for its budget after this message arrived
+            return
+        budget = _ReplyBudget(self._config.max_response_bytes, conn)
+        text = await self.handle_payload(data, conn, client, budget)
+        if text is not None:
+            conn.send(text, budget.reserved)
+        else:
+            conn.send_nothing(budget.reserved)
         conn.release_started()
 
     # --- dispatch ---
 
-    async def handle_payload(self, data: bytes | str, conn: _WsConn | None) -> Any:
-        """One HTTP body or WebSocket message -> the reply object (None if nothing to send)."""
+    async def handle_payload(
+        self,
+        data: bytes | str,
+        conn: _WsConn | None,
+        client: ClientConn | None,
+        budget: _ReplyBudget | None = None,
+    ) -> str | None:
+        """One HTTP body or WebSocket message -> the reply's JSON text (None if nothing to send),
+        at most `max_response_bytes` long: entries beyond it are -31002 errors (rule 3)."""
+        budget = budget or _ReplyBudget(self._config.max_response_bytes)
         try:
             payload = loads_strict(data)
         except RpcError as exc:
             self._metrics.errors[exc.code] += 1
-            return _error(None, exc.code, exc.message)
+            return budget.encode(_error(None, exc.code, exc.message))
         if not isinstance(payload, list):
-            return await self._handle_one(payload, conn)
+            reply = await self._handle_one(payload, conn, client)
+            return None if reply is None else budget.encode(reply)
         if not payload or len(payload) > self._config.max_batch:
             self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
             msg = "empty batch" if not payload else f"batch larger than {self._config.max_batch}"
-            return _error(None, ErrorCode.INVALID_REQUEST, msg)
-        replies = await asyncio.gather(*(self._handle_one(r, conn) for r in payload))
-        out = [r for r in replies if r is not None]
-        return out or None
+            return budget.encode(_error(None, ErrorCode.INVALID_REQUEST, msg))
 
-    async def _handle_one(self, req: Any, conn: _WsConn | None) -> dict[str, Any] | None:
+        async def one(req: Any) -> str | None:  # encoded as soon as it is done: one object alive
+            if conn is not None and conn.closing is not None:
+                return None  # its connection was closed for its budget meanwhile
+            reply = await self._handle_one(req, conn, client)
+            return None if reply is None else budget.encode(reply)
+
+        texts = [t for t in await asyncio.gather(*(one(r) for r in payload)) if t is not None]
+        return "[" + ",".join(texts) + "]" if texts else None
+
+    async def _handle_one(
+        self, req: Any, conn: _WsConn | None, client: ClientConn | None
+    ) -> dict[str, Any] | None:
         req_id: Any = None
         notification = False
         try:
@@ -437,7 +752,7 @@ class RpcServer:
                 raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"{name} is only available on /ws")
             self._metrics.requests[name] += 1
             args = parse_params(name, spec, req.get("params"))
-            result = await self._run(name, args, conn)
+            result = await self._run(name, args, conn, client)
         except RpcError as exc:
             self._metrics.errors[exc.code] += 1
             # A malformed request object always gets a reply (JSON-RPC 2.0 §5 examples); a
@@ -447,9 +762,18 @@ class RpcServer:
             return _error(req_id, exc.code, exc.message, exc.data)
         return None if notification else {"jsonrpc": "2.0", "id": req_id, "result": result}
 
-    async def _run(self, name: str, args: dict[str, Any], conn: _WsConn | None) -> Any:
-        if self._metrics.in_flight >= self._config.max_in_flight:
-            raise RpcError(ErrorCode.RATE_LIMITED, "server busy: too many requests in flight")
+    async def _run(
+        self, name: str, args: dict[str, Any], conn: _WsConn | None, client: ClientConn | None
+    ) -> Any:
+        slot = (
+            contextlib.nullcontext()
+            if client is None  # not through a GuardedSite (an embedding's own site)
+            else self._guard.slot(client, wait=name in _WAIT_METHODS)
+        )
+        with slot:
+            return await self._run_counted(name, args, conn)
+
+    async def _run_counted(self, name: str, args: dict[str, Any], conn: _WsConn | None) -> Any:
         self._metrics.in_flight += 1
         try:
             return await self._handlers[name](args, conn)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import secrets
 import socket
 import subprocess
@@ -336,6 +337,11 @@ class NodeProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     starts: int = 0
+    nofile: int | None = None  # RLIMIT_NOFILE (soft = hard) of the child, e.g. systemd's 1024
+
+    def _limit_fds(self) -> None:
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
@@ -357,6 +363,7 @@ class NodeProcess:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_fds if self.nofile is not None else None,
             )
 
     def wait_ready(self, deadline_s: float) -> dict[str, Any]:

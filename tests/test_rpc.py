@@ -39,7 +39,8 @@ class Rpc:
 
     async def raw(self, body: Any, path: str = "/") -> tuple[int, Any]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        async with self.session.post(self.base + path, data=data) as resp:
+        headers = {"Content-Type": "application/json"}  # what the server requires (fault 15)
+        async with self.session.post(self.base + path, data=data, headers=headers) as resp:
             text = await resp.text()
             return resp.status, (json.loads(text) if text else None)
 

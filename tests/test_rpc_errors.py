@@ -191,7 +191,8 @@ async def test_body_limit_413(env: Any) -> None:
         for _ in range(limit // 4096 + 2):
             yield b" " * 4096
 
-    async with rpc.session.post(rpc.base + "/", data=chunks()) as resp:
+    json_ct = {"Content-Type": "application/json"}
+    async with rpc.session.post(rpc.base + "/", data=chunks(), headers=json_ct) as resp:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == E.TOO_LARGE
     assert await rpc.call("gm_blockNumber") == node.height()
@@ -234,21 +235,42 @@ async def test_batch_mixed(env: Any) -> None:
 
 
 async def test_in_flight_limit() -> None:
+    """Requests beyond a connection's in-flight cap get RATE_LIMITED (never a queue), and the
+    cap recovers; a receipt wait counts in its own pool, not against other methods (fault 5)."""
     node = FakeNode()
-    server = RpcServer(node, host="127.0.0.1", port=0, config=RpcConfig(max_in_flight=1))
+    config = RpcConfig(max_batch=1, max_in_flight_per_conn=1, max_waits_per_conn=1)
+    server = RpcServer(node, host="127.0.0.1", port=0, config=config)
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
-            rpc = Rpc(session, f"http://127.0.0.1:{server.port}")
+            ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/ws")
             tx_id = hex0x(b"\x09" * 32)
-            waiting = asyncio.create_task(rpc.call("gm_waitForReceipt", [tx_id, 20_000]))
+
+            async def ws_call(req_id: int, method: str, params: list[Any]) -> dict[str, Any]:
+                req = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
+                await ws.send_str(json.dumps(req))
+                return dict(json.loads(await asyncio.wait_for(ws.receive_str(), 10)))
+
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "gm_waitForReceipt",
+                        "params": [tx_id, 20_000],
+                    }
+                )
+            )
             while not node.waiters:
                 await asyncio.sleep(0.01)
-            err = await rpc.error("gm_blockNumber")
-            assert err["code"] == E.RATE_LIMITED
+            assert (await ws_call(2, "gm_blockNumber", []))["result"] == 0  # not held by the wait
+            err = (await ws_call(3, "gm_waitForReceipt", [tx_id, 20_000]))["error"]
+            assert err["code"] == E.RATE_LIMITED and "connection" in err["message"]
             node.waiters[b"\x09" * 32][0].set_result(None)  # the wait ends: tx unknown -> null
-            assert await waiting is None
-            assert await rpc.call("gm_blockNumber") == 0
+            first = json.loads(await asyncio.wait_for(ws.receive_str(), 10))
+            assert first == {"jsonrpc": "2.0", "id": 1, "result": None}
+            assert (await ws_call(4, "gm_waitForReceipt", [tx_id, 0]))["result"] is None
+            await ws.close()
     finally:
         await server.stop()
 
