@@ -311,6 +311,7 @@ class _WsConn:
         self.subs: dict[str, asyncio.Task[None]] = {}
         self.to_start: list[asyncio.Event] = []  # subscriptions waiting for their reply to go out
         self.closing: asyncio.Task[bool] | None = None  # set once the client is found too slow
+        self.released = False  # queued_bytes handed back to the budget for good (closing/closed)
         self.writer = asyncio.create_task(self._write())
         budget.conns.add(self)
 
@@ -324,8 +325,19 @@ class _WsConn:
                     self._sent(len(text))
 
     def _sent(self, size: int) -> None:
-        self.queued_bytes -= size
-        self.budget.queued -= size
+        if not self.released:
+            self.queued_bytes -= size
+            self.budget.queued -= size
+
+    def _release_all(self) -> None:
+        """Hand every counted byte back at once (queued, being written, or reserved by replies
+        still being built, whose later releases are then no-ops) and free the queue."""
+        if not self.released:
+            self.released = True
+            self.budget.queued -= self.queued_bytes
+            self.queued_bytes = 0
+        while not self.queue.empty():
+            self.queue.get_nowait()
 
     def reserve(self, size: int) -> bool:
         """Count `size` bytes of a reply being built; False (and the connection is being closed)
@@ -345,7 +357,7 @@ class _WsConn:
         is being closed) if the client is too slow or over its byte budget."""
         size = len(text)  # JSON from dumps_compact is ASCII: characters are bytes
         if self.closing is not None:
-            self._sent(reserved)
+            self._sent(reserved)  # a no-op once released
             return False
         self.queued_bytes += size - reserved
         self.budget.queued += size - reserved
@@ -366,13 +378,12 @@ class _WsConn:
         already holds; nothing waits for the client to read)."""
         if self.closing is not None:
             return
-        while not self.queue.empty():
-            self._sent(len(self.queue.get_nowait()))
-        self.writer.cancel()  # its message's bytes are released by its `finally`
         # keep a reference: the loop holds tasks only weakly
         self.closing = asyncio.create_task(
             self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason, drain=False)
         )
+        self._release_all()
+        self.writer.cancel()
 
     def release_started(self) -> None:
         for ev in self.to_start:
@@ -385,8 +396,7 @@ class _WsConn:
         self.writer.cancel()
         await asyncio.gather(self.writer, *self.subs.values(), return_exceptions=True)
         self.subs.clear()
-        while not self.queue.empty():
-            self._sent(len(self.queue.get_nowait()))
+        self._release_all()
         self.budget.conns.discard(self)
 
 

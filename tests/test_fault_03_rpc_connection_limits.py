@@ -12,6 +12,8 @@ RLIMIT_NOFILE 1024 (soft and hard) and its default limits; the idle connections 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import resource
 import socket
@@ -21,7 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from node.api import ErrorCode
+from node.rpc import RpcConfig, RpcServer
+from node.rpclimits import compute_connection_caps
 from tests.node_helpers import NodeProcess, RpcSession, sign_tx
+from tests.test_rpc_fake import FakeNode
 
 START_DEADLINE_S = 120.0
 BOUND_S = 90.0  # generous bound on a condition a loaded 2-core machine must still reach
@@ -148,3 +154,67 @@ def test_slowloris_headers_time_out(node: NodeProcess) -> None:
         assert _served(node.port)["height"] >= 0
     finally:
         s.close()
+
+
+# --- the same rules in-process, with small limits (rpclimits rules 1 and 2) ---------------------
+
+
+def test_caps_fit_the_descriptor_limit() -> None:
+    """At systemd's 1024 the total leaves the reserve to LevelDB and P2P (floor 64); one
+    address never holds more than half the total."""
+    caps = compute_connection_caps(max_connections=1024, per_ip=256, fd_reserve=1024, nofile=1024)
+    assert (caps.total, caps.per_ip) == (64, 32)
+    caps = compute_connection_caps(max_connections=1024, per_ip=256, fd_reserve=1024, nofile=65536)
+    assert (caps.total, caps.per_ip) == (1024, 256)
+    caps = compute_connection_caps(max_connections=1024, per_ip=256, fd_reserve=1024, nofile=1536)
+    assert (caps.total, caps.per_ip) == (512, 256)
+
+
+async def _connect(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def _reply_or_eof(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(65536), BOUND_S)
+
+
+async def test_per_address_cap_and_timeouts_in_process() -> None:
+    config = RpcConfig(
+        max_connections_per_ip=4, fd_reserve=0, header_timeout_s=1.0, idle_timeout_s=1.0
+    )
+    server = RpcServer(FakeNode(), host="127.0.0.1", port=0, config=config)
+    await server.start()
+    try:
+        idle = [await _connect(server.port, "127.0.0.2") for _ in range(6)]
+        refused = [await _reply_or_eof(r) for r, _ in idle[4:]]
+        for reply in refused:  # past the cap: one 503 with a -31201 body, then the close
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503"), reply
+            assert json.loads(body)["error"]["code"] == ErrorCode.RATE_LIMITED
+        # Another address is served meanwhile.
+        reader, writer = await _connect(server.port, "127.0.0.1")
+        body = b'{"jsonrpc":"2.0","id":1,"method":"gm_blockNumber"}'
+        request = (
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        writer.write(request)
+        assert b'"result":0' in await _reply_or_eof(reader)
+        # The four admitted idle ones never sent a header: closed after the header timeout.
+        for r, _ in idle[:4]:
+            assert await _reply_or_eof(r) == b""
+        # The keep-alive connection that made one request is closed after the idle timeout.
+        assert await _reply_or_eof(reader) == b""
+        # The address's slots are free again.
+        reader, writer = await _connect(server.port, "127.0.0.2")
+        writer.write(request)
+        assert b'"result":0' in await _reply_or_eof(reader)
+        # A body that does not arrive within the header timeout: HTTP 408, then the close.
+        reader, writer = await _connect(server.port, "127.0.0.1")
+        writer.write(request[: -len(body) // 2])
+        late = await _reply_or_eof(reader)
+        assert late.startswith(b"HTTP/1.1 408"), late
+        for _, w in idle:
+            w.close()
+    finally:
+        await server.stop()

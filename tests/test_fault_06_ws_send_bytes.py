@@ -21,7 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.rpc import RpcConfig, RpcServer, load_openrpc
 from tests.node_helpers import NodeProcess
+from tests.test_rpc_fake import FakeNode
 
 START_DEADLINE_S = 120.0
 BOUND_S = 120.0  # generous bound on a condition a loaded 2-core machine must still reach
@@ -100,3 +102,90 @@ async def _flood(node: NodeProcess, pid: int, batch: str) -> tuple[int, int | No
             break
         await ws.close()
     return texts, close_code
+
+
+# --- the same rules in-process, with small limits (node/rpc.py rules 3 and 6) -------------------
+
+DISCOVER = {"jsonrpc": "2.0", "method": "rpc.discover"}
+DOC_BYTES = len(json.dumps(load_openrpc(), separators=(",", ":")))
+
+
+async def _get_metrics(session: aiohttp.ClientSession, port: int) -> str:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        return await resp.text()
+
+
+def _metric_text(text: str, name: str) -> int:
+    if name == "requests":
+        found = re.search(r'gmchain_rpc_requests_total\{method="rpc.discover"\} (\d+)', text)
+    else:
+        found = re.search(rf"^gmchain_rpc_{name} (\d+)$", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+async def test_one_reply_is_bounded_in_bytes() -> None:
+    """A 10-entry batch whose reply would be 10 OpenRPC documents: the entries past the limit
+    are -31002 errors, the reply stays under `max_response_bytes`."""
+    limit = 3 * DOC_BYTES
+    config = RpcConfig(max_response_bytes=limit, ws_send_queue_bytes=limit)
+    server = RpcServer(FakeNode(), host="127.0.0.1", port=0, config=config)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            batch = [{**DISCOVER, "id": i} for i in range(10)]
+            url = f"http://127.0.0.1:{server.port}/"
+            async with session.post(url, json=batch) as resp:
+                text = await resp.text()
+            assert len(text) <= limit
+            replies = json.loads(text)
+            assert len(replies) == 10
+            served = [r for r in replies if "result" in r]
+            too_large = [r for r in replies if r.get("error", {}).get("code") == -31002]
+            assert len(served) == 2 and len(too_large) == 8, [list(r) for r in replies]
+    finally:
+        await server.stop()
+
+
+async def test_total_budget_closes_the_largest_queue() -> None:
+    """Three clients that do not read, each under its own budget, together over the total: the
+    one holding most is closed with 1008; the server's queued bytes end within the total, and a
+    reading client is still served."""
+    per_conn, total = 48 * 1024 * 1024, 64 * 1024 * 1024
+    config = RpcConfig(ws_send_queue_bytes=per_conn, ws_send_total_bytes=total)
+    server = RpcServer(FakeNode(), host="127.0.0.1", port=0, config=config)
+    await server.start()
+    url = f"http://127.0.0.1:{server.port}/ws"
+    batch = json.dumps([{**DISCOVER, "id": i} for i in range(100)])  # ~4 MB of reply
+    try:
+        async with aiohttp.ClientSession() as session:
+            socks = [await session.ws_connect(url, max_msg_size=0) for _ in range(3)]
+            for ws in socks:
+                for _ in range(10):  # ~40 MB each: under 48, and 120 in all
+                    await ws.send_str(batch)
+            end = time.monotonic() + BOUND_S
+            while _metric_text(await _get_metrics(session, server.port), "ws_connections") > 2:
+                assert time.monotonic() < end, "the total send budget was never enforced"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # whatever was still running has queued its reply
+            metrics = await _get_metrics(session, server.port)
+            assert _metric_text(metrics, "ws_queued_bytes") <= total
+            assert _metric_text(metrics, "ws_connections") == 2, "not exactly one was closed"
+            codes = []
+            for ws in socks:  # read: the closed one gets its close frame after what was sent
+                msg = await asyncio.wait_for(ws.receive(), BOUND_S)
+                while msg.type == aiohttp.WSMsgType.TEXT and not ws.closed:
+                    try:
+                        msg = await asyncio.wait_for(ws.receive(), 2.0)
+                    except TimeoutError:  # an open socket whose queue is drained
+                        break
+                codes.append(msg.data if msg.type == aiohttp.WSMsgType.CLOSE else "open")
+            assert sorted(codes, key=str) == [1008, "open", "open"], codes
+            async with session.ws_connect(url) as reader:
+                await reader.send_str(
+                    json.dumps({"jsonrpc": "2.0", "id": 1, "method": "gm_blockNumber"})
+                )
+                assert json.loads(await reader.receive_str(timeout=BOUND_S))["result"] == 0
+            for ws in socks:
+                await ws.close()
+    finally:
+        await server.stop()
