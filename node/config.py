@@ -171,7 +171,7 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
-        from node.rpc import RpcConfig  # the RPC layer imports this module
+        from node.rpcconfig import RpcConfig  # which imports this module
 
         try:
             RpcConfig.from_node_config(self).validate()

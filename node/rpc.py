@@ -19,7 +19,8 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
 4. Binary values are `0x` lowercase hex; heights are JSON integers (`node.jsonfmt`).
 5. `rpc.discover` returns the OpenRPC document kept as package data (`node/openrpc.json`);
    `docs/openrpc.json` is a byte-identical copy (a test checks both match the method table).
-   The method table and the request parsing are node/rpcspec.py.
+   The method table and the request parsing are node/rpcspec.py; the limits node/rpcconfig.py;
+   per-client admission node/rpclimits.py; reply and send budgets node/rpcsend.py.
 
 Sources: JSON-RPC 2.0 specification; OpenRPC 1.2.6; RFC 6455 (WebSocket); Prometheus text
 exposition format 0.0.4; FISCO BCOS / Ethereum method naming (docs/REFERENCES.md).
@@ -43,7 +44,6 @@ from aiohttp.typedefs import Handler
 
 from ledger.types import MAX_TX_BYTES, Block
 from node.api import ApiError, ErrorCode, NodeApi
-from node.config import NodeConfig
 from node.jsonfmt import (
     JsonFormatError,
     args_schema,
@@ -57,6 +57,7 @@ from node.jsonfmt import (
     value_from_json,
     value_to_json,
 )
+from node.rpcconfig import RpcConfig
 from node.rpclimits import (
     LOCAL_HOSTS,
     ClientConn,
@@ -67,11 +68,13 @@ from node.rpclimits import (
     raise_fd_limit,
     request_refusal,
 )
+from node.rpcsend import ReplyBudget, SendBudget, WsConn
 from node.rpcspec import (
     METHODS,
     WS_METHODS,
     RpcError,
     dumps_compact,
+    error_reply,
     handler_name,
     load_openrpc,
     loads_strict,
@@ -92,119 +95,6 @@ CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 _MAX_HEIGHT = 2**63 - 1
 _WAIT_METHODS = frozenset({"gm_waitForReceipt"})  # hold a future, not work (rpclimits rule 3)
-_MIB = 1 << 20
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RpcConfig:
-    """Limits of the RPC server. Every one is a hard cap; docs/ops.md gives the reasons."""
-
-    max_body_bytes: int = _MIB  # HTTP request body
-    max_batch: int = 100  # requests in one batch
-    max_subscriptions: int = 32  # per WebSocket connection
-    max_ws_message_bytes: int = _MIB  # one WebSocket message
-    max_wait_ms: int = 30_000  # gm_waitForReceipt timeout cap
-    ws_send_queue: int = 1024  # outgoing messages buffered per WebSocket
-    ws_heartbeat_s: float = 30.0
-    # per client (node/rpclimits.py); a full batch must fit one connection's in-flight cap
-    max_in_flight_per_conn: int = 256
-    max_in_flight_per_ip: int = 2048
-    max_waits_per_conn: int = 256
-    max_waits_per_ip: int = 2048
-    max_connections: int = 1024  # in all; lowered to RLIMIT_NOFILE - fd_reserve
-    max_connections_per_ip: int = 256  # lowered to half the total in force
-    fd_reserve: int = 1024  # descriptors RPC connections never take (LevelDB, P2P, logs)
-    header_timeout_s: float = 10.0  # a request's headers (and then its body) must arrive in this
-    idle_timeout_s: float = 60.0  # a keep-alive connection with no request is closed after this
-    max_response_bytes: int = 16 * _MIB  # one reply (a whole batch reply included)
-    ws_send_queue_bytes: int = 32 * _MIB  # queued for one WebSocket
-    ws_send_total_bytes: int = 256 * _MIB  # queued for all WebSockets together
-    allowed_hosts: tuple[str, ...] = ()  # besides localhost, IP literals and the listen host
-    allowed_origins: tuple[str, ...] = ()  # browser origins allowed; none by default
-
-    def validate(self) -> None:
-        for name in (
-            "max_body_bytes",
-            "max_batch",
-            "max_subscriptions",
-            "max_ws_message_bytes",
-            "max_wait_ms",
-            "ws_send_queue",
-            "max_in_flight_per_conn",
-            "max_in_flight_per_ip",
-            "max_waits_per_conn",
-            "max_waits_per_ip",
-            "max_connections",
-            "max_connections_per_ip",
-            "max_response_bytes",
-            "ws_send_queue_bytes",
-            "ws_send_total_bytes",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"RpcConfig.{name}: expected a positive integer")
-        if not isinstance(self.fd_reserve, int) or self.fd_reserve < 0:
-            raise ValueError("RpcConfig.fd_reserve: expected a non-negative integer")
-        for name in ("ws_heartbeat_s", "header_timeout_s", "idle_timeout_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"RpcConfig.{name}: expected a positive number")
-        if self.max_in_flight_per_conn < self.max_batch:
-            raise ValueError("RpcConfig.max_in_flight_per_conn: must be at least max_batch")
-        if self.ws_send_queue_bytes < self.max_response_bytes:
-            raise ValueError("RpcConfig.ws_send_queue_bytes: must be at least max_response_bytes")
-        if self.ws_send_total_bytes < self.ws_send_queue_bytes:
-            raise ValueError("RpcConfig.ws_send_total_bytes: must be at least ws_send_queue_bytes")
-        for host in self.allowed_hosts:
-            if not isinstance(host, str) or not host or any(c in host for c in " /\t"):
-                raise ValueError(f"RpcConfig.allowed_hosts: {host!r} is not a host name")
-        for origin in self.allowed_origins:
-            if not isinstance(origin, str) or (origin != "*" and "://" not in origin):
-                raise ValueError(
-                    f"RpcConfig.allowed_origins: {origin!r} is not an origin (scheme://host[:port])"
-                )
-
-    @classmethod
-    def from_node_config(cls, cfg: NodeConfig) -> RpcConfig:
-        """The RPC limits of a node's config.toml (its `rpc_*` keys)."""
-        return cls(
-            max_body_bytes=cfg.rpc_max_body_bytes,
-            max_in_flight_per_conn=cfg.rpc_max_in_flight_per_conn,
-            max_in_flight_per_ip=cfg.rpc_max_in_flight_per_ip,
-            max_waits_per_conn=cfg.rpc_max_waits_per_conn,
-            max_waits_per_ip=cfg.rpc_max_waits_per_ip,
-            max_connections=cfg.rpc_max_connections,
-            max_connections_per_ip=cfg.rpc_max_connections_per_ip,
-            fd_reserve=cfg.rpc_fd_reserve,
-            header_timeout_s=cfg.rpc_header_timeout_s,
-            idle_timeout_s=cfg.rpc_idle_timeout_s,
-            max_response_bytes=cfg.rpc_max_response_bytes,
-            ws_send_queue_bytes=cfg.rpc_ws_send_queue_bytes,
-            ws_send_total_bytes=cfg.rpc_ws_send_total_bytes,
-            allowed_hosts=tuple(cfg.rpc_allowed_hosts),
-            allowed_origins=tuple(cfg.rpc_allowed_origins),
-        )
-
-    @classmethod
-    def minimal(cls) -> RpcConfig:
-        """Small limits for tests: limits are reached with small inputs."""
-        return cls(
-            max_body_bytes=256 * 1024,  # still fits one MAX_TX_BYTES tx in hex
-            max_batch=10,
-            max_subscriptions=4,
-            max_ws_message_bytes=64 * 1024,
-            max_wait_ms=2_000,
-            ws_send_queue=64,
-            max_in_flight_per_conn=16,
-            max_in_flight_per_ip=64,
-            max_waits_per_conn=16,
-            max_waits_per_ip=64,
-            max_connections=64,
-            max_connections_per_ip=32,
-            max_response_bytes=1 * _MIB,
-            ws_send_queue_bytes=2 * _MIB,
-            ws_send_total_bytes=8 * _MIB,
-        )
 
 
 def _name_of(host: str) -> tuple[str, ...]:
@@ -224,13 +114,6 @@ def _summary_json(found: Any) -> dict[str, Any] | None:
     out = header_to_json(header)
     out["transactions"] = [hex0x(t) for t in tx_ids]
     return out
-
-
-def _error(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": int(code), "message": message}
-    if data is not None:
-        err["data"] = jsonable(data)
-    return {"jsonrpc": "2.0", "id": req_id, "error": err}
 
 
 async def _aclose(it: AsyncIterator[Any]) -> None:
@@ -281,157 +164,7 @@ class _Metrics:
 # --- WebSocket connections ----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _SendBudget:
-    """Bytes queued for all WebSockets together (rule 6)."""
-
-    limit: int
-    queued: int = 0
-    conns: set[_WsConn] = field(default_factory=set)
-
-    def shed(self) -> None:
-        """Close the connections holding most until the total is within the limit."""
-        while self.queued > self.limit:
-            open_ = [c for c in self.conns if c.closing is None and c.queued_bytes > 0]
-            if not open_:
-                return
-            max(open_, key=lambda c: c.queued_bytes).drop(b"server send budget exceeded")
-
-
-class _WsConn:
-    """One WebSocket client: a send queue bounded in messages and bytes, drained by a writer
-    task, and subscriptions."""
-
-    def __init__(self, ws: web.WebSocketResponse, config: RpcConfig, budget: _SendBudget) -> None:
-        self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(config.ws_send_queue)
-        self.max_queued_bytes = config.ws_send_queue_bytes
-        self.queued_bytes = 0  # in the queue plus the message being written; in budget.queued
-        self.budget = budget
-        self.subs: dict[str, asyncio.Task[None]] = {}
-        self.to_start: list[asyncio.Event] = []  # subscriptions waiting for their reply to go out
-        self.closing: asyncio.Task[bool] | None = None  # set once the client is found too slow
-        self.released = False  # queued_bytes handed back to the budget for good (closing/closed)
-        self.writer = asyncio.create_task(self._write())
-        budget.conns.add(self)
-
-    async def _write(self) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            while True:
-                text = await self.queue.get()
-                try:
-                    await self.ws.send_str(text)
-                finally:
-                    self._sent(len(text))
-
-    def _sent(self, size: int) -> None:
-        if not self.released:
-            self.queued_bytes -= size
-            self.budget.queued -= size
-
-    def _release_all(self) -> None:
-        """Hand every counted byte back at once (queued, being written, or reserved by replies
-        still being built, whose later releases are then no-ops) and free the queue."""
-        if not self.released:
-            self.released = True
-            self.budget.queued -= self.queued_bytes
-            self.queued_bytes = 0
-        while not self.queue.empty():
-            self.queue.get_nowait()
-
-    def reserve(self, size: int) -> bool:
-        """Count `size` bytes of a reply being built; False (and the connection is being closed)
-        once over budget. `send` takes the reservation over, or releases it."""
-        if self.closing is not None:
-            return False
-        self.queued_bytes += size
-        self.budget.queued += size
-        if self.queued_bytes > self.max_queued_bytes:
-            self.drop(b"slow consumer")
-        else:
-            self.budget.shed()
-        return self.closing is None
-
-    def send(self, text: str, reserved: int = 0) -> bool:
-        """Queue a message (`reserved` of its bytes already counted); False (and the connection
-        is being closed) if the client is too slow or over its byte budget."""
-        size = len(text)  # JSON from dumps_compact is ASCII: characters are bytes
-        if self.closing is not None:
-            self._sent(reserved)  # a no-op once released
-            return False
-        self.queued_bytes += size - reserved
-        self.budget.queued += size - reserved
-        if self.queue.full() or self.queued_bytes > self.max_queued_bytes:
-            self._sent(size)  # never queued
-            self.drop(b"slow consumer")
-            return False
-        self.queue.put_nowait(text)
-        self.budget.shed()
-        return self.closing is None
-
-    def send_nothing(self, reserved: int) -> None:
-        """Release a reservation whose reply was not sent."""
-        self._sent(reserved)
-
-    def drop(self, reason: bytes) -> None:
-        """Free the queue now and close with 1008 (the close frame follows what the kernel
-        already holds; nothing waits for the client to read)."""
-        if self.closing is not None:
-            return
-        # keep a reference: the loop holds tasks only weakly
-        self.closing = asyncio.create_task(
-            self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason, drain=False)
-        )
-        self._release_all()
-        self.writer.cancel()
-
-    def release_started(self) -> None:
-        for ev in self.to_start:
-            ev.set()
-        self.to_start.clear()
-
-    async def close(self) -> None:
-        for task in list(self.subs.values()):
-            task.cancel()
-        self.writer.cancel()
-        await asyncio.gather(self.writer, *self.subs.values(), return_exceptions=True)
-        self.subs.clear()
-        self._release_all()
-        self.budget.conns.discard(self)
-
-
-class _ReplyBudget:
-    """What is left of `max_response_bytes` for one reply or batch reply; on a WebSocket each
-    encoded entry is also counted against the connection's send budget as soon as it exists, so
-    replies being built cannot outgrow it (rule 6)."""
-
-    __slots__ = ("conn", "left", "limit", "reserved")
-
-    def __init__(self, limit: int, conn: _WsConn | None = None) -> None:
-        self.limit = limit
-        self.left = limit - 2  # the batch's brackets
-        self.conn = conn
-        self.reserved = 0  # bytes counted in conn's budget, handed over by conn.send
-
-    def encode(self, reply: dict[str, Any]) -> str:
-        try:
-            text = dumps_compact(reply)
-        except (TypeError, ValueError):  # our bug: a handler returned something not JSON
-            log.exception("unserialisable JSON-RPC reply")
-            text = dumps_compact(
-                _error(reply.get("id"), ErrorCode.INTERNAL_ERROR, "internal error")
-            )
-        if len(text) + 1 > self.left:
-            msg = f"reply larger than {self.limit} bytes (rpc_max_response_bytes)"
-            text = dumps_compact(_error(reply.get("id"), ErrorCode.TOO_LARGE, msg))
-        self.left -= len(text) + 1
-        if self.conn is not None:
-            self.reserved += len(text) + 1
-            self.conn.reserve(len(text) + 1)
-        return text
-
-
-_Handler = Callable[[dict[str, Any], "_WsConn | None"], Awaitable[Any]]
+_Handler = Callable[[dict[str, Any], "WsConn | None"], Awaitable[Any]]
 
 
 class RpcServer:
@@ -454,8 +187,8 @@ class RpcServer:
         self._metrics = _Metrics()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._conns: set[_WsConn] = set()
-        self._send_budget = _SendBudget(limit=self._config.ws_send_total_bytes)
+        self._conns: set[WsConn] = set()
+        self._send_budget = SendBudget(limit=self._config.ws_send_total_bytes)
         self._hosts = frozenset(
             h.lower() for h in (*LOCAL_HOSTS, *self._config.allowed_hosts, *_name_of(host))
         )
@@ -557,7 +290,7 @@ class RpcServer:
         if refusal is not None:
             status, msg = refusal
             self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
-            return self._json_response(_error(None, ErrorCode.INVALID_REQUEST, msg), status)
+            return self._json_response(error_reply(None, ErrorCode.INVALID_REQUEST, msg), status)
         client = self._guard.client_of(request)
         if client is None:
             return await handler(request)
@@ -586,14 +319,14 @@ class RpcServer:
             except TimeoutError:
                 self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
                 msg = f"request body not received within {self._config.header_timeout_s:g} s"
-                resp = self._json_response(_error(None, ErrorCode.INVALID_REQUEST, msg), 408)
+                resp = self._json_response(error_reply(None, ErrorCode.INVALID_REQUEST, msg), 408)
                 resp.force_close()
                 return resp
             body = b"".join(chunks)
         if too_big:
             self._metrics.errors[ErrorCode.TOO_LARGE] += 1
             msg = f"request body exceeds {limit} bytes"
-            return self._json_response(_error(None, ErrorCode.TOO_LARGE, msg), status=413)
+            return self._json_response(error_reply(None, ErrorCode.TOO_LARGE, msg), status=413)
         text = await self.handle_payload(body, None, self._guard.client_of(request))
         if text is None:
             return web.Response(status=204)
@@ -601,14 +334,14 @@ class RpcServer:
 
     async def _on_wrong_verb(self, _request: web.Request) -> web.Response:
         msg = "JSON-RPC requests must be sent with HTTP POST"
-        return self._json_response(_error(None, ErrorCode.INVALID_REQUEST, msg), status=405)
+        return self._json_response(error_reply(None, ErrorCode.INVALID_REQUEST, msg), status=405)
 
     def _json_response(self, obj: Any, status: int = 200) -> web.Response:
         try:
             text = dumps_compact(obj)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
             log.exception("unserialisable JSON-RPC reply")
-            text = dumps_compact(_error(None, ErrorCode.INTERNAL_ERROR, "internal error"))
+            text = dumps_compact(error_reply(None, ErrorCode.INTERNAL_ERROR, "internal error"))
         return web.Response(text=text, status=status, content_type="application/json")
 
     async def _on_metrics(self, _request: web.Request) -> web.Response:
@@ -664,7 +397,7 @@ class RpcServer:
         )
         await ws.prepare(request)
         CLIENT_ADDRESS.set(request.remote or "")
-        conn = _WsConn(ws, self._config, self._send_budget)
+        conn = WsConn(ws, self._config, self._send_budget)
         client = self._guard.client_of(request)
         self._conns.add(conn)
         self._metrics.ws_connections += 1
@@ -689,11 +422,11 @@ class RpcServer:
         return ws
 
     async def _on_ws_message(
-        self, data: bytes | str, conn: _WsConn, client: ClientConn | None
+        self, data: bytes | str, conn: WsConn, client: ClientConn | None
     ) -> None:
         if conn.closing is not None:  # closed for its budget after this message arrived
             return
-        budget = _ReplyBudget(self._config.max_response_bytes, conn)
+        budget = ReplyBudget(self._config.max_response_bytes, conn)
         text = await self.handle_payload(data, conn, client, budget)
         if text is not None:
             conn.send(text, budget.reserved)
@@ -706,25 +439,25 @@ class RpcServer:
     async def handle_payload(
         self,
         data: bytes | str,
-        conn: _WsConn | None,
+        conn: WsConn | None,
         client: ClientConn | None,
-        budget: _ReplyBudget | None = None,
+        budget: ReplyBudget | None = None,
     ) -> str | None:
         """One HTTP body or WebSocket message -> the reply's JSON text (None if nothing to send),
         at most `max_response_bytes` long: entries beyond it are -31002 errors (rule 3)."""
-        budget = budget or _ReplyBudget(self._config.max_response_bytes)
+        budget = budget or ReplyBudget(self._config.max_response_bytes)
         try:
             payload = loads_strict(data)
         except RpcError as exc:
             self._metrics.errors[exc.code] += 1
-            return budget.encode(_error(None, exc.code, exc.message))
+            return budget.encode(error_reply(None, exc.code, exc.message))
         if not isinstance(payload, list):
             reply = await self._handle_one(payload, conn, client)
             return None if reply is None else budget.encode(reply)
         if not payload or len(payload) > self._config.max_batch:
             self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
             msg = "empty batch" if not payload else f"batch larger than {self._config.max_batch}"
-            return budget.encode(_error(None, ErrorCode.INVALID_REQUEST, msg))
+            return budget.encode(error_reply(None, ErrorCode.INVALID_REQUEST, msg))
 
         async def one(req: Any) -> str | None:  # encoded as soon as it is done: one object alive
             if conn is not None and conn.closing is not None:
@@ -736,7 +469,7 @@ class RpcServer:
         return "[" + ",".join(texts) + "]" if texts else None
 
     async def _handle_one(
-        self, req: Any, conn: _WsConn | None, client: ClientConn | None
+        self, req: Any, conn: WsConn | None, client: ClientConn | None
     ) -> dict[str, Any] | None:
         req_id: Any = None
         notification = False
@@ -769,11 +502,11 @@ class RpcServer:
             # well-formed notification never does, not even an error (§4.1).
             if notification and exc.code != ErrorCode.INVALID_REQUEST:
                 return None
-            return _error(req_id, exc.code, exc.message, exc.data)
+            return error_reply(req_id, exc.code, exc.message, exc.data)
         return None if notification else {"jsonrpc": "2.0", "id": req_id, "result": result}
 
     async def _run(
-        self, name: str, args: dict[str, Any], conn: _WsConn | None, client: ClientConn | None
+        self, name: str, args: dict[str, Any], conn: WsConn | None, client: ClientConn | None
     ) -> Any:
         slot = (
             contextlib.nullcontext()
@@ -783,7 +516,7 @@ class RpcServer:
         with slot:
             return await self._run_counted(name, args, conn)
 
-    async def _run_counted(self, name: str, args: dict[str, Any], conn: _WsConn | None) -> Any:
+    async def _run_counted(self, name: str, args: dict[str, Any], conn: WsConn | None) -> Any:
         self._metrics.in_flight += 1
         try:
             return await self._handlers[name](args, conn)
@@ -803,10 +536,10 @@ class RpcServer:
 
     # --- methods (one per entry of METHODS; `a` holds the parsed params) ---
 
-    async def _m_rpc_discover(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_rpc_discover(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return load_openrpc()
 
-    async def _m_node_info(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_node_info(self, a: dict[str, Any], c: WsConn | None) -> Any:
         st = self._api.status()
         window = getattr(st, "replay_window", None)
         return {
@@ -826,7 +559,7 @@ class RpcServer:
             },
         }
 
-    async def _m_status(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_status(self, a: dict[str, Any], c: WsConn | None) -> Any:
         st = self._api.status()
         return {
             "chainId": st.chain_id,
@@ -842,20 +575,20 @@ class RpcServer:
             "version": st.version,
         }
 
-    async def _m_block_number(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_block_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return self._api.height()
 
-    async def _m_get_total_transaction_count(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_total_transaction_count(self, a: dict[str, Any], c: WsConn | None) -> Any:
         st = self._api.status()
         return {"transactionCount": st.committed_txs, "blockNumber": st.height}
 
-    async def _m_contracts(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_contracts(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return jsonable(self._api.describe_contracts())
 
-    async def _m_send_raw_transaction(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_send_raw_transaction(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return hex0x(await self._api.submit_raw_tx(a["rawTx"]))
 
-    async def _m_get_transaction_by_hash(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_transaction_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         tx_id = a["txId"]
         found = self._api.get_tx(tx_id)
         if found is None:
@@ -864,7 +597,7 @@ class RpcServer:
         out["pending"] = False
         return out
 
-    async def _m_get_transaction_receipt(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_transaction_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
         tx_id = a["txId"]
         found = self._api.get_receipt(tx_id)
         if found is None:
@@ -879,7 +612,7 @@ class RpcServer:
         out["pending"] = False
         return out
 
-    async def _m_wait_for_receipt(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_wait_for_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
         timeout_ms = a["timeoutMs"]
         if timeout_ms > self._config.max_wait_ms:
             raise RpcError(
@@ -890,21 +623,21 @@ class RpcServer:
             found = await self._api.wait_tx(a["txId"], timeout_ms / 1000)
         return None if found is None else self._receipt_json(found)
 
-    async def _m_get_block_by_number(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_block_by_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         summary = getattr(self._api, "get_block_summary", None)
         if not a["fullTxs"] and summary is not None:  # header + ids: no tx decoding
             return _summary_json(summary(a["height"]))
         block = self._api.get_block(a["height"])
         return None if block is None else block_to_json(block, a["fullTxs"])
 
-    async def _m_get_block_by_hash(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_block_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         summary = getattr(self._api, "get_block_summary_by_hash", None)
         if not a["fullTxs"] and summary is not None:
             return _summary_json(summary(a["hash"]))
         block = self._api.get_block_by_hash(a["hash"])
         return None if block is None else block_to_json(block, a["fullTxs"])
 
-    async def _m_call(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_call(self, a: dict[str, Any], c: WsConn | None) -> Any:
         contract, method, raw_args = a["contract"], a["method"], a["args"]
         if len(raw_args) > 64:
             raise RpcError(ErrorCode.INVALID_PARAMS, "args: more than 64 items")
@@ -916,11 +649,11 @@ class RpcServer:
             args.append(value_from_json(v, arg_schema, name=f"args[{i}] ({arg_name})"))
         return value_to_json(self._api.call(contract, method, args))
 
-    async def _m_get_transaction_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_transaction_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
         proof = await self._api.tx_proof(a["txId"], a["atHeight"], client=CLIENT_ADDRESS.get())
         return jsonable(proof)
 
-    async def _m_get_consistency_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_consistency_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
         if a["oldHeight"] > a["newHeight"]:
             raise RpcError(ErrorCode.BAD_RANGE, "oldHeight must not exceed newHeight")
         proof = await self._api.consistency_proof(
@@ -928,12 +661,12 @@ class RpcServer:
         )
         return jsonable(proof)
 
-    async def _m_get_commit_proof(self, a: dict[str, Any], c: _WsConn | None) -> Any:
+    async def _m_get_commit_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return jsonable(await self._api.commit_proof(a["height"], client=CLIENT_ADDRESS.get()))
 
     # --- subscriptions (WebSocket only) ---
 
-    async def _m_subscribe(self, a: dict[str, Any], conn: _WsConn | None) -> Any:
+    async def _m_subscribe(self, a: dict[str, Any], conn: WsConn | None) -> Any:
         assert conn is not None
         kind, arg = a["kind"], a["filter"]
         if len(conn.subs) >= self._config.max_subscriptions:
@@ -981,7 +714,7 @@ class RpcServer:
             None if name is None else p_str("filter.name", name),
         )
 
-    async def _m_unsubscribe(self, a: dict[str, Any], conn: _WsConn | None) -> Any:
+    async def _m_unsubscribe(self, a: dict[str, Any], conn: WsConn | None) -> Any:
         assert conn is not None
         task = conn.subs.pop(a["subscription"], None)
         if task is None:
@@ -992,7 +725,7 @@ class RpcServer:
 
     async def _run_sub(
         self,
-        conn: _WsConn,
+        conn: WsConn,
         sub_id: str,
         started: asyncio.Event,
         source: Callable[[], Awaitable[None]],
@@ -1007,7 +740,7 @@ class RpcServer:
         if conn.subs.pop(sub_id, None) is not None:
             self._metrics.subscriptions -= 1
 
-    def _notify(self, conn: _WsConn, sub_id: str, result: Any) -> bool:
+    def _notify(self, conn: WsConn, sub_id: str, result: Any) -> bool:
         msg = {
             "jsonrpc": "2.0",
             "method": "gm_subscription",
@@ -1015,7 +748,7 @@ class RpcServer:
         }
         return conn.send(dumps_compact(msg))
 
-    async def _pump_heads(self, conn: _WsConn, sub_id: str, heads: AsyncIterator[Block]) -> None:
+    async def _pump_heads(self, conn: WsConn, sub_id: str, heads: AsyncIterator[Block]) -> None:
         try:
             async for block in heads:
                 if not self._notify(conn, sub_id, header_to_json(block.header)):
@@ -1023,7 +756,7 @@ class RpcServer:
         finally:
             await _aclose(heads)
 
-    async def _pump_events(self, conn: _WsConn, sub_id: str, events: AsyncIterator[Any]) -> None:
+    async def _pump_events(self, conn: WsConn, sub_id: str, events: AsyncIterator[Any]) -> None:
         try:
             async for height, tx_id, event in events:
                 result = {"blockNumber": height, "txId": hex0x(tx_id), **event_to_json(event)}
@@ -1032,7 +765,7 @@ class RpcServer:
         finally:
             await _aclose(events)
 
-    async def _pump_tx(self, conn: _WsConn, sub_id: str, tx_id: bytes) -> None:
+    async def _pump_tx(self, conn: WsConn, sub_id: str, tx_id: bytes) -> None:
         """One notification with the receipt when the tx commits; then the subscription ends."""
         found = self._api.get_receipt(tx_id)
         while found is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ledger.types import DIGEST_SIZE, MAX_TX_BYTES
 from node.api import ErrorCode
-from node.jsonfmt import JsonFormatError, parse_hex
+from node.jsonfmt import JsonFormatError, jsonable, parse_hex
 
 __all__ = [
     "METHODS",
@@ -27,6 +27,7 @@ __all__ = [
     "RpcError",
     "RpcMethod",
     "dumps_compact",
+    "error_reply",
     "handler_name",
     "load_openrpc",
     "loads_strict",
@@ -217,3 +218,11 @@ def handler_name(method: str) -> str:
 
 def dumps_compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def error_reply(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    """A JSON-RPC 2.0 error response object."""
+    err: dict[str, Any] = {"code": int(code), "message": message}
+    if data is not None:
+        err["data"] = jsonable(data)
+    return {"jsonrpc": "2.0", "id": req_id, "error": err}
