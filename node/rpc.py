@@ -286,19 +286,20 @@ class RpcServer:
     async def _on_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every request: the browser checks, then the connection is busy until the handler
         returns (its header timer stays off; a WebSocket is busy for its whole life)."""
-        refusal = request_refusal(request, self._hosts, self._origins)
-        if refusal is not None:
-            status, msg = refusal
-            self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
-            return self._json_response(error_reply(None, ErrorCode.INVALID_REQUEST, msg), status)
         client = self._guard.client_of(request)
-        if client is None:
-            return await handler(request)
-        self._guard.request_started(client)
+        if client is not None:
+            self._guard.request_started(client)
         try:
+            refusal = request_refusal(request, self._hosts, self._origins)
+            if refusal is not None:
+                status, msg = refusal
+                self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
+                reply = error_reply(None, ErrorCode.INVALID_REQUEST, msg)
+                return self._json_response(reply, status)
             return await handler(request)
         finally:
-            self._guard.request_done(client)
+            if client is not None:
+                self._guard.request_done(client)
 
     async def _on_http(self, request: web.Request) -> web.StreamResponse:
         CLIENT_ADDRESS.set(request.remote or "")

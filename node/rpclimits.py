@@ -213,8 +213,8 @@ class ConnectionGuard:
 
     def _forget_if_idle(self, conn: ClientConn) -> None:
         a = conn.address
-        if a.connections == 0 and a.work == 0 and a.waits == 0:
-            self.addresses.pop(conn.ip, None)
+        if a.connections == 0 and a.work == 0 and a.waits == 0 and self.addresses.get(conn.ip) is a:
+            del self.addresses[conn.ip]
 
     def arm_header_timer(self, conn: ClientConn) -> None:
         if conn.header_timer is None and not conn.busy:
