@@ -556,6 +556,9 @@ class RpcServer:
                 "maxSubscriptions": self._config.max_subscriptions,
                 "maxWsMessageBytes": self._config.max_ws_message_bytes,
                 "maxWaitMs": self._config.max_wait_ms,
+                "maxResponseBytes": self._config.max_response_bytes,
+                "maxInFlightPerConnection": self._config.max_in_flight_per_conn,
+                "maxWaitsPerConnection": self._config.max_waits_per_conn,
                 "maxTxBytes": MAX_TX_BYTES,
             },
         }

@@ -142,6 +142,10 @@ async def test_one_reply_is_bounded_in_bytes() -> None:
             served = [r for r in replies if "result" in r]
             too_large = [r for r in replies if r.get("error", {}).get("code") == -31002]
             assert len(served) == 2 and len(too_large) == 8, [list(r) for r in replies]
+            info = {"jsonrpc": "2.0", "id": 1, "method": "gm_nodeInfo"}
+            async with session.post(url, json=info) as resp:
+                limits = (await resp.json())["result"]["limits"]
+            assert limits["maxResponseBytes"] == limit  # clients can see the limit
     finally:
         await server.stop()
 
