@@ -133,6 +133,14 @@ def _all_bytes(items: Sequence[object], size: int | None = None) -> bool:
     return all(type(x) is bytes and len(x) == size for x in items)
 
 
+def _is_intact(sealed: bytes) -> bool:
+    try:
+        k.unseal_record(sealed)
+    except k.SealedRecordDamaged:
+        return False
+    return True
+
+
 def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
     if (
         os.path.isdir(path)
@@ -231,9 +239,10 @@ class Store:
             version = k.decode_height(raw_version)
         except ValueError as e:
             raise corrupt(f"format version record: {e}") from e
-        if version != k.FORMAT_VERSION:
+        if version not in k.READABLE_FORMATS:
             raise StoreError(
-                f"{self._path} has store format {version}; this build reads {k.FORMAT_VERSION}"
+                f"{self._path} has store format {version}; this build reads "
+                f"{' and '.join(map(str, k.READABLE_FORMATS))}"
             )
         stored = self._kv.get(k.META_CHAIN_ID)
         if stored is None:
@@ -419,6 +428,41 @@ class Store:
         _require_bytes(value, f"metadata value of {key!r}")
         with self._lock:
             self._put_synced(k.k_user_meta(key), value, sync=sync)
+
+    def put_sealed_meta(self, key: str, value: bytes) -> None:
+        """Store `value` sealed (`store_keys.seal_record`: its own SM3 checksum) under `key`, and
+        keep the sealed copy it replaces under `key + ".previous"` (unless that copy is damaged:
+        then the older previous copy stays) — one synced batch, which also
+        deletes an unsealed `put_meta` record of the same name (the format-1 layout it upgrades)
+        and marks the store format 2 (rule 5: on disk before the caller goes on)."""
+        if not isinstance(key, str) or not key:
+            raise StoreError("metadata key must be a non-empty str")
+        _require_bytes(value, f"metadata value of {key!r}")
+        with self._lock:
+            if self._db.closed:
+                raise StoreError("ledger store is closed")
+            old = self._kv.get(k.k_sealed_meta(key))
+            try:
+                with self._db.write_batch(transaction=True, sync=True) as b:
+                    if old is not None and _is_intact(old):
+                        b.put(k.k_sealed_meta(key + ".previous"), old)
+                    b.put(k.k_sealed_meta(key), k.seal_record(value))
+                    b.delete(k.k_user_meta(key))
+                    b.put(k.META_VERSION, k.encode_height(k.FORMAT_VERSION))
+            except plyvel.Error as e:
+                raise StoreError(f"write failed: {e}") from e
+
+    def get_sealed_meta(self, key: str) -> bytes | None:
+        """The value `put_sealed_meta` stored under `key`, checked; None if there is none.
+
+        Raises StoreCorrupt naming the record if its bytes changed since they were written."""
+        raw = self._kv.get(k.k_sealed_meta(key))
+        if raw is None:
+            return None
+        try:
+            return k.unseal_record(raw)
+        except k.SealedRecordDamaged as e:
+            raise StoreCorrupt(f"sealed metadata record {key!r} is damaged: {e}") from e
 
     def _put_synced(self, key: bytes, value: bytes, *, sync: bool = True) -> None:
         if self._db.closed:

@@ -17,6 +17,8 @@ Rules this module keeps:
   digest (SM3 over header, block and receipts), checks that the summaries chain
   (`acc_start(h) == acc_start(h-1) + tx_count(h-1)`), counts every record family against the
   summaries, and recomputes every accumulator node as `SM3(0x01 || left || right)` (RFC 6962 §2.1).
+  It runs even on an empty chain, and also checks every sealed metadata record's checksum
+  (`check_sealed_meta`: consensus safety data and its previous copy).
 - Reads only, through the small `KVReader` protocol (a snapshot in practice).
 """
 
@@ -29,7 +31,14 @@ from ledger import store_keys as k
 from ledger.store_acc import NodeGetter, compute_root, hash_children
 from ledger.store_errors import RECOVERY_HINT, StoreCorrupt
 
-__all__ = ["RECENT_WINDOW", "KVReader", "check_store", "check_store_deep", "corrupt"]
+__all__ = [
+    "RECENT_WINDOW",
+    "KVReader",
+    "check_sealed_meta",
+    "check_store",
+    "check_store_deep",
+    "corrupt",
+]
 
 RECENT_WINDOW = 256
 
@@ -218,6 +227,7 @@ def _check_acc_deep(kv: KVReader, acc_size: int) -> None:
 
 def check_store_deep(kv: KVReader) -> tuple[int, bytes, int] | None:
     """Everything `check_store` does, for every block, plus digests, counts and node hashes."""
+    check_sealed_meta(kv)
     found = check_store(kv)
     if found is None:
         return None
@@ -249,3 +259,14 @@ def check_store_deep(kv: KVReader) -> tuple[int, bytes, int] | None:
     if last_proof is not None and k.decode_height(last_proof[1:]) > head:
         raise corrupt("a commit proof exists for a height above the head")
     return found
+
+
+def check_sealed_meta(kv: KVReader) -> None:
+    """Every sealed metadata record (e.g. consensus safety data and its previous copy) still
+    matches its checksum."""
+    for key, raw in kv.iter_prefix(k.P_SEALED_META):
+        name = key[len(k.P_SEALED_META) :].decode("utf-8", "replace")
+        try:
+            k.unseal_record(raw)
+        except k.SealedRecordDamaged as e:
+            raise corrupt(f"sealed metadata record {name!r} is damaged: {e}") from e

@@ -13,7 +13,9 @@ Rules this module keeps:
 Key space (prefix, key, value):
 
     b"m" + name               internal metadata: format version, chain id, head, acc size
-    b"u" + utf8(name)         caller metadata (`put_meta`), e.g. consensus safety data
+    b"u" + utf8(name)         caller metadata (`put_meta`), unchecked (format 1 safety data)
+    b"v" + utf8(name)         sealed caller metadata (`put_sealed_meta`): `seal_record(value)`;
+                              the copy it replaced is kept under name + ".previous" (format 2)
     b"B" + height             full encoded block
     b"H" + height             encoded header
     b"h" + height             32-byte block hash
@@ -60,12 +62,15 @@ __all__ = [
     "P_META",
     "P_PROOF",
     "P_RECEIPT",
+    "P_SEALED_META",
     "P_STATE",
     "P_SUMMARY",
     "P_TX",
     "P_TX_IDS",
     "P_USER_META",
+    "READABLE_FORMATS",
     "BlockSummary",
+    "SealedRecordDamaged",
     "compute_content_digest",
     "decode_head",
     "decode_height",
@@ -82,6 +87,7 @@ __all__ = [
     "k_index",
     "k_proof",
     "k_receipt",
+    "k_sealed_meta",
     "k_state",
     "k_state_prefix",
     "k_summary",
@@ -89,14 +95,21 @@ __all__ = [
     "k_tx_ids",
     "k_user_meta",
     "prefix_end",
+    "seal_record",
+    "unseal_record",
 ]
 
-FORMAT_VERSION: Final = 1
+# 2 added sealed metadata (b"v"); a format-1 store is read as it is and becomes format 2 with its
+# first sealed write, after which a build that reads only format 1 refuses it (it would not see the
+# sealed consensus safety data and could sign again in a round it already signed in).
+FORMAT_VERSION: Final = 2
+READABLE_FORMATS: Final = (1, 2)
 HASH_SIZE: Final = 32
 MAX_U64: Final = 2**64 - 1
 
 P_META: Final = b"m"
 P_USER_META: Final = b"u"
+P_SEALED_META: Final = b"v"
 P_BLOCK: Final = b"B"
 P_HEADER: Final = b"H"
 P_BLOCK_HASH: Final = b"h"
@@ -249,6 +262,40 @@ def k_index(key: bytes) -> bytes:
 
 def k_user_meta(name: str) -> bytes:
     return P_USER_META + name.encode("utf-8")
+
+
+def k_sealed_meta(name: str) -> bytes:
+    return P_SEALED_META + name.encode("utf-8")
+
+
+class SealedRecordDamaged(ValueError):
+    """A sealed record's bytes differ from those sealed (or it is not a sealed record at all)."""
+
+
+_SEAL_MAGIC = b"\x00gmseal"
+_SEAL_VERSION = 1
+_SEAL_DOMAIN = b"gmchain/sealed-record/v1"
+
+
+def seal_record(payload: bytes) -> bytes:
+    """`magic || version (1) || SM3(domain || payload) || payload`: a record that carries its own
+    checksum, so one flipped bit anywhere in it is found on read (GB/T 32905 SM3; LevelDB's CRCs
+    cover its blocks only when a read asks for it, and never what was written wrongly)."""
+    digest = sm3_hash(_SEAL_DOMAIN + payload)
+    return _SEAL_MAGIC + bytes((_SEAL_VERSION,)) + digest + payload
+
+
+def unseal_record(raw: bytes) -> bytes:
+    """The payload of a sealed record; raises SealedRecordDamaged if any byte of it changed."""
+    head = len(_SEAL_MAGIC) + 1
+    if len(raw) < head + HASH_SIZE or not raw.startswith(_SEAL_MAGIC):
+        raise SealedRecordDamaged("not a sealed record (its header is damaged or missing)")
+    if raw[head - 1] != _SEAL_VERSION:
+        raise SealedRecordDamaged(f"sealed record version {raw[head - 1]} is not {_SEAL_VERSION}")
+    digest, payload = raw[head : head + HASH_SIZE], raw[head + HASH_SIZE :]
+    if sm3_hash(_SEAL_DOMAIN + payload) != digest:
+        raise SealedRecordDamaged("checksum mismatch: the record changed after it was written")
+    return payload
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -28,8 +28,9 @@ from ledger.store import Store
 from ledger.types import SignedTx
 from node.api import ApiError, ErrorCode
 from node.chain import Chain
+from node.diskspace import FreeSpaceGuard
 from node.mempool import Mempool, MempoolError
-from node.poolwal import PoolWal
+from node.poolwal import PoolLogError, PoolWal
 from node.verifypool import VerifyProcesses, split_even, verify_signature
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class AdmissionMixin:
     mempool: Mempool
     registry: Registry
     wal: PoolWal | None
+    disk_guard: FreeSpaceGuard
     metrics: _Metrics
     clock_ms: Callable[[], int]
     gossip_hook: Callable[[bytes], None] | None
@@ -148,6 +150,9 @@ class AdmissionMixin:
         cluster load the per-job cost (submit, futures, wake-ups) was 16 % of a node's event
         loop (py-spy, cluster4 at 700 tx/s), more than the checks' own share of it."""
         out: list[ApiError | None] = [None] * len(items)
+        if durable and (low := self.disk_guard.refusal()) is not None:
+            # (node/diskspace.py: the reserve is for committing what was already acknowledged)
+            return [self._refuse(ErrorCode.STORAGE_UNAVAILABLE, low) for _ in items]
         head = self.chain.head.height
         todo: list[int] = []
         for i, (tx, raw) in enumerate(items):
@@ -201,11 +206,16 @@ class AdmissionMixin:
             wal = self.wal
             try:
                 await asyncio.gather(*(wal.append(items[i][0].tx_id, items[i][1]) for i in passed))
-            except OSError as exc:  # the disk failed: not acknowledged, and not in the pool
-                log.error("pool log write failed: %s", exc)
+            except PoolLogError as exc:  # the disk failed: not acknowledged, and not in the pool
+                # (the log already said so; if the failed batch survives on disk after all,
+                # the queued deletions take it out: rule 2 of node/poolwal.py, never raises)
                 wal.remove([items[i][0].tx_id for i in passed])
                 for i in passed:
-                    out[i] = self._refuse(ErrorCode.INTERNAL_ERROR, f"pool log write failed: {exc}")
+                    out[i] = self._refuse(
+                        ErrorCode.STORAGE_UNAVAILABLE,
+                        f"the node could not store the transaction ({exc}); it is not "
+                        "accepted: retry later or submit to another node",
+                    )
                 return out
         now_ms = self.clock_ms()
         for i in passed:

@@ -50,6 +50,7 @@ class ErrorCode(IntEnum):
     SENDER_QUOTA = -31009
     UNKNOWN_SENDER = -31010  # not an admitted account
     UNKNOWN_CONTRACT = -31011
+    STORAGE_UNAVAILABLE = -31020  # disk nearly full or the pool log write failed: retry later
     # reads
     NOT_FOUND = -31101
     QUERY_FAILED = -31102  # a read-only contract query refused (its message says why)

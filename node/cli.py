@@ -209,6 +209,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
+    if args.rest[:1] == ["safety-reset"]:  # needs consensus types: lives in node/, not ledger/
+        return _returned_code(_delegate("node.safetystore", "main", "db")(args.rest))
     return _returned_code(_delegate("ledger.store_tool", "main", "db")(args.rest))
 
 
@@ -519,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("cluster", _cmd_cluster, "run a local multi-node cluster (node.cluster)"),
         ("bench", _cmd_bench, "the TPS/latency certification harness (bench.cli)"),
-        ("db", _cmd_db, "ledger store maintenance: `db check PATH` deep-checks a stopped node"),
+        (
+            "db",
+            _cmd_db,
+            "ledger store maintenance: `db check PATH` deep-checks a stopped node; "
+            "`db safety-reset PATH --round R` replaces damaged consensus safety data",
+        ),
     ):
         p = sub.add_parser(name, help=text, description=text + "; arguments are passed on.")
         p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the tool")

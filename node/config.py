@@ -102,6 +102,8 @@ class NodeConfig:
     proof_threads: int = 2
     proof_jobs_per_client: int = 1
     proof_queue_per_client: int = 128
+    # storage: refuse new submissions below this much free disk (node/diskspace.py; 0 = off)
+    min_free_disk_mb: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -152,6 +154,9 @@ class NodeConfig:
                 f"max_block_txs: at most {MAX_MESSAGE_ARRAY} (the most items one peer message"
                 f" may hold), got {self.max_block_txs}"
             )
+        mf = self.min_free_disk_mb
+        if not isinstance(mf, int) or isinstance(mf, bool) or not 0 <= mf <= 1024 * 1024:
+            raise ConfigError(f"min_free_disk_mb: expected an integer 0..1048576, got {mf!r}")
         if self.min_block_txs > self.max_block_txs:
             raise ConfigError("min_block_txs must not exceed max_block_txs")
         if self.min_wait_ms > self.max_wait_ms:

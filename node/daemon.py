@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto_sm import PrivateKey, load_private_key, save_private_key
-from ledger.store import Store
+from ledger.store import Store, StoreError
 from ledger.types import Genesis, GenesisValidator
 from node.config import (
     ConfigError,
@@ -166,7 +166,7 @@ def _run(cfg: NodeConfig) -> int:
         pass
     try:
         return asyncio.run(_serve(cfg))
-    except OSError as exc:
+    except (OSError, StoreError) as exc:  # (StoreError: a damaged store or pool log at start)
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -44,7 +44,6 @@ from consensus import (
 )
 from consensus.messages import CommitProof
 from consensus.packing import PackingConfig, PackingPolicy
-from consensus.safety import load_safety_data
 from contracts import default_registry
 from contracts.framework import ContractError
 from crypto_sm import PrivateKey, PublicKey
@@ -55,16 +54,17 @@ from node.admission import AdmissionMixin
 from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
 from node.chain import Chain, CommittedBlock
 from node.config import NodeConfig
+from node.diskspace import FreeSpaceGuard
 from node.mempool import Mempool, MempoolConfig
 from node.poolwal import PoolWal
 from node.proofserve import ProofLimits, ProofService
+from node.safetystore import load_safety, save_safety
 from node.verifypool import VerifyProcesses
 
 __all__ = ["KeySigner", "KeyVerifier", "NodeService"]
 
 log = logging.getLogger("gmchain.node")
 
-META_SAFETY = "consensus_safety"
 VERSION = "0.1.0"
 
 
@@ -140,6 +140,8 @@ class NodeService(AdmissionMixin):
         self.store = store
         self.clock_ms = clock_ms
         self.wal = wal
+        watched = [store.path] if wal is None else [store.path, str(wal.path)]
+        self.disk_guard = FreeSpaceGuard(watched, config.min_free_disk_mb)
         self.node_id = NodeId(key.public_key.address)
         self.metrics = _Metrics()
         self.mempool = Mempool(
@@ -180,8 +182,7 @@ class NodeService(AdmissionMixin):
             max_round_timeout_ms=config.max_round_timeout_ms,
         )
         self.consensus_config.validate()
-        raw_safety = store.get_meta(META_SAFETY)
-        safety = load_safety_data(raw_safety) if raw_safety else None
+        safety = load_safety(store)  # sealed; a damaged copy stops the node (node/safetystore.py)
         self.replica = Replica(
             config=self.consensus_config,
             validators=self.validators,
@@ -328,7 +329,7 @@ class NodeService(AdmissionMixin):
             match eff:
                 case PersistSafety():
                     if newest is not None and (not synced or block_since_sync):
-                        self.store.put_meta(META_SAFETY, newest.data.encode(), sync=True)  # type: ignore[attr-defined]
+                        save_safety(self.store, newest.data)
                         synced, block_since_sync = True, False
                 case Send(to=to, msg=msg):
                     if to == self.node_id:

@@ -86,7 +86,7 @@ async def test_a_failing_pool_log_fails_only_the_transactions_it_held(
         *(svc.submit_raw_tx(t.encode()) for t in [*good, stranger]), return_exceptions=True
     )
     codes = [r.code if isinstance(r, ApiError) else r for r in got]
-    assert codes == [ErrorCode.INTERNAL_ERROR] * 3 + [ErrorCode.UNKNOWN_SENDER]
+    assert codes == [ErrorCode.STORAGE_UNAVAILABLE] * 3 + [ErrorCode.UNKNOWN_SENDER]
     assert len(svc.mempool) == 0 and len(wal) == 0  # not acknowledged: not kept either
     again = await asyncio.gather(*(svc.submit_raw_tx(t.encode()) for t in good))
     assert again == [t.tx_id for t in good]  # the disk is back: the retry is admitted

@@ -1,0 +1,157 @@
+"""Where a validator's consensus SafetyData lives on disk, and how it is checked.
+
+Rules this module keeps (consensus/safety.py P1; docs/consensus.md, "What is persisted, when"):
+1. SafetyData is stored sealed (`ledger.store_keys.seal_record`: an SM3 checksum of its bytes) in
+   one synced batch that also keeps the copy it replaces (`<key>.previous`). One flipped bit
+   anywhere in the record is found when it is read: a raised `last_voted_round` would only stall
+   this validator, a lowered one could make it vote twice in a round.
+2. A damaged newest copy stops the node (StoreCorrupt) with a message naming the recovery; it
+   never falls back to the previous copy on its own — that copy may hold lower rounds than this
+   validator already signed in. A previous copy without a newest one is refused the same way.
+3. Upgrade path: a store written before sealing (the unsealed `put_meta` record, both of its
+   layouts, `consensus.safety.load_safety_data`) is read as it is and sealed at the next save.
+4. Recovery (`gmchain db safety-reset PATH --round R`, node stopped): writes SafetyData whose
+   rounds are all R, so the validator signs nothing in a round <= R. The operator takes R from the
+   highest round any other validator reports; it is refused if below a round an intact copy holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from consensus.safety import SafetyData, load_safety_data
+from ledger import store_keys as k
+from ledger.codec import DecodeError
+from ledger.store import Store, StoreCorrupt, StoreError
+from ledger.types import Round
+
+__all__ = [
+    "META_SAFETY",
+    "META_SAFETY_PREVIOUS",
+    "is_sealed_safety_record",
+    "load_safety",
+    "main",
+    "reset_safety",
+    "save_safety",
+]
+
+log = logging.getLogger("gmchain.node")
+
+META_SAFETY = "consensus_safety"
+META_SAFETY_PREVIOUS = META_SAFETY + ".previous"
+
+
+def _recovery(path: str) -> str:
+    return (
+        "refusing to start: a validator that lost its last vote could vote twice in one round. "
+        'Recovery (docs/ops.md, "Damaged consensus safety data"): keep this node stopped, take '
+        "the highest `round` any other validator reports (`gmchain status`), then run "
+        f"`gmchain db safety-reset {path} --round R` with R at least that round"
+    )
+
+
+def is_sealed_safety_record(raw: bytes) -> bool:
+    try:
+        k.unseal_record(raw)
+    except k.SealedRecordDamaged:
+        return False
+    return True
+
+
+def save_safety(store: Store, data: object) -> None:
+    """Persist `data` (a SafetyData: `PersistSafety.data` is typed loosely) sealed, keeping the
+    previous copy; synced before it returns (P1)."""
+    if not isinstance(data, SafetyData):
+        raise TypeError(f"save_safety takes a SafetyData, got {type(data).__name__}")
+    store.put_sealed_meta(META_SAFETY, data.encode())
+
+
+def _decode(payload: bytes, what: str, path: str) -> SafetyData:
+    try:
+        return load_safety_data(payload)
+    except (DecodeError, ValueError, TypeError) as e:
+        raise StoreCorrupt(
+            f"consensus safety data ({what}) does not decode: {e}; {_recovery(path)}"
+        ) from e
+
+
+def load_safety(store: Store) -> SafetyData | None:
+    """The newest SafetyData, checked; None for a validator that never signed anything.
+
+    Raises StoreCorrupt (with the recovery) if the newest copy is damaged or missing while a
+    previous copy exists."""
+    path = store.path
+    try:
+        payload = store.get_sealed_meta(META_SAFETY)
+    except StoreCorrupt as e:
+        raise StoreCorrupt(f"consensus safety data is damaged ({e}); {_recovery(path)}") from e
+    if payload is not None:
+        return _decode(payload, "sealed", path)
+    legacy = store.get_meta(META_SAFETY)
+    if legacy is not None:  # rule 3: written before sealing; sealed at the next save
+        data = _decode(legacy, "unsealed layout of store format 1", path)
+        log.info("consensus safety data: read the unsealed format-1 record; sealing it")
+        save_safety(store, data)
+        return data
+    try:
+        previous = store.get_sealed_meta(META_SAFETY_PREVIOUS)
+    except StoreCorrupt:
+        previous = b""
+    if previous is not None:
+        raise StoreCorrupt(
+            f"consensus safety data is missing but its previous copy exists; {_recovery(path)}"
+        )
+    return None
+
+
+def _rounds(d: SafetyData) -> int:
+    return max(
+        d.last_voted_round, d.highest_timeout_round, d.last_proposed_round, d.preferred_round
+    )
+
+
+def reset_safety(store: Store, round_: int) -> SafetyData:
+    """Rule 4: write SafetyData that forbids signing in any round <= `round_`."""
+    floor = 0
+    for key in (META_SAFETY, META_SAFETY_PREVIOUS):
+        try:
+            payload = store.get_sealed_meta(key)
+        except StoreCorrupt:
+            continue  # the damaged copy is what is being replaced
+        if payload is not None:
+            try:
+                floor = max(floor, _rounds(load_safety_data(payload)))
+            except (DecodeError, ValueError, TypeError):
+                continue
+    if round_ < floor:
+        raise StoreError(
+            f"--round {round_} is below round {floor}, which an intact stored copy already holds"
+        )
+    r = Round(round_)
+    data = SafetyData(
+        last_voted_round=r, preferred_round=r, highest_timeout_round=r, last_proposed_round=r
+    )
+    save_safety(store, data)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`gmchain db safety-reset PATH --round R` (node stopped); exit 0 done, 1 refused."""
+    ap = argparse.ArgumentParser(prog="gmchain db", description="consensus safety data recovery")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rs = sub.add_parser("safety-reset", help="replace damaged safety data (node stopped)")
+    rs.add_argument("path")
+    rs.add_argument("--round", type=int, required=True, dest="round_")
+    args = ap.parse_args(argv)
+    if not 0 <= args.round_ < 2**64:
+        print("--round must be 0..2**64-1")
+        return 1
+    try:
+        with Store.open(args.path, create=False) as store:
+            reset_safety(store, args.round_)
+    except StoreError as e:
+        print(f"safety-reset refused: {e}")
+        return 1
+    print(f"ok: safety data reset; this validator signs nothing in rounds <= {args.round_}")
+    return 0
