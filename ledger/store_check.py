@@ -17,8 +17,10 @@ Rules this module keeps:
   digest (SM3 over header, block and receipts), checks that the summaries chain
   (`acc_start(h) == acc_start(h-1) + tx_count(h-1)`), counts every record family against the
   summaries, and recomputes every accumulator node as `SM3(0x01 || left || right)` (RFC 6962 §2.1).
-  It runs even on an empty chain, and also checks every sealed metadata record's checksum
-  (`check_sealed_meta`: consensus safety data and its previous copy).
+  It first reads every record of the database once (so, with checksum verification on, every
+  LevelDB data block's CRC is checked, whatever family its keys belong to), runs even on an empty
+  chain, and checks every sealed metadata record's checksum (`check_sealed_meta`: consensus safety
+  data and its previous copy).
 - Reads only, through the small `KVReader` protocol (a snapshot in practice).
 """
 
@@ -227,6 +229,8 @@ def _check_acc_deep(kv: KVReader, acc_size: int) -> None:
 
 def check_store_deep(kv: KVReader) -> tuple[int, bytes, int] | None:
     """Everything `check_store` does, for every block, plus digests, counts and node hashes."""
+    for _ in kv.iter_prefix(b""):  # every record once: LevelDB checks each block's CRC on the way
+        pass
     check_sealed_meta(kv)
     found = check_store(kv)
     if found is None:

@@ -2,8 +2,10 @@
 
 Usage: `python -m ledger.store_tool check PATH [--chain-id ID]`
 
-Rules: read-only in effect (the store is opened with `create=False`, LevelDB paranoid checks and
-checksum verification on every read, then `check_consistency(deep=True)`); prints one line
+Rules: read-only in effect (first the LevelDB files themselves, `ledger.store_files`: what
+LevelDB would skip silently; then the store is opened with `create=False`, LevelDB paranoid
+checks and checksum verification on every read, then `check_consistency(deep=True)`, which reads
+every record once and checks sealed metadata, e.g. consensus safety data); prints one line
 per finding and exits 0 when the store is sound, 1 when it is damaged or inconsistent, 2 when it
 cannot be checked (missing, locked by a running node, another chain, unknown format).
 Sources: `ledger.store_check` for what is verified.
@@ -12,10 +14,12 @@ Sources: `ledger.store_check` for what is verified.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass
 
 from ledger.store import Store, StoreCorrupt, StoreError
+from ledger.store_files import check_files
 
 __all__ = ["CheckReport", "check_db", "main"]
 
@@ -34,6 +38,17 @@ class CheckReport:
 def check_db(path: str, *, chain_id: bytes | None = None) -> CheckReport:
     """Deep-check the store at `path`. Raises StoreError if it cannot be checked at all."""
     t0 = time.perf_counter()
+    if os.path.isdir(path) and os.listdir(path):
+        # Before the open: LevelDB's recovery rewrites the log files this looks at.
+        findings = check_files(path)
+        if findings:
+            return CheckReport(
+                ok=False,
+                head_height=None,
+                acc_size=0,
+                seconds=time.perf_counter() - t0,
+                problem="LevelDB files are damaged: " + "; ".join(findings),
+            )
     try:
         with Store.open(path, create=False, chain_id=chain_id, verify_checksums=True) as s:
             s.check_consistency(deep=True)

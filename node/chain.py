@@ -41,6 +41,7 @@ from ledger.types import (
     SignedTx,
 )
 from node.mempool import Mempool
+from node.readcheck import check_served_block
 
 __all__ = ["Chain", "CommittedBlock", "make_genesis_block", "sender_key"]
 
@@ -296,7 +297,9 @@ class Chain:
             proof = self.find_commit_proof(h)
             if raw is None or proof is None:
                 break
-            out.append((Block.decode(raw), proof))
+            block = Block.decode(raw)
+            check_served_block(self.store, h, block)  # never sync a damaged block to a peer
+            out.append((block, proof))
             h += 1
         return out
 

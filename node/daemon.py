@@ -102,13 +102,19 @@ def _passphrase(cfg: NodeConfig) -> bytes:
     return os.environ.get(cfg.key_passphrase_env, cfg.key_passphrase).encode()
 
 
+def open_store(data_dir: str, chain_id: str) -> Store:
+    """The node's ledger store, opened as the node runs it: checked, and with LevelDB's block
+    checksums verified on every read (ledger/store.py rule 7)."""
+    return Store.open(data_dir, chain_id=chain_id, verify_checksums=True)
+
+
 async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHandle:
     """Open everything and start serving; the caller owns the handle."""
     genesis = load_genesis(cfg.genesis_file)
     key = load_private_key(cfg.key_file, _passphrase(cfg))
     if rpc_port is not None:
         cfg = replace(cfg, rpc_port=rpc_port)
-    store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
+    store = open_store(cfg.data_dir, genesis.chain_id)
     try:
         wal = PoolWal(Path(cfg.data_dir).with_name(Path(cfg.data_dir).name + ".pool"))
         service = NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)

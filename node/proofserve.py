@@ -31,6 +31,7 @@ from ledger.store import Store
 from ledger.types import BlockHeader, GenesisValidator
 from node.api import ApiError, ErrorCode
 from node.proofcheck import Certificate, build_full_proof
+from node.readcheck import check_served_header
 
 __all__ = ["ProofLimits", "ProofService"]
 
@@ -237,4 +238,6 @@ class ProofService:
         raw = self._store.get_header_by_height(height)
         if raw is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
-        return BlockHeader.decode(raw)
+        header = BlockHeader.decode(raw)
+        check_served_header(self._store, height, header)  # node/readcheck.py
+        return header

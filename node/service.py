@@ -58,6 +58,7 @@ from node.diskspace import FreeSpaceGuard
 from node.mempool import Mempool, MempoolConfig
 from node.poolwal import PoolWal
 from node.proofserve import ProofLimits, ProofService
+from node.readcheck import check_served_block, check_served_header, check_served_tx
 from node.safetystore import load_safety, save_safety
 from node.verifypool import VerifyProcesses
 
@@ -424,6 +425,7 @@ class NodeService(AdmissionMixin):
         if not raw:
             return None
         block = Block.decode(raw)
+        check_served_block(self.store, height, block)  # node/readcheck.py
         self._block_cache[height] = block
         if len(self._block_cache) > 256:
             self._block_cache.popitem(last=False)
@@ -445,6 +447,7 @@ class NodeService(AdmissionMixin):
             raw_block = self.store.get_block_by_height(height)
             assert raw_block is not None
             tx = SignedTx.decode(extract_tx_bytes(raw_block, index))
+            check_served_tx(height, tx_id, tx)
         rraw = self.store.get_receipt(tx_id)
         block_id = self.store.get_block_hash(height)
         assert rraw is not None and block_id is not None
@@ -458,7 +461,9 @@ class NodeService(AdmissionMixin):
         ids = self.store.get_tx_ids(height)
         if raw is None or ids is None:
             return None
-        return BlockHeader.decode(raw), ids
+        header = BlockHeader.decode(raw)
+        check_served_header(self.store, height, header)
+        return header, ids
 
     def get_block_summary_by_hash(self, block_id: bytes) -> tuple[BlockHeader, list[bytes]] | None:
         height = self.store.get_height_by_hash(block_id)
@@ -502,7 +507,9 @@ class NodeService(AdmissionMixin):
         raw = self.store.get_header_by_height(height)
         if raw is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
-        return BlockHeader.decode(raw)
+        header = BlockHeader.decode(raw)
+        check_served_header(self.store, height, header)
+        return header
 
     # --- NodeApi: waiting and subscriptions -----------------------------------------------------
 

@@ -239,6 +239,10 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
             writes.append((value, sync))
             real.put_meta(key, value, sync=sync)
 
+        def put_sealed_meta(self, key: str, value: bytes) -> None:  # (always one synced batch)
+            writes.append((value, True))
+            real.put_sealed_meta(key, value)
+
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
