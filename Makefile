@@ -36,6 +36,7 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -o addopts='' --timeout 7200 tests
+	GMCHAIN_REQUIRE_SMALL_FS=1 $(BIN)/python -m pytest -q tests/test_fault_04_full_disk.py
 
 sim-long: $(STAMP)
 	$(BIN)/python -m consensus.sim --seeds 20000 --nodes 4 --byzantine 1 --faults all --json
