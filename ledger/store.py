@@ -140,14 +140,6 @@ def _all_bytes(items: Sequence[object], size: int | None = None) -> bool:
     return all(type(x) is bytes and len(x) == size for x in items)
 
 
-def _is_intact(sealed: bytes) -> bool:
-    try:
-        k.unseal_record(sealed)
-    except k.SealedRecordDamaged:
-        return False
-    return True
-
-
 def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
     if (
         os.path.isdir(path)
@@ -451,7 +443,7 @@ class Store:
             old = self._kv.get(k.k_sealed_meta(key))
             try:
                 with self._db.write_batch(transaction=True, sync=True) as b:
-                    if old is not None and _is_intact(old):
+                    if old is not None and k.is_sealed_intact(old):
                         b.put(k.k_sealed_meta(key + ".previous"), old)
                     b.put(k.k_sealed_meta(key), k.seal_record(value))
                     b.delete(k.k_user_meta(key))

@@ -78,6 +78,7 @@ __all__ = [
     "encode_head",
     "encode_height",
     "encode_tx_location",
+    "is_sealed_intact",
     "k_acc_leaf",
     "k_acc_node",
     "k_block",
@@ -283,6 +284,15 @@ def seal_record(payload: bytes) -> bytes:
     cover its blocks only when a read asks for it, and never what was written wrongly)."""
     digest = sm3_hash(_SEAL_DOMAIN + payload)
     return _SEAL_MAGIC + bytes((_SEAL_VERSION,)) + digest + payload
+
+
+def is_sealed_intact(raw: bytes) -> bool:
+    """Whether `raw` is a sealed record whose bytes are as they were sealed."""
+    try:
+        unseal_record(raw)
+    except SealedRecordDamaged:
+        return False
+    return True
 
 
 def unseal_record(raw: bytes) -> bytes:

@@ -52,11 +52,7 @@ def _recovery(path: str) -> str:
 
 
 def is_sealed_safety_record(raw: bytes) -> bool:
-    try:
-        k.unseal_record(raw)
-    except k.SealedRecordDamaged:
-        return False
-    return True
+    return k.is_sealed_intact(raw)
 
 
 def save_safety(store: Store, data: object) -> None:
