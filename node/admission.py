@@ -204,19 +204,26 @@ class AdmissionMixin:
             # Log first, then pool: a tx may commit only after its acknowledgement is durable,
             # and a refused one is never reported as failed while it could still commit.
             wal = self.wal
-            try:
-                await asyncio.gather(*(wal.append(items[i][0].tx_id, items[i][1]) for i in passed))
-            except PoolLogError as exc:  # the disk failed: not acknowledged, and not in the pool
-                # (the log already said so; if the failed batch survives on disk after all,
-                # the queued deletions take it out: rule 2 of node/poolwal.py, never raises)
-                wal.remove([items[i][0].tx_id for i in passed])
-                for i in passed:
+            logged = await asyncio.gather(
+                *(wal.append(items[i][0].tx_id, items[i][1]) for i in passed),
+                return_exceptions=True,
+            )
+            for got in logged:
+                if isinstance(got, BaseException) and not isinstance(got, PoolLogError):
+                    raise got  # a bug, not the disk: _admit_submits reports it to every caller
+            errors = {i: got for i, got in zip(passed, logged, strict=True) if got is not None}
+            failed = list(errors)
+            if failed:  # the disk failed: those are not acknowledged, and not in the pool
+                # (the log already said why; if a failed write reached the disk after all, the
+                # release deletes it unless an acknowledged resubmission holds it: poolwal rule 2)
+                wal.release([items[i][0].tx_id for i in failed])
+                for i in failed:
                     out[i] = self._refuse(
                         ErrorCode.STORAGE_UNAVAILABLE,
-                        f"the node could not store the transaction ({exc}); it is not "
-                        "accepted: retry later or submit to another node",
+                        f"the node could not store the transaction ({errors[i]}); "
+                        "it is not accepted: retry later or submit to another node",
                     )
-                return out
+                passed = [i for i in passed if i not in errors]
         now_ms = self.clock_ms()
         for i in passed:
             tx, raw = items[i]
@@ -230,8 +237,9 @@ class AdmissionMixin:
                 self.mempool.add(tx, len(raw), self.chain.head.height, now_ms)
             except MempoolError as exc:
                 if durable and self.wal is not None and exc.code is not ErrorCode.DUPLICATE:
-                    # (a DUPLICATE's log entry belongs to the concurrent admission that won)
-                    self.wal.remove([tx.tx_id])
+                    # (a DUPLICATE's log entry belongs to the concurrent admission that won, or
+                    # to a transaction recovered into the pool at start)
+                    self.wal.release([tx.tx_id])
                 out[i] = self._refuse(exc.code, exc.message)
                 continue
             self._admitted_at[tx.tx_id] = time.monotonic()

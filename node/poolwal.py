@@ -8,6 +8,9 @@ Rules this module keeps (DESIGN.md: "no acknowledged transaction is ever lost"):
 2. Entries leave the log when their transaction commits (or can never commit: expired, dropped);
    those deletions are queued, written by the same worker in order with the appends, and not
    synced — losing one only means re-checking it at the next start. `remove` never raises.
+   An admission that gives up its entry (refused after its append, or its append failed) calls
+   `release`: the entry is deleted only if no other successful append of the same transaction
+   (a concurrent resubmission that was acknowledged) still holds it.
 3. After a failed write the database is closed at once and reopened before the next write (at
    most once a second): LevelDB's log may now end in a torn record, and appending more records
    behind it would turn that tear into mid-log damage that hides every later entry (issue 10,
@@ -42,6 +45,8 @@ __all__ = ["PoolLogError", "PoolWal"]
 log = logging.getLogger("gmchain.node")
 
 _PREFIX = b"t"
+# A queued write: (tx id, raw to put or None to delete, the appender's future, is a release).
+_Op = tuple[bytes, bytes | None, "asyncio.Future[None] | None", bool]
 _REOPEN_INTERVAL_S = 1.0
 
 
@@ -80,9 +85,11 @@ class PoolWal:
         # The open database, or None after a failed write until it is reopened (rule 3).
         self._db: Any = _open(self._path)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool-wal")
-        # Ordered writes waiting for the worker: (tx id, raw or None for a deletion, caller).
-        self._queue: list[tuple[bytes, bytes | None, asyncio.Future[None] | None]] = []
-        self._inflight: list[tuple[bytes, bytes | None, asyncio.Future[None] | None]] = []
+        # Ordered writes waiting for the worker (_Op); the batch being written.
+        self._queue: list[_Op] = []
+        self._inflight: list[_Op] = []
+        # Successful appends not yet released or removed, per tx id (rule 2).
+        self._holders: dict[bytes, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -121,14 +128,41 @@ class PoolWal:
         if self._closing:
             raise PoolLogError("pool log is closing")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((tx_id, raw, fut))
+        self._queue.append((tx_id, raw, fut, False))
         self._wake.set()
         await fut
 
     def remove(self, tx_ids: Iterable[bytes]) -> None:
-        """Queue deletions (rule 2); never raises."""
-        self._queue.extend((t, None, None) for t in tx_ids)
+        """Queue deletions (rule 2: committed or can never commit); never raises."""
+        for t in tx_ids:
+            self._holders.pop(t, None)
+            self._queue.append((t, None, None, False))
         self._wake.set()
+
+    def release(self, tx_ids: Iterable[bytes]) -> None:
+        """One admission gives up its entry (rule 2); never raises."""
+        for t in tx_ids:
+            left = self._holders.get(t, 0) - 1
+            if left > 0:
+                self._holders[t] = left
+                continue
+            self._holders.pop(t, None)
+            self._queue.append((t, None, None, True))
+        self._wake.set()
+
+    def _resolve(self, batch: list[_Op]) -> list[_Op]:
+        """Drop the releases of entries held again by now (an append queued before them in this
+        batch, or one written since they were queued): rule 2."""
+        out: list[_Op] = []
+        put_here: set[bytes] = set()
+        for op in batch:
+            tx_id, raw, _, release = op
+            if raw is not None:
+                put_here.add(tx_id)
+            elif release and (tx_id in put_here or self._holders.get(tx_id, 0) > 0):
+                continue
+            out.append(op)
+        return out
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,8 +170,8 @@ class PoolWal:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch, self._queue = self._queue, []
-                waiting = [fut for _, _, fut in batch if fut is not None]
+                batch, self._queue = self._resolve(self._queue), []
+                waiting = [fut for _, _, fut, _ in batch if fut is not None]
                 self._inflight = batch
                 try:
                     await loop.run_in_executor(self._io, self._write, batch)
@@ -149,20 +183,23 @@ class PoolWal:
                     continue
                 finally:
                     self._inflight = []
+                for tx_id, raw, _, _ in batch:
+                    if raw is not None:
+                        self._holders[tx_id] = self._holders.get(tx_id, 0) + 1
                 for fut in waiting:
                     if not fut.done():
                         fut.set_result(None)
             if self._closing:
                 return
 
-    def _write(self, batch: list[tuple[bytes, bytes | None, asyncio.Future[None] | None]]) -> None:
+    def _write(self, batch: list[_Op]) -> None:
         """Runs in the worker thread, the only writer."""
         if self._db is None:
             self._reopen()
-        sync = any(raw is not None for _, raw, _ in batch)
+        sync = any(raw is not None for _, raw, _, _ in batch)
         try:
             with self._db.write_batch(transaction=True, sync=sync) as b:
-                for tx_id, raw, _ in batch:
+                for tx_id, raw, _, _ in batch:
                     if raw is None:
                         b.delete(_PREFIX + tx_id)
                     else:
@@ -206,7 +243,7 @@ class PoolWal:
     def __len__(self) -> int:
         """Entries the log holds once the writes already queued have landed."""
         keys = {k for k in self._require_db().iterator(prefix=_PREFIX, include_value=False)}
-        for tx_id, raw, _ in [*self._inflight, *self._queue]:
+        for tx_id, raw, _, _ in [*self._inflight, *self._queue]:
             if raw is None:
                 keys.discard(_PREFIX + tx_id)
             else:

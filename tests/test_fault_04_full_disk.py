@@ -191,6 +191,34 @@ async def test_a_torn_record_followed_by_more_records_is_salvaged(tmp_path: Path
     assert {i.to_bytes(32, "big") for i in range(5)} <= keys
 
 
+async def test_a_refused_admission_never_deletes_an_acknowledged_resubmission(
+    tmp_path: Path,
+) -> None:
+    """poolwal rule 2: the admission that gives up an entry (its append failed, or it was
+    refused after it) deletes it only if no acknowledged append of the same tx still holds it."""
+    wal = PoolWal(tmp_path / "db.pool")
+    wal.start()
+    x, y, z = (bytes([b]) * 32 for b in (1, 2, 3))
+    try:
+        await wal.append(x, b"x")  # admission A
+        await wal.append(x, b"x")  # admission B of the same tx, acknowledged
+        wal.release([x])  # A is refused after its append
+        await wal.append(y, b"y")  # (a barrier: everything queued before it is written)
+        assert x in dict(wal.entries())
+        wal.release([x])  # B gives it up too
+        await wal.append(y, b"y")
+        assert x not in dict(wal.entries())
+        # A failed append's release queued right behind another caller's append of the same tx.
+        pending = asyncio.ensure_future(wal.append(z, b"z"))
+        await asyncio.sleep(0)
+        wal.release([z])
+        await pending
+        await wal.append(y, b"y")
+        assert z in dict(wal.entries())
+    finally:
+        await wal.close()
+
+
 # --- a real node process on a small tmpfs --------------------------------------------------------
 
 
