@@ -17,9 +17,11 @@ Rules this module keeps (DESIGN.md: "no acknowledged transaction is ever lost"):
    fault 4: a full disk). Reopening recovers the log up to the tear; until it succeeds (space is
    back) appends fail fast with `PoolLogError`.
 4. On open a directory that holds files but no LevelDB `CURRENT` is refused (`PoolLogError`),
-   never silently re-created empty. A log LevelDB reports damaged is salvaged (`repair_db`: every
-   intact entry kept, before and after the damage) with an error logged — its entries are
-   re-verified anyway, and refusing to start would lose all of them.
+   never silently re-created empty. A log LevelDB reports damaged (a torn record with more
+   records behind it, as 0921e03 left after ENOSPC) is salvaged with `repair_db` and an error
+   logged: the entries before the damage are kept (and those in later 32 KiB log blocks; the
+   rest of the damaged block is lost). Its entries are re-verified anyway (rule 5), and refusing
+   to start would lose all of them.
 5. On start every entry is decoded and re-admitted through the normal checks (signature
    included: the file is not trusted); committed, expired and malformed entries are dropped.
 """
