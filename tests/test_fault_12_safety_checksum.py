@@ -125,7 +125,8 @@ def test_db_check_reports_damaged_safety_data(
     voted_chain: tuple[NodeConfig, PrivateKey, bytes],
 ) -> None:
     cfg, _, raw = voted_chain
-    assert check_db(cfg.data_dir).ok
+    sound = check_db(cfg.data_dir)
+    assert sound.ok, sound.problem
     try:
         for at in (0, len(raw) // 2, len(raw) - 1):
             bad = bytearray(raw)
