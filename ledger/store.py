@@ -18,6 +18,9 @@ Rules this module keeps:
    window; the deep check anywhere). A torn tail (the normal crash case) still opens cleanly.
    A directory that holds files but no LevelDB `CURRENT` is refused rather than silently
    re-created empty (LevelDB would otherwise start a new database over the old tables).
+   Before LevelDB opens them, the log files are checked for a record whose length field was
+   damaged (`ledger.store_files.check_log_files`): LevelDB takes one for a torn tail and drops
+   every record behind it without a word.
 4. A database carries a format version and a chain id; opening it for another chain raises
    `ChainMismatch`.
 5. Small metadata (`put_meta`, e.g. consensus safety data) is a single synced put by default, so
@@ -58,6 +61,7 @@ from ledger.store_acc import (
 )
 from ledger.store_check import check_store, check_store_deep, corrupt
 from ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
+from ledger.store_files import check_log_files
 
 __all__ = ["BlockWrite", "ChainMismatch", "Store", "StoreCorrupt", "StoreError"]
 
@@ -152,6 +156,10 @@ def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
         )
     if not create and not os.path.isdir(path):
         raise StoreError(f"no ledger store at {path} (and create=False)")
+    if os.path.isdir(path) and (damaged := check_log_files(path)):
+        # LevelDB would take a damaged length field for a torn write and drop, silently, every
+        # record from there on: whole committed blocks (ledger.store_files).
+        raise StoreCorrupt(f"{path}: LevelDB log damaged: {'; '.join(damaged)}: {RECOVERY_HINT}")
     try:
         return plyvel.DB(
             path,

@@ -11,8 +11,10 @@ Rules this module keeps (issue 10, fault 11: `db check` caught 3 of 5 single fli
   and footer sit back to back at the end of the table, and that `CURRENT` names an existing
   MANIFEST. Formats: leveldb/doc/table_format.md and log_format.md.
 - A record cut short at the very end of a log (a torn write: what a crash leaves) is not damage:
-  LevelDB drops it on open, as after a crash. (So a flip that makes the last record's length
-  longer than the file cannot be told from a torn write; nothing can tell them apart.)
+  LevelDB drops it on open, as after a crash. But LevelDB also drops, silently, every record
+  from one whose length field was damaged to look longer than the rest of the file (measured:
+  a flip in the first record's length lost all of them); such a record is told from a torn write
+  by its checksum, which matches a shorter payload that is all there (a torn payload never is).
 - Reads only; each finding is one line naming the file and what is wrong.
 """
 
@@ -23,7 +25,14 @@ import re
 import struct
 from pathlib import Path
 
-__all__ = ["check_files", "crc32c", "describe_log", "describe_table", "masked_crc32c"]
+__all__ = [
+    "check_files",
+    "check_log_files",
+    "crc32c",
+    "describe_log",
+    "describe_table",
+    "masked_crc32c",
+]
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
@@ -183,6 +192,22 @@ def _check_table(data: bytes) -> None:
         _read_block(data, f_off, f_size, "filter")
 
 
+def _is_complete_record(data: bytes, pos: int, end: int) -> bool:
+    """Whether a prefix of data[pos + 7 : end] is the whole payload of the record at `pos`, i.e.
+    its stored checksum matches a shorter length than its length field says. A torn write never
+    has that (its payload is incomplete); a record whose length field was damaged does."""
+    (stored,) = _U32.unpack_from(data, pos)
+    t = _CRC_TABLE
+    c = t[(0xFFFFFFFF ^ data[pos + 6]) & 0xFF] ^ (0xFFFFFFFF >> 8)
+    for i in range(pos + _LOG_HEADER, end + 1):
+        v = c ^ 0xFFFFFFFF
+        if ((((v >> 15) | (v << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF == stored:
+            return True
+        if i < end:
+            c = t[(c ^ data[i]) & 0xFF] ^ (c >> 8)
+    return False
+
+
 def _check_log(data: bytes) -> None:
     pos = 0
     while pos < len(data):
@@ -196,9 +221,13 @@ def _check_log(data: bytes) -> None:
             return  # a torn header at the very end
         length = data[pos + 4] | (data[pos + 5] << 8)
         kind = data[pos + 6]
+        if pos + _LOG_HEADER + length > len(data) and len(data) - pos < left_in_block:
+            # Cut short by the end of the file: a torn write (module rules) — unless the record
+            # is in fact whole and only its length field was damaged.
+            if _is_complete_record(data, pos, len(data)):
+                raise _Damaged(f"record at offset {pos} has a damaged length field")
+            return
         if _LOG_HEADER + length > left_in_block:
-            if pos + _LOG_HEADER + length > len(data) and len(data) - pos < left_in_block:
-                return  # cut short by the end of the file: a torn write (module rules)
             raise _Damaged(f"record at offset {pos} crosses its 32 KiB block")
         if not 1 <= kind <= _MAX_LOG_TYPE:
             raise _Damaged(f"record at offset {pos} has type {kind}")
@@ -248,6 +277,22 @@ def describe_log(data: bytes) -> list[tuple[int, int]]:
 
 _TABLE_FILE = re.compile(r"^\d+\.(ldb|sst)$")
 _LOG_FILE = re.compile(r"^(\d+\.log|MANIFEST-\d+)$")
+
+
+def check_log_files(path: str | os.PathLike[str]) -> list[str]:
+    """Findings in the log-format files only (.log and MANIFEST): cheap enough for every open —
+    one pass over headers, a checksum only over a torn-looking last record (<= 32 KiB) — and what
+    keeps LevelDB from silently dropping records behind a damaged length field on open."""
+    found: list[str] = []
+    for f in sorted(Path(path).iterdir()):
+        if _LOG_FILE.match(f.name):
+            try:
+                _check_log(f.read_bytes())
+            except _Damaged as e:
+                found.append(f"{f.name}: {e}")
+            except OSError as e:
+                found.append(f"{f.name}: cannot be read ({e.strerror})")
+    return found
 
 
 def check_files(path: str | os.PathLike[str]) -> list[str]:
