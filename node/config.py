@@ -65,6 +65,11 @@ class NodeConfig:
     p2p_pending_handshakes: int = 64
     p2p_pending_per_address: int = 4
     p2p_hello_timeout_ms: int = 2000
+    # handshakes that reach SM2 work per second: from one address (an admitted peer's host: per
+    # peer there, its own budget), from strangers together; the threads that do that work
+    p2p_handshake_rate_per_address: int = 2
+    p2p_handshake_rate_strangers: int = 20
+    p2p_handshake_threads: int = 2
     # consensus pacemaker
     round_timeout_ms: int = 1500
     max_round_timeout_ms: int = 20_000
@@ -129,6 +134,9 @@ class NodeConfig:
             "p2p_pending_handshakes",
             "p2p_pending_per_address",
             "p2p_hello_timeout_ms",
+            "p2p_handshake_rate_per_address",
+            "p2p_handshake_rate_strangers",
+            "p2p_handshake_threads",
             "proof_max_span",
             "proof_threads",
             "proof_jobs_per_client",
@@ -141,6 +149,9 @@ class NodeConfig:
         vp = self.verify_processes
         if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
             raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
+        if self.p2p_handshake_threads > 64:
+            n = self.p2p_handshake_threads
+            raise ConfigError(f"p2p_handshake_threads: at most 64, got {n}")
         if self.proof_threads > 64:
             raise ConfigError(f"proof_threads: at most 64, got {self.proof_threads}")
         if self.proof_jobs_per_client > self.proof_threads:

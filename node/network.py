@@ -409,6 +409,9 @@ async def attach_network(
                 max_pending_per_address=cfg.p2p_pending_per_address,
                 hello_timeout_s=cfg.p2p_hello_timeout_ms / 1000,
                 max_frame=MAX_MESSAGE_BYTES,
+                handshake_rate_per_address=cfg.p2p_handshake_rate_per_address,
+                handshake_rate_strangers=cfg.p2p_handshake_rate_strangers,
+                handshake_threads=cfg.p2p_handshake_threads,
             ),
             on_message=on_message,
         )

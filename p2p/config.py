@@ -22,6 +22,7 @@ from typing import NewType
 from crypto_sm import PublicKey
 
 __all__ = [
+    "HANDSHAKE_BURST_S",
     "ConfigError",
     "MiB",
     "NodeId",
@@ -35,6 +36,7 @@ NodeId = NewType("NodeId", bytes)
 
 MiB = 1024 * 1024
 NODE_ID_SIZE = 20
+HANDSHAKE_BURST_S = 4.0  # a handshake budget saves up this many seconds of its rate
 
 
 class ConfigError(ValueError):
@@ -100,6 +102,13 @@ class P2PConfig:
     # those slots are reserved: strangers cannot take them).
     max_pending_per_address: int = 4
     hello_timeout_s: float = 2.0  # the first message (M1) must arrive within this
+    # Handshakes that reach SM2 work (~6 ms of it each; the hello proof's key is public), per
+    # second (p2p.limits.HandshakeBudget): from any one address (times the admitted peers
+    # configured there, a budget of their own), and from strangers' addresses together. Bursts
+    # of HANDSHAKE_BURST_S seconds' worth. The SM2 work runs on `handshake_threads` threads.
+    handshake_rate_per_address: float = 2.0
+    handshake_rate_strangers: float = 20.0
+    handshake_threads: int = 2
     rekey_after_bytes: int = 1 << 36  # close and re-handshake after this much sealed data
 
     def validate(self) -> None:
@@ -124,6 +133,8 @@ class P2PConfig:
             raise ConfigError("reconnect_factor must be >= 1")
         if self.reconnect_jitter >= 1.0:
             raise ConfigError("reconnect_jitter must be < 1")
+        if self.handshake_threads != int(self.handshake_threads) or self.handshake_threads > 64:
+            raise ConfigError("handshake_threads must be an integer 1..64")
         if self.burst_frames < 1:
             raise ConfigError("burst_frames must be >= 1")
         if self.max_queue_bytes < self.max_frame:

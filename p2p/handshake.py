@@ -27,8 +27,11 @@ Rules kept here:
 - The responder does no SM2 work at all (not even generating its ephemeral key) until M1 has
   shown that its sender knows the chain: the right version and chain id, and a proof keyed by
   the genesis hash and bound to this responder's identity, not seen before (`ReplayGuard`).
-  The genesis hash is no secret among members; the proof keeps scanners, other chains and
-  replayed hellos from costing SM2 work, while `p2p.network` keeps them from holding slots.
+  The genesis hash is no secret at all (genesis.json; block 0's parent_id over RPC); the proof
+  keeps scanners, other chains and replayed hellos from costing SM2 work, while `p2p.network`
+  keeps them from holding slots and rate-limits the valid hellos that do reach SM2 work. Each
+  step is split into a cheap `check_*` and an SM2 `answer_*` so the network can run the latter
+  on a worker thread.
 - The ephemeral private key is dropped as soon as the peer's KEM ciphertext is decrypted
   (forward secrecy: later compromise of an identity key reveals no session key).
 - Chain id and protocol version travel in M1/M2 and hence in every transcript hash; a handshake
@@ -571,11 +574,21 @@ class Responder:
         self._nonce = nonce or os.urandom(NONCE_SIZE)
         self._secret_r = kem_secret or os.urandom(SECRET_SIZE)
         self._transcript: list[bytes] = []
+        self._m1 = b""  # M1 once check_initiator_hello accepted it
+        self._m1_ephemeral = b""
+        self._m3: InitiatorAuth | None = None  # M3 once check_initiator_auth accepted it
+        self._peer: PublicKey | None = None
 
     def on_initiator_hello(self, data: bytes) -> bytes:
-        """Process M1, return M2. Nothing before the proof check costs more than an HMAC."""
-        if self._transcript:
-            raise RuntimeError("on_initiator_hello out of order")
+        """Process M1, return M2 (`check_initiator_hello` then `answer_initiator_hello`)."""
+        self.check_initiator_hello(data)
+        return self.answer_initiator_hello()
+
+    def check_initiator_hello(self, data: bytes) -> None:
+        """The cheap half of M1 (no SM2 work, nothing costlier than an HMAC): decode, version,
+        chain, the genesis-keyed proof and the replay guard. Raises RemoteProtocolError."""
+        if self._transcript or self._m1:
+            raise RuntimeError("check_initiator_hello out of order")
         m1 = InitiatorHello.decode(data)
         _check_hello(m1.version, m1.chain_id, self._chain_id)
         proof = compute_hello_proof(
@@ -590,12 +603,19 @@ class Responder:
             raise RemoteProtocolError("bad_hello", "proof does not match this chain and node")
         if self._replay_guard is not None and not self._replay_guard.maybe_add(m1.nonce):
             raise RemoteProtocolError("replayed_hello")
+        self._m1, self._m1_ephemeral = data, m1.ephemeral
+
+    def answer_initiator_hello(self) -> bytes:
+        """The SM2 half of M1 (key generation, encryption; ~4 ms): return M2. Touches only
+        this object, so it may run on a worker thread."""
+        if self._transcript or not self._m1:
+            raise RuntimeError("answer_initiator_hello before check_initiator_hello")
         if self._eph is None:
             self._eph = PrivateKey.generate()
         self._eph_pub = self._eph.public_key.to_bytes()
-        if m1.ephemeral == self._eph_pub:
+        if self._m1_ephemeral == self._eph_pub:
             raise RemoteProtocolError("reflection")
-        eph_i = _load_ephemeral(m1.ephemeral)
+        eph_i = _load_ephemeral(self._m1_ephemeral)
         m2 = ResponderHello(
             version=PROTOCOL_VERSION,
             chain_id=self._chain_id,
@@ -603,13 +623,20 @@ class Responder:
             nonce=self._nonce,
             kem_ct=sm2_encrypt(eph_i, self._secret_r),
         ).encode()
-        self._transcript += [data, m2]
+        self._transcript += [self._m1, m2]
         return m2
 
     def on_initiator_auth(self, data: bytes) -> tuple[bytes, HandshakeResult]:
-        """Process M3, return M4 and the session."""
-        if len(self._transcript) != 2 or self._eph is None:
-            raise RuntimeError("on_initiator_auth out of order")
+        """Process M3, return M4 and the session (`check_initiator_auth`, then
+        `answer_initiator_auth`)."""
+        self.check_initiator_auth(data)
+        return self.answer_initiator_auth()
+
+    def check_initiator_auth(self, data: bytes) -> None:
+        """The cheap half of M3: decode, the identity key, `authorize`. Raises
+        RemoteProtocolError."""
+        if len(self._transcript) != 2 or self._eph is None or self._m3 is not None:
+            raise RuntimeError("check_initiator_auth out of order")
         m3 = InitiatorAuth.decode(data)
         try:
             peer = PublicKey.from_bytes(m3.identity)
@@ -618,9 +645,18 @@ class Responder:
         refusal = self._authorize(peer)
         if refusal is not None:
             raise RemoteProtocolError(refusal)
+        self._m3, self._peer = m3, peer
+        self._transcript.append(data)
+
+    def answer_initiator_auth(self) -> tuple[bytes, HandshakeResult]:
+        """The SM2 half of M3 (decryption, verification, signature): return M4 and the
+        session. Touches only this object, so it may run on a worker thread."""
+        m3, peer = self._m3, self._peer
+        if len(self._transcript) != 3 or self._eph is None or m3 is None or peer is None:
+            raise RuntimeError("answer_initiator_auth before check_initiator_auth")
         secret_i = _kem_decrypt(self._eph, m3.kem_ct)
         self._eph = None  # forward secrecy
-        th2 = compute_transcript_hash(self._transcript)
+        th2 = compute_transcript_hash(self._transcript[:2])
         keys = compute_key_schedule(secret_i=secret_i, secret_r=self._secret_r, th2=th2)
         _check_auth(
             key=peer,
@@ -630,7 +666,6 @@ class Responder:
             sig=m3.signature,
             mac=m3.mac,
         )
-        self._transcript.append(data)
         th3 = compute_transcript_hash(self._transcript)
         identity = self._identity.public_key.to_bytes()
         digest = compute_auth_digest(D_AUTH_R, [th3, identity])

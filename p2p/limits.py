@@ -11,7 +11,8 @@ Rules kept here:
   AWS Architecture Blog, 2015), bounded by [min_s * (1 - jitter), max_s].
 - Pre-authentication slots are never one pool a stranger can drain (issue 10, fault 8): every
   source address has its own cap, the addresses of admitted peers have slots no stranger can
-  take, and strangers together share a bounded pool.
+  take, and strangers together share a bounded pool. The budget of handshakes that reach SM2
+  work (`HandshakeBudget`) is split the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "BanList",
+    "HandshakeBudget",
     "PendingSlots",
     "RefusalSummary",
     "ReplayGuard",
@@ -52,6 +54,13 @@ class TokenBucket:
             self._last = now
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def get_tokens(self, now: float) -> float:
+        """The balance at `now` (refilled, nothing spent)."""
+        if now > self._last:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+        return self._tokens
 
 
 class BanList:
@@ -154,6 +163,75 @@ class PendingSlots:
         """Slots held now: {"known": n, "strangers": m}."""
         total = sum(self._held.values())
         return {"known": total - self._strangers_held, "strangers": self._strangers_held}
+
+
+class HandshakeBudget:
+    """How many inbound handshakes may reach SM2 work (issue 10, fault 8, review finding 1).
+
+    A hello with a valid proof costs its sender one HMAC and this node an SM2 key generation,
+    an encryption and maybe a decryption, and the proof's key (the genesis hash) is public. So
+    each source address has a token bucket (`per_address_rate` per second, `per_address_burst`
+    deep; times the admitted peers configured there), and strangers' addresses also draw on one
+    shared bucket; an admitted peer's configured host draws only on its own, which no stranger
+    can spend. An attempt refused by either bucket spends from neither.
+    """
+
+    __slots__ = ("_buckets", "_known", "_strangers", "per_address_burst", "per_address_rate")
+
+    def __init__(
+        self,
+        *,
+        per_address_rate: float,
+        per_address_burst: int,
+        strangers_rate: float,
+        strangers_burst: int,
+        now: float,
+    ) -> None:
+        if per_address_rate <= 0 or per_address_burst < 1:
+            raise ValueError("per_address_rate must be > 0 and per_address_burst >= 1")
+        self.per_address_rate = per_address_rate
+        self.per_address_burst = per_address_burst
+        self._strangers = TokenBucket(rate=strangers_rate, burst=strangers_burst, now=now)
+        self._known: dict[str, int] = {}  # address -> admitted peers configured there
+        # address -> its bucket; an entry whose bucket is full again is dropped (count_tracked)
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def set_known(self, known: Mapping[str, int]) -> None:
+        """Replace the known addresses (their buckets start afresh)."""
+        self._known = {a: n for a, n in known.items() if n > 0}
+        for address in list(self._buckets):
+            del self._buckets[address]
+
+    def maybe_spend(self, address: str, now: float) -> bool:
+        """Spend one handshake for `address` if its budget allows; False (nothing spent) if not."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            scale = self._known.get(address, 1)
+            bucket = TokenBucket(
+                rate=self.per_address_rate * scale, burst=self.per_address_burst * scale, now=now
+            )
+        stranger = address not in self._known
+        if bucket.get_tokens(now) < 1 or (stranger and self._strangers.get_tokens(now) < 1):
+            return False
+        bucket.take(now)
+        if stranger:
+            self._strangers.take(now)
+        if address not in self._buckets and len(self._buckets) >= _TRACKED_BEFORE_PRUNE:
+            self.count_tracked(now)
+        self._buckets[address] = bucket
+        return True
+
+    def count_tracked(self, now: float) -> int:
+        """Forget the addresses whose bucket is full again (a fresh one is the same); return
+        how many are still tracked. Entries are added only by spending, and strangers spend
+        the shared bucket too, so at most about strangers_rate * burst / rate of them live."""
+        for address, bucket in list(self._buckets.items()):
+            if bucket.get_tokens(now) >= bucket.burst:
+                del self._buckets[address]
+        return len(self._buckets)
+
+
+_TRACKED_BEFORE_PRUNE = 1024  # HandshakeBudget prunes refilled buckets past this many addresses
 
 
 class ReplayGuard:

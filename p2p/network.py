@@ -14,7 +14,14 @@ Rules kept here:
   connection needs a slot from `p2p.preauth.PreAuthGate` (per source address, reserved for the
   admitted peers' configured hosts, a bounded pool for strangers); its first message must arrive
   within `hello_timeout_s` and prove the chain before any SM2 work (p2p.handshake). Outbound
-  dials take no inbound slot, so they are never blocked by a flood.
+  dials take no inbound slot, so they are never blocked by a flood. A new connection from an
+  admitted peer's configured host whose slots are all held evicts the oldest one there that has
+  not sent its hello yet ("evicted_silent"), so silent sockets at that host cannot lock it out.
+- Nothing CPU-heavy on the event loop (it runs consensus): the handshake's SM2 work (~6 ms per
+  handshake) runs on `handshake_threads` worker threads (OpenSSL via ctypes releases the GIL),
+  and only as many handshakes per second reach it as the gate's budget allows (per address;
+  strangers together; the admitted peers' hosts on their own), refused as "handshake_rate".
+  The hello proof's key is public, so the proof only keeps out those who never asked.
 - Memory is bounded per peer: the outbound queue by frames and bytes (`send()` returns False
   and counts a drop when full), inbound by reading only after the previous chunk's frames were
   delivered (`on_message` is awaited, so a slow consumer pushes back into TCP), and the token
@@ -38,7 +45,8 @@ import logging
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from crypto_sm import PrivateKey, PublicKey
 from p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
@@ -68,6 +76,21 @@ PeerHandler = Callable[[bytes], None]
 
 READ_CHUNK = 256 * 1024
 WRITE_BATCH_BYTES = 256 * 1024
+
+_T = TypeVar("_T")
+
+
+class _Pending:
+    """One inbound connection that has not authenticated yet (it holds a gate slot)."""
+
+    __slots__ = ("address", "evicted", "writer")
+
+    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+        self.address = address
+        self.writer = writer
+        # Set when a newer connection from the same known address took over this one's slot:
+        # the handler then neither releases the slot nor counts a second refusal.
+        self.evicted = False
 
 
 class _Connection:
@@ -149,6 +172,9 @@ class P2PNetwork:
         self._on_peer_down = on_peer_down
         self._rng = rng or random.Random()
         self._gate = PreAuthGate(config)
+        # address -> connections from there still waiting for their hello, oldest first
+        self._silent: dict[str, list[_Pending]] = {}
+        self._pool: ThreadPoolExecutor | None = None  # the handshakes' SM2 work; while running
         self._admitted: dict[bytes, PeerInfo] = {}
         self._set_admitted(peers)
         self._conns: dict[bytes, _Connection] = {}  # node_id -> the live session
@@ -178,6 +204,9 @@ class P2PNetwork:
         if self._running:
             raise RuntimeError("already started")
         self._running = True
+        self._pool = ThreadPoolExecutor(
+            max_workers=self._config.handshake_threads, thread_name_prefix="p2p-handshake"
+        )
         await self._gate.resolve_names()
         self._server = await asyncio.start_server(
             self._handle_inbound, self._config.listen_host, self._config.listen_port
@@ -200,6 +229,9 @@ class P2PNetwork:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._dialers.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -317,8 +349,18 @@ class P2PNetwork:
                 raise RemoteProtocolError("handshake_eof")
             decoder.feed(data)
 
+    async def _in_pool(self, fn: Callable[[], _T]) -> _T:
+        """Run the SM2 step `fn` on the handshake threads, off the event loop."""
+        if self._pool is None:
+            raise RemoteProtocolError("shutdown")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     async def _run_responder(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
+        self,
+        pending: _Pending,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
     ) -> HandshakeResult:
         hs = Responder(
             chain_id=self._chain_id,
@@ -336,9 +378,13 @@ class P2PNetwork:
                 raise RemoteProtocolError("hello_timeout") from None
         else:  # the whole handshake's deadline comes first
             m1 = await self._read_handshake_frame(reader, decoder)
-        m2 = hs.on_initiator_hello(m1)
-        writer.write(encode_frame(m2))
-        m4, result = hs.on_initiator_auth(await self._read_handshake_frame(reader, decoder))
+        self._forget_silent(pending)
+        hs.check_initiator_hello(m1)  # an HMAC at most
+        if not self._gate.maybe_spend_handshake(pending.address, self._now()):
+            raise RemoteProtocolError("handshake_rate")
+        writer.write(encode_frame(await self._in_pool(hs.answer_initiator_hello)))
+        hs.check_initiator_auth(await self._read_handshake_frame(reader, decoder))
+        m4, result = await self._in_pool(hs.answer_initiator_auth)
         writer.write(encode_frame(m4))
         await writer.drain()
         return result
@@ -350,16 +396,19 @@ class P2PNetwork:
         writer: asyncio.StreamWriter,
         decoder: FrameDecoder,
     ) -> HandshakeResult:
-        hs = Initiator(
-            chain_id=self._chain_id,
-            genesis_hash=self._genesis_hash,
-            identity=self._key,
-            expected_peer=info.pubkey,
+        hs = await self._in_pool(
+            lambda: Initiator(  # generates the ephemeral SM2 key
+                chain_id=self._chain_id,
+                genesis_hash=self._genesis_hash,
+                identity=self._key,
+                expected_peer=info.pubkey,
+            )
         )
         writer.write(encode_frame(hs.start()))
-        m3 = hs.on_responder_hello(await self._read_handshake_frame(reader, decoder))
-        writer.write(encode_frame(m3))
-        result = hs.on_responder_auth(await self._read_handshake_frame(reader, decoder))
+        m2 = await self._read_handshake_frame(reader, decoder)
+        writer.write(encode_frame(await self._in_pool(lambda: hs.on_responder_hello(m2))))
+        m4 = await self._read_handshake_frame(reader, decoder)
+        result = await self._in_pool(lambda: hs.on_responder_auth(m4))
         refusal = self._get_refusal(result.peer)  # admitted list or bans may have changed
         if refusal is not None:
             raise RemoteProtocolError(refusal)
@@ -374,6 +423,28 @@ class P2PNetwork:
         self._handshake_failed(reason, writer)
         self._gate.on_refused(reason, address, self._now())
 
+    def _forget_silent(self, pending: _Pending) -> None:
+        """`pending` sent its hello (or ended): it is no longer a candidate for eviction."""
+        waiting = self._silent.get(pending.address)
+        if waiting is not None and pending in waiting:
+            waiting.remove(pending)
+            if not waiting:
+                del self._silent[pending.address]
+
+    def _maybe_evict_silent(self, address: str) -> bool:
+        """At a known address whose slots are all held: close the oldest connection there that
+        has not sent its hello, and return True (its slot is the caller's now)."""
+        if not self._gate.is_known(address):
+            return False
+        waiting = self._silent.get(address)
+        if not waiting:
+            return False
+        oldest = waiting[0]
+        self._forget_silent(oldest)
+        oldest.evicted = True
+        self._refuse_inbound("evicted_silent", address, oldest.writer)
+        return True
+
     async def _handle_inbound(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -384,25 +455,33 @@ class P2PNetwork:
             peername = writer.get_extra_info("peername")
             address = (compute_address(str(peername[0])) if peername else None) or "?"
             refusal = self._gate.get_refusal(address) if self._running else "shutdown"
-            if refusal is not None:
+            inherited = refusal == "per_address_limit" and self._maybe_evict_silent(address)
+            if refusal is not None and not inherited:
                 self._refuse_inbound(refusal, address, writer)
                 return
             decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
-            stranger = self._gate.take(address)
+            # an evicted connection's slot at a known address (never a stranger's) passes on
+            stranger = False if inherited else self._gate.take(address)
+            pending = _Pending(address, writer)
+            self._silent.setdefault(address, []).append(pending)
+            reason: str | None = None
             try:
                 async with asyncio.timeout(self._config.handshake_timeout_s):
-                    result = await self._run_responder(reader, writer, decoder)
+                    result = await self._run_responder(pending, reader, writer, decoder)
             except TimeoutError:
-                self._refuse_inbound("handshake_timeout", address, writer)
-                return
+                reason = "handshake_timeout"
             except RemoteProtocolError as e:
-                self._refuse_inbound(e.reason, address, writer)
-                return
+                reason = e.reason
             except OSError:
-                self._refuse_inbound("handshake_eof", address, writer)
-                return
+                reason = "handshake_eof"
             finally:
-                self._gate.release(address, stranger)
+                self._forget_silent(pending)
+                if not pending.evicted:
+                    self._gate.release(address, stranger)
+            if reason is not None:
+                if not pending.evicted:  # an evicted one was counted when it was evicted
+                    self._refuse_inbound(reason, address, writer)
+                return
             await self._run_session(self._register(result, reader, writer, decoder))
         except asyncio.CancelledError:
             # Cancelled by stop(). asyncio's stream server (3.11) logs a cancelled handler

@@ -13,6 +13,9 @@ Rules kept here:
   `REFUSAL_LOG_INTERVAL_S` at most, never once per connection: a flood must not fill the disk.
 - The replay guard shared by the node's responders lives here (one per node, not per
   connection), so a hello accepted once is refused when sent again (`replayed_hello`).
+- So does the budget of handshakes that may reach SM2 work (`p2p.limits.HandshakeBudget`), per
+  address and for strangers together, the admitted peers' hosts on a budget of their own: the
+  hello proof's key is public, so a valid hello proves little (`handshake_rate`).
 
 Sources: docs/p2p.md §6 ("Pre-authentication"); issue 10, fault 8.
 """
@@ -26,8 +29,8 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 
-from p2p.config import P2PConfig, PeerInfo
-from p2p.limits import PendingSlots, RefusalSummary, ReplayGuard
+from p2p.config import HANDSHAKE_BURST_S, P2PConfig, PeerInfo
+from p2p.limits import HandshakeBudget, PendingSlots, RefusalSummary, ReplayGuard
 
 __all__ = ["PreAuthGate", "compute_address"]
 
@@ -56,6 +59,13 @@ class PreAuthGate:
     def __init__(self, config: P2PConfig) -> None:
         self._slots = PendingSlots(
             per_address=config.max_pending_per_address, strangers=config.max_pending_handshakes
+        )
+        self._budget = HandshakeBudget(
+            per_address_rate=config.handshake_rate_per_address,
+            per_address_burst=max(1, int(config.handshake_rate_per_address * HANDSHAKE_BURST_S)),
+            strangers_rate=config.handshake_rate_strangers,
+            strangers_burst=max(1, int(config.handshake_rate_strangers * HANDSHAKE_BURST_S)),
+            now=0.0,  # buckets start full, so any later clock reading only tops them up
         )
         self.replay_guard = ReplayGuard(capacity=HELLO_REPLAY_WINDOW)
         self.refusals: Counter[str] = Counter()  # inbound handshakes refused, by reason
@@ -93,6 +103,7 @@ class PreAuthGate:
             for address in [literal] if literal else self._resolved.get(host, []):
                 known[address] += 1
         self._slots.set_known(known)
+        self._budget.set_known(known)
 
     # ------------------------------------------------------------------ slots
 
@@ -110,6 +121,14 @@ class PreAuthGate:
 
     def count_held(self) -> dict[str, int]:
         return self._slots.count_held()
+
+    def is_known(self, address: str) -> bool:
+        """Whether `address` is an admitted peer's configured host."""
+        return self._slots.is_known(address)
+
+    def maybe_spend_handshake(self, address: str, now: float) -> bool:
+        """Spend one handshake's SM2 work for `address`; False if its budget is spent."""
+        return self._budget.maybe_spend(address, now)
 
     # ------------------------------------------------------------------ refusals
 
