@@ -388,16 +388,27 @@ def _cmd_proof_verify(args: argparse.Namespace) -> int:
         )
     if args.genesis and args.validators:
         raise CliError("give --genesis or --validators, not both")
-    bundle = _read_json_file(args.file)
     try:
+        try:
+            bundle = _read_json_file(args.file)
+        except RecursionError:  # json's decoder recurses per nesting level
+            raise SdkError(f"malformed bundle: {args.file} is nested too deeply") from None
         if args.genesis:
-            verified = verify_proof_bundle(bundle, genesis=args.genesis)
+            verified = verify_proof_bundle(bundle, genesis=args.genesis, chain_id=args.chain_id)
         else:
             anchor = _read_json_file(args.validators)
             vals = anchor.get("validators") if isinstance(anchor, dict) else anchor
             chain_id = anchor.get("chain_id") if isinstance(anchor, dict) else None
             if not isinstance(vals, list):
                 raise CliError(f"{args.validators}: expected {{chain_id?, validators: [...]}}")
+            if args.chain_id and chain_id and args.chain_id != chain_id:
+                raise CliError(f"--chain-id {args.chain_id!r} differs from {args.validators}'s")
+            chain_id = args.chain_id or chain_id
+            if not chain_id:
+                raise CliError(
+                    f"{args.validators} names no chain_id: pass --chain-id (the chain the "
+                    "validator set signs for; it must come from you, not from the bundle)"
+                )
             verified = verify_proof_bundle(bundle, validators=vals, chain_id=chain_id)
     except SdkError as exc:
         if args.json:
@@ -413,6 +424,11 @@ def _cmd_proof_verify(args: argparse.Namespace) -> int:
                 "height": verified.height,
                 "acc_size": verified.acc_size,
                 "anchor_height": verified.anchor_height,
+                "chain_id": verified.chain_id,
+                "validator_set": "0x" + verified.validator_set.hex(),
+                "genesis_hash": (
+                    None if verified.genesis_hash is None else "0x" + verified.genesis_hash.hex()
+                ),
             }
         )
     else:
@@ -629,7 +645,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--validators",
         metavar="FILE",
         help='a validator set you trust: JSON {"chain_id"?: ..., "validators": [{"pubkey", '
-        '"power", "org"}]} or just the list',
+        '"power", "org"}]} or just the list (then --chain-id is required)',
+    )
+    q.add_argument(
+        "--chain-id",
+        metavar="ID",
+        help="the chain the trusted validator set signs for (required with --validators unless "
+        "its file names one)",
     )
     q.set_defaults(handler=_cmd_proof_verify)
     return parser

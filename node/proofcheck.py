@@ -25,6 +25,12 @@ Rules `verify_full_proof` keeps:
    heights, the child names the tip and follows it by one round, the QC names the child, and both
    the QC and the child's own justify QC carry signatures of more than 2/3 of the voting power.
 4. Any malformed input raises `ProofCheckError` with a reason in words, never another exception.
+5. A vote's signing root names the chain id, not the genesis (docs/protocol.md §6), so a
+   certificate binds a block to a chain id and a validator set only. Given the genesis block's
+   id, every header of the bundle at height 1 (or 0) must descend from it; a bundle reaching
+   height 1 is thereby bound to that genesis, and `VerifiedProof.genesis_hash` says so. Later
+   bundles are bound to (chain id, validator set), which the result names: a chain id must be
+   unique per genesis (docs/rpc.md, "Verifying a proof").
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 from consensus import Validator, ValidatorSet
 from consensus.certs import CertChecker
 from consensus.messages import CommitProof
-from crypto_sm import PublicKey
+from crypto_sm import PublicKey, sm3_hash
 from ledger.codec import DecodeError
 from ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
@@ -50,10 +56,19 @@ __all__ = [
     "ProofCheckError",
     "VerifiedProof",
     "build_full_proof",
+    "compute_validator_set_fingerprint",
     "verify_full_proof",
 ]
 
 BUNDLE_VERSION = 2
+D_VALIDATOR_SET = b"GMCHAIN/VALIDATOR-SET/v1"
+
+
+def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) -> Digest:
+    """SM3(D_VALIDATOR_SET || for each validator in ascending public-key order: its 65-byte
+    public key || u64 big-endian power). Organisations do not count: certificates don't."""
+    parts = sorted(v.pubkey + v.power.to_bytes(8, "big") for v in validators)
+    return Digest(sm3_hash(D_VALIDATOR_SET + b"".join(parts)))
 
 
 class ProofCheckError(ValueError):
@@ -87,13 +102,23 @@ class VerifiedProof:
     acc_root: Digest
     anchor_height: int
     anchor_block_id: Digest
+    chain_id: str  # the trust anchor's chain id, which every header and vote names
+    validator_set: Digest  # compute_validator_set_fingerprint of the trusted set
+    # The genesis document's hash when the bundle reaches height 1 and was checked against a
+    # genesis (rule 5); None: bound to (chain_id, validator_set) only.
+    genesis_hash: Digest | None
 
     def describe(self) -> str:
+        bound = (
+            f"descends from genesis {hex0x(self.genesis_hash)}"
+            if self.genesis_hash is not None
+            else "not bound to a genesis (no header at height 1)"
+        )
         return (
             f"VALID: tx {hex0x(self.tx_id)} in block {self.height}, receipt status "
-            f"{self.receipt.status.name}; accumulator size {self.acc_size} at height "
-            f"{self.anchor_height}; committed under a quorum certificate checked against the "
-            f"trusted validator set"
+            f"{self.receipt.status.name}; chain {self.chain_id!r}; accumulator size "
+            f"{self.acc_size} at height {self.anchor_height}; committed under quorum "
+            f"certificates of validator set {self.validator_set.hex()[:16]}; {bound}"
         )
 
 
@@ -125,13 +150,18 @@ def build_full_proof(
 
 
 def verify_full_proof(
-    doc: Mapping[str, Any], *, chain_id: str, validators: Sequence[GenesisValidator]
+    doc: Mapping[str, Any],
+    *,
+    chain_id: str,
+    validators: Sequence[GenesisValidator],
+    genesis: tuple[Digest, Digest] | None = None,
 ) -> VerifiedProof:
-    """Check a version-2 bundle against a trusted validator set; raise ProofCheckError."""
+    """Check a version-2 bundle against a trusted validator set; raise ProofCheckError.
+    `genesis` = (the genesis document's hash, the genesis block's id) binds it (rule 5)."""
     if not validators:
         raise ProofCheckError("no trusted validator set: pass the chain's genesis or validators")
     try:
-        return _verify(doc, chain_id, validators)
+        return _verify(doc, chain_id, validators, genesis)
     except (ValueError, KeyError, TypeError, DecodeError, ProofFormatError) as exc:
         if isinstance(exc, ProofCheckError):
             raise
@@ -139,7 +169,10 @@ def verify_full_proof(
 
 
 def _verify(
-    doc: Mapping[str, Any], chain_id: str, validators: Sequence[GenesisValidator]
+    doc: Mapping[str, Any],
+    chain_id: str,
+    validators: Sequence[GenesisValidator],
+    genesis: tuple[Digest, Digest] | None,
 ) -> VerifiedProof:
     if not isinstance(doc, Mapping):
         raise ProofCheckError("malformed proof: expected a JSON object")
@@ -174,11 +207,13 @@ def _verify(
         raise ProofCheckError("the anchor header differs from the transaction's block header")
     checker = _checker(chain_id, validators)
     tx_chain = _check_certificate(doc["commit"], header, checker, "commit")
+    headers = [header, anchor, *tx_chain]
     if doc.get("anchor_commit") is None:
         if all(h.block_id != anchor.block_id for h in tx_chain):
             raise ProofCheckError("the anchor header is not on the certified chain")
     else:
-        _check_certificate(doc["anchor_commit"], anchor, checker, "anchor_commit")
+        headers += _check_certificate(doc["anchor_commit"], anchor, checker, "anchor_commit")
+    bound = _check_genesis(headers, genesis)
     return VerifiedProof(
         tx_id=bundle.tx_id,
         height=header.height,
@@ -189,7 +224,29 @@ def _verify(
         acc_root=bundle.acc_root,
         anchor_height=anchor.height,
         anchor_block_id=anchor.block_id,
+        chain_id=chain_id,
+        validator_set=compute_validator_set_fingerprint(validators),
+        genesis_hash=bound,
     )
+
+
+def _check_genesis(
+    headers: Sequence[BlockHeader], genesis: tuple[Digest, Digest] | None
+) -> Digest | None:
+    """Rule 5: the genesis hash the headers are bound to, or None if none reaches height 1."""
+    if genesis is None:
+        return None
+    genesis_hash, block0 = genesis
+    low = [h for h in headers if h.height <= 1]
+    for h in low:
+        if (h.height == 0 and h.block_id != block0) or (
+            h.height == 1 and (h.parent_id != block0 or h.justify.block_id != block0)
+        ):
+            raise ProofCheckError(
+                "the bundle's chain does not start at the trusted genesis (it was certified "
+                "under the same chain id and validators for another genesis)"
+            )
+    return genesis_hash if low else None
 
 
 def _checker(chain_id: str, validators: Sequence[GenesisValidator]) -> CertChecker:

@@ -35,9 +35,14 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 
 from crypto_sm import PrivateKey, sm3_hash
-from ledger.codec import DecodeError, Value
-from ledger.types import BlockHeader, Genesis, GenesisValidator, Height, SignedTx, TxBody
-from node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
+from ledger.codec import Value
+from ledger.types import Genesis, GenesisValidator, Height, SignedTx, TxBody
+from node.proofcheck import (
+    ProofCheckError,
+    VerifiedProof,
+    compute_validator_set_fingerprint,
+    verify_full_proof,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -48,6 +53,7 @@ __all__ = [
     "SyncClient",
     "TxTimeout",
     "VerifiedProof",
+    "compute_validator_set_fingerprint",
     "from_hex",
     "to_hex",
     "verify_proof_bundle",
@@ -141,17 +147,22 @@ def verify_proof_bundle(
 
     The anchor is required: the chain's `genesis` (a `Genesis` or the path of its genesis.json),
     or a `validators` set you trust (`GenesisValidator`s, or mappings with `pubkey` and `power`)
-    with an optional `chain_id`. Everything is checked (docs/protocol.md §9): the transaction's
+    with its `chain_id` (required: votes sign the chain id, and it must come from the anchor,
+    never from the bundle). Everything is checked (docs/protocol.md §9): the transaction's
     Merkle paths to its block's tx_root and to the anchor header's accumulator, the receipt's
     path to receipt_root, the header links, and every commit certificate's QC signatures and
-    quorum (more than 2/3 of the trusted voting power). Nothing inside the bundle is trusted.
-    Returns what was proven; raises `SdkError` saying why otherwise.
+    quorum (more than 2/3 of the trusted voting power); with a genesis, headers at height 1
+    must descend from its genesis block. Nothing inside the bundle is trusted. Returns what
+    was proven (naming the chain id, the validator set's fingerprint and, if bound, the
+    genesis); raises `SdkError` saying why otherwise.
     """
     if (genesis is None) == (validators is None):
         raise SdkError(
             "a proof needs exactly one trust anchor: genesis= (the chain's genesis) or "
             "validators= (a validator set you trust)"
         )
+    if not isinstance(bundle, Mapping) or not isinstance(bundle.get("header"), str):
+        raise SdkError("malformed bundle: expected a JSON object with a hex `header`")
     if genesis is not None:
         if not isinstance(genesis, Genesis):
             from node.config import ConfigError, load_genesis
@@ -160,18 +171,24 @@ def verify_proof_bundle(
                 genesis = load_genesis(genesis)
             except (ConfigError, OSError) as exc:
                 raise SdkError(f"cannot read the genesis: {exc}") from None
+        from node.chain import make_genesis_block
+
         vals: list[GenesisValidator] = list(genesis.validators)
-        want_chain: str | None = genesis.chain_id
+        want_chain = genesis.chain_id
+        if chain_id is not None and chain_id != want_chain:
+            raise SdkError(f"chain_id {chain_id!r} differs from the genesis's {want_chain!r}")
+        bind = (genesis.compute_hash(), make_genesis_block(genesis)[0].header.block_id)
     else:
         assert validators is not None
-        vals, want_chain = _validator_set(validators), chain_id
-    if want_chain is None:
-        try:
-            want_chain = BlockHeader.decode(from_hex(bundle["header"], what="header")).chain_id
-        except (KeyError, TypeError, SdkError, DecodeError) as exc:
-            raise SdkError(f"malformed bundle: header: {exc}") from None
+        vals, bind = _validator_set(validators), None
+        if not isinstance(chain_id, str) or not chain_id:
+            raise SdkError(
+                "a validator set needs its chain_id: the votes sign it, and it must come from "
+                "the trust anchor, not from the bundle"
+            )
+        want_chain = chain_id
     try:
-        return verify_full_proof(bundle, chain_id=want_chain, validators=vals)
+        return verify_full_proof(bundle, chain_id=want_chain, validators=vals, genesis=bind)
     except ProofCheckError as exc:
         raise SdkError(str(exc)) from None
 

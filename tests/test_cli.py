@@ -362,6 +362,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from ledger.store import Store
     from ledger.types import Genesis, GenesisValidator
     from node.config import save_genesis
+    from node.proofcheck import compute_validator_set_fingerprint
     from node.proofserve import ProofLimits, ProofService
     from tests.proof_chain import build_certified_chain
 
@@ -392,7 +393,12 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     save_genesis(tmp / "genesis.json", genesis)
     stranger = PrivateKey.generate().public_key.to_bytes().hex()
     (tmp / "stranger.json").write_text(
-        json.dumps({"validators": [{"pubkey": stranger, "power": 1, "org": "x"}]})
+        json.dumps(
+            {
+                "chain_id": genesis.chain_id,
+                "validators": [{"pubkey": stranger, "power": 1, "org": "x"}],
+            }
+        )
     )
     (tmp / "trusted.json").write_text(
         json.dumps(
@@ -418,6 +424,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "genesis": str(tmp / "genesis.json"),
         "trusted": str(tmp / "trusted.json"),
         "stranger": str(tmp / "stranger.json"),
+        "chain_id": genesis.chain_id,
+        "validator_set": "0x" + compute_validator_set_fingerprint(genesis.validators).hex(),
     }
 
 
@@ -436,6 +444,9 @@ def test_proof_verify_valid(bundles: dict[str, Any], capsys: pytest.CaptureFixtu
         "height": height,
         "acc_size": bundles["later"]["acc_size"],
         "anchor_height": bundles["head"],
+        "chain_id": bundles["chain_id"],
+        "validator_set": bundles["validator_set"],
+        "genesis_hash": None,  # the later bundle's headers start above height 1
     }
 
 

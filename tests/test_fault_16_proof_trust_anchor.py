@@ -206,9 +206,12 @@ def test_good_bundles_verify_against_the_genesis(proofs: _Proofs) -> None:
         verified = sdk.verify_proof_bundle(bundle, genesis=proofs.genesis)
         assert "0x" + verified.tx_id.hex() == bundle["tx_id"]
         assert verified.acc_size == bundle["acc_size"]
-        # The genesis file's path works too, and so does its validator set on its own.
+        # The genesis file's path works too, and so does its validator set with its chain id
+        # (required since the review round: tests/test_fault_16_genesis_binding.py).
         sdk.verify_proof_bundle(bundle, genesis=proofs.genesis_file)
-        sdk.verify_proof_bundle(bundle, validators=proofs.genesis.validators)
+        sdk.verify_proof_bundle(
+            bundle, validators=proofs.genesis.validators, chain_id=proofs.genesis.chain_id
+        )
     # The bundle is what docs/openrpc.json says it is (TxProof, version 2).
     from node.rpc import load_openrpc
 
