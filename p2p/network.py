@@ -16,7 +16,7 @@ Rules kept here:
   within `hello_timeout_s` and prove the chain before any SM2 work (p2p.handshake). Outbound
   dials take no inbound slot, so they are never blocked by a flood. A new connection from an
   admitted peer's configured host whose slots are all held evicts the oldest one there that has
-  not sent its hello yet ("evicted_silent"), so silent sockets at that host cannot lock it out.
+  sent no byte at all ("evicted_silent"), so silent sockets at that host cannot lock it out.
 - Nothing CPU-heavy on the event loop (it runs consensus): the handshake's SM2 work (~6 ms per
   handshake) runs on `handshake_threads` worker threads (OpenSSL via ctypes releases the GIL),
   and only as many handshakes per second reach it as the gate's budget allows (per address;
@@ -40,9 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import inspect
 import logging
 import random
+import struct
+import termios
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,10 +86,13 @@ _T = TypeVar("_T")
 class _Pending:
     """One inbound connection that has not authenticated yet (it holds a gate slot)."""
 
-    __slots__ = ("address", "evicted", "writer")
+    __slots__ = ("address", "evicted", "reader", "writer")
 
-    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, address: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.address = address
+        self.reader = reader
         self.writer = writer
         # Set when a newer connection from the same known address took over this one's slot:
         # the handler then neither releases the slot nor counts a second refusal.
@@ -141,6 +147,21 @@ class _Connection:
         self.last_rx = now
         self.last_tx = now
         self.tasks: list[asyncio.Task[None]] = []
+
+
+def _is_silent(pending: _Pending) -> bool:
+    """Whether `pending` has sent no byte yet: nothing in its stream buffer, nothing waiting in
+    the kernel's receive buffer (FIONREAD)."""
+    if getattr(pending.reader, "_buffer", b""):  # asyncio keeps what arrived in a bytearray
+        return False
+    sock = pending.writer.get_extra_info("socket")
+    if sock is None:
+        return True
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return True  # the socket is gone: nothing to protect
+    return int(struct.unpack("i", raw)[0]) == 0
 
 
 class P2PNetwork:
@@ -433,13 +454,15 @@ class P2PNetwork:
 
     def _maybe_evict_silent(self, address: str) -> bool:
         """At a known address whose slots are all held: close the oldest connection there that
-        has not sent its hello, and return True (its slot is the caller's now)."""
+        has sent nothing at all, and return True (its slot is the caller's now). A connection
+        whose hello has arrived but is not processed yet (bytes in its buffer or the kernel's)
+        is never chosen: an honest peer sends its hello at once, so churning silent sockets
+        cannot push it out."""
         if not self._gate.is_known(address):
             return False
-        waiting = self._silent.get(address)
-        if not waiting:
+        oldest = next((p for p in self._silent.get(address, ()) if _is_silent(p)), None)
+        if oldest is None:
             return False
-        oldest = waiting[0]
         self._forget_silent(oldest)
         oldest.evicted = True
         self._refuse_inbound("evicted_silent", address, oldest.writer)
@@ -462,7 +485,7 @@ class P2PNetwork:
             decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
             # an evicted connection's slot at a known address (never a stranger's) passes on
             stranger = False if inherited else self._gate.take(address)
-            pending = _Pending(address, writer)
+            pending = _Pending(address, reader, writer)
             self._silent.setdefault(address, []).append(pending)
             reason: str | None = None
             try:

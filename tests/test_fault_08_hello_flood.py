@@ -91,6 +91,34 @@ asyncio.run(main())
 """
 
 
+# Silent connections from one address, each reopened the moment the victim closes it.
+_STALLER = r"""
+import asyncio, sys, time
+port, secs, n = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+
+async def one():
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        try:
+            async with asyncio.timeout(max(0.01, end - time.monotonic())):
+                await r.read(1)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            w.transport.abort()
+
+async def main():
+    await asyncio.gather(*(one() for _ in range(n)))
+
+asyncio.run(main())
+"""
+
+
 def _key_pair() -> tuple[PrivateKey, PrivateKey]:
     """(victim, peer) with the peer's node id smaller: the peer dials, the victim accepts."""
     while True:
@@ -232,9 +260,10 @@ def test_handshake_budget_rules() -> None:
 
 async def test_silent_connections_from_an_admitted_peers_own_address_do_not_isolate_it() -> None:
     """The reviewer's `own-address-stall`: 8 silent connections from the admitted peer's own
-    address (127.0.0.1 here) held every slot reserved for it, and its reconnects were refused
-    (`per_address_limit`) until the attacker stopped. Now its fresh dial evicts the oldest
-    silent one."""
+    address (127.0.0.1 here), each reopened as soon as it is closed, held every slot reserved
+    for it, and its reconnects were refused (`per_address_limit`) until the attacker stopped.
+    Now a new connection evicts the oldest one there that has sent nothing, and the peer's
+    (whose hello is on its way) is never the one evicted however fast the attacker churns."""
     kv, kp = _key_pair()
     victim = _network(
         kv,
@@ -243,21 +272,21 @@ async def test_silent_connections_from_an_admitted_peers_own_address_do_not_isol
         handshake_timeout_s=30.0,
     )
     await victim.start()
-    held: list[asyncio.StreamWriter] = []
+    per = P2PConfig().max_pending_per_address  # the slots reserved for the peer's host
+    attacker = subprocess.Popen(
+        [sys.executable, "-c", _STALLER, str(victim.listen_port), "12", str(per * 2)]
+    )
     try:
-        per = P2PConfig().max_pending_per_address  # the slots reserved for the peer's host
-        for _ in range(per * 2):
-            _, w = await asyncio.open_connection("127.0.0.1", victim.listen_port)
-            held.append(w)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while victim.stats["pending_handshakes"]["known"] < per:
             assert loop.time() < deadline, victim.stats
             await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)  # the churn is under way
         reconnect = await _time_connect(victim, kp, kv, 20)
-        assert reconnect < 10, f"isolated: {victim.stats['handshake_refusals']}"
+        assert reconnect < 5, f"isolated: {victim.stats['handshake_refusals']}"
         assert victim.stats["handshake_refusals"].get("evicted_silent", 0) >= 1
     finally:
-        for w in held:
-            w.transport.abort()
+        attacker.kill()
+        attacker.wait()
         await victim.stop()
