@@ -117,8 +117,8 @@ class VerifiedProof:
         return (
             f"VALID: tx {hex0x(self.tx_id)} in block {self.height}, receipt status "
             f"{self.receipt.status.name}; chain {self.chain_id!r}; accumulator size "
-            f"{self.acc_size} at height {self.anchor_height}; committed under quorum "
-            f"certificates of validator set {self.validator_set.hex()[:16]}; {bound}"
+            f"{self.acc_size} at height {self.anchor_height}; committed under a quorum "
+            f"certificate checked against validator set {self.validator_set.hex()[:16]}; {bound}"
         )
 
 
