@@ -133,7 +133,7 @@ class P2PConfig:
             raise ConfigError("reconnect_factor must be >= 1")
         if self.reconnect_jitter >= 1.0:
             raise ConfigError("reconnect_jitter must be < 1")
-        if self.handshake_threads != int(self.handshake_threads) or self.handshake_threads > 64:
+        if not isinstance(self.handshake_threads, int) or self.handshake_threads > 64:
             raise ConfigError("handshake_threads must be an integer 1..64")
         if self.burst_frames < 1:
             raise ConfigError("burst_frames must be >= 1")

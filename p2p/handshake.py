@@ -326,8 +326,9 @@ def compute_hello_proof(
     responder: bytes,
 ) -> bytes:
     """M1's proof: HMAC-SM3(genesis_hash, D_HELLO || msgpack([version, chain_id, eph_I,
-    nonce_I, id_R])). Keyed by what every member of the chain holds, bound to the one responder
-    it is meant for (so a hello seen on one link cannot be replayed to another node)."""
+    nonce_I, id_R])). Keyed by the genesis document's hash (Genesis.compute_hash(), block 0's
+    parent_id: public, so this proves knowledge of the chain, not membership), bound to the one
+    responder it is meant for (so a hello seen on one link cannot be replayed to another node)."""
     fields = [version, chain_id, ephemeral, nonce, responder]
     return sm3_hmac(genesis_hash, D_HELLO + encode_message(fields))
 
