@@ -239,7 +239,11 @@ def write_config(path: str | os.PathLike[str], cfg: NodeConfig) -> None:
         lines.append(f"pubkey = {json.dumps(peer.pubkey)}")
         lines.append(f"host = {json.dumps(peer.host)}")
         lines.append(f"port = {peer.port}")
-    Path(path).write_text("\n".join(lines) + "\n")
+    # 0600: the file may hold the key's passphrase (an existing file is tightened too).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write("\n".join(lines) + "\n")
 
 
 def save_genesis(path: str | os.PathLike[str], g: Genesis) -> None:
