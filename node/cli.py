@@ -676,8 +676,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gmchain: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # a tool's own exit: a message (str) is its one-line error
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(f"gmchain: {str(exc.code).removeprefix('error: ')}", file=sys.stderr)
+        return 1
     except Exception as exc:
         text = _error_text(exc)
         if text is None:

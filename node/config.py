@@ -241,9 +241,9 @@ def write_config(path: str | os.PathLike[str], cfg: NodeConfig) -> None:
         lines.append(f"port = {peer.port}")
     # 0600: the file may hold the key's passphrase (an existing file is tightened too).
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as f:
+    with open(fd, "w") as out:
         os.fchmod(fd, 0o600)
-        f.write("\n".join(lines) + "\n")
+        out.write("\n".join(lines) + "\n")
 
 
 def save_genesis(path: str | os.PathLike[str], g: Genesis) -> None:
