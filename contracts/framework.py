@@ -258,7 +258,13 @@ class Arg:
     def _check_str(self, value: Value) -> str:
         if not isinstance(value, str):
             raise self._type_error(value)
-        n = len(value.encode())
+        try:
+            n = len(value.encode())
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): no UTF-8 form
+            raise BadArguments(
+                f"argument {self.name!r} is not valid UTF-8 text (a lone surrogate "
+                f"at character {exc.start})"
+            ) from None
         lo = 1 if self.min_len is None else self.min_len
         assert self.max_len is not None
         if n < lo:

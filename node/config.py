@@ -80,6 +80,12 @@ class NodeConfig:
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000
+    # transactions that left the pool without committing (revoked sender, expired): how many of
+    # their reasons are remembered for gm_waitForReceipt / receipt queries (node/mempool.py)
+    mempool_dropped_memory: int = 100_000
+    # the most pool transactions one block build examines (checks) to fill a block: a pool full
+    # of transactions that cannot be included must not make a build unbounded (node/chain.py)
+    pack_scan_max_txs: int = 4000
     # rpc (node/rpc.py RpcConfig, node/rpclimits.py; docs/ops.md gives each one's reason)
     rpc_max_body_bytes: int = 1024 * 1024
     rpc_max_in_flight_per_conn: int = 256
@@ -104,6 +110,7 @@ class NodeConfig:
     proof_queue_per_client: int = 128
     # storage: refuse new submissions below this much free disk (node/diskspace.py; 0 = off)
     min_free_disk_mb: int = 256
+    rpc_error_log_per_minute: int = 10  # internal-error tracebacks logged (node/ratelog.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -133,6 +140,9 @@ class NodeConfig:
             "proof_threads",
             "proof_jobs_per_client",
             "proof_queue_per_client",
+            "mempool_dropped_memory",
+            "pack_scan_max_txs",
+            "rpc_error_log_per_minute",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -57,6 +57,7 @@ from node.jsonfmt import (
     value_from_json,
     value_to_json,
 )
+from node.ratelog import LogLimiter
 from node.rpcconfig import RpcConfig
 from node.rpclimits import (
     LOCAL_HOSTS,
@@ -185,6 +186,7 @@ class RpcServer:
         self._config = config or RpcConfig()
         self._config.validate()
         self._metrics = _Metrics()
+        self._error_log = LogLimiter(per_minute=self._config.error_log_per_minute)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._conns: set[WsConn] = set()
@@ -530,7 +532,7 @@ class RpcServer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("internal error in %s", name)
+            self._error_log.exception(log, "internal error in %s", name)
             raise RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
         finally:
             self._metrics.in_flight -= 1
@@ -740,7 +742,7 @@ class RpcServer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("subscription %s failed", sub_id)
+            self._error_log.exception(log, "subscription %s failed", sub_id)
         if conn.subs.pop(sub_id, None) is not None:
             self._metrics.subscriptions -= 1
 
