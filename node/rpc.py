@@ -598,7 +598,7 @@ class RpcServer:
         tx_id = a["txId"]
         found = self._api.get_tx(tx_id)
         if found is None:
-            return {"txId": hex0x(tx_id), "pending": True} if self._api.is_pending(tx_id) else None
+            return self._not_committed(tx_id)
         out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
         out["pending"] = False
         return out
@@ -607,8 +607,17 @@ class RpcServer:
         tx_id = a["txId"]
         found = self._api.get_receipt(tx_id)
         if found is None:
-            return {"txId": hex0x(tx_id), "pending": True} if self._api.is_pending(tx_id) else None
+            return self._not_committed(tx_id)
         return self._receipt_json(found)
+
+    def _not_committed(self, tx_id: bytes) -> dict[str, Any] | None:
+        """Pending, unknown (None), or an error with the reason it left the pool uncommitted."""
+        if self._api.is_pending(tx_id):
+            return {"txId": hex0x(tx_id), "pending": True}
+        dropped = self._api.dropped_reason(tx_id)
+        if dropped is not None:
+            raise dropped
+        return None
 
     def _receipt_json(self, found: tuple[Any, int, int]) -> dict[str, Any]:
         receipt, height, index = found
@@ -774,6 +783,9 @@ class RpcServer:
     async def _pump_tx(self, conn: WsConn, sub_id: str, tx_id: bytes) -> None:
         """One notification with the receipt when the tx commits; then the subscription ends."""
         found = self._api.get_receipt(tx_id)
-        while found is None:
-            found = await self._api.wait_tx(tx_id, 60.0)
+        try:
+            while found is None:
+                found = await self._api.wait_tx(tx_id, 60.0)
+        except ApiError:
+            return  # it left the pool and can never commit: the subscription ends
         self._notify(conn, sub_id, self._receipt_json(found))
