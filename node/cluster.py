@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from crypto_sm import PrivateKey, save_private_key
 from ledger.types import Genesis, GenesisValidator
@@ -370,9 +370,16 @@ def cluster_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any]
     return {"nodes": out}
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit 2 (as node/cli.py's parser)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     pi = sub.add_parser("init", help="create keys, genesis and one config per node")
     pi.add_argument("--validators", type=int, default=4)
     pi.add_argument("--observers", type=int, default=0)

@@ -343,7 +343,7 @@ class RpcServer:
         try:
             text = dumps_compact(obj)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
-            log.exception("unserialisable JSON-RPC reply")
+            self._error_log.exception(log, "unserialisable JSON-RPC reply")
             text = dumps_compact(error_reply(None, ErrorCode.INTERNAL_ERROR, "internal error"))
         return web.Response(text=text, status=status, content_type="application/json")
 

@@ -59,6 +59,8 @@ def test_status_of_a_missing_dir_says_so(tmp_path: Path) -> None:
         assert "no cluster" in line and "cluster init" in line, line
     r = _gmchain("cluster", "kill", "--dir", str(missing), "node0")
     assert r.returncode == 1 and "no cluster" in _one_line(r.stderr)
+    r = _gmchain("cluster", "up")  # a usage error: one line too, exit 2
+    assert r.returncode == 2 and "--dir" in _one_line(r.stderr)
 
 
 def test_up_with_a_busy_port_names_it_and_starts_nothing(tmp_path: Path) -> None:
