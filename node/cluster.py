@@ -177,10 +177,15 @@ def _is_our_node(pid: int, config: Path) -> bool:
     """Whether `pid` runs `node start --config <config>`: a pid file can outlive its process
     (a reboot, a crash), and the system may have given the pid to an unrelated program."""
     argv = _cmdline(pid)
-    if not argv:
+    if not argv or len(argv) < 5 or argv[-5:-1] != ["node.cli", "node", "start", "--config"]:
         return False
-    tail = ["node.cli", "node", "start", "--config", str(config)]
-    return argv[-len(tail) :] == tail
+    given = Path(argv[-1])
+    if not given.is_absolute():  # (started with a relative path: it is relative to its cwd)
+        try:
+            given = Path(os.readlink(f"/proc/{pid}/cwd")) / given
+        except OSError:
+            return False
+    return given.resolve() == config
 
 
 def _pid(d: Path, name: str, *, notes: list[str] | None = None) -> int | None:
