@@ -9,8 +9,9 @@ Rules this module keeps:
    transaction passes the block rules and the signature check (verified once per node).
 3. Committing writes the block, its txs, receipts, state writes, accumulator nodes and the commit
    proof in one synced LevelDB batch (ledger.store); only then are waiters told.
-4. Building a block examines pool transactions in the pool's fair order (node/mempool.py rule 4),
-   at most `pack_scan_max` of them, and packs only those that pass the block rules on the parent.
+4. Building a block examines pool transactions in the pool's fair order (node/mempool.py rule 4)
+   and packs only those that pass the block rules on the parent; it stops after skipping
+   `pack_scan_max` that do not, so a pool full of them cannot make a build unbounded.
    One that fails them against the *committed* head too can never be included (its sender's
    account is gone, or it expired): it leaves the pool with that reason — and with it every tx
    of a removed sender. One that fails only on a speculative parent is skipped this time. A
@@ -280,14 +281,14 @@ class Chain:
         seen: set[bytes] = set()
         dead: list[SignedTx] = []
         skip_senders: set[bytes] = set()
-        total = scanned = 0
+        total = skipped = 0
         for tx, size in self.mempool.iter_fair():
-            if len(out) >= target or scanned >= self.pack_scan_max:
+            if len(out) >= target or skipped >= self.pack_scan_max:
                 break
             if any(tx.tx_id in s for s in exclude):
                 continue
-            scanned += 1
             if tx.body.sender in skip_senders:
+                skipped += 1
                 continue
             try:
                 self.executor.check_tx(tx, height, parent_res, seen)
@@ -295,6 +296,7 @@ class Chain:
                 if exc.reason == "UNKNOWN_SENDER":
                     skip_senders.add(tx.body.sender)  # its other txs fail the same way
                 dead.append(tx)
+                skipped += 1
                 continue
             if total + size > self.max_block_bytes and out:
                 break

@@ -182,3 +182,35 @@ def test_a_build_skips_unincludable_txs_and_evicts_the_dead_ones(tmp_path: Path)
         assert why is not None and why.code is ErrorCode.UNKNOWN_SENDER
     finally:
         rig.close()
+
+
+def test_a_build_skips_at_most_pack_scan_max_txs(tmp_path: Path) -> None:
+    net = make_net(7, replay_window=100)
+    rig = ChainRig(tmp_path / "db", net, mempool=MempoolConfig())
+    try:
+        admin, *revoked, other = net.accounts
+        rig.build_and_commit(
+            *(
+                sign_tx(
+                    admin,
+                    expiry=50,
+                    contract="membership",
+                    method="revoke",
+                    args=[address_of(k.public_key.to_bytes())],
+                )
+                for k in revoked
+            )
+        )
+        stale = [sign_tx(k, expiry=50, args=evidence_args(f"x{i}")) for i, k in enumerate(revoked)]
+        rig.admit(*stale)
+        good = sign_tx(other, expiry=50, args=evidence_args("behind"))
+        rig.admit(good)  # its sender comes last in the round
+        rig.chain.pack_scan_max = 3
+        first = rig.build()
+        assert first.txs == ()  # gave up after skipping 3 ...
+        assert sum(t.tx_id in rig.mempool for t in stale) == len(stale) - 3  # ... and evicted them
+        second = rig.build()
+        assert [t.tx_id for t in second.txs] == [good.tx_id]
+        assert not any(t.tx_id in rig.mempool for t in stale)
+    finally:
+        rig.close()
