@@ -786,6 +786,8 @@ class RpcServer:
         try:
             while found is None:
                 found = await self._api.wait_tx(tx_id, 60.0)
-        except ApiError:
-            return  # it left the pool and can never commit: the subscription ends
+        except ApiError as exc:  # it left the pool and can never commit: say why, then end
+            dropped = {"txId": hex0x(tx_id), "pending": False, "dropped": True}
+            self._notify(conn, sub_id, {**dropped, "code": int(exc.code), "message": exc.message})
+            return
         self._notify(conn, sub_id, self._receipt_json(found))

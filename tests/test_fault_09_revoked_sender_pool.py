@@ -118,6 +118,21 @@ async def test_revoked_senders_txs_leave_the_pool_and_do_not_block_others(
                     reply = await r.json()
                 assert reply["error"]["code"] == ErrorCode.UNKNOWN_SENDER, (method, reply)
                 assert "revoked" in reply["error"]["message"], (method, reply)
+            # a txCommit subscription gets one notification saying why (the SDK's wait path)
+            async with session.ws_connect(f"http://127.0.0.1:{server.port}/ws") as ws:
+                sub = {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "gm_subscribe",
+                    "params": ["txCommit", hex0x(victims[2].tx_id)],
+                }
+                await ws.send_json(sub)
+                ack = await asyncio.wait_for(ws.receive_json(), 60)
+                note = await asyncio.wait_for(ws.receive_json(), 60)
+                assert note["params"]["subscription"] == ack["result"]
+                result = note["params"]["result"]
+                assert result["dropped"] is True and result["code"] == ErrorCode.UNKNOWN_SENDER
+                assert "revoked" in result["message"]
     finally:
         await server.stop()
 
