@@ -102,6 +102,7 @@ class NodeConfig:
     rpc_ws_send_total_bytes: int = 256 * 1024 * 1024
     rpc_allowed_hosts: tuple[str, ...] = ()
     rpc_allowed_origins: tuple[str, ...] = ()
+    rpc_error_log_per_minute: int = 10  # internal-error tracebacks logged (node/ratelog.py)
     # proofs (node/proofserve.py): the longest header chain one commit certificate may need, the
     # worker threads that assemble proofs off the event loop, and one client's share of them
     proof_max_span: int = 256
@@ -110,7 +111,6 @@ class NodeConfig:
     proof_queue_per_client: int = 128
     # storage: refuse new submissions below this much free disk (node/diskspace.py; 0 = off)
     min_free_disk_mb: int = 256
-    rpc_error_log_per_minute: int = 10  # internal-error tracebacks logged (node/ratelog.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
