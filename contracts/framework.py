@@ -258,7 +258,13 @@ class Arg:
     def _check_str(self, value: Value) -> str:
         if not isinstance(value, str):
             raise self._type_error(value)
-        n = len(value.encode())
+        try:
+            n = len(value.encode())
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): no UTF-8 form
+            raise BadArguments(
+                f"argument {self.name!r} is not valid UTF-8 text (a lone surrogate "
+                f"at character {exc.start})"
+            ) from None
         lo = 1 if self.min_len is None else self.min_len
         assert self.max_len is not None
         if n < lo:
@@ -495,6 +501,20 @@ class Registry:
     def is_query(self, contract: str, method: str) -> bool:
         """True if `contract.method` is a read-only query; raises if it does not exist."""
         return self.spec(contract, method).readonly
+
+    def tx_call_problem(self, contract: str, method: str) -> str | None:
+        """Why `contract.method` cannot be a transaction's call (unknown contract, unknown method,
+        or a read-only query), or None if it can. Admission refuses such a transaction: in a
+        block it could only ever be a failed receipt."""
+        if contract not in self._contracts:
+            return f"no contract {contract!r}; known contracts: {', '.join(self._contracts)}"
+        spec = self._specs[contract].get(method)
+        if spec is None:
+            known = ", ".join(s.name for s in self._specs[contract].values() if not s.readonly)
+            return f"contract {contract!r} has no method {method!r}; its methods are: {known}"
+        if spec.readonly:
+            return f"{contract}.{method} is a query; call it through gm_call, not a transaction"
+        return None
 
     def invoke(self, ctx: Context, contract: str, method: str, args: Sequence[Value]) -> Value:
         """Run a transaction's call. Raises a ContractError subclass on any refusal."""

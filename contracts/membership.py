@@ -25,7 +25,7 @@ Sources: DESIGN.md ("Who uses it"), ledger/types.py (`Genesis.accounts`, `Addres
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contracts.framework import (
@@ -50,6 +50,7 @@ __all__ = [
     "account_to_json",
     "genesis_writes",
     "lookup_account",
+    "removed_accounts",
 ]
 
 ROLES = ("admin", "regulator", "member")
@@ -82,6 +83,15 @@ def lookup_account(reader: StateReader, address: bytes) -> tuple[bytes, str, str
         return None
     pubkey, org, role = decode(raw)
     return pubkey, org, role
+
+
+def removed_accounts(writes: Mapping[tuple[str, bytes], bytes | None]) -> list[bytes]:
+    """Addresses whose account a block's state `writes` (namespace, key) -> value delete."""
+    return [
+        key[2:]
+        for (ns, key), value in writes.items()
+        if ns == "membership" and value is None and key.startswith(b"a/")
+    ]
 
 
 def genesis_writes(

@@ -161,10 +161,9 @@ class AdmissionMixin:
             except MempoolError as exc:
                 out[i] = self._refuse(exc.code, exc.message)
                 continue
-            if not self.registry_has(tx.body.contract):
-                out[i] = self._refuse(
-                    ErrorCode.UNKNOWN_CONTRACT, f"no contract {tx.body.contract!r}"
-                )
+            problem = self.registry.tx_call_problem(tx.body.contract, tx.body.method)
+            if problem is not None:  # a block would only carry it as a failed receipt
+                out[i] = self._refuse(ErrorCode.UNKNOWN_CONTRACT, problem)
                 continue
             todo.append(i)
         if not todo:

@@ -113,6 +113,10 @@ class NodeApi(Protocol):
 
     def is_pending(self, tx_id: bytes) -> bool: ...
 
+    def dropped_reason(self, tx_id: bytes) -> ApiError | None:
+        """Why the tx left the pool without committing (it never will), if it did."""
+        ...
+
     def get_block(self, height: int) -> Block | None: ...
 
     def get_block_by_hash(self, block_id: bytes) -> Block | None: ...
@@ -151,7 +155,8 @@ class NodeApi(Protocol):
         ...
 
     async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
-        """Wait until the tx commits (or the timeout passes)."""
+        """Wait until the tx commits (or the timeout passes: None). Raises ApiError with the
+        recorded reason if the tx left the pool without committing."""
         ...
 
     def metrics_text(self) -> bytes:

@@ -9,6 +9,13 @@ Rules this module keeps:
    transaction passes the block rules and the signature check (verified once per node).
 3. Committing writes the block, its txs, receipts, state writes, accumulator nodes and the commit
    proof in one synced LevelDB batch (ledger.store); only then are waiters told.
+4. Building a block examines pool transactions in the pool's fair order (node/mempool.py rule 4)
+   and packs only those that pass the block rules on the parent; it stops after skipping
+   `pack_scan_max` that do not, so a pool full of them cannot make a build unbounded.
+   One that fails them against the *committed* head too can never be included (its sender's
+   account is gone, or it expired): it leaves the pool with that reason — and with it every tx
+   of a removed sender. One that fails only on a speculative parent is skipped this time. A
+   committed block that removes accounts evicts their senders' pending txs on every node.
 """
 
 from __future__ import annotations
@@ -22,10 +29,17 @@ from dataclasses import dataclass
 from consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from consensus.packing import PackingPolicy
 from contracts.framework import Registry
-from contracts.membership import genesis_writes
+from contracts.membership import genesis_writes, removed_accounts
 from crypto_sm import PublicKey, verify_many
 from ledger.codec import decode, encode
-from ledger.executor import BlockContext, ExecResult, Executor, InvalidBlock, compute_state_hash
+from ledger.executor import (
+    BlockContext,
+    ExecResult,
+    Executor,
+    InvalidBlock,
+    TxRejected,
+    compute_state_hash,
+)
 from ledger.merkle import EMPTY_ROOT, Frontier
 from ledger.store import BlockWrite, Store
 from ledger.types import (
@@ -40,6 +54,7 @@ from ledger.types import (
     Round,
     SignedTx,
 )
+from node.api import ErrorCode
 from node.mempool import Mempool
 from node.readcheck import check_served_block
 
@@ -48,6 +63,18 @@ __all__ = ["Chain", "CommittedBlock", "make_genesis_block", "sender_key"]
 log = logging.getLogger("gmchain.chain")
 
 MAX_CLOCK_DRIFT_MS = 10_000
+# Block-rule failures (ledger.executor.TxRejected reasons, named as the admission ErrorCodes)
+# that, when they hold against the committed head, hold for every block that can still be built.
+_NEVER_VALID = {
+    "EXPIRED": ErrorCode.EXPIRED,
+    "UNKNOWN_SENDER": ErrorCode.UNKNOWN_SENDER,
+    "WRONG_CHAIN": ErrorCode.WRONG_CHAIN,
+    "DUPLICATE": ErrorCode.DUPLICATE,
+}
+_REVOKED = (
+    "left the pool without committing: its sender is no longer an admitted account "
+    "(revoked after the transaction was admitted); it can never commit"
+)
 META_PENDING = "pending_blocks"  # uncommitted blocks the replica asked us to keep (PersistBlock)
 
 
@@ -96,6 +123,7 @@ class Chain:
         on_commit: Callable[[list[CommittedBlock]], None] | None = None,
         max_block_txs: int = 5000,
         max_block_bytes: int = MAX_BLOCK_TX_BYTES,  # so every carrier of the block fits the wire
+        pack_scan_max: int = 4000,
     ) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
@@ -106,6 +134,7 @@ class Chain:
         self.on_commit = on_commit
         self.max_block_txs = max_block_txs
         self.max_block_bytes = max_block_bytes
+        self.pack_scan_max = pack_scan_max
         self.executor = Executor(
             chain_id=genesis.chain_id,
             registry=registry,
@@ -227,25 +256,69 @@ class Chain:
             pending=len(self.mempool), oldest_pending_ms=self.mempool.oldest_arrival_ms()
         )
         target = min(self.packing.target_size, self.max_block_txs)
-        candidates = self.mempool.take(target, self.max_block_bytes, exclude)
+        candidates = self._pick(parent, parent_res, exclude, target)
         ts = max(now_ms, parent.timestamp_ms + 1)
         ctx = self._context(parent, ts, parent_res)
         result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
-        if rejected:
-            # Expired or committed meanwhile: they can never be included, so they leave the pool.
-            # (An unknown sender may be admitted by a block still uncommitted: it stays.)
-            dropped = [
-                t
-                for t, why in rejected
-                if why in ("EXPIRED", "DUPLICATE", "WRONG_CHAIN")
-                and not self._in_uncommitted(t.tx_id)
-            ]
-            self.mempool.drop(dropped)
+        for t, _ in rejected:  # _pick checked every candidate on this parent: a safety net
+            self._evict_if_never_valid(t)
         txs = [t for t in candidates if t.tx_id in result.tx_id_set]
         header = self._header(parent, round, justify, proposer, ts, result)
         result.block_id = header.block_id
         self._results[header.block_id] = result
         return Block(header=header, txs=tuple(txs))
+
+    def _pick(
+        self,
+        parent: BlockHeader,
+        parent_res: ExecResult | None,
+        exclude: list[frozenset[bytes]],
+        target: int,
+    ) -> list[SignedTx]:
+        """Up to `target` pool txs that pass the block rules on `parent` (rule 4)."""
+        height = parent.height + 1
+        out: list[SignedTx] = []
+        seen: set[bytes] = set()
+        dead: list[SignedTx] = []
+        skip_senders: set[bytes] = set()
+        total = skipped = 0
+        for tx, size in self.mempool.iter_fair():
+            if len(out) >= target or skipped >= self.pack_scan_max:
+                break
+            if any(tx.tx_id in s for s in exclude):
+                continue
+            if tx.body.sender in skip_senders:
+                skipped += 1
+                continue
+            try:
+                self.executor.check_tx(tx, height, parent_res, seen)
+            except TxRejected as exc:
+                if exc.reason == "UNKNOWN_SENDER":
+                    skip_senders.add(tx.body.sender)  # its other txs fail the same way
+                dead.append(tx)
+                skipped += 1
+                continue
+            if total + size > self.max_block_bytes and out:
+                break
+            out.append(tx)
+            seen.add(tx.tx_id)
+            total += size
+        for tx in dead:  # after the walk: evicting changes the pool
+            self._evict_if_never_valid(tx)
+        return out
+
+    def _evict_if_never_valid(self, tx: SignedTx) -> None:
+        """Evict `tx` if it fails the block rules on the committed head (rule 4)."""
+        if tx.tx_id not in self.mempool:
+            return
+        try:
+            self.executor.check_tx(tx, self.head.height + 1, None)
+        except TxRejected as exc:
+            code = _NEVER_VALID.get(exc.reason)
+            if code is ErrorCode.UNKNOWN_SENDER:
+                self.mempool.evict_sender(tx.body.sender, code, _REVOKED)
+            elif code is not None:
+                self.mempool.evict([tx.tx_id], code, f"left the pool without committing: {exc}")
 
     def validate_block(self, block: Block, parent: BlockHeader) -> bool:
         h = block.header
@@ -341,6 +414,8 @@ class Chain:
             self.recent.append((h.height, result.tx_id_set))
             if any(ns == "membership" for ns, _ in result.writes):
                 self.executor.forget_accounts()
+                for address in removed_accounts(result.writes):
+                    self.mempool.evict_address(address, ErrorCode.UNKNOWN_SENDER, _REVOKED)
             # Children were executed on top of this result; it is now the committed base.
             for other in self._results.values():
                 if other.parent is result:
@@ -380,9 +455,6 @@ class Chain:
         stale = [bid for bid, r in self._results.items() if r.height <= self.head.height]
         for bid in stale:
             del self._results[bid]
-
-    def _in_uncommitted(self, tx_id: bytes) -> bool:
-        return any(tx_id in r.tx_id_set for r in self._results.values())
 
     def _result_for_parent(self, parent: BlockHeader) -> ExecResult | None:
         if parent.block_id == self.head.block_id:

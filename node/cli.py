@@ -677,9 +677,28 @@ def _error_text(exc: BaseException) -> str | None:
     return None
 
 
+def _non_text_argument(argv: Sequence[str]) -> str | None:
+    """The usage error for the first argument that is not UTF-8 text, or None.
+
+    Python hands bytes that are not UTF-8 over as lone surrogates (PEP 383); such a string has
+    no UTF-8 form, so no node could store it: refuse it here, naming the option it belongs to."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            shown = arg.encode(errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+            where = f"the value of {argv[i - 1]}" if i and argv[i - 1].startswith("-") else "an"
+            return f"{where} argument {shown!r} is not valid UTF-8 text; pass it in UTF-8"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code (0 ok, 1 failure, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    bad = _non_text_argument(argv)
+    if bad is not None:
+        print(f"gmchain: error: {bad}", file=sys.stderr)
+        return 2
     # Tools with their own parsers get their arguments untouched (argparse.REMAINDER would not
     # capture a leading option such as `gmchain bench --profile single`).
     delegated = {"cluster": _cmd_cluster, "bench": _cmd_bench, "db": _cmd_db}
@@ -698,8 +717,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gmchain: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # a tool's own exit: a message (str) is its one-line error
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(f"gmchain: {str(exc.code).removeprefix('error: ')}", file=sys.stderr)
+        return 1
     except Exception as exc:
         text = _error_text(exc)
         if text is None:

@@ -9,6 +9,14 @@
 Layout of D: `genesis.json`, `client.key` (an admin account of org1), `cluster.json` (the node
 list), and one folder per node: `config.toml`, `node.key`, `db/`, `node.log`, `node.pid`.
 Keys are encrypted under the dev passphrase: a local cluster is for development and drills.
+
+Rules this module keeps:
+1. A signal goes only to a process whose command line is this node's `node start --config
+   <D>/<name>/config.toml`; a pid file naming anything else is stale, removed and reported.
+2. `up` is all or nothing for the nodes it starts: ports are checked first (nothing starts if
+   one is busy), and if a node exits or does not answer within --wait, the nodes this call
+   started are stopped again.
+3. Every failure is one line on stderr (ClusterError) saying what failed and what to do; exit 1.
 """
 
 from __future__ import annotations
@@ -17,22 +25,35 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from crypto_sm import PrivateKey, save_private_key
 from ledger.types import Genesis, GenesisValidator
 from node.config import NodeConfig, PeerConfig, save_genesis, write_config
 from node.daemon import DEV_PASSPHRASE
 
-__all__ = ["init_cluster", "main", "node_status", "start_nodes", "stop_nodes"]
+__all__ = [
+    "ClusterError",
+    "init_cluster",
+    "kill_node",
+    "main",
+    "node_status",
+    "start_nodes",
+    "stop_nodes",
+]
 
 CHAIN_ID = "gmchain-local"
+
+
+class ClusterError(Exception):
+    """A `gmchain cluster` failure, reported as one line that says what to do."""
 
 
 def init_cluster(
@@ -45,9 +66,9 @@ def init_cluster(
     round_timeout_ms: int = 2000,
 ) -> dict[str, Any]:
     if (d / "cluster.json").exists():
-        raise SystemExit(f"error: {d} already holds a cluster (remove it or pick another --dir)")
+        raise ClusterError(f"{d} already holds a cluster; remove it or pick another --dir")
     if validators < 1 or observers < 0 or validators + observers > 64:
-        raise SystemExit("error: need 1..64 nodes in all, at least one validator")
+        raise ClusterError("need 1..64 nodes in all, at least one validator")
     d.mkdir(parents=True, exist_ok=True)
     pw = DEV_PASSPHRASE.encode()
     nodes: list[dict[str, Any]] = []
@@ -111,15 +132,70 @@ def _load(d: Path) -> dict[str, Any]:
     try:
         doc: dict[str, Any] = json.loads((d / "cluster.json").read_text())
     except FileNotFoundError:
-        raise SystemExit(
-            f"error: no cluster in {d} (run `gmchain cluster init --dir {d}`)"
+        raise ClusterError(
+            f"no cluster in {d} (no cluster.json); create one with `gmchain cluster init --dir {d}`"
         ) from None
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"cannot read {d / 'cluster.json'}: {exc}") from None
     return doc
 
 
-def _pid(d: Path, name: str) -> int | None:
+def _config_path(d: Path, name: str) -> Path:
+    return (d / name / "config.toml").resolve()
+
+
+def _node_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "node.cli", "node", "start", "--config", str(config)]
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The argv of process `pid` (None if it has gone or cannot be read)."""
     try:
-        pid = int((d / name / "node.pid").read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if Path("/proc/self/cmdline").exists():
+            return None  # Linux: the process has gone
+        out = subprocess.run(  # no /proc (macOS, BSD): ask ps
+            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True
+        )
+        return out.stdout.split() if out.returncode == 0 and out.stdout.strip() else None
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _is_our_node(pid: int, config: Path) -> bool:
+    """Whether `pid` runs `node start --config <config>`: a pid file can outlive its process
+    (a reboot, a crash), and the system may have given the pid to an unrelated program."""
+    argv = _cmdline(pid)
+    if not argv or len(argv) < 5 or argv[-5:-1] != ["node.cli", "node", "start", "--config"]:
+        return False
+    given = Path(argv[-1])
+    if not given.is_absolute():  # (started with a relative path: it is relative to its cwd)
+        try:
+            given = Path(os.readlink(f"/proc/{pid}/cwd")) / given
+        except OSError:
+            return False
+    return given.resolve() == config
+
+
+def _pid(d: Path, name: str, *, notes: list[str] | None = None) -> int | None:
+    """The pid of node `name` if that node is running, else None.
+
+    A pid file naming a process that is not this node is stale: it is removed (with a line in
+    `notes` when given) and that process is never signalled."""
+    pid_file = d / name / "node.pid"
+    try:
+        pid = int(pid_file.read_text())
     except (FileNotFoundError, ValueError):
         return None
     try:
@@ -127,38 +203,76 @@ def _pid(d: Path, name: str) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
-    # A zombie child of this process counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().split(")")[-1].split()[0] == "Z":
-                return None
-    except OSError:
-        pass
+        pass  # alive, owned by someone else: certainly not the node we started, see below
+    if _is_zombie(pid):  # a zombie child of this process counts as dead
+        return None
+    if not _is_our_node(pid, _config_path(d, name)):
+        argv = _cmdline(pid) or ["?"]
+        if notes is not None:
+            notes.append(
+                f"{name}: node.pid names pid {pid}, which is not this node "
+                f"(it runs {' '.join(argv)[:80]!r}); not signalling it, removed the stale pid file"
+            )
+        pid_file.unlink(missing_ok=True)
+        return None
     return pid
 
 
-def start_nodes(d: Path, names: list[str] | None = None, *, wait_s: float = 20.0) -> list[str]:
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_ports(nodes: list[dict[str, Any]]) -> None:
+    for n in nodes:
+        for what, port in (("rpc", n["rpc_port"]), ("p2p", n["p2p_port"])):
+            if _port_in_use(port):
+                raise ClusterError(
+                    f"{n['name']}: {what} port {port} on 127.0.0.1 is in use (by another program "
+                    "or another cluster); nothing was started. Free the port, or create the "
+                    "cluster again with other --base-rpc/--base-p2p"
+                )
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:160] if lines else ""
+
+
+def start_nodes(
+    d: Path,
+    names: list[str] | None = None,
+    *,
+    wait_s: float = 20.0,
+    notes: list[str] | None = None,
+) -> list[str]:
+    """Start every node (of `names`) that is not running and wait until each answers RPC.
+
+    All or nothing for this call: ports are checked before anything starts, and if a node exits
+    or does not answer within `wait_s`, the nodes this call started are stopped again and
+    ClusterError says which node failed and where its log is."""
     doc = _load(d)
-    started = []
-    for n in doc["nodes"]:
+    todo = [
+        n
+        for n in doc["nodes"]
+        if (not names or n["name"] in names) and _pid(d, n["name"], notes=notes) is None
+    ]
+    _check_ports(todo)
+    started: list[str] = []
+    for n in todo:
         name = n["name"]
-        if names and name not in names:
-            continue
-        if _pid(d, name) is not None:
-            continue
-        nd = d / name
+        nd = (d / name).resolve()
         log = open(nd / "node.log", "ab")  # noqa: SIM115 — handed to the child
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "node.cli",
-                "node",
-                "start",
-                "--config",
-                str(nd / "config.toml"),
-            ],
+            _node_command(_config_path(d, name)),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -169,41 +283,57 @@ def start_nodes(d: Path, names: list[str] | None = None, *, wait_s: float = 20.0
         (nd / "node.pid").write_text(str(proc.pid))
         started.append(name)
     deadline = time.monotonic() + wait_s
-    for n in doc["nodes"]:
-        if n["name"] not in started:
-            continue
-        while time.monotonic() < deadline:
-            if node_status(n["rpc_port"]) is not None:
-                break
-            if _pid(d, n["name"]) is None:
-                raise SystemExit(f"error: {n['name']} exited; see {d / n['name'] / 'node.log'}")
-            time.sleep(0.1)
+    for n in todo:
+        name = n["name"]
+        failure = None
+        while failure is None and node_status(n["rpc_port"]) is None:
+            if _pid(d, name) is None:
+                why = _last_line(d / name / "node.log")
+                failure = f"{name} exited at start" + (f" ({why})" if why else "")
+            elif time.monotonic() > deadline:
+                failure = f"{name} did not answer on rpc port {n['rpc_port']} within {wait_s:g} s"
+            else:
+                time.sleep(0.1)
+        if failure is not None:
+            stopped = stop_nodes(d, started)
+            undone = f"stopped {', '.join(stopped)} again" if stopped else "nothing left running"
+            raise ClusterError(
+                f"{failure}; {undone}. See {d / name / 'node.log'}, fix it and run "
+                f"`gmchain cluster up --dir {d}` again"
+            )
     return started
 
 
-def stop_nodes(d: Path, names: list[str] | None = None, *, grace_s: float = 10.0) -> list[str]:
+def stop_nodes(
+    d: Path,
+    names: list[str] | None = None,
+    *,
+    grace_s: float = 10.0,
+    notes: list[str] | None = None,
+) -> list[str]:
     doc = _load(d)
-    stopped = []
+    stopped: dict[str, int] = {}
     for n in doc["nodes"]:
         if names and n["name"] not in names:
             continue
-        pid = _pid(d, n["name"])
+        pid = _pid(d, n["name"], notes=notes)
         if pid is None:
+            (d / n["name"] / "node.pid").unlink(missing_ok=True)
             continue
         os.kill(pid, signal.SIGTERM)
-        stopped.append(n["name"])
+        stopped[n["name"]] = pid
     deadline = time.monotonic() + grace_s
-    for name in stopped:
-        while _pid(d, name) is not None and time.monotonic() < deadline:
+    for name, pid in stopped.items():
+        while _pid(d, name) == pid and time.monotonic() < deadline:
             time.sleep(0.05)
-        pid = _pid(d, name)
-        if pid is not None:
+        if _pid(d, name) == pid:
             os.kill(pid, signal.SIGKILL)
-    return stopped
+        (d / name / "node.pid").unlink(missing_ok=True)
+    return list(stopped)
 
 
-def kill_node(d: Path, name: str) -> bool:
-    pid = _pid(d, name)
+def kill_node(d: Path, name: str, *, notes: list[str] | None = None) -> bool:
+    pid = _pid(d, name, notes=notes)
     if pid is None:
         return False
     os.kill(pid, signal.SIGKILL)
@@ -226,11 +356,11 @@ def node_status(rpc_port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
-def cluster_status(d: Path) -> dict[str, Any]:
+def cluster_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any]:
     doc = _load(d)
     out = []
     for n in doc["nodes"]:
-        pid = _pid(d, n["name"])
+        pid = _pid(d, n["name"], notes=notes)
         st = node_status(n["rpc_port"]) if pid is not None else None
         out.append(
             {
@@ -245,9 +375,16 @@ def cluster_status(d: Path) -> dict[str, Any]:
     return {"nodes": out}
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit 2 (as node/cli.py's parser)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     pi = sub.add_parser("init", help="create keys, genesis and one config per node")
     pi.add_argument("--validators", type=int, default=4)
     pi.add_argument("--observers", type=int, default=0)
@@ -269,6 +406,18 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--dir", required=True)
     pk.add_argument("node")
     args = p.parse_args(argv)
+    notes: list[str] = []
+    try:
+        return _run(args, notes)
+    except ClusterError as exc:
+        print(f"gmchain cluster: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for note in notes:
+            print(f"gmchain cluster: {note}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, notes: list[str]) -> int:
     d = Path(args.dir)
     if args.cmd == "init":
         doc = init_cluster(
@@ -285,13 +434,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"cluster in {d}; start it with: gmchain cluster up --dir {d}")
     elif args.cmd == "up":
-        started = start_nodes(d, args.nodes or None, wait_s=args.wait)
+        started = start_nodes(d, args.nodes or None, wait_s=args.wait, notes=notes)
         print("started: " + (", ".join(started) if started else "nothing (all running)"))
     elif args.cmd == "down":
-        stopped = stop_nodes(d, args.nodes or None)
+        stopped = stop_nodes(d, args.nodes or None, notes=notes)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing (none running)"))
     elif args.cmd == "status":
-        st = cluster_status(d)
+        st = cluster_status(d, notes=notes)
         if args.json:
             print(json.dumps(st))
         else:
@@ -301,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{n['name']:12} {n['role']:9} pid {pid!s:>7} height {n['height']!s:>6} {head}"
                 )
-    elif args.cmd == "kill" and not kill_node(d, args.node):
-        print(f"{args.node} is not running", file=sys.stderr)
-        return 1
+    elif args.cmd == "kill" and not kill_node(d, args.node, notes=notes):
+        if args.node not in {n["name"] for n in _load(d)["nodes"]}:
+            raise ClusterError(f"no node {args.node!r} in {d}; see `gmchain cluster status`")
+        raise ClusterError(f"{args.node} is not running; nothing was signalled")
     return 0

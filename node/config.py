@@ -85,6 +85,12 @@ class NodeConfig:
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000
+    # transactions that left the pool without committing (revoked sender, expired): how many of
+    # their reasons are remembered for gm_waitForReceipt / receipt queries (node/mempool.py)
+    mempool_dropped_memory: int = 100_000
+    # the most pool transactions one block build skips (they fail the block rules) while filling
+    # a block: a pool full of them must not make a build unbounded (node/chain.py rule 4)
+    pack_scan_max_txs: int = 4000
     # rpc (node/rpc.py RpcConfig, node/rpclimits.py; docs/ops.md gives each one's reason)
     rpc_max_body_bytes: int = 1024 * 1024
     rpc_max_in_flight_per_conn: int = 256
@@ -101,6 +107,7 @@ class NodeConfig:
     rpc_ws_send_total_bytes: int = 256 * 1024 * 1024
     rpc_allowed_hosts: tuple[str, ...] = ()
     rpc_allowed_origins: tuple[str, ...] = ()
+    rpc_error_log_per_minute: int = 10  # internal-error tracebacks logged (node/ratelog.py)
     # proofs (node/proofserve.py): the longest header chain one commit certificate may need, the
     # worker threads that assemble proofs off the event loop, and one client's share of them
     proof_max_span: int = 256
@@ -141,6 +148,9 @@ class NodeConfig:
             "proof_threads",
             "proof_jobs_per_client",
             "proof_queue_per_client",
+            "mempool_dropped_memory",
+            "pack_scan_max_txs",
+            "rpc_error_log_per_minute",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -250,7 +260,11 @@ def write_config(path: str | os.PathLike[str], cfg: NodeConfig) -> None:
         lines.append(f"pubkey = {json.dumps(peer.pubkey)}")
         lines.append(f"host = {json.dumps(peer.host)}")
         lines.append(f"port = {peer.port}")
-    Path(path).write_text("\n".join(lines) + "\n")
+    # 0600: the file may hold the key's passphrase (an existing file is tightened too).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as out:
+        os.fchmod(fd, 0o600)
+        out.write("\n".join(lines) + "\n")
 
 
 def save_genesis(path: str | os.PathLike[str], g: Genesis) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "JsonFormatError",
     "args_schema",
     "block_to_json",
+    "check_text",
     "event_to_json",
     "header_to_json",
     "hex0x",
@@ -60,6 +61,22 @@ _U64_MAX = 2**64 - 1
 
 class JsonFormatError(ValueError):
     """A JSON value does not have the shape the protocol requires (the caller's fault)."""
+
+
+def check_text(s: str, name: str) -> str:
+    """`s` if it is text that has a UTF-8 form, else JsonFormatError naming `name`.
+
+    JSON lets a client send half a UTF-16 surrogate pair (`"\\ud800"`); Python decodes it to a
+    `str` that every later `encode()` refuses, so it is refused here, where arguments arrive."""
+    if not s.isascii():
+        try:
+            s.encode()
+        except UnicodeEncodeError as exc:
+            raise JsonFormatError(
+                f"{name}: not valid UTF-8 text (lone surrogate U+{ord(s[exc.start]):04X} "
+                f"at character {exc.start})"
+            ) from None
+    return s
 
 
 def hex0x(data: bytes) -> str:
@@ -211,8 +228,10 @@ def _tuple_from_json(obj: Any, schemas: list[Any], name: str) -> Value:
 
 def _plain_from_json(obj: Any, name: str) -> Value:
     """Structural conversion: no bytes, strings stay strings, floats and objects refused."""
-    if obj is None or isinstance(obj, bool | str):
+    if obj is None or isinstance(obj, bool):
         return obj
+    if isinstance(obj, str):
+        return check_text(obj, name)
     if isinstance(obj, int):
         if not _I64_MIN <= obj <= _U64_MAX:
             raise JsonFormatError(f"{name}: integer out of the 64-bit range")

@@ -57,6 +57,7 @@ from node.jsonfmt import (
     value_from_json,
     value_to_json,
 )
+from node.ratelog import LogLimiter
 from node.rpcconfig import RpcConfig
 from node.rpclimits import (
     LOCAL_HOSTS,
@@ -185,6 +186,7 @@ class RpcServer:
         self._config = config or RpcConfig()
         self._config.validate()
         self._metrics = _Metrics()
+        self._error_log = LogLimiter(per_minute=self._config.error_log_per_minute)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._conns: set[WsConn] = set()
@@ -341,7 +343,7 @@ class RpcServer:
         try:
             text = dumps_compact(obj)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
-            log.exception("unserialisable JSON-RPC reply")
+            self._error_log.exception(log, "unserialisable JSON-RPC reply")
             text = dumps_compact(error_reply(None, ErrorCode.INTERNAL_ERROR, "internal error"))
         return web.Response(text=text, status=status, content_type="application/json")
 
@@ -530,7 +532,7 @@ class RpcServer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("internal error in %s", name)
+            self._error_log.exception(log, "internal error in %s", name)
             raise RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
         finally:
             self._metrics.in_flight -= 1
@@ -596,7 +598,7 @@ class RpcServer:
         tx_id = a["txId"]
         found = self._api.get_tx(tx_id)
         if found is None:
-            return {"txId": hex0x(tx_id), "pending": True} if self._api.is_pending(tx_id) else None
+            return self._not_committed(tx_id)
         out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
         out["pending"] = False
         return out
@@ -605,8 +607,17 @@ class RpcServer:
         tx_id = a["txId"]
         found = self._api.get_receipt(tx_id)
         if found is None:
-            return {"txId": hex0x(tx_id), "pending": True} if self._api.is_pending(tx_id) else None
+            return self._not_committed(tx_id)
         return self._receipt_json(found)
+
+    def _not_committed(self, tx_id: bytes) -> dict[str, Any] | None:
+        """Pending, unknown (None), or an error with the reason it left the pool uncommitted."""
+        if self._api.is_pending(tx_id):
+            return {"txId": hex0x(tx_id), "pending": True}
+        dropped = self._api.dropped_reason(tx_id)
+        if dropped is not None:
+            raise dropped
+        return None
 
     def _receipt_json(self, found: tuple[Any, int, int]) -> dict[str, Any]:
         receipt, height, index = found
@@ -740,7 +751,7 @@ class RpcServer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("subscription %s failed", sub_id)
+            self._error_log.exception(log, "subscription %s failed", sub_id)
         if conn.subs.pop(sub_id, None) is not None:
             self._metrics.subscriptions -= 1
 
@@ -772,6 +783,11 @@ class RpcServer:
     async def _pump_tx(self, conn: WsConn, sub_id: str, tx_id: bytes) -> None:
         """One notification with the receipt when the tx commits; then the subscription ends."""
         found = self._api.get_receipt(tx_id)
-        while found is None:
-            found = await self._api.wait_tx(tx_id, 60.0)
+        try:
+            while found is None:
+                found = await self._api.wait_tx(tx_id, 60.0)
+        except ApiError as exc:  # it left the pool and can never commit: say why, then end
+            dropped = {"txId": hex0x(tx_id), "pending": False, "dropped": True}
+            self._notify(conn, sub_id, {**dropped, "code": int(exc.code), "message": exc.message})
+            return
         self._notify(conn, sub_id, self._receipt_json(found))

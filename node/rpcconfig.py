@@ -44,6 +44,7 @@ class RpcConfig:
     ws_send_total_bytes: int = 256 * _MIB  # queued for all WebSockets together
     allowed_hosts: tuple[str, ...] = ()  # besides localhost, IP literals and the listen host
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed; none by default
+    error_log_per_minute: int = 10  # internal-error tracebacks logged per minute (node/ratelog.py)
 
     def validate(self) -> None:
         for name in (
@@ -62,6 +63,7 @@ class RpcConfig:
             "max_response_bytes",
             "ws_send_queue_bytes",
             "ws_send_total_bytes",
+            "error_log_per_minute",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -106,6 +108,7 @@ class RpcConfig:
             ws_send_total_bytes=cfg.rpc_ws_send_total_bytes,
             allowed_hosts=tuple(cfg.rpc_allowed_hosts),
             allowed_origins=tuple(cfg.rpc_allowed_origins),
+            error_log_per_minute=cfg.rpc_error_log_per_minute,
         )
 
     @classmethod

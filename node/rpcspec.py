@@ -19,7 +19,7 @@ from typing import Any
 
 from ledger.types import DIGEST_SIZE, MAX_TX_BYTES
 from node.api import ErrorCode
-from node.jsonfmt import JsonFormatError, jsonable, parse_hex
+from node.jsonfmt import JsonFormatError, check_text, jsonable, parse_hex
 
 __all__ = [
     "METHODS",
@@ -74,7 +74,10 @@ def _p_bool(name: str, v: Any) -> bool:
 def p_str(name: str, v: Any) -> str:
     if not isinstance(v, str) or not 0 < len(v) <= 64:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a string of 1 to 64 chars")
-    return v
+    try:
+        return check_text(v, name)
+    except JsonFormatError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
 
 
 def _p_array(name: str, v: Any) -> list[Any]:

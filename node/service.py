@@ -147,7 +147,9 @@ class NodeService(AdmissionMixin):
         self.metrics = _Metrics()
         self.mempool = Mempool(
             config=MempoolConfig(
-                max_txs=config.mempool_max_txs, per_sender_max=config.mempool_per_sender
+                max_txs=config.mempool_max_txs,
+                per_sender_max=config.mempool_per_sender,
+                dropped_memory=config.mempool_dropped_memory,
             ),
             chain_id=genesis.chain_id,
             replay_window=genesis.replay_window,
@@ -171,6 +173,7 @@ class NodeService(AdmissionMixin):
             clock_ms=clock_ms,
             on_commit=self._on_commit,
             max_block_txs=config.max_block_txs,
+            pack_scan_max=config.pack_scan_max_txs,
         )
         validator_keys = [PublicKey.from_bytes(v.pubkey) for v in genesis.validators]
         self.validators = ValidatorSet(
@@ -212,6 +215,7 @@ class NodeService(AdmissionMixin):
         self._bg_tasks: set[asyncio.Task[None]] = set()
         self._block_cache: OrderedDict[int, Block] = OrderedDict()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self.mempool.on_evicted = self._on_evicted
         self._head_subs: set[asyncio.Queue[Any]] = set()
         self._event_subs: set[tuple[str | None, str | None, asyncio.Queue[Any]]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -393,6 +397,17 @@ class NodeService(AdmissionMixin):
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
             self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
 
+    def _on_evicted(self, tx_ids: list[bytes]) -> None:
+        """Txs left the pool without committing (node/mempool.py rule 2): their waiters hear the
+        reason now, and the pool log forgets them (they can never commit)."""
+        for tx_id in tx_ids:
+            self._admitted_at.pop(tx_id, None)
+            for fut in self._waiters.pop(tx_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        if self.wal is not None:
+            self.wal.remove(tx_ids)
+
     # --- NodeApi: reads -------------------------------------------------------------------------
 
     def status(self) -> NodeStatus:
@@ -513,8 +528,15 @@ class NodeService(AdmissionMixin):
 
     # --- NodeApi: waiting and subscriptions -----------------------------------------------------
 
+    def dropped_reason(self, tx_id: bytes) -> ApiError | None:
+        """Why `tx_id` left this node's pool without committing (it never will), if it did."""
+        why = self.mempool.dropped_reason(tx_id)
+        return None if why is None else ApiError(why.code, why.message)
+
     async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
-        got = self.get_receipt(tx_id)
+        """The receipt once the tx commits; None at the timeout; ApiError with the recorded
+        reason if the tx left the pool without committing."""
+        got = self._receipt_or_reason(tx_id)
         if got is not None:
             return got
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -522,14 +544,22 @@ class NodeService(AdmissionMixin):
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout_s)
         except TimeoutError:
-            return self.get_receipt(tx_id)
+            return self._receipt_or_reason(tx_id)
         finally:
             lst = self._waiters.get(tx_id)
             if lst is not None and fut in lst:
                 lst.remove(fut)
                 if not lst:
                     del self._waiters[tx_id]
-        return self.get_receipt(tx_id)
+        return self._receipt_or_reason(tx_id)
+
+    def _receipt_or_reason(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
+        got = self.get_receipt(tx_id)
+        if got is None:
+            dropped = self.dropped_reason(tx_id)
+            if dropped is not None:
+                raise dropped
+        return got
 
     def subscribe_heads(self) -> AsyncIterator[Block]:
         """Every block committed from this call on (registered now, not at first iteration)."""

@@ -34,6 +34,7 @@ from ledger.types import SignedTx, TxBody
 from node.cluster import init_cluster, kill_node, node_status, start_nodes, stop_nodes
 from node.config import load_config, write_config
 from node.daemon import DEV_PASSPHRASE
+from tests.node_helpers import START_DEADLINE_S
 
 __all__ = [
     "Cluster",
@@ -201,7 +202,7 @@ class Cluster:
 
     # processes
 
-    def start(self, names: list[str] | None = None, wait_s: float = 30.0) -> list[str]:
+    def start(self, names: list[str] | None = None, wait_s: float = START_DEADLINE_S) -> list[str]:
         return start_nodes(self.d, names, wait_s=wait_s)
 
     def stop(self, names: list[str] | None = None) -> list[str]:

@@ -53,7 +53,9 @@ from node.mempool import Mempool, MempoolConfig
 __all__ = [
     "CHAIN_ID",
     "DEV_PASSPHRASE",
+    "RESTART_DEADLINE_S",
     "ROOT",
+    "START_DEADLINE_S",
     "ChainRig",
     "NodeProcess",
     "RpcSession",
@@ -68,6 +70,11 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+# Deadlines for real processes are failure conditions only: tests poll and go on as soon as the
+# condition holds. They must tolerate a loaded 2-core machine (eight test runs at once took a
+# `gmchain dev` start past 10 s) and still fail a real hang well inside the suite's budget.
+START_DEADLINE_S = 90.0
+RESTART_DEADLINE_S = 120.0
 CHAIN_ID = "node-test-chain"
 DEV_PASSPHRASE = "gmchain-dev"
 T0 = 1_700_000_000_000  # genesis timestamp (ms) of the in-process chains
@@ -366,7 +373,7 @@ class NodeProcess:
                 preexec_fn=self._limit_fds if self.nofile is not None else None,
             )
 
-    def wait_ready(self, deadline_s: float) -> dict[str, Any]:
+    def wait_ready(self, deadline_s: float = START_DEADLINE_S) -> dict[str, Any]:
         """gm_status once the node answers; AssertionError after `deadline_s` or if it died."""
         end = time.monotonic() + deadline_s
         session = RpcSession(self.port, timeout_s=2)
@@ -394,16 +401,16 @@ class NodeProcess:
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.kill()  # SIGKILL
-        self.proc.wait(10)
+        self.proc.wait(60)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(10)
+                self.proc.wait(60)
 
     def log(self) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -28,6 +28,7 @@ import pytest
 from gmssl import sm2 as gm_sm2
 
 from tests import independent_client as ic
+from tests.node_helpers import START_DEADLINE_S
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
@@ -135,7 +136,7 @@ def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Node]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        end = time.monotonic() + 40
+        end = time.monotonic() + START_DEADLINE_S
         while True:
             assert proc.poll() is None, "gmchain dev exited early"
             with socket.socket() as s:

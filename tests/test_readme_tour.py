@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.node_helpers import START_DEADLINE_S
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,7 +70,7 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_rpc(port, node, 30)
+        _wait_rpc(port, node, START_DEADLINE_S)
         bin_dir = Path(sys.executable).parent
         env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
         work = tmp_path / "work"

@@ -252,6 +252,9 @@ class FakeNode:
     def is_pending(self, tx_id: bytes) -> bool:
         return tx_id in self.pool
 
+    def dropped_reason(self, tx_id: bytes) -> ApiError | None:
+        return None
+
     def get_block(self, height: int) -> Block | None:
         return self.blocks[height] if 0 <= height < len(self.blocks) else None
 
