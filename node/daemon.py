@@ -2,6 +2,10 @@
 
 `gmchain dev` = `init_dev` (first use) + `run_node` on the dev config; `gmchain node start --config`
 = `run_node`. `start_node` is the in-process form tests use.
+
+Fail-stop (node/service.py rule 5): when the service reports a fatal error the process shuts down
+what it can within FATAL_STOP_S and exits with EXIT_FATAL; a watchdog thread ends it with that
+status even if the shutdown itself hangs (a store that cannot write may block a close).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +38,7 @@ from node.config import (
 )
 from node.poolwal import PoolWal
 from node.rpc import RpcConfig, RpcServer
-from node.service import NodeService
+from node.service import EXIT_FATAL, NodeService
 
 __all__ = ["NodeHandle", "init_dev", "run_dev", "run_node", "start_node"]
 
@@ -43,6 +48,7 @@ DEV_CHAIN_ID = "gmchain-dev"
 DEV_ORG = "dev-org"
 # Dev keys are encrypted under this well-known passphrase: a dev chain is not for production.
 DEV_PASSPHRASE = "gmchain-dev"
+FATAL_STOP_S = 10.0  # after a fatal error: time for a clean shutdown before the watchdog exits
 
 
 def init_dev(
@@ -152,10 +158,33 @@ async def _serve(cfg: NodeConfig) -> int:
         f"  data      {cfg.data_dir}",
         flush=True,
     )
-    await stop.wait()
+    service = handle.service
+    waits = [loop.create_task(stop.wait()), loop.create_task(service.fatal.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for t in waits:
+        t.cancel()
+    if service.fatal_error is not None:
+        _arm_exit_watchdog(FATAL_STOP_S + 5.0)
+        print(f"stopping after a fatal error (exit {EXIT_FATAL})…", flush=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(handle.stop(), FATAL_STOP_S)
+        return EXIT_FATAL
     print("stopping…", flush=True)
     await handle.stop()
     return 0
+
+
+def _arm_exit_watchdog(after_s: float) -> None:
+    """End the process with EXIT_FATAL after `after_s` whatever the shutdown is stuck in."""
+
+    def _exit() -> None:
+        logging.getLogger("gmchain.daemon").critical("shutdown hung; exiting now")
+        logging.shutdown()
+        os._exit(EXIT_FATAL)
+
+    timer = threading.Timer(after_s, _exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _run(cfg: NodeConfig) -> int:

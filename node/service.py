@@ -10,6 +10,11 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"; STYLE.md ha
    batching, the pool log) is node/admission.py.
 4. Signature verification runs in worker threads or processes, never on the loop; so do proofs
    (node/proofserve.py: O(log n) work, a bounded share per client).
+5. Fail-stop (docs/ops.md, "Limits and failure behaviour"): an exception that escapes a consensus
+   step, its effects (a store write, a commit) or the tick loop is one the node cannot handle. It
+   is logged once at CRITICAL, `fatal` is set, nothing is stepped or admitted afterwards, `status`
+   raises (so `/health` answers 503) and the process exits with EXIT_FATAL (node/daemon.py): a
+   node that cannot write must not go on acknowledging transactions at a frozen height.
 """
 
 from __future__ import annotations
@@ -62,11 +67,12 @@ from node.readcheck import check_served_block, check_served_header, check_served
 from node.safetystore import load_safety, save_safety
 from node.verifypool import VerifyProcesses
 
-__all__ = ["KeySigner", "KeyVerifier", "NodeService"]
+__all__ = ["EXIT_FATAL", "KeySigner", "KeyVerifier", "NodeService"]
 
 log = logging.getLogger("gmchain.node")
 
 VERSION = "0.1.0"
+EXIT_FATAL = 70  # the process's exit status after a fatal error (EX_SOFTWARE, sysexits.h)
 
 
 def _now_ms() -> int:
@@ -231,6 +237,9 @@ class NodeService(AdmissionMixin):
                 queue_per_client=config.proof_queue_per_client,
             ),
         )
+        # Rule 5: the error that stopped the node (None while it works); `fatal` is set with it.
+        self.fatal_error: BaseException | None = None
+        self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
 
     def _committed_qc(self) -> QuorumCert:
@@ -300,15 +309,35 @@ class NodeService(AdmissionMixin):
             self._wake.clear()
             try:
                 self._step(Tick(now_ms=self.clock_ms()))
-            except Exception:
-                log.exception("consensus step failed")
-                raise
+            except Exception as exc:
+                self._fail("the consensus tick", exc)
+            if self.fatal_error is not None:
+                return
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        """Rule 5: stop working, loudly, once; the daemon ends the process on `fatal`."""
+        if self.fatal_error is not None:
+            return
+        self.fatal_error = exc
+        self._closing = True  # admission refuses from now on
+        log.critical(
+            "fatal: %s failed (%s: %s); stopping the node (exit %d) so that a supervisor "
+            "restarts it",
+            what,
+            type(exc).__name__,
+            exc,
+            EXIT_FATAL,
+            exc_info=exc,
+        )
+        self.fatal.set()
 
     def deliver(self, sender: NodeId, msg: Any) -> None:
         """A consensus message from a peer (already decoded and size-checked)."""
         self._step(MessageReceived(sender=sender, msg=msg, now_ms=self.clock_ms()))
 
     def _step(self, event: Event) -> None:
+        if self.fatal_error is not None:
+            return  # rule 5: a stopped node steps nothing
         self._inbox.append(event)
         if self._stepping:
             return
@@ -317,6 +346,9 @@ class NodeService(AdmissionMixin):
             while self._inbox:
                 ev = self._inbox.pop(0)
                 self._run_effects(self.replica.step(ev))
+        except Exception as exc:
+            self._inbox.clear()
+            self._fail("a consensus step (or a store write it made)", exc)
         finally:
             self._stepping = False
         self.metrics.round.set(getattr(self.replica, "round", 0))
@@ -411,6 +443,10 @@ class NodeService(AdmissionMixin):
     # --- NodeApi: reads -------------------------------------------------------------------------
 
     def status(self) -> NodeStatus:
+        if self.fatal_error is not None:
+            raise ApiError(
+                ErrorCode.NOT_READY, f"node stopped after a fatal error: {self.fatal_error}"
+            )
         head = self.chain.head
         return NodeStatus(
             chain_id=self.genesis.chain_id,
