@@ -29,7 +29,14 @@ docs/consensus.md numbers them):
       transactions everybody else committed), answers with SyncInfo: high QC, TC and the QC of its
       latest commit (rate-limited per peer and round). The receiver commits with that QC if it
       holds the blocks, and fetches them otherwise. At most HELP_PER_PERIOD replies per peer
-      and period, whatever rounds its timeouts name.
+      and period, whatever rounds its timeouts name. The node also sends SyncInfo to a peer when
+      their session starts and to every peer periodically (`get_sync_info`), so a replica that
+      restarts on an idle chain learns the peers' committed height without any consensus traffic.
+  L10. Lag is measured from verified certificates only, never from a height a peer merely names:
+      `peak_height` is the highest h - 1 over the verified `commit_qc`s (height h) of peers'
+      SyncInfo, the height that QC committed. A peer can overstate it only by sending a valid QC
+      that did not commit (its high QC): by the one or two blocks not yet committed at its tip.
+      `heard_status` becomes true at the first peer SyncInfo whose high QC verifies.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
 Check everything, then change state: an invalid message leaves the replica as it was.
 """
@@ -145,6 +152,10 @@ class Replica(RetrievalMixin):
         self.last_tc: TimeoutCert | None = safety.last_tc  # highest verified TC seen (L1)
         self.round = self._compute_round()
         self.qcs: dict[Digest, QuorumCert] = {self.high_qc.block_id: self.high_qc}
+        # L10: the highest committed height a peer's verified commit QC shows (may trail our root;
+        # `lag` clamps), and whether any peer has told us its certificates yet.
+        self.peak_height: int = committed.height
+        self.heard_status = False
         # The QC that committed our root (sent in SyncInfo so a peer that missed it can commit).
         self.commit_qc: QuorumCert | None = None
         if committed.height > 0:
@@ -181,6 +192,15 @@ class Replica(RetrievalMixin):
     @property
     def committed_header(self) -> BlockHeader:
         return self.tree.root
+
+    def get_sync_info(self) -> SyncInfo:
+        """Our certificates for a peer (L9, L10): high QC, highest TC, the QC of our last commit."""
+        return SyncInfo(high_qc=self.high_qc, tc=self.last_tc, commit_qc=self.commit_qc)
+
+    @property
+    def lag(self) -> int:
+        """L10: committed blocks a verified certificate shows that we have not committed yet."""
+        return max(0, self.peak_height - self.tree.root.height)
 
     def is_leader(self, round_: int) -> bool:
         return self.node_id is not None and self.validators.leader(round_) == self.node_id
@@ -251,13 +271,13 @@ class Replica(RetrievalMixin):
                 self._send(sender, SyncResponse(items=items[:n]))
             case SyncInfo():
                 cq = msg.commit_qc
-                if (
-                    cq is not None
-                    and cq.height > self.tree.root.height + 1
-                    and self.certs.verify_qc(cq)
-                ):
-                    self._process_qc(cq, sender)  # commits if we hold C and its parent (L9)
+                if cq is not None and self.certs.verify_qc(cq):  # (cached: cheap when repeated)
+                    self.peak_height = max(self.peak_height, cq.height - 1)  # L10
+                    if cq.height > self.tree.root.height + 1:
+                        self._process_qc(cq, sender)  # commits if we hold C and its parent (L9)
                 if self.certs.verify_qc(msg.high_qc):
+                    if sender != self.node_id:
+                        self.heard_status = True  # L10
                     self._process_qc(msg.high_qc, sender)
                 if msg.tc is not None and self.certs.verify_tc(msg.tc):
                     self._process_tc(msg.tc, sender)
@@ -582,5 +602,4 @@ class Replica(RetrievalMixin):
         if len(self.helped) > HELP_PER_PERIOD * len(self.validators):
             self.helped = {k: t for k, t in self.helped.items() if now - t < period}
         self.helped[key] = now
-        info = SyncInfo(high_qc=self.high_qc, tc=self.last_tc, commit_qc=self.commit_qc)
-        self._send(sender, info)
+        self._send(sender, self.get_sync_info())

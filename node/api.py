@@ -85,6 +85,13 @@ class NodeStatus:
     round: int
     committed_txs: int  # accumulator size
     replay_window: int = 0  # W: a tx is valid while head < expiry <= head + W
+    # Catching up (consensus L10): the highest committed height verified certificates show, how far
+    # `height` trails it, whether the node is still catching up (it has not heard from any peer
+    # yet, or trails by more than one block) and whether /health may call it healthy.
+    peer_height: int = 0
+    lag: int = 0
+    catching_up: bool = False
+    healthy: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -116,6 +116,11 @@ class NodeConfig:
     proof_queue_per_client: int = 128
     # storage: refuse new submissions below this much free disk (node/diskspace.py; 0 = off)
     min_free_disk_mb: int = 256
+    # catching up (docs/ops.md "Limits and failure behaviour"): peers exchange their certificates
+    # every this many ms (and when a session starts); /health answers 503 while the node is behind
+    # its peers' verified committed height by more than health_max_lag_blocks
+    sync_status_interval_ms: int = 2000
+    health_max_lag_blocks: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -151,6 +156,8 @@ class NodeConfig:
             "mempool_dropped_memory",
             "pack_scan_max_txs",
             "rpc_error_log_per_minute",
+            "sync_status_interval_ms",
+            "health_max_lag_blocks",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -21,6 +21,9 @@ Rules this module keeps:
    (and has verified) almost all of them, so validation skips the signature checks through the
    verify-once cache, and there is no fetch-on-miss round trip that a leader could abuse to
    stall a round. The cost is bandwidth (~350 B per tx per replica), cheap at our rates.
+4. Every session starts with the node's certificates (a `SyncInfo`, consensus L9/L10), and every
+   `sync_status_interval_ms` they go to all peers: a node behind on an idle chain learns the
+   verified committed height of its peers and syncs, with no transaction needed to wake it.
 """
 
 from __future__ import annotations
@@ -199,10 +202,11 @@ class NetworkBridge:
     ) -> None:
         self.service = service
         self.regossip_after_s = regossip_after_s
-        self.net: P2PNetwork = net_factory(self._on_message)
+        self.net: P2PNetwork = net_factory(self._on_message, self._on_peer_up)
         self._outbox: list[bytes] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._regossip_task: asyncio.Task[None] | None = None
+        self._status_task: asyncio.Task[None] | None = None
         self._seen_pending: dict[bytes, float] = {}  # tx id -> when last offered to peers
         self._closing = False
         self._gossip_tasks = 0
@@ -229,12 +233,13 @@ class NetworkBridge:
         loop = asyncio.get_running_loop()
         self._flush_task = loop.create_task(self._flush_loop())
         self._regossip_task = loop.create_task(self._regossip_loop())
+        self._status_task = loop.create_task(self._status_loop())
 
     async def stop(self) -> None:
         self._closing = True
         for t in list(self._tasks):
             t.cancel()
-        for task in (self._flush_task, self._regossip_task):
+        for task in (self._flush_task, self._regossip_task, self._status_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -255,6 +260,18 @@ class NetworkBridge:
 
     def _gossip(self, raw: bytes) -> None:
         self._outbox.append(raw)
+
+    def _on_peer_up(self, peer: bytes) -> None:
+        """Rule 4: a new session starts with our certificates, so a peer that restarted behind
+        us on an idle chain learns our committed height at once (consensus L10)."""
+        self.service.send_status(NodeId(peer))
+
+    async def _status_loop(self) -> None:
+        """Rule 4, periodically: a session may outlive a message lost before it was sent."""
+        period = self.service.config.sync_status_interval_ms / 1000
+        while not self._closing:
+            await asyncio.sleep(period)
+            self.service.send_status(None)
 
     async def _regossip_loop(self) -> None:
         """Offer long-pending txs to the peers again: gossip sent once can be lost (a partition,
@@ -396,7 +413,7 @@ async def attach_network(
 ) -> NetworkBridge:
     peers: Sequence[PeerInfo] = peer_infos(cfg, genesis)
 
-    def factory(on_message: Any) -> P2PNetwork:
+    def factory(on_message: Any, on_peer_up: Any) -> P2PNetwork:
         return P2PNetwork(
             chain_id=genesis.chain_id,
             key=key,
@@ -414,6 +431,7 @@ async def attach_network(
                 handshake_threads=cfg.p2p_handshake_threads,
             ),
             on_message=on_message,
+            on_peer_up=on_peer_up,
         )
 
     bridge = NetworkBridge(service, factory)

@@ -43,7 +43,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
 from ledger.types import MAX_TX_BYTES, Block
-from node.api import ApiError, ErrorCode, NodeApi
+from node.api import ApiError, ErrorCode, NodeApi, NodeStatus
 from node.jsonfmt import (
     JsonFormatError,
     args_schema,
@@ -383,12 +383,20 @@ class RpcServer:
 
     async def _on_health(self, _request: web.Request) -> web.Response:
         try:
-            status = await self._m_status({}, None)
+            st = self._api.status()
+            status = _status_json(st)
         except ApiError as exc:
             return self._json_response({"status": "unavailable", "error": exc.message}, 503)
         except Exception:
             log.exception("health check failed")
             return self._json_response({"status": "unavailable", "error": "internal error"}, 503)
+        if not getattr(st, "healthy", True):
+            # Behind its peers (or not yet heard from any): serving reads from an old height as
+            # if current is what fault 2 of issue 10 was about.
+            why = f"catching up: {status['lag']} blocks behind the peers' committed height"
+            if status["lag"] == 0:
+                why = "catching up: no peer has reported its committed height yet"
+            return self._json_response({"status": "unavailable", "error": why, **status}, 503)
         return self._json_response({"status": "ok", **status})
 
     # --- WebSocket ---
@@ -566,20 +574,7 @@ class RpcServer:
         }
 
     async def _m_status(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        st = self._api.status()
-        return {
-            "chainId": st.chain_id,
-            "nodeId": hex0x(st.node_id),
-            "role": st.role,
-            "height": st.height,
-            "head": hex0x(st.head),
-            "genesisHash": hex0x(st.genesis),
-            "pendingTxs": st.pending_txs,
-            "peers": st.peers,
-            "round": st.round,
-            "committedTxs": st.committed_txs,
-            "version": st.version,
-        }
+        return _status_json(self._api.status())
 
     async def _m_block_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return self._api.height()
@@ -594,6 +589,13 @@ class RpcServer:
     async def _m_send_raw_transaction(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return hex0x(await self._api.submit_raw_tx(a["rawTx"]))
 
+    def _answered_at(self, out: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Issue 10 fault 2: a read states the committed height it answered at (`answeredAt`),
+        so a client can tell an answer from a node still catching up (see gm_status)."""
+        if out is not None:
+            out["answeredAt"] = self._api.height()
+        return out
+
     async def _m_get_transaction_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         tx_id = a["txId"]
         found = self._api.get_tx(tx_id)
@@ -601,7 +603,7 @@ class RpcServer:
             return self._not_committed(tx_id)
         out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
         out["pending"] = False
-        return out
+        return self._answered_at(out)
 
     async def _m_get_transaction_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
         tx_id = a["txId"]
@@ -625,6 +627,7 @@ class RpcServer:
         bid = None if block is None else block.block_id
         out = receipt_to_json(receipt, height=height, index=index, block_id=bid)
         out["pending"] = False
+        out["answeredAt"] = self._api.height()
         return out
 
     async def _m_wait_for_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
@@ -641,16 +644,16 @@ class RpcServer:
     async def _m_get_block_by_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         summary = getattr(self._api, "get_block_summary", None)
         if not a["fullTxs"] and summary is not None:  # header + ids: no tx decoding
-            return _summary_json(summary(a["height"]))
+            return self._answered_at(_summary_json(summary(a["height"])))
         block = self._api.get_block(a["height"])
-        return None if block is None else block_to_json(block, a["fullTxs"])
+        return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 
     async def _m_get_block_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         summary = getattr(self._api, "get_block_summary_by_hash", None)
         if not a["fullTxs"] and summary is not None:
-            return _summary_json(summary(a["hash"]))
+            return self._answered_at(_summary_json(summary(a["hash"])))
         block = self._api.get_block_by_hash(a["hash"])
-        return None if block is None else block_to_json(block, a["fullTxs"])
+        return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 
     async def _m_call(self, a: dict[str, Any], c: WsConn | None) -> Any:
         contract, method, raw_args = a["contract"], a["method"], a["args"]
@@ -662,7 +665,10 @@ class RpcServer:
             arg_schema = schema[i] if i < len(schema) else "any"
             arg_name = arg_schema.get("name", i) if isinstance(arg_schema, dict) else i
             args.append(value_from_json(v, arg_schema, name=f"args[{i}] ({arg_name})"))
-        return value_to_json(self._api.call(contract, method, args))
+        value = value_to_json(self._api.call(contract, method, args))
+        if a["withHeight"]:  # the query and the head are read in one loop turn: consistent
+            return {"value": value, "answeredAt": self._api.height()}
+        return value
 
     async def _m_get_transaction_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
         proof = await self._api.tx_proof(a["txId"], a["atHeight"], client=CLIENT_ADDRESS.get())
@@ -791,3 +797,23 @@ class RpcServer:
             self._notify(conn, sub_id, {**dropped, "code": int(exc.code), "message": exc.message})
             return
         self._notify(conn, sub_id, self._receipt_json(found))
+
+
+def _status_json(st: NodeStatus) -> dict[str, Any]:
+    """gm_status's result (and /health's body): the node's head and how far it trails its peers."""
+    return {
+        "chainId": st.chain_id,
+        "nodeId": hex0x(st.node_id),
+        "role": st.role,
+        "height": st.height,
+        "head": hex0x(st.head),
+        "genesisHash": hex0x(st.genesis),
+        "pendingTxs": st.pending_txs,
+        "peers": st.peers,
+        "round": st.round,
+        "committedTxs": st.committed_txs,
+        "version": st.version,
+        "catchingUp": st.catching_up,
+        "lag": st.lag,
+        "peerHeight": max(st.peer_height, st.height),
+    }

@@ -174,6 +174,7 @@ METHODS: dict[str, RpcMethod] = {
             _Param("contract", p_str),
             _Param("method", p_str),
             _Param("args", _p_array, False, []),
+            _Param("withHeight", _p_bool, False, False),
         )
     ),
     "gm_getTransactionProof": RpcMethod(

@@ -72,6 +72,7 @@ __all__ = ["EXIT_FATAL", "KeySigner", "KeyVerifier", "NodeService"]
 log = logging.getLogger("gmchain.node")
 
 VERSION = "0.1.0"
+CATCH_UP_SLACK = 1  # blocks a healthy replica may trail while the QC that commits them is in flight
 EXIT_FATAL = 70  # the process's exit status after a fatal error (EX_SOFTWARE, sysexits.h)
 
 
@@ -204,6 +205,9 @@ class NodeService(AdmissionMixin):
             high_qc=self._committed_qc(),
             safety=safety,
             now_ms=clock_ms(),
+            # Always known, so block 1's genesis QC verifies in a BlockResponse after a restart
+            # too (without it a restarted node dropped every response reaching down to block 1).
+            genesis_id=self.chain.genesis_id,
             blocks=self.chain.pending_blocks(),
         )
         self.send_hook: Callable[[NodeId | None, Any], None] | None = None  # set by p2p wiring
@@ -331,6 +335,12 @@ class NodeService(AdmissionMixin):
         )
         self.fatal.set()
 
+    def send_status(self, to: NodeId | None) -> None:
+        """Our certificates (consensus L9, L10) to a peer whose session just started, or to every
+        peer (`to` None, periodically): how a node behind on an idle chain learns it is behind."""
+        if self.fatal_error is None and self.send_hook is not None:
+            self.send_hook(to, self.replica.get_sync_info())
+
     def deliver(self, sender: NodeId, msg: Any) -> None:
         """A consensus message from a peer (already decoded and size-checked)."""
         self._step(MessageReceived(sender=sender, msg=msg, now_ms=self.clock_ms()))
@@ -448,6 +458,13 @@ class NodeService(AdmissionMixin):
                 ErrorCode.NOT_READY, f"node stopped after a fatal error: {self.fatal_error}"
             )
         head = self.chain.head
+        lag = self.replica.lag
+        # A node of a multi-node chain (or an observer) knows it is caught up only once a peer
+        # told it its certificates (consensus L10); a lone validator is the chain.
+        needs_peers = self.send_hook is not None and (
+            len(self.validators) > 1 or not self.is_validator
+        )
+        heard = self.replica.heard_status or not needs_peers
         return NodeStatus(
             chain_id=self.genesis.chain_id,
             node_id=self.node_id,
@@ -461,6 +478,10 @@ class NodeService(AdmissionMixin):
             round=int(getattr(self.replica, "round", 0)),
             committed_txs=head.acc_size,
             replay_window=self.genesis.replay_window,
+            peer_height=head.height + lag,
+            lag=lag,
+            catching_up=not heard or lag > CATCH_UP_SLACK,
+            healthy=heard and lag <= self.config.health_max_lag_blocks,
         )
 
     def height(self) -> int:

@@ -740,3 +740,43 @@ def test_l9_replies_per_peer_are_budgeted_whatever_rounds_it_names() -> None:
         eff = rep.step(w.msg(peer, old))
         replies += sum(isinstance(e, Send) and isinstance(e.msg, SyncInfo) for e in eff)
     assert replies == HELP_PER_PERIOD
+
+
+def test_l10_lag_is_measured_from_verified_commit_qcs_only() -> None:
+    w = World()
+    blocks = w.chain([1, 2, 3, 4, 5, 6])
+    rep = w.replica()
+    assert rep.lag == 0 and not rep.heard_status
+    tip = blocks[-1].header  # QC(b6) commits b5: the peer's committed height is 5
+    # A peer naming a height without a quorum's signatures moves nothing (CVE-2025-24371's lie).
+    forged_qc = w.qc(tip, voters=(1, 2))
+    lie = SyncInfo(high_qc=forged_qc, tc=None, commit_qc=forged_qc)
+    assert [e for e in rep.step(w.msg(1, lie)) if isinstance(e, Send)] == []
+    assert rep.lag == 0 and rep.peak_height == 0 and not rep.heard_status
+    # A verified commit QC: lag 5, and fetching starts at once (from the peer that sent it).
+    qc6 = w.qc(tip)
+    eff = rep.step(w.msg(2, SyncInfo(high_qc=qc6, tc=None, commit_qc=qc6)))
+    assert rep.heard_status and rep.peak_height == 5 and rep.lag == 5
+    reqs = [e for e in eff if isinstance(e, Send) and isinstance(e.msg, BlockRequest)]
+    assert [(e.to, e.msg.block_id) for e in reqs] == [(w.signers[2].node_id, tip.block_id)]
+    # get_sync_info is what the node sends on connect and periodically.
+    assert rep.get_sync_info().high_qc == qc6
+
+
+def test_l10_a_peer_that_never_answers_cannot_stall_sync() -> None:
+    w = World()
+    blocks = w.chain([1, 2, 3])
+    rep = w.replica()
+    qc3 = w.qc(blocks[-1].header)
+    rep.step(w.msg(1, SyncInfo(high_qc=qc3, tc=None, commit_qc=qc3)))  # then peer 1 goes silent
+    asked: set[NodeId] = set()
+    for _ in range(12):
+        w.now += CFG.request_retry_ms
+        eff = rep.step(Tick(now_ms=w.now))
+        asked |= {e.to for e in eff if isinstance(e, Send) and isinstance(e.msg, BlockRequest)}
+    assert asked - {w.signers[1].node_id}, "retries never left the silent peer"
+    # An honest answer from another validator brings the blocks and the commit.
+    other = next(i for i in range(1, 4) if w.signers[i].node_id in asked and i != 1)
+    resp = BlockResponse(block_id=blocks[-1].block_id, blocks=tuple(reversed(blocks)))
+    commits(rep.step(w.msg(other, resp)))
+    assert rep.committed_header == blocks[1].header and rep.lag == 0
