@@ -298,8 +298,17 @@ def _cmd_evidence_flow(args: argparse.Namespace) -> int:
         problems = _check_links(records)
         remote = client.verify_flow(args.flow_id)
         intact = not problems and bool(_get(remote, "intact", "ok", "valid", default=False))
-        result["verify"] = {"intact": intact, "problems": problems, "node": remote}
-        code = 0 if intact else 1
+        # The answer is only as complete as the node's chain (issue 10, fault 2): say at which
+        # height, and refuse to call a flow intact on a node still catching up.
+        st = client.status()
+        result["verify"] = {
+            "intact": intact,
+            "problems": problems,
+            "node": remote,
+            "answeredAt": st.get("height"),
+            "catchingUp": bool(st.get("catchingUp")),
+        }
+        code = 0 if intact and not st.get("catchingUp") else 1
     if args.json:
         _print_json(result)
         return code
@@ -311,8 +320,16 @@ def _cmd_evidence_flow(args: argparse.Namespace) -> int:
         rhash = _get(rec, "record_hash", "recordHash", default="?")
         print(f"{i:>3}  {rid}  step={step}  hash={rhash}")
     if args.verify:
+        at = result["verify"]["answeredAt"]
         if code == 0:
-            print(f"flow {args.flow_id}: hash chain intact ({len(records)} records)")
+            print(f"flow {args.flow_id}: hash chain intact ({len(records)} records) at height {at}")
+        elif result["verify"]["intact"]:
+            print(
+                f"gmchain: flow {args.flow_id}: {len(records)} records intact at height {at}, but "
+                "the node is catching up (gm_status catchingUp): later records may be missing; "
+                "verify against a node that is not catching up",
+                file=sys.stderr,
+            )
         else:
             for p in result["verify"]["problems"] or ["the node reports the chain broken"]:
                 print(f"gmchain: flow {args.flow_id}: {p}", file=sys.stderr)
