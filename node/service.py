@@ -126,6 +126,11 @@ class _Metrics:
         )
         self.round = Gauge("gmchain_consensus_round", "Current consensus round", registry=r)
         self.peers = Gauge("gmchain_peers", "Connected peers", registry=r)
+        self.lag = Gauge(
+            "gmchain_sync_lag_blocks",
+            "Committed blocks behind the peers' verified committed height (consensus L10)",
+            registry=r,
+        )
 
 
 class NodeService(AdmissionMixin):
@@ -634,6 +639,7 @@ class NodeService(AdmissionMixin):
     def metrics_text(self) -> bytes:
         self.metrics.pool.set(len(self.mempool))
         self.metrics.peers.set(self.peer_count())
+        self.metrics.lag.set(self.replica.lag)
         return generate_latest(self.metrics.registry)
 
     def pending_proof_for(self, proof: CommitProof) -> None:  # pragma: no cover - p2p hook

@@ -143,6 +143,14 @@ def test_a_restarted_validator_catches_up_on_an_idle_chain(tmp_path: Path) -> No
         h = wait_until(lambda: health(port), 30, "/health")
         assert h[0] == 200 and h[1]["catchingUp"] is False, h
 
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            metrics = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        assert "gmchain_sync_lag_blocks 0.0" in metrics, metrics[-2000:]
+
         # Reads state the height they answered at.
         got = rpc_call(port, "gm_getTransactionReceipt", [last["txId"]])
         assert got is not None and got["answeredAt"] >= got["blockNumber"], got
