@@ -202,7 +202,7 @@ class NetworkBridge:
     ) -> None:
         self.service = service
         self.regossip_after_s = regossip_after_s
-        self.net: P2PNetwork = net_factory(self._on_message, self._on_peer_up)
+        self.net: P2PNetwork = net_factory(self._on_message)
         self._outbox: list[bytes] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._regossip_task: asyncio.Task[None] | None = None
@@ -261,7 +261,7 @@ class NetworkBridge:
     def _gossip(self, raw: bytes) -> None:
         self._outbox.append(raw)
 
-    def _on_peer_up(self, peer: bytes) -> None:
+    def on_peer_up(self, peer: bytes) -> None:
         """Rule 4: a new session starts with our certificates, so a peer that restarted behind
         us on an idle chain learns our committed height at once (consensus L10)."""
         self.service.send_status(NodeId(peer))
@@ -413,7 +413,9 @@ async def attach_network(
 ) -> NetworkBridge:
     peers: Sequence[PeerInfo] = peer_infos(cfg, genesis)
 
-    def factory(on_message: Any, on_peer_up: Any) -> P2PNetwork:
+    bridges: list[NetworkBridge] = []  # the bridge below; sessions start only after it exists
+
+    def factory(on_message: Any) -> P2PNetwork:
         return P2PNetwork(
             chain_id=genesis.chain_id,
             key=key,
@@ -431,9 +433,10 @@ async def attach_network(
                 handshake_threads=cfg.p2p_handshake_threads,
             ),
             on_message=on_message,
-            on_peer_up=on_peer_up,
+            on_peer_up=lambda peer: bridges[0].on_peer_up(peer),
         )
 
     bridge = NetworkBridge(service, factory)
+    bridges.append(bridge)
     await bridge.start()
     return bridge

@@ -70,7 +70,7 @@ async def test_a_long_pending_tx_is_gossiped_again(tmp_path: Path) -> None:
     await service.start()
     holder: list[RecordingNet] = []
 
-    def factory(on_message: Any, on_peer_up: Any = None) -> RecordingNet:
+    def factory(on_message: Any) -> RecordingNet:
         holder.append(RecordingNet(on_message))
         return holder[0]
 
