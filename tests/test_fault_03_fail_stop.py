@@ -22,10 +22,13 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from node.config import load_config, write_config
+from node.daemon import init_dev
 from tests.node_helpers import NodeProcess, RpcFailure, RpcSession, sign_tx
 
 EXIT_DEADLINE_S = 60.0  # a failure bound only; the node exits within a step of the failed write
@@ -76,6 +79,11 @@ def test_a_node_whose_store_cannot_write_exits_non_zero(tmp_path: Path) -> None:
     data_dir = tmp_path / "dev"
     node = NodeProcess(data_dir=data_dir, home=tmp_path / "home")
     with small_tmpfs(data_dir / "db", "8m"):
+        # The free-space guard (fault 4) would refuse the submission on the full tmpfs before any
+        # block is written; turned off, the transaction is admitted and writing its block fails,
+        # as it does when the disk fills between admission and commit.
+        cfg_path = init_dev(data_dir, rpc_port=node.port)
+        write_config(cfg_path, replace(load_config(cfg_path), min_free_disk_mb=0))
         try:
             node.start()
             status = node.wait_ready(60.0)
