@@ -120,6 +120,12 @@ def reset_safety(store: Store, round_: int) -> SafetyData:
                 floor = max(floor, _rounds(load_safety_data(payload)))
             except (DecodeError, ValueError, TypeError):
                 continue
+    legacy = store.get_meta(META_SAFETY)  # an unsealed format-1 record (rule 3) counts too
+    if legacy is not None:
+        try:
+            floor = max(floor, _rounds(load_safety_data(legacy)))
+        except (DecodeError, ValueError, TypeError):
+            pass  # damaged: what is being replaced, as for a damaged sealed copy
     if round_ < floor:
         raise StoreError(
             f"--round {round_} is below round {floor}, which an intact stored copy already holds"

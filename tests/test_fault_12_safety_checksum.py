@@ -217,3 +217,29 @@ def test_safety_reset_is_the_documented_recovery(
         svc.store.close()
     finally:
         _put_raw_meta(cfg.data_dir, META_SAFETY, raw)
+
+
+def test_safety_reset_never_goes_below_an_unsealed_format_1_record(tmp_path: Path) -> None:
+    """Review finding: on a store written before sealing (format 1) and not yet started on this
+    version, `safety-reset --round 5` ignored the intact unsealed record at round 1000, wrote
+    round 5 and deleted the old record — a double vote waiting to happen. The unsealed record
+    counts towards the floor like the sealed copies."""
+    from node.safetystore import META_SAFETY, load_safety, main
+
+    path = tmp_path / "legacy"
+    r = Round(1000)
+    with Store.open(str(path), create=True) as s:
+        s.put_meta(
+            META_SAFETY,
+            SafetyData(
+                last_voted_round=r,
+                preferred_round=Round(999),
+                highest_timeout_round=r,
+                last_proposed_round=r,
+            ).encode(),
+        )
+    assert main(["safety-reset", str(path), "--round", "5"]) == 1
+    with Store.open(str(path)) as s:
+        got = load_safety(s)
+    assert got is not None and got.last_voted_round == 1000
+    assert main(["safety-reset", str(path), "--round", "1000"]) == 0
