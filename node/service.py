@@ -53,7 +53,7 @@ from contracts import default_registry
 from contracts.framework import ContractError
 from crypto_sm import PrivateKey, PublicKey
 from ledger.codec import DecodeError, Value
-from ledger.store import Store
+from ledger.store import Store, StoreCorrupt
 from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from node.admission import AdmissionMixin
 from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
@@ -502,11 +502,22 @@ class NodeService(AdmissionMixin):
         if not raw:
             return None
         block = Block.decode(raw)
-        check_served_block(self.store, height, block)  # node/readcheck.py
+        self._check_served(check_served_block, self.store, height, block)
         self._block_cache[height] = block
         if len(self._block_cache) > 256:
             self._block_cache.popitem(last=False)
         return block
+
+    def _check_served(self, check: Callable[..., None], *args: Any) -> None:
+        """A record that fails its re-hash (node/readcheck.py) means this node's own store is
+        damaged: the caller gets the error and the node stops (rule 5, exit 70) instead of
+        going on with a store it cannot trust — a supervisor's restart then meets the damage
+        in `db check` / the start-up checks, with the recovery in the log."""
+        try:
+            check(*args)
+        except StoreCorrupt as exc:
+            self._fail("a read of the ledger store (damaged record)", exc)
+            raise
 
     def get_block_by_hash(self, block_id: bytes) -> Block | None:
         height = self.store.get_height_by_hash(block_id)
@@ -524,7 +535,7 @@ class NodeService(AdmissionMixin):
             raw_block = self.store.get_block_by_height(height)
             assert raw_block is not None
             tx = SignedTx.decode(extract_tx_bytes(raw_block, index))
-            check_served_tx(height, tx_id, tx)
+            self._check_served(check_served_tx, height, tx_id, tx)
         rraw = self.store.get_receipt(tx_id)
         block_id = self.store.get_block_hash(height)
         assert rraw is not None and block_id is not None
@@ -539,7 +550,7 @@ class NodeService(AdmissionMixin):
         if raw is None or ids is None:
             return None
         header = BlockHeader.decode(raw)
-        check_served_header(self.store, height, header)
+        self._check_served(check_served_header, self.store, height, header)
         return header, ids
 
     def get_block_summary_by_hash(self, block_id: bytes) -> tuple[BlockHeader, list[bytes]] | None:
@@ -585,7 +596,7 @@ class NodeService(AdmissionMixin):
         if raw is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
         header = BlockHeader.decode(raw)
-        check_served_header(self.store, height, header)
+        self._check_served(check_served_header, self.store, height, header)
         return header
 
     # --- NodeApi: waiting and subscriptions -----------------------------------------------------

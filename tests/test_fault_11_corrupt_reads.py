@@ -219,6 +219,9 @@ def test_served_headers_and_blocks_are_rehashed(tmp_path: Path) -> None:
             svc.get_block_summary(0)  # gm_getBlockByNumber without transactions
         with pytest.raises(StoreCorrupt, match="block 0"):
             svc.get_block(0)
+        # A node whose own store fails a re-hash stops (exit 70 in the daemon) instead of going
+        # on with a store it cannot trust.
+        assert svc.fatal.is_set() and isinstance(svc.fatal_error, StoreCorrupt)
         try:  # what a syncing peer would be sent: never the altered block
             sent = svc.chain.get_committed_blocks(0, 1)
         except StoreCorrupt:
