@@ -18,6 +18,7 @@ Rules this module keeps (consensus/safety.py P1; docs/consensus.md, "What is per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 from consensus.safety import SafetyData, load_safety_data
@@ -107,25 +108,29 @@ def _rounds(d: SafetyData) -> int:
     )
 
 
-def reset_safety(store: Store, round_: int) -> SafetyData:
-    """Rule 4: write SafetyData that forbids signing in any round <= `round_`."""
-    floor = 0
+def _stored_copies(store: Store) -> list[bytes]:
+    """Every safety record payload the store holds that is intact: the sealed copy, its previous
+    copy and an unsealed format-1 record (rule 3) not yet sealed. A damaged copy is left out:
+    it is what a reset replaces."""
+    copies: list[bytes] = []
     for key in (META_SAFETY, META_SAFETY_PREVIOUS):
-        try:
+        with contextlib.suppress(StoreCorrupt):
             payload = store.get_sealed_meta(key)
-        except StoreCorrupt:
-            continue  # the damaged copy is what is being replaced
-        if payload is not None:
-            try:
-                floor = max(floor, _rounds(load_safety_data(payload)))
-            except (DecodeError, ValueError, TypeError):
-                continue
-    legacy = store.get_meta(META_SAFETY)  # an unsealed format-1 record (rule 3) counts too
+            if payload is not None:
+                copies.append(payload)
+    legacy = store.get_meta(META_SAFETY)
     if legacy is not None:
-        try:
-            floor = max(floor, _rounds(load_safety_data(legacy)))
-        except (DecodeError, ValueError, TypeError):
-            pass  # damaged: what is being replaced, as for a damaged sealed copy
+        copies.append(legacy)
+    return copies
+
+
+def reset_safety(store: Store, round_: int) -> SafetyData:
+    """Rule 4: write SafetyData that forbids signing in any round <= `round_`; never below a
+    round an intact stored copy (of either layout) already holds."""
+    floor = 0
+    for payload in _stored_copies(store):
+        with contextlib.suppress(DecodeError, ValueError, TypeError):
+            floor = max(floor, _rounds(load_safety_data(payload)))
     if round_ < floor:
         raise StoreError(
             f"--round {round_} is below round {floor}, which an intact stored copy already holds"
