@@ -98,7 +98,10 @@ class NodeConfig:
     rpc_max_waits_per_conn: int = 256
     rpc_max_waits_per_ip: int = 2048
     rpc_max_connections: int = 1024
-    rpc_max_connections_per_ip: int = 256
+    rpc_max_connections_per_ip: int = 64
+    rpc_max_ws_per_ip: int = 32
+    rpc_max_json_elements: int = 20_000
+    rpc_max_in_flight_bytes_per_ip: int = 16 * 1024 * 1024
     rpc_fd_reserve: int = 1024
     rpc_header_timeout_s: float = 10.0
     rpc_idle_timeout_s: float = 60.0

@@ -77,6 +77,7 @@ from node.rpcspec import (
     dumps_compact,
     error_reply,
     handler_name,
+    json_elements,
     load_openrpc,
     loads_strict,
     p_hash,
@@ -96,6 +97,17 @@ CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 _MAX_HEIGHT = 2**63 - 1
 _WAIT_METHODS = frozenset({"gm_waitForReceipt"})  # hold a future, not work (rpclimits rule 3)
+_REQUEST_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})  # JSON-RPC 2.0 §4
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a request needs while it runs: its parsed message is gone by then."""
+
+    req_id: Any
+    notification: bool
+    name: str
+    args: dict[str, Any]
 
 
 def _name_of(host: str) -> tuple[str, ...]:
@@ -203,6 +215,8 @@ class RpcServer:
             max_work_per_ip=c.max_in_flight_per_ip,
             max_waits_per_conn=c.max_waits_per_conn,
             max_waits_per_ip=c.max_waits_per_ip,
+            max_bytes_per_ip=c.max_in_flight_bytes_per_ip,
+            max_ws_per_ip=c.max_ws_per_ip,
         )
         self._handlers: dict[str, _Handler] = {
             name: getattr(self, "_m_" + handler_name(name)) for name in METHODS
@@ -367,6 +381,12 @@ class RpcServer:
             ("connections", "gauge", g.connections, "Open RPC connections."),
             ("connections_refused_total", "counter", g.refused, "Connections refused at a cap."),
             (
+                "connections_evicted_total",
+                "counter",
+                g.evicted,
+                "Connections closed to let a lighter address in (the total was full).",
+            ),
+            (
                 "header_timeouts_total",
                 "counter",
                 g.timed_out,
@@ -402,6 +422,14 @@ class RpcServer:
     # --- WebSocket ---
 
     async def _on_ws(self, request: web.Request) -> web.StreamResponse:
+        client = self._guard.client_of(request)
+        if client is not None and not self._guard.websocket_opened(client):
+            self._metrics.errors[ErrorCode.RATE_LIMITED] += 1
+            n = self._config.max_ws_per_ip
+            why = f"busy: at most {n} WebSockets per address (rpc_max_ws_per_ip)"
+            resp = self._json_response(error_reply(None, ErrorCode.RATE_LIMITED, why), 503)
+            resp.force_close()
+            return resp
         ws = web.WebSocketResponse(
             max_msg_size=self._config.max_ws_message_bytes,
             heartbeat=self._config.ws_heartbeat_s,
@@ -409,7 +437,6 @@ class RpcServer:
         await ws.prepare(request)
         CLIENT_ADDRESS.set(request.remote or "")
         conn = WsConn(ws, self._config, self._send_budget)
-        client = self._guard.client_of(request)
         self._conns.add(conn)
         self._metrics.ws_connections += 1
         tasks: set[asyncio.Task[None]] = set()
@@ -455,33 +482,71 @@ class RpcServer:
         budget: ReplyBudget | None = None,
     ) -> str | None:
         """One HTTP body or WebSocket message -> the reply's JSON text (None if nothing to send),
-        at most `max_response_bytes` long: entries beyond it are -31002 errors (rule 3)."""
+        at most `max_response_bytes` long: entries beyond it are -31002 errors (rule 3).
+
+        The message's bytes count against its address's in-flight byte budget until the reply is
+        made; the parsed message is dropped before anything is awaited: only each request's id,
+        method and parsed params stay alive while it runs (issue 10 fault 5)."""
         budget = budget or ReplyBudget(self._config.max_response_bytes)
+        held = (
+            contextlib.nullcontext()
+            if client is None
+            else self._guard.bytes_held(client, len(data))
+        )
         try:
+            with held:
+                return await self._handle_payload(data, conn, client, budget)
+        except RpcError as exc:  # over the address's byte budget
+            self._metrics.errors[exc.code] += 1
+            return budget.encode(error_reply(None, exc.code, exc.message))
+
+    async def _handle_payload(
+        self,
+        data: bytes | str,
+        conn: WsConn | None,
+        client: ClientConn | None,
+        budget: ReplyBudget,
+    ) -> str | None:
+        try:
+            limit = self._config.max_json_elements
+            if json_elements(data, limit) > limit:
+                raise RpcError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"message has more than {limit} JSON values (rpc_max_json_elements)",
+                )
             payload = loads_strict(data)
         except RpcError as exc:
             self._metrics.errors[exc.code] += 1
             return budget.encode(error_reply(None, exc.code, exc.message))
         if not isinstance(payload, list):
-            reply = await self._handle_one(payload, conn, client)
+            single = self._prepare(payload, conn)
+            del payload
+            reply = (
+                single
+                if isinstance(single, dict) or single is None
+                else await self._execute(single, conn, client)
+            )
             return None if reply is None else budget.encode(reply)
         if not payload or len(payload) > self._config.max_batch:
             self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
             msg = "empty batch" if not payload else f"batch larger than {self._config.max_batch}"
             return budget.encode(error_reply(None, ErrorCode.INVALID_REQUEST, msg))
+        prepared = [self._prepare(r, conn) for r in payload]
+        del payload
 
-        async def one(req: Any) -> str | None:  # encoded as soon as it is done: one object alive
+        async def one(p: _Prepared | dict[str, Any] | None) -> str | None:
+            # encoded as soon as it is done: one reply object alive
             if conn is not None and conn.closing is not None:
                 return None  # its connection was closed for its budget meanwhile
-            reply = await self._handle_one(req, conn, client)
+            reply = p if isinstance(p, dict) or p is None else await self._execute(p, conn, client)
             return None if reply is None else budget.encode(reply)
 
-        texts = [t for t in await asyncio.gather(*(one(r) for r in payload)) if t is not None]
+        texts = [t for t in await asyncio.gather(*(one(p) for p in prepared)) if t is not None]
         return "[" + ",".join(texts) + "]" if texts else None
 
-    async def _handle_one(
-        self, req: Any, conn: WsConn | None, client: ClientConn | None
-    ) -> dict[str, Any] | None:
+    def _prepare(self, req: Any, conn: WsConn | None) -> _Prepared | dict[str, Any] | None:
+        """A request object checked and its params parsed (nothing awaited), or its error reply
+        (None: a notification's, which gets no reply)."""
         req_id: Any = None
         notification = False
         try:
@@ -494,6 +559,13 @@ class RpcServer:
             if isinstance(rid, str) and len(rid) > 256:
                 raise RpcError(ErrorCode.INVALID_REQUEST, "id longer than 256 characters")
             req_id = rid
+            extra = sorted(k for k in req if k not in _REQUEST_MEMBERS)
+            if extra:
+                raise RpcError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"unknown request member {extra[0][:64]!r}: a request object has only "
+                    "jsonrpc, method, params and id",
+                )
             if req.get("jsonrpc") != "2.0":
                 raise RpcError(ErrorCode.INVALID_REQUEST, 'jsonrpc must be exactly "2.0"')
             name = req.get("method")
@@ -506,15 +578,26 @@ class RpcServer:
                 raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"{name} is only available on /ws")
             self._metrics.requests[name] += 1
             args = parse_params(name, spec, req.get("params"))
-            result = await self._run(name, args, conn, client)
         except RpcError as exc:
-            self._metrics.errors[exc.code] += 1
-            # A malformed request object always gets a reply (JSON-RPC 2.0 §5 examples); a
-            # well-formed notification never does, not even an error (§4.1).
-            if notification and exc.code != ErrorCode.INVALID_REQUEST:
-                return None
-            return error_reply(req_id, exc.code, exc.message, exc.data)
-        return None if notification else {"jsonrpc": "2.0", "id": req_id, "result": result}
+            return self._error(exc, req_id, notification)
+        return _Prepared(req_id, notification, name, args)
+
+    def _error(self, exc: RpcError, req_id: Any, notification: bool) -> dict[str, Any] | None:
+        self._metrics.errors[exc.code] += 1
+        # A malformed request object always gets a reply (JSON-RPC 2.0 §5 examples); a
+        # well-formed notification never does, not even an error (§4.1).
+        if notification and exc.code != ErrorCode.INVALID_REQUEST:
+            return None
+        return error_reply(req_id, exc.code, exc.message, exc.data)
+
+    async def _execute(
+        self, p: _Prepared, conn: WsConn | None, client: ClientConn | None
+    ) -> dict[str, Any] | None:
+        try:
+            result = await self._run(p.name, p.args, conn, client)
+        except RpcError as exc:
+            return self._error(exc, p.req_id, p.notification)
+        return None if p.notification else {"jsonrpc": "2.0", "id": p.req_id, "result": result}
 
     async def _run(
         self, name: str, args: dict[str, Any], conn: WsConn | None, client: ClientConn | None

@@ -35,7 +35,10 @@ class RpcConfig:
     max_waits_per_conn: int = 256
     max_waits_per_ip: int = 2048
     max_connections: int = 1024  # in all; lowered to RLIMIT_NOFILE - fd_reserve
-    max_connections_per_ip: int = 256  # lowered to half the total in force
+    max_connections_per_ip: int = 64  # lowered to half the total in force
+    max_ws_per_ip: int = 32  # WebSockets open at once from one address (of the connections)
+    max_json_elements: int = 20_000  # JSON values in one message (parsed objects cost ~25x bytes)
+    max_in_flight_bytes_per_ip: int = 16 * _MIB  # bytes of one address's messages being handled
     fd_reserve: int = 1024  # descriptors RPC connections never take (LevelDB, P2P, logs)
     header_timeout_s: float = 10.0  # a request's headers (and then its body) must arrive in this
     idle_timeout_s: float = 60.0  # a keep-alive connection with no request is closed after this
@@ -60,6 +63,9 @@ class RpcConfig:
             "max_waits_per_ip",
             "max_connections",
             "max_connections_per_ip",
+            "max_ws_per_ip",
+            "max_json_elements",
+            "max_in_flight_bytes_per_ip",
             "max_response_bytes",
             "ws_send_queue_bytes",
             "ws_send_total_bytes",
@@ -76,6 +82,11 @@ class RpcConfig:
                 raise ValueError(f"RpcConfig.{name}: expected a positive number")
         if self.max_in_flight_per_conn < self.max_batch:
             raise ValueError("RpcConfig.max_in_flight_per_conn: must be at least max_batch")
+        if self.max_in_flight_bytes_per_ip < max(self.max_body_bytes, self.max_ws_message_bytes):
+            raise ValueError(
+                "RpcConfig.max_in_flight_bytes_per_ip: must be at least max_body_bytes and "
+                "max_ws_message_bytes"
+            )
         if self.ws_send_queue_bytes < self.max_response_bytes:
             raise ValueError("RpcConfig.ws_send_queue_bytes: must be at least max_response_bytes")
         if self.ws_send_total_bytes < self.ws_send_queue_bytes:
@@ -100,6 +111,9 @@ class RpcConfig:
             max_waits_per_ip=cfg.rpc_max_waits_per_ip,
             max_connections=cfg.rpc_max_connections,
             max_connections_per_ip=cfg.rpc_max_connections_per_ip,
+            max_ws_per_ip=cfg.rpc_max_ws_per_ip,
+            max_json_elements=cfg.rpc_max_json_elements,
+            max_in_flight_bytes_per_ip=cfg.rpc_max_in_flight_bytes_per_ip,
             fd_reserve=cfg.rpc_fd_reserve,
             header_timeout_s=cfg.rpc_header_timeout_s,
             idle_timeout_s=cfg.rpc_idle_timeout_s,

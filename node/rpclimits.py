@@ -11,12 +11,18 @@ Rules this module keeps:
    (aiohttp's keep-alive timer, which does not restart on partial data). A WebSocket is inside its
    upgrade request for its whole life: neither timer applies; its heartbeat does.
 3. Requests being handled are counted per connection and per address, in two separate pools:
-   work (every method) and waits (`gm_waitForReceipt`, which only holds a future). A request
-   beyond a cap is refused (-31201) and counted against nobody else (issue 10 fault 5).
+   work (every method) and waits (`gm_waitForReceipt`, which only holds a future); the bytes of
+   the messages being handled are counted per address. A request beyond a cap is refused
+   (-31201) and counted against nobody else (issue 10 fault 5).
 4. Browsers: a `Host` that is a name must be allowed (IP literals always are: a DNS rebinding
    always arrives with a name, as geth's vhosts check reasons); an `Origin`, if present, must be
    allowed; a POST must say `Content-Type: application/json` (the CORS "simple" types a page may
    send without a preflight are refused) (issue 10 fault 15).
+5. Per-address means per IPv4 address or per IPv6 /64 (`address_key`). When the total is full, a
+   newcomer whose address holds fewer connections than the heaviest address (by two or more)
+   takes the heaviest address's oldest connection (idle ones first; a WebSocket gets close code
+   1013, an idle HTTP connection a 503): a few addresses cannot keep every other client out. An
+   address holds at most `max_ws_per_ip` WebSockets (issue 10 fault 5, review).
 
 Sources: RFC 9110 §7.2 (Host), RFC 6454 (Origin), Fetch standard §3.2.3 (CORS-safelisted request
 headers); geth rpc/http.go (`virtualHostHandler`, `validateRequest`); RFC 6455 §4.2.2 / §10.2.
@@ -44,6 +50,7 @@ __all__ = [
     "ClientConn",
     "ConnectionGuard",
     "GuardedSite",
+    "address_key",
     "compute_connection_caps",
     "fd_limit",
     "is_allowed_host",
@@ -105,6 +112,8 @@ def _host_name(host: str) -> str:
 
 
 def _is_ip(name: str) -> bool:
+    if "%" in name:  # an IPv6 zone id is free text: `fe80::1%evil.com` is a name, not an address
+        return False
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -154,6 +163,9 @@ class AddressState:
     connections: int = 0
     work: int = 0  # requests being handled (rule 3)
     waits: int = 0  # gm_waitForReceipt being handled (rule 3)
+    request_bytes: int = 0  # bytes of the messages being handled (rule 3)
+    websockets: int = 0  # of `connections`, upgraded to WebSockets (rule 5)
+    conns: dict[ClientConn, None] = field(default_factory=dict)  # oldest first (rule 5)
 
 
 @dataclass(slots=True, eq=False)
@@ -165,6 +177,8 @@ class ClientConn:
     work: int = 0
     waits: int = 0
     busy: bool = False  # inside a request handler (a WebSocket: for its whole life)
+    websocket: bool = False
+    evicted: bool = False  # closed to let a lighter address in (rule 5); already released
     header_timer: asyncio.TimerHandle | None = None
     transport: asyncio.Transport | None = None
 
@@ -179,8 +193,11 @@ class ConnectionGuard:
     max_work_per_ip: int
     max_waits_per_conn: int
     max_waits_per_ip: int
+    max_bytes_per_ip: int = 1 << 62
+    max_ws_per_ip: int = 1 << 30
     connections: int = 0
     refused: int = 0  # connections refused at the caps, for /metrics
+    evicted: int = 0  # connections closed to let a lighter address in, for /metrics
     timed_out: int = 0  # connections closed by the header timeout, for /metrics
     addresses: dict[str, AddressState] = field(default_factory=dict)
     by_transport: dict[Any, ClientConn] = field(default_factory=dict)
@@ -192,29 +209,91 @@ class ConnectionGuard:
         return self.by_transport.get(request.transport)
 
     def admit(self, ip: str, transport: asyncio.Transport) -> ClientConn | None:
-        addr = self.addresses.get(ip)
+        key = address_key(ip)
+        addr = self.addresses.get(key)
         held = 0 if addr is None else addr.connections
-        if self.connections >= self.caps.total or held >= self.caps.per_ip:
+        if held >= self.caps.per_ip:
+            self.refused += 1
+            return None
+        if self.connections >= self.caps.total and not self._evict_heaviest(held):
             self.refused += 1
             return None
         if addr is None:
-            addr = self.addresses[ip] = AddressState()
+            addr = self.addresses[key] = AddressState()
         addr.connections += 1
         self.connections += 1
-        conn = ClientConn(ip=ip, address=addr, transport=transport)
+        conn = ClientConn(ip=key, address=addr, transport=transport)
+        addr.conns[conn] = None
         self.by_transport[transport] = conn
         return conn
 
+    def _evict_heaviest(self, held: int) -> bool:
+        """The total is full and an address holding `held` connections wants one: close the
+        oldest (idle ones first) connection of the address holding the most, if that is more
+        than `held` + 1, so a few addresses can never keep the rest out (rule 5)."""
+        heaviest = max(self.addresses.values(), key=lambda a: a.connections, default=None)
+        if heaviest is None or heaviest.connections <= held + 1:
+            return False
+        victim = next((c for c in heaviest.conns if not c.busy), None)
+        victim = victim or next(iter(heaviest.conns))
+        transport, websocket = victim.transport, victim.websocket
+        self.release(victim)
+        victim.evicted = True
+        self.evicted += 1
+        if transport is not None:
+            if websocket:
+                transport.write(_WS_EVICTED_FRAME)
+            elif not victim.busy:
+                transport.write(_refusal_bytes(self.caps))
+            if transport.get_write_buffer_size() > 0:  # it does not read: its descriptor now
+                transport.abort()
+            else:
+                transport.close()
+        return True
+
     def release(self, conn: ClientConn) -> None:
+        if conn.evicted:
+            return
         self.by_transport.pop(conn.transport, None)
         self.connections -= 1
         conn.address.connections -= 1
+        conn.address.conns.pop(conn, None)
+        if conn.websocket:
+            conn.websocket = False
+            conn.address.websockets -= 1
         self._forget_if_idle(conn)
+
+    def websocket_opened(self, conn: ClientConn) -> bool:
+        """Count `conn` as a WebSocket of its address; False if the address has its cap."""
+        if conn.address.websockets >= self.max_ws_per_ip:
+            self.refused += 1
+            return False
+        conn.websocket = True
+        conn.address.websockets += 1
+        return True
 
     def _forget_if_idle(self, conn: ClientConn) -> None:
         a = conn.address
-        if a.connections == 0 and a.work == 0 and a.waits == 0 and self.addresses.get(conn.ip) is a:
+        idle = a.connections == 0 and a.work == 0 and a.waits == 0 and a.request_bytes == 0
+        if idle and self.addresses.get(conn.ip) is a:
             del self.addresses[conn.ip]
+
+    @contextlib.contextmanager
+    def bytes_held(self, conn: ClientConn, size: int) -> Any:
+        """Count a message of `size` bytes against its address while it is handled (rule 3)."""
+        a = conn.address
+        if a.request_bytes + size > self.max_bytes_per_ip:
+            raise RpcError(
+                ErrorCode.RATE_LIMITED,
+                f"busy: more than {self.max_bytes_per_ip} request bytes in flight from this "
+                "address (rpc_max_in_flight_bytes_per_ip)",
+            )
+        a.request_bytes += size
+        try:
+            yield
+        finally:
+            a.request_bytes -= size
+            self._forget_if_idle(conn)
 
     def arm_header_timer(self, conn: ClientConn) -> None:
         if conn.header_timer is None and not conn.busy:
@@ -270,6 +349,25 @@ class ConnectionGuard:
             self._forget_if_idle(conn)
 
 
+def address_key(ip: str) -> str:
+    """What the per-address limits key on: an IPv4 address, or an IPv6 address's /64 (one
+    host is commonly given a whole /64, so its single addresses cost it nothing) (rule 5)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+_WS_EVICTED_REASON = b"evicted: the server is full and this address holds the most connections"
+# A server's close frame (RFC 6455 §5.5.1): FIN + opcode 8, unmasked, code 1013 "Try Again Later".
+_WS_EVICTED_FRAME = bytes([0x88, 2 + len(_WS_EVICTED_REASON)]) + b"\x03\xf5" + _WS_EVICTED_REASON
+
+
 def _refusal_bytes(caps: ConnectionCaps) -> bytes:
     msg = f"busy: too many connections (at most {caps.per_ip} per address, {caps.total} in all)"
     body = dumps_compact(
@@ -307,7 +405,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._guard.arm_header_timer(self._conn)
 
     def data_received(self, data: bytes) -> None:
-        if self._conn is None:
+        if self._conn is None or self._conn.evicted:
             return
         self._guard.arm_header_timer(self._conn)
         self._inner.data_received(data)

@@ -25,12 +25,16 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from node.api import ErrorCode
+from node.ratelog import LogLimiter
 from node.rpcconfig import RpcConfig
 from node.rpcspec import dumps_compact, error_reply
 
 __all__ = ["ReplyBudget", "SendBudget", "WsConn"]
 
 log = logging.getLogger("gmchain.rpc")
+# A reply that cannot be encoded is our bug, but a client may trigger it at will: rate-limited
+# like the other internal-error logs (node/ratelog.py; RpcConfig.error_log_per_minute's default).
+_ERROR_LOG = LogLimiter(per_minute=RpcConfig().error_log_per_minute)
 
 
 @dataclass(slots=True)
@@ -169,7 +173,7 @@ class ReplyBudget:
         try:
             text = dumps_compact(reply)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
-            log.exception("unserialisable JSON-RPC reply")
+            _ERROR_LOG.exception(log, "unserialisable JSON-RPC reply")
             text = dumps_compact(
                 error_reply(reply.get("id"), ErrorCode.INTERNAL_ERROR, "internal error")
             )
