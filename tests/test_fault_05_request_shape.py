@@ -99,3 +99,33 @@ def test_host_with_ipv6_zone_id_is_a_name() -> None:
     assert is_allowed_host("[fe80::1]:8545", allowed)
     assert not is_allowed_host("[fe80::1%evil.com]:8545", allowed)
     assert not is_allowed_host("fe80::1%evil.com", allowed)
+
+
+async def test_websockets_per_address_are_capped() -> None:
+    srv = RpcServer(FakeNode(), host="127.0.0.1", port=0, config=RpcConfig(max_ws_per_ip=2))
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{srv.port}/ws"
+            first, second = await session.ws_connect(url), await session.ws_connect(url)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url)
+            assert refused.value.status == 503
+            # Plain HTTP from the same address is still served; a closed socket frees its place.
+            reply = await _post(
+                session, srv.port, {"jsonrpc": "2.0", "id": 1, "method": "gm_status"}
+            )
+            assert "result" in reply, reply
+            await first.close()
+            for _ in range(100):
+                try:
+                    third = await session.ws_connect(url)
+                    break
+                except aiohttp.WSServerHandshakeError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("a closed WebSocket did not free its place")
+            await third.close()
+            await second.close()
+    finally:
+        await srv.stop()
