@@ -378,7 +378,9 @@ class _Chaos:
                 out[n] = h
         return out
 
-    def _caught_up(self, name: str, step: int | None, what: str, *, ahead: int = 0) -> float | None:
+    def _caught_up(
+        self, name: str, step: int | None, what: str, *, ahead: int = 0, bound: float = 0.0
+    ) -> float | None:
         """Wait (bounded) until `name` reaches the best height the others had when asked, and
         (under load) `ahead` blocks above its own: a node that must also follow the chain."""
         target = max(self._live_heights(exclude=name).values(), default=0)
