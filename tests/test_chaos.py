@@ -40,6 +40,7 @@ def test_chaos_short(tmp_path: Path) -> None:
         actions=actions_from_env(),
         hold_s=(2.0, 4.0),
         gap_s=(0.5, 1.5),
+        abuse_min_s=6.0,
     )
     report = run_chaos(tmp_path, cfg)
     _check(report.violations, seed)
