@@ -51,12 +51,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.chaos_clients import (
+    Abuser,
     DeafWebSocket,
     HandshakeStall,
     ProofFlood,
@@ -101,7 +101,7 @@ class ChaosConfig:
     ws_rss_mib: int = 64  # an abused node may grow by at most this much while abused
     abuse_min_s: float = 10.0  # an abusive client is held at least this long
     wait_hog_batches: int = 11  # issue 10 fault 5: eleven batches lock everyone out on base
-    stall_per_port: int = 80  # above the base's 64 pre-auth slots
+    stall_per_port: int = 68  # above the base's 64 pre-auth slots
     stall_garbage_every: int = 0  # every n-th stalled connection sends garbage (0: none)
     # A node restarted while its peers' handshakes stall must rejoin within this bound (a plain
     # kill/restart here rejoins in 1-2 s, even on a loaded machine; 0921e03 took 30 s and more)
@@ -178,7 +178,10 @@ class Report:
 
     def counts(self) -> dict[str, Any]:
         return {
+            "seed": self.seed,
+            "chaos_s": self.chaos_s,
             "actions": dict(Counter(s["kind"] for s in self.steps if not s.get("skipped"))),
+            "skipped": dict(self.skipped),
             "violations": dict(Counter(v["kind"] for v in self.violations)),
             "restarts": self.restarts,
             "unexpected_exits": len(self.exits),
@@ -494,7 +497,7 @@ class _Chaos:
             "no_idle", ",".join(names), step, "pools did not drain / heights differ"
         )
 
-    def _under_abuse(self, s: Step, abuser: AbstractContextManager[Any]) -> dict[str, Any]:
+    def _under_abuse(self, s: Step, abuser: Abuser) -> dict[str, Any]:
         """Hold `abuser` on `s.target` for the hold time; the target must keep serving a
         legitimate client (gm_status from 127.0.0.1) and keep following the chain."""
         assert self.load is not None
@@ -506,6 +509,7 @@ class _Chaos:
         probes_ok, probes, worst_ms, rss_peak, fds_peak = 0, 0, 0, rss0, 0
         refusals: list[str] = []  # RPC errors a legitimate client got (not timeouts)
         with abuser:
+            abuser.ready.wait(timeout=60)  # the hold starts once the abuse is in place
             t_end = time.monotonic() + max(s.hold_s, self.cfg.abuse_min_s)
             while time.monotonic() < t_end:
                 t0 = time.monotonic()
@@ -564,7 +568,7 @@ class _Chaos:
             abuser_address(self.rng),
             self.rng.getrandbits(32),
         )
-        abuser: AbstractContextManager[Any]
+        abuser: Abuser
         if s.kind == "slowloris":
             abuser = Slowloris(port, conns=self.cfg.slowloris_conns, src=src)
         elif s.kind == "deaf_ws":
@@ -603,6 +607,7 @@ class _Chaos:
             seed=self.rng.getrandbits(32),
         )
         with stall:
+            stall.ready.wait(timeout=60)
             time.sleep(min(s.hold_s, 3.0))  # let the stalls take the slots first
             self._take_down(s.target)
             self.nodes.signal(s.target, signal.SIGKILL)
@@ -644,6 +649,15 @@ class _Chaos:
     # --- the run ---
 
     def setup(self) -> None:
+        # The abusers' sockets are this process's descriptors: raise its soft limit if needed.
+        need = self.cfg.slowloris_conns + 4 * self.cfg.stall_per_port + 512
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+            if hard < need:
+                raise AssertionError(
+                    f"the drill needs {need} descriptors; the hard limit is {hard}"
+                )
         if "disk_full" in self.cfg.actions:
             disk = TmpfsDisk(self.c.d / self.disk_node / "db", self.cfg.disk_mib << 20)
             why = disk.mount()

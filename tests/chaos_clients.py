@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "Abuser",
     "DeafWebSocket",
     "HandshakeStall",
     "ProofFlood",
@@ -77,11 +78,13 @@ def _connect(port: int, src: str, timeout_s: float, rcvbuf: int | None = None) -
     return s
 
 
-class _Abuser:
-    """Thread plumbing shared by the abusers: `_loop` runs until exit."""
+class Abuser:
+    """What every abuser shares: `_loop` threads run until exit; `ready` is set once the abuse
+    is in place; `stats` counts what it did."""
 
     def __init__(self) -> None:
         self.stats: dict[str, int] = {}
+        self.ready = threading.Event()  # the abuse is in place (connections open, batches sent)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -93,7 +96,7 @@ class _Abuser:
         self._threads.append(t)
         t.start()
 
-    def __enter__(self) -> _Abuser:
+    def __enter__(self) -> Abuser:
         self._spawn(self._loop)
         return self
 
@@ -110,7 +113,7 @@ class _Abuser:
         pass
 
 
-class Slowloris(_Abuser):
+class Slowloris(Abuser):
     """`conns` connections that each send half a request header, then one header line every
     `trickle_s`, forever; connections the server closes are re-opened (up to `reopen` a cycle)."""
 
@@ -139,6 +142,7 @@ class Slowloris(_Abuser):
 
     def _loop(self) -> None:
         self._open(self.conns)
+        self.ready.set()
         while not self._stop.wait(self.trickle_s):
             alive = []
             for s in self._socks:
@@ -205,7 +209,7 @@ def _ws_open(port: int, src: str, rcvbuf: int | None) -> tuple[socket.socket | N
     return s, ""
 
 
-class DeafWebSocket(_Abuser):
+class DeafWebSocket(Abuser):
     """A WebSocket client that sends `batches` batches of `calls` requests and never reads.
 
     Its receive buffer is kept small, so every reply the node produces stays queued in the node.
@@ -232,6 +236,12 @@ class DeafWebSocket(_Abuser):
         self.refused = ""  # why the node refused the WebSocket, if it did
 
     def _loop(self) -> None:
+        try:
+            self._send_all()
+        finally:
+            self.ready.set()
+
+    def _send_all(self) -> None:
         s, why = _ws_open(self.port, self.src, rcvbuf=4096)
         if s is None:
             self._count("refused")
@@ -269,7 +279,7 @@ class DeafWebSocket(_Abuser):
             self._sock.close()
 
 
-class ProofFlood(_Abuser):
+class ProofFlood(Abuser):
     """`threads` clients, each posting `gm_getTransactionProof(tx, atHeight)` batches in a loop."""
 
     def __init__(
@@ -283,6 +293,7 @@ class ProofFlood(_Abuser):
     def __enter__(self) -> ProofFlood:
         for _ in range(self.threads):
             self._spawn(self._loop)
+        self.ready.set()
         return self
 
     def _loop(self) -> None:
@@ -318,7 +329,7 @@ class ProofFlood(_Abuser):
             self._count("errors", sum(1 for r in items if isinstance(r, dict) and "error" in r))
 
 
-class HandshakeStall(_Abuser):
+class HandshakeStall(Abuser):
     """`per_port` TCP connections to each P2P port that never complete a handshake; every
     `garbage_every`-th (0: none) sends random bytes first. A connection the node closes is
     re-taken at once."""
@@ -352,8 +363,9 @@ class HandshakeStall(_Abuser):
             for port in self.ports:  # top up: a port that refused (node down) is retried
                 for _ in range(self.per_port - held[port]):
                     self._take(port)
+            self.ready.set()
             socks = list(self._socks)
-            readable = select.select(socks, [], [], 0.2)[0] if socks else []
+            readable = select.select(socks, [], [], 0.05)[0] if socks else []
             for s in readable:
                 try:
                     data = s.recv(4096)
@@ -364,7 +376,8 @@ class HandshakeStall(_Abuser):
                 self._socks.pop(s)
                 s.close()
                 self._count("closed_by_server")
-            self._stop.wait(0.1)  # re-take promptly, without a busy loop of refused connects
+            # re-take a freed slot at once, as an attacker would, but without a busy loop
+            self._stop.wait(0.01 if readable else 0.05)
 
     def _release(self) -> None:
         for s in self._socks:
