@@ -39,7 +39,7 @@ Action kinds (names for GMCHAIN_CHAOS_ACTIONS, comma separated; `all` or `-kind`
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.config import NodeConfig
 from tests.chaos_clients import (
     Abuser,
     DeafWebSocket,
@@ -95,7 +96,7 @@ class ChaosConfig:
     catchup_s: float = 120.0  # bound for a healed node to reach the others' height
     wedge_s: float = 60.0  # alive but not answering / not following for this long = wedged
     lag_blocks: int = 5  # "behind" means more than this many blocks below the best node
-    node_nofile: int | None = 1024  # RLIMIT_NOFILE set on every node (a systemd default)
+    node_nofile: int | None = 1024  # RLIMIT_NOFILE (soft and hard) every node starts with
     slowloris_conns: int = 1100
     ws_batches: int = 200  # rpc.discover batches of 100 (issue 10 fault 6: 455 MiB on base)
     ws_rss_mib: int = 64  # an abused node may grow by at most this much while abused
@@ -107,7 +108,7 @@ class ChaosConfig:
     # kill/restart here catches up in 1-2 s even on a loaded machine; on 0921e03 the restarted
     # node stayed isolated until a slot freed by chance (3-32 s observed, 0 peers for 10 s).
     stall_rejoin_s: float = 10.0
-    disk_mib: int = 64  # size of the disk_full node's tmpfs
+    disk_mib: int = 64  # size of the disk_full node's tmpfs above the node's free-space floor
     require_disk: bool = False  # the soak must not skip the full disk
 
     def validate(self) -> None:
@@ -202,9 +203,12 @@ class _Nodes:
     def spawn(self, name: str, wait_s: float = 60.0) -> None:
         nd = self.c.d / name
         cfg_path = nd / "config.toml"
+        cmd = [sys.executable, "-m", "node.cli", "node", "start", "--config", str(cfg_path)]
+        if self.nofile is not None:  # soft = hard = nofile from the first instruction on
+            cmd = ["sh", "-c", f'ulimit -n {self.nofile} && exec "$@"', "sh", *cmd]
         with open(nd / "node.log", "ab") as log, self.lock:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "node", "start", "--config", str(cfg_path)],
+                cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -212,10 +216,7 @@ class _Nodes:
                 cwd=str(nd),
             )
             self.procs[name] = proc
-        (nd / "node.pid").write_text(str(proc.pid))
-        if self.nofile is not None:
-            with contextlib.suppress(ProcessLookupError, ValueError):  # exited: reported below
-                resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        (nd / "node.pid").write_text(str(proc.pid))  # sh exec()s the node: the same pid
         deadline = time.monotonic() + wait_s
         while self.c.status(name) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -660,7 +661,9 @@ class _Chaos:
                     f"the drill needs {need} descriptors; the hard limit is {hard}"
                 )
         if "disk_full" in self.cfg.actions:
-            disk = TmpfsDisk(self.c.d / self.disk_node / "db", self.cfg.disk_mib << 20)
+            # the node keeps a free-space floor (storage fault 4): the tmpfs is that much larger
+            size_mib = _free_space_floor_mib() + self.cfg.disk_mib
+            disk = TmpfsDisk(self.c.d / self.disk_node / "db", size_mib << 20)
             why = disk.mount()
             if why is None:
                 self.disk = disk
@@ -753,6 +756,12 @@ class _Chaos:
                     b = int(tx["blockNumber"])
                     assert where.setdefault(t, b) == b, f"{t} in block {where[t]} and {b} ({n})"
         self.report.final["txs_served_by_every_node"] = len(where)
+
+
+def _free_space_floor_mib() -> int:
+    """The node's default free-space floor, below which it refuses submissions (0 if none)."""
+    floor = {f.name: f.default for f in dataclasses.fields(NodeConfig)}.get("min_free_disk_mb")
+    return floor if isinstance(floor, int) else 0
 
 
 def _fd_count(pid: int) -> int:
