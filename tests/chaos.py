@@ -49,6 +49,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -314,7 +316,7 @@ class _Monitor:
                     else f"alive, answering, but stuck at height {h} for {frozen:.0f}s "
                     f"while the best node is at {best}"
                 )
-                ch.report.violate("wedged", name, ch.current_step, why)
+                ch.report.violate("wedged", name, ch.current_step, f"{why}; {_health(ch.c, name)}")
 
 
 class _Chaos:
@@ -756,6 +758,17 @@ class _Chaos:
                     b = int(tx["blockNumber"])
                     assert where.setdefault(t, b) == b, f"{t} in block {where[t]} and {b} ({n})"
         self.report.final["txs_served_by_every_node"] = len(where)
+
+
+def _health(c: Cluster, name: str) -> str:
+    """What the node's /health says (a zombie answered "ok" on 0921e03)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{c.rpc_port(name)}/health", timeout=5) as r:
+            return f"/health {r.status} {r.read(200)!r}"
+    except urllib.error.HTTPError as exc:
+        return f"/health {exc.code} {exc.read(200)!r}"
+    except OSError as exc:
+        return f"/health unreachable: {exc}"
 
 
 def _free_space_floor_mib() -> int:
