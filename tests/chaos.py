@@ -104,8 +104,8 @@ class ChaosConfig:
     ws_rss_mib: int = 64  # an abused node may grow by at most this much while abused
     abuse_min_s: float = 10.0  # an abusive client is held at least this long
     wait_hog_batches: int = 11  # issue 10 fault 5: eleven batches lock everyone out on base
-    stall_per_port: int = 68  # above the base's 64 pre-auth slots
-    stall_garbage_every: int = 0  # every n-th stalled connection sends garbage (0: none)
+    stall_per_port: int = 72  # above the base's 64 pre-auth slots ...
+    stall_garbage_every: int = 9  # ... of which every 9th sends garbage, the rest nothing
     # A node restarted while its peers' handshakes stall must rejoin within this bound: a plain
     # kill/restart here catches up in 1-2 s even on a loaded machine; on 0921e03 the restarted
     # node stayed isolated until a slot freed by chance (3-32 s observed, 0 peers for 10 s).
