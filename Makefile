@@ -34,8 +34,10 @@ bench: $(STAMP)
 	$(BIN)/gmchain bench --profile single --duration 60 --json out/bench-single.json
 	$(BIN)/gmchain bench --profile cluster4 --duration 60 --json out/bench-cluster4.json
 
+# soak: every `soak` test, among them the chaos drill (tests/test_chaos.py) for GMCHAIN_SOAK_S
+# seconds (default 1800); -s prints each drill's counts.
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak -o addopts='' --timeout 7200 tests
+	$(BIN)/python -m pytest -q -s -m soak -o addopts='' --timeout 7200 tests
 	GMCHAIN_REQUIRE_SMALL_FS=1 $(BIN)/python -m pytest -q tests/test_fault_04_full_disk.py
 
 sim-long: $(STAMP)

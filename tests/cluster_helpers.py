@@ -364,7 +364,7 @@ class LoadGen:
 
     def _run(self) -> None:
         conns: dict[str, http.client.HTTPConnection] = {}
-        heads: dict[str, int] = {}
+        heads: dict[str, tuple[int, float]] = {}  # node -> (its height, when it was read)
         seq = 0
         period = 1.0 / self.rate
         next_t = time.monotonic()
@@ -377,9 +377,13 @@ class LoadGen:
             name = targets[seq % len(targets)]
             seq += 1
             try:
-                if seq % 50 == 1 or name not in heads:
-                    heads[name] = int(rpc_call(self.cluster.rpc_port(name), "gm_status")["height"])
-                tx = self._build(seq, heads[name])
+                # Each node's own head, at most 1 s old: the tx's expiry is head + W/2, and a
+                # stale head (a node left unread for minutes) made expiries that had passed or
+                # were a few blocks away, so acknowledged txs expired unpacked.
+                if time.monotonic() - heads.get(name, (0, -1e9))[1] > 1.0:
+                    st = rpc_call(self.cluster.rpc_port(name), "gm_status")
+                    heads[name] = (int(st["height"]), time.monotonic())
+                tx = self._build(seq, heads[name][0])
                 tx_id = self._submit(conns, name, tx)
             except (OSError, http.client.HTTPException, RuntimeError, ValueError) as exc:
                 conns.pop(name, None)
