@@ -15,6 +15,7 @@ node/chain.py rule 2 (what a replica checks before voting); ledger/executor.py r
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -23,7 +24,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,3 +422,25 @@ class NodeProcess:
         from node.keys_cli import load_key
 
         return load_key(self.data_dir / "client.key", DEV_PASSPHRASE.encode())
+
+
+@contextlib.contextmanager
+def running_dev_node(
+    tmp_path: Path, *, nofile: int | None = None, deadline_s: float = START_DEADLINE_S
+) -> Iterator[NodeProcess]:
+    """A `gmchain dev` child under `tmp_path`, started and answering; stopped on exit."""
+    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home", nofile=nofile)
+    try:
+        proc.start()
+        proc.wait_ready(deadline_s)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process `pid` in MiB, from /proc (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")

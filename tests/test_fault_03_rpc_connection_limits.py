@@ -26,7 +26,7 @@ import pytest
 from node.api import ErrorCode
 from node.rpc import RpcConfig, RpcServer
 from node.rpclimits import compute_connection_caps
-from tests.node_helpers import NodeProcess, RpcSession, sign_tx
+from tests.node_helpers import NodeProcess, RpcSession, running_dev_node, sign_tx
 from tests.test_rpc_fake import FakeNode
 
 START_DEADLINE_S = 120.0
@@ -43,13 +43,8 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
         if hard != resource.RLIM_INFINITY and hard < need:
             pytest.skip(f"this test needs {need} descriptors; the hard limit is {hard}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home", nofile=1024)
-    try:
-        proc.start()
-        proc.wait_ready(START_DEADLINE_S)
+    with running_dev_node(tmp_path, nofile=1024, deadline_s=START_DEADLINE_S) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _open_idle(port: int, n: int) -> list[socket.socket]:

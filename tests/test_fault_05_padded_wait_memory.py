@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.node_helpers import NodeProcess
+from tests.node_helpers import NodeProcess, rss_mib, running_dev_node
 
 START_DEADLINE_S = 120.0
 BOUND_S = 60.0
@@ -31,20 +31,8 @@ RSS_GROWTH_BOUND_MIB = 200
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home")
-    try:
-        proc.start()
-        proc.wait_ready(START_DEADLINE_S)
+    with running_dev_node(tmp_path, deadline_s=START_DEADLINE_S) as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-def _rss_mib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) // 1024
-    raise AssertionError("no VmRSS")
 
 
 def _padded_wait(i: int, pad: str) -> str:
@@ -59,7 +47,7 @@ def test_padded_waits_on_one_websocket_do_not_grow_memory(node: NodeProcess) -> 
 async def _scenario(node: NodeProcess) -> None:
     assert node.proc is not None
     pid = node.proc.pid
-    before = _rss_mib(pid)
+    before = rss_mib(pid)
     pad = "[" + ",".join(["{}"] * ((1024 * 1024 - 300) // 3)) + "]"
     peak = before
     async with (
@@ -70,7 +58,7 @@ async def _scenario(node: NodeProcess) -> None:
             msg = _padded_wait(i, pad)
             assert len(msg) <= 1024 * 1024
             await ws.send_str(msg)
-            peak = max(peak, _rss_mib(pid))
+            peak = max(peak, rss_mib(pid))
         # Every message gets its reply (refusals come at once; nothing waits 30 s). A message
         # refused before it is parsed has no id: its reply's id is null.
         replies = []
@@ -79,7 +67,7 @@ async def _scenario(node: NodeProcess) -> None:
             left = end - time.monotonic()
             assert left > 0, f"only {len(replies)} of {MESSAGES} replies within {BOUND_S} s"
             replies.append(json.loads(await asyncio.wait_for(ws.receive_str(), left)))
-            peak = max(peak, _rss_mib(pid))
+            peak = max(peak, rss_mib(pid))
         growth = peak - before
         assert growth < RSS_GROWTH_BOUND_MIB, (
             f"node RSS grew by {growth} MiB ({before} -> {peak}) under {MESSAGES} padded waits"

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.node_helpers import NodeProcess, RpcSession
+from tests.node_helpers import NodeProcess, RpcSession, running_dev_node
 
 START_DEADLINE_S = 120.0
 BOUND_S = 60.0  # generous bound on a condition a loaded 2-core machine must still reach
@@ -31,13 +31,8 @@ BOUND_S = 60.0  # generous bound on a condition a loaded 2-core machine must sti
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home")
-    try:
-        proc.start()
-        proc.wait_ready(START_DEADLINE_S)
+    with running_dev_node(tmp_path, deadline_s=START_DEADLINE_S) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _waits_batch(n: int, timeout_ms: int = 30_000) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.node_helpers import NodeProcess
+from tests.node_helpers import NodeProcess, running_dev_node
 
 START_DEADLINE_S = 120.0
 BOUND_S = 60.0
@@ -32,13 +32,8 @@ PER_ATTACKER = 32  # the per-address cap in force at RLIMIT_NOFILE 1024 (total 6
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home", nofile=1024)
-    try:
-        proc.start()
-        proc.wait_ready(START_DEADLINE_S)
+    with running_dev_node(tmp_path, nofile=1024, deadline_s=START_DEADLINE_S) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def _victim(session: aiohttp.ClientSession, port: int) -> tuple[int, str]:

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from node.rpc import RpcConfig, RpcServer, load_openrpc
-from tests.node_helpers import NodeProcess
+from tests.node_helpers import NodeProcess, rss_mib, running_dev_node
 from tests.test_rpc_fake import FakeNode
 
 START_DEADLINE_S = 120.0
@@ -33,20 +33,8 @@ GROWTH_BOUND_MIB = 160  # two per-connection budgets (32 MiB each) with room; ba
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    proc = NodeProcess(data_dir=tmp_path / "dev", home=tmp_path / "home")
-    try:
-        proc.start()
-        proc.wait_ready(START_DEADLINE_S)
+    with running_dev_node(tmp_path, deadline_s=START_DEADLINE_S) as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-def _rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    assert found is not None
-    return int(found.group(1)) / 1024
 
 
 def _metric(port: int, text_re: str) -> int:
@@ -67,7 +55,7 @@ def test_non_reading_client_is_closed_and_the_node_stays_small(node: NodeProcess
 
 async def _flood(node: NodeProcess, pid: int, batch: str) -> tuple[int, int | None]:
     url = f"http://127.0.0.1:{node.port}/ws"
-    before = peak = _rss_mib(pid)
+    before = peak = rss_mib(pid)
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(url, max_msg_size=0, autoclose=False)
         for _ in range(BATCHES):
@@ -78,7 +66,7 @@ async def _flood(node: NodeProcess, pid: int, batch: str) -> tuple[int, int | No
         # Never read until the node has either run all 200 batches or dropped the socket.
         end = time.monotonic() + BOUND_S
         while True:
-            peak = max(peak, _rss_mib(pid))
+            peak = max(peak, rss_mib(pid))
             done = _metric(node.port, r'gmchain_rpc_requests_total\{method="rpc.discover"\} (\d+)')
             conns = _metric(node.port, r"gmchain_rpc_ws_connections (\d+)")
             if done >= 100 * BATCHES or conns == 0:
@@ -86,7 +74,7 @@ async def _flood(node: NodeProcess, pid: int, batch: str) -> tuple[int, int | No
             assert time.monotonic() < end, f"neither all batches ran nor the socket closed: {done}"
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
-        peak = max(peak, _rss_mib(pid))
+        peak = max(peak, rss_mib(pid))
         growth = peak - before
         print(f"rss {before:.0f} -> peak {peak:.0f} MiB, rpc.discover run {done}, conns {conns}")
         assert growth < GROWTH_BOUND_MIB, f"the node grew by {growth:.0f} MiB (from {before:.0f})"
