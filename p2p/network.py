@@ -410,21 +410,27 @@ class P2PNetwork:
         await writer.drain()
         return result
 
-    async def _run_initiator(
-        self,
-        info: PeerInfo,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decoder: FrameDecoder,
-    ) -> HandshakeResult:
-        hs = await self._in_pool(
-            lambda: Initiator(  # generates the ephemeral SM2 key
+    async def _new_initiator(self, info: PeerInfo) -> Initiator:
+        """Generates the ephemeral SM2 key (in the pool) *before* the TCP connection opens, so
+        the hello leaves the moment it does: a connection that stays silent can be evicted by a
+        newer one from the same address (p2p/preauth.py), and under load the key generation
+        alone kept an honest peer's fresh dial silent for seconds."""
+        return await self._in_pool(
+            lambda: Initiator(
                 chain_id=self._chain_id,
                 genesis_hash=self._genesis_hash,
                 identity=self._key,
                 expected_peer=info.pubkey,
             )
         )
+
+    async def _run_initiator(
+        self,
+        hs: Initiator,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+    ) -> HandshakeResult:
         writer.write(encode_frame(hs.start()))
         m2 = await self._read_handshake_frame(reader, decoder)
         writer.write(encode_frame(await self._in_pool(lambda: hs.on_responder_hello(m2))))
@@ -561,8 +567,9 @@ class P2PNetwork:
         decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         try:
             async with asyncio.timeout(self._config.handshake_timeout_s):
+                hs = await self._new_initiator(info)
                 reader, writer = await asyncio.open_connection(info.host, info.port)
-                result = await self._run_initiator(info, reader, writer, decoder)
+                result = await self._run_initiator(hs, reader, writer, decoder)
         except asyncio.CancelledError:
             if writer is not None:
                 writer.transport.abort()

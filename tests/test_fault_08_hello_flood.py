@@ -274,7 +274,7 @@ async def test_silent_connections_from_an_admitted_peers_own_address_do_not_isol
     await victim.start()
     per = P2PConfig().max_pending_per_address  # the slots reserved for the peer's host
     attacker = subprocess.Popen(
-        [sys.executable, "-c", _STALLER, str(victim.listen_port), "12", str(per * 2)]
+        [sys.executable, "-c", _STALLER, str(victim.listen_port), "60", str(per * 2)]
     )
     try:
         loop = asyncio.get_running_loop()
@@ -283,8 +283,11 @@ async def test_silent_connections_from_an_admitted_peers_own_address_do_not_isol
             assert loop.time() < deadline, victim.stats
             await asyncio.sleep(0.02)
         await asyncio.sleep(1.0)  # the churn is under way
-        reconnect = await _time_connect(victim, kp, kv, 20)
-        assert reconnect < 5, f"isolated: {victim.stats['handshake_refusals']}"
+        # The attack outlasts the bound by far (isolation would last all 60 s); 15 s leaves room
+        # for a loaded 2-core machine (a 10 s reconnect was seen under load before the dialer
+        # generated its ephemeral key ahead of the connection instead of while holding it silent).
+        reconnect = await _time_connect(victim, kp, kv, 30)
+        assert reconnect < 15, f"isolated: {victim.stats['handshake_refusals']}"
         assert victim.stats["handshake_refusals"].get("evicted_silent", 0) >= 1
     finally:
         attacker.kill()
