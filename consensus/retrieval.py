@@ -6,7 +6,9 @@ Rules this module keeps (docs/consensus.md, L8):
 2. A `BlockResponse` is used only if solicited or vouched for by a verified QC, if its blocks form
    one parent chain ending at the requested id, and if every block's justify QC verifies.
 3. A gap older than the peers' in-memory window falls back to `SyncRequest`; every synced block is
-   applied only after its `CommitProof` verifies, so an unsolicited `SyncResponse` is harmless.
+   applied only after its `CommitProof` verifies and its body passes `App.validate_block` on its
+   parent (a proof certifies the header, not the transactions beside it), so an unsolicited or
+   forged `SyncResponse` is harmless.
 4. A certified block still missing with nothing in flight is re-requested every few retry periods.
 Part of `Replica` (a mixin: the attributes and methods declared below are the replica's own).
 """
@@ -147,16 +149,20 @@ class RetrievalMixin:
     def _apply_committed(self, items: tuple[tuple[Block, CommitProof], ...]) -> None:
         """Committed sync: link each block to our root; commit each run ending at a proven tip."""
         run: list[Block] = []
-        expect_parent = self.tree.root.block_id
-        expect_height = self.tree.root.height + 1
+        parent = self.tree.root
         for block, proof in items:
             h = block.header
-            if h.height < expect_height:
+            if h.height <= parent.height:
                 continue
-            if h.parent_id != expect_parent or h.height != expect_height:
+            if h.parent_id != parent.block_id or h.height != parent.height + 1:
+                return
+            # Rule 3: a proof certifies the header only; the body must be the one the header
+            # commits to (transactions, signatures, execution results), checked exactly as a
+            # proposal is — or one peer could make a lagging node commit other transactions.
+            if not self.app.validate_block(block, parent):
                 return
             run.append(block)
-            expect_parent, expect_height = block.block_id, h.height + 1
+            parent = h
             if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
                 continue
             self._effects.append(Commit(blocks=tuple(run), proof=proof))
@@ -167,4 +173,4 @@ class RetrievalMixin:
             self._process_qc(proof.qc, None)
             run = []
         if len(items) >= self.cfg.sync_batch and not run:
-            self._request_sync(self._pick_peer(expect_parent))
+            self._request_sync(self._pick_peer(parent.block_id))

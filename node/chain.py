@@ -325,7 +325,7 @@ class Chain:
         if h.block_id in self._results:
             # We built (or already validated) exactly this block: its id commits to every field.
             return True
-        reason = self._check_header_shape(h, parent)
+        reason = self._check_header_shape(h, parent) or self._check_block_bytes(block.txs)
         if reason is None:
             reason = self._check_signatures(block.txs)
         if reason is None:
@@ -509,6 +509,15 @@ class Chain:
             return "timestamp too far in the future"
         if h.tx_count > self.max_block_txs:
             return "too many transactions"
+        return None
+
+    @staticmethod
+    def _check_block_bytes(txs: Sequence[SignedTx]) -> str | None:
+        """A block is valid only if every carrier of it fits one peer message (fault 1): an
+        honest leader never builds more than MAX_BLOCK_TX_BYTES of transactions, and a
+        Byzantine leader's larger block, once committed, could not be served to a syncing peer."""
+        if sum(len(t.encode()) for t in txs) > MAX_BLOCK_TX_BYTES:
+            return f"transactions exceed {MAX_BLOCK_TX_BYTES} bytes"
         return None
 
     def _check_signatures(self, txs: Sequence[SignedTx]) -> str | None:

@@ -219,6 +219,7 @@ class NetworkBridge:
             "gossip_in": 0,
             "gossip_out": 0,
             "gossip_rejected": 0,
+            "unservable_replies": 0,
         }
         self.detector = EquivocationDetector(
             chain_id=service.genesis.chain_id, verifier=service.verifier
@@ -251,7 +252,16 @@ class NetworkBridge:
     def _send(self, to: NodeId | None, msg: Any) -> None:
         payload = msg.encode()
         if len(payload) > MAX_MESSAGE_BYTES and isinstance(msg, BlockResponse | SyncResponse):
-            payload = _cut_to_fit(msg)
+            cut = _cut_to_fit(msg)
+            if cut is None:
+                # A reply to a peer never stops this node: a committed block that no carrier
+                # fits (only a block from before the byte rule of node/chain.py) is not served.
+                self.stats["unservable_replies"] += 1
+                log.warning(
+                    "not answering %s: one block does not fit a message", type(msg).__name__
+                )
+                return
+            payload = cut
         # (anything else too large is our bug: P2PNetwork raises, and the node stops loudly)
         if to is None:
             self.net.broadcast(payload)
@@ -365,8 +375,9 @@ class NetworkBridge:
             self.net.report_misbehaviour(sender, f"{bad} undecodable transactions in a batch")
 
 
-def _cut_to_fit(msg: BlockResponse | SyncResponse) -> bytes:
-    """The encoding of the longest prefix of `msg`'s blocks that fits one message (rule 3).
+def _cut_to_fit(msg: BlockResponse | SyncResponse) -> bytes | None:
+    """The encoding of the longest prefix of `msg`'s blocks that fits one message (rule 3);
+    None if not even its first block fits.
 
     One block always fits (node/chain.py bounds a block by MAX_BLOCK_TX_BYTES); the requester
     fetches the rest from where the answer stopped (rule 3). Each part
@@ -380,8 +391,7 @@ def _cut_to_fit(msg: BlockResponse | SyncResponse) -> bytes:
         sizes = [len(b.encode()) + len(p.encode()) + 1 for b, p in msg.items]
         cut = SyncResponse(items=msg.items[: _prefix_that_fits(sizes, budget)])
     payload = cut.encode()
-    assert len(payload) <= MAX_MESSAGE_BYTES, f"one block does not fit one {type(msg).__name__}"
-    return payload
+    return payload if len(payload) <= MAX_MESSAGE_BYTES else None
 
 
 def _prefix_that_fits(sizes: Sequence[int], budget: int) -> int:

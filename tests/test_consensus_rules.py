@@ -555,6 +555,26 @@ def test_l8_committed_sync_verifies_every_proof() -> None:
     assert c.blocks == (blocks[0],) and rep.committed_header == blocks[0].header
 
 
+def test_l8_committed_sync_checks_the_body_against_the_proven_header() -> None:
+    """Review finding (issue 10): a CommitProof certifies a header, not the transactions beside
+    it. A peer that kept the proven header and swapped the block's transaction had a lagging
+    node commit the wrong one; now a synced block passes App.validate_block on its parent, as a
+    proposal does, before anything of its run is committed."""
+    w = World()
+    blocks = w.chain([1, 2, 3], ntx=1)
+    proof = CommitProof(header=blocks[1].header, qc=w.qc(blocks[1].header))
+    other = make_tx(99_999)
+    w.submitted[other.tx_id] = other  # a real, submitted tx: only the header binding is wrong
+    forged = Block(header=blocks[0].header, txs=(other,))
+    rep = w.replica()
+    rep.sync_inflight_ms = w.now + 10_000
+    assert commits(rep.step(w.msg(1, SyncResponse(items=((forged, proof),))))) == []
+    assert rep.committed_header == w.genesis
+    rep.sync_inflight_ms = w.now + 10_000
+    (c,) = commits(rep.step(w.msg(1, SyncResponse(items=((blocks[0], proof),)))))
+    assert c.blocks == (blocks[0],)
+
+
 def test_sync_request_is_answered_from_the_app_store() -> None:
     w = World()
     blocks = w.chain([1, 2], ntx=1)
