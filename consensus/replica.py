@@ -35,7 +35,8 @@ docs/consensus.md numbers them):
   L10. Lag is measured from verified certificates only, never from a height a peer merely names:
       `peak_height` is the highest h - 1 over the verified `commit_qc`s (height h) of peers'
       SyncInfo, the height that QC committed. A peer can overstate it only by sending a valid QC
-      that did not commit (its high QC): by the one or two blocks not yet committed at its tip.
+      that did not commit (its high QC): by the certified, uncommitted blocks at its tip (one or
+      two while rounds are consecutive; more after timeouts left round gaps).
       `heard_status` becomes true at the first peer SyncInfo whose high QC verifies.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
 Check everything, then change state: an invalid message leaves the replica as it was.
