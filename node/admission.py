@@ -267,6 +267,3 @@ class AdmissionMixin:
         if verify and not verify_signature(tx.body.sender, tx.tx_id, tx.signature):
             return ErrorCode.BAD_SIGNATURE, "signature does not verify"
         return None
-
-    def registry_has(self, contract: str) -> bool:
-        return contract in self.registry.names

@@ -24,7 +24,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,3 +444,34 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.asynccontextmanager
+async def running_service(tmp_path: Path, net: TestNet, **config: Any) -> AsyncIterator[Any]:
+    """A started in-process NodeService of `net`'s validator over a real Store in `tmp_path`
+    (NodeConfig fields from `config`); stopped and closed on exit."""
+    from node.config import NodeConfig
+    from node.service import NodeService
+
+    store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
+    cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-", **config)
+    service = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+        store.close()
+
+
+def get_health(port: int) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, body) of the node's /health, or None if it does not answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()

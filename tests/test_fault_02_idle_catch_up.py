@@ -17,29 +17,16 @@ restart. Deadlines are failure bounds only (a loaded 2-core machine).
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from node.config import NodeConfig
 from tests.cluster_helpers import Cluster, rpc_call, running_cluster, wait_until
-from tests.node_helpers import evidence_args, sign_tx
+from tests.node_helpers import evidence_args, get_health, sign_tx
 
 CATCH_UP_S = 90.0
 TXS = 20
-
-
-def health(port: int) -> tuple[int, dict[str, Any]] | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/health")
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-    finally:
-        conn.close()
 
 
 def commit_one(c: Cluster, name: str, i: int) -> dict[str, Any]:
@@ -97,7 +84,7 @@ def test_a_restarted_validator_catches_up_on_an_idle_chain(tmp_path: Path) -> No
         isolated = []  # checked after the catch-up (so that base 0921e03 fails on the main fault)
         isolated_until = time.monotonic() + 3.0
         while time.monotonic() < isolated_until:
-            isolated.append((c.status(victim), health(port)))
+            isolated.append((c.status(victim), get_health(port)))
             time.sleep(0.2)
         net.heal(links)
         seen: list[tuple[int, dict[str, Any], int | None, dict[str, Any] | None]] = []
@@ -105,7 +92,7 @@ def test_a_restarted_validator_catches_up_on_an_idle_chain(tmp_path: Path) -> No
         while time.monotonic() < deadline:
             t = time.monotonic()
             st = c.status(victim)
-            h = health(port)
+            h = get_health(port)
             if st is not None:
                 seen.append(
                     (
@@ -143,7 +130,7 @@ def test_a_restarted_validator_catches_up_on_an_idle_chain(tmp_path: Path) -> No
             assert st["lag"] == st["peerHeight"] - st["height"], st
         final = seen[-1][1]
         assert final["peerHeight"] >= target and final["lag"] == 0, final
-        h = wait_until(lambda: health(port), 30, "/health")
+        h = wait_until(lambda: get_health(port), 30, "/health")
         assert h[0] == 200 and h[1]["catchingUp"] is False, h
 
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

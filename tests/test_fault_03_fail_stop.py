@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import pytest
 
 from node.config import load_config, write_config
 from node.daemon import init_dev
-from tests.node_helpers import NodeProcess, RpcFailure, RpcSession, sign_tx
+from tests.node_helpers import NodeProcess, RpcFailure, RpcSession, get_health, sign_tx
 
 EXIT_DEADLINE_S = 60.0  # a failure bound only; the node exits within a step of the failed write
 
@@ -63,18 +62,6 @@ def fill(directory: Path) -> None:
                 f.write(b"\0")
 
 
-def health(port: int) -> tuple[int, dict[str, object]] | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/health")
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-    finally:
-        conn.close()
-
-
 def test_a_node_whose_store_cannot_write_exits_non_zero(tmp_path: Path) -> None:
     data_dir = tmp_path / "dev"
     node = NodeProcess(data_dir=data_dir, home=tmp_path / "home")
@@ -102,7 +89,7 @@ def test_a_node_whose_store_cannot_write_exits_non_zero(tmp_path: Path) -> None:
             ok_since: float | None = None
             assert node.proc is not None
             while node.proc.poll() is None and time.monotonic() < deadline:
-                got = health(node.port)
+                got = get_health(node.port)
                 if got is not None and got[0] == 200 and got[1].get("status") == "ok":
                     ok_since = ok_since or time.monotonic()
                     assert time.monotonic() - ok_since < 20.0, (

@@ -31,15 +31,20 @@ import aiohttp
 import pytest
 
 from contracts.keys import address_of
-from ledger.store import Store
 from ledger.types import ReceiptStatus
 from node.api import ApiError, ErrorCode
-from node.config import NodeConfig
 from node.jsonfmt import hex0x
 from node.mempool import MempoolConfig
 from node.rpc import RpcServer
 from node.service import NodeService
-from tests.node_helpers import ChainRig, TestNet, evidence_args, make_net, sign_tx
+from tests.node_helpers import (
+    ChainRig,
+    TestNet,
+    evidence_args,
+    make_net,
+    running_service,
+    sign_tx,
+)
 
 VICTIM_TXS = 300
 
@@ -48,21 +53,8 @@ VICTIM_TXS = 300
 async def one_per_block(tmp_path: Path) -> AsyncIterator[tuple[NodeService, TestNet]]:
     """A single validator that packs one transaction per block (so the order is observable)."""
     net = make_net(3, replay_window=1000)
-    store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
-    cfg = NodeConfig(
-        data_dir=str(tmp_path / "db"),
-        genesis_file="-",
-        key_file="-",
-        min_block_txs=1,
-        max_block_txs=1,
-    )
-    service = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
-    await service.start()
-    try:
+    async with running_service(tmp_path, net, min_block_txs=1, max_block_txs=1) as service:
         yield service, net
-    finally:
-        await service.stop()
-        store.close()
 
 
 async def test_revoked_senders_txs_leave_the_pool_and_do_not_block_others(

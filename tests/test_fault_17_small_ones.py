@@ -25,25 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from ledger.store import Store
 from node.api import ApiError, ErrorCode
 from node.config import NodeConfig, write_config
 from node.service import NodeService
-from tests.node_helpers import TestNet, make_net, sign_tx
+from tests.node_helpers import TestNet, make_net, running_service, sign_tx
 
 
 @pytest.fixture
 async def svc(tmp_path: Path) -> AsyncIterator[tuple[NodeService, TestNet]]:
     net = make_net(2, replay_window=50)
-    store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
-    cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
-    service = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
-    await service.start()
-    try:
+    async with running_service(tmp_path, net) as service:
         yield service, net
-    finally:
-        await service.stop()
-        store.close()
 
 
 async def _refused(service: NodeService, raw: bytes) -> ApiError:

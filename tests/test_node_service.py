@@ -22,27 +22,18 @@ from consensus.certs import CertChecker
 from consensus.messages import CommitProof
 from crypto_sm import PublicKey
 from ledger.proofs import ConsistencyProof
-from ledger.store import Store
 from ledger.types import BlockHeader, NodeId, ReceiptStatus
 from node.api import ApiError, ErrorCode
-from node.config import NodeConfig
 from node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
 from node.service import NodeService
-from tests.node_helpers import TestNet, evidence_args, make_net, sign_tx
+from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
 
 
 @pytest.fixture
 async def svc(tmp_path: Path) -> AsyncIterator[tuple[NodeService, TestNet]]:
     net = make_net(2, replay_window=50)
-    store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
-    cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
-    service = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
-    await service.start()
-    try:
+    async with running_service(tmp_path, net) as service:
         yield service, net
-    finally:
-        await service.stop()
-        store.close()
 
 
 async def submit_and_wait(service: NodeService, raw: bytes) -> tuple[bytes, object, int, int]:
