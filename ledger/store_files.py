@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -286,13 +287,19 @@ def check_log_files(path: str | os.PathLike[str]) -> list[str]:
     found: list[str] = []
     for f in sorted(Path(path).iterdir()):
         if _LOG_FILE.match(f.name):
-            try:
-                _check_log(f.read_bytes())
-            except _Damaged as e:
-                found.append(f"{f.name}: {e}")
-            except OSError as e:
-                found.append(f"{f.name}: cannot be read ({e.strerror})")
+            found += _finding(f, _check_log)
     return found
+
+
+def _finding(f: Path, check: Callable[[bytes], None]) -> list[str]:
+    """`check`'s finding on the bytes of file `f` as one line, or none."""
+    try:
+        check(f.read_bytes())
+    except _Damaged as e:
+        return [f"{f.name}: {e}"]
+    except OSError as e:
+        return [f"{f.name}: cannot be read ({e.strerror})"]
+    return []
 
 
 def check_files(path: str | os.PathLike[str]) -> list[str]:
@@ -316,12 +323,6 @@ def check_files(path: str | os.PathLike[str]) -> list[str]:
             if _LOG_FILE.match(f.name)
             else None
         )
-        if check is None:
-            continue
-        try:
-            check(f.read_bytes())
-        except _Damaged as e:
-            found.append(f"{f.name}: {e}")
-        except OSError as e:
-            found.append(f"{f.name}: cannot be read ({e.strerror})")
+        if check is not None:
+            found += _finding(f, check)
     return found

@@ -23,6 +23,7 @@ import resource
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -475,3 +476,15 @@ def get_health(port: int) -> tuple[int, dict[str, Any]] | None:
         return None
     finally:
         conn.close()
+
+
+def run_gmchain(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """`gmchain ARGS` as a child process of this checkout (output captured as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )

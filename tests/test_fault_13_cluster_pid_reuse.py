@@ -11,9 +11,7 @@ The unrelated process here is a real `sleep` this test starts and always reaps.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,18 +19,11 @@ import pytest
 
 from node.cluster import init_cluster
 from tests.cluster_helpers import free_port_block
-from tests.node_helpers import ROOT
+from tests.node_helpers import run_gmchain
 
 
 def _gmchain(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return run_gmchain(*args, timeout_s=120)
 
 
 @pytest.fixture

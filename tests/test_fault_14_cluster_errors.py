@@ -13,23 +13,15 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from node.cluster import init_cluster, stop_nodes
 from tests.cluster_helpers import free_port_block
-from tests.node_helpers import ROOT
+from tests.node_helpers import run_gmchain
 
 
 def _gmchain(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return run_gmchain(*args, timeout_s=300)
 
 
 def _one_line(text: str) -> str:
