@@ -20,7 +20,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy crypto_sm ledger consensus node p2p contracts bench
+	$(BIN)/mypy -p gmchain
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
@@ -41,7 +41,7 @@ soak: $(STAMP)
 	GMCHAIN_REQUIRE_SMALL_FS=1 $(BIN)/python -m pytest -q tests/test_fault_04_full_disk.py
 
 sim-long: $(STAMP)
-	$(BIN)/python -m consensus.sim --seeds 20000 --nodes 4 --byzantine 1 --faults all --json
+	$(BIN)/python -m gmchain.consensus.sim --seeds 20000 --nodes 4 --byzantine 1 --faults all --json
 	$(BIN)/python -m pytest -q -m simlong -o addopts='' --timeout 7200 tests
 
 clean:

@@ -1,7 +1,7 @@
-"""`python -m bench ...` = `gmchain bench ...` (same arguments; see bench.cli)."""
+"""`python -m gmchain.bench ...` = `gmchain bench ...` (same arguments; see bench.cli)."""
 
 import sys
 
-from bench.cli import main
+from gmchain.bench.cli import main
 
 sys.exit(main(sys.argv[1:]))

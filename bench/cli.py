@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.manifest import ceiling_tps, machine_manifest, microbench
-from bench.nodes import System, start_cluster4, start_single
-from bench.report import DEFINITIONS, check_schema, render_markdown, write_charts
-from bench.run import (
+from gmchain.bench.manifest import ceiling_tps, machine_manifest, microbench
+from gmchain.bench.nodes import System, start_cluster4, start_single
+from gmchain.bench.report import DEFINITIONS, check_schema, render_markdown, write_charts
+from gmchain.bench.run import (
     Harness,
     LoadSettings,
     batch_for,
@@ -38,7 +38,7 @@ from bench.run import (
     kill_one,
     restart_after_blocks,
 )
-from bench.workload import make_keys
+from gmchain.bench.workload import make_keys
 
 __all__ = ["main"]
 
@@ -135,7 +135,7 @@ def _verdict(a: dict[str, Any], rate: float, need: float) -> dict[str, Any]:
 
 def _faults(h: Harness, args: argparse.Namespace, rate: float, out: dict[str, Any]) -> None:
     """The three cluster4 drills; results go into `out` as each finishes."""
-    from node.cluster import start_nodes
+    from gmchain.node.cluster import start_nodes
 
     d = args.duration
     a = h.phase(rate, d, actions=[(d / 2, kill_one("node3"))])

@@ -438,7 +438,7 @@ def _query_body(plan: QueryPlan, rng: random.Random) -> bytes:
 
 
 async def _run_queries(plan: QueryPlan) -> dict[str, Any]:
-    from bench.hdr import Histogram
+    from gmchain.bench.hdr import Histogram
 
     hist = Histogram()
     errors: Counter[str] = Counter()

@@ -111,7 +111,7 @@ def _synced_writes_per_s(seconds: float) -> float:
 
 def microbench(seconds: float = 1.0) -> dict[str, Any]:
     """Rule 2; `seconds` per figure."""
-    from crypto_sm.bench import run_bench
+    from gmchain.crypto_sm.bench import run_bench
 
     crypto = run_bench(seconds=seconds)
     return {

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_sm import PrivateKey
+from gmchain.crypto_sm import PrivateKey
 
 __all__ = ["NodeProc", "Sampler", "System", "rpc", "start_cluster4", "start_single"]
 
@@ -81,7 +81,7 @@ class System:
 
     def stop(self) -> None:
         if self.profile == "cluster4":
-            from node.cluster import stop_nodes
+            from gmchain.node.cluster import stop_nodes
 
             stop_nodes(self.directory)
         for n in self.nodes:
@@ -93,12 +93,12 @@ class System:
                     n.popen.kill()
 
     def kill(self, name: str) -> None:
-        from node.cluster import kill_node
+        from gmchain.node.cluster import kill_node
 
         kill_node(self.directory, name)
 
     def restart(self, name: str) -> None:
-        from node.cluster import start_nodes
+        from gmchain.node.cluster import start_nodes
 
         start_nodes(self.directory, [name], wait_s=30)
 
@@ -117,7 +117,7 @@ def _wait_up(port: int, seconds: float, proc: NodeProc) -> None:
 
 
 def _params(cfg_path: Path) -> dict[str, Any]:
-    from node.config import load_config
+    from gmchain.node.config import load_config
 
     cfg = load_config(cfg_path)
     keep = (
@@ -137,8 +137,8 @@ def _params(cfg_path: Path) -> dict[str, Any]:
 
 def start_single(directory: Path, rpc_port: int, keys: list[PrivateKey]) -> System:
     """A one-validator chain via `gmchain dev` in `directory` (created fresh)."""
-    from bench.workload import admit_keys
-    from node.daemon import DEV_ORG, init_dev
+    from gmchain.bench.workload import admit_keys
+    from gmchain.node.daemon import DEV_ORG, init_dev
 
     # One node owns the machine: SM2 verification in one worker process per core, past the
     # event loop's GIL (node/verifypool.py). cluster4 keeps threads: its four nodes already
@@ -150,7 +150,7 @@ def start_single(directory: Path, rpc_port: int, keys: list[PrivateKey]) -> Syst
     popen = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "node.cli", "dev", "--data-dir", str(directory)),
+            *("-m", "gmchain.node.cli", "dev", "--data-dir", str(directory)),
             *("--rpc-port", str(rpc_port)),
         ],
         stdout=log,
@@ -172,8 +172,8 @@ def start_single(directory: Path, rpc_port: int, keys: list[PrivateKey]) -> Syst
 
 def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[PrivateKey]) -> System:
     """Four validators on this machine via node.cluster (`gmchain cluster init/up`)."""
-    from bench.workload import admit_keys
-    from node.cluster import init_cluster, start_nodes
+    from gmchain.bench.workload import admit_keys
+    from gmchain.node.cluster import init_cluster, start_nodes
 
     doc = init_cluster(directory, validators=4, base_rpc=base_rpc, base_p2p=base_p2p)
     genesis = admit_keys(directory / "genesis.json", keys, "org1")

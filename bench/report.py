@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.hdr import Histogram
-from bench.loadgen import LoadResult
+from gmchain.bench.hdr import Histogram
+from gmchain.bench.loadgen import LoadResult
 
 __all__ = [
     "DEFINITIONS",

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.knee import SweepPoint, find_knee
-from bench.loadgen import LoadPlan, LoadResult, QueryPlan, run_load, run_queries
-from bench.nodes import Sampler, System, rpc
-from bench.report import analyze
-from bench.workload import BENCH_REPLAY_WINDOW, presign
-from crypto_sm import PrivateKey
+from gmchain.bench.knee import SweepPoint, find_knee
+from gmchain.bench.loadgen import LoadPlan, LoadResult, QueryPlan, run_load, run_queries
+from gmchain.bench.nodes import Sampler, System, rpc
+from gmchain.bench.report import analyze
+from gmchain.bench.workload import BENCH_REPLAY_WINDOW, presign
+from gmchain.crypto_sm import PrivateKey
 
 __all__ = ["BATCH_WINDOW_S", "Harness", "LoadSettings", "batch_for"]
 
@@ -226,7 +226,7 @@ class Harness:
 
 
 def _record_id(raw: bytes) -> str:
-    from ledger.types import SignedTx
+    from gmchain.ledger.types import SignedTx
 
     tx = SignedTx.decode_tx(raw)
     return str(tx.body.args[0])

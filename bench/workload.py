@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto_sm import PrivateKey, sm3_hash
-from ledger.codec import Value
-from ledger.types import Genesis, Height, SignedTx, TxBody
-from node.config import load_genesis, save_genesis
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.codec import Value
+from gmchain.ledger.types import Genesis, Height, SignedTx, TxBody
+from gmchain.node.config import load_genesis, save_genesis
 
 __all__ = [
     "BENCH_ORG_ROLE",

@@ -4,8 +4,8 @@ Importing this package pulls in no asyncio, aiohttp, plyvel, `time` or global `r
 (tests/test_consensus_imports.py checks it). See docs/consensus.md.
 """
 
-from consensus.certs import CertChecker, make_genesis_qc
-from consensus.messages import (
+from gmchain.consensus.certs import CertChecker, make_genesis_qc
+from gmchain.consensus.messages import (
     BlockRequest,
     BlockResponse,
     CommitProof,
@@ -14,9 +14,9 @@ from consensus.messages import (
     SyncRequest,
     SyncResponse,
 )
-from consensus.replica import Replica
-from consensus.safety import SafetyData, SafetyRules
-from consensus.types import (
+from gmchain.consensus.replica import Replica
+from gmchain.consensus.safety import SafetyData, SafetyRules
+from gmchain.consensus.types import (
     App,
     Broadcast,
     Bug,

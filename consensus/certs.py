@@ -18,9 +18,17 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from consensus.messages import CommitProof
-from consensus.types import Bug, ValidatorSet, Verifier
-from ledger.types import Digest, NodeId, Proposal, QuorumCert, TimeoutCert, TimeoutVote, Vote
+from gmchain.consensus.messages import CommitProof
+from gmchain.consensus.types import Bug, ValidatorSet, Verifier
+from gmchain.ledger.types import (
+    Digest,
+    NodeId,
+    Proposal,
+    QuorumCert,
+    TimeoutCert,
+    TimeoutVote,
+    Vote,
+)
 
 __all__ = ["CertChecker", "make_genesis_qc"]
 
@@ -30,7 +38,7 @@ _SIG_CACHE_LIMIT = 16_384
 
 def make_genesis_qc(genesis_id: Digest) -> QuorumCert:
     """The QC that certifies the genesis block by definition (no signatures)."""
-    from ledger.types import Height, Round
+    from gmchain.ledger.types import Height, Round
 
     return QuorumCert(block_id=genesis_id, round=Round(0), height=Height(0), signatures=())
 

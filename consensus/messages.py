@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from ledger.codec import Value, encode
-from ledger.types import (
+from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.types import (
     DIGEST_SIZE,
     MAX_VALIDATORS,
     NODE_ID_SIZE,

@@ -47,8 +47,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from consensus.certs import CertChecker
-from consensus.messages import (
+from gmchain.consensus.certs import CertChecker
+from gmchain.consensus.messages import (
     BlockRequest,
     BlockResponse,
     CommitProof,
@@ -57,10 +57,10 @@ from consensus.messages import (
     SyncRequest,
     SyncResponse,
 )
-from consensus.retrieval import RetrievalMixin
-from consensus.safety import SafetyData, SafetyRules
-from consensus.tree import BlockTree
-from consensus.types import (
+from gmchain.consensus.retrieval import RetrievalMixin
+from gmchain.consensus.safety import SafetyData, SafetyRules
+from gmchain.consensus.tree import BlockTree
+from gmchain.consensus.types import (
     App,
     Broadcast,
     Bug,
@@ -82,7 +82,7 @@ from consensus.types import (
     Verifier,
     VoteReceived,
 )
-from ledger.types import (
+from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Digest,

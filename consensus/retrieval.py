@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consensus.certs import CertChecker
-from consensus.messages import (
+from gmchain.consensus.certs import CertChecker
+from gmchain.consensus.messages import (
     BlockRequest,
     BlockResponse,
     CommitProof,
     ConsensusMessage,
     SyncRequest,
 )
-from consensus.tree import BlockTree
-from consensus.types import App, Commit, ConsensusConfig, Effect, ValidatorSet
-from ledger.types import Block, Digest, Height, NodeId, QuorumCert
+from gmchain.consensus.tree import BlockTree
+from gmchain.consensus.types import App, Commit, ConsensusConfig, Effect, ValidatorSet
+from gmchain.ledger.types import Block, Digest, Height, NodeId, QuorumCert
 
 __all__ = ["RetrievalMixin"]
 

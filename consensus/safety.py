@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self
 
-from consensus.types import Bug, Signer
-from ledger.codec import Value, decode
-from ledger.types import (
+from gmchain.consensus.types import Bug, Signer
+from gmchain.ledger.codec import Value, decode
+from gmchain.ledger.types import (
     BlockHeader,
     Proposal,
     QuorumCert,

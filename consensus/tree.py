@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ledger.types import Block, BlockHeader, Digest
+from gmchain.ledger.types import Block, BlockHeader, Digest
 
 __all__ = ["BlockTree"]
 

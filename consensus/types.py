@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from consensus.messages import CommitProof, ConsensusMessage
-from ledger.types import Block, BlockHeader, Digest, NodeId, QuorumCert, Round
+from gmchain.consensus.messages import CommitProof, ConsensusMessage
+from gmchain.ledger.types import Block, BlockHeader, Digest, NodeId, QuorumCert, Round
 
 __all__ = [
     "App",

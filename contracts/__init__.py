@@ -4,7 +4,7 @@ Rules: contract execution is deterministic (see `contracts.framework`); `contrac
 (SDK-side sealing of raw data, uses a CSPRNG) is deliberately not imported here.
 """
 
-from contracts.framework import (
+from gmchain.contracts.framework import (
     Arg,
     BadArguments,
     Context,

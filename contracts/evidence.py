@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from contracts.framework import (
+from gmchain.contracts.framework import (
     Arg,
     Context,
     Contract,
@@ -45,10 +45,10 @@ from contracts.framework import (
     method,
     query,
 )
-from contracts.keys import CryptoSmVerifier, Sm2Verifier, address_of
-from crypto_sm import sm3_hash
-from ledger.codec import Value, decode, encode
-from ledger.types import DOMAIN, compute_signing_root
+from gmchain.contracts.keys import CryptoSmVerifier, Sm2Verifier, address_of
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.codec import Value, decode, encode
+from gmchain.ledger.types import DOMAIN, compute_signing_root
 
 __all__ = [
     "ATTESTATION_FIELDS",

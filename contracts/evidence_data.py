@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from crypto_sm import (
+from gmchain.crypto_sm import (
     CryptoError,
     PrivateKey,
     PublicKey,
@@ -32,7 +32,7 @@ from crypto_sm import (
     sm4_gcm_decrypt,
     sm4_gcm_encrypt,
 )
-from ledger.codec import DecodeError, Limits, decode, encode
+from gmchain.ledger.codec import DecodeError, Limits, decode, encode
 
 __all__ = ["KEY_SIZE", "NONCE_SIZE", "SealedData", "data_digest", "open_sealed", "seal"]
 

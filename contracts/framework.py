@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from ledger.codec import Value
-from ledger.types import Event, ReceiptStatus
+from gmchain.ledger.codec import Value
+from gmchain.ledger.types import Event, ReceiptStatus
 
 __all__ = [
     "IDENT_CHARS",
@@ -563,7 +563,7 @@ class Registry:
 def default_registry() -> Registry:
     """The system contracts every gmchain node runs: membership and evidence."""
     # Imported here: those modules import this one.
-    from contracts.evidence import EvidenceContract
-    from contracts.membership import MembershipContract
+    from gmchain.contracts.evidence import EvidenceContract
+    from gmchain.contracts.membership import MembershipContract
 
     return Registry([MembershipContract(), EvidenceContract()])

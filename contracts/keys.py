@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from crypto_sm import sm3_hash
+from gmchain.crypto_sm import sm3_hash
 
 __all__ = ["ADDRESS_SIZE", "CryptoSmVerifier", "Sm2Verifier", "address_of"]
 
@@ -39,7 +39,7 @@ class CryptoSmVerifier:
     """The production verifier: `crypto_sm.PublicKey` (OpenSSL's C code)."""
 
     def is_valid_public(self, pubkey: bytes) -> bool:
-        from crypto_sm import InvalidKey, PublicKey
+        from gmchain.crypto_sm import InvalidKey, PublicKey
 
         try:
             PublicKey.from_bytes(pubkey)
@@ -48,7 +48,7 @@ class CryptoSmVerifier:
         return True
 
     def verify(self, pubkey: bytes, msg: bytes, sig: bytes) -> bool:
-        from crypto_sm import InvalidKey, PublicKey
+        from gmchain.crypto_sm import InvalidKey, PublicKey
 
         try:
             key = PublicKey.from_bytes(pubkey)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.framework import (
+from gmchain.contracts.framework import (
     IDENT_CHARS,
     Arg,
     Context,
@@ -39,8 +39,8 @@ from contracts.framework import (
     method,
     query,
 )
-from contracts.keys import ADDRESS_SIZE, CryptoSmVerifier, Sm2Verifier, address_of
-from ledger.codec import Value, decode, encode
+from gmchain.contracts.keys import ADDRESS_SIZE, CryptoSmVerifier, Sm2Verifier, address_of
+from gmchain.ledger.codec import Value, decode, encode
 
 __all__ = [
     "ACCOUNT_FIELDS",

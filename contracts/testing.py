@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from contracts.framework import (
+from gmchain.contracts.framework import (
     Context,
     ContractError,
     ReaderFactory,
@@ -23,11 +23,11 @@ from contracts.framework import (
     StateReader,
     error_text,
 )
-from contracts.keys import address_of
-from contracts.membership import genesis_writes, lookup_account
-from crypto_sm import sm3_hash
-from ledger.codec import Value, encode
-from ledger.types import Event, ReceiptStatus
+from gmchain.contracts.keys import address_of
+from gmchain.contracts.membership import genesis_writes, lookup_account
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.types import Event, ReceiptStatus
 
 __all__ = ["Harness", "MemoryState", "MemoryStore", "Outcome", "make_context"]
 

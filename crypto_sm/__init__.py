@@ -12,13 +12,13 @@ Rules kept here:
   from a CSPRNG; private keys at rest are encrypted with a passphrase in files of mode 0600.
 """
 
-from crypto_sm.backend import get_backend, set_backend
-from crypto_sm.errors import CryptoError, InsecureKeyFile, InvalidKey, InvalidSignature
-from crypto_sm.keyfile import load_private_key, save_private_key
-from crypto_sm.params import DEFAULT_SM2_ID
-from crypto_sm.sm2 import PrivateKey, PublicKey, sm2_decrypt, sm2_encrypt, verify_many
-from crypto_sm.sm3 import sm3_hash, sm3_hmac
-from crypto_sm.sm4 import sm4_gcm_decrypt, sm4_gcm_encrypt
+from gmchain.crypto_sm.backend import get_backend, set_backend
+from gmchain.crypto_sm.errors import CryptoError, InsecureKeyFile, InvalidKey, InvalidSignature
+from gmchain.crypto_sm.keyfile import load_private_key, save_private_key
+from gmchain.crypto_sm.params import DEFAULT_SM2_ID
+from gmchain.crypto_sm.sm2 import PrivateKey, PublicKey, sm2_decrypt, sm2_encrypt, verify_many
+from gmchain.crypto_sm.sm3 import sm3_hash, sm3_hmac
+from gmchain.crypto_sm.sm4 import sm4_gcm_decrypt, sm4_gcm_encrypt
 
 __all__ = [
     "DEFAULT_SM2_ID",

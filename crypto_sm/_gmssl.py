@@ -23,8 +23,8 @@ import hmac
 import secrets
 from typing import Any
 
-from crypto_sm.errors import CryptoError, InvalidKey
-from crypto_sm.params import DEFAULT_SM2_ID, GX, GY, A, B, N, P
+from gmchain.crypto_sm.errors import CryptoError, InvalidKey
+from gmchain.crypto_sm.params import DEFAULT_SM2_ID, GX, GY, A, B, N, P
 
 __all__ = ["GmsslBackend"]
 

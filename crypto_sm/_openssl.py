@@ -29,9 +29,9 @@ import threading
 from collections import OrderedDict
 from typing import Any, Final
 
-from crypto_sm import _der
-from crypto_sm.errors import CryptoError, InvalidKey
-from crypto_sm.params import DEFAULT_SM2_ID, PUBLIC_KEY_SIZE
+from gmchain.crypto_sm import _der
+from gmchain.crypto_sm.errors import CryptoError, InvalidKey
+from gmchain.crypto_sm.params import DEFAULT_SM2_ID, PUBLIC_KEY_SIZE
 
 __all__ = ["OpenSSLBackend", "load_libcrypto"]
 

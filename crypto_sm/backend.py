@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Protocol
 
-from crypto_sm.errors import CryptoError
+from gmchain.crypto_sm.errors import CryptoError
 
 __all__ = ["BACKEND_NAMES", "Backend", "active_backend", "get_backend", "set_backend"]
 
@@ -73,11 +73,11 @@ _current: str | None = None
 
 def _create(name: str) -> Backend:
     if name == "openssl":
-        from crypto_sm._openssl import OpenSSLBackend
+        from gmchain.crypto_sm._openssl import OpenSSLBackend
 
         return OpenSSLBackend()
     if name == "gmssl":
-        from crypto_sm._gmssl import GmsslBackend
+        from gmchain.crypto_sm._gmssl import GmsslBackend
 
         return GmsslBackend()
     raise CryptoError(f"unknown crypto backend {name!r}; choose one of {BACKEND_NAMES}")

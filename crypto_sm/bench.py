@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from crypto_sm.backend import get_backend, set_backend
-from crypto_sm.sm2 import PrivateKey, PublicKey, verify_many
-from crypto_sm.sm3 import sm3_hash
-from crypto_sm.sm4 import sm4_gcm_encrypt
+from gmchain.crypto_sm.backend import get_backend, set_backend
+from gmchain.crypto_sm.sm2 import PrivateKey, PublicKey, verify_many
+from gmchain.crypto_sm.sm3 import sm3_hash
+from gmchain.crypto_sm.sm4 import sm4_gcm_encrypt
 
 __all__ = ["main", "run_bench"]
 

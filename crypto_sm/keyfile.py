@@ -32,9 +32,9 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from crypto_sm.errors import CryptoError, InsecureKeyFile, InvalidKey
-from crypto_sm.sm2 import PrivateKey, PublicKey
-from crypto_sm.sm4 import sm4_gcm_decrypt, sm4_gcm_encrypt
+from gmchain.crypto_sm.errors import CryptoError, InsecureKeyFile, InvalidKey
+from gmchain.crypto_sm.sm2 import PrivateKey, PublicKey
+from gmchain.crypto_sm.sm4 import sm4_gcm_decrypt, sm4_gcm_encrypt
 
 __all__ = [
     "DEFAULT_ITERATIONS",

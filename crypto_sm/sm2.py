@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-from crypto_sm.backend import Backend, active_backend
-from crypto_sm.errors import CryptoError, InvalidKey
-from crypto_sm.params import DEFAULT_SM2_ID, PUBLIC_KEY_SIZE, SCALAR_SIZE, SIGNATURE_SIZE, N
-from crypto_sm.sm3 import sm3_hash
+from gmchain.crypto_sm.backend import Backend, active_backend
+from gmchain.crypto_sm.errors import CryptoError, InvalidKey
+from gmchain.crypto_sm.params import DEFAULT_SM2_ID, PUBLIC_KEY_SIZE, SCALAR_SIZE, SIGNATURE_SIZE, N
+from gmchain.crypto_sm.sm3 import sm3_hash
 
 __all__ = [
     "ADDRESS_SIZE",

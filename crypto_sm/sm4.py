@@ -15,7 +15,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from crypto_sm.errors import CryptoError
+from gmchain.crypto_sm.errors import CryptoError
 
 __all__ = ["KEY_SIZE", "NONCE_SIZE", "TAG_SIZE", "sm4_gcm_decrypt", "sm4_gcm_encrypt"]
 

@@ -23,18 +23,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from contracts.framework import (
+from gmchain.contracts.framework import (
     Context,
     ContractError,
     Registry,
     StateReader,
     error_text,
 )
-from contracts.membership import lookup_account
-from crypto_sm import sm3_hash
-from ledger.codec import check_value
-from ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
-from ledger.types import (
+from gmchain.contracts.membership import lookup_account
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.codec import check_value
+from gmchain.ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
+from gmchain.ledger.types import (
     MAX_VALUE_DEPTH,
     Digest,
     Receipt,

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from crypto_sm import sm3_hash
-from ledger.codec import DecodeError, decode, encode
-from ledger.types import DIGEST_SIZE, Digest
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.codec import DecodeError, decode, encode
+from gmchain.ledger.types import DIGEST_SIZE, Digest
 
 __all__ = [
     "EMPTY_ROOT",

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.codec import DecodeError
-from ledger.merkle import (
+from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.merkle import (
     NodeGetter,
     acc_consistency_proof,
     acc_inclusion_proof,
@@ -34,7 +34,7 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from ledger.types import DIGEST_SIZE, BlockHeader, Digest, Height
+from gmchain.ledger.types import DIGEST_SIZE, BlockHeader, Digest, Height
 
 __all__ = [
     "ConsistencyProof",

@@ -50,8 +50,8 @@ from typing import Any
 
 import plyvel  # type: ignore[import-not-found, unused-ignore]
 
-from ledger import store_keys as k
-from ledger.store_acc import (
+from gmchain.ledger import store_keys as k
+from gmchain.ledger.store_acc import (
     NodeGetter,
     check_supplied_nodes,
     compute_consistency_proof,
@@ -59,9 +59,9 @@ from ledger.store_acc import (
     compute_new_nodes,
     compute_root,
 )
-from ledger.store_check import check_store, check_store_deep, corrupt
-from ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
-from ledger.store_files import check_log_files
+from gmchain.ledger.store_check import check_store, check_store_deep, corrupt
+from gmchain.ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
+from gmchain.ledger.store_files import check_log_files
 
 __all__ = ["BlockWrite", "ChainMismatch", "Store", "StoreCorrupt", "StoreError"]
 

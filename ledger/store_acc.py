@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from crypto_sm import sm3_hash
+from gmchain.crypto_sm import sm3_hash
 
 __all__ = [
     "EMPTY_ROOT",

@@ -1,6 +1,6 @@
 """Throughput of `Store.commit_block`: blocks/s and txs/s for blocks of many small transactions.
 
-Usage: `python -m ledger.store_bench [--blocks 50] [--txs 1000] [--dir PATH]`
+Usage: `python -m gmchain.ledger.store_bench [--blocks 50] [--txs 1000] [--dir PATH]`
 
 Rules: blocks are built before the clock starts (the caller's encoding is not the store's cost);
 each commit is the real one synced batch; the store lives in a fresh temporary directory unless
@@ -16,8 +16,8 @@ import os
 import tempfile
 import time
 
-from crypto_sm import sm3_hash
-from ledger.store import BlockWrite, Store
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.store import BlockWrite, Store
 
 __all__ = ["main", "make_bench_block"]
 

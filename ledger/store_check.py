@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from ledger import store_keys as k
-from ledger.store_acc import NodeGetter, compute_root, hash_children
-from ledger.store_errors import RECOVERY_HINT, StoreCorrupt
+from gmchain.ledger import store_keys as k
+from gmchain.ledger.store_acc import NodeGetter, compute_root, hash_children
+from gmchain.ledger.store_errors import RECOVERY_HINT, StoreCorrupt
 
 __all__ = [
     "RECENT_WINDOW",

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from crypto_sm import sm3_hash
+from gmchain.crypto_sm import sm3_hash
 
 __all__ = [
     "FORMAT_VERSION",

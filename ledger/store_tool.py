@@ -1,6 +1,6 @@
 """Operator check of a ledger store: what `gmchain db check` runs (node/cli wires it up).
 
-Usage: `python -m ledger.store_tool check PATH [--chain-id ID]`
+Usage: `python -m gmchain.ledger.store_tool check PATH [--chain-id ID]`
 
 Rules: read-only in effect (first the LevelDB files themselves, `ledger.store_files`: what
 LevelDB would skip silently; then the store is opened with `create=False`, LevelDB paranoid
@@ -18,8 +18,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from ledger.store import Store, StoreCorrupt, StoreError
-from ledger.store_files import check_files
+from gmchain.ledger.store import Store, StoreCorrupt, StoreError
+from gmchain.ledger.store_files import check_files
 
 __all__ = ["CheckReport", "check_db", "main"]
 

@@ -29,8 +29,8 @@ from enum import IntEnum
 from functools import cache
 from typing import Any, ClassVar, NewType, Self
 
-from crypto_sm import sm3_hash
-from ledger.codec import (
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.codec import (
     DEFAULT_LIMITS,
     DecodeError,
     DepthError,

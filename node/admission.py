@@ -22,19 +22,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from contracts.framework import Registry
-from ledger.codec import DecodeError
-from ledger.store import Store
-from ledger.types import SignedTx
-from node.api import ApiError, ErrorCode
-from node.chain import Chain
-from node.diskspace import FreeSpaceGuard
-from node.mempool import Mempool, MempoolError
-from node.poolwal import PoolLogError, PoolWal
-from node.verifypool import VerifyProcesses, split_even, verify_signature
+from gmchain.contracts.framework import Registry
+from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import SignedTx
+from gmchain.node.api import ApiError, ErrorCode
+from gmchain.node.chain import Chain
+from gmchain.node.diskspace import FreeSpaceGuard
+from gmchain.node.mempool import Mempool, MempoolError
+from gmchain.node.poolwal import PoolLogError, PoolWal
+from gmchain.node.verifypool import VerifyProcesses, split_even, verify_signature
 
 if TYPE_CHECKING:
-    from node.service import _Metrics
+    from gmchain.node.service import _Metrics
 
 __all__ = ["AdmissionMixin"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
 
-from ledger.codec import Value
-from ledger.types import Block, Receipt, SignedTx
+from gmchain.ledger.codec import Value
+from gmchain.ledger.types import Block, Receipt, SignedTx
 
 __all__ = [
     "ApiError",

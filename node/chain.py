@@ -26,13 +26,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
-from consensus.packing import PackingPolicy
-from contracts.framework import Registry
-from contracts.membership import genesis_writes, removed_accounts
-from crypto_sm import PublicKey, verify_many
-from ledger.codec import decode, encode
-from ledger.executor import (
+from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
+from gmchain.consensus.packing import PackingPolicy
+from gmchain.contracts.framework import Registry
+from gmchain.contracts.membership import genesis_writes, removed_accounts
+from gmchain.crypto_sm import PublicKey, verify_many
+from gmchain.ledger.codec import decode, encode
+from gmchain.ledger.executor import (
     BlockContext,
     ExecResult,
     Executor,
@@ -40,9 +40,9 @@ from ledger.executor import (
     TxRejected,
     compute_state_hash,
 )
-from ledger.merkle import EMPTY_ROOT, Frontier
-from ledger.store import BlockWrite, Store
-from ledger.types import (
+from gmchain.ledger.merkle import EMPTY_ROOT, Frontier
+from gmchain.ledger.store import BlockWrite, Store
+from gmchain.ledger.types import (
     ZERO_DIGEST,
     Block,
     BlockHeader,
@@ -54,9 +54,9 @@ from ledger.types import (
     Round,
     SignedTx,
 )
-from node.api import ErrorCode
-from node.mempool import Mempool
-from node.readcheck import check_served_block
+from gmchain.node.api import ErrorCode
+from gmchain.node.mempool import Mempool
+from gmchain.node.readcheck import check_served_block
 
 __all__ = ["Chain", "CommittedBlock", "make_genesis_block", "sender_key"]
 

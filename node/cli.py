@@ -110,20 +110,20 @@ def _report_receipt(args: argparse.Namespace, receipt: dict[str, Any], what: str
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from node.sdk import SyncClient
+    from gmchain.node.sdk import SyncClient
 
     return SyncClient(args.rpc, timeout_s=args.timeout)
 
 
 def _signing_key(args: argparse.Namespace) -> Any:
-    from node.keys_cli import default_key_path, load_key, resolve_passphrase
+    from gmchain.node.keys_cli import default_key_path, load_key, resolve_passphrase
 
     path = args.key or default_key_path()
     return load_key(path, resolve_passphrase(args.passphrase_env))
 
 
 def _tx_id(text: str) -> bytes:
-    from node.sdk import from_hex
+    from gmchain.node.sdk import from_hex
 
     return from_hex(text, 32, what="transaction id")
 
@@ -140,8 +140,8 @@ def _read_json_file(path: str) -> Any:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from crypto_sm import PrivateKey, save_private_key
-    from node.keys_cli import DEV_PASSPHRASE, resolve_passphrase
+    from gmchain.crypto_sm import PrivateKey, save_private_key
+    from gmchain.node.keys_cli import DEV_PASSPHRASE, resolve_passphrase
 
     out = Path(args.out)
     if os.path.lexists(out):
@@ -188,34 +188,34 @@ def _returned_code(result: Any) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    return _returned_code(_delegate("node.daemon", "run_dev", "dev")(args))
+    return _returned_code(_delegate("gmchain.node.daemon", "run_dev", "dev")(args))
 
 
 def _cmd_node_start(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         raise CliError(f"no config file at {args.config}")
-    return _returned_code(_delegate("node.daemon", "run_node", "node start")(args))
+    return _returned_code(_delegate("gmchain.node.daemon", "run_node", "node start")(args))
 
 
 def _cmd_crypto_bench(args: argparse.Namespace) -> int:
     argv = (["--json"] if args.json else []) + (
         ["--seconds", str(args.seconds)] if args.seconds is not None else []
     )
-    return _returned_code(_delegate("crypto_sm.bench", "main", "crypto-bench")(argv))
+    return _returned_code(_delegate("gmchain.crypto_sm.bench", "main", "crypto-bench")(argv))
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    return _returned_code(_delegate("node.cluster", "main", "cluster")(args.rest))
+    return _returned_code(_delegate("gmchain.node.cluster", "main", "cluster")(args.rest))
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
     if args.rest[:1] == ["safety-reset"]:  # needs consensus types: lives in node/, not ledger/
-        return _returned_code(_delegate("node.safetystore", "main", "db")(args.rest))
-    return _returned_code(_delegate("ledger.store_tool", "main", "db")(args.rest))
+        return _returned_code(_delegate("gmchain.node.safetystore", "main", "db")(args.rest))
+    return _returned_code(_delegate("gmchain.ledger.store_tool", "main", "db")(args.rest))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    return _returned_code(_delegate("bench.cli", "main", "bench")(args.rest))
+    return _returned_code(_delegate("gmchain.bench.cli", "main", "bench")(args.rest))
 
 
 # --- commands: client ---------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def _check_links(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _cmd_evidence_attest(args: argparse.Namespace) -> int:
-    from node.keys_cli import load_key, resolve_passphrase
+    from gmchain.node.keys_cli import load_key, resolve_passphrase
 
     attester = load_key(args.attester_key, resolve_passphrase(args.attester_passphrase_env))
     key = _signing_key(args)
@@ -396,7 +396,7 @@ def _cmd_proof_get(args: argparse.Namespace) -> int:
 
 def _cmd_proof_verify(args: argparse.Namespace) -> int:
     """Offline; succeeds only if the bundle verified against --genesis or --validators."""
-    from node.sdk import SdkError, verify_proof_bundle
+    from gmchain.node.sdk import SdkError, verify_proof_bundle
 
     if not args.genesis and not args.validators:
         raise CliError(
@@ -676,8 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _error_text(exc: BaseException) -> str | None:
     """The one-line message for an expected failure, or None if it is unexpected (our bug)."""
-    from crypto_sm import CryptoError
-    from node.sdk import SdkError
+    from gmchain.crypto_sm import CryptoError
+    from gmchain.node.sdk import SdkError
 
     if isinstance(exc, CliError | SdkError | CryptoError):
         return str(exc)

@@ -34,10 +34,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
-from crypto_sm import PrivateKey, save_private_key
-from ledger.types import Genesis, GenesisValidator
-from node.config import NodeConfig, PeerConfig, save_genesis, write_config
-from node.daemon import DEV_PASSPHRASE
+from gmchain.crypto_sm import PrivateKey, save_private_key
+from gmchain.ledger.types import Genesis, GenesisValidator
+from gmchain.node.config import NodeConfig, PeerConfig, save_genesis, write_config
+from gmchain.node.daemon import DEV_PASSPHRASE
 
 __all__ = [
     "ClusterError",
@@ -145,7 +145,7 @@ def _config_path(d: Path, name: str) -> Path:
 
 
 def _node_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "node.cli", "node", "start", "--config", str(config)]
+    return [sys.executable, "-m", "gmchain.node.cli", "node", "start", "--config", str(config)]
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -177,7 +177,11 @@ def _is_our_node(pid: int, config: Path) -> bool:
     """Whether `pid` runs `node start --config <config>`: a pid file can outlive its process
     (a reboot, a crash), and the system may have given the pid to an unrelated program."""
     argv = _cmdline(pid)
-    if not argv or len(argv) < 5 or argv[-5:-1] != ["node.cli", "node", "start", "--config"]:
+    if (
+        not argv
+        or len(argv) < 5
+        or argv[-5:-1] != ["gmchain.node.cli", "node", "start", "--config"]
+    ):
         return False
     given = Path(argv[-1])
     if not given.is_absolute():  # (started with a relative path: it is relative to its cwd)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from consensus.messages import MAX_MESSAGE_ARRAY
-from ledger.types import Genesis, GenesisValidator
+from gmchain.consensus.messages import MAX_MESSAGE_ARRAY
+from gmchain.ledger.types import Genesis, GenesisValidator
 
 __all__ = [
     "ConfigError",
@@ -207,7 +207,7 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
-        from node.rpcconfig import RpcConfig  # which imports this module
+        from gmchain.node.rpcconfig import RpcConfig  # which imports this module
 
         try:
             RpcConfig.from_node_config(self).validate()

@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from crypto_sm import PrivateKey, load_private_key, save_private_key
-from ledger.store import Store, StoreError
-from ledger.types import Genesis, GenesisValidator
-from node.config import (
+from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
+from gmchain.ledger.store import Store, StoreError
+from gmchain.ledger.types import Genesis, GenesisValidator
+from gmchain.node.config import (
     ConfigError,
     NodeConfig,
     gmchain_home,
@@ -36,9 +36,9 @@ from node.config import (
     save_genesis,
     write_config,
 )
-from node.poolwal import PoolWal
-from node.rpc import RpcConfig, RpcServer
-from node.service import EXIT_FATAL, NodeService
+from gmchain.node.poolwal import PoolWal
+from gmchain.node.rpc import RpcConfig, RpcServer
+from gmchain.node.service import EXIT_FATAL, NodeService
 
 __all__ = ["NodeHandle", "init_dev", "run_dev", "run_node", "start_node"]
 
@@ -126,7 +126,7 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
         service = NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)
         extra: list[Any] = []
         if len(genesis.validators) > 1 or genesis.observers:
-            from node.network import attach_network  # multi-node wiring (p2p)
+            from gmchain.node.network import attach_network  # multi-node wiring (p2p)
 
             extra.append(await attach_network(service, cfg, genesis, key))
         await service.start()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from consensus.types import Verifier
-from ledger.types import NodeId, Proposal, QuorumCert, Vote
+from gmchain.consensus.types import Verifier
+from gmchain.ledger.types import NodeId, Proposal, QuorumCert, Vote
 
 __all__ = ["EquivocationDetector"]
 

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any
 
-from crypto_sm import sm3_hash
-from ledger.codec import Value
-from ledger.types import (
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.codec import Value
+from gmchain.ledger.types import (
     MAX_VALUE_DEPTH,
     NODE_ID_SIZE,
     Block,

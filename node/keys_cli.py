@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from crypto_sm import PrivateKey, load_private_key, save_private_key
-from crypto_sm.keyfile import MIN_ITERATIONS
+from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
+from gmchain.crypto_sm.keyfile import MIN_ITERATIONS
 
 __all__ = [
     "DEV_PASSPHRASE",

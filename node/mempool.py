@@ -21,9 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from contracts.keys import address_of
-from ledger.types import MAX_TX_BYTES, SignedTx
-from node.api import ErrorCode
+from gmchain.contracts.keys import address_of
+from gmchain.ledger.types import MAX_TX_BYTES, SignedTx
+from gmchain.node.api import ErrorCode
 
 __all__ = ["Dropped", "Mempool", "MempoolConfig", "MempoolError"]
 

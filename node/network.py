@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Self
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from consensus.messages import (
+from gmchain.consensus.messages import (
     MAX_MESSAGE_ARRAY,
     MAX_MESSAGE_BYTES,
     BlockRequest,
@@ -47,9 +47,9 @@ from consensus.messages import (
     SyncRequest,
     SyncResponse,
 )
-from crypto_sm import PrivateKey, PublicKey
-from ledger.codec import DecodeError, Limits, Value, decode
-from ledger.types import (
+from gmchain.crypto_sm import PrivateKey, PublicKey
+from gmchain.ledger.codec import DecodeError, Limits, Value, decode
+from gmchain.ledger.types import (
     MAX_TX_BYTES,
     Genesis,
     NodeId,
@@ -59,10 +59,10 @@ from ledger.types import (
     Vote,
     _Struct,
 )
-from node.config import NodeConfig
-from node.equivocation import EquivocationDetector
-from node.service import NodeService
-from p2p import P2PConfig, P2PNetwork, PeerInfo
+from gmchain.node.config import NodeConfig
+from gmchain.node.equivocation import EquivocationDetector
+from gmchain.node.service import NodeService
+from gmchain.p2p import P2PConfig, P2PNetwork, PeerInfo
 
 __all__ = [
     "GOSSIP_BATCH",

@@ -40,7 +40,7 @@ from typing import Any
 
 import plyvel
 
-from ledger.store_errors import StoreError
+from gmchain.ledger.store_errors import StoreError
 
 __all__ = ["PoolLogError", "PoolWal"]
 

@@ -40,15 +40,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consensus import Validator, ValidatorSet
-from consensus.certs import CertChecker
-from consensus.messages import CommitProof
-from crypto_sm import PublicKey, sm3_hash
-from ledger.codec import DecodeError
-from ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
-from ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
-from ledger.types import BlockHeader, Digest, GenesisValidator, NodeId, Receipt
-from node.jsonfmt import hex0x, parse_hex
+from gmchain.consensus import Validator, ValidatorSet
+from gmchain.consensus.certs import CertChecker
+from gmchain.consensus.messages import CommitProof
+from gmchain.crypto_sm import PublicKey, sm3_hash
+from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
+from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
+from gmchain.ledger.types import BlockHeader, Digest, GenesisValidator, NodeId, Receipt
+from gmchain.node.jsonfmt import hex0x, parse_hex
 
 __all__ = [
     "BUNDLE_VERSION",

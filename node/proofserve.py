@@ -25,13 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from consensus.messages import CommitProof
-from ledger.merkle import acc_consistency_proof
-from ledger.store import Store
-from ledger.types import BlockHeader, GenesisValidator
-from node.api import ApiError, ErrorCode
-from node.proofcheck import Certificate, build_full_proof
-from node.readcheck import check_served_header
+from gmchain.consensus.messages import CommitProof
+from gmchain.ledger.merkle import acc_consistency_proof
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import BlockHeader, GenesisValidator
+from gmchain.node.api import ApiError, ErrorCode
+from gmchain.node.proofcheck import Certificate, build_full_proof
+from gmchain.node.readcheck import check_served_header
 
 __all__ = ["ProofLimits", "ProofService"]
 

@@ -13,10 +13,10 @@ whose hash no longer matched its child's `parent_id`):
 
 from __future__ import annotations
 
-from ledger.merkle import EMPTY_ROOT, compute_root
-from ledger.store import Store, StoreCorrupt
-from ledger.store_errors import RECOVERY_HINT
-from ledger.types import Block, BlockHeader, SignedTx
+from gmchain.ledger.merkle import EMPTY_ROOT, compute_root
+from gmchain.ledger.store import Store, StoreCorrupt
+from gmchain.ledger.store_errors import RECOVERY_HINT
+from gmchain.ledger.types import Block, BlockHeader, SignedTx
 
 __all__ = ["check_served_block", "check_served_header", "check_served_tx"]
 

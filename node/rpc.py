@@ -42,9 +42,9 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
-from ledger.types import MAX_TX_BYTES, Block
-from node.api import ApiError, ErrorCode, NodeApi, NodeStatus
-from node.jsonfmt import (
+from gmchain.ledger.types import MAX_TX_BYTES, Block
+from gmchain.node.api import ApiError, ErrorCode, NodeApi, NodeStatus
+from gmchain.node.jsonfmt import (
     JsonFormatError,
     args_schema,
     block_to_json,
@@ -57,9 +57,9 @@ from node.jsonfmt import (
     value_from_json,
     value_to_json,
 )
-from node.ratelog import LogLimiter
-from node.rpcconfig import RpcConfig
-from node.rpclimits import (
+from gmchain.node.ratelog import LogLimiter
+from gmchain.node.rpcconfig import RpcConfig
+from gmchain.node.rpclimits import (
     LOCAL_HOSTS,
     ClientConn,
     ConnectionGuard,
@@ -69,8 +69,8 @@ from node.rpclimits import (
     raise_fd_limit,
     request_refusal,
 )
-from node.rpcsend import ReplyBudget, SendBudget, WsConn
-from node.rpcspec import (
+from gmchain.node.rpcsend import ReplyBudget, SendBudget, WsConn
+from gmchain.node.rpcspec import (
     METHODS,
     WS_METHODS,
     RpcError,

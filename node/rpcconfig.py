@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.config import NodeConfig
+from gmchain.node.config import NodeConfig
 
 __all__ = ["RpcConfig"]
 

@@ -41,8 +41,8 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from node.api import ErrorCode
-from node.rpcspec import RpcError, dumps_compact
+from gmchain.node.api import ErrorCode
+from gmchain.node.rpcspec import RpcError, dumps_compact
 
 __all__ = [
     "LOCAL_HOSTS",

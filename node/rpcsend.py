@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from node.api import ErrorCode
-from node.ratelog import LogLimiter
-from node.rpcconfig import RpcConfig
-from node.rpcspec import dumps_compact, error_reply
+from gmchain.node.api import ErrorCode
+from gmchain.node.ratelog import LogLimiter
+from gmchain.node.rpcconfig import RpcConfig
+from gmchain.node.rpcspec import dumps_compact, error_reply
 
 __all__ = ["ReplyBudget", "SendBudget", "WsConn"]
 

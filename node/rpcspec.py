@@ -20,9 +20,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ledger.types import DIGEST_SIZE, MAX_TX_BYTES
-from node.api import ErrorCode
-from node.jsonfmt import JsonFormatError, check_text, jsonable, parse_hex
+from gmchain.ledger.types import DIGEST_SIZE, MAX_TX_BYTES
+from gmchain.node.api import ErrorCode
+from gmchain.node.jsonfmt import JsonFormatError, check_text, jsonable, parse_hex
 
 __all__ = [
     "METHODS",
@@ -200,7 +200,7 @@ WS_METHODS = frozenset(n for n, m in METHODS.items() if m.ws_only)
 @cache
 def load_openrpc() -> dict[str, Any]:
     """The OpenRPC document, from package data (works from an installed package)."""
-    text = resources.files("node").joinpath("openrpc.json").read_text(encoding="utf-8")
+    text = resources.files("gmchain.node").joinpath("openrpc.json").read_text(encoding="utf-8")
     doc = json.loads(text)
     assert isinstance(doc, dict)
     return doc

@@ -21,11 +21,11 @@ import argparse
 import contextlib
 import logging
 
-from consensus.safety import SafetyData, load_safety_data
-from ledger import store_keys as k
-from ledger.codec import DecodeError
-from ledger.store import Store, StoreCorrupt, StoreError
-from ledger.types import Round
+from gmchain.consensus.safety import SafetyData, load_safety_data
+from gmchain.ledger import store_keys as k
+from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.store import Store, StoreCorrupt, StoreError
+from gmchain.ledger.types import Round
 
 __all__ = [
     "META_SAFETY",

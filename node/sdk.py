@@ -34,10 +34,10 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 
-from crypto_sm import PrivateKey, sm3_hash
-from ledger.codec import Value
-from ledger.types import Genesis, GenesisValidator, Height, SignedTx, TxBody
-from node.proofcheck import (
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.codec import Value
+from gmchain.ledger.types import Genesis, GenesisValidator, Height, SignedTx, TxBody
+from gmchain.node.proofcheck import (
     ProofCheckError,
     VerifiedProof,
     compute_validator_set_fingerprint,
@@ -165,13 +165,13 @@ def verify_proof_bundle(
         raise SdkError("malformed bundle: expected a JSON object with a hex `header`")
     if genesis is not None:
         if not isinstance(genesis, Genesis):
-            from node.config import ConfigError, load_genesis
+            from gmchain.node.config import ConfigError, load_genesis
 
             try:
                 genesis = load_genesis(genesis)
             except (ConfigError, OSError) as exc:
                 raise SdkError(f"cannot read the genesis: {exc}") from None
-        from node.chain import make_genesis_block
+        from gmchain.node.chain import make_genesis_block
 
         vals: list[GenesisValidator] = list(genesis.validators)
         want_chain = genesis.chain_id
@@ -322,7 +322,7 @@ class Client:
 
     async def get_evidence(self, record_id: str) -> dict[str, Any]:
         """One record with its attestations (`evidence.get`), as `record_to_json` shapes it."""
-        from contracts.evidence import record_to_json
+        from gmchain.contracts.evidence import record_to_json
 
         record = _evidence_json(await self.query("evidence", "get", [record_id]), record_to_json)
         if record is None:
@@ -332,7 +332,7 @@ class Client:
     async def get_flow(self, flow_id: str) -> dict[str, Any]:
         """A whole flow in order (`evidence.flow`, paged under the hood), as `flow_to_json`
         shapes it: {"flow_id", "org", "count", "head_record_id", "head_hash", "records"}."""
-        from contracts.evidence import MAX_FLOW_PAGE, flow_to_json
+        from gmchain.contracts.evidence import MAX_FLOW_PAGE, flow_to_json
 
         flow: dict[str, Any] | None = None
         records: list[dict[str, Any]] = []
@@ -353,7 +353,7 @@ class Client:
 
     async def verify_flow(self, flow_id: str) -> dict[str, Any]:
         """The contract's recomputation of a flow's hashes and links (`evidence.verify_flow`)."""
-        from contracts.evidence import verify_to_json
+        from gmchain.contracts.evidence import verify_to_json
 
         out = _evidence_json(await self.query("evidence", "verify_flow", [flow_id]), verify_to_json)
         if out is None:
@@ -362,7 +362,7 @@ class Client:
 
     async def last_record_id(self, flow_id: str) -> str | None:
         """The flow's current last record, or None for a new flow."""
-        from contracts.evidence import flow_to_json
+        from gmchain.contracts.evidence import flow_to_json
 
         page = _evidence_json(await self.query("evidence", "flow", [flow_id, 0, 1]), flow_to_json)
         return None if page is None else str(page["head_record_id"])
@@ -516,7 +516,7 @@ class Client:
 
         The attester signs compute_signing_root("attest", [chain_id, record_id, data_digest]).
         """
-        from contracts.evidence import attest_message
+        from gmchain.contracts.evidence import attest_message
 
         record = await self.get_evidence(record_id)
         digest = from_hex(record["data_digest"], 32, what="data_digest")

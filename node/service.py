@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from consensus import (
+from gmchain.consensus import (
     Broadcast,
     Commit,
     ConsensusConfig,
@@ -47,25 +47,25 @@ from consensus import (
     Validator,
     ValidatorSet,
 )
-from consensus.messages import CommitProof
-from consensus.packing import PackingConfig, PackingPolicy
-from contracts import default_registry
-from contracts.framework import ContractError
-from crypto_sm import PrivateKey, PublicKey
-from ledger.codec import DecodeError, Value
-from ledger.store import Store, StoreCorrupt
-from ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
-from node.admission import AdmissionMixin
-from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
-from node.chain import Chain, CommittedBlock
-from node.config import NodeConfig
-from node.diskspace import FreeSpaceGuard
-from node.mempool import Mempool, MempoolConfig
-from node.poolwal import PoolWal
-from node.proofserve import ProofLimits, ProofService
-from node.readcheck import check_served_block, check_served_header, check_served_tx
-from node.safetystore import load_safety, save_safety
-from node.verifypool import VerifyProcesses
+from gmchain.consensus.messages import CommitProof
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.contracts import default_registry
+from gmchain.contracts.framework import ContractError
+from gmchain.crypto_sm import PrivateKey, PublicKey
+from gmchain.ledger.codec import DecodeError, Value
+from gmchain.ledger.store import Store, StoreCorrupt
+from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
+from gmchain.node.admission import AdmissionMixin
+from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup
+from gmchain.node.chain import Chain, CommittedBlock
+from gmchain.node.config import NodeConfig
+from gmchain.node.diskspace import FreeSpaceGuard
+from gmchain.node.mempool import Mempool, MempoolConfig
+from gmchain.node.poolwal import PoolWal
+from gmchain.node.proofserve import ProofLimits, ProofService
+from gmchain.node.readcheck import check_served_block, check_served_header, check_served_tx
+from gmchain.node.safetystore import load_safety, save_safety
+from gmchain.node.verifypool import VerifyProcesses
 
 __all__ = ["EXIT_FATAL", "KeySigner", "KeyVerifier", "NodeService"]
 

@@ -6,8 +6,8 @@ for tests and tools but the node layer needs only what is exported below. The pr
 specified in docs/p2p.md (SIGMA, Krawczyk 2003, with an SM2 KEM; SM4-GCM frames).
 """
 
-from p2p.config import ConfigError, NodeId, P2PConfig, PeerInfo, RemoteProtocolError
-from p2p.network import MessageHandler, P2PNetwork, PeerHandler
+from gmchain.p2p.config import ConfigError, NodeId, P2PConfig, PeerInfo, RemoteProtocolError
+from gmchain.p2p.network import MessageHandler, P2PNetwork, PeerHandler
 
 __all__ = [
     "ConfigError",

@@ -1,6 +1,6 @@
 """Throughput of the sealed transport: 1 KiB frames between two nodes on loopback.
 
-Run: `.venv/bin/python -m p2p.bench_transport [--frames N] [--size BYTES] [--uvloop]`.
+Run: `.venv/bin/python -m gmchain.p2p.bench_transport [--frames N] [--size BYTES] [--uvloop]`.
 Both nodes share one process and one event loop (so the figure includes both ends' work on
 one core). The inbound rate limit is lifted for the measurement; with the default config a
 peer is held to `max_frames_per_s` (2,000 frames/s). Also reports the handshake time.
@@ -14,9 +14,9 @@ import json
 import socket
 import time
 
-from crypto_sm import PrivateKey
-from p2p.config import P2PConfig, PeerInfo
-from p2p.network import P2PNetwork
+from gmchain.crypto_sm import PrivateKey
+from gmchain.p2p.config import P2PConfig, PeerInfo
+from gmchain.p2p.network import P2PNetwork
 
 __all__ = ["main", "run_bench"]
 

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NewType
 
-from crypto_sm import PublicKey
+from gmchain.crypto_sm import PublicKey
 
 __all__ = [
     "HANDSHAKE_BURST_S",

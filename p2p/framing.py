@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from p2p.config import RemoteProtocolError
+from gmchain.p2p.config import RemoteProtocolError
 
 __all__ = [
     "FRAME_HEADER_SIZE",

@@ -50,7 +50,7 @@ from typing import Any
 
 import msgpack
 
-from crypto_sm import (
+from gmchain.crypto_sm import (
     CryptoError,
     InvalidKey,
     PrivateKey,
@@ -60,9 +60,9 @@ from crypto_sm import (
     sm3_hash,
     sm3_hmac,
 )
-from p2p.config import RemoteProtocolError
-from p2p.framing import decode_message, encode_message
-from p2p.limits import ReplayGuard
+from gmchain.p2p.config import RemoteProtocolError
+from gmchain.p2p.framing import decode_message, encode_message
+from gmchain.p2p.limits import ReplayGuard
 
 __all__ = [
     "D_AUTH_I",

@@ -51,13 +51,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from crypto_sm import PrivateKey, PublicKey
-from p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
-from p2p.framing import FrameDecoder, encode_frame
-from p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator, Responder
-from p2p.limits import BanList, TokenBucket, compute_backoff
-from p2p.preauth import PreAuthGate, compute_address
-from p2p.session import (
+from gmchain.crypto_sm import PrivateKey, PublicKey
+from gmchain.p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
+from gmchain.p2p.framing import FrameDecoder, encode_frame
+from gmchain.p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator, Responder
+from gmchain.p2p.limits import BanList, TokenBucket, compute_backoff
+from gmchain.p2p.preauth import PreAuthGate, compute_address
+from gmchain.p2p.session import (
     FRAME_OVERHEAD,
     PING_MESSAGE,
     Close,

@@ -29,8 +29,8 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 
-from p2p.config import HANDSHAKE_BURST_S, P2PConfig, PeerInfo
-from p2p.limits import HandshakeBudget, PendingSlots, RefusalSummary, ReplayGuard
+from gmchain.p2p.config import HANDSHAKE_BURST_S, P2PConfig, PeerInfo
+from gmchain.p2p.limits import HandshakeBudget, PendingSlots, RefusalSummary, ReplayGuard
 
 __all__ = ["PreAuthGate", "compute_address"]
 

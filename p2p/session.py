@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crypto_sm import CryptoError, sm4_gcm_decrypt, sm4_gcm_encrypt
-from p2p.config import RemoteProtocolError
-from p2p.framing import FRAME_HEADER_SIZE, decode_message, encode_message, peek_tag
+from gmchain.crypto_sm import CryptoError, sm4_gcm_decrypt, sm4_gcm_encrypt
+from gmchain.p2p.config import RemoteProtocolError
+from gmchain.p2p.framing import FRAME_HEADER_SIZE, decode_message, encode_message, peek_tag
 
 __all__ = [
     "FRAME_OVERHEAD",

@@ -28,19 +28,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from consensus import messages as cm  # noqa: E402
-from crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  # noqa: E402
-from ledger import types as lt  # noqa: E402
-from ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
-from ledger.merkle import (  # noqa: E402
+from gmchain.consensus import messages as cm  # noqa: E402
+from gmchain.crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  # noqa: E402
+from gmchain.ledger import types as lt  # noqa: E402
+from gmchain.ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
+from gmchain.ledger.merkle import (  # noqa: E402
     EMPTY_ROOT,
     Frontier,
     compute_root,
     leaf_hash,
     node_hash,
 )
-from ledger.proofs import compute_consistency_proof, compute_tx_proof  # noqa: E402
-from node.network import WIRE_LIMITS, TxBatch  # noqa: E402
+from gmchain.ledger.proofs import compute_consistency_proof, compute_tx_proof  # noqa: E402
+from gmchain.node.network import WIRE_LIMITS, TxBatch  # noqa: E402
 
 DOC = ROOT / "docs" / "protocol.md"
 VECTORS = ROOT / "tests" / "vectors" / "protocol_examples.json"
@@ -267,7 +267,7 @@ def _type_name(cls: type, name: str) -> str:
     hint = typing.get_type_hints(cls, {**vars(lt), **vars(sys.modules[cls.__module__])})[name]
     generic = typing.get_origin(hint) is not None
     text = str(hint) if generic else getattr(hint, "__name__", None) or str(hint)
-    return text.replace("typing.", "").replace("ledger.types.", "")
+    return text.replace("typing.", "").replace("gmchain.ledger.types.", "")
 
 
 _ENCODINGS = {

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig
+from gmchain.node.config import NodeConfig
 from tests.chaos_clients import (
     Abuser,
     DeafWebSocket,
@@ -205,7 +205,7 @@ class _Nodes:
     def spawn(self, name: str, wait_s: float = 60.0) -> None:
         nd = self.c.d / name
         cfg_path = nd / "config.toml"
-        cmd = [sys.executable, "-m", "node.cli", "node", "start", "--config", str(cfg_path)]
+        cmd = [sys.executable, "-m", "gmchain.node.cli", "node", "start", "--config", str(cfg_path)]
         if self.nofile is not None:  # soft = hard = nofile from the first instruction on
             cmd = ["sh", "-c", f'ulimit -n {self.nofile} && exec "$@"', "sh", *cmd]
         with open(nd / "node.log", "ab") as log, self.lock:

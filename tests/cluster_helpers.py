@@ -29,11 +29,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from crypto_sm import PrivateKey, PublicKey, load_private_key
-from ledger.types import SignedTx, TxBody
-from node.cluster import init_cluster, kill_node, node_status, start_nodes, stop_nodes
-from node.config import load_config, write_config
-from node.daemon import DEV_PASSPHRASE
+from gmchain.crypto_sm import PrivateKey, PublicKey, load_private_key
+from gmchain.ledger.types import SignedTx, TxBody
+from gmchain.node.cluster import init_cluster, kill_node, node_status, start_nodes, stop_nodes
+from gmchain.node.config import load_config, write_config
+from gmchain.node.daemon import DEV_PASSPHRASE
 from tests.node_helpers import START_DEADLINE_S
 
 __all__ = [

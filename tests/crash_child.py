@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 import sys
 
-from crypto_sm import sm3_hash
-from ledger.store import BlockWrite, Store
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.store import BlockWrite, Store
 
 __all__ = ["CHAIN_ID", "NAMESPACES", "SAFETY_KEY", "main", "make_block"]
 

@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consensus.messages import CommitProof
-from consensus.packing import PackingConfig, PackingPolicy
-from contracts import default_registry
-from crypto_sm import PrivateKey, sm3_hash
-from ledger.codec import Value
-from ledger.executor import BlockContext, ExecResult, Executor
-from ledger.store import Store
-from ledger.types import (
+from gmchain.consensus.messages import CommitProof
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.contracts import default_registry
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.codec import Value
+from gmchain.ledger.executor import BlockContext, ExecResult, Executor
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Genesis,
@@ -49,8 +49,8 @@ from ledger.types import (
     SignedTx,
     TxBody,
 )
-from node.chain import Chain
-from node.mempool import Mempool, MempoolConfig
+from gmchain.node.chain import Chain
+from gmchain.node.mempool import Mempool, MempoolConfig
 
 __all__ = [
     "CHAIN_ID",
@@ -220,7 +220,7 @@ class ChainRig:
         return block
 
     def receipts(self, block: Block) -> list[Any]:
-        from ledger.types import Receipt
+        from gmchain.ledger.types import Receipt
 
         out = []
         for tx in block.txs:
@@ -420,7 +420,7 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def client_key(self) -> PrivateKey:
-        from node.keys_cli import load_key
+        from gmchain.node.keys_cli import load_key
 
         return load_key(self.data_dir / "client.key", DEV_PASSPHRASE.encode())
 
@@ -451,8 +451,8 @@ def rss_mib(pid: int) -> float:
 async def running_service(tmp_path: Path, net: TestNet, **config: Any) -> AsyncIterator[Any]:
     """A started in-process NodeService of `net`'s validator over a real Store in `tmp_path`
     (NodeConfig fields from `config`); stopped and closed on exit."""
-    from node.config import NodeConfig
-    from node.service import NodeService
+    from gmchain.node.config import NodeConfig
+    from gmchain.node.service import NodeService
 
     store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
     cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-", **config)
@@ -481,7 +481,7 @@ def get_health(port: int) -> tuple[int, dict[str, Any]] | None:
 def run_gmchain(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
     """`gmchain ARGS` as a child process of this checkout (output captured as text)."""
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
+        [sys.executable, "-m", "gmchain.node.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -17,14 +17,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus.messages import CommitProof
-from consensus.packing import PackingConfig, PackingPolicy
-from contracts import default_registry
-from crypto_sm import PrivateKey
-from ledger.store import Store
-from ledger.types import Block, Genesis, Height, NodeId, QuorumCert, Round, SignedTx, TxBody
-from node.chain import Chain
-from node.mempool import Mempool, MempoolConfig
+from gmchain.consensus.messages import CommitProof
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.contracts import default_registry
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import Block, Genesis, Height, NodeId, QuorumCert, Round, SignedTx, TxBody
+from gmchain.node.chain import Chain
+from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.node_helpers import evidence_args
 
 __all__ = ["BuiltChain", "build_certified_chain", "signed_qc"]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger.store import Store
-from node.api import ApiError, ErrorCode
-from node.config import NodeConfig
-from node.poolwal import PoolWal
-from node.service import NodeService
+from gmchain.ledger.store import Store
+from gmchain.node.api import ApiError, ErrorCode
+from gmchain.node.config import NodeConfig
+from gmchain.node.poolwal import PoolWal
+from gmchain.node.service import NodeService
 from tests.node_helpers import TestNet, evidence_args, make_net, sign_tx
 
 

@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from bench.hdr import Histogram
-from bench.knee import SweepPoint, find_knee, is_healthy
-from bench.loadgen import LoadResult
-from bench.report import REQUIRED_FIELDS, analyze, check_schema, render_markdown
+from gmchain.bench.hdr import Histogram
+from gmchain.bench.knee import SweepPoint, find_knee, is_healthy
+from gmchain.bench.loadgen import LoadResult
+from gmchain.bench.report import REQUIRED_FIELDS, analyze, check_schema, render_markdown
 
 NAN = float("nan")
 
@@ -201,7 +201,7 @@ def test_analyze_counts_unsent_and_committed_without_reply() -> None:
 
 
 def test_auto_batch_holds_at_most_10_ms_of_transactions() -> None:
-    from bench.run import BATCH_WINDOW_S, batch_for
+    from gmchain.bench.run import BATCH_WINDOW_S, batch_for
 
     assert batch_for(100, 0) == 1  # a fixed 20 held the average tx back 95 ms at 100 tx/s
     assert batch_for(1000, 0) == 10 and batch_for(50_000, 0) == 100  # the server's cap

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cli import main
-from bench.report import LATENCY_FIELDS, REQUIRED_FIELDS, check_schema
+from gmchain.bench.cli import main
+from gmchain.bench.report import LATENCY_FIELDS, REQUIRED_FIELDS, check_schema
 
 
 def test_short_single_run_produces_full_report(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consensus.packing import PackingConfig, PackingPolicy
-from contracts import default_registry
-from crypto_sm import PrivateKey, sm3_hash
-from ledger.store import Store
-from ledger.types import Genesis, GenesisValidator, NodeId, Round, SignedTx, TxBody
-from node.chain import Chain
-from node.mempool import Mempool, MempoolConfig
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.contracts import default_registry
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import Genesis, GenesisValidator, NodeId, Round, SignedTx, TxBody
+from gmchain.node.chain import Chain
+from gmchain.node.mempool import Mempool, MempoolConfig
 
 
 def _tx(key: PrivateKey, chain_id: str, i: int) -> SignedTx:

@@ -17,10 +17,15 @@ from typing import Any
 
 import pytest
 
-from crypto_sm import PrivateKey, load_private_key, save_private_key
-from crypto_sm.keyfile import MIN_ITERATIONS
-from node import cli
-from node.keys_cli import DEV_PASSPHRASE, default_key_path, ensure_dev_key, resolve_passphrase
+from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
+from gmchain.crypto_sm.keyfile import MIN_ITERATIONS
+from gmchain.node import cli
+from gmchain.node.keys_cli import (
+    DEV_PASSPHRASE,
+    default_key_path,
+    ensure_dev_key,
+    resolve_passphrase,
+)
 
 HELP_PATHS = [
     [],
@@ -311,10 +316,10 @@ def test_dev_and_node_start_delegate_to_the_daemon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[Any] = []
-    fake = types.ModuleType("node.daemon")
+    fake = types.ModuleType("gmchain.node.daemon")
     fake.run_dev = lambda args: seen.append(("dev", args.data_dir, args.rpc_port, args.reset))  # type: ignore[attr-defined]
     fake.run_node = lambda args: seen.append(("node", args.config)) or 3  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "node.daemon", fake)
+    monkeypatch.setitem(sys.modules, "gmchain.node.daemon", fake)
     assert cli.main(["dev", "--data-dir", "D", "--rpc-port", "9999", "--reset"]) == 0
     config = tmp_path / "node.toml"
     config.write_text("")
@@ -328,7 +333,7 @@ def test_crypto_bench_cluster_bench_delegate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[Any] = []
-    for name in ("crypto_sm.bench", "node.cluster", "bench.cli"):
+    for name in ("gmchain.crypto_sm.bench", "gmchain.node.cluster", "gmchain.bench.cli"):
         fake = types.ModuleType(name)
         fake.main = lambda argv, name=name: seen.append((name, list(argv))) or 0  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, name, fake)
@@ -336,16 +341,16 @@ def test_crypto_bench_cluster_bench_delegate(
     assert cli.main(["cluster", "up", "--nodes", "4"]) == 0
     assert cli.main(["bench", "run", "--tps", "100"]) == 0
     assert seen == [
-        ("crypto_sm.bench", ["--json", "--seconds", "0.5"]),
-        ("node.cluster", ["up", "--nodes", "4"]),
-        ("bench.cli", ["run", "--tps", "100"]),
+        ("gmchain.crypto_sm.bench", ["--json", "--seconds", "0.5"]),
+        ("gmchain.node.cluster", ["up", "--nodes", "4"]),
+        ("gmchain.bench.cli", ["run", "--tps", "100"]),
     ]
 
 
 def test_missing_delegate_is_a_clean_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "node.cluster", None)
+    monkeypatch.setitem(sys.modules, "gmchain.node.cluster", None)
     code, _, err = run(["cluster", "up"], capsys)
     assert code == 1
     assert_one_line_error(err)
@@ -359,11 +364,11 @@ def test_missing_delegate_is_a_clean_error(
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Real version-2 bundles from a short certified chain (tests/proof_chain.py), the genesis
     file that anchors them, and a stranger's validator set."""
-    from ledger.store import Store
-    from ledger.types import Genesis, GenesisValidator
-    from node.config import save_genesis
-    from node.proofcheck import compute_validator_set_fingerprint
-    from node.proofserve import ProofLimits, ProofService
+    from gmchain.ledger.store import Store
+    from gmchain.ledger.types import Genesis, GenesisValidator
+    from gmchain.node.config import save_genesis
+    from gmchain.node.proofcheck import compute_validator_set_fingerprint
+    from gmchain.node.proofserve import ProofLimits, ProofService
     from tests.proof_chain import build_certified_chain
 
     tmp = tmp_path_factory.mktemp("cli-proofs")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.codec import encode
-from ledger.types import Event, Receipt, ReceiptStatus, SignedTx, TxBody
+from gmchain.ledger.codec import encode
+from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx, TxBody
 
 BODY = dict(
     chain_id="c",

@@ -6,7 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from node.config import NodeConfig
+from gmchain.node.config import NodeConfig
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "ops.md").read_text()
 

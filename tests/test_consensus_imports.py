@@ -19,13 +19,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 _PROBE = """
 import json, pkgutil, importlib, sys
-import ledger.types, ledger.codec, crypto_sm
+import gmchain.ledger.types, gmchain.ledger.codec, gmchain.crypto_sm
 base = set(sys.modules)
-import consensus
-for m in pkgutil.walk_packages(consensus.__path__, "consensus."):
+from gmchain import consensus
+for m in pkgutil.walk_packages(consensus.__path__, "gmchain.consensus."):
     if not m.name.endswith("__main__"):
         importlib.import_module(m.name)
-import consensus.sim.__main__  # importing the CLI module must not read the clock either
+import gmchain.consensus.sim.__main__  # importing the CLI module must not read the clock either
 print(json.dumps({"base": sorted(base), "after": sorted(sys.modules)}))
 """
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus import (
+from gmchain.consensus import (
     BlockRequest,
     BlockResponse,
     CommitProof,
@@ -16,9 +16,9 @@ from consensus import (
     SyncRequest,
     SyncResponse,
 )
-from consensus.sim.app import make_genesis_header
-from ledger.codec import DecodeError, decode, encode
-from ledger.types import (
+from gmchain.consensus.sim.app import make_genesis_header
+from gmchain.ledger.codec import DecodeError, decode, encode
+from gmchain.ledger.types import (
     Block,
     Digest,
     Height,
@@ -107,7 +107,7 @@ def test_bounds_are_checked() -> None:
 
 
 def test_first_stored_safety_version_loads_and_blocks_its_round() -> None:
-    from consensus.safety import load_safety_data
+    from gmchain.consensus.safety import load_safety_data
 
     d = SafetyData(last_voted_round=Round(7), preferred_round=Round(6), high_qc=QC, last_tc=TC)
     v1 = encode(d.to_fields()[:8])  # the seven-field layout stored before last_proposed_round

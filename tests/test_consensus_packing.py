@@ -6,7 +6,7 @@ from random import Random
 
 import pytest
 
-from consensus.packing import PackingConfig, PackingPolicy
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
 
 CFG = PackingConfig(
     min_block_txs=10, max_block_txs=1000, min_wait_ms=5, max_wait_ms=400, target_latency_ms=500

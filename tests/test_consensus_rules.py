@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from consensus import (
+from gmchain.consensus import (
     BlockRequest,
     BlockResponse,
     Broadcast,
@@ -36,7 +36,7 @@ from consensus import (
     ValidatorSet,
     make_genesis_qc,
 )
-from consensus.sim.app import (
+from gmchain.consensus.sim.app import (
     SIM_CHAIN_ID,
     FakeSigner,
     FakeVerifier,
@@ -44,8 +44,8 @@ from consensus.sim.app import (
     make_genesis_header,
     make_tx,
 )
-from crypto_sm import sm3_hash
-from ledger.types import (
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Digest,
@@ -672,7 +672,7 @@ def test_invalid_proposal_signature_changes_nothing() -> None:
 
 
 def test_config_refuses_bugs_unless_mutation_testing() -> None:
-    from consensus import Bug
+    from gmchain.consensus import Bug
 
     with pytest.raises(ValueError, match="mutation"):
         ConsensusConfig(bugs=frozenset({Bug.QUORUM_2F})).validate()
@@ -681,7 +681,7 @@ def test_config_refuses_bugs_unless_mutation_testing() -> None:
 
 
 def test_committed_blocks_fetched_applies_only_proven_runs() -> None:
-    from consensus import CommittedBlocksFetched
+    from gmchain.consensus import CommittedBlocksFetched
 
     w = World()
     blocks = w.chain([1, 2, 3, 4], ntx=1)
@@ -714,7 +714,7 @@ def test_quorum_is_more_than_two_thirds_of_the_power() -> None:
 
 
 def test_each_signature_is_verified_once_and_failures_are_never_cached() -> None:
-    from consensus.certs import CertChecker
+    from gmchain.consensus.certs import CertChecker
 
     w = World()
     calls: list[bytes] = []
@@ -745,7 +745,7 @@ def test_each_signature_is_verified_once_and_failures_are_never_cached() -> None
 
 
 def test_l9_replies_per_peer_are_budgeted_whatever_rounds_it_names() -> None:
-    from consensus.replica import HELP_PER_PERIOD
+    from gmchain.consensus.replica import HELP_PER_PERIOD
 
     w = World()
     blocks = w.chain(list(range(1, 25)))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from contracts.framework import (
+from gmchain.contracts.framework import (
     IDENT_CHARS,
     MAX_ERROR_BYTES,
     Arg,
@@ -23,9 +23,9 @@ from contracts.framework import (
     method,
     query,
 )
-from contracts.testing import MemoryStore, make_context
-from ledger.codec import Value, encode
-from ledger.types import Event, Receipt, ReceiptStatus
+from gmchain.contracts.testing import MemoryStore, make_context
+from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.types import Event, Receipt, ReceiptStatus
 
 PUB = b"\x04" + bytes(range(64))
 IDENT_HINT = "; allowed: letters, digits and . _ - : / @"

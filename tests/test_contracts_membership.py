@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.framework import default_registry
-from contracts.keys import CryptoSmVerifier, address_of
-from contracts.membership import account_to_json, genesis_writes, lookup_account
-from contracts.testing import Harness, MemoryState
-from crypto_sm import PrivateKey
-from ledger.types import Event, ReceiptStatus
+from gmchain.contracts.framework import default_registry
+from gmchain.contracts.keys import CryptoSmVerifier, address_of
+from gmchain.contracts.membership import account_to_json, genesis_writes, lookup_account
+from gmchain.contracts.testing import Harness, MemoryState
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import Event, ReceiptStatus
 
 
 def new_key() -> bytes:
@@ -208,7 +208,7 @@ def test_revoke_rules(chain: Harness) -> None:
 
 
 def test_queries_validate_arguments(chain: Harness) -> None:
-    from contracts.framework import BadArguments
+    from gmchain.contracts.framework import BadArguments
 
     with pytest.raises(BadArguments, match="argument 'limit' must be in"):
         chain.query("membership", "list", ["firm-a", 0])

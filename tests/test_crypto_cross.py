@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from gmssl import sm2 as gm_sm2
 
-import crypto_sm
-from crypto_sm import (
+from gmchain import crypto_sm
+from gmchain.crypto_sm import (
     CryptoError,
     InvalidKey,
     PrivateKey,
@@ -21,7 +21,7 @@ from crypto_sm import (
     sm3_hash,
     verify_many,
 )
-from crypto_sm.params import GX, GY, N, P
+from gmchain.crypto_sm.params import GX, GY, N, P
 
 BACKENDS = ["openssl", "gmssl"]
 PAIRS = [(a, b) for a in BACKENDS for b in BACKENDS]
@@ -261,7 +261,7 @@ def test_verify_many_matches_single_verification(threads: int | None) -> None:
 
 
 def test_openssl_calls_release_the_gil() -> None:
-    from crypto_sm._openssl import load_libcrypto
+    from gmchain.crypto_sm._openssl import load_libcrypto
 
     lib = load_libcrypto()
     assert type(lib) is ctypes.CDLL  # PyDLL would keep the GIL during each call
@@ -270,7 +270,7 @@ def test_openssl_calls_release_the_gil() -> None:
 
 
 def test_public_key_cache_is_bounded_and_correct() -> None:
-    from crypto_sm._openssl import OpenSSLBackend
+    from gmchain.crypto_sm._openssl import OpenSSLBackend
 
     backend = OpenSSLBackend(cache_size=3)
     keys = [PrivateKey.generate() for _ in range(6)]

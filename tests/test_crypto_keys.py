@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from gmssl import sm3 as gm_sm3
 
-from crypto_sm import (
+from gmchain.crypto_sm import (
     CryptoError,
     InsecureKeyFile,
     PrivateKey,
@@ -24,7 +24,7 @@ from crypto_sm import (
     load_private_key,
     save_private_key,
 )
-from crypto_sm.params import N
+from gmchain.crypto_sm.params import N
 
 FAST = keyfile.MIN_ITERATIONS
 PASS = b"correct horse battery staple"

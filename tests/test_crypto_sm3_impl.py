@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives import hashes, hmac
 
-from crypto_sm import sm3 as sm3_mod
+from gmchain.crypto_sm import sm3 as sm3_mod
 
 ABC = "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
 M64 = "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"

@@ -18,8 +18,8 @@ from gmssl import sm2 as gm_sm2
 from gmssl import sm3 as gm_sm3
 from gmssl import sm4 as gm_sm4
 
-import crypto_sm
-from crypto_sm import (
+from gmchain import crypto_sm
+from gmchain.crypto_sm import (
     CryptoError,
     PrivateKey,
     PublicKey,
@@ -29,7 +29,7 @@ from crypto_sm import (
     sm4_gcm_decrypt,
     sm4_gcm_encrypt,
 )
-from crypto_sm.params import GX, GY, A, B
+from gmchain.crypto_sm.params import GX, GY, A, B
 
 # ---- SM2 example of GB/T 32918.5-2017 Annex A (recommended curve, ID 1234567812345678) ----
 D = bytes.fromhex("3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8")

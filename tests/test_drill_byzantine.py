@@ -16,11 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ledger.codec import encode
-from ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
-from node.config import load_genesis
-from node.network import TxBatch, decode_wire
-from p2p import P2PConfig, P2PNetwork, PeerInfo
+from gmchain.ledger.codec import encode
+from gmchain.ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
+from gmchain.node.config import load_genesis
+from gmchain.node.network import TxBatch, decode_wire
+from gmchain.p2p import P2PConfig, P2PNetwork, PeerInfo
 from tests.cluster_helpers import Cluster, LoadGen, check_invariants, running_cluster, wait_until
 
 RATE = 50.0

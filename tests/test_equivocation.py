@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from crypto_sm import PrivateKey
-from ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
-from node.equivocation import EquivocationDetector
-from node.service import KeyVerifier
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
+from gmchain.node.equivocation import EquivocationDetector
+from gmchain.node.service import KeyVerifier
 
 CHAIN = "eq-test"
 
@@ -68,8 +68,8 @@ def test_memory_is_bounded_to_the_window() -> None:
 
 
 def _proposal(key: PrivateKey, round_: int, salt: int) -> Proposal:
-    from consensus.sim.app import make_genesis_header
-    from ledger.types import Block
+    from gmchain.consensus.sim.app import make_genesis_header
+    from gmchain.ledger.types import Block
 
     g = make_genesis_header(CHAIN)
     qc = QuorumCert(block_id=g.block_id, round=Round(0), height=Height(0))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from contracts.evidence import (
+from gmchain.contracts.evidence import (
     MAX_ATTESTATIONS,
     RECORD_FIELDS,
     EvidenceContract,
@@ -23,13 +23,13 @@ from contracts.evidence import (
     record_to_json,
     verify_to_json,
 )
-from contracts.framework import Registry
-from contracts.keys import address_of
-from contracts.membership import MembershipContract
-from contracts.testing import Harness, Outcome
-from crypto_sm import PrivateKey, sm3_hash
-from ledger.codec import decode, encode
-from ledger.types import Event, ReceiptStatus
+from gmchain.contracts.framework import Registry
+from gmchain.contracts.keys import address_of
+from gmchain.contracts.membership import MembershipContract
+from gmchain.contracts.testing import Harness, Outcome
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.codec import decode, encode
+from gmchain.ledger.types import Event, ReceiptStatus
 
 CHAIN = "gmchain-test"
 KEY_A, KEY_A2, KEY_B = (PrivateKey.generate() for _ in range(3))
@@ -420,7 +420,7 @@ class GmsslVerifier:
     """SM2 verification by the pure-Python gmssl package (tests only)."""
 
     def is_valid_public(self, pubkey: bytes) -> bool:
-        from crypto_sm.params import A, B, P
+        from gmchain.crypto_sm.params import A, B, P
 
         x, y = int.from_bytes(pubkey[1:33], "big"), int.from_bytes(pubkey[33:], "big")
         return pubkey[0] == 4 and x < P and y < P and (y * y - x**3 - A * x - B) % P == 0
@@ -436,7 +436,7 @@ class GmsslVerifier:
 def gmssl_keypair() -> tuple[Any, bytes]:
     from gmssl import sm2
 
-    from crypto_sm.params import GX, GY, N
+    from gmchain.crypto_sm.params import GX, GY, N
 
     d = secrets.randbelow(N - 2) + 1
     crypt = sm2.CryptSM2(private_key=f"{d:064x}", public_key="00", mode=1)
@@ -446,7 +446,7 @@ def gmssl_keypair() -> tuple[Any, bytes]:
 
 
 def test_attestation_signed_by_gmssl_verified_by_crypto_sm(chain: Harness) -> None:
-    from crypto_sm.params import N
+    from gmchain.crypto_sm.params import N
 
     submit_flow(chain)
     crypt, pub = gmssl_keypair()

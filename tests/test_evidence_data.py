@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.evidence_data import KEY_SIZE, NONCE_SIZE, SealedData, data_digest, open_sealed, seal
-from crypto_sm import CryptoError, PrivateKey, sm2_decrypt, sm3_hash, sm4_gcm_decrypt
-from ledger.codec import DecodeError, decode, encode
+from gmchain.contracts.evidence_data import (
+    KEY_SIZE,
+    NONCE_SIZE,
+    SealedData,
+    data_digest,
+    open_sealed,
+    seal,
+)
+from gmchain.crypto_sm import CryptoError, PrivateKey, sm2_decrypt, sm3_hash, sm4_gcm_decrypt
+from gmchain.ledger.codec import DecodeError, decode, encode
 
 OWNER, REGULATOR, STRANGER = (PrivateKey.generate() for _ in range(3))
 RAW = "风险揭示书 — risk disclosure signed by investor inv-001".encode() * 10

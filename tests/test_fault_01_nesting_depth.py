@@ -31,14 +31,14 @@ from typing import Any
 import msgpack
 import pytest
 
-from consensus.messages import BlockResponse, CommitProof, SyncResponse
-from consensus.packing import PackingConfig, PackingPolicy
-from contracts import default_registry
-from contracts.framework import Arg, Context, Contract, Registry, method
-from crypto_sm import PrivateKey
-from ledger.codec import DecodeError, Value
-from ledger.store import Store
-from ledger.types import (
+from gmchain.consensus.messages import BlockResponse, CommitProof, SyncResponse
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.contracts import default_registry
+from gmchain.contracts.framework import Arg, Context, Contract, Registry, method
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.codec import DecodeError, Value
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Digest,
@@ -55,10 +55,10 @@ from ledger.types import (
     TxBody,
     compute_signing_root,
 )
-from node.chain import Chain
-from node.config import ConfigError, NodeConfig
-from node.network import NetworkBridge, decode_wire
-from node.service import NodeService
+from gmchain.node.chain import Chain
+from gmchain.node.config import ConfigError, NodeConfig
+from gmchain.node.network import NetworkBridge, decode_wire
+from gmchain.node.service import NodeService
 from tests.cluster_helpers import rpc_call, running_cluster, wait_until
 from tests.node_helpers import (
     ChainRig,
@@ -245,7 +245,7 @@ def test_the_leaders_block_always_fits_the_wire(tmp_path: Path) -> None:
 def test_block_and_sync_answers_are_cut_to_what_one_message_carries() -> None:
     """A peer asking for many large blocks gets the ones that fit one message (it asks again for
     the rest); on base the oversize answer raised in the transport's send."""
-    from node.network import _cut_to_fit as cut_to_fit  # (new with the fix)
+    from gmchain.node.network import _cut_to_fit as cut_to_fit  # (new with the fix)
 
     key = PrivateKey.generate()
     args = evidence_args("big")

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from consensus.messages import MAX_BLOCK_TX_BYTES, MAX_MESSAGE_BYTES, CommitProof, SyncResponse
-from crypto_sm import PrivateKey
-from ledger.types import (
+from gmchain.consensus.messages import (
+    MAX_BLOCK_TX_BYTES,
+    MAX_MESSAGE_BYTES,
+    CommitProof,
+    SyncResponse,
+)
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Digest,
@@ -23,8 +28,8 @@ from ledger.types import (
     SignedTx,
     TxBody,
 )
-from node.chain import Chain
-from node.network import NetworkBridge, decode_wire
+from gmchain.node.chain import Chain
+from gmchain.node.network import NetworkBridge, decode_wire
 
 _SIG = b"\x01" * 64
 _ZERO = Digest(b"\0" * 32)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig
+from gmchain.node.config import NodeConfig
 from tests.cluster_helpers import Cluster, rpc_call, running_cluster, wait_until
 from tests.node_helpers import evidence_args, get_health, sign_tx
 

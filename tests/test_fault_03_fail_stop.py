@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from node.config import load_config, write_config
-from node.daemon import init_dev
+from gmchain.node.config import load_config, write_config
+from gmchain.node.daemon import init_dev
 from tests.node_helpers import NodeProcess, RpcFailure, RpcSession, get_health, sign_tx
 
 EXIT_DEADLINE_S = 60.0  # a failure bound only; the node exits within a step of the failed write

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from node.api import ErrorCode
-from node.rpc import RpcConfig, RpcServer
-from node.rpclimits import compute_connection_caps
+from gmchain.node.api import ErrorCode
+from gmchain.node.rpc import RpcConfig, RpcServer
+from gmchain.node.rpclimits import compute_connection_caps
 from tests.node_helpers import NodeProcess, RpcSession, running_dev_node, sign_tx
 from tests.test_rpc_fake import FakeNode
 

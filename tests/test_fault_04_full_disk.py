@@ -31,10 +31,10 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from crypto_sm import PrivateKey
-from ledger.types import SignedTx
-from node.daemon import DEV_CHAIN_ID, init_dev
-from node.poolwal import PoolLogError, PoolWal
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import SignedTx
+from gmchain.node.daemon import DEV_CHAIN_ID, init_dev
+from gmchain.node.poolwal import PoolLogError, PoolWal
 from tests.node_helpers import NodeProcess, RpcFailure, RpcSession, free_port, sign_tx
 
 STORAGE_UNAVAILABLE = -31020

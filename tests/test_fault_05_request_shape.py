@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.rpc import RpcConfig, RpcServer
-from node.rpclimits import address_key, is_allowed_host
-from node.rpcspec import json_elements
+from gmchain.node.rpc import RpcConfig, RpcServer
+from gmchain.node.rpclimits import address_key, is_allowed_host
+from gmchain.node.rpcspec import json_elements
 from tests.test_rpc_fake import FakeNode
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.rpc import RpcConfig, RpcServer, load_openrpc
+from gmchain.node.rpc import RpcConfig, RpcServer, load_openrpc
 from tests.node_helpers import NodeProcess, rss_mib, running_dev_node
 from tests.test_rpc_fake import FakeNode
 

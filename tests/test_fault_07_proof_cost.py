@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
-from crypto_sm import PrivateKey
-from ledger.types import Genesis
-from node.config import load_config, load_genesis
-from node.daemon import DEV_PASSPHRASE, init_dev
-from node.keys_cli import load_key
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import Genesis
+from gmchain.node.config import load_config, load_genesis
+from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+from gmchain.node.keys_cli import load_key
 from tests.node_helpers import NodeProcess, RpcSession, free_port
 from tests.proof_chain import BuiltChain, _tx, build_certified_chain
 
@@ -104,7 +104,7 @@ def test_head_anchored_proof_is_logarithmic(long_chain: _Long) -> None:
     assert _hashes_in(bundle) <= 4 * math.ceil(math.log2(n)) + 16, _hashes_in(bundle)
     assert size <= 24 * 1024, size
     # And it still verifies against the genesis (the only trust anchor).
-    from node.sdk import verify_proof_bundle
+    from gmchain.node.sdk import verify_proof_bundle
 
     verified = verify_proof_bundle(bundle, genesis=long_chain.genesis)
     assert verified.height == first_height and verified.anchor_height == head
@@ -170,8 +170,8 @@ def test_proof_batch_does_not_stall_the_loop(long_chain: _Long) -> None:
 
 def _commit_under_one_certificate(rig: Any, blocks: list[Any]) -> None:
     """Commit `blocks` with one CommitProof: a child of the last, certified by a QC."""
-    from consensus.messages import CommitProof
-    from ledger.types import QuorumCert
+    from gmchain.consensus.messages import CommitProof
+    from gmchain.ledger.types import QuorumCert
 
     child = rig.build(blocks[-1].header).header
     qc = QuorumCert(block_id=child.block_id, round=child.round, height=child.height)
@@ -181,8 +181,8 @@ def _commit_under_one_certificate(rig: Any, blocks: list[Any]) -> None:
 def test_certificate_span_is_bounded_with_a_clear_error(tmp_path: Path) -> None:
     """Rule 3: six blocks committed under one certificate; with proof_max_span = 4 the first
     block's certificate is refused by name (BAD_RANGE), the last ones are served."""
-    from node.api import ApiError, ErrorCode
-    from node.proofserve import ProofLimits, ProofService
+    from gmchain.node.api import ApiError, ErrorCode
+    from gmchain.node.proofserve import ProofLimits, ProofService
     from tests.node_helpers import ChainRig, make_net, sign_tx
 
     net = make_net(1, replay_window=50)
@@ -222,8 +222,8 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
     another client is still served."""
     import asyncio
 
-    from node.api import ApiError, ErrorCode
-    from node.proofserve import ProofLimits, ProofService
+    from gmchain.node.api import ApiError, ErrorCode
+    from gmchain.node.proofserve import ProofLimits, ProofService
     from tests.node_helpers import ChainRig, make_net, sign_tx
 
     net = make_net(1, replay_window=50)
@@ -269,7 +269,7 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
     ],
 )
 def test_proof_limits_are_validated(changes: dict[str, int], message: str) -> None:
-    from node.config import ConfigError, NodeConfig
+    from gmchain.node.config import ConfigError, NodeConfig
 
     NodeConfig(data_dir="d", genesis_file="g", key_file="k").validate()  # the defaults are valid
     with pytest.raises(ConfigError, match=message):

@@ -34,11 +34,11 @@ from typing import Any
 
 import pytest
 
-from crypto_sm import PrivateKey, PublicKey, sm3_hmac
-from p2p import handshake
-from p2p.config import RemoteProtocolError
-from p2p.framing import encode_frame, encode_message
-from p2p.handshake import PROTOCOL_VERSION, Initiator, Responder
+from gmchain.crypto_sm import PrivateKey, PublicKey, sm3_hmac
+from gmchain.p2p import handshake
+from gmchain.p2p.config import RemoteProtocolError
+from gmchain.p2p.framing import encode_frame, encode_message
+from gmchain.p2p.handshake import PROTOCOL_VERSION, Initiator, Responder
 from tests.cluster_helpers import Cluster, LoadGen, check_invariants, running_cluster, wait_until
 
 ATTACK_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 22)]  # 20 stranger hosts
@@ -276,7 +276,7 @@ GENESIS = bytes(range(32))
 def test_no_sm2_work_before_the_hello_proves_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     # ReplayGuard is new with this fix; imported here so that the real-process tests above
     # also run (and fail for their own reasons) against the code before it.
-    from p2p.limits import ReplayGuard
+    from gmchain.p2p.limits import ReplayGuard
 
     keys = [PrivateKey.generate() for _ in range(3)]
     a, b, other = keys
@@ -341,7 +341,7 @@ def test_the_proof_binds_the_responder_and_the_genesis() -> None:
 
 
 def test_slot_rules_strangers_per_address_and_reserved() -> None:
-    from p2p.limits import PendingSlots  # new with this fix (see above)
+    from gmchain.p2p.limits import PendingSlots  # new with this fix (see above)
 
     slots = PendingSlots(per_address=2, strangers=3)
     slots.set_known({"10.0.0.1": 2})  # two admitted peers configured at this host
@@ -369,8 +369,8 @@ async def test_admitted_peer_connects_while_strangers_hold_every_slot() -> None:
     out is not held up either, and the refusals are counted by reason."""
     import random as _random
 
-    from p2p.config import P2PConfig, PeerInfo
-    from p2p.network import P2PNetwork
+    from gmchain.p2p.config import P2PConfig, PeerInfo
+    from gmchain.p2p.network import P2PNetwork
 
     keys = sorted((PrivateKey.generate() for _ in range(3)), key=lambda k: k.public_key.address)
     nets = [

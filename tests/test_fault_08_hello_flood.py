@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from crypto_sm import PrivateKey
-from p2p.config import P2PConfig, PeerInfo
-from p2p.network import P2PNetwork
+from gmchain.crypto_sm import PrivateKey
+from gmchain.p2p.config import P2PConfig, PeerInfo
+from gmchain.p2p.network import P2PNetwork
 
 CHAIN = "flood"
 GENESIS = bytes(range(32))
@@ -40,8 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # is on the curve (so the victim's decryption does the scalar multiplication).
 _ATTACKER = r"""
 import asyncio, os, sys, time
-from p2p.framing import FrameDecoder, encode_frame
-from p2p.handshake import PROTOCOL_VERSION, InitiatorAuth, InitiatorHello, compute_hello_proof
+from gmchain.p2p.framing import FrameDecoder, encode_frame
+from gmchain.p2p.handshake import (
+    PROTOCOL_VERSION, InitiatorAuth, InitiatorHello, compute_hello_proof,
+)
 
 port, secs, first, last, per = (int(a) for a in sys.argv[1:6])
 chain = sys.argv[6]
@@ -239,7 +241,7 @@ async def test_a_valid_hello_flood_from_16_addresses_does_not_freeze_the_loop() 
 
 def test_handshake_budget_rules() -> None:
     """Per address, strangers together, and the admitted peers' hosts on their own budget."""
-    from p2p.limits import HandshakeBudget  # new with this fix
+    from gmchain.p2p.limits import HandshakeBudget  # new with this fix
 
     budget = HandshakeBudget(
         per_address_rate=1.0, per_address_burst=2, strangers_rate=2.0, strangers_burst=3, now=0.0

@@ -30,13 +30,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from contracts.keys import address_of
-from ledger.types import ReceiptStatus
-from node.api import ApiError, ErrorCode
-from node.jsonfmt import hex0x
-from node.mempool import MempoolConfig
-from node.rpc import RpcServer
-from node.service import NodeService
+from gmchain.contracts.keys import address_of
+from gmchain.ledger.types import ReceiptStatus
+from gmchain.node.api import ApiError, ErrorCode
+from gmchain.node.jsonfmt import hex0x
+from gmchain.node.mempool import MempoolConfig
+from gmchain.node.rpc import RpcServer
+from gmchain.node.service import NodeService
 from tests.node_helpers import (
     ChainRig,
     TestNet,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.framework import BadArguments, default_registry
+from gmchain.contracts.framework import BadArguments, default_registry
 from tests.node_helpers import ROOT, NodeProcess, free_port
 
 
@@ -90,7 +90,7 @@ def test_contract_schema_check_refuses_a_lone_surrogate() -> None:
 
 
 def test_internal_error_tracebacks_are_rate_limited() -> None:
-    from node.ratelog import LogLimiter
+    from gmchain.node.ratelog import LogLimiter
 
     out = io.StringIO()
     logger = logging.getLogger("test.fault10.ratelog")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.store import Store, StoreCorrupt, StoreError
-from ledger.store_files import describe_log, describe_table
-from ledger.store_tool import check_db
+from gmchain.ledger.store import Store, StoreCorrupt, StoreError
+from gmchain.ledger.store_files import describe_log, describe_table
+from gmchain.ledger.store_tool import check_db
 from tests.crash_child import CHAIN_ID, make_block
 
 SEED = 11
@@ -126,7 +126,7 @@ def test_node_never_serves_a_block_that_differs_from_the_committed_one(
     """Through the node's own open (`start_node`'s Store.open) and read path (NodeService reads
     raw blocks the same way): every flip in a table data block either is reported or leaves
     every served block byte-identical to the committed one."""
-    from node import daemon
+    from gmchain.node import daemon
 
     table = next(f for f in pristine.iterdir() if f.suffix == ".ldb")
     data_blocks = [(o, s) for kind, o, s in describe_table(table.read_bytes()) if kind == "data"]
@@ -165,7 +165,7 @@ def test_a_damaged_log_length_is_refused_at_start_not_read_as_a_torn_tail(
     """LevelDB takes a log record whose length field reaches past the end of the file for a torn
     write and drops it and every record behind it, silently: committed blocks 6..8 vanished and
     the store opened at head 5. The node's open refuses it instead."""
-    from node import daemon
+    from gmchain.node import daemon
 
     log = next(f for f in pristine.iterdir() if f.suffix == ".log")
     first_length_high_byte = 5  # the first record: crc (4), length (2, little-endian), type
@@ -184,12 +184,12 @@ def test_served_headers_and_blocks_are_rehashed(tmp_path: Path) -> None:
 
     import plyvel
 
-    from crypto_sm import load_private_key
-    from ledger import store_keys as k
-    from ledger.types import Block, BlockHeader
-    from node.config import load_config, load_genesis
-    from node.daemon import DEV_PASSPHRASE, init_dev
-    from node.service import NodeService
+    from gmchain.crypto_sm import load_private_key
+    from gmchain.ledger import store_keys as k
+    from gmchain.ledger.types import Block, BlockHeader
+    from gmchain.node.config import load_config, load_genesis
+    from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+    from gmchain.node.service import NodeService
 
     cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
     genesis = load_genesis(cfg.genesis_file)

@@ -15,16 +15,16 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from consensus.safety import SafetyData
-from crypto_sm import PrivateKey, load_private_key, sm3_hash
-from ledger import store_keys as k
-from ledger.codec import encode
-from ledger.store import Store, StoreCorrupt
-from ledger.store_tool import check_db
-from ledger.types import Round, SignedTx, TxBody
-from node.config import NodeConfig, load_config, load_genesis
-from node.daemon import DEV_PASSPHRASE, init_dev
-from node.service import NodeService
+from gmchain.consensus.safety import SafetyData
+from gmchain.crypto_sm import PrivateKey, load_private_key, sm3_hash
+from gmchain.ledger import store_keys as k
+from gmchain.ledger.codec import encode
+from gmchain.ledger.store import Store, StoreCorrupt
+from gmchain.ledger.store_tool import check_db
+from gmchain.ledger.types import Round, SignedTx, TxBody
+from gmchain.node.config import NodeConfig, load_config, load_genesis
+from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+from gmchain.node.service import NodeService
 
 
 def _dev_chain(tmp_path: Path) -> tuple[NodeConfig, PrivateKey, PrivateKey]:
@@ -141,7 +141,7 @@ def test_db_check_reports_damaged_safety_data(
 
 
 def test_previous_copy_is_kept_and_never_used_silently(tmp_path: Path) -> None:
-    from node.safetystore import META_SAFETY, META_SAFETY_PREVIOUS, load_safety, save_safety
+    from gmchain.node.safetystore import META_SAFETY, META_SAFETY_PREVIOUS, load_safety, save_safety
 
     db = tmp_path / "db"
     with Store.open(db, chain_id="c") as s:
@@ -168,7 +168,7 @@ def test_previous_copy_is_kept_and_never_used_silently(tmp_path: Path) -> None:
 def test_store_written_by_the_base_version_still_starts(tmp_path: Path) -> None:
     """Upgrade path: the unsealed layouts of 0921e03 (and its first 7-field layout) load once and
     are rewritten sealed at the next save."""
-    from node.safetystore import META_SAFETY, is_sealed_safety_record, load_safety
+    from gmchain.node.safetystore import META_SAFETY, is_sealed_safety_record, load_safety
 
     base = SafetyData(last_voted_round=Round(1031), last_proposed_round=Round(1030))
     first_layout = encode(base.to_fields()[:-1])  # the seven-field layout before P2
@@ -198,7 +198,7 @@ def test_safety_reset_is_the_documented_recovery(
     """The operator procedure: with the node stopped, `gmchain db safety-reset PATH --round R`
     (R = the highest round any validator reports) writes safety data that forbids signing in
     any round <= R; the node then starts."""
-    from node.safetystore import META_SAFETY, load_safety, main
+    from gmchain.node.safetystore import META_SAFETY, load_safety, main
 
     cfg, key, raw = voted_chain
     try:
@@ -224,7 +224,7 @@ def test_safety_reset_never_goes_below_an_unsealed_format_1_record(tmp_path: Pat
     version, `safety-reset --round 5` ignored the intact unsealed record at round 1000, wrote
     round 5 and deleted the old record — a double vote waiting to happen. The unsealed record
     counts towards the floor like the sealed copies."""
-    from node.safetystore import META_SAFETY, load_safety, main
+    from gmchain.node.safetystore import META_SAFETY, load_safety, main
 
     path = tmp_path / "legacy"
     r = Round(1000)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cluster import init_cluster
+from gmchain.node.cluster import init_cluster
 from tests.cluster_helpers import free_port_block
 from tests.node_helpers import run_gmchain
 

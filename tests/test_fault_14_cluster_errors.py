@@ -15,7 +15,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from node.cluster import init_cluster, stop_nodes
+from gmchain.node.cluster import init_cluster, stop_nodes
 from tests.cluster_helpers import free_port_block
 from tests.node_helpers import run_gmchain
 

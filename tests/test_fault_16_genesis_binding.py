@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 
-from crypto_sm import PrivateKey
-from ledger.store import Store
-from ledger.types import Genesis, GenesisValidator
-from node import sdk
-from node.proofserve import ProofLimits, ProofService
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import Genesis, GenesisValidator
+from gmchain.node import sdk
+from gmchain.node.proofserve import ProofLimits, ProofService
 from tests.node_helpers import ROOT
 from tests.proof_chain import build_certified_chain
 
@@ -91,7 +91,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _genesis_file(tmp_path: Path, genesis: Genesis) -> str:
-    from node.config import save_genesis
+    from gmchain.node.config import save_genesis
 
     path = tmp_path / "genesis.json"
     save_genesis(path, genesis)

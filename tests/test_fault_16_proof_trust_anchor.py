@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from consensus.messages import CommitProof
-from crypto_sm import PrivateKey
-from ledger.types import Genesis, NodeId, QuorumCert
-from node import sdk
-from node.config import load_genesis
-from node.daemon import DEV_PASSPHRASE
-from node.keys_cli import load_key
+from gmchain.consensus.messages import CommitProof
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import Genesis, NodeId, QuorumCert
+from gmchain.node import sdk
+from gmchain.node.config import load_genesis
+from gmchain.node.daemon import DEV_PASSPHRASE
+from gmchain.node.keys_cli import load_key
 from tests.node_helpers import ROOT, NodeProcess, RpcSession
 from tests.proof_chain import _tx
 
@@ -213,7 +213,7 @@ def test_good_bundles_verify_against_the_genesis(proofs: _Proofs) -> None:
             bundle, validators=proofs.genesis.validators, chain_id=proofs.genesis.chain_id
         )
     # The bundle is what docs/openrpc.json says it is (TxProof, version 2).
-    from node.rpc import load_openrpc
+    from gmchain.node.rpc import load_openrpc
 
     schema = load_openrpc()["components"]["schemas"]["TxProof"]
     for bundle in (proofs.own, proofs.later):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.poolwal import PoolLogError, PoolWal
+from gmchain.node.poolwal import PoolLogError, PoolWal
 
 
 async def _write_entries(path: Path, n: int) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from node.api import ApiError, ErrorCode
-from node.config import NodeConfig, write_config
-from node.service import NodeService
+from gmchain.node.api import ApiError, ErrorCode
+from gmchain.node.config import NodeConfig, write_config
+from gmchain.node.service import NodeService
 from tests.node_helpers import TestNet, make_net, running_service, sign_tx
 
 
@@ -95,8 +95,8 @@ def test_config_with_a_passphrase_is_written_0600(tmp_path: Path) -> None:
 
 
 def test_dev_and_cluster_configs_are_0600(tmp_path: Path) -> None:
-    from node.cluster import init_cluster
-    from node.daemon import init_dev
+    from gmchain.node.cluster import init_cluster
+    from gmchain.node.daemon import init_dev
 
     old = os.umask(0o022)
     try:

@@ -129,7 +129,7 @@ def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Node]:
     port = _free_port()
     env = dict(os.environ, GMCHAIN_HOME=str(home))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "dev", "--rpc-port", str(port)],
+        [sys.executable, "-m", "gmchain.node.cli", "dev", "--rpc-port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -156,8 +156,8 @@ def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Node]:
 
 def _admit(node: _Node, public: bytes) -> None:
     """Setup only: the dev admin registers the independent key (project SDK)."""
-    from crypto_sm import load_private_key
-    from node.sdk import SyncClient
+    from gmchain.crypto_sm import load_private_key
+    from gmchain.node.sdk import SyncClient
 
     admin = load_private_key(node.home / "client.key", b"gmchain-dev")
     receipt = SyncClient(node.url, timeout_s=30).send(

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ledger.merkle as merkle_mod
-from crypto_sm import sm3_hash
-from ledger.codec import DecodeError
-from ledger.merkle import (
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger import merkle as merkle_mod
+from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.merkle import (
     EMPTY_ROOT,
     Frontier,
     acc_consistency_proof,
@@ -420,7 +420,7 @@ def test_frontier_validation_and_decoding() -> None:
         Frontier.decode(f.encode() + b"\x00")
     with pytest.raises(DecodeError):
         Frontier.decode(Frontier(size=7, peaks=(*f.peaks, f.peaks[0])).encode()[:-1])
-    from ledger.codec import encode
+    from gmchain.ledger.codec import encode
 
     with pytest.raises(DecodeError):
         Frontier.decode(encode([4, list(f.peaks)]))

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from crypto_sm import sm3_hash
-from ledger.merkle import Frontier, compute_root, leaf_hash
-from ledger.proofs import (
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.merkle import Frontier, compute_root, leaf_hash
+from gmchain.ledger.proofs import (
     ConsistencyProof,
     ProofFormatError,
     TxProofBundle,
@@ -18,7 +18,7 @@ from ledger.proofs import (
     compute_tx_proof,
     verify_tx_proof,
 )
-from ledger.types import BlockHeader, Digest, Height, NodeId, QuorumCert, Round
+from gmchain.ledger.types import BlockHeader, Digest, Height, NodeId, QuorumCert, Round
 
 _CHAIN = "test-chain"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.types import Block, Digest, Receipt, ReceiptStatus
+from gmchain.ledger.types import Block, Digest, Receipt, ReceiptStatus
 from tests.node_helpers import (
     ChainRig,
     TestNet,
@@ -255,7 +255,7 @@ def test_failed_call_is_included_with_a_failed_receipt_and_no_writes(
 
 
 def _digest_of(data: bytes) -> bytes:
-    from crypto_sm import sm3_hash
+    from gmchain.crypto_sm import sm3_hash
 
     return sm3_hash(data)
 

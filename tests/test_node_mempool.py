@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from crypto_sm import PrivateKey
-from ledger.types import MAX_TX_BYTES, SignedTx
-from node.api import ErrorCode
-from node.mempool import Mempool, MempoolConfig, MempoolError
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import MAX_TX_BYTES, SignedTx
+from gmchain.node.api import ErrorCode
+from gmchain.node.mempool import Mempool, MempoolConfig, MempoolError
 from tests.node_helpers import CHAIN_ID, sign_tx
 
 W = 10

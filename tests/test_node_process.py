@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from crypto_sm import PrivateKey
-from ledger.types import SignedTx
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import SignedTx
 from tests.node_helpers import (
     RESTART_DEADLINE_S,
     START_DEADLINE_S,

@@ -9,12 +9,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from crypto_sm import PrivateKey
-from ledger.store import Store
-from ledger.types import Genesis, GenesisValidator
-from node.config import NodeConfig
-from node.network import NetworkBridge, TxBatch, decode_wire
-from node.service import NodeService
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import Genesis, GenesisValidator
+from gmchain.node.config import NodeConfig
+from gmchain.node.network import NetworkBridge, TxBatch, decode_wire
+from gmchain.node.service import NodeService
 from tests.node_helpers import T0, evidence_args, make_net, sign_tx
 
 

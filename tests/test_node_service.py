@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from consensus import Validator, ValidatorSet
-from consensus.certs import CertChecker
-from consensus.messages import CommitProof
-from crypto_sm import PublicKey
-from ledger.proofs import ConsistencyProof
-from ledger.types import BlockHeader, NodeId, ReceiptStatus
-from node.api import ApiError, ErrorCode
-from node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
-from node.service import NodeService
+from gmchain.consensus import Validator, ValidatorSet
+from gmchain.consensus.certs import CertChecker
+from gmchain.consensus.messages import CommitProof
+from gmchain.crypto_sm import PublicKey
+from gmchain.ledger.proofs import ConsistencyProof
+from gmchain.ledger.types import BlockHeader, NodeId, ReceiptStatus
+from gmchain.node.api import ApiError, ErrorCode
+from gmchain.node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
+from gmchain.node.service import NodeService
 from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
 
 
@@ -217,8 +217,8 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
 async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     svc: tuple[NodeService, TestNet],
 ) -> None:
-    from consensus import Broadcast, PersistSafety, SafetyData
-    from ledger.types import Round
+    from gmchain.consensus import Broadcast, PersistSafety, SafetyData
+    from gmchain.ledger.types import Round
 
     service, _ = svc
     writes: list[tuple[bytes, bool]] = []
@@ -249,9 +249,9 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     assert sent == [1]  # ...made before the first message left
     # A block stored between two signatures (a leader's own block before its vote) is made
     # durable by a second synced write before the vote leaves.
-    from consensus import PersistBlock
-    from consensus.sim.app import make_genesis_header
-    from ledger.types import Block
+    from gmchain.consensus import PersistBlock
+    from gmchain.consensus.sim.app import make_genesis_header
+    from gmchain.ledger.types import Block
 
     writes.clear()
     sent.clear()

@@ -16,11 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from crypto_sm import PrivateKey, PublicKey, sm2_decrypt, sm3_hmac
-from p2p import handshake
-from p2p.config import ConfigError, P2PConfig, PeerInfo, RemoteProtocolError
-from p2p.framing import FrameDecoder, decode_message, encode_frame, encode_message
-from p2p.handshake import (
+from gmchain.crypto_sm import PrivateKey, PublicKey, sm2_decrypt, sm3_hmac
+from gmchain.p2p import handshake
+from gmchain.p2p.config import ConfigError, P2PConfig, PeerInfo, RemoteProtocolError
+from gmchain.p2p.framing import FrameDecoder, decode_message, encode_frame, encode_message
+from gmchain.p2p.handshake import (
     D_AUTH_I,
     D_AUTH_R,
     D_FIN_I,
@@ -38,8 +38,8 @@ from p2p.handshake import (
     compute_key_schedule,
     compute_transcript_hash,
 )
-from p2p.limits import BanList, TokenBucket, compute_backoff
-from p2p.session import (
+from gmchain.p2p.limits import BanList, TokenBucket, compute_backoff
+from gmchain.p2p.session import (
     PING_MESSAGE,
     Close,
     Data,

@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import pytest
 
-from crypto_sm import PrivateKey
-from p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
-from p2p.framing import FrameDecoder, encode_frame
-from p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator
-from p2p.network import P2PNetwork
-from p2p.session import FrameSealer, encode_data
+from gmchain.crypto_sm import PrivateKey
+from gmchain.p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
+from gmchain.p2p.framing import FrameDecoder, encode_frame
+from gmchain.p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator
+from gmchain.p2p.network import P2PNetwork
+from gmchain.p2p.session import FrameSealer, encode_data
 
 CHAIN = "gmchain-test"
 GENESIS_HASH = bytes(range(32))  # what every node of the test chain holds

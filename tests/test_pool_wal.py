@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from crypto_sm import PrivateKey, load_private_key, sm3_hash
-from ledger.store import Store
-from ledger.types import SignedTx, TxBody
-from node.config import NodeConfig, load_config, load_genesis
-from node.daemon import DEV_PASSPHRASE, init_dev
-from node.poolwal import PoolWal
-from node.service import NodeService
+from gmchain.crypto_sm import PrivateKey, load_private_key, sm3_hash
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import SignedTx, TxBody
+from gmchain.node.config import NodeConfig, load_config, load_genesis
+from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+from gmchain.node.poolwal import PoolWal
+from gmchain.node.service import NodeService
 
 
 def _service(cfg: NodeConfig, key: PrivateKey) -> NodeService:
@@ -101,7 +101,7 @@ async def test_a_tx_committed_while_its_log_write_waits_never_enters_the_pool(
     committed tx — which it proposed, as leader, in every round it led (rejected each time)."""
     import pytest
 
-    from node.api import ApiError, ErrorCode
+    from gmchain.node.api import ApiError, ErrorCode
 
     cfg, node_key, client = _dev_chain(tmp_path)
     svc = _service(cfg, node_key)

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from crypto_sm import PublicKey
-from ledger import types as lt
-from ledger.proofs import ConsistencyProof, TxProofBundle, verify_tx_proof
+from gmchain.crypto_sm import PublicKey
+from gmchain.ledger import types as lt
+from gmchain.ledger.proofs import ConsistencyProof, TxProofBundle, verify_tx_proof
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.md"

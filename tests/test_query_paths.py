@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from crypto_sm import load_private_key, sm3_hash
-from ledger.store import Store
-from ledger.types import SignedTx, TxBody
-from node.config import load_config, load_genesis
-from node.daemon import DEV_PASSPHRASE, init_dev
-from node.jsonfmt import block_to_json
-from node.rpc import _summary_json
-from node.service import NodeService, extract_tx_bytes
+from gmchain.crypto_sm import load_private_key, sm3_hash
+from gmchain.ledger.store import Store
+from gmchain.ledger.types import SignedTx, TxBody
+from gmchain.node.config import load_config, load_genesis
+from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+from gmchain.node.jsonfmt import block_to_json
+from gmchain.node.rpc import _summary_json
+from gmchain.node.service import NodeService, extract_tx_bytes
 
 
 async def test_summary_and_sliced_txs_match_the_decoded_block(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_readme_tour_runs_verbatim(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["GMCHAIN_HOME"] = str(tmp_path / "home")
     env["GMCHAIN_RPC"] = f"http://127.0.0.1:{port}"
-    gmchain = [sys.executable, "-m", "node.cli"]
+    gmchain = [sys.executable, "-m", "gmchain.node.cli"]
     node = subprocess.Popen(
         [*gmchain, "dev", "--rpc-port", str(port)],
         cwd=ROOT,

@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crypto_sm import PrivateKey
-from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from ledger.types import BlockHeader, compute_signing_root
-from node.api import ErrorCode
-from node.jsonfmt import hex0x, parse_hex
-from node.rpc import METHODS, RpcConfig, RpcServer, load_openrpc
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gmchain.ledger.types import BlockHeader, compute_signing_root
+from gmchain.node.api import ErrorCode
+from gmchain.node.jsonfmt import hex0x, parse_hex
+from gmchain.node.rpc import METHODS, RpcConfig, RpcServer, load_openrpc
 from tests.test_rpc_fake import FakeNode, make_tx
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from crypto_sm import InvalidKey, PrivateKey, PublicKey
-from ledger.codec import DecodeError, Value
-from ledger.merkle import (
+from gmchain.crypto_sm import InvalidKey, PrivateKey, PublicKey
+from gmchain.ledger.codec import DecodeError, Value
+from gmchain.ledger.merkle import (
     compute_root,
     compute_root_from_leaf_hashes,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
 )
-from ledger.types import (
+from gmchain.ledger.types import (
     MAX_TX_BYTES,
     Block,
     BlockHeader,
@@ -39,7 +39,7 @@ from ledger.types import (
     SignedTx,
     TxBody,
 )
-from node.api import ApiError, ErrorCode, NodeStatus, TxLookup
+from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup
 
 __all__ = ["CHAIN_ID", "FakeNode", "make_tx"]
 

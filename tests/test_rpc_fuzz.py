@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crypto_sm import PrivateKey, load_private_key
-from ledger.types import Height, SignedTx, TxBody
-from node.rpc import RpcConfig, RpcServer
+from gmchain.crypto_sm import PrivateKey, load_private_key
+from gmchain.ledger.types import Height, SignedTx, TxBody
+from gmchain.node.rpc import RpcConfig, RpcServer
 from tests.rpc_fuzz import fuzz_rpc_async
 from tests.test_rpc_fake import FakeNode, make_tx
 
@@ -68,8 +68,8 @@ async def test_fuzzer_detects_a_careless_node() -> None:
 @pytest.mark.slow
 async def test_fuzz_real_dev_node(tmp_path: Path) -> None:
     """The acceptance run: 10,000 malformed requests at a real one-validator dev node."""
-    daemon = pytest.importorskip("node.daemon")
-    config = pytest.importorskip("node.config")
+    daemon = pytest.importorskip("gmchain.node.daemon")
+    config = pytest.importorskip("gmchain.node.config")
     cfg = config.load_config(daemon.init_dev(tmp_path, rpc_port=0, p2p_port=0))
     handle = await daemon.start_node(cfg, rpc_port=0)
     try:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto_sm import PrivateKey
-from ledger.types import Event, Receipt, ReceiptStatus, SignedTx
-from node.jsonfmt import (
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
+from gmchain.node.jsonfmt import (
     JsonFormatError,
     args_schema,
     event_to_json,
@@ -132,7 +132,7 @@ def test_jsonable() -> None:
 
 def test_real_contract_schemas() -> None:
     """The shapes contracts.framework's Registry.describe() produces."""
-    from contracts.framework import default_registry
+    from gmchain.contracts.framework import default_registry
 
     describe = default_registry().describe()
     schema = args_schema(describe, "evidence", "by_digest")

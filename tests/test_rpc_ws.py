@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crypto_sm import PrivateKey
-from node.api import ErrorCode
-from node.jsonfmt import hex0x
-from node.rpc import RpcConfig, RpcServer
+from gmchain.crypto_sm import PrivateKey
+from gmchain.node.api import ErrorCode
+from gmchain.node.jsonfmt import hex0x
+from gmchain.node.rpc import RpcConfig, RpcServer
 from tests.test_rpc_fake import FakeNode, make_tx
 
 E = ErrorCode

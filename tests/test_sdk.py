@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from crypto_sm import PrivateKey, save_private_key, sm3_hash
-from crypto_sm.keyfile import MIN_ITERATIONS
-from ledger.types import SignedTx
-from node import cli
-from node.sdk import (
+from gmchain.crypto_sm import PrivateKey, save_private_key, sm3_hash
+from gmchain.crypto_sm.keyfile import MIN_ITERATIONS
+from gmchain.ledger.types import SignedTx
+from gmchain.node import cli
+from gmchain.node.sdk import (
     Client,
     NodeUnreachable,
     RpcError,
@@ -62,7 +62,7 @@ def test_hex_helpers() -> None:
 
 
 def test_verify_proof_bundle_on_garbage() -> None:
-    from ledger.types import GenesisValidator
+    from gmchain.ledger.types import GenesisValidator
 
     trusted = [
         GenesisValidator(pubkey=PrivateKey.generate().public_key.to_bytes(), power=1, org="o")
@@ -187,8 +187,8 @@ class NodeThread:
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
-        from node.config import load_config
-        from node.daemon import init_dev, start_node
+        from gmchain.node.config import load_config
+        from gmchain.node.daemon import init_dev, start_node
 
         try:
             handle = await start_node(load_config(init_dev(self.data_dir, rpc_port=0)), rpc_port=0)
@@ -210,8 +210,10 @@ class NodeThread:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeThread, PrivateKey]]:
-    pytest.importorskip("node.daemon", reason="node.daemon (init_dev, start_node) not written yet")
-    from node.keys_cli import DEV_PASSPHRASE, load_key
+    pytest.importorskip(
+        "gmchain.node.daemon", reason="node.daemon (init_dev, start_node) not written yet"
+    )
+    from gmchain.node.keys_cli import DEV_PASSPHRASE, load_key
 
     home = tmp_path_factory.mktemp("gmchain-home")
     n = NodeThread(home / "dev")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from consensus.sim import FAULT_KINDS, SimConfig, run_seed
-from consensus.types import Bug
+from gmchain.consensus.sim import FAULT_KINDS, SimConfig, run_seed
+from gmchain.consensus.types import Bug
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def test_same_seed_same_run() -> None:
 def _cli(args: list[str], hashseed: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONHASHSEED=hashseed)
     return subprocess.run(
-        [sys.executable, "-m", "consensus.sim", *args],
+        [sys.executable, "-m", "gmchain.consensus.sim", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -112,7 +112,7 @@ def test_cli_json_summary_and_replay_bit_for_bit() -> None:
     assert bad.returncode == 1
     line = next(x for x in bad.stderr.splitlines() if "replay:" in x)
     cmd = line.split("replay:", 1)[1].split()
-    assert cmd[:3] == ["python", "-m", "consensus.sim"]
+    assert cmd[:3] == ["python", "-m", "gmchain.consensus.sim"]
     again = _cli([*cmd[3:], "--json"], "3")
     first, second = (json.loads(o.stdout.strip().splitlines()[-1]) for o in (bad, again))
     for d in (first, second):

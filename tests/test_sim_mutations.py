@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from consensus.sim import SimConfig, run_seed
-from consensus.types import Bug
+from gmchain.consensus.sim import SimConfig, run_seed
+from gmchain.consensus.types import Bug
 
 _BYZ = frozenset({"byzantine"})
 CASES = [

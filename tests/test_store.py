@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto_sm import sm3_hash
-from ledger.store import BlockWrite, ChainMismatch, Store, StoreError
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.store import BlockWrite, ChainMismatch, Store, StoreError
 from tests.crash_child import make_block
 
 

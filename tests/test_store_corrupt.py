@@ -16,9 +16,9 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from ledger import store_keys as k
-from ledger.store import Store, StoreCorrupt
-from ledger.store_check import RECENT_WINDOW
+from gmchain.ledger import store_keys as k
+from gmchain.ledger.store import Store, StoreCorrupt
+from gmchain.ledger.store_check import RECENT_WINDOW
 from tests.crash_child import CHAIN_ID, make_block
 
 SEED = 9
@@ -207,7 +207,7 @@ def test_old_damage_found_by_deep_check(tmp_path: Path, long_chain: Path, name: 
 
 
 def test_db_check_tool_reports_sound_and_damaged(tmp_path: Path) -> None:
-    from ledger.store_tool import check_db, main
+    from gmchain.ledger.store_tool import check_db, main
 
     _make_db(tmp_path)
     good = check_db(str(tmp_path), chain_id=CHAIN_ID)

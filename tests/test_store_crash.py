@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.store import Store
+from gmchain.ledger.store import Store
 from tests.crash_child import CHAIN_ID, NAMESPACES, SAFETY_KEY, make_block
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import types as T  # noqa: N812 (short alias for many uses)
-from ledger.codec import DecodeError, Limits, decode, encode
+from gmchain.ledger import types as T  # noqa: N812 (short alias for many uses)
+from gmchain.ledger.codec import DecodeError, Limits, decode, encode
 
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,12 +9,12 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from crypto_sm import PrivateKey
-from ledger.store import Store
-from node.api import ErrorCode
-from node.config import NodeConfig
-from node.service import NodeService
-from node.verifypool import VerifyProcesses, verify_triples
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.store import Store
+from gmchain.node.api import ErrorCode
+from gmchain.node.config import NodeConfig
+from gmchain.node.service import NodeService
+from gmchain.node.verifypool import VerifyProcesses, verify_triples
 from tests.node_helpers import evidence_args, make_net, sign_tx
 
 

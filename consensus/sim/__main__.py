@@ -1,4 +1,4 @@
-"""CLI: `python -m consensus.sim --seeds N --nodes 4 --byzantine 1 --faults all --json`.
+"""CLI: `python -m gmchain.consensus.sim --seeds N --nodes 4 --byzantine 1 --faults all --json`.
 
 The last line printed with --json is one JSON object: seeds, violations, liveness_failures,
 commits, virtual_seconds, wall_seconds (and failing seeds with their replay commands).
@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
-from consensus.sim.world import FAULT_KINDS, SimConfig, run_seed
-from consensus.types import Bug
+from gmchain.consensus.sim.world import FAULT_KINDS, SimConfig, run_seed
+from gmchain.consensus.types import Bug
 
 __all__ = ["main"]
 
@@ -32,7 +32,7 @@ def _parse_faults(text: str) -> frozenset[str]:
 def main(argv: list[str] | None = None) -> int:
     import time  # the wall clock is for the report only; never imported by library modules
 
-    ap = argparse.ArgumentParser(prog="python -m consensus.sim", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m gmchain.consensus.sim", description=__doc__)
     ap.add_argument("--seeds", type=int, default=100, help="number of seeds to run")
     ap.add_argument("--seed", type=int, default=None, help="run exactly this seed")
     ap.add_argument("--seed-start", type=int, default=0)

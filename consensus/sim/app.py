@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from consensus.messages import CommitProof
-from consensus.packing import PackingConfig, PackingPolicy
-from crypto_sm import sm3_hash
-from ledger.types import (
+from gmchain.consensus.messages import CommitProof
+from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.types import (
     ZERO_DIGEST,
     Block,
     BlockHeader,

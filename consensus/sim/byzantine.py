@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from random import Random
 
-from consensus.messages import ConsensusMessage, SyncInfo
-from consensus.sim.app import FakeSigner, SimApp
-from consensus.types import Broadcast, Effect, Send, ValidatorSet
-from ledger.types import (
+from gmchain.consensus.messages import ConsensusMessage, SyncInfo
+from gmchain.consensus.sim.app import FakeSigner, SimApp
+from gmchain.consensus.types import Broadcast, Effect, Send, ValidatorSet
+from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Digest,

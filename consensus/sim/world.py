@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import cast
 
-from consensus.certs import make_genesis_qc
-from consensus.messages import ConsensusMessage, SyncResponse
-from consensus.replica import Replica
-from consensus.safety import SafetyData
-from consensus.sim.app import (
+from gmchain.consensus.certs import make_genesis_qc
+from gmchain.consensus.messages import ConsensusMessage, SyncResponse
+from gmchain.consensus.replica import Replica
+from gmchain.consensus.safety import SafetyData
+from gmchain.consensus.sim.app import (
     SIM_CHAIN_ID,
     FakeSigner,
     FakeVerifier,
@@ -33,8 +33,8 @@ from consensus.sim.app import (
     make_genesis_header,
     make_tx,
 )
-from consensus.sim.byzantine import BEHAVIOURS, Byzantine
-from consensus.types import (
+from gmchain.consensus.sim.byzantine import BEHAVIOURS, Byzantine
+from gmchain.consensus.types import (
     Broadcast,
     Bug,
     Commit,
@@ -49,8 +49,8 @@ from consensus.types import (
     Validator,
     ValidatorSet,
 )
-from crypto_sm import sm3_hash
-from ledger.types import Digest, NodeId, Proposal, SignedTx, TimeoutVote, Vote
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.types import Digest, NodeId, Proposal, SignedTx, TimeoutVote, Vote
 
 __all__ = ["FAULT_KINDS", "SimConfig", "SimResult", "run_seed"]
 
@@ -83,7 +83,7 @@ class SimConfig:
     def command(self) -> str:
         faults = ",".join(sorted(self.faults)) or "none"
         parts = [
-            "python -m consensus.sim",
+            "python -m gmchain.consensus.sim",
             f"--seed {self.seed}",
             f"--nodes {self.nodes}",
             f"--byzantine {self.byzantine}",

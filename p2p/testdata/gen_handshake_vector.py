@@ -5,16 +5,22 @@ are randomised, so M2..M4 differ per run, but every value derived from the recor
 is a pure function of it. tests/test_p2p_handshake.py recomputes all derived values from the
 recorded inputs and messages and checks the signatures, MACs and KEM ciphertexts.
 
-Run: `.venv/bin/python -m p2p.testdata.gen_handshake_vector > p2p/testdata/handshake_vector.json`
+Run:
+`.venv/bin/python -m gmchain.p2p.testdata.gen_handshake_vector > p2p/testdata/handshake_vector.json`
 """
 
 from __future__ import annotations
 
 import json
 
-from crypto_sm import PrivateKey, sm3_hash
-from p2p.handshake import Initiator, Responder, compute_key_schedule, compute_transcript_hash
-from p2p.session import FrameSealer, encode_data
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.p2p.handshake import (
+    Initiator,
+    Responder,
+    compute_key_schedule,
+    compute_transcript_hash,
+)
+from gmchain.p2p.session import FrameSealer, encode_data
 
 __all__ = ["main"]
 
