@@ -5,7 +5,7 @@ Rules this module keeps:
    in ascending byte order, like LevelDB, and copies, so callers may write while iterating.
 2. `MemoryStore` holds one `MemoryState` per contract name (the executor's namespacing) and gives
    a reader factory, so queries and `Context.reader_for` work as in a node.
-3. `Harness` is a miniature executor: it runs calls the way `ledger/executor.py` does and checks
+3. `Harness` is a miniature executor: it runs calls the way `chain/executor.py` does and checks
    that a refused call wrote nothing.
 4. Nothing here is used on a node's execution path; it exists for tests, examples and docs.
 """
@@ -118,7 +118,7 @@ class Outcome:
 class Harness:
     """A miniature executor for tests: accounts from genesis, one call per 'block'.
 
-    Like `ledger/executor.py` it fills sender_org/sender_role from the membership contract and
+    Like `chain/executor.py` it fills sender_org/sender_role from the membership contract and
     turns a ContractError into a failed outcome; unlike it, it *checks* that a failed call left
     the state untouched (rule 4 of `contracts.framework`) instead of discarding the writes.
     """

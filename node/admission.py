@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from gmchain.chain.core import Chain
 from gmchain.contracts.framework import Registry
 from gmchain.ledger.codec import DecodeError
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import SignedTx
 from gmchain.node.api import ApiError, ErrorCode
-from gmchain.node.chain import Chain
 from gmchain.node.diskspace import FreeSpaceGuard
 from gmchain.node.mempool import Mempool, MempoolError
 from gmchain.node.poolwal import PoolLogError, PoolWal

@@ -89,7 +89,7 @@ class NodeConfig:
     # their reasons are remembered for gm_waitForReceipt / receipt queries (node/mempool.py)
     mempool_dropped_memory: int = 100_000
     # the most pool transactions one block build skips (they fail the block rules) while filling
-    # a block: a pool full of them must not make a build unbounded (node/chain.py rule 4)
+    # a block: a pool full of them must not make a build unbounded (chain/core.py rule 4)
     pack_scan_max_txs: int = 4000
     # rpc (node/rpc.py RpcConfig, node/rpclimits.py; docs/ops.md gives each one's reason)
     rpc_max_body_bytes: int = 1024 * 1024

@@ -12,7 +12,7 @@ Rules this module keeps:
 3. Every container fits the wire (docs/protocol.md, "Nesting depth" and "Message size"): the
    decoder allows the deepest of the accepted structs' NESTING, so a proposal, block or sync
    response carries every transaction admission accepts; a leader's block holds at most
-   MAX_BLOCK_TX_BYTES of transactions (node/chain.py), a gossip batch is cut by bytes as well as
+   MAX_BLOCK_TX_BYTES of transactions (chain/core.py), a gossip batch is cut by bytes as well as
    by count, and a block or sync response larger than one message is cut to the blocks that fit
    (the requester fetches the rest: consensus/retrieval.py falls back to committed sync for a
    short block answer, and its repair tick asks again after a short sync answer). So an honest
@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Self
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gmchain.consensus.equivocation import EquivocationDetector
 from gmchain.consensus.messages import (
     MAX_MESSAGE_ARRAY,
     MAX_MESSAGE_BYTES,
@@ -60,7 +61,6 @@ from gmchain.ledger.types import (
     _Struct,
 )
 from gmchain.node.config import NodeConfig
-from gmchain.node.equivocation import EquivocationDetector
 from gmchain.node.service import NodeService
 from gmchain.p2p import P2PConfig, P2PNetwork, PeerInfo
 
@@ -255,7 +255,7 @@ class NetworkBridge:
             cut = _cut_to_fit(msg)
             if cut is None:
                 # A reply to a peer never stops this node: a committed block that no carrier
-                # fits (only a block from before the byte rule of node/chain.py) is not served.
+                # fits (only a block from before the byte rule of chain/core.py) is not served.
                 self.stats["unservable_replies"] += 1
                 log.warning(
                     "not answering %s: one block does not fit a message", type(msg).__name__
@@ -379,7 +379,7 @@ def _cut_to_fit(msg: BlockResponse | SyncResponse) -> bytes | None:
     """The encoding of the longest prefix of `msg`'s blocks that fits one message (rule 3);
     None if not even its first block fits.
 
-    One block always fits (node/chain.py bounds a block by MAX_BLOCK_TX_BYTES); the requester
+    One block always fits (chain/core.py bounds a block by MAX_BLOCK_TX_BYTES); the requester
     fetches the rest from where the answer stopped (rule 3). Each part
     is encoded once to learn its size (64 bytes cover the response's own array headers)."""
     budget = MAX_MESSAGE_BYTES - 64

@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gmchain.chain.lightclient import Certificate, build_full_proof
 from gmchain.consensus.messages import CommitProof
 from gmchain.ledger.merkle import acc_consistency_proof
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import BlockHeader, GenesisValidator
 from gmchain.node.api import ApiError, ErrorCode
-from gmchain.node.proofcheck import Certificate, build_full_proof
 from gmchain.node.readcheck import check_served_header
 
 __all__ = ["ProofLimits", "ProofService"]

@@ -34,15 +34,15 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 
-from gmchain.crypto_sm import PrivateKey, sm3_hash
-from gmchain.ledger.codec import Value
-from gmchain.ledger.types import Genesis, GenesisValidator, Height, SignedTx, TxBody
-from gmchain.node.proofcheck import (
+from gmchain.chain.lightclient import (
     ProofCheckError,
     VerifiedProof,
     compute_validator_set_fingerprint,
     verify_full_proof,
 )
+from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.codec import Value
+from gmchain.ledger.types import Genesis, GenesisValidator, Height, SignedTx, TxBody
 
 __all__ = [
     "DEFAULT_URL",
@@ -171,7 +171,7 @@ def verify_proof_bundle(
                 genesis = load_genesis(genesis)
             except (ConfigError, OSError) as exc:
                 raise SdkError(f"cannot read the genesis: {exc}") from None
-        from gmchain.node.chain import make_genesis_block
+        from gmchain.chain.core import make_genesis_block
 
         vals: list[GenesisValidator] = list(genesis.validators)
         want_chain = genesis.chain_id

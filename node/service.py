@@ -31,6 +31,7 @@ from typing import Any
 import msgpack
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gmchain.chain.core import Chain, CommittedBlock
 from gmchain.consensus import (
     Broadcast,
     Commit,
@@ -57,7 +58,6 @@ from gmchain.ledger.store import Store, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from gmchain.node.admission import AdmissionMixin
 from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup
-from gmchain.node.chain import Chain, CommittedBlock
 from gmchain.node.config import NodeConfig
 from gmchain.node.diskspace import FreeSpaceGuard
 from gmchain.node.mempool import Mempool, MempoolConfig
@@ -372,7 +372,7 @@ class NodeService(AdmissionMixin):
         # One fsync per step where possible: SafetyData only grows (consensus.safety), so writing
         # the step's newest copy where its first PersistSafety stands keeps "persisted before the
         # signature leaves" for every signature of the step. Stored blocks are written unsynced
-        # and made durable by the next synced write (node/chain.py), so a later PersistSafety
+        # and made durable by the next synced write (chain/core.py), so a later PersistSafety
         # syncs again if a block was stored since (the leader's own block before its vote).
         newest = next((e for e in reversed(effects) if isinstance(e, PersistSafety)), None)
         synced = False

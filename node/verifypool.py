@@ -25,8 +25,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
+from gmchain.chain.core import sender_key
 from gmchain.crypto_sm.backend import active_backend
-from gmchain.node.chain import sender_key
 
 __all__ = ["VerifyProcesses", "split_even", "verify_signature", "verify_triples"]
 

@@ -267,7 +267,7 @@ def _type_name(cls: type, name: str) -> str:
     hint = typing.get_type_hints(cls, {**vars(lt), **vars(sys.modules[cls.__module__])})[name]
     generic = typing.get_origin(hint) is not None
     text = str(hint) if generic else getattr(hint, "__name__", None) or str(hint)
-    return text.replace("typing.", "").replace("gmchain.ledger.types.", "")
+    return text.replace("typing.", "").replace("gmchain.ledger.types.", "").replace("gmchain.", "")
 
 
 _ENCODINGS = {

@@ -10,7 +10,7 @@ Rules these helpers keep:
 3. Time is injected: the rig's clock is a settable integer, never the wall clock.
 
 Sources: DESIGN.md ("The way a transaction travels", "Replay protection", "Reliability strategy");
-node/chain.py rule 2 (what a replica checks before voting); ledger/executor.py rule 3.
+chain/core.py rule 2 (what a replica checks before voting); chain/executor.py rule 3.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmchain.chain.core import Chain
+from gmchain.chain.executor import BlockContext, ExecResult, Executor
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import Value
-from gmchain.ledger.executor import BlockContext, ExecResult, Executor
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import (
     Block,
@@ -49,7 +50,6 @@ from gmchain.ledger.types import (
     SignedTx,
     TxBody,
 )
-from gmchain.node.chain import Chain
 from gmchain.node.mempool import Mempool, MempoolConfig
 
 __all__ = [

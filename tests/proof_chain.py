@@ -17,13 +17,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from gmchain.chain.core import Chain
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, Genesis, Height, NodeId, QuorumCert, Round, SignedTx, TxBody
-from gmchain.node.chain import Chain
 from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.node_helpers import evidence_args
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gmchain.chain.core import Chain
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Genesis, GenesisValidator, NodeId, Round, SignedTx, TxBody
-from gmchain.node.chain import Chain
 from gmchain.node.mempool import Mempool, MempoolConfig
 
 

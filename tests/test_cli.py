@@ -364,10 +364,10 @@ def test_missing_delegate_is_a_clean_error(
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Real version-2 bundles from a short certified chain (tests/proof_chain.py), the genesis
     file that anchors them, and a stranger's validator set."""
+    from gmchain.chain.lightclient import compute_validator_set_fingerprint
     from gmchain.ledger.store import Store
     from gmchain.ledger.types import Genesis, GenesisValidator
     from gmchain.node.config import save_genesis
-    from gmchain.node.proofcheck import compute_validator_set_fingerprint
     from gmchain.node.proofserve import ProofLimits, ProofService
     from tests.proof_chain import build_certified_chain
 

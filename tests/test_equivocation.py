@@ -1,13 +1,13 @@
-"""Rules of node/equivocation.py: only self-signed conflicting messages convict a peer."""
+"""Rules of consensus/equivocation.py: only self-signed conflicting messages convict a peer."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
 
+from gmchain.consensus.equivocation import EquivocationDetector
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.types import Digest, Height, NodeId, Proposal, QuorumCert, Round, Vote
-from gmchain.node.equivocation import EquivocationDetector
 from gmchain.node.service import KeyVerifier
 
 CHAIN = "eq-test"

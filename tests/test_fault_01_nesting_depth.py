@@ -31,6 +31,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from gmchain.chain.core import Chain
 from gmchain.consensus.messages import BlockResponse, CommitProof, SyncResponse
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
@@ -55,7 +56,6 @@ from gmchain.ledger.types import (
     TxBody,
     compute_signing_root,
 )
-from gmchain.node.chain import Chain
 from gmchain.node.config import ConfigError, NodeConfig
 from gmchain.node.network import NetworkBridge, decode_wire
 from gmchain.node.service import NodeService

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gmchain.chain.core import Chain
 from gmchain.consensus.messages import (
     MAX_BLOCK_TX_BYTES,
     MAX_MESSAGE_BYTES,
@@ -28,7 +29,6 @@ from gmchain.ledger.types import (
     SignedTx,
     TxBody,
 )
-from gmchain.node.chain import Chain
 from gmchain.node.network import NetworkBridge, decode_wire
 
 _SIG = b"\x01" * 64

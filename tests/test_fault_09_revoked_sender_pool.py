@@ -6,7 +6,7 @@ and filled every block build with rejections, so an unrelated transaction waited
 expired (17.6 s and 942 empty blocks in the report), and their submitters' `gm_waitForReceipt`
 never heard why.
 
-Now (node/chain.py, node/mempool.py):
+Now (chain/core.py, node/mempool.py):
 - a transaction that fails the block rules against *committed* state (its sender's account was
   removed, or it expired) leaves the pool at once with a recorded reason, and every transaction of
   a revoked sender leaves when the revocation commits;

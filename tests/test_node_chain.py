@@ -1,6 +1,6 @@
-"""Rule tests of node/chain.py + ledger/executor.py over a real store in a tmp dir (no sockets).
+"""Rule tests of chain/core.py + chain/executor.py over a real store in a tmp dir (no sockets).
 
-Rules under test (node/chain.py rule 2; ledger/executor.py rules 2-4; DESIGN.md "Replay
+Rules under test (chain/core.py rule 2; chain/executor.py rules 2-4; DESIGN.md "Replay
 protection"): a replica refuses (validate_block -> False) a block with wrong commitments, a
 duplicate, expired, unknown-sender or badly signed tx, a bad timestamp or the wrong parent; a
 failed contract call is included with a failed receipt and its writes discarded; speculative

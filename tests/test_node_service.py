@@ -3,7 +3,7 @@
 Rules under test (node/service.py rules 1-4; DESIGN.md "The way a transaction travels", "Merkle
 trees"): submit -> receipt; admission errors DUPLICATE / UNKNOWN_SENDER / BAD_SIGNATURE /
 BAD_ENCODING / UNKNOWN_CONTRACT and that they change nothing; tx, consistency and commit proofs
-verify offline (node/proofcheck.py, ledger/proofs.py, consensus CertChecker); `wait_tx` times
+verify offline (chain/lightclient.py, ledger/proofs.py, consensus CertChecker); `wait_tx` times
 out with None for an unknown tx.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gmchain.chain.lightclient import ProofCheckError, VerifiedProof, verify_full_proof
 from gmchain.consensus import Validator, ValidatorSet
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
@@ -24,7 +25,6 @@ from gmchain.crypto_sm import PublicKey
 from gmchain.ledger.proofs import ConsistencyProof
 from gmchain.ledger.types import BlockHeader, NodeId, ReceiptStatus
 from gmchain.node.api import ApiError, ErrorCode
-from gmchain.node.proofcheck import ProofCheckError, VerifiedProof, verify_full_proof
 from gmchain.node.service import NodeService
 from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
 

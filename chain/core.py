@@ -26,13 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
-from gmchain.consensus.packing import PackingPolicy
-from gmchain.contracts.framework import Registry
-from gmchain.contracts.membership import genesis_writes, removed_accounts
-from gmchain.crypto_sm import PublicKey, verify_many
-from gmchain.ledger.codec import decode, encode
-from gmchain.ledger.executor import (
+from gmchain.chain.executor import (
     BlockContext,
     ExecResult,
     Executor,
@@ -40,6 +34,12 @@ from gmchain.ledger.executor import (
     TxRejected,
     compute_state_hash,
 )
+from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
+from gmchain.consensus.packing import PackingPolicy
+from gmchain.contracts.framework import Registry
+from gmchain.contracts.membership import genesis_writes, removed_accounts
+from gmchain.crypto_sm import PublicKey, verify_many
+from gmchain.ledger.codec import decode, encode
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier
 from gmchain.ledger.store import BlockWrite, Store
 from gmchain.ledger.types import (
