@@ -21,14 +21,22 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gmchain.chain.core import make_genesis_block  # noqa: E402
+from gmchain.chain.executor import BlockContext, Executor  # noqa: E402
+from gmchain.chain.lightclient import Certificate, build_full_proof  # noqa: E402
+from gmchain.consensus import Validator, ValidatorSet  # noqa: E402
 from gmchain.consensus import messages as cm  # noqa: E402
+from gmchain.consensus.certs import make_genesis_qc  # noqa: E402
+from gmchain.contracts.framework import default_registry  # noqa: E402
 from gmchain.crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  # noqa: E402
 from gmchain.ledger import types as lt  # noqa: E402
 from gmchain.ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
@@ -40,6 +48,7 @@ from gmchain.ledger.merkle import (  # noqa: E402
     node_hash,
 )
 from gmchain.ledger.proofs import compute_consistency_proof, compute_tx_proof  # noqa: E402
+from gmchain.node.config import save_genesis  # noqa: E402
 from gmchain.node.network import WIRE_LIMITS, TxBatch  # noqa: E402
 
 DOC = ROOT / "docs" / "protocol.md"
@@ -47,7 +56,14 @@ VECTORS = ROOT / "tests" / "vectors" / "protocol_examples.json"
 TEMPLATE = ROOT / "docs" / "protocol.md.in"
 
 SENDER_KEY = sm3_hash(b"gmchain protocol.md example key: sender")
-VALIDATOR_KEY = sm3_hash(b"gmchain protocol.md example key: validator")
+VALIDATOR_KEYS = [
+    sm3_hash(b"gmchain protocol.md example key: validator"),
+    *(sm3_hash(b"gmchain protocol.md example key: validator %d" % i) for i in (1, 2, 3)),
+]
+VALIDATOR_ORGS = ("regulator", "firm-a", "firm-b", "exchange")
+MEMBER_KEY = sm3_hash(b"gmchain protocol.md example key: member")
+REGULATOR_KEY = sm3_hash(b"gmchain protocol.md example key: regulator")
+OBSERVER_KEY = sm3_hash(b"gmchain protocol.md example key: observer")
 CHAIN_ID = "gmchain-example"
 
 
@@ -74,7 +90,7 @@ def _all_structs() -> list[type[Any]]:
 
 STRUCTS: list[type[Any]] = _all_structs()
 _WIRE_DEPTH = WIRE_LIMITS.max_depth
-_NO_EXAMPLE = {"CommitProof": "A worked commit certificate is in the proof bundle of section 9."}
+_NO_EXAMPLE: dict[str, str] = {}  # struct name -> where its example is instead
 
 
 # --- building the examples ----------------------------------------------------------------------
@@ -109,141 +125,249 @@ class _Signatures:
         VECTORS.write_text(json.dumps(data, indent=2) + "\n")
 
 
+class _MemState:
+    """Committed state in memory (the `CommittedState` the executor reads): the examples run the
+    real executor and contracts, so every receipt, event and state_hash in them is the node's."""
+
+    def __init__(self) -> None:
+        self.state: dict[tuple[str, bytes], bytes] = {}
+        self.tx_locations: dict[bytes, tuple[int, int]] = {}
+
+    def get_state(self, namespace: str, key: bytes) -> bytes | None:
+        return self.state.get((namespace, key))
+
+    def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        for (ns, key), value in sorted(self.state.items()):
+            if ns == namespace and key.startswith(prefix):
+                yield key, value
+
+    def get_tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        return self.tx_locations.get(tx_id)
+
+    def apply(self, height: int, writes: dict[tuple[str, bytes], bytes | None], ids: list[bytes]):
+        for k, v in writes.items():
+            if v is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = v
+        for i, t in enumerate(ids):
+            self.tx_locations[t] = (height, i)
+
+
+def _evidence_args(n: int, prev: str | None) -> tuple[Any, ...]:
+    """evidence.submit arguments (contracts/evidence.py): record n of flow "flow-1"."""
+    steps = ("risk-disclosure", "suitability-check", "contract-signing")
+    return (
+        f"rec-{n:03d}",  # record_id
+        "flow-1",  # flow_id
+        "private-fund-sale",  # scenario
+        steps[n % 3],  # step
+        sm3_hash(b"raw data %d" % n),  # data_digest: SM3 of the (off-chain) raw data
+        None if n else "oss://firm-a/evidence/rec-000",  # storage_ref (optional)
+        [["channel", "branch-12"]] if n == 0 else [],  # metadata [key, value] pairs
+        3,  # level
+        prev,  # prev_record_id: None for a flow's first record
+    )
+
+
 def build_examples(sigs: _Signatures) -> dict[str, Any]:
-    """A tiny chain: genesis, block 0, block 1 (3 txs), block 2 (2 txs), a vote; and proofs."""
+    """A tiny chain run by the real executor and contracts, certified by 4 validators:
+    genesis, block 0, block 1 (3 evidence.submit), block 2 (membership.register and a failing
+    evidence.submit), block 3 (empty; its QC commits block 2); a timeout in round 4, a TC, and the
+    proposal of block 4 in round 5; a vote; and the proofs of section 9."""
     sender = PrivateKey.from_bytes(SENDER_KEY)
-    validator = PrivateKey.from_bytes(VALIDATOR_KEY)
-    spub, vpub = sender.public_key.to_bytes(), validator.public_key.to_bytes()
+    vkeys = [PrivateKey.from_bytes(k) for k in VALIDATOR_KEYS]
+    spub = sender.public_key.to_bytes()
+    member_pub = PrivateKey.from_bytes(MEMBER_KEY).public_key.to_bytes()
+    regulator_pub = PrivateKey.from_bytes(REGULATOR_KEY).public_key.to_bytes()
+    observer_pub = PrivateKey.from_bytes(OBSERVER_KEY).public_key.to_bytes()
     genesis = lt.Genesis(
         chain_id=CHAIN_ID,
         timestamp_ms=1_767_225_600_000,
-        validators=(lt.GenesisValidator(pubkey=vpub, power=1, org="regulator"),),
-        accounts=((spub, "firm-a", "admin"),),
+        validators=tuple(
+            lt.GenesisValidator(pubkey=k.public_key.to_bytes(), power=1, org=org)
+            for k, org in zip(vkeys, VALIDATOR_ORGS, strict=True)
+        ),
+        observers=(observer_pub,),
+        replay_window=1000,
+        accounts=((spub, "firm-a", "admin"), (regulator_pub, "regulator", "regulator")),
     )
-    gval = genesis.validators[0]
-    zero = lt.ZERO_DIGEST
-    header0 = lt.BlockHeader(
+    vset = ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in genesis.validators)
+    key_of = {lt.NodeId(k.public_key.address): k for k in vkeys}
+    block0, genesis_writes = make_genesis_block(genesis)
+    state = _MemState()
+    state.apply(0, genesis_writes, [])
+    executor = Executor(
         chain_id=CHAIN_ID,
-        height=lt.Height(0),
-        round=lt.Round(0),
-        parent_id=genesis.compute_hash(),
-        timestamp_ms=genesis.timestamp_ms,
-        proposer=lt.NodeId(bytes(20)),
-        tx_root=EMPTY_ROOT,
-        tx_count=0,
-        receipt_root=EMPTY_ROOT,
-        acc_root=EMPTY_ROOT,
-        acc_size=0,
-        state_hash=zero,
-        justify=lt.QuorumCert(block_id=zero, round=lt.Round(0), height=lt.Height(0)),
+        registry=default_registry(),
+        committed=state,
+        replay_window=genesis.replay_window,
     )
+
+    def qc_for(h: lt.BlockHeader, absent: int) -> lt.QuorumCert:
+        """QC of `h` signed by every validator but the one at `absent` (node-id order): 3 of
+        4 votes of power 1, the least power above 2/3 of 4."""
+        root = lt.QuorumCert.signing_root(CHAIN_ID, h.block_id, h.round, h.height)
+        signers = [n for i, n in enumerate(vset.node_ids) if i != absent]
+        return lt.QuorumCert(
+            block_id=h.block_id,
+            round=h.round,
+            height=h.height,
+            signatures=tuple(
+                (n, sigs.get(f"qc{h.height}_{i}", key_of[n], root))
+                for i, n in enumerate(vset.node_ids)
+                if n in signers
+            ),
+        )
+
+    headers, blocks = [block0.header], [block0]
+    receipts_of: list[list[lt.Receipt]] = [[]]
+    writes_of: list[dict[tuple[str, bytes], bytes | None]] = [genesis_writes]
     frontier = Frontier.empty()
     nodes: dict[tuple[int, int], bytes] = {}
-    headers, blocks, receipts_of = [header0], [lt.Block(header=header0)], [list[lt.Receipt]()]
-    nonce = 0
-    for height, count in ((1, 3), (2, 2)):
-        txs = []
-        for _ in range(count):
-            body = lt.TxBody(
-                chain_id=CHAIN_ID,
-                sender=spub,
-                nonce=nonce,
-                expiry=lt.Height(100),
-                contract="evidence",
-                method="record",
-                args=(sm3_hash(b"raw data %d" % nonce), "flow-1", nonce),
-            )
-            sig = sigs.get(f"tx{nonce}", sender, body.compute_id())
-            txs.append(lt.SignedTx(body=body, signature=sig))
-            nonce += 1
-        receipts = [
-            lt.Receipt(
-                tx_id=t.tx_id,
-                status=lt.ReceiptStatus.OK,
-                events=(lt.Event(contract="evidence", name="Recorded", fields=(("n", i),)),),
-            )
-            for i, t in enumerate(txs)
-        ]
-        frontier, new = frontier.append([leaf_hash(t.tx_id) for t in txs])
-        nodes.update(new)
+    qcs: dict[int, lt.QuorumCert] = {0: make_genesis_qc(block0.block_id)}
+
+    def run_block(round_: int, txs: list[lt.SignedTx], justify: lt.QuorumCert) -> lt.Block:
+        nonlocal frontier
         parent = headers[-1]
+        height = parent.height + 1
+        ctx = BlockContext(
+            chain_id=CHAIN_ID,
+            height=height,
+            timestamp_ms=genesis.timestamp_ms + 1000 * round_,
+            parent_state_hash=parent.state_hash,
+            parent_frontier=frontier,
+        )
+        result, _ = executor.execute(ctx, txs, None, strict=True)
         header = lt.BlockHeader(
             chain_id=CHAIN_ID,
             height=lt.Height(height),
-            round=lt.Round(height),
+            round=lt.Round(round_),
             parent_id=parent.block_id,
-            timestamp_ms=genesis.timestamp_ms + 1000 * height,
-            proposer=gval.node_id,
-            tx_root=compute_root([t.tx_id for t in txs]),
+            timestamp_ms=ctx.timestamp_ms,
+            proposer=vset.leader(round_),
+            tx_root=result.tx_root,
             tx_count=len(txs),
-            receipt_root=compute_root([r.encode() for r in receipts]),
-            acc_root=frontier.root(),
-            acc_size=frontier.size,
-            state_hash=zero,
-            justify=lt.QuorumCert(
-                block_id=parent.block_id, round=parent.round, height=parent.height
-            ),
+            receipt_root=result.receipt_root,
+            acc_root=result.frontier.root(),
+            acc_size=result.frontier.size,
+            state_hash=result.state_hash,
+            justify=justify,
         )
+        frontier = result.frontier
+        nodes.update(result.acc_nodes)
+        state.apply(height, result.writes, result.tx_ids)
+        block = lt.Block(header=header, txs=tuple(txs))
         headers.append(header)
-        blocks.append(lt.Block(header=header, txs=tuple(txs)))
-        receipts_of.append(receipts)
-    h2 = headers[2]
-    vote_root = lt.QuorumCert.signing_root(CHAIN_ID, h2.block_id, h2.round, h2.height)
-    vote = lt.Vote(
-        block_id=h2.block_id,
-        round=h2.round,
-        height=h2.height,
-        voter=gval.node_id,
-        signature=sigs.get("vote", validator, vote_root),
-    )
+        blocks.append(block)
+        receipts_of.append(list(result.receipts))
+        writes_of.append(dict(result.writes))
+        return block
 
-    tq = lt.TimeoutVote.signing_root(CHAIN_ID, lt.Round(3), h2.round)
-    qc2 = lt.QuorumCert(
-        block_id=h2.block_id,
-        round=h2.round,
-        height=h2.height,
-        signatures=((gval.node_id, vote.signature),),
-    )
-    tsig = sigs.get("timeout", validator, tq)
-    timeout = lt.TimeoutVote(round=lt.Round(3), high_qc=qc2, voter=gval.node_id, signature=tsig)
-    tc = lt.TimeoutCert(round=lt.Round(3), high_qc=qc2, entries=((gval.node_id, h2.round, tsig),))
-    b3 = lt.Block(
-        header=dataclasses.replace(
-            h2,
-            height=lt.Height(3),
-            round=lt.Round(4),
-            parent_id=h2.block_id,
-            tx_count=0,
-            tx_root=EMPTY_ROOT,
-            receipt_root=EMPTY_ROOT,
-            justify=qc2,
+    nonce = 0
+
+    def tx(contract: str, method_: str, args: tuple[Any, ...]) -> lt.SignedTx:
+        nonlocal nonce
+        body = lt.TxBody(
+            chain_id=CHAIN_ID,
+            sender=spub,
+            nonce=1000 + nonce,
+            expiry=lt.Height(100),
+            contract=contract,
+            method=method_,
+            args=args,
         )
+        signed = lt.SignedTx(body=body, signature=sigs.get(f"tx{nonce}", sender, body.compute_id()))
+        nonce += 1
+        return signed
+
+    run_block(
+        1,
+        [
+            tx("evidence", "submit", _evidence_args(0, None)),
+            tx("evidence", "submit", _evidence_args(1, "rec-000")),
+            tx("evidence", "submit", _evidence_args(2, "rec-001")),
+        ],
+        qcs[0],
     )
+    qcs[1] = qc_for(headers[1], absent=3)
+    run_block(
+        2,
+        [
+            tx("membership", "register", (member_pub, "firm-a", "member")),
+            tx("evidence", "submit", _evidence_args(0, None)),  # rec-000 again: refused
+        ],
+        qcs[1],
+    )
+    qcs[2] = qc_for(headers[2], absent=0)
+    run_block(3, [], qcs[2])
+    qcs[3] = qc_for(headers[3], absent=1)
+    h1, h2, h3 = headers[1], headers[2], headers[3]
+
+    # Round 4 times out (its leader sent nothing): three validators time out with high QC qc3.
+    troot = lt.TimeoutVote.signing_root(CHAIN_ID, lt.Round(4), h3.round)
+    tsigs = {n: sigs.get(f"timeout4_{i}", key_of[n], troot) for i, n in enumerate(vset.node_ids)}
+    timeout_voter = vset.node_ids[0]
+    timeout = lt.TimeoutVote(
+        round=lt.Round(4), high_qc=qcs[3], voter=timeout_voter, signature=tsigs[timeout_voter]
+    )
+    tc = lt.TimeoutCert(
+        round=lt.Round(4),
+        high_qc=qcs[3],
+        entries=tuple((n, h3.round, tsigs[n]) for n in vset.node_ids[:3]),
+    )
+    b4 = run_block(5, [], qcs[3])
     proposal = lt.Proposal(
-        block=b3,
+        block=b4,
         tc=tc,
-        signature=sigs.get("proposal", validator, lt.Proposal.signing_root(CHAIN_ID, b3.block_id)),
+        signature=sigs.get(
+            "proposal5",
+            key_of[b4.header.proposer],
+            lt.Proposal.signing_root(CHAIN_ID, b4.block_id),
+        ),
+    )
+    # The vote example is one of qc2's votes.
+    voter, vsig = qcs[2].signatures[0]
+    vote = lt.Vote(
+        block_id=h2.block_id, round=h2.round, height=h2.height, voter=voter, signature=vsig
     )
 
     def get_node(level: int, index: int) -> bytes | None:
         return nodes.get((level, index))
 
     tx_ids_1 = [t.tx_id for t in blocks[1].txs]
-    bundle = compute_tx_proof(headers[1], tx_ids_1, 1, get_node, headers[2].acc_size)
-    consistency = compute_consistency_proof(get_node, headers[1].acc_size, headers[2].acc_size)
+    bundle = compute_tx_proof(h1, tx_ids_1, 1, get_node, h2.acc_size)
+    commit_proofs = {
+        h.height: cm.CommitProof(header=headers[h.height + 1], qc=qcs[h.height + 1])
+        for h in (h1, h2)
+    }  # QC(child) with child.round = parent.round + 1 commits the parent (2-chain rule)
+    full_bundle = build_full_proof(
+        header=h1,
+        tx_ids=tx_ids_1,
+        receipts=[r.encode() for r in receipts_of[1]],
+        index=1,
+        get_node=get_node,
+        anchor=h2,
+        commit=Certificate(headers=(h1,), proof=commit_proofs[1]),
+        anchor_commit=Certificate(headers=(h2,), proof=commit_proofs[2]),
+    )
+    consistency = compute_consistency_proof(get_node, h1.acc_size, h2.acc_size)
     return {
         "genesis": genesis,
-        "headers": headers,
-        "blocks": blocks,
+        "headers": headers[:4],  # the committed chain; block 4 travels in the proposal
+        "blocks": blocks[:4],
         "receipts": receipts_of,
+        "writes": writes_of,
+        "qcs": qcs,
         "vote": vote,
         "timeout": timeout,
         "tc": tc,
         "proposal": proposal,
-        "vote_root": vote_root,
+        "vote_root": lt.QuorumCert.signing_root(CHAIN_ID, h2.block_id, h2.round, h2.height),
         "sender_pub": sender.public_key,
         "bundle": bundle,
-        "commit_proof": cm.CommitProof(header=h2, qc=qc2),  # QC(h2) commits h1
+        "full_bundle": full_bundle,
+        "commit_proof": commit_proofs[1],
         "consistency": consistency,
     }
 
@@ -312,7 +436,7 @@ def _struct_sections(ex: dict[str, Any]) -> str:
         lt.BlockHeader: h1,
         lt.Block: ex["blocks"][2],
         lt.Vote: ex["vote"],
-        lt.QuorumCert: ex["tc"].high_qc,
+        lt.QuorumCert: ex["qcs"][1],
         lt.TimeoutVote: ex["timeout"],
         lt.TimeoutCert: ex["tc"],
         lt.Proposal: ex["proposal"],
@@ -325,7 +449,8 @@ def _struct_sections(ex: dict[str, Any]) -> str:
         ),
         cm.SyncRequest: cm.SyncRequest(from_height=lt.Height(1), count=64),
         cm.SyncResponse: cm.SyncResponse(items=((b1, ex["commit_proof"]),)),
-        cm.SyncInfo: cm.SyncInfo(high_qc=ex["tc"].high_qc, tc=ex["tc"], commit_qc=None),
+        cm.SyncInfo: cm.SyncInfo(high_qc=ex["tc"].high_qc, tc=ex["tc"], commit_qc=ex["qcs"][3]),
+        cm.CommitProof: ex["commit_proof"],
         TxBatch: TxBatch(txs=(b1.txs[0].encode(),)),
     }
     out = []
@@ -354,6 +479,7 @@ def render(ex: dict[str, Any]) -> str:
     body_bytes = tx0.body.encode()
     spub: PublicKey = ex["sender_pub"]
     lim = DEFAULT_LIMITS
+    voter = next(v for v in genesis.validators if v.node_id == ex["vote"].voter)
     tmpl = TEMPLATE.read_text()
     values = {
         "LIMITS": "\n".join(
@@ -419,14 +545,15 @@ def render(ex: dict[str, Any]) -> str:
         "EX_VOTE": _example(
             "vote",
             [
-                ("public_key", genesis.validators[0].pubkey),
-                ("node_id", genesis.validators[0].node_id),
+                ("public_key", voter.pubkey),
+                ("node_id", voter.node_id),
                 ("vote", ex["vote"].encode()),
                 ("signing_input", encode([CHAIN_ID, *ex["vote"].to_fields()[1:4]])),
                 ("signing_root", ex["vote_root"]),
                 ("chain_id", CHAIN_ID),
             ],
         ),
+        "EX_GENESIS_JSON": _genesis_json(genesis),
         "EX_CHAIN": "\n\n".join(
             [
                 _example(
@@ -443,9 +570,17 @@ def render(ex: dict[str, Any]) -> str:
                                 (f"receipt{i}", r.encode())
                                 for i, r in enumerate(ex["receipts"][h.height])
                             ),
+                            ("parent_state_hash", parent_state),
+                            *_write_lines(ex["writes"][h.height]),
+                            ("state_hash", h.state_hash),
                         ],
                     )
-                    for h, b in zip(headers, blocks, strict=True)
+                    for h, b, parent_state in zip(
+                        headers,
+                        blocks,
+                        [lt.ZERO_DIGEST, *(x.state_hash for x in headers[:-1])],
+                        strict=True,
+                    )
                 ),
             ]
         ),
@@ -463,7 +598,7 @@ def render(ex: dict[str, Any]) -> str:
             "frontier",
             [("size", headers[2].acc_size), ("frontier", _frontier(blocks).encode())],
         ),
-        "EX_BUNDLE": _json_example("tx_proof", ex["bundle"].to_json()),
+        "EX_BUNDLE": _json_example("tx_proof", ex["full_bundle"]),
         "EX_CONSISTENCY": _json_example("consistency_proof", ex["consistency"].to_json()),
     }
     for key, val in values.items():
@@ -472,6 +607,24 @@ def render(ex: dict[str, Any]) -> str:
         tmpl = tmpl.replace(marker, str(val))
     assert "{{" not in tmpl, "unfilled marker in the template"
     return tmpl
+
+
+def _write_lines(writes: dict[tuple[str, bytes], bytes | None]) -> list[tuple[str, Any]]:
+    """A block's state writes in state_hash order: namespace, key, value (nil: deleted)."""
+    out: list[tuple[str, Any]] = []
+    for i, ((ns, key), value) in enumerate(sorted(writes.items())):
+        out += [(f"write{i}_namespace", ns), (f"write{i}_key", key)]
+        out.append((f"write{i}_value", "nil" if value is None else value))
+    return out
+
+
+def _genesis_json(genesis: lt.Genesis) -> str:
+    """genesis.json exactly as `gmchain dev` / `cluster init` write it (node.config)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "genesis.json"
+        save_genesis(path, genesis)
+        text = path.read_text().rstrip("\n")
+    return f"<!-- example: genesis_json -->\n```json\n{text}\n```"
 
 
 def _frontier(blocks: list[lt.Block]) -> Frontier:
