@@ -592,14 +592,21 @@ def render(ex: dict[str, Any]) -> str:
                 ("leaf_hash", leaf_hash(b"abc")),
                 ("node_hash_of_leaf_and_leaf", node_hash(leaf_hash(b"abc"), leaf_hash(b"abc"))),
                 ("root_of_3", compute_root([b"a", b"b", b"c"])),
+                *_tx_root_lines(blocks[1]),
             ],
         ),
-        "EX_FRONTIER": _example(
-            "frontier",
-            [("size", headers[2].acc_size), ("frontier", _frontier(blocks).encode())],
-        ),
+        "EX_FRONTIER": _example("frontier", _frontier_lines(blocks)),
         "EX_BUNDLE": _json_example("tx_proof", ex["full_bundle"]),
-        "EX_CONSISTENCY": _json_example("consistency_proof", ex["consistency"].to_json()),
+        "EX_CONSISTENCY": _json_example(
+            "consistency_proof",
+            {
+                "old_height": 1,
+                "new_height": 2,
+                **ex["consistency"].to_json(),
+                "old_header": "0x" + headers[1].encode().hex(),
+                "new_header": "0x" + headers[2].encode().hex(),
+            },
+        ),
     }
     for key, val in values.items():
         marker = "{{" + key + "}}"
@@ -625,6 +632,47 @@ def _genesis_json(genesis: lt.Genesis) -> str:
         save_genesis(path, genesis)
         text = path.read_text().rstrip("\n")
     return f"<!-- example: genesis_json -->\n```json\n{text}\n```"
+
+
+def _tx_root_lines(block: lt.Block) -> list[tuple[str, Any]]:
+    """Block 1's tx_root from its three tx ids: the leaves, the one inner node, the root."""
+    ids = [t.tx_id for t in block.txs]
+    assert len(ids) == 3
+    leaves = [leaf_hash(t) for t in ids]
+    inner = node_hash(leaves[0], leaves[1])
+    root = node_hash(inner, leaves[2])
+    assert root == block.header.tx_root
+    return [
+        *((f"block1_tx_id{i}", t) for i, t in enumerate(ids)),
+        *((f"block1_leaf{i}", h) for i, h in enumerate(leaves)),
+        ("block1_node_0_1", inner),
+        ("block1_tx_root", root),
+    ]
+
+
+def _frontier_lines(blocks: list[lt.Block]) -> list[tuple[str, Any]]:
+    """The accumulator after block 2 (5 leaves): its leaves, peaks, stored form and root."""
+    f = _frontier(blocks)
+    leaves = [leaf_hash(t.tx_id) for b in blocks for t in b.txs]
+    assert f.size == len(leaves) == 5 and len(f.peaks) == 2
+    assert f.peaks == (compute_root_of_leaves(leaves[:4]), leaves[4])
+    root = node_hash(f.peaks[0], f.peaks[1])
+    assert root == f.root() == blocks[2].header.acc_root
+    return [
+        ("size", f.size),
+        *((f"leaf{i}", h) for i, h in enumerate(leaves)),
+        ("peak_level2", f.peaks[0]),
+        ("peak_level0", f.peaks[1]),
+        ("frontier", f.encode()),
+        ("acc_root", root),
+    ]
+
+
+def compute_root_of_leaves(leaves: list[bytes]) -> bytes:
+    """MTH over leaf hashes already computed (a power-of-two count here)."""
+    while len(leaves) > 1:
+        leaves = [node_hash(leaves[i], leaves[i + 1]) for i in range(0, len(leaves), 2)]
+    return leaves[0]
 
 
 def _frontier(blocks: list[lt.Block]) -> Frontier:

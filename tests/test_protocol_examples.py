@@ -45,6 +45,7 @@ from gmchain.ledger.types import (
 )
 from gmchain.node.config import load_genesis
 from gmchain.node.mempool import Mempool, MempoolConfig
+from gmchain.node.proofserve import ProofLimits, ProofService
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 EXAMPLES = dict(re.findall(r"<!-- example: (\w+) -->\n```\w+\n(.*?)\n```", DOC.read_text(), re.S))
@@ -237,3 +238,27 @@ def test_quorum_arithmetic_of_the_examples() -> None:
         assert len(sigs) == 3
         assert [n for n, _ in sigs] == sorted(n for n, _ in sigs)
     assert QuorumCert.decode(raw("struct_QuorumCert", "encoding")) == BLOCKS[2].header.justify
+
+
+def test_the_node_serves_exactly_the_documented_proofs(chain: Chain) -> None:
+    """§9's examples are what the node's proof builders return for the example chain."""
+    follow(chain)  # blocks 1 and 2 committed, each with its certificate
+    service = ProofService(
+        store=chain.store,
+        validators=GENESIS.validators,
+        head_height=lambda: chain.head.height,
+        limits=ProofLimits(max_span=16, threads=1, jobs_per_client=1, queue_per_client=1),
+    )
+    try:
+        head = chain.head.height
+        tx_id = BLOCKS[1].txs[1].tx_id
+        assert service.build_tx_proof(tx_id, 2, head) == json.loads(EXAMPLES["tx_proof"])
+        default = service.build_tx_proof(tx_id, None, head)  # anchor: the tip of `commit`
+        assert default["anchor_commit"] is None and default["anchor_header"] == default["header"]
+        served = service.build_consistency_proof(1, 2, head)
+        assert served == json.loads(EXAMPLES["consistency_proof"])
+        cert = service.build_commit_proof(1, head)
+        assert cert["headers"] == ["0x" + BLOCKS[1].header.encode().hex()]  # starts at h itself
+        assert cert["proof"] == "0x" + raw("struct_CommitProof", "encoding").hex()
+    finally:
+        service.close()

@@ -273,3 +273,178 @@ def test_consistency_proof() -> None:
     args = (c["old_size"], c["new_size"], _unhex(c["old_root"]), _unhex(c["new_root"]))
     assert verify_consistency(*args, proof)
     assert not verify_consistency(*args, proof[:-1])
+
+
+# --- SM2 from the formula of section 4 (no SM2 library) -----------------------------------------
+
+_P = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF
+_A = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC
+_B = 0x28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93
+_N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
+_G = (
+    0x32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7,
+    0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0,
+)  # GB/T 32918.5-2017
+
+
+def _ec_add(p: tuple[int, int] | None, q: tuple[int, int] | None) -> tuple[int, int] | None:
+    if p is None or q is None:
+        return q if p is None else p
+    if p[0] == q[0] and (p[1] + q[1]) % _P == 0:
+        return None
+    if p == q:
+        slope = (3 * p[0] * p[0] + _A) * pow(2 * p[1], -1, _P) % _P
+    else:
+        slope = (q[1] - p[1]) * pow(q[0] - p[0], -1, _P) % _P
+    x = (slope * slope - p[0] - q[0]) % _P
+    return x, (slope * (p[0] - x) - p[1]) % _P
+
+
+def _ec_mul(k: int, p: tuple[int, int]) -> tuple[int, int] | None:
+    out: tuple[int, int] | None = None
+    acc: tuple[int, int] | None = p
+    while k:
+        if k & 1:
+            out = _ec_add(out, acc)
+        acc = _ec_add(acc, acc)
+        k >>= 1
+    return out
+
+
+def sm2_verify_formula(pub: bytes, msg: bytes, sig: bytes) -> bool:
+    """Section 4 exactly: Z, e = SM3(Z || M), then GB/T 32918.2 §7.1 verification."""
+    sm2_id = b"1234567812345678"
+    b32 = [v.to_bytes(32, "big") for v in (_A, _B, *_G)]
+    z = sm3((len(sm2_id) * 8).to_bytes(2, "big") + sm2_id + b"".join(b32) + pub[1:])
+    e = int.from_bytes(sm3(z + msg), "big")
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    t = (r + s) % _N
+    if not (0 < r < _N and 0 < s < _N) or t == 0:
+        return False
+    point = _ec_add(
+        _ec_mul(s, _G), _ec_mul(t, (int.from_bytes(pub[1:33]), int.from_bytes(pub[33:])))
+    )
+    return point is not None and (e + point[0]) % _N == r
+
+
+def test_sm2_signature_from_the_formula_alone() -> None:
+    e = kv("tx")
+    _, body, sig = dec(bytes.fromhex(e["signed_tx"]))
+    tx_id, pub = root_of("tx", body), body[2]
+    assert sm2_verify_formula(pub, tx_id, sig)
+    # M is the 32-byte root, not DOMAIN || bytes (what docs/crypto.md once said).
+    assert not sm2_verify_formula(pub, DOMAINS["tx"] + b"\x00" + enc(body), sig)
+
+
+# --- the state hash (section 6) -----------------------------------------------------------------
+
+
+def _writes(block: str) -> list[list[Any]]:
+    e = kv(block)
+    out = []
+    i = 0
+    while f"write{i}_namespace" in e:
+        value = e[f"write{i}_value"]
+        out.append(
+            [
+                e[f"write{i}_namespace"],
+                h(block, f"write{i}_key"),
+                None if value == "nil" else bytes.fromhex(value),
+            ]
+        )
+        i += 1
+    return out
+
+
+def test_state_hash_and_genesis_writes() -> None:
+    genesis = dec(h("genesis", "genesis"))
+    accounts = genesis[6]
+    expected: list[list[Any]] = []
+    for pubkey, org, role in accounts:
+        address = sm3(pubkey)[:20]
+        expected.append(["membership", b"a/" + address, enc([pubkey, org, role])])
+        expected.append(["membership", b"o/" + org.encode() + b"\x00" + address, b"\x01"])
+        if role == "regulator":
+            expected.append(["membership", b"g/" + org.encode(), b"\x01"])
+    expected.sort(key=lambda w: (w[0].encode(), w[1]))
+    assert _writes("block0") == expected
+    parent = bytes(32)
+    for i in range(4):
+        writes = _writes(f"block{i}")
+        assert writes == sorted(writes, key=lambda w: (w[0].encode(), w[1]))
+        assert h(f"block{i}", "parent_state_hash") == parent
+        state_hash = root_of("state", [parent, writes])
+        assert state_hash == h(f"block{i}", "state_hash")
+        header = dec(h(f"block{i}", "block"))[1]
+        assert header[12] == state_hash
+        parent = state_hash
+    # every documented key prefix (section 6, "Every key a contract writes") covers the examples
+    prefixes = {
+        "membership": (b"a/", b"o/", b"x/", b"g/"),
+        "evidence": (b"r/", b"h/", b"s/", b"d/", b"t/"),
+    }
+    for i in range(4):
+        for ns, key, _ in _writes(f"block{i}"):
+            assert key.startswith(prefixes[ns]), (ns, key)
+
+
+# --- commit certificates (section 9, steps 1-9) --------------------------------------------------
+
+
+def _check_qc(qc: list[Any], chain_id: str, keys: dict[bytes, tuple[bytes, int]]) -> bool:
+    _, block_id, rnd, height, sigs = qc
+    total = sum(p for _, p in keys.values())
+    ids = [n for n, _ in sigs]
+    if not sigs or ids != sorted(set(ids)) or any(n not in keys for n in ids):
+        return False
+    if sum(keys[n][1] for n in ids) < total * 2 // 3 + 1:
+        return False
+    msg = root_of("vote", [chain_id, block_id, rnd, height])
+    return all(sm2_verify_formula(keys[n][0], msg, s) for n, s in sigs)
+
+
+def _check_certificate(cert: dict[str, Any], first: bytes, chain_id: str, keys: Any) -> list[Any]:
+    headers = [dec(_unhex(x)) for x in cert["headers"]]
+    ids = [root_of("header", x) for x in headers]
+    assert headers and ids[0] == first  # 1
+    for i in range(1, len(headers)):
+        assert headers[i][4] == ids[i - 1] and headers[i][2] == headers[i - 1][2] + 1  # 2
+    assert all(x[1] == chain_id for x in headers)  # 3
+    tag, child, qc = dec(_unhex(cert["proof"]))
+    assert tag == TAGS["CommitProof"]
+    tip, justify = headers[-1], child[13]
+    assert child[4] == ids[-1] and justify[1] == ids[-1]  # 4
+    assert (justify[2], justify[3]) == (tip[3], tip[2])  # 5
+    assert child[1] == chain_id and qc[1:4] == [root_of("header", child), child[3], child[2]]  # 6
+    assert child[3] == justify[2] + 1  # 7
+    assert _check_qc(qc, chain_id, keys) and _check_qc(justify, chain_id, keys)  # 8, 9
+    return headers
+
+
+def test_bundle_certificates_by_the_step_list() -> None:
+    genesis = dec(h("genesis", "genesis"))
+    chain_id = genesis[1]
+    keys = {sm3(v[1])[:20]: (v[1], v[2]) for v in genesis[3]}
+    b = json.loads(EXAMPLES["tx_proof"])
+    assert b["version"] == 2
+    header = dec(_unhex(b["header"]))
+    _check_certificate(b["commit"], root_of("header", header), chain_id, keys)
+    anchor = dec(_unhex(b["anchor_header"]))
+    assert (anchor[11], anchor[10]) == (b["acc_size"], _unhex(b["acc_root"]))
+    _check_certificate(b["anchor_commit"], root_of("header", anchor), chain_id, keys)
+    receipt = _unhex(b["receipt"])
+    assert dec(receipt)[1] == _unhex(b["tx_id"])
+    path = [_unhex(x) for x in b["receipt_inclusion_proof"]]
+    assert verify_inclusion(leaf(receipt), b["index_in_block"], header[8], path, header[9])
+    # the same check refuses a certificate whose QC lost a signature (2 of 4 < Q = 3)
+    tag, child, qc = dec(_unhex(b["commit"]["proof"]))
+    weak = {
+        "headers": b["commit"]["headers"],
+        "proof": "0x" + enc([tag, child, [*qc[:4], qc[4][:2]]]).hex(),
+    }
+    try:
+        _check_certificate(weak, root_of("header", header), chain_id, keys)
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("a QC of 2 of 4 validators passed")
