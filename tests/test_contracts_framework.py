@@ -24,7 +24,7 @@ from gmchain.contracts.framework import (
     query,
 )
 from gmchain.contracts.testing import MemoryStore, make_context
-from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.codec import Value, decode, encode
 from gmchain.ledger.types import Event, Receipt, ReceiptStatus
 
 PUB = b"\x04" + bytes(range(64))
@@ -282,8 +282,17 @@ def test_bad_schemas_fail_at_declaration() -> None:
 
 
 def test_results_are_canonical(env: tuple[Registry, MemoryStore]) -> None:
+    """A method's result is a canonical value exactly as a receipt carries it back: argument
+    lists and pairs come out as lists (never tuples), bytes stay bin, text stays str."""
     reg, store = env
-    encode(reg.invoke(ctx_for(store), "counter", "shapes", [b"abcd", True, [], "red"]))
+    out = reg.invoke(ctx_for(store), "counter", "shapes", [b"abcd", True, (("k", b"v"),), "red"])
+    assert out == [b"abcd", True, [["k", b"v"]], "red"]
+    raw = encode(out)
+    # [bin 4, true, [[str "k", bin "v"]], str "red"], shortest headers (docs/protocol.md §1)
+    assert raw == bytes.fromhex("94c40461626364c39192a16bc40176a3726564")
+    assert decode(raw) == out  # a tuple anywhere in `out` would not compare equal
+    receipt = Receipt(tx_id=bytes(32), status=ReceiptStatus.OK, result=out)
+    assert Receipt.decode(receipt.encode()).result == out
 
 
 def test_ident_charset_is_exactly_the_documented_set() -> None:

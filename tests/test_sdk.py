@@ -9,10 +9,12 @@ the `SyncClient` and the `gmchain` CLI.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +63,85 @@ def test_hex_helpers() -> None:
         from_hex("0xabc")
 
 
-def test_verify_proof_bundle_on_garbage() -> None:
+def _doc_example(name: str) -> str:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    return dict(re.findall(r"<!-- example: (\w+) -->\n```\w+\n(.*?)\n```", doc, re.S))[name]
+
+
+def _flip_last(hex_text: str) -> str:
+    return hex_text[:-1] + ("0" if hex_text[-1] != "0" else "1")
+
+
+_GARBAGE: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "old version",
+        lambda d: d.update(version=1),
+        "unsupported bundle version 1 (this verifier "
+        "reads version 2; fetch the proof again from an up-to-date node)",
+    ),
+    ("header not hex", lambda d: d.update(header="0xzz"), "malformed proof: header: bad hex"),
+    (
+        "another tx id",
+        lambda d: d.update(tx_id=_flip_last(d["tx_id"])),
+        "the Merkle proofs do not lead from the transaction to the roots",
+    ),
+    (
+        "truncated receipt",
+        lambda d: d.update(receipt=d["receipt"][:-2]),
+        "malformed proof: malformed msgpack: Unpack failed: incomplete input",
+    ),
+    (
+        "anchor off the chain",
+        lambda d: d.update(anchor_commit=None),
+        "the anchor header is not on the certified chain",
+    ),
+    (
+        "QC bit flipped",
+        lambda d: d["commit"].update(proof=_flip_last(d["commit"]["proof"])),
+        "commit: the commit certificate does not verify against the trusted validator set",
+    ),
+    (
+        "no headers",
+        lambda d: d["commit"].update(headers=[]),
+        "commit: the headers do not start at block 1",
+    ),
+]
+
+
+@pytest.mark.parametrize("what,mutate,reason", _GARBAGE, ids=[g[0] for g in _GARBAGE])
+def test_verify_proof_bundle_on_garbage(
+    what: str, mutate: Callable[[dict[str, Any]], None], reason: str
+) -> None:
+    """docs/protocol.md's example bundle verifies against its genesis; each kind of garbage made
+    from it is refused with the reason that names what is wrong (never another exception)."""
+    from gmchain.ledger.types import Genesis
+
+    kv = dict(line.split(" = ", 1) for line in _doc_example("genesis").splitlines())
+    genesis = Genesis.decode(bytes.fromhex(kv["genesis"]))
+    bundle = json.loads(_doc_example("tx_proof"))
+    assert verify_proof_bundle(copy.deepcopy(bundle), genesis=genesis).height == 1
+    mutate(bundle)
+    with pytest.raises(SdkError) as info:
+        verify_proof_bundle(bundle, genesis=genesis)
+    assert str(info.value) == reason
+
+
+def test_verify_proof_bundle_needs_an_object_and_an_anchor() -> None:
     from gmchain.ledger.types import GenesisValidator
 
     trusted = [
         GenesisValidator(pubkey=PrivateKey.generate().public_key.to_bytes(), power=1, org="o")
     ]
-    with pytest.raises(SdkError, match="malformed bundle"):
-        verify_proof_bundle({}, validators=trusted)
-    with pytest.raises(SdkError, match="trust anchor"):
+    for not_a_bundle in ({}, [], None, "0x00", {"header": 5}):
+        with pytest.raises(SdkError) as info:
+            verify_proof_bundle(not_a_bundle, validators=trusted)  # type: ignore[arg-type]
+        assert str(info.value) == "malformed bundle: expected a JSON object with a hex `header`"
+    with pytest.raises(SdkError) as info:
         verify_proof_bundle({})
+    assert str(info.value) == (
+        "a proof needs exactly one trust anchor: genesis= (the chain's genesis) or "
+        "validators= (a validator set you trust)"
+    )
 
 
 # --- a stub server -------------------------------------------------------------------------------
