@@ -452,6 +452,12 @@ def test_attestation_signed_by_gmssl_verified_by_crypto_sm(chain: Harness) -> No
     crypt, pub = gmssl_keypair()
     msg = attest_message(CHAIN, "qi-1", sm3_hash(b"assets statement"))
     sig = bytes.fromhex(crypt.sign_with_sm3(msg, f"{secrets.randbelow(N - 1) + 1:064x}"))
+    # The same signature over another record's message, and a bit-flipped one, are refused:
+    # the acceptance below is crypto_sm verifying gmssl's signature, not a verifier that says yes.
+    other = bytes.fromhex(crypt.sign_with_sm3(attest_message(CHAIN, "qi-1", bytes(32)), "01" * 32))
+    failed(chain.call(ADMIN_A, "evidence", "attest", ["qi-1", pub, "investor", other]), SIG_ERROR)
+    flipped = bytes([sig[0] ^ 0x01]) + sig[1:]
+    failed(chain.call(ADMIN_A, "evidence", "attest", ["qi-1", pub, "investor", flipped]), SIG_ERROR)
     ok(chain.call(ADMIN_A, "evidence", "attest", ["qi-1", pub, "investor", sig]))
 
 
