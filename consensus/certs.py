@@ -19,7 +19,8 @@ Rules this module keeps:
 from __future__ import annotations
 
 from gmchain.consensus.messages import CommitProof
-from gmchain.consensus.types import Bug, ValidatorSet, Verifier
+from gmchain.consensus.mutations import NO_BUGS, Bug, weak_2f_power
+from gmchain.consensus.types import ValidatorSet, Verifier
 from gmchain.ledger.types import (
     Digest,
     NodeId,
@@ -53,7 +54,7 @@ class CertChecker:
         validators: ValidatorSet,
         verifier: Verifier,
         genesis_id: Digest | None,
-        bugs: frozenset[Bug] = frozenset(),
+        bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
         self.chain_id = chain_id
         self.validators = validators
@@ -62,7 +63,7 @@ class CertChecker:
         self.bugs = bugs
         # Invariant: threshold is the quorum power (or the planted 2f bug's weaker one).
         self.threshold = (
-            validators.weak_2f_power if Bug.QUORUM_2F in bugs else validators.quorum_power
+            weak_2f_power(validators) if Bug.QUORUM_2F in bugs else validators.quorum_power
         )
         self._good_qcs: set[QuorumCert] = set()
         # (signer, signing root, signature) triples already verified (rule 5).

@@ -23,7 +23,7 @@ docs/consensus.md numbers them):
       are still checked and used); buffers are bounded per (round, voter).
   L8. Missing blocks are fetched with BlockRequest; gaps older than the peers' windows with
       SyncRequest (answered from App.get_committed_blocks); every synced block is applied only
-      after its CommitProof verifies. (The retrieval code is consensus/retrieval.py.)
+      after its CommitProof verifies.
   L9. A replica that gets a timeout from a peer in an older round, or in our round while we have
       not timed out (it is alone: it may have missed the QC of a commit and so still hold
       transactions everybody else committed), answers with SyncInfo: high QC, TC and the QC of its
@@ -40,6 +40,12 @@ docs/consensus.md numbers them):
       `heard_status` becomes true at the first peer SyncInfo whose high QC verifies.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
 Check everything, then change state: an invalid message leaves the replica as it was.
+
+The replica is composed of small parts, each owning its state and keeping its own rules (the
+module of each states them; docs/architecture.md, "Consensus parts"): `RoundState` (L1, what we
+did in the round), `Pacemaker` (L4, L5), `VoteAggregator`/`TimeoutAggregator` (L3, L4, L7),
+`Retrieval` (L8), `HelpBudget` (L9), `BlockTree`, `SafetyRules` (S1-S3, T1-T3, P1, P2) and
+`CertChecker`. This module holds the protocol: which part is asked or told what, in which order.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+from gmchain.consensus.aggregation import TimeoutAggregator, VoteAggregator
 from gmchain.consensus.certs import CertChecker
+from gmchain.consensus.helpbudget import HELP_PER_PERIOD, HelpBudget
 from gmchain.consensus.messages import (
     BlockRequest,
     BlockResponse,
@@ -57,30 +65,28 @@ from gmchain.consensus.messages import (
     SyncRequest,
     SyncResponse,
 )
-from gmchain.consensus.retrieval import RetrievalMixin
+from gmchain.consensus.mutations import NO_BUGS, Bug
+from gmchain.consensus.pacemaker import Pacemaker
+from gmchain.consensus.retrieval import PendingProposals, Retrieval
+from gmchain.consensus.round_state import RoundState
 from gmchain.consensus.safety import SafetyData, SafetyRules
 from gmchain.consensus.tree import BlockTree
 from gmchain.consensus.types import (
     App,
     Broadcast,
-    Bug,
     Commit,
-    CommittedBlocksFetched,
     ConsensusConfig,
     Effect,
     Event,
     MessageReceived,
     PersistBlock,
     PersistSafety,
-    ProposalReceived,
     Send,
     Signer,
     Start,
     Tick,
-    TimeoutReceived,
     ValidatorSet,
     Verifier,
-    VoteReceived,
 )
 from gmchain.ledger.types import (
     Block,
@@ -97,10 +103,8 @@ from gmchain.ledger.types import (
 
 __all__ = ["HELP_PER_PERIOD", "Replica"]
 
-HELP_PER_PERIOD = 4  # L9: SyncInfo replies per peer per round-timeout period
 
-
-class Replica(RetrievalMixin):
+class Replica:
     """One validator's (or observer's) consensus state machine. Never does IO."""
 
     def __init__(
@@ -118,65 +122,61 @@ class Replica(RetrievalMixin):
         now_ms: int,
         genesis_id: Digest | None = None,
         blocks: Sequence[Block] = (),
+        bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
-        config.validate(allow_bugs=True)
+        """`bugs` plants mutation-test bugs (consensus/mutations.py): the simulator and tests only;
+        it is deliberately not part of `config`, which a node builds from its own config file."""
+        config.validate()
         self.cfg = config
+        self.bugs = bugs
         self.validators = validators
         self.chain_id = chain_id
         self.app = app
         self.node_id: NodeId | None = None if signer is None else signer.node_id
-        gid = genesis_id if genesis_id is not None else None
+        gid = genesis_id
         if gid is None and committed.height == 0:
             gid = committed.block_id
         self.certs = CertChecker(
-            chain_id=chain_id,
-            validators=validators,
-            verifier=verifier,
-            genesis_id=gid,
-            bugs=config.bugs,
+            chain_id=chain_id, validators=validators, verifier=verifier, genesis_id=gid, bugs=bugs
         )
-        if safety is None or Bug.FORGET_SAFETY in config.bugs:
+        if safety is None or Bug.FORGET_SAFETY in bugs:
             safety = SafetyData()
+        # None for an observer (no signer): it never signs, so it never proposes, votes or times
+        # out; it follows the chain through certificates only.
         self.safety = (
             None
             if signer is None
-            else SafetyRules(chain_id=chain_id, signer=signer, data=safety, bugs=config.bugs)
+            else SafetyRules(chain_id=chain_id, signer=signer, data=safety, bugs=bugs)
         )
         self.tree = BlockTree(
             committed, window=config.committed_window, max_orphans=config.max_buffered_msgs
         )
+        # The latest time any event carried (never decreases): the core's only clock.
         self.now_ms = now_ms
-        # Invariant: high_qc is the highest verified QC seen (L1).
-        self.high_qc = high_qc
-        if safety.high_qc is not None and safety.high_qc.round > high_qc.round:
-            self.high_qc = safety.high_qc
-        self.last_tc: TimeoutCert | None = safety.last_tc  # highest verified TC seen (L1)
-        self.round = self._compute_round()
-        self.qcs: dict[Digest, QuorumCert] = {self.high_qc.block_id: self.high_qc}
-        # L10: the highest committed height a peer's verified commit QC shows (may trail our root;
-        # `lag` clamps), and whether any peer has told us its certificates yet.
-        self.peak_height: int = committed.height
-        self.heard_status = False
-        # The QC that committed our root (sent in SyncInfo so a peer that missed it can commit).
-        self.commit_qc: QuorumCert | None = None
+        self.state = RoundState.restore(high_qc=high_qc, safety=safety, committed=committed)
         if committed.height > 0:
             last = app.get_committed_blocks(committed.height, 1)
             if last and last[0][0].block_id == committed.block_id:
-                self.commit_qc = last[0][1].qc
-        self.proposed_round = safety.last_proposed_round  # last round we proposed in (L2, P2)
-        self.timed_out_round = Round(0)  # last round we signed a timeout in (L4)
-        self.consecutive_timeouts = 0  # L5
-        self.deadline_ms: int | None = None  # pacemaker; None = disarmed (L4)
-        self.spread_qc_round = -1  # a QC that committed txs; its round while peers may lack it
-        # Votes and timeouts by round; each voter counted once per round (L7).
-        self.votes: dict[Round, dict[NodeId, Vote]] = {}
-        self.timeouts: dict[Round, dict[NodeId, TimeoutVote]] = {}
-        self.pending: deque[tuple[NodeId, Proposal]] = deque()  # proposals awaiting a parent
-        self.inflight: dict[Digest, int] = {}  # block id -> retry time (L8)
-        self.sync_inflight_ms: int | None = None
-        self.repair_at_ms = 0  # next time _maybe_repair may re-request a missing certified block
-        self.helped: dict[tuple[NodeId, int], int] = {}  # stale-timeout reply -> when sent
-        self.helped_at: dict[NodeId, list[int]] = {}  # per peer: when we replied (L9 budget)
+                self.state.commit_qc = last[0][1].qc
+        self.pacemaker = Pacemaker(config=config)
+        self.votes = VoteAggregator(
+            validators=validators, certs=self.certs, max_future_rounds=config.max_future_rounds
+        )
+        self.timeouts = TimeoutAggregator(validators=validators)
+        self.retrieval = Retrieval(
+            config=config,
+            chain_id=chain_id,
+            validators=validators,
+            node_id=self.node_id,
+            certs=self.certs,
+            tree=self.tree,
+            read_committed=app.get_committed_blocks,
+            send=self._send,
+        )
+        self.help = HelpBudget(period_ms=config.round_timeout_ms, validator_count=len(validators))
+        self.pending = PendingProposals(limit=config.max_buffered_msgs)
+        # The effects of the step in progress (empty between steps), and the messages we sent
+        # ourselves in it (handled before the step returns).
         self._effects: list[Effect] = []
         self._local: deque[ConsensusMessage] = deque()
         # Restore stored uncommitted blocks (PersistBlock); no effects, no votes.
@@ -186,9 +186,21 @@ class Replica(RetrievalMixin):
                 self.tree.get_header(b.header.parent_id),  # type: ignore[arg-type]
             ):
                 self.tree.insert(b)
-        self._effects = []
 
     # --- queries --------------------------------------------------------------------------------
+
+    @property
+    def round(self) -> Round:
+        return self.state.round
+
+    @property
+    def high_qc(self) -> QuorumCert:
+        return self.state.high_qc
+
+    @property
+    def heard_status(self) -> bool:
+        """L10: some peer's SyncInfo with a verified high QC has arrived."""
+        return self.state.heard_status
 
     @property
     def committed_header(self) -> BlockHeader:
@@ -196,26 +208,24 @@ class Replica(RetrievalMixin):
 
     def get_sync_info(self) -> SyncInfo:
         """Our certificates for a peer (L9, L10): high QC, highest TC, the QC of our last commit."""
-        return SyncInfo(high_qc=self.high_qc, tc=self.last_tc, commit_qc=self.commit_qc)
+        st = self.state
+        return SyncInfo(high_qc=st.high_qc, tc=st.last_tc, commit_qc=st.commit_qc)
 
     @property
     def lag(self) -> int:
         """L10: committed blocks a verified certificate shows that we have not committed yet."""
-        return max(0, self.peak_height - self.tree.root.height)
+        return max(0, self.state.peak_height - self.tree.root.height)
 
     def is_leader(self, round_: int) -> bool:
         return self.node_id is not None and self.validators.leader(round_) == self.node_id
 
-    def _compute_round(self) -> Round:
-        tc_round = -1 if self.last_tc is None else self.last_tc.round
-        return Round(max(self.high_qc.round, tc_round) + 1)
-
     def _needs_progress(self) -> bool:
+        st = self.state
         return (
             self.app.has_pending()
             or self.tree.nonempty > 0
-            or self.timed_out_round == self.round
-            or (self.spread_qc_round == self.high_qc.round and len(self.validators) > 1)
+            or st.timed_out_round == st.round
+            or (st.spread_qc_round == st.high_qc.round and len(self.validators) > 1)
         )
 
     # --- the entry point ------------------------------------------------------------------------
@@ -227,17 +237,9 @@ class Replica(RetrievalMixin):
             case Start(now_ms=now) | Tick(now_ms=now):
                 self.now_ms = max(self.now_ms, now)
                 self._on_tick(isinstance(event, Start))
-            case (
-                MessageReceived(sender=s, msg=m, now_ms=now)
-                | ProposalReceived(sender=s, msg=m, now_ms=now)
-                | VoteReceived(sender=s, msg=m, now_ms=now)
-                | TimeoutReceived(sender=s, msg=m, now_ms=now)
-            ):
+            case MessageReceived(sender=s, msg=m, now_ms=now):
                 self.now_ms = max(self.now_ms, now)
                 self._on_message(s, m)
-            case CommittedBlocksFetched(items=items, now_ms=now):
-                self.now_ms = max(self.now_ms, now)
-                self._apply_committed(items)
             case _:
                 raise TypeError(f"not a consensus event: {event!r}")
         self._drain_local()
@@ -262,29 +264,16 @@ class Replica(RetrievalMixin):
             case TimeoutVote():
                 self._on_timeout(sender, msg)
             case BlockRequest():
-                blocks = self.tree.get_ancestors(msg.block_id, msg.count)
-                self._send(sender, BlockResponse(block_id=msg.block_id, blocks=tuple(blocks)))
+                self.retrieval.serve_blocks(sender, msg)
             case BlockResponse():
                 self._on_block_response(sender, msg)
             case SyncRequest():
-                n = min(msg.count, self.cfg.sync_batch)
-                items = tuple(self.app.get_committed_blocks(msg.from_height, n))
-                self._send(sender, SyncResponse(items=items[:n]))
+                self.retrieval.serve_sync(sender, msg)
             case SyncInfo():
-                cq = msg.commit_qc
-                if cq is not None and self.certs.verify_qc(cq):  # (cached: cheap when repeated)
-                    self.peak_height = max(self.peak_height, cq.height - 1)  # L10
-                    if cq.height > self.tree.root.height + 1:
-                        self._process_qc(cq, sender)  # commits if we hold C and its parent (L9)
-                if self.certs.verify_qc(msg.high_qc):
-                    if sender != self.node_id:
-                        self.heard_status = True  # L10
-                    self._process_qc(msg.high_qc, sender)
-                if msg.tc is not None and self.certs.verify_tc(msg.tc):
-                    self._process_tc(msg.tc, sender)
+                self._on_sync_info(sender, msg)
             case SyncResponse():
                 # Safe even if unsolicited: every item must link to our root and be proven.
-                self.sync_inflight_ms = None
+                self.retrieval.on_sync_response()
                 self._apply_committed(msg.items)
             case _:
                 pass  # unknown kinds are the transport's problem; drop
@@ -295,87 +284,86 @@ class Replica(RetrievalMixin):
         else:
             self._effects.append(Send(to=to, msg=msg))
 
-    # --- pacemaker ------------------------------------------------------------------------------
+    def _on_sync_info(self, sender: NodeId, msg: SyncInfo) -> None:
+        st = self.state
+        cq = msg.commit_qc
+        if cq is not None and self.certs.verify_qc(cq):  # (cached: cheap when repeated)
+            st.peak_height = max(st.peak_height, cq.height - 1)  # L10
+            if cq.height > self.tree.root.height + 1:
+                self._process_qc(cq, sender)  # commits if we hold C and its parent (L9)
+        if self.certs.verify_qc(msg.high_qc):
+            if sender != self.node_id:
+                st.heard_status = True  # L10
+            self._process_qc(msg.high_qc, sender)
+        if msg.tc is not None and self.certs.verify_tc(msg.tc):
+            self._process_tc(msg.tc, sender)
+
+    # --- pacemaker (the timer itself is consensus/pacemaker.py) ---------------------------------
 
     def _on_tick(self, starting: bool) -> None:
         now = self.now_ms
         if starting:
-            self._fetch_missing(self.high_qc, None)
-        if self.deadline_ms is None:
-            if self.safety is not None and self._needs_progress():
-                self.deadline_ms = now + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
-        elif not self._needs_progress():
-            self.deadline_ms = None  # L4: nothing left to commit (the app saw our Commit)
-        elif now >= self.deadline_ms:
+            self.retrieval.fetch_missing(self.state.high_qc, None, now)
+        if self.pacemaker.on_tick(
+            now, can_time_out=self.safety is not None, needs_progress=self._needs_progress
+        ):
             self._on_local_timeout()
-        for bid, retry_at in list(self.inflight.items()):
-            if now >= retry_at:
-                self._request_block(bid, self._pick_peer(bid))
-        if self.sync_inflight_ms is not None and now >= self.sync_inflight_ms:
-            self.sync_inflight_ms = None
-        self._maybe_repair(now)
+        self.retrieval.on_tick(now, self.state.high_qc)
 
     def _on_local_timeout(self) -> None:
         """L4: sign (via safety) and broadcast a timeout for the current round."""
         if self.safety is None:
             return
-        self.deadline_ms = self.now_ms + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
-        if self.last_tc is not None:
-            self.safety.observe_tc(self.last_tc)
-        made = self.safety.make_timeout(self.round, self.high_qc, self.last_tc)
+        st = self.state
+        self.pacemaker.restart(self.now_ms)
+        if st.last_tc is not None:
+            self.safety.observe_tc(st.last_tc)
+        made = self.safety.make_timeout(st.round, st.high_qc, st.last_tc)
         if made is None:
             return
         data, tv = made
-        self.timed_out_round = self.round
+        st.timed_out_round = st.round
         self._effects.append(PersistSafety(data=data))
         self._effects.append(Broadcast(msg=tv))
         assert self.node_id is not None
         self._local.append(tv)
 
     def _advance_round(self, *, by_tc: bool) -> None:
-        new_round = self._compute_round()
-        if new_round <= self.round:
+        if not self.state.advance():
             return
-        self.round = new_round
-        self.consecutive_timeouts = self.consecutive_timeouts + 1 if by_tc else 0
-        self.helped.clear()
-        self.deadline_ms = (
-            self.now_ms + self.cfg.compute_timeout_ms(self.consecutive_timeouts)
-            if self.safety is not None and self._needs_progress()
-            else None
+        new_round = self.state.round
+        self.help.on_round_advanced()
+        self.pacemaker.on_round_advanced(
+            self.now_ms, by_tc=by_tc, keep_armed=self.safety is not None and self._needs_progress()
         )
-        for r in [r for r in self.votes if r < new_round - 1]:
-            del self.votes[r]
-        for r in [r for r in self.timeouts if r < new_round]:
-            del self.timeouts[r]
+        self.votes.prune_below(new_round - 1)
+        self.timeouts.prune_below(new_round)
 
     # --- certificates ---------------------------------------------------------------------------
 
     def _process_qc(self, qc: QuorumCert, hint: NodeId | None) -> None:
         """A verified QC: raise high_qc (L1), apply the commit rule (L6), fetch what is missing."""
-        if qc.height <= self.tree.root.height and qc.block_id != self.tree.root.block_id:
-            if qc.round > self.high_qc.round:
-                self.high_qc = qc
+        st, root = self.state, self.tree.root
+        if qc.height <= root.height and qc.block_id != root.block_id:
+            if st.raise_high_qc(qc):
                 self._advance_round(by_tc=False)
             return
-        if qc.block_id not in self.qcs:
-            self.qcs[qc.block_id] = qc
+        if qc.block_id not in st.qcs:
+            st.qcs[qc.block_id] = qc
         if self.safety is not None:
             self.safety.observe_qc(qc)
-        if qc.round > self.high_qc.round:
-            self.high_qc = qc
+        if st.raise_high_qc(qc):
             self._advance_round(by_tc=False)
         if qc.block_id == self.tree.root.block_id:
             return
         if qc.block_id in self.tree.blocks:
             self._check_commit(qc)
         else:
-            self._fetch_missing(qc, hint)
+            self.retrieval.fetch_missing(qc, hint, self.now_ms)
 
     def _process_tc(self, tc: TimeoutCert, hint: NodeId | None) -> None:
         self._process_qc(tc.high_qc, hint)
-        if self.last_tc is None or tc.round > self.last_tc.round:
-            self.last_tc = tc
+        if self.state.raise_last_tc(tc):
             self._advance_round(by_tc=True)
 
     def _check_commit(self, qc: QuorumCert) -> None:
@@ -394,23 +382,55 @@ class Replica(RetrievalMixin):
 
     def _commit(self, chain: list[Block], proof: CommitProof) -> None:
         self._effects.append(Commit(blocks=tuple(chain), proof=proof))
-        self.commit_qc = proof.qc
+        self.state.commit_qc = proof.qc
         if any(b.header.tx_count for b in chain):
-            self.spread_qc_round = proof.qc.round
+            self.state.spread_qc_round = proof.qc.round
         pruned = self.tree.commit(chain)
         self._after_root_change(pruned)
 
     def _after_root_change(self, pruned: list[Digest]) -> None:
         root_h = self.tree.root.height
-        for bid in [b for b, q in self.qcs.items() if q.height < root_h]:
-            del self.qcs[bid]
+        qcs = self.state.qcs
+        for bid in [b for b, q in qcs.items() if q.height < root_h]:
+            del qcs[bid]
         for bid in pruned:
-            self.qcs.pop(bid, None)
+            qcs.pop(bid, None)
         if pruned:
             self.app.on_pruned(pruned)
-        self.pending = deque((s, p) for s, p in self.pending if p.block.header.height > root_h)
+        self.pending.drop_committed(root_h)
 
-    # --- proposals and votes --------------------------------------------------------------------
+    def _apply_committed(self, items: tuple[tuple[Block, CommitProof], ...]) -> None:
+        """Committed sync (L8; consensus/retrieval.py rule 3): link each block to our root; commit
+        each run ending at a proven tip."""
+        run: list[Block] = []
+        parent = self.tree.root
+        for block, proof in items:
+            h = block.header
+            if h.height <= parent.height:
+                continue
+            if h.parent_id != parent.block_id or h.height != parent.height + 1:
+                return
+            # A proof certifies the header only; the body must be the one the header commits to
+            # (transactions, signatures, execution results), checked exactly as a proposal is —
+            # or one peer could make a lagging node commit other transactions.
+            if not self.app.validate_block(block, parent):
+                return
+            run.append(block)
+            parent = h
+            if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
+                continue
+            self._effects.append(Commit(blocks=tuple(run), proof=proof))
+            self.state.commit_qc = proof.qc
+            pruned = self.tree.adopt_run(run)
+            self._after_root_change(pruned)
+            self._process_qc(proof.header.justify, None)
+            self._process_qc(proof.qc, None)
+            run = []
+        if len(items) >= self.cfg.sync_batch and not run:
+            now = self.now_ms
+            self.retrieval.request_sync(self.retrieval.pick_peer(parent.block_id, now), now)
+
+    # --- proposals, votes and blocks ------------------------------------------------------------
 
     def _on_proposal(self, sender: NodeId, p: Proposal) -> None:
         h = p.block.header
@@ -422,7 +442,7 @@ class Replica(RetrievalMixin):
         tc = p.tc
         if h.round != qc.round + 1:
             # L2 (the well-formedness half of S2): a round skip needs the previous round's TC.
-            if (tc is None or tc.round + 1 != h.round) and Bug.SKIP_LOCK_CHECK not in self.cfg.bugs:
+            if (tc is None or tc.round + 1 != h.round) and Bug.SKIP_LOCK_CHECK not in self.bugs:
                 return
         elif tc is not None:
             return  # a TC is only allowed where it is needed (L2)
@@ -440,14 +460,12 @@ class Replica(RetrievalMixin):
         if h.height <= self.tree.root.height or h.block_id in self.tree.blocks:
             return
         if not self.tree.is_extendable(h.parent_id):
-            if len(self.pending) >= self.cfg.max_buffered_msgs:
-                self.pending.popleft()
-            self.pending.append((sender, p))
-            self._fetch_missing(h.justify, sender)
+            self.pending.add(sender, p)
+            self.retrieval.fetch_missing(h.justify, sender, self.now_ms)
             return
         if not self._insert_block(p.block):
             return
-        if h.round == self.round and self.safety is not None:
+        if h.round == self.state.round and self.safety is not None:
             self._maybe_vote(h, p.tc)
 
     def _insert_block(self, block: Block) -> bool:
@@ -460,27 +478,40 @@ class Replica(RetrievalMixin):
             return False
         self.tree.insert(block)
         self._effects.append(PersistBlock(block=block))
-        self.inflight.pop(block.block_id, None)
+        self.retrieval.on_block_inserted(block.block_id)
         self._check_commit(block.header.justify)
-        qc = self.qcs.get(block.block_id)
+        qc = self.state.qcs.get(block.block_id)
         if qc is not None:
             self._check_commit(qc)
         for kid in self.tree.take_orphan_children(block.block_id):
             if self.tree.is_extendable(kid.header.parent_id):
                 self._insert_block(kid)
-        waiting = [sp for sp in self.pending if sp[1].block.header.parent_id == block.block_id]
-        if waiting:
-            self.pending = deque(
-                sp for sp in self.pending if sp[1].block.header.parent_id != block.block_id
-            )
-        for sp in waiting:
+        for sp in self.pending.take_children(block.block_id):
             self._accept_proposal(*sp)
         return True
 
+    def _on_block_response(self, sender: NodeId, resp: BlockResponse) -> None:
+        """L8: insert the blocks Retrieval accepts (oldest first), park the rest as orphans."""
+        blocks = self.retrieval.accept_blocks(
+            sender, resp, self.now_ms, vouched=resp.block_id in self.state.qcs
+        )
+        if blocks is None:
+            return
+        for b in reversed(blocks):  # oldest first
+            if b.header.height <= self.tree.root.height or b.block_id in self.tree.blocks:
+                continue
+            if self.tree.is_extendable(b.header.parent_id):
+                self._insert_block(b)
+            else:
+                self.tree.add_orphan(b)
+        self.retrieval.continue_after(sender, blocks, self.now_ms)
+        for b in blocks:
+            self._process_qc(b.header.justify, sender)
+
     def _maybe_vote(self, header: BlockHeader, tc: TimeoutCert | None) -> None:
         assert self.safety is not None
-        if self.last_tc is not None:
-            self.safety.observe_tc(self.last_tc)
+        if self.state.last_tc is not None:
+            self.safety.observe_tc(self.state.last_tc)
         made = self.safety.make_vote(header, tc)
         if made is None:
             return
@@ -493,50 +524,41 @@ class Replica(RetrievalMixin):
             self._send(self.validators.leader(header.round + 1), vote)
 
     def _on_vote(self, vote: Vote) -> None:
-        if vote.round + 1 < self.round or vote.round > self.round + self.cfg.max_future_rounds:
+        st = self.state
+        qc = self.votes.add(vote, current_round=st.round)
+        if qc is None:
             return
-        by_voter = self.votes.setdefault(vote.round, {})
-        if vote.voter in by_voter or not self.certs.verify_vote(vote):
-            return
-        by_voter[vote.voter] = vote
-        same = [v for v in by_voter.values() if v.block_id == vote.block_id]
-        power = self.validators.power_of_all(v.voter for v in same)
-        if not self.certs.is_quorum_power(power):
-            return
-        if self.qcs.get(vote.block_id) is not None and vote.round <= self.high_qc.round:
-            return
-        sigs = tuple(sorted((v.voter, v.signature) for v in same))
-        qc = QuorumCert(
-            block_id=vote.block_id, round=vote.round, height=vote.height, signatures=sigs
-        )
+        if st.qcs.get(vote.block_id) is not None and vote.round <= st.high_qc.round:
+            return  # a QC we already hold and used
         self._process_qc(qc, vote.voter)
 
     def _maybe_propose(self) -> None:
         """L2. Propose at most once per round, only when there is something worth committing."""
-        r = self.round
-        if not self.is_leader(r) or self.proposed_round >= r or self.safety is None:
+        st = self.state
+        r = st.round
+        if not self.is_leader(r) or st.proposed_round >= r or self.safety is None:
             return
-        parent = self.tree.get_header(self.high_qc.block_id)
+        parent = self.tree.get_header(st.high_qc.block_id)
         if parent is None:
             return
         tc = None
-        if r != self.high_qc.round + 1:
-            if self.last_tc is None or self.last_tc.round + 1 != r:
+        if r != st.high_qc.round + 1:
+            if st.last_tc is None or st.last_tc.round + 1 != r:
                 return
-            tc = self.last_tc
+            tc = st.last_tc
         wanted = (
             tc is not None
             or self.tree.nonempty > 0
-            or (self.spread_qc_round == self.high_qc.round and len(self.validators) > 1)
+            or (st.spread_qc_round == st.high_qc.round and len(self.validators) > 1)
             or self.app.ready_to_propose(self.now_ms)
         )
         if not wanted:
             return
         assert self.node_id is not None
         block = self.app.build_block(
-            parent=parent, round=r, justify=self.high_qc, proposer=self.node_id, now_ms=self.now_ms
+            parent=parent, round=r, justify=st.high_qc, proposer=self.node_id, now_ms=self.now_ms
         )
-        self.proposed_round = r
+        st.proposed_round = r
         made = self.safety.sign_proposal(r, block.block_id)
         if made is None:
             return  # P2: signed in this round before a restart; never a second proposal
@@ -552,55 +574,29 @@ class Replica(RetrievalMixin):
         if not self.certs.verify_timeout_sig(tv) or not self.certs.verify_qc(tv.high_qc):
             return
         self._process_qc(tv.high_qc, sender)
-        if tv.round < self.round:
+        st = self.state
+        if tv.round < st.round:
             self._help(sender, tv.round)
             return
-        if tv.round > self.round + self.cfg.max_future_rounds:
+        if tv.round > st.round + self.cfg.max_future_rounds:
             return  # L7: a huge round moves nothing
-        by_voter = self.timeouts.setdefault(tv.round, {})
-        if tv.voter in by_voter:
+        power = self.timeouts.add(tv)
+        if power is None:
             return
-        by_voter[tv.voter] = tv
-        power = self.validators.power_of_all(by_voter)
-        if (
-            tv.round == self.round
-            and self.timed_out_round < self.round
-            and power >= self.validators.validity_power
-        ):
+        alone = tv.round == st.round and st.timed_out_round < st.round
+        if alone and power >= self.validators.validity_power:
             self._on_local_timeout()  # amplification (L4)
-        if tv.round == self.round and self.timed_out_round < self.round:
+        if tv.round == st.round and st.timed_out_round < st.round:
             self._help(sender, tv.round)  # L9: it is alone; it may lack the QC of our last commit
         if not self.certs.is_quorum_power(power):
             return
-        if self.last_tc is not None and self.last_tc.round >= tv.round:
+        if st.last_tc is not None and st.last_tc.round >= tv.round:
             return
-        best = max(by_voter.values(), key=lambda t: t.high_qc.round).high_qc
-        entries = tuple(
-            sorted((t.voter, int(t.high_qc.round), t.signature) for t in by_voter.values())
-        )
-        tc = TimeoutCert(round=tv.round, high_qc=best, entries=entries)
-        self._process_tc(tc, sender)
+        self._process_tc(self.timeouts.make_tc(tv.round), sender)
 
     def _help(self, sender: NodeId, their_round: int) -> None:
         """L9: a peer timed out in an older round, or alone in ours: send it our certificates,
-        including the QC of our latest commit, at most once per (peer, round, period) and at most
-        HELP_PER_PERIOD times per peer and period (a peer replaying old timeouts of many rounds
-        must not get a reply for each)."""
-        now, period = self.now_ms, self.cfg.round_timeout_ms
-        key = (sender, their_round)
-        last = self.helped.get(key)
-        if sender == self.node_id or (last is not None and now - last < period):
+        including the QC of our latest commit, within the budget of consensus/helpbudget.py."""
+        if sender == self.node_id or not self.help.try_spend(sender, their_round, self.now_ms):
             return
-        recent = [t for t in self.helped_at.get(sender, ()) if now - t < period]
-        if len(recent) >= HELP_PER_PERIOD:
-            self.helped_at[sender] = recent
-            return
-        if len(self.helped_at) > 4 * len(self.validators):  # (senders are peers; bound anyway)
-            self.helped_at = {
-                p: ts for p, ts in self.helped_at.items() if ts and now - ts[-1] < period
-            }
-        self.helped_at[sender] = [*recent, now]
-        if len(self.helped) > HELP_PER_PERIOD * len(self.validators):
-            self.helped = {k: t for k, t in self.helped.items() if now - t < period}
-        self.helped[key] = now
         self._send(sender, self.get_sync_info())

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self
 
-from gmchain.consensus.types import Bug, Signer
+from gmchain.consensus.mutations import NO_BUGS, Bug
+from gmchain.consensus.types import Signer
 from gmchain.ledger.codec import Value, decode
 from gmchain.ledger.types import (
     BlockHeader,
@@ -136,7 +137,7 @@ class SafetyRules:
     """
 
     def __init__(
-        self, *, chain_id: str, signer: Signer, data: SafetyData, bugs: frozenset[Bug]
+        self, *, chain_id: str, signer: Signer, data: SafetyData, bugs: frozenset[Bug] = NO_BUGS
     ) -> None:
         self.chain_id = chain_id
         self.signer = signer

@@ -6,15 +6,14 @@ Rules this module keeps:
 2. The leader of round r is `sorted_by_node_id[r mod n]` (round robin; DiemBFT v4 section 4.1).
 3. Events and effects are frozen, slotted, keyword-only dataclasses; the core never reads a clock,
    so every event that can lead to a proposal or a timer carries the node's `now_ms`.
-4. `Bug` flags exist only for the mutation tests (docs/consensus.md, "Mutation checks"); the node's
-   config loader must never set them, and `ConsensusConfig.validate(allow_bugs=False)` refuses them.
+4. `ConsensusConfig` has no way to carry a planted bug: those live in consensus/mutations.py and
+   reach a replica only as `Replica(bugs=...)`, which the simulator and tests alone pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Protocol
 
 from gmchain.consensus.messages import CommitProof, ConsensusMessage
@@ -23,35 +22,21 @@ from gmchain.ledger.types import Block, BlockHeader, Digest, NodeId, QuorumCert,
 __all__ = [
     "App",
     "Broadcast",
-    "Bug",
     "Commit",
-    "CommittedBlocksFetched",
     "ConsensusConfig",
     "Effect",
     "Event",
     "MessageReceived",
     "PersistBlock",
     "PersistSafety",
-    "ProposalReceived",
     "Send",
     "Signer",
     "Start",
     "Tick",
-    "TimeoutReceived",
     "Validator",
     "ValidatorSet",
     "Verifier",
-    "VoteReceived",
 ]
-
-
-class Bug(Enum):
-    """Planted bugs for mutation tests only (never enabled by node config)."""
-
-    SKIP_LOCK_CHECK = "skip-lock-check"  # S2 not applied when voting, nor its check in L2
-    QUORUM_2F = "quorum-2f"  # certificates accepted with 2f instead of 2f+1 power
-    UNVERIFIED_TC = "unverified-tc"  # timeout certificates are not verified
-    FORGET_SAFETY = "forget-safety"  # persisted SafetyData ignored on restart
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,11 +69,6 @@ class ValidatorSet:
         self.total_power = sum(v.power for v in vals)
         # Invariant: quorum_power is the least power strictly above 2/3 of the total.
         self.quorum_power = self.total_power * 2 // 3 + 1
-
-    @property
-    def weak_2f_power(self) -> int:
-        """The buggy threshold of Bug.QUORUM_2F: 2f with f = floor((total - 1) / 3)."""
-        return max(1, 2 * ((self.total_power - 1) // 3))
 
     @property
     def validity_power(self) -> int:
@@ -134,9 +114,8 @@ class ConsensusConfig:
     # L3: broadcast votes so every replica forms each QC (True), or send them to the next leader
     # only, as DiemBFT v4 does (False). Both are safe; the simulator runs both.
     broadcast_votes: bool = True
-    bugs: frozenset[Bug] = field(default_factory=frozenset)
 
-    def validate(self, *, allow_bugs: bool = False) -> None:
+    def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
         positive = (
             "round_timeout_ms",
@@ -156,8 +135,6 @@ class ConsensusConfig:
             raise ValueError("timeout_backoff_percent: expected 100..1000")
         if self.max_round_timeout_ms < self.round_timeout_ms:
             raise ValueError("max_round_timeout_ms must be >= round_timeout_ms")
-        if self.bugs and not allow_bugs:
-            raise ValueError("bugs are for mutation tests only")
 
     @classmethod
     def minimal(cls, **overrides: object) -> ConsensusConfig:
@@ -249,44 +226,7 @@ class MessageReceived:
     now_ms: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProposalReceived:
-    sender: NodeId
-    msg: ConsensusMessage
-    now_ms: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VoteReceived:
-    sender: NodeId
-    msg: ConsensusMessage
-    now_ms: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TimeoutReceived:
-    sender: NodeId
-    msg: ConsensusMessage
-    now_ms: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommittedBlocksFetched:
-    """The node's bulk sync fetched committed blocks with proofs; the core verifies every proof."""
-
-    items: tuple[tuple[Block, CommitProof], ...]
-    now_ms: int
-
-
-Event = (
-    Start
-    | Tick
-    | MessageReceived
-    | ProposalReceived
-    | VoteReceived
-    | TimeoutReceived
-    | CommittedBlocksFetched
-)
+Event = Start | Tick | MessageReceived
 
 
 # --- effects --------------------------------------------------------------------------------------

@@ -381,7 +381,7 @@ def test_l1_valid_qc_and_tc_advance_the_round() -> None:
     qc1 = w.qc(b1.header)
     for i in (1, 2, 3):
         rep.step(w.msg(i, w.timeout(i, 2, qc1)))
-    assert rep.round == 3 and rep.last_tc is not None and rep.last_tc.round == 2
+    assert rep.round == 3 and rep.state.last_tc is not None and rep.state.last_tc.round == 2
 
 
 def test_l2_leader_proposes_once_and_attaches_tc_after_a_timeout() -> None:
@@ -395,7 +395,7 @@ def test_l2_leader_proposes_once_and_attaches_tc_after_a_timeout() -> None:
             rep.step(w.msg(i, w.timeout(i, 1, w.gqc)))
     props = [e.msg for e in rep.step(Tick(now_ms=w.now + 100)) if isinstance(e, Broadcast)]
     # The TC for round 1 formed while handling timeouts; the proposal went out then.
-    assert rep.round == 2 and rep.proposed_round == 2
+    assert rep.round == 2 and rep.state.proposed_round == 2
     again = rep.step(Tick(now_ms=w.now + 200))
     assert not [e for e in again if isinstance(e, Broadcast) and isinstance(e.msg, Proposal)]
     del props
@@ -417,7 +417,7 @@ def test_l3_vote_is_broadcast_by_default_and_counted_locally() -> None:
     (b1,) = w.chain([1])
     eff = rep.step(w.msg(w.leader_index(1), w.proposal(b1)))
     assert [to for to, _ in sent_votes(eff)] == [None]
-    assert rep.node_id in rep.votes[b1.header.round]  # our own vote already counts here
+    assert rep.node_id in rep.votes.by_round[b1.header.round]  # our own vote already counts here
 
 
 def test_l3_the_leader_votes_for_its_own_proposal_in_the_same_step() -> None:
@@ -505,8 +505,8 @@ def test_l7_future_messages_are_bounded() -> None:
         rep.step(
             w.msg(1, w.vote(1, b1.header.__class__(**{**_fields(b1.header), "round": Round(r)})))
         )
-    assert max(rep.votes) <= rep.round + CFG.max_future_rounds
-    assert sum(len(v) for v in rep.votes.values()) <= CFG.max_future_rounds + 1
+    assert max(rep.votes.by_round) <= rep.round + CFG.max_future_rounds
+    assert sum(len(v) for v in rep.votes.by_round.values()) <= CFG.max_future_rounds + 1
 
 
 def _fields(h: BlockHeader) -> dict[str, object]:
@@ -548,9 +548,9 @@ def test_l8_committed_sync_verifies_every_proof() -> None:
     # A forged proof (QC signed by one validator only) is refused.
     weak = CommitProof(header=blocks[1].header, qc=w.qc(blocks[1].header, voters=(0,)))
     assert commits(rep.step(w.msg(1, SyncRequest(from_height=1, count=4)))) == []
-    rep.sync_inflight_ms = w.now + 10_000
+    rep.retrieval.sync_inflight_ms = w.now + 10_000
     assert commits(rep.step(w.msg(1, SyncResponse(items=((blocks[0], weak),))))) == []
-    rep.sync_inflight_ms = w.now + 10_000
+    rep.retrieval.sync_inflight_ms = w.now + 10_000
     (c,) = commits(rep.step(w.msg(1, SyncResponse(items=((blocks[0], proof),)))))
     assert c.blocks == (blocks[0],) and rep.committed_header == blocks[0].header
 
@@ -567,10 +567,10 @@ def test_l8_committed_sync_checks_the_body_against_the_proven_header() -> None:
     w.submitted[other.tx_id] = other  # a real, submitted tx: only the header binding is wrong
     forged = Block(header=blocks[0].header, txs=(other,))
     rep = w.replica()
-    rep.sync_inflight_ms = w.now + 10_000
+    rep.retrieval.sync_inflight_ms = w.now + 10_000
     assert commits(rep.step(w.msg(1, SyncResponse(items=((forged, proof),))))) == []
     assert rep.committed_header == w.genesis
-    rep.sync_inflight_ms = w.now + 10_000
+    rep.retrieval.sync_inflight_ms = w.now + 10_000
     (c,) = commits(rep.step(w.msg(1, SyncResponse(items=((blocks[0], proof),)))))
     assert c.blocks == (blocks[0],)
 
@@ -671,32 +671,27 @@ def test_invalid_proposal_signature_changes_nothing() -> None:
     assert rep.tree.blocks == {} and rep.round == 1
 
 
-def test_config_refuses_bugs_unless_mutation_testing() -> None:
-    from gmchain.consensus import Bug
+def test_config_has_no_way_to_carry_a_planted_bug() -> None:
+    """Planted bugs reach a replica only as Replica(bugs=...), never through its configuration."""
+    from gmchain.consensus.mutations import Bug
 
-    with pytest.raises(ValueError, match="mutation"):
-        ConsensusConfig(bugs=frozenset({Bug.QUORUM_2F})).validate()
-    ConsensusConfig(bugs=frozenset({Bug.QUORUM_2F})).validate(allow_bugs=True)
+    with pytest.raises(TypeError):
+        ConsensusConfig(bugs=frozenset({Bug.QUORUM_2F}))  # type: ignore[call-arg]
     ConsensusConfig().validate()
 
 
-def test_committed_blocks_fetched_applies_only_proven_runs() -> None:
-    from gmchain.consensus import CommittedBlocksFetched
-
+def test_sync_response_applies_only_proven_runs() -> None:
     w = World()
     blocks = w.chain([1, 2, 3, 4], ntx=1)
     p1 = CommitProof(header=blocks[1].header, qc=w.qc(blocks[1].header))  # proves blocks[0]
     p2 = CommitProof(header=blocks[3].header, qc=w.qc(blocks[3].header))  # proves blocks[2]
     rep = w.replica()
-    eff = rep.step(
-        CommittedBlocksFetched(
-            items=((blocks[0], p1), (blocks[1], p2), (blocks[2], p2)), now_ms=w.now
-        )
-    )
+    items = ((blocks[0], p1), (blocks[1], p2), (blocks[2], p2))
+    eff = rep.step(w.msg(1, SyncResponse(items=items)))
     got = [[b.block_id for b in c.blocks] for c in commits(eff)]
     assert got == [[blocks[0].block_id], [blocks[1].block_id, blocks[2].block_id]]
     # Replaying them commits nothing twice.
-    again = rep.step(CommittedBlocksFetched(items=((blocks[2], p2),), now_ms=w.now))
+    again = rep.step(w.msg(1, SyncResponse(items=((blocks[2], p2),))))
     assert commits(again) == []
 
 
@@ -772,11 +767,11 @@ def test_l10_lag_is_measured_from_verified_commit_qcs_only() -> None:
     forged_qc = w.qc(tip, voters=(1, 2))
     lie = SyncInfo(high_qc=forged_qc, tc=None, commit_qc=forged_qc)
     assert [e for e in rep.step(w.msg(1, lie)) if isinstance(e, Send)] == []
-    assert rep.lag == 0 and rep.peak_height == 0 and not rep.heard_status
+    assert rep.lag == 0 and rep.state.peak_height == 0 and not rep.heard_status
     # A verified commit QC: lag 5, and fetching starts at once (from the peer that sent it).
     qc6 = w.qc(tip)
     eff = rep.step(w.msg(2, SyncInfo(high_qc=qc6, tc=None, commit_qc=qc6)))
-    assert rep.heard_status and rep.peak_height == 5 and rep.lag == 5
+    assert rep.heard_status and rep.state.peak_height == 5 and rep.lag == 5
     reqs = [e for e in eff if isinstance(e, Send) and isinstance(e.msg, BlockRequest)]
     assert [(e.to, e.msg.block_id) for e in reqs] == [(w.signers[2].node_id, tip.block_id)]
     # get_sync_info is what the node sends on connect and periodically.

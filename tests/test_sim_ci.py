@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gmchain.consensus.sim import FAULT_KINDS, SimConfig, run_seed
-from gmchain.consensus.types import Bug
+from gmchain.consensus.mutations import Bug
 
 ROOT = Path(__file__).resolve().parent.parent
 

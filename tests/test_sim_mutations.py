@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from gmchain.consensus.sim import SimConfig, run_seed
-from gmchain.consensus.types import Bug
+from gmchain.consensus.mutations import Bug
 
 _BYZ = frozenset({"byzantine"})
 CASES = [

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
+from gmchain.consensus.mutations import Bug
 from gmchain.consensus.sim.world import FAULT_KINDS, SimConfig, run_seed
-from gmchain.consensus.types import Bug
 
 __all__ = ["main"]
 

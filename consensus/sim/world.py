@@ -23,6 +23,7 @@ from typing import cast
 
 from gmchain.consensus.certs import make_genesis_qc
 from gmchain.consensus.messages import ConsensusMessage, SyncResponse
+from gmchain.consensus.mutations import Bug
 from gmchain.consensus.replica import Replica
 from gmchain.consensus.safety import SafetyData
 from gmchain.consensus.sim.app import (
@@ -36,7 +37,6 @@ from gmchain.consensus.sim.app import (
 from gmchain.consensus.sim.byzantine import BEHAVIOURS, Byzantine
 from gmchain.consensus.types import (
     Broadcast,
-    Bug,
     Commit,
     ConsensusConfig,
     Effect,
@@ -154,7 +154,6 @@ class _World:
         self.validators = ValidatorSet(Validator(node_id=s.node_id, power=1) for s in signers)
         # A small in-memory window makes lagging replicas use committed sync (SyncRequest) too.
         self.config = ConsensusConfig.minimal(
-            bugs=cfg.bugs,
             committed_window=2,
             block_request_count=3,
             broadcast_votes=cfg.broadcast_votes,
@@ -330,6 +329,7 @@ class _World:
             now_ms=self.local_now(inst),
             genesis_id=self.genesis.block_id,
             blocks=list(app.disk_blocks.values()),
+            bugs=self.cfg.bugs,
         )
         self.run_step(inst, Start(now_ms=self.local_now(inst)))
 
