@@ -2,7 +2,8 @@
 
 Rules this module keeps:
 1. Every field has a safe default; `validate()` names the first bad field and says what is allowed.
-2. Config never enables consensus mutation flags (consensus.Bug): there is no field for them.
+2. Config never enables consensus mutation flags (consensus/mutations.py): there is no field for
+   them and an unknown key is refused (tests/test_mutation_isolation.py).
 3. The genesis file is JSON with hex keys; its canonical encoding (ledger.types.Genesis) is what
    the chain hashes, so two nodes agree on the chain iff they agree on those bytes.
 """

@@ -20,6 +20,10 @@ encryptions (GB/T 32918.4) to ephemeral keys, a KEM-based exchange as in KEMTLS 
 Stebila, Wiggers, CCS 2020); key schedule after TLS 1.3 (RFC 8446 §7.1: Extract with the
 transcript, Expand with labels); HKDF from RFC 5869 instantiated with HMAC-SM3.
 
+The messages and their checks are in p2p/handshake_messages.py, the key schedule in
+p2p/handshake_keys.py; this module holds the two state machines and re-exports both modules'
+public names (callers import everything from here).
+
 Rules kept here:
 - Sans-IO: the classes turn received bytes into bytes to send; no sockets, no clock.
 - Every field is checked (type, exact size, canonical encoding) before any expensive operation;
@@ -44,11 +48,8 @@ from __future__ import annotations
 
 import hmac as _hmac
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import msgpack
 
 from gmchain.crypto_sm import (
     CryptoError,
@@ -57,11 +58,37 @@ from gmchain.crypto_sm import (
     PublicKey,
     sm2_decrypt,
     sm2_encrypt,
-    sm3_hash,
     sm3_hmac,
 )
 from gmchain.p2p.config import RemoteProtocolError
-from gmchain.p2p.framing import decode_message, encode_message
+from gmchain.p2p.handshake_keys import (
+    D_AUTH_I,
+    D_AUTH_R,
+    D_FIN_I,
+    D_FIN_R,
+    D_HELLO,
+    D_TRANSCRIPT,
+    KDF_LABEL,
+    KeySchedule,
+    compute_auth_digest,
+    compute_hello_proof,
+    compute_hkdf_expand,
+    compute_hkdf_extract,
+    compute_key_schedule,
+    compute_transcript_hash,
+)
+from gmchain.p2p.handshake_messages import (
+    GENESIS_HASH_SIZE,
+    HANDSHAKE_MAX_FRAME,
+    MAX_CHAIN_ID,
+    NONCE_SIZE,
+    PROTOCOL_VERSION,
+    SECRET_SIZE,
+    InitiatorAuth,
+    InitiatorHello,
+    ResponderAuth,
+    ResponderHello,
+)
 from gmchain.p2p.limits import ReplayGuard
 
 __all__ = [
@@ -90,288 +117,6 @@ __all__ = [
     "compute_key_schedule",
     "compute_transcript_hash",
 ]
-
-# 2: SyncInfo gained `commit_qc` and SafetyData `last_proposed_round` (consensus L9, P2). Peers of
-# different versions refuse each other at the handshake ("version") instead of decoding each
-# other's messages as garbage and banning; upgrading from 1 is stop-all (docs/ops.md).
-# 3: M1 gained `proof` (issue 10, fault 8): no SM2 work for a hello that does not know the chain.
-PROTOCOL_VERSION = 3
-HANDSHAKE_MAX_FRAME = 4096  # every handshake message is far smaller; caps pre-auth buffering
-
-D_TRANSCRIPT = b"GMCHAIN/P2P/HANDSHAKE/TRANSCRIPT/v1"
-D_HELLO = b"GMCHAIN/P2P/HANDSHAKE/HELLO/v1"
-D_AUTH_I = b"GMCHAIN/P2P/HANDSHAKE/AUTH-I/v1"
-D_AUTH_R = b"GMCHAIN/P2P/HANDSHAKE/AUTH-R/v1"
-D_FIN_I = b"GMCHAIN/P2P/HANDSHAKE/FIN-I/v1"
-D_FIN_R = b"GMCHAIN/P2P/HANDSHAKE/FIN-R/v1"
-KDF_LABEL = b"GMCHAIN/P2P/KDF/v1/"
-
-TAG_INITIATOR_HELLO = 1
-TAG_RESPONDER_HELLO = 2
-TAG_INITIATOR_AUTH = 3
-TAG_RESPONDER_AUTH = 4
-
-PUBKEY_SIZE = 65
-NONCE_SIZE = 32
-SECRET_SIZE = 32
-SIG_SIZE = 64
-MAC_SIZE = 32
-GENESIS_HASH_SIZE = 32
-MAX_KEM_CT = 256  # SM2 ciphertext of 32 bytes is ~97..140 bytes depending on encoding
-MAX_CHAIN_ID = 64
-SM4_KEY_SIZE = 16
-GCM_IV_SIZE = 12
-
-
-# ---------------------------------------------------------------------------- field checks
-
-
-def _check_bytes(value: Any, name: str, *, size: int | None = None, max_size: int = 0) -> bytes:
-    if type(value) is not bytes:
-        raise RemoteProtocolError("malformed", f"{name} is not bin")
-    if size is not None and len(value) != size:
-        raise RemoteProtocolError("malformed", f"{name} is {len(value)} bytes, want {size}")
-    if max_size and not 0 < len(value) <= max_size:
-        raise RemoteProtocolError("malformed", f"{name} length {len(value)}")
-    return value
-
-
-def _check_version_chain(version: Any, chain_id: Any) -> tuple[int, str]:
-    if type(version) is not int:
-        raise RemoteProtocolError("malformed", "version is not an int")
-    if type(chain_id) is not str or not 0 < len(chain_id) <= MAX_CHAIN_ID:
-        raise RemoteProtocolError("malformed", "chain_id")
-    return version, chain_id
-
-
-# ---------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InitiatorHello:
-    """M1: the initiator's ephemeral SM2 public key and nonce, and its proof of the chain."""
-
-    version: int
-    chain_id: str
-    ephemeral: bytes  # 65 bytes, 0x04 || X || Y
-    nonce: bytes  # 32 bytes
-    proof: bytes  # 32 bytes, compute_hello_proof(...)
-
-    def encode(self) -> bytes:
-        return encode_message(
-            [
-                TAG_INITIATOR_HELLO,
-                self.version,
-                self.chain_id,
-                self.ephemeral,
-                self.nonce,
-                self.proof,
-            ]
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> InitiatorHello:
-        try:
-            _, version, chain_id, eph, nonce, proof = decode_message(data, TAG_INITIATOR_HELLO, 6)
-        except RemoteProtocolError as e:
-            # A peer of another version may lay M1 out differently: say "version", not "malformed"
-            other = _peek_version(data)
-            if e.reason == "malformed" and other is not None and other != PROTOCOL_VERSION:
-                raise RemoteProtocolError("version", f"peer speaks v{other}") from None
-            raise
-        version, chain_id = _check_version_chain(version, chain_id)
-        return cls(
-            version=version,
-            chain_id=chain_id,
-            ephemeral=_check_bytes(eph, "ephemeral", size=PUBKEY_SIZE),
-            nonce=_check_bytes(nonce, "nonce", size=NONCE_SIZE),
-            proof=_check_bytes(proof, "proof", size=MAC_SIZE),
-        )
-
-
-def _peek_version(data: bytes) -> int | None:
-    """The version field of a `[tag, version, ...]` array of any arity (None if there is none)."""
-    try:
-        obj = msgpack.unpackb(data, raw=False, max_map_len=0, max_ext_len=0)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
-    if isinstance(obj, list) and len(obj) >= 2 and type(obj[1]) is int:
-        return int(obj[1])
-    return None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponderHello:
-    """M2: the responder's ephemeral key, nonce, and its secret encrypted to eph_I."""
-
-    version: int
-    chain_id: str
-    ephemeral: bytes
-    nonce: bytes
-    kem_ct: bytes  # SM2Enc(eph_I, s_R)
-
-    def encode(self) -> bytes:
-        return encode_message(
-            [
-                TAG_RESPONDER_HELLO,
-                self.version,
-                self.chain_id,
-                self.ephemeral,
-                self.nonce,
-                self.kem_ct,
-            ]
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> ResponderHello:
-        _, version, chain_id, eph, nonce, ct = decode_message(data, TAG_RESPONDER_HELLO, 6)
-        version, chain_id = _check_version_chain(version, chain_id)
-        return cls(
-            version=version,
-            chain_id=chain_id,
-            ephemeral=_check_bytes(eph, "ephemeral", size=PUBKEY_SIZE),
-            nonce=_check_bytes(nonce, "nonce", size=NONCE_SIZE),
-            kem_ct=_check_bytes(ct, "kem_ct", max_size=MAX_KEM_CT),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InitiatorAuth:
-    """M3: the initiator's secret encrypted to eph_R, its identity, signature and MAC."""
-
-    kem_ct: bytes
-    identity: bytes  # 65-byte SM2 identity public key
-    signature: bytes  # 64-byte r || s over a_I
-    mac: bytes  # 32 bytes
-
-    def encode(self) -> bytes:
-        return encode_message(
-            [TAG_INITIATOR_AUTH, self.kem_ct, self.identity, self.signature, self.mac]
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> InitiatorAuth:
-        _, ct, identity, sig, mac = decode_message(data, TAG_INITIATOR_AUTH, 5)
-        return cls(
-            kem_ct=_check_bytes(ct, "kem_ct", max_size=MAX_KEM_CT),
-            identity=_check_bytes(identity, "identity", size=PUBKEY_SIZE),
-            signature=_check_bytes(sig, "signature", size=SIG_SIZE),
-            mac=_check_bytes(mac, "mac", size=MAC_SIZE),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponderAuth:
-    """M4: the responder's identity, signature over th_3, and MAC."""
-
-    identity: bytes
-    signature: bytes
-    mac: bytes
-
-    def encode(self) -> bytes:
-        return encode_message([TAG_RESPONDER_AUTH, self.identity, self.signature, self.mac])
-
-    @classmethod
-    def decode(cls, data: bytes) -> ResponderAuth:
-        _, identity, sig, mac = decode_message(data, TAG_RESPONDER_AUTH, 4)
-        return cls(
-            identity=_check_bytes(identity, "identity", size=PUBKEY_SIZE),
-            signature=_check_bytes(sig, "signature", size=SIG_SIZE),
-            mac=_check_bytes(mac, "mac", size=MAC_SIZE),
-        )
-
-
-# ---------------------------------------------------------------------------- key schedule
-
-
-def compute_hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
-    """HKDF-Extract (RFC 5869 §2.2) with HMAC-SM3."""
-    return sm3_hmac(salt, ikm)
-
-
-def compute_hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-Expand (RFC 5869 §2.3) with HMAC-SM3."""
-    if not 0 < length <= 255 * 32:
-        raise ValueError("HKDF-Expand length out of range")
-    out, block = b"", b""
-    counter = 1
-    while len(out) < length:
-        block = sm3_hmac(prk, block + info + bytes([counter]))
-        out += block
-        counter += 1
-    return out[:length]
-
-
-def compute_transcript_hash(messages: Sequence[bytes]) -> bytes:
-    """th_n = SM3(D_TRANSCRIPT || u32(len M1) || M1 || ... || u32(len Mn) || Mn)."""
-    parts = [D_TRANSCRIPT]
-    for m in messages:
-        parts.append(len(m).to_bytes(4, "big"))
-        parts.append(m)
-    return sm3_hash(b"".join(parts))
-
-
-def compute_auth_digest(domain: bytes, fields: list[bytes]) -> bytes:
-    """a = SM3(domain || msgpack(fields)): what a side signs (DESIGN.md "Hashing and signing")."""
-    return sm3_hash(domain + encode_message(list(fields)))
-
-
-def compute_hello_proof(
-    *,
-    genesis_hash: bytes,
-    version: int,
-    chain_id: str,
-    ephemeral: bytes,
-    nonce: bytes,
-    responder: bytes,
-) -> bytes:
-    """M1's proof: HMAC-SM3(genesis_hash, D_HELLO || msgpack([version, chain_id, eph_I,
-    nonce_I, id_R])). Keyed by the genesis document's hash (Genesis.compute_hash(), block 0's
-    parent_id: public, so this proves knowledge of the chain, not membership), bound to the one
-    responder it is meant for (so a hello seen on one link cannot be replayed to another node)."""
-    fields = [version, chain_id, ephemeral, nonce, responder]
-    return sm3_hmac(genesis_hash, D_HELLO + encode_message(fields))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeySchedule:
-    """Everything derived from the two KEM secrets; I = initiator, R = responder."""
-
-    prk: bytes
-    auth_key_i: bytes
-    auth_key_r: bytes
-    key_i2r: bytes | None  # traffic keys exist only once th_4 is known
-    iv_i2r: bytes | None
-    key_r2i: bytes | None
-    iv_r2i: bytes | None
-
-
-def _expand(prk: bytes, label: bytes, th: bytes, length: int) -> bytes:
-    return compute_hkdf_expand(prk, KDF_LABEL + label + th, length)
-
-
-def compute_key_schedule(
-    *, secret_i: bytes, secret_r: bytes, th2: bytes, th4: bytes | None = None
-) -> KeySchedule:
-    """Derive the auth keys (from th_2) and, given th_4, the directional SM4-GCM keys and IVs."""
-    prk = compute_hkdf_extract(th2, secret_i + secret_r)
-    traffic: list[bytes | None] = [None, None, None, None]
-    if th4 is not None:
-        traffic = [
-            _expand(prk, b"key-i2r", th4, SM4_KEY_SIZE),
-            _expand(prk, b"iv-i2r", th4, GCM_IV_SIZE),
-            _expand(prk, b"key-r2i", th4, SM4_KEY_SIZE),
-            _expand(prk, b"iv-r2i", th4, GCM_IV_SIZE),
-        ]
-    return KeySchedule(
-        prk=prk,
-        auth_key_i=_expand(prk, b"auth-i", th2, MAC_SIZE),
-        auth_key_r=_expand(prk, b"auth-r", th2, MAC_SIZE),
-        key_i2r=traffic[0],
-        iv_i2r=traffic[1],
-        key_r2i=traffic[2],
-        iv_r2i=traffic[3],
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,16 +22,9 @@ Rules kept here:
   and only as many handshakes per second reach it as the gate's budget allows (per address;
   strangers together; the admitted peers' hosts on their own), refused as "handshake_rate".
   The hello proof's key is public, so the proof only keeps out those who never asked.
-- Memory is bounded per peer: the outbound queue by frames and bytes (`send()` returns False
-  and counts a drop when full), inbound by reading only after the previous chunk's frames were
-  delivered (`on_message` is awaited, so a slow consumer pushes back into TCP), and the token
-  bucket delays reads of a peer that sends faster than `max_frames_per_s`.
-- `on_message(node_id, payload)` is called in order per peer, never concurrently for one peer.
-  An exception from a callback is logged and counted, never fatal to the loop.
-- Keepalive: after idle_timeout/3 without sending, a PING goes out; after idle_timeout without
-  receiving (and not busy in on_message), the connection is closed ("idle_timeout").
-- Sessions are closed and re-keyed by a new handshake after `rekey_after_bytes` sealed bytes
-  (the RFC 8446 §5.5 style usage limit for a 128-bit block cipher in GCM).
+- Authenticated sessions (bounded queues, ordered delivery, keepalive, re-keying after
+  `rekey_after_bytes`) are `p2p.connections.SessionTable`'s, which keeps its own rules; this module
+  listens, dials and runs the handshakes that feed it.
 
 Sources: DESIGN.md "Transport"; docs/p2p.md; reconnect backoff per `p2p.limits`.
 """
@@ -39,46 +32,28 @@ Sources: DESIGN.md "Transport"; docs/p2p.md; reconnect backoff per `p2p.limits`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
-import inspect
 import logging
 import random
 import struct
 import termios
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.p2p.config import P2PConfig, PeerInfo, RemoteProtocolError
+from gmchain.p2p.connections import MessageHandler, PeerHandler, SessionTable
 from gmchain.p2p.framing import FrameDecoder, encode_frame
 from gmchain.p2p.handshake import HANDSHAKE_MAX_FRAME, HandshakeResult, Initiator, Responder
-from gmchain.p2p.limits import BanList, TokenBucket, compute_backoff
+from gmchain.p2p.limits import BanList, compute_backoff
 from gmchain.p2p.preauth import PreAuthGate, compute_address
-from gmchain.p2p.session import (
-    FRAME_OVERHEAD,
-    PING_MESSAGE,
-    Close,
-    Data,
-    FrameOpener,
-    FrameSealer,
-    Ping,
-    decode_transport,
-    encode_close,
-    encode_data,
-)
+from gmchain.p2p.session import encode_data
 
 __all__ = ["MessageHandler", "P2PNetwork", "PeerHandler"]
 
 log = logging.getLogger("gmchain.p2p")
-
-MessageHandler = Callable[[bytes, bytes], Awaitable[None] | None]
-PeerHandler = Callable[[bytes], None]
-
-READ_CHUNK = 256 * 1024
-WRITE_BATCH_BYTES = 256 * 1024
 
 _T = TypeVar("_T")
 
@@ -97,56 +72,6 @@ class _Pending:
         # Set when a newer connection from the same known address took over this one's slot:
         # the handler then neither releases the slot nor counts a second refusal.
         self.evicted = False
-
-
-class _Connection:
-    """One authenticated session. Owned by the network; fields change only on the event loop."""
-
-    __slots__ = (
-        "bucket",
-        "closed",
-        "decoder",
-        "in_handler",
-        "is_closed",
-        "last_rx",
-        "last_tx",
-        "node_id",
-        "opener",
-        "queue",
-        "queued_bytes",
-        "reader",
-        "sealer",
-        "tasks",
-        "wake",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        *,
-        result: HandshakeResult,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decoder: FrameDecoder,
-        config: P2PConfig,
-        now: float,
-    ) -> None:
-        self.node_id = result.node_id
-        self.reader = reader
-        self.writer = writer
-        self.decoder = decoder  # may already hold frames that followed the handshake
-        self.sealer = FrameSealer(result.send_key, result.send_iv)
-        self.opener = FrameOpener(result.recv_key, result.recv_iv)
-        self.bucket = TokenBucket(rate=config.max_frames_per_s, burst=config.burst_frames, now=now)
-        self.queue: deque[bytes] = deque()  # encoded transport messages awaiting sealing
-        self.queued_bytes = 0  # invariant: sum of len() of DATA messages in queue
-        self.wake = asyncio.Event()  # set when queue gains an item or the conn closes
-        self.closed = asyncio.Event()
-        self.is_closed = False
-        self.in_handler = False  # True while on_message runs (idle timer paused)
-        self.last_rx = now
-        self.last_tx = now
-        self.tasks: list[asyncio.Task[None]] = []
 
 
 def _is_silent(pending: _Pending) -> bool:
@@ -188,9 +113,6 @@ class P2PNetwork:
         self._key = key
         self._config = config
         self._node_id: bytes = key.public_key.address
-        self._on_message = on_message
-        self._on_peer_up = on_peer_up
-        self._on_peer_down = on_peer_down
         self._rng = rng or random.Random()
         self._gate = PreAuthGate(config)
         # address -> connections from there still waiting for their hello, oldest first
@@ -198,7 +120,6 @@ class P2PNetwork:
         self._pool: ThreadPoolExecutor | None = None  # the handshakes' SM2 work; while running
         self._admitted: dict[bytes, PeerInfo] = {}
         self._set_admitted(peers)
-        self._conns: dict[bytes, _Connection] = {}  # node_id -> the live session
         self._bans = BanList()
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -207,7 +128,18 @@ class P2PNetwork:
         self._running = False
         self._counters: Counter[str] = Counter()
         self._rejects: Counter[str] = Counter()
-        self._disconnects: Counter[str] = Counter()
+        self._sessions = SessionTable(
+            config=config,
+            on_message=on_message,
+            on_peer_up=on_peer_up,
+            on_peer_down=on_peer_down,
+            now=self._now,
+            ban=self._ban,
+            is_running=lambda: self._running,
+            counters=self._counters,
+            rejects=self._rejects,
+            tasks=self._tasks,
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -243,8 +175,8 @@ class P2PNetwork:
         self._running = False
         if self._server is not None:
             self._server.close()
-        for conn in list(self._conns.values()):
-            self._close(conn, "shutdown", graceful=True)
+        for conn in list(self._sessions.conns.values()):
+            self._sessions.close(conn, "shutdown", graceful=True)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -260,37 +192,39 @@ class P2PNetwork:
         """Queue `payload` for `node_id`; False if not connected or its queue is full."""
         if len(payload) > self._config.max_frame:
             raise ValueError(f"payload of {len(payload)} bytes exceeds max_frame")
-        conn = self._conns.get(node_id)
+        conn = self._sessions.conns.get(node_id)
         if conn is None or conn.is_closed:
             return False
-        return self._enqueue(conn, encode_data(payload))
+        return self._sessions.enqueue(conn, encode_data(payload))
 
     def broadcast(self, payload: bytes) -> int:
         """Queue `payload` for every connected peer; return how many accepted it."""
         if len(payload) > self._config.max_frame:
             raise ValueError(f"payload of {len(payload)} bytes exceeds max_frame")
         message = encode_data(payload)
-        return sum(1 for c in list(self._conns.values()) if self._enqueue(c, message))
+        return sum(
+            1 for c in list(self._sessions.conns.values()) if self._sessions.enqueue(c, message)
+        )
 
     def connected_peers(self) -> list[bytes]:
-        return sorted(nid for nid, c in self._conns.items() if not c.is_closed)
+        return sorted(nid for nid, c in self._sessions.conns.items() if not c.is_closed)
 
     def report_misbehaviour(self, node_id: bytes, reason: str) -> None:
         """The node layer found an invalid message from `node_id`: disconnect and ban it."""
         self._rejects["misbehaviour"] += 1
         log.warning("peer %s misbehaved: %s", node_id.hex(), reason)
         self._ban(node_id)
-        conn = self._conns.get(node_id)
+        conn = self._sessions.conns.get(node_id)
         if conn is not None:
-            self._close(conn, "misbehaviour")
+            self._sessions.close(conn, "misbehaviour")
 
     def update_admitted(self, peers: Sequence[PeerInfo]) -> None:
         """Replace the admitted list; sessions with nodes no longer admitted are closed."""
         self._set_admitted(peers)
-        for nid, conn in list(self._conns.items()):
+        for nid, conn in list(self._sessions.conns.items()):
             info = self._admitted.get(nid)
             if info is None:
-                self._close(conn, "not_admitted", graceful=True)
+                self._sessions.close(conn, "not_admitted", graceful=True)
         for nid, task in list(self._dialers.items()):
             if nid not in self._admitted:
                 task.cancel()
@@ -326,10 +260,10 @@ class P2PNetwork:
         out["rejects"] = dict(self._rejects)
         out["handshake_refusals"] = dict(self._gate.refusals)
         out["pending_handshakes"] = self._gate.count_held()
-        out["disconnects"] = dict(self._disconnects)
+        out["disconnects"] = dict(self._sessions.disconnects)
         out["bans"] = self._bans.total
         out["banned_now"] = self._bans.count_active(self._now()) if self._running else 0
-        out["connected"] = len(self._conns)
+        out["connected"] = len(self._sessions.conns)
         return out
 
     # ------------------------------------------------------------------ admission and bans
@@ -511,7 +445,7 @@ class P2PNetwork:
                 if not pending.evicted:  # an evicted one was counted when it was evicted
                     self._refuse_inbound(reason, address, writer)
                 return
-            await self._run_session(self._register(result, reader, writer, decoder))
+            await self._sessions.run(self._sessions.register(result, reader, writer, decoder))
         except asyncio.CancelledError:
             # Cancelled by stop(). asyncio's stream server (3.11) logs a cancelled handler
             # task as an error, so this top-level task ends normally.
@@ -546,7 +480,7 @@ class P2PNetwork:
             info = self._admitted.get(node_id)
             if info is None:
                 return
-            conn = self._conns.get(node_id)
+            conn = self._sessions.conns.get(node_id)
             if conn is not None:
                 await conn.closed.wait()
                 attempt = 0
@@ -583,194 +517,8 @@ class P2PNetwork:
             if writer is not None:
                 self._handshake_failed(reason, writer)
             return False
-        conn = self._register(result, reader, writer, decoder)
-        task = asyncio.get_running_loop().create_task(self._run_session(conn))
+        conn = self._sessions.register(result, reader, writer, decoder)
+        task = asyncio.get_running_loop().create_task(self._sessions.run(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
-
-    # ------------------------------------------------------------------ sessions
-
-    def _register(
-        self,
-        result: HandshakeResult,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decoder: FrameDecoder,
-    ) -> _Connection:
-        """Make `result` the live session for its node (replacing an older one)."""
-        decoder.max_body = self._config.max_frame + FRAME_OVERHEAD
-        conn = _Connection(
-            result=result,
-            reader=reader,
-            writer=writer,
-            decoder=decoder,
-            config=self._config,
-            now=self._now(),
-        )
-        self._counters["handshakes_ok"] += 1
-        old = self._conns.get(conn.node_id)
-        if old is not None:
-            self._close(old, "replaced", graceful=True)
-        self._conns[conn.node_id] = conn
-        self._call_peer_handler(self._on_peer_up, conn.node_id)
-        return conn
-
-    async def _run_session(self, conn: _Connection) -> None:
-        writer_task = asyncio.get_running_loop().create_task(self._writer_loop(conn))
-        self._tasks.add(writer_task)
-        writer_task.add_done_callback(self._tasks.discard)
-        # The reader runs in this task and is never cancelled by _close (it may be inside
-        # on_message); it sees is_closed or EOF after the transport is aborted.
-        conn.tasks.append(writer_task)
-        try:
-            await self._reader_loop(conn)
-        finally:
-            self._close(conn, "shutdown" if not self._running else "closed")
-
-    def _call_peer_handler(self, handler: PeerHandler | None, node_id: bytes) -> None:
-        if handler is None:
-            return
-        try:
-            handler(node_id)
-        except Exception:
-            self._counters["handler_errors"] += 1
-            log.exception("peer up/down handler failed")
-
-    def _enqueue(self, conn: _Connection, message: bytes) -> bool:
-        c = self._config
-        if (
-            conn.is_closed
-            or len(conn.queue) >= c.max_queue_frames
-            or conn.queued_bytes + len(message) > c.max_queue_bytes
-        ):
-            self._counters["send_dropped"] += 1
-            return False
-        conn.queue.append(message)
-        conn.queued_bytes += len(message)
-        conn.wake.set()
-        return True
-
-    def _close(
-        self, conn: _Connection, reason: str, *, ban: bool = False, graceful: bool = False
-    ) -> None:
-        """Idempotent: close `conn`, optionally ban its node, and tell the node layer."""
-        if conn.is_closed:
-            return
-        conn.is_closed = True
-        self._disconnects[reason] += 1
-        if ban:
-            self._ban(conn.node_id)
-        current = asyncio.current_task()
-        for t in conn.tasks:  # only the writer; see _run_session
-            if t is not current:
-                t.cancel()
-        if graceful:
-            with contextlib.suppress(Exception):  # best effort: the socket may be gone
-                conn.writer.write(conn.sealer.seal(encode_close(reason)))
-            conn.writer.close()
-        else:
-            conn.writer.transport.abort()
-        conn.closed.set()
-        conn.wake.set()
-        if self._conns.get(conn.node_id) is conn:
-            del self._conns[conn.node_id]
-            self._call_peer_handler(self._on_peer_down, conn.node_id)
-
-    async def _reader_loop(self, conn: _Connection) -> None:
-        try:
-            while not conn.is_closed:
-                frame = conn.decoder.next_frame()
-                if frame is None:
-                    data = await conn.reader.read(READ_CHUNK)
-                    if not data:
-                        self._close(conn, "eof")
-                        return
-                    conn.decoder.feed(data)
-                    conn.last_rx = self._now()
-                    continue
-                header, body = frame
-                message = decode_transport(conn.opener.open(header, body))
-                self._counters["frames_in"] += 1
-                self._counters["bytes_in"] += len(header) + len(body)
-                delay = conn.bucket.take(self._now())
-                if delay > 0:
-                    self._counters["rate_limited"] += 1
-                    await asyncio.sleep(delay)
-                match message:
-                    case Data(payload=payload):
-                        await self._deliver(conn, payload)
-                    case Ping():
-                        pass
-                    case Close(reason=reason):
-                        log.info("peer %s closed: %s", conn.node_id.hex(), reason)
-                        self._close(conn, "peer_closed")
-                        return
-        except RemoteProtocolError as e:
-            log.warning("peer %s violated the protocol: %s", conn.node_id.hex(), e)
-            self._rejects[e.reason] += 1
-            self._close(conn, "violation", ban=True)
-        except OSError:
-            self._close(conn, "connection_error")
-
-    async def _deliver(self, conn: _Connection, payload: bytes) -> None:
-        conn.in_handler = True
-        try:
-            result = self._on_message(conn.node_id, payload)
-            if inspect.isawaitable(result):
-                await result
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._counters["handler_errors"] += 1
-            log.exception("on_message failed for peer %s", conn.node_id.hex())
-        finally:
-            conn.in_handler = False
-            conn.last_rx = self._now()
-
-    async def _writer_loop(self, conn: _Connection) -> None:
-        c = self._config
-        ping_after = c.idle_timeout_s / 3
-        try:
-            while not conn.is_closed:
-                now = self._now()
-                if not conn.in_handler and now - conn.last_rx > c.idle_timeout_s:
-                    self._close(conn, "idle_timeout")
-                    return
-                if not conn.queue:
-                    conn.wake.clear()
-                    wait = max(0.0, min(ping_after - (now - conn.last_tx), ping_after))
-                    try:
-                        async with asyncio.timeout(wait):
-                            await conn.wake.wait()
-                    except TimeoutError:
-                        pass
-                    if conn.is_closed:
-                        return
-                    if not conn.queue and self._now() - conn.last_tx >= ping_after:
-                        conn.queue.append(PING_MESSAGE)
-                    continue
-                batch: list[bytes] = []
-                size = 0
-                while conn.queue and size < WRITE_BATCH_BYTES:
-                    message = conn.queue.popleft()
-                    if message is not PING_MESSAGE:
-                        conn.queued_bytes -= len(message)
-                    frame = conn.sealer.seal(message)
-                    batch.append(frame)
-                    size += len(frame)
-                conn.writer.writelines(batch)
-                self._counters["frames_out"] += len(batch)
-                self._counters["bytes_out"] += size
-                conn.last_tx = self._now()
-                if conn.sealer.bytes_sealed >= c.rekey_after_bytes:
-                    self._close(conn, "rekey", graceful=True)
-                    return
-                try:
-                    async with asyncio.timeout(c.idle_timeout_s):
-                        await conn.writer.drain()
-                except TimeoutError:  # the peer stopped reading or vanished without a FIN
-                    self._close(conn, "write_timeout")
-                    return
-        except OSError:
-            self._close(conn, "connection_error")

@@ -399,7 +399,7 @@ async def test_slow_consumer_gets_backpressure_not_unbounded_memory() -> None:
     await c.start()
     try:
         a, b = c.nets
-        b._on_message = slow  # the node layer stalls
+        b._sessions._on_message = slow  # the node layer stalls
         accepted: list[bytes] = []
         payload_size = 32 * 1024
         for i in range(5000):
@@ -478,7 +478,7 @@ async def test_failing_handler_does_not_kill_the_session() -> None:
                 raise RuntimeError("node layer bug")
             seen.append(payload)
 
-        b._on_message = flaky
+        b._sessions._on_message = flaky
         assert a.send(b.node_id, b"boom") and a.send(b.node_id, b"after")
         await _wait_until(lambda: seen == [b"after"])
         assert b.stats["handler_errors"] == 1
