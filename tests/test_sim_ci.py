@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gmchain.consensus.sim import FAULT_KINDS, SimConfig, run_seed
 from gmchain.consensus.mutations import Bug
+from gmchain.consensus.sim import FAULT_KINDS, SimConfig, run_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from gmchain.consensus.sim import SimConfig, run_seed
 from gmchain.consensus.mutations import Bug
+from gmchain.consensus.sim import SimConfig, run_seed
 
 _BYZ = frozenset({"byzantine"})
 CASES = [
