@@ -44,7 +44,7 @@ Check everything, then change state: an invalid message leaves the replica as it
 The replica is composed of small parts, each owning its state and keeping its own rules (the
 module of each states them; docs/architecture.md, "Consensus parts"): `RoundState` (L1, what we
 did in the round), `Pacemaker` (L4, L5), `VoteAggregator`/`TimeoutAggregator` (L3, L4, L7),
-`Retrieval` (L8), `HelpBudget` (L9), `BlockTree`, `SafetyRules` (S1-S3, T1-T3, P1, P2) and
+`Retrieval` and `PendingProposals` (L8), `HelpBudget` (L9), `BlockTree`, `SafetyRules` (S1-S3, T1-T3, P1, P2) and
 `CertChecker`. This module holds the protocol: which part is asked or told what, in which order.
 """
 
