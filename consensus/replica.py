@@ -41,11 +41,9 @@ docs/consensus.md numbers them):
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
 Check everything, then change state: an invalid message leaves the replica as it was.
 
-The replica is composed of small parts, each owning its state and keeping its own rules (the
-module of each states them; docs/architecture.md, "Consensus parts"): `RoundState` (L1, what we
-did in the round), `Pacemaker` (L4, L5), `VoteAggregator`/`TimeoutAggregator` (L3, L4, L7),
-`Retrieval` and `PendingProposals` (L8), `HelpBudget` (L9), `BlockTree`, `SafetyRules` (S1-S3, T1-T3, P1, P2) and
-`CertChecker`. This module holds the protocol: which part is asked or told what, in which order.
+Parts, each keeping its own rules (docs/architecture.md, "Consensus parts"): RoundState (L1),
+Pacemaker (L4, L5), Vote/TimeoutAggregator (L3, L4, L7), Retrieval and PendingProposals (L8),
+HelpBudget (L9), BlockTree, SafetyRules, CertChecker. This module says which part is asked what.
 """
 
 from __future__ import annotations
@@ -124,8 +122,7 @@ class Replica:
         blocks: Sequence[Block] = (),
         bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
-        """`bugs` plants mutation-test bugs (consensus/mutations.py): the simulator and tests only;
-        it is deliberately not part of `config`, which a node builds from its own config file."""
+        """`bugs`: planted bugs (consensus/mutations.py) for the simulator and tests only."""
         config.validate()
         self.cfg = config
         self.bugs = bugs
