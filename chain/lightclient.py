@@ -45,10 +45,10 @@ from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
 from gmchain.crypto_sm import PublicKey, sm3_hash
 from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
 from gmchain.ledger.types import BlockHeader, Digest, GenesisValidator, NodeId, Receipt
-from gmchain.node.jsonfmt import hex0x, parse_hex
 
 __all__ = [
     "BUNDLE_VERSION",

@@ -21,6 +21,7 @@ from gmchain.contracts.framework import (
     method,
     query,
 )
+from gmchain.contracts.results import Shape
 
 __all__ = [
     "Arg",
@@ -30,6 +31,7 @@ __all__ = [
     "ContractError",
     "QueryContext",
     "Registry",
+    "Shape",
     "StateAccess",
     "StateReader",
     "UnknownContract",

@@ -33,7 +33,6 @@ Events: EvidenceSubmitted(record_id, flow_id, org, step, record_hash),
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from gmchain.contracts.framework import (
     Arg,
@@ -46,26 +45,29 @@ from gmchain.contracts.framework import (
     query,
 )
 from gmchain.contracts.keys import CryptoSmVerifier, Sm2Verifier, address_of
+from gmchain.contracts.results import Shape
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.codec import Value, decode, encode
 from gmchain.ledger.types import DOMAIN, compute_signing_root
 
 __all__ = [
     "ATTESTATION_FIELDS",
+    "ATTESTATION_SHAPE",
     "DOMAIN_RECORD",
     "FLOW_FIELDS",
+    "FLOW_SHAPE",
     "MAX_ATTESTATIONS",
     "MAX_FLOW_PAGE",
     "MAX_METADATA",
     "MAX_VERIFY",
     "RECORD_FIELDS",
+    "RECORD_SHAPE",
+    "SUBMIT_SHAPE",
     "VERIFY_FIELDS",
+    "VERIFY_SHAPE",
     "EvidenceContract",
     "attest_message",
     "compute_record_hash",
-    "flow_to_json",
-    "record_to_json",
-    "verify_to_json",
 ]
 
 DOMAIN_RECORD = DOMAIN["evidence-record"]
@@ -76,30 +78,69 @@ MAX_FLOW_PAGE = 100
 MAX_DIGEST_PAGE = 1000
 MAX_VERIFY = 10_000
 
-# The hashed and stored fields of a record, in this order (rule E5). `get` returns these as
-# [name, value] pairs, then ["record_hash", ...] and ["attestations", [...]].
-RECORD_FIELDS = (
-    "record_id",
-    "chain_id",
-    "org",
-    "flow_id",
-    "seq",  # position in the flow, from 0
-    "scenario",
-    "step",
-    "data_digest",
-    "storage_ref",
-    "metadata",  # list of [key, value], keys strictly ascending
-    "level",
-    "prev_record_id",
-    "prev_hash",
-    "submitter",  # 20-byte address of the submitting account
-    "tx_id",
-    "height",
-    "timestamp_ms",  # the block header's timestamp
+_STR = Shape.of("str")
+_INT = Shape.of("int")
+_HASH = Shape.of("bytes", size=32)
+_ADDR = Shape.of("bytes", size=20)
+
+# The hashed and stored fields of a record, in this order (rule E5), with their shapes. `get`
+# returns these as [name, value] pairs, then ["record_hash", ...] and ["attestations", [...]].
+_RECORD_FIELD_SHAPES: tuple[tuple[str, Shape], ...] = (
+    ("record_id", _STR),
+    ("chain_id", _STR),
+    ("org", _STR),
+    ("flow_id", _STR),
+    ("seq", _INT),  # position in the flow, from 0
+    ("scenario", _STR),
+    ("step", _STR),
+    ("data_digest", _HASH),
+    ("storage_ref", _STR.or_none()),
+    ("metadata", Shape.map_of(_STR)),  # list of [key, value], keys strictly ascending
+    ("level", _INT),
+    ("prev_record_id", _STR.or_none()),
+    ("prev_hash", _HASH),
+    ("submitter", _ADDR),  # 20-byte address of the submitting account
+    ("tx_id", _HASH),
+    ("height", _INT),
+    ("timestamp_ms", _INT),  # the block header's timestamp
 )
-ATTESTATION_FIELDS = ("attester", "attester_pubkey", "role", "signature", "height", "tx_id")
-FLOW_FIELDS = ("flow_id", "org", "count", "head_record_id", "head_hash", "start", "records")
-VERIFY_FIELDS = ("flow_id", "intact", "count", "start", "checked", "head_hash", "problem")
+RECORD_FIELDS = tuple(name for name, _ in _RECORD_FIELD_SHAPES)
+ATTESTATION_SHAPE = Shape.record(
+    ("attester", _ADDR),
+    ("attester_pubkey", Shape.of("bytes", size=65)),
+    ("role", _STR),
+    ("signature", Shape.of("bytes", size=64)),
+    ("height", _INT),
+    ("tx_id", _HASH),
+)
+ATTESTATION_FIELDS = tuple(name for name, _ in ATTESTATION_SHAPE.fields)
+RECORD_SHAPE = Shape.record(
+    *_RECORD_FIELD_SHAPES,
+    ("record_hash", _HASH),
+    ("attestations", Shape.list_of(ATTESTATION_SHAPE)),
+    doc="an evidence record (docs/evidence.md, The record)",
+)
+FLOW_SHAPE = Shape.record(
+    ("flow_id", _STR),
+    ("org", _STR),
+    ("count", _INT),
+    ("head_record_id", _STR),
+    ("head_hash", _HASH),
+    ("start", _INT),
+    ("records", Shape.list_of(RECORD_SHAPE)),
+)
+FLOW_FIELDS = tuple(name for name, _ in FLOW_SHAPE.fields)
+VERIFY_SHAPE = Shape.record(
+    ("flow_id", _STR),
+    ("intact", Shape.of("bool")),
+    ("count", _INT),
+    ("start", _INT),
+    ("checked", _INT),
+    ("head_hash", _HASH),
+    ("problem", _STR.or_none()),
+)
+VERIFY_FIELDS = tuple(name for name, _ in VERIFY_SHAPE.fields)
+SUBMIT_SHAPE = Shape.record(("record_id", _STR), ("seq", _INT), ("record_hash", _HASH))
 
 _ID = 64  # max bytes of record ids and flow ids
 
@@ -214,7 +255,7 @@ class EvidenceContract(Contract):
         ),
         Arg("level", int, min=1, max=5, doc="data classification level"),
         Arg("prev_record_id", str, optional=True, max_len=_ID, charset="ident"),
-        returns="[[record_id, str], [seq, int], [record_hash, bytes32]]",
+        returns=SUBMIT_SHAPE,
     )
     def submit(
         self,
@@ -281,7 +322,7 @@ class EvidenceContract(Contract):
             ("step", step),
             ("record_hash", record_hash),
         )
-        return [["record_id", record_id], ["seq", seq], ["record_hash", record_hash]]
+        return SUBMIT_SHAPE.pairs(record_id, seq, record_hash)
 
     @staticmethod
     def _check_link(
@@ -327,7 +368,7 @@ class EvidenceContract(Contract):
         Arg("attester_pubkey", bytes, size=65, doc="SM2 public key 0x04||X||Y of the attester"),
         Arg("role", str, max_len=32, charset="ident", doc="e.g. investor, depositor, arbitrator"),
         Arg("signature", bytes, size=64, doc="SM2 r||s over attest_message(...)"),
-        returns="number of attestations of the record after this one",
+        returns=Shape.of("int", doc="number of attestations of the record after this one"),
     )
     def attest(
         self, ctx: Context, record_id: str, attester_pubkey: bytes, role: str, signature: bytes
@@ -373,7 +414,7 @@ class EvidenceContract(Contract):
 
     # -- queries --------------------------------------------------------------------------------
 
-    @query(_RECORD_ID, returns="record pairs (RECORD_FIELDS, record_hash, attestations) or None")
+    @query(_RECORD_ID, returns=RECORD_SHAPE.or_none())
     def get(self, q: QueryContext, record_id: str) -> Value:
         """One record with its attestations, or None."""
         stored = _load_record(q.state, record_id)
@@ -383,7 +424,7 @@ class EvidenceContract(Contract):
         _FLOW_ID,
         Arg("start", int, optional=True, max=2**63 - 1, doc="first seq to return, default 0"),
         Arg("limit", int, optional=True, min=1, max=MAX_FLOW_PAGE, doc=f"default {MAX_FLOW_PAGE}"),
-        returns="flow pairs (FLOW_FIELDS) with records in order, or None",
+        returns=FLOW_SHAPE.or_none(),
     )
     def flow(self, q: QueryContext, flow_id: str, start: int | None, limit: int | None) -> Value:
         """A flow's records in order, each with its prev_hash/record_hash links (paged)."""
@@ -400,20 +441,12 @@ class EvidenceContract(Contract):
             stored = _load_record(q.state, rid.decode())
             assert stored is not None, "flow index points at a missing record"
             records.append(_record_result(q.state, stored))
-        return [
-            ["flow_id", flow_id],
-            ["org", org],
-            ["count", count],
-            ["head_record_id", last_id],
-            ["head_hash", last_hash],
-            ["start", first],
-            ["records", records],
-        ]
+        return FLOW_SHAPE.pairs(flow_id, org, count, last_id, last_hash, first, records)
 
     @query(
         _DIGEST,
         Arg("limit", int, optional=True, min=1, max=MAX_DIGEST_PAGE, doc="default 100"),
-        returns="list of record ids, ascending",
+        returns=Shape.list_of(_STR, doc="record ids, ascending"),
     )
     def by_digest(self, q: QueryContext, data_digest: bytes, limit: int | None) -> Value:
         """Ids of the records whose data digest is `data_digest`."""
@@ -425,7 +458,7 @@ class EvidenceContract(Contract):
         _FLOW_ID,
         Arg("start", int, optional=True, max=2**63 - 1, doc="first seq to check, default 0"),
         Arg("limit", int, optional=True, min=1, max=MAX_VERIFY, doc=f"default {MAX_VERIFY}"),
-        returns="verify pairs (VERIFY_FIELDS) or None for an unknown flow",
+        returns=VERIFY_SHAPE.or_none(),
     )
     def verify_flow(
         self, q: QueryContext, flow_id: str, start: int | None, limit: int | None
@@ -438,15 +471,9 @@ class EvidenceContract(Contract):
         first = 0 if start is None else start
         end = min(count, first + (MAX_VERIFY if limit is None else limit))
         problem, checked = _check_chain(q.state, flow_id, first, end, count, last_id, last_hash)
-        return [
-            ["flow_id", flow_id],
-            ["intact", problem is None],
-            ["count", count],
-            ["start", first],
-            ["checked", checked],
-            ["head_hash", last_hash],
-            ["problem", problem],
-        ]
+        return VERIFY_SHAPE.pairs(
+            flow_id, problem is None, count, first, checked, last_hash, problem
+        )
 
 
 def _check_chain(
@@ -486,42 +513,3 @@ def _check_chain(
     if end == count and count > 0 and (expect_id != last_id or expect_hash != last_hash):
         return "the flow head does not match its last record", checked
     return None, checked
-
-
-# --- JSON views (for the RPC layer) --------------------------------------------------------------
-
-
-def _json_scalar(v: Value) -> Any:
-    return "0x" + v.hex() if isinstance(v, bytes) else v
-
-
-def record_to_json(value: Value) -> dict[str, Any] | None:
-    """JSON form of a `get` result: bytes as 0x-hex, metadata an object, attestations a list."""
-    if value is None:
-        return None
-    out: dict[str, Any] = {}
-    for name, v in value:
-        if name == "metadata":
-            out[name] = {k: val for k, val in v}
-        elif name == "attestations":
-            out[name] = [{n: _json_scalar(x) for n, x in att} for att in v]
-        else:
-            out[name] = _json_scalar(v)
-    return out
-
-
-def flow_to_json(value: Value) -> dict[str, Any] | None:
-    """JSON form of a `flow` result."""
-    if value is None:
-        return None
-    out: dict[str, Any] = {}
-    for name, v in value:
-        out[name] = [record_to_json(r) for r in v] if name == "records" else _json_scalar(v)
-    return out
-
-
-def verify_to_json(value: Value) -> dict[str, Any] | None:
-    """JSON form of a `verify_flow` result."""
-    if value is None:
-        return None
-    return {name: _json_scalar(v) for name, v in value}

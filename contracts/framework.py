@@ -18,7 +18,8 @@ Rules this module keeps:
    store"). The executor also discards writes of a failed call, so this is defence in depth.
 5. Queries (`@query`) get a read-only view and can never be invoked inside a transaction.
 6. Return values are canonical values; record-like results are lists of `[name, value]` pairs in
-   a documented fixed order (no maps in the canonical model).
+   a documented fixed order (no maps in the canonical model). Every method declares the shape of
+   what it returns (`contracts.results.Shape`), so the JSON layer renders it exactly.
 
 Sources: DESIGN.md ("The way a transaction travels", step 6), STYLE.md habits 3, 9, 15,
 ledger/types.py (`Event`, `Receipt`, `ReceiptStatus`).
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from gmchain.contracts.results import Shape
 from gmchain.ledger.codec import Value
 from gmchain.ledger.types import Event, ReceiptStatus
 
@@ -375,7 +377,7 @@ class MethodSpec:
     readonly: bool
     attr: str  # the Python attribute implementing it
     doc: str = ""
-    returns: str = ""
+    returns: Shape = field(default_factory=lambda: Shape.of("any"))
 
     def check_args(self, args: Sequence[Value]) -> list[Value]:
         """Check a positional argument list against the schema (rule 2)."""
@@ -401,7 +403,7 @@ class MethodSpec:
             "kind": "query" if self.readonly else "method",
             "doc": self.doc,
             "args": [a.describe() for a in self.args],
-            "returns": self.returns,
+            "returns": self.returns.describe(),
         }
 
 
@@ -409,7 +411,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _SPEC_ATTR = "__gmchain_method__"
 
 
-def _declare(args: tuple[Arg, ...], readonly: bool, name: str | None, returns: str) -> Any:
+def _declare(args: tuple[Arg, ...], readonly: bool, name: str | None, returns: Shape | str) -> Any:
     names = [a.name for a in args]
     assert len(set(names)) == len(names), f"duplicate argument names {names}"
 
@@ -421,7 +423,7 @@ def _declare(args: tuple[Arg, ...], readonly: bool, name: str | None, returns: s
             readonly=readonly,
             attr=fn.__name__,
             doc=" ".join(doc.split()),
-            returns=returns,
+            returns=returns if isinstance(returns, Shape) else Shape.of("any", doc=returns),
         )
         setattr(fn, _SPEC_ATTR, spec)
         return fn
@@ -429,12 +431,13 @@ def _declare(args: tuple[Arg, ...], readonly: bool, name: str | None, returns: s
     return wrap
 
 
-def method(*args: Arg, name: str | None = None, returns: str = "") -> Callable[[_F], _F]:
-    """Declare a transaction method `fn(self, ctx: Context, *values) -> Value`."""
+def method(*args: Arg, name: str | None = None, returns: Shape | str = "") -> Callable[[_F], _F]:
+    """Declare a transaction method `fn(self, ctx: Context, *values) -> Value`; `returns` is its
+    result's shape (a bare string: a free-form value, the string its description)."""
     return _declare(args, False, name, returns)  # type: ignore[no-any-return]
 
 
-def query(*args: Arg, name: str | None = None, returns: str = "") -> Callable[[_F], _F]:
+def query(*args: Arg, name: str | None = None, returns: Shape | str = "") -> Callable[[_F], _F]:
     """Declare a read-only query `fn(self, q: QueryContext, *values) -> Value`."""
     return _declare(args, True, name, returns)  # type: ignore[no-any-return]
 

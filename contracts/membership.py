@@ -26,7 +26,6 @@ Sources: DESIGN.md ("Who uses it"), ledger/types.py (`Genesis.accounts`, `Addres
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from gmchain.contracts.framework import (
     IDENT_CHARS,
@@ -40,21 +39,29 @@ from gmchain.contracts.framework import (
     query,
 )
 from gmchain.contracts.keys import ADDRESS_SIZE, CryptoSmVerifier, Sm2Verifier, address_of
+from gmchain.contracts.results import Shape
 from gmchain.ledger.codec import Value, decode, encode
 
 __all__ = [
     "ACCOUNT_FIELDS",
+    "ACCOUNT_SHAPE",
     "MAX_LIST",
     "ROLES",
     "MembershipContract",
-    "account_to_json",
     "genesis_writes",
     "lookup_account",
     "removed_accounts",
 ]
 
 ROLES = ("admin", "regulator", "member")
-ACCOUNT_FIELDS = ("address", "pubkey", "org", "role")  # order of the pairs in an account result
+# An account result: [name, value] pairs in this order.
+ACCOUNT_SHAPE = Shape.record(
+    ("address", Shape.of("bytes", size=20)),
+    ("pubkey", Shape.of("bytes", size=65)),
+    ("org", Shape.of("str")),
+    ("role", Shape.of("str")),
+)
+ACCOUNT_FIELDS = tuple(name for name, _ in ACCOUNT_SHAPE.fields)
 MAX_LIST = 1000
 _ORG_MAX = 64
 _ONE = b"\x01"
@@ -125,17 +132,7 @@ def genesis_writes(
 
 
 def _account_value(address: bytes, pubkey: bytes, org: str, role: str) -> list[Value]:
-    return [["address", address], ["pubkey", pubkey], ["org", org], ["role", role]]
-
-
-def account_to_json(value: Value) -> dict[str, Any] | None:
-    """JSON form of an account result: bytes as 0x-hex, keys in ACCOUNT_FIELDS order."""
-    if value is None:
-        return None
-    out: dict[str, Any] = {}
-    for name, v in value:
-        out[name] = "0x" + v.hex() if isinstance(v, bytes) else v
-    return out
+    return ACCOUNT_SHAPE.pairs(address, pubkey, org, role)
 
 
 _ADDRESS = Arg("address", bytes, size=ADDRESS_SIZE, doc="20-byte account address")
@@ -166,7 +163,7 @@ class MembershipContract(Contract):
         Arg("pubkey", bytes, size=65, doc="SM2 public key 0x04||X||Y"),
         _ORG,
         Arg("role", str, max_len=16, choices=ROLES),
-        returns="the new account's address (20 bytes)",
+        returns=Shape.of("bytes", size=20, doc="the new account's address"),
     )
     def register(self, ctx: Context, pubkey: bytes, org: str, role: str) -> Value:
         """Admit an account (rules M1-M4)."""
@@ -202,7 +199,7 @@ class MembershipContract(Contract):
         )
         return address
 
-    @method(_ADDRESS, returns="None")
+    @method(_ADDRESS, returns=Shape.of("null"))
     def revoke(self, ctx: Context, address: bytes) -> Value:
         """Remove an account of the admin's own org for good (rules M1, M4, M5)."""
         account = lookup_account(ctx.state, address)
@@ -218,7 +215,7 @@ class MembershipContract(Contract):
         ctx.emit("AccountRevoked", ("address", address), ("org", org), ("by", ctx.sender))
         return None
 
-    @query(_ADDRESS, returns="account pairs [address, pubkey, org, role] or None")
+    @query(_ADDRESS, returns=ACCOUNT_SHAPE.or_none())
     def get(self, q: QueryContext, address: bytes) -> Value:
         """One live account, or None."""
         account = lookup_account(q.state, address)
@@ -230,7 +227,7 @@ class MembershipContract(Contract):
         _ORG,
         Arg("limit", int, optional=True, min=1, max=MAX_LIST, doc=f"default {MAX_LIST}"),
         name="list",
-        returns="list of account pairs, ascending by address",
+        returns=Shape.list_of(ACCOUNT_SHAPE, doc="ascending by address"),
     )
     def list_accounts(self, q: QueryContext, org: str, limit: int | None) -> Value:
         """The live accounts of one org."""

@@ -16,7 +16,7 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
 6. A WebSocket's send queue is bounded in messages and in bytes, and all queues together in
    bytes: a connection over its budget (or the largest one when the total is over) is closed with
    code 1008 at once, its queue freed and nothing more it sent is run (issue 10 fault 6).
-4. Binary values are `0x` lowercase hex; heights are JSON integers (`node.jsonfmt`).
+4. Binary values are `0x` lowercase hex; heights are JSON integers (`ledger.jsonfmt`).
 5. `rpc.discover` returns the OpenRPC document kept as package data (`node/openrpc.json`);
    `docs/openrpc.json` is a byte-identical copy (a test checks both match the method table).
    The method table and the request parsing are node/rpcspec.py; the limits node/rpcconfig.py;
@@ -42,21 +42,23 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
-from gmchain.ledger.types import MAX_TX_BYTES, Block
-from gmchain.node.api import ApiError, ErrorCode, NodeApi, NodeStatus
-from gmchain.node.jsonfmt import (
+from gmchain.ledger.jsonfmt import (
     JsonFormatError,
     args_schema,
+    block_summary_to_json,
     block_to_json,
     event_to_json,
     header_to_json,
     hex0x,
     jsonable,
     receipt_to_json,
+    returns_schema,
     tx_to_json,
     value_from_json,
-    value_to_json,
+    view_to_json,
 )
+from gmchain.ledger.types import MAX_TX_BYTES, Block
+from gmchain.node.api import ApiError, ErrorCode, NodeApi, NodeStatus
 from gmchain.node.ratelog import LogLimiter
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpclimits import (
@@ -121,12 +123,7 @@ def _name_of(host: str) -> tuple[str, ...]:
 
 def _summary_json(found: Any) -> dict[str, Any] | None:
     """block_to_json(block, full_txs=False) from a (header, tx ids) summary."""
-    if found is None:
-        return None
-    header, tx_ids = found
-    out = header_to_json(header)
-    out["transactions"] = [hex0x(t) for t in tx_ids]
-    return out
+    return None if found is None else block_summary_to_json(*found)
 
 
 async def _aclose(it: AsyncIterator[Any]) -> None:
@@ -685,7 +682,6 @@ class RpcServer:
         if found is None:
             return self._not_committed(tx_id)
         out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
-        out["pending"] = False
         return self._answered_at(out)
 
     async def _m_get_transaction_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
@@ -709,7 +705,6 @@ class RpcServer:
         block = self._api.get_block(height)
         bid = None if block is None else block.block_id
         out = receipt_to_json(receipt, height=height, index=index, block_id=bid)
-        out["pending"] = False
         out["answeredAt"] = self._api.height()
         return out
 
@@ -742,13 +737,15 @@ class RpcServer:
         contract, method, raw_args = a["contract"], a["method"], a["args"]
         if len(raw_args) > 64:
             raise RpcError(ErrorCode.INVALID_PARAMS, "args: more than 64 items")
-        schema = args_schema(self._api.describe_contracts(), contract, method) or []
+        described = self._api.describe_contracts()
+        schema = args_schema(described, contract, method) or []
         args = []
         for i, v in enumerate(raw_args):
             arg_schema = schema[i] if i < len(schema) else "any"
             arg_name = arg_schema.get("name", i) if isinstance(arg_schema, dict) else i
             args.append(value_from_json(v, arg_schema, name=f"args[{i}] ({arg_name})"))
-        value = value_to_json(self._api.call(contract, method, args))
+        shape = returns_schema(described, contract, method)
+        value = view_to_json(self._api.call(contract, method, args), shape)
         if a["withHeight"]:  # the query and the head are read in one loop turn: consistent
             return {"value": value, "answeredAt": self._api.height()}
         return value

@@ -20,9 +20,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from gmchain.ledger.jsonfmt import JsonFormatError, check_text, jsonable, parse_hex
 from gmchain.ledger.types import DIGEST_SIZE, MAX_TX_BYTES
 from gmchain.node.api import ErrorCode
-from gmchain.node.jsonfmt import JsonFormatError, check_text, jsonable, parse_hex
 
 __all__ = [
     "METHODS",

@@ -321,25 +321,23 @@ class Client:
         return await self.call_rpc("gm_call", [contract, method, _jsonable(list(args))])
 
     async def get_evidence(self, record_id: str) -> dict[str, Any]:
-        """One record with its attestations (`evidence.get`), as `record_to_json` shapes it."""
-        from gmchain.contracts.evidence import record_to_json
-
-        record = _evidence_json(await self.query("evidence", "get", [record_id]), record_to_json)
+        """One record with its attestations (`evidence.get`): the object `gm_call` renders
+        (docs/evidence.md, The record; camelCase members)."""
+        record = _evidence_json(await self.query("evidence", "get", [record_id]))
         if record is None:
             raise SdkError(f"no evidence record {record_id!r}")
         return record
 
     async def get_flow(self, flow_id: str) -> dict[str, Any]:
-        """A whole flow in order (`evidence.flow`, paged under the hood), as `flow_to_json`
-        shapes it: {"flow_id", "org", "count", "head_record_id", "head_hash", "records"}."""
-        from gmchain.contracts.evidence import MAX_FLOW_PAGE, flow_to_json
+        """A whole flow in order (`evidence.flow`, paged under the hood), as `gm_call` renders
+        it: {"flowId", "org", "count", "headRecordId", "headHash", "records"}."""
+        from gmchain.contracts.evidence import MAX_FLOW_PAGE
 
         flow: dict[str, Any] | None = None
         records: list[dict[str, Any]] = []
         while flow is None or len(records) < int(flow["count"]):
             page = _evidence_json(
-                await self.query("evidence", "flow", [flow_id, len(records), MAX_FLOW_PAGE]),
-                flow_to_json,
+                await self.query("evidence", "flow", [flow_id, len(records), MAX_FLOW_PAGE])
             )
             if page is None:
                 raise SdkError(f"no evidence flow {flow_id!r}")
@@ -353,19 +351,15 @@ class Client:
 
     async def verify_flow(self, flow_id: str) -> dict[str, Any]:
         """The contract's recomputation of a flow's hashes and links (`evidence.verify_flow`)."""
-        from gmchain.contracts.evidence import verify_to_json
-
-        out = _evidence_json(await self.query("evidence", "verify_flow", [flow_id]), verify_to_json)
+        out = _evidence_json(await self.query("evidence", "verify_flow", [flow_id]))
         if out is None:
             raise SdkError(f"no evidence flow {flow_id!r}")
         return out
 
     async def last_record_id(self, flow_id: str) -> str | None:
         """The flow's current last record, or None for a new flow."""
-        from gmchain.contracts.evidence import flow_to_json
-
-        page = _evidence_json(await self.query("evidence", "flow", [flow_id, 0, 1]), flow_to_json)
-        return None if page is None else str(page["head_record_id"])
+        page = _evidence_json(await self.query("evidence", "flow", [flow_id, 0, 1]))
+        return None if page is None else str(page["headRecordId"])
 
     async def get_tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
         params: list[Any] = [to_hex(tx_id)]
@@ -519,7 +513,7 @@ class Client:
         from gmchain.contracts.evidence import attest_message
 
         record = await self.get_evidence(record_id)
-        digest = from_hex(record["data_digest"], 32, what="data_digest")
+        digest = from_hex(record["dataDigest"], 32, what="dataDigest")
         msg = attest_message(await self.chain_id(), record_id, digest)
         args: list[Value] = [
             record_id,
@@ -543,19 +537,12 @@ def _unwrap(reply: Any, http_status: int) -> Any:
     return reply["result"]
 
 
-def _evidence_json(
-    value: Any, shape: Callable[[Any], dict[str, Any] | None]
-) -> dict[str, Any] | None:
-    """A `gm_call` result of the evidence contract as JSON: pairs (bytes already hex) go through
-    the contract's own JSON view; an object (if the RPC shaped it already) is kept."""
+def _evidence_json(value: Any) -> dict[str, Any] | None:
+    """A `gm_call` result of the evidence contract: an object (the node renders the contract's
+    declared result shape, ledger/jsonfmt.py) or null."""
     if value is None or isinstance(value, dict):
         return value
-    if not isinstance(value, list):
-        raise SdkError("the node's evidence reply is neither an object nor a list of pairs")
-    try:
-        return shape(value)
-    except (TypeError, ValueError) as exc:
-        raise SdkError(f"the node's evidence reply has an unexpected shape: {exc}") from None
+    raise SdkError("the node's evidence reply is neither an object nor null")
 
 
 async def _ws_call(

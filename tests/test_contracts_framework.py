@@ -237,7 +237,15 @@ def test_describe_is_json_and_complete() -> None:
     assert c["name"] == "counter"
     assert c["doc"] == "A toy contract used to exercise the framework."
     add = c["methods"][0]
-    assert add["name"] == "add" and add["kind"] == "method" and add["returns"] == "the new value"
+    assert (
+        add["name"] == "add"
+        and add["kind"] == "method"
+        and add["returns"]
+        == {
+            "type": "any",
+            "doc": "the new value",
+        }
+    )
     assert add["doc"] == "Add `by` to the named counter."
     assert add["args"][1] == {"name": "by", "type": "int", "min": 1, "max": 10}
     assert add["args"][2]["optional"] is True

@@ -6,9 +6,10 @@ import pytest
 
 from gmchain.contracts.framework import default_registry
 from gmchain.contracts.keys import CryptoSmVerifier, address_of
-from gmchain.contracts.membership import account_to_json, genesis_writes, lookup_account
+from gmchain.contracts.membership import ACCOUNT_SHAPE, genesis_writes, lookup_account
 from gmchain.contracts.testing import Harness, MemoryState
 from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.jsonfmt import view_to_json
 from gmchain.ledger.types import Event, ReceiptStatus
 
 
@@ -91,7 +92,7 @@ def test_admin_registers_in_own_org(chain: Harness) -> None:
         ["org", "firm-a"],
         ["role", "member"],
     ]
-    assert account_to_json(got) == {
+    assert view_to_json(got, ACCOUNT_SHAPE.or_none().describe()) == {
         "address": "0x" + address_of(key).hex(),
         "pubkey": "0x" + key.hex(),
         "org": "firm-a",

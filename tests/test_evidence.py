@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from gmchain.contracts.evidence import (
+    FLOW_SHAPE,
     MAX_ATTESTATIONS,
     RECORD_FIELDS,
+    RECORD_SHAPE,
+    VERIFY_SHAPE,
     EvidenceContract,
     attest_message,
     compute_record_hash,
-    flow_to_json,
-    record_to_json,
-    verify_to_json,
 )
 from gmchain.contracts.framework import Registry
 from gmchain.contracts.keys import address_of
@@ -29,6 +29,7 @@ from gmchain.contracts.membership import MembershipContract
 from gmchain.contracts.testing import Harness, Outcome
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import decode, encode
+from gmchain.ledger.jsonfmt import camel_case, view_to_json
 from gmchain.ledger.types import Event, ReceiptStatus
 
 CHAIN = "gmchain-test"
@@ -510,22 +511,49 @@ def test_verify_flow_detects_a_wrong_head(chain: Harness) -> None:
     assert v["intact"] is False and v["problem"] == "the flow head does not match its last record"
 
 
+def REGISTRY_DESCRIBE() -> list[dict[str, Any]]:  # noqa: N802 (reads as a constant)
+    reg = Registry([MembershipContract(), EvidenceContract()])
+    (evidence,) = (c for c in reg.describe()["contracts"] if c["name"] == "evidence")
+    methods: list[dict[str, Any]] = evidence["methods"]
+    return methods
+
+
 def test_json_views(chain: Harness) -> None:
+    """The JSON layer renders each query by its declared shape: objects with camelCase members
+    in the documented order (docs/evidence.md), metadata an object, bytes 0x hex."""
     submit_flow(chain)
     ok(chain.call(ADMIN_A, "evidence", "attest", attest_args("qi-1", INVESTOR)))
-    rec = record_to_json(chain.query("evidence", "get", ["qi-1"]))
+    described = {m["name"]: m["returns"] for m in REGISTRY_DESCRIBE()}
+    assert described["get"] == RECORD_SHAPE.or_none().describe()
+    rec = view_to_json(chain.query("evidence", "get", ["qi-1"]), described["get"])
     assert rec is not None
     json.dumps(rec)
     assert rec["metadata"] == {"investor": "inv-001", "product": "PF-X"}
-    assert rec["data_digest"] == "0x" + sm3_hash(b"assets statement").hex()
-    assert rec["prev_hash"] == "0x" + "00" * 32 and rec["prev_record_id"] is None
-    assert list(rec) == [*RECORD_FIELDS, "record_hash", "attestations"]
-    assert rec["attestations"][0]["attester_pubkey"] == "0x" + INVESTOR.public_key.to_bytes().hex()
-    flow = flow_to_json(chain.query("evidence", "flow", [FLOW]))
+    assert rec["dataDigest"] == "0x" + sm3_hash(b"assets statement").hex()
+    assert rec["prevHash"] == "0x" + "00" * 32 and rec["prevRecordId"] is None
+    assert list(rec) == [camel_case(n) for n in (*RECORD_FIELDS, "record_hash", "attestations")]
+    assert list(rec)[:3] == ["recordId", "chainId", "org"] and "timestampMs" in rec
+    (att,) = rec["attestations"]
+    assert list(att) == ["attester", "attesterPubkey", "role", "signature", "height", "txId"]
+    assert att["attesterPubkey"] == "0x" + INVESTOR.public_key.to_bytes().hex()
+    flow = view_to_json(chain.query("evidence", "flow", [FLOW]), FLOW_SHAPE.describe())
     assert flow is not None
     json.dumps(flow)
-    assert [r["record_id"] for r in flow["records"]] == [s[0] for s in STEPS]
-    assert flow["head_hash"] == flow["records"][-1]["record_hash"]
-    v = verify_to_json(chain.query("evidence", "verify_flow", [FLOW]))
-    assert v is not None and v["intact"] is True and v["head_hash"] == flow["head_hash"]
-    assert record_to_json(None) is None and flow_to_json(None) is None
+    assert list(flow) == ["flowId", "org", "count", "headRecordId", "headHash", "start", "records"]
+    assert [r["recordId"] for r in flow["records"]] == [s[0] for s in STEPS]
+    assert flow["headHash"] == flow["records"][-1]["recordHash"]
+    v = view_to_json(chain.query("evidence", "verify_flow", [FLOW]), described["verify_flow"])
+    assert v == {
+        "flowId": FLOW,
+        "intact": True,
+        "count": len(STEPS),
+        "start": 0,
+        "checked": len(STEPS),
+        "headHash": flow["headHash"],
+        "problem": None,
+    }
+    assert (
+        view_to_json(chain.query("evidence", "verify_flow", ["nope"]), VERIFY_SHAPE.describe())
+        is None
+    )
+    assert view_to_json(None, described["flow"]) is None

@@ -31,9 +31,9 @@ import aiohttp
 import pytest
 
 from gmchain.contracts.keys import address_of
+from gmchain.ledger.jsonfmt import hex0x
 from gmchain.ledger.types import ReceiptStatus
 from gmchain.node.api import ApiError, ErrorCode
-from gmchain.node.jsonfmt import hex0x
 from gmchain.node.mempool import MempoolConfig
 from gmchain.node.rpc import RpcServer
 from gmchain.node.service import NodeService

@@ -225,8 +225,8 @@ def test_independent_client_submits_and_verifies(journey: _Journey, dev_node: _N
     assert rpc.call("gm_getBlockByNumber", [certified.height])["hash"] == (
         "0x" + certified.block_id.hex()
     )
-    # gm_call answers the query's [name, value] pairs (evidence.md "The record").
-    record = dict(rpc.call("gm_call", ["evidence", "get", ["ic-1"]]))
+    # gm_call answers the record as an object with camelCase members (evidence.md "The record").
+    record = rpc.call("gm_call", ["evidence", "get", ["ic-1"]])
     assert record["submitter"] == "0x" + journey.key.address.hex()
     block0 = ic.decode_header(bytes.fromhex(rpc.call("gm_getBlockByNumber", [0])["raw"][2:]))
     assert block0.parent_id == journey.genesis.genesis_hash

@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 from gmchain.crypto_sm import load_private_key, sm3_hash
+from gmchain.ledger.jsonfmt import block_to_json
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import SignedTx, TxBody
 from gmchain.node.config import load_config, load_genesis
 from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
-from gmchain.node.jsonfmt import block_to_json
 from gmchain.node.rpc import _summary_json
 from gmchain.node.service import NodeService, extract_tx_bytes
 

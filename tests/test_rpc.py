@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 
 from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gmchain.ledger.types import BlockHeader, compute_signing_root
 from gmchain.node.api import ErrorCode
-from gmchain.node.jsonfmt import hex0x, parse_hex
 from gmchain.node.rpc import METHODS, RpcConfig, RpcServer, load_openrpc
 from tests.test_rpc_fake import FakeNode, make_tx
 

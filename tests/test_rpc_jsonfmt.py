@@ -1,4 +1,4 @@
-"""node/jsonfmt.py: hex parsing, value <-> JSON conversion, schema-driven bytes, object shapes."""
+"""ledger/jsonfmt.py: hex parsing, value <-> JSON conversion, schema-driven bytes, object shapes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gmchain.crypto_sm import PrivateKey
-from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
-from gmchain.node.jsonfmt import (
+from gmchain.ledger.jsonfmt import (
     JsonFormatError,
     args_schema,
     event_to_json,
@@ -23,6 +22,7 @@ from gmchain.node.jsonfmt import (
     value_from_json,
     value_to_json,
 )
+from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
 from tests.test_rpc_fake import DESCRIBE, make_tx
 
 plain = st.recursive(

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.jsonfmt import hex0x
 from gmchain.node.api import ErrorCode
-from gmchain.node.jsonfmt import hex0x
 from gmchain.node.rpc import RpcConfig, RpcServer
 from tests.test_rpc_fake import FakeNode, make_tx
 

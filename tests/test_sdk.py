@@ -325,19 +325,19 @@ async def test_evidence_flow_attest_and_proof(node: tuple[NodeThread, PrivateKey
         )  # fmt: skip
         assert r2["statusName"] == "OK", r2
         record = await client.get_evidence("sdk-r2")
-        assert record["prev_record_id"] == "sdk-r1"  # "auto" found the flow's last record
-        assert record["data_digest"] == to_hex(sm3_hash(b"disclosure v2"))
-        assert record["chain_id"] == chain_id
+        assert record["prevRecordId"] == "sdk-r1"  # "auto" found the flow's last record
+        assert record["dataDigest"] == to_hex(sm3_hash(b"disclosure v2"))
+        assert record["chainId"] == chain_id
         flow = await client.get_flow("sdk-flow")
-        assert [r["record_id"] for r in flow["records"]] == ["sdk-r1", "sdk-r2"]
+        assert [r["recordId"] for r in flow["records"]] == ["sdk-r1", "sdk-r2"]
         assert flow["records"][0]["metadata"] == {"investor": "alice", "product": "fund-7"}
-        assert flow["records"][1]["prev_hash"] == flow["records"][0]["record_hash"]
+        assert flow["records"][1]["prevHash"] == flow["records"][0]["recordHash"]
         assert (await client.verify_flow("sdk-flow"))["intact"] is True
 
         att = await client.attest(key, record_id="sdk-r1", attester_key=attester, role="investor")
         assert att["statusName"] == "OK", att
         atts = (await client.get_evidence("sdk-r1"))["attestations"]
-        assert [a["attester_pubkey"] for a in atts] == [to_hex(attester.public_key.to_bytes())]
+        assert [a["attesterPubkey"] for a in atts] == [to_hex(attester.public_key.to_bytes())]
 
         # a stale link is refused by the contract: a failed receipt, with the reason
         fork = await client.submit_evidence(

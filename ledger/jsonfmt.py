@@ -12,6 +12,14 @@ Rules this module keeps (docs/rpc.md, "Value formats"):
    identity instead of trusting it (DESIGN.md, "Hashing and signing").
 4. Parsing never raises anything but `JsonFormatError` (a ValueError) with a message that names the
    offending field.
+5. Member names are camelCase (`txId`, `blockNumber`, `recordHash`). A contract's result is
+   rendered from the shape its method declares (`contracts.results.Shape.describe()`, served by
+   `gm_contracts`): a record's `[name, value]` pairs become an object whose members are the
+   camelCase field names, a map's pairs an object keyed verbatim, scalars as in rule 2. A value
+   that does not fit its declared shape is rendered as the plain canonical value (rule 2) rather
+   than refused: the shape describes, it never hides data.
+6. This module imports only `ledger` and `crypto_sm`: the node, the chain library and the SDK
+   all use it, so it may not pull in a server or a database.
 
 Sources: JSON-RPC 2.0; Ethereum's execution-API hex conventions (`0x` prefix, lowercase).
 """
@@ -40,7 +48,9 @@ from gmchain.ledger.types import (
 __all__ = [
     "JsonFormatError",
     "args_schema",
+    "block_summary_to_json",
     "block_to_json",
+    "camel_case",
     "check_text",
     "event_to_json",
     "header_to_json",
@@ -49,9 +59,11 @@ __all__ = [
     "parse_hex",
     "qc_to_json",
     "receipt_to_json",
+    "returns_schema",
     "tx_to_json",
     "value_from_json",
     "value_to_json",
+    "view_to_json",
 ]
 
 _HEX_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
@@ -133,6 +145,47 @@ def value_to_json(value: Value) -> Any:
     if isinstance(value, IntEnum):
         return int(value)
     return value
+
+
+def camel_case(name: str) -> str:
+    """`record_hash` -> `recordHash` (rule 5); a name without underscores is unchanged."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def view_to_json(value: Value, shape: Any) -> Any:
+    """A contract's result as JSON, rendered by its declared shape (rule 5).
+
+    `shape` is a `Shape.describe()` mapping (or None: no shape declared, plain rendering)."""
+    if value is None or not isinstance(shape, Mapping):
+        return value_to_json(value)
+    kind = shape.get("type")
+    if kind == "record" and _is_pairs(value, shape):
+        fields = {f.get("name"): f for f in shape.get("fields", ()) if isinstance(f, Mapping)}
+        assert isinstance(value, list | tuple)
+        return {camel_case(k): view_to_json(v, fields.get(k)) for k, v in value}
+    if kind == "map" and _is_pairs(value, None):
+        assert isinstance(value, list | tuple)
+        return {k: view_to_json(v, shape.get("values")) for k, v in value}
+    if kind == "list" and isinstance(value, list | tuple):
+        return [view_to_json(v, shape.get("items")) for v in value]
+    return value_to_json(value)
+
+
+def _is_pairs(value: Value, shape: Mapping[str, Any] | None) -> bool:
+    """`value` is a list of [str, value] pairs with unique names (those of `shape`, in order)."""
+    if not isinstance(value, list | tuple):
+        return False
+    names = []
+    for pair in value:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            return False
+        names.append(pair[0])
+    if len(set(names)) != len(names):
+        return False
+    if shape is None:
+        return True
+    return names == [f.get("name") for f in shape.get("fields", ()) if isinstance(f, Mapping)]
 
 
 def jsonable(obj: Any) -> Any:
@@ -251,7 +304,7 @@ def tx_to_json(
     index: int | None = None,
     block_id: bytes | None = None,
 ) -> dict[str, Any]:
-    """A signed transaction; with its position when it is committed."""
+    """A signed transaction; with its position (and `pending: false`) when it is committed."""
     body = tx.body
     out: dict[str, Any] = {
         "txId": hex0x(tx.tx_id),
@@ -270,6 +323,7 @@ def tx_to_json(
         out["blockNumber"] = height
         out["transactionIndex"] = index
         out["blockHash"] = None if block_id is None else hex0x(block_id)
+        out["pending"] = False
     return out
 
 
@@ -289,7 +343,9 @@ def receipt_to_json(
     index: int | None = None,
     block_id: bytes | None = None,
 ) -> dict[str, Any]:
-    """A receipt: `status` is the integer code, `statusName` its name (`OK`, `FAILED`, ...)."""
+    """A receipt: `status` is the integer code, `statusName` its name (`OK`, `FAILED`, ...);
+    with its position (and `pending: false`) when committed. `result` is the canonical value
+    (rule 2), not rendered by a shape: it is what `raw` and the receipt root commit to."""
     status = ReceiptStatus(receipt.status)
     out: dict[str, Any] = {
         "txId": hex0x(receipt.tx_id),
@@ -304,6 +360,7 @@ def receipt_to_json(
         out["blockNumber"] = height
         out["transactionIndex"] = index
         out["blockHash"] = None if block_id is None else hex0x(block_id)
+        out["pending"] = False
     return out
 
 
@@ -338,6 +395,13 @@ def header_to_json(header: BlockHeader) -> dict[str, Any]:
     }
 
 
+def block_summary_to_json(header: BlockHeader, tx_ids: Sequence[bytes]) -> dict[str, Any]:
+    """`block_to_json(block, full_txs=False)` from the header and the tx ids alone."""
+    out = header_to_json(header)
+    out["transactions"] = [hex0x(t) for t in tx_ids]
+    return out
+
+
 def block_to_json(block: Block, full_txs: bool) -> dict[str, Any]:
     """A block: the header's fields plus `transactions` (ids, or full objects if `full_txs`)."""
     out = header_to_json(block.header)
@@ -366,6 +430,16 @@ def args_schema(describe: Any, contract: str, method: str) -> Sequence[Any] | No
         return None
     args = m.get("args", m.get("params"))
     return args if isinstance(args, list) else None
+
+
+def returns_schema(describe: Any, contract: str, method: str) -> Any:
+    """The declared result shape of `contract.method` in `describe_contracts()`, or None."""
+    top = describe.get("contracts", describe) if isinstance(describe, Mapping) else describe
+    c = _find_named(top, contract)
+    if not isinstance(c, Mapping):
+        return None
+    m = _find_named(c.get("methods"), method) or _find_named(c.get("queries"), method)
+    return m.get("returns") if isinstance(m, Mapping) else None
 
 
 def _find_named(container: Any, name: str) -> Any:
