@@ -52,6 +52,7 @@ __all__ = [
     "block_to_json",
     "camel_case",
     "check_text",
+    "contracts_to_json",
     "event_to_json",
     "header_to_json",
     "hex0x",
@@ -60,6 +61,7 @@ __all__ = [
     "qc_to_json",
     "receipt_to_json",
     "returns_schema",
+    "shape_json_schema",
     "tx_to_json",
     "value_from_json",
     "value_to_json",
@@ -170,6 +172,67 @@ def view_to_json(value: Value, shape: Any) -> Any:
     if kind == "list" and isinstance(value, list | tuple):
         return [view_to_json(v, shape.get("items")) for v in value]
     return value_to_json(value)
+
+
+def contracts_to_json(describe: Any) -> Any:
+    """`gm_contracts`: the registry's description with camelCase member names (rule 5); the
+    values (contract, method, argument and field names) are kept as they are."""
+    if isinstance(describe, Mapping):
+        return {camel_case(str(k)): contracts_to_json(v) for k, v in describe.items()}
+    if isinstance(describe, list | tuple):
+        return [contracts_to_json(v) for v in describe]
+    return jsonable(describe)
+
+
+_HEX_REF = {"$ref": "#/components/schemas/Hex"}
+_VALUE_REF = {"$ref": "#/components/schemas/Value"}
+_SCALAR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "bool": {"type": "boolean"},
+    "null": {"type": "null"},
+}
+
+
+def shape_json_schema(shape: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of what `view_to_json` makes of a value of `shape`.
+
+    docs/openrpc.json states these for the system contracts' queries (`gm_call`'s
+    `x-results`); a test derives them again from the registry and compares."""
+    kind = shape.get("type")
+    out: dict[str, Any]
+    if kind in _SCALAR_SCHEMAS:
+        out = dict(_SCALAR_SCHEMAS[kind])
+    elif kind == "bytes":
+        size = shape.get("size")
+        out = (
+            dict(_HEX_REF)
+            if size is None
+            else {"type": "string", "pattern": f"^0x[0-9a-f]{{{2 * int(size)}}}$"}
+        )
+    elif kind == "record":
+        fields = [f for f in shape.get("fields", ()) if isinstance(f, Mapping)]
+        names = [camel_case(str(f["name"])) for f in fields]
+        out = {
+            "type": "object",
+            "required": names,
+            "properties": {n: shape_json_schema(f) for n, f in zip(names, fields, strict=True)},
+            "additionalProperties": False,
+        }
+    elif kind == "list":
+        out = {"type": "array", "items": shape_json_schema(shape.get("items") or {})}
+    elif kind == "map":
+        out = {
+            "type": "object",
+            "additionalProperties": shape_json_schema(shape.get("values") or {}),
+        }
+    else:
+        out = dict(_VALUE_REF)
+    if shape.get("optional") and kind not in ("null", "any", None):
+        out = {"anyOf": [out, {"type": "null"}]}
+    if shape.get("doc"):
+        out["description"] = str(shape["doc"])
+    return out
 
 
 def _is_pairs(value: Value, shape: Mapping[str, Any] | None) -> bool:

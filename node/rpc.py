@@ -47,6 +47,7 @@ from gmchain.ledger.jsonfmt import (
     args_schema,
     block_summary_to_json,
     block_to_json,
+    contracts_to_json,
     event_to_json,
     header_to_json,
     hex0x,
@@ -86,6 +87,7 @@ from gmchain.node.rpcspec import (
     p_str,
     parse_params,
 )
+from gmchain.node.rpcvalidate import ReplyValidator, from_env
 
 __all__ = ["METHODS", "WS_METHODS", "RpcConfig", "RpcServer", "load_openrpc"]
 
@@ -188,8 +190,12 @@ class RpcServer:
         host: str = "127.0.0.1",
         port: int = 8545,
         config: RpcConfig | None = None,
+        reply_validator: ReplyValidator | None = None,
     ) -> None:
         self._api = api
+        # Checks every reply against the OpenRPC document when GMCHAIN_VALIDATE_RPC is set (the
+        # test suite sets it); None in production (node/rpcvalidate.py rule 1).
+        self._validator = reply_validator if reply_validator is not None else from_env()
         self._host = host
         self._requested_port = port
         self._config = config or RpcConfig()
@@ -351,6 +357,8 @@ class RpcServer:
         return self._json_response(error_reply(None, ErrorCode.INVALID_REQUEST, msg), status=405)
 
     def _json_response(self, obj: Any, status: int = 200) -> web.Response:
+        if self._validator is not None and isinstance(obj, dict) and "jsonrpc" in obj:
+            self._validator.check_reply(None, obj)
         try:
             text = dumps_compact(obj)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
@@ -514,7 +522,7 @@ class RpcServer:
             payload = loads_strict(data)
         except RpcError as exc:
             self._metrics.errors[exc.code] += 1
-            return budget.encode(error_reply(None, exc.code, exc.message))
+            return budget.encode(self._checked(None, error_reply(None, exc.code, exc.message)))
         if not isinstance(payload, list):
             single = self._prepare(payload, conn)
             del payload
@@ -527,7 +535,9 @@ class RpcServer:
         if not payload or len(payload) > self._config.max_batch:
             self._metrics.errors[ErrorCode.INVALID_REQUEST] += 1
             msg = "empty batch" if not payload else f"batch larger than {self._config.max_batch}"
-            return budget.encode(error_reply(None, ErrorCode.INVALID_REQUEST, msg))
+            return budget.encode(
+                self._checked(None, error_reply(None, ErrorCode.INVALID_REQUEST, msg))
+            )
         prepared = [self._prepare(r, conn) for r in payload]
         del payload
 
@@ -546,6 +556,7 @@ class RpcServer:
         (None: a notification's, which gets no reply)."""
         req_id: Any = None
         notification = False
+        name: Any = None
         try:
             if not isinstance(req, dict):
                 raise RpcError(ErrorCode.INVALID_REQUEST, "request must be a JSON object")
@@ -576,8 +587,18 @@ class RpcServer:
             self._metrics.requests[name] += 1
             args = parse_params(name, spec, req.get("params"))
         except RpcError as exc:
-            return self._error(exc, req_id, notification)
+            reply = self._error(exc, req_id, notification)
+            known = name if isinstance(name, str) and name in METHODS else None
+            return None if reply is None else self._checked(known, reply)
         return _Prepared(req_id, notification, name, args)
+
+    def _checked(
+        self, method: str | None, reply: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """`reply`, checked against the OpenRPC document when validation is on."""
+        if self._validator is not None:
+            self._validator.check_reply(method, reply, params)
+        return reply
 
     def _error(self, exc: RpcError, req_id: Any, notification: bool) -> dict[str, Any] | None:
         self._metrics.errors[exc.code] += 1
@@ -593,8 +614,11 @@ class RpcServer:
         try:
             result = await self._run(p.name, p.args, conn, client)
         except RpcError as exc:
-            return self._error(exc, p.req_id, p.notification)
-        return None if p.notification else {"jsonrpc": "2.0", "id": p.req_id, "result": result}
+            reply = self._error(exc, p.req_id, p.notification)
+            return None if reply is None else self._checked(p.name, reply)
+        if p.notification:
+            return None
+        return self._checked(p.name, {"jsonrpc": "2.0", "id": p.req_id, "result": result}, p.args)
 
     async def _run(
         self, name: str, args: dict[str, Any], conn: WsConn | None, client: ClientConn | None
@@ -664,7 +688,7 @@ class RpcServer:
         return {"transactionCount": st.committed_txs, "blockNumber": st.height}
 
     async def _m_contracts(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return jsonable(self._api.describe_contracts())
+        return contracts_to_json(self._api.describe_contracts())
 
     async def _m_send_raw_transaction(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return hex0x(await self._api.submit_raw_tx(a["rawTx"]))
@@ -841,7 +865,9 @@ class RpcServer:
         if conn.subs.pop(sub_id, None) is not None:
             self._metrics.subscriptions -= 1
 
-    def _notify(self, conn: WsConn, sub_id: str, result: Any) -> bool:
+    def _notify(self, conn: WsConn, sub_id: str, kind: str, result: Any) -> bool:
+        if self._validator is not None:
+            self._validator.check_notification(kind, result)
         msg = {
             "jsonrpc": "2.0",
             "method": "gm_subscription",
@@ -852,7 +878,7 @@ class RpcServer:
     async def _pump_heads(self, conn: WsConn, sub_id: str, heads: AsyncIterator[Block]) -> None:
         try:
             async for block in heads:
-                if not self._notify(conn, sub_id, header_to_json(block.header)):
+                if not self._notify(conn, sub_id, "newHeads", header_to_json(block.header)):
                     return
         finally:
             await _aclose(heads)
@@ -861,7 +887,7 @@ class RpcServer:
         try:
             async for height, tx_id, event in events:
                 result = {"blockNumber": height, "txId": hex0x(tx_id), **event_to_json(event)}
-                if not self._notify(conn, sub_id, result):
+                if not self._notify(conn, sub_id, "events", result):
                     return
         finally:
             await _aclose(events)
@@ -874,9 +900,10 @@ class RpcServer:
                 found = await self._api.wait_tx(tx_id, 60.0)
         except ApiError as exc:  # it left the pool and can never commit: say why, then end
             dropped = {"txId": hex0x(tx_id), "pending": False, "dropped": True}
-            self._notify(conn, sub_id, {**dropped, "code": int(exc.code), "message": exc.message})
+            reason = {**dropped, "code": int(exc.code), "message": exc.message}
+            self._notify(conn, sub_id, "txCommit", reason)
             return
-        self._notify(conn, sub_id, self._receipt_json(found))
+        self._notify(conn, sub_id, "txCommit", self._receipt_json(found))
 
 
 def _status_json(st: NodeStatus) -> dict[str, Any]:

@@ -147,12 +147,15 @@ async def test_total_budget_closes_the_largest_queue() -> None:
     server = RpcServer(FakeNode(), host="127.0.0.1", port=0, config=config)
     await server.start()
     url = f"http://127.0.0.1:{server.port}/ws"
-    batch = json.dumps([{**DISCOVER, "id": i} for i in range(100)])  # ~4 MB of reply
+    batch = json.dumps([{**DISCOVER, "id": i} for i in range(100)])  # 100 documents of reply
+    # ~26 MB queued per client whatever the document's size: under 48 each, ~78 in all, and
+    # ~52 once the largest is closed (under the total of 64: exactly one is closed)
+    sends = max(1, 26 * 1024 * 1024 // (100 * DOC_BYTES))
     try:
         async with aiohttp.ClientSession() as session:
             socks = [await session.ws_connect(url, max_msg_size=0) for _ in range(3)]
             for ws in socks:
-                for _ in range(10):  # ~40 MB each: under 48, and 120 in all
+                for _ in range(sends):
                     await ws.send_str(batch)
             end = time.monotonic() + BOUND_S
             while _metric_text(await _get_metrics(session, server.port), "ws_connections") > 2:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from gmchain.crypto_sm import PrivateKey
-from gmchain.ledger.jsonfmt import hex0x, parse_hex
+from gmchain.ledger.jsonfmt import contracts_to_json, hex0x, parse_hex
 from gmchain.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gmchain.ledger.types import BlockHeader, compute_signing_root
 from gmchain.node.api import ErrorCode
@@ -157,9 +157,11 @@ async def test_call_converts_bytes_by_schema(env: Any, key: PrivateKey) -> None:
     await _commit_one(node, rpc, key, 1, "rec-a")
     digest = hex0x(b"\x11" * 32)
     # "rec-a" is a str arg; digest is a bytes32 arg and arrives as bytes (the fake checks types)
-    assert await rpc.call("gm_call", ["evidence", "get", ["rec-a"]]) == ["rec-a", digest]
+    record = await rpc.call("gm_call", ["evidence", "get", ["rec-a"]])
+    assert record["recordId"] == "rec-a" and record["dataDigest"] == digest  # shaped: an object
     assert await rpc.call("gm_call", ["evidence", "by_digest", [digest]]) == ["rec-a"]
-    assert await rpc.call("gm_call", ["evidence", "echo", [["0x01", "0xff"]]]) == [["0x01", "0xff"]]
+    items = [["0x01"], ["0xff"]]  # a list of 1-tuples of bytes (contracts.framework.Arg lists)
+    assert await rpc.call("gm_call", ["evidence", "echo", [items]]) == [items]
     err = await rpc.error("gm_call", ["evidence", "by_digest", ["0x1234"]])
     assert err["code"] == ErrorCode.INVALID_PARAMS and "data_digest" in err["message"]
     err = await rpc.error("gm_call", ["evidence", "by_digest", [1.5]])
@@ -219,14 +221,14 @@ async def test_consistency_and_commit_proof(env: Any, key: PrivateKey) -> None:
     assert err["code"] == ErrorCode.BAD_RANGE
     err = await rpc.error("gm_getConsistencyProof", [1, 50])
     assert err["code"] == ErrorCode.BAD_RANGE
-    qc = await rpc.call("gm_getCommitProof", [1])
-    assert qc["qc"][1] == hex0x(node.blocks[1].block_id)
+    cert = await rpc.call("gm_getCommitProof", [1])
+    assert cert["headers"] == [hex0x(node.blocks[1].header.encode())]
     assert (await rpc.error("gm_getCommitProof", [3]))["code"] == ErrorCode.NOT_FOUND
 
 
 async def test_contracts_and_discover(env: Any) -> None:
     node, _, rpc = env
-    assert await rpc.call("gm_contracts") == node.describe_contracts()
+    assert await rpc.call("gm_contracts") == contracts_to_json(node.describe_contracts())
     doc = await rpc.call("rpc.discover")
     assert doc == load_openrpc() and doc["openrpc"].startswith("1.")
 

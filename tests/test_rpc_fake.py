@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from gmchain.consensus.messages import CommitProof
+from gmchain.contracts import default_registry
+from gmchain.contracts.evidence import RECORD_SHAPE, compute_record_hash
 from gmchain.crypto_sm import InvalidKey, PrivateKey, PublicKey
 from gmchain.ledger.codec import DecodeError, Value
 from gmchain.ledger.merkle import (
@@ -46,21 +49,22 @@ __all__ = ["CHAIN_ID", "FakeNode", "make_tx"]
 CHAIN_ID = "gm-test"
 _ZERO = Digest(bytes(32))
 
-DESCRIBE: dict[str, Any] = {
-    "evidence": {
-        "methods": {
-            "submit": {
-                "args": [
-                    {"name": "record_id", "type": "str"},
-                    {"name": "data_digest", "type": "bytes32"},
-                ]
-            },
-            "get": {"query": True, "args": [{"name": "record_id", "type": "str"}]},
-            "by_digest": {"query": True, "args": [{"name": "data_digest", "type": "bytes32"}]},
-            "echo": {"query": True, "args": [{"name": "items", "type": "list", "items": "bytes"}]},
-        }
-    }
-}
+
+def _describe() -> dict[str, Any]:
+    """The real registry's description (gm_contracts answers what a node answers), plus two
+    queries only the fake has: `echo` (returns its list of byte strings) and `boom` (a bug)."""
+    out = default_registry().describe()
+    (evidence,) = (c for c in out["contracts"] if c["name"] == "evidence")
+    item = {"name": "item", "type": "bytes", "min_len": 0, "max_len": 32}
+    items = {"name": "items", "type": "list", "min_len": 0, "max_len": 8, "items": [item]}
+    for name, args in (("echo", [items]), ("boom", [])):
+        evidence["methods"].append(
+            {"name": name, "kind": "query", "doc": "", "args": args, "returns": {"type": "any"}}
+        )
+    return out
+
+
+DESCRIBE: dict[str, Any] = _describe()
 
 
 def make_tx(
@@ -209,6 +213,7 @@ class FakeNode:
             version="fake-0",
             round=self.height(),
             committed_txs=len(self.acc),
+            replay_window=self.window,
         )
 
     async def submit_raw_tx(self, raw: bytes) -> bytes:
@@ -269,7 +274,7 @@ class FakeNode:
             raise ApiError(ErrorCode.UNKNOWN_CONTRACT, f"no contract {contract!r}")
         if method == "get" and len(args) == 1 and isinstance(args[0], str):
             digest = self.records.get(args[0])
-            return None if digest is None else [args[0], digest]
+            return None if digest is None else _record(args[0], digest)
         if method == "by_digest" and len(args) == 1 and isinstance(args[0], bytes):
             return [r for r, d in self.records.items() if d == args[0]]
         if method == "echo":
@@ -296,7 +301,16 @@ class FakeNode:
             raise ApiError(ErrorCode.BAD_RANGE, "header is older than the transaction")
         block = self.blocks[look.height]
         acc_index = self.acc.index(leaf_hash(tx_id))
+        receipts = [self.txs[t.tx_id].receipt.encode() for t in block.txs]
         return {
+            "version": 2,
+            "receipt": receipts[look.index],
+            "receipt_inclusion_proof": inclusion_proof(
+                [leaf_hash(r) for r in receipts], look.index
+            ),
+            "anchor_header": header.encode(),
+            "commit": _certificate(block.header),
+            "anchor_commit": None if header == block.header else _certificate(header),
             "tx_id": tx_id,
             "height": look.height,
             "index_in_block": look.index,
@@ -317,6 +331,10 @@ class FakeNode:
         self.proof_clients.append(client)
         old, new = self._header_at(old_height), self._header_at(new_height)
         return {
+            "old_height": old_height,
+            "new_height": new_height,
+            "old_header": old.encode(),
+            "new_header": new.encode(),
             "old_size": old.acc_size,
             "new_size": new.acc_size,
             "old_root": old.acc_root,
@@ -328,8 +346,9 @@ class FakeNode:
         self.proof_clients.append(client)
         if not 0 <= height < self.height():
             raise ApiError(ErrorCode.NOT_FOUND, f"no commit certificate for height {height} yet")
-        qc = self.blocks[height + 1].header.justify
-        return {"height": height, "qc": qc.to_fields()}
+        cert = _certificate(self.blocks[height].header)
+        validator = {"pubkey": b"\x04" + bytes(64), "power": 1, "org": "fake-org"}
+        return {"height": height, **cert, "validators": [validator]}
 
     def subscribe_heads(self) -> AsyncIterator[Block]:
         return _Feed(self.head_feeds)
@@ -371,6 +390,21 @@ class FakeNode:
 
     def describe_contracts(self) -> dict[str, Any]:
         return DESCRIBE
+
+
+def _record(record_id: str, digest: bytes) -> Value:
+    """An `evidence.get` answer of the real contract's shape (contracts/evidence.py)."""
+    values: list[Value] = [
+        record_id, CHAIN_ID, "fake-org", f"flow-{record_id}", 0, "fake", "fake", digest,
+        None, [], 1, None, bytes(32), b"\x01" * 20, bytes(32), 1, 1_700_000_000_001,
+    ]  # fmt: skip
+    return RECORD_SHAPE.pairs(*values, compute_record_hash(values), [])
+
+
+def _certificate(header: BlockHeader) -> dict[str, Any]:
+    """`{headers, proof}` for one header, with a structurally valid (unsigned) CommitProof."""
+    qc = QuorumCert(block_id=header.block_id, round=header.round, height=header.height)
+    return {"headers": [header.encode()], "proof": CommitProof(header=header, qc=qc).encode()}
 
 
 # --- tests of the fake itself ----------------------------------------------------------------

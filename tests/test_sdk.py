@@ -394,7 +394,7 @@ def test_cli_against_the_node(
 
     code, out, err = run("evidence", "get", "cli-r1", "--json", *rpc)
     assert code == 0, err
-    assert json.loads(out)["data_digest"] == to_hex(sm3_hash(data.read_bytes()))
+    assert json.loads(out)["dataDigest"] == to_hex(sm3_hash(data.read_bytes()))
     code, out, err = run("evidence", "flow", "cli-flow", "--verify", *rpc)
     assert code == 0, err
     assert "hash chain intact (2 records)" in out
