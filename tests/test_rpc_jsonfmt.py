@@ -9,18 +9,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gmchain.contracts import Shape
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.jsonfmt import (
     JsonFormatError,
     args_schema,
+    camel_case,
+    contracts_to_json,
     event_to_json,
     hex0x,
     jsonable,
     parse_hex,
     receipt_to_json,
+    returns_schema,
+    shape_json_schema,
     tx_to_json,
     value_from_json,
     value_to_json,
+    view_to_json,
 )
 from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
 from tests.test_rpc_fake import DESCRIBE, make_tx
@@ -90,9 +96,10 @@ def test_value_from_json_refuses_non_values() -> None:
 
 
 def test_args_schema_shapes() -> None:
-    assert args_schema(DESCRIBE, "evidence", "by_digest") == [
-        {"name": "data_digest", "type": "bytes32"}
-    ]
+    keyed = {"evidence": {"methods": {"by_digest": {"args": [{"name": "d", "type": "bytes32"}]}}}}
+    assert args_schema(keyed, "evidence", "by_digest") == [{"name": "d", "type": "bytes32"}]
+    by_digest = args_schema(DESCRIBE, "evidence", "by_digest")  # the registry's own shape
+    assert by_digest is not None and by_digest[0]["size"] == 32
     listed = {"contracts": [{"name": "evidence", "methods": [{"name": "get", "args": ["str"]}]}]}
     assert args_schema(listed, "evidence", "get") == ["str"]
     assert args_schema(listed, "evidence", "nope") is None
@@ -104,6 +111,8 @@ def test_tx_and_receipt_json() -> None:
     j = tx_to_json(tx, height=3, index=1, block_id=b"\x02" * 32)
     assert SignedTx.decode(parse_hex(j["raw"])) == tx
     assert j["txId"] == hex0x(tx.tx_id) and j["nonce"] == 5 and j["blockNumber"] == 3
+    assert j["pending"] is False  # committed: also inside a full block
+    assert "pending" not in tx_to_json(tx) and "blockNumber" not in tx_to_json(tx)
     assert parse_hex(j["senderAddress"], 20)
     ev = Event(contract="evidence", name="E", fields=(("k", b"\x01"), ("k", "v")))
     rec = Receipt(
@@ -147,3 +156,82 @@ def test_real_contract_schemas() -> None:
     with pytest.raises(JsonFormatError, match=r"metadata\[0\]: expected an array of 2"):
         value_from_json([["k"]], meta, name="metadata")
     assert args_schema(describe, "membership", "get") is not None
+
+
+# --- contract results rendered by their declared shape (rule 5) ---------------------------------
+
+_ITEM = Shape.record(("item_id", Shape.of("str")), ("size", Shape.of("int")))
+_VIEW = Shape.record(
+    ("view_id", Shape.of("str")),
+    ("data_hash", Shape.of("bytes", size=2)),
+    ("tags", Shape.map_of(Shape.of("str"))),
+    ("items", Shape.list_of(_ITEM)),
+    ("note", Shape.of("str").or_none()),
+).or_none()
+
+
+def test_camel_case() -> None:
+    assert camel_case("record_hash") == "recordHash"
+    assert camel_case("prev_record_id") == "prevRecordId"
+    assert camel_case("org") == "org" and camel_case("timestamp_ms") == "timestampMs"
+
+
+def test_view_renders_records_maps_and_lists() -> None:
+    value = _VIEW.pairs("v1", b"\xab\xcd", [["b", "2"], ["a", "1"]], [_ITEM.pairs("i", 3)], None)
+    out = view_to_json(value, _VIEW.describe())
+    assert out == {
+        "viewId": "v1",
+        "dataHash": "0xabcd",
+        "tags": {"b": "2", "a": "1"},  # map keys verbatim, order kept
+        "items": [{"itemId": "i", "size": 3}],
+        "note": None,
+    }
+    assert list(out) == ["viewId", "dataHash", "tags", "items", "note"]
+    assert view_to_json(None, _VIEW.describe()) is None
+    json.dumps(out)
+
+
+def test_view_that_does_not_fit_its_shape_is_rendered_plain() -> None:
+    """The shape describes, it never hides data: wrong names, order or arity stay pairs."""
+    shape = _ITEM.describe()
+    swapped = [["size", 3], ["item_id", "i"]]
+    assert view_to_json(swapped, shape) == swapped
+    assert view_to_json([["item_id", b"\x01"]], shape) == [["item_id", "0x01"]]
+    assert view_to_json([["k", 1], ["k", 2]], Shape.map_of(Shape.of("int")).describe()) == [
+        ["k", 1],
+        ["k", 2],
+    ]  # a repeated key cannot be an object member
+    assert view_to_json([b"\x01"], None) == ["0x01"]  # no shape: plain
+
+
+def test_shape_json_schema_accepts_what_view_renders() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {
+        **shape_json_schema(_VIEW.describe()),
+        "components": {"schemas": {"Hex": {"type": "string"}, "Value": {}}},
+    }
+    validator = jsonschema.Draft202012Validator(schema)
+    value = _VIEW.pairs("v1", b"\x00\x01", [], [], "n")
+    assert validator.is_valid(view_to_json(value, _VIEW.describe()))
+    assert validator.is_valid(None)
+    assert not validator.is_valid(view_to_json(value, None))  # pairs are not the object
+    bad_size = _VIEW.pairs("v1", b"\x00", [], [], "n")
+    assert not validator.is_valid(view_to_json(bad_size, _VIEW.describe()))
+
+
+def test_contracts_json_is_camel_case_and_keeps_names() -> None:
+    described = {"contracts": [{"name": "c", "methods": [{"name": "get_x", "returns": {}}]}]}
+    described["contracts"][0]["methods"][0]["args"] = [{"name": "a_b", "max_len": 3}]
+    out = contracts_to_json(described)
+    (method,) = out["contracts"][0]["methods"]
+    assert method["name"] == "get_x" and method["args"] == [{"name": "a_b", "maxLen": 3}]
+    real = default_describe()
+    assert returns_schema(real, "evidence", "get") == returns_schema(
+        contracts_to_json(real), "evidence", "get"
+    )
+
+
+def default_describe() -> dict[str, Any]:
+    from gmchain.contracts import default_registry
+
+    return default_registry().describe()
