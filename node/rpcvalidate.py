@@ -14,7 +14,9 @@ Rules this module keeps:
    as one JSON line to that file, which tests/conftest.py reads at the end of the session and
    fails the run on. Appends are single `write` calls on an O_APPEND file, so the processes of a
    test session (in-process servers, node subprocesses) can share it.
-4. Validators are compiled once per method and kept (the document does not change at run time).
+4. Validators are compiled once per method and kept (the document does not change at run time),
+   with every non-recursive `$ref` to a component inlined first: resolving a reference costs more
+   than checking what it names, and a full block repeats the same few references per member.
 
 Sources: OpenRPC 1.2.6 (method `result`, `errors`, specification extensions `x-`), JSON Schema
 2020-12 (the dialect of docs/openrpc.json), JSON-RPC 2.0 §5 (response object).
@@ -116,8 +118,8 @@ class ReplyValidator:
     def _check(self, key: str, schema: dict[str, Any], instance: Any, method: str | None) -> bool:
         validator = self._validators.get(key)
         if validator is None:
-            # The components travel with each schema so that "#/components/..." refs resolve.
-            root = {**schema, "components": self._components}
+            # The components travel with each schema so that the refs left (recursive ones) resolve.
+            root = {**_inline(schema, self._components, ()), "components": self._components}
             cls = self._jsonschema.Draft202012Validator
             cls.check_schema(root)
             validator = self._validators[key] = cls(root)
@@ -143,6 +145,29 @@ class ReplyValidator:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+
+_ANNOTATIONS = frozenset({"$ref", "description", "default"})
+_PREFIX = "#/components/schemas/"
+
+
+def _inline(schema: Any, components: dict[str, Any], stack: tuple[str, ...]) -> Any:
+    """`schema` with each `$ref` to a component replaced by that component (rule 4), except a
+    reference to a component being inlined already (recursive schemas such as Value)."""
+    if isinstance(schema, list):
+        return [_inline(v, components, stack) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_PREFIX) and set(schema) <= _ANNOTATIONS:
+        name = ref[len(_PREFIX) :]
+        target = components.get("schemas", {}).get(name)
+        if isinstance(target, dict) and name not in stack:
+            inlined = _inline(target, components, (*stack, name))
+            notes = {k: v for k, v in schema.items() if k != "$ref"}
+            return {**inlined, **notes}
+        return schema
+    return {k: _inline(v, components, stack) for k, v in schema.items()}
 
 
 @cache
