@@ -48,18 +48,23 @@ from gmchain.ledger.jsonfmt import (
     block_summary_to_json,
     block_to_json,
     contracts_to_json,
-    event_to_json,
+    count_to_json,
+    dropped_to_json,
+    event_note_to_json,
     header_to_json,
     hex0x,
     jsonable,
+    node_info_to_json,
+    pending_to_json,
     receipt_to_json,
     returns_schema,
+    status_to_json,
     tx_to_json,
     value_from_json,
     view_to_json,
 )
 from gmchain.ledger.types import MAX_TX_BYTES, Block
-from gmchain.node.api import ApiError, ErrorCode, NodeApi, NodeStatus
+from gmchain.node.api import ApiError, ErrorCode, NodeApi
 from gmchain.node.ratelog import LogLimiter
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpclimits import (
@@ -409,7 +414,7 @@ class RpcServer:
     async def _on_health(self, _request: web.Request) -> web.Response:
         try:
             st = self._api.status()
-            status = _status_json(st)
+            status = status_to_json(st)
         except ApiError as exc:
             return self._json_response({"status": "unavailable", "error": exc.message}, 503)
         except Exception:
@@ -655,37 +660,29 @@ class RpcServer:
         return load_openrpc()
 
     async def _m_node_info(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        st = self._api.status()
-        window = getattr(st, "replay_window", None)
-        return {
-            "chainId": st.chain_id,
-            "nodeId": hex0x(st.node_id),
-            "role": st.role,
-            "version": st.version,
-            "genesisHash": hex0x(st.genesis),
-            "replayWindow": window,
-            "limits": {
-                "maxBodyBytes": self._config.max_body_bytes,
-                "maxBatch": self._config.max_batch,
-                "maxSubscriptions": self._config.max_subscriptions,
-                "maxWsMessageBytes": self._config.max_ws_message_bytes,
-                "maxWaitMs": self._config.max_wait_ms,
-                "maxResponseBytes": self._config.max_response_bytes,
-                "maxInFlightPerConnection": self._config.max_in_flight_per_conn,
-                "maxWaitsPerConnection": self._config.max_waits_per_conn,
-                "maxTxBytes": MAX_TX_BYTES,
-            },
+        cfg = self._config
+        limits = {
+            "maxBodyBytes": cfg.max_body_bytes,
+            "maxBatch": cfg.max_batch,
+            "maxSubscriptions": cfg.max_subscriptions,
+            "maxWsMessageBytes": cfg.max_ws_message_bytes,
+            "maxWaitMs": cfg.max_wait_ms,
+            "maxResponseBytes": cfg.max_response_bytes,
+            "maxInFlightPerConnection": cfg.max_in_flight_per_conn,
+            "maxWaitsPerConnection": cfg.max_waits_per_conn,
+            "maxTxBytes": MAX_TX_BYTES,
         }
+        return node_info_to_json(self._api.status(), limits)
 
     async def _m_status(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return _status_json(self._api.status())
+        return status_to_json(self._api.status())
 
     async def _m_block_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return self._api.height()
 
     async def _m_get_total_transaction_count(self, a: dict[str, Any], c: WsConn | None) -> Any:
         st = self._api.status()
-        return {"transactionCount": st.committed_txs, "blockNumber": st.height}
+        return count_to_json(st)
 
     async def _m_contracts(self, a: dict[str, Any], c: WsConn | None) -> Any:
         return contracts_to_json(self._api.describe_contracts())
@@ -718,7 +715,7 @@ class RpcServer:
     def _not_committed(self, tx_id: bytes) -> dict[str, Any] | None:
         """Pending, unknown (None), or an error with the reason it left the pool uncommitted."""
         if self._api.is_pending(tx_id):
-            return {"txId": hex0x(tx_id), "pending": True}
+            return pending_to_json(tx_id)
         dropped = self._api.dropped_reason(tx_id)
         if dropped is not None:
             raise dropped
@@ -886,7 +883,7 @@ class RpcServer:
     async def _pump_events(self, conn: WsConn, sub_id: str, events: AsyncIterator[Any]) -> None:
         try:
             async for height, tx_id, event in events:
-                result = {"blockNumber": height, "txId": hex0x(tx_id), **event_to_json(event)}
+                result = event_note_to_json(height, tx_id, event)
                 if not self._notify(conn, sub_id, "events", result):
                     return
         finally:
@@ -899,28 +896,7 @@ class RpcServer:
             while found is None:
                 found = await self._api.wait_tx(tx_id, 60.0)
         except ApiError as exc:  # it left the pool and can never commit: say why, then end
-            dropped = {"txId": hex0x(tx_id), "pending": False, "dropped": True}
-            reason = {**dropped, "code": int(exc.code), "message": exc.message}
+            reason = dropped_to_json(tx_id, int(exc.code), exc.message)
             self._notify(conn, sub_id, "txCommit", reason)
             return
         self._notify(conn, sub_id, "txCommit", self._receipt_json(found))
-
-
-def _status_json(st: NodeStatus) -> dict[str, Any]:
-    """gm_status's result (and /health's body): the node's head and how far it trails its peers."""
-    return {
-        "chainId": st.chain_id,
-        "nodeId": hex0x(st.node_id),
-        "role": st.role,
-        "height": st.height,
-        "head": hex0x(st.head),
-        "genesisHash": hex0x(st.genesis),
-        "pendingTxs": st.pending_txs,
-        "peers": st.peers,
-        "round": st.round,
-        "committedTxs": st.committed_txs,
-        "version": st.version,
-        "catchingUp": st.catching_up,
-        "lag": st.lag,
-        "peerHeight": max(st.peer_height, st.height),
-    }
