@@ -8,6 +8,7 @@ At the end the controlling process reads it and fails the run if it holds anythi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -21,6 +22,11 @@ _OWNED: list[Path] = []  # the file this process created (only the controlling p
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if importlib.util.find_spec("jsonschema") is None:
+        raise pytest.UsageError(
+            "the tests validate every RPC answer with jsonschema: install the dev extra "
+            "(pip install -e '.[dev]')"
+        )
     if hasattr(config, "workerinput") or os.environ.get(ENV_VAR):
         return  # an xdist worker (inherits the controller's file), or the caller chose a file
     fd, name = tempfile.mkstemp(prefix="gmchain-rpc-violations-", suffix=".jsonl")
