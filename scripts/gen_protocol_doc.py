@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 import typing
@@ -388,10 +389,10 @@ def _json_example(name: str, obj: Any) -> str:
 
 
 def _type_name(cls: type, name: str) -> str:
-    hint = typing.get_type_hints(cls, {**vars(lt), **vars(sys.modules[cls.__module__])})[name]
+    hint = typing.get_type_hints(cls)[name]
     generic = typing.get_origin(hint) is not None
     text = str(hint) if generic else getattr(hint, "__name__", None) or str(hint)
-    return text.replace("typing.", "").replace("gmchain.ledger.types.", "").replace("gmchain.", "")
+    return re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", text)  # module paths
 
 
 _ENCODINGS = {
