@@ -1,6 +1,6 @@
 """Consensus wire messages beyond ledger.types: block retrieval, committed sync, commit proofs.
 
-Rules this module keeps (the same encoding rules as ledger/types.py; tags in ledger.wire.Tag):
+Rules this module keeps (the encoding rules of ledger/struct_codec.py; tags in ledger.wire.Tag):
 1. Every struct encodes as `[TAG, field1, ...]`, its codec derived from its fields
    (ledger.struct_codec); decoding rejects any other shape.
 2. Every struct checks its own fields in `__post_init__`; counts are bounded so a hostile peer
