@@ -477,8 +477,10 @@ def _tag_table() -> str:
     rows = ["| tag | struct | specified in |", "|---|---|---|"]
     for c in wire.registered_structs():
         name = c.__name__
-        where = _ELSEWHERE.get(name) or f"[below](#{name.lower()}-tag-{c.TAG})"
-        rows.append(f"| {c.TAG} | {name} | {where} |")
+        if name in _ELSEWHERE:
+            rows.append(f"| {c.TAG} | {name} | {_ELSEWHERE[name]} |")
+        else:
+            rows.append(f"| {c.TAG} | [{name}](#{name.lower()}-tag-{c.TAG}) | this section |")
     return "\n".join(rows)
 
 
