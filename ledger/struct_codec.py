@@ -108,7 +108,6 @@ def wire_struct(cls: type[_S]) -> type[_S]:
         raise TypeError(f"{cls.__name__}: @wire_struct goes above @dataclass on a Struct")
     if "NESTING" in cls.__dict__:
         raise TypeError(f"{cls.__name__}: NESTING is derived from the fields; do not declare it")
-    register_struct(cls)
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if f.init]
     gen = _Generator(cls.__name__)
@@ -131,12 +130,13 @@ def wire_struct(cls: type[_S]) -> type[_S]:
         f"        raise DecodeError(f'{name}: {{exc}}') from exc\n"
     )
     exec(compile(source, f"<wire codec of {cls.__qualname__}>", "exec"), gen.ns)
-    type.__setattr__(cls, "to_fields", gen.ns["to_fields"])
-    type.__setattr__(cls, "from_fields", classmethod(gen.ns["from_fields"]))
     nesting = 1 + max((_depth(hints[f.name], f) for f in fields), default=0)
-    type.__setattr__(cls, "NESTING", nesting)
-    type.__setattr__(cls, "_LIMITS", replace(DEFAULT_LIMITS, max_depth=nesting))
-    type.__setattr__(cls, "_CODEC_SOURCE", source)
+    setattr(cls, "to_fields", gen.ns["to_fields"])  # noqa: B010 (mypy: a method is read-only)
+    setattr(cls, "from_fields", classmethod(gen.ns["from_fields"]))  # noqa: B010
+    cls.NESTING = nesting
+    cls._LIMITS = replace(DEFAULT_LIMITS, max_depth=nesting)
+    cls._CODEC_SOURCE = source
+    register_struct(cls)  # last: only a complete struct is registered
     return cls
 
 
