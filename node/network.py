@@ -2,9 +2,9 @@
 
 Rules this module keeps:
 1. Every payload on the wire is one canonical struct (`ledger.codec`): a consensus message
-   (ledger.types / consensus.messages tags) or a `TxBatch` (tag 40). A payload that does not
-   decode, or has a tag we do not accept from peers, is the peer's fault: the transport
-   disconnects and bans it (`report_misbehaviour`) and nothing else changes.
+   or a `TxBatch` (tags registered in ledger.wire.Tag; `_WIRE` lists those a peer may send). A
+   payload that does not decode, or has a tag we do not accept from peers, is the peer's fault:
+   the transport disconnects and bans it (`report_misbehaviour`) and nothing else changes.
 2. Transactions admitted through this node's RPC are gossiped once, in batches (flushed every
    `GOSSIP_FLUSH_S` or at `GOSSIP_BATCH` txs), to every connected peer; the network is a full mesh
    of admitted nodes, so there is no re-gossip. Receivers admit them through the same checks as
