@@ -49,6 +49,7 @@ from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
 from gmchain.ledger.types import BlockHeader, Digest, GenesisValidator, NodeId, Receipt
+from gmchain.ledger.wire import HASH_PREFIXES
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 BUNDLE_VERSION = 2
-D_VALIDATOR_SET = b"GMCHAIN/VALIDATOR-SET/v1"
+D_VALIDATOR_SET = HASH_PREFIXES["validator-set"]  # registered in ledger.wire
 
 
 def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) -> Digest:

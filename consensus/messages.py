@@ -1,7 +1,8 @@
 """Consensus wire messages beyond ledger.types: block retrieval, committed sync, commit proofs.
 
-Rules this module keeps (the same encoding rules as ledger/types.py, tags 20-39):
-1. Every struct encodes as `[TAG, field1, ...]` via ledger.codec; decoding rejects any other shape.
+Rules this module keeps (the encoding rules of ledger/struct_codec.py; tags in ledger.wire.Tag):
+1. Every struct encodes as `[TAG, field1, ...]`, its codec derived from its fields
+   (ledger.struct_codec); decoding rejects any other shape.
 2. Every struct checks its own fields in `__post_init__`; counts are bounded so a hostile peer
    cannot make us allocate much more than its message's size.
 3. A `CommitProof` is (child header C, QC for C). It proves that C.justify.block_id is committed by
@@ -11,10 +12,11 @@ Rules this module keeps (the same encoding rules as ledger/types.py, tags 20-39)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.codec import encode
+from gmchain.ledger.struct_codec import Struct, max_items, wire_struct
 from gmchain.ledger.types import (
     DIGEST_SIZE,
     MAX_VALIDATORS,
@@ -31,8 +33,8 @@ from gmchain.ledger.types import (
     TimeoutCert,
     TimeoutVote,
     Vote,
-    _Struct,
 )
+from gmchain.ledger.wire import Tag
 
 __all__ = [
     "MAX_BLOCKS_PER_RESPONSE",
@@ -60,13 +62,13 @@ def _is_u64(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64
 
 
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CommitProof(_Struct):
+class CommitProof(Struct):
     """Proof that a block is committed: `header` is a child C of it, `qc` certifies C, and
     C.round == C.justify.round + 1 (Jolteon's 2-chain rule); C.justify names the committed block."""
 
-    TAG: ClassVar[int] = 24
-    NESTING: ClassVar[int] = 1 + max(BlockHeader.NESTING, QuorumCert.NESTING)  # [24, header, qc]
+    TAG: ClassVar[Tag] = Tag.COMMIT_PROOF
     header: BlockHeader
     qc: QuorumCert
 
@@ -78,24 +80,13 @@ class CommitProof(_Struct):
     def committed_id(self) -> Digest:
         return self.header.justify.block_id
 
-    def to_fields(self) -> list[Value]:
-        return [self.TAG, self.header.to_fields(), self.qc.to_fields()]
 
-    @classmethod
-    def field_count(cls) -> int:
-        return 2
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        return cls(header=BlockHeader.from_fields(f[0]), qc=QuorumCert.from_fields(f[1]))
-
-
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BlockRequest(_Struct):
+class BlockRequest(Struct):
     """Ask a peer for block `block_id` and up to `count - 1` of its ancestors."""
 
-    TAG: ClassVar[int] = 20
-    NESTING: ClassVar[int] = 1  # scalars only
+    TAG: ClassVar[Tag] = Tag.BLOCK_REQUEST
     block_id: Digest
     count: int
 
@@ -103,26 +94,15 @@ class BlockRequest(_Struct):
         _need(isinstance(self.block_id, bytes) and len(self.block_id) == 32, "block_id: 32 bytes")
         _need(_is_u64(self.count) and 1 <= self.count <= MAX_BLOCKS_PER_RESPONSE, "count: 1..128")
 
-    def to_fields(self) -> list[Value]:
-        return [self.TAG, self.block_id, self.count]
 
-    @classmethod
-    def field_count(cls) -> int:
-        return 2
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        return cls(block_id=Digest(f[0]), count=f[1])
-
-
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BlockResponse(_Struct):
+class BlockResponse(Struct):
     """Blocks newest first: blocks[0] has the requested id, blocks[i+1] is blocks[i]'s parent."""
 
-    TAG: ClassVar[int] = 21
-    NESTING: ClassVar[int] = 2 + Block.NESTING  # [21, block_id, [block, ...]]
+    TAG: ClassVar[Tag] = Tag.BLOCK_RESPONSE
     block_id: Digest
-    blocks: tuple[Block, ...]
+    blocks: tuple[Block, ...] = field(metadata=max_items(MAX_BLOCKS_PER_RESPONSE))
 
     def __post_init__(self) -> None:
         _need(isinstance(self.block_id, bytes) and len(self.block_id) == 32, "block_id: 32 bytes")
@@ -130,25 +110,13 @@ class BlockResponse(_Struct):
         _need(all(isinstance(b, Block) for b in self.blocks), "blocks: expected Block items")
         object.__setattr__(self, "blocks", tuple(self.blocks))
 
-    def to_fields(self) -> list[Value]:
-        return [self.TAG, self.block_id, [b.to_fields() for b in self.blocks]]
 
-    @classmethod
-    def field_count(cls) -> int:
-        return 2
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        _need(isinstance(f[1], list) and len(f[1]) <= MAX_BLOCKS_PER_RESPONSE, "blocks: bad list")
-        return cls(block_id=Digest(f[0]), blocks=tuple(Block.from_fields(b) for b in f[1]))
-
-
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SyncRequest(_Struct):
+class SyncRequest(Struct):
     """Ask for committed blocks from `from_height` on (served by App.get_committed_blocks)."""
 
-    TAG: ClassVar[int] = 22
-    NESTING: ClassVar[int] = 1  # scalars only
+    TAG: ClassVar[Tag] = Tag.SYNC_REQUEST
     from_height: Height
     count: int
 
@@ -156,26 +124,16 @@ class SyncRequest(_Struct):
         _need(_is_u64(self.from_height) and self.from_height >= 1, "from_height: >= 1")
         _need(_is_u64(self.count) and 1 <= self.count <= MAX_BLOCKS_PER_RESPONSE, "count: 1..128")
 
-    def to_fields(self) -> list[Value]:
-        return [self.TAG, self.from_height, self.count]
 
-    @classmethod
-    def field_count(cls) -> int:
-        return 2
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        return cls(from_height=Height(f[0]), count=f[1])
-
-
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SyncResponse(_Struct):
+class SyncResponse(Struct):
     """Committed blocks ascending by height, each with the proof of the commit that included it."""
 
-    TAG: ClassVar[int] = 23
-    # [23, [[block, proof], ...]]
-    NESTING: ClassVar[int] = 3 + max(Block.NESTING, CommitProof.NESTING)
-    items: tuple[tuple[Block, CommitProof], ...]
+    TAG: ClassVar[Tag] = Tag.SYNC_RESPONSE
+    items: tuple[tuple[Block, CommitProof], ...] = field(
+        metadata=max_items(MAX_BLOCKS_PER_RESPONSE)
+    )
 
     def __post_init__(self) -> None:
         _need(len(self.items) <= MAX_BLOCKS_PER_RESPONSE, "items: too many")
@@ -188,32 +146,16 @@ class SyncResponse(_Struct):
                 "items: expected (Block, CommitProof) pairs",
             )
 
-    def to_fields(self) -> list[Value]:
-        return [self.TAG, [[b.to_fields(), p.to_fields()] for b, p in self.items]]
 
-    @classmethod
-    def field_count(cls) -> int:
-        return 1
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        _need(isinstance(f[0], list) and len(f[0]) <= MAX_BLOCKS_PER_RESPONSE, "items: bad list")
-        items = []
-        for it in f[0]:
-            _need(isinstance(it, list) and len(it) == 2, "items: expected pairs")
-            items.append((Block.from_fields(it[0]), CommitProof.from_fields(it[1])))
-        return cls(items=tuple(items))
-
-
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SyncInfo(_Struct):
+class SyncInfo(Struct):
     """Our highest certificates, sent to a peer whose timeout shows it is behind or alone:
     `high_qc`, the highest TC, and `commit_qc`, the QC that committed our latest block (the QC of
     a child C whose parent is our committed tip; DiemBFT's `highest_commit_cert`). A peer that
     holds the blocks but missed that QC commits with it; otherwise it fetches them."""
 
-    TAG: ClassVar[int] = 26
-    NESTING: ClassVar[int] = 1 + max(QuorumCert.NESTING, TimeoutCert.NESTING)  # [26, qc, tc, qc]
+    TAG: ClassVar[Tag] = Tag.SYNC_INFO
     high_qc: QuorumCert
     tc: TimeoutCert | None
     commit_qc: QuorumCert | None = None
@@ -225,21 +167,6 @@ class SyncInfo(_Struct):
             self.commit_qc is None or isinstance(self.commit_qc, QuorumCert),
             "commit_qc: expected a QuorumCert",
         )
-
-    def to_fields(self) -> list[Value]:
-        tc = None if self.tc is None else self.tc.to_fields()
-        cq = None if self.commit_qc is None else self.commit_qc.to_fields()
-        return [self.TAG, self.high_qc.to_fields(), tc, cq]
-
-    @classmethod
-    def field_count(cls) -> int:
-        return 3
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        tc = None if f[1] is None else TimeoutCert.from_fields(f[1])
-        cq = None if f[2] is None else QuorumCert.from_fields(f[2])
-        return cls(high_qc=QuorumCert.from_fields(f[0]), tc=tc, commit_qc=cq)
 
 
 ConsensusMessage = (

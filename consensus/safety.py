@@ -21,11 +21,12 @@ consensus/safety-rules/src/safety_rules_2chain.rs and Gelashvili et al., FC 2022
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
 from gmchain.consensus.mutations import NO_BUGS, Bug
 from gmchain.consensus.types import Signer
-from gmchain.ledger.codec import Value, decode
+from gmchain.ledger.codec import decode
+from gmchain.ledger.struct_codec import Struct, wire_struct
 from gmchain.ledger.types import (
     BlockHeader,
     Proposal,
@@ -34,23 +35,20 @@ from gmchain.ledger.types import (
     TimeoutCert,
     TimeoutVote,
     Vote,
-    _Struct,
 )
+from gmchain.ledger.wire import Tag
 
 __all__ = ["SafetyData", "SafetyRules", "load_safety_data"]
 
 _R0 = Round(0)
 
 
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SafetyData(_Struct):
+class SafetyData(Struct):
     """What must survive a crash before a vote or timeout leaves (docs/consensus.md, "Persist")."""
 
-    TAG: ClassVar[int] = 25
-    # [25, rounds..., vote, timeout, high_qc, last_tc, round]
-    NESTING: ClassVar[int] = 1 + max(
-        Vote.NESTING, TimeoutVote.NESTING, QuorumCert.NESTING, TimeoutCert.NESTING
-    )
+    TAG: ClassVar[Tag] = Tag.SAFETY_DATA
     last_voted_round: Round = _R0  # highest round we voted or timed out in (S1, T1)
     preferred_round: Round = _R0  # highest QC round observed (S3, T3)
     highest_timeout_round: Round = _R0  # highest round we signed a timeout for
@@ -78,36 +76,6 @@ class SafetyData(_Struct):
             raise ValueError("high_qc: expected a QuorumCert")
         if self.last_tc is not None and not isinstance(self.last_tc, TimeoutCert):
             raise ValueError("last_tc: expected a TimeoutCert")
-
-    def to_fields(self) -> list[Value]:
-        return [
-            self.TAG,
-            self.last_voted_round,
-            self.preferred_round,
-            self.highest_timeout_round,
-            None if self.last_vote is None else self.last_vote.to_fields(),
-            None if self.last_timeout is None else self.last_timeout.to_fields(),
-            None if self.high_qc is None else self.high_qc.to_fields(),
-            None if self.last_tc is None else self.last_tc.to_fields(),
-            self.last_proposed_round,
-        ]
-
-    @classmethod
-    def field_count(cls) -> int:
-        return 8
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        return cls(
-            last_voted_round=Round(f[0]),
-            preferred_round=Round(f[1]),
-            highest_timeout_round=Round(f[2]),
-            last_vote=None if f[3] is None else Vote.from_fields(f[3]),
-            last_timeout=None if f[4] is None else TimeoutVote.from_fields(f[4]),
-            high_qc=None if f[5] is None else QuorumCert.from_fields(f[5]),
-            last_tc=None if f[6] is None else TimeoutCert.from_fields(f[6]),
-            last_proposed_round=Round(f[7]),
-        )
 
 
 def load_safety_data(raw: bytes) -> SafetyData:

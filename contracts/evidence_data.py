@@ -10,7 +10,7 @@ Rules this module keeps (DESIGN.md, "Evidence model"):
    and, if given, for the regulator; nobody else can open the data.
 4. `open_sealed` checks the decrypted data against the digest, so a wrong key, a swapped blob or a
    tampered ciphertext is an error, never wrong data.
-5. `SealedData` has one canonical encoding (`ledger.codec`):
+5. `SealedData` has one canonical encoding (`ledger.codec`; its tag is registered in ledger.wire):
    [SEALED_TAG, version, data_digest, nonce, ciphertext_with_tag, owner_wrap, regulator_wrap|nil].
 This module uses `secrets`, so it is excluded from the determinism scan of `contracts/`.
 """
@@ -33,6 +33,7 @@ from gmchain.crypto_sm import (
     sm4_gcm_encrypt,
 )
 from gmchain.ledger.codec import DecodeError, Limits, decode, encode
+from gmchain.ledger.wire import Tag, register_struct
 
 __all__ = ["KEY_SIZE", "NONCE_SIZE", "SealedData", "data_digest", "open_sealed", "seal"]
 
@@ -53,7 +54,7 @@ def data_digest(raw: bytes) -> bytes:
 class SealedData:
     """Encrypted raw data plus the data key wrapped for the owner (and the regulator)."""
 
-    TAG: ClassVar[int] = 0x45  # 'E'
+    TAG: ClassVar[Tag] = Tag.SEALED_DATA  # 0x45, 'E'
     data_digest: bytes
     nonce: bytes
     ciphertext: bytes  # SM4-GCM ciphertext || 16-byte tag
@@ -108,6 +109,10 @@ class SealedData:
             )
         except ValueError as exc:
             raise DecodeError(f"SealedData: {exc}") from exc
+
+
+# Its codec stays hand-written: the encoding carries a version number that is no field.
+register_struct(SealedData)
 
 
 def _is_bytes(v: object, size: int) -> bool:

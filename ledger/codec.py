@@ -13,7 +13,7 @@ Rules this module keeps:
    hostile input cannot make us allocate more than a small multiple of its own size.
 5. Depth counts arrays: a scalar nests 0 levels, `[]` and `[1]` one, `[[1]]` two. `max_depth` is
    the deepest nesting accepted. A struct decoder never uses the flat default: it passes the depth
-   its own layout can reach (`ledger.types`, "Nesting depth"), so a container accepts every value
+   its own layout can reach (`ledger.struct_codec`, rule 4), so a container accepts every value
    its parts accept.
 """
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.wire import HASH_PREFIXES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -275,7 +276,7 @@ class SealedRecordDamaged(ValueError):
 
 _SEAL_MAGIC = b"\x00gmseal"
 _SEAL_VERSION = 1
-_SEAL_DOMAIN = b"gmchain/sealed-record/v1"
+_SEAL_DOMAIN = HASH_PREFIXES["sealed-record"]  # registered in ledger.wire
 
 
 def seal_record(payload: bytes) -> bytes:

@@ -2,9 +2,9 @@
 
 Rules this module keeps:
 1. Every payload on the wire is one canonical struct (`ledger.codec`): a consensus message
-   (ledger.types / consensus.messages tags) or a `TxBatch` (tag 40). A payload that does not
-   decode, or has a tag we do not accept from peers, is the peer's fault: the transport
-   disconnects and bans it (`report_misbehaviour`) and nothing else changes.
+   or a `TxBatch` (tags registered in ledger.wire.Tag; `_WIRE` lists those a peer may send). A
+   payload that does not decode, or has a tag we do not accept from peers, is the peer's fault:
+   the transport disconnects and bans it (`report_misbehaviour`) and nothing else changes.
 2. Transactions admitted through this node's RPC are gossiped once, in batches (flushed every
    `GOSSIP_FLUSH_S` or at `GOSSIP_BATCH` txs), to every connected peer; the network is a full mesh
    of admitted nodes, so there is no re-gossip. Receivers admit them through the same checks as
@@ -32,8 +32,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -49,7 +49,8 @@ from gmchain.consensus.messages import (
     SyncResponse,
 )
 from gmchain.crypto_sm import PrivateKey, PublicKey
-from gmchain.ledger.codec import DecodeError, Limits, Value, decode
+from gmchain.ledger.codec import DecodeError, Limits, decode
+from gmchain.ledger.struct_codec import Struct, max_items, wire_struct
 from gmchain.ledger.types import (
     MAX_TX_BYTES,
     Genesis,
@@ -58,8 +59,8 @@ from gmchain.ledger.types import (
     SignedTx,
     TimeoutVote,
     Vote,
-    _Struct,
 )
+from gmchain.ledger.wire import Tag
 from gmchain.node.config import NodeConfig
 from gmchain.node.service import NodeService
 from gmchain.p2p import P2PConfig, P2PNetwork, PeerInfo
@@ -81,39 +82,28 @@ GOSSIP_FLUSH_S = 0.005
 MAX_GOSSIP_TASKS = 64  # gossip batches being admitted at once; beyond, batches are shed
 REGOSSIP_AFTER_S = 3.0  # a tx still pending this long is offered to the peers again
 REGOSSIP_MAX = 2048  # at most this many re-offered per period (oldest first)
+MAX_BATCH_TXS = 4 * GOSSIP_BATCH  # a peer's TxBatch holds at most this many
 
 
+@wire_struct
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TxBatch(_Struct):
+class TxBatch(Struct):
     """Raw transactions gossiped together (each exactly as the client signed it)."""
 
-    TAG: ClassVar[int] = 40
-    NESTING: ClassVar[int] = 2  # [40, [raw tx bytes, ...]]: each tx is decoded on its own
-    txs: tuple[bytes, ...]
+    TAG: ClassVar[Tag] = Tag.TX_BATCH
+    # each raw tx is decoded on its own, by admission
+    txs: tuple[bytes, ...] = field(metadata=max_items(MAX_BATCH_TXS))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.txs, tuple | list) or len(self.txs) > 4 * GOSSIP_BATCH:
-            raise ValueError("txs: expected at most 2048 raw transactions")
+        if not isinstance(self.txs, tuple | list) or len(self.txs) > MAX_BATCH_TXS:
+            raise ValueError(f"txs: expected at most {MAX_BATCH_TXS} raw transactions")
         for t in self.txs:
             if not isinstance(t, bytes) or len(t) > MAX_TX_BYTES:
                 raise ValueError("txs: each must be bytes of at most MAX_TX_BYTES")
         object.__setattr__(self, "txs", tuple(self.txs))
 
-    def to_fields(self) -> list[Value]:
-        return [self.TAG, list(self.txs)]
 
-    @classmethod
-    def field_count(cls) -> int:
-        return 1
-
-    @classmethod
-    def _from(cls, f: list[Any]) -> Self:
-        if not isinstance(f[0], list):
-            raise ValueError("txs: expected a list")
-        return cls(txs=tuple(f[0]))
-
-
-_WIRE: dict[int, type[_Struct]] = {
+_WIRE: dict[int, type[Struct]] = {
     cls.TAG: cls
     for cls in (
         Proposal,
@@ -140,7 +130,7 @@ WIRE_LIMITS = Limits(
 _BATCH_BYTES = MAX_MESSAGE_BYTES - 64  # a gossip batch's raw txs (+5 bytes of bin header each)
 
 
-def decode_wire(payload: bytes) -> _Struct:
+def decode_wire(payload: bytes) -> Struct:
     """Decode one wire payload into its struct; DecodeError on anything else."""
     value = decode(payload, WIRE_LIMITS)
     if not isinstance(value, list) or not value or not isinstance(value[0], int):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from gmchain.crypto_sm import sm3_hash, sm3_hmac
 from gmchain.p2p.framing import encode_message
 from gmchain.p2p.handshake_messages import MAC_SIZE
+from gmchain.p2p.names import P2PDomain
 
 __all__ = [
     "D_AUTH_I",
@@ -34,13 +35,14 @@ __all__ = [
     "compute_transcript_hash",
 ]
 
-D_TRANSCRIPT = b"GMCHAIN/P2P/HANDSHAKE/TRANSCRIPT/v1"
-D_HELLO = b"GMCHAIN/P2P/HANDSHAKE/HELLO/v1"
-D_AUTH_I = b"GMCHAIN/P2P/HANDSHAKE/AUTH-I/v1"
-D_AUTH_R = b"GMCHAIN/P2P/HANDSHAKE/AUTH-R/v1"
-D_FIN_I = b"GMCHAIN/P2P/HANDSHAKE/FIN-I/v1"
-D_FIN_R = b"GMCHAIN/P2P/HANDSHAKE/FIN-R/v1"
-KDF_LABEL = b"GMCHAIN/P2P/KDF/v1/"
+# The domains are registered in p2p/names.py (the transport's namespace).
+D_TRANSCRIPT = P2PDomain.TRANSCRIPT.value
+D_HELLO = P2PDomain.HELLO.value
+D_AUTH_I = P2PDomain.AUTH_I.value
+D_AUTH_R = P2PDomain.AUTH_R.value
+D_FIN_I = P2PDomain.FIN_I.value
+D_FIN_R = P2PDomain.FIN_R.value
+KDF_LABEL = P2PDomain.KDF.value
 
 SM4_KEY_SIZE = 16
 GCM_IV_SIZE = 12

@@ -18,6 +18,7 @@ import msgpack
 
 from gmchain.p2p.config import RemoteProtocolError
 from gmchain.p2p.framing import decode_message, encode_message
+from gmchain.p2p.names import FrameTag
 
 __all__ = [
     "GENESIS_HASH_SIZE",
@@ -43,10 +44,11 @@ __all__ = [
 PROTOCOL_VERSION = 3
 HANDSHAKE_MAX_FRAME = 4096  # every handshake message is far smaller; caps pre-auth buffering
 
-TAG_INITIATOR_HELLO = 1
-TAG_RESPONDER_HELLO = 2
-TAG_INITIATOR_AUTH = 3
-TAG_RESPONDER_AUTH = 4
+# The tags are registered in p2p/names.py (the transport's namespace).
+TAG_INITIATOR_HELLO = int(FrameTag.INITIATOR_HELLO)
+TAG_RESPONDER_HELLO = int(FrameTag.RESPONDER_HELLO)
+TAG_INITIATOR_AUTH = int(FrameTag.INITIATOR_AUTH)
+TAG_RESPONDER_AUTH = int(FrameTag.RESPONDER_AUTH)
 
 PUBKEY_SIZE = 65
 NONCE_SIZE = 32

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from gmchain.crypto_sm import CryptoError, sm4_gcm_decrypt, sm4_gcm_encrypt
 from gmchain.p2p.config import RemoteProtocolError
 from gmchain.p2p.framing import FRAME_HEADER_SIZE, decode_message, encode_message, peek_tag
+from gmchain.p2p.names import FrameTag
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -53,9 +54,9 @@ GCM_TAG_SIZE = 16
 MAX_SEQ = (1 << 64) - 1  # the sealer stops before using this value
 FRAME_OVERHEAD = SEQ_SIZE + GCM_TAG_SIZE + 16  # seq + tag + msgpack array/bin headers (<= 7)
 
-TAG_DATA = 16
-TAG_PING = 17
-TAG_CLOSE = 18
+TAG_DATA = int(FrameTag.DATA)  # tags registered in p2p/names.py
+TAG_PING = int(FrameTag.PING)
+TAG_CLOSE = int(FrameTag.CLOSE)
 MAX_CLOSE_REASON = 64
 
 

@@ -1,10 +1,12 @@
 """Generate docs/protocol.md, the byte-exact protocol specification, from the code.
 
 Rules this script keeps:
-1. Every table (type tags, fields, domains, limits) is read from `ledger.types` / `ledger.codec`,
-   and every worked example is computed by `ledger.*` at generation time, so the document cannot
-   drift from the code: `--check` regenerates and fails if docs/protocol.md differs
-   (tests/test_protocol_doc.py runs it).
+1. Every table (type tags, fields, domains, limits) is read from the code: the structs and their
+   tags from the wire registry (`ledger.wire`: every registered struct gets a section unless it is
+   specified in another document, `_ELSEWHERE`), fields from `ledger.types`, limits from
+   `ledger.codec`; and every worked example is computed by `ledger.*` at generation time, so the
+   document cannot drift from the code: `--check` regenerates and fails if docs/protocol.md
+   differs (tests/test_protocol_doc.py runs it).
 2. Examples use fixed private keys. SM2 signatures are randomised (GB/T 32918.2 draws a fresh k),
    so one signature per example is stored in tests/vectors/protocol_examples.json, created with
    `--new-signatures`; ordinary runs reuse and verify them, so regeneration is byte-identical.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 import typing
@@ -35,10 +38,13 @@ from gmchain.chain.executor import BlockContext, Executor  # noqa: E402
 from gmchain.chain.lightclient import Certificate, build_full_proof  # noqa: E402
 from gmchain.consensus import Validator, ValidatorSet  # noqa: E402
 from gmchain.consensus import messages as cm  # noqa: E402
+from gmchain.consensus import safety as _safety  # noqa: E402, F401 (registers SafetyData)
 from gmchain.consensus.certs import make_genesis_qc  # noqa: E402
+from gmchain.contracts import evidence_data as _evidence_data  # noqa: E402, F401 (SealedData)
 from gmchain.contracts.framework import default_registry  # noqa: E402
 from gmchain.crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  # noqa: E402
 from gmchain.ledger import types as lt  # noqa: E402
+from gmchain.ledger import wire  # noqa: E402
 from gmchain.ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
 from gmchain.ledger.merkle import (  # noqa: E402
     EMPTY_ROOT,
@@ -67,25 +73,21 @@ OBSERVER_KEY = sm3_hash(b"gmchain protocol.md example key: observer")
 CHAIN_ID = "gmchain-example"
 
 
+# Registered structs specified elsewhere, with where: every other registered struct gets a section.
+_ELSEWHERE = {
+    "SafetyData": "docs/consensus.md, the `PersistSafety` effect (a replica's own state: stored, "
+    "never sent)",
+    "SealedData": "docs/evidence.md, `SealedData.encode()` (off-chain evidence data, never on "
+    "chain)",
+}
+
+
 def _all_structs() -> list[type[Any]]:
-    found = [
-        getattr(lt, n)
-        for n in lt.__all__
-        if isinstance(getattr(lt, n), type) and hasattr(getattr(lt, n), "TAG")
-    ]
-    # The commit certificate travels in proof bundles (section 9); the block-retrieval and sync
-    # messages and transaction gossip travel between peers (docs/p2p.md frames them), so an
-    # independent implementation needs their encodings too.
-    wire = [
-        cm.CommitProof,
-        cm.BlockRequest,
-        cm.BlockResponse,
-        cm.SyncRequest,
-        cm.SyncResponse,
-        cm.SyncInfo,
-        TxBatch,
-    ]
-    return sorted([*found, *wire], key=lambda c: c.TAG)
+    """Every registered struct but those of _ELSEWHERE, by tag: the registry is the list."""
+    structs = wire.registered_structs()
+    missing = [t for t in wire.Tag if wire.struct_for_tag(t) is None]
+    assert not missing, f"tags whose struct this script does not import: {missing}"
+    return [c for c in structs if c.__name__ not in _ELSEWHERE]
 
 
 STRUCTS: list[type[Any]] = _all_structs()
@@ -388,10 +390,10 @@ def _json_example(name: str, obj: Any) -> str:
 
 
 def _type_name(cls: type, name: str) -> str:
-    hint = typing.get_type_hints(cls, {**vars(lt), **vars(sys.modules[cls.__module__])})[name]
+    hint = typing.get_type_hints(cls)[name]
     generic = typing.get_origin(hint) is not None
     text = str(hint) if generic else getattr(hint, "__name__", None) or str(hint)
-    return text.replace("typing.", "").replace("gmchain.ledger.types.", "").replace("gmchain.", "")
+    return re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", text)  # module paths
 
 
 _ENCODINGS = {
@@ -470,6 +472,52 @@ def _struct_sections(ex: dict[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+def _tag_table() -> str:
+    """Every registered tag (ledger.wire.Tag), its struct and where it is specified."""
+    rows = ["| tag | struct | specified in |", "|---|---|---|"]
+    for c in wire.registered_structs():
+        name = c.__name__
+        if name in _ELSEWHERE:
+            rows.append(f"| {c.TAG} | {name} | {_ELSEWHERE[name]} |")
+        else:
+            rows.append(f"| {c.TAG} | [{name}](#{name.lower()}-tag-{c.TAG}) | this section |")
+    return "\n".join(rows)
+
+
+# What each hash prefix (ledger.wire.HASH_PREFIXES) starts; every one must be described.
+_PREFIX_USE = {
+    "validator-set": "the validator-set fingerprint: SM3(string \u2016 for each validator in "
+    "ascending public-key order, its 65-byte public key \u2016 its power as a u64 big-endian), "
+    "docs/rpc.md",
+    "sealed-record": "the checksum of a sealed store record: SM3(string \u2016 payload); on disk "
+    "only, never on the wire",
+}
+
+
+def _domain_tables() -> str:
+    assert set(_PREFIX_USE) == set(wire.HASH_PREFIXES), "describe every hash prefix"
+    signing = ["| kind | domain string (ASCII) | hex |", "|---|---|---|"] + [
+        f"| {k} | `{v.decode()}` | `{v.hex()}` |" for k, v in wire.SIGNING_DOMAINS.items()
+    ]
+    prefixes = ["| name | string (ASCII) | hex | starts |", "|---|---|---|---|"] + [
+        f"| {k} | `{v.decode()}` | `{v.hex()}` | {_PREFIX_USE[k]} |"
+        for k, v in wire.HASH_PREFIXES.items()
+    ]
+    return "\n".join(
+        [
+            *signing,
+            "",
+            "Registered with them, and so distinct from them and from each other (no string is a "
+            "prefix of another), are the strings that start other SM3 inputs, with no `0x00` "
+            "after them; they are not signing roots:",
+            "",
+            *prefixes,
+            "",
+            "The transport's handshake strings (docs/p2p.md) are checked against all of these too.",
+        ]
+    )
+
+
 _LIMIT_NOTES = {"max_depth": " (a bare value; a struct uses its own `NESTING`, section 2)"}
 
 
@@ -512,15 +560,9 @@ def render(ex: dict[str, Any]) -> str:
                 f"| `MAX_BLOCK_TX_BYTES` (bytes) | {cm.MAX_BLOCK_TX_BYTES} |",
             ]
         ),
-        "TAGS": "\n".join(
-            ["| tag | struct |", "|---|---|"]
-            + [f"| {c.TAG} | [{c.__name__}](#{c.__name__.lower()}-tag-{c.TAG}) |" for c in STRUCTS]
-        ),
+        "TAGS": _tag_table(),
         "STRUCTS": _struct_sections(ex),
-        "DOMAINS": "\n".join(
-            ["| kind | domain string (ASCII) | hex |", "|---|---|---|"]
-            + [f"| {k} | `{v.decode()}` | `{v.hex()}` |" for k, v in lt.DOMAIN.items()]
-        ),
+        "DOMAINS": _domain_tables(),
         "SM2_ID": DEFAULT_SM2_ID.decode(),
         "EX_SIGNING_ROOT": _example(
             "signing_root",
