@@ -1,49 +1,50 @@
-"""The node's ledger side of consensus: the `consensus.App` the replica calls, and commit.
+"""The chain: the `consensus.App` the replica calls (build, validate), and commit.
+
+Its parts: chain/genesis.py (block 0, start-up), chain/packer.py (which pool txs a block takes),
+chain/blockrules.py (checks that need no execution), chain/executor.py (execution),
+chain/readcheck.py (re-hash of what is served); storage through `ledger.store_api.ChainStore`,
+the pool through `chain.pool.TxPool`. It never imports the node.
 
 Rules this module keeps:
 1. A block is executed once per node: by the leader while building it, or by a replica while
    validating it; the `ExecResult` is kept by block id until the block commits or is pruned.
 2. A replica votes only for a block whose header commitments equal what it computed itself
-   (tx_root, tx_count, receipt_root, acc_root, acc_size, state_hash), whose height and parent
-   match, whose timestamp increases and is not too far ahead of our clock, and whose every
-   transaction passes the block rules and the signature check (verified once per node).
+   (tx_root, tx_count, receipt_root, acc_root, acc_size, state_hash), whose header passes the
+   shape checks (chain/blockrules.py rule 1), and whose every transaction passes the block rules
+   and the signature check (verified once per node).
 3. Committing writes the block, its txs, receipts, state writes, accumulator nodes and the commit
-   proof in one synced LevelDB batch (ledger.store); only then are waiters told.
-4. Building a block examines pool transactions in the pool's fair order (node/mempool.py rule 4)
-   and packs only those that pass the block rules on the parent; it stops after skipping
-   `pack_scan_max` that do not, so a pool full of them cannot make a build unbounded.
-   One that fails them against the *committed* head too can never be included (its sender's
-   account is gone, or it expired): it leaves the pool with that reason — and with it every tx
-   of a removed sender. One that fails only on a speculative parent is skipped this time. A
-   committed block that removes accounts evicts their senders' pending txs on every node.
+   proof in one `ChainStore.commit_block` (for LevelDB one synced batch); only then are
+   listeners told.
+4. Building a block packs pool transactions as chain/packer.py says. A committed block that
+   removes accounts evicts their senders' pending txs on every node.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gmchain.chain.executor import (
-    BlockContext,
-    ExecResult,
-    Executor,
-    InvalidBlock,
-    TxRejected,
-    compute_state_hash,
+from gmchain.chain.blockrules import (
+    MAX_CLOCK_DRIFT_MS,
+    check_block_bytes,
+    check_header_shape,
+    check_signatures,
+    sender_key,
 )
+from gmchain.chain.executor import BlockContext, ExecResult, Executor, InvalidBlock
+from gmchain.chain.genesis import ensure_genesis, load_frontier, make_genesis_block, read_header
+from gmchain.chain.packer import REVOKED, BlockPacker
+from gmchain.chain.pool import TxPool
+from gmchain.chain.readcheck import check_served_block
 from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from gmchain.consensus.packing import PackingPolicy
 from gmchain.contracts.framework import Registry
-from gmchain.contracts.membership import genesis_writes, removed_accounts
-from gmchain.crypto_sm import PublicKey, verify_many
+from gmchain.contracts.membership import removed_accounts
 from gmchain.ledger.codec import decode, encode
-from gmchain.ledger.merkle import EMPTY_ROOT, Frontier
-from gmchain.ledger.store import BlockWrite, Store
+from gmchain.ledger.store_api import BlockWrite, ChainStore
 from gmchain.ledger.types import (
-    ZERO_DIGEST,
     Block,
     BlockHeader,
     Digest,
@@ -52,29 +53,19 @@ from gmchain.ledger.types import (
     NodeId,
     QuorumCert,
     Round,
-    SignedTx,
 )
-from gmchain.node.api import ErrorCode
-from gmchain.node.mempool import Mempool
-from gmchain.node.readcheck import check_served_block
 
-__all__ = ["Chain", "CommittedBlock", "make_genesis_block", "sender_key"]
+__all__ = [
+    "MAX_CLOCK_DRIFT_MS",
+    "Chain",
+    "CommittedBlock",
+    "InvalidBlockParent",
+    "make_genesis_block",
+    "sender_key",
+]
 
 log = logging.getLogger("gmchain.chain")
 
-MAX_CLOCK_DRIFT_MS = 10_000
-# Block-rule failures (ledger.executor.TxRejected reasons, named as the admission ErrorCodes)
-# that, when they hold against the committed head, hold for every block that can still be built.
-_NEVER_VALID = {
-    "EXPIRED": ErrorCode.EXPIRED,
-    "UNKNOWN_SENDER": ErrorCode.UNKNOWN_SENDER,
-    "WRONG_CHAIN": ErrorCode.WRONG_CHAIN,
-    "DUPLICATE": ErrorCode.DUPLICATE,
-}
-_REVOKED = (
-    "left the pool without committing: its sender is no longer an admitted account "
-    "(revoked after the transaction was admitted); it can never commit"
-)
 META_PENDING = "pending_blocks"  # uncommitted blocks the replica asked us to keep (PersistBlock)
 
 
@@ -85,39 +76,16 @@ class CommittedBlock:
     result: ExecResult
 
 
-def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes], bytes | None]]:
-    """The height-0 block: no txs, parent_id = genesis hash, state = the admitted accounts."""
-    writes: dict[tuple[str, bytes], bytes | None] = {
-        ("membership", k): v for k, v in genesis_writes(genesis.accounts).items()
-    }
-    header = BlockHeader(
-        chain_id=genesis.chain_id,
-        height=Height(0),
-        round=Round(0),
-        parent_id=genesis.compute_hash(),
-        timestamp_ms=genesis.timestamp_ms,
-        proposer=NodeId(bytes(20)),
-        tx_root=EMPTY_ROOT,
-        tx_count=0,
-        receipt_root=EMPTY_ROOT,
-        acc_root=EMPTY_ROOT,
-        acc_size=0,
-        state_hash=compute_state_hash(ZERO_DIGEST, writes),
-        justify=QuorumCert(block_id=ZERO_DIGEST, round=Round(0), height=Height(0)),
-    )
-    return Block(header=header, txs=()), writes
-
-
 class Chain:
-    """Implements consensus.App over the store, the executor and the mempool."""
+    """Implements consensus.App over the store, the executor and the pool."""
 
     def __init__(
         self,
         *,
         genesis: Genesis,
-        store: Store,
+        store: ChainStore,
         registry: Registry,
-        mempool: Mempool,
+        pool: TxPool,
         packing: PackingPolicy,
         clock_ms: Callable[[], int],
         on_commit: Callable[[list[CommittedBlock]], None] | None = None,
@@ -128,76 +96,37 @@ class Chain:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.store = store
-        self.mempool = mempool
+        self.pool = pool
         self.packing = packing
         self.clock_ms = clock_ms
         self.on_commit = on_commit
         self.max_block_txs = max_block_txs
-        self.max_block_bytes = max_block_bytes
-        self.pack_scan_max = pack_scan_max
         self.executor = Executor(
             chain_id=genesis.chain_id,
             registry=registry,
             committed=store,
             replay_window=genesis.replay_window,
         )
-        self.executor.known_uncommitted = mempool.__contains__
+        self.executor.known_uncommitted = pool.__contains__
+        self.packer = BlockPacker(
+            executor=self.executor,
+            pool=pool,
+            committed_height=lambda: self.head.height,
+            max_block_bytes=max_block_bytes,
+            pack_scan_max=pack_scan_max,
+        )
         self._results: dict[bytes, ExecResult] = {}
         # Tx ids of the most recently committed blocks, newest last: (height, ids).
         self.recent: deque[tuple[int, frozenset[bytes]]] = deque(maxlen=512)
-        self._ensure_genesis()
+        ensure_genesis(store, genesis)
         head = store.head_height()
         assert head is not None
-        raw = store.get_header_by_height(head)
-        assert raw is not None
-        self.head: BlockHeader = BlockHeader.decode(raw)
-        self.frontier = self._load_frontier()
-        self.genesis_id: Digest = self._header_at(0).block_id
+        self.head: BlockHeader = read_header(store, head)
+        self.frontier = load_frontier(store, self.head)
+        self.genesis_id: Digest = read_header(store, 0).block_id
         self._pending: dict[bytes, bytes] = self._load_pending()
 
     # --- start-up -------------------------------------------------------------------------------
-
-    def _ensure_genesis(self) -> None:
-        if self.store.head_height() is not None:
-            raw = self.store.get_header_by_height(0)
-            assert raw is not None
-            if BlockHeader.decode(raw).parent_id != self.genesis.compute_hash():
-                raise RuntimeError(
-                    "the data directory holds a chain with a different genesis; "
-                    "use another --data-dir or remove it"
-                )
-            return
-        block, writes = make_genesis_block(self.genesis)
-        self.store.commit_block(
-            BlockWrite(
-                height=0,
-                block_hash=block.block_id,
-                header_bytes=block.header.encode(),
-                block_bytes=block.encode(),
-                tx_ids=(),
-                receipts=(),
-                state_writes=writes,
-                acc_leaves=(),
-                acc_nodes={},
-            )
-        )
-
-    def _load_frontier(self) -> Frontier:
-        # The frontier's peaks are perfect subtrees, which the store keeps: rebuild them.
-        size = self.head.acc_size
-        peaks: list[Digest] = []
-        start = 0
-        for level in range(size.bit_length() - 1, -1, -1):
-            if size & (1 << level):
-                node = self.store.get_acc_node(level, start >> level)
-                if node is None:
-                    raise RuntimeError(f"accumulator node ({level}, {start >> level}) missing")
-                peaks.append(Digest(node))
-                start += 1 << level
-        frontier = Frontier(size=size, peaks=tuple(peaks))
-        if frontier.size != self.head.acc_size or frontier.root() != self.head.acc_root:
-            raise RuntimeError("accumulator frontier does not match the head header")
-        return frontier
 
     def _load_pending(self) -> dict[bytes, bytes]:
         raw = self.store.get_meta(META_PENDING)
@@ -223,19 +152,14 @@ class Chain:
     def _save_pending(self) -> None:
         self.store.put_meta(META_PENDING, encode(list(self._pending.values())), sync=False)
 
-    def _header_at(self, height: int) -> BlockHeader:
-        raw = self.store.get_header_by_height(height)
-        assert raw is not None
-        return BlockHeader.decode(raw)
-
     # --- consensus.App --------------------------------------------------------------------------
 
     def has_pending(self) -> bool:
-        return len(self.mempool) > 0
+        return len(self.pool) > 0
 
     def ready_to_propose(self, now_ms: int) -> bool:
-        oldest = self.mempool.oldest_arrival_ms()
-        self.packing.observe_queue(pending=len(self.mempool), oldest_pending_ms=oldest)
+        oldest = self.pool.oldest_arrival_ms()
+        self.packing.observe_queue(pending=len(self.pool), oldest_pending_ms=oldest)
         return bool(self.packing.should_cut(now_ms))
 
     def build_block(
@@ -253,81 +177,35 @@ class Chain:
         # under load it proposes as soon as the parent is certified, and the target must be able
         # to grow back after a stall (found by the SIGKILL drill: blocks stuck at one tx).
         self.packing.observe_queue(
-            pending=len(self.mempool), oldest_pending_ms=self.mempool.oldest_arrival_ms()
+            pending=len(self.pool), oldest_pending_ms=self.pool.oldest_arrival_ms()
         )
         target = min(self.packing.target_size, self.max_block_txs)
-        candidates = self._pick(parent, parent_res, exclude, target)
+        candidates = self.packer.pick(parent, parent_res, exclude, target)
         ts = max(now_ms, parent.timestamp_ms + 1)
         ctx = self._context(parent, ts, parent_res)
         result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
-        for t, _ in rejected:  # _pick checked every candidate on this parent: a safety net
-            self._evict_if_never_valid(t)
+        for t, _ in rejected:  # pick checked every candidate on this parent: a safety net
+            self.packer.evict_if_never_valid(t)
         txs = [t for t in candidates if t.tx_id in result.tx_id_set]
         header = self._header(parent, round, justify, proposer, ts, result)
         result.block_id = header.block_id
         self._results[header.block_id] = result
         return Block(header=header, txs=tuple(txs))
 
-    def _pick(
-        self,
-        parent: BlockHeader,
-        parent_res: ExecResult | None,
-        exclude: list[frozenset[bytes]],
-        target: int,
-    ) -> list[SignedTx]:
-        """Up to `target` pool txs that pass the block rules on `parent` (rule 4)."""
-        height = parent.height + 1
-        out: list[SignedTx] = []
-        seen: set[bytes] = set()
-        dead: list[SignedTx] = []
-        skip_senders: set[bytes] = set()
-        total = skipped = 0
-        for tx, size in self.mempool.iter_fair():
-            if len(out) >= target or skipped >= self.pack_scan_max:
-                break
-            if any(tx.tx_id in s for s in exclude):
-                continue
-            if tx.body.sender in skip_senders:
-                skipped += 1
-                continue
-            try:
-                self.executor.check_tx(tx, height, parent_res, seen)
-            except TxRejected as exc:
-                if exc.reason == "UNKNOWN_SENDER":
-                    skip_senders.add(tx.body.sender)  # its other txs fail the same way
-                dead.append(tx)
-                skipped += 1
-                continue
-            if total + size > self.max_block_bytes and out:
-                break
-            out.append(tx)
-            seen.add(tx.tx_id)
-            total += size
-        for tx in dead:  # after the walk: evicting changes the pool
-            self._evict_if_never_valid(tx)
-        return out
-
-    def _evict_if_never_valid(self, tx: SignedTx) -> None:
-        """Evict `tx` if it fails the block rules on the committed head (rule 4)."""
-        if tx.tx_id not in self.mempool:
-            return
-        try:
-            self.executor.check_tx(tx, self.head.height + 1, None)
-        except TxRejected as exc:
-            code = _NEVER_VALID.get(exc.reason)
-            if code is ErrorCode.UNKNOWN_SENDER:
-                self.mempool.evict_sender(tx.body.sender, code, _REVOKED)
-            elif code is not None:
-                self.mempool.evict([tx.tx_id], code, f"left the pool without committing: {exc}")
-
     def validate_block(self, block: Block, parent: BlockHeader) -> bool:
         h = block.header
         if h.block_id in self._results:
             # We built (or already validated) exactly this block: its id commits to every field.
             return True
-        reason = self._check_header_shape(h, parent) or self._check_block_bytes(block.txs)
+        reason = check_header_shape(
+            h,
+            parent,
+            chain_id=self.chain_id,
+            now_ms=self.clock_ms(),
+            max_block_txs=self.max_block_txs,
+        ) or check_block_bytes(block.txs)
         if reason is None:
-            reason = self._check_signatures(block.txs)
+            reason = check_signatures(block.txs, self.pool)
         if reason is None:
             try:
                 parent_res = self._result_for_parent(parent)
@@ -415,17 +293,17 @@ class Chain:
             if any(ns == "membership" for ns, _ in result.writes):
                 self.executor.forget_accounts()
                 for address in removed_accounts(result.writes):
-                    self.mempool.evict_address(address, ErrorCode.UNKNOWN_SENDER, _REVOKED)
+                    self.pool.evict_address(address, "UNKNOWN_SENDER", REVOKED)
             # Children were executed on top of this result; it is now the committed base.
             for other in self._results.values():
                 if other.parent is result:
                     other.parent = None
-            self.mempool.remove(result.tx_ids)
+            self.pool.remove(result.tx_ids)
             done.append(CommittedBlock(block=block, receipts=result.receipt_bytes, result=result))
         if done:
             if any(self._pending.pop(c.block.block_id, None) is not None for c in done):
                 self._save_pending()
-            self.mempool.evict_expired(self.head.height)
+            self.pool.evict_expired(self.head.height)
             self._prune_stale()
             if self.on_commit is not None:
                 self.on_commit(done)
@@ -497,54 +375,6 @@ class Chain:
             state_hash=result.state_hash,
             justify=justify,
         )
-
-    def _check_header_shape(self, h: BlockHeader, parent: BlockHeader) -> str | None:
-        if h.chain_id != self.chain_id:
-            return "wrong chain id"
-        if h.height != parent.height + 1 or h.parent_id != parent.block_id:
-            return "height/parent mismatch"
-        if h.timestamp_ms <= parent.timestamp_ms:
-            return "timestamp does not increase"
-        if h.timestamp_ms > self.clock_ms() + MAX_CLOCK_DRIFT_MS:
-            return "timestamp too far in the future"
-        if h.tx_count > self.max_block_txs:
-            return "too many transactions"
-        return None
-
-    @staticmethod
-    def _check_block_bytes(txs: Sequence[SignedTx]) -> str | None:
-        """A block is valid only if every carrier of it fits one peer message (fault 1): an
-        honest leader never builds more than MAX_BLOCK_TX_BYTES of transactions, and a
-        Byzantine leader's larger block, once committed, could not be served to a syncing peer."""
-        if sum(len(t.encode()) for t in txs) > MAX_BLOCK_TX_BYTES:
-            return f"transactions exceed {MAX_BLOCK_TX_BYTES} bytes"
-        return None
-
-    def _check_signatures(self, txs: Sequence[SignedTx]) -> str | None:
-        todo = [t for t in txs if not self.mempool.is_verified(t.tx_id)]
-        if not todo:
-            return None
-        items = []
-        for t in todo:
-            key = sender_key(t.body.sender)
-            if key is None:
-                return f"tx {t.tx_id.hex()[:16]}: invalid sender key"
-            items.append((key, t.tx_id, t.signature))
-        for t, ok in zip(todo, verify_many(items), strict=True):
-            if not ok:
-                return f"tx {t.tx_id.hex()[:16]}: bad signature"
-            self.mempool.mark_verified(t.tx_id)
-        return None
-
-
-@functools.lru_cache(maxsize=4096)
-def sender_key(raw: bytes) -> PublicKey | None:
-    """Parsed (and curve-checked) sender keys, shared by admission and proposal validation: a
-    busy sender is parsed once, not per tx. None for an invalid key."""
-    try:
-        return PublicKey.from_bytes(raw)
-    except Exception:  # any invalid key is a bad signature to the caller
-        return None
 
 
 class InvalidBlockParent(InvalidBlock):

@@ -43,9 +43,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from collections.abc import Iterator, Sequence
+from types import TracebackType
 from typing import Any
 
 import plyvel  # type: ignore[import-not-found, unused-ignore]
@@ -59,35 +58,12 @@ from gmchain.ledger.store_acc import (
     compute_new_nodes,
     compute_root,
 )
+from gmchain.ledger.store_api import BlockWrite
 from gmchain.ledger.store_check import check_store, check_store_deep, corrupt
 from gmchain.ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
 from gmchain.ledger.store_files import check_log_files
 
 __all__ = ["BlockWrite", "ChainMismatch", "Store", "StoreCorrupt", "StoreError"]
-
-_EMPTY: Mapping[Any, Any] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BlockWrite:
-    """Everything one committed block writes, already encoded by the caller.
-
-    Invariants checked by `Store.commit_block`: `block_hash`, each tx id and each accumulator leaf
-    are 32 bytes; `receipts` and `acc_leaves` have one entry per tx id, in block order (the
-    accumulator holds one leaf per transaction in commit order); tx ids are new to the chain.
-    """
-
-    height: int
-    block_hash: bytes
-    header_bytes: bytes
-    block_bytes: bytes
-    tx_ids: Sequence[bytes]
-    receipts: Sequence[bytes]
-    state_writes: Mapping[tuple[str, bytes], bytes | None]
-    acc_leaves: Sequence[bytes]
-    acc_nodes: Mapping[tuple[int, int], bytes]
-    commit_proof: bytes = b""
-    index_writes: Mapping[bytes, bytes | None] = field(default_factory=lambda: _EMPTY)
 
 
 class _KV:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gmchain.chain.lightclient import Certificate, build_full_proof
+from gmchain.chain.readcheck import check_served_header
 from gmchain.consensus.messages import CommitProof
 from gmchain.ledger.merkle import acc_consistency_proof
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import BlockHeader, GenesisValidator
 from gmchain.node.api import ApiError, ErrorCode
-from gmchain.node.readcheck import check_served_header
 
 __all__ = ["ProofLimits", "ProofService"]
 
@@ -239,5 +239,5 @@ class ProofService:
         if raw is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
         header = BlockHeader.decode(raw)
-        check_served_header(self._store, height, header)  # node/readcheck.py
+        check_served_header(self._store, height, header)  # chain/readcheck.py
         return header

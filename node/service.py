@@ -32,6 +32,7 @@ import msgpack
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gmchain.chain.core import Chain, CommittedBlock
+from gmchain.chain.readcheck import check_served_block, check_served_header, check_served_tx
 from gmchain.consensus import (
     Broadcast,
     Commit,
@@ -58,12 +59,12 @@ from gmchain.ledger.store import Store, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from gmchain.node.admission import AdmissionMixin
 from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup
+from gmchain.node.chainpool import MempoolPool
 from gmchain.node.config import NodeConfig
 from gmchain.node.diskspace import FreeSpaceGuard
 from gmchain.node.mempool import Mempool, MempoolConfig
 from gmchain.node.poolwal import PoolWal
 from gmchain.node.proofserve import ProofLimits, ProofService
-from gmchain.node.readcheck import check_served_block, check_served_header, check_served_tx
 from gmchain.node.safetystore import load_safety, save_safety
 from gmchain.node.verifypool import VerifyProcesses
 
@@ -180,7 +181,7 @@ class NodeService(AdmissionMixin):
             genesis=genesis,
             store=store,
             registry=self.registry,
-            mempool=self.mempool,
+            pool=MempoolPool(self.mempool),
             packing=self.packing,
             clock_ms=clock_ms,
             on_commit=self._on_commit,
@@ -509,7 +510,7 @@ class NodeService(AdmissionMixin):
         return block
 
     def _check_served(self, check: Callable[..., None], *args: Any) -> None:
-        """A record that fails its re-hash (node/readcheck.py) means this node's own store is
+        """A record that fails its re-hash (chain/readcheck.py) means this node's own store is
         damaged: the caller gets the error and the node stops (rule 5, exit 70) instead of
         going on with a store it cannot trust — a supervisor's restart then meets the damage
         in `db check` / the start-up checks, with the recovery in the log."""

@@ -50,6 +50,7 @@ from gmchain.ledger.types import (
     SignedTx,
     TxBody,
 )
+from gmchain.node.chainpool import MempoolPool
 from gmchain.node.mempool import Mempool, MempoolConfig
 
 __all__ = [
@@ -181,7 +182,7 @@ class ChainRig:
             genesis=net.genesis,
             store=self.store,
             registry=default_registry(),
-            mempool=self.mempool,
+            pool=MempoolPool(self.mempool),
             packing=PackingPolicy(PackingConfig()),
             clock_ms=lambda: self.now_ms,
         )

@@ -24,6 +24,7 @@ from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, Genesis, Height, NodeId, QuorumCert, Round, SignedTx, TxBody
+from gmchain.node.chainpool import MempoolPool
 from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.node_helpers import evidence_args
 
@@ -68,7 +69,7 @@ def build_certified_chain(
             genesis=genesis,
             store=store,
             registry=default_registry(),
-            mempool=mempool,
+            pool=MempoolPool(mempool),
             packing=PackingPolicy(PackingConfig()),
             clock_ms=lambda: now[0],
         )

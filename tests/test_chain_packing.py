@@ -15,6 +15,7 @@ from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Genesis, GenesisValidator, NodeId, Round, SignedTx, TxBody
+from gmchain.node.chainpool import MempoolPool
 from gmchain.node.mempool import Mempool, MempoolConfig
 
 
@@ -48,7 +49,7 @@ def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
         genesis=genesis,
         store=store,
         registry=default_registry(),
-        mempool=pool,
+        pool=MempoolPool(pool),
         packing=packing,
         clock_ms=lambda: 10_000,
     )

@@ -56,6 +56,7 @@ from gmchain.ledger.types import (
     TxBody,
     compute_signing_root,
 )
+from gmchain.node.chainpool import MempoolPool
 from gmchain.node.config import ConfigError, NodeConfig
 from gmchain.node.network import NetworkBridge, decode_wire
 from gmchain.node.service import NodeService
@@ -333,7 +334,7 @@ def test_a_receipt_is_always_servable_whatever_a_contract_returns(tmp_path: Path
             genesis=net.genesis,
             store=rig.store,
             registry=registry,
-            mempool=rig.mempool,
+            pool=MempoolPool(rig.mempool),
             packing=PackingPolicy(PackingConfig()),
             clock_ms=lambda: rig.now_ms,
         )

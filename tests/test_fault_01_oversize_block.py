@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gmchain.chain.core import Chain
+from gmchain.chain.blockrules import check_block_bytes
 from gmchain.consensus.messages import (
     MAX_BLOCK_TX_BYTES,
     MAX_MESSAGE_BYTES,
@@ -103,9 +103,9 @@ def test_a_block_over_the_honest_byte_bound_is_invalid() -> None:
     assert len(proposal) <= MAX_MESSAGE_BYTES
     decode_wire(proposal)  # it does cross the wire as a proposal ...
     assert sum(len(t.encode()) for t in block.txs) > MAX_BLOCK_TX_BYTES
-    reason = Chain._check_block_bytes(block.txs)  # ... but is not a valid block
+    reason = check_block_bytes(block.txs)  # ... but is not a valid block
     assert reason is not None and str(MAX_BLOCK_TX_BYTES) in reason
-    assert Chain._check_block_bytes(block.txs[:1]) is None
+    assert check_block_bytes(block.txs[:1]) is None
 
 
 def test_a_reply_no_message_can_carry_is_dropped_not_fatal() -> None:

@@ -212,7 +212,7 @@ def test_a_build_skips_at_most_pack_scan_max_txs(tmp_path: Path) -> None:
         rig.admit(*stale)
         good = sign_tx(other, expiry=50, args=evidence_args("behind"))
         rig.admit(good)  # its sender comes last in the round
-        rig.chain.pack_scan_max = 3
+        rig.chain.packer.pack_scan_max = 3
         first = rig.build()
         assert first.txs == ()  # gave up after skipping 3 ...
         assert sum(t.tx_id in rig.mempool for t in stale) == len(stale) - 3  # ... and evicted them

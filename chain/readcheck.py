@@ -1,4 +1,4 @@
-"""Re-check what the node serves from its own store: a damaged record is an error, never an answer.
+"""Re-check what is served from a chain's own store: a damaged record is an error, never an answer.
 
 Rules this module keeps (issue 10, fault 11: a flipped byte in an .ldb file once served a block
 whose hash no longer matched its child's `parent_id`):
@@ -14,8 +14,8 @@ whose hash no longer matched its child's `parent_id`):
 from __future__ import annotations
 
 from gmchain.ledger.merkle import EMPTY_ROOT, compute_root
-from gmchain.ledger.store import Store, StoreCorrupt
-from gmchain.ledger.store_errors import RECOVERY_HINT
+from gmchain.ledger.store_api import ChainStore
+from gmchain.ledger.store_errors import RECOVERY_HINT, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, SignedTx
 
 __all__ = ["check_served_block", "check_served_header", "check_served_tx"]
@@ -28,7 +28,7 @@ def _damaged(height: int, what: str) -> StoreCorrupt:
     )
 
 
-def check_served_header(store: Store, height: int, header: BlockHeader) -> None:
+def check_served_header(store: ChainStore, height: int, header: BlockHeader) -> None:
     """Rule 1: the header at `height` still hashes to the block hash recorded at commit."""
     if header.height != height:
         raise _damaged(height, f"with height {header.height}")
@@ -36,7 +36,7 @@ def check_served_header(store: Store, height: int, header: BlockHeader) -> None:
         raise _damaged(height, "with a header that no longer hashes to its recorded block hash")
 
 
-def check_served_block(store: Store, height: int, block: Block) -> None:
+def check_served_block(store: ChainStore, height: int, block: Block) -> None:
     """Rule 1: header as in `check_served_header`, and the transactions match its `tx_root`."""
     check_served_header(store, height, block.header)
     ids = [t.tx_id for t in block.txs]

@@ -1,0 +1,102 @@
+"""Choosing a block's transactions from the pool, and evicting those that can never commit.
+
+Rules this module keeps:
+1. Candidates are examined in the pool's fair order (node/mempool.py rule 4); only those that
+   pass the block rules on the parent are packed, up to a target count and `max_block_bytes`;
+   transactions already in an uncommitted ancestor are skipped.
+2. The walk stops after skipping `pack_scan_max` candidates that fail the block rules, so a pool
+   full of them cannot make a build unbounded.
+3. A candidate that fails the block rules against the *committed* head too can never be included
+   (its sender's account is gone, it expired, it names another chain, it committed already): it
+   leaves the pool with that reason — and with it every tx of a removed sender. One that fails
+   only on a speculative parent is skipped this time. Evicting happens after the walk (it changes
+   the pool).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gmchain.chain.executor import ExecResult, Executor, TxRejected
+from gmchain.chain.pool import TxPool
+from gmchain.ledger.types import BlockHeader, SignedTx
+
+__all__ = ["NEVER_VALID", "REVOKED", "BlockPacker"]
+
+# Block-rule failures (chain.executor.TxRejected reasons, named as the admission ErrorCodes) that,
+# when they hold against the committed head, hold for every block that can still be built.
+NEVER_VALID = frozenset({"EXPIRED", "UNKNOWN_SENDER", "WRONG_CHAIN", "DUPLICATE"})
+REVOKED = (
+    "left the pool without committing: its sender is no longer an admitted account "
+    "(revoked after the transaction was admitted); it can never commit"
+)
+
+
+class BlockPacker:
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        pool: TxPool,
+        committed_height: Callable[[], int],
+        max_block_bytes: int,
+        pack_scan_max: int,
+    ) -> None:
+        self.executor = executor
+        self.pool = pool
+        self.committed_height = committed_height
+        self.max_block_bytes = max_block_bytes
+        self.pack_scan_max = pack_scan_max
+
+    def pick(
+        self,
+        parent: BlockHeader,
+        parent_res: ExecResult | None,
+        exclude: list[frozenset[bytes]],
+        target: int,
+    ) -> list[SignedTx]:
+        """Up to `target` pool txs that pass the block rules on `parent` (rules 1-3)."""
+        height = parent.height + 1
+        out: list[SignedTx] = []
+        seen: set[bytes] = set()
+        dead: list[SignedTx] = []
+        skip_senders: set[bytes] = set()
+        total = skipped = 0
+        for tx, size in self.pool.iter_fair():
+            if len(out) >= target or skipped >= self.pack_scan_max:
+                break
+            if any(tx.tx_id in s for s in exclude):
+                continue
+            if tx.body.sender in skip_senders:
+                skipped += 1
+                continue
+            try:
+                self.executor.check_tx(tx, height, parent_res, seen)
+            except TxRejected as exc:
+                if exc.reason == "UNKNOWN_SENDER":
+                    skip_senders.add(tx.body.sender)  # its other txs fail the same way
+                dead.append(tx)
+                skipped += 1
+                continue
+            if total + size > self.max_block_bytes and out:
+                break
+            out.append(tx)
+            seen.add(tx.tx_id)
+            total += size
+        for tx in dead:  # after the walk: evicting changes the pool
+            self.evict_if_never_valid(tx)
+        return out
+
+    def evict_if_never_valid(self, tx: SignedTx) -> None:
+        """Evict `tx` if it fails the block rules on the committed head (rule 3)."""
+        if tx.tx_id not in self.pool:
+            return
+        try:
+            self.executor.check_tx(tx, self.committed_height() + 1, None)
+        except TxRejected as exc:
+            if exc.reason not in NEVER_VALID:
+                return
+            if exc.reason == "UNKNOWN_SENDER":
+                self.pool.evict_sender(tx.body.sender, exc.reason, REVOKED)
+            else:
+                self.pool.evict([tx.tx_id], exc.reason, f"left the pool without committing: {exc}")
