@@ -87,7 +87,6 @@ class Chain:
         registry: Registry,
         pool: TxPool,
         packing: PackingPolicy,
-        clock_ms: Callable[[], int],
         on_commit: Callable[[list[CommittedBlock]], None] | None = None,
         max_block_txs: int = 5000,
         max_block_bytes: int = MAX_BLOCK_TX_BYTES,  # so every carrier of the block fits the wire
@@ -98,7 +97,6 @@ class Chain:
         self.store = store
         self.pool = pool
         self.packing = packing
-        self.clock_ms = clock_ms
         self.on_commit = on_commit
         self.max_block_txs = max_block_txs
         self.executor = Executor(
@@ -192,7 +190,7 @@ class Chain:
         self._results[header.block_id] = result
         return Block(header=header, txs=tuple(txs))
 
-    def validate_block(self, block: Block, parent: BlockHeader) -> bool:
+    def validate_block(self, block: Block, parent: BlockHeader, *, now_ms: int) -> bool:
         h = block.header
         if h.block_id in self._results:
             # We built (or already validated) exactly this block: its id commits to every field.
@@ -201,7 +199,7 @@ class Chain:
             h,
             parent,
             chain_id=self.chain_id,
-            now_ms=self.clock_ms(),
+            now_ms=now_ms,
             max_block_txs=self.max_block_txs,
         ) or check_block_bytes(block.txs)
         if reason is None:

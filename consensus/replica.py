@@ -181,6 +181,7 @@ class Replica:
             if self.tree.is_valid_child(b) and self.app.validate_block(
                 b,
                 self.tree.get_header(b.header.parent_id),  # type: ignore[arg-type]
+                now_ms=self.now_ms,
             ):
                 self.tree.insert(b)
 
@@ -410,7 +411,7 @@ class Replica:
             # A proof certifies the header only; the body must be the one the header commits to
             # (transactions, signatures, execution results), checked exactly as a proposal is —
             # or one peer could make a lagging node commit other transactions.
-            if not self.app.validate_block(block, parent):
+            if not self.app.validate_block(block, parent, now_ms=self.now_ms):
                 return
             run.append(block)
             parent = h
@@ -471,7 +472,7 @@ class Replica:
             return False
         parent = self.tree.get_header(block.header.parent_id)
         assert parent is not None
-        if not self.app.validate_block(block, parent):
+        if not self.app.validate_block(block, parent, now_ms=self.now_ms):
             return False
         self.tree.insert(block)
         self._effects.append(PersistBlock(block=block))

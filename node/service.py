@@ -183,7 +183,6 @@ class NodeService(AdmissionMixin):
             registry=self.registry,
             pool=MempoolPool(self.mempool),
             packing=self.packing,
-            clock_ms=clock_ms,
             on_commit=self._on_commit,
             max_block_txs=config.max_block_txs,
             pack_scan_max=config.pack_scan_max_txs,

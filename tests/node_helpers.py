@@ -184,7 +184,6 @@ class ChainRig:
             registry=default_registry(),
             pool=MempoolPool(self.mempool),
             packing=PackingPolicy(PackingConfig()),
-            clock_ms=lambda: self.now_ms,
         )
         self.node_id = NodeId(net.node_key.public_key.address)
         self.round = 0

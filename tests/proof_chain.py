@@ -71,7 +71,6 @@ def build_certified_chain(
             registry=default_registry(),
             pool=MempoolPool(mempool),
             packing=PackingPolicy(PackingConfig()),
-            clock_ms=lambda: now[0],
         )
         proposer = NodeId(validator_key.public_key.address)
         start = chain.head

@@ -51,7 +51,6 @@ def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
         registry=default_registry(),
         pool=MempoolPool(pool),
         packing=packing,
-        clock_ms=lambda: 10_000,
     )
     for _ in range(40):  # a slow period: the target shrinks to its floor
         packing.observe_commit_latency(5_000)

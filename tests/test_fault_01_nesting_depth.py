@@ -336,7 +336,6 @@ def test_a_receipt_is_always_servable_whatever_a_contract_returns(tmp_path: Path
             registry=registry,
             pool=MempoolPool(rig.mempool),
             packing=PackingPolicy(PackingConfig()),
-            clock_ms=lambda: rig.now_ms,
         )
         key = net.accounts[0]
         deepest = 1 + deepest_admissible_levels(key)  # the deepest args list: echoed back

@@ -51,7 +51,9 @@ def rigs(net: TestNet, tmp_path: Path) -> Iterator[tuple[ChainRig, ChainRig]]:
 def follow(replica: ChainRig, *blocks: Block) -> None:
     """The replica validates and commits blocks the leader made."""
     for b in blocks:
-        assert replica.chain.validate_block(b, replica.chain.head), f"block {b.header.height}"
+        assert replica.chain.validate_block(b, replica.chain.head, now_ms=replica.now_ms), (
+            f"block {b.header.height}"
+        )
         replica.commit(b)
 
 
@@ -89,8 +91,8 @@ def test_refuses_a_wrong_commitment(
     block = leader.build()
     replica.now_ms = leader.now_ms
     bad = Block(header=replace(block.header, **{field: Digest(os.urandom(32))}), txs=block.txs)
-    assert not replica.chain.validate_block(bad, replica.chain.head)
-    assert replica.chain.validate_block(block, replica.chain.head)  # control
+    assert not replica.chain.validate_block(bad, replica.chain.head, now_ms=replica.now_ms)
+    assert replica.chain.validate_block(block, replica.chain.head, now_ms=replica.now_ms)  # control
 
 
 def test_refuses_wrong_acc_size_and_tx_count(net: TestNet, rigs: tuple[ChainRig, ChainRig]) -> None:
@@ -101,15 +103,17 @@ def test_refuses_wrong_acc_size_and_tx_count(net: TestNet, rigs: tuple[ChainRig,
     replica.now_ms = leader.now_ms
     h = block.header
     assert not replica.chain.validate_block(
-        Block(header=replace(h, acc_size=h.acc_size + 1), txs=block.txs), replica.chain.head
+        Block(header=replace(h, acc_size=h.acc_size + 1), txs=block.txs),
+        replica.chain.head,
+        now_ms=replica.now_ms,
     )
     # a header claiming fewer txs (with a tx dropped) keeps the original tx_root: refused
     short = Block(header=replace(h, tx_count=h.tx_count - 1), txs=block.txs[:-1])
-    assert not replica.chain.validate_block(short, replica.chain.head)
+    assert not replica.chain.validate_block(short, replica.chain.head, now_ms=replica.now_ms)
     # a header whose tx_count disagrees with its txs cannot even be built or decoded
     with pytest.raises(ValueError):
         Block(header=replace(h, tx_count=h.tx_count + 1), txs=block.txs)
-    assert replica.chain.validate_block(block, replica.chain.head)
+    assert replica.chain.validate_block(block, replica.chain.head, now_ms=replica.now_ms)
 
 
 # --- block rules on transactions ------------------------------------------------------------------
@@ -161,10 +165,10 @@ def test_refuses_a_block_breaking_a_tx_rule(
     parent = replica.chain.head
     assert parent.height == parent_height
     block = forge_block(replica, parent, txs, ts=parent.timestamp_ms + 10)  # type: ignore[arg-type]
-    assert not replica.chain.validate_block(block, parent), case
+    assert not replica.chain.validate_block(block, parent, now_ms=replica.now_ms), case
     # control: with the block rules switched off the same block is accepted
     lax_check_tx(replica.chain.executor)
-    assert replica.chain.validate_block(block, parent), case
+    assert replica.chain.validate_block(block, parent, now_ms=replica.now_ms), case
 
 
 def test_refuses_a_bad_signature(net: TestNet, rigs: tuple[ChainRig, ChainRig]) -> None:
@@ -176,10 +180,10 @@ def test_refuses_a_bad_signature(net: TestNet, rigs: tuple[ChainRig, ChainRig]) 
     block = leader.build()
     assert block.header.tx_count == 2
     replica.now_ms = leader.now_ms
-    assert not replica.chain.validate_block(block, replica.chain.head)
+    assert not replica.chain.validate_block(block, replica.chain.head, now_ms=replica.now_ms)
     # control: a replica that had (wrongly) cached the signature as verified accepts it
     replica.mempool.mark_verified(forged.tx_id)  # type: ignore[attr-defined]
-    assert replica.chain.validate_block(block, replica.chain.head)
+    assert replica.chain.validate_block(block, replica.chain.head, now_ms=replica.now_ms)
 
 
 def test_refuses_bad_timestamps(net: TestNet, rigs: tuple[ChainRig, ChainRig]) -> None:
@@ -196,7 +200,7 @@ def test_refuses_bad_timestamps(net: TestNet, rigs: tuple[ChainRig, ChainRig]) -
         (parent.timestamp_ms + 1, True),
     ):
         block = forge_block(replica, parent, [t], ts=ts, lax=False)
-        assert replica.chain.validate_block(block, parent) is ok, ts
+        assert replica.chain.validate_block(block, parent, now_ms=replica.now_ms) is ok, ts
 
 
 def test_refuses_the_wrong_parent(net: TestNet, rigs: tuple[ChainRig, ChainRig]) -> None:
@@ -208,11 +212,11 @@ def test_refuses_the_wrong_parent(net: TestNet, rigs: tuple[ChainRig, ChainRig])
     genesis_header = replica.chain.head
     follow(replica, b1)
     # validated against another parent than the one it names
-    assert not replica.chain.validate_block(b2, genesis_header)
+    assert not replica.chain.validate_block(b2, genesis_header, now_ms=replica.now_ms)
     # a header naming a parent we never saw, at the right height
     stray = Block(header=replace(b2.header, parent_id=Digest(os.urandom(32))), txs=b2.txs)
-    assert not replica.chain.validate_block(stray, replica.chain.head)
-    assert replica.chain.validate_block(b2, replica.chain.head)
+    assert not replica.chain.validate_block(stray, replica.chain.head, now_ms=replica.now_ms)
+    assert replica.chain.validate_block(b2, replica.chain.head, now_ms=replica.now_ms)
 
 
 # --- contract failures, forks, restart ------------------------------------------------------------
@@ -305,7 +309,7 @@ def test_forks_keep_speculative_state_apart(net: TestNet, rigs: tuple[ChainRig, 
     # the replica validates both branches independently, then commits B's
     replica.now_ms = leader.now_ms
     for blk, parent in ((child_a, genesis), (child_b, genesis), (grand_b, child_b.header)):
-        assert replica.chain.validate_block(blk, parent)
+        assert replica.chain.validate_block(blk, parent, now_ms=replica.now_ms)
     for rig in (leader, replica):
         rig.commit(child_b, grand_b)
         assert _digest_in(rig.chain.executor.query("evidence", "get", ["fork-rec"])) == (

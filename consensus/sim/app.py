@@ -215,7 +215,7 @@ class SimApp:
         self.spec[block.block_id] = block
         return block
 
-    def validate_block(self, block: Block, parent: BlockHeader) -> bool:
+    def validate_block(self, block: Block, parent: BlockHeader, *, now_ms: int) -> bool:
         h = block.header
         if h.timestamp_ms <= parent.timestamp_ms or h.acc_size != parent.acc_size + h.tx_count:
             return False
