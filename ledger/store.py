@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -52,13 +52,11 @@ import plyvel  # type: ignore[import-not-found, unused-ignore]
 from gmchain.ledger import store_keys as k
 from gmchain.ledger.store_acc import (
     NodeGetter,
-    check_supplied_nodes,
     compute_consistency_proof,
     compute_inclusion_path,
-    compute_new_nodes,
     compute_root,
 )
-from gmchain.ledger.store_api import BlockWrite
+from gmchain.ledger.store_api import BlockWrite, check_block_write, require_bytes
 from gmchain.ledger.store_check import check_store, check_store_deep, corrupt
 from gmchain.ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
 from gmchain.ledger.store_files import check_log_files
@@ -104,20 +102,6 @@ class _KV:
 
     def first_key(self, prefix: bytes) -> bytes | None:
         return next(self._iter(prefix=prefix, include_value=False), None)
-
-
-def _require_bytes(value: object, what: str, size: int | None = None) -> bytes:
-    if not isinstance(value, bytes):
-        raise StoreError(f"{what} must be bytes, got {type(value).__name__}")
-    if size is not None and len(value) != size:
-        raise StoreError(f"{what} must be {size} bytes, got {len(value)}")
-    return value
-
-
-def _all_bytes(items: Sequence[object], size: int | None = None) -> bool:
-    if size is None:
-        return all(type(x) is bytes for x in items)
-    return all(type(x) is bytes and len(x) == size for x in items)
 
 
 def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
@@ -303,63 +287,15 @@ class Store:
 
     def _validate(self, w: BlockWrite) -> dict[tuple[int, int], bytes]:
         """Check every field of `w` against the store; return the accumulator nodes to add."""
-        if not isinstance(w, BlockWrite):
-            raise StoreError(f"commit_block takes a BlockWrite, got {type(w).__name__}")
-        want = 0 if self._head is None else self._head[0] + 1
-        if type(w.height) is not int or w.height != want:
-            raise StoreError(f"block height {w.height!r} refused: the next height is {want}")
-        _require_bytes(w.block_hash, "block_hash", k.HASH_SIZE)
-        _require_bytes(w.header_bytes, "header_bytes")
-        _require_bytes(w.block_bytes, "block_bytes")
-        _require_bytes(w.commit_proof, "commit_proof")
-        if self._kv.get(k.k_hash_index(w.block_hash)) is not None:
-            raise StoreError(f"block hash {w.block_hash.hex()} is already stored")
-        n = len(w.tx_ids)
-        if len(w.receipts) != n or len(w.acc_leaves) != n:
-            raise StoreError(
-                f"block {w.height}: {n} tx ids, {len(w.receipts)} receipts, "
-                f"{len(w.acc_leaves)} accumulator leaves (need one each per tx)"
-            )
-        if not (_all_bytes(w.tx_ids, k.HASH_SIZE) and _all_bytes(w.acc_leaves, k.HASH_SIZE)):
-            for i in range(n):  # slow path, for the message
-                _require_bytes(w.tx_ids[i], f"tx_ids[{i}]", k.HASH_SIZE)
-                _require_bytes(w.acc_leaves[i], f"acc_leaves[{i}]", k.HASH_SIZE)
-        if not _all_bytes(w.receipts):
-            for i in range(n):
-                _require_bytes(w.receipts[i], f"receipts[{i}]")
-        if len(set(w.tx_ids)) != n:
-            raise StoreError(f"block {w.height} repeats a tx id")
         get = self._kv.get
-        for tx_id in w.tx_ids:
-            if get(k.P_TX + tx_id) is not None:
-                raise StoreError(f"tx {tx_id.hex()} is already stored")
-        for sk, sv in w.state_writes.items():
-            if not (
-                type(sk) is tuple
-                and len(sk) == 2
-                and type(sk[0]) is str
-                and type(sk[1]) is bytes
-                and (sv is None or type(sv) is bytes)
-            ):
-                raise StoreError(
-                    f"state write {sk!r} -> {type(sv).__name__} must be "
-                    "(namespace: str, key: bytes) -> bytes | None"
-                )
-            try:
-                k.k_state_prefix(sk[0])  # cached: one real check per namespace
-            except ValueError as e:
-                raise StoreError(str(e)) from e
-        for ik, iv in w.index_writes.items():
-            if type(ik) is not bytes or not ik or not (iv is None or type(iv) is bytes):
-                raise StoreError(
-                    f"index write {ik!r} -> {type(iv).__name__} must be "
-                    "non-empty bytes -> bytes | None"
-                )
-        new_nodes = compute_new_nodes(self._acc_size, w.acc_leaves, self._node_getter())
-        why = check_supplied_nodes(w.acc_nodes, new_nodes, self._acc_size, w.acc_leaves)
-        if why is not None:
-            raise StoreError(f"block {w.height}: {why}")
-        return new_nodes
+        return check_block_write(
+            w,
+            next_height=0 if self._head is None else self._head[0] + 1,
+            acc_size=self._acc_size,
+            is_stored_hash=lambda h: get(k.k_hash_index(h)) is not None,
+            is_stored_tx=lambda t: get(k.P_TX + t) is not None,
+            get_node=self._node_getter(),
+        )
 
     def _put_block(self, b: Any, w: BlockWrite, new_nodes: dict[tuple[int, int], bytes]) -> None:
         h = w.height
@@ -398,7 +334,7 @@ class Store:
 
     def set_commit_proof(self, h: int, proof: bytes) -> None:
         """Record (or replace) the commit proof of committed block h; synced."""
-        _require_bytes(proof, "proof")
+        require_bytes(proof, "proof")
         with self._lock:
             if self._head is None or not 0 <= h <= self._head[0]:
                 raise StoreError(f"no committed block {h} to attach a commit proof to")
@@ -408,7 +344,7 @@ class Store:
         """Store small caller metadata (e.g. consensus safety data); synced unless sync=False."""
         if not isinstance(key, str) or not key:
             raise StoreError("metadata key must be a non-empty str")
-        _require_bytes(value, f"metadata value of {key!r}")
+        require_bytes(value, f"metadata value of {key!r}")
         with self._lock:
             self._put_synced(k.k_user_meta(key), value, sync=sync)
 
@@ -420,7 +356,7 @@ class Store:
         and marks the store format 2 (rule 5: on disk before the caller goes on)."""
         if not isinstance(key, str) or not key:
             raise StoreError("metadata key must be a non-empty str")
-        _require_bytes(value, f"metadata value of {key!r}")
+        require_bytes(value, f"metadata value of {key!r}")
         with self._lock:
             if self._db.closed:
                 raise StoreError("ledger store is closed")

@@ -20,12 +20,16 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-__all__ = ["BlockWrite", "ChainStore"]
+from gmchain.ledger.store_acc import NodeGetter, check_supplied_nodes, compute_new_nodes
+from gmchain.ledger.store_errors import StoreError
+from gmchain.ledger.store_keys import HASH_SIZE, k_state_prefix
+
+__all__ = ["BlockWrite", "ChainStore", "check_block_write", "require_bytes"]
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -80,3 +84,85 @@ class ChainStore(Protocol):
     def get_meta(self, key: str) -> bytes | None: ...
 
     def put_meta(self, key: str, value: bytes, *, sync: bool = True) -> None: ...
+
+
+def require_bytes(value: object, what: str, size: int | None = None) -> bytes:
+    if not isinstance(value, bytes):
+        raise StoreError(f"{what} must be bytes, got {type(value).__name__}")
+    if size is not None and len(value) != size:
+        raise StoreError(f"{what} must be {size} bytes, got {len(value)}")
+    return value
+
+
+def _all_bytes(items: Sequence[object], size: int | None = None) -> bool:
+    if size is None:
+        return all(type(x) is bytes for x in items)
+    return all(type(x) is bytes and len(x) == size for x in items)
+
+
+def check_block_write(
+    w: BlockWrite,
+    *,
+    next_height: int,
+    acc_size: int,
+    is_stored_hash: Callable[[bytes], bool],
+    is_stored_tx: Callable[[bytes], bool],
+    get_node: NodeGetter,
+) -> dict[tuple[int, int], bytes]:
+    """Rule 1, shared by every implementation: check `w` against a store whose next height is
+    `next_height` and whose accumulator holds `acc_size` leaves; return the accumulator nodes
+    (level >= 1) the block completes. Raises StoreError; reads only."""
+    if not isinstance(w, BlockWrite):
+        raise StoreError(f"commit_block takes a BlockWrite, got {type(w).__name__}")
+    if type(w.height) is not int or w.height != next_height:
+        raise StoreError(f"block height {w.height!r} refused: the next height is {next_height}")
+    require_bytes(w.block_hash, "block_hash", HASH_SIZE)
+    require_bytes(w.header_bytes, "header_bytes")
+    require_bytes(w.block_bytes, "block_bytes")
+    require_bytes(w.commit_proof, "commit_proof")
+    if is_stored_hash(w.block_hash):
+        raise StoreError(f"block hash {w.block_hash.hex()} is already stored")
+    n = len(w.tx_ids)
+    if len(w.receipts) != n or len(w.acc_leaves) != n:
+        raise StoreError(
+            f"block {w.height}: {n} tx ids, {len(w.receipts)} receipts, "
+            f"{len(w.acc_leaves)} accumulator leaves (need one each per tx)"
+        )
+    if not (_all_bytes(w.tx_ids, HASH_SIZE) and _all_bytes(w.acc_leaves, HASH_SIZE)):
+        for i in range(n):  # slow path, for the message
+            require_bytes(w.tx_ids[i], f"tx_ids[{i}]", HASH_SIZE)
+            require_bytes(w.acc_leaves[i], f"acc_leaves[{i}]", HASH_SIZE)
+    if not _all_bytes(w.receipts):
+        for i in range(n):
+            require_bytes(w.receipts[i], f"receipts[{i}]")
+    if len(set(w.tx_ids)) != n:
+        raise StoreError(f"block {w.height} repeats a tx id")
+    for tx_id in w.tx_ids:
+        if is_stored_tx(tx_id):
+            raise StoreError(f"tx {tx_id.hex()} is already stored")
+    for sk, sv in w.state_writes.items():
+        if not (
+            type(sk) is tuple
+            and len(sk) == 2
+            and type(sk[0]) is str
+            and type(sk[1]) is bytes
+            and (sv is None or type(sv) is bytes)
+        ):
+            raise StoreError(
+                f"state write {sk!r} -> {type(sv).__name__} must be "
+                "(namespace: str, key: bytes) -> bytes | None"
+            )
+        try:
+            k_state_prefix(sk[0])  # cached: one real check per namespace
+        except ValueError as e:
+            raise StoreError(str(e)) from e
+    for ik, iv in w.index_writes.items():
+        if type(ik) is not bytes or not ik or not (iv is None or type(iv) is bytes):
+            raise StoreError(
+                f"index write {ik!r} -> {type(iv).__name__} must be non-empty bytes -> bytes | None"
+            )
+    new_nodes = compute_new_nodes(acc_size, w.acc_leaves, get_node)
+    why = check_supplied_nodes(w.acc_nodes, new_nodes, acc_size, w.acc_leaves)
+    if why is not None:
+        raise StoreError(f"block {w.height}: {why}")
+    return new_nodes
