@@ -38,6 +38,7 @@ from gmchain.chain.genesis import ensure_genesis, load_frontier, make_genesis_bl
 from gmchain.chain.packer import REVOKED, BlockPacker
 from gmchain.chain.pool import TxPool
 from gmchain.chain.readcheck import check_served_block
+from gmchain.chain.validators import GenesisValidators, ValidatorProvider
 from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from gmchain.consensus.packing import PackingPolicy
 from gmchain.contracts.framework import Registry
@@ -91,8 +92,11 @@ class Chain:
         max_block_txs: int = 5000,
         max_block_bytes: int = MAX_BLOCK_TX_BYTES,  # so every carrier of the block fits the wire
         pack_scan_max: int = 4000,
+        validators: ValidatorProvider | None = None,
     ) -> None:
         self.genesis = genesis
+        # Who votes at each height (chain/validators.py): ask this, never genesis.validators.
+        self.validators: ValidatorProvider = validators or GenesisValidators(genesis)
         self.chain_id = genesis.chain_id
         self.store = store
         self.pool = pool

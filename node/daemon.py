@@ -125,7 +125,10 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
         wal = PoolWal(Path(cfg.data_dir).with_name(Path(cfg.data_dir).name + ".pool"))
         service = NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)
         extra: list[Any] = []
-        if len(genesis.validators) > 1 or genesis.observers:
+        if (
+            len(service.chain.validators.validators_at(service.chain.head.height)) > 1
+            or genesis.observers
+        ):
             from gmchain.node.network import attach_network  # multi-node wiring (p2p)
 
             extra.append(await attach_network(service, cfg, genesis, key))

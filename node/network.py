@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gmchain.chain.validators import GenesisValidators
 from gmchain.consensus.equivocation import EquivocationDetector
 from gmchain.consensus.messages import (
     MAX_MESSAGE_ARRAY,
@@ -396,7 +397,8 @@ def _prefix_that_fits(sizes: Sequence[int], budget: int) -> int:
 
 def peer_infos(cfg: NodeConfig, genesis: Genesis) -> list[PeerInfo]:
     """The admitted node list (validators and observers from genesis) with their addresses."""
-    admitted = {v.pubkey for v in genesis.validators} | set(genesis.observers)
+    voters = GenesisValidators(genesis).validators_at(0)  # the set this node starts with
+    admitted = {v.pubkey for v in voters} | set(genesis.observers)
     out = []
     for p in cfg.peers:
         key_bytes = bytes.fromhex(p.pubkey)

@@ -171,9 +171,10 @@ def verify_proof_bundle(
                 genesis = load_genesis(genesis)
             except (ConfigError, OSError) as exc:
                 raise SdkError(f"cannot read the genesis: {exc}") from None
-        from gmchain.chain.core import make_genesis_block
+        from gmchain.chain.genesis import make_genesis_block
+        from gmchain.chain.validators import GenesisValidators
 
-        vals: list[GenesisValidator] = list(genesis.validators)
+        vals: list[GenesisValidator] = list(GenesisValidators(genesis).validators_at(0))
         want_chain = genesis.chain_id
         if chain_id is not None and chain_id != want_chain:
             raise SdkError(f"chain_id {chain_id!r} differs from the genesis's {want_chain!r}")

@@ -46,8 +46,6 @@ from gmchain.consensus import (
     Send,
     Start,
     Tick,
-    Validator,
-    ValidatorSet,
 )
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
@@ -187,10 +185,11 @@ class NodeService(AdmissionMixin):
             max_block_txs=config.max_block_txs,
             pack_scan_max=config.pack_scan_max_txs,
         )
-        validator_keys = [PublicKey.from_bytes(v.pubkey) for v in genesis.validators]
-        self.validators = ValidatorSet(
-            Validator(node_id=v.node_id, power=v.power) for v in genesis.validators
-        )
+        head_height = self.chain.head.height
+        validator_keys = [
+            PublicKey.from_bytes(v.pubkey) for v in self.chain.validators.validators_at(head_height)
+        ]
+        self.validators = self.chain.validators.voting_set_at(head_height)
         self.is_validator = self.node_id in self.validators
         self.verifier = KeyVerifier(validator_keys)
         self.consensus_config = consensus_config or ConsensusConfig(
@@ -237,7 +236,7 @@ class NodeService(AdmissionMixin):
         self._closing = False
         self.proofs = ProofService(
             store=store,
-            validators=genesis.validators,
+            validators=self.chain.validators.validators_at(head_height),
             head_height=lambda: self.chain.head.height,
             limits=ProofLimits(
                 max_span=config.proof_max_span,
