@@ -41,9 +41,9 @@ from gmchain.consensus.sim.app import (
     FakeSigner,
     FakeVerifier,
     SimApp,
-    make_genesis_header,
-    make_tx,
+    make_sim_genesis,
 )
+from gmchain.consensus.sim.app import make_sim_tx as make_tx
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.types import (
     Block,
@@ -67,19 +67,21 @@ class World:
     def __init__(self, n: int = 4, me: int = 0) -> None:
         self.signers = []
         secrets = {}
-        for i in range(n):
-            nid = NodeId(sm3_hash(b"rule-node" + bytes([i]))[:20])
+        genesis = make_sim_genesis(n)
+        for i, v in enumerate(genesis.validators):
+            nid = v.node_id
             secrets[nid] = sm3_hash(b"rule-secret" + bytes([i]))
             self.signers.append(FakeSigner(nid, secrets[nid]))
         self.signers.sort(key=lambda s: s.node_id)  # index i leads rounds i, i+n, ...
         self.verifier = FakeVerifier(secrets)
         self.vs = ValidatorSet(Validator(node_id=s.node_id, power=1) for s in self.signers)
-        self.genesis = make_genesis_header()
+        # "me" runs the real chain library over memory; so does the builder of others' blocks.
+        self.app = SimApp(genesis=genesis)
+        self.builder = SimApp(genesis=genesis)
+        self.genesis = self.app.genesis_header
         self.gqc = make_genesis_qc(self.genesis.block_id)
         self.submitted: dict[Digest, object] = {}
         self.me = me
-        self.app = SimApp(submitted=self.submitted, genesis=self.genesis)  # type: ignore[arg-type]
-        self.builder = SimApp(submitted=self.submitted, genesis=self.genesis)  # type: ignore[arg-type]
         self.now = 1000
 
     def ids(self) -> list[NodeId]:
@@ -112,7 +114,7 @@ class World:
         txs = [make_tx(10_000 + r * 10 + k) for k in range(ntx)]
         for t in txs:
             self.submitted[t.tx_id] = t
-        self.builder.mempool.clear()
+        self.builder.pool.clear()
         self.builder.add_txs(txs, self.now)
         return self.builder.build_block(
             parent=parent,
@@ -338,8 +340,7 @@ def test_p2_a_restarted_leader_never_signs_a_second_proposal_in_its_round() -> N
     disk = [e.data for e in eff[:i_prop] if isinstance(e, PersistSafety)][-1]
     assert isinstance(disk, SafetyData) and disk.last_proposed_round == 1
     # Restart from what was persisted, with a different pool: the leader stays silent in round 1.
-    w.app.mempool.clear()
-    w.app.spec.clear()
+    w.app.restarted()
     w.app.add_txs([make_tx(6)], w.now)
     restarted = w.replica(safety=SafetyData.decode(disk.encode()))
     eff = restarted.step(Start(now_ms=w.now)) + restarted.step(Tick(now_ms=w.now + 200))
@@ -579,7 +580,8 @@ def test_sync_request_is_answered_from_the_app_store() -> None:
     w = World()
     blocks = w.chain([1, 2], ntx=1)
     proof = CommitProof(header=blocks[1].header, qc=w.qc(blocks[1].header))
-    w.app.store.append((blocks[0], proof))
+    assert w.app.validate_block(blocks[0], w.genesis, now_ms=w.now)
+    w.app.apply_commit([blocks[0]], proof, w.now)
     rep = w.replica()
     eff = rep.step(w.msg(2, SyncRequest(from_height=1, count=5)))
     (resp,) = [e.msg for e in eff if isinstance(e, Send)]

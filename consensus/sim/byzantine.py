@@ -23,7 +23,6 @@ from gmchain.consensus.sim.app import FakeSigner, SimApp
 from gmchain.consensus.types import Broadcast, Effect, Send, ValidatorSet
 from gmchain.ledger.types import (
     Block,
-    BlockHeader,
     Digest,
     Height,
     NodeId,
@@ -179,10 +178,9 @@ class Byzantine:
         if "fork" in self.behaviours and (p.tc is not None or self.rng.random() < 0.6):
             alt = self._fork(p, app, now_ms)
         if alt is None and "equivocate" in self.behaviours and self.rng.random() < 0.6:
-            parent = app.spec.get(h.parent_id)
-            parent_h = parent.header if parent is not None else app.committed_header
-            if parent_h.block_id == h.parent_id:
-                block = app.build_block(
+            parent_h = app.find_header(h.parent_id)
+            if parent_h is not None:
+                block = app.build_any(
                     parent=parent_h,
                     round=h.round,
                     justify=h.justify,
@@ -213,12 +211,12 @@ class Byzantine:
             return []
         self.stash = None
         self.heard.clear()
-        x = _find_block_header(app, h.parent_id)
-        w = None if x is None else _find_block_header(app, x.justify.block_id)
-        v = None if w is None else _find_block_header(app, w.justify.block_id)
+        x = app.find_header(h.parent_id)
+        w = None if x is None else app.find_header(x.justify.block_id)
+        v = None if w is None else app.find_header(w.justify.block_id)
         if w is None or v is None:
             return [Broadcast(msg=p)]
-        block = app.build_block(
+        block = app.build_any(
             parent=v, round=h.round, justify=w.justify, proposer=h.proposer, now_ms=now_ms + 1
         )
         alt = self._sign_proposal(block, last_tc)
@@ -244,19 +242,19 @@ class Byzantine:
     def _fork(self, p: Proposal, app: SimApp, now_ms: int) -> Proposal | None:
         """Extend an older QC than the proposal's at this round (its parent's or further back)."""
         h = p.block.header
-        parent = _find_block_header(app, h.parent_id)
+        parent = app.find_header(h.parent_id)
         if parent is None:
             return None
         old_qc = parent.justify
         for _ in range(self.rng.choice((0, 1, 1, 2))):  # reach further back: fork a commit
-            older = _find_block_header(app, old_qc.block_id)
+            older = app.find_header(old_qc.block_id)
             if older is None or older.height == 0:
                 break
             old_qc = older.justify
-        base = _find_block_header(app, old_qc.block_id)
+        base = app.find_header(old_qc.block_id)
         if base is None:
             return None
-        block = app.build_block(
+        block = app.build_any(
             parent=base, round=h.round, justify=old_qc, proposer=h.proposer, now_ms=now_ms + 1
         )
         # With a real TC the fork is well-formed and only safety rule S2 stops honest votes;
@@ -304,15 +302,3 @@ class Byzantine:
             )
             out.append(Broadcast(msg=vote))
         return out
-
-
-def _find_block_header(app: SimApp, block_id: Digest) -> BlockHeader | None:
-    b = app.spec.get(block_id)
-    if b is not None:
-        return b.header
-    if block_id == app.genesis.block_id:
-        return app.genesis
-    for blk, _ in reversed(app.store[-64:]):
-        if blk.block_id == block_id:
-            return blk.header
-    return None

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import cast
 
+from gmchain.chain.genesis import make_genesis_block
+from gmchain.chain.validators import GenesisValidators
 from gmchain.consensus.certs import make_genesis_qc
 from gmchain.consensus.messages import ConsensusMessage, SyncResponse
 from gmchain.consensus.mutations import Bug
@@ -31,8 +33,8 @@ from gmchain.consensus.sim.app import (
     FakeSigner,
     FakeVerifier,
     SimApp,
-    make_genesis_header,
-    make_tx,
+    make_sim_genesis,
+    sim_txs,
 )
 from gmchain.consensus.sim.byzantine import BEHAVIOURS, Byzantine
 from gmchain.consensus.types import (
@@ -46,8 +48,6 @@ from gmchain.consensus.types import (
     Send,
     Start,
     Tick,
-    Validator,
-    ValidatorSet,
 )
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.types import Digest, NodeId, Proposal, SignedTx, TimeoutVote, Vote
@@ -57,6 +57,7 @@ __all__ = ["FAULT_KINDS", "SimConfig", "SimResult", "run_seed"]
 FAULT_KINDS = ("network", "partition", "rounds", "twins_split", "crash", "drift", "byzantine")
 TICK_MS = 10
 MAX_EVENTS_PER_SEED = 2_000_000  # a healthy seed needs well under 100,000 (see World.run)
+_PROBES = 80  # index of the first probe tx in sim_txs(): the batches take at most 16 x 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,17 +142,18 @@ class _World:
         self.rng = Random(cfg.seed)
         rng = self.rng
         self.faults = cfg.faults
-        self.genesis = make_genesis_header()
-        self.genesis_qc = make_genesis_qc(self.genesis.block_id)
+        self.genesis = make_sim_genesis(cfg.nodes)
+        self.genesis_id = make_genesis_block(self.genesis)[0].block_id
+        self.genesis_qc = make_genesis_qc(self.genesis_id)
+        provider = GenesisValidators(self.genesis)  # who votes: asked, never read from genesis
         secrets = {}
         signers = []
-        for i in range(cfg.nodes):
+        for i, v in enumerate(provider.validators_at(0)):
             secret = sm3_hash(b"sim-secret" + cfg.seed.to_bytes(8, "big") + bytes([i]))
-            nid = NodeId(sm3_hash(b"node" + bytes([i]))[:20])
-            secrets[nid] = secret
-            signers.append(FakeSigner(nid, secret))
+            secrets[v.node_id] = secret
+            signers.append(FakeSigner(v.node_id, secret))
         self.verifier = FakeVerifier(secrets)
-        self.validators = ValidatorSet(Validator(node_id=s.node_id, power=1) for s in signers)
+        self.validators = provider.voting_set_at(0)
         # A small in-memory window makes lagging replicas use committed sync (SyncRequest) too.
         self.config = ConsensusConfig.minimal(
             committed_window=2,
@@ -198,7 +200,7 @@ class _World:
 
     def _add_instance(self, signer: FakeSigner, *, honest: bool) -> None:
         rng = self.rng
-        app = SimApp(submitted=self.submitted, genesis=self.genesis)
+        app = SimApp(genesis=self.genesis)
         byz = None
         if not honest:
             k = rng.randint(1, 3)
@@ -302,10 +304,10 @@ class _World:
         nonce = 0
         for _ in range(rng.randint(6, 16)):
             t = rng.randint(0, cfg.fault_ms)
-            batch = [make_tx(cfg.seed * 1000 + nonce + k) for k in range(rng.randint(1, 5))]
+            batch = [sim_txs()[nonce + k] for k in range(rng.randint(1, 5))]
             nonce += len(batch)
             self.push(t, "submit", -1, batch)
-        self.probes = [make_tx(cfg.seed * 1000 + 900 + k) for k in range(3)]
+        self.probes = [sim_txs()[_PROBES + k] for k in range(3)]
         self.push(cfg.fault_ms + 50, "submit", -1, self.probes)
         self.push(cfg.fault_ms, "heal", -1, None)
 
@@ -314,7 +316,7 @@ class _World:
     def start_instance(self, inst: _Instance) -> None:
         app = inst.app
         committed = app.committed_header
-        high_qc = app.store[-1][1].header.justify if app.store else self.genesis_qc
+        high_qc = app.committed_qc()
         inst.committed_height = committed.height
         inst.replica = Replica(
             config=self.config,
@@ -327,8 +329,8 @@ class _World:
             high_qc=high_qc,
             safety=inst.disk,
             now_ms=self.local_now(inst),
-            genesis_id=self.genesis.block_id,
-            blocks=list(app.disk_blocks.values()),
+            genesis_id=self.genesis_id,
+            blocks=app.chain.pending_blocks(),
             bugs=self.cfg.bugs,
         )
         self.run_step(inst, Start(now_ms=self.local_now(inst)))
@@ -405,19 +407,17 @@ class _World:
 
     def _probes_done(self, probe_ids: list[Digest]) -> bool:
         for inst in self.instances:
-            if inst.honest:
-                done = inst.app.committed_txs
-                if any(p not in done for p in probe_ids):
-                    return False
+            if inst.honest and not all(inst.app.is_committed_tx(p) for p in probe_ids):
+                return False
         return True
 
     def restart(self, inst: _Instance) -> None:
         if inst.replica is not None:
             return
-        # The mempool is memory; peers re-gossip what is still pending.
-        pending = [t for tid, t in self.submitted.items() if tid not in inst.app.committed_txs]
-        inst.app.mempool.clear()
-        inst.app.spec.clear()
+        # The pool and the chain object are memory (the store is the disk); peers re-gossip
+        # what is still pending.
+        inst.app.restarted()
+        pending = [t for tid, t in self.submitted.items() if not inst.app.is_committed_tx(tid)]
         inst.app.add_txs(pending, self.local_now(inst))
         self.start_instance(inst)
 
@@ -449,7 +449,7 @@ class _World:
                             f"double vote by {v.voter.hex()[:8]} in round {v.round}"
                         )
             case PersistBlock(block=block):
-                inst.app.disk_blocks[block.block_id] = block
+                inst.app.persist_block(block)
             case Send(to=to, msg=msg):
                 for dst in self.by_id.get(to, []):
                     self.transmit(inst, dst, msg)
