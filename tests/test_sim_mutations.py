@@ -49,8 +49,15 @@ def test_planted_bug_is_caught(bug: Bug, profile: dict[str, object], limit: int)
     pytest.fail(f"{bug.value} survived {limit} seeds")
 
 
+# The default profile draws the lock attack rarely: among seeds 0-1,499 it caught
+# skip-lock-check at 153, 805, 931, 985, 1481 with the sim's own stand-in app, and at 327, 413,
+# 743, 773 over the real chain library (other node ids and tx ids, so other draws); the rate,
+# about one seed in 300, did not change. The bound covers the first catch with some room.
+DEFAULT_PROFILE_LIMIT = {Bug.SKIP_LOCK_CHECK: 500, Bug.FORGET_SAFETY: 300}
+
+
 def test_default_profile_also_catches_skip_lock_and_forget_safety() -> None:
-    for bug in (Bug.SKIP_LOCK_CHECK, Bug.FORGET_SAFETY):
+    for bug, limit in DEFAULT_PROFILE_LIMIT.items():
         assert any(
-            run_seed(SimConfig(seed=s, bugs=frozenset({bug}))).violations for s in range(300)
-        )
+            run_seed(SimConfig(seed=s, bugs=frozenset({bug}))).violations for s in range(limit)
+        ), bug
