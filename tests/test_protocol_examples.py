@@ -43,6 +43,7 @@ from gmchain.ledger.types import (
     Vote,
     compute_signing_root,
 )
+from gmchain.node.chainpool import MempoolPool
 from gmchain.node.config import load_genesis
 from gmchain.node.mempool import Mempool, MempoolConfig
 from gmchain.node.proofserve import ProofLimits, ProofService
@@ -85,6 +86,10 @@ def checker() -> CertChecker:
     )
 
 
+# The validator's now for every example block (the examples' blocks are 1 s apart).
+NOW_MS = GENESIS.timestamp_ms + 10_000
+
+
 @pytest.fixture
 def chain(tmp_path: Path) -> Any:
     store = Store.open(tmp_path / "db", chain_id=GENESIS.chain_id)
@@ -95,9 +100,8 @@ def chain(tmp_path: Path) -> Any:
         genesis=GENESIS,
         store=store,
         registry=default_registry(),
-        mempool=mempool,
+        pool=MempoolPool(mempool),
         packing=PackingPolicy(PackingConfig()),
-        clock_ms=lambda: GENESIS.timestamp_ms + 10_000,  # the examples' blocks are 1 s apart
     )
     try:
         yield c
@@ -150,7 +154,7 @@ def follow(chain: Chain) -> None:
         h = block.header
         assert certs.verify_qc(h.justify), f"block{i}'s justify QC"
         assert h.justify.block_id == h.parent_id and h.justify.height == h.height - 1
-        assert chain.validate_block(block, parent), f"block{i}"
+        assert chain.validate_block(block, parent, now_ms=NOW_MS), f"block{i}"
         parent = h
         if i < 3:
             assert certs.verify_commit_proof(_commit_proof(i))
@@ -178,8 +182,10 @@ def test_validation_bites_on_planted_defects(chain: Chain) -> None:
     )  # 2 of 4 votes of power 1: not more than 2/3
     assert not certs.verify_qc(two)
     same_time = dataclasses.replace(b1.header, timestamp_ms=BLOCKS[0].header.timestamp_ms)
-    assert not chain.validate_block(dataclasses.replace(b1, header=same_time), chain.head)
-    assert chain.validate_block(b1, chain.head)
+    assert not chain.validate_block(
+        dataclasses.replace(b1, header=same_time), chain.head, now_ms=NOW_MS
+    )
+    assert chain.validate_block(b1, chain.head, now_ms=NOW_MS)
 
 
 def test_proposal_timeout_and_vote_examples(chain: Chain) -> None:
@@ -204,7 +210,7 @@ def test_proposal_timeout_and_vote_examples(chain: Chain) -> None:
     assert (vote.voter, vote.signature) in BLOCKS[3].header.justify.signatures
     # block 4 (in the proposal) is valid on block 3 by the node's block rules
     follow(chain)
-    assert chain.validate_block(PROPOSAL.block, BLOCKS[3].header)
+    assert chain.validate_block(PROPOSAL.block, BLOCKS[3].header, now_ms=NOW_MS)
     assert h.timestamp_ms > BLOCKS[3].header.timestamp_ms
 
 
