@@ -20,17 +20,10 @@ def _imports(path: pathlib.Path) -> set[str]:
     return out
 
 
-# The light client's hex helpers still come from node/jsonfmt.py; H8 (issue 11, item 1) moves
-# them. Remove this entry when that lands: the test then holds with no exception.
-_NOT_YET = {("lightclient.py", "gmchain.node.jsonfmt")}
-
-
 def test_chain_never_imports_node_or_a_clock() -> None:
     files = sorted((ROOT / "chain").rglob("*.py"))
     assert len(files) > 5
     for path in files:
         for mod in _imports(path):
-            if (path.name, mod) in _NOT_YET:
-                continue
             assert not mod.startswith("gmchain.node"), (path, mod)
             assert mod.split(".")[0] not in {"time", "datetime"}, (path, mod)
