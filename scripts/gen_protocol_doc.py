@@ -32,10 +32,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import field_rules  # noqa: E402 (scripts/field_rules.py: each struct's field rules)
 
 from gmchain.chain.core import make_genesis_block  # noqa: E402
 from gmchain.chain.executor import BlockContext, Executor  # noqa: E402
-from gmchain.chain.lightclient import Certificate, build_full_proof  # noqa: E402
+from gmchain.chain.lightclient import (  # noqa: E402
+    Certificate,
+    build_full_proof,
+    compute_validator_set_fingerprint,
+)
 from gmchain.consensus import Validator, ValidatorSet  # noqa: E402
 from gmchain.consensus import messages as cm  # noqa: E402
 from gmchain.consensus import safety as _safety  # noqa: E402, F401 (registers SafetyData)
@@ -427,10 +434,11 @@ def _field_table(cls: type) -> str:
 _STRUCT_NAMES = {c.__name__ for c in STRUCTS}
 
 
-def _struct_sections(ex: dict[str, Any]) -> str:
+def struct_samples(ex: dict[str, Any]) -> dict[type, Any]:
+    """One example of every struct with a section, from the example chain `ex`."""
     h1 = ex["headers"][1]
     b1 = ex["blocks"][1]
-    samples: dict[type, Any] = {
+    return {
         lt.TxBody: b1.txs[0].body,
         lt.SignedTx: b1.txs[0],
         lt.Event: ex["receipts"][1][0].events[0],
@@ -455,10 +463,15 @@ def _struct_sections(ex: dict[str, Any]) -> str:
         cm.CommitProof: ex["commit_proof"],
         TxBatch: TxBatch(txs=(b1.txs[0].encode(),)),
     }
+
+
+def _struct_sections(ex: dict[str, Any]) -> str:
+    samples = struct_samples(ex)
     out = []
     for cls in STRUCTS:
         doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         part = [f"### {cls.__name__} (tag {cls.TAG})", "", doc, "", _field_table(cls)]
+        part += ["", field_rules.render(cls)]
         x = samples.get(cls)
         if x is None:
             assert cls.__name__ in _NO_EXAMPLE, f"no worked example for {cls.__name__}"
@@ -469,6 +482,8 @@ def _struct_sections(ex: dict[str, Any]) -> str:
             ), f"{cls.__name__}: to_fields does not follow the declared fields"
             part += ["", _example(f"struct_{cls.__name__}", [("encoding", x.encode())])]
         out.append("\n".join(part))
+    stale = field_rules.unused_descriptions()
+    assert not stale, f"scripts/field_rules.py describes checks the code no longer makes: {stale}"
     return "\n\n".join(out)
 
 
@@ -564,6 +579,8 @@ def render(ex: dict[str, Any]) -> str:
         "STRUCTS": _struct_sections(ex),
         "DOMAINS": _domain_tables(),
         "SM2_ID": DEFAULT_SM2_ID.decode(),
+        "TXBODY_RULES": "\n".join(field_rules.render(lt.TxBody).split("\n")[2:]),
+        "EX_VALIDATOR_SET": _example("validator_set", _validator_set_lines(genesis)),
         "EX_SIGNING_ROOT": _example(
             "signing_root",
             [
@@ -632,8 +649,11 @@ def render(ex: dict[str, Any]) -> str:
                 ("empty_root", EMPTY_ROOT),
                 ("entry", b"abc"),
                 ("leaf_hash", leaf_hash(b"abc")),
-                ("node_hash_of_leaf_and_leaf", node_hash(leaf_hash(b"abc"), leaf_hash(b"abc"))),
-                ("root_of_3", compute_root([b"a", b"b", b"c"])),
+                ("leaf_a", leaf_hash(b"a")),
+                ("leaf_b", leaf_hash(b"b")),
+                ("leaf_c", leaf_hash(b"c")),
+                ("node_a_b", node_hash(leaf_hash(b"a"), leaf_hash(b"b"))),
+                ("root_of_3", _root_of_3()),
                 *_tx_root_lines(blocks[1]),
             ],
         ),
@@ -656,6 +676,24 @@ def render(ex: dict[str, Any]) -> str:
         tmpl = tmpl.replace(marker, str(val))
     assert "{{" not in tmpl, "unfilled marker in the template"
     return tmpl
+
+
+def _root_of_3() -> bytes:
+    """MTH(a, b, c) by the formula the example states, checked against ledger.merkle."""
+    root = node_hash(node_hash(leaf_hash(b"a"), leaf_hash(b"b")), leaf_hash(b"c"))
+    assert root == compute_root([b"a", b"b", b"c"])
+    return root
+
+
+def _validator_set_lines(genesis: lt.Genesis) -> list[tuple[str, Any]]:
+    """The example genesis's validator-set fingerprint: its SM3 input (no 0x00 after the prefix)
+    and the digest, as chain/lightclient.py computes it."""
+    prefix = wire.HASH_PREFIXES["validator-set"]
+    parts = sorted(v.pubkey + v.power.to_bytes(8, "big") for v in genesis.validators)
+    data = prefix + b"".join(parts)
+    fingerprint = compute_validator_set_fingerprint(genesis.validators)
+    assert sm3_hash(data) == fingerprint
+    return [("prefix", prefix), ("hash_input", data), ("validator_set", fingerprint)]
 
 
 def _write_lines(writes: dict[tuple[str, bytes], bytes | None]) -> list[tuple[str, Any]]:

@@ -110,6 +110,8 @@ def verify_consistency(m: int, n: int, r1: bytes, r2: bytes, p: list[bytes]) -> 
         return r1 == sm3(b"") and not p
     if m == n:
         return r1 == r2 and not p
+    if not p:
+        return False
     if m & (m - 1) == 0:
         p = [r1, *p]
     fn, sn = m - 1, n - 1
@@ -210,6 +212,7 @@ def test_chain_ids_roots_and_accumulator() -> None:
         assert height == i
         if i == 0:
             assert parent_id == g_hash
+            assert tx_count == 0 and txs == []  # section 6: the genesis block holds none
         else:
             assert parent_id == prev_id and justify[1] == prev_id
         tx_ids = [root_of("tx", t[1]) for t in txs]
@@ -231,12 +234,42 @@ def test_chain_ids_roots_and_accumulator() -> None:
 
 
 def test_merkle_example() -> None:
+    """Every line is what the section's list says it hashes, and the list labels every line."""
     e = kv("merkle")
     assert sm3(b"").hex() == e["empty_root"]
-    lh = leaf(bytes.fromhex(e["entry"]))
-    assert lh.hex() == e["leaf_hash"]
-    assert node(lh, lh).hex() == e["node_hash_of_leaf_and_leaf"]
-    assert mth_hashes([leaf(x) for x in (b"a", b"b", b"c")]).hex() == e["root_of_3"]
+    assert bytes.fromhex(e["entry"]) == b"abc"
+    assert leaf(b"abc").hex() == e["leaf_hash"]
+    la, lb, lc = leaf(b"a"), leaf(b"b"), leaf(b"c")
+    assert [la.hex(), lb.hex(), lc.hex()] == [e["leaf_a"], e["leaf_b"], e["leaf_c"]]
+    assert node(la, lb).hex() == e["node_a_b"] == mth_hashes([la, lb]).hex()
+    assert node(node(la, lb), lc).hex() == e["root_of_3"] == mth_hashes([la, lb, lc]).hex()
+    section = DOC[DOC.index("## 7. Merkle trees") : DOC.index("<!-- example: merkle -->")]
+    for key in e:
+        if not key.startswith("block1_"):
+            assert f"`{key}`" in section, f"the Merkle example's {key} is not labelled"
+
+
+def test_validator_set_fingerprint() -> None:
+    """Section 3: SM3(prefix || key || u64be(power) ...), keys ascending, no 0x00 after it."""
+    e = kv("validator_set")
+    prefix = bytes.fromhex(e["prefix"])
+    assert prefix == b"GMCHAIN/VALIDATOR-SET/v1"
+    genesis = json.loads(EXAMPLES["genesis_json"])
+    parts = sorted(
+        bytes.fromhex(v["pubkey"]) + v["power"].to_bytes(8, "big") for v in genesis["validators"]
+    )
+    data = prefix + b"".join(parts)
+    assert data.hex() == e["hash_input"] and data[len(prefix)] == 0x04
+    assert sm3(data).hex() == e["validator_set"]
+    assert sm3(prefix + b"\x00" + b"".join(parts)).hex() != e["validator_set"]
+
+
+def test_an_empty_consistency_proof_is_refused() -> None:
+    """Section 7's consistency check, ported literally, refuses (not crashes on) an empty proof."""
+    hs = [leaf(b"%d" % i) for i in range(9)]
+    for m in range(1, 9):
+        for n in range(m + 1, 10):
+            assert not verify_consistency(m, n, mth_hashes(hs[:m]), mth_hashes(hs[:n]), [])
 
 
 def _unhex(x: str) -> bytes:
