@@ -78,11 +78,24 @@ def _cases(kind: str, params: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
     raise AssertionError(kind)
 
 
+def _sig_list_cases(entries: list[list[Any]]) -> list[Any]:
+    """Entry lists a `sig_list` rule refuses: out of order, duplicated, short id, short sig."""
+    assert len(entries) >= 2, "the example needs two entries to reorder"
+    first = entries[0]
+    return [
+        [entries[1], entries[0], *entries[2:]],
+        [first, first],
+        [[first[0][:19], *first[1:]]],
+        [[*first[:-1], first[-1][:63]]],
+        [first[:-1]],
+    ]
+
+
 def _struct_rule_cases() -> list[Any]:
     out = []
     for cls in _gen().STRUCTS:
         for rule in _rules().rules_of(cls):
-            if not rule.part and rule.kind in ("str", "bytes", "int", "enum", "list"):
+            if not rule.part and rule.kind in ("str", "bytes", "int", "enum", "list", "sig_list"):
                 out.append(pytest.param(cls, rule, id=f"{cls.__name__}.{rule.field}.{rule.kind}"))
     return out
 
@@ -93,7 +106,10 @@ def test_each_documented_field_rule_is_what_decoding_enforces(cls: type, rule: A
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     index = 1 + names.index(rule.field)
     assert encode(sample.to_fields()) == sample.encode()
-    bad, good = _cases(rule.kind, rule.params)
+    if rule.kind == "sig_list":
+        bad, good = _sig_list_cases(sample.to_fields()[index]), [sample.to_fields()[index]]
+    else:
+        bad, good = _cases(rule.kind, rule.params)
     for value in bad:
         fields = sample.to_fields()
         fields[index] = value
