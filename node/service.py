@@ -112,7 +112,6 @@ class NodeService(AdmissionMixin):
             ),
             chain_id=genesis.chain_id,
             replay_window=genesis.replay_window,
-            is_committed=lambda tx_id: store.get_tx_location(tx_id) is not None,
         )
         self.mempool.on_evicted = self._evicted_anywhere
         # Owned by the consensus thread (the chain reads it while building blocks); the commit

@@ -6,11 +6,15 @@ Rules this module keeps:
    (node/mempool.py) hold across the two threads; `iter_fair` holds it for the whole walk (the
    pool must not change while a block is being packed from it) and releases it when the walk
    ends or its iterator is dropped.
-2. The pool never holds a committed transaction (chain/core.py trusts it): `add` re-checks the
-   store under the lock. The consensus thread writes a block's synced batch before it removes
-   the block's transactions from the pool under this lock, so an `add` either runs before the
-   batch is visible (and the commit's removal takes the tx out again) or sees the tx committed
-   and refuses it as a duplicate.
+2. The pool never holds a committed transaction (chain/core.py trusts it). Admission checks
+   "already committed" before it adds (node/admission.py rule 4), but the consensus thread may
+   commit between that check and the `add`. A commit removes its block's tx ids from the pool
+   (`remove`, under the lock) after its synced batch is written, and the pool remembers the ids
+   of its last `REMEMBER_REMOVED` removals (present in the pool or not; evictions excluded: an
+   evicted tx is not committed). So an `add` either runs before the commit's removal (which
+   then takes the tx out again) or finds the id remembered and refuses it as a duplicate — an
+   in-memory check, not a store read on the loop (docs/benchmarks.md: a LevelDB read per
+   admitted tx on the loop cost a quarter of it in GIL hand-offs).
 3. Nothing here blocks for long: the longest hold is one packing walk (bounded by
    `pack_scan_max_txs`, chain/core.py rule 4), not a block's execution or its fsync.
 """
@@ -18,17 +22,21 @@ Rules this module keeps:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 
 from gmchain.ledger.types import SignedTx
 from gmchain.node.api import ErrorCode
 from gmchain.node.mempool import Dropped, Mempool, MempoolConfig, MempoolError
 
-__all__ = ["SharedMempool"]
+__all__ = ["REMEMBER_REMOVED", "SharedMempool"]
+
+REMEMBER_REMOVED = 1 << 17  # tx ids of the latest removals kept (rule 2): many blocks' worth
 
 
 class SharedMempool(Mempool):
-    """A Mempool whose every method takes one lock; it adds no other state (rule 1).
+    """A Mempool whose every method takes one lock (rule 1), and which remembers the ids its
+    latest removals named (rule 2).
 
     (A subclass, not a wrapper, because the chain and admission are typed against Mempool; the
     lock belongs inside the pool once the pool becomes an interface of the chain library.)"""
@@ -39,11 +47,11 @@ class SharedMempool(Mempool):
         config: MempoolConfig,
         chain_id: str,
         replay_window: int,
-        is_committed: Callable[[bytes], bool],
     ) -> None:
         super().__init__(config=config, chain_id=chain_id, replay_window=replay_window)
         self._lock = threading.RLock()
-        self._is_committed = is_committed
+        self._removed: OrderedDict[bytes, None] = OrderedDict()  # rule 2, oldest first
+        self._evicting = 0  # > 0 while an eviction runs (its removals are not commits)
 
     def precheck(self, tx: SignedTx, size: int, head: int) -> None:
         with self._lock:
@@ -51,7 +59,7 @@ class SharedMempool(Mempool):
 
     def add(self, tx: SignedTx, size: int, head: int, now_ms: int) -> None:
         with self._lock:
-            if self._is_committed(tx.tx_id):  # rule 2
+            if tx.tx_id in self._removed:  # rule 2
                 raise MempoolError(ErrorCode.DUPLICATE, "transaction is already committed")
             super().add(tx, size, head, now_ms)
 
@@ -75,11 +83,23 @@ class SharedMempool(Mempool):
 
     def remove(self, tx_ids: Iterable[bytes]) -> int:
         with self._lock:
-            return super().remove(tx_ids)
+            if self._evicting:
+                return super().remove(tx_ids)
+            ids = list(tx_ids)
+            removed = self._removed
+            for tx_id in ids:
+                removed[tx_id] = None
+            while len(removed) > REMEMBER_REMOVED:
+                removed.popitem(last=False)
+            return super().remove(ids)
 
     def evict(self, tx_ids: Iterable[bytes], code: ErrorCode, message: str) -> int:
         with self._lock:
-            return super().evict(tx_ids, code, message)
+            self._evicting += 1
+            try:
+                return super().evict(tx_ids, code, message)
+            finally:
+                self._evicting -= 1
 
     def evict_sender(self, sender: bytes, code: ErrorCode, message: str) -> int:
         with self._lock:
