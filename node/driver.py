@@ -119,9 +119,9 @@ class ConsensusDriver:
     # --- the loop's side ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread; its first step is `Start`."""
+        """Start the thread; its first step is `Start`, before anything already in the inbox
+        (a peer's message may arrive between the transport's start and the node's)."""
         assert self._thread is None
-        self.post(Start(now_ms=self._clock_ms()))
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
@@ -164,26 +164,30 @@ class ConsensusDriver:
     # --- the consensus thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        item: _Item = Start(now_ms=self._clock_ms())
         while True:
+            if isinstance(item, _Stop):
+                return
+            if not self._halted.is_set():  # (halted: drain without stepping until the stop)
+                self._handle(item)
             try:
                 item = self._inbox.get(timeout=self._tick_s)
             except queue.Empty:
                 item = _WAKE
-            if isinstance(item, _Stop):
-                return
-            if self._halted.is_set():
-                continue  # drain without stepping until the stop
-            try:
-                if isinstance(item, _Wake):
-                    self._drain(Tick(now_ms=self._clock_ms()))
-                elif callable(item):
-                    item()
-                else:
-                    self._drain(item)
-            except Exception as exc:
-                self._halted.set()
-                self._local.clear()
-                self._to_loop(self._on_fail, "a consensus step (or a store write it made)", exc)
+
+    def _handle(self, item: _Item) -> None:
+        try:
+            if isinstance(item, _Wake):
+                self._drain(Tick(now_ms=self._clock_ms()))
+            elif callable(item):
+                item()
+            else:
+                assert not isinstance(item, _Stop)
+                self._drain(item)
+        except Exception as exc:  # rule 4
+            self._halted.set()
+            self._local.clear()
+            self._to_loop(self._on_fail, "a consensus step (or a store write it made)", exc)
 
     def _drain(self, event: Event) -> None:
         """Step `event`, then every self-addressed message its effects produced (rule 1)."""

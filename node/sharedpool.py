@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from gmchain.ledger.types import SignedTx
 from gmchain.node.api import ErrorCode
@@ -112,10 +112,6 @@ class SharedMempool(Mempool):
     def evict_expired(self, head: int) -> int:
         with self._lock:
             return super().evict_expired(head)
-
-    def drop(self, txs: Sequence[SignedTx]) -> int:
-        with self._lock:
-            return super().drop(txs)
 
     def dropped_reason(self, tx_id: bytes) -> Dropped | None:
         with self._lock:
