@@ -7,8 +7,9 @@ Rules this module keeps (STYLE.md habit 2; etcd raft's `Ready`: persist, then se
    the event loop, which stays free to serve RPC and the network. The replica is stepped from
    this thread only, never re-entrantly; a message a node sends to itself is stepped after the
    effects of the step that sent it.
-2. Events come in through a thread-safe inbox (`post`, `wake`, `call`); with nothing in it for
-   `tick_s` the driver steps a `Tick`, so the pacemaker runs on an idle node.
+2. Events come in through a thread-safe inbox (`deliver`, `wake`, `call`); a `Tick` is stepped
+   at least every `tick_s` (on an idle node and under a stream of messages alike), so the
+   pacemaker's timers fire, and at once on `wake`.
 3. The effects of one step run in order: persist (PersistSafety, synced; PersistBlock), then
    send, then apply (Commit). Sends and commit notifications are handed to the loop through one
    FIFO (`to_loop`, `loop.call_soon_threadsafe` in a node), so a message leaves after the write
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -125,10 +127,6 @@ class ConsensusDriver:
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
-    def post(self, event: Event) -> None:
-        """Queue an event (thread-safe); it is stepped in arrival order."""
-        self._inbox.put(event)
-
     def deliver(self, sender: NodeId, msg: ConsensusMessage) -> None:
         """A consensus message from a peer (already decoded and size-checked)."""
         self._inbox.put(MessageReceived(sender=sender, msg=msg, now_ms=self._clock_ms()))
@@ -165,13 +163,18 @@ class ConsensusDriver:
 
     def _run(self) -> None:
         item: _Item = Start(now_ms=self._clock_ms())
+        next_tick = time.monotonic() + self._tick_s
         while True:
             if isinstance(item, _Stop):
                 return
             if not self._halted.is_set():  # (halted: drain without stepping until the stop)
                 self._handle(item)
+                if isinstance(item, _Wake) or time.monotonic() >= next_tick:
+                    if not isinstance(item, _Wake):
+                        self._handle(_WAKE)  # rule 2: a busy inbox does not starve the timers
+                    next_tick = time.monotonic() + self._tick_s
             try:
-                item = self._inbox.get(timeout=self._tick_s)
+                item = self._inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
             except queue.Empty:
                 item = _WAKE
 
