@@ -101,7 +101,8 @@ class ConsensusDriver:
         on_stepped: Callable[[ReplicaView], None] = lambda _v: None,
         tick_s: float = 0.01,
     ) -> None:
-        self._replica = replica
+        # Owned by the consensus thread (rule 1): others read `view`; tests may inspect it.
+        self.replica = replica
         self._chain = chain
         self.store = store  # (public: a test records the writes through a proxy)
         self.transport = transport
@@ -196,15 +197,13 @@ class ConsensusDriver:
         """Step `event`, then every self-addressed message its effects produced (rule 1)."""
         self._local.append(event)
         while self._local:
-            self.run_effects(self._replica.step(self._local.popleft()))
-        r = self._replica
-        self.view = ReplicaView(
-            round=int(getattr(r, "round", 0)), lag=r.lag, heard_status=r.heard_status
-        )
+            self.run_effects(self.replica.step(self._local.popleft()))
+        r = self.replica
+        self.view = ReplicaView(round=int(r.round), lag=r.lag, heard_status=r.heard_status)
         self._on_stepped(self.view)
 
     def _send_sync_info(self, to: NodeId | None) -> None:
-        info: SyncInfo = self._replica.get_sync_info()
+        info: SyncInfo = self.replica.get_sync_info()
         if to is None:
             self._to_loop(self.transport.broadcast, info)
         else:
