@@ -314,9 +314,10 @@ class Chain:
     def committed_since(self, height: int, tx_id: bytes) -> bool | None:
         """Whether `tx_id` was committed in a block above `height` (None: not sure, ask the
         store — the in-memory window does not reach back that far)."""
-        if self.recent and self.recent[0][0] > height + 1:
+        recent = tuple(self.recent)  # (one C-level copy: the consensus thread appends to it)
+        if recent and recent[0][0] > height + 1:
             return None
-        return any(tx_id in ids for h, ids in self.recent if h > height)
+        return any(tx_id in ids for h, ids in recent if h > height)
 
     def find_commit_proof(self, height: int) -> CommitProof | None:
         """The proof stored with the first block at or above `height` that has one; the

@@ -410,8 +410,17 @@ class Executor:
 
     # --- read-only queries on committed state ---------------------------------------------------
 
-    def query(self, contract: str, method: str, args: Sequence[Any]) -> Any:
-        layered = _Layered(self.committed, [])
+    def query(
+        self,
+        contract: str,
+        method: str,
+        args: Sequence[Any],
+        *,
+        committed: CommittedState | None = None,
+    ) -> Any:
+        """A read-only contract query on committed state (or on `committed`, e.g. a snapshot of
+        it, so that a query reading several keys never sees half of a commit)."""
+        layered = _Layered(self.committed if committed is None else committed, [])
 
         def reader_for(ns: str) -> StateReader:
             return _NsReader(layered, ns)

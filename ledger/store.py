@@ -61,7 +61,7 @@ from gmchain.ledger.store_check import check_store, check_store_deep, corrupt
 from gmchain.ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
 from gmchain.ledger.store_files import check_log_files
 
-__all__ = ["BlockWrite", "ChainMismatch", "Store", "StoreCorrupt", "StoreError"]
+__all__ = ["BlockWrite", "ChainMismatch", "StateSnapshot", "Store", "StoreCorrupt", "StoreError"]
 
 
 class _KV:
@@ -136,6 +136,46 @@ def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
         ) from e
     except plyvel.Error as e:
         raise StoreError(f"cannot open ledger store {path}: {e}") from e
+
+
+class StateSnapshot:
+    """Committed state and the committed tx index as of one moment (a LevelDB snapshot): every
+    read through it sees the same set of committed batches, so a reader of several keys never
+    sees half of a commit made meanwhile by another thread. Close it (or use `with`)."""
+
+    __slots__ = ("_kv", "_snap")
+
+    def __init__(self, snap: Any, *, verify: bool) -> None:
+        self._snap = snap
+        self._kv = _KV(snap, verify=verify)
+
+    def __enter__(self) -> StateSnapshot:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._snap.close()
+
+    def get_state(self, namespace: str, key: bytes) -> bytes | None:
+        try:
+            return self._kv.get(k.k_state(namespace, key))
+        except ValueError as e:
+            raise StoreError(str(e)) from e
+
+    def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        try:
+            full = k.k_state_prefix(namespace)
+        except ValueError as e:
+            raise StoreError(str(e)) from e
+        cut = len(full)
+        for key, value in self._kv.iter_prefix(full + prefix):
+            yield key[cut:], value
+
+    def get_tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        v = self._kv.get(k.k_tx(tx_id))
+        return None if v is None else k.decode_tx_location(v)
 
 
 class Store:
@@ -236,6 +276,13 @@ class Store:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def snapshot(self) -> StateSnapshot:
+        """A consistent read view of committed state as of now (see StateSnapshot)."""
+        try:
+            return StateSnapshot(self._db.snapshot(), verify=self._verify)
+        except RuntimeError as e:  # plyvel: "Database is closed"
+            raise StoreError(f"ledger store is closed ({e})") from e
 
     @property
     def path(self) -> str:

@@ -19,7 +19,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from gmchain.ledger.codec import Value
-from gmchain.ledger.types import Block, Receipt, SignedTx
+from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
 
 __all__ = [
     "ApiError",
@@ -127,6 +127,14 @@ class NodeApi(Protocol):
     def get_block(self, height: int) -> Block | None: ...
 
     def get_block_by_hash(self, block_id: bytes) -> Block | None: ...
+
+    def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
+        """A committed block's header and tx ids (no transaction decoded), or None."""
+        ...
+
+    def get_block_summary_by_hash(self, block_id: bytes) -> tuple[BlockHeader, list[bytes]] | None:
+        """As `get_block_summary`, by block id."""
+        ...
 
     def height(self) -> int: ...
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gmchain.chain.validators import GenesisValidators
 from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
 from gmchain.ledger.store import Store, StoreError
 from gmchain.ledger.types import Genesis, GenesisValidator
@@ -123,15 +124,19 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
     store = open_store(cfg.data_dir, genesis.chain_id)
     try:
         wal = PoolWal(Path(cfg.data_dir).with_name(Path(cfg.data_dir).name + ".pool"))
-        service = NodeService(config=cfg, genesis=genesis, key=key, store=store, wal=wal)
         extra: list[Any] = []
-        if (
-            len(service.chain.validators.validators_at(service.chain.head.height)) > 1
-            or genesis.observers
-        ):
-            from gmchain.node.network import attach_network  # multi-node wiring (p2p)
+        bridge = None
+        voters = GenesisValidators(genesis).validators_at(store.head_height() or 0)
+        if len(voters) > 1 or genesis.observers:
+            from gmchain.node.network import make_network  # multi-node wiring (p2p)
 
-            extra.append(await attach_network(service, cfg, genesis, key))
+            bridge = make_network(cfg, genesis, key)
+        service = NodeService(
+            config=cfg, genesis=genesis, key=key, store=store, wal=wal, transport=bridge
+        )
+        if bridge is not None:
+            await bridge.start(service)
+            extra.append(bridge)
         await service.start()
         rpc = RpcServer(
             service,

@@ -33,7 +33,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -62,8 +62,9 @@ from gmchain.ledger.types import (
     Vote,
 )
 from gmchain.ledger.wire import Tag
+from gmchain.node.api import ApiError
 from gmchain.node.config import NodeConfig
-from gmchain.node.service import NodeService
+from gmchain.node.service import KeyVerifier
 from gmchain.p2p import P2PConfig, P2PNetwork, PeerInfo
 
 __all__ = [
@@ -71,9 +72,10 @@ __all__ = [
     "WIRE_LIMITS",
     "NetworkBridge",
     "P2PCollector",
+    "PeerNode",
     "TxBatch",
-    "attach_network",
     "decode_wire",
+    "make_network",
 ]
 
 log = logging.getLogger("gmchain.network")
@@ -185,15 +187,41 @@ class P2PCollector(Collector):
         yield GaugeMetricFamily("gmchain_p2p_banned", "Nodes banned now", value=stats["banned_now"])
 
 
+class PeerNode(Protocol):
+    """What the network asks of the node it serves (node/service.py NodeService has it)."""
+
+    def deliver(self, sender: NodeId, msg: Any) -> None: ...
+
+    async def admit_many(
+        self, items: Sequence[tuple[SignedTx, bytes]], *, gossip: bool = True
+    ) -> list[ApiError | None]: ...
+
+    def send_status(self, to: NodeId | None) -> None: ...
+
+    def pending_txs(self, max_count: int) -> list[SignedTx]: ...
+
+    def is_pending(self, tx_id: bytes) -> bool: ...
+
+    def register_metrics(self, collector: Collector) -> None: ...
+
+
 class NetworkBridge:
-    """Connects a NodeService to a P2PNetwork."""
+    """The node's transport port over a P2PNetwork (node/transport.py `Transport`), and the
+    inbound side that hands peers' messages to the node it is started with."""
 
     def __init__(
-        self, service: NodeService, net_factory: Any, *, regossip_after_s: float = REGOSSIP_AFTER_S
+        self,
+        net_factory: Any,
+        *,
+        genesis: Genesis,
+        sync_status_interval_ms: int,
+        regossip_after_s: float = REGOSSIP_AFTER_S,
     ) -> None:
-        self.service = service
+        self._net_factory = net_factory
         self.regossip_after_s = regossip_after_s
-        self.net: P2PNetwork = net_factory(self._on_message)
+        self._status_period = sync_status_interval_ms / 1000
+        self.net: P2PNetwork | None = None  # made at `start`, with the node to deliver to
+        self._node: PeerNode | None = None
         self._outbox: list[bytes] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._regossip_task: asyncio.Task[None] | None = None
@@ -212,15 +240,15 @@ class NetworkBridge:
             "gossip_rejected": 0,
             "unservable_replies": 0,
         }
-        self.detector = EquivocationDetector(
-            chain_id=service.genesis.chain_id, verifier=service.verifier
-        )
-        service.send_hook = self._send
-        service.gossip_hook = self._gossip
-        service.peer_count = lambda: len(self.net.connected_peers())
-        service.metrics.registry.register(P2PCollector(self.net))
+        voters = GenesisValidators(genesis).validators_at(0)  # the set this node starts with
+        keys = [PublicKey.from_bytes(v.pubkey) for v in voters]
+        self.detector = EquivocationDetector(chain_id=genesis.chain_id, verifier=KeyVerifier(keys))
 
-    async def start(self) -> None:
+    async def start(self, node: PeerNode) -> None:
+        """Connect: peers' messages go to `node` from now on."""
+        self._node = node
+        self.net = self._net_factory(self._on_message)
+        node.register_metrics(P2PCollector(self.net))
         await self.net.start()
         loop = asyncio.get_running_loop()
         self._flush_task = loop.create_task(self._flush_loop())
@@ -236,7 +264,26 @@ class NetworkBridge:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.net.stop()
+        if self.net is not None:
+            await self.net.stop()
+
+    # --- the Transport port (node/transport.py) ---------------------------------------------------
+
+    @property
+    def has_peers(self) -> bool:
+        return True
+
+    def peer_count(self) -> int:
+        return 0 if self.net is None else len(self.net.connected_peers())
+
+    def send(self, to: NodeId, msg: Any) -> None:
+        self._send(to, msg)
+
+    def broadcast(self, msg: Any) -> None:
+        self._send(None, msg)
+
+    def gossip(self, raw: bytes) -> None:
+        self._outbox.append(raw)
 
     # --- outbound -------------------------------------------------------------------------------
 
@@ -254,43 +301,46 @@ class NetworkBridge:
                 return
             payload = cut
         # (anything else too large is our bug: P2PNetwork raises, and the node stops loudly)
+        if self.net is None:
+            return  # not started: no session exists to carry it
         if to is None:
             self.net.broadcast(payload)
         else:
             self.net.send(to, payload)
 
-    def _gossip(self, raw: bytes) -> None:
-        self._outbox.append(raw)
-
     def on_peer_up(self, peer: bytes) -> None:
         """Rule 4: a new session starts with our certificates, so a peer that restarted behind
         us on an idle chain learns our committed height at once (consensus L10)."""
-        self.service.send_status(NodeId(peer))
+        if self._node is not None:
+            self._node.send_status(NodeId(peer))
 
     async def _status_loop(self) -> None:
         """Rule 4, periodically: a session may outlive a message lost before it was sent."""
-        period = self.service.config.sync_status_interval_ms / 1000
+        assert self._node is not None
         while not self._closing:
-            await asyncio.sleep(period)
-            self.service.send_status(None)
+            await asyncio.sleep(self._status_period)
+            self._node.send_status(None)
 
     async def _regossip_loop(self) -> None:
         """Offer long-pending txs to the peers again: gossip sent once can be lost (a partition,
         a peer restarting), and a tx held by one non-leader replica alone would never commit
         while the others sit idle (simulator, seed 10006)."""
         loop = asyncio.get_running_loop()
+        node = self._node
+        assert node is not None
         while not self._closing:
             await asyncio.sleep(self.regossip_after_s)
             now = loop.time()
-            pool = self.service.mempool
             again: list[bytes] = []
-            for tx in pool.take(REGOSSIP_MAX, 1 << 62, ()):
+            for tx in node.pending_txs(REGOSSIP_MAX):
                 first = self._seen_pending.setdefault(tx.tx_id, now)
                 if now - first >= self.regossip_after_s:
                     again.append(tx.encode())
                     self._seen_pending[tx.tx_id] = now
             if len(self._seen_pending) > 4 * REGOSSIP_MAX:
-                self._seen_pending = {t: v for t, v in self._seen_pending.items() if t in pool}
+                self._seen_pending = {
+                    t: v for t, v in self._seen_pending.items() if node.is_pending(t)
+                }
             self._outbox.extend(again)
             self.stats["regossip"] += len(again)
 
@@ -304,12 +354,14 @@ class NetworkBridge:
                         break  # rule 3: a batch of large txs is cut by bytes
                     n, size = n + 1, size + len(raw) + 5
                 batch, self._outbox = self._outbox[:n], self._outbox[n:]
+                assert self.net is not None
                 self.net.broadcast(TxBatch(txs=tuple(batch)).encode())
                 self.stats["gossip_out"] += len(batch)
 
     # --- inbound --------------------------------------------------------------------------------
 
     async def _on_message(self, sender: bytes, payload: bytes) -> None:
+        assert self.net is not None and self._node is not None
         try:
             msg = decode_wire(payload)
         except DecodeError as exc:
@@ -337,7 +389,7 @@ class NetworkBridge:
             self.net.report_misbehaviour(sender, why)
             return
         try:
-            self.service.deliver(NodeId(sender), msg)
+            self._node.deliver(NodeId(sender), msg)
         except Exception:
             log.exception("consensus failed on a message from %s", sender.hex()[:12])
             raise
@@ -349,6 +401,7 @@ class NetworkBridge:
             log.error("gossip batch failed", exc_info=task.exception())
 
     async def _on_txs(self, sender: bytes, batch: TxBatch) -> None:
+        assert self.net is not None and self._node is not None
         bad = 0
         txs = []
         for raw in batch.txs:
@@ -359,7 +412,7 @@ class NetworkBridge:
                 bad += 1
         # durable (the default): gossiped txs go into this node's pool log too, so they survive
         # a crash of this node as well as of their origin (one group fsync per batch).
-        results = await self.service.admit_many(txs, gossip=False)
+        results = await self._node.admit_many(txs, gossip=False)
         self.stats["gossip_rejected"] += sum(r is not None for r in results)
         if bad:
             self.stats["bad_payloads"] += 1
@@ -410,11 +463,10 @@ def peer_infos(cfg: NodeConfig, genesis: Genesis) -> list[PeerInfo]:
     return out
 
 
-async def attach_network(
-    service: NodeService, cfg: NodeConfig, genesis: Genesis, key: PrivateKey
-) -> NetworkBridge:
+def make_network(cfg: NodeConfig, genesis: Genesis, key: PrivateKey) -> NetworkBridge:
+    """The transport of a node with peers: a NetworkBridge over the real P2PNetwork (started
+    with the node: `await bridge.start(service)`)."""
     peers: Sequence[PeerInfo] = peer_infos(cfg, genesis)
-
     bridges: list[NetworkBridge] = []  # the bridge below; sessions start only after it exists
 
     def factory(on_message: Any) -> P2PNetwork:
@@ -438,7 +490,8 @@ async def attach_network(
             on_peer_up=lambda peer: bridges[0].on_peer_up(peer),
         )
 
-    bridge = NetworkBridge(service, factory)
+    bridge = NetworkBridge(
+        factory, genesis=genesis, sync_status_interval_ms=cfg.sync_status_interval_ms
+    )
     bridges.append(bridge)
-    await bridge.start()
     return bridge

@@ -1,13 +1,12 @@
 """Answering the proof methods: bounded work, off the event loop, a bounded share per client.
 
+The proofs themselves are assembled by the chain library (chain/proofs.py: O(log n) work, a
+bounded certificate span); this module is the node's wrapper around it.
+
 Rules this module keeps (docs/protocol.md §9; docs/ops.md "Proof requests"):
-1. A proof's work is O(log n) in the chain's length plus the tx's own block: the tx and its
-   receipt are proven in their block, the block is certified by its own commit certificate, and
-   a later anchor header is reached by an accumulator inclusion path and the anchor's own
-   certificate (RFC 9162 §2.1.3) — never by the header chain between the two blocks.
-2. A certificate's header chain (a block up to the tip its stored CommitProof certifies) is at
-   most `proof_max_span` headers, and at most that many heights are searched for it; beyond it
-   the request is refused with BAD_RANGE naming the limit, before any header is read.
+1. The assembler's refusals become API errors: ProofNotFound → NOT_FOUND, ProofOutOfRange →
+   BAD_RANGE (a span beyond `proof_max_span` names the limit).
+2. A damaged header read back from the store (chain/readcheck.py) is an error, never an answer.
 3. Assembly runs in `proof_threads` worker threads, never on the loop that runs consensus. A
    client (its remote address) has at most `proof_jobs_per_client` jobs in the workers at once
    and at most `proof_queue_per_client` proof requests accepted (running or waiting); beyond
@@ -25,12 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gmchain.chain.lightclient import Certificate, build_full_proof
+from gmchain.chain.proofs import ProofAssembler, ProofNotFound, ProofOutOfRange
 from gmchain.chain.readcheck import check_served_header
-from gmchain.consensus.messages import CommitProof
-from gmchain.ledger.merkle import acc_consistency_proof
 from gmchain.ledger.store import Store
-from gmchain.ledger.types import BlockHeader, GenesisValidator
+from gmchain.ledger.types import GenesisValidator
 from gmchain.node.api import ApiError, ErrorCode
 
 __all__ = ["ProofLimits", "ProofService"]
@@ -40,7 +37,7 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProofLimits:
-    max_span: int  # headers in one certificate chain (rule 2)
+    max_span: int  # headers in one certificate chain (chain/proofs.py rule 2)
     threads: int  # worker threads (rule 3)
     jobs_per_client: int  # one client's jobs in the workers at once
     queue_per_client: int  # one client's accepted requests, running or waiting
@@ -67,15 +64,19 @@ class ProofService:
         head_height: Callable[[], int],
         limits: ProofLimits,
     ) -> None:
-        self._store = store
-        self._validators = validators
+        self.assembler = ProofAssembler(
+            store=store,
+            validators=validators,
+            max_span=limits.max_span,
+            check_header=check_served_header,
+        )
         self._head_height = head_height
         self._limits = limits
         self._pool = ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="proof")
         self._clients: dict[str, _Client] = {}
 
     def close(self) -> None:
-        """Wait for running jobs (short, bounded by rule 1) so none reads a closed store."""
+        """Wait for running jobs (short: chain/proofs.py rule 1) so none reads a closed store."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- the async surface (runs on the loop; does no proof work itself) -------------------------
@@ -136,108 +137,25 @@ class ProofService:
         if share.accepted == 0 and self._clients.get(client) is share:
             del self._clients[client]
 
-    # --- the builders (run in a worker thread; plain functions of the store) ---------------------
+    # --- the builders (run in a worker thread): the assembler, its refusals as API errors ------
 
     def build_tx_proof(self, tx_id: bytes, at_height: int | None, head: int) -> dict[str, Any]:
-        loc = self._store.get_tx_location(tx_id)
-        if loc is None or loc[0] > head:
-            raise ApiError(ErrorCode.NOT_FOUND, "transaction is not committed on this node")
-        height, index = loc
-        commit = self._certificate(height, head)
-        tip = commit.headers[-1].height
-        at = min(tip, head) if at_height is None else at_height
-        if not height <= at <= head:
-            raise ApiError(
-                ErrorCode.BAD_RANGE, f"atHeight must be between {height} and {head}, got {at}"
-            )
-        header = commit.headers[0]
-        tx_ids = self._store.get_tx_ids(height)
-        if tx_ids is None:
-            raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
-        receipts = [self._store.get_receipt(t) or b"" for t in tx_ids]
-        anchor_commit = None if at <= tip else self._certificate(at, head)
-        anchor = commit.headers[at - height] if anchor_commit is None else anchor_commit.headers[0]
-        return build_full_proof(
-            header=header,
-            tx_ids=tx_ids,
-            receipts=receipts,
-            index=index,
-            get_node=self._store.get_acc_node,
-            anchor=anchor,
-            commit=commit,
-            anchor_commit=anchor_commit,
-        )
+        return _api_errors(lambda: self.assembler.tx_proof(tx_id, at_height, head))
 
     def build_commit_proof(self, height: int, head: int) -> dict[str, Any]:
-        if not 0 <= height <= head:
-            raise ApiError(ErrorCode.BAD_RANGE, f"no committed block at height {height}")
-        cert = self._certificate(height, head)
-        return {
-            "height": height,
-            "headers": cert.to_json()["headers"],  # height .. the certified tip
-            "proof": "0x" + cert.proof.encode().hex(),
-            "validators": [
-                {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org}
-                for v in self._validators
-            ],
-        }
+        return _api_errors(lambda: self.assembler.commit_proof(height, head))
 
     def build_consistency_proof(
         self, old_height: int, new_height: int, head: int
     ) -> dict[str, Any]:
-        if not 0 <= old_height <= new_height <= head:
-            raise ApiError(
-                ErrorCode.BAD_RANGE,
-                f"need 0 <= oldHeight <= newHeight <= {head}, got {old_height}, {new_height}",
-            )
-        old, new = self._header(old_height), self._header(new_height)
-        proof = acc_consistency_proof(self._store.get_acc_node, old.acc_size, new.acc_size)
-        return {
-            "old_height": old_height,
-            "new_height": new_height,
-            "old_size": old.acc_size,
-            "new_size": new.acc_size,
-            "old_root": "0x" + old.acc_root.hex(),
-            "new_root": "0x" + new.acc_root.hex(),
-            "proof": ["0x" + h.hex() for h in proof],
-            "old_header": "0x" + old.encode().hex(),
-            "new_header": "0x" + new.encode().hex(),
-        }
+        return _api_errors(lambda: self.assembler.consistency_proof(old_height, new_height, head))
 
-    def _certificate(self, height: int, head: int) -> Certificate:
-        """Rule 2: the first stored CommitProof at or above `height` within the span, and the
-        headers from `height` to the tip it certifies."""
-        span = self._limits.max_span
-        proof = None
-        for h in range(height, min(head, height + span - 1) + 1):
-            raw = self._store.get_commit_proof(h)
-            if raw:
-                proof = CommitProof.decode(raw)
-                break
-        if proof is None:
-            if height + span - 1 < head:
-                raise self._span_error(height)
-            raise ApiError(ErrorCode.NOT_FOUND, f"no commit proof covers height {height} yet")
-        tip = proof.header.height - 1
-        if tip < height:  # a stored proof certifies the block it is stored with, or a later one
-            raise ApiError(ErrorCode.NOT_FOUND, f"no commit proof covers height {height}")
-        if tip - height + 1 > span:
-            raise self._span_error(height)
-        return Certificate(
-            headers=tuple(self._header(h) for h in range(height, tip + 1)), proof=proof
-        )
 
-    def _span_error(self, height: int) -> ApiError:
-        return ApiError(
-            ErrorCode.BAD_RANGE,
-            f"the commit certificate of height {height} lies more than proof_max_span = "
-            f"{self._limits.max_span} blocks above it; prove against another height",
-        )
-
-    def _header(self, height: int) -> BlockHeader:
-        raw = self._store.get_header_by_height(height)
-        if raw is None:
-            raise ApiError(ErrorCode.NOT_FOUND, f"no block at height {height}")
-        header = BlockHeader.decode(raw)
-        check_served_header(self._store, height, header)  # chain/readcheck.py
-        return header
+def _api_errors(job: Callable[[], _T]) -> _T:
+    """Rule 1."""
+    try:
+        return job()
+    except ProofNotFound as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from None
+    except ProofOutOfRange as exc:
+        raise ApiError(ErrorCode.BAD_RANGE, str(exc)) from None

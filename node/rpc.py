@@ -420,7 +420,7 @@ class RpcServer:
         except Exception:
             log.exception("health check failed")
             return self._json_response({"status": "unavailable", "error": "internal error"}, 503)
-        if not getattr(st, "healthy", True):
+        if not st.healthy:
             # Behind its peers (or not yet heard from any): serving reads from an old height as
             # if current is what fault 2 of issue 10 was about.
             why = f"catching up: {status['lag']} blocks behind the peers' committed height"
@@ -741,16 +741,14 @@ class RpcServer:
         return None if found is None else self._receipt_json(found)
 
     async def _m_get_block_by_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        summary = getattr(self._api, "get_block_summary", None)
-        if not a["fullTxs"] and summary is not None:  # header + ids: no tx decoding
-            return self._answered_at(_summary_json(summary(a["height"])))
+        if not a["fullTxs"]:  # header + ids: no tx decoding
+            return self._answered_at(_summary_json(self._api.get_block_summary(a["height"])))
         block = self._api.get_block(a["height"])
         return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 
     async def _m_get_block_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        summary = getattr(self._api, "get_block_summary_by_hash", None)
-        if not a["fullTxs"] and summary is not None:
-            return self._answered_at(_summary_json(summary(a["hash"])))
+        if not a["fullTxs"]:
+            return self._answered_at(_summary_json(self._api.get_block_summary_by_hash(a["hash"])))
         block = self._api.get_block_by_hash(a["hash"])
         return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 

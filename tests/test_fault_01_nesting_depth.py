@@ -275,20 +275,21 @@ async def test_gossip_batches_of_large_txs_fit_one_message(tmp_path: Path) -> No
     net = make_net(1)
     store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
     cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
-    service = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
     holder: list[RecordingNet] = []
 
     def factory(on_message: Any) -> RecordingNet:
         holder.append(RecordingNet(on_message))
         return holder[0]
 
+    bridge = NetworkBridge(factory, genesis=net.genesis, sync_status_interval_ms=1000)
+    service = NodeService(
+        config=cfg, genesis=net.genesis, key=net.node_key, store=store, transport=bridge
+    )
     await service.start()
-    bridge = NetworkBridge(service, factory)
     raws = [bytes([i % 256]) * (60 * 1024) for i in range(300)]  # opaque to gossip: just bytes
     for raw in raws:
-        assert service.gossip_hook is not None
-        service.gossip_hook(raw)
-    await bridge.start()
+        bridge.gossip(raw)  # what admission does with a tx it admitted (the transport port)
+    await bridge.start(service)
     try:
         rec = holder[0]
         for _ in range(500):  # up to 10 s on a loaded machine

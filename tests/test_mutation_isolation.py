@@ -81,7 +81,7 @@ def test_the_node_package_never_reaches_the_mutations() -> None:
 async def test_the_replica_of_a_running_node_has_no_planted_bug(tmp_path: Path) -> None:
     net = make_net()
     async with running_service(tmp_path, net) as service:
-        replica = service.replica
+        replica = service.driver.replica  # (the consensus driver owns it)
         assert replica.bugs == frozenset()
         # Rule-level evidence, not only the flag: the full quorum is required (no QUORUM_2F).
         assert replica.certs.threshold == replica.validators.quorum_power

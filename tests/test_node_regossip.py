@@ -66,16 +66,20 @@ async def test_a_long_pending_tx_is_gossiped_again(tmp_path: Path) -> None:
     )
     store = Store.open(tmp_path / "db", chain_id=genesis.chain_id)
     cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
-    service = NodeService(config=cfg, genesis=genesis, key=net.node_key, store=store)
-    await service.start()
     holder: list[RecordingNet] = []
 
     def factory(on_message: Any) -> RecordingNet:
         holder.append(RecordingNet(on_message))
         return holder[0]
 
-    bridge = NetworkBridge(service, factory, regossip_after_s=0.2)
-    await bridge.start()
+    bridge = NetworkBridge(
+        factory, genesis=genesis, sync_status_interval_ms=1000, regossip_after_s=0.2
+    )
+    service = NodeService(
+        config=cfg, genesis=genesis, key=net.node_key, store=store, transport=bridge
+    )
+    await bridge.start(service)
+    await service.start()
     try:
         tx = sign_tx(net.accounts[0], expiry=50, args=evidence_args("regossip-1"))
         raw = tx.encode()

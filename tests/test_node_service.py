@@ -118,7 +118,7 @@ async def test_admission_errors_change_nothing(svc: tuple[NodeService, TestNet])
 async def test_wait_tx_times_out_with_none(svc: tuple[NodeService, TestNet]) -> None:
     service, _ = svc
     assert await service.wait_tx(os.urandom(32), 0.2) is None
-    assert not service._waiters  # the waiter was cleaned up
+    assert not len(service.waiters)  # the waiter was cleaned up
 
 
 def _verify(bundle: dict[str, object], net: TestNet) -> VerifiedProof:
@@ -154,11 +154,11 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
     head = service.height()
     bundle = await service.tx_proof(ids[0], at_height=heights[0])
     _verify(bundle, net)
-    assert bundle["acc_size"] == service._header(heights[0]).acc_size
+    assert bundle["acc_size"] == service.proofs.assembler.header(heights[0]).acc_size
     # and against the head: the anchor's own certificate, not the header chain between
     later = await service.tx_proof(ids[0], at_height=head)
     assert _verify(later, net).anchor_height == head
-    assert later["acc_size"] == service._header(head).acc_size
+    assert later["acc_size"] == service.proofs.assembler.header(head).acc_size
     with pytest.raises(ApiError) as info:
         await service.tx_proof(ids[-1], at_height=heights[-1] - 1)
     assert info.value.code is ErrorCode.BAD_RANGE
@@ -217,13 +217,15 @@ async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:
 async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     svc: tuple[NodeService, TestNet],
 ) -> None:
-    from gmchain.consensus import Broadcast, PersistSafety, SafetyData
-    from gmchain.ledger.types import Round
+    from gmchain.consensus import Broadcast, PersistBlock, PersistSafety, SafetyData
+    from gmchain.consensus.sim.app import make_genesis_header
+    from gmchain.ledger.types import Block, Round
 
     service, _ = svc
+    driver = service.driver
     writes: list[tuple[bytes, bool]] = []
     sent: list[int] = []
-    real = service.store
+    real = driver.store
 
     class Recording:  # the Store has slots; record its meta writes through a proxy
         def put_meta(self, key: str, value: bytes, *, sync: bool = False) -> None:
@@ -237,38 +239,55 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
-    service.store = Recording()  # type: ignore[assignment]
-    service.send_hook = lambda to, msg: sent.append(len(writes))
+    class RecordingTransport:  # what left, counted in the safety writes made before it
+        def broadcast(self, msg: object) -> None:
+            sent.append(len(writes))
+
     older = SafetyData(last_proposed_round=Round(90))
     newer = SafetyData(last_proposed_round=Round(90), last_voted_round=Round(90))
-    dummy = SafetyData()  # any message will do: the hook only records when it was sent
-    service._run_effects(
-        [PersistSafety(data=older), Broadcast(msg=dummy), PersistSafety(data=newer)]  # type: ignore[arg-type]
-    )
-    assert writes == [(newer.encode(), True)]  # one synced write, of the newest data
-    assert sent == [1]  # ...made before the first message left
-    # A block stored between two signatures (a leader's own block before its vote) is made
-    # durable by a second synced write before the vote leaves.
-    from gmchain.consensus import PersistBlock
-    from gmchain.consensus.sim.app import make_genesis_header
-    from gmchain.ledger.types import Block
-
-    writes.clear()
-    sent.clear()
+    dummy = SafetyData()  # any message will do: the transport only records when it was sent
     block = Block(header=make_genesis_header(service.genesis.chain_id), txs=())
-    service._run_effects(
-        [  # type: ignore[list-item]
-            PersistSafety(data=older),
-            Broadcast(msg=dummy),
-            PersistBlock(block=block),
-            PersistSafety(data=newer),
-            Broadcast(msg=dummy),
-        ]
-    )
-    assert writes == [(newer.encode(), True), (newer.encode(), True)]
-    assert sent == [1, 2]
-    service.chain.on_pruned([block.block_id])
-    service.store = real
+    outcomes: list[tuple[list[tuple[bytes, bool]], list[int]]] = []
+
+    def scenario() -> None:
+        """On the consensus thread, between two steps (no tick interleaves). The hand-over of
+        a send to the loop is recorded when it is made (driver rule 3: the FIFO keeps it)."""
+        real_to_loop = driver._to_loop
+        driver.store = Recording()  # type: ignore[assignment]
+        driver.transport = RecordingTransport()  # type: ignore[assignment]
+        driver._to_loop = lambda fn, *args: fn(*args)
+        try:
+            driver.run_effects(
+                [PersistSafety(data=older), Broadcast(msg=dummy), PersistSafety(data=newer)]  # type: ignore[arg-type]
+            )
+            outcomes.append((list(writes), list(sent)))
+            writes.clear()
+            sent.clear()
+            # A block stored between two signatures (a leader's own block before its vote) is
+            # made durable by a second synced write before the vote leaves.
+            driver.run_effects(
+                [  # type: ignore[list-item]
+                    PersistSafety(data=older),
+                    Broadcast(msg=dummy),
+                    PersistBlock(block=block),
+                    PersistSafety(data=newer),
+                    Broadcast(msg=dummy),
+                ]
+            )
+            outcomes.append((list(writes), list(sent)))
+            service.chain.on_pruned([block.block_id])
+        finally:
+            driver.store = real
+            driver.transport = service.transport
+            driver._to_loop = real_to_loop
+
+    done = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    driver.call(lambda: (scenario(), loop.call_soon_threadsafe(done.set_result, None)))
+    await asyncio.wait_for(done, 10)
+    # one synced write, of the newest data, made before the first message left
+    assert outcomes[0] == ([(newer.encode(), True)], [1])
+    assert outcomes[1] == ([(newer.encode(), True), (newer.encode(), True)], [1, 2])
 
 
 async def test_admit_many_reports_each_outcome_in_order_and_admits_only_the_good(

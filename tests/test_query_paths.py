@@ -11,8 +11,9 @@ from gmchain.ledger.store import Store
 from gmchain.ledger.types import SignedTx, TxBody
 from gmchain.node.config import load_config, load_genesis
 from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+from gmchain.node.queries import extract_tx_bytes
 from gmchain.node.rpc import _summary_json
-from gmchain.node.service import NodeService, extract_tx_bytes
+from gmchain.node.service import NodeService
 
 
 async def test_summary_and_sliced_txs_match_the_decoded_block(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ async def test_summary_and_sliced_txs_match_the_decoded_block(tmp_path: Path) ->
             )
             for i, tx in enumerate(block.txs):
                 assert extract_tx_bytes(raw, i) == tx.encode()
-                svc._block_cache.clear()  # force the slicing path
+                svc.queries.clear_cache()  # force the slicing path
                 got = svc.get_tx(tx.tx_id)
                 assert got is not None and got.tx == tx and got.index == i and got.height == h
                 assert got.block_id == block.block_id

@@ -1,0 +1,154 @@
+"""Reads of committed data for the RPC: blocks, transactions, receipts, contract queries.
+
+Rules this module keeps (node/api.py rules 1, 2):
+1. Reads run on the event loop while the consensus thread commits (node/driver.py). They stay
+   consistent because a commit is one synced LevelDB batch (ledger/store.py) and the chain
+   publishes its head only after the batch is written: every key of a block at or below the
+   published head is there, and committed data never changes afterwards. A contract query reads
+   several state keys, so it reads them through one store snapshot: it sees a block's writes
+   entirely or not at all.
+2. What is served is re-checked (chain/readcheck.py); a record that fails its re-hash means the
+   node's own store is damaged: the caller gets the error and `on_corrupt` stops the node
+   (node/service.py rule 5).
+3. Decoded blocks are kept in a small LRU (a committed block never changes).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from gmchain.chain.executor import Executor
+from gmchain.chain.readcheck import check_served_block, check_served_header, check_served_tx
+from gmchain.contracts.framework import ContractError, Registry
+from gmchain.ledger.codec import Value
+from gmchain.ledger.store import Store, StoreCorrupt
+from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
+from gmchain.node.api import ApiError, ErrorCode, TxLookup
+
+__all__ = ["Queries", "extract_tx_bytes"]
+
+BLOCK_CACHE = 256  # decoded blocks kept (rule 3)
+
+
+class Queries:
+    """The read half of NodeApi over the committed store."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: Registry,
+        executor: Executor,
+        on_corrupt: Callable[[StoreCorrupt], None],
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._executor = executor
+        self._on_corrupt = on_corrupt
+        self._block_cache: OrderedDict[int, Block] = OrderedDict()
+
+    def clear_cache(self) -> None:
+        self._block_cache.clear()
+
+    def get_block(self, height: int) -> Block | None:
+        block = self._block_cache.get(height)
+        if block is not None:
+            self._block_cache.move_to_end(height)
+            return block
+        raw = self._store.get_block_by_height(height)
+        if not raw:
+            return None
+        block = Block.decode(raw)
+        self._checked(check_served_block, self._store, height, block)
+        self._block_cache[height] = block
+        if len(self._block_cache) > BLOCK_CACHE:
+            self._block_cache.popitem(last=False)
+        return block
+
+    def get_block_by_hash(self, block_id: bytes) -> Block | None:
+        height = self._store.get_height_by_hash(block_id)
+        return None if height is None else self.get_block(height)
+
+    def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
+        """A committed block's header and tx ids, without decoding its transactions."""
+        raw = self._store.get_header_by_height(height)
+        ids = self._store.get_tx_ids(height)
+        if raw is None or ids is None:
+            return None
+        header = BlockHeader.decode(raw)
+        self._checked(check_served_header, self._store, height, header)
+        return header, ids
+
+    def get_block_summary_by_hash(self, block_id: bytes) -> tuple[BlockHeader, list[bytes]] | None:
+        height = self._store.get_height_by_hash(block_id)
+        return None if height is None else self.get_block_summary(height)
+
+    def get_tx(self, tx_id: bytes) -> TxLookup | None:
+        loc = self._store.get_tx_location(tx_id)
+        if loc is None:
+            return None
+        height, index = loc
+        cached = self._block_cache.get(height)
+        if cached is not None:
+            tx = cached.txs[index]
+        else:
+            raw_block = self._store.get_block_by_height(height)
+            assert raw_block is not None  # rule 1: the location and the block are one batch
+            tx = SignedTx.decode(extract_tx_bytes(raw_block, index))
+            self._checked(check_served_tx, height, tx_id, tx)
+        rraw = self._store.get_receipt(tx_id)
+        block_id = self._store.get_block_hash(height)
+        assert rraw is not None and block_id is not None
+        return TxLookup(
+            tx=tx, height=height, index=index, block_id=block_id, receipt=Receipt.decode(rraw)
+        )
+
+    def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
+        loc = self._store.get_tx_location(tx_id)
+        rraw = self._store.get_receipt(tx_id)
+        if loc is None or rraw is None:
+            return None
+        return Receipt.decode(rraw), loc[0], loc[1]
+
+    def call(self, contract: str, method: str, args: Sequence[Value]) -> Value:
+        """A read-only contract query on one snapshot of committed state (rule 1)."""
+        with self._store.snapshot() as snap:
+            try:
+                result: Value = self._executor.query(contract, method, args, committed=snap)
+            except ContractError as exc:
+                raise ApiError(ErrorCode.QUERY_FAILED, str(exc)) from None
+            return result
+
+    def describe_contracts(self) -> dict[str, Any]:
+        return self._registry.describe()
+
+    def _checked(self, check: Callable[..., None], *args: Any) -> None:
+        """Rule 2."""
+        try:
+            check(*args)
+        except StoreCorrupt as exc:
+            self._on_corrupt(exc)
+            raise
+
+
+def extract_tx_bytes(block_bytes: bytes, index: int) -> bytes:
+    """The canonical bytes of transaction `index` inside an encoded Block `[6, header, [txs]]`,
+    found by skipping (in msgpack's C code) instead of decoding the whole block."""
+    u = msgpack.Unpacker(raw=False, max_buffer_size=len(block_bytes) + 1)
+    u.feed(block_bytes)
+    if u.read_array_header() != 3:
+        raise ValueError("not an encoded block")
+    u.skip()  # tag
+    u.skip()  # header
+    n = u.read_array_header()
+    if not 0 <= index < n:
+        raise IndexError(f"block has {n} transactions, no index {index}")
+    for _ in range(index):
+        u.skip()
+    start = u.tell()
+    u.skip()
+    return block_bytes[start : u.tell()]

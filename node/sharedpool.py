@@ -1,0 +1,135 @@
+"""The transaction pool shared by the event loop (admission, gossip, reads) and the consensus
+thread (block building, validation, commit): node/mempool.py's pool behind one lock.
+
+Rules this module keeps:
+1. Every public method of the pool runs under one re-entrant lock, so the pool's own invariants
+   (node/mempool.py) hold across the two threads; `iter_fair` holds it for the whole walk (the
+   pool must not change while a block is being packed from it) and releases it when the walk
+   ends or its iterator is dropped.
+2. The pool never holds a committed transaction (chain/core.py trusts it). Admission checks
+   "already committed" before it adds (node/admission.py rule 4), but the consensus thread may
+   commit between that check and the `add`. A commit removes its block's tx ids from the pool
+   (`remove`, under the lock) after its synced batch is written, and the pool remembers the ids
+   of its last `REMEMBER_REMOVED` removals (present in the pool or not; evictions excluded: an
+   evicted tx is not committed). So an `add` either runs before the commit's removal (which
+   then takes the tx out again) or finds the id remembered and refuses it as a duplicate — an
+   in-memory check, not a store read on the loop (docs/benchmarks.md: a LevelDB read per
+   admitted tx on the loop cost a quarter of it in GIL hand-offs).
+3. Nothing here blocks for long: the longest hold is one packing walk (bounded by
+   `pack_scan_max_txs`, chain/core.py rule 4), not a block's execution or its fsync.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+
+from gmchain.ledger.types import SignedTx
+from gmchain.node.api import ErrorCode
+from gmchain.node.mempool import Dropped, Mempool, MempoolConfig, MempoolError
+
+__all__ = ["REMEMBER_REMOVED", "SharedMempool"]
+
+REMEMBER_REMOVED = 1 << 17  # tx ids of the latest removals kept (rule 2): many blocks' worth
+
+
+class SharedMempool(Mempool):
+    """A Mempool whose every method takes one lock (rule 1), and which remembers the ids its
+    latest removals named (rule 2).
+
+    (A subclass, not a wrapper, because the chain and admission are typed against Mempool; the
+    lock belongs inside the pool once the pool becomes an interface of the chain library.)"""
+
+    def __init__(
+        self,
+        *,
+        config: MempoolConfig,
+        chain_id: str,
+        replay_window: int,
+    ) -> None:
+        super().__init__(config=config, chain_id=chain_id, replay_window=replay_window)
+        self._lock = threading.RLock()
+        self._removed: OrderedDict[bytes, None] = OrderedDict()  # rule 2, oldest first
+        self._evicting = 0  # > 0 while an eviction runs (its removals are not commits)
+
+    def precheck(self, tx: SignedTx, size: int, head: int) -> None:
+        with self._lock:
+            super().precheck(tx, size, head)
+
+    def add(self, tx: SignedTx, size: int, head: int, now_ms: int) -> None:
+        with self._lock:
+            if tx.tx_id in self._removed:  # rule 2
+                raise MempoolError(ErrorCode.DUPLICATE, "transaction is already committed")
+            super().add(tx, size, head, now_ms)
+
+    def is_verified(self, tx_id: bytes) -> bool:
+        with self._lock:
+            return super().is_verified(tx_id)
+
+    def mark_verified(self, tx_id: bytes) -> None:
+        with self._lock:
+            super().mark_verified(tx_id)
+
+    def iter_fair(self) -> Iterator[tuple[SignedTx, int]]:
+        with self._lock:
+            yield from super().iter_fair()
+
+    def take(
+        self, max_count: int, max_bytes: int, exclude: Iterable[frozenset[bytes]]
+    ) -> list[SignedTx]:
+        with self._lock:
+            return super().take(max_count, max_bytes, exclude)
+
+    def remove(self, tx_ids: Iterable[bytes]) -> int:
+        with self._lock:
+            if self._evicting:
+                return super().remove(tx_ids)
+            ids = list(tx_ids)
+            removed = self._removed
+            for tx_id in ids:
+                removed[tx_id] = None
+            while len(removed) > REMEMBER_REMOVED:
+                removed.popitem(last=False)
+            return super().remove(ids)
+
+    def evict(self, tx_ids: Iterable[bytes], code: ErrorCode, message: str) -> int:
+        with self._lock:
+            self._evicting += 1
+            try:
+                return super().evict(tx_ids, code, message)
+            finally:
+                self._evicting -= 1
+
+    def evict_sender(self, sender: bytes, code: ErrorCode, message: str) -> int:
+        with self._lock:
+            return super().evict_sender(sender, code, message)
+
+    def evict_address(self, address: bytes, code: ErrorCode, message: str) -> int:
+        with self._lock:
+            return super().evict_address(address, code, message)
+
+    def evict_expired(self, head: int) -> int:
+        with self._lock:
+            return super().evict_expired(head)
+
+    def dropped_reason(self, tx_id: bytes) -> Dropped | None:
+        with self._lock:
+            return super().dropped_reason(tx_id)
+
+    def __contains__(self, tx_id: object) -> bool:
+        with self._lock:
+            return super().__contains__(tx_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return super().__len__()
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def oldest_arrival_ms(self) -> int | None:
+        with self._lock:
+            return super().oldest_arrival_ms()

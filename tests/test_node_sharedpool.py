@@ -1,0 +1,69 @@
+"""node/sharedpool.py: the pool shared by the loop and the consensus thread.
+
+Rules under test: rule 1 (one lock: a packing walk on one thread and inserts on another never
+break the pool), rule 2 (an id a commit removed is refused by a later `add`, an evicted one is
+not remembered as committed).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gmchain.crypto_sm import PrivateKey
+from gmchain.node.api import ErrorCode
+from gmchain.node.mempool import MempoolConfig, MempoolError
+from gmchain.node.sharedpool import SharedMempool
+from tests.node_helpers import CHAIN_ID, sign_tx
+
+HEAD = 10
+
+
+def _pool() -> SharedMempool:
+    return SharedMempool(
+        config=MempoolConfig(max_txs=100_000, per_sender_max=100_000),
+        chain_id=CHAIN_ID,
+        replay_window=50,
+    )
+
+
+def test_a_tx_committed_before_its_add_is_refused_and_an_evicted_one_is_not_remembered() -> None:
+    key = PrivateKey.generate()
+    pool = _pool()
+    committed, evicted = (sign_tx(key, expiry=HEAD + 5, nonce=n) for n in (1, 2))
+    # The commit removes the block's ids while the tx is still being admitted (not in the pool).
+    assert pool.remove([committed.tx_id]) == 0
+    with pytest.raises(MempoolError) as err:
+        pool.add(committed, len(committed.encode()), HEAD, 0)
+    assert err.value.code is ErrorCode.DUPLICATE and committed.tx_id not in pool
+    pool.add(evicted, len(evicted.encode()), HEAD, 0)
+    assert pool.evict([evicted.tx_id], ErrorCode.EXPIRED, "gone") == 1
+    pool.add(evicted, len(evicted.encode()), HEAD, 0)  # not refused as "already committed"
+    assert evicted.tx_id in pool
+
+
+def test_a_packing_walk_and_concurrent_inserts_keep_the_pool_whole() -> None:
+    keys = [PrivateKey.generate() for _ in range(8)]
+    txs = [sign_tx(keys[i % 8], expiry=HEAD + 5, nonce=i) for i in range(200)]
+    pool = _pool()
+    for t in txs[:100]:
+        pool.add(t, 300, HEAD, 0)
+    errors: list[BaseException] = []
+
+    def walker() -> None:
+        try:
+            for _ in range(200):
+                seen = [t.tx_id for t, _ in pool.iter_fair()]
+                assert len(seen) == len(set(seen))
+        except BaseException as exc:  # (reported below: a thread's exception is otherwise lost)
+            errors.append(exc)
+
+    thread = threading.Thread(target=walker)
+    thread.start()
+    for t in txs[100:]:
+        pool.add(t, 300, HEAD, 0)
+    pool.remove(t.tx_id for t in txs[:50])
+    thread.join()
+    assert errors == []
+    assert len(pool) == 150 and pool.size_bytes == 150 * 300
