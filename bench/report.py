@@ -9,7 +9,7 @@ Rules this module keeps:
 2. Stable field names: `REQUIRED_FIELDS` are always present (`check_schema` enforces it); new
    fields may be added, none renamed.
 3. Analysis is a pure function of the recorded times, so it is unit-tested on synthetic results.
-4. Charts need matplotlib (optional extra `bench`); without it the report says so and carries no
+4. Charts need matplotlib (in the `[node]` extra); without it the report says so and carries no
    PNG, and nothing else changes.
 """
 

@@ -17,14 +17,21 @@ bundle plus:
   later header by the accumulator inclusion path (O(log n) hashes), never by the header chain
   between the two blocks, so a bundle's size does not grow with the chain.
 
-Rules `verify_full_proof` keeps:
+The one light client: the CLI (`gmchain proof verify`), the SDK (`verify_proof_bundle`), the
+RPC's proof assembly (`build_full_proof`, node/proofserve.py) and, later, crosschain/ use this
+module and no other copy of these checks. It needs no node, no store and no network: it imports
+only crypto_sm, ledger, consensus' certificate checker and the chain's genesis derivation.
+
+Rules `verify_full_proof` and `verify_header_chain` keep:
 1. Everything is checked from bytes: decode, recompute, compare — never trust a field's claim.
-2. Trust comes only from the caller's validator set (from the genesis file, or a set the caller
-   names): there is no default, and nothing inside the bundle is used as a validator set.
+2. Trust comes only from the caller's `TrustAnchor` (from the genesis, or a validator set and
+   chain id the caller names): there is no default, and nothing inside the bundle is used as a
+   validator set or a chain id.
 3. Every certificate is checked completely: the headers link by parent id and consecutive
    heights, the child names the tip and follows it by one round, the QC names the child, and both
    the QC and the child's own justify QC carry signatures of more than 2/3 of the voting power.
-4. Any malformed input raises `ProofCheckError` with a reason in words, never another exception.
+4. Any malformed input raises `ProofCheckError` with a reason in words, never another exception;
+   a malformed trust anchor raises `TrustAnchorError`. Both are ValueErrors.
 5. A vote's signing root names the chain id, not the genesis (docs/protocol.md §6), so a
    certificate binds a block to a chain id and a validator set only. Given the genesis block's
    id, every header of the bundle at height 1 (or 0) must descend from it; a bundle reaching
@@ -36,33 +43,39 @@ Rules `verify_full_proof` keeps:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from gmchain.consensus import Validator, ValidatorSet
+from gmchain.chain.genesis import make_genesis_block
+from gmchain.chain.validators import GenesisValidators
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
+from gmchain.consensus.types import Validator, ValidatorSet
 from gmchain.crypto_sm import PublicKey, sm3_hash
 from gmchain.ledger.codec import DecodeError
 from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
-from gmchain.ledger.types import BlockHeader, Digest, GenesisValidator, NodeId, Receipt
+from gmchain.ledger.types import BlockHeader, Digest, Genesis, GenesisValidator, NodeId, Receipt
 from gmchain.ledger.wire import HASH_PREFIXES
 
 __all__ = [
     "BUNDLE_VERSION",
     "Certificate",
     "ProofCheckError",
+    "TrustAnchor",
+    "TrustAnchorError",
     "VerifiedProof",
     "build_full_proof",
     "compute_validator_set_fingerprint",
     "verify_full_proof",
+    "verify_header_chain",
 ]
 
 BUNDLE_VERSION = 2
 D_VALIDATOR_SET = HASH_PREFIXES["validator-set"]  # registered in ledger.wire
+_T = TypeVar("_T")
 
 
 def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) -> Digest:
@@ -74,6 +87,71 @@ def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) ->
 
 class ProofCheckError(ValueError):
     """The bundle does not prove what it claims (or is malformed); the message says why."""
+
+
+class TrustAnchorError(ValueError):
+    """The trust anchor the caller gave is unusable (empty set, bad key, no chain id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustAnchor:
+    """What a light client trusts (rule 2): a chain id, its validator set and, if known, the
+    genesis (its document hash and its block's id, rule 5). Build it with `from_genesis` or
+    `from_validators`; nothing here ever comes from the bundle being checked."""
+
+    chain_id: str
+    validators: tuple[GenesisValidator, ...]
+    genesis: tuple[Digest, Digest] | None = None  # (genesis document hash, genesis block id)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chain_id, str) or not self.chain_id:
+            raise TrustAnchorError(
+                "a validator set needs its chain_id: the votes sign it, and it must come from "
+                "the trust anchor, not from the bundle"
+            )
+        if not self.validators:
+            raise TrustAnchorError("the trusted validator set is empty")
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> TrustAnchor:
+        """The chain's own genesis: its chain id and validators, and the genesis binding."""
+        block0 = make_genesis_block(genesis)[0].header.block_id
+        return cls(
+            chain_id=genesis.chain_id,
+            validators=GenesisValidators(genesis).validators_at(0),  # the set the genesis names
+            genesis=(genesis.compute_hash(), block0),
+        )
+
+    @classmethod
+    def from_validators(
+        cls, validators: Sequence[GenesisValidator | Mapping[str, Any]], chain_id: str
+    ) -> TrustAnchor:
+        """A validator set the caller trusts: `GenesisValidator`s or JSON objects
+        `{"pubkey": hex, "power": int, "org"?: str}` (the `validators` member of a
+        gm_getCommitProof answer has this shape), with the chain id they sign for."""
+        out = []
+        for i, v in enumerate(validators):
+            if isinstance(v, GenesisValidator):
+                out.append(v)
+                continue
+            try:
+                pub = v["pubkey"]
+                out.append(
+                    GenesisValidator(
+                        pubkey=bytes.fromhex(pub.removeprefix("0x").removeprefix("0X")),
+                        power=v["power"],
+                        org=str(v.get("org") or "(unnamed)"),  # not checked: only keys and power
+                    )
+                )
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                raise TrustAnchorError(
+                    f"validators[{i}]: expected {{pubkey, power, org}}: {exc}"
+                ) from None
+        return cls(chain_id=chain_id, validators=tuple(out))
+
+    @property
+    def fingerprint(self) -> Digest:
+        return compute_validator_set_fingerprint(self.validators)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,31 +228,38 @@ def build_full_proof(
     return out
 
 
-def verify_full_proof(
-    doc: Mapping[str, Any],
-    *,
-    chain_id: str,
-    validators: Sequence[GenesisValidator],
-    genesis: tuple[Digest, Digest] | None = None,
-) -> VerifiedProof:
-    """Check a version-2 bundle against a trusted validator set; raise ProofCheckError.
-    `genesis` = (the genesis document's hash, the genesis block's id) binds it (rule 5)."""
-    if not validators:
-        raise ProofCheckError("no trusted validator set: pass the chain's genesis or validators")
+def verify_full_proof(doc: Mapping[str, Any], trust: TrustAnchor) -> VerifiedProof:
+    """Check a version-2 bundle (module docstring) against `trust`; raise ProofCheckError."""
+    return _guarded(lambda: _verify(doc, trust))
+
+
+def verify_header_chain(
+    certificate: Mapping[str, Any], trust: TrustAnchor, *, first: BlockHeader | None = None
+) -> list[BlockHeader]:
+    """Check a certified header chain `{"headers": [hex, ...], "proof": hex}` (a bundle's
+    `commit`, or the `headers` and `proof` of a gm_getCommitProof answer) against `trust`
+    (rules 3 and 5); return its headers, each now known to be committed. `first`, if given, is
+    the header the chain must start at. Raises ProofCheckError."""
+
+    def check() -> list[BlockHeader]:
+        headers = _check_certificate(certificate, first, _checker(trust), "certificate")
+        _check_genesis(headers, trust.genesis)
+        return headers
+
+    return _guarded(check)
+
+
+def _guarded(check: Callable[[], _T]) -> _T:
+    """Rule 4: every failure of `check` as a ProofCheckError."""
     try:
-        return _verify(doc, chain_id, validators, genesis)
+        return check()
+    except ProofCheckError:
+        raise
     except (ValueError, KeyError, TypeError, DecodeError, ProofFormatError) as exc:
-        if isinstance(exc, ProofCheckError):
-            raise
         raise ProofCheckError(f"malformed proof: {exc}") from None
 
 
-def _verify(
-    doc: Mapping[str, Any],
-    chain_id: str,
-    validators: Sequence[GenesisValidator],
-    genesis: tuple[Digest, Digest] | None,
-) -> VerifiedProof:
+def _verify(doc: Mapping[str, Any], trust: TrustAnchor) -> VerifiedProof:
     if not isinstance(doc, Mapping):
         raise ProofCheckError("malformed proof: expected a JSON object")
     version = doc.get("version")
@@ -187,10 +272,12 @@ def _verify(
     header = BlockHeader.decode(bundle.header)  # a DecodeError names what is wrong with it
     if not verify_tx_proof(bundle):
         raise ProofCheckError("the Merkle proofs do not lead from the transaction to the roots")
-    if header.chain_id != chain_id:
-        raise ProofCheckError(f"the bundle is for chain {header.chain_id!r}, not {chain_id!r}")
+    if header.chain_id != trust.chain_id:
+        raise ProofCheckError(
+            f"the bundle is for chain {header.chain_id!r}, not {trust.chain_id!r}"
+        )
     # Receipt: decodes, names this tx, and is leaf index_in_block of the block's receipt_root.
-    receipt_bytes = parse_hex(doc["receipt"], name="receipt")
+    receipt_bytes = parse_hex(doc.get("receipt"), name="receipt")
     receipt = Receipt.decode(receipt_bytes)
     if receipt.tx_id != bundle.tx_id:
         raise ProofCheckError("the receipt belongs to another transaction")
@@ -199,14 +286,14 @@ def _verify(
         leaf_hash(receipt_bytes), bundle.index_in_block, header.tx_count, rpath, header.receipt_root
     ):
         raise ProofCheckError("the receipt is not under the block's receipt_root")
-    anchor = BlockHeader.decode(parse_hex(doc["anchor_header"], name="anchor_header"))
+    anchor = BlockHeader.decode(parse_hex(doc.get("anchor_header"), name="anchor_header"))
     if anchor.acc_size != bundle.acc_size or anchor.acc_root != bundle.acc_root:
         raise ProofCheckError("the anchor header does not carry the accumulator the proof uses")
     if anchor.height < header.height or anchor.chain_id != header.chain_id:
         raise ProofCheckError("the anchor header is not a later header of the same chain")
     if anchor.height == header.height and anchor.block_id != header.block_id:
         raise ProofCheckError("the anchor header differs from the transaction's block header")
-    checker = _checker(chain_id, validators)
+    checker = _checker(trust)
     tx_chain = _check_certificate(doc["commit"], header, checker, "commit")
     headers = [header, anchor, *tx_chain]
     if doc.get("anchor_commit") is None:
@@ -214,7 +301,7 @@ def _verify(
             raise ProofCheckError("the anchor header is not on the certified chain")
     else:
         headers += _check_certificate(doc["anchor_commit"], anchor, checker, "anchor_commit")
-    bound = _check_genesis(headers, genesis)
+    bound = _check_genesis(headers, trust.genesis)
     return VerifiedProof(
         tx_id=bundle.tx_id,
         height=header.height,
@@ -225,8 +312,8 @@ def _verify(
         acc_root=bundle.acc_root,
         anchor_height=anchor.height,
         anchor_block_id=anchor.block_id,
-        chain_id=chain_id,
-        validator_set=compute_validator_set_fingerprint(validators),
+        chain_id=trust.chain_id,
+        validator_set=trust.fingerprint,
         genesis_hash=bound,
     )
 
@@ -250,26 +337,30 @@ def _check_genesis(
     return genesis_hash if low else None
 
 
-def _checker(chain_id: str, validators: Sequence[GenesisValidator]) -> CertChecker:
-    vset = ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in validators)
-    keys = {NodeId(v.node_id): PublicKey.from_bytes(v.pubkey) for v in validators}
+def _checker(trust: TrustAnchor) -> CertChecker:
+    vset = ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in trust.validators)
+    keys = {NodeId(v.node_id): PublicKey.from_bytes(v.pubkey) for v in trust.validators}
 
     class _Verifier:
         def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
             key = keys.get(node_id)
             return key is not None and key.verify(msg, sig)
 
-    return CertChecker(chain_id=chain_id, validators=vset, verifier=_Verifier(), genesis_id=None)
+    return CertChecker(
+        chain_id=trust.chain_id, validators=vset, verifier=_Verifier(), genesis_id=None
+    )
 
 
 def _check_certificate(
-    obj: Any, first: BlockHeader, checker: CertChecker, what: str
+    obj: Any, first: BlockHeader | None, checker: CertChecker, what: str
 ) -> list[BlockHeader]:
-    """Rule 3 for one certificate object whose headers must start at `first`."""
+    """Rule 3 for one certificate object whose headers must start at `first` (if given)."""
     if not isinstance(obj, Mapping) or not isinstance(obj.get("headers"), list):
         raise ProofCheckError(f"{what}: expected {{headers: [...], proof: hex}}")
     headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
-    if not headers or headers[0].block_id != first.block_id:
+    if not headers:
+        raise ProofCheckError(f"{what}: no headers")
+    if first is not None and headers[0].block_id != first.block_id:
         raise ProofCheckError(f"{what}: the headers do not start at block {first.height}")
     for parent, child in itertools.pairwise(headers):
         if child.parent_id != parent.block_id or child.height != parent.height + 1:
@@ -277,7 +368,7 @@ def _check_certificate(
     if any(h.chain_id != checker.chain_id for h in headers):
         raise ProofCheckError(f"{what}: a header belongs to another chain")
     tip = headers[-1]
-    proof = CommitProof.decode(parse_hex(obj["proof"], name=f"{what} proof"))
+    proof = CommitProof.decode(parse_hex(obj.get("proof"), name=f"{what} proof"))
     child = proof.header
     if proof.committed_id != tip.block_id or child.parent_id != tip.block_id:
         raise ProofCheckError(f"{what}: the commit certificate certifies another block")

@@ -240,7 +240,7 @@ def test_unexpected_exception_is_one_line(
     def boom(args: Any) -> int:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli, "_cmd_status", boom)
+    monkeypatch.setattr(cli, "cmd_status", boom)  # node/cli_client.py, as cli names it
     code, _, err = run(["status"], capsys)
     assert code == 1
     assert_one_line_error(err)

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from gmchain.chain.lightclient import ProofCheckError, VerifiedProof, verify_full_proof
+from gmchain.chain.lightclient import (
+    ProofCheckError,
+    TrustAnchor,
+    VerifiedProof,
+    verify_full_proof,
+)
 from gmchain.consensus import Validator, ValidatorSet
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
@@ -122,9 +127,8 @@ async def test_wait_tx_times_out_with_none(svc: tuple[NodeService, TestNet]) -> 
 
 
 def _verify(bundle: dict[str, object], net: TestNet) -> VerifiedProof:
-    return verify_full_proof(
-        bundle, chain_id=net.genesis.chain_id, validators=net.genesis.validators
-    )
+    trust = TrustAnchor.from_validators(net.genesis.validators, net.genesis.chain_id)
+    return verify_full_proof(bundle, trust)
 
 
 async def test_proofs_verify(svc: tuple[NodeService, TestNet]) -> None:

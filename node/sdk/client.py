@@ -1,25 +1,7 @@
-"""The gmchain client SDK: keys, build and sign transactions, submit, wait, fetch and verify proofs.
+"""The asyncio client of one gmchain node: JSON-RPC over HTTP, receipts over WebSocket.
 
-Rules this module keeps (DESIGN.md, "The way a transaction travels"; docs/protocol.md; docs/rpc.md):
-1. Transactions are built and signed here, never by the node: the body is a `ledger.types.TxBody`,
-   its id is `compute_signing_root("tx", body)` and the SM2 signature is over that id
-   (GB/T 32918.2 through `crypto_sm`, which wraps OpenSSL; nothing cryptographic is done here).
-2. Replay window (FISCO BCOS #2156 is the bug not to repeat: the SDK's blockLimit drifted): the
-   expiry of every transaction is computed from the node's *current* head at send time,
-   `expiry = head + max(1, W // 2)` with W from `gm_nodeInfo`, so `head < expiry <= head + W` holds
-   at the node with half a window of slack. Only the chain id and W are cached.
-3. Waiting for a receipt subscribes to `txCommit` on the WebSocket *before* submitting, so a fast
-   commit cannot be missed; if the WebSocket is unavailable it falls back to
-   `gm_waitForReceipt`. A timeout raises `TxTimeout` (the tx may still commit; its id is given).
-4. Every failure is one of three exceptions with a readable message: `NodeUnreachable` (no
-   connection), `RpcError` (the node answered with a JSON-RPC error: code, message, data),
-   `SdkError` (anything else the caller should read: bad reply, failed transaction, bad proof).
-5. Binary values on the wire are `0x` lowercase hex (JSON-RPC 2.0 + docs/rpc.md); heights are ints.
-6. Proofs are verified offline by one entry point, `verify_proof_bundle`, and only against a trust
-   anchor the caller gives (the genesis or a validator set): a bundle cannot certify itself.
-   No RPC call is needed or made.
-7. Evidence replies are shaped by the contract's own JSON views (`contracts.evidence`), imported
-   where used so that key, transaction and proof functions do not depend on the contracts.
+Rules 1-3, 5 and 7 of gmchain.node.sdk (the package docstring) are kept here. aiohttp's client
+is the only network dependency; nothing here imports aiohttp's server, LevelDB or the node.
 """
 
 from __future__ import annotations
@@ -27,95 +9,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import aiohttp
 
-from gmchain.chain.lightclient import (
-    ProofCheckError,
-    VerifiedProof,
-    compute_validator_set_fingerprint,
-    verify_full_proof,
-)
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import Value
-from gmchain.ledger.types import Genesis, GenesisValidator, Height, SignedTx, TxBody
+from gmchain.ledger.types import Height, SignedTx, TxBody
+from gmchain.node.sdk.errors import NodeUnreachable, RpcError, SdkError, TxTimeout, from_hex, to_hex
 
-__all__ = [
-    "DEFAULT_URL",
-    "Client",
-    "NodeUnreachable",
-    "RpcError",
-    "SdkError",
-    "SyncClient",
-    "TxTimeout",
-    "VerifiedProof",
-    "compute_validator_set_fingerprint",
-    "from_hex",
-    "to_hex",
-    "verify_proof_bundle",
-]
+__all__ = ["DEFAULT_URL", "Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8545"
 # Expiry distance when the node does not say its replay window W (rule 2): valid for any W >= 20.
 _FALLBACK_EXPIRY_DELTA = 20
-_T = TypeVar("_T")
-
-
-class SdkError(Exception):
-    """Something the caller should read: a bad reply, a failed transaction, a bad proof."""
-
-
-class NodeUnreachable(SdkError):
-    """No connection to the node (refused, DNS, timeout)."""
-
-    def __init__(self, url: str, reason: str = "") -> None:
-        super().__init__(f"cannot reach the node at {url}: is it running? (gmchain dev)")
-        self.url = url
-        self.reason = reason
-
-
-class RpcError(SdkError):
-    """The node answered with a JSON-RPC error object."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"{message} (code {code})")
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-class TxTimeout(SdkError):
-    """The transaction was submitted but no receipt arrived in time; it may still commit."""
-
-    def __init__(self, tx_id: bytes, timeout_s: float) -> None:
-        super().__init__(
-            f"transaction {to_hex(tx_id)} submitted but not committed within {timeout_s:g} s "
-            "(it may still commit: look it up with `gmchain tx get`)"
-        )
-        self.tx_id = tx_id
-
-
-def to_hex(data: bytes) -> str:
-    """`0x` + lowercase hex, the RPC's binary format."""
-    return "0x" + bytes(data).hex()
-
-
-def from_hex(text: str, length: int | None = None, *, what: str = "value") -> bytes:
-    """Parse `0x` hex (the prefix is optional for user input); raise SdkError naming `what`."""
-    if not isinstance(text, str):
-        raise SdkError(f"{what}: expected a hex string, got {type(text).__name__}")
-    body = text[2:] if text[:2] in ("0x", "0X") else text
-    try:
-        out = bytes.fromhex(body)
-    except ValueError:
-        raise SdkError(f"{what}: not valid hex: {text[:80]!r}") from None
-    if length is not None and len(out) != length:
-        raise SdkError(f"{what}: expected {length} bytes, got {len(out)}")
-    return out
 
 
 def _field(obj: Mapping[str, Any], *names: str) -> Any:
@@ -134,86 +43,6 @@ def _jsonable(value: Value) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-def verify_proof_bundle(
-    bundle: Mapping[str, Any],
-    *,
-    genesis: Genesis | str | os.PathLike[str] | None = None,
-    validators: Sequence[GenesisValidator | Mapping[str, Any]] | None = None,
-    chain_id: str | None = None,
-) -> VerifiedProof:
-    """Verify a `gm_getTransactionProof` bundle offline against a trust anchor (rule 6).
-
-    The anchor is required: the chain's `genesis` (a `Genesis` or the path of its genesis.json),
-    or a `validators` set you trust (`GenesisValidator`s, or mappings with `pubkey` and `power`)
-    with its `chain_id` (required: votes sign the chain id, and it must come from the anchor,
-    never from the bundle). Everything is checked (docs/protocol.md §9): the transaction's
-    Merkle paths to its block's tx_root and to the anchor header's accumulator, the receipt's
-    path to receipt_root, the header links, and every commit certificate's QC signatures and
-    quorum (more than 2/3 of the trusted voting power); with a genesis, headers at height 1
-    must descend from its genesis block. Nothing inside the bundle is trusted. Returns what
-    was proven (naming the chain id, the validator set's fingerprint and, if bound, the
-    genesis); raises `SdkError` saying why otherwise.
-    """
-    if (genesis is None) == (validators is None):
-        raise SdkError(
-            "a proof needs exactly one trust anchor: genesis= (the chain's genesis) or "
-            "validators= (a validator set you trust)"
-        )
-    if not isinstance(bundle, Mapping) or not isinstance(bundle.get("header"), str):
-        raise SdkError("malformed bundle: expected a JSON object with a hex `header`")
-    if genesis is not None:
-        if not isinstance(genesis, Genesis):
-            from gmchain.node.config import ConfigError, load_genesis
-
-            try:
-                genesis = load_genesis(genesis)
-            except (ConfigError, OSError) as exc:
-                raise SdkError(f"cannot read the genesis: {exc}") from None
-        from gmchain.chain.genesis import make_genesis_block
-        from gmchain.chain.validators import GenesisValidators
-
-        vals: list[GenesisValidator] = list(GenesisValidators(genesis).validators_at(0))
-        want_chain = genesis.chain_id
-        if chain_id is not None and chain_id != want_chain:
-            raise SdkError(f"chain_id {chain_id!r} differs from the genesis's {want_chain!r}")
-        bind = (genesis.compute_hash(), make_genesis_block(genesis)[0].header.block_id)
-    else:
-        assert validators is not None
-        vals, bind = _validator_set(validators), None
-        if not isinstance(chain_id, str) or not chain_id:
-            raise SdkError(
-                "a validator set needs its chain_id: the votes sign it, and it must come from "
-                "the trust anchor, not from the bundle"
-            )
-        want_chain = chain_id
-    try:
-        return verify_full_proof(bundle, chain_id=want_chain, validators=vals, genesis=bind)
-    except ProofCheckError as exc:
-        raise SdkError(str(exc)) from None
-
-
-def _validator_set(items: Sequence[GenesisValidator | Mapping[str, Any]]) -> list[GenesisValidator]:
-    out = []
-    for i, v in enumerate(items):
-        if isinstance(v, GenesisValidator):
-            out.append(v)
-            continue
-        try:
-            pub = v["pubkey"]
-            out.append(
-                GenesisValidator(
-                    pubkey=from_hex(pub if pub.startswith("0x") else "0x" + pub, what="pubkey"),
-                    power=v["power"],
-                    org=str(v.get("org") or "(unnamed)"),  # not checked: only keys and power
-                )
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise SdkError(f"validators[{i}]: expected {{pubkey, power, org}}: {exc}") from None
-    if not out:
-        raise SdkError("validators: the trusted validator set is empty")
-    return out
 
 
 class Client:
@@ -570,97 +399,3 @@ async def _ws_notification(ws: aiohttp.ClientWebSocketResponse, sub: Any) -> Any
         ):
             return params.get("result")
     raise SdkError("the WebSocket closed before the transaction committed")
-
-
-class SyncClient:
-    """`Client` for scripts and the CLI: every method runs to completion (`asyncio.run` per call).
-
-    Each call opens and closes its own connection; the chain id and window stay cached.
-    """
-
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        self._chain: tuple[str, int] | None = None
-
-    def _run(self, fn: Callable[[Client], Awaitable[_T]]) -> _T:
-        async def go() -> _T:
-            async with Client(self.url, timeout_s=self.timeout_s) as client:
-                client._chain = self._chain
-                try:
-                    return await fn(client)
-                finally:
-                    self._chain = client._chain
-
-        return asyncio.run(go())
-
-    def call_rpc(self, method: str, params: list[Any] | None = None) -> Any:
-        return self._run(lambda c: c.call_rpc(method, params))
-
-    def node_info(self) -> dict[str, Any]:
-        return self._run(lambda c: c.node_info())
-
-    def status(self) -> dict[str, Any]:
-        return self._run(lambda c: c.status())
-
-    def height(self) -> int:
-        return self._run(lambda c: c.height())
-
-    def chain_id(self) -> str:
-        return self._run(lambda c: c.chain_id())
-
-    def get_tx(self, tx_id: bytes) -> dict[str, Any] | None:
-        return self._run(lambda c: c.get_tx(tx_id))
-
-    def get_receipt(self, tx_id: bytes) -> dict[str, Any] | None:
-        return self._run(lambda c: c.get_receipt(tx_id))
-
-    def query(self, contract: str, method: str, args: Sequence[Value]) -> Any:
-        return self._run(lambda c: c.query(contract, method, args))
-
-    def get_evidence(self, record_id: str) -> dict[str, Any]:
-        return self._run(lambda c: c.get_evidence(record_id))
-
-    def get_flow(self, flow_id: str) -> dict[str, Any]:
-        return self._run(lambda c: c.get_flow(flow_id))
-
-    def verify_flow(self, flow_id: str) -> dict[str, Any]:
-        return self._run(lambda c: c.verify_flow(flow_id))
-
-    def get_tx_proof(self, tx_id: bytes, at_height: int | None = None) -> dict[str, Any]:
-        return self._run(lambda c: c.get_tx_proof(tx_id, at_height))
-
-    def build_tx(
-        self,
-        key: PrivateKey,
-        contract: str,
-        method: str,
-        args: Sequence[Value],
-        *,
-        chain_id: str,
-        expiry: int,
-        nonce: int | None = None,
-    ) -> SignedTx:
-        return Client(self.url).build_tx(
-            key, contract, method, args, chain_id=chain_id, expiry=expiry, nonce=nonce
-        )
-
-    def send(
-        self,
-        key: PrivateKey,
-        contract: str,
-        method: str,
-        args: Sequence[Value],
-        *,
-        wait: bool = True,
-        timeout_s: float = 30,
-    ) -> dict[str, Any]:
-        return self._run(
-            lambda c: c.send(key, contract, method, args, wait=wait, timeout_s=timeout_s)
-        )
-
-    def submit_evidence(self, key: PrivateKey, **kwargs: Any) -> dict[str, Any]:
-        return self._run(lambda c: c.submit_evidence(key, **kwargs))
-
-    def attest(self, key: PrivateKey, **kwargs: Any) -> dict[str, Any]:
-        return self._run(lambda c: c.attest(key, **kwargs))
