@@ -266,6 +266,11 @@ class Client:
                 return await self._wait_by_rpc(tx.tx_id, timeout_s)
         if isinstance(result, dict) and "status" in result:
             return result
+        if isinstance(result, dict) and result.get("dropped"):  # it can never commit
+            raise SdkError(
+                f"transaction {to_hex(tx.tx_id)} left the node's pool without committing: "
+                f"{result.get('message')} (code {result.get('code')})"
+            )
         receipt = await self.get_receipt(tx.tx_id)
         if receipt is None:
             raise SdkError(f"committed transaction {to_hex(tx.tx_id)} has no receipt")
