@@ -454,3 +454,44 @@ def test_sync_client(node: tuple[NodeThread, PrivateKey]) -> None:
     assert receipt["blockNumber"] > before
     assert client.get_evidence("sync-r1")["step"] == "kyc"
     assert client.chain_id() == client.status()["chainId"]
+
+
+def test_light_client_checks_a_commit_proof_answer(node: tuple[NodeThread, PrivateKey]) -> None:
+    """chain/lightclient.py's header-chain check, on a real gm_getCommitProof answer."""
+    from gmchain.chain.lightclient import ProofCheckError, TrustAnchor, verify_header_chain
+    from gmchain.ledger.types import GenesisValidator
+    from gmchain.node.config import load_genesis
+
+    n, key = node
+    client = SyncClient(n.url)
+    client.send(key, "evidence", "submit", [
+        "lc-r1", "lc-flow", "private-fund-sale", "kyc", sm3_hash(b"lc"), None, [], 2, None,
+    ])  # fmt: skip
+    genesis = load_genesis(n.data_dir / "genesis.json")
+    answer = client.call_rpc("gm_getCommitProof", [1])
+    trust = TrustAnchor.from_genesis(genesis)
+    headers = verify_header_chain(answer, trust)
+    assert headers[0].height == 1 and headers[0].chain_id == genesis.chain_id
+    # the answer's own `validators` member, given with the chain id, is a usable anchor too
+    named = TrustAnchor.from_validators(answer["validators"], genesis.chain_id)
+    assert named.fingerprint == trust.fingerprint
+    assert verify_header_chain(answer, named) == headers
+    # a set that did not sign it, another chain id, a broken link, another genesis: refused
+    stranger = GenesisValidator(
+        pubkey=PrivateKey.generate().public_key.to_bytes(), power=1, org="x"
+    )
+    with pytest.raises(ProofCheckError, match="does not verify against the trusted validator set"):
+        verify_header_chain(answer, TrustAnchor.from_validators([stranger], genesis.chain_id))
+    with pytest.raises(ProofCheckError, match="another chain"):
+        verify_header_chain(answer, TrustAnchor.from_validators(genesis.validators, "other"))
+    broken = {**answer, "headers": answer["headers"][:1] * 2}  # block 1, then block 1 again
+    with pytest.raises(ProofCheckError, match="the headers break at height 1"):
+        verify_header_chain(broken, trust)
+    assert trust.genesis is not None
+    other = TrustAnchor(
+        chain_id=trust.chain_id, validators=trust.validators, genesis=(trust.genesis[0], bytes(32))
+    )
+    with pytest.raises(ProofCheckError, match="does not start at the trusted genesis"):
+        verify_header_chain(answer, other)
+    with pytest.raises(ProofCheckError, match="malformed proof"):
+        verify_header_chain({**answer, "proof": "0x00"}, trust)
