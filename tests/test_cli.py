@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -86,6 +87,31 @@ def test_help_on_every_command(path: list[str], capsys: pytest.CaptureFixture[st
     assert code == 0
     assert out.startswith("usage: gmchain")
     assert err == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import gmchain
+
+    code, out, err = run(["--version"], capsys)
+    assert (code, out, err) == (0, f"gmchain {gmchain.__version__}\n", "")
+
+
+def test_a_node_command_without_the_node_extra_says_what_to_install(tmp_path: Path) -> None:
+    # A fresh process in which `import plyvel` fails as if the [node] extra were not installed.
+    script = (
+        "import sys\n"
+        "sys.modules['plyvel'] = None\n"
+        "from gmchain.node.cli import main\n"
+        f"sys.exit(main(['dev', '--data-dir', {str(tmp_path / 'd')!r}]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 1, out
+    assert_one_line_error(out.stderr)
+    assert "`gmchain dev` needs the node's dependencies (plyvel is missing)" in out.stderr
+    assert "pip install 'gmchain[node]'" in out.stderr
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize(
