@@ -1,4 +1,4 @@
-"""Self-contained transaction proofs (bundle version 2): Merkle paths, receipt, commit certificates.
+"""The light client: certified header chains and self-contained transaction proofs (bundle v2).
 
 A court or auditor must be able to check a record without trusting any node (DESIGN.md, "Who uses
 it"). The bundle `gm_getTransactionProof` hands out (docs/protocol.md §9) is the `ledger.proofs`
@@ -52,7 +52,7 @@ from gmchain.chain.validators import GenesisValidators
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.types import Validator, ValidatorSet
-from gmchain.crypto_sm import PublicKey, sm3_hash
+from gmchain.crypto_sm import CryptoError, PublicKey, sm3_hash
 from gmchain.ledger.codec import DecodeError
 from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
@@ -111,6 +111,13 @@ class TrustAnchor:
             )
         if not self.validators:
             raise TrustAnchorError("the trusted validator set is empty")
+        if len({v.pubkey for v in self.validators}) != len(self.validators):
+            raise TrustAnchorError("the trusted validator set names a key twice")
+        for i, v in enumerate(self.validators):
+            try:
+                PublicKey.from_bytes(v.pubkey)
+            except (CryptoError, ValueError) as exc:
+                raise TrustAnchorError(f"validators[{i}]: not an SM2 public key: {exc}") from None
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> TrustAnchor:
