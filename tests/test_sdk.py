@@ -472,9 +472,15 @@ def test_light_client_checks_a_commit_proof_answer(node: tuple[NodeThread, Priva
     trust = TrustAnchor.from_genesis(genesis)
     headers = verify_header_chain(answer, trust)
     assert headers[0].height == 1 and headers[0].chain_id == genesis.chain_id
-    # the answer's own `validators` member, given with the chain id, is a usable anchor too
-    named = TrustAnchor.from_validators(answer["validators"], genesis.chain_id)
+    # a validator set the caller names as JSON objects (obtained out of band, never from the
+    # answer); the answer's `validators` member is in the same shape and is the genesis's set
+    named = TrustAnchor.from_validators(
+        [{"pubkey": to_hex(v.pubkey), "power": v.power} for v in genesis.validators],
+        genesis.chain_id,
+    )
     assert named.fingerprint == trust.fingerprint
+    copy = TrustAnchor.from_validators(answer["validators"], genesis.chain_id)
+    assert copy.fingerprint == trust.fingerprint
     assert verify_header_chain(answer, named) == headers
     # a set that did not sign it, another chain id, a broken link, another genesis: refused
     stranger = GenesisValidator(
