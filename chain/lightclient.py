@@ -365,10 +365,10 @@ def _check_certificate(
     if not isinstance(obj, Mapping) or not isinstance(obj.get("headers"), list):
         raise ProofCheckError(f"{what}: expected {{headers: [...], proof: hex}}")
     headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
+    if first is not None and (not headers or headers[0].block_id != first.block_id):
+        raise ProofCheckError(f"{what}: the headers do not start at block {first.height}")
     if not headers:
         raise ProofCheckError(f"{what}: no headers")
-    if first is not None and headers[0].block_id != first.block_id:
-        raise ProofCheckError(f"{what}: the headers do not start at block {first.height}")
     for parent, child in itertools.pairwise(headers):
         if child.parent_id != parent.block_id or child.height != parent.height + 1:
             raise ProofCheckError(f"{what}: the headers break at height {child.height}")
