@@ -501,3 +501,5 @@ def test_light_client_checks_a_commit_proof_answer(node: tuple[NodeThread, Priva
         verify_header_chain(answer, other)
     with pytest.raises(ProofCheckError, match="malformed proof"):
         verify_header_chain({**answer, "proof": "0x00"}, trust)
+    with pytest.raises(ProofCheckError, match="certificate: no headers"):
+        verify_header_chain({**answer, "headers": []}, trust)
