@@ -23,8 +23,8 @@ Rules this package keeps (DESIGN.md "The way a transaction travels"; docs/protoc
 6. Proofs are verified offline by one entry point, `verify_proof_bundle`, and only against a trust
    anchor the caller gives (the genesis or a validator set): a bundle cannot certify itself.
    No RPC call is needed or made.
-7. Evidence replies are shaped by the contract's own JSON views (`contracts.evidence`), imported
-   where used so that key, transaction and proof functions do not depend on the contracts.
+7. Evidence replies are the JSON objects the node renders (camelCase members, docs/evidence.md);
+   the SDK passes them on as they are and only checks that each is an object or null.
 """
 
 from gmchain.chain.lightclient import VerifiedProof, compute_validator_set_fingerprint
