@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gmchain.chain.core import Chain
-from gmchain.chain.lightclient import ProofCheckError, verify_full_proof
+from gmchain.chain.lightclient import ProofCheckError, TrustAnchor, verify_full_proof
 from gmchain.consensus import Validator, ValidatorSet
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
@@ -222,9 +222,11 @@ def test_commit_proofs_and_bundle_verify_against_the_genesis() -> None:
     bundle = json.loads(EXAMPLES["tx_proof"])
     verified = verify_full_proof(
         bundle,
-        chain_id=GENESIS.chain_id,
-        validators=GENESIS.validators,
-        genesis=(GENESIS.compute_hash(), BLOCKS[0].block_id),
+        TrustAnchor(
+            chain_id=GENESIS.chain_id,
+            validators=GENESIS.validators,
+            genesis=(GENESIS.compute_hash(), BLOCKS[0].block_id),
+        ),
     )
     assert (verified.height, verified.anchor_height) == (1, 2)
     assert verified.genesis_hash == GENESIS.compute_hash()
@@ -233,7 +235,7 @@ def test_commit_proofs_and_bundle_verify_against_the_genesis() -> None:
     qc = broken["commit"]["proof"]
     broken["commit"]["proof"] = qc[:-3] + ("0" if qc[-3] != "0" else "1") + qc[-2:]
     with pytest.raises(ProofCheckError):
-        verify_full_proof(broken, chain_id=GENESIS.chain_id, validators=GENESIS.validators)
+        verify_full_proof(broken, TrustAnchor.from_validators(GENESIS.validators, GENESIS.chain_id))
 
 
 def test_quorum_arithmetic_of_the_examples() -> None:
