@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from gmchain.chain.core import Chain, CommittedBlock
 from gmchain.chain.readcheck import check_served_block, check_served_header, check_served_tx
+from gmchain.chain.txrules import KeyCache, SignatureCache, TxRules
 from gmchain.consensus import (
     Broadcast,
     Commit,
@@ -55,8 +56,8 @@ from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.ledger.codec import DecodeError, Value
 from gmchain.ledger.store import Store, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
-from gmchain.node.admission import AdmissionMixin
-from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup
+from gmchain.node.admission import Admission, CommittedView
+from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup, rejected
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.config import NodeConfig
 from gmchain.node.diskspace import FreeSpaceGuard
@@ -132,7 +133,7 @@ class _Metrics:
         )
 
 
-class NodeService(AdmissionMixin):
+class NodeService:
     """Everything one node does, wired together; implements node.api.NodeApi."""
 
     def __init__(
@@ -156,14 +157,21 @@ class NodeService(AdmissionMixin):
         self.disk_guard = FreeSpaceGuard(watched, config.min_free_disk_mb)
         self.node_id = NodeId(key.public_key.address)
         self.metrics = _Metrics()
+        self.registry = default_registry()
+        self.rules = TxRules(
+            chain_id=genesis.chain_id,
+            replay_window=genesis.replay_window,
+            registry=self.registry,
+            keys=KeyCache(),
+            verified=SignatureCache(),
+        )
         self.mempool = Mempool(
             config=MempoolConfig(
                 max_txs=config.mempool_max_txs,
                 per_sender_max=config.mempool_per_sender,
                 dropped_memory=config.mempool_dropped_memory,
             ),
-            chain_id=genesis.chain_id,
-            replay_window=genesis.replay_window,
+            rules=self.rules,
         )
         self.packing = PackingPolicy(
             PackingConfig(
@@ -174,11 +182,10 @@ class NodeService(AdmissionMixin):
                 target_latency_ms=config.target_latency_ms,
             )
         )
-        self.registry = default_registry()
         self.chain = Chain(
             genesis=genesis,
             store=store,
-            registry=self.registry,
+            rules=self.rules,
             pool=MempoolPool(self.mempool),
             packing=self.packing,
             on_commit=self._on_commit,
@@ -222,11 +229,25 @@ class NodeService(AdmissionMixin):
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
         n_procs = config.verify_processes
-        self._procs = VerifyProcesses(n_procs, self._pool) if n_procs > 0 else None
-        # RPC submissions of one loop iteration (a JSON-RPC batch), admitted together.
-        self._submits: list[tuple[SignedTx, bytes, asyncio.Future[None]]] = []
+        self._procs = VerifyProcesses(n_procs, self._pool, self.rules.keys) if n_procs > 0 else None
         self._admitted_at: dict[bytes, float] = {}
-        self._bg_tasks: set[asyncio.Task[None]] = set()
+        self.admission = Admission(
+            rules=self.rules,
+            mempool=self.mempool,
+            chain=self.chain,
+            committed=CommittedView(
+                tx_location=store.get_tx_location,
+                account_of=self.chain.executor.lookup_sender_uncached,
+            ),
+            wal=wal,
+            disk_guard=self.disk_guard,
+            threads=self._pool,
+            procs=self._procs,
+            rejected_metric=self.metrics.rejected,
+            clock_ms=clock_ms,
+            is_closing=lambda: self._closing,
+            on_admitted=self._on_admitted,
+        )
         self._block_cache: OrderedDict[int, Block] = OrderedDict()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self.mempool.on_evicted = self._on_evicted
@@ -284,7 +305,7 @@ class NodeService(AdmissionMixin):
                 tx = SignedTx.decode_tx(raw)
                 if tx.tx_id != tx_id:
                     raise ApiError(ErrorCode.BAD_ENCODING, "log entry does not match its key")
-                await self.admit(tx, raw, durable=False)
+                await self.admission.admit(tx, raw, durable=False)
                 kept += 1
             except (DecodeError, ApiError):
                 gone.append(tx_id)
@@ -298,7 +319,7 @@ class NodeService(AdmissionMixin):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._stop_admission()
+        await self.admission.stop()
         # Wait for the worker jobs already running (short: store reads, one verification each)
         # so none reads the store after the caller closes it.
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -442,6 +463,27 @@ class NodeService(AdmissionMixin):
         if len(self._admitted_at) > 2 * len(self.mempool) + 1024:
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
             self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
+
+    # --- admission (node/admission.py) ---------------------------------------------------------
+
+    async def submit_raw_tx(self, raw: bytes) -> bytes:
+        return await self.admission.submit_raw_tx(raw)
+
+    async def admit_many(
+        self, items: Sequence[tuple[SignedTx, bytes]], *, gossip: bool = True
+    ) -> list[ApiError | None]:
+        """Admit a peer's gossiped transactions (node/network.py)."""
+        return await self.admission.admit_many(items, gossip=gossip)
+
+    def _on_admitted(self, txs: Sequence[tuple[SignedTx, bytes]], gossip: bool) -> None:
+        """Transactions entered the pool (node/admission.py): time them, gossip them."""
+        now = time.monotonic()
+        for tx, raw in txs:
+            self._admitted_at[tx.tx_id] = now
+            if gossip and self.gossip_hook is not None:
+                self.gossip_hook(raw)
+        self.metrics.pool.set(len(self.mempool))
+        self._wake.set()
 
     def _on_evicted(self, tx_ids: list[bytes]) -> None:
         """Txs left the pool without committing (node/mempool.py rule 2): their waiters hear the
@@ -603,7 +645,7 @@ class NodeService(AdmissionMixin):
     def dropped_reason(self, tx_id: bytes) -> ApiError | None:
         """Why `tx_id` left this node's pool without committing (it never will), if it did."""
         why = self.mempool.dropped_reason(tx_id)
-        return None if why is None else ApiError(why.code, why.message)
+        return None if why is None else rejected(why.rejection, why.message)
 
     async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
         """The receipt once the tx commits; None at the timeout; ApiError with the recorded
