@@ -8,26 +8,21 @@ Rules this module keeps (docs/protocol.md, block validity):
 2. A block is valid only if every carrier of it fits one peer message: its transactions encode to
    at most `MAX_BLOCK_TX_BYTES`.
 3. Every transaction's signature verifies under its sender key over its id (the body's signing
-   root). A signature is verified once per process: the pool's verified mark is trusted and set.
+   root): chain/txrules.py R4 and R9, `TxRules.check_signatures` (verified once per node).
 Each check returns None or the reason the block is refused.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
-from gmchain.chain.pool import TxPool
 from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES
-from gmchain.crypto_sm import PublicKey, verify_many
 from gmchain.ledger.types import BlockHeader, SignedTx
 
 __all__ = [
     "MAX_CLOCK_DRIFT_MS",
     "check_block_bytes",
     "check_header_shape",
-    "check_signatures",
-    "sender_key",
 ]
 
 MAX_CLOCK_DRIFT_MS = 10_000
@@ -57,31 +52,3 @@ def check_block_bytes(txs: Sequence[SignedTx]) -> str | None:
     if sum(len(t.encode()) for t in txs) > MAX_BLOCK_TX_BYTES:
         return f"transactions exceed {MAX_BLOCK_TX_BYTES} bytes"
     return None
-
-
-def check_signatures(txs: Sequence[SignedTx], pool: TxPool) -> str | None:
-    """Rule 3."""
-    todo = [t for t in txs if not pool.is_verified(t.tx_id)]
-    if not todo:
-        return None
-    items = []
-    for t in todo:
-        key = sender_key(t.body.sender)
-        if key is None:
-            return f"tx {t.tx_id.hex()[:16]}: invalid sender key"
-        items.append((key, t.tx_id, t.signature))
-    for t, ok in zip(todo, verify_many(items), strict=True):
-        if not ok:
-            return f"tx {t.tx_id.hex()[:16]}: bad signature"
-        pool.mark_verified(t.tx_id)
-    return None
-
-
-@functools.lru_cache(maxsize=4096)
-def sender_key(raw: bytes) -> PublicKey | None:
-    """Parsed (and curve-checked) sender keys, shared by admission and proposal validation: a
-    busy sender is parsed once, not per tx. None for an invalid key."""
-    try:
-        return PublicKey.from_bytes(raw)
-    except Exception:  # any invalid key is a bad signature to the caller
-        return None

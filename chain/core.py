@@ -30,18 +30,16 @@ from gmchain.chain.blockrules import (
     MAX_CLOCK_DRIFT_MS,
     check_block_bytes,
     check_header_shape,
-    check_signatures,
-    sender_key,
 )
 from gmchain.chain.executor import BlockContext, ExecResult, Executor, InvalidBlock
 from gmchain.chain.genesis import ensure_genesis, load_frontier, make_genesis_block, read_header
 from gmchain.chain.packer import REVOKED, BlockPacker
 from gmchain.chain.pool import TxPool
 from gmchain.chain.readcheck import check_served_block
+from gmchain.chain.txrules import Rejection, TxRejected, TxRules
 from gmchain.chain.validators import GenesisValidators, ValidatorProvider
 from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from gmchain.consensus.packing import PackingPolicy
-from gmchain.contracts.framework import Registry
 from gmchain.contracts.membership import removed_accounts
 from gmchain.ledger.codec import decode, encode
 from gmchain.ledger.store_api import BlockWrite, ChainStore
@@ -62,7 +60,6 @@ __all__ = [
     "CommittedBlock",
     "InvalidBlockParent",
     "make_genesis_block",
-    "sender_key",
 ]
 
 log = logging.getLogger("gmchain.chain")
@@ -85,7 +82,7 @@ class Chain:
         *,
         genesis: Genesis,
         store: ChainStore,
-        registry: Registry,
+        rules: TxRules,
         pool: TxPool,
         packing: PackingPolicy,
         on_commit: Callable[[list[CommittedBlock]], None] | None = None,
@@ -103,12 +100,8 @@ class Chain:
         self.packing = packing
         self.on_commit = on_commit
         self.max_block_txs = max_block_txs
-        self.executor = Executor(
-            chain_id=genesis.chain_id,
-            registry=registry,
-            committed=store,
-            replay_window=genesis.replay_window,
-        )
+        self.rules = rules
+        self.executor = Executor(rules=rules, committed=store)
         self.executor.known_uncommitted = pool.__contains__
         self.packer = BlockPacker(
             executor=self.executor,
@@ -207,7 +200,10 @@ class Chain:
             max_block_txs=self.max_block_txs,
         ) or check_block_bytes(block.txs)
         if reason is None:
-            reason = check_signatures(block.txs, self.pool)
+            try:
+                self.rules.check_signatures(block.txs)  # R4, R9; verified once per node
+            except TxRejected as exc:
+                reason = exc.message
         if reason is None:
             try:
                 parent_res = self._result_for_parent(parent)
@@ -295,7 +291,7 @@ class Chain:
             if any(ns == "membership" for ns, _ in result.writes):
                 self.executor.forget_accounts()
                 for address in removed_accounts(result.writes):
-                    self.pool.evict_address(address, "UNKNOWN_SENDER", REVOKED)
+                    self.pool.evict_address(address, Rejection.UNKNOWN_SENDER, REVOKED)
             # Children were executed on top of this result; it is now the committed base.
             for other in self._results.values():
                 if other.parent is result:

@@ -7,10 +7,11 @@ Rules this module keeps:
    speculative (certified or only proposed, not yet committed). Results are overlays: a dict of
    writes over the parent's overlays over the committed store. Nothing touches the store until
    the block commits (then `ExecResult.writes` go into the block's one synced batch).
-3. A transaction that breaks a *block* rule — wrong chain, outside the replay window, a duplicate,
-   an unknown sender — makes the whole block invalid (`InvalidBlock`): honest leaders never
-   include one (they filter with `check_tx`), and replicas refuse to vote for it. A transaction
-   that a *contract* refuses is included with a failed receipt, and its writes are discarded.
+3. A transaction that breaks a *block rule* (chain/txrules.py R3, R5, R7, R8; the caller checks
+   R4 and R9, the signatures) makes the whole block invalid (`InvalidBlock`): honest leaders
+   never include one (they filter with `check_tx`), and replicas refuse to vote for it. A
+   transaction that a *contract* refuses is included with a failed receipt (status != 0), and
+   its writes are discarded: that is an executor refusal, not a Rejection.
 4. The header commitments are computed here and only here: tx_root and receipt_root (RFC 6962 over
    tx ids and encoded receipts), the accumulator frontier after the block, and
    state_hash = SM3(DOMAIN["state"] || 0x00 || encode([parent_state_hash, sorted writes])).
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gmchain.chain.txrules import Account, TxRejected, TxRules
 from gmchain.contracts.framework import (
     Context,
     ContractError,
@@ -48,7 +50,6 @@ __all__ = [
     "ExecResult",
     "Executor",
     "InvalidBlock",
-    "TxRejected",
     "compute_state_hash",
 ]
 
@@ -58,14 +59,6 @@ log = logging.getLogger("gmchain.executor")
 
 class InvalidBlock(Exception):
     """The block breaks a block rule; replicas must not vote for it."""
-
-
-class TxRejected(Exception):
-    """A transaction cannot be included at this height (the reason is the message)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class CommittedState(Protocol):
@@ -208,18 +201,11 @@ class BlockContext:
 class Executor:
     """Runs transactions through the contract registry; see the module rules."""
 
-    def __init__(
-        self,
-        *,
-        chain_id: str,
-        registry: Registry,
-        committed: CommittedState,
-        replay_window: int,
-    ) -> None:
-        self.chain_id = chain_id
-        self.registry = registry
+    def __init__(self, *, rules: TxRules, committed: CommittedState) -> None:
+        self.rules = rules
+        self.chain_id = rules.chain_id
+        self.registry: Registry = rules.registry
         self.committed = committed
-        self.replay_window = replay_window
         # Tx ids the caller knows are not committed (its pool: committed txs leave it in the
         # same step as their commit), so the committed-duplicate lookup can be skipped for them.
         self.known_uncommitted: Callable[[bytes], bool] = lambda _tx_id: False
@@ -231,39 +217,18 @@ class Executor:
 
     def check_tx(
         self, tx: SignedTx, height: int, parent: ExecResult | None, seen: set[bytes] | None = None
-    ) -> tuple[bytes, str, str]:
-        """Block rules for `tx` in a block at `height`; returns the sender's account.
+    ) -> Account:
+        """The block rules R3, R5, R7, R8 (chain/txrules.py) for `tx` in a block at `height` on
+        top of `parent`; returns the sender's account. Raises TxRejected.
 
-        Raises TxRejected. Signatures are checked by the caller (verified once per node).
+        Signatures (R4, R9) are checked by the caller (verified once per node).
         """
-        body = tx.body
-        if body.chain_id != self.chain_id:
-            raise TxRejected("WRONG_CHAIN", f"transaction is for chain {body.chain_id!r}")
-        head = height - 1
-        if body.expiry <= head:
-            raise TxRejected("EXPIRED", f"expired: expiry {body.expiry} <= head {head}")
-        if body.expiry > head + self.replay_window:
-            raise TxRejected(
-                "EXPIRY_TOO_FAR",
-                f"expiry {body.expiry} beyond head {head} + window {self.replay_window}",
-            )
-        tx_id = tx.tx_id
-        if seen is not None and tx_id in seen:
-            raise TxRejected("DUPLICATE", "duplicate transaction in the block")
-        if parent is not None:
-            for r in parent.iter_chain():
-                if tx_id in r.tx_id_set:
-                    raise TxRejected("DUPLICATE", "transaction already in an uncommitted block")
-        if not self.known_uncommitted(tx_id) and self.committed.get_tx_location(tx_id) is not None:
-            raise TxRejected("DUPLICATE", "transaction already committed")
-        account = self.lookup_sender(body.sender, parent)
-        if account is None:
-            raise TxRejected("UNKNOWN_SENDER", "sender is not an admitted account")
-        return account
+        rules = self.rules
+        rules.check_chain(tx)
+        rules.check_window(tx, height - 1)
+        return rules.check_state(tx, _ParentView(self, parent), seen)
 
-    def lookup_sender(
-        self, pubkey: bytes, parent: ExecResult | None
-    ) -> tuple[bytes, str, str] | None:
+    def lookup_sender(self, pubkey: bytes, parent: ExecResult | None) -> Account | None:
         if parent is None or not any(r.touches_membership for r in parent.iter_chain()):
             if pubkey in self._accounts:
                 return self._accounts[pubkey]
@@ -276,14 +241,14 @@ class Executor:
 
     def _lookup(
         self, pubkey: bytes, layers: list[Mapping[StateKey, bytes | None]]
-    ) -> tuple[bytes, str, str] | None:
+    ) -> Account | None:
         layered = _Layered(self.committed, layers)
         account = lookup_account(_NsReader(layered, "membership"), sm3_hash(pubkey)[:20])
         if account is None or account[0] != pubkey:
             return None
         return account
 
-    def lookup_sender_uncached(self, pubkey: bytes) -> tuple[bytes, str, str] | None:
+    def lookup_sender_uncached(self, pubkey: bytes) -> Account | None:
         """The committed account of `pubkey`, read from the store (safe from any thread)."""
         return self._lookup(pubkey, [])
 
@@ -300,18 +265,18 @@ class Executor:
         parent: ExecResult | None,
         *,
         strict: bool = True,
-    ) -> tuple[ExecResult, list[tuple[SignedTx, str]]]:
+    ) -> tuple[ExecResult, list[tuple[SignedTx, TxRejected]]]:
         """Execute `txs` in order on top of `parent`.
 
         strict=True (validating a proposal): any block-rule violation raises InvalidBlock.
         strict=False (building a block): violating txs are skipped and returned as rejected.
-        Returns the result and the txs that were skipped with the reason (empty when strict).
+        Returns the result and the txs that were skipped, each with why (empty when strict).
         """
         block_writes: dict[StateKey, bytes | None] = {}
         layers_below = _layers_of(parent)
         seen: set[bytes] = set()
         included: list[SignedTx] = []
-        rejected: list[tuple[SignedTx, str]] = []
+        rejected: list[tuple[SignedTx, TxRejected]] = []
         receipts: list[Receipt] = []
         for tx in txs:
             try:
@@ -319,7 +284,7 @@ class Executor:
             except TxRejected as exc:
                 if strict:
                     raise InvalidBlock(f"tx {tx.tx_id.hex()}: {exc}") from exc
-                rejected.append((tx, exc.reason))
+                rejected.append((tx, exc))
                 continue
             seen.add(tx.tx_id)
             included.append(tx)
@@ -330,7 +295,7 @@ class Executor:
         self,
         ctx: BlockContext,
         tx: SignedTx,
-        account: tuple[bytes, str, str],
+        account: Account,
         block_writes: dict[StateKey, bytes | None],
         layers_below: list[Mapping[StateKey, bytes | None]],
     ) -> Receipt:
@@ -426,6 +391,28 @@ class Executor:
             return _NsReader(layered, ns)
 
         return self.registry.query(reader_for, contract, method, list(args))
+
+
+class _ParentView:
+    """R7 and R8 read a block's parent: its speculative ancestors, then committed state."""
+
+    __slots__ = ("_executor", "_parent")
+
+    def __init__(self, executor: Executor, parent: ExecResult | None) -> None:
+        self._executor = executor
+        self._parent = parent
+
+    def in_uncommitted(self, tx_id: bytes) -> bool:
+        parent = self._parent
+        return parent is not None and any(tx_id in r.tx_id_set for r in parent.iter_chain())
+
+    def is_committed(self, tx_id: bytes) -> bool:
+        ex = self._executor
+        # (a pool transaction is known uncommitted: the pool drops committed ones as they commit)
+        return not ex.known_uncommitted(tx_id) and ex.committed.get_tx_location(tx_id) is not None
+
+    def sender_account(self, pubkey: bytes) -> Account | None:
+        return self._executor.lookup_sender(pubkey, self._parent)
 
 
 def _layers_of(parent: ExecResult | None) -> list[Mapping[StateKey, bytes | None]]:

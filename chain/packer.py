@@ -17,15 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gmchain.chain.executor import ExecResult, Executor, TxRejected
+from gmchain.chain.executor import ExecResult, Executor
 from gmchain.chain.pool import TxPool
+from gmchain.chain.txrules import NEVER_VALID, Rejection, TxRejected
 from gmchain.ledger.types import BlockHeader, SignedTx
 
-__all__ = ["NEVER_VALID", "REVOKED", "BlockPacker"]
+__all__ = ["REVOKED", "BlockPacker"]
 
-# Block-rule failures (chain.executor.TxRejected reasons, named as the admission ErrorCodes) that,
-# when they hold against the committed head, hold for every block that can still be built.
-NEVER_VALID = frozenset({"EXPIRED", "UNKNOWN_SENDER", "WRONG_CHAIN", "DUPLICATE"})
 REVOKED = (
     "left the pool without committing: its sender is no longer an admitted account "
     "(revoked after the transaction was admitted); it can never commit"
@@ -73,7 +71,7 @@ class BlockPacker:
             try:
                 self.executor.check_tx(tx, height, parent_res, seen)
             except TxRejected as exc:
-                if exc.reason == "UNKNOWN_SENDER":
+                if exc.rejection is Rejection.UNKNOWN_SENDER:
                     skip_senders.add(tx.body.sender)  # its other txs fail the same way
                 dead.append(tx)
                 skipped += 1
@@ -94,9 +92,10 @@ class BlockPacker:
         try:
             self.executor.check_tx(tx, self.committed_height() + 1, None)
         except TxRejected as exc:
-            if exc.reason not in NEVER_VALID:
+            why = exc.rejection  # (chain/txrules.py NEVER_VALID: broken here, broken for good)
+            if why not in NEVER_VALID:
                 return
-            if exc.reason == "UNKNOWN_SENDER":
-                self.pool.evict_sender(tx.body.sender, exc.reason, REVOKED)
+            if why is Rejection.UNKNOWN_SENDER:
+                self.pool.evict_sender(tx.body.sender, why, REVOKED)
             else:
-                self.pool.evict([tx.tx_id], exc.reason, f"left the pool without committing: {exc}")
+                self.pool.evict([tx.tx_id], why, f"left the pool without committing: {exc}")

@@ -505,20 +505,6 @@ class Registry:
         """True if `contract.method` is a read-only query; raises if it does not exist."""
         return self.spec(contract, method).readonly
 
-    def tx_call_problem(self, contract: str, method: str) -> str | None:
-        """Why `contract.method` cannot be a transaction's call (unknown contract, unknown method,
-        or a read-only query), or None if it can. Admission refuses such a transaction: in a
-        block it could only ever be a failed receipt."""
-        if contract not in self._contracts:
-            return f"no contract {contract!r}; known contracts: {', '.join(self._contracts)}"
-        spec = self._specs[contract].get(method)
-        if spec is None:
-            known = ", ".join(s.name for s in self._specs[contract].values() if not s.readonly)
-            return f"contract {contract!r} has no method {method!r}; its methods are: {known}"
-        if spec.readonly:
-            return f"{contract}.{method} is a query; call it through gm_call, not a transaction"
-        return None
-
     def invoke(self, ctx: Context, contract: str, method: str, args: Sequence[Value]) -> Value:
         """Run a transaction's call. Raises a ContractError subclass on any refusal."""
         spec = self.spec(contract, method)

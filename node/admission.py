@@ -1,11 +1,13 @@
-"""Admission: how a transaction gets into the pool (a part of NodeService, node/service.py).
+"""Admission: how a transaction gets into the pool. An object NodeService holds and delegates to.
 
 Rules this module keeps (DESIGN.md, "The way a transaction travels"):
 1. A transaction is acknowledged (`submit_raw_tx` returns) only when it is in the pool and, for
    RPC submissions, in the pool log on disk (node/poolwal.py).
-2. Checks run cheapest first: decoding and the pool's prechecks inline; the store reads (already
-   committed? admitted sender?) and the SM2 signature in worker threads, or the signature in
-   worker processes when `verify_processes` > 0 (node/verifypool.py) — never on the loop.
+2. The transaction rules are chain/txrules.py's, in its order (R1-R9); a refusal's JSON-RPC code
+   comes from node/api.py REJECTION_CODES. The checks that read no state run inline on the loop
+   (decoding, `Mempool.precheck`); the store reads (R7 committed, R8 admitted sender) and the
+   SM2 signature (R9) run in worker threads, or the signature in worker processes when
+   `verify_processes` > 0 (node/verifypool.py) — never on the loop.
 3. Work is batched: a gossip batch, and the submissions of one loop iteration (the requests of a
    JSON-RPC batch start together), go through one `admit_many`; each caller still gets its own
    outcome, in order.
@@ -17,65 +19,110 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from gmchain.chain.core import Chain
-from gmchain.contracts.framework import Registry
-from gmchain.ledger.codec import DecodeError
-from gmchain.ledger.store import Store
-from gmchain.ledger.types import SignedTx
-from gmchain.node.api import ApiError, ErrorCode
+from prometheus_client import Counter
+
+from gmchain.chain.txrules import Account, Rejection, TxRejected, TxRules
+from gmchain.ledger.types import BlockHeader, SignedTx
+from gmchain.node.api import ApiError, ErrorCode, rejected
 from gmchain.node.diskspace import FreeSpaceGuard
-from gmchain.node.mempool import Mempool, MempoolError
+from gmchain.node.mempool import Mempool
 from gmchain.node.poolwal import PoolLogError, PoolWal
-from gmchain.node.verifypool import VerifyProcesses, split_even, verify_signature
+from gmchain.node.verifypool import VerifyProcesses, split_even
 
-if TYPE_CHECKING:
-    from gmchain.node.service import _Metrics
-
-__all__ = ["AdmissionMixin"]
+__all__ = ["Admission", "AdmissionChain", "CommittedView"]
 
 log = logging.getLogger("gmchain.node")
+
+_ADMISSION_CHUNKS = 4  # worker-thread jobs per admitted batch (the verify pool has 4 threads)
+_Submit = tuple[SignedTx, bytes, "asyncio.Future[None]"]
+_Items = Sequence[tuple[SignedTx, bytes]]
 
 
 def _stopping() -> ApiError:
     return ApiError(ErrorCode.NOT_READY, "node is stopping; submit again to a running node")
 
 
-_ADMISSION_CHUNKS = 4  # worker-thread jobs per admitted batch (the verify pool has 4 threads)
+class AdmissionChain(Protocol):
+    """What admission reads of the chain on the loop: the head, and what committed lately."""
+
+    @property
+    def head(self) -> BlockHeader: ...
+
+    def committed_since(self, height: int, tx_id: bytes) -> bool | None: ...
 
 
-class AdmissionMixin:
-    """The submission half of NodeService; the attributes below are NodeService's."""
+class CommittedView:
+    """R7 and R8 against committed state, read from the store (safe from any worker thread)."""
 
-    chain: Chain
-    store: Store
-    mempool: Mempool
-    registry: Registry
-    wal: PoolWal | None
-    disk_guard: FreeSpaceGuard
-    metrics: _Metrics
-    clock_ms: Callable[[], int]
-    gossip_hook: Callable[[bytes], None] | None
-    _pool: ThreadPoolExecutor
-    _procs: VerifyProcesses | None
-    _submits: list[tuple[SignedTx, bytes, asyncio.Future[None]]]
-    _admitted_at: dict[bytes, float]
-    _bg_tasks: set[asyncio.Task[None]]
-    _wake: asyncio.Event
-    _closing: bool
+    def __init__(
+        self,
+        *,
+        tx_location: Callable[[bytes], object | None],
+        account_of: Callable[[bytes], Account | None],
+    ) -> None:
+        self._tx_location = tx_location
+        self._account_of = account_of  # uncached: a worker must not fill a cache with stale data
+
+    def in_uncommitted(self, tx_id: bytes) -> bool:
+        return False  # (a tx of an uncommitted block is still pending: the pool refuses it)
+
+    def is_committed(self, tx_id: bytes) -> bool:
+        return self._tx_location(tx_id) is not None
+
+    def sender_account(self, pubkey: bytes) -> Account | None:
+        return self._account_of(pubkey)
+
+
+class Admission:
+    """Checks transactions and puts the good ones in the pool (the module rules)."""
+
+    def __init__(
+        self,
+        *,
+        rules: TxRules,
+        mempool: Mempool,
+        chain: AdmissionChain,
+        committed: CommittedView,
+        wal: PoolWal | None,
+        disk_guard: FreeSpaceGuard,
+        threads: ThreadPoolExecutor,
+        procs: VerifyProcesses | None,
+        rejected_metric: Counter,
+        clock_ms: Callable[[], int],
+        is_closing: Callable[[], bool],
+        on_admitted: Callable[[Sequence[tuple[SignedTx, bytes]], bool], None],
+    ) -> None:
+        self._rules = rules
+        self._mempool = mempool
+        self._chain = chain
+        self._committed = committed
+        self._wal = wal
+        self._disk_guard = disk_guard
+        self._threads = threads
+        self._procs = procs
+        self._rejected_metric = rejected_metric
+        self._clock_ms = clock_ms
+        self._is_closing = is_closing
+        # Told once per admit_many of the transactions that entered the pool, and whether to
+        # gossip them (NodeService: latency clock, gossip, pool gauge, wake the consensus loop).
+        self._on_admitted = on_admitted
+        # RPC submissions of this loop iteration (a JSON-RPC batch), admitted together (rule 3).
+        self._submits: list[_Submit] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # admit_many calls under way for _submits
+
+    # --- the RPC entry --------------------------------------------------------------------------
 
     async def submit_raw_tx(self, raw: bytes) -> bytes:
-        if self._closing:
+        if self._is_closing():
             raise _stopping()
         try:
-            tx = SignedTx.decode_tx(raw)
-        except DecodeError as exc:
-            self.metrics.rejected.labels("encoding").inc()
-            raise ApiError(ErrorCode.BAD_ENCODING, f"transaction does not decode: {exc}") from None
+            tx = self._rules.decode(raw)  # R1, R2
+        except TxRejected as exc:
+            raise self._refuse(exc) from None
         # Submissions that arrive in the same loop iteration (the requests of one JSON-RPC batch
         # are started together) are admitted by one admit_many call.
         loop = asyncio.get_running_loop()
@@ -86,14 +133,14 @@ class AdmissionMixin:
         await fut
         return tx.tx_id
 
-    async def _stop_admission(self) -> None:
+    async def stop(self) -> None:
         """At stop: queued submissions fail with NOT_READY, batches being admitted are cancelled
         (their callers get NOT_READY too) and awaited, so no worker job outlives the store."""
         queued, self._submits = self._submits, []
         for _, _, fut in queued:
             if not fut.done():
                 fut.set_exception(_stopping())
-        tasks = list(self._bg_tasks)
+        tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -101,12 +148,10 @@ class AdmissionMixin:
     def _flush_submits(self) -> None:
         batch, self._submits = self._submits, []
         task = asyncio.get_running_loop().create_task(self._admit_submits(batch))
-        self._bg_tasks.add(task)
-        task.add_done_callback(self._bg_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _admit_submits(
-        self, batch: list[tuple[SignedTx, bytes, asyncio.Future[None]]]
-    ) -> None:
+    async def _admit_submits(self, batch: list[_Submit]) -> None:
         try:
             out = await self.admit_many([(tx, raw) for tx, raw, _ in batch])
         except asyncio.CancelledError:  # shutting down: a clear error, not a cancelled caller
@@ -127,6 +172,8 @@ class AdmissionMixin:
             else:
                 fut.set_exception(failure)
 
+    # --- admitting decoded transactions ---------------------------------------------------------
+
     async def admit(
         self, tx: SignedTx, raw: bytes, *, gossip: bool = True, durable: bool = True
     ) -> None:
@@ -138,132 +185,165 @@ class AdmissionMixin:
             raise failure
 
     async def admit_many(
-        self,
-        items: Sequence[tuple[SignedTx, bytes]],
-        *,
-        gossip: bool = True,
-        durable: bool = True,
+        self, items: _Items, *, gossip: bool = True, durable: bool = True
     ) -> list[ApiError | None]:
         """Admit several decoded transactions; one outcome per item (None = admitted).
+
+        The steps: the checks that read no state, on the loop; the store reads and signatures
+        off it; the pool log (durable); the insert into the pool."""
+        if durable and (low := self._disk_guard.refusal()) is not None:
+            # (node/diskspace.py: the reserve is for committing what was already acknowledged)
+            return [self._refuse_storage(low) for _ in items]
+        out: list[ApiError | None] = [None] * len(items)
+        todo = self._precheck(items, out)
+        if not todo:
+            return out
+        checked_at = self._chain.head.height
+        passed = await self._check_off_loop(items, todo, out)
+        if durable and self._wal is not None and passed:
+            passed = await self._log(self._wal, items, passed, out)
+        self._insert(items, passed, out, checked_at, durable=durable, gossip=gossip)
+        return out
+
+    def _precheck(self, items: _Items, out: list[ApiError | None]) -> list[int]:
+        """R1, R3-R6 and the pool's own checks (no state but the head); the positions that pass."""
+        head = self._chain.head.height
+        todo: list[int] = []
+        for i, (tx, raw) in enumerate(items):
+            try:
+                self._mempool.precheck(tx, len(raw), head)
+            except TxRejected as exc:
+                out[i] = self._refuse(exc)
+                continue
+            todo.append(i)
+        return todo
+
+    async def _check_off_loop(
+        self, items: _Items, todo: list[int], out: list[ApiError | None]
+    ) -> list[int]:
+        """R7 (committed), R8 and R9 in worker threads (R9 in worker processes when there are
+        some): LevelDB reads and OpenSSL release the GIL there, and the event loop stays free.
 
         The worker-thread checks run in a few chunks rather than one job per transaction: at
         cluster load the per-job cost (submit, futures, wake-ups) was 16 % of a node's event
         loop (py-spy, cluster4 at 700 tx/s), more than the checks' own share of it."""
-        out: list[ApiError | None] = [None] * len(items)
-        if durable and (low := self.disk_guard.refusal()) is not None:
-            # (node/diskspace.py: the reserve is for committing what was already acknowledged)
-            return [self._refuse(ErrorCode.STORAGE_UNAVAILABLE, low) for _ in items]
-        head = self.chain.head.height
-        todo: list[int] = []
-        for i, (tx, raw) in enumerate(items):
-            try:
-                self.mempool.precheck(tx, len(raw), head)
-            except MempoolError as exc:
-                out[i] = self._refuse(exc.code, exc.message)
-                continue
-            problem = self.registry.tx_call_problem(tx.body.contract, tx.body.method)
-            if problem is not None:  # a block would only carry it as a failed receipt
-                out[i] = self._refuse(ErrorCode.UNKNOWN_CONTRACT, problem)
-                continue
-            todo.append(i)
-        if not todo:
-            return out
-        # The store reads and the signature checks run in the worker threads: LevelDB reads and
-        # OpenSSL release the GIL there, and the event loop stays free for the next request.
-        checked_at = self.chain.head.height
-        verify = [not self.mempool.is_verified(items[i][0].tx_id) for i in todo]
+        txs = [items[i][0] for i in todo]
+        verify = [not self._rules.is_verified(t.tx_id) for t in txs]
         procs = self._procs
-        in_thread = procs is None
         jobs = [
-            [(items[todo[k]][0], in_thread and verify[k]) for k in chunk]
-            for chunk in split_even(range(len(todo)), _ADMISSION_CHUNKS)
+            [(txs[k], procs is None and verify[k]) for k in chunk]
+            for chunk in split_even(range(len(txs)), _ADMISSION_CHUNKS)
         ]
         loop = asyncio.get_running_loop()
         checks = asyncio.gather(
-            *(loop.run_in_executor(self._pool, self._admission_checks_many, j) for j in jobs)
+            *(loop.run_in_executor(self._threads, self._check_in_thread, j) for j in jobs)
         )
-        bad_sig: set[int] = set()  # positions in `todo` whose signature a worker refused
-        ks = [k for k in range(len(todo)) if verify[k]] if procs is not None else []
-        if procs is not None and ks:
-            tx_of = [items[todo[k]][0] for k in ks]
-            triples = [(t.body.sender, t.tx_id, t.signature) for t in tx_of]
+        in_procs = [k for k in range(len(txs)) if verify[k]] if procs is not None else []
+        bad_sig: set[int] = set()  # positions in `txs` whose signature a worker process refused
+        if procs is not None and in_procs:
+            triples = [(txs[k].body.sender, txs[k].tx_id, txs[k].signature) for k in in_procs]
             results, sig_ok = await asyncio.gather(checks, procs.verify(triples))
-            bad_sig = {k for k, ok in zip(ks, sig_ok, strict=True) if not ok}
-        else:  # (nothing to verify: every signature is already known good)
+            bad_sig = {k for k, ok in zip(in_procs, sig_ok, strict=True) if not ok}
+            self._rules.verified.mark(
+                txs[k].tx_id for k, ok in zip(in_procs, sig_ok, strict=True) if ok
+            )
+        else:  # (nothing to verify in processes: threads verified, or every signature is known)
             results = await checks
         passed: list[int] = []
-        for k, (i, failure) in enumerate(zip(todo, (f for r in results for f in r), strict=True)):
+        failures = (f for r in results for f in r)
+        for k, (i, failure) in enumerate(zip(todo, failures, strict=True)):
             if failure is None and k in bad_sig:
-                failure = (ErrorCode.BAD_SIGNATURE, "signature does not verify")
+                failure = TxRejected(Rejection.BAD_SIGNATURE, "signature does not verify")
             if failure is not None:
-                out[i] = self._refuse(*failure)
+                out[i] = self._refuse(failure)
             else:
                 passed.append(i)
-        if durable and self.wal is not None and passed:
-            # Log first, then pool: a tx may commit only after its acknowledgement is durable,
-            # and a refused one is never reported as failed while it could still commit.
-            wal = self.wal
-            logged = await asyncio.gather(
-                *(wal.append(items[i][0].tx_id, items[i][1]) for i in passed),
-                return_exceptions=True,
+        return passed
+
+    def _check_in_thread(self, batch: Sequence[tuple[SignedTx, bool]]) -> list[TxRejected | None]:
+        """Runs in a worker thread: R7 (committed), R8, and R9 when asked."""
+        out: list[TxRejected | None] = []
+        for tx, verify in batch:
+            try:
+                self._rules.check_state(tx, self._committed)
+                if verify:
+                    self._rules.check_signature(tx)
+            except TxRejected as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
+
+    async def _log(
+        self, wal: PoolWal, items: _Items, passed: list[int], out: list[ApiError | None]
+    ) -> list[int]:
+        """Log first, then pool: a tx may commit only after its acknowledgement is durable, and
+        a refused one is never reported as failed while it could still commit. Returns the
+        positions whose entry is on disk."""
+        logged = await asyncio.gather(
+            *(wal.append(items[i][0].tx_id, items[i][1]) for i in passed),
+            return_exceptions=True,
+        )
+        for got in logged:
+            if isinstance(got, BaseException) and not isinstance(got, PoolLogError):
+                raise got  # a bug, not the disk: _admit_submits reports it to every caller
+        errors = {i: got for i, got in zip(passed, logged, strict=True) if got is not None}
+        if not errors:
+            return passed
+        # The disk failed: those are not acknowledged, and not in the pool (the log already said
+        # why; if a failed write reached the disk after all, the release deletes it unless an
+        # acknowledged resubmission holds it: poolwal rule 2).
+        wal.release([items[i][0].tx_id for i in errors])
+        for i, err in errors.items():
+            out[i] = self._refuse_storage(
+                f"the node could not store the transaction ({err}); "
+                "it is not accepted: retry later or submit to another node"
             )
-            for got in logged:
-                if isinstance(got, BaseException) and not isinstance(got, PoolLogError):
-                    raise got  # a bug, not the disk: _admit_submits reports it to every caller
-            errors = {i: got for i, got in zip(passed, logged, strict=True) if got is not None}
-            failed = list(errors)
-            if failed:  # the disk failed: those are not acknowledged, and not in the pool
-                # (the log already said why; if a failed write reached the disk after all, the
-                # release deletes it unless an acknowledged resubmission holds it: poolwal rule 2)
-                wal.release([items[i][0].tx_id for i in failed])
-                for i in failed:
-                    out[i] = self._refuse(
-                        ErrorCode.STORAGE_UNAVAILABLE,
-                        f"the node could not store the transaction ({errors[i]}); "
-                        "it is not accepted: retry later or submit to another node",
-                    )
-                passed = [i for i in passed if i not in errors]
-        now_ms = self.clock_ms()
+        return [i for i in passed if i not in errors]
+
+    def _insert(
+        self,
+        items: _Items,
+        passed: list[int],
+        out: list[ApiError | None],
+        checked_at: int,
+        *,
+        durable: bool,
+        gossip: bool,
+    ) -> None:
+        """Into the pool (rule 4: no await between the committed re-check and the insert)."""
+        now_ms = self._clock_ms()
+        head = self._chain.head.height
+        admitted: list[tuple[SignedTx, bytes]] = []
         for i in passed:
             tx, raw = items[i]
             try:
-                # Blocks committed while we awaited (worker checks, pool log): the pool must
-                # never hold a committed tx (the executor trusts that), so check them here, with
-                # no await between this check and the insert — in memory when they are recent.
-                again = self.chain.committed_since(checked_at, tx.tx_id)
-                if again or (again is None and self.store.get_tx_location(tx.tx_id) is not None):
-                    raise MempoolError(ErrorCode.DUPLICATE, "transaction is already committed")
-                self.mempool.add(tx, len(raw), self.chain.head.height, now_ms)
-            except MempoolError as exc:
-                if durable and self.wal is not None and exc.code is not ErrorCode.DUPLICATE:
+                self._check_not_committed_since(tx, checked_at)
+                self._mempool.add(tx, len(raw), head, now_ms)  # R5 on the new head, pool checks
+            except TxRejected as exc:
+                if durable and self._wal is not None and exc.rejection is not Rejection.DUPLICATE:
                     # (a DUPLICATE's log entry belongs to the concurrent admission that won, or
                     # to a transaction recovered into the pool at start)
-                    self.wal.release([tx.tx_id])
-                out[i] = self._refuse(exc.code, exc.message)
+                    self._wal.release([tx.tx_id])
+                out[i] = self._refuse(exc)
                 continue
-            self._admitted_at[tx.tx_id] = time.monotonic()
-            if gossip and self.gossip_hook is not None:
-                self.gossip_hook(raw)
-        self.metrics.pool.set(len(self.mempool))
-        self._wake.set()
-        return out
+            admitted.append((tx, raw))
+        self._on_admitted(admitted, gossip)
 
-    def _refuse(self, code: ErrorCode, message: str) -> ApiError:
-        self.metrics.rejected.labels(code.name.lower()).inc()
-        return ApiError(code, message)
+    def _check_not_committed_since(self, tx: SignedTx, height: int) -> None:
+        """R7 for blocks committed while we awaited (worker checks, pool log): in memory when
+        they are recent, else in the store. The pool must never hold a committed tx (the
+        executor trusts that)."""
+        again = self._chain.committed_since(height, tx.tx_id)
+        if again or (again is None and self._committed.is_committed(tx.tx_id)):
+            raise TxRejected(Rejection.DUPLICATE, "transaction is already committed")
 
-    def _admission_checks_many(
-        self, batch: Sequence[tuple[SignedTx, bool]]
-    ) -> list[tuple[ErrorCode, str] | None]:
-        return [self._admission_checks(tx, verify) for tx, verify in batch]
+    # --- refusals -------------------------------------------------------------------------------
 
-    def _admission_checks(self, tx: SignedTx, verify: bool) -> tuple[ErrorCode, str] | None:
-        """Runs in a worker thread: committed-duplicate, admitted-sender and signature checks."""
-        if self.store.get_tx_location(tx.tx_id) is not None:
-            return ErrorCode.DUPLICATE, "transaction is already committed"
-        # (uncached: a worker thread must not fill the executor's cache with a stale answer)
-        if self.chain.executor.lookup_sender_uncached(tx.body.sender) is None:
-            return ErrorCode.UNKNOWN_SENDER, "sender is not an admitted account"
-        if verify and not verify_signature(tx.body.sender, tx.tx_id, tx.signature):
-            return ErrorCode.BAD_SIGNATURE, "signature does not verify"
-        return None
+    def _refuse(self, exc: TxRejected) -> ApiError:
+        self._rejected_metric.labels(exc.rejection.value).inc()
+        return rejected(exc.rejection, exc.message)
+
+    def _refuse_storage(self, message: str) -> ApiError:
+        self._rejected_metric.labels("storage_unavailable").inc()
+        return ApiError(ErrorCode.STORAGE_UNAVAILABLE, message)

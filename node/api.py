@@ -13,20 +13,24 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Any, Protocol
 
+from gmchain.chain.txrules import Rejection
 from gmchain.ledger.codec import Value
 from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
 
 __all__ = [
+    "REJECTION_CODES",
     "ApiError",
     "ErrorCode",
     "NodeApi",
     "NodeStatus",
     "TxLookup",
+    "rejected",
 ]
 
 
@@ -49,7 +53,8 @@ class ErrorCode(IntEnum):
     POOL_FULL = -31008
     SENDER_QUOTA = -31009
     UNKNOWN_SENDER = -31010  # not an admitted account
-    UNKNOWN_CONTRACT = -31011
+    UNKNOWN_CONTRACT = -31011  # also an unknown method, or a query sent as a transaction
+    BAD_ARGUMENTS = -31012  # the args do not fit the method's schema (gm_contracts)
     STORAGE_UNAVAILABLE = -31020  # disk nearly full or the pool log write failed: retry later
     # reads
     NOT_FOUND = -31101
@@ -69,6 +74,35 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+# The one place a transaction's Rejection (chain/txrules.py) becomes a JSON-RPC code.
+REJECTION_CODES: Mapping[Rejection, ErrorCode] = MappingProxyType(
+    {
+        Rejection.TOO_LARGE: ErrorCode.TOO_LARGE,
+        Rejection.BAD_ENCODING: ErrorCode.BAD_ENCODING,
+        Rejection.WRONG_CHAIN: ErrorCode.WRONG_CHAIN,
+        Rejection.INVALID_KEY: ErrorCode.BAD_SIGNATURE,
+        Rejection.EXPIRED: ErrorCode.EXPIRED,
+        Rejection.EXPIRY_TOO_FAR: ErrorCode.EXPIRY_TOO_FAR,
+        Rejection.UNKNOWN_CONTRACT: ErrorCode.UNKNOWN_CONTRACT,
+        Rejection.UNKNOWN_METHOD: ErrorCode.UNKNOWN_CONTRACT,
+        Rejection.QUERY_METHOD: ErrorCode.UNKNOWN_CONTRACT,
+        Rejection.BAD_ARGUMENTS: ErrorCode.BAD_ARGUMENTS,
+        Rejection.DUPLICATE: ErrorCode.DUPLICATE,
+        Rejection.POOL_FULL: ErrorCode.POOL_FULL,
+        Rejection.SENDER_QUOTA: ErrorCode.SENDER_QUOTA,
+        Rejection.UNKNOWN_SENDER: ErrorCode.UNKNOWN_SENDER,
+        Rejection.BAD_SIGNATURE: ErrorCode.BAD_SIGNATURE,
+    }
+)
+if set(REJECTION_CODES) != set(Rejection):  # a new Rejection must be given its code here
+    raise AssertionError(f"no RPC code for {set(Rejection) - set(REJECTION_CODES)}")
+
+
+def rejected(rejection: Rejection, message: str) -> ApiError:
+    """The caller-facing error for a refused transaction (REJECTION_CODES)."""
+    return ApiError(REJECTION_CODES[rejection], message)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,23 +1,23 @@
 """The node's mempool as the chain library's `chain.pool.TxPool`.
 
-Rule: the chain names why a transaction can never commit by its `TxRejected` reason; each reason
-it uses (chain/packer.py `NEVER_VALID`) is the name of the admission `ErrorCode` a waiter on that
-transaction is answered with, so the mapping is `ErrorCode[reason]`.
+Rule: the chain names why a transaction can never commit by a chain/txrules.py `Rejection`; the
+mempool records it, and a waiter on that transaction is answered with its code (node/api.py
+REJECTION_CODES).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from gmchain.chain.txrules import Rejection
 from gmchain.ledger.types import SignedTx
-from gmchain.node.api import ErrorCode
 from gmchain.node.mempool import Mempool
 
 __all__ = ["MempoolPool"]
 
 
 class MempoolPool:
-    """Adapts `Mempool` (which records `ErrorCode`s) to `TxPool` (which names reasons)."""
+    """`Mempool` as a `TxPool`."""
 
     __slots__ = ("mempool",)
 
@@ -36,23 +36,17 @@ class MempoolPool:
     def iter_fair(self) -> Iterator[tuple[SignedTx, int]]:
         return self.mempool.iter_fair()
 
-    def is_verified(self, tx_id: bytes) -> bool:
-        return self.mempool.is_verified(tx_id)
-
-    def mark_verified(self, tx_id: bytes) -> None:
-        self.mempool.mark_verified(tx_id)
-
     def remove(self, tx_ids: Iterable[bytes]) -> int:
         return self.mempool.remove(tx_ids)
 
-    def evict(self, tx_ids: Iterable[bytes], reason: str, message: str) -> int:
-        return self.mempool.evict(tx_ids, ErrorCode[reason], message)
+    def evict(self, tx_ids: Iterable[bytes], reason: Rejection, message: str) -> int:
+        return self.mempool.evict(tx_ids, reason, message)
 
-    def evict_sender(self, sender: bytes, reason: str, message: str) -> int:
-        return self.mempool.evict_sender(sender, ErrorCode[reason], message)
+    def evict_sender(self, sender: bytes, reason: Rejection, message: str) -> int:
+        return self.mempool.evict_sender(sender, reason, message)
 
-    def evict_address(self, address: bytes, reason: str, message: str) -> int:
-        return self.mempool.evict_address(address, ErrorCode[reason], message)
+    def evict_address(self, address: bytes, reason: Rejection, message: str) -> int:
+        return self.mempool.evict_address(address, reason, message)
 
     def evict_expired(self, head_height: int) -> int:
         return self.mempool.evict_expired(head_height)

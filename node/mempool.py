@@ -1,10 +1,12 @@
-"""The transaction pool: admission checks, verify-once cache, quotas, fair packing order.
+"""The transaction pool: its own checks (duplicates, capacity, quotas), fair packing order.
 
 Rules this module keeps:
-1. Cheap checks first (size, chain, replay window, duplicates, capacity, quota), the signature
-   last; a signature is verified at most once per node (`verified` cache by tx id), and the
-   cache is shared with proposal validation.
-2. A full pool refuses with `MempoolError(POOL_FULL)` — it never drops an admitted transaction
+1. The transaction rules that need no state but the head (chain/txrules.py R1, R3-R6) run in
+   `precheck`, then the pool's own (P: already pending, capacity, quota); `add` re-runs the
+   ones that can change while admission awaits (R5 against the new head, P). Every refusal is a
+   `TxRejected` with its `Rejection`. Signatures are not the pool's business: admission verifies
+   them (once per node: chain/txrules.py SignatureCache) before `add`.
+2. A full pool refuses with `TxRejected(POOL_FULL)` — it never drops an admitted transaction
    silently (FISCO BCOS #2124). Admitted transactions leave when committed, or when they can no
    longer be valid (expired, sender's account removed: `evict*`); then the reason is recorded
    (`dropped_reason`, the last `dropped_memory` of them) and `on_evicted` is told, so the
@@ -21,18 +23,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from gmchain.chain.txrules import Rejection, TxRejected, TxRules
 from gmchain.contracts.keys import address_of
-from gmchain.ledger.types import MAX_TX_BYTES, SignedTx
-from gmchain.node.api import ErrorCode
+from gmchain.ledger.types import SignedTx
 
-__all__ = ["Dropped", "Mempool", "MempoolConfig", "MempoolError"]
-
-
-class MempoolError(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = ["Dropped", "Mempool", "MempoolConfig"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,11 +35,10 @@ class MempoolConfig:
     max_txs: int = 100_000
     max_bytes: int = 128 * 1024 * 1024
     per_sender_max: int = 20_000
-    verified_cache: int = 400_000
     dropped_memory: int = 100_000  # reasons of txs that left without committing, kept for waiters
 
     def validate(self) -> None:
-        for name in ("max_txs", "max_bytes", "per_sender_max", "verified_cache", "dropped_memory"):
+        for name in ("max_txs", "max_bytes", "per_sender_max", "dropped_memory"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"mempool.{name} must be positive")
 
@@ -60,16 +54,15 @@ class _Entry:
 class Dropped:
     """Why a transaction left the pool without committing (it can never commit)."""
 
-    code: ErrorCode
+    rejection: Rejection
     message: str
 
 
 class Mempool:
-    def __init__(self, *, config: MempoolConfig, chain_id: str, replay_window: int) -> None:
+    def __init__(self, *, config: MempoolConfig, rules: TxRules) -> None:
         config.validate()
         self.config = config
-        self.chain_id = chain_id
-        self.replay_window = replay_window
+        self.rules = rules
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()  # arrival order
         self._bytes = 0
         # sender -> its pending tx ids in arrival order; senders in the order they last went
@@ -79,51 +72,21 @@ class Mempool:
         self._dropped: OrderedDict[bytes, Dropped] = OrderedDict()  # LRU, dropped_memory long
         # Called with the ids of txs that left without committing (set by NodeService).
         self.on_evicted: Callable[[list[bytes]], None] | None = None
-        self._verified: OrderedDict[bytes, None] = OrderedDict()  # LRU of verified tx ids
         # (expiry, tx id) of every admitted tx; entries of txs that left are skipped lazily.
         self._expiries: list[tuple[int, bytes]] = []
 
     # --- admission ------------------------------------------------------------------------------
 
     def precheck(self, tx: SignedTx, size: int, head: int) -> None:
-        """All checks but the signature and committed-duplicate lookup. Raises MempoolError."""
-        if size > MAX_TX_BYTES:
-            raise MempoolError(ErrorCode.TOO_LARGE, f"transaction exceeds {MAX_TX_BYTES} bytes")
-        body = tx.body
-        if body.chain_id != self.chain_id:
-            raise MempoolError(
-                ErrorCode.WRONG_CHAIN,
-                f"transaction is for chain {body.chain_id!r}, this node runs {self.chain_id!r}",
-            )
-        if body.expiry <= head:
-            raise MempoolError(
-                ErrorCode.EXPIRED, f"expired: expiry {body.expiry} <= current height {head}"
-            )
-        if body.expiry > head + self.replay_window:
-            raise MempoolError(
-                ErrorCode.EXPIRY_TOO_FAR,
-                f"expiry {body.expiry} is beyond height {head} + window {self.replay_window}",
-            )
-        if tx.tx_id in self._pending:
-            raise MempoolError(ErrorCode.DUPLICATE, "transaction is already pending")
-        if len(self._pending) >= self.config.max_txs or (
-            self._bytes + size > self.config.max_bytes
-        ):
-            raise MempoolError(
-                ErrorCode.POOL_FULL,
-                f"transaction pool is full ({len(self._pending)} txs); retry later",
-            )
-        if len(self._by_sender.get(body.sender, ())) >= self.config.per_sender_max:
-            raise MempoolError(
-                ErrorCode.SENDER_QUOTA,
-                f"sender already has {self.config.per_sender_max} pending transactions",
-            )
+        """R1, R3-R6 and the pool's checks (rule 1); changes nothing. Raises TxRejected."""
+        self.rules.check_static(tx, size, head)
+        self._check_room(tx, size)
 
     def add(self, tx: SignedTx, size: int, head: int, now_ms: int) -> None:
-        """Insert a transaction whose signature has been verified. Re-runs the prechecks
-        (state may have changed while the signature was being verified)."""
-        self.precheck(tx, size, head)
-        self.mark_verified(tx.tx_id)
+        """Insert a transaction that passed `precheck` and whose signature verified. Re-runs
+        the checks that can change meanwhile (rule 1: R5 on the new head, the pool's)."""
+        self.rules.check_window(tx, head)
+        self._check_room(tx, size)
         self._pending[tx.tx_id] = _Entry(tx, size, now_ms)
         heapq.heappush(self._expiries, (tx.body.expiry, tx.tx_id))
         self._bytes += size
@@ -135,16 +98,22 @@ class Mempool:
         own[tx.tx_id] = None
         self._dropped.pop(tx.tx_id, None)
 
-    # --- verify-once cache ----------------------------------------------------------------------
-
-    def is_verified(self, tx_id: bytes) -> bool:
-        return tx_id in self._verified
-
-    def mark_verified(self, tx_id: bytes) -> None:
-        self._verified[tx_id] = None
-        self._verified.move_to_end(tx_id)
-        while len(self._verified) > self.config.verified_cache:
-            self._verified.popitem(last=False)
+    def _check_room(self, tx: SignedTx, size: int) -> None:
+        """P: not pending yet, room in the pool, and in its sender's quota (rule 3)."""
+        if tx.tx_id in self._pending:
+            raise TxRejected(Rejection.DUPLICATE, "transaction is already pending")
+        if len(self._pending) >= self.config.max_txs or (
+            self._bytes + size > self.config.max_bytes
+        ):
+            raise TxRejected(
+                Rejection.POOL_FULL,
+                f"transaction pool is full ({len(self._pending)} txs); retry later",
+            )
+        if len(self._by_sender.get(tx.body.sender, ())) >= self.config.per_sender_max:
+            raise TxRejected(
+                Rejection.SENDER_QUOTA,
+                f"sender already has {self.config.per_sender_max} pending transactions",
+            )
 
     # --- packing and removal --------------------------------------------------------------------
 
@@ -206,11 +175,11 @@ class Mempool:
                 self._sender_at.pop(address_of(sender), None)
         return n
 
-    def evict(self, tx_ids: Iterable[bytes], code: ErrorCode, message: str) -> int:
+    def evict(self, tx_ids: Iterable[bytes], rejection: Rejection, message: str) -> int:
         """Remove txs that can never commit, recording why (rule 2)."""
         gone = [t for t in tx_ids if t in self._pending]
         self.remove(gone)
-        why = Dropped(code, message)
+        why = Dropped(rejection, message)
         for t in gone:
             self._dropped[t] = why
             self._dropped.move_to_end(t)
@@ -220,14 +189,14 @@ class Mempool:
             self.on_evicted(gone)
         return len(gone)
 
-    def evict_sender(self, sender: bytes, code: ErrorCode, message: str) -> int:
+    def evict_sender(self, sender: bytes, rejection: Rejection, message: str) -> int:
         """Evict every pending tx of `sender` (e.g. its account was removed)."""
-        return self.evict(list(self._by_sender.get(sender, ())), code, message)
+        return self.evict(list(self._by_sender.get(sender, ())), rejection, message)
 
-    def evict_address(self, address: bytes, code: ErrorCode, message: str) -> int:
+    def evict_address(self, address: bytes, rejection: Rejection, message: str) -> int:
         """Evict every pending tx of the sender whose account address is `address`."""
         sender = self._sender_at.get(address)
-        return 0 if sender is None else self.evict_sender(sender, code, message)
+        return 0 if sender is None else self.evict_sender(sender, rejection, message)
 
     def evict_expired(self, head: int) -> int:
         """Drop txs that can no longer be included after `head` (expiry <= head)."""
@@ -242,7 +211,7 @@ class Mempool:
             heapq.heapify(self._expiries)
         return self.evict(
             dead,
-            ErrorCode.EXPIRED,
+            Rejection.EXPIRED,
             f"expired unpacked: its expiry height was reached (head {head}); "
             "submit it again with a new nonce and a later expiry",
         )

@@ -37,6 +37,7 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import Collector
 
 from gmchain.chain.core import Chain, CommittedBlock
+from gmchain.chain.txrules import KeyCache, SignatureCache, TxRules
 from gmchain.consensus import ConsensusConfig, Replica
 from gmchain.consensus.messages import ConsensusMessage
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
@@ -45,8 +46,8 @@ from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.ledger.codec import DecodeError, Value
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
-from gmchain.node.admission import AdmissionMixin
-from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup
+from gmchain.node.admission import Admission, CommittedView
+from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup, rejected
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.commitbus import CommitBus, Subscriptions, TxWaiters
 from gmchain.node.config import NodeConfig
@@ -78,7 +79,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class NodeService(AdmissionMixin):
+class NodeService:
     """Everything one node does, wired together; implements node.api.NodeApi."""
 
     def __init__(
@@ -104,14 +105,21 @@ class NodeService(AdmissionMixin):
         self.disk_guard = FreeSpaceGuard(watched, config.min_free_disk_mb)
         self.node_id = NodeId(key.public_key.address)
         self.metrics = NodeMetrics()
+        self.registry = default_registry()
+        self.rules = TxRules(
+            chain_id=genesis.chain_id,
+            replay_window=genesis.replay_window,
+            registry=self.registry,
+            keys=KeyCache(),
+            verified=SignatureCache(),
+        )
         self.mempool = SharedMempool(
             config=MempoolConfig(
                 max_txs=config.mempool_max_txs,
                 per_sender_max=config.mempool_per_sender,
                 dropped_memory=config.mempool_dropped_memory,
             ),
-            chain_id=genesis.chain_id,
-            replay_window=genesis.replay_window,
+            rules=self.rules,
         )
         self.mempool.on_evicted = self._evicted_anywhere
         # Owned by the consensus thread (the chain reads it while building blocks); the commit
@@ -125,11 +133,10 @@ class NodeService(AdmissionMixin):
                 target_latency_ms=config.target_latency_ms,
             )
         )
-        self.registry = default_registry()
         self.chain = Chain(
             genesis=genesis,
             store=store,
-            registry=self.registry,
+            rules=self.rules,
             pool=MempoolPool(self.mempool),
             packing=self.packing,
             max_block_txs=config.max_block_txs,
@@ -197,17 +204,30 @@ class NodeService(AdmissionMixin):
                 queue_per_client=config.proof_queue_per_client,
             ),
         )
-        # Admission's state (node/admission.py declares these names).
-        self.gossip_hook: Callable[[bytes], None] | None = self.transport.gossip
-        self._wake = asyncio.Event()  # set by admission: forwarded to the driver (_forward_wakes)
+        self._wake = asyncio.Event()  # set when the pool gained txs: forwarded to the driver
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
         n_procs = config.verify_processes
-        self._procs = VerifyProcesses(n_procs, self._pool) if n_procs > 0 else None
-        self._submits: list[tuple[SignedTx, bytes, asyncio.Future[None]]] = []
+        self._procs = VerifyProcesses(n_procs, self._pool, self.rules.keys) if n_procs > 0 else None
         self._admitted_at: dict[bytes, float] = {}
-        self._bg_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.admission = Admission(
+            rules=self.rules,
+            mempool=self.mempool,
+            chain=self.chain,
+            committed=CommittedView(
+                tx_location=store.get_tx_location,
+                account_of=self.chain.executor.lookup_sender_uncached,
+            ),
+            wal=wal,
+            disk_guard=self.disk_guard,
+            threads=self._pool,
+            procs=self._procs,
+            rejected_metric=self.metrics.rejected,
+            clock_ms=clock_ms,
+            is_closing=lambda: self._closing,
+            on_admitted=self._on_admitted,
+        )
         # Rule 5: the error that stopped the node (None while it works); `fatal` is set with it.
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
@@ -248,7 +268,7 @@ class NodeService(AdmissionMixin):
                 tx = SignedTx.decode_tx(raw)
                 if tx.tx_id != tx_id:
                     raise ApiError(ErrorCode.BAD_ENCODING, "log entry does not match its key")
-                await self.admit(tx, raw, durable=False)
+                await self.admission.admit(tx, raw, durable=False)
                 kept += 1
             except (DecodeError, ApiError):
                 gone.append(tx_id)
@@ -262,7 +282,7 @@ class NodeService(AdmissionMixin):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._stop_admission()
+        await self.admission.stop()
         # The consensus thread ends after its current step, so nothing writes the store after
         # the caller closes it; the worker jobs already running end too (short reads).
         await asyncio.to_thread(self.driver.stop)
@@ -278,6 +298,27 @@ class NodeService(AdmissionMixin):
             await self._wake.wait()
             self._wake.clear()
             self.driver.wake()
+
+    # --- admission (node/admission.py) ---------------------------------------------------------
+
+    async def submit_raw_tx(self, raw: bytes) -> bytes:
+        return await self.admission.submit_raw_tx(raw)
+
+    async def admit_many(
+        self, items: Sequence[tuple[SignedTx, bytes]], *, gossip: bool = True
+    ) -> list[ApiError | None]:
+        """Admit a peer's gossiped transactions (node/network.py)."""
+        return await self.admission.admit_many(items, gossip=gossip)
+
+    def _on_admitted(self, txs: Sequence[tuple[SignedTx, bytes]], gossip: bool) -> None:
+        """Transactions entered the pool (node/admission.py): time them, gossip them."""
+        now = time.monotonic()
+        for tx, raw in txs:
+            self._admitted_at[tx.tx_id] = now
+            if gossip:
+                self.transport.gossip(raw)
+        self.metrics.pool.set(len(self.mempool))
+        self._wake.set()
 
     def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run `fn(*args)` on the loop, in FIFO order (node/driver.py rule 3)."""
@@ -460,7 +501,7 @@ class NodeService(AdmissionMixin):
     def dropped_reason(self, tx_id: bytes) -> ApiError | None:
         """Why `tx_id` left this node's pool without committing (it never will), if it did."""
         why = self.mempool.dropped_reason(tx_id)
-        return None if why is None else ApiError(why.code, why.message)
+        return None if why is None else rejected(why.rejection, why.message)
 
     async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
         """The receipt once the tx commits; None at the timeout; ApiError with the recorded

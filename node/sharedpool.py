@@ -25,9 +25,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
+from gmchain.chain.txrules import Rejection, TxRejected, TxRules
 from gmchain.ledger.types import SignedTx
-from gmchain.node.api import ErrorCode
-from gmchain.node.mempool import Dropped, Mempool, MempoolConfig, MempoolError
+from gmchain.node.mempool import Dropped, Mempool, MempoolConfig
 
 __all__ = ["REMEMBER_REMOVED", "SharedMempool"]
 
@@ -45,10 +45,9 @@ class SharedMempool(Mempool):
         self,
         *,
         config: MempoolConfig,
-        chain_id: str,
-        replay_window: int,
+        rules: TxRules,
     ) -> None:
-        super().__init__(config=config, chain_id=chain_id, replay_window=replay_window)
+        super().__init__(config=config, rules=rules)
         self._lock = threading.RLock()
         self._removed: OrderedDict[bytes, None] = OrderedDict()  # rule 2, oldest first
         self._evicting = 0  # > 0 while an eviction runs (its removals are not commits)
@@ -60,16 +59,8 @@ class SharedMempool(Mempool):
     def add(self, tx: SignedTx, size: int, head: int, now_ms: int) -> None:
         with self._lock:
             if tx.tx_id in self._removed:  # rule 2
-                raise MempoolError(ErrorCode.DUPLICATE, "transaction is already committed")
+                raise TxRejected(Rejection.DUPLICATE, "transaction is already committed")
             super().add(tx, size, head, now_ms)
-
-    def is_verified(self, tx_id: bytes) -> bool:
-        with self._lock:
-            return super().is_verified(tx_id)
-
-    def mark_verified(self, tx_id: bytes) -> None:
-        with self._lock:
-            super().mark_verified(tx_id)
 
     def iter_fair(self) -> Iterator[tuple[SignedTx, int]]:
         with self._lock:
@@ -93,21 +84,21 @@ class SharedMempool(Mempool):
                 removed.popitem(last=False)
             return super().remove(ids)
 
-    def evict(self, tx_ids: Iterable[bytes], code: ErrorCode, message: str) -> int:
+    def evict(self, tx_ids: Iterable[bytes], rejection: Rejection, message: str) -> int:
         with self._lock:
             self._evicting += 1
             try:
-                return super().evict(tx_ids, code, message)
+                return super().evict(tx_ids, rejection, message)
             finally:
                 self._evicting -= 1
 
-    def evict_sender(self, sender: bytes, code: ErrorCode, message: str) -> int:
+    def evict_sender(self, sender: bytes, rejection: Rejection, message: str) -> int:
         with self._lock:
-            return super().evict_sender(sender, code, message)
+            return super().evict_sender(sender, rejection, message)
 
-    def evict_address(self, address: bytes, code: ErrorCode, message: str) -> int:
+    def evict_address(self, address: bytes, rejection: Rejection, message: str) -> int:
         with self._lock:
-            return super().evict_address(address, code, message)
+            return super().evict_address(address, rejection, message)
 
     def evict_expired(self, head: int) -> int:
         with self._lock:

@@ -1,8 +1,10 @@
 """Signature verification in worker processes, past the GIL.
 
 Rules this module keeps:
-1. A verification is `sender_key(pubkey).verify(message, signature)` exactly as in-process
-   (node.chain.sender_key; crypto_sm's backend, with its start-up self-test, in every worker).
+1. A verification is `keys.get(pubkey).verify(message, signature)` exactly as in-process
+   (a chain.txrules.KeyCache; crypto_sm's backend, with its start-up self-test, in every worker).
+   Each worker process parses a sender's key once, into its own KeyCache (made when the worker
+   starts: the process is its scope); the in-process fallback uses the node's KeyCache.
 2. Workers are started with "spawn" (never "fork": the node has threads and an event loop) and
    warmed up before the node serves, so the first submissions do not pay for process start-up.
 3. A broken pool (a worker killed) never loses a verdict: the batch is verified in-process
@@ -25,10 +27,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-from gmchain.chain.core import sender_key
+from gmchain.chain.txrules import KeyCache
 from gmchain.crypto_sm.backend import active_backend
 
-__all__ = ["VerifyProcesses", "split_even", "verify_signature", "verify_triples"]
+__all__ = ["VerifyProcesses", "split_even", "verify_triples"]
 
 log = logging.getLogger("gmchain.verify")
 
@@ -36,15 +38,23 @@ T = TypeVar("T")
 Triple = tuple[bytes, bytes, bytes]  # (sender public key, signing root, signature)
 
 
-def verify_signature(pub: bytes, msg: bytes, sig: bytes) -> bool:
-    """Rule 1: one transaction signature, the same check in a thread or a worker process."""
-    key = sender_key(pub)  # parsed once per sender, shared with proposal validation
-    return key is not None and key.verify(msg, sig)
+_worker_keys: KeyCache | None = None  # in a worker process: its key cache (rule 1)
 
 
-def verify_triples(items: Sequence[Triple]) -> list[bool]:
-    """Runs in a worker process (or in a thread, as the fallback)."""
-    return [verify_signature(pub, msg, sig) for pub, msg, sig in items]
+def _init_worker() -> None:
+    global _worker_keys
+    _worker_keys = KeyCache()
+
+
+def verify_triples(items: Sequence[Triple], keys: KeyCache | None = None) -> list[bool]:
+    """Rule 1: one verdict per triple. Runs in a worker process (`keys` None: the worker's own
+    cache) or in a thread as the fallback (`keys`: the node's)."""
+    cache = keys or _worker_keys or KeyCache()
+    out = []
+    for pub, msg, sig in items:
+        key = cache.get(pub)
+        out.append(key is not None and key.verify(msg, sig))
+    return out
 
 
 def split_even(items: Sequence[T], parts: int) -> list[list[T]]:
@@ -55,17 +65,20 @@ def split_even(items: Sequence[T], parts: int) -> list[list[T]]:
 
 
 def _ping() -> int:
-    # Unpickling this function imported this module, and with it node.chain and crypto_sm (whose
+    # Unpickling this function imported this module, and with it chain.txrules and crypto_sm (whose
     # backend ran its self-test): the worker is ready for its first batch.
     return len(active_backend().name)
 
 
 class VerifyProcesses:
-    def __init__(self, processes: int, fallback: Executor) -> None:
+    def __init__(self, processes: int, fallback: Executor, keys: KeyCache) -> None:
         self.processes = processes
         self._fallback = fallback
+        self._keys = keys
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=processes, mp_context=multiprocessing.get_context("spawn")
+            max_workers=processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
         )
 
     async def start(self) -> None:
@@ -95,7 +108,7 @@ class VerifyProcesses:
             except BrokenProcessPool:
                 log.error("signature worker process died; verifying in-process from now on")
                 self._pool = None
-        return await loop.run_in_executor(self._fallback, verify_triples, list(items))
+        return await loop.run_in_executor(self._fallback, verify_triples, list(items), self._keys)
 
     def close(self) -> None:
         if self._pool is not None:

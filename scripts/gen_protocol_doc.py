@@ -43,6 +43,7 @@ from gmchain.chain.lightclient import (  # noqa: E402
     build_full_proof,
     compute_validator_set_fingerprint,
 )
+from gmchain.chain.txrules import TxRules  # noqa: E402
 from gmchain.consensus import Validator, ValidatorSet  # noqa: E402
 from gmchain.consensus import messages as cm  # noqa: E402
 from gmchain.consensus import safety as _safety  # noqa: E402, F401 (registers SafetyData)
@@ -206,12 +207,10 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
     block0, genesis_writes = make_genesis_block(genesis)
     state = _MemState()
     state.apply(0, genesis_writes, [])
-    executor = Executor(
-        chain_id=CHAIN_ID,
-        registry=default_registry(),
-        committed=state,
-        replay_window=genesis.replay_window,
+    rules = TxRules.with_new_caches(
+        chain_id=CHAIN_ID, replay_window=genesis.replay_window, registry=default_registry()
     )
+    executor = Executor(rules=rules, committed=state)
 
     def qc_for(h: lt.BlockHeader, absent: int) -> lt.QuorumCert:
         """QC of `h` signed by every validator but the one at `absent` (node-id order): 3 of

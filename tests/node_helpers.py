@@ -32,6 +32,7 @@ from typing import Any
 
 from gmchain.chain.core import Chain
 from gmchain.chain.executor import BlockContext, ExecResult, Executor
+from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
@@ -173,15 +174,16 @@ class ChainRig:
         self.net = net
         self.now_ms = T0 + 1_000_000
         self.store = Store.open(path, chain_id=net.genesis.chain_id)
-        self.mempool = Mempool(
-            config=mempool or MempoolConfig(),
+        self.rules = TxRules.with_new_caches(
             chain_id=net.genesis.chain_id,
             replay_window=net.genesis.replay_window,
+            registry=default_registry(),
         )
+        self.mempool = Mempool(config=mempool or MempoolConfig(), rules=self.rules)
         self.chain = Chain(
             genesis=net.genesis,
             store=self.store,
-            registry=default_registry(),
+            rules=self.rules,
             pool=MempoolPool(self.mempool),
             packing=PackingPolicy(PackingConfig()),
         )
@@ -192,9 +194,11 @@ class ChainRig:
         self.store.close()
 
     def admit(self, *txs: SignedTx) -> None:
-        """Put txs in the pool as the service would after checking them (signature unchecked)."""
+        """Put txs in the pool as the service would after checking them (signature unchecked,
+        and recorded as verified; the call unchecked: chain/txrules.py R6)."""
         for tx in txs:
             self.mempool.add(tx, len(tx.encode()), self.chain.head.height, self.now_ms)
+            self.rules.verified.mark((tx.tx_id,))
 
     def build(self, parent: BlockHeader | None = None) -> Block:
         """The leader's block on `parent` (default: the committed head) from the pool."""
@@ -252,10 +256,12 @@ def forge_block(
 ) -> Block:
     """A block on `parent` whose commitments are what executing `txs` really gives (rule 2)."""
     ex = Executor(
-        chain_id=rig.net.genesis.chain_id,
-        registry=default_registry(),
+        rules=TxRules.with_new_caches(
+            chain_id=rig.net.genesis.chain_id,
+            replay_window=rig.net.genesis.replay_window,
+            registry=default_registry(),
+        ),
         committed=rig.store,
-        replay_window=rig.net.genesis.replay_window,
     )
     if lax:
         lax_check_tx(ex)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gmchain.chain.core import Chain
+from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
@@ -61,14 +62,17 @@ def build_certified_chain(
     store at `db_path`; the store is closed on return."""
     store = Store.open(db_path, chain_id=genesis.chain_id)
     try:
-        mempool = Mempool(
-            config=MempoolConfig(), chain_id=genesis.chain_id, replay_window=genesis.replay_window
+        rules = TxRules.with_new_caches(
+            chain_id=genesis.chain_id,
+            replay_window=genesis.replay_window,
+            registry=default_registry(),
         )
+        mempool = Mempool(config=MempoolConfig(), rules=rules)
         now = [genesis.timestamp_ms + 1000]
         chain = Chain(
             genesis=genesis,
             store=store,
-            registry=default_registry(),
+            rules=rules,
             pool=MempoolPool(mempool),
             packing=PackingPolicy(PackingConfig()),
         )

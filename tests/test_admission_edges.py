@@ -55,7 +55,7 @@ async def test_nothing_to_verify_with_worker_processes(tmp_path: Path) -> None:
         assert info.value.code is ErrorCode.DUPLICATE
         # A tx already verified in a proposal, then gossiped: admitted.
         fresh = sign_tx(net.accounts[1], expiry=h + 20, args=evidence_args("edge-2"))
-        svc.mempool.mark_verified(fresh.tx_id)
+        svc.rules.verified.mark((fresh.tx_id,))
         assert await svc.admit_many([(fresh, fresh.encode())], gossip=False) == [None]
     finally:
         await svc.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gmchain.chain.core import Chain
+from gmchain.chain.txrules import TxRules
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
@@ -41,14 +42,15 @@ def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
         accounts=((client.public_key.to_bytes(), "o", "admin"),),
     )
     store = Store.open(tmp_path / "db", chain_id="t")
-    pool = Mempool(config=MempoolConfig(), chain_id="t", replay_window=1000)
+    rules = TxRules.with_new_caches(chain_id="t", replay_window=1000, registry=default_registry())
+    pool = Mempool(config=MempoolConfig(), rules=rules)
     packing = PackingPolicy(
         PackingConfig(min_block_txs=1, max_block_txs=2000, target_latency_ms=100)
     )
     chain = Chain(
         genesis=genesis,
         store=store,
-        registry=default_registry(),
+        rules=rules,
         pool=MempoolPool(pool),
         packing=packing,
     )

@@ -17,6 +17,12 @@ they state the rule itself rather than a number, and they ran on the base commit
 - the dev node answered the deepest admissible tx's receipt with -32603 (and a 900-deep `gm_call`
   argument with -32603 and a RecursionError traceback);
 - the 4-validator cluster stopped at the deep tx's height (no later tx committed in 90 s).
+
+Since issue 11 (chain/txrules.py R6) admission also checks a call's arguments against the method's
+schema, which no free-form value of that depth fits: the deepest *decodable* transaction is now
+refused at admission (-31012), so only a faulty leader can put one in a block. The containers
+(a), the in-process chain (b) and the receipts keep carrying it; the real-process tests check
+that admission refuses it and that the chain goes on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import msgpack
 import pytest
 
 from gmchain.chain.core import Chain
+from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import BlockResponse, CommitProof, SyncResponse
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
@@ -334,7 +341,11 @@ def test_a_receipt_is_always_servable_whatever_a_contract_returns(tmp_path: Path
         rig.chain = Chain(
             genesis=net.genesis,
             store=rig.store,
-            registry=registry,
+            rules=TxRules.with_new_caches(
+                chain_id=net.genesis.chain_id,
+                replay_window=net.genesis.replay_window,
+                registry=registry,
+            ),
             pool=MempoolPool(rig.mempool),
             packing=PackingPolicy(PackingConfig()),
         )
@@ -373,18 +384,13 @@ def test_dev_node_serves_the_receipt_of_the_deepest_admissible_tx(dev_node: Node
         levels = deepest_admissible_levels(key)
         deep = _signed(key, _deep_args(levels), chain_id=st["chainId"], expiry=st["height"] + 50)
         tx_hex = "0x" + deep.tx_id.hex()
-        assert rpc.call("gm_sendRawTransaction", "0x" + deep.encode().hex()) == tx_hex
-        receipt = rpc.call("gm_waitForReceipt", tx_hex, 30_000)
-        assert receipt is not None and receipt["txId"] == tx_hex
-        assert receipt["statusName"] == "BAD_ARGUMENTS"  # the schema refuses it; it committed
-        again = rpc.call("gm_getTransactionReceipt", tx_hex)
-        assert again["txId"] == tx_hex
-        got = rpc.call("gm_getTransactionByHash", tx_hex)
-        assert got is not None
-        block = rpc.call("gm_getBlockByNumber", receipt["blockNumber"], True)
-        assert block is not None and len(block["transactions"]) >= 1
-        # One level deeper never enters the pool: a clear refusal, and nothing changes.
+        # It decodes, but its metadata does not fit evidence.submit's schema (R6): refused.
         before = rpc.call("gm_status")["pendingTxs"]
+        with pytest.raises(RpcFailure) as err:
+            rpc.call("gm_sendRawTransaction", "0x" + deep.encode().hex())
+        assert err.value.code == -31012 and "metadata" in str(err.value)
+        assert rpc.call("gm_getTransactionByHash", tx_hex) is None
+        # One level deeper never decodes: a clear refusal, and nothing changes.
         body = TxBody(
             chain_id=st["chainId"],
             sender=key.public_key.to_bytes(),
@@ -438,12 +444,12 @@ def test_cluster_commits_past_the_deepest_admissible_tx(tmp_path: Path) -> None:
         head = int(rpc_call(ports[0], "gm_status")["height"])
         levels = deepest_admissible_levels(key)
         deep = _signed(key, _deep_args(levels), chain_id=chain_id, expiry=head + 200)
-        deep_hex = _send(ports[0], deep)
-        # Every validator commits it (on base: every peer refused the proposal and banned the
-        # leader, and the next leaders proposed the same tx again: the chain stopped here).
-        wait_until(
-            lambda: all(_receipt_on(p, deep_hex) for p in ports), 90, "the deep tx to commit"
-        )
+        # Every validator refuses it at admission (R6: its metadata does not fit the schema);
+        # on base it was admitted, every peer refused the proposal and banned the leader, and
+        # the next leaders proposed the same tx again: the chain stopped here.
+        for p in ports:
+            with pytest.raises(RuntimeError, match="-31012"):
+                _send(p, deep)
         t0 = time.monotonic()
         later = [
             _signed(key, evidence_args(f"later-{i}-{secrets.token_hex(3)}"), chain_id=chain_id,

@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gmchain.chain.txrules import Rejection
 from gmchain.contracts.keys import address_of
 from gmchain.ledger.jsonfmt import hex0x
 from gmchain.ledger.types import ReceiptStatus
@@ -186,7 +187,7 @@ def test_a_build_skips_unincludable_txs_and_evicts_the_dead_ones(tmp_path: Path)
         assert [t.tx_id for t in block.txs] == [good.tx_id]
         assert not any(t.tx_id in rig.mempool for t in stale)
         why = rig.mempool.dropped_reason(stale[-1].tx_id)
-        assert why is not None and why.code is ErrorCode.UNKNOWN_SENDER
+        assert why is not None and why.rejection is Rejection.UNKNOWN_SENDER
     finally:
         rig.close()
 

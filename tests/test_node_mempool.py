@@ -1,18 +1,20 @@
 """Rule tests of node/mempool.py, driving the Mempool object directly (no sockets).
 
 Rules under test (node/mempool.py rules 1-4; DESIGN.md "Replay protection"; REFERENCES.md
-FISCO BCOS #2124 and #4028): every admission error code, an explicit POOL_FULL (never a silent
-drop), FIFO `take` with exclusion sets, remove/evict_expired accounting, the verified-cache bound.
+FISCO BCOS #2124 and #4028): every refusal the pool gives (chain/txrules.py R1, R3-R6 through
+`precheck`; its own through `add`), an explicit POOL_FULL (never a silent drop), FIFO `take` with
+exclusion sets, remove/evict_expired accounting.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from gmchain.chain.txrules import Rejection, TxRejected, TxRules
+from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.types import MAX_TX_BYTES, SignedTx
-from gmchain.node.api import ErrorCode
-from gmchain.node.mempool import Mempool, MempoolConfig, MempoolError
+from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.node_helpers import CHAIN_ID, sign_tx
 
 W = 10
@@ -25,7 +27,8 @@ def keys() -> list[PrivateKey]:
 
 
 def pool(**cfg: int) -> Mempool:
-    return Mempool(config=MempoolConfig(**cfg), chain_id=CHAIN_ID, replay_window=W)
+    rules = TxRules.with_new_caches(chain_id=CHAIN_ID, replay_window=W, registry=default_registry())
+    return Mempool(config=MempoolConfig(**cfg), rules=rules)
 
 
 def tx(key: PrivateKey, *, expiry: int = HEAD + 3, **kw: object) -> SignedTx:
@@ -36,41 +39,54 @@ def add(p: Mempool, t: SignedTx, size: int | None = None, now: int = 0) -> None:
     p.add(t, size if size is not None else len(t.encode()), HEAD, now)
 
 
-def code_of(p: Mempool, t: SignedTx, size: int | None = None, head: int = HEAD) -> ErrorCode:
+def code_of(p: Mempool, t: SignedTx, size: int | None = None, head: int = HEAD) -> Rejection:
+    """The refusal of `t`, by `add` (the pool's own checks and R5) and by `precheck` alike."""
     before = (len(p), p.size_bytes)
-    with pytest.raises(MempoolError) as info:
-        p.add(t, size if size is not None else len(t.encode()), head, 0)
+    n = size if size is not None else len(t.encode())
+    with pytest.raises(TxRejected) as info:
+        p.precheck(t, n, head)
+    with pytest.raises(TxRejected) as again:
+        p.add(t, n, head, 0)
     assert (len(p), p.size_bytes) == before, "a refused tx changed the pool"
-    assert info.value.message
-    return info.value.code
+    assert info.value.message and again.value.rejection is info.value.rejection
+    return info.value.rejection
 
 
-def test_admission_error_codes(keys: list[PrivateKey]) -> None:
+def precheck_refusal(p: Mempool, t: SignedTx, size: int | None = None) -> Rejection:
+    """The refusal of a rule `add` does not re-check (chain/txrules.py R1, R3, R4, R6)."""
+    with pytest.raises(TxRejected) as info:
+        p.precheck(t, size if size is not None else len(t.encode()), HEAD)
+    assert len(p) == 0 or info.value.message
+    return info.value.rejection
+
+
+def test_admission_refusals(keys: list[PrivateKey]) -> None:
     p = pool()
     k = keys[0]
-    assert code_of(p, tx(k), size=MAX_TX_BYTES + 1) is ErrorCode.TOO_LARGE
-    assert code_of(p, tx(k, chain_id="other-chain")) is ErrorCode.WRONG_CHAIN
-    assert code_of(p, tx(k, expiry=HEAD)) is ErrorCode.EXPIRED
-    assert code_of(p, tx(k, expiry=HEAD - 3)) is ErrorCode.EXPIRED
-    assert code_of(p, tx(k, expiry=HEAD + W + 1)) is ErrorCode.EXPIRY_TOO_FAR
+    assert precheck_refusal(p, tx(k), size=MAX_TX_BYTES + 1) is Rejection.TOO_LARGE
+    assert precheck_refusal(p, tx(k, chain_id="other-chain")) is Rejection.WRONG_CHAIN
+    assert precheck_refusal(p, tx(k, contract="nope")) is Rejection.UNKNOWN_CONTRACT
+    assert precheck_refusal(p, tx(k, method="nope")) is Rejection.UNKNOWN_METHOD
+    assert precheck_refusal(p, tx(k, method="get", args=["r"])) is Rejection.QUERY_METHOD
+    assert precheck_refusal(p, tx(k, args=["only-one-arg"])) is Rejection.BAD_ARGUMENTS
+    assert code_of(p, tx(k, expiry=HEAD)) is Rejection.EXPIRED
+    assert code_of(p, tx(k, expiry=HEAD - 3)) is Rejection.EXPIRED
+    assert code_of(p, tx(k, expiry=HEAD + W + 1)) is Rejection.EXPIRY_TOO_FAR
     # the window's edges are admitted: head < expiry <= head + W
     edge_lo, edge_hi = tx(k, expiry=HEAD + 1), tx(k, expiry=HEAD + W)
     add(p, edge_lo)
     add(p, edge_hi)
     assert edge_lo.tx_id in p and edge_hi.tx_id in p
-    assert code_of(p, edge_lo) is ErrorCode.DUPLICATE
+    assert code_of(p, edge_lo) is Rejection.DUPLICATE
     # exactly MAX_TX_BYTES is fine
     big_ok = tx(k)
+    p.precheck(big_ok, MAX_TX_BYTES, HEAD)
     add(p, big_ok, size=MAX_TX_BYTES)
     assert len(p) == 3
 
 
-def test_precheck_raises_the_same_codes_without_changing_the_pool(keys: list[PrivateKey]) -> None:
+def test_precheck_changes_nothing(keys: list[PrivateKey]) -> None:
     p = pool()
-    t = tx(keys[0], expiry=HEAD)
-    with pytest.raises(MempoolError) as info:
-        p.precheck(t, 100, HEAD)
-    assert info.value.code is ErrorCode.EXPIRED
     p.precheck(tx(keys[0]), 100, HEAD)  # passes, admits nothing
     assert len(p) == 0 and p.size_bytes == 0
 
@@ -80,13 +96,13 @@ def test_full_pool_is_an_explicit_error_by_count_and_by_bytes(keys: list[Private
     admitted = [tx(keys[i % 3]) for i in range(3)]
     for t in admitted:
         add(p, t)
-    assert code_of(p, tx(keys[0])) is ErrorCode.POOL_FULL
+    assert code_of(p, tx(keys[0])) is Rejection.POOL_FULL
     # nothing admitted was dropped to make room
     assert all(t.tx_id in p for t in admitted) and len(p) == 3
 
     q = pool(max_bytes=1000)
     add(q, tx(keys[0]), size=600)
-    assert code_of(q, tx(keys[1]), size=401) is ErrorCode.POOL_FULL
+    assert code_of(q, tx(keys[1]), size=401) is Rejection.POOL_FULL
     add(q, tx(keys[1]), size=400)  # exactly full is allowed
     assert q.size_bytes == 1000 and len(q) == 2
 
@@ -96,7 +112,7 @@ def test_sender_quota(keys: list[PrivateKey]) -> None:
     a, b = keys[0], keys[1]
     add(p, tx(a))
     add(p, tx(a))
-    assert code_of(p, tx(a)) is ErrorCode.SENDER_QUOTA
+    assert code_of(p, tx(a)) is Rejection.SENDER_QUOTA
     add(p, tx(b))  # another sender is not affected
     assert len(p) == 3
 
@@ -131,7 +147,7 @@ def test_remove_and_evict_expired_keep_bytes_and_per_sender_counts(keys: list[Pr
     assert p.size_bytes == 600 and len(p) == 2
     a3 = tx(a)
     add(p, a3, size=50)  # a's quota slot came back
-    assert code_of(p, tx(a)) is ErrorCode.SENDER_QUOTA
+    assert code_of(p, tx(a)) is Rejection.SENDER_QUOTA
     # evict at head HEAD + 2: b1 (expiry HEAD + 2) goes, a2 stays
     assert p.evict_expired(HEAD + 2) == 1
     assert b1.tx_id not in p and a2.tx_id in p
@@ -160,25 +176,7 @@ def test_bytes_accounting_exact(keys: list[PrivateKey]) -> None:
     assert p.size_bytes == sum(sizes[i] for i in left)
 
 
-def test_verified_cache_is_an_lru_with_a_bound(keys: list[PrivateKey]) -> None:
-    p = pool(verified_cache=3)
-    ids = [bytes([i]) * 32 for i in range(5)]
-    for i in ids[:3]:
-        p.mark_verified(i)
-    p.mark_verified(ids[0])  # refresh: ids[1] is now the least recently used
-    p.mark_verified(ids[3])
-    assert not p.is_verified(ids[1])
-    assert all(p.is_verified(i) for i in (ids[0], ids[2], ids[3]))
-    p.mark_verified(ids[4])
-    assert not p.is_verified(ids[2])
-    assert sum(p.is_verified(i) for i in ids) == 3
-    # add marks the tx verified (the signature was checked by the caller), within the bound
-    t = tx(keys[0])
-    add(p, t)
-    assert p.is_verified(t.tx_id) and sum(p.is_verified(i) for i in ids) == 2
-
-
 def test_config_validation() -> None:
-    for name in ("max_txs", "max_bytes", "per_sender_max", "verified_cache"):
+    for name in ("max_txs", "max_bytes", "per_sender_max", "dropped_memory"):
         with pytest.raises(ValueError, match=name):
             pool(**{name: 0})

@@ -98,7 +98,7 @@ async def test_admission_errors_change_nothing(svc: tuple[NodeService, TestNet])
     assert await api_error(service, outsider.encode()) is ErrorCode.UNKNOWN_SENDER
     forged = sign_tx(net.accounts[1], expiry=service.height() + 10, bad_signature=True)
     assert await api_error(service, forged.encode()) is ErrorCode.BAD_SIGNATURE
-    assert not service.mempool.is_verified(forged.tx_id)
+    assert not service.rules.is_verified(forged.tx_id)
     # a tx claiming another account's key as sender, signed by an admitted key
     imposter = sign_tx(
         net.accounts[1],
@@ -335,20 +335,20 @@ async def test_concurrent_submissions_are_admitted_together_each_with_its_own_ou
     ]
     forged = sign_tx(net.accounts[1], expiry=h + 10, bad_signature=True)
     calls: list[int] = []
-    real = service.admit_many
+    real = service.admission.admit_many
 
     async def counting(items, **kw):  # type: ignore[no-untyped-def]
         calls.append(len(items))
         return await real(items, **kw)
 
-    service.admit_many = counting  # type: ignore[method-assign]
+    service.admission.admit_many = counting  # type: ignore[method-assign]
     try:
         raws = [t.encode() for t in txs[:3]] + [forged.encode()] + [t.encode() for t in txs[3:]]
         got = await asyncio.gather(
             *(service.submit_raw_tx(r) for r in raws), return_exceptions=True
         )
     finally:
-        service.admit_many = real  # type: ignore[method-assign]
+        service.admission.admit_many = real  # type: ignore[method-assign]
     assert calls == [7]  # one JSON-RPC batch's worth of submissions: one admission call
     assert isinstance(got[3], ApiError) and got[3].code is ErrorCode.BAD_SIGNATURE
     assert [g for i, g in enumerate(got) if i != 3] == [t.tx_id for t in txs]

@@ -11,9 +11,10 @@ import threading
 
 import pytest
 
+from gmchain.chain.txrules import Rejection, TxRejected, TxRules
+from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey
-from gmchain.node.api import ErrorCode
-from gmchain.node.mempool import MempoolConfig, MempoolError
+from gmchain.node.mempool import MempoolConfig
 from gmchain.node.sharedpool import SharedMempool
 from tests.node_helpers import CHAIN_ID, sign_tx
 
@@ -23,8 +24,9 @@ HEAD = 10
 def _pool() -> SharedMempool:
     return SharedMempool(
         config=MempoolConfig(max_txs=100_000, per_sender_max=100_000),
-        chain_id=CHAIN_ID,
-        replay_window=50,
+        rules=TxRules.with_new_caches(
+            chain_id=CHAIN_ID, replay_window=50, registry=default_registry()
+        ),
     )
 
 
@@ -34,11 +36,11 @@ def test_a_tx_committed_before_its_add_is_refused_and_an_evicted_one_is_not_reme
     committed, evicted = (sign_tx(key, expiry=HEAD + 5, nonce=n) for n in (1, 2))
     # The commit removes the block's ids while the tx is still being admitted (not in the pool).
     assert pool.remove([committed.tx_id]) == 0
-    with pytest.raises(MempoolError) as err:
+    with pytest.raises(TxRejected) as err:
         pool.add(committed, len(committed.encode()), HEAD, 0)
-    assert err.value.code is ErrorCode.DUPLICATE and committed.tx_id not in pool
+    assert err.value.rejection is Rejection.DUPLICATE and committed.tx_id not in pool
     pool.add(evicted, len(evicted.encode()), HEAD, 0)
-    assert pool.evict([evicted.tx_id], ErrorCode.EXPIRED, "gone") == 1
+    assert pool.evict([evicted.tx_id], Rejection.EXPIRED, "gone") == 1
     pool.add(evicted, len(evicted.encode()), HEAD, 0)  # not refused as "already committed"
     assert evicted.tx_id in pool
 

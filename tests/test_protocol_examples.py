@@ -22,6 +22,7 @@ import pytest
 
 from gmchain.chain.core import Chain
 from gmchain.chain.lightclient import ProofCheckError, TrustAnchor, verify_full_proof
+from gmchain.chain.txrules import TxRules
 from gmchain.consensus import Validator, ValidatorSet
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
@@ -93,13 +94,14 @@ NOW_MS = GENESIS.timestamp_ms + 10_000
 @pytest.fixture
 def chain(tmp_path: Path) -> Any:
     store = Store.open(tmp_path / "db", chain_id=GENESIS.chain_id)
-    mempool = Mempool(
-        config=MempoolConfig(), chain_id=GENESIS.chain_id, replay_window=GENESIS.replay_window
+    rules = TxRules.with_new_caches(
+        chain_id=GENESIS.chain_id, replay_window=GENESIS.replay_window, registry=default_registry()
     )
+    mempool = Mempool(config=MempoolConfig(), rules=rules)
     c = Chain(
         genesis=GENESIS,
         store=store,
-        registry=default_registry(),
+        rules=rules,
         pool=MempoolPool(mempool),
         packing=PackingPolicy(PackingConfig()),
     )
@@ -127,11 +129,13 @@ def test_genesis_json_is_the_genesis_struct(tmp_path: Path) -> None:
 
 
 def test_every_example_transaction_calls_a_real_method() -> None:
-    registry = default_registry()
+    rules = TxRules.with_new_caches(
+        chain_id=GENESIS.chain_id, replay_window=GENESIS.replay_window, registry=default_registry()
+    )
     txs = [t for b in BLOCKS for t in b.txs]
     assert len(txs) == 5
     for t in txs:
-        assert registry.tx_call_problem(t.body.contract, t.body.method) is None, t.body.method
+        rules.check_call(t)  # a real method (not a query) whose arguments fit its schema
         # The tx id is the body's signing root, not a hash of the SignedTx bytes (§5).
         assert t.tx_id == compute_signing_root("tx", t.body.to_fields())
         assert PublicKey.from_bytes(t.body.sender).verify(t.tx_id, t.signature)

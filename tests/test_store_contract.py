@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gmchain.chain.core import Chain
+from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
@@ -204,13 +205,14 @@ def test_accumulator_nodes_match_rfc6962(store: ChainStore) -> None:
 def _run_chain(store: ChainStore, net: TestNet, txs: list[SignedTx]) -> list[bytes]:
     """Build and commit five blocks with the real chain library; return the header bytes."""
     genesis = net.genesis
-    mempool = Mempool(
-        config=MempoolConfig(), chain_id=genesis.chain_id, replay_window=genesis.replay_window
+    rules = TxRules.with_new_caches(
+        chain_id=genesis.chain_id, replay_window=genesis.replay_window, registry=default_registry()
     )
+    mempool = Mempool(config=MempoolConfig(), rules=rules)
     chain = Chain(
         genesis=genesis,
         store=store,
-        registry=default_registry(),
+        rules=rules,
         pool=MempoolPool(mempool),
         packing=PackingPolicy(PackingConfig(min_block_txs=1, max_block_txs=3)),
     )

@@ -9,6 +9,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gmchain.chain.txrules import KeyCache
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.store import Store
 from gmchain.node.api import ErrorCode
@@ -33,7 +34,7 @@ async def test_worker_verdicts_match_in_process_and_survive_a_killed_worker() ->
     items, expected = _triples()
     assert verify_triples(items) == expected
     fallback = ThreadPoolExecutor(max_workers=1)
-    pool = VerifyProcesses(1, fallback)
+    pool = VerifyProcesses(1, fallback, KeyCache())
     try:
         await pool.start()
         assert await pool.verify(items) == expected

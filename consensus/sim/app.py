@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from gmchain.chain.core import Chain
 from gmchain.chain.executor import InvalidBlock, compute_state_hash
 from gmchain.chain.genesis import make_genesis_block, read_header
+from gmchain.chain.txrules import KeyCache, Rejection, SignatureCache, TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
@@ -153,16 +154,13 @@ def sim_txs() -> tuple[SignedTx, ...]:
     return tuple(make_sim_tx(i) for i in range(SIM_TX_COUNT))
 
 
-_VERIFIED: set[bytes] = set()  # rule 2: tx ids whose signature this process verified
-
-
 class SimPool:
     """A `chain.pool.TxPool` in memory: arrival order, what left and why."""
 
     def __init__(self) -> None:
         self._pending: OrderedDict[bytes, tuple[SignedTx, int, int]] = OrderedDict()  # id -> tx,
         # encoded size, arrival (virtual ms)
-        self.evicted: dict[bytes, str] = {}  # tx id -> reason, for a test's eyes
+        self.evicted: dict[bytes, Rejection] = {}  # tx id -> reason, for a test's eyes
 
     def add(self, tx: SignedTx, now_ms: int) -> None:
         if tx.tx_id not in self._pending:
@@ -190,29 +188,23 @@ class SimPool:
         for tx, size, _ in list(self._pending.values()):
             yield tx, size
 
-    def is_verified(self, tx_id: bytes) -> bool:
-        return tx_id in _VERIFIED
-
-    def mark_verified(self, tx_id: bytes) -> None:
-        _VERIFIED.add(tx_id)
-
     def remove(self, tx_ids: Iterable[bytes]) -> int:
         n = 0
         for t in tx_ids:
             n += self._pending.pop(t, None) is not None
         return n
 
-    def evict(self, tx_ids: Iterable[bytes], reason: str, message: str) -> int:
+    def evict(self, tx_ids: Iterable[bytes], reason: Rejection, message: str) -> int:
         gone = [t for t in tx_ids if t in self._pending]
         for t in gone:
             self.evicted[t] = reason
         return self.remove(gone)
 
-    def evict_sender(self, sender: bytes, reason: str, message: str) -> int:
+    def evict_sender(self, sender: bytes, reason: Rejection, message: str) -> int:
         ids = [t for t, (tx, _, _) in self._pending.items() if tx.body.sender == sender]
         return self.evict(ids, reason, message)
 
-    def evict_address(self, address: bytes, reason: str, message: str) -> int:
+    def evict_address(self, address: bytes, reason: Rejection, message: str) -> int:
         ids = [
             t for t, (tx, _, _) in self._pending.items() if sm3_hash(tx.body.sender)[:20] == address
         ]
@@ -220,12 +212,21 @@ class SimPool:
 
     def evict_expired(self, head_height: int) -> int:
         ids = [t for t, (tx, _, _) in self._pending.items() if tx.body.expiry <= head_height]
-        return self.evict(ids, "EXPIRED", "expired unpacked")
+        return self.evict(ids, Rejection.EXPIRED, "expired unpacked")
 
 
 @functools.cache
-def _registry() -> Registry:
-    return default_registry()
+def _rules(chain_id: str, replay_window: int) -> TxRules:
+    """Rule 2: one TxRules per process, so its SignatureCache is shared by every simulated node
+    and seed (the signed pool is the same): a signature is verified once per process."""
+    registry: Registry = default_registry()
+    return TxRules(
+        chain_id=chain_id,
+        replay_window=replay_window,
+        registry=registry,
+        keys=KeyCache(),
+        verified=SignatureCache(),
+    )
 
 
 class SimApp:
@@ -248,7 +249,7 @@ class SimApp:
         self.chain = Chain(
             genesis=self.genesis,
             store=self.store,
-            registry=_registry(),
+            rules=_rules(self.genesis.chain_id, self.genesis.replay_window),
             pool=self.pool,
             packing=self.policy,
         )
