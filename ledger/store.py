@@ -138,6 +138,23 @@ def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
         raise StoreError(f"cannot open ledger store {path}: {e}") from e
 
 
+def _get_state(kv: _KV, namespace: str, key: bytes) -> bytes | None:
+    try:
+        return kv.get(k.k_state(namespace, key))
+    except ValueError as e:
+        raise StoreError(str(e)) from e
+
+
+def _iter_state(kv: _KV, namespace: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    try:
+        full = k.k_state_prefix(namespace)
+    except ValueError as e:
+        raise StoreError(str(e)) from e
+    cut = len(full)
+    for key, value in kv.iter_prefix(full + prefix):
+        yield key[cut:], value
+
+
 class StateSnapshot:
     """Committed state and the committed tx index as of one moment (a LevelDB snapshot): every
     read through it sees the same set of committed batches, so a reader of several keys never
@@ -159,19 +176,11 @@ class StateSnapshot:
         self._snap.close()
 
     def get_state(self, namespace: str, key: bytes) -> bytes | None:
-        try:
-            return self._kv.get(k.k_state(namespace, key))
-        except ValueError as e:
-            raise StoreError(str(e)) from e
+        return _get_state(self._kv, namespace, key)
 
     def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        try:
-            full = k.k_state_prefix(namespace)
-        except ValueError as e:
-            raise StoreError(str(e)) from e
-        cut = len(full)
-        for key, value in self._kv.iter_prefix(full + prefix):
-            yield key[cut:], value
+        """(key, value) of one namespace whose key starts with `prefix`, in bytewise key order."""
+        return _iter_state(self._kv, namespace, prefix)
 
     def get_tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         v = self._kv.get(k.k_tx(tx_id))
@@ -495,20 +504,11 @@ class Store:
         return self._kv.get(k.k_receipt(tx_id))
 
     def get_state(self, namespace: str, key: bytes) -> bytes | None:
-        try:
-            return self._kv.get(k.k_state(namespace, key))
-        except ValueError as e:
-            raise StoreError(str(e)) from e
+        return _get_state(self._kv, namespace, key)
 
     def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of one namespace whose key starts with `prefix`, in bytewise key order."""
-        try:
-            full = k.k_state_prefix(namespace)
-        except ValueError as e:
-            raise StoreError(str(e)) from e
-        cut = len(full)
-        for key, value in self._kv.iter_prefix(full + prefix):
-            yield key[cut:], value
+        return _iter_state(self._kv, namespace, prefix)
 
     def get_index(self, key: bytes) -> bytes | None:
         return self._kv.get(k.k_index(key))
