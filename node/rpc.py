@@ -22,6 +22,11 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
    The method table and the request parsing are node/rpcspec.py; the limits node/rpcconfig.py;
    per-client admission node/rpclimits.py; reply and send budgets node/rpcsend.py.
 
+This module is the server: HTTP and WebSocket endpoints, request checks, dispatch and error
+mapping. The method handlers are node/rpcmethods.py (`RpcMethods`), the subscriptions
+node/rpcsubs.py (`RpcSubscriptions`), the counters node/rpcmetrics.py; the server builds each with
+what it needs and calls the handlers from one table.
+
 Sources: JSON-RPC 2.0 specification; OpenRPC 1.2.6; RFC 6455 (WebSocket); Prometheus text
 exposition format 0.0.4; FISCO BCOS / Ethereum method naming (docs/REFERENCES.md).
 """
@@ -30,40 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import ipaddress
 import logging
-import secrets
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
-from gmchain.ledger.jsonfmt import (
-    JsonFormatError,
-    args_schema,
-    block_summary_to_json,
-    block_to_json,
-    contracts_to_json,
-    count_to_json,
-    dropped_to_json,
-    event_note_to_json,
-    header_to_json,
-    hex0x,
-    jsonable,
-    node_info_to_json,
-    pending_to_json,
-    receipt_to_json,
-    returns_schema,
-    status_to_json,
-    tx_to_json,
-    value_from_json,
-    view_to_json,
-)
-from gmchain.ledger.types import MAX_TX_BYTES, Block
+from gmchain.ledger.jsonfmt import JsonFormatError, status_to_json
 from gmchain.node.api import ApiError, ErrorCode, NodeApi
 from gmchain.node.ratelog import LogLimiter
 from gmchain.node.rpcconfig import RpcConfig
@@ -77,6 +57,8 @@ from gmchain.node.rpclimits import (
     raise_fd_limit,
     request_refusal,
 )
+from gmchain.node.rpcmethods import CLIENT_ADDRESS, MethodHandler, RpcMethods
+from gmchain.node.rpcmetrics import RpcMetrics, guard_metrics_text
 from gmchain.node.rpcsend import ReplyBudget, SendBudget, WsConn
 from gmchain.node.rpcspec import (
     METHODS,
@@ -84,27 +66,18 @@ from gmchain.node.rpcspec import (
     RpcError,
     dumps_compact,
     error_reply,
-    handler_name,
     json_elements,
     load_openrpc,
     loads_strict,
-    p_hash,
-    p_str,
     parse_params,
 )
+from gmchain.node.rpcsubs import RpcSubscriptions
 from gmchain.node.rpcvalidate import ReplyValidator, from_env
 
 __all__ = ["METHODS", "WS_METHODS", "RpcConfig", "RpcServer", "load_openrpc"]
 
 log = logging.getLogger("gmchain.rpc")
 
-# The remote address of the request being handled (set per HTTP request / WebSocket connection;
-# tasks copy it). Per-client limits below the RPC layer (node/proofserve.py) key on it.
-CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "gmchain_rpc_client", default=""
-)
-
-_MAX_HEIGHT = 2**63 - 1
 _WAIT_METHODS = frozenset({"gm_waitForReceipt"})  # hold a future, not work (rpclimits rule 3)
 _REQUEST_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})  # JSON-RPC 2.0 §4
 
@@ -128,62 +101,6 @@ def _name_of(host: str) -> tuple[str, ...]:
     return ()
 
 
-def _summary_json(found: Any) -> dict[str, Any] | None:
-    """block_to_json(block, full_txs=False) from a (header, tx ids) summary."""
-    return None if found is None else block_summary_to_json(*found)
-
-
-async def _aclose(it: AsyncIterator[Any]) -> None:
-    """Close a subscription's iterator so the node drops the subscriber."""
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
-
-
-# --- metrics of this layer ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Metrics:
-    requests: Counter[str] = field(default_factory=Counter)  # by method (known names only)
-    errors: Counter[int] = field(default_factory=Counter)  # by JSON-RPC error code
-    in_flight: int = 0
-    ws_connections: int = 0
-    subscriptions: int = 0
-
-    def render(self) -> str:
-        lines = [
-            "# HELP gmchain_rpc_requests_total JSON-RPC requests handled, by method.",
-            "# TYPE gmchain_rpc_requests_total counter",
-        ]
-        lines += [
-            f'gmchain_rpc_requests_total{{method="{m}"}} {n}' for m, n in self.requests.items()
-        ]
-        lines += [
-            "# HELP gmchain_rpc_errors_total JSON-RPC error replies, by error code.",
-            "# TYPE gmchain_rpc_errors_total counter",
-        ]
-        lines += [f'gmchain_rpc_errors_total{{code="{c}"}} {n}' for c, n in self.errors.items()]
-        for name, value, text in (
-            ("in_flight", self.in_flight, "JSON-RPC requests being handled."),
-            ("ws_connections", self.ws_connections, "Open WebSocket connections."),
-            ("subscriptions", self.subscriptions, "Active WebSocket subscriptions."),
-        ):
-            lines += [
-                f"# HELP gmchain_rpc_{name} {text}",
-                f"# TYPE gmchain_rpc_{name} gauge",
-                f"gmchain_rpc_{name} {value}",
-            ]
-        return "\n".join(lines) + "\n"
-
-
-# --- WebSocket connections ----------------------------------------------------------------------
-
-
-_Handler = Callable[[dict[str, Any], "WsConn | None"], Awaitable[Any]]
-
-
 class RpcServer:
     """The JSON-RPC server: HTTP POST on `/` and `/rpc`, WebSocket on `/ws`, GET `/metrics` and
     `/health`. Wire it to a node with `RpcServer(api, host=..., port=..., config=...)`."""
@@ -205,7 +122,7 @@ class RpcServer:
         self._requested_port = port
         self._config = config or RpcConfig()
         self._config.validate()
-        self._metrics = _Metrics()
+        self._metrics = RpcMetrics()
         self._error_log = LogLimiter(per_minute=self._config.error_log_per_minute)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -226,9 +143,21 @@ class RpcServer:
             max_bytes_per_ip=c.max_in_flight_bytes_per_ip,
             max_ws_per_ip=c.max_ws_per_ip,
         )
-        self._handlers: dict[str, _Handler] = {
-            name: getattr(self, "_m_" + handler_name(name)) for name in METHODS
+        # The handlers, called straight from this table (no wrapper per request): the methods
+        # over the node, and the WebSocket-only ones, which run the subscriptions.
+        self._methods = RpcMethods(api, self._config)
+        self._subs = RpcSubscriptions(
+            api,
+            self._config,
+            metrics=self._metrics,
+            validator=self._validator,
+            error_log=self._error_log,
+        )
+        self._handlers: dict[str, MethodHandler] = {
+            **self._methods.handlers(),
+            **self._subs.handlers(),
         }
+        assert self._handlers.keys() == METHODS.keys()  # one handler per method: our bug if not
 
     # --- lifecycle ---
 
@@ -379,37 +308,10 @@ class RpcServer:
             node = b""
         body = node + (b"" if not node or node.endswith(b"\n") else b"\n")
         body += self._metrics.render().encode()
-        body += self._guard_metrics().encode()
+        body += guard_metrics_text(self._guard, self._send_budget).encode()
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
         return resp
-
-    def _guard_metrics(self) -> str:
-        g = self._guard
-        lines = []
-        for name, kind, value, text in (
-            ("connections", "gauge", g.connections, "Open RPC connections."),
-            ("connections_refused_total", "counter", g.refused, "Connections refused at a cap."),
-            (
-                "connections_evicted_total",
-                "counter",
-                g.evicted,
-                "Connections closed to let a lighter address in (the total was full).",
-            ),
-            (
-                "header_timeouts_total",
-                "counter",
-                g.timed_out,
-                "Connections closed by the header timeout.",
-            ),
-            ("ws_queued_bytes", "gauge", self._send_budget.queued, "Bytes queued for WebSockets."),
-        ):
-            lines += [
-                f"# HELP gmchain_rpc_{name} {text}",
-                f"# TYPE gmchain_rpc_{name} {kind}",
-                f"gmchain_rpc_{name} {value}",
-            ]
-        return "\n".join(lines) + "\n"
 
     async def _on_health(self, _request: web.Request) -> web.Response:
         try:
@@ -653,248 +555,3 @@ class RpcServer:
             raise RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
         finally:
             self._metrics.in_flight -= 1
-
-    # --- methods (one per entry of METHODS; `a` holds the parsed params) ---
-
-    async def _m_rpc_discover(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return load_openrpc()
-
-    async def _m_node_info(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        cfg = self._config
-        limits = {
-            "maxBodyBytes": cfg.max_body_bytes,
-            "maxBatch": cfg.max_batch,
-            "maxSubscriptions": cfg.max_subscriptions,
-            "maxWsMessageBytes": cfg.max_ws_message_bytes,
-            "maxWaitMs": cfg.max_wait_ms,
-            "maxResponseBytes": cfg.max_response_bytes,
-            "maxInFlightPerConnection": cfg.max_in_flight_per_conn,
-            "maxWaitsPerConnection": cfg.max_waits_per_conn,
-            "maxTxBytes": MAX_TX_BYTES,
-        }
-        return node_info_to_json(self._api.status(), limits)
-
-    async def _m_status(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return status_to_json(self._api.status())
-
-    async def _m_block_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return self._api.height()
-
-    async def _m_get_total_transaction_count(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        st = self._api.status()
-        return count_to_json(st)
-
-    async def _m_contracts(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return contracts_to_json(self._api.describe_contracts())
-
-    async def _m_send_raw_transaction(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return hex0x(await self._api.submit_raw_tx(a["rawTx"]))
-
-    def _answered_at(self, out: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Issue 10 fault 2: a read states the committed height it answered at (`answeredAt`),
-        so a client can tell an answer from a node still catching up (see gm_status)."""
-        if out is not None:
-            out["answeredAt"] = self._api.height()
-        return out
-
-    async def _m_get_transaction_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        tx_id = a["txId"]
-        found = self._api.get_tx(tx_id)
-        if found is None:
-            return self._not_committed(tx_id)
-        out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
-        return self._answered_at(out)
-
-    async def _m_get_transaction_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        tx_id = a["txId"]
-        found = self._api.get_receipt(tx_id)
-        if found is None:
-            return self._not_committed(tx_id)
-        return self._receipt_json(found)
-
-    def _not_committed(self, tx_id: bytes) -> dict[str, Any] | None:
-        """Pending, unknown (None), or an error with the reason it left the pool uncommitted."""
-        if self._api.is_pending(tx_id):
-            return pending_to_json(tx_id)
-        dropped = self._api.dropped_reason(tx_id)
-        if dropped is not None:
-            raise dropped
-        return None
-
-    def _receipt_json(self, found: tuple[Any, int, int]) -> dict[str, Any]:
-        receipt, height, index = found
-        block = self._api.get_block(height)
-        bid = None if block is None else block.block_id
-        out = receipt_to_json(receipt, height=height, index=index, block_id=bid)
-        out["answeredAt"] = self._api.height()
-        return out
-
-    async def _m_wait_for_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        timeout_ms = a["timeoutMs"]
-        if timeout_ms > self._config.max_wait_ms:
-            raise RpcError(
-                ErrorCode.INVALID_PARAMS, f"timeoutMs: at most {self._config.max_wait_ms}"
-            )
-        found = self._api.get_receipt(a["txId"])
-        if found is None and timeout_ms > 0:
-            found = await self._api.wait_tx(a["txId"], timeout_ms / 1000)
-        return None if found is None else self._receipt_json(found)
-
-    async def _m_get_block_by_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        if not a["fullTxs"]:  # header + ids: no tx decoding
-            return self._answered_at(_summary_json(self._api.get_block_summary(a["height"])))
-        block = self._api.get_block(a["height"])
-        return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
-
-    async def _m_get_block_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        if not a["fullTxs"]:
-            return self._answered_at(_summary_json(self._api.get_block_summary_by_hash(a["hash"])))
-        block = self._api.get_block_by_hash(a["hash"])
-        return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
-
-    async def _m_call(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        contract, method, raw_args = a["contract"], a["method"], a["args"]
-        if len(raw_args) > 64:
-            raise RpcError(ErrorCode.INVALID_PARAMS, "args: more than 64 items")
-        described = self._api.describe_contracts()
-        schema = args_schema(described, contract, method) or []
-        args = []
-        for i, v in enumerate(raw_args):
-            arg_schema = schema[i] if i < len(schema) else "any"
-            arg_name = arg_schema.get("name", i) if isinstance(arg_schema, dict) else i
-            args.append(value_from_json(v, arg_schema, name=f"args[{i}] ({arg_name})"))
-        shape = returns_schema(described, contract, method)
-        value = view_to_json(self._api.call(contract, method, args), shape)
-        if a["withHeight"]:  # the query and the head are read in one loop turn: consistent
-            return {"value": value, "answeredAt": self._api.height()}
-        return value
-
-    async def _m_get_transaction_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        proof = await self._api.tx_proof(a["txId"], a["atHeight"], client=CLIENT_ADDRESS.get())
-        return jsonable(proof)
-
-    async def _m_get_consistency_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        if a["oldHeight"] > a["newHeight"]:
-            raise RpcError(ErrorCode.BAD_RANGE, "oldHeight must not exceed newHeight")
-        proof = await self._api.consistency_proof(
-            a["oldHeight"], a["newHeight"], client=CLIENT_ADDRESS.get()
-        )
-        return jsonable(proof)
-
-    async def _m_get_commit_proof(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        return jsonable(await self._api.commit_proof(a["height"], client=CLIENT_ADDRESS.get()))
-
-    # --- subscriptions (WebSocket only) ---
-
-    async def _m_subscribe(self, a: dict[str, Any], conn: WsConn | None) -> Any:
-        assert conn is not None
-        kind, arg = a["kind"], a["filter"]
-        if len(conn.subs) >= self._config.max_subscriptions:
-            raise RpcError(
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {self._config.max_subscriptions} subscriptions per connection",
-            )
-        source: Callable[[], Awaitable[None]]
-        sub_id = hex0x(secrets.token_bytes(8))
-        if kind == "newHeads":
-            if arg is not None:
-                raise RpcError(ErrorCode.INVALID_PARAMS, "newHeads takes no filter")
-            heads = self._api.subscribe_heads()
-            source = lambda: self._pump_heads(conn, sub_id, heads)  # noqa: E731
-        elif kind == "events":
-            contract, name = self._event_filter(arg)
-            events = self._api.subscribe_events(contract, name)
-            source = lambda: self._pump_events(conn, sub_id, events)  # noqa: E731
-        elif kind == "txCommit":
-            if arg is None:
-                raise RpcError(ErrorCode.INVALID_PARAMS, "txCommit: missing param 'filter'")
-            tx_id = p_hash("filter", arg)
-            source = lambda: self._pump_tx(conn, sub_id, tx_id)  # noqa: E731
-        else:
-            raise RpcError(
-                ErrorCode.INVALID_PARAMS, "kind: expected 'newHeads', 'events' or 'txCommit'"
-            )
-        started = asyncio.Event()
-        conn.to_start.append(started)
-        conn.subs[sub_id] = asyncio.create_task(self._run_sub(conn, sub_id, started, source))
-        self._metrics.subscriptions += 1
-        return sub_id
-
-    @staticmethod
-    def _event_filter(arg: Any) -> tuple[str | None, str | None]:
-        if arg is None:
-            return None, None
-        if not isinstance(arg, dict) or set(arg) - {"contract", "name"}:
-            raise RpcError(
-                ErrorCode.INVALID_PARAMS, 'filter: expected {"contract"?: str, "name"?: str}'
-            )
-        contract, name = arg.get("contract"), arg.get("name")
-        return (
-            None if contract is None else p_str("filter.contract", contract),
-            None if name is None else p_str("filter.name", name),
-        )
-
-    async def _m_unsubscribe(self, a: dict[str, Any], conn: WsConn | None) -> Any:
-        assert conn is not None
-        task = conn.subs.pop(a["subscription"], None)
-        if task is None:
-            return False
-        task.cancel()
-        self._metrics.subscriptions -= 1
-        return True
-
-    async def _run_sub(
-        self,
-        conn: WsConn,
-        sub_id: str,
-        started: asyncio.Event,
-        source: Callable[[], Awaitable[None]],
-    ) -> None:
-        await started.wait()  # the subscription id reaches the client before any notification
-        try:
-            await source()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._error_log.exception(log, "subscription %s failed", sub_id)
-        if conn.subs.pop(sub_id, None) is not None:
-            self._metrics.subscriptions -= 1
-
-    def _notify(self, conn: WsConn, sub_id: str, kind: str, result: Any) -> bool:
-        if self._validator is not None:
-            self._validator.check_notification(kind, result)
-        msg = {
-            "jsonrpc": "2.0",
-            "method": "gm_subscription",
-            "params": {"subscription": sub_id, "result": result},
-        }
-        return conn.send(dumps_compact(msg))
-
-    async def _pump_heads(self, conn: WsConn, sub_id: str, heads: AsyncIterator[Block]) -> None:
-        try:
-            async for block in heads:
-                if not self._notify(conn, sub_id, "newHeads", header_to_json(block.header)):
-                    return
-        finally:
-            await _aclose(heads)
-
-    async def _pump_events(self, conn: WsConn, sub_id: str, events: AsyncIterator[Any]) -> None:
-        try:
-            async for height, tx_id, event in events:
-                result = event_note_to_json(height, tx_id, event)
-                if not self._notify(conn, sub_id, "events", result):
-                    return
-        finally:
-            await _aclose(events)
-
-    async def _pump_tx(self, conn: WsConn, sub_id: str, tx_id: bytes) -> None:
-        """One notification with the receipt when the tx commits; then the subscription ends."""
-        found = self._api.get_receipt(tx_id)
-        try:
-            while found is None:
-                found = await self._api.wait_tx(tx_id, 60.0)
-        except ApiError as exc:  # it left the pool and can never commit: say why, then end
-            reason = dropped_to_json(tx_id, int(exc.code), exc.message)
-            self._notify(conn, sub_id, "txCommit", reason)
-            return
-        self._notify(conn, sub_id, "txCommit", self._receipt_json(found))

@@ -12,7 +12,7 @@ from gmchain.ledger.types import SignedTx, TxBody
 from gmchain.node.config import load_config, load_genesis
 from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
 from gmchain.node.queries import extract_tx_bytes
-from gmchain.node.rpc import _summary_json
+from gmchain.node.rpcmethods import summary_json
 from gmchain.node.service import NodeService
 
 
@@ -47,8 +47,8 @@ async def test_summary_and_sliced_txs_match_the_decoded_block(tmp_path: Path) ->
             assert raw is not None
             block = svc.get_block(h)
             assert block is not None
-            assert _summary_json(svc.get_block_summary(h)) == block_to_json(block, False)
-            assert _summary_json(svc.get_block_summary_by_hash(block.block_id)) == block_to_json(
+            assert summary_json(svc.get_block_summary(h)) == block_to_json(block, False)
+            assert summary_json(svc.get_block_summary_by_hash(block.block_id)) == block_to_json(
                 block, False
             )
             for i, tx in enumerate(block.txs):
