@@ -16,7 +16,12 @@ Rules this module keeps:
 2. `up` is all or nothing for the nodes it starts: ports are checked first (nothing starts if
    one is busy), and if a node exits or does not answer within --wait, the nodes this call
    started are stopped again.
-3. Every failure is one line on stderr (ClusterError) saying what failed and what to do; exit 1.
+3. While `up` waits, a node it started is judged by its own child process (the Popen handle),
+   never by its pid file: a node counts as exited only once that child has exited, and giving up
+   stops and reaps every child this call started. Right after spawn the child is inside execve
+   and /proc shows no command line yet (measured: most spawns on a loaded machine, for up to
+   ~50 ms); rule 1 would take that for a stranger, remove the pid file and orphan the node.
+4. Every failure is one line on stderr (ClusterError) saying what failed and what to do; exit 1.
 """
 
 from __future__ import annotations
@@ -165,18 +170,56 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def _is_zombie(pid: int) -> bool:
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on ([] if unreadable)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
+            return f.read().rsplit(")", 1)[-1].split()
     except OSError:
-        return False
+        return []
+
+
+def _is_zombie(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] == "Z"
+
+
+_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat field 9 (flags): a kernel thread
+EXEC_SETTLE_S = 2.0  # how long a live process may show an empty command line (inside execve)
+
+
+def _settled_cmdline(pid: int) -> list[str] | None:
+    """`_cmdline(pid)`, waiting up to EXEC_SETTLE_S while it is empty for a live user process.
+
+    Inside execve the new image's argv is not set up yet, and /proc/<pid>/cmdline reads empty:
+    another `gmchain cluster` run reading a node's pid file just after `up` wrote it would see
+    that. A kernel thread (always empty) and a zombie are answered at once."""
+    deadline = time.monotonic() + EXEC_SETTLE_S
+    while True:
+        argv = _cmdline(pid)
+        if argv != [] or time.monotonic() > deadline:
+            return argv
+        fields = _stat_fields(pid)
+        if not fields or fields[0] == "Z" or int(fields[6]) & _PF_KTHREAD:
+            return argv
+        time.sleep(0.01)
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has exited (no such process, or a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user: certainly not a node we started
+    return _is_zombie(pid)
 
 
 def _is_our_node(pid: int, config: Path) -> bool:
     """Whether `pid` runs `node start --config <config>`: a pid file can outlive its process
     (a reboot, a crash), and the system may have given the pid to an unrelated program."""
-    argv = _cmdline(pid)
+    argv = _settled_cmdline(pid)
     if (
         not argv
         or len(argv) < 5
@@ -202,15 +245,11 @@ def _pid(d: Path, name: str, *, notes: list[str] | None = None) -> int | None:
         pid = int(pid_file.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by someone else: certainly not the node we started, see below
-    if _is_zombie(pid):  # a zombie child of this process counts as dead
+    if _gone(pid):  # (a zombie child of this process counts as dead)
         return None
     if not _is_our_node(pid, _config_path(d, name)):
+        if _gone(pid):  # it exited while we looked (an exiting process shows no command line)
+            return None
         argv = _cmdline(pid) or ["?"]
         if notes is not None:
             notes.append(
@@ -262,7 +301,9 @@ def start_nodes(
 
     All or nothing for this call: ports are checked before anything starts, and if a node exits
     or does not answer within `wait_s`, the nodes this call started are stopped again and
-    ClusterError says which node failed and where its log is."""
+    ClusterError says which node failed and where its log is. A node counts as exited only when
+    the child process this call spawned has exited (rule 3); whatever ends the wait early (a
+    failure, an exception, Ctrl-C) stops and reaps every child this call started."""
     doc = _load(d)
     todo = [
         n
@@ -270,42 +311,85 @@ def start_nodes(
         if (not names or n["name"] in names) and _pid(d, n["name"], notes=notes) is None
     ]
     _check_ports(todo)
-    started: list[str] = []
-    for n in todo:
-        name = n["name"]
-        nd = (d / name).resolve()
-        log = open(nd / "node.log", "ab")  # noqa: SIM115 — handed to the child
-        proc = subprocess.Popen(
-            _node_command(_config_path(d, name)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=str(nd),
-        )
-        log.close()
-        (nd / "node.pid").write_text(str(proc.pid))
-        started.append(name)
-    deadline = time.monotonic() + wait_s
-    for n in todo:
-        name = n["name"]
-        failure = None
-        while failure is None and node_status(n["rpc_port"]) is None:
-            if _pid(d, name) is None:
-                why = _last_line(d / name / "node.log")
-                failure = f"{name} exited at start" + (f" ({why})" if why else "")
-            elif time.monotonic() > deadline:
-                failure = f"{name} did not answer on rpc port {n['rpc_port']} within {wait_s:g} s"
-            else:
-                time.sleep(0.1)
-        if failure is not None:
-            stopped = stop_nodes(d, started)
-            undone = f"stopped {', '.join(stopped)} again" if stopped else "nothing left running"
-            raise ClusterError(
-                f"{failure}; {undone}. See {d / name / 'node.log'}, fix it and run "
-                f"`gmchain cluster up --dir {d}` again"
-            )
-    return started
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for n in todo:
+            name = n["name"]
+            nd = (d / name).resolve()
+            with open(nd / "node.log", "ab") as log:  # the child holds its own copy
+                procs[name] = subprocess.Popen(
+                    _node_command(_config_path(d, name)),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=str(nd),
+                )
+            (nd / "node.pid").write_text(str(procs[name].pid))
+        deadline = time.monotonic() + wait_s
+        for n in todo:
+            failure = _wait_answers(d, n, procs[n["name"]], deadline, wait_s)
+            if failure is not None:
+                raise _StartFailed(n["name"], failure)
+    except BaseException as exc:
+        stopped = _stop_children(d, procs)
+        if not isinstance(exc, _StartFailed):
+            raise
+        undone = f"stopped {', '.join(stopped)} again" if stopped else "nothing left running"
+        raise ClusterError(
+            f"{exc.failure}; {undone}. See {d / exc.name / 'node.log'}, fix it and run "
+            f"`gmchain cluster up --dir {d}` again"
+        ) from None
+    return list(procs)
+
+
+class _StartFailed(Exception):
+    def __init__(self, name: str, failure: str) -> None:
+        super().__init__(failure)
+        self.name = name
+        self.failure = failure
+
+
+def _wait_answers(
+    d: Path, n: dict[str, Any], proc: subprocess.Popen[bytes], deadline: float, wait_s: float
+) -> str | None:
+    """None once node `n` answers gm_status, else why it will not: its process `proc` exited
+    (with the last line of its log), or `deadline` passed."""
+    name = n["name"]
+    while node_status(n["rpc_port"]) is None:
+        code = proc.poll()
+        if code is not None:
+            how = f"with code {code}" if code >= 0 else f"on signal {-code}"
+            why = _last_line(d / name / "node.log")
+            return f"{name} exited at start {how}" + (f" ({why})" if why else "")
+        if time.monotonic() > deadline:
+            return f"{name} did not answer on rpc port {n['rpc_port']} within {wait_s:g} s"
+        time.sleep(0.1)
+    return None
+
+
+def _stop_children(
+    d: Path, procs: dict[str, subprocess.Popen[bytes]], grace_s: float = 10.0
+) -> list[str]:
+    """Stop the node processes this call spawned (SIGTERM, SIGKILL after `grace_s`), reap them
+    and remove their pid files; the names of those that were still running.
+
+    Signalling by handle is safe: a child not yet reaped keeps its pid, so no other process can
+    hold it."""
+    running = [name for name, p in procs.items() if p.poll() is None]
+    for name in running:
+        procs[name].terminate()
+    deadline = time.monotonic() + grace_s
+    for name in running:
+        p = procs[name]
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for name in procs:
+        (d / name / "node.pid").unlink(missing_ok=True)
+    return running
 
 
 def stop_nodes(
