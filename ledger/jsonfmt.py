@@ -97,6 +97,18 @@ __all__ = [
 # --- protocol types -> JSON ----------------------------------------------------------------------
 
 
+def _with_position(
+    out: dict[str, Any], height: int | None, index: int | None, block_id: bytes | None
+) -> dict[str, Any]:
+    """A committed transaction's or receipt's position (and `pending: false`), when known."""
+    if height is not None:
+        out["blockNumber"] = height
+        out["transactionIndex"] = index
+        out["blockHash"] = None if block_id is None else hex0x(block_id)
+        out["pending"] = False
+    return out
+
+
 def tx_to_json(
     tx: SignedTx,
     *,
@@ -119,12 +131,7 @@ def tx_to_json(
         "signature": hex0x(tx.signature),
         "raw": hex0x(tx.encode()),
     }
-    if height is not None:
-        out["blockNumber"] = height
-        out["transactionIndex"] = index
-        out["blockHash"] = None if block_id is None else hex0x(block_id)
-        out["pending"] = False
-    return out
+    return _with_position(out, height, index, block_id)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
@@ -156,12 +163,7 @@ def receipt_to_json(
         "error": receipt.error,
         "raw": hex0x(receipt.encode()),
     }
-    if height is not None:
-        out["blockNumber"] = height
-        out["transactionIndex"] = index
-        out["blockHash"] = None if block_id is None else hex0x(block_id)
-        out["pending"] = False
-    return out
+    return _with_position(out, height, index, block_id)
 
 
 def qc_to_json(qc: QuorumCert) -> dict[str, Any]:
