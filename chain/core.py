@@ -42,6 +42,7 @@ from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from gmchain.consensus.packing import PackingPolicy
 from gmchain.contracts.membership import removed_accounts
 from gmchain.ledger.codec import decode, encode
+from gmchain.ledger.epoch import validator_set_fingerprint
 from gmchain.ledger.store_api import BlockWrite, ChainStore
 from gmchain.ledger.types import (
     Block,
@@ -361,6 +362,7 @@ class Chain:
     ) -> BlockHeader:
         return BlockHeader(
             chain_id=self.chain_id,
+            epoch=parent.epoch,
             height=Height(parent.height + 1),
             round=round_,
             parent_id=parent.block_id,
@@ -372,6 +374,9 @@ class Chain:
             acc_root=result.frontier.root(),
             acc_size=result.frontier.size,
             state_hash=result.state_hash,
+            next_validators_hash=validator_set_fingerprint(
+                self.validators.validators_at(parent.height + 1)
+            ),
             justify=justify,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from gmchain.chain.executor import compute_state_hash
 from gmchain.contracts.membership import genesis_writes
+from gmchain.ledger.epoch import validator_set_fingerprint
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier
 from gmchain.ledger.store_api import BlockWrite, ChainStore
 from gmchain.ledger.types import (
@@ -38,6 +39,7 @@ def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes],
     }
     header = BlockHeader(
         chain_id=genesis.chain_id,
+        epoch=0,
         height=Height(0),
         round=Round(0),
         parent_id=genesis.compute_hash(),
@@ -49,6 +51,7 @@ def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes],
         acc_root=EMPTY_ROOT,
         acc_size=0,
         state_hash=compute_state_hash(ZERO_DIGEST, writes),
+        next_validators_hash=validator_set_fingerprint(genesis.validators),
         justify=QuorumCert(block_id=ZERO_DIGEST, round=Round(0), height=Height(0)),
     )
     return Block(header=header, txs=()), writes

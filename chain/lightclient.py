@@ -52,8 +52,9 @@ from gmchain.chain.validators import GenesisValidators
 from gmchain.consensus.certs import CertChecker
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.types import Validator, ValidatorSet
-from gmchain.crypto_sm import CryptoError, PublicKey, sm3_hash
+from gmchain.crypto_sm import CryptoError, PublicKey
 from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.epoch import validator_set_fingerprint
 from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
@@ -80,9 +81,9 @@ _T = TypeVar("_T")
 
 def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) -> Digest:
     """SM3(D_VALIDATOR_SET || for each validator in ascending public-key order: its 65-byte
-    public key || u64 big-endian power). Organisations do not count: certificates don't."""
-    parts = sorted(v.pubkey + v.power.to_bytes(8, "big") for v in validators)
-    return Digest(sm3_hash(D_VALIDATOR_SET + b"".join(parts)))
+    public key || u64 big-endian power). Organisations do not count: certificates don't.
+    (ledger/epoch.py rule 3; every header carries it as `next_validators_hash`.)"""
+    return validator_set_fingerprint(validators)
 
 
 class ProofCheckError(ValueError):

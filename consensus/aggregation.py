@@ -47,7 +47,11 @@ class VoteAggregator:
             return None
         sigs = tuple(sorted((v.voter, v.signature) for v in same))
         return QuorumCert(
-            block_id=vote.block_id, round=vote.round, height=vote.height, signatures=sigs
+            epoch=vote.epoch,
+            block_id=vote.block_id,
+            round=vote.round,
+            height=vote.height,
+            signatures=sigs,
         )
 
     def prune_below(self, round_: int) -> None:
@@ -78,7 +82,8 @@ class TimeoutAggregator:
         entries = tuple(
             sorted((t.voter, int(t.high_qc.round), t.signature) for t in by_voter.values())
         )
-        return TimeoutCert(round=round_, high_qc=best, entries=entries)
+        epoch = next(iter(by_voter.values())).epoch  # verified: all of the checker's epoch
+        return TimeoutCert(epoch=epoch, round=round_, high_qc=best, entries=entries)
 
     def prune_below(self, round_: int) -> None:
         for r in [r for r in self.by_round if r < round_]:

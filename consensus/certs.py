@@ -54,9 +54,13 @@ class CertChecker:
         validators: ValidatorSet,
         verifier: Verifier,
         genesis_id: Digest | None,
+        epoch: int = 0,
         bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
         self.chain_id = chain_id
+        # The epoch this checker's validator set certifies: a vote, timeout or certificate of
+        # any other epoch is refused (ledger/certs.py rule 1).
+        self.epoch = epoch
         self.validators = validators
         self.verifier = verifier
         self.genesis_id = genesis_id
@@ -97,7 +101,7 @@ class CertChecker:
             return True
         if self.is_genesis_qc(qc):
             return True
-        if not qc.signatures:
+        if not qc.signatures or qc.epoch != self.epoch:
             return False
         vs = self.validators
         power = 0
@@ -108,7 +112,7 @@ class CertChecker:
             power += p
         if not self.is_quorum_power(power):
             return False
-        root = QuorumCert.signing_root(self.chain_id, qc.block_id, qc.round, qc.height)
+        root = QuorumCert.signing_root(self.chain_id, qc.epoch, qc.block_id, qc.round, qc.height)
         for node_id, sig in qc.signatures:
             if not self._verify_sig(node_id, root, sig):
                 return False
@@ -120,7 +124,7 @@ class CertChecker:
     def verify_tc(self, tc: TimeoutCert) -> bool:
         if Bug.UNVERIFIED_TC in self.bugs:
             return True
-        if not tc.entries:
+        if not tc.entries or tc.epoch != self.epoch:
             return False
         vs = self.validators
         power = 0
@@ -134,22 +138,28 @@ class CertChecker:
         if not self.is_quorum_power(power) or tc.high_qc.round != max_hqc:
             return False
         for node_id, hqc_round, sig in tc.entries:
-            root = TimeoutVote.signing_root(self.chain_id, tc.round, hqc_round)
+            root = TimeoutVote.signing_root(self.chain_id, tc.epoch, tc.round, hqc_round)
             if not self._verify_sig(node_id, root, sig):
                 return False
         return self.verify_qc(tc.high_qc)
 
     def verify_vote(self, vote: Vote) -> bool:
-        if vote.voter not in self.validators:
+        if vote.voter not in self.validators or vote.epoch != self.epoch:
             return False
-        root = QuorumCert.signing_root(self.chain_id, vote.block_id, vote.round, vote.height)
+        root = QuorumCert.signing_root(
+            self.chain_id, vote.epoch, vote.block_id, vote.round, vote.height
+        )
         return self._verify_sig(vote.voter, root, vote.signature)
 
     def verify_timeout_sig(self, tv: TimeoutVote) -> bool:
         """The signature and membership only; the carried high QC is checked by verify_qc."""
-        if tv.voter not in self.validators or tv.high_qc.round >= tv.round:
+        if (
+            tv.voter not in self.validators
+            or tv.high_qc.round >= tv.round
+            or tv.epoch != self.epoch
+        ):
             return False
-        root = TimeoutVote.signing_root(self.chain_id, tv.round, tv.high_qc.round)
+        root = TimeoutVote.signing_root(self.chain_id, tv.epoch, tv.round, tv.high_qc.round)
         return self._verify_sig(tv.voter, root, tv.signature)
 
     def verify_proposal_sig(self, p: Proposal) -> bool:

@@ -33,7 +33,9 @@ class EquivocationDetector:
         """Return why `sender` equivocated with `msg`, or None."""
         match msg:
             case Vote() if msg.voter == sender:
-                root = QuorumCert.signing_root(self.chain_id, msg.block_id, msg.round, msg.height)
+                root = QuorumCert.signing_root(
+                    self.chain_id, msg.epoch, msg.block_id, msg.round, msg.height
+                )
                 if not self.verifier.verify(NodeId(sender), root, msg.signature):
                     return None
                 return self._note(sender, "vote", msg.round, msg.block_id)

@@ -200,6 +200,7 @@ def _largest_block_overhead() -> int:
     sig = b"\xff" * SIGNATURE_SIZE
     digest = Digest(b"\xff" * DIGEST_SIZE)
     qc = QuorumCert(
+        epoch=u64,
         block_id=digest,
         round=Round(u64),
         height=Height(u64),
@@ -207,6 +208,7 @@ def _largest_block_overhead() -> int:
     )
     header = BlockHeader(
         chain_id="x" * 64,
+        epoch=u64,
         height=Height(u64),
         round=Round(u64),
         parent_id=digest,
@@ -218,10 +220,13 @@ def _largest_block_overhead() -> int:
         acc_root=digest,
         acc_size=u64,
         state_hash=digest,
+        next_validators_hash=digest,
         justify=qc,
     )
     block = Block(header=header, txs=())
-    tc = TimeoutCert(round=Round(u64), high_qc=qc, entries=tuple((n, u64, sig) for n in signers))
+    tc = TimeoutCert(
+        epoch=u64, round=Round(u64), high_qc=qc, entries=tuple((n, u64, sig) for n in signers)
+    )
     proof = CommitProof(header=header, qc=qc)
     carriers = [
         Proposal(block=block, tc=tc, signature=sig),

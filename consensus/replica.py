@@ -120,6 +120,7 @@ class Replica:
         now_ms: int,
         genesis_id: Digest | None = None,
         blocks: Sequence[Block] = (),
+        epoch: int = 0,
         bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
         """`bugs`: planted bugs (consensus/mutations.py) for the simulator and tests only."""
@@ -133,8 +134,14 @@ class Replica:
         gid = genesis_id
         if gid is None and committed.height == 0:
             gid = committed.block_id
+        self.epoch = epoch
         self.certs = CertChecker(
-            chain_id=chain_id, validators=validators, verifier=verifier, genesis_id=gid, bugs=bugs
+            chain_id=chain_id,
+            validators=validators,
+            verifier=verifier,
+            genesis_id=gid,
+            epoch=epoch,
+            bugs=bugs,
         )
         if safety is None or Bug.FORGET_SAFETY in bugs:
             safety = SafetyData()
@@ -143,7 +150,7 @@ class Replica:
         self.safety = (
             None
             if signer is None
-            else SafetyRules(chain_id=chain_id, signer=signer, data=safety, bugs=bugs)
+            else SafetyRules(chain_id=chain_id, signer=signer, data=safety, epoch=epoch, bugs=bugs)
         )
         self.tree = BlockTree(
             committed, window=config.committed_window, max_orphans=config.max_buffered_msgs

@@ -105,9 +105,16 @@ class SafetyRules:
     """
 
     def __init__(
-        self, *, chain_id: str, signer: Signer, data: SafetyData, bugs: frozenset[Bug] = NO_BUGS
+        self,
+        *,
+        chain_id: str,
+        signer: Signer,
+        data: SafetyData,
+        epoch: int = 0,
+        bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
         self.chain_id = chain_id
+        self.epoch = epoch  # named in every vote and timeout this replica signs
         self.signer = signer
         self.data = data  # invariant: only replaced by a value that was handed out to persist
         self.bugs = bugs
@@ -154,8 +161,11 @@ class SafetyRules:
         self.observe_qc(header.justify)
         if not self.is_safe_to_vote(header, tc):
             return None
-        root = QuorumCert.signing_root(self.chain_id, header.block_id, header.round, header.height)
+        root = QuorumCert.signing_root(
+            self.chain_id, header.epoch, header.block_id, header.round, header.height
+        )
         vote = Vote(
+            epoch=header.epoch,
             block_id=header.block_id,
             round=header.round,
             height=header.height,
@@ -185,8 +195,9 @@ class SafetyRules:
         self.observe_qc(high_qc)
         if not self.is_safe_to_timeout(round_, high_qc, last_tc):
             return None
-        root = TimeoutVote.signing_root(self.chain_id, round_, high_qc.round)
+        root = TimeoutVote.signing_root(self.chain_id, self.epoch, round_, high_qc.round)
         tv = TimeoutVote(
+            epoch=self.epoch,
             round=round_,
             high_qc=high_qc,
             voter=self.signer.node_id,

@@ -4,7 +4,8 @@ Rules this module keeps:
 1. A block's id is the signing root of its header (`compute_signing_root("header", header)`),
    cached when the header is built; the header commits to the transactions (tx_root), the
    receipts (receipt_root), the global accumulator (acc_root, acc_size), the state-change chain
-   (state_hash) and the QC that justifies its parent.
+   (state_hash), its epoch, the validator set of the next block (next_validators_hash) and the QC
+   that justifies its parent.
 2. A block's `tx_count` equals its number of transactions.
 3. A proposal's signature signs `Proposal.signing_root(chain_id, block_id)`.
 4. Each struct's codec is derived from its fields (ledger.struct_codec), its tag registered in
@@ -47,6 +48,7 @@ class BlockHeader(Struct):
 
     TAG: ClassVar[Tag] = Tag.BLOCK_HEADER
     chain_id: str
+    epoch: int  # the epoch whose validator set certifies this block (genesis: 0)
     height: Height
     round: Round
     parent_id: Digest  # for genesis: the genesis config hash
@@ -58,12 +60,16 @@ class BlockHeader(Struct):
     acc_root: Digest  # global accumulator root after this block's txs
     acc_size: int  # number of txs in the accumulator after this block
     state_hash: Digest  # SM3 chain over every block's state writes (see docs/protocol.md)
+    # Fingerprint of the validator set that certifies the next block of this branch: this epoch's
+    # set, or the next epoch's on an epoch-ending block and its suffix (docs/consensus.md).
+    next_validators_hash: Digest
     justify: QuorumCert  # QC for the parent (the genesis QC for height 1)
     # Cached block id; init=False so that dataclasses.replace() recomputes it.
     _id: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_str("chain_id", self.chain_id, 64)
+        check_int("epoch", self.epoch)
         check_int("height", self.height)
         check_int("round", self.round)
         check_bytes("parent_id", self.parent_id, DIGEST_SIZE)
@@ -75,6 +81,7 @@ class BlockHeader(Struct):
         check_bytes("acc_root", self.acc_root, DIGEST_SIZE)
         check_int("acc_size", self.acc_size)
         check_bytes("state_hash", self.state_hash, DIGEST_SIZE)
+        check_bytes("next_validators_hash", self.next_validators_hash, DIGEST_SIZE)
         need(isinstance(self.justify, QuorumCert), "justify: expected a QuorumCert")
         object.__setattr__(self, "_id", compute_struct_root("header", self.to_fields()))
 

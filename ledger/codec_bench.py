@@ -63,6 +63,7 @@ def cases() -> dict[str, Callable[[], Any]]:
     )
     header = BlockHeader(
         chain_id="bench",
+        epoch=0,
         height=Height(2),
         round=Round(2),
         parent_id=Digest(bytes(32)),
@@ -74,6 +75,7 @@ def cases() -> dict[str, Callable[[], Any]]:
         acc_root=Digest(bytes(32)),
         acc_size=1000,
         state_hash=Digest(bytes(32)),
+        next_validators_hash=Digest(bytes(32)),
         justify=qc,
     )
     block = Block(header=header, txs=tuple(txs[:1000]))

@@ -65,6 +65,8 @@ class Tag(IntEnum):
     PROPOSAL = 11
     GENESIS_VALIDATOR = 12
     GENESIS = 13
+    # ledger: an epoch's configuration (ledger/epoch.py; docs/governance.md)
+    EPOCH_CONFIG = 14
     # consensus: retrieval, sync, commit proofs (consensus/messages.py), persisted safety data
     BLOCK_REQUEST = 20
     BLOCK_RESPONSE = 21

@@ -237,7 +237,9 @@ class NodeService:
         """The QC that certifies the committed head (from its commit proof), or genesis's."""
         head = self.chain.head
         if head.height == 0:
-            return QuorumCert(block_id=head.block_id, round=head.round, height=head.height)
+            return QuorumCert(
+                epoch=head.epoch, block_id=head.block_id, round=head.round, height=head.height
+            )
         proof = self.chain.find_commit_proof(head.height)
         if proof is not None and proof.header.justify.block_id == head.block_id:
             return proof.header.justify

@@ -100,6 +100,34 @@ def _other(consts: dict[str, int]) -> dict[tuple[str, str], tuple[str, str] | No
             "no two with the same `pubkey` (so the same node id)",
         ),
         ("Genesis", "accounts: expected triples"): None,
+        ("EpochConfig", "validators: at least one"): ("validators", "at least 1 item"),
+        ("EpochConfig", "validators: GenesisValidator"): None,
+        ("EpochConfig", "validators: ascending by node id, no key twice"): (
+            "validators",
+            "strictly ascending by node id (SM3 of the key, first 20 bytes; so no key twice)",
+        ),
+        ("EpochConfig", "observers: ascending, no key twice"): (
+            "observers",
+            "strictly ascending (bytewise; so no key twice)",
+        ),
+        ("EpochConfig", "observers: a validator is not an observer"): (
+            "observers",
+            "no item equal to a validator's `pubkey`",
+        ),
+        ("EpochConfig", "params: expected pairs"): None,
+        ("EpochConfig", "params: unknown parameter {name}"): (
+            "params",
+            "each pair's name one of the parameter names of docs/governance.md",
+        ),
+        ("EpochConfig", "params: integer values"): None,
+        ("EpochConfig", "params: value out of its range"): (
+            "params",
+            "each pair's value an integer in that parameter's range (docs/governance.md)",
+        ),
+        ("EpochConfig", "params: ascending by name, no name twice"): (
+            "params",
+            "strictly ascending by name (bytewise; so no name twice)",
+        ),
         ("CommitProof", "header: expected a BlockHeader"): None,
         ("CommitProof", "qc: expected a QuorumCert"): None,
         ("BlockRequest", "block_id: 32 bytes"): ("block_id", "bin of exactly 32 bytes"),
@@ -139,6 +167,8 @@ _PARTS = {
     ("Genesis", "account key"): ("accounts", "each triple's pubkey"),
     ("Genesis", "account org"): ("accounts", "each triple's org"),
     ("Genesis", "account role"): ("accounts", "each triple's role"),
+    ("EpochConfig", "observer"): ("observers", "each item"),
+    ("EpochConfig", "param name"): ("params", "each pair's name"),
 }
 
 

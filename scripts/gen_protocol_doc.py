@@ -54,6 +54,7 @@ from gmchain.crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  #
 from gmchain.ledger import types as lt  # noqa: E402
 from gmchain.ledger import wire  # noqa: E402
 from gmchain.ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
+from gmchain.ledger.epoch import EpochConfig, validator_set_fingerprint  # noqa: E402
 from gmchain.ledger.merkle import (  # noqa: E402
     EMPTY_ROOT,
     Frontier,
@@ -215,7 +216,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
     def qc_for(h: lt.BlockHeader, absent: int) -> lt.QuorumCert:
         """QC of `h` signed by every validator but the one at `absent` (node-id order): 3 of
         4 votes of power 1, the least power above 2/3 of 4."""
-        root = lt.QuorumCert.signing_root(CHAIN_ID, h.block_id, h.round, h.height)
+        root = lt.QuorumCert.signing_root(CHAIN_ID, h.epoch, h.block_id, h.round, h.height)
         signers = [n for i, n in enumerate(vset.node_ids) if i != absent]
         return lt.QuorumCert(
             block_id=h.block_id,
@@ -249,6 +250,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         result, _ = executor.execute(ctx, txs, None, strict=True)
         header = lt.BlockHeader(
             chain_id=CHAIN_ID,
+            epoch=0,
             height=lt.Height(height),
             round=lt.Round(round_),
             parent_id=parent.block_id,
@@ -260,6 +262,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
             acc_root=result.frontier.root(),
             acc_size=result.frontier.size,
             state_hash=result.state_hash,
+            next_validators_hash=validator_set_fingerprint(genesis.validators),
             justify=justify,
         )
         frontier = result.frontier
@@ -313,7 +316,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
     h1, h2, h3 = headers[1], headers[2], headers[3]
 
     # Round 4 times out (its leader sent nothing): three validators time out with high QC qc3.
-    troot = lt.TimeoutVote.signing_root(CHAIN_ID, lt.Round(4), h3.round)
+    troot = lt.TimeoutVote.signing_root(CHAIN_ID, 0, lt.Round(4), h3.round)
     tsigs = {n: sigs.get(f"timeout4_{i}", key_of[n], troot) for i, n in enumerate(vset.node_ids)}
     timeout_voter = vset.node_ids[0]
     timeout = lt.TimeoutVote(
@@ -371,7 +374,9 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         "timeout": timeout,
         "tc": tc,
         "proposal": proposal,
-        "vote_root": lt.QuorumCert.signing_root(CHAIN_ID, h2.block_id, h2.round, h2.height),
+        "vote_root": lt.QuorumCert.signing_root(
+            CHAIN_ID, h2.epoch, h2.block_id, h2.round, h2.height
+        ),
         "sender_pub": sender.public_key,
         "bundle": bundle,
         "full_bundle": full_bundle,
@@ -451,6 +456,7 @@ def struct_samples(ex: dict[str, Any]) -> dict[type, Any]:
         lt.Proposal: ex["proposal"],
         lt.GenesisValidator: ex["genesis"].validators[0],
         lt.Genesis: ex["genesis"],
+        EpochConfig: EpochConfig.from_genesis(ex["genesis"]),
         # peer messages (docs/consensus.md L8, L9; docs/p2p.md frames them)
         cm.BlockRequest: cm.BlockRequest(block_id=h1.block_id, count=8),
         cm.BlockResponse: cm.BlockResponse(

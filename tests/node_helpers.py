@@ -38,6 +38,7 @@ from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import Value
+from gmchain.ledger.epoch import validator_set_fingerprint
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import (
     Block,
@@ -276,6 +277,7 @@ def forge_block(
     assert not rejected
     header = BlockHeader(
         chain_id=rig.net.genesis.chain_id,
+        epoch=0,
         height=Height(parent.height + 1),
         round=Round(parent.round + 1),
         parent_id=parent.block_id,
@@ -287,6 +289,7 @@ def forge_block(
         acc_root=result.frontier.root(),
         acc_size=result.frontier.size,
         state_hash=result.state_hash,
+        next_validators_hash=validator_set_fingerprint(rig.net.genesis.validators),
         justify=QuorumCert(block_id=parent.block_id, round=parent.round, height=parent.height),
     )
     return Block(header=header, txs=tuple(txs))

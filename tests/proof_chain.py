@@ -40,7 +40,7 @@ class BuiltChain:
 
 def signed_qc(genesis: Genesis, key: PrivateKey, block: Block) -> QuorumCert:
     h = block.header
-    root = QuorumCert.signing_root(genesis.chain_id, h.block_id, h.round, h.height)
+    root = QuorumCert.signing_root(genesis.chain_id, h.epoch, h.block_id, h.round, h.height)
     return QuorumCert(
         block_id=h.block_id,
         round=h.round,

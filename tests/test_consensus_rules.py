@@ -7,6 +7,7 @@ consensus/safety.py and consensus/replica.py (docs/consensus.md lists them).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -130,7 +131,7 @@ class World:
         return Proposal(block=block, tc=tc, signature=sig)
 
     def vote(self, i: int, h: BlockHeader) -> Vote:
-        root = QuorumCert.signing_root(SIM_CHAIN_ID, h.block_id, h.round, h.height)
+        root = QuorumCert.signing_root(SIM_CHAIN_ID, h.epoch, h.block_id, h.round, h.height)
         return Vote(
             block_id=h.block_id,
             round=h.round,
@@ -147,7 +148,7 @@ class World:
         return QuorumCert(block_id=h.block_id, round=h.round, height=h.height, signatures=sigs)
 
     def timeout(self, i: int, r: int, hqc: QuorumCert) -> TimeoutVote:
-        root = TimeoutVote.signing_root(SIM_CHAIN_ID, r, hqc.round)
+        root = TimeoutVote.signing_root(SIM_CHAIN_ID, 0, r, hqc.round)
         return TimeoutVote(
             round=Round(r),
             high_qc=hqc,
@@ -511,11 +512,7 @@ def test_l7_future_messages_are_bounded() -> None:
 
 
 def _fields(h: BlockHeader) -> dict[str, object]:
-    names = [
-        "chain_id", "height", "round", "parent_id", "timestamp_ms", "proposer", "tx_root",
-        "tx_count", "receipt_root", "acc_root", "acc_size", "state_hash", "justify",
-    ]  # fmt: skip
-    return {n: getattr(h, n) for n in names}
+    return {f.name: getattr(h, f.name) for f in dataclasses.fields(h) if f.init}
 
 
 def test_l8_missing_parent_is_fetched_then_voted() -> None:

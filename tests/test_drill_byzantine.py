@@ -85,7 +85,7 @@ class RogueNode:
         real = p.block.block_id
         fake = Digest(os.urandom(32))
         for block_id in (real, fake):
-            root = QuorumCert.signing_root(self.chain_id, block_id, h.round, h.height)
+            root = QuorumCert.signing_root(self.chain_id, h.epoch, block_id, h.round, h.height)
             vote = Vote(
                 block_id=block_id,
                 round=Round(h.round),

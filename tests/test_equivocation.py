@@ -14,7 +14,7 @@ CHAIN = "eq-test"
 
 
 def _vote(key: PrivateKey, block_id: bytes, round_: int, *, voter: bytes | None = None) -> Vote:
-    root = QuorumCert.signing_root(CHAIN, block_id, round_, 7)
+    root = QuorumCert.signing_root(CHAIN, 0, block_id, round_, 7)
     return Vote(
         block_id=Digest(block_id),
         round=Round(round_),

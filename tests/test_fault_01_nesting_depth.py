@@ -155,6 +155,7 @@ def _qc(height: int, round_: int, n: int = 4) -> QuorumCert:
 def _block(txs: tuple[SignedTx, ...], height: int = 5) -> Block:
     header = BlockHeader(
         chain_id="c",
+        epoch=0,
         height=Height(height),
         round=Round(height + 2),
         parent_id=Digest(b"\x01" * 32),
@@ -166,6 +167,7 @@ def _block(txs: tuple[SignedTx, ...], height: int = 5) -> Block:
         acc_root=Digest(b"\x05" * 32),
         acc_size=100,
         state_hash=Digest(b"\x06" * 32),
+        next_validators_hash=Digest(bytes(32)),
         justify=_qc(height - 1, height + 1),
     )
     return Block(header=header, txs=txs)

@@ -51,6 +51,7 @@ def _qc(ids: list[NodeId], bid: bytes, r: int, h: int) -> QuorumCert:
 def _header(ids: list[NodeId], h: int, parent: bytes, just: QuorumCert, ntx: int) -> BlockHeader:
     return BlockHeader(
         chain_id="gmchain-dev",
+        epoch=0,
         height=Height(h),
         round=Round(h),
         parent_id=Digest(parent),
@@ -62,6 +63,7 @@ def _header(ids: list[NodeId], h: int, parent: bytes, just: QuorumCert, ntx: int
         acc_root=_ZERO,
         acc_size=0,
         state_hash=_ZERO,
+        next_validators_hash=Digest(bytes(32)),
         justify=just,
     )
 

@@ -107,7 +107,7 @@ def _garbage(qc: QuorumCert) -> QuorumCert:
 
 def _signed_by(key: PrivateKey, chain_id: str) -> Callable[[QuorumCert], QuorumCert]:
     def sign(qc: QuorumCert) -> QuorumCert:
-        root = QuorumCert.signing_root(chain_id, qc.block_id, qc.round, qc.height)
+        root = QuorumCert.signing_root(chain_id, qc.epoch, qc.block_id, qc.round, qc.height)
         return dataclasses.replace(
             qc, signatures=((NodeId(key.public_key.address), key.sign(root)),)
         )

@@ -39,6 +39,7 @@ def _chain(
         nodes.update(new)
         header = BlockHeader(
             chain_id=_CHAIN,
+            epoch=0,
             height=Height(h),
             round=Round(h),
             parent_id=parent,
@@ -50,6 +51,7 @@ def _chain(
             acc_root=frontier.root(),
             acc_size=frontier.size,
             state_hash=Digest(bytes(32)),
+            next_validators_hash=Digest(bytes(32)),
             justify=qc,
         )
         headers.append(header)

@@ -54,7 +54,9 @@ def test_example_signatures_verify() -> None:
     assert PublicKey.from_bytes(tx.body.sender).verify(tx.tx_id, tx.signature)
     kv = dict(line.split(" = ") for line in _examples()["vote"].splitlines())
     vote = lt.Vote.decode(bytes.fromhex(kv["vote"]))
-    root = lt.QuorumCert.signing_root(kv["chain_id"], vote.block_id, vote.round, vote.height)
+    root = lt.QuorumCert.signing_root(
+        kv["chain_id"], vote.epoch, vote.block_id, vote.round, vote.height
+    )
     assert PublicKey.from_bytes(bytes.fromhex(kv["public_key"])).verify(root, vote.signature)
     tampered = bytes([vote.signature[0] ^ 1]) + vote.signature[1:]
     assert not PublicKey.from_bytes(bytes.fromhex(kv["public_key"])).verify(root, tampered)

@@ -137,6 +137,7 @@ class FakeNode:
         self.acc.extend(leaf_hash(t.tx_id) for t in txs)
         header = BlockHeader(
             chain_id=CHAIN_ID,
+            epoch=0,
             height=Height(height),
             round=Round(height),
             parent_id=Digest(parent),
@@ -148,6 +149,7 @@ class FakeNode:
             acc_root=compute_root_from_leaf_hashes(self.acc),
             acc_size=len(self.acc),
             state_hash=_ZERO,
+            next_validators_hash=_ZERO,
             justify=QuorumCert(
                 block_id=Digest(parent),
                 round=Round(max(height - 1, 0)),

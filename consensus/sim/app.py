@@ -289,7 +289,9 @@ class SimApp:
             proof = self.chain.find_commit_proof(head.height)
             if proof is not None and proof.header.justify.block_id == head.block_id:
                 return proof.header.justify
-        return QuorumCert(block_id=head.block_id, round=head.round, height=head.height)
+        return QuorumCert(
+            epoch=head.epoch, block_id=head.block_id, round=head.round, height=head.height
+        )
 
     def find_header(self, block_id: Digest) -> BlockHeader | None:
         """A header this node knows: uncommitted (built or validated) or recently committed."""
@@ -322,6 +324,7 @@ class SimApp:
             pass
         header = BlockHeader(
             chain_id=parent.chain_id,
+            epoch=parent.epoch,
             height=Height(parent.height + 1),
             round=round,
             parent_id=parent.block_id,
@@ -333,6 +336,7 @@ class SimApp:
             acc_root=parent.acc_root,
             acc_size=parent.acc_size,
             state_hash=compute_state_hash(parent.state_hash, {}),
+            next_validators_hash=parent.next_validators_hash,
             justify=justify,
         )
         block = Block(header=header, txs=())

@@ -60,6 +60,7 @@ class Byzantine:
         self.signer = signer
         self.validators = validators
         self.chain_id = chain_id
+        self.epoch = 0  # the epoch whose set we sign in (the world updates it at a switch)
         self.last_flood_ms = -(10**9)  # virtual time of our last flood (FLOOD_GAP_MS)
         self.stash: Proposal | None = None  # lock_attack: withheld proposal
         self.alt_ids: set[Digest] = set()  # blocks of our forks (we vote for their children)
@@ -87,7 +88,7 @@ class Byzantine:
             return None
         best = max(got.values(), key=lambda t: t.high_qc.round).high_qc
         entries = tuple(sorted((t.voter, int(t.high_qc.round), t.signature) for t in got.values()))
-        return TimeoutCert(round=Round(round_), high_qc=best, entries=entries)
+        return TimeoutCert(epoch=self.epoch, round=Round(round_), high_qc=best, entries=entries)
 
     def _forged_sigs(self, n: int) -> tuple[tuple[NodeId, bytes], ...]:
         ids = sorted(self.rng.sample(list(self.validators.node_ids), n))
@@ -96,6 +97,7 @@ class Byzantine:
     def _forged_qc(self, round_: int, height: int) -> QuorumCert:
         n = len(self.validators)
         return QuorumCert(
+            epoch=self.epoch,
             block_id=Digest(self.rng.randbytes(32)),
             round=Round(round_),
             height=Height(height),
@@ -105,7 +107,7 @@ class Byzantine:
     def _forged_tc(self, round_: int, high_qc: QuorumCert) -> TimeoutCert:
         ids = sorted(self.validators.node_ids)
         entries = tuple((i, int(high_qc.round), self.rng.randbytes(64)) for i in ids)
-        return TimeoutCert(round=Round(round_), high_qc=high_qc, entries=entries)
+        return TimeoutCert(epoch=self.epoch, round=Round(round_), high_qc=high_qc, entries=entries)
 
     def _sign_proposal(self, block: Block, tc: TimeoutCert | None) -> Proposal:
         sig = self.signer.sign(Proposal.signing_root(self.chain_id, block.block_id))
@@ -160,8 +162,9 @@ class Byzantine:
 
     def _other_vote(self, v: Vote) -> Vote:
         bid = Digest(self.rng.randbytes(32))
-        root = QuorumCert.signing_root(self.chain_id, bid, v.round, v.height)
+        root = QuorumCert.signing_root(self.chain_id, self.epoch, bid, v.round, v.height)
         return Vote(
+            epoch=self.epoch,
             block_id=bid,
             round=v.round,
             height=v.height,
@@ -230,8 +233,9 @@ class Byzantine:
 
     def _vote_for(self, p: Proposal) -> Vote:
         ah = p.block.header
-        root = QuorumCert.signing_root(self.chain_id, ah.block_id, ah.round, ah.height)
+        root = QuorumCert.signing_root(self.chain_id, self.epoch, ah.block_id, ah.round, ah.height)
         return Vote(
+            epoch=self.epoch,
             block_id=ah.block_id,
             round=ah.round,
             height=ah.height,
@@ -268,8 +272,9 @@ class Byzantine:
     def _forgeries(self) -> list[Effect]:
         r = self.rng.randint(1, 10**6)
         qc = self._forged_qc(r, self.rng.randint(1, 1000))
-        sig_root = TimeoutVote.signing_root(self.chain_id, r + 1, qc.round)
+        sig_root = TimeoutVote.signing_root(self.chain_id, self.epoch, r + 1, qc.round)
         tv = TimeoutVote(
+            epoch=self.epoch,
             round=Round(r + 1),
             high_qc=qc,
             voter=self.signer.node_id,
@@ -283,8 +288,9 @@ class Byzantine:
         genesis_like = self.genesis_qc
         for k in range(3):
             r = 2**40 + self.rng.randint(0, 2**20) + k
-            root = TimeoutVote.signing_root(self.chain_id, r, 0)
+            root = TimeoutVote.signing_root(self.chain_id, self.epoch, r, 0)
             tv = TimeoutVote(
+                epoch=self.epoch,
                 round=Round(r),
                 high_qc=genesis_like,
                 voter=self.signer.node_id,
@@ -292,8 +298,9 @@ class Byzantine:
             )
             out.append(Broadcast(msg=tv))
             bid = Digest(self.rng.randbytes(32))
-            vroot = QuorumCert.signing_root(self.chain_id, bid, r, 5)
+            vroot = QuorumCert.signing_root(self.chain_id, self.epoch, bid, r, 5)
             vote = Vote(
+                epoch=self.epoch,
                 block_id=bid,
                 round=Round(r),
                 height=Height(5),
