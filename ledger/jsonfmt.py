@@ -169,6 +169,7 @@ def receipt_to_json(
 def qc_to_json(qc: QuorumCert) -> dict[str, Any]:
     """A quorum certificate; `signatures` ascending by signer node id."""
     return {
+        "epoch": int(qc.epoch),
         "blockId": hex0x(qc.block_id),
         "round": int(qc.round),
         "height": int(qc.height),
@@ -182,6 +183,7 @@ def header_to_json(header: BlockHeader) -> dict[str, Any]:
         "hash": hex0x(header.block_id),
         "number": int(header.height),
         "chainId": header.chain_id,
+        "epoch": int(header.epoch),
         "round": int(header.round),
         "parentHash": hex0x(header.parent_id),
         "timestampMs": header.timestamp_ms,
@@ -192,6 +194,7 @@ def header_to_json(header: BlockHeader) -> dict[str, Any]:
         "accRoot": hex0x(header.acc_root),
         "accSize": header.acc_size,
         "stateHash": hex0x(header.state_hash),
+        "nextValidatorsHash": hex0x(header.next_validators_hash),
         "justify": qc_to_json(header.justify),
         "raw": hex0x(header.encode()),
     }

@@ -26,7 +26,8 @@ Rules it keeps, each with the section it comes from:
   header and, when the anchor is not on it, `anchor_commit` for the anchor: headers linked by
   `parent_id`, `child.justify` names the tip, `child.round == child.justify.round + 1`, and the
   QC (> 2/3 of the genesis validators' power) signs the vote root
-  `compute_signing_root("vote", [chain_id, block_id, round, height])` (§6).
+  `compute_signing_root("vote", [chain_id, epoch, block_id, round, height])` (§6); this client
+  trusts the genesis validators only, so it accepts certificates of epoch 0 only.
 - Trust comes from the genesis file, never from the validator copy inside the bundle.
 """
 
@@ -351,6 +352,7 @@ def encode_signed_tx(body: list[Any], signature: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuorumCert:
+    epoch: int
     block_id: Digest
     round: int
     height: int
@@ -360,6 +362,7 @@ class QuorumCert:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Header:
     chain_id: str
+    epoch: int
     height: int
     round: int
     parent_id: Digest
@@ -371,6 +374,7 @@ class Header:
     acc_root: Digest
     acc_size: int
     state_hash: Digest
+    next_validators_hash: Digest
     justify: QuorumCert
     block_id: Digest  # computed: compute_signing_root("header", header array)
 
@@ -389,8 +393,9 @@ def _is_bytes(v: Any, n: int) -> bool:
 
 
 def _qc_from_array(a: Any) -> QuorumCert:
-    _need(isinstance(a, list) and len(a) == 5 and a[0] == _TAG_QC, "QC: not [8, ...] of 5")
-    _, block_id, rnd, height, sigs = a
+    _need(isinstance(a, list) and len(a) == 6 and a[0] == _TAG_QC, "QC: not [8, ...] of 6")
+    _, epoch, block_id, rnd, height, sigs = a
+    _need(_is_uint(epoch), "QC: epoch")
     _need(_is_bytes(block_id, 32) and _is_uint(rnd) and _is_uint(height), "QC: field types")
     _need(isinstance(sigs, list), "QC: signatures not a list")
     pairs: list[tuple[bytes, bytes]] = []
@@ -401,21 +406,24 @@ def _qc_from_array(a: Any) -> QuorumCert:
         pairs.append((node_id, sig))
     ids = [p[0] for p in pairs]
     _need(all(a < b for a, b in itertools.pairwise(ids)), "QC: node ids not strictly ascending")
-    return QuorumCert(block_id=Digest(block_id), round=rnd, height=height, signatures=tuple(pairs))
+    return QuorumCert(
+        epoch=epoch, block_id=Digest(block_id), round=rnd, height=height, signatures=tuple(pairs)
+    )
 
 
 def _header_from_array(a: Any) -> Header:
-    _need(isinstance(a, list) and len(a) == 14 and a[0] == _TAG_HEADER, "header: not [5, ...]")
-    (_, chain_id, height, rnd, parent, ts, proposer, tx_root, tx_count, receipt_root,
-     acc_root, acc_size, state_hash, justify) = a  # fmt: skip
+    _need(isinstance(a, list) and len(a) == 16 and a[0] == _TAG_HEADER, "header: not [5, ...]")
+    (_, chain_id, epoch, height, rnd, parent, ts, proposer, tx_root, tx_count, receipt_root,
+     acc_root, acc_size, state_hash, next_vhash, justify) = a  # fmt: skip
     _need(isinstance(chain_id, str), "header: chain_id")
-    _need(all(_is_uint(v) for v in (height, rnd, tx_count, acc_size)), "header: integers")
+    _need(all(_is_uint(v) for v in (epoch, height, rnd, tx_count, acc_size)), "header: integers")
     _need(isinstance(ts, int) and not isinstance(ts, bool), "header: timestamp_ms")
     _need(_is_bytes(proposer, 20), "header: proposer")
-    for d in (parent, tx_root, receipt_root, acc_root, state_hash):
+    for d in (parent, tx_root, receipt_root, acc_root, state_hash, next_vhash):
         _need(_is_bytes(d, 32), "header: digest length")
     return Header(
         chain_id=chain_id,
+        epoch=epoch,
         height=height,
         round=rnd,
         parent_id=Digest(parent),
@@ -427,6 +435,7 @@ def _header_from_array(a: Any) -> Header:
         acc_root=Digest(acc_root),
         acc_size=acc_size,
         state_hash=Digest(state_hash),
+        next_validators_hash=Digest(next_vhash),
         justify=_qc_from_array(justify),
         block_id=compute_signing_root("header", a),
     )
@@ -564,7 +573,8 @@ def _int(value: Any, what: str) -> int:
 def _check_qc(qc: QuorumCert, chain_id: str, genesis: GenesisInfo, what: str) -> None:
     """More than 2/3 of the genesis voting power signed the vote root for this QC (§6)."""
     total = sum(power for _, power in genesis.validators.values())
-    root = compute_signing_root("vote", [chain_id, qc.block_id, qc.round, qc.height])
+    _need(qc.epoch == 0, f"{what}: epoch {qc.epoch} is not the genesis set's (0)")
+    root = compute_signing_root("vote", [chain_id, qc.epoch, qc.block_id, qc.round, qc.height])
     power = 0
     for node_id, sig in qc.signatures:
         _need(node_id in genesis.validators, f"{what}: signer {node_id.hex()} not a validator")

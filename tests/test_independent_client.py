@@ -65,9 +65,9 @@ def test_block_ids_vote_root_and_genesis_hash() -> None:
         assert header.block_id.hex() == ex["block_id"]
     vote = _example("vote")
     v = ic.decode(bytes.fromhex(vote["vote"]))
-    root = ic.compute_signing_root("vote", [vote["chain_id"], v[1], v[2], v[3]])
+    root = ic.compute_signing_root("vote", [vote["chain_id"], v[1], v[2], v[3], v[4]])
     assert root.hex() == vote["signing_root"]
-    assert ic.verify(bytes.fromhex(vote["public_key"]), root, v[5])
+    assert ic.verify(bytes.fromhex(vote["public_key"]), root, v[6])
     genesis = _example("genesis")
     value = ic.decode(bytes.fromhex(genesis["genesis"]))
     assert ic.compute_signing_root("genesis", value).hex() == genesis["genesis_hash"]

@@ -177,11 +177,11 @@ def test_transaction_id_and_signature() -> None:
 
 def test_vote_signature() -> None:
     e = kv("vote")
-    tag, block_id, rnd, height, voter, sig = dec(bytes.fromhex(e["vote"]))
+    tag, epoch, block_id, rnd, height, voter, sig = dec(bytes.fromhex(e["vote"]))
     assert tag == TAGS["Vote"]
     pub = bytes.fromhex(e["public_key"])
     assert sm3(pub)[:20] == voter
-    msg = root_of("vote", [e["chain_id"], block_id, rnd, height])
+    msg = root_of("vote", [e["chain_id"], epoch, block_id, rnd, height])
     assert msg.hex() == e["signing_root"]
     assert sm2_verify(pub, msg, sig)
 
@@ -205,8 +205,8 @@ def test_chain_ids_roots_and_accumulator() -> None:
     for i, (block, rcpts) in enumerate(zip(blocks, receipts, strict=True)):
         tag, header, txs = block
         assert tag == TAGS["Block"] and header[0] == TAGS["BlockHeader"]
-        (_, _chain_id, height, _rnd, parent_id, _ts, _prop, tx_root, tx_count, receipt_root,
-         acc_root, acc_size, _state, justify) = header  # fmt: skip
+        (_, _chain_id, _epoch, height, _rnd, parent_id, _ts, _prop, tx_root, tx_count,
+         receipt_root, acc_root, acc_size, _state, _next_vhash, justify) = header  # fmt: skip
         block_id = root_of("header", header)
         assert block_id == h(f"block{i}", "block_id")
         assert height == i
@@ -214,7 +214,7 @@ def test_chain_ids_roots_and_accumulator() -> None:
             assert parent_id == g_hash
             assert tx_count == 0 and txs == []  # section 6: the genesis block holds none
         else:
-            assert parent_id == prev_id and justify[1] == prev_id
+            assert parent_id == prev_id and justify[2] == prev_id
         tx_ids = [root_of("tx", t[1]) for t in txs]
         assert tx_count == len(txs)
         assert mth_hashes([leaf(t) for t in tx_ids]) == tx_root
@@ -282,7 +282,7 @@ def test_tx_proof_bundle() -> None:
     _, blocks, _ = _chain()
     header = dec(_unhex(b["header"]))
     assert root_of("header", header) == root_of("header", blocks[b["height"]][1])
-    tx_root, tx_count, acc_size_h = header[7], header[8], header[11]
+    tx_root, tx_count, acc_size_h = header[8], header[9], header[12]
     lh = leaf(_unhex(b["tx_id"]))
     assert _unhex(b["block_tx_root"]) == tx_root
     path = [_unhex(x) for x in b["block_inclusion_proof"]]
@@ -290,18 +290,18 @@ def test_tx_proof_bundle() -> None:
     assert b["acc_index"] == acc_size_h - tx_count + b["index_in_block"]
     # The bundle proves against block 2's accumulator, which block 2's header carries.
     later = blocks[2][1]
-    assert b["acc_size"] == later[11] and _unhex(b["acc_root"]) == later[10]
+    assert b["acc_size"] == later[12] and _unhex(b["acc_root"]) == later[11]
     acc_path = [_unhex(x) for x in b["acc_inclusion_proof"]]
-    assert verify_inclusion(lh, b["acc_index"], b["acc_size"], acc_path, later[10])
-    assert not verify_inclusion(lh, b["acc_index"] + 1, b["acc_size"], acc_path, later[10])
+    assert verify_inclusion(lh, b["acc_index"], b["acc_size"], acc_path, later[11])
+    assert not verify_inclusion(lh, b["acc_index"] + 1, b["acc_size"], acc_path, later[11])
 
 
 def test_consistency_proof() -> None:
     c = json.loads(EXAMPLES["consistency_proof"])
     _, blocks, _ = _chain()
-    assert c["old_size"] == blocks[1][1][11] and c["new_size"] == blocks[2][1][11]
-    assert _unhex(c["old_root"]) == blocks[1][1][10]
-    assert _unhex(c["new_root"]) == blocks[2][1][10]
+    assert c["old_size"] == blocks[1][1][12] and c["new_size"] == blocks[2][1][12]
+    assert _unhex(c["old_root"]) == blocks[1][1][11]
+    assert _unhex(c["new_root"]) == blocks[2][1][11]
     proof = [_unhex(x) for x in c["proof"]]
     args = (c["old_size"], c["new_size"], _unhex(c["old_root"]), _unhex(c["new_root"]))
     assert verify_consistency(*args, proof)
@@ -409,7 +409,7 @@ def test_state_hash_and_genesis_writes() -> None:
         state_hash = root_of("state", [parent, writes])
         assert state_hash == h(f"block{i}", "state_hash")
         header = dec(h(f"block{i}", "block"))[1]
-        assert header[12] == state_hash
+        assert header[13] == state_hash
         parent = state_hash
     # every documented key prefix (section 6, "Every key a contract writes") covers the examples
     prefixes = {
@@ -425,14 +425,16 @@ def test_state_hash_and_genesis_writes() -> None:
 
 
 def _check_qc(qc: list[Any], chain_id: str, keys: dict[bytes, tuple[bytes, int]]) -> bool:
-    _, block_id, rnd, height, sigs = qc
+    _, epoch, block_id, rnd, height, sigs = qc
+    if epoch != 0:  # this checker trusts the genesis validators: epoch 0 only
+        return False
     total = sum(p for _, p in keys.values())
     ids = [n for n, _ in sigs]
     if not sigs or ids != sorted(set(ids)) or any(n not in keys for n in ids):
         return False
     if sum(keys[n][1] for n in ids) < total * 2 // 3 + 1:
         return False
-    msg = root_of("vote", [chain_id, block_id, rnd, height])
+    msg = root_of("vote", [chain_id, epoch, block_id, rnd, height])
     return all(sm2_verify_formula(keys[n][0], msg, s) for n, s in sigs)
 
 
@@ -441,15 +443,15 @@ def _check_certificate(cert: dict[str, Any], first: bytes, chain_id: str, keys: 
     ids = [root_of("header", x) for x in headers]
     assert headers and ids[0] == first  # 1
     for i in range(1, len(headers)):
-        assert headers[i][4] == ids[i - 1] and headers[i][2] == headers[i - 1][2] + 1  # 2
+        assert headers[i][5] == ids[i - 1] and headers[i][3] == headers[i - 1][3] + 1  # 2
     assert all(x[1] == chain_id for x in headers)  # 3
     tag, child, qc = dec(_unhex(cert["proof"]))
     assert tag == TAGS["CommitProof"]
-    tip, justify = headers[-1], child[13]
-    assert child[4] == ids[-1] and justify[1] == ids[-1]  # 4
-    assert (justify[2], justify[3]) == (tip[3], tip[2])  # 5
-    assert child[1] == chain_id and qc[1:4] == [root_of("header", child), child[3], child[2]]  # 6
-    assert child[3] == justify[2] + 1  # 7
+    tip, justify = headers[-1], child[15]
+    assert child[5] == ids[-1] and justify[2] == ids[-1]  # 4
+    assert (justify[3], justify[4]) == (tip[4], tip[3])  # 5
+    assert child[1] == chain_id and qc[2:5] == [root_of("header", child), child[4], child[3]]  # 6
+    assert child[4] == justify[3] + 1  # 7
     assert _check_qc(qc, chain_id, keys) and _check_qc(justify, chain_id, keys)  # 8, 9
     return headers
 
@@ -463,17 +465,17 @@ def test_bundle_certificates_by_the_step_list() -> None:
     header = dec(_unhex(b["header"]))
     _check_certificate(b["commit"], root_of("header", header), chain_id, keys)
     anchor = dec(_unhex(b["anchor_header"]))
-    assert (anchor[11], anchor[10]) == (b["acc_size"], _unhex(b["acc_root"]))
+    assert (anchor[12], anchor[11]) == (b["acc_size"], _unhex(b["acc_root"]))
     _check_certificate(b["anchor_commit"], root_of("header", anchor), chain_id, keys)
     receipt = _unhex(b["receipt"])
     assert dec(receipt)[1] == _unhex(b["tx_id"])
     path = [_unhex(x) for x in b["receipt_inclusion_proof"]]
-    assert verify_inclusion(leaf(receipt), b["index_in_block"], header[8], path, header[9])
+    assert verify_inclusion(leaf(receipt), b["index_in_block"], header[9], path, header[10])
     # the same check refuses a certificate whose QC lost a signature (2 of 4 < Q = 3)
     tag, child, qc = dec(_unhex(b["commit"]["proof"]))
     weak = {
         "headers": b["commit"]["headers"],
-        "proof": "0x" + enc([tag, child, [*qc[:4], qc[4][:2]]]).hex(),
+        "proof": "0x" + enc([tag, child, [*qc[:5], qc[5][:2]]]).hex(),
     }
     try:
         _check_certificate(weak, root_of("header", header), chain_id, keys)
