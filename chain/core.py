@@ -289,7 +289,7 @@ class Chain:
             self.head = h
             self.frontier = result.frontier
             self.recent.append((h.height, result.tx_id_set))
-            if any(ns == "membership" for ns, _ in result.writes):
+            if result.touches_membership:  # membership or governance (R8, R8b)
                 self.executor.forget_accounts()
                 for address in removed_accounts(result.writes):
                     self.pool.evict_address(address, Rejection.UNKNOWN_SENDER, REVOKED)

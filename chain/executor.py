@@ -29,9 +29,11 @@ from gmchain.contracts.framework import (
     Context,
     ContractError,
     Registry,
+    StateAccess,
     StateReader,
     error_text,
 )
+from gmchain.contracts.gov_state import GOV_NAMESPACE, org_removal
 from gmchain.contracts.membership import lookup_account
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.codec import check_value
@@ -55,6 +57,10 @@ __all__ = [
 
 StateKey = tuple[str, bytes]
 log = logging.getLogger("gmchain.executor")
+
+
+# Namespaces the sender rules R8 and R8b read (chain/txrules.py).
+_SENDER_NAMESPACES = frozenset({"membership", GOV_NAMESPACE})
 
 
 class InvalidBlock(Exception):
@@ -90,7 +96,8 @@ class ExecResult:
     receipt_root: Digest
     state_hash: Digest
     index_writes: dict[bytes, bytes | None] = field(default_factory=dict)
-    touches_membership: bool = False  # some write is in the membership namespace
+    # some write is in a namespace R8/R8b read (membership, governance): cached lookups are stale
+    touches_membership: bool = False
 
     def iter_chain(self) -> Iterator[ExecResult]:
         """This result and its speculative ancestors, newest first."""
@@ -212,6 +219,8 @@ class Executor:
         # Sender accounts as of committed state; `forget_accounts` whenever a committed block
         # writes membership state. Speculative membership writes bypass it (see lookup_sender).
         self._accounts: dict[bytes, tuple[bytes, str, str] | None] = {}
+        # Orgs' removals by governance (R8b) as of committed state; forgotten with the accounts.
+        self._removals: dict[str, int | None] = {}
 
     # --- checks shared by the pool, the leader and the replicas -----------------------------------
 
@@ -252,9 +261,27 @@ class Executor:
         """The committed account of `pubkey`, read from the store (safe from any thread)."""
         return self._lookup(pubkey, [])
 
+    def lookup_org_removal(self, org: str, parent: ExecResult | None) -> int | None:
+        """R8b: the proposal that removed `org` as of `parent` (None: committed state)."""
+        if parent is None or not any(r.touches_membership for r in parent.iter_chain()):
+            if org not in self._removals:
+                if len(self._removals) > 100_000:
+                    self._removals.clear()
+                self._removals[org] = self._org_removal(org, [])
+            return self._removals[org]
+        return self._org_removal(org, _layers_of(parent))
+
+    def lookup_org_removal_uncached(self, org: str) -> int | None:
+        """R8b on committed state, read from the store (safe from any thread)."""
+        return self._org_removal(org, [])
+
+    def _org_removal(self, org: str, layers: list[Mapping[StateKey, bytes | None]]) -> int | None:
+        return org_removal(_NsReader(_Layered(self.committed, layers), GOV_NAMESPACE), org)
+
     def forget_accounts(self) -> None:
-        """Committed membership state changed: drop the cached committed lookups."""
+        """Committed membership or governance state changed: drop the cached committed lookups."""
         self._accounts.clear()
+        self._removals.clear()
 
     # --- execution ------------------------------------------------------------------------------
 
@@ -306,6 +333,9 @@ class Executor:
         def reader_for(ns: str) -> StateReader:
             return _NsReader(layered, ns)
 
+        def writer_for(ns: str) -> StateAccess:  # contracts/framework.py rule 7
+            return _TxState(layered, ns, pending)
+
         context = Context(
             chain_id=self.chain_id,
             tx_id=tx.tx_id,
@@ -318,6 +348,7 @@ class Executor:
             state=_TxState(layered, body.contract, pending),
             events=[],
             reader_factory=reader_for,
+            writer_factory=writer_for,
         )
         status = ReceiptStatus.OK
         error = ""
@@ -370,7 +401,7 @@ class Executor:
             tx_root=compute_root(tx_ids) if tx_ids else EMPTY_ROOT,
             receipt_root=compute_root(receipt_bytes) if receipt_bytes else EMPTY_ROOT,
             state_hash=compute_state_hash(ctx.parent_state_hash, writes),
-            touches_membership=any(ns == "membership" for ns, _ in writes),
+            touches_membership=any(ns in _SENDER_NAMESPACES for ns, _ in writes),
         )
 
     # --- read-only queries on committed state ---------------------------------------------------
@@ -413,6 +444,9 @@ class _ParentView:
 
     def sender_account(self, pubkey: bytes) -> Account | None:
         return self._executor.lookup_sender(pubkey, self._parent)
+
+    def org_removal(self, org: str) -> int | None:
+        return self._executor.lookup_org_removal(org, self._parent)
 
 
 def _layers_of(parent: ExecResult | None) -> list[Mapping[StateKey, bytes | None]]:

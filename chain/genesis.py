@@ -13,6 +13,8 @@ Rules this module keeps:
 from __future__ import annotations
 
 from gmchain.chain.executor import compute_state_hash
+from gmchain.contracts.gov_state import GOV_NAMESPACE
+from gmchain.contracts.gov_state import genesis_writes as gov_genesis_writes
 from gmchain.contracts.membership import genesis_writes
 from gmchain.ledger.epoch import validator_set_fingerprint
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier
@@ -37,6 +39,7 @@ def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes],
     writes: dict[tuple[str, bytes], bytes | None] = {
         ("membership", k): v for k, v in genesis_writes(genesis.accounts).items()
     }
+    writes.update({(GOV_NAMESPACE, k): v for k, v in gov_genesis_writes(genesis).items()})
     header = BlockHeader(
         chain_id=genesis.chain_id,
         epoch=0,

@@ -21,6 +21,7 @@ Rejection is reachable):
   R7 replay  not in the same block, not in an uncommitted ancestor, not committed
                                                                       DUPLICATE        block rule
   R8 sender  an admitted account (membership) in the parent state     UNKNOWN_SENDER   block rule
+  R8b org    the account's org was not removed by governance (E10)  ORG_REMOVED      block rule
   R9 sig     the SM2 signature over the tx id verifies                BAD_SIGNATURE    block rule
 
 Scope. A *block rule* makes a block that breaks it invalid: a replica does not vote for it, and an
@@ -88,13 +89,20 @@ class Rejection(Enum):
     POOL_FULL = "pool_full"  # P
     SENDER_QUOTA = "sender_quota"  # P
     UNKNOWN_SENDER = "unknown_sender"  # R8
+    ORG_REMOVED = "org_removed"  # R8b: the sender's org was removed by governance (for good)
     BAD_SIGNATURE = "bad_signature"  # R9
 
 
 # Block rules that, broken on top of the committed head, are broken on top of every block that
 # can still be built: such a pool transaction can never commit (chain/core.py evicts it).
 NEVER_VALID = frozenset(
-    {Rejection.WRONG_CHAIN, Rejection.EXPIRED, Rejection.DUPLICATE, Rejection.UNKNOWN_SENDER}
+    {
+        Rejection.WRONG_CHAIN,
+        Rejection.EXPIRED,
+        Rejection.DUPLICATE,
+        Rejection.UNKNOWN_SENDER,
+        Rejection.ORG_REMOVED,
+    }
 )
 
 
@@ -162,6 +170,10 @@ class TxStateView(Protocol):
 
     def sender_account(self, pubkey: bytes) -> Account | None:
         """The admitted account of `pubkey`, or None."""
+        ...
+
+    def org_removal(self, org: str) -> int | None:
+        """The governance proposal that removed `org` (R8b), or None."""
         ...
 
 
@@ -281,7 +293,7 @@ class TxRules:
 
     @staticmethod
     def check_state(tx: SignedTx, view: TxStateView, seen: set[bytes] | None = None) -> Account:
-        """R7 (`seen`: ids already in the block being built or checked) and R8; returns the
+        """R7 (`seen`: ids already in the block being built or checked), R8 and R8b; returns the
         sender's account."""
         tx_id = tx.tx_id
         if seen is not None and tx_id in seen:
@@ -293,6 +305,13 @@ class TxRules:
         account = view.sender_account(tx.body.sender)
         if account is None:
             raise TxRejected(Rejection.UNKNOWN_SENDER, "sender is not an admitted account")
+        removal = view.org_removal(account[1])
+        if removal is not None:  # R8b (EPOCHS.md E10)
+            raise TxRejected(
+                Rejection.ORG_REMOVED,
+                f"account's organisation {account[1]!r} was removed by governance "
+                f"(proposal {removal})",
+            )
         return account
 
     # --- R4 + R9: signatures --------------------------------------------------------------------

@@ -21,6 +21,11 @@ Rules this module keeps:
    a documented fixed order (no maps in the canonical model). Every method declares the shape of
    what it returns (`contracts.results.Shape`), so the JSON layer renders it exactly.
 
+7. A contract writes only its own namespace, with one exception listed in `CROSS_WRITES`: the
+   governance contract executes committee decisions on accounts (admit an org's first admin,
+   revoke an account), so it may write the membership namespace through `Context.writer_for`.
+   Those writes belong to the same transaction (kept or discarded with it).
+
 Sources: DESIGN.md ("The way a transaction travels", step 6), STYLE.md habits 3, 9, 15,
 ledger/types.py (`Event`, `Receipt`, `ReceiptStatus`).
 """
@@ -37,6 +42,7 @@ from gmchain.ledger.codec import Value
 from gmchain.ledger.types import Event, ReceiptStatus
 
 __all__ = [
+    "CROSS_WRITES",
     "IDENT_CHARS",
     "MAX_ERROR_BYTES",
     "Arg",
@@ -52,6 +58,7 @@ __all__ = [
     "StateReader",
     "UnknownContract",
     "UnknownMethod",
+    "WriterFactory",
     "default_registry",
     "error_text",
     "method",
@@ -68,6 +75,8 @@ _IDENT_RE = re.compile(r"[A-Za-z0-9._:/@-]*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_BYTES = 512  # `Receipt.error` holds at most this many bytes of UTF-8
 _U64_MAX = 2**64 - 1
+# Rule 7: contract -> the other namespaces it may write.
+CROSS_WRITES: dict[str, tuple[str, ...]] = {"governance": ("membership",)}
 
 
 # --- state views -----------------------------------------------------------------------------
@@ -96,6 +105,7 @@ class StateAccess(Protocol):
 
 
 ReaderFactory = Callable[[str], StateReader]
+WriterFactory = Callable[[str], StateAccess]
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -156,6 +166,7 @@ class Context:
     state: StateAccess
     events: list[Event] = field(default_factory=list)
     reader_factory: ReaderFactory | None = None
+    writer_factory: WriterFactory | None = None  # rule 7 (the executor gives one to every tx)
     contract: str = ""
 
     def emit(self, name: str, *fields: tuple[str, Value]) -> None:
@@ -167,6 +178,14 @@ class Context:
         if self.reader_factory is None:
             raise ContractError(f"no state reader available for contract {contract!r}")
         return self.reader_factory(contract)
+
+    def writer_for(self, contract: str) -> StateAccess:
+        """Rule 7: write access to another contract's namespace, for the pairs in CROSS_WRITES."""
+        if contract not in CROSS_WRITES.get(self.contract, ()):
+            raise ContractError(f"contract {self.contract!r} may not write {contract!r} state")
+        if self.writer_factory is None:
+            raise ContractError(f"no state writer available for contract {contract!r}")
+        return self.writer_factory(contract)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -550,9 +569,10 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    """The system contracts every gmchain node runs: membership and evidence."""
+    """The system contracts every gmchain node runs: membership, evidence and governance."""
     # Imported here: those modules import this one.
     from gmchain.contracts.evidence import EvidenceContract
+    from gmchain.contracts.governance import GovernanceContract
     from gmchain.contracts.membership import MembershipContract
 
-    return Registry([MembershipContract(), EvidenceContract()])
+    return Registry([MembershipContract(), EvidenceContract(), GovernanceContract()])

@@ -34,6 +34,7 @@ from gmchain.contracts.framework import (
     Contract,
     ContractError,
     QueryContext,
+    StateAccess,
     StateReader,
     method,
     query,
@@ -49,8 +50,12 @@ __all__ = [
     "ROLES",
     "MembershipContract",
     "genesis_writes",
+    "is_tombstoned",
     "lookup_account",
+    "org_has_accounts",
     "removed_accounts",
+    "write_account",
+    "write_revocation",
 ]
 
 ROLES = ("admin", "regulator", "member")
@@ -90,6 +95,32 @@ def lookup_account(reader: StateReader, address: bytes) -> tuple[bytes, str, str
         return None
     pubkey, org, role = decode(raw)
     return pubkey, org, role
+
+
+def org_has_accounts(reader: StateReader, org: str) -> bool:
+    """Whether `org` has at least one live account."""
+    return bool(reader.scan(b"o/" + org.encode() + b"\x00", 1))
+
+
+def is_tombstoned(reader: StateReader, address: bytes) -> bool:
+    """Whether `address` was revoked (rule M4: for good)."""
+    return reader.get(_tombstone_key(address)) is not None
+
+
+def write_account(state: StateAccess, pubkey: bytes, org: str, role: str) -> bytes:
+    """Write a new account (the caller checked rules M1-M4); returns its address. The
+    governance contract uses it too, to admit an org's first admin (contracts/governance.py)."""
+    address = address_of(pubkey)
+    state.put(_account_key(address), encode([pubkey, org, role]))
+    state.put(_org_key(org, address), _ONE)
+    return address
+
+
+def write_revocation(state: StateAccess, address: bytes, org: str, height: int) -> None:
+    """Remove a live account for good (the caller checked the rules; also used by governance)."""
+    state.delete(_account_key(address))
+    state.delete(_org_key(org, address))
+    state.put(_tombstone_key(address), encode([org, height]))
 
 
 def removed_accounts(writes: Mapping[tuple[str, bytes], bytes | None]) -> list[bytes]:
@@ -188,8 +219,7 @@ class MembershipContract(Contract):
                 f"account 0x{address.hex()} was revoked at height {height} "
                 "and can never be registered again"
             )
-        ctx.state.put(_account_key(address), encode([pubkey, org, role]))
-        ctx.state.put(_org_key(org, address), _ONE)
+        write_account(ctx.state, pubkey, org, role)
         ctx.emit(
             "AccountRegistered",
             ("address", address),
@@ -209,9 +239,7 @@ class MembershipContract(Contract):
         self._require_admin(ctx, org, "revoke")
         if address == ctx.sender:
             raise ContractError("an admin cannot revoke its own account")
-        ctx.state.delete(_account_key(address))
-        ctx.state.delete(_org_key(org, address))
-        ctx.state.put(_tombstone_key(address), encode([org, ctx.height]))
+        write_revocation(ctx.state, address, org, ctx.height)
         ctx.emit("AccountRevoked", ("address", address), ("org", org), ("by", ctx.sender))
         return None
 

@@ -12,7 +12,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gmchain.contracts.framework import (
@@ -102,6 +102,7 @@ def make_context(
         timestamp_ms=timestamp_ms,
         state=store.state(contract),
         reader_factory=store.reader_factory,
+        writer_factory=store.state,
     )
 
 
@@ -128,20 +129,36 @@ class Harness:
         registry: Registry,
         accounts: Sequence[tuple[bytes, str, str]] = (),
         chain_id: str = "gmchain-test",
+        state: Mapping[str, Mapping[bytes, bytes]] | None = None,
     ) -> None:
+        """`state`: more genesis state, contract name -> relative key -> value (e.g. the
+        governance contract's `gov_state.genesis_writes`)."""
         self.registry = registry
         self.store = MemoryStore()
         self.chain_id = chain_id
         self.height = 0
+        self.calls = 0  # calls made (each gets its own tx id)
         self.timestamp_ms = 1_700_000_000_000
         for key, value in genesis_writes(accounts).items():
             self.store.state("membership").put(key, value)
+        for name, writes in (state or {}).items():
+            for key, value in writes.items():
+                self.store.state(name).put(key, value)
 
     def call(
-        self, sender_pubkey: bytes, contract: str, method: str, args: Sequence[Value]
+        self,
+        sender_pubkey: bytes,
+        contract: str,
+        method: str,
+        args: Sequence[Value],
+        *,
+        same_block: bool = False,
     ) -> Outcome:
-        self.height += 1
-        self.timestamp_ms += 1000
+        """Run one call in a new block, or (`same_block`) in the block of the previous call."""
+        self.calls += 1
+        if not same_block:
+            self.height += 1
+            self.timestamp_ms += 1000
         account = lookup_account(self.store.reader("membership"), address_of(sender_pubkey))
         before = self.store.snapshot()
         ctx = make_context(
@@ -151,7 +168,7 @@ class Harness:
             sender_org=None if account is None else account[1],
             sender_role=None if account is None else account[2],
             chain_id=self.chain_id,
-            tx_id=sm3_hash(b"tx" + self.height.to_bytes(8, "big")),
+            tx_id=sm3_hash(b"tx" + self.calls.to_bytes(8, "big")),
             height=self.height,
             timestamp_ms=self.timestamp_ms,
         )

@@ -114,6 +114,8 @@ SIGNING_DOMAINS, HASH_PREFIXES = _domain_tables(
         ("attest", b"GMCHAIN/EVIDENCE-ATTEST/v1"),
         ("evidence-record", b"GMCHAIN/EVIDENCE-RECORD/v1"),
         ("state", b"GMCHAIN/STATE/v1"),
+        # a node key's proof of possession in a governance join request (contracts/gov_kinds.py)
+        ("join-request", b"GMCHAIN/JOIN-REQUEST/v1"),
     ],
     prefixes=[
         # SM3(prefix || each validator's key and power): chain/lightclient.py, docs/rpc.md

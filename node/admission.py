@@ -63,9 +63,11 @@ class CommittedView:
         *,
         tx_location: Callable[[bytes], object | None],
         account_of: Callable[[bytes], Account | None],
+        org_removal_of: Callable[[str], int | None],
     ) -> None:
         self._tx_location = tx_location
         self._account_of = account_of  # uncached: a worker must not fill a cache with stale data
+        self._org_removal_of = org_removal_of  # R8b, uncached likewise
 
     def in_uncommitted(self, tx_id: bytes) -> bool:
         return False  # (a tx of an uncommitted block is still pending: the pool refuses it)
@@ -75,6 +77,9 @@ class CommittedView:
 
     def sender_account(self, pubkey: bytes) -> Account | None:
         return self._account_of(pubkey)
+
+    def org_removal(self, org: str) -> int | None:
+        return self._org_removal_of(org)
 
 
 class Admission:

@@ -93,6 +93,7 @@ REJECTION_CODES: Mapping[Rejection, ErrorCode] = MappingProxyType(
         Rejection.POOL_FULL: ErrorCode.POOL_FULL,
         Rejection.SENDER_QUOTA: ErrorCode.SENDER_QUOTA,
         Rejection.UNKNOWN_SENDER: ErrorCode.UNKNOWN_SENDER,
+        Rejection.ORG_REMOVED: ErrorCode.UNKNOWN_SENDER,  # the message names the org and proposal
         Rejection.BAD_SIGNATURE: ErrorCode.BAD_SIGNATURE,
     }
 )

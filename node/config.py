@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gmchain.consensus.messages import MAX_MESSAGE_ARRAY
+from gmchain.ledger.genesis import DEFAULT_GOV_THRESHOLDS
 from gmchain.ledger.types import Genesis, GenesisValidator
 
 __all__ = [
@@ -288,6 +289,8 @@ def save_genesis(path: str | os.PathLike[str], g: Genesis) -> None:
         ],
         "observers": [o.hex() for o in g.observers],
         "accounts": [{"pubkey": k.hex(), "org": o, "role": r} for k, o, r in g.accounts],
+        "committee": [{"org": o, "weight": w} for o, w in g.committee],
+        "gov_thresholds": list(g.gov_thresholds),
         "genesis_hash": g.compute_hash().hex(),
     }
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
@@ -309,6 +312,8 @@ def load_genesis(path: str | os.PathLike[str]) -> Genesis:
             accounts=tuple(
                 (bytes.fromhex(a["pubkey"]), a["org"], a["role"]) for a in doc.get("accounts", [])
             ),
+            committee=tuple((c["org"], c["weight"]) for c in doc.get("committee", [])),
+            gov_thresholds=tuple(doc.get("gov_thresholds", DEFAULT_GOV_THRESHOLDS)),
         )
     except FileNotFoundError:
         raise ConfigError(f"genesis file {p} not found") from None

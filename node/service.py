@@ -218,6 +218,7 @@ class NodeService:
             committed=CommittedView(
                 tx_location=store.get_tx_location,
                 account_of=self.chain.executor.lookup_sender_uncached,
+                org_removal_of=self.chain.executor.lookup_org_removal_uncached,
             ),
             wal=wal,
             disk_guard=self.disk_guard,

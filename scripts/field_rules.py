@@ -100,6 +100,17 @@ def _other(consts: dict[str, int]) -> dict[tuple[str, str], tuple[str, str] | No
             "no two with the same `pubkey` (so the same node id)",
         ),
         ("Genesis", "accounts: expected triples"): None,
+        ("Genesis", "committee: expected pairs"): None,
+        ("Genesis", "committee: ascending by org, no org twice"): (
+            "committee",
+            "strictly ascending by org (bytewise; so no org twice)",
+        ),
+        ("Genesis", "gov_thresholds: expected 4 integers"): None,
+        ("Genesis", "gov_thresholds: out of range"): (
+            "gov_thresholds",
+            "(participation num, den, approval num, den): denominators in [1, 1000], "
+            "0 <= participation < 1, 1/2 <= approval < 1",
+        ),
         ("EpochConfig", "validators: at least one"): ("validators", "at least 1 item"),
         ("EpochConfig", "validators: GenesisValidator"): None,
         ("EpochConfig", "validators: ascending by node id, no key twice"): (
@@ -167,6 +178,9 @@ _PARTS = {
     ("Genesis", "account key"): ("accounts", "each triple's pubkey"),
     ("Genesis", "account org"): ("accounts", "each triple's org"),
     ("Genesis", "account role"): ("accounts", "each triple's role"),
+    ("Genesis", "committee org"): ("committee", "each pair's org"),
+    ("Genesis", "committee weight"): ("committee", "each pair's weight"),
+    ("Genesis", "gov_threshold"): ("gov_thresholds", "each item"),
     ("EpochConfig", "observer"): ("observers", "each item"),
     ("EpochConfig", "param name"): ("params", "each pair's name"),
 }

@@ -516,6 +516,8 @@ def load_genesis(path: str | Path) -> GenesisInfo:
             [bytes.fromhex(a["pubkey"].removeprefix("0x")), a["org"], a["role"]]
             for a in doc["accounts"]
         ],
+        [[c["org"], c["weight"]] for c in doc.get("committee", [])],
+        list(doc.get("gov_thresholds", [2, 3, 2, 3])),
     ]
     ghash = compute_signing_root("genesis", genesis)
     if "genesis_hash" in doc and bytes.fromhex(doc["genesis_hash"].removeprefix("0x")) != ghash:

@@ -260,7 +260,7 @@ def test_describe_is_json_and_complete() -> None:
     assert [m["kind"] for m in c["methods"]] == ["method", "method", "query", "query"]
 
 
-def test_default_registry_describes_both_contracts() -> None:
+def test_default_registry_describes_its_contracts() -> None:
     reg = default_registry()
     d = reg.describe()
     json.dumps(d)
@@ -268,6 +268,16 @@ def test_default_registry_describes_both_contracts() -> None:
     assert names == {
         "membership": ["register", "revoke", "get", "list"],
         "evidence": ["submit", "attest", "get", "flow", "by_digest", "verify_flow"],
+        "governance": [
+            "propose",
+            "vote",
+            "close",
+            "proposal",
+            "proposals",
+            "committee",
+            "epoch_config",
+            "current_epoch",
+        ],
     }
 
 

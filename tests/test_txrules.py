@@ -76,6 +76,7 @@ class View:
     uncommitted: set[bytes] = field(default_factory=set)
     committed: set[bytes] = field(default_factory=set)
     accounts: dict[bytes, Account] = field(default_factory=dict)
+    removed_orgs: dict[str, int] = field(default_factory=dict)
 
     def in_uncommitted(self, tx_id: bytes) -> bool:
         return tx_id in self.uncommitted
@@ -85,6 +86,9 @@ class View:
 
     def sender_account(self, pubkey: bytes) -> Account | None:
         return self.accounts.get(pubkey)
+
+    def org_removal(self, org: str) -> int | None:
+        return self.removed_orgs.get(org)
 
 
 # --- R1-R2 ----------------------------------------------------------------------------------------
@@ -154,11 +158,19 @@ def test_r7_r8_state(key: PrivateKey) -> None:
         (View(committed={t.tx_id}, accounts=view.accounts), None, Rejection.DUPLICATE),
         (View(), None, Rejection.UNKNOWN_SENDER),
         (View(committed={t.tx_id}), None, Rejection.DUPLICATE),  # R7 before R8
+        (View(accounts=view.accounts, removed_orgs={"org-a": 7}), None, Rejection.ORG_REMOVED),
     ]
     for v, seen, want in cases:
         with pytest.raises(TxRejected) as info:
             TxRules.check_state(t, v, seen)
         assert info.value.rejection is want
+    # R8b names the org and the proposal; another org's removal does not matter.
+    with pytest.raises(TxRejected) as info:
+        TxRules.check_state(t, View(accounts=view.accounts, removed_orgs={"org-a": 7}))
+    assert info.value.message == (
+        "account's organisation 'org-a' was removed by governance (proposal 7)"
+    )
+    assert TxRules.check_state(t, View(accounts=view.accounts, removed_orgs={"b": 1})) == account
 
 
 # --- R4 + R9 and the caches -----------------------------------------------------------------------
