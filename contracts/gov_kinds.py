@@ -209,7 +209,7 @@ def plan(kind: str, args: tuple[Any, ...], view: View) -> Plan:
             _need_live_org(view, org, cfg)
             for v in [v for v in cfg.validators.values() if v.org == org]:
                 _drop_key(cfg, p, v.pubkey)
-            for o in [o for o in cfg.observers if _observer_org(view, o) == org]:
+            for o in [o for o in sorted(cfg.observers) if _observer_org(view, o) == org]:
                 _drop_key(cfg, p, o)
             if view.gov.get(committee_key(org)) is not None:
                 _need(len(committee(view.gov)) > 1, "G-K3: the committee would become empty")

@@ -537,3 +537,33 @@ def test_thresholds_are_strict() -> None:
         ok(net.vote(pid, org))
     assert ok(net.vote(pid, "firm-b")).result == "open"  # 3 yes, but 3 of 4 voted: not > 3/4
     assert ok(net.vote(pid, "firm-c", False)).result == "executed"  # all voted, 3 yes > 1/2
+
+
+def test_removing_an_org_removes_its_validators_observers_and_seat() -> None:
+    net = Net()
+    joins = sorted(make_join_request(CHAIN, PrivateKey.generate(), "firm-c") for _ in range(2))
+    for join in joins:
+        net.decide("admit_observer", list(join))
+    assert set(net.config().observers) == {pub(net.observer), joins[0][0], joins[1][0]}
+    pid = ok(net.propose("remove_org", ["firm-c"])).result
+    ok(net.vote(pid, "csrc"))
+    ok(net.vote(pid, "firm-a"))
+    out = ok(net.vote(pid, "firm-c"))  # firm-c may vote on its own removal
+    assert out.result == "executed"
+    config = net.config()
+    assert config.observers == (pub(net.observer),)  # a genesis observer has no org: it stays
+    assert "firm-c" not in {v.org for v in config.validators}
+    assert dict(committee(net.gov)).get("firm-c") is None
+    changes = dict(out.events[-1].fields)["changes"]
+    assert (
+        changes
+        == [
+            f"validator {pub(net.nodes['firm-c']).hex()[:16]} removed",
+            f"observer {joins[0][0].hex()[:16]} removed",  # in key order, on every node
+            f"observer {joins[1][0].hex()[:16]} removed",
+            "org firm-c removed",
+            f"epoch {latest_epoch(net.gov)} configuration written",
+        ]
+    )
+    # Its admin can no longer take part.
+    refused(net.propose("set_param", ["block_max_txs", 9], by="firm-c"), "G1: org 'firm-c'")
