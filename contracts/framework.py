@@ -33,8 +33,9 @@ ledger/types.py (`Event`, `Receipt`, `ReceiptStatus`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from gmchain.contracts.results import Shape
@@ -76,7 +77,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_BYTES = 512  # `Receipt.error` holds at most this many bytes of UTF-8
 _U64_MAX = 2**64 - 1
 # Rule 7: contract -> the other namespaces it may write.
-CROSS_WRITES: dict[str, tuple[str, ...]] = {"governance": ("membership",)}
+CROSS_WRITES: Mapping[str, tuple[str, ...]] = MappingProxyType({"governance": ("membership",)})
 
 
 # --- state views -----------------------------------------------------------------------------

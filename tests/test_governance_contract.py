@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gmchain.contracts.framework import default_registry
+from gmchain.contracts.framework import ContractError, default_registry
 from gmchain.contracts.gov_state import K_EPOCH, epoch_key
 from gmchain.contracts.governance import (
     committee,
@@ -26,7 +26,7 @@ from gmchain.contracts.governance import (
 )
 from gmchain.contracts.keys import address_of
 from gmchain.contracts.membership import lookup_account
-from gmchain.contracts.testing import Harness, Outcome
+from gmchain.contracts.testing import Harness, Outcome, make_context
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.codec import decode, encode
 from gmchain.ledger.epoch import EpochConfig
@@ -567,3 +567,22 @@ def test_removing_an_org_removes_its_validators_observers_and_seat() -> None:
     )
     # Its admin can no longer take part.
     refused(net.propose("set_param", ["block_max_txs", 9], by="firm-c"), "G1: org 'firm-c'")
+
+
+def test_only_governance_may_write_membership() -> None:
+    net = Net()
+    for contract in ("evidence", "membership"):
+        ctx = make_context(
+            net.h.store, contract, sender_pubkey=pub(net.member), sender_org=None, sender_role=None
+        )
+        ctx.contract = contract
+        with pytest.raises(ContractError, match=f"contract '{contract}' may not write"):
+            ctx.writer_for("membership")
+    ctx = make_context(
+        net.h.store, "governance", sender_pubkey=pub(net.member), sender_org=None, sender_role=None
+    )
+    ctx.contract = "governance"
+    ctx.writer_for("membership").put(b"k", b"v")
+    assert net.h.store.reader("membership").get(b"k") == b"v"
+    with pytest.raises(ContractError, match="may not write 'evidence'"):
+        ctx.writer_for("evidence")
