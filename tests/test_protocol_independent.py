@@ -399,8 +399,26 @@ def test_state_hash_and_genesis_writes() -> None:
         expected.append(["membership", b"o/" + org.encode() + b"\x00" + address, b"\x01"])
         if role == "regulator":
             expected.append(["membership", b"g/" + org.encode(), b"\x01"])
+    # governance (section 6, "Genesis writes"): committee (default: each validator org, weight 1),
+    # thresholds, next proposal id, the epoch record and epoch 0's configuration (checked below)
+    validators, observers, committee, thresholds = genesis[3], genesis[4], genesis[7], genesis[8]
+    seats = committee or [[org, 1] for org in sorted({v[3] for v in validators})]
+    for org, weight in seats:
+        expected.append(["governance", b"c/" + org.encode(), enc(weight)])
+    expected.append(["governance", b"ep", enc([0, 0])])
+    expected.append(["governance", b"n", enc(1)])
+    expected.append(["governance", b"t", enc(thresholds)])
+    writes0 = _writes("block0")
+    (config,) = [w for w in writes0 if w[:2] == ["governance", b"ep/" + bytes(8)]]
+    tag, epoch, config_validators, config_observers, params = dec(config[2])
+    assert (tag, epoch) == (14, 0)
+    assert config_validators == sorted(validators, key=lambda v: sm3(v[1])[:20])
+    assert config_observers == sorted(observers)
+    assert [n for n, _ in params] == sorted(n for n, _ in params)
+    assert ["replay_window", genesis[5]] in params
+    expected.append(config)
     expected.sort(key=lambda w: (w[0].encode(), w[1]))
-    assert _writes("block0") == expected
+    assert writes0 == expected
     parent = bytes(32)
     for i in range(4):
         writes = _writes(f"block{i}")
@@ -415,6 +433,7 @@ def test_state_hash_and_genesis_writes() -> None:
     prefixes = {
         "membership": (b"a/", b"o/", b"x/", b"g/"),
         "evidence": (b"r/", b"h/", b"s/", b"d/", b"t/"),
+        "governance": (b"ep", b"t", b"n", b"c/", b"p/", b"r/", b"k/", b"ob/", b"a/"),
     }
     for i in range(4):
         for ns, key, _ in _writes(f"block{i}"):
