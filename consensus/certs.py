@@ -14,6 +14,15 @@ Rules this module keeps:
 5. So are verified (signer, signing root, signature) triples: a QC or TC whose signer set differs
    from the one this node assembled re-uses the votes and timeouts it already checked, so each
    signature is verified once per node (bounded; clearing the cache only costs re-verification).
+6. Epochs (docs/consensus.md "Epochs", E5): every vote, timeout, QC and TC must name this
+   checker's epoch, with one exception, the epoch root. A checker for epoch e+1 built with
+   `root_qc` = QC(E) (E the committed block that ended epoch e) accepts a QC of epoch e iff it
+   certifies exactly E: same epoch, block id, round and height as `root_qc`. Its signatures are
+   not checked again: the previous epoch's replica verified them before E committed, and two
+   nodes may hold different signer subsets of QC(E) (each assembles its own), so matching on what
+   the QC certifies keeps them agreeing on the root (as Aptos derives its epoch-start QC from the
+   ledger info of the ending block). Any other QC of epoch e, and every other certificate of
+   another epoch, is refused.
 """
 
 from __future__ import annotations
@@ -55,12 +64,16 @@ class CertChecker:
         verifier: Verifier,
         genesis_id: Digest | None,
         epoch: int = 0,
+        root_qc: QuorumCert | None = None,
         bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
         self.chain_id = chain_id
         # The epoch this checker's validator set certifies: a vote, timeout or certificate of
-        # any other epoch is refused (ledger/certs.py rule 1).
+        # any other epoch is refused (ledger/certs.py rule 1), except the epoch root (rule 6).
         self.epoch = epoch
+        # Rule 6: QC(E) of the block that ended the previous epoch; None in epoch 0 (the root is
+        # the genesis QC) or when the replica starts on a block of its own epoch.
+        self.root_qc = root_qc
         self.validators = validators
         self.verifier = verifier
         self.genesis_id = genesis_id
@@ -96,12 +109,24 @@ class CertChecker:
             and qc.height == 0
         )
 
+    def is_root_qc(self, qc: QuorumCert) -> bool:
+        """Rule 6: `qc` certifies the epoch root E (whatever subset of epoch e signed it)."""
+        r = self.root_qc
+        return (
+            r is not None
+            and qc.epoch == r.epoch
+            and qc.block_id == r.block_id
+            and qc.round == r.round
+            and qc.height == r.height
+        )
+
     def verify_qc(self, qc: QuorumCert) -> bool:
         if qc in self._good_qcs:
             return True
-        if self.is_genesis_qc(qc):
+        if self.is_genesis_qc(qc) or self.is_root_qc(qc):
             return True
-        if not qc.signatures or qc.epoch != self.epoch:
+        previous = Bug.PREVIOUS_EPOCH_QC in self.bugs and qc.epoch + 1 == self.epoch
+        if not qc.signatures or (qc.epoch != self.epoch and not previous):
             return False
         vs = self.validators
         power = 0

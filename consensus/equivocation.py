@@ -6,8 +6,10 @@ module only decides *who to disconnect*. Rules:
    a proposal whose header's `proposer` is the sender. A relayed or forged message can never get
    an honest node banned.
 2. Equivocation = two valid signatures by the same key over different block ids for the same
-   (kind, round). Both signatures are checked before anyone is accused (the proof is kept in the
-   log line).
+   (kind, epoch, round): rounds restart meaning in every epoch (the epoch is in every vote's
+   signing root; a proposal names it in its header), so a vote in round r of epoch e and one in
+   round r of epoch e+1 never conflict. Both signatures are checked before anyone is accused
+   (the proof is kept in the log line).
 3. Memory is bounded: only the last `window` rounds per sender are remembered.
 """
 
@@ -26,8 +28,8 @@ class EquivocationDetector:
         self.chain_id = chain_id
         self.verifier = verifier
         self.window = window
-        # (sender, kind) -> {round: block_id}, oldest round first.
-        self._seen: dict[tuple[bytes, str], OrderedDict[int, bytes]] = {}
+        # (sender, kind) -> {(epoch, round): block_id}, oldest first.
+        self._seen: dict[tuple[bytes, str], OrderedDict[tuple[int, int], bytes]] = {}
 
     def check(self, sender: bytes, msg: object) -> str | None:
         """Return why `sender` equivocated with `msg`, or None."""
@@ -38,27 +40,29 @@ class EquivocationDetector:
                 )
                 if not self.verifier.verify(NodeId(sender), root, msg.signature):
                     return None
-                return self._note(sender, "vote", msg.round, msg.block_id)
+                return self._note(sender, "vote", msg.epoch, msg.round, msg.block_id)
             case Proposal() if msg.block.header.proposer == sender:
                 h = msg.block.header
                 root = Proposal.signing_root(self.chain_id, h.block_id)
                 if not self.verifier.verify(NodeId(sender), root, msg.signature):
                     return None
-                return self._note(sender, "proposal", h.round, h.block_id)
+                return self._note(sender, "proposal", h.epoch, h.round, h.block_id)
             case _:
                 return None
 
-    def _note(self, sender: bytes, kind: str, round_: int, block_id: bytes) -> str | None:
+    def _note(
+        self, sender: bytes, kind: str, epoch: int, round_: int, block_id: bytes
+    ) -> str | None:
         seen = self._seen.setdefault((sender, kind), OrderedDict())
-        prior = seen.get(round_)
+        prior = seen.get((epoch, round_))
         if prior is not None:
             if prior != block_id:
                 return (
-                    f"equivocation: two signed {kind}s in round {round_} "
+                    f"equivocation: two signed {kind}s in round {round_} of epoch {epoch} "
                     f"(blocks {prior.hex()[:16]} and {block_id.hex()[:16]})"
                 )
             return None
-        seen[round_] = block_id
+        seen[(epoch, round_)] = block_id
         while len(seen) > self.window:
             seen.popitem(last=False)
         return None

@@ -10,8 +10,7 @@ docs/consensus.md numbers them):
       vote is broadcast to every validator (and counted locally), so every replica forms the QC
       itself; `broadcast_votes=False` sends it to the leader of r + 1 only (DiemBFT v4). With the
       latter a crashed next leader loses the QC of the round before its own too: two timeouts per
-      failed leader instead of one (the real-process drills measured 2.5 s per 4 rounds with one
-      of four validators down).
+      failed leader instead of one (2.5 s per 4 rounds with one of four down: docs/consensus.md).
   L4. The pacemaker is armed while the app has pending transactions, an uncommitted non-empty block
       exists, or we timed out in this round; when it fires we broadcast a signed timeout, and
       re-broadcast it each period until the round advances. More than 1/3 of the power timing out
@@ -39,6 +38,12 @@ docs/consensus.md numbers them):
       two while rounds are consecutive; more after timeouts left round gaps).
       `heard_status` becomes true at the first peer SyncInfo whose high QC verifies.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
+  E5. A replica runs one epoch (docs/consensus.md "Epochs"). Proposals, votes and timeouts of
+      other epochs are dropped and counted; one showing a later epoch is reported
+      (`PeerInLaterEpoch`) and its sender asked for committed blocks (consensus/epochgate.py).
+      Epoch e+1's replica starts on committed = E (the block that ended epoch e) with high_qc =
+      `root_qc` = QC(E), its root (consensus/certs.py rule 6); rounds go on from QC(E).round + 1
+      and SafetyData restarts (consensus/safety.py E1).
 Check everything, then change state: an invalid message leaves the replica as it was.
 
 Parts, each keeping its own rules (docs/architecture.md, "Consensus parts"): RoundState (L1),
@@ -53,6 +58,7 @@ from collections.abc import Sequence
 
 from gmchain.consensus.aggregation import TimeoutAggregator, VoteAggregator
 from gmchain.consensus.certs import CertChecker
+from gmchain.consensus.epochgate import EpochGate
 from gmchain.consensus.helpbudget import HELP_PER_PERIOD, HelpBudget
 from gmchain.consensus.messages import (
     BlockRequest,
@@ -65,7 +71,7 @@ from gmchain.consensus.messages import (
 )
 from gmchain.consensus.mutations import NO_BUGS, Bug
 from gmchain.consensus.pacemaker import Pacemaker
-from gmchain.consensus.retrieval import PendingProposals, Retrieval
+from gmchain.consensus.retrieval import PendingProposals, Retrieval, select_proven_runs
 from gmchain.consensus.round_state import RoundState
 from gmchain.consensus.safety import SafetyData, SafetyRules
 from gmchain.consensus.tree import BlockTree
@@ -121,9 +127,11 @@ class Replica:
         genesis_id: Digest | None = None,
         blocks: Sequence[Block] = (),
         epoch: int = 0,
+        root_qc: QuorumCert | None = None,
         bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
-        """`bugs`: planted bugs (consensus/mutations.py) for the simulator and tests only."""
+        """`epoch`, `root_qc`: E5 (`root_qc` = QC(E) when `committed` is E, else None). `bugs`:
+        planted bugs (consensus/mutations.py) for the simulator and tests only."""
         config.validate()
         self.cfg = config
         self.bugs = bugs
@@ -135,16 +143,18 @@ class Replica:
         if gid is None and committed.height == 0:
             gid = committed.block_id
         self.epoch = epoch
+        self.gate = EpochGate(epoch=epoch)  # E5
         self.certs = CertChecker(
             chain_id=chain_id,
             validators=validators,
             verifier=verifier,
             genesis_id=gid,
             epoch=epoch,
+            root_qc=root_qc,
             bugs=bugs,
         )
-        if safety is None or Bug.FORGET_SAFETY in bugs:
-            safety = SafetyData()
+        if safety is None or Bug.FORGET_SAFETY in bugs or safety.epoch < epoch:
+            safety = SafetyData(epoch=epoch)  # consensus/safety.py E1
         # None for an observer (no signer): it never signs, so it never proposes, votes or times
         # out; it follows the chain through certificates only.
         self.safety = (
@@ -158,10 +168,9 @@ class Replica:
         # The latest time any event carried (never decreases): the core's only clock.
         self.now_ms = now_ms
         self.state = RoundState.restore(high_qc=high_qc, safety=safety, committed=committed)
-        if committed.height > 0:
-            last = app.get_committed_blocks(committed.height, 1)
-            if last and last[0][0].block_id == committed.block_id:
-                self.state.commit_qc = last[0][1].qc
+        last = app.get_committed_blocks(committed.height, 1) if committed.height > 0 else ()
+        if last and last[0][0].block_id == committed.block_id:
+            self.state.commit_qc = last[0][1].qc
         self.pacemaker = Pacemaker(config=config)
         self.votes = VoteAggregator(
             validators=validators, certs=self.certs, max_future_rounds=config.max_future_rounds
@@ -179,17 +188,13 @@ class Replica:
         )
         self.help = HelpBudget(period_ms=config.round_timeout_ms, validator_count=len(validators))
         self.pending = PendingProposals(limit=config.max_buffered_msgs)
-        # The effects of the step in progress (empty between steps), and the messages we sent
-        # ourselves in it (handled before the step returns).
+        # The step's effects (empty between steps); messages to ourselves, handled in the step.
         self._effects: list[Effect] = []
         self._local: deque[ConsensusMessage] = deque()
-        # Restore stored uncommitted blocks (PersistBlock); no effects, no votes.
-        for b in sorted(blocks, key=lambda x: x.header.height):
-            if self.tree.is_valid_child(b) and self.app.validate_block(
-                b,
-                self.tree.get_header(b.header.parent_id),  # type: ignore[arg-type]
-                now_ms=self.now_ms,
-            ):
+        for b in sorted(blocks, key=lambda x: x.header.height):  # stored (PersistBlock): no effects
+            parent = self.tree.get_header(b.header.parent_id)
+            ok = parent is not None and self.tree.is_valid_child(b)
+            if ok and self.app.validate_block(b, parent, now_ms=now_ms):  # type: ignore[arg-type]
                 self.tree.insert(b)
 
     # --- queries --------------------------------------------------------------------------------
@@ -261,6 +266,12 @@ class Replica:
             self._on_message(self.node_id, self._local.popleft())
 
     def _on_message(self, sender: NodeId, msg: ConsensusMessage) -> None:
+        admitted, later = self.gate.admit(sender, msg)  # E5
+        if later is not None:
+            self._effects.append(later)
+            self.retrieval.request_sync(sender, self.now_ms)
+        if not admitted:
+            return
         match msg:
             case Proposal():
                 self._on_proposal(sender, msg)
@@ -276,8 +287,7 @@ class Replica:
                 self.retrieval.serve_sync(sender, msg)
             case SyncInfo():
                 self._on_sync_info(sender, msg)
-            case SyncResponse():
-                # Safe even if unsolicited: every item must link to our root and be proven.
+            case SyncResponse():  # safe even if unsolicited: items must link to our root, proven
                 self.retrieval.on_sync_response()
                 self._apply_committed(msg.items)
             case _:
@@ -330,7 +340,6 @@ class Replica:
         st.timed_out_round = st.round
         self._effects.append(PersistSafety(data=data))
         self._effects.append(Broadcast(msg=tv))
-        assert self.node_id is not None
         self._local.append(tv)
 
     def _advance_round(self, *, by_tc: bool) -> None:
@@ -380,18 +389,15 @@ class Replica:
         if parent is None or child.header.round != parent.header.round + 1:
             return
         chain = self.tree.get_chain_to(parent.block_id)
-        if chain is None:
-            return
-        proof = CommitProof(header=child.header, qc=qc)
-        self._commit(chain, proof)
+        if chain is not None:
+            self._commit(chain, CommitProof(header=child.header, qc=qc))
 
     def _commit(self, chain: list[Block], proof: CommitProof) -> None:
         self._effects.append(Commit(blocks=tuple(chain), proof=proof))
         self.state.commit_qc = proof.qc
         if any(b.header.tx_count for b in chain):
             self.state.spread_qc_round = proof.qc.round
-        pruned = self.tree.commit(chain)
-        self._after_root_change(pruned)
+        self._after_root_change(self.tree.commit(chain))
 
     def _after_root_change(self, pruned: list[Digest]) -> None:
         root_h = self.tree.root.height
@@ -405,33 +411,20 @@ class Replica:
         self.pending.drop_committed(root_h)
 
     def _apply_committed(self, items: tuple[tuple[Block, CommitProof], ...]) -> None:
-        """Committed sync (L8; consensus/retrieval.py rule 3): link each block to our root; commit
-        each run ending at a proven tip."""
-        run: list[Block] = []
-        parent = self.tree.root
-        for block, proof in items:
-            h = block.header
-            if h.height <= parent.height:
-                continue
-            if h.parent_id != parent.block_id or h.height != parent.height + 1:
-                return
-            # A proof certifies the header only; the body must be the one the header commits to
-            # (transactions, signatures, execution results), checked exactly as a proposal is —
-            # or one peer could make a lagging node commit other transactions.
-            if not self.app.validate_block(block, parent, now_ms=self.now_ms):
-                return
-            run.append(block)
-            parent = h
-            if proof.committed_id != block.block_id or not self.certs.verify_commit_proof(proof):
-                continue
+        """Committed sync (L8): commit each proven run (consensus/retrieval.py rule 3)."""
+        runs, parent, complete = select_proven_runs(
+            items,
+            self.tree.root,
+            validate=lambda b, p: self.app.validate_block(b, p, now_ms=self.now_ms),
+            verify=self.certs.verify_commit_proof,
+        )
+        for run, proof in runs:
             self._effects.append(Commit(blocks=tuple(run), proof=proof))
             self.state.commit_qc = proof.qc
-            pruned = self.tree.adopt_run(run)
-            self._after_root_change(pruned)
+            self._after_root_change(self.tree.adopt_run(run))
             self._process_qc(proof.header.justify, None)
             self._process_qc(proof.qc, None)
-            run = []
-        if len(items) >= self.cfg.sync_batch and not run:
+        if len(items) >= self.cfg.sync_batch and complete:
             now = self.now_ms
             self.retrieval.request_sync(self.retrieval.pick_peer(parent.block_id, now), now)
 

@@ -33,9 +33,17 @@ from gmchain.consensus.messages import (
 )
 from gmchain.consensus.tree import BlockTree
 from gmchain.consensus.types import ConsensusConfig, ValidatorSet
-from gmchain.ledger.types import Block, Digest, Height, NodeId, Proposal, QuorumCert
+from gmchain.ledger.types import (
+    Block,
+    BlockHeader,
+    Digest,
+    Height,
+    NodeId,
+    Proposal,
+    QuorumCert,
+)
 
-__all__ = ["MAX_INFLIGHT_BLOCKS", "PendingProposals", "Retrieval"]
+__all__ = ["MAX_INFLIGHT_BLOCKS", "PendingProposals", "Retrieval", "select_proven_runs"]
 
 MAX_INFLIGHT_BLOCKS = 16  # rule 1
 
@@ -199,6 +207,38 @@ class Retrieval:
     def _is_reachable(self, oldest: Block) -> bool:
         gap = oldest.header.height - self._tree.root.height
         return gap <= 4 * self._cfg.block_request_count
+
+
+def select_proven_runs(
+    items: Sequence[tuple[Block, CommitProof]],
+    root: BlockHeader,
+    *,
+    validate: Callable[[Block, BlockHeader], bool],
+    verify: Callable[[CommitProof], bool],
+) -> tuple[list[tuple[list[Block], CommitProof]], BlockHeader, bool]:
+    """Rule 3 for a SyncResponse: link each block to `root` (then to the previous one), check its
+    body with `validate` (App.validate_block on its parent: a proof certifies the header only, so
+    the transactions beside it must be the ones the header commits to), and cut a run at each
+    block whose proof names it and `verify`s. Returns the proven runs (oldest first), the last
+    linked header, and whether the answer was used to its end with no unproven tail (then the
+    peer may have more)."""
+    runs: list[tuple[list[Block], CommitProof]] = []
+    run: list[Block] = []
+    parent = root
+    for block, proof in items:
+        h = block.header
+        if h.height <= parent.height:
+            continue
+        if h.parent_id != parent.block_id or h.height != parent.height + 1:
+            return runs, parent, False
+        if not validate(block, parent):
+            return runs, parent, False
+        run.append(block)
+        parent = h
+        if proof.committed_id == block.block_id and verify(proof):
+            runs.append((run, proof))
+            run = []
+    return runs, parent, not run
 
 
 class PendingProposals:

@@ -16,6 +16,12 @@ consensus/safety-rules/src/safety_rules_2chain.rs and Gelashvili et al., FC 2022
       so peers may treat two signed proposals for one round as proof of equivocation.
   P1. Every signature is returned together with the new SafetyData; the caller persists (fsyncs)
       that data before the signed message leaves the node (the `PersistSafety` effect comes first).
+  E1. SafetyData names the epoch its rounds belong to, and SafetyRules of epoch e signs only with
+      data of epoch e: data of an earlier epoch is replaced by a fresh SafetyData(epoch=e) (rounds
+      restart; votes of two epochs never conflict, the epoch is in every signing root), persisted
+      with the first signature of the epoch. Data of a LATER epoch than the replica's is refused
+      (ValueError): this node signed in an epoch its chain has not reached, so its store is older
+      than its safety data (docs/consensus.md, "Epochs").
 """
 
 from __future__ import annotations
@@ -57,9 +63,11 @@ class SafetyData(Struct):
     high_qc: QuorumCert | None = None  # highest QC known when last persisted
     last_tc: TimeoutCert | None = None  # highest TC known when last persisted (restores the round)
     last_proposed_round: Round = _R0  # highest round we signed a proposal in (P2)
+    epoch: int = 0  # the epoch the rounds above belong to (E1)
 
     def __post_init__(self) -> None:
         for name in (
+            "epoch",
             "last_voted_round",
             "preferred_round",
             "highest_timeout_round",
@@ -79,7 +87,9 @@ class SafetyData(Struct):
 
 
 def load_safety_data(raw: bytes) -> SafetyData:
-    """Decode stored SafetyData, including the first stored version (seven fields, before P2 added
+    """Decode stored SafetyData, including the two earlier layouts: eight fields (before E1 added
+    `epoch`: every such store is in epoch 0, the first epoch that could end is written by a node
+    that already has the field) and the first stored version (seven fields, before P2 added
     `last_proposed_round`). That layout does not say where the replica last proposed, so the
     rounds it can show were reachable are taken as proposed: one past the highest of its voted,
     timed-out, high-QC and TC rounds (a leader proposes in r only holding a QC or TC of r - 1).
@@ -88,8 +98,10 @@ def load_safety_data(raw: bytes) -> SafetyData:
     first layout is stop-all (docs/ops.md, "Upgrading"; the P2P version was raised with it), so
     no peer remembers a proposal from before it. The cost is at most one skipped leader turn."""
     fields = decode(raw)
+    if isinstance(fields, list) and len(fields) == 9 and fields[0] == SafetyData.TAG:
+        return SafetyData.from_fields([*fields, 0])
     if isinstance(fields, list) and len(fields) == 8 and fields[0] == SafetyData.TAG:
-        v1 = SafetyData.from_fields([*fields, 0])
+        v1 = SafetyData.from_fields([*fields, 0, 0])
         qc_round = 0 if v1.high_qc is None else v1.high_qc.round
         tc_round = 0 if v1.last_tc is None else v1.last_tc.round
         seen = max(v1.last_voted_round, v1.highest_timeout_round, qc_round, tc_round)
@@ -116,7 +128,15 @@ class SafetyRules:
         self.chain_id = chain_id
         self.epoch = epoch  # named in every vote and timeout this replica signs
         self.signer = signer
-        self.data = data  # invariant: only replaced by a value that was handed out to persist
+        if data.epoch > epoch:
+            raise ValueError(
+                f"safety data of epoch {data.epoch} for a replica of epoch {epoch}: this node "
+                "signed in an epoch its chain has not reached (E1)"
+            )
+        if data.epoch < epoch:
+            data = SafetyData(epoch=epoch)  # E1: persisted with the first signature
+        # Invariant: only replaced by a value that was handed out to persist; data.epoch == epoch.
+        self.data = data
         self.bugs = bugs
 
     def observe_qc(self, qc: QuorumCert) -> None:
@@ -158,6 +178,8 @@ class SafetyRules:
         last = self.data.last_vote
         if last is not None and last.round == header.round and last.block_id == header.block_id:
             return self.data, last  # re-send, never re-sign
+        if header.epoch != self.epoch:
+            return None  # E1: a replica signs in its own epoch only
         self.observe_qc(header.justify)
         if not self.is_safe_to_vote(header, tc):
             return None

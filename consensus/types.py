@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gmchain.consensus.messages import CommitProof, ConsensusMessage
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.types import Block, BlockHeader, Digest, NodeId, QuorumCert, Round
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "Commit",
     "ConsensusConfig",
     "Effect",
+    "EpochStart",
     "Event",
     "MessageReceived",
+    "PeerInLaterEpoch",
     "PersistBlock",
     "PersistSafety",
     "Send",
@@ -36,6 +39,7 @@ __all__ = [
     "Validator",
     "ValidatorSet",
     "Verifier",
+    "make_validator_set",
 ]
 
 
@@ -207,6 +211,26 @@ class App(Protocol):
     ) -> Sequence[tuple[Block, CommitProof]]: ...
 
 
+class EpochStart(Protocol):
+    """What the replica of a new epoch is built from (E5): chain/epochs.py's `EpochSwitch`,
+    handed over once by the chain after the commit that ended the previous epoch."""
+
+    @property
+    def config(self) -> EpochConfig: ...  # the new epoch's configuration (its `epoch` number)
+
+    @property
+    def ending(self) -> BlockHeader: ...  # E: the committed block that ended the previous epoch
+
+    @property
+    def root_qc(self) -> QuorumCert: ...  # QC(E), of the previous epoch: the new root
+
+
+def make_validator_set(config: EpochConfig) -> ValidatorSet:
+    """The voting set of an epoch's configuration (node ids and powers; organisations do not
+    count, ledger/epoch.py rule 3)."""
+    return ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in config.validators)
+
+
 # --- events ---------------------------------------------------------------------------------------
 
 
@@ -272,4 +296,16 @@ class PersistBlock:
     block: Block
 
 
-Effect = PersistSafety | PersistBlock | Send | Broadcast | Commit
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerInLaterEpoch:
+    """A peer signed a message of `epoch`, later than ours (E5): we are behind an epoch change.
+
+    The replica has already asked that peer for committed blocks (the sync stops at the block
+    that ended our epoch, which the node then commits and switches on); the node counts it and
+    may sync by its own means too. Emitted at most once per (peer, epoch)."""
+
+    peer: NodeId
+    epoch: int
+
+
+Effect = PersistSafety | PersistBlock | Send | Broadcast | Commit | PeerInLaterEpoch

@@ -22,6 +22,15 @@ Rules this module keeps (STYLE.md habit 2; etcd raft's `Ready`: persist, then se
    for good — it steps nothing more, drops its inbox — and is handed to `on_fail` on the loop.
 5. What the loop may read of the replica is `view`, a frozen snapshot replaced (one reference
    store, atomic) after every step; the loop never touches the replica itself.
+6. Epochs (docs/consensus.md "Epochs", E4/E5): after each Commit the chain is asked whether that
+   commit ended the epoch (`take_epoch_switch`). If it did, the driver builds the next epoch's
+   replica (`make_replica`, from the new configuration, E's header and QC(E)), drops the old one
+   — the rest of its step's effects still run except its commits (the chain ended the epoch at
+   E; anything the old replica commits after is a suffix block, dropped) — and steps `Start` on
+   the new one before anything else. `on_epoch(config)` is then called on the loop (the P2P
+   layer admits the new epoch's validators and observers: node/network.py; a no-op when not
+   wired). `PeerInLaterEpoch` is counted (`later_epoch_reports`); the replica already asked
+   that peer for the committed blocks that take us to the epoch end.
 """
 
 from __future__ import annotations
@@ -32,12 +41,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gmchain.chain.core import Chain, CommittedBlock
 from gmchain.consensus import (
     Broadcast,
     Commit,
+    ConsensusConfig,
     Effect,
     Event,
     MessageReceived,
@@ -49,12 +59,14 @@ from gmchain.consensus import (
     Tick,
 )
 from gmchain.consensus.messages import ConsensusMessage, SyncInfo
+from gmchain.consensus.types import EpochStart, PeerInLaterEpoch
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import NodeId
 from gmchain.node.safetystore import save_safety
 from gmchain.node.transport import Transport
 
-__all__ = ["ConsensusDriver", "ReplicaView"]
+__all__ = ["ConsensusDriver", "ReplicaView", "compute_epoch_consensus_config"]
 
 log = logging.getLogger("gmchain.node")
 
@@ -68,6 +80,22 @@ class ReplicaView:
     round: int = 0
     lag: int = 0  # consensus L10: committed blocks a verified certificate shows we lack
     heard_status: bool = False  # a peer's certificates verified at least once (L10)
+    epoch: int = 0  # the epoch the replica runs (rule 6)
+    dropped_other_epoch: int = 0  # messages of other epochs this epoch's replica dropped (E5)
+
+
+def compute_epoch_consensus_config(base: ConsensusConfig, config: EpochConfig) -> ConsensusConfig:
+    """E11: the chain parameters of an epoch take effect at its start. Epoch 0 keeps the node's
+    configured timeouts (the genesis document names none; its params are the defaults); from
+    epoch 1 on, `round_timeout_ms` is the epoch's (max_round_timeout_ms raised to at least it)."""
+    if config.epoch == 0:
+        return base
+    timeout = config.param("round_timeout_ms")
+    return replace(
+        base,
+        round_timeout_ms=timeout,
+        max_round_timeout_ms=max(base.max_round_timeout_ms, timeout),
+    )
 
 
 class _Stop:
@@ -100,6 +128,9 @@ class ConsensusDriver:
         on_fail: Callable[[str, BaseException], None],
         on_stepped: Callable[[ReplicaView], None] = lambda _v: None,
         tick_s: float = 0.01,
+        take_epoch_switch: Callable[[], EpochStart | None] = lambda: None,
+        make_replica: Callable[[EpochStart], Replica] | None = None,
+        on_epoch: Callable[[EpochConfig], None] = lambda _c: None,
     ) -> None:
         # Owned by the consensus thread (rule 1): others read `view`; tests may inspect it.
         self.replica = replica
@@ -113,6 +144,11 @@ class ConsensusDriver:
         self._on_fail = on_fail
         self._on_stepped = on_stepped
         self._tick_s = tick_s
+        # Rule 6: the chain's hand-over of an epoch switch, the next replica's builder, the hook.
+        self._take_epoch_switch = take_epoch_switch
+        self._make_replica = make_replica
+        self._on_epoch = on_epoch
+        self.later_epoch_reports = 0  # PeerInLaterEpoch effects seen (rule 6)
         self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._local: deque[Event] = deque()  # self-addressed messages of the current drain
         self._thread: threading.Thread | None = None
@@ -199,7 +235,13 @@ class ConsensusDriver:
         while self._local:
             self.run_effects(self.replica.step(self._local.popleft()))
         r = self.replica
-        self.view = ReplicaView(round=int(r.round), lag=r.lag, heard_status=r.heard_status)
+        self.view = ReplicaView(
+            round=int(r.round),
+            lag=r.lag,
+            heard_status=r.heard_status,
+            epoch=r.epoch,
+            dropped_other_epoch=r.gate.dropped,
+        )
         self._on_stepped(self.view)
 
     def _send_sync_info(self, to: NodeId | None) -> None:
@@ -214,6 +256,7 @@ class ConsensusDriver:
         newest = next((e for e in reversed(effects) if isinstance(e, PersistSafety)), None)
         synced = False
         block_since_sync = False
+        switched = False  # rule 6: this step's commit ended the epoch
         for eff in effects:
             match eff:
                 case PersistSafety():
@@ -233,8 +276,34 @@ class ConsensusDriver:
                     self._chain.persist_block(block)
                     block_since_sync = True
                 case Commit(blocks=blocks, proof=proof):
+                    if switched:
+                        continue  # rule 6: past E, the old epoch's replica commits suffix blocks
                     done = self._chain.commit(blocks, proof)
                     if done:
                         self._to_loop(self._on_commit, done)
+                    switch = self._take_epoch_switch()
+                    if switch is not None:
+                        self._switch_epoch(switch)
+                        switched = True
+                case PeerInLaterEpoch():
+                    self.later_epoch_reports += 1
                 case _:
                     raise AssertionError(f"unknown effect {eff!r}")
+
+    def _switch_epoch(self, switch: EpochStart) -> None:
+        """Rule 6: the next epoch's replica replaces the old one; its Start is stepped first."""
+        if self._make_replica is None:
+            raise AssertionError(
+                f"epoch {switch.config.epoch} started at height {switch.ending.height + 1}, "
+                "but this driver was built without make_replica"
+            )
+        self.replica = self._make_replica(switch)
+        self._local.clear()  # the old replica's messages to itself: of the old epoch
+        self._local.append(Start(now_ms=self._clock_ms()))
+        log.info(
+            "epoch %d starts after height %d: %d validators",
+            switch.config.epoch,
+            switch.ending.height,
+            len(switch.config.validators),
+        )
+        self._to_loop(self._on_epoch, switch.config)

@@ -41,9 +41,11 @@ from gmchain.chain.txrules import KeyCache, SignatureCache, TxRules
 from gmchain.consensus import ConsensusConfig, Replica
 from gmchain.consensus.messages import ConsensusMessage
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.consensus.types import EpochStart, make_validator_set
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.ledger.codec import DecodeError, Value
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from gmchain.node.admission import Admission, CommittedView
@@ -52,7 +54,7 @@ from gmchain.node.chainpool import MempoolPool
 from gmchain.node.commitbus import CommitBus, Subscriptions, TxWaiters
 from gmchain.node.config import NodeConfig
 from gmchain.node.diskspace import FreeSpaceGuard
-from gmchain.node.driver import ConsensusDriver
+from gmchain.node.driver import ConsensusDriver, compute_epoch_consensus_config
 from gmchain.node.mempool import MempoolConfig
 from gmchain.node.metrics import NodeMetrics
 from gmchain.node.poolwal import PoolWal
@@ -186,6 +188,12 @@ class NodeService:
             on_commit=self.bus.publish,
             on_fail=self._fail,
             on_stepped=lambda view: self.metrics.round.set(view.round),
+            # Issue 12 (E4/E5, node/driver.py rule 6): the chain hands over an epoch switch after
+            # the commit that ended the epoch; chain/epochs.py provides it (a chain without it
+            # never switches).
+            take_epoch_switch=getattr(self.chain, "take_epoch_switch", lambda: None),
+            make_replica=self._replica_for_epoch,
+            on_epoch=self.on_epoch,
         )
         self.queries = Queries(
             store=store,
@@ -233,6 +241,35 @@ class NodeService:
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
+
+    def _replica_for_epoch(self, switch: EpochStart) -> Replica:
+        """node/driver.py rule 6 (on the consensus thread): epoch `switch.config.epoch`'s replica,
+        rooted at E with QC(E); its set signs, its parameters apply (E11)."""
+        config = switch.config
+        validators = make_validator_set(config)
+        signer = KeySigner(self.key) if self.node_id in validators else None
+        return Replica(
+            config=compute_epoch_consensus_config(self.consensus_config, config),
+            validators=validators,
+            chain_id=self.genesis.chain_id,
+            signer=signer,
+            verifier=KeyVerifier([PublicKey.from_bytes(v.pubkey) for v in config.validators]),
+            app=self.chain,
+            committed=switch.ending,
+            high_qc=switch.root_qc,
+            safety=None,  # consensus/safety.py E1: a new epoch's rounds start afresh
+            now_ms=self.clock_ms(),
+            genesis_id=self.chain.genesis_id,
+            epoch=config.epoch,
+            root_qc=switch.root_qc,
+        )
+
+    def on_epoch(self, config: EpochConfig) -> None:
+        """The hook node/driver.py rule 6 calls on the loop when an epoch starts: the status
+        answers with the new set; the P2P layer (node/network.py, E9) is to admit exactly
+        `config.admitted_keys()` from here (not wired yet: a no-op for the network)."""
+        self.validators = make_validator_set(config)
+        self.is_validator = self.node_id in self.validators
 
     def _committed_qc(self) -> QuorumCert:
         """The QC that certifies the committed head (from its commit proof), or genesis's."""
