@@ -11,7 +11,12 @@ epoch and an epoch's replica handles its own epoch's messages only):
    peer, so the replica syncs from it. The claim is unauthenticated (we do not know the later
    epoch's set): a liar costs one report and at most one SyncRequest (one is in flight at a time,
    consensus/retrieval.py), and the remembered peers are bounded (`MAX_PEERS`, then forgotten).
-3. Messages without an epoch of their own — SyncInfo, block and sync requests and responses —
+3. A proposal, vote or timeout of an OLDER epoch shows that its sender has not committed the
+   block that ended its epoch: the replica answers with its SyncInfo (rule L9's budget, keyed
+   (peer, -1 - epoch) so that it never shares a slot with a round). Our high QC is the root
+   QC(E) or a QC of our epoch, and our commit QC the one that committed E or a later one: the
+   peer commits E with them, or is shown a later epoch and syncs (rule 2).
+4. Messages without an epoch of their own — SyncInfo, block and sync requests and responses —
    pass: their certificates are checked against this epoch's set (consensus/certs.py rule 6), so
    those of other epochs simply fail to verify; the epoch root is the one exception.
 """
@@ -59,8 +64,11 @@ class EpochGate:
         # Rule 2: the highest later epoch reported per peer (bounded by MAX_PEERS).
         self._reported: dict[NodeId, int] = {}
 
-    def admit(self, sender: NodeId, msg: ConsensusMessage) -> tuple[bool, PeerInLaterEpoch | None]:
-        """Whether the replica may handle `msg`, and a report if it shows a later epoch."""
+    def admit(
+        self, sender: NodeId, msg: ConsensusMessage
+    ) -> tuple[bool, PeerInLaterEpoch | None, int | None]:
+        """Whether the replica may handle `msg`; a report if it shows a later epoch (rule 2);
+        the help key (rule 3) if its sender is in an older epoch, else None."""
         report = None
         claimed = _claimed_epoch(msg)
         if (
@@ -75,5 +83,5 @@ class EpochGate:
         ep = get_message_epoch(msg)
         if ep is not None and ep != self.epoch:
             self.dropped += 1
-            return False, report
-        return True, report
+            return False, report, (-1 - ep if ep < self.epoch else None)
+        return True, report, None

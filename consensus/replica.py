@@ -38,12 +38,11 @@ docs/consensus.md numbers them):
       two while rounds are consecutive; more after timeouts left round gaps).
       `heard_status` becomes true at the first peer SyncInfo whose high QC verifies.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
-  E5. A replica runs one epoch (docs/consensus.md "Epochs"). Proposals, votes and timeouts of
-      other epochs are dropped and counted; one showing a later epoch is reported
-      (`PeerInLaterEpoch`) and its sender asked for committed blocks (consensus/epochgate.py).
-      Epoch e+1's replica starts on committed = E (the block that ended epoch e) with high_qc =
-      `root_qc` = QC(E), its root (consensus/certs.py rule 6); rounds go on from QC(E).round + 1
-      and SafetyData restarts (consensus/safety.py E1).
+  E5. One epoch per replica (docs/consensus.md "Epochs"; consensus/epochgate.py): proposals, votes
+      and timeouts of other epochs are dropped and counted; a sender in an older epoch gets our
+      SyncInfo (L9 budget), one in a later epoch is reported (`PeerInLaterEpoch`) and asked for
+      committed blocks. Epoch e+1's replica starts on committed = E (the block that ended epoch
+      e), high_qc = `root_qc` = QC(E) (certs.py rule 6); rounds go on, SafetyData restarts.
 Check everything, then change state: an invalid message leaves the replica as it was.
 
 Parts, each keeping its own rules (docs/architecture.md, "Consensus parts"): RoundState (L1),
@@ -130,8 +129,7 @@ class Replica:
         root_qc: QuorumCert | None = None,
         bugs: frozenset[Bug] = NO_BUGS,
     ) -> None:
-        """`epoch`, `root_qc`: E5 (`root_qc` = QC(E) when `committed` is E, else None). `bugs`:
-        planted bugs (consensus/mutations.py) for the simulator and tests only."""
+        """E5: `root_qc` = QC(E) when `committed` is E. `bugs`: consensus/mutations.py."""
         config.validate()
         self.cfg = config
         self.bugs = bugs
@@ -266,10 +264,12 @@ class Replica:
             self._on_message(self.node_id, self._local.popleft())
 
     def _on_message(self, sender: NodeId, msg: ConsensusMessage) -> None:
-        admitted, later = self.gate.admit(sender, msg)  # E5
+        admitted, later, behind = self.gate.admit(sender, msg)  # E5
         if later is not None:
             self._effects.append(later)
             self.retrieval.request_sync(sender, self.now_ms)
+        if behind is not None:
+            self._help(sender, behind)  # it is in an older epoch: our certificates lead it on
         if not admitted:
             return
         match msg:

@@ -439,3 +439,18 @@ def test_equivocation_is_per_epoch_and_round() -> None:
     assert det.check(voter, w.vote(1, b)) is None  # same round, the next epoch: no conflict
     why = det.check(voter, w.vote(1, c_h))
     assert why is not None and f"round {r} of epoch 1" in why
+
+
+def test_e5_a_sender_in_an_older_epoch_gets_our_certificates() -> None:
+    """epochgate rule 3: a peer still in epoch 0 learns QC(E) and the QC that committed E."""
+    w = EpochWorld()
+    rep = w.replica()
+    r = int(w.root_qc.round) + 1
+    stale = w.timeout(2, r, w.root_qc, epoch=0)
+    effects = rep.step(w.msg(2, stale))
+    infos = [e for e in effects if isinstance(e, Send) and isinstance(e.msg, SyncInfo)]
+    assert [e.to for e in infos] == [w.signers[2].node_id]
+    assert infos[0].msg.high_qc == w.root_qc  # type: ignore[union-attr]
+    # Budgeted (L9): the same peer's next stale messages in this period get nothing.
+    assert not [e for e in rep.step(w.msg(2, stale)) if isinstance(e, Send)]
+    assert rep.gate.dropped == 2

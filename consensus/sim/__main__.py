@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         default="mixed",
         help="vote dissemination (L3): broadcast, to the next leader, or mixed by seed parity",
     )
+    ap.add_argument("--reconfig", type=int, default=0, help="governance actions (epochs)")
+    ap.add_argument("--spares", type=int, default=0, help="nodes outside genesis that may join")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if (
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     violations = 0
     liveness = 0
     commits = 0
+    epochs = 0
     virtual_ms = 0
     failing: list[dict[str, object]] = []
     for s in seeds:
@@ -82,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             fault_ms=args.fault_ms,
             liveness_ms=args.liveness_ms,
             votes=args.votes,
+            reconfig=args.reconfig,
+            spares=args.spares,
         )
         r = run_seed(cfg)
         violations += len(r.violations)
         liveness += int(r.liveness_failure)
         commits += r.commits
+        epochs += r.epochs
         virtual_ms += r.virtual_ms
         if r.violations or r.liveness_failure:
             what = "; ".join(r.violations[:3]) or r.note or "liveness failure"
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "violations": violations,
         "liveness_failures": liveness,
         "commits": commits,
+        "epochs": epochs,
         "virtual_seconds": round(virtual_ms / 1000, 3),
         "wall_seconds": round(wall, 3),
         "seeds_per_second": round(len(seeds) / wall, 2) if wall > 0 else None,

@@ -19,13 +19,18 @@ Rules this module keeps:
    speculative results are memory and are rebuilt on restart (`SimApp.restarted`).
 5. A Byzantine leader may ask to build on a parent the chain never executed (an old committed
    block): `build_any` then makes a valid empty block on it (empty blocks need no state).
+6. Epochs (issue 12): the chain library hands over an epoch switch after the commit that ended
+   an epoch (`take_epoch_switch`), and the switch that started the current epoch after a restart
+   (`current_epoch_switch`); both are chain/epochs.py's, read from the store (the disk).
+   Governance transactions are real (`make_sim_call`: the sim account, which is the admin of the
+   sim's only committee organisation, signs them with SM2).
 """
 
 from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from gmchain.chain.core import Chain
 from gmchain.chain.executor import InvalidBlock, compute_state_hash
@@ -33,9 +38,11 @@ from gmchain.chain.genesis import make_genesis_block, read_header
 from gmchain.chain.txrules import KeyCache, Rejection, SignatureCache, TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
+from gmchain.consensus.types import EpochStart
 from gmchain.contracts import default_registry
 from gmchain.contracts.framework import Registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.ledger.codec import Value
 from gmchain.ledger.memstore import MemStore
 from gmchain.ledger.merkle import EMPTY_ROOT
 from gmchain.ledger.types import (
@@ -47,6 +54,7 @@ from gmchain.ledger.types import (
     Height,
     NodeId,
     QuorumCert,
+    Receipt,
     Round,
     SignedTx,
     TxBody,
@@ -60,6 +68,7 @@ __all__ = [
     "SimApp",
     "SimPool",
     "make_genesis_header",
+    "make_sim_call",
     "make_sim_genesis",
     "make_sim_tx",
     "sim_txs",
@@ -144,6 +153,21 @@ def make_sim_tx(nonce: int) -> SignedTx:
             2,
             None,
         ),
+    )
+    return SignedTx(body=body, signature=key.sign(body.compute_id()))
+
+
+def make_sim_call(nonce: int, contract: str, method: str, args: Sequence[Value]) -> SignedTx:
+    """Rule 6: a call by the sim account (admin of the sim's organisation), SM2-signed."""
+    key = _sender_key()
+    body = TxBody(
+        chain_id=SIM_CHAIN_ID,
+        sender=key.public_key.to_bytes(),
+        nonce=nonce,
+        expiry=Height(SIM_REPLAY_WINDOW),
+        contract=contract,
+        method=method,
+        args=tuple(args),
     )
     return SignedTx(body=body, signature=key.sign(body.compute_id()))
 
@@ -281,6 +305,24 @@ class SimApp:
     @property
     def committed_header(self) -> BlockHeader:
         return self.chain.head
+
+    def receipt(self, tx_id: bytes) -> Receipt | None:
+        raw = self.store.get_receipt(tx_id)
+        return None if raw is None else Receipt.decode(raw)
+
+    def take_epoch_switch(self) -> EpochStart | None:
+        """Rule 6: the switch the last commit made, once (chain/epochs.py; issue 12)."""
+        take: Callable[[], EpochStart | None] | None = getattr(
+            self.chain, "take_epoch_switch", None
+        )
+        return None if take is None else take()
+
+    def current_epoch_switch(self) -> EpochStart | None:
+        """Rule 6: the switch that started the current epoch (None in epoch 0)."""
+        current: Callable[[], EpochStart | None] | None = getattr(
+            self.chain, "current_epoch_switch", None
+        )
+        return None if current is None else current()
 
     def committed_qc(self) -> QuorumCert:
         """The QC certifying the committed head (what a restarted node starts with)."""

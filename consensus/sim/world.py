@@ -9,15 +9,23 @@ Rules this module keeps:
    being run are lost; SafetyData and the committed store survive), per-node clock offset and
    drift. At fault_ms the network heals and every crashed node restarts; Byzantine nodes go on.
 3. Invariants checked on every run: agreement (one block per height among honest commits),
-   validity (only submitted txs, each at most once), no honest double vote (per voter and round),
-   commit order (each honest replica commits heights 1, 2, 3, ... exactly once), and liveness
-   (probe txs submitted after the heal commit at every honest node within liveness_ms).
+   validity (only submitted txs, each at most once), no honest double vote (per voter, epoch and
+   round), commit order (each honest replica commits heights 1, 2, 3, ... exactly once), and
+   liveness (probe txs submitted after the heal commit at every honest node within liveness_ms).
+4. Epochs (`reconfig` > 0; consensus/sim/epochs.py): a governance script changes the validator
+   set with real transactions; a node switches to the next epoch's replica when a commit ends
+   its epoch (the chain hands over the switch; the rest of the step's commits are the old
+   replica's suffix, dropped), and restarts in the epoch its store is in. The epoch invariants
+   (epochs.py rule 4) are checked too, and liveness also needs every honest node in the latest
+   epoch with the script finished. With the planted bug EARLY_EPOCH_SWITCH a node applies a
+   set change as soon as it executes the deciding block, before any commit.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from random import Random
 from typing import cast
 
@@ -37,6 +45,13 @@ from gmchain.consensus.sim.app import (
     sim_txs,
 )
 from gmchain.consensus.sim.byzantine import BEHAVIOURS, Byzantine
+from gmchain.consensus.sim.config import FAULT_KINDS, SimConfig, SimResult
+from gmchain.consensus.sim.epochs import (
+    EpochInvariants,
+    GovScript,
+    node_id_of,
+    sim_node_pubkey,
+)
 from gmchain.consensus.types import (
     Broadcast,
     Commit,
@@ -48,76 +63,27 @@ from gmchain.consensus.types import (
     Send,
     Start,
     Tick,
+    ValidatorSet,
+    make_validator_set,
 )
 from gmchain.crypto_sm import sm3_hash
-from gmchain.ledger.types import Digest, NodeId, Proposal, SignedTx, TimeoutVote, Vote
+from gmchain.ledger.epoch import EpochConfig
+from gmchain.ledger.types import (
+    Block,
+    Digest,
+    NodeId,
+    Proposal,
+    Receipt,
+    SignedTx,
+    TimeoutVote,
+    Vote,
+)
 
 __all__ = ["FAULT_KINDS", "SimConfig", "SimResult", "run_seed"]
 
-FAULT_KINDS = ("network", "partition", "rounds", "twins_split", "crash", "drift", "byzantine")
 TICK_MS = 10
 MAX_EVENTS_PER_SEED = 2_000_000  # a healthy seed needs well under 100,000 (see World.run)
 _PROBES = 80  # index of the first probe tx in sim_txs(): the batches take at most 16 x 5
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimConfig:
-    seed: int
-    nodes: int = 4
-    byzantine: int = 1
-    faults: frozenset[str] = frozenset(FAULT_KINDS)
-    bugs: frozenset[Bug] = frozenset()
-    twins: bool = True  # allow Twins among the Byzantine nodes
-    twins_rate_percent: int = 40  # chance that a Byzantine node runs as two twins
-    outage_percent: int = 30  # with "crash": chance of one long outage (down until the heal)
-    behaviours: frozenset[str] = frozenset()  # Byzantine behaviours; empty = drawn per node
-    fault_ms: int = 1500
-    liveness_ms: int = 12_000
-    votes: str = "mixed"  # "broadcast", "leader" (DiemBFT v4), or "mixed": by the seed's parity
-
-    @property
-    def broadcast_votes(self) -> bool:
-        if self.votes == "mixed":
-            return self.seed % 2 == 0
-        return self.votes == "broadcast"
-
-    def command(self) -> str:
-        faults = ",".join(sorted(self.faults)) or "none"
-        parts = [
-            "python -m gmchain.consensus.sim",
-            f"--seed {self.seed}",
-            f"--nodes {self.nodes}",
-            f"--byzantine {self.byzantine}",
-            f"--faults {faults}",
-            f"--fault-ms {self.fault_ms}",
-            f"--liveness-ms {self.liveness_ms}",
-        ]
-        if not self.twins:
-            parts.append("--no-twins")
-        if self.outage_percent != 30:
-            parts.append(f"--outage {self.outage_percent}")
-        if self.twins_rate_percent != 40:
-            parts.append(f"--twins-rate {self.twins_rate_percent}")
-        if self.behaviours:
-            parts.append(f"--behaviours {','.join(sorted(self.behaviours))}")
-        for b in sorted(x.value for x in self.bugs):
-            parts.append(f"--bug {b}")
-        if self.votes != "mixed":
-            parts.append(f"--votes {self.votes}")
-        return " ".join(parts)
-
-
-@dataclass(slots=True, kw_only=True)
-class SimResult:
-    seed: int
-    violations: list[str] = field(default_factory=list)
-    liveness_failure: bool = False
-    commits: int = 0  # blocks committed (max over honest nodes)
-    virtual_ms: int = 0
-    messages: int = 0
-    synced_responses: int = 0  # non-empty SyncResponses delivered (committed sync exercised)
-    command: str = ""
-    note: str = ""  # why a run ended early (e.g. a message explosion)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,6 +100,10 @@ class _Instance:
     drift_ppm: int = 0
     crash_pending: bool = False
     committed_height: int = 0
+    pubkey: bytes = b""  # the node key it signs with now (rotates with governance, rule 4)
+    epoch: int = 0  # the epoch its replica runs
+    switched: bool = False  # a commit of the step in progress ended the epoch (rule 4)
+    early_set: ValidatorSet | None = None  # Bug.EARLY_EPOCH_SWITCH: the set to apply now
 
 
 class _World:
@@ -148,10 +118,17 @@ class _World:
         provider = GenesisValidators(self.genesis)  # who votes: asked, never read from genesis
         secrets = {}
         signers = []
+        pubkeys = []
         for i, v in enumerate(provider.validators_at(0)):
             secret = sm3_hash(b"sim-secret" + cfg.seed.to_bytes(8, "big") + bytes([i]))
             secrets[v.node_id] = secret
             signers.append(FakeSigner(v.node_id, secret))
+            pubkeys.append(v.pubkey)
+        # Rule 4: spare nodes' keys (j < spares) and keys validators may rotate to.
+        for j in range(cfg.spares + cfg.reconfig if cfg.reconfig else 0):
+            nid = node_id_of(sim_node_pubkey(j))
+            secrets[nid] = sm3_hash(b"sim-spare" + cfg.seed.to_bytes(8, "big") + bytes([j]))
+        self.secrets = secrets
         self.verifier = FakeVerifier(secrets)
         self.validators = provider.voting_set_at(0)
         # A small in-memory window makes lagging replicas use committed sync (SyncRequest) too.
@@ -172,7 +149,24 @@ class _World:
             if i in byz_ids and cfg.twins and rng.randrange(100) < cfg.twins_rate_percent:
                 copies = 2
             for _ in range(copies):
-                self._add_instance(s, honest=i not in byz_ids)
+                self._add_instance(s, honest=i not in byz_ids, pubkey=pubkeys[i])
+        self.gov: GovScript | None = None
+        self.epochs = EpochInvariants(EpochConfig.from_genesis(self.genesis))
+        if cfg.reconfig:
+            spares = [sim_node_pubkey(j) for j in range(cfg.spares)]
+            for k in spares:
+                self._add_instance(
+                    FakeSigner(node_id_of(k), secrets[node_id_of(k)]), honest=True, pubkey=k
+                )
+            self.gov = GovScript(
+                rng=Random(rng.getrandbits(64)),
+                count=cfg.reconfig,
+                model={v.pubkey: v.power for v in self.genesis.validators},
+                byzantine=frozenset(pubkeys[i] for i in byz_ids),
+                spares=spares,
+                fresh=[sim_node_pubkey(j) for j in range(cfg.spares, cfg.spares + cfg.reconfig)],
+                start_ms=rng.randint(0, cfg.fault_ms // 3),
+            )
         self.by_id: dict[NodeId, list[_Instance]] = {}
         for inst in self.instances:
             self.by_id.setdefault(inst.node_id, []).append(inst)
@@ -194,11 +188,11 @@ class _World:
         self.violations: list[str] = []
         self.chain: dict[int, Digest] = {}
         self.tx_height: dict[Digest, int] = {}
-        self.votes: dict[tuple[NodeId, int], Digest] = {}
+        self.votes: dict[tuple[NodeId, int, int], Digest] = {}
         self.messages = 0
         self.synced_responses = 0
 
-    def _add_instance(self, signer: FakeSigner, *, honest: bool) -> None:
+    def _add_instance(self, signer: FakeSigner, *, honest: bool, pubkey: bytes) -> None:
         rng = self.rng
         app = SimApp(genesis=self.genesis)
         byz = None
@@ -220,6 +214,7 @@ class _World:
             honest=honest,
             app=app,
             byz=byz,
+            pubkey=pubkey,
         )
         if "drift" in self.faults:
             inst.offset_ms = rng.randint(0, 100)
@@ -307,22 +302,40 @@ class _World:
             batch = [sim_txs()[nonce + k] for k in range(rng.randint(1, 5))]
             nonce += len(batch)
             self.push(t, "submit", -1, batch)
+        if self.gov is not None:
+            self.push(self.gov.start_ms, "gov", -1, None)
         self.probes = [sim_txs()[_PROBES + k] for k in range(3)]
         self.push(cfg.fault_ms + 50, "submit", -1, self.probes)
         self.push(cfg.fault_ms, "heal", -1, None)
 
     # --- running --------------------------------------------------------------------------------
 
-    def start_instance(self, inst: _Instance) -> None:
+    def start_instance(self, inst: _Instance, early: ValidatorSet | None = None) -> None:
+        """Start (or restart, or switch, rule 4) `inst`'s replica in the epoch its store is in;
+        `early`: Bug.EARLY_EPOCH_SWITCH's set, applied in the current epoch."""
         app = inst.app
         committed = app.committed_header
         high_qc = app.committed_qc()
+        switch = app.current_epoch_switch()
+        validators, epoch, root_qc = self.validators, 0, None
+        if switch is not None:
+            epoch, root_qc = switch.config.epoch, switch.root_qc
+            validators = make_validator_set(switch.config)
+            if committed.block_id == switch.ending.block_id:
+                high_qc = root_qc
+            self._adopt_rotated_key(inst, switch.config)
+        if early is not None:
+            validators = early
+            high_qc = inst.replica.high_qc if inst.replica is not None else high_qc
         inst.committed_height = committed.height
+        inst.epoch = epoch
+        if inst.byz is not None:
+            inst.byz.validators, inst.byz.epoch = validators, epoch
         inst.replica = Replica(
             config=self.config,
-            validators=self.validators,
+            validators=validators,
             chain_id=SIM_CHAIN_ID,
-            signer=inst.signer,
+            signer=inst.signer if inst.signer.node_id in validators else None,
             verifier=self.verifier,
             app=app,
             committed=committed,
@@ -331,9 +344,24 @@ class _World:
             now_ms=self.local_now(inst),
             genesis_id=self.genesis_id,
             blocks=app.chain.pending_blocks(),
+            epoch=epoch,
+            root_qc=root_qc,
             bugs=self.cfg.bugs,
         )
         self.run_step(inst, Start(now_ms=self.local_now(inst)))
+
+    def _adopt_rotated_key(self, inst: _Instance, config: EpochConfig) -> None:
+        """Rule 4: a node whose key governance rotated signs with the new key from the first
+        epoch that names it (messages to its old id still reach it)."""
+        keys = {v.pubkey for v in config.validators}
+        rotations = self.gov.rotations if self.gov is not None else {}
+        key = inst.pubkey
+        while key not in keys and key in rotations:
+            key = rotations[key]
+        if key != inst.pubkey and key in keys:
+            nid = node_id_of(key)
+            inst.pubkey, inst.signer = key, FakeSigner(nid, self.secrets[nid])
+            self.by_id.setdefault(nid, []).append(inst)
 
     def run(self) -> SimResult:
         cfg = self.cfg
@@ -387,6 +415,8 @@ class _World:
                 self.instances[idx].crash_pending = True
             elif kind == "restart":
                 self.restart(self.instances[idx])
+            elif kind == "gov":
+                self._step_gov(t)
             elif kind == "heal":
                 self.healed = True
                 for inst in self.instances:
@@ -403,12 +433,39 @@ class _World:
         result.virtual_ms = self.now
         result.messages = self.messages
         result.synced_responses = self.synced_responses
+        result.epochs = self.epochs.latest
+        result.gov_executed = tuple(self.gov.executed) if self.gov is not None else ()
         return result
 
+    def _step_gov(self, t: int) -> None:
+        """Rule 4: advance the governance script; maybe crash the node a decision is about."""
+        assert self.gov is not None
+        txs, subject = self.gov.step(t, self._receipt)
+        if txs:
+            self.push(t, "submit", -1, txs)
+        if subject is not None and "crash" in self.faults and not self.healed:
+            for inst in self.instances:
+                if inst.pubkey == subject and inst.honest and self.rng.random() < 0.4:
+                    self.push(t + self.rng.randint(0, 40), "crash", inst.idx, None)
+                    self.push(t + self.rng.randint(50, 600), "restart", inst.idx, None)
+        if not self.gov.finished:
+            self.push(t + 20, "gov", -1, None)
+
+    def _receipt(self, tx_id: bytes) -> Receipt | None:
+        for inst in self.instances:
+            if inst.honest and inst.app.is_committed_tx(tx_id):
+                return inst.app.receipt(tx_id)
+        return None
+
     def _probes_done(self, probe_ids: list[Digest]) -> bool:
+        if self.gov is not None and not self.gov.finished:
+            return False
+        latest = self.epochs.latest
         for inst in self.instances:
             if inst.honest and not all(inst.app.is_committed_tx(p) for p in probe_ids):
                 return False
+            if inst.honest and (inst.replica is None or inst.epoch != latest):
+                return False  # rule 4: every honest node reaches the latest epoch
         return True
 
     def restart(self, inst: _Instance) -> None:
@@ -429,20 +486,26 @@ class _World:
         cut = len(effects)
         if inst.crash_pending:
             cut = self.rng.randint(0, len(effects))  # the un-synced tail is lost
+        inst.switched = False
         for e in effects[:cut]:
             self.execute(inst, e)
         if inst.crash_pending:
             inst.crash_pending = False
             inst.replica = None
+        elif inst.switched or inst.early_set is not None:  # rule 4: the next epoch's replica
+            early, inst.early_set = inst.early_set, None
+            self.start_instance(inst, None if inst.switched else early)
 
     def execute(self, inst: _Instance, e: Effect) -> None:
+        if inst.honest and isinstance(e, Send | Broadcast):
+            self.violations += self.epochs.check_outgoing(inst.epoch, e.msg)
         match e:
             case PersistSafety(data=data):
                 assert isinstance(data, SafetyData)
                 inst.disk = data
                 if inst.honest and data.last_vote is not None:
                     v = data.last_vote
-                    key = (v.voter, int(v.round))
+                    key = (v.voter, int(v.epoch), int(v.round))
                     prev = self.votes.setdefault(key, v.block_id)
                     if prev != v.block_id:
                         self.violations.append(
@@ -450,6 +513,8 @@ class _World:
                         )
             case PersistBlock(block=block):
                 inst.app.persist_block(block)
+                if Bug.EARLY_EPOCH_SWITCH in self.cfg.bugs and self.gov is not None:
+                    inst.early_set = self.gov.early_set(block) or inst.early_set
             case Send(to=to, msg=msg):
                 for dst in self.by_id.get(to, []):
                     self.transmit(inst, dst, msg)
@@ -458,10 +523,19 @@ class _World:
                     if dst.node_id != inst.node_id:
                         self.transmit(inst, dst, msg)
             case Commit(blocks=blocks, proof=proof):
-                if inst.honest:
-                    self.check_commit(inst, blocks)
+                if inst.switched:
+                    return  # rule 4: the old replica's commits past E (the suffix)
                 inst.app.apply_commit(blocks, proof, self.local_now(inst))
-                inst.committed_height = blocks[-1].header.height
+                head = inst.app.committed_header.height  # E, when the commit ended the epoch
+                kept = [b for b in blocks if b.header.height <= head]
+                if inst.honest:
+                    self.check_commit(inst, kept)
+                    self.violations += self.epochs.check_commit([b.header for b in kept], proof.qc)
+                inst.committed_height = head
+                switch = inst.app.take_epoch_switch()
+                if switch is not None:
+                    self.violations += self.epochs.on_switch(switch)
+                    inst.switched = True
 
     def transmit(self, src: _Instance, dst: _Instance, msg: ConsensusMessage) -> None:
         if self.is_blocked(src.idx, dst.idx):
@@ -478,9 +552,9 @@ class _World:
         for _ in range(copies):
             self.push(self.now + self.draw_delay(), "msg", dst.idx, (src.node_id, msg))
 
-    def check_commit(self, inst: _Instance, blocks: tuple[object, ...]) -> None:
+    def check_commit(self, inst: _Instance, blocks: Sequence[Block]) -> None:
         for b in blocks:
-            h = b.header  # type: ignore[attr-defined]
+            h = b.header
             bid = h.block_id
             if h.height != inst.committed_height + 1:
                 self.violations.append(
@@ -491,7 +565,7 @@ class _World:
             if prev != bid:
                 self.violations.append(f"agreement: two blocks committed at height {h.height}")
                 continue
-            for t in b.txs:  # type: ignore[attr-defined]
+            for t in b.txs:
                 if t.tx_id not in self.submitted:
                     self.violations.append("validity: a tx nobody submitted was committed")
                 at = self.tx_height.setdefault(t.tx_id, h.height)
