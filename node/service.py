@@ -154,21 +154,30 @@ class NodeService:
             max_round_timeout_ms=config.max_round_timeout_ms,
         )
         self.consensus_config.validate()
-        replica = Replica(
-            config=self.consensus_config,
-            validators=self.validators,
-            chain_id=genesis.chain_id,
-            signer=KeySigner(key) if self.is_validator else None,
-            verifier=self.verifier,
-            app=self.chain,
-            committed=self.chain.head,
-            high_qc=self._committed_qc(),
-            safety=load_safety(store),  # sealed; a damaged copy stops the node (safetystore.py)
-            now_ms=clock_ms(),
-            # Always known, so block 1's genesis QC verifies in a BlockResponse after a restart
-            # too (without it a restarted node dropped every response reaching down to block 1).
-            genesis_id=self.chain.genesis_id,
-            blocks=self.chain.pending_blocks(),
+        # Issue 12 (E5): a node restarted after an epoch change runs the current epoch's replica
+        # (chain/epochs.py keeps the switch that started it; a chain without epochs has none).
+        current: EpochStart | None = getattr(self.chain, "current_epoch_switch", lambda: None)()
+        if current is not None:
+            self.on_epoch(current.config)
+        replica = (
+            self._replica_for_epoch(current, restarting=True)
+            if current
+            else Replica(
+                config=self.consensus_config,
+                validators=self.validators,
+                chain_id=genesis.chain_id,
+                signer=KeySigner(key) if self.is_validator else None,
+                verifier=self.verifier,
+                app=self.chain,
+                committed=self.chain.head,
+                high_qc=self._committed_qc(),
+                safety=load_safety(store),  # sealed; a damaged copy stops the node (safetystore.py)
+                now_ms=clock_ms(),
+                # Always known, so block 1's genesis QC verifies in a BlockResponse after a restart
+                # too (without it a restarted node dropped every response reaching down to block 1).
+                genesis_id=self.chain.genesis_id,
+                blocks=self.chain.pending_blocks(),
+            )
         )
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` ran on
         self.bus = CommitBus()
@@ -242,10 +251,13 @@ class NodeService:
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
 
-    def _replica_for_epoch(self, switch: EpochStart) -> Replica:
+    def _replica_for_epoch(self, switch: EpochStart, *, restarting: bool = False) -> Replica:
         """node/driver.py rule 6 (on the consensus thread): epoch `switch.config.epoch`'s replica,
-        rooted at E with QC(E); its set signs, its parameters apply (E11)."""
+        rooted at E with QC(E); its set signs, its parameters apply (E11). `restarting`: built at
+        start from the store (committed head, its QC, stored SafetyData and blocks)."""
         config = switch.config
+        head = self.chain.head if restarting else switch.ending
+        at_root = head.block_id == switch.ending.block_id
         validators = make_validator_set(config)
         signer = KeySigner(self.key) if self.node_id in validators else None
         return Replica(
@@ -255,11 +267,13 @@ class NodeService:
             signer=signer,
             verifier=KeyVerifier([PublicKey.from_bytes(v.pubkey) for v in config.validators]),
             app=self.chain,
-            committed=switch.ending,
-            high_qc=switch.root_qc,
-            safety=None,  # consensus/safety.py E1: a new epoch's rounds start afresh
+            committed=head,
+            high_qc=switch.root_qc if at_root else self._committed_qc(),
+            # consensus/safety.py E1: a new epoch's rounds start afresh (older data is replaced)
+            safety=load_safety(self.store) if restarting else None,
             now_ms=self.clock_ms(),
             genesis_id=self.chain.genesis_id,
+            blocks=self.chain.pending_blocks() if restarting else (),
             epoch=config.epoch,
             root_qc=switch.root_qc,
         )

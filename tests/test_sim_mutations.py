@@ -34,6 +34,16 @@ CASES = [
     ),
     # forgotten safety data: a restarted replica re-votes in a round it already voted in
     (Bug.FORGET_SAFETY, {"faults": _BYZ | {"crash"}, "behaviours": frozenset({"equivocate"})}, 300),
+    # epochs (issue 12): a QC of the previous epoch taken as ours — a lagging peer's SyncInfo
+    # carries one, and the replica then times out with it (caught at seeds 0, 12, 20)
+    (
+        Bug.PREVIOUS_EPOCH_QC,
+        {"faults": _BYZ | {"crash", "network"}, "reconfig": 5, "spares": 1},
+        100,
+    ),
+    # a set change applied when the deciding block executes, before it commits: QCs of the old
+    # epoch formed by the new set (caught at seeds 0, 7, 10)
+    (Bug.EARLY_EPOCH_SWITCH, {"reconfig": 3, "spares": 2}, 60),
 ]
 
 

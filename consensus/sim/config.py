@@ -82,3 +82,5 @@ class SimResult:
     note: str = ""  # why a run ended early (e.g. a message explosion)
     epochs: int = 0  # the latest epoch any node reached (rule 4)
     gov_executed: tuple[str, ...] = ()  # the governance actions that executed, in order
+    subject_crashes: int = 0  # crashes of the node a governance decision was about
+    catch_up_epochs: int = 0  # most epochs a node restarted behind (it must catch up: liveness)

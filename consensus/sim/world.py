@@ -191,6 +191,8 @@ class _World:
         self.votes: dict[tuple[NodeId, int, int], Digest] = {}
         self.messages = 0
         self.synced_responses = 0
+        self.subject_crashes = 0  # SimResult.subject_crashes
+        self.catch_up_epochs = 0  # SimResult.catch_up_epochs
 
     def _add_instance(self, signer: FakeSigner, *, honest: bool, pubkey: bytes) -> None:
         rng = self.rng
@@ -435,6 +437,8 @@ class _World:
         result.synced_responses = self.synced_responses
         result.epochs = self.epochs.latest
         result.gov_executed = tuple(self.gov.executed) if self.gov is not None else ()
+        result.subject_crashes = self.subject_crashes
+        result.catch_up_epochs = self.catch_up_epochs
         return result
 
     def _step_gov(self, t: int) -> None:
@@ -446,6 +450,7 @@ class _World:
         if subject is not None and "crash" in self.faults and not self.healed:
             for inst in self.instances:
                 if inst.pubkey == subject and inst.honest and self.rng.random() < 0.4:
+                    self.subject_crashes += 1
                     self.push(t + self.rng.randint(0, 40), "crash", inst.idx, None)
                     self.push(t + self.rng.randint(50, 600), "restart", inst.idx, None)
         if not self.gov.finished:
@@ -474,6 +479,7 @@ class _World:
         # The pool and the chain object are memory (the store is the disk); peers re-gossip
         # what is still pending.
         inst.app.restarted()
+        self.catch_up_epochs = max(self.catch_up_epochs, self.epochs.latest - inst.epoch)
         pending = [t for tid, t in self.submitted.items() if not inst.app.is_committed_tx(tid)]
         inst.app.add_txs(pending, self.local_now(inst))
         self.start_instance(inst)
