@@ -42,6 +42,8 @@ soak: $(STAMP)
 
 sim-long: $(STAMP)
 	$(BIN)/python -m gmchain.consensus.sim --seeds 20000 --nodes 4 --byzantine 1 --faults all --json
+	$(BIN)/python -m gmchain.consensus.sim --seeds 2000 --nodes 4 --byzantine 1 --faults all --reconfig 3 --spares 2 --json
+	$(BIN)/python -m gmchain.consensus.sim --seeds 500 --nodes 7 --byzantine 2 --faults all --reconfig 3 --spares 2 --json
 	$(BIN)/python -m pytest -q -m simlong -o addopts='' --timeout 7200 tests
 
 clean:

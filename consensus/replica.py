@@ -38,11 +38,11 @@ docs/consensus.md numbers them):
       two while rounds are consecutive; more after timeouts left round gaps).
       `heard_status` becomes true at the first peer SyncInfo whose high QC verifies.
   P1. `PersistSafety` precedes every effect that carries a new signature (see consensus.safety).
-  E5. One epoch per replica (docs/consensus.md "Epochs"; consensus/epochgate.py): proposals, votes
-      and timeouts of other epochs are dropped and counted; a sender in an older epoch gets our
-      SyncInfo (L9 budget), one in a later epoch is reported (`PeerInLaterEpoch`) and asked for
-      committed blocks. Epoch e+1's replica starts on committed = E (the block that ended epoch
-      e), high_qc = `root_qc` = QC(E) (certs.py rule 6); rounds go on, SafetyData restarts.
+  E5. One epoch per replica (docs/consensus.md "Epochs"; epochgate.py): proposals, votes and
+      timeouts of other epochs are dropped and counted; an older epoch's sender gets our SyncInfo
+      (L9), a later one's is reported (`PeerInLaterEpoch`) and asked for committed blocks. Epoch
+      e+1 starts on committed = E with high_qc = `root_qc` = QC(E) (certs.py rule 6), rounds go
+      on, SafetyData restarts; its first leader proposes at once, so laggards learn of it.
 Check everything, then change state: an invalid message leaves the replica as it was.
 
 Parts, each keeping its own rules (docs/architecture.md, "Consensus parts"): RoundState (L1),
@@ -166,6 +166,8 @@ class Replica:
         # The latest time any event carried (never decreases): the core's only clock.
         self.now_ms = now_ms
         self.state = RoundState.restore(high_qc=high_qc, safety=safety, committed=committed)
+        if root_qc is not None and high_qc.block_id == root_qc.block_id:  # E5: a first block now
+            self.state.spread_qc_round = root_qc.round
         last = app.get_committed_blocks(committed.height, 1) if committed.height > 0 else ()
         if last and last[0][0].block_id == committed.block_id:
             self.state.commit_qc = last[0][1].qc
@@ -402,9 +404,7 @@ class Replica:
     def _after_root_change(self, pruned: list[Digest]) -> None:
         root_h = self.tree.root.height
         qcs = self.state.qcs
-        for bid in [b for b, q in qcs.items() if q.height < root_h]:
-            del qcs[bid]
-        for bid in pruned:
+        for bid in [b for b, q in qcs.items() if q.height < root_h] + pruned:
             qcs.pop(bid, None)
         if pruned:
             self.app.on_pruned(pruned)

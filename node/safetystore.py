@@ -11,7 +11,8 @@ Rules this module keeps (consensus/safety.py P1; docs/consensus.md, "What is per
 3. Upgrade path: a store written before sealing (the unsealed `put_meta` record, both of its
    layouts, `consensus.safety.load_safety_data`) is read as it is and sealed at the next save.
 4. Recovery (`gmchain db safety-reset PATH --round R`, node stopped): writes SafetyData whose
-   rounds are all R, so the validator signs nothing in a round <= R. The operator takes R from the
+   rounds are all R, of the store's current epoch, so the validator signs nothing in a round
+   <= R of that epoch. The operator takes R from the
    highest round any other validator reports; it is refused if below a round an intact copy holds.
 """
 
@@ -136,8 +137,15 @@ def reset_safety(store: Store, round_: int) -> SafetyData:
             f"--round {round_} is below round {floor}, which an intact stored copy already holds"
         )
     r = Round(round_)
+    # consensus/safety.py E1: the record must name the store's current epoch, or the replica of
+    # that epoch would replace it by a fresh one (issue 12; chain/epochs.py numbers the records).
+    epoch: int = getattr(store, "last_epoch", lambda: 0)()
     data = SafetyData(
-        last_voted_round=r, preferred_round=r, highest_timeout_round=r, last_proposed_round=r
+        last_voted_round=r,
+        preferred_round=r,
+        highest_timeout_round=r,
+        last_proposed_round=r,
+        epoch=epoch,
     )
     save_safety(store, data)
     return data

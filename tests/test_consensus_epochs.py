@@ -86,12 +86,13 @@ class _EpochApp:
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.committed: dict[int, tuple[Block, CommitProof]] = {}
+        self.ready = True  # the packing policy's "cut a block now"
 
     def has_pending(self) -> bool:
         return False
 
     def ready_to_propose(self, now_ms: int) -> bool:
-        return True
+        return self.ready
 
     def build_block(
         self,
@@ -454,3 +455,32 @@ def test_e5_a_sender_in_an_older_epoch_gets_our_certificates() -> None:
     # Budgeted (L9): the same peer's next stale messages in this period get nothing.
     assert not [e for e in rep.step(w.msg(2, stale)) if isinstance(e, Send)]
     assert rep.gate.dropped == 2
+
+
+def test_e5_the_first_leader_of_an_epoch_proposes_at_once_with_nothing_pending() -> None:
+    """So a node still in the old epoch sees a message of the new one (and syncs), and the new
+    set certifies a block at once, busy or idle."""
+    w = EpochWorld()
+    r = int(w.root_qc.round) + 1
+    w.me = w.leader_index(r)
+    w.app.ready = False
+    effects = w.replica().step(Start(now_ms=w.now))
+    props = [e.msg for e in effects if isinstance(e, Broadcast) and isinstance(e.msg, Proposal)]
+    assert len(props) == 1
+    h = props[0].block.header
+    assert (h.epoch, h.round, h.parent_id, h.justify) == (1, r, w.ending.block_id, w.root_qc)
+    # The same start without root_qc (a replica restarted mid-epoch) waits for work.
+    without_root = Replica(
+        config=CFG,
+        validators=w.vs,
+        chain_id=SIM_CHAIN_ID,
+        signer=w.signers[w.me],
+        verifier=w.verifier,
+        app=w.app,
+        committed=w.ending,
+        high_qc=w.root_qc,
+        safety=None,
+        now_ms=w.now,
+        epoch=1,
+    )
+    assert not [e for e in without_root.step(Start(now_ms=w.now)) if isinstance(e, Broadcast)]

@@ -3,7 +3,8 @@
 One validator, real store, real SM2 signatures, real governance transactions: a decided
 `set_param` ends epoch 0; the driver then runs epoch 1's replica (its round timeout is the epoch's
 parameter, E11), the node keeps committing blocks of epoch 1, and after a restart it starts in
-epoch 1 (the switch the chain stored).
+epoch 1 (the switch the chain stored), also after `gmchain db safety-reset` (which writes the
+store's epoch).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from gmchain.ledger.store import Store
 from gmchain.ledger.types import SignedTx
+from gmchain.node.safetystore import load_safety, reset_safety
 from gmchain.node.service import NodeService
 from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
 
@@ -88,3 +91,14 @@ async def test_a_node_switches_epoch_keeps_committing_and_restarts_in_it(tmp_pat
         )
         block = service.get_block(at)
         assert block is not None and block.header.epoch == 1
+    # The operator's recovery writes the store's epoch, so epoch 1's replica keeps its rounds
+    # (checked last: a lone validator reset to its own highest round cannot move on alone).
+    store = Store.open(tmp_path / "db", chain_id=net.genesis.chain_id)
+    try:
+        stored = load_safety(store)
+        assert stored is not None and stored.epoch == 1
+        floor = max(stored.last_voted_round, stored.highest_timeout_round)
+        floor = max(floor, stored.last_proposed_round, stored.preferred_round)
+        assert reset_safety(store, floor).epoch == 1
+    finally:
+        store.close()
