@@ -171,7 +171,7 @@ def test_store_written_by_the_base_version_still_starts(tmp_path: Path) -> None:
     from gmchain.node.safetystore import META_SAFETY, is_sealed_safety_record, load_safety
 
     base = SafetyData(last_voted_round=Round(1031), last_proposed_round=Round(1030))
-    first_layout = encode(base.to_fields()[:-1])  # the seven-field layout before P2
+    first_layout = encode(base.to_fields()[:8])  # TAG + the seven fields before P2
     for raw, want_proposed in ((base.encode(), 1030), (first_layout, 1032)):
         db = tmp_path / f"db{len(raw)}"
         with Store.open(db, chain_id="c") as s:
