@@ -110,6 +110,9 @@ class Admission:
         self._threads = threads
         self._procs = procs
         self._rejected_metric = rejected_metric
+        # The metric's child per label value, looked up once: `labels()` took a fifth of a
+        # loop refusing re-gossiped duplicates (py-spy, docs/benchmarks.md session 5).
+        self._rejected_by: dict[str, Counter] = {}
         self._clock_ms = clock_ms
         self._is_closing = is_closing
         # Told once per admit_many of the transactions that entered the pool, and whether to
@@ -346,9 +349,15 @@ class Admission:
     # --- refusals -------------------------------------------------------------------------------
 
     def _refuse(self, exc: TxRejected) -> ApiError:
-        self._rejected_metric.labels(exc.rejection.value).inc()
+        self._count_refusal(exc.rejection.value)
         return rejected(exc.rejection, exc.message)
 
     def _refuse_storage(self, message: str) -> ApiError:
-        self._rejected_metric.labels("storage_unavailable").inc()
+        self._count_refusal("storage_unavailable")
         return ApiError(ErrorCode.STORAGE_UNAVAILABLE, message)
+
+    def _count_refusal(self, label: str) -> None:
+        child = self._rejected_by.get(label)
+        if child is None:
+            child = self._rejected_by[label] = self._rejected_metric.labels(label)
+        child.inc()
