@@ -22,6 +22,9 @@ Rules this module keeps (STYLE.md habit 2; etcd raft's `Ready`: persist, then se
    for good — it steps nothing more, drops its inbox — and is handed to `on_fail` on the loop.
 5. What the loop may read of the replica is `view`, a frozen snapshot replaced (one reference
    store, atomic) after every step; the loop never touches the replica itself.
+6. `stepping` is True while the thread runs a step or a call (one attribute store, atomic): a
+   hint, read without a lock, that lets the loop hold back work that would compete with the
+   step for the GIL (node/admission.py rule 5). Nothing depends on it for correctness.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class ConsensusDriver:
         self._thread: threading.Thread | None = None
         self._halted = threading.Event()  # rule 4 (or stopped): nothing is stepped any more
         self.view = ReplicaView()
+        self.stepping = False  # rule 6
 
     # --- the loop's side ------------------------------------------------------------------------
 
@@ -180,6 +184,7 @@ class ConsensusDriver:
                 item = _WAKE
 
     def _handle(self, item: _Item) -> None:
+        self.stepping = True  # rule 6
         try:
             if isinstance(item, _Wake):
                 self._drain(Tick(now_ms=self._clock_ms()))
@@ -192,6 +197,8 @@ class ConsensusDriver:
             self._halted.set()
             self._local.clear()
             self._to_loop(self._on_fail, "a consensus step (or a store write it made)", exc)
+        finally:
+            self.stepping = False
 
     def _drain(self, event: Event) -> None:
         """Step `event`, then every self-addressed message its effects produced (rule 1)."""
