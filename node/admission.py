@@ -13,6 +13,15 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"):
    outcome, in order.
 4. The pool never holds a committed transaction: committed blocks are re-checked right before the
    insert, with no await in between.
+5. Admission yields to consensus: while the consensus thread is in a step (`consensus_busy`,
+   node/driver.py rule 7), a batch waits before its checks — in `YIELD_POLL_S` sleeps, so the
+   loop goes on serving the network and reads — for at most `YIELD_MAX_S`. Every check still
+   runs; only when. Why: the consensus thread's block execution releases the GIL at every
+   store read, and each time it must wait for the GIL again while a busy loop holds it (up to
+   a switch interval, 5 ms); at cluster load the loop was always busy admitting, and a block's
+   validation took seconds of waiting for a fraction of a second of work, longer than a
+   round's timeout (docs/benchmarks.md, session 5). When consensus ran on the loop (before
+   issue 11) admission waited for a step the same way, without the bound.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ __all__ = ["Admission", "AdmissionChain", "CommittedView"]
 log = logging.getLogger("gmchain.node")
 
 _ADMISSION_CHUNKS = 4  # worker-thread jobs per admitted batch (the verify pool has 4 threads)
+YIELD_POLL_S = 0.002  # rule 5: how often a waiting batch looks again
+YIELD_MAX_S = 0.05  # rule 5: the longest a batch waits for consensus (then it runs anyway)
 _Submit = tuple[SignedTx, bytes, "asyncio.Future[None]"]
 _Items = Sequence[tuple[SignedTx, bytes]]
 
@@ -100,6 +111,7 @@ class Admission:
         clock_ms: Callable[[], int],
         is_closing: Callable[[], bool],
         on_admitted: Callable[[Sequence[tuple[SignedTx, bytes]], bool], None],
+        consensus_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._rules = rules
         self._mempool = mempool
@@ -110,11 +122,15 @@ class Admission:
         self._threads = threads
         self._procs = procs
         self._rejected_metric = rejected_metric
+        # The metric's child per label value, looked up once: `labels()` took a fifth of a
+        # loop refusing re-gossiped duplicates (py-spy, docs/benchmarks.md session 5).
+        self._rejected_by: dict[str, Counter] = {}
         self._clock_ms = clock_ms
         self._is_closing = is_closing
         # Told once per admit_many of the transactions that entered the pool, and whether to
         # gossip them (NodeService: latency clock, gossip, pool gauge, wake the consensus loop).
         self._on_admitted = on_admitted
+        self._consensus_busy = consensus_busy  # rule 5
         # RPC submissions of this loop iteration (a JSON-RPC batch), admitted together (rule 3).
         self._submits: list[_Submit] = []
         self._tasks: set[asyncio.Task[None]] = set()  # admit_many calls under way for _submits
@@ -199,6 +215,7 @@ class Admission:
         if durable and (low := self._disk_guard.refusal()) is not None:
             # (node/diskspace.py: the reserve is for committing what was already acknowledged)
             return [self._refuse_storage(low) for _ in items]
+        await self._yield_to_consensus()
         out: list[ApiError | None] = [None] * len(items)
         todo = self._precheck(items, out)
         if not todo:
@@ -209,6 +226,13 @@ class Admission:
             passed = await self._log(self._wal, items, passed, out)
         self._insert(items, passed, out, checked_at, durable=durable, gossip=gossip)
         return out
+
+    async def _yield_to_consensus(self) -> None:
+        """Rule 5."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + YIELD_MAX_S  # (real time: a loaded loop's sleeps run long)
+        while self._consensus_busy() and loop.time() < deadline:
+            await asyncio.sleep(YIELD_POLL_S)
 
     def _precheck(self, items: _Items, out: list[ApiError | None]) -> list[int]:
         """R1, R3-R6 and the pool's own checks (no state but the head); the positions that pass."""
@@ -346,9 +370,15 @@ class Admission:
     # --- refusals -------------------------------------------------------------------------------
 
     def _refuse(self, exc: TxRejected) -> ApiError:
-        self._rejected_metric.labels(exc.rejection.value).inc()
+        self._count_refusal(exc.rejection.value)
         return rejected(exc.rejection, exc.message)
 
     def _refuse_storage(self, message: str) -> ApiError:
-        self._rejected_metric.labels("storage_unavailable").inc()
+        self._count_refusal("storage_unavailable")
         return ApiError(ErrorCode.STORAGE_UNAVAILABLE, message)
+
+    def _count_refusal(self, label: str) -> None:
+        child = self._rejected_by.get(label)
+        if child is None:
+            child = self._rejected_by[label] = self._rejected_metric.labels(label)
+        child.inc()

@@ -245,6 +245,7 @@ class NodeService:
             clock_ms=clock_ms,
             is_closing=lambda: self._closing,
             on_admitted=self._on_admitted,
+            consensus_busy=lambda: self.driver.stepping,
         )
         # Rule 5: the error that stopped the node (None while it works); `fatal` is set with it.
         self.fatal_error: BaseException | None = None

@@ -2,10 +2,16 @@
 thread (block building, validation, commit): node/mempool.py's pool behind one lock.
 
 Rules this module keeps:
-1. Every public method of the pool runs under one re-entrant lock, so the pool's own invariants
-   (node/mempool.py) hold across the two threads; `iter_fair` holds it for the whole walk (the
-   pool must not change while a block is being packed from it) and releases it when the walk
-   ends or its iterator is dropped.
+1. Every public method of the pool that changes it, or reads more than one value of it, runs
+   under one re-entrant lock, so the pool's own invariants (node/mempool.py) hold across the two
+   threads; `iter_fair` holds it for the whole walk (the pool must not change while a block is
+   being packed from it) and releases it when the walk ends or its iterator is dropped.
+   The reads of one value (`in`, `len`, `size_bytes`) take no lock: each is one operation on a
+   dict or one attribute read, atomic under the GIL (CPython 3.11), so it sees the pool before
+   or after a change made under the lock, never a broken one. They are the consensus thread's
+   per-transaction and per-tick questions (`Executor` asks `in` for every transaction of a
+   block it validates); taking the lock there made that thread wait whenever the loop held it
+   and was pre-empted (a GIL switch interval, 5 ms, per wait; docs/benchmarks.md, session 5).
 2. The pool never holds a committed transaction (chain/core.py trusts it). Admission checks
    "already committed" before it adds (node/admission.py rule 4), but the consensus thread may
    commit between that check and the `add`. A commit removes its block's tx ids from the pool
@@ -17,6 +23,12 @@ Rules this module keeps:
    admitted tx on the loop cost a quarter of it in GIL hand-offs).
 3. Nothing here blocks for long: the longest hold is one packing walk (bounded by
    `pack_scan_max_txs`, chain/core.py rule 4), not a block's execution or its fsync.
+4. `precheck` runs the transaction rules that read nothing of the pool (chain/txrules.py R1,
+   R3-R6, `TxRules.check_static`) outside the lock, and refuses an id already pending first
+   (before those rules), as well as one a recent commit removed (rule 2; `add` would refuse it
+   after the worker checks): a duplicate — normal in gossip, and re-offered every few seconds
+   while it is pending (node/network.py) — costs a dict lookup, not a schema check of its
+   arguments and a store read. Only the pool's own checks (P) run under the lock.
 """
 
 from __future__ import annotations
@@ -53,8 +65,15 @@ class SharedMempool(Mempool):
         self._evicting = 0  # > 0 while an eviction runs (its removals are not commits)
 
     def precheck(self, tx: SignedTx, size: int, head: int) -> None:
+        """Mempool.precheck's checks, split as rule 4 says (same refusals, one reordered: a
+        pending id is DUPLICATE even if, by now, a rule would refuse it for another reason)."""
+        if tx.tx_id in self._pending:
+            raise TxRejected(Rejection.DUPLICATE, "transaction is already pending")
+        if tx.tx_id in self._removed:  # rule 2, early: `add` would refuse it anyway
+            raise TxRejected(Rejection.DUPLICATE, "transaction is already committed")
+        self.rules.check_static(tx, size, head)
         with self._lock:
-            super().precheck(tx, size, head)
+            self._check_room(tx, size)
 
     def add(self, tx: SignedTx, size: int, head: int, now_ms: int) -> None:
         with self._lock:
@@ -108,18 +127,7 @@ class SharedMempool(Mempool):
         with self._lock:
             return super().dropped_reason(tx_id)
 
-    def __contains__(self, tx_id: object) -> bool:
-        with self._lock:
-            return super().__contains__(tx_id)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return super().__len__()
-
-    @property
-    def size_bytes(self) -> int:
-        with self._lock:
-            return self._bytes
+    # (rule 1: `__contains__`, `__len__` and `size_bytes` are Mempool's own, without the lock)
 
     def oldest_arrival_ms(self) -> int | None:
         with self._lock:

@@ -5,12 +5,14 @@ must get its own, clear outcome; nothing unacknowledged may stay in the pool."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gmchain.ledger.store import Store
+from gmchain.node.admission import YIELD_MAX_S
 from gmchain.node.api import ApiError, ErrorCode
 from gmchain.node.config import NodeConfig
 from gmchain.node.poolwal import PoolWal
@@ -116,3 +118,32 @@ async def test_stopping_answers_every_queued_submission_and_refuses_new_ones(
     finally:
         await wal.close()
         store.close()
+
+
+async def test_admission_waits_for_a_consensus_step_but_not_longer_than_its_bound(
+    node: tuple[NodeService, TestNet, PoolWal],
+) -> None:
+    """node/admission.py rule 5: while the consensus thread is in a step (here a real `call`
+    that blocks it), a batch waits before its checks, then runs anyway after YIELD_MAX_S."""
+    svc, net, _ = node
+    h = svc.height()
+    tx = sign_tx(net.accounts[0], expiry=h + 20, args=evidence_args("yield-1"))
+    release = threading.Event()
+
+    def step() -> None:  # holds the consensus thread until released
+        release.wait(10)
+
+    svc.driver.call(step)
+    loop = asyncio.get_running_loop()
+    while not svc.driver.stepping:
+        await asyncio.sleep(0.001)
+    try:
+        t0 = loop.time()
+        task = asyncio.create_task(svc.admit_many([(tx, tx.encode())], gossip=False))
+        await asyncio.sleep(YIELD_MAX_S / 2)
+        assert tx.tx_id not in svc.mempool, "admitted while the consensus thread was in a step"
+        assert await task == [None]
+        assert loop.time() - t0 >= YIELD_MAX_S
+        assert tx.tx_id in svc.mempool
+    finally:
+        release.set()

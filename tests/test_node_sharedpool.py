@@ -69,3 +69,58 @@ def test_a_packing_walk_and_concurrent_inserts_keep_the_pool_whole() -> None:
     thread.join()
     assert errors == []
     assert len(pool) == 150 and pool.size_bytes == 150 * 300
+
+
+def test_one_value_reads_do_not_wait_for_the_lock() -> None:
+    """Rule 1: `in`, `len` and `size_bytes` answer while another thread holds the lock (the
+    consensus thread asks them per transaction and per tick; they must not queue behind a
+    pre-empted admission)."""
+    key = PrivateKey.generate()
+    pool = _pool()
+    tx = sign_tx(key, expiry=HEAD + 5, nonce=1)
+    pool.add(tx, 300, HEAD, 0)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with pool._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    answers: list[object] = []
+    reader = threading.Thread(
+        target=lambda: answers.extend([tx.tx_id in pool, len(pool), pool.size_bytes])
+    )
+    reader.start()
+    reader.join(2)
+    done = not reader.is_alive()
+    release.set()
+    thread.join()
+    reader.join()
+    assert done, "a one-value read waited for the pool's lock"
+    assert answers == [True, 1, 300]
+
+
+def test_precheck_refuses_a_pending_or_committed_id_before_the_other_rules() -> None:
+    """Rule 4: a pending id is DUPLICATE before R5 is looked at (its expiry may have passed
+    since it was admitted), and an id a commit removed is DUPLICATE before the worker checks."""
+    key = PrivateKey.generate()
+    pool = _pool()
+    pending, committed = (sign_tx(key, expiry=HEAD + 5, nonce=n) for n in (1, 2))
+    pool.add(pending, 300, HEAD, 0)
+    with pytest.raises(TxRejected) as err:
+        pool.precheck(pending, 300, HEAD + 10)  # R5 alone would say EXPIRED
+    assert err.value.rejection is Rejection.DUPLICATE
+    assert "pending" in err.value.message
+    pool.remove([committed.tx_id])
+    with pytest.raises(TxRejected) as err:
+        pool.precheck(committed, 300, HEAD)
+    assert err.value.rejection is Rejection.DUPLICATE
+    assert "committed" in err.value.message
+    fresh = sign_tx(key, expiry=HEAD + 5, nonce=3)
+    pool.precheck(fresh, 300, HEAD)  # (passes)
+    with pytest.raises(TxRejected) as err:
+        pool.precheck(fresh, 300, HEAD + 10)
+    assert err.value.rejection is Rejection.EXPIRED
