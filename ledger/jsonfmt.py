@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.jsonshapes import (
     args_schema,
     camel_case,
@@ -57,6 +58,7 @@ from gmchain.ledger.types import (
     Block,
     BlockHeader,
     Event,
+    GenesisValidator,
     QuorumCert,
     Receipt,
     ReceiptStatus,
@@ -74,6 +76,7 @@ __all__ = [
     "contracts_to_json",
     "count_to_json",
     "dropped_to_json",
+    "epoch_config_to_json",
     "event_note_to_json",
     "event_to_json",
     "header_to_json",
@@ -88,6 +91,7 @@ __all__ = [
     "shape_json_schema",
     "status_to_json",
     "tx_to_json",
+    "validators_to_json",
     "value_from_json",
     "value_to_json",
     "view_to_json",
@@ -331,3 +335,29 @@ def dropped_to_json(tx_id: bytes, code: int, message: str) -> dict[str, Any]:
 def event_note_to_json(height: int, tx_id: bytes, event: Event) -> dict[str, Any]:
     """An `events` subscription's notification: the event with its block and transaction."""
     return {"blockNumber": height, "txId": hex0x(tx_id), **event_to_json(event)}
+
+
+# --- epochs (issue 12; docs/governance.md) -----------------------------------------------------
+
+
+def validators_to_json(validators: Sequence[GenesisValidator]) -> list[dict[str, Any]]:
+    """A validator set as served: each validator's key, node id, voting power and organisation,
+    in the order given (an EpochConfig's: ascending by node id)."""
+    return [
+        {"pubkey": hex0x(v.pubkey), "nodeId": hex0x(v.node_id), "power": v.power, "org": v.org}
+        for v in validators
+    ]
+
+
+def epoch_config_to_json(config: EpochConfig, start_height: int) -> dict[str, Any]:
+    """`gm_getEpoch`: an epoch's number, first height, validator-set fingerprint (what headers
+    carry as `nextValidatorsHash`), validators, observers' node keys and chain parameters."""
+    return {
+        "epoch": config.epoch,
+        "startHeight": start_height,
+        "validatorsHash": hex0x(config.validators_hash),
+        "validators": validators_to_json(config.validators),
+        "totalPower": sum(v.power for v in config.validators),
+        "observers": [hex0x(o) for o in config.observers],
+        "params": {name: value for name, value in config.params},
+    }

@@ -21,11 +21,13 @@ from typing import Any, Protocol
 
 from gmchain.chain.txrules import Rejection
 from gmchain.ledger.codec import Value
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
 
 __all__ = [
     "REJECTION_CODES",
     "ApiError",
+    "EpochInfo",
     "ErrorCode",
     "NodeApi",
     "NodeStatus",
@@ -138,6 +140,17 @@ class TxLookup:
     receipt: Receipt
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochInfo:
+    """The epoch of the next block to commit (docs/governance.md, "Epochs"): the latest epoch
+    configuration the governance contract wrote (EPOCHS.md E2) in committed state, and the
+    height its first block has (0 for epoch 0, else the epoch-ending block's height + 1)."""
+
+    config: EpochConfig
+    start_height: int
+    height: int  # the committed head these were read at
+
+
 class NodeApi(Protocol):
     """What the JSON-RPC layer may ask of a node."""
 
@@ -214,3 +227,16 @@ class NodeApi(Protocol):
         ...
 
     def describe_contracts(self) -> dict[str, Any]: ...
+
+    def current_epoch(self) -> EpochInfo:
+        """The current epoch (EpochInfo), read from one snapshot of committed state."""
+        ...
+
+    def epoch_config(self, epoch: int) -> EpochConfig | None:
+        """The configuration of `epoch` from committed state, or None if none was written."""
+        ...
+
+    async def epoch_proof(self, from_epoch: int, to_epoch: int, *, client: str = "") -> Any:
+        """The epoch-change proof from `from_epoch` to `to_epoch` (EPOCHS.md E8) as JSON; the
+        caller has checked 0 <= from_epoch <= to_epoch <= the current epoch. Raises ApiError."""
+        ...

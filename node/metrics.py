@@ -1,6 +1,15 @@
-"""The node's Prometheus metrics (served at /metrics, docs/ops.md "Metrics")."""
+"""The node's Prometheus metrics (served at /metrics, docs/ops.md "Metrics").
+
+Epoch metrics (issue 12, docs/governance.md "Metrics"): `gmchain_epoch` is the epoch of the next
+block to commit (gm_getEpoch's `epoch`); `gmchain_epoch_behind` is 1 while a peer has shown a
+certificate of a later epoch than ours (this node is stuck in an old epoch until it syncs across
+the change); `gmchain_governance_proposals{status}` counts the governance contract's proposals by
+status, read from committed state when /metrics is scraped.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -38,3 +47,36 @@ class NodeMetrics:
             "Committed blocks behind the peers' verified committed height (consensus L10)",
             registry=r,
         )
+
+        # --- epochs and governance (issue 12) ---
+        self.epoch = Gauge("gmchain_epoch", "Epoch of the next block to commit", registry=r)
+        self.epoch_behind = Gauge(
+            "gmchain_epoch_behind",
+            "1 while a peer has proven a later epoch than this node's (stuck in an old epoch)",
+            registry=r,
+        )
+        self.proposals = Gauge(
+            "gmchain_governance_proposals",
+            "Governance proposals by status (committed state, read at scrape)",
+            ["status"],
+            registry=r,
+        )
+        self._peer_epoch = 0  # the highest epoch a peer's verified certificate showed
+        self._our_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The node's current epoch changed (or was read at a commit)."""
+        self._our_epoch = epoch
+        self.epoch.set(epoch)
+        self.epoch_behind.set(1 if self._peer_epoch > epoch else 0)
+
+    def peer_epoch_seen(self, epoch: int) -> None:
+        """A peer proved it is in `epoch` (a verified certificate of that epoch): the hook the
+        consensus side calls when it drops a message of a later epoch (EPOCHS.md E5)."""
+        self._peer_epoch = max(self._peer_epoch, epoch)
+        self.epoch_behind.set(1 if self._peer_epoch > self._our_epoch else 0)
+
+    def set_proposals(self, counts: Mapping[str, int]) -> None:
+        """Proposals per status (`counts` names every status, zeros included)."""
+        for status, n in counts.items():
+            self.proposals.labels(status=status).set(n)

@@ -11,6 +11,9 @@ Rules this module keeps (node/api.py rules 1, 2):
    node's own store is damaged: the caller gets the error and `on_corrupt` stops the node
    (node/service.py rule 5).
 3. Decoded blocks are kept in a small LRU (a committed block never changes).
+4. Epochs are read from the governance contract's state (EPOCHS.md E2: `ep` = [latest epoch,
+   height it was written at], `ep/<epoch u64 BE>` = EpochConfig) through one snapshot; a chain
+   whose state has no `ep` (made before governance) is in epoch 0 with the genesis config.
 """
 
 from __future__ import annotations
@@ -24,14 +27,22 @@ import msgpack
 from gmchain.chain.executor import Executor
 from gmchain.chain.readcheck import check_served_block, check_served_header, check_served_tx
 from gmchain.contracts.framework import ContractError, Registry
-from gmchain.ledger.codec import Value
+from gmchain.ledger.codec import Value, decode
+from gmchain.ledger.epoch import EpochConfig
+from gmchain.ledger.genesis import Genesis
 from gmchain.ledger.store import Store, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
-from gmchain.node.api import ApiError, ErrorCode, TxLookup
+from gmchain.node.api import ApiError, EpochInfo, ErrorCode, TxLookup
 
-__all__ = ["Queries", "extract_tx_bytes"]
+__all__ = ["GOV_NAMESPACE", "Queries", "extract_tx_bytes"]
 
 BLOCK_CACHE = 256  # decoded blocks kept (rule 3)
+GOV_NAMESPACE = "governance"  # the governance contract's state namespace (rule 4)
+_EPOCH_KEY = b"ep"
+
+
+def _epoch_config_key(epoch: int) -> bytes:
+    return b"ep/" + epoch.to_bytes(8, "big")
 
 
 class Queries:
@@ -44,8 +55,10 @@ class Queries:
         registry: Registry,
         executor: Executor,
         on_corrupt: Callable[[StoreCorrupt], None],
+        genesis: Genesis,
     ) -> None:
         self._store = store
+        self._genesis_epoch = EpochConfig.from_genesis(genesis)
         self._registry = registry
         self._executor = executor
         self._on_corrupt = on_corrupt
@@ -125,6 +138,30 @@ class Queries:
 
     def describe_contracts(self) -> dict[str, Any]:
         return self._registry.describe()
+
+    def current_epoch(self, head_height: int) -> EpochInfo:
+        """Rule 4: the latest epoch in committed state; `head_height` is the head as read in
+        the same loop turn (a commit publishes its head only after its batch is written)."""
+        with self._store.snapshot() as snap:
+            raw = snap.get_state(GOV_NAMESPACE, _EPOCH_KEY)
+            if raw is None:
+                return EpochInfo(config=self._genesis_epoch, start_height=0, height=head_height)
+            latest, written_at = decode(raw)
+            config = self._read_config(snap.get_state(GOV_NAMESPACE, _epoch_config_key(latest)))
+        assert config is not None and config.epoch == latest, latest  # E2: written together
+        start = 0 if latest == 0 else written_at + 1
+        return EpochInfo(config=config, start_height=start, height=head_height)
+
+    def epoch_config(self, epoch: int) -> EpochConfig | None:
+        """Rule 4: the configuration of `epoch`, or None if governance never wrote it."""
+        raw = self._store.get_state(GOV_NAMESPACE, _epoch_config_key(epoch))
+        if raw is None and epoch == 0:
+            return self._genesis_epoch
+        return self._read_config(raw)
+
+    @staticmethod
+    def _read_config(raw: bytes | None) -> EpochConfig | None:
+        return None if raw is None else EpochConfig.decode(raw)
 
     def _checked(self, check: Callable[..., None], *args: Any) -> None:
         """Rule 2."""

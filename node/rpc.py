@@ -24,7 +24,8 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
 
 This module is the server: HTTP and WebSocket endpoints, request checks, dispatch and error
 mapping. The method handlers are node/rpcmethods.py (`RpcMethods`), the subscriptions
-node/rpcsubs.py (`RpcSubscriptions`), the counters node/rpcmetrics.py; the server builds each with
+node/rpcsubs.py (`RpcSubscriptions`), the governance and epoch methods node/rpcgov.py
+(`GovMethods`), the counters node/rpcmetrics.py; the server builds each with
 what it needs and calls the handlers from one table.
 
 Sources: JSON-RPC 2.0 specification; OpenRPC 1.2.6; RFC 6455 (WebSocket); Prometheus text
@@ -47,6 +48,7 @@ from gmchain.ledger.jsonfmt import JsonFormatError, status_to_json
 from gmchain.node.api import ApiError, ErrorCode, NodeApi
 from gmchain.node.ratelog import LogLimiter
 from gmchain.node.rpcconfig import RpcConfig
+from gmchain.node.rpcgov import GovMethods
 from gmchain.node.rpclimits import (
     LOCAL_HOSTS,
     ClientConn,
@@ -155,6 +157,7 @@ class RpcServer:
         )
         self._handlers: dict[str, MethodHandler] = {
             **self._methods.handlers(),
+            **GovMethods(api).handlers(),
             **self._subs.handlers(),
         }
         assert self._handlers.keys() == METHODS.keys()  # one handler per method: our bug if not

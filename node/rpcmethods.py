@@ -11,7 +11,7 @@ Rules this module keeps (node/rpc.py's rules 1, 2 and 4 are the server's side of
    from the server's table, with no wrapper object or extra await between them.
 
 The subscription methods (gm_subscribe, gm_unsubscribe: the WebSocket-only ones) are
-node/rpcsubs.py.
+node/rpcsubs.py; the governance and epoch methods node/rpcgov.py.
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ class RpcMethods:
         self._config = config  # node_info reports the limits; wait_for_receipt bounds its wait
 
     def handlers(self) -> dict[str, MethodHandler]:
-        """Method name -> handler, for every method of METHODS that is not WebSocket-only."""
+        """Method name -> handler, for every method of METHODS that is not WebSocket-only and
+        not a governance method (node/rpcgov.py; the server checks every method has one)."""
         return {
             name: getattr(self, "_m_" + handler_name(name))
             for name, spec in METHODS.items()
-            if not spec.ws_only
+            if not spec.ws_only and hasattr(self, "_m_" + handler_name(name))
         }
 
     # --- handlers (`a` holds the parsed params) ---

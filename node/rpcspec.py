@@ -25,6 +25,7 @@ from gmchain.ledger.types import DIGEST_SIZE, MAX_TX_BYTES
 from gmchain.node.api import ErrorCode
 
 __all__ = [
+    "MAX_LIST",
     "METHODS",
     "WS_METHODS",
     "RpcError",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _MAX_HEIGHT = 2**63 - 1
+MAX_LIST = 1000  # items in one list answer (gm_getProposals `limit`)
 
 
 class RpcError(Exception):
@@ -66,6 +68,12 @@ def p_hash(name: str, v: Any) -> bytes:
 def _p_height(name: str, v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_HEIGHT:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a non-negative integer")
+    return v
+
+
+def _p_limit(name: str, v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_LIST:
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected an integer 1 to {MAX_LIST}")
     return v
 
 
@@ -188,6 +196,17 @@ METHODS: dict[str, RpcMethod] = {
         (_Param("oldHeight", _p_height), _Param("newHeight", _p_height))
     ),
     "gm_getCommitProof": RpcMethod((_Param("height", _p_height),)),
+    # governance and epochs (node/rpcgov.py)
+    "gm_getProposal": RpcMethod((_Param("id", _p_height),)),
+    "gm_getProposals": RpcMethod(
+        (_Param("status", p_str, False, None), _Param("limit", _p_limit, False, 100))
+    ),
+    "gm_getCommittee": RpcMethod(()),
+    "gm_getValidators": RpcMethod((_Param("height", _p_height, False, None),)),
+    "gm_getEpoch": RpcMethod(()),
+    "gm_getEpochProof": RpcMethod(
+        (_Param("fromEpoch", _p_height), _Param("toEpoch", _p_height, False, None))
+    ),
     "gm_subscribe": RpcMethod(
         (_Param("kind", p_str), _Param("filter", _p_any, False, None)), ws_only=True
     ),

@@ -49,7 +49,7 @@ from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from gmchain.node.admission import Admission, CommittedView
-from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup, rejected
+from gmchain.node.api import ApiError, EpochInfo, ErrorCode, NodeStatus, TxLookup, rejected
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.commitbus import CommitBus, Subscriptions, TxWaiters
 from gmchain.node.config import NodeConfig
@@ -209,6 +209,7 @@ class NodeService:
             registry=self.registry,
             executor=self.chain.executor,
             on_corrupt=lambda exc: self._fail("a read of the ledger store (damaged record)", exc),
+            genesis=genesis,
         )
         self.proofs = ProofService(
             store=store,
@@ -251,6 +252,7 @@ class NodeService:
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
+        self.metrics.set_epoch(self.current_epoch().config.epoch)
 
     def _replica_for_epoch(self, switch: EpochStart, *, restarting: bool = False) -> Replica:
         """node/driver.py rule 6 (on the consensus thread): epoch `switch.config.epoch`'s replica,
@@ -447,6 +449,7 @@ class NodeService:
             if self.wal is not None and block.txs:
                 self.wal.remove(t.tx_id for t in block.txs)
         self.metrics.pool.set(len(self.mempool))
+        self.metrics.set_epoch(self.current_epoch().config.epoch)  # one state read per batch
         if len(self._admitted_at) > 2 * len(self.mempool) + 1024:
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
             self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
@@ -535,6 +538,22 @@ class NodeService:
 
     def describe_contracts(self) -> dict[str, Any]:
         return self.queries.describe_contracts()
+
+    def current_epoch(self) -> EpochInfo:
+        return self.queries.current_epoch(self.chain.head.height)
+
+    def epoch_config(self, epoch: int) -> EpochConfig | None:
+        return self.queries.epoch_config(epoch)
+
+    async def epoch_proof(self, from_epoch: int, to_epoch: int, *, client: str = "") -> Any:
+        if from_epoch == to_epoch:  # nothing to prove: the trusted set is already this epoch's
+            return {"fromEpoch": from_epoch, "toEpoch": to_epoch, "epochs": []}
+        # TODO(issue 12): the epoch-ending certificates are the chain library's epoch records
+        # (chain/proofs.py, helper chainep); wire its assembler here through self.proofs.
+        raise ApiError(
+            ErrorCode.NOT_FOUND,
+            f"no epoch-ending certificate of epoch {from_epoch} is stored on this node",
+        )
 
     # Proof methods: assembled off the loop with a bounded share per client (node/proofserve.py).
 
