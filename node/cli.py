@@ -1,6 +1,7 @@
 """The `gmchain` command line: the parser, `main`, keys, and the commands run by other modules.
 
-The client commands (status, tx, evidence, proof) live in node/cli_client.py.
+The client commands (status, tx, evidence, proof) live in node/cli_client.py; `gov` in
+node/cli_gov.py.
 
 Rules this module keeps:
 1. Every command has `--help`. Errors are one line on stderr, never a traceback: exit 1 for a
@@ -40,6 +41,7 @@ from gmchain.node.cli_client import (
     cmd_tx_get,
     print_json,
 )
+from gmchain.node.cli_gov import add_gov_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -364,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
         "its file names one)",
     )
     q.set_defaults(handler=cmd_proof_verify)
+
+    add_gov_commands(sub, out, rpc, _add_wait)  # `gmchain gov ...` (node/cli_gov.py)
     return parser
 
 

@@ -27,6 +27,7 @@ import msgpack
 from gmchain.chain.executor import Executor
 from gmchain.chain.readcheck import check_served_block, check_served_header, check_served_tx
 from gmchain.contracts.framework import ContractError, Registry
+from gmchain.contracts.gov_state import GOV_NAMESPACE, STATUSES, Proposal, epoch_key
 from gmchain.ledger.codec import Value, decode
 from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.genesis import Genesis
@@ -34,15 +35,12 @@ from gmchain.ledger.store import Store, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
 from gmchain.node.api import ApiError, EpochInfo, ErrorCode, TxLookup
 
-__all__ = ["GOV_NAMESPACE", "Queries", "extract_tx_bytes"]
+__all__ = ["Queries", "extract_tx_bytes"]
 
 BLOCK_CACHE = 256  # decoded blocks kept (rule 3)
-GOV_NAMESPACE = "governance"  # the governance contract's state namespace (rule 4)
+# contracts/gov_state.py G-S1: ep -> [latest epoch, written height]; p/<id u64 BE> -> proposal
 _EPOCH_KEY = b"ep"
-
-
-def _epoch_config_key(epoch: int) -> bytes:
-    return b"ep/" + epoch.to_bytes(8, "big")
+_PROPOSAL_PREFIX = b"p/"
 
 
 class Queries:
@@ -147,17 +145,27 @@ class Queries:
             if raw is None:
                 return EpochInfo(config=self._genesis_epoch, start_height=0, height=head_height)
             latest, written_at = decode(raw)
-            config = self._read_config(snap.get_state(GOV_NAMESPACE, _epoch_config_key(latest)))
+            config = self._read_config(snap.get_state(GOV_NAMESPACE, epoch_key(latest)))
         assert config is not None and config.epoch == latest, latest  # E2: written together
         start = 0 if latest == 0 else written_at + 1
         return EpochInfo(config=config, start_height=start, height=head_height)
 
     def epoch_config(self, epoch: int) -> EpochConfig | None:
         """Rule 4: the configuration of `epoch`, or None if governance never wrote it."""
-        raw = self._store.get_state(GOV_NAMESPACE, _epoch_config_key(epoch))
+        raw = self._store.get_state(GOV_NAMESPACE, epoch_key(epoch))
         if raw is None and epoch == 0:
             return self._genesis_epoch
         return self._read_config(raw)
+
+    def proposal_counts(self) -> dict[str, int]:
+        """Governance proposals per status (every status named, zeros included), from one scan
+        of the contract's proposals in one snapshot (for /metrics; proposals are few)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        with self._store.snapshot() as snap:
+            for key, raw in snap.iter_state(GOV_NAMESPACE, _PROPOSAL_PREFIX):
+                status = Proposal.from_value(int.from_bytes(key[2:], "big"), decode(raw)).status
+                counts[status] = counts.get(status, 0) + 1
+        return counts
 
     @staticmethod
     def _read_config(raw: bytes | None) -> EpochConfig | None:

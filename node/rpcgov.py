@@ -12,12 +12,15 @@ Rules this module keeps (with node/rpcmethods.py's rules 1, 2 and 4):
    past the current epoch (BAD_RANGE naming the bound); a client walks a longer range in calls.
 4. Every answer that depends on the head states the committed height it was read at
    (`answeredAt`).
+5. Params the contract would refuse are refused here first, as INVALID_PARAMS naming the param:
+   a proposal id below 1, a status that is not one of the contract's STATUSES.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gmchain.contracts.gov_state import STATUSES
 from gmchain.ledger.jsonfmt import (
     epoch_config_to_json,
     hex0x,
@@ -65,9 +68,15 @@ class GovMethods:
     # --- proposals and the committee (rule 1) ---
 
     async def _m_get_proposal(self, a: dict[str, Any], c: WsConn | None) -> Any:
+        if a["id"] < 1:
+            raise RpcError(ErrorCode.INVALID_PARAMS, "id: proposal ids start at 1")
         return self._query("proposal", [a["id"]])
 
     async def _m_get_proposals(self, a: dict[str, Any], c: WsConn | None) -> Any:
+        if a["status"] is not None and a["status"] not in STATUSES:
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS, f"status: expected one of {', '.join(STATUSES)} or null"
+            )
         return self._query("proposals", [a["status"], a["limit"]])
 
     async def _m_get_committee(self, a: dict[str, Any], c: WsConn | None) -> Any:

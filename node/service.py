@@ -608,4 +608,5 @@ class NodeService:
         self.metrics.pool.set(len(self.mempool))
         self.metrics.peers.set(self.transport.peer_count())
         self.metrics.lag.set(self.driver.view.lag)
+        self.metrics.set_proposals(self.queries.proposal_counts())
         return generate_latest(self.metrics.registry)

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gmchain.contracts.governance import propose_args, vote_args
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.types import SignedTx
 from gmchain.node.rpcspec import load_openrpc
@@ -168,6 +169,7 @@ async def _exercise(rpc: _Checked, http: aiohttp.ClientSession, port: int, key: 
         assert await ws.call("gm_unsubscribe", [heads]) is False
 
     await _exercise_reads(rpc, first, second, refused, digest)
+    await _exercise_governance(rpc, key, chain_id)
 
 
 async def _exercise_reads(
@@ -224,3 +226,49 @@ async def _exercise_reads(
     assert (await rpc.error("gm_blockNumber", ["extra"]))["code"] == -32602
     assert (await rpc.error("gm_subscribe", ["newHeads"]))["code"] == -32601  # over HTTP
     assert (await rpc.error("no_such_method"))["code"] == -32601
+
+
+async def _exercise_governance(rpc: _Checked, key: Any, chain_id: str) -> None:
+    """The governance and epoch methods, after a real proposal changed the epoch."""
+    committee = await rpc.call("gm_getCommittee")
+    assert committee["thresholds"] == [2, 3, 2, 3]
+    before = await rpc.call("gm_getEpoch")
+    assert await rpc.call("gm_getProposal", [1]) is None
+    status = await rpc.call("gm_status")
+    for method, args in (
+        ("propose", propose_args("set_param", ["block_max_txs", 4000], status["height"] + 100)),
+        ("vote", vote_args(1, True)),
+    ):
+        tx = sign_tx(
+            key,
+            chain_id=chain_id,
+            expiry=status["height"] + 50,
+            contract="governance",
+            method=method,
+            args=args,
+        )
+        await rpc.call("gm_sendRawTransaction", [_hex(tx.encode())])
+        receipt = await rpc.call("gm_waitForReceipt", [_hex(tx.tx_id), 10_000])
+        assert receipt["statusName"] == "OK", receipt
+    proposal = await rpc.call("gm_getProposal", [1])
+    assert proposal["status"] == "executed"
+    assert await rpc.call("gm_getProposals", ["executed", 10]) == [proposal]
+    assert await rpc.call("gm_getProposals") == [proposal]
+    epoch = await rpc.call("gm_getEpoch")
+    assert epoch["epoch"] == before["epoch"] + 1 and epoch["params"]["block_max_txs"] == 4000
+    await rpc.call("gm_getValidators")
+    await rpc.call("gm_getValidators", [0])
+    assert await rpc.call("gm_getEpochProof", [epoch["epoch"]]) == {
+        "fromEpoch": epoch["epoch"],
+        "toEpoch": epoch["epoch"],
+        "epochs": [],
+    }
+    assert (await rpc.error("gm_getEpochProof", [0]))["code"] == -31101  # no certificate stored
+    assert (await rpc.error("gm_getEpochProof", [0, 99]))["code"] == -31103
+    assert (await rpc.error("gm_getValidators", [10**9]))["code"] == -31103
+    assert (await rpc.error("gm_getProposals", ["nope"]))["code"] == -32602
+    for query, args in (("proposal", [1]), ("committee", []), ("current_epoch", [])):
+        await rpc.call("gm_call", ["governance", query, args])
+    await rpc.call("gm_call", ["governance", "proposals", [None, 5]])
+    config = await rpc.call("gm_call", ["governance", "epoch_config", [epoch["epoch"]]])
+    assert config["params"]["block_max_txs"] == 4000
