@@ -150,6 +150,11 @@ class Queries:
         start = 0 if latest == 0 else written_at + 1
         return EpochInfo(config=config, start_height=start, height=head_height)
 
+    def latest_epoch(self) -> int:
+        """Rule 4: the current epoch's number alone (one read: for the metrics at each commit)."""
+        raw = self._store.get_state(GOV_NAMESPACE, _EPOCH_KEY)
+        return 0 if raw is None else int(decode(raw)[0])
+
     def epoch_config(self, epoch: int) -> EpochConfig | None:
         """Rule 4: the configuration of `epoch`, or None if governance never wrote it."""
         raw = self._store.get_state(GOV_NAMESPACE, epoch_key(epoch))

@@ -252,7 +252,7 @@ class NodeService:
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
-        self.metrics.set_epoch(self.current_epoch().config.epoch)
+        self.metrics.set_epoch(self.queries.latest_epoch())
 
     def _replica_for_epoch(self, switch: EpochStart, *, restarting: bool = False) -> Replica:
         """node/driver.py rule 6 (on the consensus thread): epoch `switch.config.epoch`'s replica,
@@ -449,7 +449,7 @@ class NodeService:
             if self.wal is not None and block.txs:
                 self.wal.remove(t.tx_id for t in block.txs)
         self.metrics.pool.set(len(self.mempool))
-        self.metrics.set_epoch(self.current_epoch().config.epoch)  # one state read per batch
+        self.metrics.set_epoch(self.queries.latest_epoch())  # one state read per batch
         if len(self._admitted_at) > 2 * len(self.mempool) + 1024:
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
             self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
@@ -547,7 +547,7 @@ class NodeService:
 
     async def epoch_proof(self, from_epoch: int, to_epoch: int, *, client: str = "") -> Any:
         if from_epoch == to_epoch:  # nothing to prove: the trusted set is already this epoch's
-            return {"fromEpoch": from_epoch, "toEpoch": to_epoch, "epochs": []}
+            return {"from_epoch": from_epoch, "to_epoch": to_epoch, "entries": []}
         # TODO(issue 12): the epoch-ending certificates are the chain library's epoch records
         # (chain/proofs.py, helper chainep); wire its assembler here through self.proofs.
         raise ApiError(

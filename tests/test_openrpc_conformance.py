@@ -259,9 +259,9 @@ async def _exercise_governance(rpc: _Checked, key: Any, chain_id: str) -> None:
     await rpc.call("gm_getValidators")
     await rpc.call("gm_getValidators", [0])
     assert await rpc.call("gm_getEpochProof", [epoch["epoch"]]) == {
-        "fromEpoch": epoch["epoch"],
-        "toEpoch": epoch["epoch"],
-        "epochs": [],
+        "from_epoch": epoch["epoch"],
+        "to_epoch": epoch["epoch"],
+        "entries": [],
     }
     assert (await rpc.error("gm_getEpochProof", [0]))["code"] == -31101  # no certificate stored
     assert (await rpc.error("gm_getEpochProof", [0, 99]))["code"] == -31103

@@ -53,7 +53,7 @@ class _EpochApi:
 
     async def epoch_proof(self, first: int, last: int, *, client: str = "") -> Any:
         self.asked.append((first, last))
-        return {"fromEpoch": first, "toEpoch": last, "epochs": []}
+        return {"from_epoch": first, "to_epoch": last, "entries": []}
 
 
 async def _proof(api: _EpochApi, first: int, last: int | None) -> Any:
@@ -252,4 +252,4 @@ def test_bad_arguments_are_refused_with_their_codes(node: NodeProcess) -> None:
     assert _rpc_error(node, "gm_getEpochProof") == ErrorCode.INVALID_PARAMS
     assert _rpc_error(node, "gm_getCommittee", 1) == ErrorCode.INVALID_PARAMS
     empty = _rpc(node, "gm_getEpochProof", current, current)
-    assert empty == {"fromEpoch": current, "toEpoch": current, "epochs": []}
+    assert empty == {"from_epoch": current, "to_epoch": current, "entries": []}
