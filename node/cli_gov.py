@@ -132,6 +132,22 @@ def _usage(schema: Sequence[Any]) -> str:
     return " ".join(a.name.upper() for a in schema) or "none"
 
 
+def _statuses() -> tuple[str, ...]:
+    from gmchain.contracts.gov_state import STATUSES
+
+    return STATUSES
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _kinds_help() -> str:
     try:
         kinds = _kinds()
@@ -326,7 +342,7 @@ def add_gov_commands(
     )
     q.add_argument(
         "--expiry-blocks",
-        type=int,
+        type=_positive,
         default=DEFAULT_EXPIRY_BLOCKS,
         metavar="N",
         help=f"the proposal stays open N blocks (default {DEFAULT_EXPIRY_BLOCKS})",
@@ -335,29 +351,31 @@ def add_gov_commands(
     q.set_defaults(handler=cmd_gov_propose)
 
     q = gov.add_parser("vote", parents=[out, rpc], help="vote on an open proposal")
-    q.add_argument("id", type=int, metavar="ID", help="the proposal id")
+    q.add_argument("id", type=_positive, metavar="ID", help="the proposal id")
     q.add_argument("choice", choices=("yes", "no"), help="yes or no")
     add_wait(q)
     q.set_defaults(handler=cmd_gov_vote)
 
     q = gov.add_parser("close", parents=[out, rpc], help="mark a proposal past its expiry expired")
-    q.add_argument("id", type=int, metavar="ID", help="the proposal id")
+    q.add_argument("id", type=_positive, metavar="ID", help="the proposal id")
     add_wait(q)
     q.set_defaults(handler=cmd_gov_close)
 
     q = gov.add_parser("list", parents=[out, rpc], help="proposals, ascending by id")
     q.add_argument(
-        "--status",
-        choices=("open", "executed", "failed", "rejected", "expired"),
-        help="only proposals with this status (default: all)",
+        "--status", choices=_statuses(), help="only proposals with this status (default: all)"
     )
     q.add_argument(
-        "--limit", type=int, default=100, metavar="N", help="at most N proposals (default 100)"
+        "--limit",
+        type=_positive,
+        default=100,
+        metavar="N",
+        help="at most N proposals (default 100)",
     )
     q.set_defaults(handler=cmd_gov_list)
 
     q = gov.add_parser("show", parents=[out, rpc], help="one proposal with its votes")
-    q.add_argument("id", type=int, metavar="ID", help="the proposal id")
+    q.add_argument("id", type=_positive, metavar="ID", help="the proposal id")
     q.set_defaults(handler=cmd_gov_show)
 
     q = gov.add_parser("committee", parents=[out, rpc], help="committee orgs, weights, thresholds")

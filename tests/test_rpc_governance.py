@@ -222,6 +222,11 @@ def test_proposals_through_the_cli_change_the_epoch(node: NodeProcess, tmp_path:
     assert epoch2["observers"] == ["0x" + pubkey.hex()]
     assert epoch2["validatorsHash"] == epoch["validatorsHash"]  # observers do not sign
 
+    committee = _gov(node, "committee")
+    assert committee == _rpc(node, "gm_getCommittee") and committee["members"][0]["org"] == org
+    at_genesis = _gov(node, "validators", "--height", "0")
+    assert at_genesis["epoch"] == 0 and at_genesis["height"] == 0
+
     listed = _rpc(node, "gm_getProposals", "executed")
     assert [p["id"] for p in listed] == [pid, pid2]
     assert _rpc(node, "gm_getProposals", None, 1) == listed[:1]
