@@ -152,6 +152,7 @@ class ConsensusDriver:
         self._make_replica = make_replica
         self._on_epoch = on_epoch
         self.later_epoch_reports = 0  # PeerInLaterEpoch effects seen (rule 6)
+        self.later_epoch = 0  # the highest epoch they named (read by the loop for /metrics)
         self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._local: deque[Event] = deque()  # self-addressed messages of the current drain
         self._thread: threading.Thread | None = None
@@ -292,8 +293,9 @@ class ConsensusDriver:
                     if switch is not None:
                         self._switch_epoch(switch)
                         switched = True
-                case PeerInLaterEpoch():
+                case PeerInLaterEpoch(epoch=epoch):
                     self.later_epoch_reports += 1
+                    self.later_epoch = max(self.later_epoch, epoch)  # gmchain_epoch_behind
                 case _:
                     raise AssertionError(f"unknown effect {eff!r}")
 

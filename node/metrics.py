@@ -76,6 +76,11 @@ class NodeMetrics:
         self._peer_epoch = max(self._peer_epoch, epoch)
         self.epoch_behind.set(1 if self._peer_epoch > self._our_epoch else 0)
 
+    def set_governance(self, peer_epoch: int, counts: Mapping[str, int]) -> None:
+        """At a scrape: the highest epoch peers reported, and the proposals per status."""
+        self.peer_epoch_seen(peer_epoch)
+        self.set_proposals(counts)
+
     def set_proposals(self, counts: Mapping[str, int]) -> None:
         """Proposals per status (`counts` names every status, zeros included)."""
         for status, n in counts.items():

@@ -12,8 +12,7 @@ Rules this module keeps (node/api.py rules 1, 2):
    (node/service.py rule 5).
 3. Decoded blocks are kept in a small LRU (a committed block never changes).
 4. Epochs are read from the governance contract's state (EPOCHS.md E2: `ep` = [latest epoch,
-   height it was written at], `ep/<epoch u64 BE>` = EpochConfig) through one snapshot; a chain
-   whose state has no `ep` (made before governance) is in epoch 0 with the genesis config.
+   height it was written at], `ep/<epoch u64 BE>` = EpochConfig) through one snapshot.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from gmchain.contracts.framework import ContractError, Registry
 from gmchain.contracts.gov_state import GOV_NAMESPACE, STATUSES, Proposal, epoch_key
 from gmchain.ledger.codec import Value, decode
 from gmchain.ledger.epoch import EpochConfig
-from gmchain.ledger.genesis import Genesis
 from gmchain.ledger.store import Store, StoreCorrupt
 from gmchain.ledger.types import Block, BlockHeader, Receipt, SignedTx
 from gmchain.node.api import ApiError, EpochInfo, ErrorCode, TxLookup
@@ -53,10 +51,10 @@ class Queries:
         registry: Registry,
         executor: Executor,
         on_corrupt: Callable[[StoreCorrupt], None],
-        genesis: Genesis,
+        head_height: Callable[[], int],
     ) -> None:
         self._store = store
-        self._genesis_epoch = EpochConfig.from_genesis(genesis)
+        self._head_height = head_height
         self._registry = registry
         self._executor = executor
         self._on_corrupt = on_corrupt
@@ -137,13 +135,14 @@ class Queries:
     def describe_contracts(self) -> dict[str, Any]:
         return self._registry.describe()
 
-    def current_epoch(self, head_height: int) -> EpochInfo:
-        """Rule 4: the latest epoch in committed state; `head_height` is the head as read in
-        the same loop turn (a commit publishes its head only after its batch is written)."""
+    def current_epoch(self) -> EpochInfo:
+        """Rule 4: the latest epoch in committed state, with the head read in the same loop turn
+        (a commit publishes its head only after its batch is written)."""
+        head_height = self._head_height()
         with self._store.snapshot() as snap:
             raw = snap.get_state(GOV_NAMESPACE, _EPOCH_KEY)
-            if raw is None:
-                return EpochInfo(config=self._genesis_epoch, start_height=0, height=head_height)
+            if raw is None:  # genesis writes it (contracts/gov_state.py G-S2): a damaged store
+                raise ApiError(ErrorCode.NOT_FOUND, "no epoch configuration in committed state")
             latest, written_at = decode(raw)
             config = self._read_config(snap.get_state(GOV_NAMESPACE, epoch_key(latest)))
         assert config is not None and config.epoch == latest, latest  # E2: written together
@@ -157,10 +156,7 @@ class Queries:
 
     def epoch_config(self, epoch: int) -> EpochConfig | None:
         """Rule 4: the configuration of `epoch`, or None if governance never wrote it."""
-        raw = self._store.get_state(GOV_NAMESPACE, epoch_key(epoch))
-        if raw is None and epoch == 0:
-            return self._genesis_epoch
-        return self._read_config(raw)
+        return self._read_config(self._store.get_state(GOV_NAMESPACE, epoch_key(epoch)))
 
     def proposal_counts(self) -> dict[str, int]:
         """Governance proposals per status (every status named, zeros included), from one scan

@@ -49,7 +49,7 @@ from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from gmchain.node.admission import Admission, CommittedView
-from gmchain.node.api import ApiError, EpochInfo, ErrorCode, NodeStatus, TxLookup, rejected
+from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup, rejected
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.commitbus import CommitBus, Subscriptions, TxWaiters
 from gmchain.node.config import NodeConfig
@@ -209,8 +209,10 @@ class NodeService:
             registry=self.registry,
             executor=self.chain.executor,
             on_corrupt=lambda exc: self._fail("a read of the ledger store (damaged record)", exc),
-            genesis=genesis,
+            head_height=lambda: self.chain.head.height,
         )
+        self.current_epoch = self.queries.current_epoch  # NodeApi (the epoch methods)
+        self.epoch_config = self.queries.epoch_config
         self.proofs = ProofService(
             store=store,
             validators=voters,
@@ -222,6 +224,7 @@ class NodeService:
                 queue_per_client=config.proof_queue_per_client,
             ),
         )
+        self.epoch_proof = self.proofs.epoch_proof
         self._wake = asyncio.Event()  # set when the pool gained txs: forwarded to the driver
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
         n_procs = config.verify_processes
@@ -252,7 +255,6 @@ class NodeService:
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
-        self.metrics.set_epoch(self.queries.latest_epoch())
 
     def _replica_for_epoch(self, switch: EpochStart, *, restarting: bool = False) -> Replica:
         """node/driver.py rule 6 (on the consensus thread): epoch `switch.config.epoch`'s replica,
@@ -287,6 +289,7 @@ class NodeService:
         `config.admitted_keys()` from here (not wired yet: a no-op for the network)."""
         self.validators = make_validator_set(config)
         self.is_validator = self.node_id in self.validators
+        self.metrics.set_epoch(config.epoch)
 
     def _committed_qc(self) -> QuorumCert:
         """The QC that certifies the committed head (from its commit proof), or genesis's."""
@@ -539,22 +542,6 @@ class NodeService:
     def describe_contracts(self) -> dict[str, Any]:
         return self.queries.describe_contracts()
 
-    def current_epoch(self) -> EpochInfo:
-        return self.queries.current_epoch(self.chain.head.height)
-
-    def epoch_config(self, epoch: int) -> EpochConfig | None:
-        return self.queries.epoch_config(epoch)
-
-    async def epoch_proof(self, from_epoch: int, to_epoch: int, *, client: str = "") -> Any:
-        if from_epoch == to_epoch:  # nothing to prove: the trusted set is already this epoch's
-            return {"from_epoch": from_epoch, "to_epoch": to_epoch, "entries": []}
-        # TODO(issue 12): the epoch-ending certificates are the chain library's epoch records
-        # (chain/proofs.py, helper chainep); wire its assembler here through self.proofs.
-        raise ApiError(
-            ErrorCode.NOT_FOUND,
-            f"no epoch-ending certificate of epoch {from_epoch} is stored on this node",
-        )
-
     # Proof methods: assembled off the loop with a bounded share per client (node/proofserve.py).
 
     async def tx_proof(
@@ -608,5 +595,5 @@ class NodeService:
         self.metrics.pool.set(len(self.mempool))
         self.metrics.peers.set(self.transport.peer_count())
         self.metrics.lag.set(self.driver.view.lag)
-        self.metrics.set_proposals(self.queries.proposal_counts())
+        self.metrics.set_governance(self.driver.later_epoch, self.queries.proposal_counts())
         return generate_latest(self.metrics.registry)
