@@ -16,6 +16,7 @@ from gmchain.consensus import messages as M  # noqa: N812
 from gmchain.consensus.safety import SafetyData
 from gmchain.contracts.evidence_data import SealedData
 from gmchain.ledger import types as T  # noqa: N812 (short alias for many uses)
+from gmchain.ledger.epoch import PARAMS, EpochConfig
 from gmchain.node.network import TxBatch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,15 +80,21 @@ def _ascending(entries: list[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
 
 qc = st.builds(
     T.QuorumCert,
+    epoch=u64,
     block_id=digest,
     round=u64,
     height=u64,
     signatures=st.lists(st.tuples(node_id, sig), max_size=4).map(_ascending),
 )
-vote = st.builds(T.Vote, block_id=digest, round=u64, height=u64, voter=node_id, signature=sig)
-timeout_vote = st.builds(T.TimeoutVote, round=u64, high_qc=qc, voter=node_id, signature=sig)
+vote = st.builds(
+    T.Vote, epoch=u64, block_id=digest, round=u64, height=u64, voter=node_id, signature=sig
+)
+timeout_vote = st.builds(
+    T.TimeoutVote, epoch=u64, round=u64, high_qc=qc, voter=node_id, signature=sig
+)
 timeout_cert = st.builds(
     T.TimeoutCert,
+    epoch=u64,
     round=u64,
     high_qc=qc,
     entries=st.lists(st.tuples(node_id, u64, sig), max_size=4).map(_ascending),
@@ -95,6 +102,7 @@ timeout_cert = st.builds(
 header = st.builds(
     T.BlockHeader,
     chain_id=text(1, 64),
+    epoch=u64,
     height=u64,
     round=u64,
     parent_id=digest,
@@ -106,6 +114,7 @@ header = st.builds(
     acc_root=digest,
     acc_size=u64,
     state_hash=digest,
+    next_validators_hash=digest,
     justify=qc,
 )
 
@@ -137,6 +146,21 @@ def genesis(draw: st.DrawFn) -> T.Genesis:
     )
 
 
+@st.composite
+def epoch_config(draw: st.DrawFn) -> EpochConfig:
+    vals = draw(st.lists(genesis_validator, min_size=1, max_size=3, unique_by=lambda v: v.pubkey))
+    keys = {v.pubkey for v in vals}
+    observers = draw(st.lists(pubkey.filter(lambda k: k not in keys), max_size=2, unique=True))
+    names = draw(st.lists(st.sampled_from(sorted(PARAMS)), unique=True, max_size=len(PARAMS)))
+    params = [(n, draw(st.integers(PARAMS[n][1], PARAMS[n][2]))) for n in sorted(names)]
+    return EpochConfig(
+        epoch=draw(u64),
+        validators=tuple(sorted(vals, key=lambda v: v.node_id)),
+        observers=tuple(sorted(observers)),
+        params=tuple(params),
+    )
+
+
 _LEDGER: dict[type, st.SearchStrategy[Any]] = {
     T.TxBody: tx_body,
     T.SignedTx: signed_tx,
@@ -151,6 +175,7 @@ _LEDGER: dict[type, st.SearchStrategy[Any]] = {
     T.Proposal: proposal,
     T.GenesisValidator: genesis_validator,
     T.Genesis: genesis(),
+    EpochConfig: epoch_config(),
 }
 
 # --- beyond ledger: consensus messages, safety data, gossip, sealed evidence data -----------------

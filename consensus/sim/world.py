@@ -161,7 +161,9 @@ class _World:
             self.gov = GovScript(
                 rng=Random(rng.getrandbits(64)),
                 count=cfg.reconfig,
-                model={v.pubkey: v.power for v in self.genesis.validators},
+                model={
+                    v.pubkey: v.power for v in EpochConfig.from_genesis(self.genesis).validators
+                },
                 byzantine=frozenset(pubkeys[i] for i in byz_ids),
                 spares=spares,
                 fresh=[sim_node_pubkey(j) for j in range(cfg.spares, cfg.spares + cfg.reconfig)],
