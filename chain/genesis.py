@@ -16,7 +16,7 @@ from gmchain.chain.executor import compute_state_hash
 from gmchain.contracts.gov_state import GOV_NAMESPACE
 from gmchain.contracts.gov_state import genesis_writes as gov_genesis_writes
 from gmchain.contracts.membership import genesis_writes
-from gmchain.ledger.epoch import validator_set_fingerprint
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier
 from gmchain.ledger.store_api import BlockWrite, ChainStore
 from gmchain.ledger.types import (
@@ -54,7 +54,7 @@ def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes],
         acc_root=EMPTY_ROOT,
         acc_size=0,
         state_hash=compute_state_hash(ZERO_DIGEST, writes),
-        next_validators_hash=validator_set_fingerprint(genesis.validators),
+        next_validators_hash=EpochConfig.from_genesis(genesis).validators_hash,
         justify=QuorumCert(block_id=ZERO_DIGEST, round=Round(0), height=Height(0)),
     )
     return Block(header=header, txs=()), writes
