@@ -292,6 +292,7 @@ def _two_epoch_changes(path: Path) -> tuple[Rig, dict[str, Any]]:
     rig = make_rig(Store.open(path, chain_id="node-test-chain"))
     early = rig.evidence_tx()
     rig.run(3, txs={0: [early]})
+    before = _assembler(rig).tx_proof(early.tx_id, None, rig.chain.head.height)
     rig.submit(rig.config_tx(1, rig.keys[:2]))
     end = rig.build()
     assert rig.pending is not None
@@ -305,7 +306,8 @@ def _two_epoch_changes(path: Path) -> tuple[Rig, dict[str, Any]]:
     late = rig.evidence_tx()
     rig.run(4, txs={0: [late]})
     assert rig.chain.validators.current_epoch() == 2
-    return rig, {"early": early.tx_id, "middle": middle.tx_id, "late": late.tx_id}
+    ids = {"early": early.tx_id, "middle": middle.tx_id, "late": late.tx_id}
+    return rig, {**ids, "exported_before": before}
 
 
 def _assembler(rig: Rig) -> ProofAssembler:
@@ -410,7 +412,10 @@ def test_bundles_verify_from_genesis_across_epoch_changes(
     trust = TrustAnchor.from_genesis(rig.genesis)
     head = rig.chain.head.height
     asm = _assembler(rig)
-    # Exported before the change (a v2 bundle in epoch 0, no epoch proof): still verifies.
+    # Exported before the change (a v2 bundle in epoch 0, no epoch proof): still verifies, and
+    # so does the same transaction's bundle exported after it.
+    assert "epoch_proof" not in ids["exported_before"]
+    assert verify_full_proof(ids["exported_before"], trust).epoch == 0
     early = asm.tx_proof(ids["early"], None, head)
     assert "epoch_proof" not in early
     assert verify_full_proof(early, trust).epoch == 0
