@@ -7,7 +7,9 @@ block, and the proof of the change is that block's commit certificate, signed by
 Rules this module keeps:
 1. A block ENDS its epoch iff executing it wrote the governance contract's `ep` key as
    [latest, h] with h = the block's own height (E2); the next epoch's configuration is the one
-   the same execution wrote at `ep/<latest>` (`compute_epoch_change`). Nothing else ends an epoch.
+   the same execution wrote at `ep/<latest>` (`compute_epoch_change`, which reads the block's own
+   writes through contracts/gov_state.py's `pending_epoch_change`: the layout lives there only).
+   Nothing else ends an epoch.
 2. The epoch record of epoch n (n >= 1) is stored with the block E that ended epoch n - 1, in the
    same store write (ledger/store_api.py rule 5). Its bytes are
    `encode([n, start_height, config, [header, ...], proof])` (canonical msgpack, ledger.codec):
@@ -30,43 +32,56 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gmchain.consensus.messages import CommitProof
+from gmchain.contracts.gov_state import GOV_NAMESPACE, K_EPOCH, epoch_key, pending_epoch_change
 from gmchain.ledger.codec import decode, encode
 from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.types import BlockHeader, Height, QuorumCert
 
 __all__ = [
-    "GOV_NAMESPACE",
     "EpochRecord",
     "EpochSwitch",
     "compute_epoch_change",
     "epoch_config_key",
 ]
 
-GOV_NAMESPACE = "governance"  # contracts/governance.py GOV_NAMESPACE (EPOCHS.md E2)
-_EP_KEY = b"ep"
-
 StateWrites = Mapping[tuple[str, bytes], bytes | None]
 
 
 def epoch_config_key(epoch: int) -> bytes:
     """The governance state key of epoch `epoch`'s configuration (EPOCHS.md E2)."""
-    return b"ep/" + epoch.to_bytes(8, "big")
+    return epoch_key(epoch)
+
+
+class _BlockWrites:
+    """The governance namespace as one block's own writes (a StateReader)."""
+
+    __slots__ = ("_writes",)
+
+    def __init__(self, writes: StateWrites) -> None:
+        self._writes = writes
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._writes.get((GOV_NAMESPACE, key))
+
+    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        found = sorted(
+            (k, v)
+            for (ns, k), v in self._writes.items()
+            if ns == GOV_NAMESPACE and k.startswith(prefix) and v is not None
+        )
+        return found[:limit]
 
 
 def compute_epoch_change(writes: StateWrites, height: int) -> EpochConfig | None:
     """Rule 1: the configuration a block at `height` with state writes `writes` starts, or None
     when the block does not end its epoch."""
-    raw = writes.get((GOV_NAMESPACE, _EP_KEY))
-    if raw is None:
-        return None
-    latest, written_height = decode(raw)
-    if written_height != height:
-        return None
-    config_raw = writes.get((GOV_NAMESPACE, epoch_config_key(latest)))
-    # The contract writes both keys in the same decision (E2): one without the other is its bug.
-    assert config_raw is not None, f"governance wrote ep={latest} without its configuration"
-    config = EpochConfig.decode(config_raw)
-    assert config.epoch == latest, (config.epoch, latest)
+    if (GOV_NAMESPACE, K_EPOCH) not in writes:
+        return None  # (the ep key read from elsewhere would name an earlier block's change)
+    config = pending_epoch_change(_BlockWrites(writes), height)
+    # The contract writes both keys in one decision (E2): one without the other is its bug.
+    latest, written = decode(writes[(GOV_NAMESPACE, K_EPOCH)] or b"")
+    assert (config is not None) == (written == height and latest > 0), (latest, written, height)
+    assert config is None or config.epoch == latest, (config.epoch, latest)
     return config
 
 

@@ -4,9 +4,9 @@ Rules this helper keeps:
 1. Blocks are built, validated and committed by the real `chain.core.Chain` over a real store
    (LevelDB or MemStore); every QC is signed by the keys of its header's epoch over
    `QuorumCert.signing_root(chain_id, epoch, block_id, round, height)`.
-2. The epoch change comes from a transaction that writes EPOCHS.md E2's governance state. Until
-   contracts/governance.py is on main that is `StubGovernance.set_config` (it writes exactly the
-   E2 keys: `ep` = [n, height] and `ep/<n>` = EpochConfig(n)); nothing else in here knows it.
+2. An epoch change comes from real governance transactions (contracts/governance.py): the
+   genesis committee is the validators' org, `org-a`, whose admin proposes a change and votes for
+   it in the same block; the approved proposal executes there and writes the next EpochConfig.
 3. Nothing here decides a test's outcome: it only builds inputs.
 """
 
@@ -16,17 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gmchain.chain.core import Chain
-from gmchain.chain.epochs import EpochSwitch, epoch_config_key
+from gmchain.chain.epochs import EpochSwitch
 from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
-from gmchain.contracts.evidence import EvidenceContract
-from gmchain.contracts.framework import Arg, Context, Contract, ContractError, Registry, method
-from gmchain.contracts.membership import MembershipContract
-from gmchain.contracts.results import Shape
+from gmchain.contracts import default_registry
+from gmchain.contracts.governance import make_join_request, propose_args, vote_args
 from gmchain.crypto_sm import PrivateKey
-from gmchain.ledger.codec import Value, decode, encode
-from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store_api import ChainStore
 from gmchain.ledger.types import (
     Block,
@@ -42,25 +38,7 @@ from gmchain.node.chainpool import MempoolPool
 from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.node_helpers import TestNet, make_net, sign_tx
 
-__all__ = ["Rig", "StubGovernance", "make_rig", "validator_of"]
-
-
-class StubGovernance(Contract):
-    """Rule 2: E2's state for a configuration given whole (no proposals, no votes)."""
-
-    NAME = "governance"
-
-    @method(Arg("config", bytes, max_len=1 << 16), returns=Shape.of("null"))
-    def set_config(self, ctx: Context, config: bytes) -> Value:
-        cfg = EpochConfig.decode(config)
-        raw = ctx.state.get(b"ep")
-        latest, written = decode(raw) if raw is not None else (0, 0)
-        n = latest if written == ctx.height and latest > 0 else latest + 1
-        if cfg.epoch != n:
-            raise ContractError(f"the next configuration is epoch {n}, not {cfg.epoch}")
-        ctx.state.put(epoch_config_key(n), config)
-        ctx.state.put(b"ep", encode([n, ctx.height]))
-        return None
+__all__ = ["Rig", "make_rig", "validator_of"]
 
 
 def validator_of(key: PrivateKey) -> GenesisValidator:
@@ -80,6 +58,7 @@ class Rig:
     justify: QuorumCert | None = None
     switches: list[EpochSwitch] = field(default_factory=list)
     pending: Block | None = None  # certified on the branch, not committed yet (`run`)
+    proposals: int = 0  # governance proposals made so far (the next id is this + 1)
 
     @property
     def genesis(self) -> Genesis:
@@ -120,18 +99,34 @@ class Rig:
     def evidence_tx(self) -> SignedTx:
         return sign_tx(self.net.accounts[1], expiry=self.chain.head.height + 50)
 
-    def config_tx(self, epoch: int, validators: list[PrivateKey]) -> SignedTx:
-        """A transaction that makes `validators` epoch `epoch`'s set (rule 2)."""
-        vals = tuple(sorted((validator_of(k) for k in validators), key=lambda v: v.node_id))
-        base = self.chain.validators.config(0)
-        config = EpochConfig(epoch=epoch, validators=vals, params=base.params)
-        return sign_tx(
-            self.net.accounts[0],
-            expiry=self.chain.head.height + 50,
-            contract="governance",
-            method="set_config",
-            args=[config.encode()],
-        )
+    def governance_txs(self, kind: str, values: list[Any]) -> list[SignedTx]:
+        """Rule 2: org-a's admin proposes `kind(values)` and votes yes (one block holds both)."""
+        self.proposals += 1
+        expiry = self.chain.head.height + 50
+        admin = self.net.accounts[0]
+        return [
+            sign_tx(
+                admin,
+                expiry=expiry,
+                contract="governance",
+                method="propose",
+                args=propose_args(kind, values, expiry),
+            ),
+            sign_tx(
+                admin,
+                expiry=expiry,
+                contract="governance",
+                method="vote",
+                args=vote_args(self.proposals, True),
+            ),
+        ]
+
+    def add_validator_txs(self, key: PrivateKey) -> list[SignedTx]:
+        pubkey, org, pop = make_join_request(self.genesis.chain_id, key, "org-a")
+        return self.governance_txs("add_validator", [pubkey, 1, org, pop])
+
+    def remove_validator_txs(self, key: PrivateKey) -> list[SignedTx]:
+        return self.governance_txs("remove_validator", [key.public_key.to_bytes()])
 
     def build(self, *, round_: int | None = None) -> Block:
         """A block on the current branch (round: the justify's + 1 unless given)."""
@@ -181,7 +176,7 @@ def _make_chain(genesis: Genesis, store: ChainStore) -> tuple[Chain, Mempool]:
     rules = TxRules.with_new_caches(
         chain_id=genesis.chain_id,
         replay_window=genesis.replay_window,
-        registry=Registry([MembershipContract(), EvidenceContract(), StubGovernance()]),
+        registry=default_registry(),
     )
     mempool = Mempool(config=MempoolConfig(), rules=rules)
     chain = Chain(

@@ -61,7 +61,8 @@ def _fp(rig: Rig, keys: list[Any]) -> bytes:
 
 def _end_epoch_directly(rig: Rig) -> tuple[Block, Block]:
     """E (carrying the governance tx that adds keys[1]) committed by its suffix child S1."""
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     end = rig.build()
     rig.extend(end)
     rig.submit(rig.evidence_tx())  # waits in the pool: the suffix takes no transaction
@@ -77,7 +78,7 @@ def test_a_governance_change_ends_the_epoch_and_its_suffix_is_empty(opener: Open
     rig = make_rig(opener())
     genesis_fp = rig.chain.validators.config(0).validators_hash
     end, suffix = _end_epoch_directly(rig)
-    assert [t.body.contract for t in end.txs] == ["governance"]
+    assert [t.body.method for t in end.txs] == ["propose", "vote"]
     assert end.header.epoch == 0 and suffix.header.epoch == 0
     assert end.header.next_validators_hash == _fp(rig, rig.keys[:2]) != genesis_fp
     assert suffix.txs == () and suffix.header.next_validators_hash == _fp(rig, rig.keys[:2])
@@ -118,7 +119,8 @@ def test_a_suffix_block_with_transactions_is_refused(
     opener: Opener, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = make_rig(opener())
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     end = rig.build()
     rig.extend(end)
     suffix = rig.build()
@@ -133,7 +135,8 @@ def test_wrong_epoch_fields_are_refused(opener: Opener, caplog: pytest.LogCaptur
     rig = make_rig(opener())
     caplog.set_level(logging.WARNING, logger="gmchain.chain")
     # next_validators_hash of E must name the next set, not the current one.
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     end = rig.build()
     same_set = rig.chain.validators.config(0).validators_hash
     forged = Block(
@@ -154,7 +157,8 @@ def test_a_follower_validates_the_same_epoch_end(opener: Opener) -> None:
     """Another node's chain library computes the same epoch, next_validators_hash and suffix."""
     rig = make_rig(opener())
     other = make_rig(MemStore(), net=rig.net)
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     end = rig.build()
     rig.extend(end)
     suffix = rig.build()
@@ -168,7 +172,8 @@ def test_a_follower_validates_the_same_epoch_end(opener: Opener) -> None:
 def test_commit_through_the_suffix_truncates_at_the_epoch_end(opener: Opener) -> None:
     rig = make_rig(opener())
     rig.run(3)
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     before = rig.chain.head
     end = rig.build()
     assert rig.pending is not None
@@ -198,7 +203,7 @@ def test_commit_through_the_suffix_truncates_at_the_epoch_end(opener: Opener) ->
 def test_a_restart_continues_in_the_new_epoch(opener: Opener) -> None:
     rig = make_rig(opener())
     ev = rig.evidence_tx()
-    rig.run(6, txs={1: [ev], 2: [rig.config_tx(1, rig.keys[:2])]})
+    rig.run(6, txs={1: [ev], 2: rig.add_validator_txs(rig.keys[1])})
     assert len(rig.switches) == 1 and rig.chain.validators.current_epoch() == 1
     head = rig.chain.head
     assert head.epoch == 1
@@ -258,7 +263,8 @@ def _sync(src: Rig, dst: Rig, max_count: int = 50) -> list[int]:
 def test_sync_stops_at_the_epoch_end_and_serves_the_suffix(opener: Opener) -> None:
     rig = make_rig(opener())
     rig.run(2)
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     end = rig.build()
     assert rig.pending is not None
     rig.commit([rig.pending], end)
@@ -293,7 +299,8 @@ def _two_epoch_changes(path: Path) -> tuple[Rig, dict[str, Any]]:
     early = rig.evidence_tx()
     rig.run(3, txs={0: [early]})
     before = _assembler(rig).tx_proof(early.tx_id, None, rig.chain.head.height)
-    rig.submit(rig.config_tx(1, rig.keys[:2]))
+    for tx in rig.add_validator_txs(rig.keys[1]):
+        rig.submit(tx)
     end = rig.build()
     assert rig.pending is not None
     rig.commit([rig.pending], end)
@@ -302,7 +309,7 @@ def _two_epoch_changes(path: Path) -> tuple[Rig, dict[str, Any]]:
     rig.extend(s1)
     rig.commit([end, s1], rig.build())
     middle = rig.evidence_tx()
-    rig.run(4, txs={0: [middle], 2: [rig.config_tx(2, rig.keys[1:2])]})
+    rig.run(4, txs={0: [middle], 2: rig.remove_validator_txs(rig.keys[0])})
     late = rig.evidence_tx()
     rig.run(4, txs={0: [late]})
     assert rig.chain.validators.current_epoch() == 2
