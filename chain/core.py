@@ -315,10 +315,11 @@ class Chain:
             h = block.header
             if h.height <= self.head.height:
                 continue  # already committed (restart replay); idempotent
-            if h.epoch != self.validators.epoch_at(h.height):
-                # The suffix of the epoch end we committed (rule 6), here or in an earlier call.
-                assert h.epoch < self.validators.epoch_at(h.height), "commit of a future epoch"
-                break
+            epoch = self.validators.epoch_at(h.height)
+            if h.epoch < epoch:
+                break  # the suffix of the epoch end we committed (rule 6), here or earlier
+            if h.epoch > epoch:
+                raise RuntimeError(f"commit of block {h.height} of epoch {h.epoch} in {epoch}")
             if h.parent_id != self.head.block_id or h.height != self.head.height + 1:
                 raise RuntimeError(
                     f"commit of block {h.height} does not extend head {self.head.height}"
