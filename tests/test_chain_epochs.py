@@ -443,3 +443,15 @@ def test_bundles_verify_from_genesis_across_epoch_changes(
     late_anchor = asm.tx_proof(ids["early"], head, head)
     assert late_anchor["epoch_proof"]["to_epoch"] == 2
     assert verify_full_proof(late_anchor, trust).anchor_height == head
+
+
+def test_a_bundle_certified_by_the_old_set_in_a_new_epoch_is_refused(
+    two_changes: tuple[Rig, dict[str, Any]],
+) -> None:
+    """The tx of epoch 2 (set {k1}) with its certificate's QC re-signed by k0 (epoch 0's set,
+    no longer a validator) under epoch 2's number: refused, even with the genuine epoch proof."""
+    rig, ids = two_changes
+    bundle = _assembler(rig).tx_proof(ids["late"], None, rig.chain.head.height)
+    _forge_entry_qc(rig, bundle["commit"], [rig.keys[0]], 2)
+    with pytest.raises(ProofCheckError, match="does not verify against the trusted validator set"):
+        verify_full_proof(bundle, TrustAnchor.from_genesis(rig.genesis))
