@@ -25,6 +25,7 @@ Rules this module keeps (docs/protocol.md §9):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,7 @@ class ProofAssembler:
         # E that ended the epoch before each. Append-only, like the records.
         self._records: list[EpochRecord] = []
         self._ends: dict[int, EpochRecord] = {}
+        self._records_lock = threading.Lock()  # the worker threads load them (rule 3)
 
     def tx_proof(self, tx_id: bytes, at_height: int | None, head: int) -> dict[str, Any]:
         """The version-2 bundle (chain/lightclient.py) of `tx_id`, anchored at `at_height`
@@ -200,13 +202,17 @@ class ProofAssembler:
 
     def _load_records(self) -> None:
         """Rule 5: read the epoch records committed since the last call."""
-        for n in range(len(self._records) + 1, self._store.last_epoch() + 1):
-            raw = self._store.get_epoch_record(n)
-            if raw is None:
-                break
-            record = EpochRecord.decode(raw)
-            self._ends[record.ending.height] = record
-            self._records.append(record)
+        last = self._store.last_epoch()
+        if last == len(self._records):
+            return
+        with self._records_lock:
+            for n in range(len(self._records) + 1, last + 1):
+                raw = self._store.get_epoch_record(n)
+                if raw is None:
+                    break
+                record = EpochRecord.decode(raw)
+                self._ends[record.ending.height] = record
+                self._records.append(record)
 
     def _epoch_end(self, epoch: int) -> int:
         """The height of the block that ended `epoch` (unbounded while it runs)."""
