@@ -17,6 +17,21 @@ Rules this module keeps:
    listeners told.
 4. Building a block packs pool transactions as chain/packer.py says. A committed block that
    removes accounts evicts their senders' pending txs on every node.
+5. Epochs (EPOCHS.md E3, E4; chain/epochs.py). A header's `epoch` is its parent's, or the
+   parent's + 1 when the parent is the committed block that ended its epoch; its
+   `next_validators_hash` is the fingerprint of its own epoch's set, or of the next epoch's set
+   on an epoch-ending block and on its suffix. The suffix (blocks descending from an uncommitted
+   epoch-ending block, same epoch) carries no transactions: built so, refused otherwise. A block
+   is refused unless both fields equal the values computed here.
+6. A commit that includes an epoch-ending block E commits up to and including E and drops the
+   blocks after it (the suffix: empty); E's block write carries the epoch record (headers E..B and
+   B's commit proof; E's own commit proof is stored only when B = E), in the same store write.
+   Every uncommitted block is then of the ended epoch and is forgotten; the switch waits in
+   `take_epoch_switch`.
+7. `get_committed_blocks` never crosses an epoch end: an answer stops at E. E committed directly
+   comes with its own commit proof; E committed through a later block B comes with B's proof and
+   is followed by the suffix E+1 .. B rebuilt from the record's headers as empty blocks (the
+   receiver validates and commits them like the live path, and its commit truncates at E).
 """
 
 from __future__ import annotations
@@ -31,18 +46,18 @@ from gmchain.chain.blockrules import (
     check_block_bytes,
     check_header_shape,
 )
+from gmchain.chain.epochs import EpochRecord, EpochSwitch, compute_epoch_change
 from gmchain.chain.executor import BlockContext, ExecResult, Executor, InvalidBlock
 from gmchain.chain.genesis import ensure_genesis, load_frontier, make_genesis_block, read_header
 from gmchain.chain.packer import REVOKED, BlockPacker
 from gmchain.chain.pool import TxPool
 from gmchain.chain.readcheck import check_served_block
 from gmchain.chain.txrules import Rejection, TxRejected, TxRules
-from gmchain.chain.validators import GenesisValidators, ValidatorProvider
+from gmchain.chain.validators import StoreValidators
 from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from gmchain.consensus.packing import PackingPolicy
 from gmchain.contracts.membership import removed_accounts
 from gmchain.ledger.codec import decode, encode
-from gmchain.ledger.epoch import validator_set_fingerprint
 from gmchain.ledger.store_api import BlockWrite, ChainStore
 from gmchain.ledger.types import (
     Block,
@@ -90,11 +105,8 @@ class Chain:
         max_block_txs: int = 5000,
         max_block_bytes: int = MAX_BLOCK_TX_BYTES,  # so every carrier of the block fits the wire
         pack_scan_max: int = 4000,
-        validators: ValidatorProvider | None = None,
     ) -> None:
         self.genesis = genesis
-        # Who votes at each height (chain/validators.py): ask this, never genesis.validators.
-        self.validators: ValidatorProvider = validators or GenesisValidators(genesis)
         self.chain_id = genesis.chain_id
         self.store = store
         self.pool = pool
@@ -115,6 +127,11 @@ class Chain:
         # Tx ids of the most recently committed blocks, newest last: (height, ids).
         self.recent: deque[tuple[int, frozenset[bytes]]] = deque(maxlen=512)
         ensure_genesis(store, genesis)
+        # Who votes at each height and each epoch's configuration (chain/validators.py rule 4):
+        # ask this, never genesis.validators.
+        self.validators = StoreValidators(genesis, store)
+        # Set by a commit that ended an epoch, cleared by take_epoch_switch (rule 6).
+        self._switch: EpochSwitch | None = None
         head = store.head_height()
         assert head is not None
         self.head: BlockHeader = read_header(store, head)
@@ -130,9 +147,10 @@ class Chain:
             return {}
         out: dict[bytes, bytes] = {}
         for b in decode(raw):
-            block = Block.decode(b)
-            if block.header.height > self.head.height:
-                out[block.block_id] = b
+            h = Block.decode(b).header
+            # (a block of an epoch that ended at or below it: a suffix left by a crash, rule 6)
+            if h.height > self.head.height and h.epoch == self.validators.epoch_at(h.height):
+                out[h.block_id] = b
         return out
 
     def pending_blocks(self) -> list[Block]:
@@ -168,6 +186,7 @@ class Chain:
         now_ms: int,
     ) -> Block:
         parent_res = self._result_for_parent(parent)
+        suffix = parent_res is not None and parent_res.next_epoch is not None
         exclude = [r.tx_id_set for r in parent_res.iter_chain()] if parent_res else []
         # Feed the queue depth on every build, not only when the replica asks ready_to_propose:
         # under load it proposes as soon as the parent is certified, and the target must be able
@@ -176,12 +195,14 @@ class Chain:
             pending=len(self.pool), oldest_pending_ms=self.pool.oldest_arrival_ms()
         )
         target = min(self.packing.target_size, self.max_block_txs)
-        candidates = self.packer.pick(parent, parent_res, exclude, target)
+        # Rule 5: the suffix of an uncommitted epoch end carries no transactions.
+        candidates = [] if suffix else self.packer.pick(parent, parent_res, exclude, target)
         ts = max(now_ms, parent.timestamp_ms + 1)
         ctx = self._context(parent, ts, parent_res)
         result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
         for t, _ in rejected:  # pick checked every candidate on this parent: a safety net
             self.packer.evict_if_never_valid(t)
+        self._mark_epoch(result, parent_res)
         txs = [t for t in candidates if t.tx_id in result.tx_id_set]
         header = self._header(parent, round, justify, proposer, ts, result)
         result.block_id = header.block_id
@@ -208,25 +229,44 @@ class Chain:
         if reason is None:
             try:
                 parent_res = self._result_for_parent(parent)
-                ctx = self._context(parent, h.timestamp_ms, parent_res)
-                result, _ = self.executor.execute(ctx, block.txs, parent_res, strict=True)
+                reason = self._check_epoch_fields(block, parent, parent_res)
+                if reason is None:
+                    reason = self._execute_and_compare(block, parent, parent_res)
             except InvalidBlock as exc:
                 reason = str(exc)
-            else:
-                expected = self._header(
-                    parent, h.round, h.justify, h.proposer, h.timestamp_ms, result
-                )
-                if expected.block_id != h.block_id:
-                    reason = "header commitments differ from local execution"
-                else:
-                    result.block_id = h.block_id
-                    self._results[h.block_id] = result
         if reason is not None:
             log.warning(
                 "rejecting block %s at height %d: %s", h.block_id.hex()[:16], h.height, reason
             )
             return False
         return True
+
+    def _check_epoch_fields(
+        self, block: Block, parent: BlockHeader, parent_res: ExecResult | None
+    ) -> str | None:
+        """Rule 5, the checks that need no execution (next_validators_hash needs it)."""
+        expected = self._child_epoch(parent)
+        if block.header.epoch != expected:
+            return f"epoch {block.header.epoch} where this chain is in epoch {expected}"
+        if parent_res is not None and parent_res.next_epoch is not None and block.txs:
+            return "a block after an uncommitted epoch-ending block carries no transactions"
+        return None
+
+    def _execute_and_compare(
+        self, block: Block, parent: BlockHeader, parent_res: ExecResult | None
+    ) -> str | None:
+        h = block.header
+        ctx = self._context(parent, h.timestamp_ms, parent_res)
+        result, _ = self.executor.execute(ctx, block.txs, parent_res, strict=True)
+        self._mark_epoch(result, parent_res)
+        expected = self._header(parent, h.round, h.justify, h.proposer, h.timestamp_ms, result)
+        if expected.next_validators_hash != h.next_validators_hash:
+            return "next_validators_hash is not the fingerprint of the next block's signers"
+        if expected.block_id != h.block_id:
+            return "header commitments differ from local execution"
+        result.block_id = h.block_id
+        self._results[h.block_id] = result
+        return None
 
     def on_pruned(self, block_ids: Sequence[Digest]) -> None:
         changed = False
@@ -249,7 +289,21 @@ class Chain:
                 break
             block = Block.decode(raw)
             check_served_block(self.store, h, block)  # never sync a damaged block to a peer
+            record = self._ending_record(h)
+            if record is not None and len(record.headers) > 1:
+                # Rule 7: E committed through B; the receiver commits at B only, so the run up to
+                # E and the suffix come whole in one answer (beyond max_count if the run starts
+                # the answer), or not at all.
+                if len(out) + len(record.headers) > max_count:
+                    earlier = [item for item in out if item[1] != record.proof]
+                    if earlier:
+                        return earlier
+                out.append((block, record.proof))
+                out += [(Block(header=s, txs=()), record.proof) for s in record.headers[1:]]
+                break
             out.append((block, proof))
+            if record is not None:
+                break  # rule 7: an answer stops at an epoch end
             h += 1
         return out
 
@@ -261,6 +315,11 @@ class Chain:
             h = block.header
             if h.height <= self.head.height:
                 continue  # already committed (restart replay); idempotent
+            epoch = self.validators.epoch_at(h.height)
+            if h.epoch < epoch:
+                break  # the suffix of the epoch end we committed (rule 6), here or earlier
+            if h.epoch > epoch:
+                raise RuntimeError(f"commit of block {h.height} of epoch {h.epoch} in {epoch}")
             if h.parent_id != self.head.block_id or h.height != self.head.height + 1:
                 raise RuntimeError(
                     f"commit of block {h.height} does not extend head {self.head.height}"
@@ -271,6 +330,19 @@ class Chain:
                 ctx = self._context(self.head, h.timestamp_ms, None)
                 result, _ = self.executor.execute(ctx, block.txs, None, strict=True)
                 result.block_id = h.block_id
+                self._mark_epoch(result, None)
+            record = None
+            if result.ends_epoch:
+                assert result.next_epoch is not None
+                suffix = blocks[i + 1 :]
+                assert all(not b.txs for b in suffix), "a suffix block carries transactions"
+                record = EpochRecord(
+                    config=result.next_epoch,
+                    start_height=h.height + 1,
+                    headers=(h, *(b.header for b in suffix)),
+                    proof=proof,
+                )
+                record.check()
             last = i == len(blocks) - 1
             self.store.commit_block(
                 BlockWrite(
@@ -284,6 +356,7 @@ class Chain:
                     acc_leaves=result.leaf_hashes,
                     acc_nodes={k: v for k, v in result.acc_nodes.items() if k[0] > 0},
                     commit_proof=proof.encode() if last else b"",
+                    epoch_record=None if record is None else (record.epoch, record.encode()),
                 )
             )
             self.head = h
@@ -299,6 +372,9 @@ class Chain:
                     other.parent = None
             self.pool.remove(result.tx_ids)
             done.append(CommittedBlock(block=block, receipts=result.receipt_bytes, result=result))
+            if record is not None:
+                self._end_epoch(record)
+                break
         if done:
             if any(self._pending.pop(c.block.block_id, None) is not None for c in done):
                 self._save_pending()
@@ -307,6 +383,33 @@ class Chain:
             if self.on_commit is not None:
                 self.on_commit(done)
         return done
+
+    def _end_epoch(self, record: EpochRecord) -> None:
+        """Rule 6, after E's write: every uncommitted block is of the ended epoch."""
+        self.validators.reload()
+        self._results.clear()
+        if self._pending:
+            self._pending.clear()
+            self._save_pending()
+        self._switch = record.switch()
+        log.info(
+            "epoch %d ended at height %d; epoch %d starts with %d validators",
+            record.epoch - 1,
+            record.ending.height,
+            record.epoch,
+            len(record.config.validators),
+        )
+
+    def take_epoch_switch(self) -> EpochSwitch | None:
+        """The switch the last commit made (rule 6), once; None when no epoch ended since."""
+        switch, self._switch = self._switch, None
+        return switch
+
+    def current_epoch_switch(self) -> EpochSwitch | None:
+        """The switch that started the current epoch (None in epoch 0): what a node restarted
+        right after an epoch end (head = E) builds its replica from."""
+        record = self.validators.record(self.validators.current_epoch())
+        return None if record is None else record.switch()
 
     def committed_since(self, height: int, tx_id: bytes) -> bool | None:
         """Whether `tx_id` was committed in a block above `height` (None: not sure, ask the
@@ -318,14 +421,26 @@ class Chain:
 
     def find_commit_proof(self, height: int) -> CommitProof | None:
         """The proof stored with the first block at or above `height` that has one; the
-        headers between chain back to `height` by parent ids."""
+        headers between chain back to `height` by parent ids. Within an epoch that ended by a
+        block E committed through a later block, the search stops at E with the record's proof
+        (rule 7: it certifies the suffix's last block, whose headers the record holds)."""
         h = height
         while h <= self.head.height:
             raw = self.store.get_commit_proof(h)
             if raw:
                 return CommitProof.decode(raw)
+            record = self._ending_record(h)
+            if record is not None:
+                return record.proof
             h += 1
         return None
+
+    def _ending_record(self, height: int) -> EpochRecord | None:
+        """The record of the epoch that starts after `height`, if the block there ended one."""
+        epoch = self.validators.epoch_at(height + 1)
+        if self.validators.start_height(epoch) != height + 1:
+            return None
+        return self.validators.record(epoch)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -351,6 +466,21 @@ class Chain:
             parent_frontier=parent_res.frontier if parent_res else self.frontier,
         )
 
+    def _child_epoch(self, parent: BlockHeader) -> int:
+        """Rule 5: the parent's epoch, + 1 after the committed block that ended it."""
+        if parent.block_id == self.head.block_id:
+            return self.validators.epoch_at(parent.height + 1)
+        return parent.epoch
+
+    def _mark_epoch(self, result: ExecResult, parent_res: ExecResult | None) -> None:
+        """chain/epochs.py rule 1 on a fresh result; a suffix block inherits the pending switch."""
+        if parent_res is not None and parent_res.next_epoch is not None:
+            result.next_epoch = parent_res.next_epoch
+            return
+        change = compute_epoch_change(result.writes, result.height)
+        if change is not None:
+            result.next_epoch, result.ends_epoch = change, True
+
     def _header(
         self,
         parent: BlockHeader,
@@ -360,9 +490,11 @@ class Chain:
         ts: int,
         result: ExecResult,
     ) -> BlockHeader:
+        epoch = self._child_epoch(parent)
+        signers = result.next_epoch or self.validators.config(epoch)
         return BlockHeader(
             chain_id=self.chain_id,
-            epoch=parent.epoch,
+            epoch=epoch,
             height=Height(parent.height + 1),
             round=round_,
             parent_id=parent.block_id,
@@ -374,9 +506,7 @@ class Chain:
             acc_root=result.frontier.root(),
             acc_size=result.frontier.size,
             state_hash=result.state_hash,
-            next_validators_hash=validator_set_fingerprint(
-                self.validators.validators_at(parent.height + 1)
-            ),
+            next_validators_hash=signers.validators_hash,
             justify=justify,
         )
 

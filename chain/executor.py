@@ -37,6 +37,7 @@ from gmchain.contracts.gov_state import GOV_NAMESPACE, org_removal
 from gmchain.contracts.membership import lookup_account
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.codec import check_value
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
 from gmchain.ledger.types import (
     MAX_VALUE_DEPTH,
@@ -98,6 +99,10 @@ class ExecResult:
     index_writes: dict[bytes, bytes | None] = field(default_factory=dict)
     # some write is in a namespace R8/R8b read (membership, governance): cached lookups are stale
     touches_membership: bool = False
+    # The configuration this branch switches to (chain/epochs.py rule 1), set by the chain: on
+    # an epoch-ending block (then `ends_epoch`) and on every block of its suffix; else None.
+    next_epoch: EpochConfig | None = None
+    ends_epoch: bool = False
 
     def iter_chain(self) -> Iterator[ExecResult]:
         """This result and its speculative ancestors, newest first."""

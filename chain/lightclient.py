@@ -16,6 +16,10 @@ bundle plus:
   the anchor: headers from the anchor up to its certified tip. A transaction is proven against a
   later header by the accumulator inclusion path (O(log n) hashes), never by the header chain
   between the two blocks, so a bundle's size does not grow with the chain.
+- `epoch_proof` (issue 12; absent while the transaction and the anchor are in epoch 0, so such a
+  bundle is byte for byte what it was): the epoch-change proof (`verify_epoch_proof`) from epoch
+  0 to the higher of the two headers' epochs. The version stays 2: a verifier that predates it
+  refuses such a bundle (its certificates name an epoch above 0), it never accepts it wrongly.
 
 The one light client: the CLI (`gmchain proof verify`), the SDK (`verify_proof_bundle`), the
 RPC's proof assembly (`build_full_proof`, node/proofserve.py) and, later, crosschain/ use this
@@ -38,6 +42,13 @@ Rules `verify_full_proof` and `verify_header_chain` keep:
    height 1 is thereby bound to that genesis, and `VerifiedProof.genesis_hash` says so. Later
    bundles are bound to (chain id, validator set), which the result names: a chain id must be
    unique per genesis (docs/rpc.md, "Verifying a proof").
+6. Epochs (EPOCHS.md E8): a certificate is checked against the set of its headers' epoch, and all
+   its headers, its child and both QCs must be of that one epoch. The trust anchor names the
+   epoch of its set (genesis: 0). An epoch-change proof entry for epoch e is checked with e's set
+   (rule 3), its first header E must carry `next_validators_hash` = the fingerprint of the entry's
+   `next_validators`, which then become epoch e + 1's set; entries start at or below the trusted
+   epoch, are consecutive, and their E heights ascend. Entries below the trusted epoch are
+   skipped. A transaction in an epoch below the trust anchor's cannot be verified.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from gmchain.chain.genesis import make_genesis_block
 from gmchain.chain.validators import GenesisValidators
@@ -70,6 +81,8 @@ __all__ = [
     "VerifiedProof",
     "build_full_proof",
     "compute_validator_set_fingerprint",
+    "validators_to_json",
+    "verify_epoch_proof",
     "verify_full_proof",
     "verify_header_chain",
 ]
@@ -103,6 +116,7 @@ class TrustAnchor:
     chain_id: str
     validators: tuple[GenesisValidator, ...]
     genesis: tuple[Digest, Digest] | None = None  # (genesis document hash, genesis block id)
+    epoch: int = 0  # the epoch whose set `validators` is (rule 6)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chain_id, str) or not self.chain_id:
@@ -110,6 +124,8 @@ class TrustAnchor:
                 "a validator set needs its chain_id: the votes sign it, and it must come from "
                 "the trust anchor, not from the bundle"
             )
+        if not isinstance(self.epoch, int) or isinstance(self.epoch, bool) or self.epoch < 0:
+            raise TrustAnchorError(f"the trusted epoch must be an integer >= 0, got {self.epoch!r}")
         if not self.validators:
             raise TrustAnchorError("the trusted validator set is empty")
         if len({v.pubkey for v in self.validators}) != len(self.validators):
@@ -132,7 +148,11 @@ class TrustAnchor:
 
     @classmethod
     def from_validators(
-        cls, validators: Sequence[GenesisValidator | Mapping[str, Any]], chain_id: str
+        cls,
+        validators: Sequence[GenesisValidator | Mapping[str, Any]],
+        chain_id: str,
+        *,
+        epoch: int = 0,
     ) -> TrustAnchor:
         """A validator set the caller trusts: `GenesisValidator`s or JSON objects
         `{"pubkey": hex, "power": int, "org"?: str}` (the `validators` member of a
@@ -155,7 +175,7 @@ class TrustAnchor:
                 raise TrustAnchorError(
                     f"validators[{i}]: expected {{pubkey, power, org}}: {exc}"
                 ) from None
-        return cls(chain_id=chain_id, validators=tuple(out))
+        return cls(chain_id=chain_id, validators=tuple(out), epoch=epoch)
 
     @property
     def fingerprint(self) -> Digest:
@@ -194,6 +214,9 @@ class VerifiedProof:
     # The genesis document's hash when the bundle reaches height 1 and was checked against a
     # genesis (rule 5); None: bound to (chain_id, validator_set) only.
     genesis_hash: Digest | None
+    # The tx block's epoch; above the trusted epoch, its set came from the bundle's epoch-change
+    # proof, checked from the trusted set (rule 6).
+    epoch: int = 0
 
     def describe(self) -> str:
         bound = (
@@ -205,12 +228,20 @@ class VerifiedProof:
             f"VALID: tx {hex0x(self.tx_id)} in block {self.height}, receipt status "
             f"{self.receipt.status.name}; chain {self.chain_id!r}; accumulator size "
             f"{self.acc_size} at height {self.anchor_height}; committed under a quorum "
-            f"certificate checked against validator set {self.validator_set.hex()[:16]}; {bound}"
+            f"certificate checked against validator set {self.validator_set.hex()[:16]}"
+            + (f" and the epoch changes to epoch {self.epoch}" if self.epoch else "")
+            + f"; {bound}"
         )
+
+
+def validators_to_json(validators: Sequence[GenesisValidator]) -> list[dict[str, Any]]:
+    """`{"pubkey": hex, "power": int, "org": str}` per validator (`from_validators` reads it)."""
+    return [{"pubkey": hex0x(v.pubkey), "power": v.power, "org": v.org} for v in validators]
 
 
 def build_full_proof(
     *,
+    epoch_proof: Mapping[str, Any] | None = None,
     header: BlockHeader,
     tx_ids: Sequence[bytes],
     receipts: Sequence[bytes],
@@ -233,12 +264,31 @@ def build_full_proof(
     out["anchor_header"] = hex0x(anchor.encode())
     out["commit"] = commit.to_json()
     out["anchor_commit"] = None if anchor_commit is None else anchor_commit.to_json()
+    if epoch_proof is not None:
+        out["epoch_proof"] = dict(epoch_proof)
     return out
 
 
 def verify_full_proof(doc: Mapping[str, Any], trust: TrustAnchor) -> VerifiedProof:
     """Check a version-2 bundle (module docstring) against `trust`; raise ProofCheckError."""
     return _guarded(lambda: _verify(doc, trust))
+
+
+def verify_epoch_proof(doc: Mapping[str, Any], trust: TrustAnchor) -> TrustAnchor:
+    """Check an epoch-change proof `{"from_epoch", "to_epoch", "entries": [...]}` (a bundle's
+    `epoch_proof`, or a gm_getEpochProof answer) from `trust` (rule 6); return the trust anchor
+    of `to_epoch` (its set, with `trust`'s chain id and genesis). Raises ProofCheckError."""
+
+    def check() -> TrustAnchor:
+        reached = _walk_epochs(doc, trust)[0][-1]
+        if reached.epoch != doc["to_epoch"]:
+            raise ProofCheckError(
+                f"epoch_proof: ends at epoch {doc['to_epoch']}, below the trusted epoch "
+                f"{trust.epoch} (a proof only leads forward)"
+            )
+        return reached
+
+    return _guarded(check)
 
 
 def verify_header_chain(
@@ -301,13 +351,22 @@ def _verify(doc: Mapping[str, Any], trust: TrustAnchor) -> VerifiedProof:
         raise ProofCheckError("the anchor header is not a later header of the same chain")
     if anchor.height == header.height and anchor.block_id != header.block_id:
         raise ProofCheckError("the anchor header differs from the transaction's block header")
-    checker = _checker(trust)
-    tx_chain = _check_certificate(doc["commit"], header, checker, "commit")
-    headers = [header, anchor, *tx_chain]
+    anchors: list[TrustAnchor] = [trust]
+    epoch_headers: list[BlockHeader] = []
+    if doc.get("epoch_proof") is not None:
+        anchors, epoch_headers = _walk_epochs(doc["epoch_proof"], trust)
+    tx_chain = _check_certificate(
+        doc["commit"],
+        header,
+        _checker(_anchor_of(anchors, header.epoch, "the transaction")),
+        "commit",
+    )
+    headers = [header, anchor, *tx_chain, *epoch_headers]
     if doc.get("anchor_commit") is None:
         if all(h.block_id != anchor.block_id for h in tx_chain):
             raise ProofCheckError("the anchor header is not on the certified chain")
     else:
+        checker = _checker(_anchor_of(anchors, anchor.epoch, "the anchor header"))
         headers += _check_certificate(doc["anchor_commit"], anchor, checker, "anchor_commit")
     bound = _check_genesis(headers, trust.genesis)
     return VerifiedProof(
@@ -323,7 +382,74 @@ def _verify(doc: Mapping[str, Any], trust: TrustAnchor) -> VerifiedProof:
         chain_id=trust.chain_id,
         validator_set=trust.fingerprint,
         genesis_hash=bound,
+        epoch=header.epoch,
     )
+
+
+def _anchor_of(anchors: Sequence[TrustAnchor], epoch: int, what: str) -> TrustAnchor:
+    """Rule 6: the set of `epoch`, from the trusted one through the checked epoch changes."""
+    first = anchors[0].epoch
+    if not first <= epoch < first + len(anchors):
+        raise ProofCheckError(
+            f"{what} is in epoch {epoch}; the trusted set is of epoch {first} and the bundle's "
+            f"epoch-change proof reaches epoch {first + len(anchors) - 1}"
+        )
+    return anchors[epoch - first]
+
+
+def _walk_epochs(doc: Any, trust: TrustAnchor) -> tuple[list[TrustAnchor], list[BlockHeader]]:
+    """Rule 6: the anchors of epochs trust.epoch .. to_epoch, and every header checked."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("entries"), list):
+        raise ProofCheckError("epoch_proof: expected {from_epoch, to_epoch, entries: [...]}")
+    first, last, entries = doc.get("from_epoch"), doc.get("to_epoch"), doc["entries"]
+    if not (_is_count(first) and _is_count(last) and first <= last):
+        raise ProofCheckError("epoch_proof: from_epoch and to_epoch must be 0 <= from <= to")
+    if len(entries) != last - first:
+        raise ProofCheckError(f"epoch_proof: {len(entries)} entries for epochs {first}..{last}")
+    if first > trust.epoch:
+        raise ProofCheckError(
+            f"epoch_proof: starts at epoch {first}, after the trusted epoch {trust.epoch}"
+        )
+    anchors: list[TrustAnchor] = [trust]
+    headers: list[BlockHeader] = []
+    end = -1
+    for e, entry in enumerate(entries, start=first):
+        what = f"epoch_proof entry {e}"
+        if not isinstance(entry, Mapping) or entry.get("epoch") != e:
+            raise ProofCheckError(f"{what}: expected an object with epoch {e}")
+        if e < trust.epoch:
+            continue  # before the trusted set: nothing to learn from it
+        current = anchors[-1]
+        chain = _check_certificate(entry, None, _checker(current), what)
+        ending = chain[0]
+        if ending.height <= end:
+            raise ProofCheckError(
+                f"{what}: the epoch ends at height {ending.height}, not above "
+                f"the previous end {end}"
+            )
+        nxt = TrustAnchor.from_validators(
+            entry.get("next_validators") or [], trust.chain_id, epoch=e + 1
+        )
+        if ending.next_validators_hash != nxt.fingerprint:
+            raise ProofCheckError(
+                f"{what}: the ending block's next_validators_hash is not the fingerprint of "
+                "next_validators"
+            )
+        anchors.append(
+            TrustAnchor(
+                chain_id=trust.chain_id,
+                validators=nxt.validators,
+                genesis=trust.genesis,
+                epoch=e + 1,
+            )
+        )
+        headers += chain
+        end = ending.height
+    return anchors, headers
+
+
+def _is_count(x: object) -> TypeGuard[int]:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _check_genesis(
@@ -355,7 +481,11 @@ def _checker(trust: TrustAnchor) -> CertChecker:
             return key is not None and key.verify(msg, sig)
 
     return CertChecker(
-        chain_id=trust.chain_id, validators=vset, verifier=_Verifier(), genesis_id=None
+        chain_id=trust.chain_id,
+        validators=vset,
+        verifier=_Verifier(),
+        genesis_id=None,
+        epoch=trust.epoch,
     )
 
 
@@ -375,9 +505,15 @@ def _check_certificate(
             raise ProofCheckError(f"{what}: the headers break at height {child.height}")
     if any(h.chain_id != checker.chain_id for h in headers):
         raise ProofCheckError(f"{what}: a header belongs to another chain")
+    if any(h.epoch != checker.epoch for h in headers):  # rule 6
+        raise ProofCheckError(
+            f"{what}: a header is not of epoch {checker.epoch}, whose set checks this certificate"
+        )
     tip = headers[-1]
     proof = CommitProof.decode(parse_hex(obj.get("proof"), name=f"{what} proof"))
     child = proof.header
+    if child.epoch != checker.epoch:
+        raise ProofCheckError(f"{what}: the certificate's child header is of another epoch")
     if proof.committed_id != tip.block_id or child.parent_id != tip.block_id:
         raise ProofCheckError(f"{what}: the commit certificate certifies another block")
     if (child.justify.round, child.justify.height) != (tip.round, tip.height):

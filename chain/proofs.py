@@ -13,14 +13,24 @@ Rules this module keeps (docs/protocol.md §9):
 4. Every header served is re-checked by the injected `check_header` (a damaged store is an
    error, never an answer); the assembler raises `ProofNotFound` / `ProofOutOfRange` for what
    the caller asked wrong, and lets the check's error through.
+5. Epochs (issue 12, EPOCHS.md E4, E8): a certificate never crosses an epoch end. For a block of
+   an epoch that ended at E, the search for a stored proof stops at E; E committed through a
+   later block B is certified by its epoch record (headers E..B, B's proof: chain/epochs.py
+   rule 2). The suffix headers E+1..B are certified but were never committed, so a bundle's
+   default anchor is at most E. A bundle whose transaction or anchor is in an epoch above 0
+   carries `epoch_proof`, the epoch-change proof from epoch 0 to the highest of the two.
+6. An epoch-change proof from epoch f to epoch t (0 <= f <= t <= the latest epoch) lists, for
+   each epoch e in [f, t), the epoch-ending certificate of e and the validators of e + 1.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from gmchain.chain.lightclient import Certificate, build_full_proof
+from gmchain.chain.epochs import EpochRecord
+from gmchain.chain.lightclient import Certificate, build_full_proof, validators_to_json
 from gmchain.consensus.messages import CommitProof
 from gmchain.ledger.merkle import acc_consistency_proof
 from gmchain.ledger.store import Store
@@ -56,6 +66,11 @@ class ProofAssembler:
         self._validators = validators
         self._max_span = max_span
         self._check_header = check_header
+        # Rule 5: the stored epoch records (index n - 1: epoch n), and by the height of the block
+        # E that ended the epoch before each. Append-only, like the records.
+        self._records: list[EpochRecord] = []
+        self._ends: dict[int, EpochRecord] = {}
+        self._records_lock = threading.Lock()  # the worker threads load them (rule 3)
 
     def tx_proof(self, tx_id: bytes, at_height: int | None, head: int) -> dict[str, Any]:
         """The version-2 bundle (chain/lightclient.py) of `tx_id`, anchored at `at_height`
@@ -65,7 +80,7 @@ class ProofAssembler:
             raise ProofNotFound("transaction is not committed on this node")
         height, index = loc
         commit = self._certificate(height, head)
-        tip = commit.headers[-1].height
+        tip = min(commit.headers[-1].height, self._epoch_end(commit.headers[0].epoch))
         at = min(tip, head) if at_height is None else at_height
         if not height <= at <= head:
             raise ProofOutOfRange(f"atHeight must be between {height} and {head}, got {at}")
@@ -76,7 +91,9 @@ class ProofAssembler:
         receipts = [self._store.get_receipt(t) or b"" for t in tx_ids]
         anchor_commit = None if at <= tip else self._certificate(at, head)
         anchor = commit.headers[at - height] if anchor_commit is None else anchor_commit.headers[0]
+        top = max(header.epoch, anchor.epoch)
         return build_full_proof(
+            epoch_proof=self.epoch_proof(0, top) if top > 0 else None,
             header=header,
             tx_ids=tx_ids,
             receipts=receipts,
@@ -96,11 +113,31 @@ class ProofAssembler:
             "height": height,
             "headers": cert.to_json()["headers"],  # height .. the certified tip
             "proof": "0x" + cert.proof.encode().hex(),
-            "validators": [
-                {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org}
-                for v in self._validators
-            ],
+            "validators": validators_to_json(self._epoch_validators(cert.headers[0].epoch)),
         }
+
+    def epoch_proof(self, from_epoch: int, to_epoch: int) -> dict[str, Any]:
+        """Rule 6 (docs/protocol.md, "Epoch-change proofs")."""
+        self._load_records()
+        latest = len(self._records)
+        if not 0 <= from_epoch <= to_epoch <= latest:
+            raise ProofOutOfRange(
+                f"need 0 <= fromEpoch <= toEpoch <= {latest} (the latest epoch), "
+                f"got {from_epoch}, {to_epoch}"
+            )
+        entries = []
+        for record in self._records[from_epoch:to_epoch]:
+            ending = self.header(record.ending.height)  # re-checked (rule 4)
+            if ending.block_id != record.ending.block_id:
+                raise ProofNotFound(f"the epoch record {record.epoch} names another block")
+            entries.append(
+                {
+                    "epoch": record.epoch - 1,
+                    **Certificate(headers=record.headers, proof=record.proof).to_json(),
+                    "next_validators": validators_to_json(record.config.validators),
+                }
+            )
+        return {"from_epoch": from_epoch, "to_epoch": to_epoch, "entries": entries}
 
     def consistency_proof(self, old_height: int, new_height: int, head: int) -> dict[str, Any]:
         """RFC 9162 §2.1.4 consistency between the accumulators of two committed headers."""
@@ -136,11 +173,20 @@ class ProofAssembler:
         headers from `height` to the tip it certifies."""
         span = self._max_span
         proof = None
+        self._load_records()
         for h in range(height, min(head, height + span - 1) + 1):
             raw = self._store.get_commit_proof(h)
             if raw:
                 proof = CommitProof.decode(raw)
                 break
+            record = self._ends.get(h)
+            if record is not None:  # rule 5: E, committed through a later block
+                if h - height + len(record.headers) > span:
+                    raise self._span_error(height)
+                stored = tuple(self.header(x) for x in range(height, h + 1))
+                if stored[-1].block_id != record.ending.block_id:
+                    raise ProofNotFound(f"the epoch record {record.epoch} names another block")
+                return Certificate(headers=stored + record.headers[1:], proof=record.proof)
         if proof is None:
             if height + span - 1 < head:
                 raise self._span_error(height)
@@ -153,6 +199,29 @@ class ProofAssembler:
         return Certificate(
             headers=tuple(self.header(h) for h in range(height, tip + 1)), proof=proof
         )
+
+    def _load_records(self) -> None:
+        """Rule 5: read the epoch records committed since the last call."""
+        last = self._store.last_epoch()
+        if last == len(self._records):
+            return
+        with self._records_lock:
+            for n in range(len(self._records) + 1, last + 1):
+                raw = self._store.get_epoch_record(n)
+                if raw is None:
+                    break
+                record = EpochRecord.decode(raw)
+                self._ends[record.ending.height] = record
+                self._records.append(record)
+
+    def _epoch_end(self, epoch: int) -> int:
+        """The height of the block that ended `epoch` (unbounded while it runs)."""
+        self._load_records()
+        return self._records[epoch].ending.height if epoch < len(self._records) else 2**64
+
+    def _epoch_validators(self, epoch: int) -> tuple[GenesisValidator, ...]:
+        self._load_records()
+        return self._validators if epoch == 0 else self._records[epoch - 1].config.validators
 
     def _span_error(self, height: int) -> ProofOutOfRange:
         return ProofOutOfRange(

@@ -37,6 +37,7 @@ class MemStore:
         self._leaves: list[bytes] = []
         self._nodes: dict[tuple[int, int], bytes] = {}  # level >= 1
         self._meta: dict[str, bytes] = {}
+        self._epochs: list[bytes] = []  # epoch records 1, 2, ... (store_api rule 5)
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -45,6 +46,7 @@ class MemStore:
             w,
             next_height=len(self._blocks),
             acc_size=len(self._leaves),
+            last_epoch=len(self._epochs),
             is_stored_hash=self._height_of.__contains__,
             is_stored_tx=self._tx_at.__contains__,
             get_node=self._node_getter(),
@@ -75,6 +77,8 @@ class MemStore:
                 self._index[ik] = iv
         if w.commit_proof:
             self._proofs[h] = w.commit_proof
+        if w.epoch_record is not None:
+            self._epochs.append(w.epoch_record[1])
 
     def put_meta(self, key: str, value: bytes, *, sync: bool = True) -> None:
         self._meta[key] = require_bytes(value, f"metadata value of {key!r}")
@@ -131,6 +135,13 @@ class MemStore:
 
     def get_meta(self, key: str) -> bytes | None:
         return self._meta.get(key)
+
+    def get_epoch_record(self, epoch: int) -> bytes | None:
+        ok = type(epoch) is int and 1 <= epoch <= len(self._epochs)
+        return self._epochs[epoch - 1] if ok else None
+
+    def last_epoch(self) -> int:
+        return len(self._epochs)
 
     def acc_size(self) -> int:
         return len(self._leaves)

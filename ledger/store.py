@@ -2,10 +2,10 @@
 
 Rules this module keeps:
 1. A block and everything derived from it (header, hash index, tx locations, receipts, state writes,
-   secondary indexes, accumulator leaves and nodes, commit proof, head metadata) are written by ONE
-   `write_batch(transaction=True, sync=True)`: LevelDB applies a WriteBatch atomically and the
-   sync makes it durable before `commit_block` returns. `transaction=True` matters: plyvel's plain
-   `with db.write_batch():` still writes on an exception (REFERENCES.md).
+   secondary indexes, accumulator leaves and nodes, commit proof, epoch record, head metadata) are
+   written by ONE `write_batch(transaction=True, sync=True)`: LevelDB applies a WriteBatch
+   atomically and the sync makes it durable before `commit_block` returns. `transaction=True`
+   matters: plyvel's plain `with db.write_batch():` still writes on an exception (REFERENCES.md).
 2. Check everything, then change state (STYLE.md 9): `commit_block` validates the whole
    `BlockWrite` (height is head + 1, sizes, duplicate tx ids and block hashes, accumulator nodes)
    before it opens the batch; an error at any point writes nothing and leaves the cached head as is.
@@ -348,6 +348,7 @@ class Store:
             w,
             next_height=0 if self._head is None else self._head[0] + 1,
             acc_size=self._acc_size,
+            last_epoch=self.last_epoch(),
             is_stored_hash=lambda h: get(k.k_hash_index(h)) is not None,
             is_stored_tx=lambda t: get(k.P_TX + t) is not None,
             get_node=self._node_getter(),
@@ -385,6 +386,8 @@ class Store:
                 put(k.k_index(ik), iv)
         if w.commit_proof:
             put(k.k_proof(h), w.commit_proof)
+        if w.epoch_record is not None:  # store_api rule 5: in the block's own batch
+            put(k.k_epoch(w.epoch_record[0]), w.epoch_record[1])
         put(k.META_HEAD, k.encode_head(h, w.block_hash))
         put(k.META_ACC_SIZE, k.encode_height(acc_start + len(w.tx_ids)))
 
@@ -520,6 +523,13 @@ class Store:
 
     def get_meta(self, key: str) -> bytes | None:
         return self._kv.get(k.k_user_meta(key))
+
+    def get_epoch_record(self, epoch: int) -> bytes | None:
+        return self._by_height(k.k_epoch, epoch, verify=True)
+
+    def last_epoch(self) -> int:
+        last = self._kv.last_key(k.P_EPOCH)
+        return 0 if last is None else k.decode_height(last[1:])
 
     # ---------------------------------------------------------------- accumulator
 

@@ -16,6 +16,11 @@ Rules every implementation keeps:
    [index * 2**level, (index + 1) * 2**level); level 0 is the leaf; None while incomplete.
 4. `put_meta` is small metadata outside the block; `sync=False` may be lost by a crash until the
    next synced write.
+5. Epoch records (issue 12): the block that ends epoch n - 1 carries the record of epoch n
+   (`BlockWrite.epoch_record`, opaque bytes, chain/epochs.py) and it is written with the block,
+   all or nothing. Records are numbered 1, 2, ... without a gap (`last_epoch() + 1`, else
+   `StoreError`); `get_epoch_record(n)` is None for a record never written, `last_epoch()` is 0
+   while there is none (epoch 0 comes from the genesis document).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class BlockWrite:
     acc_nodes: Mapping[tuple[int, int], bytes]
     commit_proof: bytes = b""
     index_writes: Mapping[bytes, bytes | None] = field(default_factory=lambda: _EMPTY)
+    # Rule 5: (n, record of epoch n) when this block ends epoch n - 1, else None.
+    epoch_record: tuple[int, bytes] | None = None
 
 
 class ChainStore(Protocol):
@@ -83,6 +90,10 @@ class ChainStore(Protocol):
 
     def get_meta(self, key: str) -> bytes | None: ...
 
+    def get_epoch_record(self, epoch: int) -> bytes | None: ...
+
+    def last_epoch(self) -> int: ...
+
     def put_meta(self, key: str, value: bytes, *, sync: bool = True) -> None: ...
 
 
@@ -105,12 +116,14 @@ def check_block_write(
     *,
     next_height: int,
     acc_size: int,
+    last_epoch: int,
     is_stored_hash: Callable[[bytes], bool],
     is_stored_tx: Callable[[bytes], bool],
     get_node: NodeGetter,
 ) -> dict[tuple[int, int], bytes]:
     """Rule 1, shared by every implementation: check `w` against a store whose next height is
-    `next_height` and whose accumulator holds `acc_size` leaves; return the accumulator nodes
+    `next_height`, whose accumulator holds `acc_size` leaves and whose latest epoch record is
+    `last_epoch` (rule 5); return the accumulator nodes
     (level >= 1) the block completes. Raises StoreError; reads only."""
     if not isinstance(w, BlockWrite):
         raise StoreError(f"commit_block takes a BlockWrite, got {type(w).__name__}")
@@ -160,6 +173,16 @@ def check_block_write(
         if type(ik) is not bytes or not ik or not (iv is None or type(iv) is bytes):
             raise StoreError(
                 f"index write {ik!r} -> {type(iv).__name__} must be non-empty bytes -> bytes | None"
+            )
+    if w.epoch_record is not None:
+        rec = w.epoch_record
+        if not (type(rec) is tuple and len(rec) == 2 and type(rec[0]) is int):
+            raise StoreError("epoch_record must be (epoch: int, record: bytes)")
+        require_bytes(rec[1], "epoch record")
+        if rec[0] != last_epoch + 1:
+            raise StoreError(
+                f"block {w.height}: epoch record {rec[0]} refused: the next epoch is "
+                f"{last_epoch + 1}"
             )
     new_nodes = compute_new_nodes(acc_size, w.acc_leaves, get_node)
     why = check_supplied_nodes(w.acc_nodes, new_nodes, acc_size, w.acc_leaves)

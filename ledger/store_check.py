@@ -262,6 +262,9 @@ def check_store_deep(kv: KVReader) -> tuple[int, bytes, int] | None:
     last_proof = kv.last_key(k.P_PROOF)
     if last_proof is not None and k.decode_height(last_proof[1:]) > head:
         raise corrupt("a commit proof exists for a height above the head")
+    epochs = [k.decode_height(key[1:]) for key, _ in kv.iter_prefix(k.P_EPOCH)]
+    if epochs != list(range(1, len(epochs) + 1)):  # store_api rule 5
+        raise corrupt(f"epoch records {epochs[:8]} are not numbered 1, 2, ... without a gap")
     return found
 
 

@@ -29,6 +29,8 @@ Key space (prefix, key, value):
     b"A" + level(1) + index   accumulator perfect-subtree node hash, level >= 1 (32)
     b"P" + height             commit proof (opaque)
     b"X" + key                opaque secondary index value
+    b"E" + epoch              epoch record (opaque; chain/epochs.py), written with the block that
+                              ended the epoch before it (epoch >= 1)
 
 Sources: LevelDB's documentation (bytewise comparator, `WriteBatch` atomicity); RFC 6962 §2.1 for
 what the accumulator nodes are (see `ledger.store_acc`).
@@ -57,6 +59,7 @@ __all__ = [
     "P_ACC_NODE",
     "P_BLOCK",
     "P_BLOCK_HASH",
+    "P_EPOCH",
     "P_HASH_INDEX",
     "P_HEADER",
     "P_INDEX",
@@ -84,6 +87,7 @@ __all__ = [
     "k_acc_node",
     "k_block",
     "k_block_hash",
+    "k_epoch",
     "k_hash_index",
     "k_header",
     "k_index",
@@ -125,6 +129,7 @@ P_ACC_LEAF: Final = b"L"
 P_ACC_NODE: Final = b"A"
 P_PROOF: Final = b"P"
 P_INDEX: Final = b"X"
+P_EPOCH: Final = b"E"
 
 META_VERSION: Final = P_META + b"format_version"
 META_CHAIN_ID: Final = P_META + b"chain_id"
@@ -256,6 +261,10 @@ def k_acc_node(level: int, index: int) -> bytes:
 
 def k_proof(h: int) -> bytes:
     return P_PROOF + _U64.pack(h)
+
+
+def k_epoch(epoch: int) -> bytes:
+    return P_EPOCH + _U64.pack(epoch)
 
 
 def k_index(key: bytes) -> bytes:

@@ -40,8 +40,11 @@ from gmchain.chain.core import make_genesis_block  # noqa: E402
 from gmchain.chain.executor import BlockContext, Executor  # noqa: E402
 from gmchain.chain.lightclient import (  # noqa: E402
     Certificate,
+    TrustAnchor,
     build_full_proof,
     compute_validator_set_fingerprint,
+    validators_to_json,
+    verify_epoch_proof,
 )
 from gmchain.chain.txrules import TxRules  # noqa: E402
 from gmchain.consensus import Validator, ValidatorSet  # noqa: E402
@@ -110,15 +113,19 @@ _NO_EXAMPLE: dict[str, str] = {}  # struct name -> where its example is instead
 class _Signatures:
     """Stored example signatures; new ones only with --new-signatures."""
 
-    def __init__(self, fresh: bool) -> None:
+    def __init__(self, fresh: bool, add: bool = False) -> None:
         self.fresh = fresh
+        self.add = add  # sign only what is missing or no longer verifies (--add-signatures)
         self.sigs: dict[str, str] = {}
         if not fresh and VECTORS.exists():
             self.sigs = json.loads(VECTORS.read_text())["signatures"]
 
     def get(self, name: str, key: PrivateKey, msg: bytes) -> bytes:
-        if self.fresh or name not in self.sigs:
-            if not self.fresh:
+        stale = self.add and name in self.sigs
+        if stale and key.public_key.verify(msg, bytes.fromhex(self.sigs[name])):
+            stale = False
+        if self.fresh or name not in self.sigs or stale:
+            if not (self.fresh or self.add):
                 raise SystemExit(f"no stored signature {name!r}; run with --new-signatures")
             self.sigs[name] = key.sign(msg).hex()
         sig = bytes.fromhex(self.sigs[name])
@@ -363,6 +370,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         anchor_commit=Certificate(headers=(h2,), proof=commit_proofs[2]),
     )
     consistency = compute_consistency_proof(get_node, h1.acc_size, h2.acc_size)
+    epoch_proof = _epoch_example(sigs, genesis, vset, key_of, b4, run_block)
     return {
         "genesis": genesis,
         "headers": headers[:4],  # the committed chain; block 4 travels in the proposal
@@ -382,7 +390,64 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         "full_bundle": full_bundle,
         "commit_proof": commit_proofs[1],
         "consistency": consistency,
+        "epoch_proof": epoch_proof,
     }
+
+
+def _epoch_example(
+    sigs: _Signatures,
+    genesis: lt.Genesis,
+    vset: ValidatorSet,
+    key_of: dict[lt.NodeId, PrivateKey],
+    b4: lt.Block,
+    run_block: Any,
+) -> dict[str, Any]:
+    """An epoch-change proof from epoch 0 to 1: block 4 certified, then an (empty) block E at
+    height 5 whose next_validators_hash names the genesis set without its last validator (by
+    node id), committed by its child C (consecutive round) and C's QC; checked from the genesis."""
+
+    def qc(h: lt.BlockHeader) -> lt.QuorumCert:
+        root = lt.QuorumCert.signing_root(CHAIN_ID, h.epoch, h.block_id, h.round, h.height)
+        return lt.QuorumCert(
+            epoch=h.epoch,
+            block_id=h.block_id,
+            round=h.round,
+            height=h.height,
+            signatures=tuple(
+                (n, sigs.get(f"epoch_qc{h.height}_{i}", key_of[n], root))
+                for i, n in enumerate(vset.node_ids[:3])
+            ),
+        )
+
+    kept = {vset.node_ids[i] for i in range(3)}
+    nxt = tuple(v for v in genesis.validators if v.node_id in kept)
+    ending = run_block(6, [], qc(b4.header))
+    ending = lt.Block(
+        header=dataclasses.replace(
+            ending.header, next_validators_hash=validator_set_fingerprint(nxt)
+        ),
+        txs=(),
+    )
+    child = run_block(7, [], qc(ending.header)).header
+    child = dataclasses.replace(
+        child, parent_id=ending.block_id, next_validators_hash=validator_set_fingerprint(nxt)
+    )
+    child = dataclasses.replace(child, justify=qc(ending.header))
+    proof = cm.CommitProof(header=child, qc=qc(child))
+    doc = {
+        "from_epoch": 0,
+        "to_epoch": 1,
+        "entries": [
+            {
+                "epoch": 0,
+                **Certificate(headers=(ending.header,), proof=proof).to_json(),
+                "next_validators": validators_to_json(nxt),
+            }
+        ],
+    }
+    reached = verify_epoch_proof(doc, TrustAnchor.from_genesis(genesis))
+    assert reached.epoch == 1 and reached.validators == nxt
+    return doc
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -664,6 +729,7 @@ def render(ex: dict[str, Any]) -> str:
         ),
         "EX_FRONTIER": _example("frontier", _frontier_lines(blocks)),
         "EX_BUNDLE": _json_example("tx_proof", ex["full_bundle"]),
+        "EX_EPOCH_PROOF": _json_example("epoch_proof", ex["epoch_proof"]),
         "EX_CONSISTENCY": _json_example(
             "consistency_proof",
             {
@@ -767,10 +833,10 @@ def _frontier(blocks: list[lt.Block]) -> Frontier:
     return f
 
 
-def generate(new_signatures: bool = False) -> str:
-    sigs = _Signatures(new_signatures)
+def generate(new_signatures: bool = False, add_signatures: bool = False) -> str:
+    sigs = _Signatures(new_signatures, add_signatures)
     text = render(build_examples(sigs))
-    if new_signatures:
+    if new_signatures or add_signatures:
         sigs.save()
     return text
 
@@ -779,8 +845,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="fail if docs/protocol.md is stale")
     ap.add_argument("--new-signatures", action="store_true", help="re-sign the examples")
+    ap.add_argument(
+        "--add-signatures",
+        action="store_true",
+        help="sign only the examples whose stored signature is missing or no longer verifies",
+    )
     args = ap.parse_args()
-    text = generate(args.new_signatures)
+    text = generate(args.new_signatures, args.add_signatures)
     if args.check:
         if not DOC.exists() or DOC.read_text() != text:
             print("docs/protocol.md is stale: run python scripts/gen_protocol_doc.py")

@@ -21,7 +21,12 @@ from typing import Any
 import pytest
 
 from gmchain.chain.core import Chain
-from gmchain.chain.lightclient import ProofCheckError, TrustAnchor, verify_full_proof
+from gmchain.chain.lightclient import (
+    ProofCheckError,
+    TrustAnchor,
+    verify_epoch_proof,
+    verify_full_proof,
+)
 from gmchain.chain.txrules import TxRules
 from gmchain.consensus import Validator, ValidatorSet
 from gmchain.consensus.certs import CertChecker
@@ -240,6 +245,18 @@ def test_commit_proofs_and_bundle_verify_against_the_genesis() -> None:
     broken["commit"]["proof"] = qc[:-3] + ("0" if qc[-3] != "0" else "1") + qc[-2:]
     with pytest.raises(ProofCheckError):
         verify_full_proof(broken, TrustAnchor.from_validators(GENESIS.validators, GENESIS.chain_id))
+
+
+def test_the_epoch_proof_example_verifies_from_the_genesis() -> None:
+    """docs/protocol.md "Epoch-change proofs": the example reaches epoch 1, whose set is the
+    genesis set without its last validator by node id; a changed next set is refused."""
+    doc = json.loads(EXAMPLES["epoch_proof"])
+    reached = verify_epoch_proof(doc, TrustAnchor.from_genesis(GENESIS))
+    by_id = sorted(GENESIS.validators, key=lambda v: v.node_id)
+    assert reached.epoch == 1 and set(reached.validators) == set(by_id[:3])
+    doc["entries"][0]["next_validators"] = doc["entries"][0]["next_validators"][:2]
+    with pytest.raises(ProofCheckError, match="next_validators_hash"):
+        verify_epoch_proof(doc, TrustAnchor.from_genesis(GENESIS))
 
 
 def test_quorum_arithmetic_of_the_examples() -> None:

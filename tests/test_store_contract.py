@@ -166,6 +166,26 @@ def test_duplicates_across_blocks_refused(store: ChainStore) -> None:
     assert store.get_tx_location(sm3_hash(b"x")) is None
 
 
+def test_epoch_records_are_numbered_without_gaps_and_written_with_their_block(
+    store: ChainStore,
+) -> None:
+    """store_api rule 5: the record of epoch n comes with a block, all or nothing, n = last + 1."""
+    store.commit_block(_block(0, 0))
+    assert store.last_epoch() == 0 and store.get_epoch_record(1) is None
+    with pytest.raises(StoreError, match="epoch record 2 refused: the next epoch is 1"):
+        store.commit_block(_block(1, epoch_record=(2, b"two")))
+    assert store.head_height() == 0 and store.last_epoch() == 0  # the block was refused whole
+    with pytest.raises(StoreError, match="epoch_record must be"):
+        store.commit_block(_block(1, epoch_record=("1", b"one")))
+    store.commit_block(_block(1, epoch_record=(1, b"one")))
+    store.commit_block(_block(2))
+    with pytest.raises(StoreError, match="epoch record 1 refused: the next epoch is 2"):
+        store.commit_block(_block(3, epoch_record=(1, b"again")))
+    store.commit_block(_block(3, epoch_record=(2, b"two")))
+    assert store.last_epoch() == 2 and store.head_height() == 3
+    assert [store.get_epoch_record(n) for n in (0, 1, 2, 3)] == [None, b"one", b"two", None]
+
+
 def test_deletion_and_iteration_order(store: ChainStore) -> None:
     nums = random.Random(3).sample(range(100_000), 50)
     writes: dict[tuple[str, bytes], bytes | None] = {
