@@ -101,13 +101,9 @@ class ProofService:
         self, from_epoch: int, to_epoch: int, *, client: str = ""
     ) -> dict[str, Any]:
         """gm_getEpochProof (node/rpcgov.py checked the range against the current epoch)."""
-        if from_epoch == to_epoch:  # nothing to prove: the trusted set is already this epoch's
-            return {"from_epoch": from_epoch, "to_epoch": to_epoch, "entries": []}
-        # TODO(issue 12): the epoch-ending certificates are the chain library's epoch records
-        # (chain/proofs.py ProofAssembler.epoch_proof, helper chainep): run it here via _run.
-        raise ApiError(
-            ErrorCode.NOT_FOUND,
-            f"no epoch-ending certificate of epoch {from_epoch} is stored on this node",
+        return await self._run(
+            client,
+            lambda: _api_errors(lambda: self.assembler.epoch_proof(from_epoch, to_epoch)),
         )
 
     async def _run(self, client: str, job: Callable[[], _T]) -> _T:

@@ -139,7 +139,7 @@ def reset_safety(store: Store, round_: int) -> SafetyData:
     r = Round(round_)
     # consensus/safety.py E1: the record must name the store's current epoch, or the replica of
     # that epoch would replace it by a fresh one (issue 12; chain/epochs.py numbers the records).
-    epoch: int = getattr(store, "last_epoch", lambda: 0)()
+    epoch = store.last_epoch()
     data = SafetyData(
         last_voted_round=r,
         preferred_round=r,

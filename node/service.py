@@ -156,7 +156,7 @@ class NodeService:
         self.consensus_config.validate()
         # Issue 12 (E5): a node restarted after an epoch change runs the current epoch's replica
         # (chain/epochs.py keeps the switch that started it; a chain without epochs has none).
-        current: EpochStart | None = getattr(self.chain, "current_epoch_switch", lambda: None)()
+        current: EpochStart | None = self.chain.current_epoch_switch()
         if current is not None:
             self.on_epoch(current.config)
         replica = (
@@ -200,7 +200,7 @@ class NodeService:
             # Issue 12 (E4/E5, node/driver.py rule 6): the chain hands over an epoch switch after
             # the commit that ended the epoch; chain/epochs.py provides it (a chain without it
             # never switches).
-            take_epoch_switch=getattr(self.chain, "take_epoch_switch", lambda: None),
+            take_epoch_switch=self.chain.take_epoch_switch,
             make_replica=self._replica_for_epoch,
             on_epoch=self.on_epoch,
         )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from gmchain.chain.core import Chain
 from gmchain.chain.executor import InvalidBlock, compute_state_hash
@@ -312,17 +312,11 @@ class SimApp:
 
     def take_epoch_switch(self) -> EpochStart | None:
         """Rule 6: the switch the last commit made, once (chain/epochs.py; issue 12)."""
-        take: Callable[[], EpochStart | None] | None = getattr(
-            self.chain, "take_epoch_switch", None
-        )
-        return None if take is None else take()
+        return self.chain.take_epoch_switch()
 
     def current_epoch_switch(self) -> EpochStart | None:
         """Rule 6: the switch that started the current epoch (None in epoch 0)."""
-        current: Callable[[], EpochStart | None] | None = getattr(
-            self.chain, "current_epoch_switch", None
-        )
-        return None if current is None else current()
+        return self.chain.current_epoch_switch()
 
     def committed_qc(self) -> QuorumCert:
         """The QC certifying the committed head (what a restarted node starts with)."""
