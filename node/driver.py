@@ -68,6 +68,7 @@ class ReplicaView:
     round: int = 0
     lag: int = 0  # consensus L10: committed blocks a verified certificate shows we lack
     heard_status: bool = False  # a peer's certificates verified at least once (L10)
+    timed_out_round: int = 0  # the last round this replica signed a timeout in (0: none yet)
 
 
 class _Stop:
@@ -199,7 +200,12 @@ class ConsensusDriver:
         while self._local:
             self.run_effects(self.replica.step(self._local.popleft()))
         r = self.replica
-        self.view = ReplicaView(round=int(r.round), lag=r.lag, heard_status=r.heard_status)
+        self.view = ReplicaView(
+            round=int(r.round),
+            lag=r.lag,
+            heard_status=r.heard_status,
+            timed_out_round=int(r.state.timed_out_round),
+        )
         self._on_stepped(self.view)
 
     def _send_sync_info(self, to: NodeId | None) -> None:

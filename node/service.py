@@ -52,9 +52,10 @@ from gmchain.node.chainpool import MempoolPool
 from gmchain.node.commitbus import CommitBus, Subscriptions, TxWaiters
 from gmchain.node.config import NodeConfig
 from gmchain.node.diskspace import FreeSpaceGuard
-from gmchain.node.driver import ConsensusDriver
+from gmchain.node.driver import ConsensusDriver, ReplicaView
 from gmchain.node.mempool import MempoolConfig
-from gmchain.node.metrics import NodeMetrics
+from gmchain.node.metrics import NodeMetrics, compute_quorum_peers
+from gmchain.node.opslog import CommitLog, RoundLog, SyncLog, compute_peer_names
 from gmchain.node.poolwal import PoolWal
 from gmchain.node.proofserve import ProofLimits, ProofService
 from gmchain.node.queries import Queries
@@ -169,6 +170,18 @@ class NodeService:
             blocks=self.chain.pending_blocks(),
         )
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` ran on
+        # The story in the log (node/opslog.py): commits on the loop, sync and round timeouts
+        # on the consensus thread (from `_on_stepped`).
+        self._names = compute_peer_names(config, self.node_id, self.validators.node_ids)
+        self.commit_log = CommitLog(
+            every_blocks=config.log_commit_every_blocks, every_s=config.log_commit_every_s
+        )
+        self.sync_log = SyncLog()
+        self.round_log = RoundLog(
+            leader_of=lambda r: self._names.get(self.validators.leader(r), "?"),
+            on_timeout=self.metrics.round_timeouts.inc,
+            timed_out_round=int(replica.state.timed_out_round),
+        )
         self.bus = CommitBus()
         self.waiters = TxWaiters()
         self.subscriptions = Subscriptions()
@@ -185,7 +198,7 @@ class NodeService:
             to_loop=self._to_loop,
             on_commit=self.bus.publish,
             on_fail=self._fail,
-            on_stepped=lambda view: self.metrics.round.set(view.round),
+            on_stepped=self._on_stepped,
         )
         self.queries = Queries(
             store=store,
@@ -233,6 +246,11 @@ class NodeService:
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
+        self.metrics.last_block_time.set(self.chain.head.timestamp_ms / 1000)
+        role = "validator" if self.is_validator else "observer"
+        self.metrics.node_info.labels(config.name, self.node_id.hex(), genesis.chain_id, role).set(
+            1
+        )
 
     def _committed_qc(self) -> QuorumCert:
         """The QC that certifies the committed head (from its commit proof), or genesis's."""
@@ -372,12 +390,42 @@ class NodeService:
 
     # --- commit listeners (on the loop, published by the driver through the bus) ---------------
 
+    def _on_stepped(self, view: ReplicaView) -> None:
+        """After each consensus step, on the consensus thread: round metrics, the sync and
+        round-timeout lines (node/opslog.py rule 4)."""
+        self.metrics.round.set(view.round)
+        self.round_log.on_view(timed_out_round=view.timed_out_round)
+        height = self.chain.head.height
+        self.sync_log.on_view(
+            height=height,
+            peak=height + view.lag,
+            catching_up=self._is_catching_up(view),
+            heard=view.heard_status,
+        )
+
+    def _is_catching_up(self, view: ReplicaView) -> bool:
+        """gm_status `catchingUp`: behind the peers' verified committed height by more than a
+        commit in flight, or (with peers to hear from) not yet told where they are (L10)."""
+        return not self._has_heard(view) or view.lag > CATCH_UP_SLACK
+
+    def _has_heard(self, view: ReplicaView) -> bool:
+        # A node of a multi-node chain (or an observer) knows it is caught up only once a peer
+        # told it its certificates (consensus L10); a lone validator is the chain.
+        needs_peers = self.transport.has_peers and (
+            len(self.validators) > 1 or not self.is_validator
+        )
+        return view.heard_status or not needs_peers
+
     def _count_commit(self, done: list[CommittedBlock]) -> None:
-        """Metrics, the packing policy's feedback and the pool log, per committed block."""
+        """Metrics, the sampled commit line, the packing policy's feedback and the pool log, per
+        committed block."""
         now = time.monotonic()
+        self.commit_log.on_commit([cb.block for cb in done])
         for cb in done:
             block = cb.block
             self.metrics.height.set(block.header.height)
+            self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
+            self.metrics.count_failed_receipts(cb.result.receipts)
             self.metrics.block_txs.observe(len(block.txs))
             self.metrics.committed.inc(len(block.txs))
             worst = -1.0
@@ -429,12 +477,7 @@ class NodeService:
         head = self.chain.head
         view = self.driver.view
         lag = view.lag
-        # A node of a multi-node chain (or an observer) knows it is caught up only once a peer
-        # told it its certificates (consensus L10); a lone validator is the chain.
-        needs_peers = self.transport.has_peers and (
-            len(self.validators) > 1 or not self.is_validator
-        )
-        heard = view.heard_status or not needs_peers
+        heard = self._has_heard(view)
         return NodeStatus(
             chain_id=self.genesis.chain_id,
             node_id=self.node_id,
@@ -450,7 +493,7 @@ class NodeService:
             replay_window=self.genesis.replay_window,
             peer_height=head.height + lag,
             lag=lag,
-            catching_up=not heard or lag > CATCH_UP_SLACK,
+            catching_up=self._is_catching_up(view),
             healthy=heard and lag <= self.config.health_max_lag_blocks,
         )
 
@@ -534,7 +577,16 @@ class NodeService:
         return self.subscriptions.events(contract, name)
 
     def metrics_text(self) -> bytes:
-        self.metrics.pool.set(len(self.mempool))
-        self.metrics.peers.set(self.transport.peer_count())
-        self.metrics.lag.set(self.driver.view.lag)
-        return generate_latest(self.metrics.registry)
+        m = self.metrics
+        view = self.driver.view
+        m.pool.set(len(self.mempool))
+        m.peers.set(self.transport.peer_count())
+        m.lag.set(view.lag)
+        m.catching_up.set(1 if self._is_catching_up(view) else 0)
+        free = self.disk_guard.free_bytes()
+        if free is not None:
+            m.disk_free.set(free)
+        voting = self.validators
+        m.validator_peers.set(sum(1 for p in self.transport.connected_peers() if p in voting))
+        m.quorum_peers.set(compute_quorum_peers(voting, self.node_id))
+        return generate_latest(m.registry)
