@@ -93,14 +93,13 @@ class CommitLog:
         head = blocks[-1]
         since = 0.0 if self._last_at is None else now - self._last_at
         log.info(
-            "committed height %d (block %s, %d txs); %d blocks and %d txs since the last line"
-            " %.1f s ago",
+            "committed height %d (block %s, %d txs); %d blocks and %d txs since %s",
             head.header.height,
             head.block_id.hex()[:16],
             len(head.txs),
             self._blocks,
             self._txs,
-            since,
+            "the node started" if self._last_at is None else f"the last line {since:.1f} s ago",
             extra=event_extra(
                 "commit",
                 height=head.header.height,
@@ -132,13 +131,23 @@ class SyncLog:
         now = self._clock()
         if catching_up and not self._behind:
             self._behind, self._from, self._started, self._last_line = True, height, now, now
-            why = "behind its peers" if heard else "has not heard any peer's certificates yet"
+            why = "is behind its peers" if heard else "has not heard any peer's certificates yet"
             log.info(
                 "catching up: the node %s (height %d, peers' verified height %d)",
                 why,
                 height,
                 peak,
                 extra=event_extra("sync_start", height=height, peak=peak, heard=heard),
+            )
+        elif catching_up and now - self._last_line >= self.progress_s and not heard:
+            self._last_line = now
+            log.info(
+                "catching up: still no peer's certificates after %.0f s (height %d)",
+                now - self._started,
+                height,
+                extra=event_extra(
+                    "sync_progress", from_height=self._from, height=height, heard=False
+                ),
             )
         elif catching_up and now - self._last_line >= self.progress_s:
             self._last_line = now

@@ -180,6 +180,39 @@ def test_a_node_that_falls_behind_trips_the_catching_up_alert(tmp_path: Path) ->
             load.stop()
         check_invariants(c, load.acked, expiry=load.expiry)
         _check_with_promtool(promtool, c, victim, scraper.scrapes, exprs, tmp_path)
+        _check_the_story(c, victim, live)
+
+
+_DOWN_REASONS = "eof|connection_error|idle_timeout|peer_closed|write_timeout"
+
+
+def _check_the_story(c: Cluster, victim: str, live: list[str]) -> None:
+    """The logs tell what happened (node/opslog.py): the others saw the victim leave and timed
+    out the rounds it led; the victim said it was catching up and when it had caught up."""
+    for name in live:
+        text = c.log(name)
+        assert re.search(
+            rf"peer disconnected: {victim} \(\w+\) at \S+ \({_DOWN_REASONS}\)",
+            text,
+        ), name
+        assert re.search(rf"peer connected: {victim} \(", text), name
+    timeouts = "".join(c.log(n) for n in live)
+    assert re.search(rf"round \d+ timed out waiting for leader {victim} \(", timeouts)
+    text = c.log(victim)
+    assert "catching up: the node has not heard any peer's certificates yet" in text
+    assert re.search(r"caught up: height \d+ -> \d+", text), text[-3000:]
+    port = c.rpc_port(live[0])
+    metrics = parse_metrics(_get(port, "/metrics"))
+    assert metrics["gmchain_round_timeouts_total"] >= 1, metrics
+
+
+def _get(port: int, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 def _check_with_promtool(
