@@ -150,12 +150,28 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(tmp_path: P
         "process_resident_memory_bytes",
     ):
         assert name in exported and name in used, name
+    _check_the_metrics_table(exposition)
     node_info = re.search(r"^gmchain_node_info\{([^}]*)\} 1\.0$", exposition, re.M)
     assert node_info is not None and 'name="node0"' in node_info.group(1)
     build = re.search(r"^gmchain_build_info\{([^}]*)\} 1\.0$", exposition, re.M)
     assert build is not None
     for label in ("version", "commit", "python", "openssl"):
         assert f'{label}="' in build.group(1)
+
+
+def _check_the_metrics_table(exposition: str) -> None:
+    """docs/ops.md "Metrics" names every family the node exports, and nothing else."""
+    doc = (ROOT / "docs" / "ops.md").read_text()
+    section = doc.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {n for row in rows for n in re.findall(r"`(gmchain_[a-z0-9_]+)`", row)}
+    families = set(re.findall(r"^# TYPE (\S+) \S+$", exposition, re.M))
+    own = {f for f in families if f.startswith("gmchain_") and not f.endswith("_created")}
+    assert documented == own, (sorted(own - documented), sorted(documented - own))
+    process_row = next(r for r in section.splitlines() if r.startswith("| `process_*`"))
+    for f in families:
+        if f.startswith("process_"):
+            assert f"`{f}`" in process_row, f
 
 
 def test_dashboard_has_the_promised_panels() -> None:
