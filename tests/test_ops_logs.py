@@ -147,6 +147,20 @@ def test_sync_lines_start_progress_and_done(caplog: pytest.LogCaptureFixture) ->
     assert got[3][1] == {"height": 60, "peak": 60, "from_height": 10, "seconds": 6.0}
 
 
+def test_sync_progress_while_no_peer_has_answered(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    sl = SyncLog(progress_s=5.0, clock=clock)
+    sl.on_view(height=7, peak=7, catching_up=True, heard=False)
+    clock.t += 5
+    sl.on_view(height=7, peak=7, catching_up=True, heard=False)
+    lines = [r for r in caplog.records if hasattr(r, "event")]
+    assert [r.event for r in lines] == ["sync_start", "sync_progress"]  # type: ignore[attr-defined]
+    assert "has not heard any peer's certificates" in lines[0].getMessage()
+    assert lines[1].fields == {"from_height": 7, "height": 7, "heard": False}  # type: ignore[attr-defined]
+    assert "still no peer's certificates after 5 s" in lines[1].getMessage()
+
+
 def test_round_timeouts_are_counted_each_and_logged_at_a_bounded_rate(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
