@@ -190,6 +190,22 @@ def _add_wait(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_log_options(p: argparse.ArgumentParser) -> None:
+    """The daemon's log options; each overrides its config key (docs/ops.md, "Logs")."""
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or as one JSON object each (default: config key log_format,"
+        " else text)",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="FILE",
+        help="append the log to FILE and reopen it on SIGHUP (default: config key log_file,"
+        " else stderr)",
+    )
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -233,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON-RPC port on 127.0.0.1 (default 8545)",
     )
     p.add_argument("--reset", action="store_true", help="wipe the dev chain and start afresh")
+    _add_log_options(p)
     p.set_defaults(handler=_cmd_dev)
 
     p = sub.add_parser("node", help="run a node from a config file")
@@ -240,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_sub.required = True
     q = node_sub.add_parser("start", help="start the node described by --config")
     q.add_argument("--config", required=True, metavar="FILE", help="the node's config file")
+    _add_log_options(q)
     q.set_defaults(handler=_cmd_node_start)
 
     p = sub.add_parser("crypto-bench", parents=[out], help="measure SM2/SM3/SM4 speed here")

@@ -126,6 +126,15 @@ class NodeConfig:
     # its peers' verified committed height by more than health_max_lag_blocks
     sync_status_interval_ms: int = 2000
     health_max_lag_blocks: int = 5
+    # logs (node/logsetup.py, node/opslog.py; docs/ops.md "Logs"): `text` or `json` lines, to
+    # `log_file` (reopened on SIGHUP) or stderr; the level (GMCHAIN_LOG overrides it); a commit
+    # line at most every this many blocks or seconds; refusals summed every this many seconds
+    log_format: str = "text"
+    log_file: str = ""
+    log_level: str = "INFO"
+    log_commit_every_blocks: int = 100
+    log_commit_every_s: int = 10
+    log_summary_interval_s: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -163,11 +172,15 @@ class NodeConfig:
             "rpc_error_log_per_minute",
             "sync_status_interval_ms",
             "health_max_lag_blocks",
+            "log_commit_every_blocks",
+            "log_commit_every_s",
+            "log_summary_interval_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
         self._validate_rpc()
+        self._validate_log()
         vp = self.verify_processes
         if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
             raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
@@ -203,6 +216,17 @@ class NodeConfig:
                     f"peers: {p.name or p.host}: pubkey must be 65 bytes hex"
                 ) from None
 
+    def _validate_log(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f'log_format: expected "text" or "json", got {self.log_format!r}')
+        if not isinstance(self.log_file, str):
+            raise ConfigError(f'log_file: expected a path ("" = stderr), got {self.log_file!r}')
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in levels:
+            raise ConfigError(
+                f"log_level: expected one of {', '.join(levels)}, got {self.log_level!r}"
+            )
+
     def _validate_rpc(self) -> None:
         """The rpc_* keys, checked by the RPC layer's own rules (one statement of them)."""
         for name in ("rpc_allowed_hosts", "rpc_allowed_origins"):
@@ -227,6 +251,7 @@ class NodeConfig:
             data_dir=abs_(self.data_dir),
             genesis_file=abs_(self.genesis_file),
             key_file=abs_(self.key_file),
+            log_file=abs_(self.log_file) if self.log_file else "",
         )
 
 

@@ -37,6 +37,8 @@ from gmchain.node.config import (
     save_genesis,
     write_config,
 )
+from gmchain.node.logsetup import ReopenableFileHandler, configure_logging, event_extra
+from gmchain.node.opslog import RefusalSummary
 from gmchain.node.poolwal import PoolWal
 from gmchain.node.rpc import RpcConfig, RpcServer
 from gmchain.node.service import EXIT_FATAL, NodeService
@@ -145,20 +147,79 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
             config=RpcConfig.from_node_config(cfg),
         )
         await rpc.start()
+        summary = RefusalSummary(
+            _refusal_sources(service, rpc, bridge), interval_s=cfg.log_summary_interval_s
+        )
+        summary.start()
+        extra.append(summary)
     except BaseException:
         store.close()
         raise
     return NodeHandle(service=service, rpc=rpc, store=store, extra=extra)
 
 
-async def _serve(cfg: NodeConfig) -> int:
+def _labelled_counts(counter: Any) -> dict[str, float]:
+    """A prometheus_client Counter with one label: {label value: count}."""
+    out: dict[str, float] = {}
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels:
+                out[next(iter(sample.labels.values()))] = sample.value
+    return out
+
+
+def _refusal_sources(service: NodeService, rpc: RpcServer, bridge: Any) -> dict[str, Any]:
+    """What the periodic refusal summary sums (node/opslog.py `RefusalSummary`): JSON-RPC error
+    replies by code, admission refusals by reason, P2P refusals by reason (handshakes refused
+    before authentication, protocol violations and bans after it)."""
+    sources: dict[str, Any] = {
+        "rpc": lambda: {str(code): n for code, n in rpc.metrics.errors.items()},
+        "admission": lambda: _labelled_counts(service.metrics.rejected),
+    }
+    if bridge is not None:
+
+        def p2p() -> dict[str, float]:
+            if bridge.net is None:
+                return {}
+            stats = bridge.net.stats
+            out = {f"handshake:{k}": float(v) for k, v in stats["handshake_refusals"].items()}
+            out.update({f"session:{k}": float(v) for k, v in stats["rejects"].items()})
+            return out
+
+        sources["p2p"] = p2p
+    return sources
+
+
+async def _serve(cfg: NodeConfig, log_file: ReopenableFileHandler | None = None) -> int:
     handle = await start_node(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, _reopen_log, log_file)
     st = handle.service.status()
+    log.info(
+        "node %s started: %s of chain %s at height %d, node id %s, JSON-RPC %s, gmchain %s",
+        cfg.name,
+        st.role,
+        st.chain_id,
+        st.height,
+        st.node_id.hex(),
+        handle.rpc_url,
+        st.version,
+        extra=event_extra(
+            "node_start",
+            role=st.role,
+            chain_id=st.chain_id,
+            height=st.height,
+            node_id=st.node_id.hex(),
+            rpc=handle.rpc_url,
+            version=st.version,
+            data_dir=cfg.data_dir,
+        ),
+    )
     print(
         f"gmchain node {cfg.name} ({st.role}) chain {st.chain_id} height {st.height}\n"
         f"  node id   {st.node_id.hex()}\n"
@@ -178,8 +239,18 @@ async def _serve(cfg: NodeConfig) -> int:
             await asyncio.wait_for(handle.stop(), FATAL_STOP_S)
         return EXIT_FATAL
     print("stopping…", flush=True)
+    log.info("node %s stopping (signal)", cfg.name, extra=event_extra("node_stop"))
     await handle.stop()
     return 0
+
+
+def _reopen_log(handler: ReopenableFileHandler | None) -> None:
+    """SIGHUP: reopen the log file (after logrotate moved it); logs to stderr need nothing."""
+    if handler is None:
+        log.info("SIGHUP: logging to stderr, no log file to reopen")
+        return
+    handler.reopen()
+    log.info("SIGHUP: log file %s reopened", handler.baseFilename, extra=event_extra("log_reopen"))
 
 
 def _arm_exit_watchdog(after_s: float) -> None:
@@ -196,11 +267,16 @@ def _arm_exit_watchdog(after_s: float) -> None:
 
 
 def _run(cfg: NodeConfig) -> int:
-    logging.basicConfig(
-        level=os.environ.get("GMCHAIN_LOG", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        log_file = configure_logging(
+            fmt=cfg.log_format,
+            level=os.environ.get("GMCHAIN_LOG") or cfg.log_level,
+            node_name=cfg.name,
+            log_file=cfg.log_file,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: logging: {exc}", file=sys.stderr)
+        return 1
     try:
         import uvloop
 
@@ -208,15 +284,27 @@ def _run(cfg: NodeConfig) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     try:
-        return asyncio.run(_serve(cfg))
+        return asyncio.run(_serve(cfg, log_file))
     except (OSError, StoreError) as exc:  # (StoreError: a damaged store or pool log at start)
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
+def _with_log_options(cfg: NodeConfig, args: argparse.Namespace) -> NodeConfig:
+    """`--log-format` and `--log-file` override the config's keys (then checked again)."""
+    fmt = getattr(args, "log_format", None)
+    path = getattr(args, "log_file", None)
+    if fmt is not None:
+        cfg = replace(cfg, log_format=fmt)
+    if path is not None:
+        cfg = replace(cfg, log_file=str(Path(path).resolve()) if path else "")
+    cfg.validate()
+    return cfg
+
+
 def run_node(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        cfg = _with_log_options(load_config(args.config), args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -235,7 +323,7 @@ def run_dev(args: argparse.Namespace) -> int:
         init_dev(data_dir, rpc_port=rpc_port)
         print(f"initialised a one-validator dev chain in {data_dir}", flush=True)
     try:
-        cfg = load_config(cfg_path)
+        cfg = _with_log_options(load_config(cfg_path), args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

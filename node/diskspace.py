@@ -50,14 +50,26 @@ class FreeSpaceGuard:
             self._refusal = self._measure()
         return self._refusal
 
-    def _measure(self) -> str | None:
+    def free_bytes(self) -> int | None:
+        """The least free space (bytes, for unprivileged users) over the watched file systems,
+        measured now (None if none could be measured); for the `gmchain_disk_free_bytes` gauge,
+        read once per scrape."""
+        free = [f for f, _ in self._statvfs()]
+        return min(free) if free else None
+
+    def _statvfs(self) -> list[tuple[int, Path]]:
+        out = []
         for p in self._paths:
             probe = p if p.exists() else p.parent
             try:
                 st = os.statvfs(probe)
             except OSError:
                 continue  # not created yet: its parent is measured as well
-            free = st.f_bavail * st.f_frsize
+            out.append((st.f_bavail * st.f_frsize, probe))
+        return out
+
+    def _measure(self) -> str | None:
+        for free, probe in self._statvfs():
             if free < self._min_free:
                 return (
                     f"the node's disk is nearly full: {free / _MIB:.1f} MiB free at {probe}, "

@@ -85,6 +85,7 @@ class ReplicaView:
     heard_status: bool = False  # a peer's certificates verified at least once (L10)
     epoch: int = 0  # the epoch the replica runs (rule 6)
     dropped_other_epoch: int = 0  # messages of other epochs this epoch's replica dropped (E5)
+    timed_out_round: int = 0  # the last round this replica signed a timeout in (0: none yet)
 
 
 def compute_epoch_consensus_config(base: ConsensusConfig, config: EpochConfig) -> ConsensusConfig:
@@ -249,6 +250,7 @@ class ConsensusDriver:
             heard_status=r.heard_status,
             epoch=r.epoch,
             dropped_other_epoch=r.gate.dropped,
+            timed_out_round=int(r.state.timed_out_round),
         )
         self._on_stepped(self.view)
 

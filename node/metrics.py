@@ -1,27 +1,104 @@
-"""The node's Prometheus metrics (served at /metrics, docs/ops.md "Metrics").
+"""The node's Prometheus metrics (served at /metrics; docs/ops.md "Metrics" lists each one).
 
-Epoch metrics (issue 12, docs/governance.md "Metrics"): `gmchain_epoch` is the epoch of the next
-block to commit (gm_getEpoch's `epoch`); `gmchain_epoch_behind` is 1 while a peer has shown a
-certificate of a later epoch than ours (this node is stuck in an old epoch until it syncs across
-the change); `gmchain_governance_proposals{status}` counts the governance contract's proposals by
-status, read from committed state when /metrics is scraped.
+Rules this module keeps:
+1. One registry per node (a process may run several nodes, e.g. in tests), holding the node's
+   own metrics and the process collector (RSS, CPU, open descriptors, start time).
+2. What an operator alerts on is exported as a plain number: `gmchain_catching_up` (0/1),
+   `gmchain_sync_lag_blocks`, `gmchain_last_block_timestamp_seconds`,
+   `gmchain_round_timeouts_total`, `gmchain_failed_receipts_total{status}`,
+   `gmchain_disk_free_bytes`, `gmchain_validator_peers` against `gmchain_quorum_peers`; who the
+   node is comes as info metrics with value 1 (`gmchain_node_info{name,...}`,
+   `gmchain_build_info{version,commit,python,openssl,...}`), joined in queries on `instance`.
+3. Values that are cheap to read are read at scrape time (node/service.py `metrics_text`);
+   counters are incremented where the event happens.
+4. Epoch metrics (issue 12, docs/governance.md "Metrics"): `gmchain_epoch` is the epoch of the
+   next block to commit (gm_getEpoch's `epoch`); `gmchain_epoch_behind` is 1 while a peer has
+   shown a certificate of a later epoch than ours (stuck in an old epoch until it syncs across
+   the change); `gmchain_governance_proposals{status}` counts the governance contract's
+   proposals by status, read from committed state at a scrape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-__all__ = ["NodeMetrics"]
+from gmchain.consensus import ValidatorSet
+from gmchain.ledger.types import NodeId, Receipt, ReceiptStatus
+
+__all__ = [
+    "BuildInfo",
+    "NodeMetrics",
+    "compute_quorum_peers",
+    "get_build_info",
+    "refresh_scrape_metrics",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildInfo:
+    """The labels of `gmchain_build_info` (computed once per process)."""
+
+    version: str  # gmchain.__version__
+    commit: str  # GMCHAIN_COMMIT or the source tree's git commit, else "unknown"
+    python: str  # platform.python_version()
+    openssl: str  # the libcrypto version text the SM2 backend loaded
+    sm2_backend: str  # "openssl" or "gmssl"
+
+
+def _git_commit() -> str:
+    """GMCHAIN_COMMIT (set by a packager), else the source tree's git commit, else "unknown"."""
+    env = os.environ.get("GMCHAIN_COMMIT", "").strip()
+    if env:
+        return env[:40]
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2.0,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else "unknown"
+
+
+@functools.cache
+def get_build_info() -> BuildInfo:
+    import ssl
+
+    import gmchain
+    from gmchain.crypto_sm.backend import active_backend
+
+    backend = active_backend()
+    return BuildInfo(
+        version=gmchain.__version__,
+        commit=_git_commit(),
+        python=platform.python_version(),
+        # the libcrypto that does SM2 (the OpenSSL backend), else the one Python's ssl uses
+        openssl=str(getattr(backend, "version_text", ssl.OPENSSL_VERSION)),
+        sm2_backend=backend.name,
+    )
 
 
 class NodeMetrics:
-    """Every metric of one node, in its own registry (a process may run several nodes)."""
+    """Every metric of one node, in its own registry (rule 1)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.height = Gauge("gmchain_block_height", "Committed block height", registry=r)
         self.committed = Counter("gmchain_committed_txs", "Committed transactions", registry=r)
         self.pool = Gauge("gmchain_pool_size", "Pending transactions in the pool", registry=r)
@@ -47,6 +124,59 @@ class NodeMetrics:
             "Committed blocks behind the peers' verified committed height (consensus L10)",
             registry=r,
         )
+        self.catching_up = Gauge(
+            "gmchain_catching_up",
+            "1 while the node is behind its peers' verified committed height or has not yet"
+            " heard any peer's certificates (gm_status catchingUp), else 0",
+            registry=r,
+        )
+        self.last_block_time = Gauge(
+            "gmchain_last_block_timestamp_seconds",
+            "Timestamp of the committed head block (unix seconds, from its header)",
+            registry=r,
+        )
+        self.round_timeouts = Counter(
+            "gmchain_round_timeouts",
+            "Rounds in which this validator's round timer fired (it signed a timeout)",
+            registry=r,
+        )
+        self.failed_receipts = Counter(
+            "gmchain_failed_receipts",
+            "Committed transactions whose receipt status is not OK, by status",
+            ["status"],
+            registry=r,
+        )
+        self.disk_free = Gauge(
+            "gmchain_disk_free_bytes",
+            "Free bytes (for unprivileged users) on the file system of the ledger store or of"
+            " the pool log, whichever has less",
+            registry=r,
+        )
+        self.validator_peers = Gauge(
+            "gmchain_validator_peers",
+            "Connected peers that are validators of the current set",
+            registry=r,
+        )
+        self.quorum_peers = Gauge(
+            "gmchain_quorum_peers",
+            "The fewest validator peers that must be connected for a quorum (with this node's"
+            " own vote if it is a validator)",
+            registry=r,
+        )
+        self.node_info = Gauge(
+            "gmchain_node_info",
+            "Who this node is (value 1)",
+            ["name", "node_id", "chain_id", "role"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "gmchain_build_info",
+            "What this node runs (value 1)",
+            ["version", "commit", "python", "openssl", "sm2_backend"],
+            registry=r,
+        )
+        b = get_build_info()
+        self.build_info.labels(b.version, b.commit, b.python, b.openssl, b.sm2_backend).set(1)
 
         # --- epochs and governance (issue 12) ---
         self.epoch = Gauge("gmchain_epoch", "Epoch of the next block to commit", registry=r)
@@ -85,3 +215,58 @@ class NodeMetrics:
         """Proposals per status (`counts` names every status, zeros included)."""
         for status, n in counts.items():
             self.proposals.labels(status=status).set(n)
+
+    def count_failed_receipts(self, receipts: Iterable[Receipt]) -> None:
+        """`gmchain_failed_receipts_total{status}`: one per committed receipt that is not OK,
+        labelled with its status's name in lower case (e.g. "failed", "bad_arguments")."""
+        for receipt in receipts:
+            if receipt.status != ReceiptStatus.OK:
+                self.failed_receipts.labels(receipt.status.name.lower()).inc()
+
+
+def compute_quorum_peers(voting: ValidatorSet, me: NodeId) -> int:
+    """The fewest other validators whose power, with ours, reaches the quorum power (the
+    strongest first): fewer connected validator peers than this and no certificate can form
+    with this node's help."""
+    need = voting.quorum_power - voting.power_of(me)
+    powers = sorted((voting.power_of(v) for v in voting.node_ids if v != me), reverse=True)
+    count = 0
+    for p in powers:
+        if need <= 0:
+            break
+        need -= p
+        count += 1
+    return count
+
+
+class _Peers(Protocol):
+    def peer_count(self) -> int: ...
+
+    def connected_peers(self) -> Iterable[NodeId]: ...
+
+
+class _View(Protocol):
+    @property
+    def lag(self) -> int: ...
+
+
+def refresh_scrape_metrics(
+    m: NodeMetrics,
+    *,
+    view: _View,
+    pool_size: int,
+    transport: _Peers,
+    catching_up: bool,
+    free_bytes: int | None,
+    voting: ValidatorSet,
+    node_id: NodeId,
+) -> None:
+    """Rule 3: the values read at scrape time."""
+    m.pool.set(pool_size)
+    m.peers.set(transport.peer_count())
+    m.lag.set(view.lag)
+    m.catching_up.set(1 if catching_up else 0)
+    if free_bytes is not None:
+        m.disk_free.set(free_bytes)
+    m.validator_peers.set(sum(1 for p in transport.connected_peers() if p in voting))
+    m.quorum_peers.set(compute_quorum_peers(voting, node_id))

@@ -276,6 +276,9 @@ class NetworkBridge:
     def peer_count(self) -> int:
         return 0 if self.net is None else len(self.net.connected_peers())
 
+    def connected_peers(self) -> list[NodeId]:
+        return [] if self.net is None else [NodeId(p) for p in self.net.connected_peers()]
+
     def send(self, to: NodeId, msg: Any) -> None:
         self._send(to, msg)
 
@@ -459,7 +462,7 @@ def peer_infos(cfg: NodeConfig, genesis: Genesis) -> list[PeerInfo]:
             log.warning("peer %s is not admitted by genesis; ignored", p.name or p.host)
             continue
         key = PublicKey.from_bytes(key_bytes)
-        out.append(PeerInfo(node_id=key.address, pubkey=key, host=p.host, port=p.port))
+        out.append(PeerInfo(node_id=key.address, pubkey=key, host=p.host, port=p.port, name=p.name))
     return out
 
 

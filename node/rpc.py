@@ -165,6 +165,11 @@ class RpcServer:
     # --- lifecycle ---
 
     @property
+    def metrics(self) -> RpcMetrics:
+        """The RPC counters (read by the daemon's periodic refusal summary, node/opslog.py)."""
+        return self._metrics
+
+    @property
     def port(self) -> int:
         """The port listened on (the actual one when 0 was requested)."""
         if self._port is None:

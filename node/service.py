@@ -44,23 +44,24 @@ from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.consensus.types import EpochStart, make_validator_set
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, PublicKey
-from gmchain.ledger.codec import DecodeError, Value
+from gmchain.ledger.codec import DecodeError
 from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store import Store
-from gmchain.ledger.types import Block, BlockHeader, Genesis, NodeId, QuorumCert, Receipt, SignedTx
+from gmchain.ledger.types import Block, Genesis, NodeId, QuorumCert, Receipt, SignedTx
 from gmchain.node.admission import Admission, CommittedView
-from gmchain.node.api import ApiError, ErrorCode, NodeStatus, TxLookup, rejected
+from gmchain.node.api import ApiError, ErrorCode, NodeStatus, rejected
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.commitbus import CommitBus, Subscriptions, TxWaiters
 from gmchain.node.config import NodeConfig
 from gmchain.node.diskspace import FreeSpaceGuard
-from gmchain.node.driver import ConsensusDriver, compute_epoch_consensus_config
+from gmchain.node.driver import ConsensusDriver, ReplicaView
+from gmchain.node.epochreplica import build_replica
 from gmchain.node.mempool import MempoolConfig
-from gmchain.node.metrics import NodeMetrics
+from gmchain.node.metrics import NodeMetrics, refresh_scrape_metrics
+from gmchain.node.opslog import StoryLogs, compute_peer_names
 from gmchain.node.poolwal import PoolWal
 from gmchain.node.proofserve import ProofLimits, ProofService
 from gmchain.node.queries import Queries
-from gmchain.node.safetystore import load_safety
 from gmchain.node.sharedpool import SharedMempool
 from gmchain.node.signing import KeySigner, KeyVerifier
 from gmchain.node.transport import NoPeers, Transport
@@ -159,27 +160,18 @@ class NodeService:
         current: EpochStart | None = self.chain.current_epoch_switch()
         if current is not None:
             self.on_epoch(current.config)
-        replica = (
-            self._replica_for_epoch(current, restarting=True)
-            if current
-            else Replica(
-                config=self.consensus_config,
-                validators=self.validators,
-                chain_id=genesis.chain_id,
-                signer=KeySigner(key) if self.is_validator else None,
-                verifier=self.verifier,
-                app=self.chain,
-                committed=self.chain.head,
-                high_qc=self._committed_qc(),
-                safety=load_safety(store),  # sealed; a damaged copy stops the node (safetystore.py)
-                now_ms=clock_ms(),
-                # Always known, so block 1's genesis QC verifies in a BlockResponse after a restart
-                # too (without it a restarted node dropped every response reaching down to block 1).
-                genesis_id=self.chain.genesis_id,
-                blocks=self.chain.pending_blocks(),
-            )
-        )
+        replica = self._replica_for_epoch(current, restarting=True)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` ran on
+        # The story in the log (node/opslog.py): commits on the loop, sync and round timeouts
+        # on the consensus thread (from `_on_stepped`).
+        names = compute_peer_names(config, self.node_id, self.validators.node_ids)
+        self.logs = StoryLogs(
+            every_blocks=config.log_commit_every_blocks,
+            every_s=config.log_commit_every_s,
+            leader_of=lambda r: names.get(self.validators.leader(r), "?"),
+            on_timeout=self.metrics.round_timeouts.inc,
+            timed_out_round=int(replica.state.timed_out_round),
+        )
         self.bus = CommitBus()
         self.waiters = TxWaiters()
         self.subscriptions = Subscriptions()
@@ -196,7 +188,7 @@ class NodeService:
             to_loop=self._to_loop,
             on_commit=self.bus.publish,
             on_fail=self._fail,
-            on_stepped=lambda view: self.metrics.round.set(view.round),
+            on_stepped=self._on_stepped,
             # Issue 12 (E4/E5, node/driver.py rule 6): the chain hands over an epoch switch after
             # the commit that ended the epoch; chain/epochs.py provides it (a chain without it
             # never switches).
@@ -211,8 +203,14 @@ class NodeService:
             on_corrupt=lambda exc: self._fail("a read of the ledger store (damaged record)", exc),
             head_height=lambda: self.chain.head.height,
         )
-        self.current_epoch = self.queries.current_epoch  # NodeApi (the epoch methods)
-        self.epoch_config = self.queries.epoch_config
+        # NodeApi reads answered by Queries as they are (bound, not wrapped)
+        q = self.queries
+        self.current_epoch, self.epoch_config = q.current_epoch, q.epoch_config
+        self.get_block, self.get_block_by_hash = q.get_block, q.get_block_by_hash
+        self.get_block_summary = q.get_block_summary
+        self.get_block_summary_by_hash = q.get_block_summary_by_hash
+        self.get_tx, self.get_receipt, self.call = q.get_tx, q.get_receipt, q.call
+        self.describe_contracts = q.describe_contracts
         self.proofs = ProofService(
             store=store,
             validators=voters,
@@ -255,32 +253,27 @@ class NodeService:
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
         self.metrics.height.set(self.chain.head.height)
+        self.metrics.last_block_time.set(self.chain.head.timestamp_ms / 1000)
+        role = "validator" if self.is_validator else "observer"
+        self.metrics.node_info.labels(config.name, self.node_id.hex(), genesis.chain_id, role).set(
+            1
+        )
 
-    def _replica_for_epoch(self, switch: EpochStart, *, restarting: bool = False) -> Replica:
-        """node/driver.py rule 6 (on the consensus thread): epoch `switch.config.epoch`'s replica,
-        rooted at E with QC(E); its set signs, its parameters apply (E11). `restarting`: built at
-        start from the store (committed head, its QC, stored SafetyData and blocks)."""
-        config = switch.config
-        head = self.chain.head if restarting else switch.ending
-        at_root = head.block_id == switch.ending.block_id
-        validators = make_validator_set(config)
-        signer = KeySigner(self.key) if self.node_id in validators else None
-        return Replica(
-            config=compute_epoch_consensus_config(self.consensus_config, config),
-            validators=validators,
+    def _replica_for_epoch(self, switch: EpochStart | None, *, restarting: bool = False) -> Replica:
+        """node/driver.py rule 6 (on the consensus thread): the replica of the epoch `switch`
+        starts (node/epochreplica.py; None: epoch 0)."""
+        return build_replica(
+            chain=self.chain,
+            store=self.store,
+            key=self.key,
+            node_id=self.node_id,
             chain_id=self.genesis.chain_id,
-            signer=signer,
-            verifier=KeyVerifier([PublicKey.from_bytes(v.pubkey) for v in config.validators]),
-            app=self.chain,
-            committed=head,
-            high_qc=switch.root_qc if at_root else self._committed_qc(),
-            # consensus/safety.py E1: a new epoch's rounds start afresh (older data is replaced)
-            safety=load_safety(self.store) if restarting else None,
+            base_config=self.consensus_config,
+            genesis_validators=(self.validators, self.verifier),
+            committed_qc=self._committed_qc,
             now_ms=self.clock_ms(),
-            genesis_id=self.chain.genesis_id,
-            blocks=self.chain.pending_blocks() if restarting else (),
-            epoch=config.epoch,
-            root_qc=switch.root_qc,
+            switch=switch,
+            restarting=restarting,
         )
 
     def on_epoch(self, config: EpochConfig) -> None:
@@ -429,12 +422,39 @@ class NodeService:
 
     # --- commit listeners (on the loop, published by the driver through the bus) ---------------
 
+    def _on_stepped(self, view: ReplicaView) -> None:
+        """After each consensus step, on the consensus thread: round metrics, the sync and
+        round-timeout lines (node/opslog.py rule 4)."""
+        self.metrics.round.set(view.round)
+        self.logs.on_view(
+            timed_out_round=view.timed_out_round,
+            height=self.chain.head.height,
+            lag=view.lag,
+            catching_up=self._is_catching_up(view),
+            heard=view.heard_status,
+        )
+
+    def _is_catching_up(self, view: ReplicaView) -> bool:
+        """gm_status `catchingUp`: behind the peers' verified committed height by more than a
+        commit in flight, or (with peers to hear from) not yet told where they are (L10)."""
+        return not self._has_heard(view) or view.lag > CATCH_UP_SLACK
+
+    def _has_heard(self, view: ReplicaView) -> bool:
+        # A node of a multi-node chain (or an observer) knows it is caught up only once a peer
+        # told it its certificates (consensus L10); a lone validator is the chain.
+        lone = len(self.validators) == 1 and self.is_validator
+        return view.heard_status or not self.transport.has_peers or lone
+
     def _count_commit(self, done: list[CommittedBlock]) -> None:
-        """Metrics, the packing policy's feedback and the pool log, per committed block."""
+        """Metrics, the sampled commit line, the packing policy's feedback and the pool log, per
+        committed block."""
         now = time.monotonic()
+        self.logs.commits.on_commit([cb.block for cb in done])
         for cb in done:
             block = cb.block
             self.metrics.height.set(block.header.height)
+            self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
+            self.metrics.count_failed_receipts(cb.result.receipts)
             self.metrics.block_txs.observe(len(block.txs))
             self.metrics.committed.inc(len(block.txs))
             worst = -1.0
@@ -487,12 +507,7 @@ class NodeService:
         head = self.chain.head
         view = self.driver.view
         lag = view.lag
-        # A node of a multi-node chain (or an observer) knows it is caught up only once a peer
-        # told it its certificates (consensus L10); a lone validator is the chain.
-        needs_peers = self.transport.has_peers and (
-            len(self.validators) > 1 or not self.is_validator
-        )
-        heard = view.heard_status or not needs_peers
+        heard = self._has_heard(view)
         return NodeStatus(
             chain_id=self.genesis.chain_id,
             node_id=self.node_id,
@@ -508,39 +523,15 @@ class NodeService:
             replay_window=self.genesis.replay_window,
             peer_height=head.height + lag,
             lag=lag,
-            catching_up=not heard or lag > CATCH_UP_SLACK,
+            catching_up=self._is_catching_up(view),
             healthy=heard and lag <= self.config.health_max_lag_blocks,
         )
 
     def height(self) -> int:
         return self.chain.head.height
 
-    def get_block(self, height: int) -> Block | None:
-        return self.queries.get_block(height)
-
-    def get_block_by_hash(self, block_id: bytes) -> Block | None:
-        return self.queries.get_block_by_hash(block_id)
-
-    def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
-        return self.queries.get_block_summary(height)
-
-    def get_block_summary_by_hash(self, block_id: bytes) -> tuple[BlockHeader, list[bytes]] | None:
-        return self.queries.get_block_summary_by_hash(block_id)
-
-    def get_tx(self, tx_id: bytes) -> TxLookup | None:
-        return self.queries.get_tx(tx_id)
-
-    def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
-        return self.queries.get_receipt(tx_id)
-
     def is_pending(self, tx_id: bytes) -> bool:
         return tx_id in self.mempool
-
-    def call(self, contract: str, method: str, args: Sequence[Value]) -> Value:
-        return self.queries.call(contract, method, args)
-
-    def describe_contracts(self) -> dict[str, Any]:
-        return self.queries.describe_contracts()
 
     # Proof methods: assembled off the loop with a bounded share per client (node/proofserve.py).
 
@@ -592,8 +583,15 @@ class NodeService:
         return self.subscriptions.events(contract, name)
 
     def metrics_text(self) -> bytes:
-        self.metrics.pool.set(len(self.mempool))
-        self.metrics.peers.set(self.transport.peer_count())
-        self.metrics.lag.set(self.driver.view.lag)
+        refresh_scrape_metrics(
+            self.metrics,
+            view=self.driver.view,
+            pool_size=len(self.mempool),
+            transport=self.transport,
+            catching_up=self._is_catching_up(self.driver.view),
+            free_bytes=self.disk_guard.free_bytes(),
+            voting=self.validators,
+            node_id=self.node_id,
+        )
         self.metrics.set_governance(self.driver.later_epoch, self.queries.proposal_counts())
         return generate_latest(self.metrics.registry)

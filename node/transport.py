@@ -43,6 +43,10 @@ class Transport(Protocol):
         """Peers connected now."""
         ...
 
+    def connected_peers(self) -> list[NodeId]:
+        """The node ids of the peers connected now (for the quorum metrics)."""
+        ...
+
 
 class NoPeers:
     """The transport of a lone node (a one-validator chain): nobody to talk to."""
@@ -62,3 +66,6 @@ class NoPeers:
 
     def peer_count(self) -> int:
         return 0
+
+    def connected_peers(self) -> list[NodeId]:
+        return []

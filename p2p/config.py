@@ -59,6 +59,7 @@ class PeerInfo:
     pubkey: PublicKey
     host: str
     port: int
+    name: str = ""  # the operator's name for it (log lines only)
 
     def __post_init__(self) -> None:
         if len(self.node_id) != NODE_ID_SIZE:

@@ -13,6 +13,9 @@ Rules this module keeps (p2p/network.py states the transport's rules; these are 
 - A protocol violation closes the session and bans the node; `close` is idempotent and tells the
   node layer (`on_peer_down`) once, only for the node's current session.
 - Sessions are closed for re-keying after `rekey_after_bytes` sealed bytes (RFC 8446 §5.5).
+- A session that becomes the node's current one is logged (`peer_up`: name, node id, address),
+  and so is its end (`peer_down`: the same, the reason and how long it lasted), at INFO: a few
+  lines per peer and restart, never per message.
 `SessionTable` is owned by `P2PNetwork`, which hands it every dependency through its
 constructor (config, clock, ban and running callbacks, the shared counters and task set).
 """
@@ -58,6 +61,7 @@ class Connection:
     """One authenticated session. Owned by the network; fields change only on the event loop."""
 
     __slots__ = (
+        "address",
         "bucket",
         "closed",
         "decoder",
@@ -71,6 +75,7 @@ class Connection:
         "queued_bytes",
         "reader",
         "sealer",
+        "started",
         "tasks",
         "wake",
         "writer",
@@ -87,6 +92,9 @@ class Connection:
         now: float,
     ) -> None:
         self.node_id = result.node_id
+        peer = writer.get_extra_info("peername")
+        self.address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"  # host:port
+        self.started = now  # when the session was registered (the network's clock)
         self.reader = reader
         self.writer = writer
         self.decoder = decoder  # may already hold frames that followed the handshake
@@ -120,8 +128,10 @@ class SessionTable:
         counters: Counter[str],
         rejects: Counter[str],
         tasks: set[asyncio.Task[Any]],
+        label: Callable[[bytes], str] = lambda node_id: node_id.hex()[:12],
     ) -> None:
         self._config = config
+        self._label = label  # a node id's name for the log lines
         self._on_message = on_message
         self._on_peer_up = on_peer_up
         self._on_peer_down = on_peer_down
@@ -157,6 +167,19 @@ class SessionTable:
         if old is not None:
             self.close(old, "replaced", graceful=True)
         self.conns[conn.node_id] = conn
+        log.info(
+            "peer connected: %s at %s",
+            self._label(conn.node_id),
+            conn.address,
+            extra={
+                "event": "peer_up",
+                "fields": {
+                    "peer": self._label(conn.node_id),
+                    "node_id": conn.node_id.hex(),
+                    "address": conn.address,
+                },
+            },
+        )
         self._call_peer_handler(self._on_peer_up, conn.node_id)
         return conn
 
@@ -219,6 +242,24 @@ class SessionTable:
         conn.wake.set()
         if self.conns.get(conn.node_id) is conn:
             del self.conns[conn.node_id]
+            lasted = self._now() - conn.started
+            log.info(
+                "peer disconnected: %s at %s (%s) after %.0f s",
+                self._label(conn.node_id),
+                conn.address,
+                reason,
+                lasted,
+                extra={
+                    "event": "peer_down",
+                    "fields": {
+                        "peer": self._label(conn.node_id),
+                        "node_id": conn.node_id.hex(),
+                        "address": conn.address,
+                        "reason": reason,
+                        "seconds": round(lasted, 3),
+                    },
+                },
+            )
             self._call_peer_handler(self._on_peer_down, conn.node_id)
 
     async def _reader_loop(self, conn: Connection) -> None:

@@ -139,6 +139,7 @@ class P2PNetwork:
             counters=self._counters,
             rejects=self._rejects,
             tasks=self._tasks,
+            label=self._peer_label,
         )
 
     # ------------------------------------------------------------------ public API
@@ -271,6 +272,12 @@ class P2PNetwork:
     def _set_admitted(self, peers: Sequence[PeerInfo]) -> None:
         self._admitted = {p.node_id: p for p in peers if p.node_id != self._node_id}
         self._gate.set_peers(self._admitted.values())
+
+    def _peer_label(self, node_id: bytes) -> str:
+        """`name (id prefix)` of an admitted peer, for the session log lines."""
+        info = self._admitted.get(node_id)
+        name = info.name if info is not None and info.name else "peer"
+        return f"{name} ({node_id.hex()[:8]})"
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
