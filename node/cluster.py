@@ -7,8 +7,10 @@
     gmchain cluster kill --dir D NAME             SIGKILL one node (fault drills)
     gmchain cluster add-node --dir D [--name N] [--org ORG]   a joining node (not admitted yet)
 
-Layout of D: `genesis.json`, `client.key` (an admin account of org1), `cluster.json` (the node
-list), and one folder per node: `config.toml`, `node.key`, `db/`, `node.log`, `node.pid`.
+Layout of D: `genesis.json`, `client.key` (an admin account of org1), `admins/orgK.key` (an admin
+account of each other validator org, K = 2..: with client.key, one key per seat of the default
+governance committee), `cluster.json` (the node list), and one folder per node: `config.toml`,
+`node.key`, `db/`, `node.log`, `node.pid`.
 Keys are encrypted under the dev passphrase: a local cluster is for development and drills.
 
 Rules this module keeps:
@@ -102,6 +104,12 @@ def init_cluster(
         )
     client = PrivateKey.generate()
     save_private_key(d / "client.key", client, pw)
+    accounts = [(client.public_key.to_bytes(), "org1", "admin")]
+    for n in nodes[1:validators]:  # the other validator orgs' admins (the committee's seats)
+        admin = PrivateKey.generate()
+        (d / "admins").mkdir(exist_ok=True)
+        save_private_key(d / "admins" / f"{n['org']}.key", admin, pw)
+        accounts.append((admin.public_key.to_bytes(), n["org"], "admin"))
     genesis = Genesis(
         chain_id=CHAIN_ID,
         timestamp_ms=int(time.time() * 1000),
@@ -111,7 +119,7 @@ def init_cluster(
             if n["role"] == "validator"
         ),
         observers=tuple(bytes.fromhex(n["pubkey"]) for n in nodes if n["role"] == "observer"),
-        accounts=((client.public_key.to_bytes(), "org1", "admin"),),
+        accounts=tuple(accounts),
     )
     save_genesis(d / "genesis.json", genesis)
     for n in nodes:

@@ -503,6 +503,7 @@ def make_network(
         config=epoch if epoch is not None else EpochConfig.from_genesis(genesis),
         peers=cfg.peers,
         reload_peers=reload_peers,
+        own_key=key.public_key.to_bytes(),
     )
     bridges: list[NetworkBridge] = []  # the bridge below; sessions start only after it exists
 

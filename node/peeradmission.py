@@ -92,7 +92,9 @@ class PeerAdmission:
         config: EpochConfig,
         peers: Sequence[PeerConfig],
         reload_peers: Callable[[], Sequence[PeerConfig]] | None = None,
+        own_key: bytes = b"",
     ) -> None:
+        self._own_key = own_key  # this node's key: a switch that admits or drops it is logged
         self._config = config  # the epoch whose nodes are admitted (or were, before set_admitted)
         self._keys: frozenset[bytes] = config.admitted_keys()
         self._book: list[PeerInfo] = compute_address_book(peers)
@@ -165,4 +167,14 @@ class PeerAdmission:
             len(added),
             len(removed),
         )
+        if self._own_key in removed:
+            log.warning(
+                "epoch %d no longer admits this node: its peers refuse it from their switch on; "
+                "it keeps answering RPC from its store",
+                config.epoch,
+            )
+        elif self._own_key in added:
+            log.info(
+                "epoch %d admits this node: its peers accept it from their switch on", config.epoch
+            )
         return True

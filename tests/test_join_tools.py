@@ -208,6 +208,24 @@ def test_add_node_makes_a_joining_node_every_other_node_knows(
     assert len(json.loads((d / "cluster.json").read_text())["nodes"]) == 4
 
 
+def test_init_gives_every_validator_org_an_admin_key(tmp_path: Path) -> None:
+    """The default committee is every validator org (docs/governance.md): a dev cluster holds
+    one admin key per seat, so its committee can reach any threshold."""
+    from gmchain.node.config import load_genesis
+
+    d = tmp_path / "c"
+    base = free_port_block(8)
+    cluster.init_cluster(d, validators=3, observers=1, base_rpc=base, base_p2p=base + 4)
+    genesis = load_genesis(d / "genesis.json")
+    admins = {k: org for k, org, role in genesis.accounts if role == "admin"}
+    keys = {"org1": d / "client.key", "org2": d / "admins/org2.key", "org3": d / "admins/org3.key"}
+    assert sorted(admins.values()) == sorted(keys) == sorted({v.org for v in genesis.validators})
+    for org, path in keys.items():
+        key = load_private_key(path, DEV_PASSPHRASE.encode())
+        assert admins[key.public_key.to_bytes()] == org
+    assert sorted(p.name for p in (d / "admins").iterdir()) == ["org2.key", "org3.key"]
+
+
 def _metric(port: int, name: str, reason: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
