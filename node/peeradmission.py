@@ -22,11 +22,12 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Protocol
 
+from gmchain.contracts.governance import GOV_NAMESPACE, epoch_config, latest_epoch
 from gmchain.crypto_sm import PublicKey
-from gmchain.ledger.codec import decode
 from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.types import Genesis
 from gmchain.node.config import PeerConfig
@@ -36,15 +37,13 @@ __all__ = ["PeerAdmission", "StateSource", "compute_address_book", "read_current
 
 log = logging.getLogger("gmchain.network")
 
-GOV_NAMESPACE = "governance"  # = contracts.governance.GOV_NAMESPACE (EPOCHS.md E2)
-_K_EPOCH = b"ep"  # -> encode([latest_epoch, written_height])
-_K_EPOCH_CONFIG = b"ep/"  # + u64 epoch -> EpochConfig.encode()
-
 
 class StateSource(Protocol):
     """What `read_current_epoch` reads: the committed state (ledger.store.Store has it)."""
 
     def get_state(self, namespace: str, key: bytes) -> bytes | None: ...
+
+    def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
 
 
 class _AdmissionTarget(Protocol):
@@ -53,23 +52,30 @@ class _AdmissionTarget(Protocol):
     def set_admitted(self, keys: frozenset[bytes], peers: Sequence[PeerInfo]) -> None: ...
 
 
+class _GovernanceState:
+    """The governance contract's namespace of the committed state, as a StateReader."""
+
+    def __init__(self, state: StateSource) -> None:
+        self._state = state
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._state.get_state(GOV_NAMESPACE, key)
+
+    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        return list(islice(self._state.iter_state(GOV_NAMESPACE, prefix), limit))
+
+
 def read_current_epoch(state: StateSource, genesis: Genesis) -> EpochConfig:
-    """Rule 1 at start: the latest epoch's configuration in the committed state. Blocks after an
-    epoch-ending block are dropped at its commit (E4), so the committed state's latest epoch is
-    the epoch the node runs in."""
-    raw = state.get_state(GOV_NAMESPACE, _K_EPOCH)
-    if raw is None:
+    """Rule 1 at start: the latest epoch's configuration in the committed state (the governance
+    contract's readers). Blocks after an epoch-ending block are dropped at its commit (E4), so
+    the committed state's latest epoch is the epoch the node runs in."""
+    reader = _GovernanceState(state)
+    latest = latest_epoch(reader)
+    config = epoch_config(reader, latest)
+    if config is None and latest == 0:  # a store from before governance: genesis's epoch 0
         return EpochConfig.from_genesis(genesis)
-    record = decode(raw)
-    if not isinstance(record, list) or not record or not isinstance(record[0], int):
-        raise ValueError("governance state: the epoch record is not [latest_epoch, height]")
-    latest = record[0]
-    config_raw = state.get_state(GOV_NAMESPACE, _K_EPOCH_CONFIG + latest.to_bytes(8, "big"))
-    if config_raw is None:
-        raise ValueError(f"governance state: no configuration for the latest epoch {latest}")
-    config = EpochConfig.decode(config_raw)
-    if config.epoch != latest:
-        raise ValueError(f"governance state: the config of epoch {latest} says {config.epoch}")
+    if config is None or config.epoch != latest:
+        raise ValueError(f"governance state: no configuration of its latest epoch {latest}")
     return config
 
 

@@ -198,3 +198,37 @@ def test_a_chain_without_epoch_records_runs_epoch_0_of_its_genesis(tmp_path: Pat
         assert read_current_epoch(store, genesis) == EpochConfig.from_genesis(genesis)
     finally:
         store.close()
+
+
+def test_a_restart_admits_the_epoch_of_the_committed_state(tmp_path: Path) -> None:
+    """Real governance transactions on a real chain and store: once the proposal admitting an
+    observer has executed and committed, a node (re)starting on that store admits it."""
+    from gmchain.contracts.governance import make_join_request, propose_args, vote_args
+    from gmchain.node.config import NodeConfig
+    from gmchain.node.network import make_network
+    from tests.node_helpers import CHAIN_ID, ChainRig, make_net, sign_tx
+
+    net = make_net(1)  # one validator of org-a; its admin is net.accounts[0]
+    rig = ChainRig(tmp_path / "db", net)
+    try:
+        assert read_current_epoch(rig.store, net.genesis) == EpochConfig.from_genesis(net.genesis)
+        newcomer = PrivateKey.generate()
+        pubkey, org, pop = make_join_request(CHAIN_ID, newcomer, "org-a")
+        admin = net.accounts[0]
+        args = propose_args("admit_observer", [pubkey, org, pop], 15)
+        rig.build_and_commit(
+            sign_tx(admin, expiry=10, contract="governance", method="propose", args=args)
+        )
+        if read_current_epoch(rig.store, net.genesis).epoch == 0:  # (not decided by proposing)
+            vote = sign_tx(
+                admin, expiry=10, contract="governance", method="vote", args=vote_args(1, True)
+            )
+            rig.build_and_commit(vote)
+        epoch = read_current_epoch(rig.store, net.genesis)
+        assert epoch.epoch == 1 and epoch.observers == (pubkey,)
+        cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
+        bridge = make_network(cfg, net.genesis, net.node_key, epoch=epoch)
+        assert bridge.admission is not None
+        assert bridge.admission.keys == {net.node_key.public_key.to_bytes(), pubkey}
+    finally:
+        rig.close()
