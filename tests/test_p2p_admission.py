@@ -232,3 +232,24 @@ def test_a_restart_admits_the_epoch_of_the_committed_state(tmp_path: Path) -> No
         assert bridge.admission.keys == {net.node_key.public_key.to_bytes(), pubkey}
     finally:
         rig.close()
+
+
+def test_the_bridge_switches_admission_and_equivocation_keys_at_an_epoch() -> None:
+    from gmchain.ledger.types import NodeId
+    from gmchain.node.config import NodeConfig
+    from gmchain.node.network import make_network
+
+    me, v1, joiner = (PrivateKey.generate() for _ in range(3))
+    genesis = _genesis([me, v1])
+    cfg = NodeConfig(data_dir="-", genesis_file="-", key_file="-", peers=(_peer(joiner, 1003),))
+    bridge = make_network(cfg, genesis, me)
+    assert bridge.admission is not None and bridge.admission.keys == {_key(me), _key(v1)}
+    root, sig = b"\x01" * 32, joiner.sign(b"\x01" * 32)
+    joiner_id = NodeId(joiner.public_key.address)
+    assert not bridge.detector.verifier.verify(joiner_id, root, sig)  # not a validator yet
+    bridge.on_epoch(_config(1, [me, v1, joiner], []))
+    assert bridge.admission.keys == {_key(me), _key(v1), _key(joiner)}
+    assert bridge.detector.verifier.verify(joiner_id, root, sig)
+    bridge.on_epoch(_config(1, [me], []))  # the same epoch again: nothing changes
+    assert bridge.detector.verifier.verify(joiner_id, root, sig)
+    assert [p.port for p in bridge.admission.address_book] == [1003]
