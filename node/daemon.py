@@ -136,13 +136,14 @@ async def start_node(
         if not lone:
             from gmchain.node.network import make_network  # multi-node wiring (p2p)
 
-            path = config_path
             bridge = make_network(
                 cfg,
                 genesis,
                 key,
                 epoch=epoch,
-                reload_peers=None if path is None else lambda: load_config(path).peers,
+                reload_peers=None
+                if config_path is None
+                else lambda: load_config(config_path).peers,
             )
         service = NodeService(
             config=cfg, genesis=genesis, key=key, store=store, wal=wal, transport=bridge
