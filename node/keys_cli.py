@@ -114,10 +114,27 @@ class JoinRequest:
 _JOIN_FIELDS = ("chain_id", "node_pubkey", "org", "pop_signature")
 
 
+def _check_org(org: str) -> None:
+    """The org as the governance contract's admit_observer takes it (contracts/gov_kinds.py), so
+    a request it would refuse is refused here, with the contract's own words."""
+    from gmchain.contracts.framework import ContractError, MethodSpec
+    from gmchain.contracts.governance import KINDS
+
+    org_arg = next(a for a in KINDS["admit_observer"] if a.name == "org")
+    spec = MethodSpec(name="join request", args=(org_arg,), readonly=False, attr="")
+    try:
+        spec.check_args([org])
+    except ContractError as exc:
+        raise ValueError(f"join request: {exc}") from None
+
+
 def make_join_request_doc(chain_id: str, node_key: PrivateKey, org: str) -> dict[str, str]:
     """Rule 6: the JSON object of `node_key`'s request to join chain `chain_id` for `org`."""
     from gmchain.contracts.governance import make_join_request
 
+    if not chain_id:
+        raise ValueError("join request: the chain id is empty")
+    _check_org(org)
     pubkey, org, pop = make_join_request(chain_id, node_key, org)
     return {
         "chain_id": chain_id,
@@ -152,6 +169,7 @@ def read_join_request(doc: object, *, chain_id: str | None = None) -> JoinReques
             raise ValueError(f"join request: {name} must be a non-empty string")
     if chain_id is not None and doc["chain_id"] != chain_id:
         raise ValueError(f"join request: for chain {doc['chain_id']!r}, not {chain_id!r}")
+    _check_org(doc["org"])
     pubkey = _hex_field(doc, "node_pubkey", 65)
     pop = _hex_field(doc, "pop_signature", 64)
     try:

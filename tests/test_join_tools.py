@@ -154,6 +154,16 @@ def test_an_edited_join_request_is_refused(
         read_join_request({**doc, "extra": 1})
 
 
+def test_join_request_for_an_org_the_contract_would_refuse_is_refused_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _node_key(tmp_path)
+    argv = ["node", "join-request", "--key", str(tmp_path / "node.key"), "--chain-id", CHAIN]
+    code, out, err = run([*argv, "--org", "fund co"], capsys)
+    assert code == 1 and out == "" and "'org' contains ' '" in err
+    _one_line(err)
+
+
 def test_join_request_with_a_wrong_passphrase_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
