@@ -206,7 +206,7 @@ def test_a_restart_admits_the_epoch_of_the_committed_state(tmp_path: Path) -> No
     from gmchain.contracts.governance import make_join_request, propose_args, vote_args
     from gmchain.node.config import NodeConfig
     from gmchain.node.network import make_network
-    from tests.node_helpers import CHAIN_ID, ChainRig, make_net, sign_tx
+    from tests.node_helpers import CHAIN_ID, ChainRig, fake_commit_proof, make_net, sign_tx
 
     net = make_net(1)  # one validator of org-a; its admin is net.accounts[0]
     rig = ChainRig(tmp_path / "db", net)
@@ -223,7 +223,10 @@ def test_a_restart_admits_the_epoch_of_the_committed_state(tmp_path: Path) -> No
             vote = sign_tx(
                 admin, expiry=10, contract="governance", method="vote", args=vote_args(1, True)
             )
-            rig.build_and_commit(vote)
+            rig.admit(vote)
+            ending = rig.build()  # ends epoch 0; committed through its (empty) child (E4)
+            child = rig.build(parent=ending.header)
+            rig.chain.commit([ending], fake_commit_proof(child))
         epoch = read_current_epoch(rig.store, net.genesis)
         assert epoch.epoch == 1 and epoch.observers == (pubkey,)
         cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
