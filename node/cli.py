@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -64,12 +65,28 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from gmchain.crypto_sm import PrivateKey, save_private_key
-    from gmchain.node.keys_cli import DEV_PASSPHRASE, resolve_passphrase
+    from gmchain.node.keys_cli import (
+        DEV_PASSPHRASE,
+        NODE_PASSPHRASE_ENV,
+        resolve_node_passphrase,
+        resolve_passphrase,
+    )
 
-    out = Path(args.out)
+    if args.out is None and not args.node:  # a usage error (rule 1): exit 2
+        print(
+            "gmchain keygen: error: --out is required without --node (see gmchain keygen --help)",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out or "node.key")
     if os.path.lexists(out):
         raise CliError(f"{out} already exists: refusing to overwrite a key file")
-    passphrase = DEV_PASSPHRASE if args.no_passphrase else resolve_passphrase(args.passphrase_env)
+    if args.no_passphrase:
+        passphrase = DEV_PASSPHRASE
+    elif args.node:
+        passphrase = resolve_node_passphrase(args.passphrase_env)
+    else:
+        passphrase = resolve_passphrase(args.passphrase_env)
     if passphrase == DEV_PASSPHRASE:
         print("gmchain: warning: key encrypted under the public dev passphrase", file=sys.stderr)
     key = PrivateKey.generate()
@@ -81,12 +98,37 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         "public_key": "0x" + key.public_key.to_bytes().hex(),
         "path": str(out),
     }
+    if args.node:  # a node's id is its key's address (p2p PeerInfo.node_id)
+        info = {"node_id": info["address"], **info}
     if args.json:
         print_json(info)
+    elif args.node:
+        print(f"node id     {info['node_id']}")
+        print(f"public key  {info['public_key']}")
+        print(f"written to  {out} (mode 0600; the private key stays in this file)")
+        env = args.passphrase_env or NODE_PASSPHRASE_ENV
+        print(f"the node reads its passphrase from ${env} (config key_passphrase_env)")
     else:
         print(f"address     {info['address']}")
         print(f"public key  {info['public_key']}")
         print(f"written to  {out} (mode 0600)")
+    return 0
+
+
+def _cmd_node_join_request(args: argparse.Namespace) -> int:
+    from gmchain.node.keys_cli import load_key, make_join_request_doc, resolve_node_passphrase
+
+    key = load_key(args.key, resolve_node_passphrase(args.passphrase_env))
+    doc = make_join_request_doc(args.chain_id, key, args.org)
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if os.path.lexists(out) and not args.force:
+        raise CliError(f"{out} already exists (use --force to replace it)")
+    out.write_text(text)
+    print(f"join request of node 0x{key.public_key.address.hex()} for {args.org} written to {out}")
     return 0
 
 
@@ -227,7 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("keygen", parents=[out], help="create an SM2 key file (mode 0600)")
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the key file")
+    p.add_argument(
+        "--out", metavar="FILE", help="where to write the key file (required without --node)"
+    )
+    p.add_argument(
+        "--node",
+        action="store_true",
+        help="a node key: prints its node id; --out defaults to ./node.key and the passphrase "
+        "to $GMCHAIN_NODE_PASSPHRASE (what a node reads)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--passphrase-env", metavar="VAR", help="encrypt under the passphrase in env VAR"
@@ -259,6 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", required=True, metavar="FILE", help="the node's config file")
     _add_log_options(q)
     q.set_defaults(handler=_cmd_node_start)
+    q = node_sub.add_parser(
+        "join-request",
+        help="write a node's request to join a chain (node key, org, proof of possession)",
+        description="Sign a join request with the node key (docs/joining.md): the committee "
+        "proposes admit_observer with it. Nothing secret is written.",
+    )
+    q.add_argument("--key", required=True, metavar="FILE", help="the node's key file")
+    q.add_argument("--org", required=True, help="the organisation the node belongs to")
+    q.add_argument("--chain-id", required=True, metavar="ID", help="the chain to join")
+    q.add_argument("--out", metavar="FILE", help="write the JSON here (default: stdout)")
+    q.add_argument("--force", action="store_true", help="replace an existing --out file")
+    q.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="the key's passphrase is in env VAR (default $GMCHAIN_NODE_PASSPHRASE, else the "
+        "dev passphrase)",
+    )
+    q.set_defaults(handler=_cmd_node_join_request)
 
     p = sub.add_parser("crypto-bench", parents=[out], help="measure SM2/SM3/SM4 speed here")
     p.add_argument("--seconds", type=float, metavar="S", help="seconds per measurement")

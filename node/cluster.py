@@ -5,9 +5,12 @@
     gmchain cluster down --dir D                  SIGTERM, then SIGKILL after a grace period
     gmchain cluster status --dir D [--json]       each node's name, role, pid, rpc, height, head
     gmchain cluster kill --dir D NAME             SIGKILL one node (fault drills)
+    gmchain cluster add-node --dir D [--name N] [--org ORG]   a joining node (not admitted yet)
 
-Layout of D: `genesis.json`, `client.key` (an admin account of org1), `cluster.json` (the node
-list), and one folder per node: `config.toml`, `node.key`, `db/`, `node.log`, `node.pid`.
+Layout of D: `genesis.json`, `client.key` (an admin account of org1), `admins/orgK.key` (an admin
+account of each other validator org, K = 2..: with client.key, one key per seat of the default
+governance committee), `cluster.json` (the node list), and one folder per node: `config.toml`,
+`node.key`, `db/`, `node.log`, `node.pid`.
 Keys are encrypted under the dev passphrase: a local cluster is for development and drills.
 
 Rules this module keeps:
@@ -22,6 +25,8 @@ Rules this module keeps:
    and /proc shows no command line yet (measured: most spawns on a loaded machine, for up to
    ~50 ms); rule 1 would take that for a stranger, remove the pid file and orphan the node.
 4. Every failure is one line on stderr (ClusterError) saying what failed and what to do; exit 1.
+5. `add-node` (node/cluster_join.py, which keeps its own rules) adds a node the committee has not
+   admitted yet; `up` starts it like any node, and the others refuse it until an epoch admits it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "ClusterError",
     "init_cluster",
     "kill_node",
+    "load_cluster",
     "main",
     "node_status",
     "start_nodes",
@@ -98,6 +104,12 @@ def init_cluster(
         )
     client = PrivateKey.generate()
     save_private_key(d / "client.key", client, pw)
+    accounts = [(client.public_key.to_bytes(), "org1", "admin")]
+    for n in nodes[1:validators]:  # the other validator orgs' admins (the committee's seats)
+        admin = PrivateKey.generate()
+        (d / "admins").mkdir(exist_ok=True)
+        save_private_key(d / "admins" / f"{n['org']}.key", admin, pw)
+        accounts.append((admin.public_key.to_bytes(), n["org"], "admin"))
     genesis = Genesis(
         chain_id=CHAIN_ID,
         timestamp_ms=int(time.time() * 1000),
@@ -107,7 +119,7 @@ def init_cluster(
             if n["role"] == "validator"
         ),
         observers=tuple(bytes.fromhex(n["pubkey"]) for n in nodes if n["role"] == "observer"),
-        accounts=((client.public_key.to_bytes(), "org1", "admin"),),
+        accounts=tuple(accounts),
     )
     save_genesis(d / "genesis.json", genesis)
     for n in nodes:
@@ -133,7 +145,7 @@ def init_cluster(
     return doc
 
 
-def _load(d: Path) -> dict[str, Any]:
+def load_cluster(d: Path) -> dict[str, Any]:
     try:
         doc: dict[str, Any] = json.loads((d / "cluster.json").read_text())
     except FileNotFoundError:
@@ -304,7 +316,7 @@ def start_nodes(
     ClusterError says which node failed and where its log is. A node counts as exited only when
     the child process this call spawned has exited (rule 3); whatever ends the wait early (a
     failure, an exception, Ctrl-C) stops and reaps every child this call started."""
-    doc = _load(d)
+    doc = load_cluster(d)
     todo = [
         n
         for n in doc["nodes"]
@@ -399,7 +411,7 @@ def stop_nodes(
     grace_s: float = 10.0,
     notes: list[str] | None = None,
 ) -> list[str]:
-    doc = _load(d)
+    doc = load_cluster(d)
     stopped: dict[str, int] = {}
     for n in doc["nodes"]:
         if names and n["name"] not in names:
@@ -445,7 +457,7 @@ def node_status(rpc_port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
 
 
 def cluster_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any]:
-    doc = _load(d)
+    doc = load_cluster(d)
     out = []
     for n in doc["nodes"]:
         pid = _pid(d, n["name"], notes=notes)
@@ -493,6 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     pk = sub.add_parser("kill", help="SIGKILL one node (drills)")
     pk.add_argument("--dir", required=True)
     pk.add_argument("node")
+    pa = sub.add_parser(
+        "add-node", help="add a joining node (key, config, peers, join request; not admitted yet)"
+    )
+    pa.add_argument("--dir", required=True)
+    pa.add_argument("--name", help="the node's folder and name (default: the next nodeN)")
+    pa.add_argument(
+        "--org", default="org1", help="its organisation, known to the chain (default org1)"
+    )
+    pa.add_argument("--rpc-port", type=int, help="default: the highest node rpc port + 1")
+    pa.add_argument("--p2p-port", type=int, help="default: the highest node p2p port + 1")
     args = p.parse_args(argv)
     notes: list[str] = []
     try:
@@ -538,8 +560,21 @@ def _run(args: argparse.Namespace, notes: list[str]) -> int:
                 print(
                     f"{n['name']:12} {n['role']:9} pid {pid!s:>7} height {n['height']!s:>6} {head}"
                 )
+    elif args.cmd == "add-node":
+        from gmchain.node.cluster_join import add_node
+
+        n = add_node(
+            d, name=args.name, org=args.org, rpc_port=args.rpc_port, p2p_port=args.p2p_port
+        )
+        print(f"{n['name']:12} {n['role']:9} rpc 127.0.0.1:{n['rpc_port']}  p2p {n['p2p_port']}")
+        print(f"node id      {n['node_id']}\njoin request {n['join_request']}")
+        print(
+            "every node now lists it among its peers; the committee admits it with "
+            "admit_observer (docs/joining.md); start it with: "
+            f"gmchain cluster up --dir {d} {n['name']}"
+        )
     elif args.cmd == "kill" and not kill_node(d, args.node, notes=notes):
-        if args.node not in {n["name"] for n in _load(d)["nodes"]}:
+        if args.node not in {n["name"] for n in load_cluster(d)["nodes"]}:
             raise ClusterError(f"no node {args.node!r} in {d}; see `gmchain cluster status`")
         raise ClusterError(f"{args.node} is not running; nothing was signalled")
     return 0

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gmchain.chain.validators import GenesisValidators
 from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
 from gmchain.ledger.store import Store, StoreError
 from gmchain.ledger.types import Genesis, GenesisValidator
@@ -117,8 +116,11 @@ def open_store(data_dir: str, chain_id: str) -> Store:
     return Store.open(data_dir, chain_id=chain_id, verify_checksums=True)
 
 
-async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHandle:
-    """Open everything and start serving; the caller owns the handle."""
+async def start_node(
+    cfg: NodeConfig, *, rpc_port: int | None = None, config_path: Path | None = None
+) -> NodeHandle:
+    """Open everything and start serving; the caller owns the handle. `config_path` (the file
+    `cfg` came from) is read again for its peers at each epoch switch (node/peeradmission.py)."""
     genesis = load_genesis(cfg.genesis_file)
     key = load_private_key(cfg.key_file, _passphrase(cfg))
     if rpc_port is not None:
@@ -128,11 +130,23 @@ async def start_node(cfg: NodeConfig, *, rpc_port: int | None = None) -> NodeHan
         wal = PoolWal(Path(cfg.data_dir).with_name(Path(cfg.data_dir).name + ".pool"))
         extra: list[Any] = []
         bridge = None
-        voters = GenesisValidators(genesis).validators_at(store.head_height() or 0)
-        if len(voters) > 1 or genesis.observers:
+        from gmchain.node.peeradmission import read_current_epoch
+
+        epoch = read_current_epoch(store, genesis)  # the epoch the node runs in (E9)
+        mine = key.public_key.to_bytes()
+        lone = epoch.admitted_keys() == {mine} and len(epoch.validators) == 1
+        if not lone:
             from gmchain.node.network import make_network  # multi-node wiring (p2p)
 
-            bridge = make_network(cfg, genesis, key)
+            bridge = make_network(
+                cfg,
+                genesis,
+                key,
+                epoch=epoch,
+                reload_peers=None
+                if config_path is None
+                else lambda: load_config(config_path).peers,
+            )
         service = NodeService(
             config=cfg, genesis=genesis, key=key, store=store, wal=wal, transport=bridge
         )
@@ -190,8 +204,12 @@ def _refusal_sources(service: NodeService, rpc: RpcServer, bridge: Any) -> dict[
     return sources
 
 
-async def _serve(cfg: NodeConfig, log_file: ReopenableFileHandler | None = None) -> int:
-    handle = await start_node(cfg)
+async def _serve(
+    cfg: NodeConfig,
+    log_file: ReopenableFileHandler | None = None,
+    config_path: Path | None = None,
+) -> int:
+    handle = await start_node(cfg, config_path=config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -266,7 +284,7 @@ def _arm_exit_watchdog(after_s: float) -> None:
     timer.start()
 
 
-def _run(cfg: NodeConfig) -> int:
+def _run(cfg: NodeConfig, config_path: Path | None = None) -> int:
     try:
         log_file = configure_logging(
             fmt=cfg.log_format,
@@ -284,7 +302,7 @@ def _run(cfg: NodeConfig) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     try:
-        return asyncio.run(_serve(cfg, log_file))
+        return asyncio.run(_serve(cfg, log_file, config_path))
     except (OSError, StoreError) as exc:  # (StoreError: a damaged store or pool log at start)
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -308,7 +326,7 @@ def run_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return _run(cfg)
+    return _run(cfg, Path(args.config))
 
 
 def run_dev(args: argparse.Namespace) -> int:

@@ -24,6 +24,10 @@ Rules this module keeps:
 4. Every session starts with the node's certificates (a `SyncInfo`, consensus L9/L10), and every
    `sync_status_interval_ms` they go to all peers: a node behind on an idle chain learns the
    verified committed height of its peers and syncs, with no transaction needed to wake it.
+5. Admission follows the epoch (issue 12, E9; node/peeradmission.py): the transport admits the
+   current epoch's validators and observers; `on_epoch(config)` (the Transport port's hook, run
+   when an epoch-ending block commits) admits the new epoch's set, disconnects and refuses the
+   nodes it drops, and checks equivocation against the new validators' keys.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -51,6 +55,7 @@ from gmchain.consensus.messages import (
 )
 from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.ledger.codec import DecodeError, Limits, decode
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.struct_codec import Struct, max_items, wire_struct
 from gmchain.ledger.types import (
     MAX_TX_BYTES,
@@ -63,9 +68,10 @@ from gmchain.ledger.types import (
 )
 from gmchain.ledger.wire import Tag
 from gmchain.node.api import ApiError
-from gmchain.node.config import NodeConfig
+from gmchain.node.config import NodeConfig, PeerConfig
+from gmchain.node.peeradmission import PeerAdmission
 from gmchain.node.service import KeyVerifier
-from gmchain.p2p import P2PConfig, P2PNetwork, PeerInfo
+from gmchain.p2p import P2PConfig, P2PNetwork
 
 __all__ = [
     "GOSSIP_BATCH",
@@ -185,6 +191,11 @@ class P2PCollector(Collector):
             pending.add_metric([pool], n)
         yield pending
         yield GaugeMetricFamily("gmchain_p2p_banned", "Nodes banned now", value=stats["banned_now"])
+        yield GaugeMetricFamily(
+            "gmchain_p2p_admitted",
+            "Other nodes admitted now: the current epoch's validators and observers (E9)",
+            value=stats.get("admitted", 0),
+        )
 
 
 class PeerNode(Protocol):
@@ -216,8 +227,12 @@ class NetworkBridge:
         genesis: Genesis,
         sync_status_interval_ms: int,
         regossip_after_s: float = REGOSSIP_AFTER_S,
+        admission: PeerAdmission | None = None,
     ) -> None:
         self._net_factory = net_factory
+        # Rule 5: the admitted set and address book (None: the factory's network admits a
+        # fixed set, as in tests that record what is sent).
+        self.admission = admission
         self.regossip_after_s = regossip_after_s
         self._status_period = sync_status_interval_ms / 1000
         self.net: P2PNetwork | None = None  # made at `start`, with the node to deliver to
@@ -240,7 +255,12 @@ class NetworkBridge:
             "gossip_rejected": 0,
             "unservable_replies": 0,
         }
-        voters = GenesisValidators(genesis).validators_at(0)  # the set this node starts with
+        # the set this node starts with: its epoch's validators (rule 5), else genesis's
+        voters = (
+            admission.config.validators
+            if admission is not None
+            else GenesisValidators(genesis).validators_at(0)
+        )
         keys = [PublicKey.from_bytes(v.pubkey) for v in voters]
         self.detector = EquivocationDetector(chain_id=genesis.chain_id, verifier=KeyVerifier(keys))
 
@@ -248,6 +268,8 @@ class NetworkBridge:
         """Connect: peers' messages go to `node` from now on."""
         self._node = node
         self.net = self._net_factory(self._on_message)
+        if self.admission is not None:
+            self.admission.bind(self.net)
         node.register_metrics(P2PCollector(self.net))
         await self.net.start()
         loop = asyncio.get_running_loop()
@@ -287,6 +309,23 @@ class NetworkBridge:
 
     def gossip(self, raw: bytes) -> None:
         self._outbox.append(raw)
+
+    def on_epoch(self, config: EpochConfig) -> None:
+        """Rule 5: the node switched to epoch `config.epoch` (its ending block committed)."""
+        if self.admission is not None and not self.admission.on_epoch(config):
+            return  # not a later epoch than the one admitted
+        keys = [PublicKey.from_bytes(v.pubkey) for v in config.validators]
+        self.detector.verifier = KeyVerifier(keys)
+
+    # --- admission (rule 5) ---------------------------------------------------------------------
+
+    def set_admitted(
+        self, keys: frozenset[bytes], peers: Sequence[PeerConfig] | None = None
+    ) -> None:
+        """Admit exactly the node keys `keys` (with `peers` as the address book when given)."""
+        if self.admission is None:
+            raise RuntimeError("this bridge was made without a PeerAdmission")
+        self.admission.set_admitted(keys, peers)
 
     # --- outbound -------------------------------------------------------------------------------
 
@@ -451,32 +490,32 @@ def _prefix_that_fits(sizes: Sequence[int], budget: int) -> int:
     return len(sizes)
 
 
-def peer_infos(cfg: NodeConfig, genesis: Genesis) -> list[PeerInfo]:
-    """The admitted node list (validators and observers from genesis) with their addresses."""
-    voters = GenesisValidators(genesis).validators_at(0)  # the set this node starts with
-    admitted = {v.pubkey for v in voters} | set(genesis.observers)
-    out = []
-    for p in cfg.peers:
-        key_bytes = bytes.fromhex(p.pubkey)
-        if key_bytes not in admitted:
-            log.warning("peer %s is not admitted by genesis; ignored", p.name or p.host)
-            continue
-        key = PublicKey.from_bytes(key_bytes)
-        out.append(PeerInfo(node_id=key.address, pubkey=key, host=p.host, port=p.port, name=p.name))
-    return out
-
-
-def make_network(cfg: NodeConfig, genesis: Genesis, key: PrivateKey) -> NetworkBridge:
+def make_network(
+    cfg: NodeConfig,
+    genesis: Genesis,
+    key: PrivateKey,
+    *,
+    epoch: EpochConfig | None = None,
+    reload_peers: Callable[[], Sequence[PeerConfig]] | None = None,
+) -> NetworkBridge:
     """The transport of a node with peers: a NetworkBridge over the real P2PNetwork (started
-    with the node: `await bridge.start(service)`)."""
-    peers: Sequence[PeerInfo] = peer_infos(cfg, genesis)
+    with the node: `await bridge.start(service)`). It admits `epoch`'s nodes (the epoch the node
+    starts in; default epoch 0 from genesis) and dials those of `cfg.peers`; `reload_peers`
+    reads the peers again at each epoch switch (node/peeradmission.py rule 2)."""
+    admission = PeerAdmission(
+        config=epoch if epoch is not None else EpochConfig.from_genesis(genesis),
+        peers=cfg.peers,
+        reload_peers=reload_peers,
+        own_key=key.public_key.to_bytes(),
+    )
     bridges: list[NetworkBridge] = []  # the bridge below; sessions start only after it exists
 
     def factory(on_message: Any) -> P2PNetwork:
         return P2PNetwork(
             chain_id=genesis.chain_id,
             key=key,
-            peers=peers,
+            peers=admission.address_book,
+            admitted=admission.keys,
             genesis_hash=genesis.compute_hash(),
             config=P2PConfig(
                 listen_host=cfg.p2p_host,
@@ -494,7 +533,10 @@ def make_network(cfg: NodeConfig, genesis: Genesis, key: PrivateKey) -> NetworkB
         )
 
     bridge = NetworkBridge(
-        factory, genesis=genesis, sync_status_interval_ms=cfg.sync_status_interval_ms
+        factory,
+        genesis=genesis,
+        sync_status_interval_ms=cfg.sync_status_interval_ms,
+        admission=admission,
     )
     bridges.append(bridge)
     return bridge

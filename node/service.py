@@ -278,11 +278,12 @@ class NodeService:
 
     def on_epoch(self, config: EpochConfig) -> None:
         """The hook node/driver.py rule 6 calls on the loop when an epoch starts: the status
-        answers with the new set; the P2P layer (node/network.py, E9) is to admit exactly
-        `config.admitted_keys()` from here (not wired yet: a no-op for the network)."""
+        answers with the new set, and the P2P layer admits exactly `config.admitted_keys()` from
+        here (node/transport.py rule 3; node/network.py rule 5, E9)."""
         self.validators = make_validator_set(config)
         self.is_validator = self.node_id in self.validators
         self.metrics.set_epoch(config.epoch)
+        self.transport.on_epoch(config)
 
     def _committed_qc(self) -> QuorumCert:
         """The QC that certifies the committed head (from its commit proof), or genesis's."""

@@ -7,6 +7,8 @@ Rules this module keeps:
    re-offers).
 2. `has_peers` is fixed for the node's life: whether this node is one of several (a lone
    validator is the whole chain and never waits to hear from anyone, node/service.py `status`).
+3. `on_epoch(config)` is called once per epoch switch, after the epoch-ending block committed
+   (issue 12, E9): the transport admits exactly `config`'s validators and observers from then on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gmchain.consensus.messages import ConsensusMessage
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.types import NodeId
 
 __all__ = ["NoPeers", "Transport"]
@@ -47,6 +50,10 @@ class Transport(Protocol):
         """The node ids of the peers connected now (for the quorum metrics)."""
         ...
 
+    def on_epoch(self, config: EpochConfig) -> None:
+        """Rule 3: the node runs epoch `config.epoch` now."""
+        ...
+
 
 class NoPeers:
     """The transport of a lone node (a one-validator chain): nobody to talk to."""
@@ -69,3 +76,6 @@ class NoPeers:
 
     def connected_peers(self) -> list[NodeId]:
         return []
+
+    def on_epoch(self, config: EpochConfig) -> None:
+        pass

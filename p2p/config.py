@@ -72,9 +72,9 @@ class PeerInfo:
             raise ValueError("host is empty")
 
     @classmethod
-    def from_pubkey(cls, pubkey: PublicKey, host: str, port: int) -> PeerInfo:
+    def from_pubkey(cls, pubkey: PublicKey, host: str, port: int, name: str = "") -> PeerInfo:
         """Build a PeerInfo whose node_id is derived from the key."""
-        return cls(node_id=pubkey.address, pubkey=pubkey, host=host, port=port)
+        return cls(node_id=pubkey.address, pubkey=pubkey, host=host, port=port, name=name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

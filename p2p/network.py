@@ -1,8 +1,17 @@
 """P2PNetwork: the asyncio side of the transport (listen, dial, handshake, sealed frames).
 
 Rules kept here:
-- Only admitted nodes (the chain's validator/observer list) complete a handshake; everything
-  else is refused during the handshake (`_get_refusal`), before any decryption.
+- Only admitted nodes complete a handshake: the current epoch's validators and observers
+  (issue 12, E9), a set of SM2 node keys replaced at run time by `set_admitted`. Everything else
+  is refused during the handshake (`_get_refusal`), before any decryption: "not_admitted" for a
+  key this network admitted earlier and no longer does, "unknown_node" for any other key. A
+  refusal is counted by reason (`stats["rejects"]`, inbound ones also in
+  `stats["handshake_refusals"]`, logged as a periodic summary by the gate, never once each).
+- `set_admitted` closes at once every session with a node no longer admitted (disconnect reason
+  "not_admitted", logged once per node) and stops dialing it. The address book (`PeerInfo`s:
+  key, host, port) is separate from the admitted set: an admitted key with no address is
+  accepted inbound and never dialed; an address whose key is not admitted is kept (it becomes
+  a dial target if a later epoch admits its key) but nothing is sent to it.
 - Only the side with the lexicographically smaller node_id dials; the other only accepts, so
   two nodes never race to open two sessions. A newer authenticated session for the same node
   replaces the older one (the peer restarted and our side has not yet seen the old socket die).
@@ -104,7 +113,10 @@ class P2PNetwork:
         on_peer_up: PeerHandler | None = None,
         on_peer_down: PeerHandler | None = None,
         rng: random.Random | None = None,
+        admitted: frozenset[bytes] | None = None,
     ) -> None:
+        """`peers` is the address book; `admitted` the node keys that may connect (None: the
+        keys of `peers`, every one of them admitted)."""
         config.validate()
         if len(genesis_hash) != 32:
             raise ValueError("genesis_hash must be 32 bytes")
@@ -118,8 +130,17 @@ class P2PNetwork:
         # address -> connections from there still waiting for their hello, oldest first
         self._silent: dict[str, list[_Pending]] = {}
         self._pool: ThreadPoolExecutor | None = None  # the handshakes' SM2 work; while running
+        # The admitted node keys (65-byte SM2 public keys); ours may be among them or not.
+        self._admitted_keys: frozenset[bytes] = frozenset()
+        self._admitted_ids: frozenset[bytes] = frozenset()  # their node ids
+        # Keys admitted earlier in this network's life and not now (refused as "not_admitted").
+        self._dropped_keys: set[bytes] = set()
+        # The dial targets: node_id -> where to dial it, for every admitted peer in the address
+        # book (never our own node).
         self._admitted: dict[bytes, PeerInfo] = {}
-        self._set_admitted(peers)
+        self._set_admitted(
+            frozenset(p.pubkey.to_bytes() for p in peers) if admitted is None else admitted, peers
+        )
         self._bans = BanList()
         self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -220,11 +241,19 @@ class P2PNetwork:
             self._sessions.close(conn, "misbehaviour")
 
     def update_admitted(self, peers: Sequence[PeerInfo]) -> None:
-        """Replace the admitted list; sessions with nodes no longer admitted are closed."""
-        self._set_admitted(peers)
+        """Admit exactly the nodes of `peers` (with their addresses): `set_admitted` with their
+        keys."""
+        self.set_admitted(frozenset(p.pubkey.to_bytes() for p in peers), peers)
+
+    def set_admitted(self, keys: frozenset[bytes], peers: Sequence[PeerInfo]) -> None:
+        """Admit exactly the node keys `keys` from now on (an epoch's validators and observers),
+        with `peers` as the address book. Sessions with nodes no longer admitted are closed at
+        once and their dialers stopped; admitted peers with an address are dialed (by the side
+        with the smaller node id, as always)."""
+        self._set_admitted(keys, peers)
         for nid, conn in list(self._sessions.conns.items()):
-            info = self._admitted.get(nid)
-            if info is None:
+            if nid not in self._admitted_ids:
+                log.warning("peer %s is no longer admitted: disconnecting it", nid.hex())
                 self._sessions.close(conn, "not_admitted", graceful=True)
         for nid, task in list(self._dialers.items()):
             if nid not in self._admitted:
@@ -236,6 +265,11 @@ class P2PNetwork:
             task = asyncio.get_running_loop().create_task(self._gate.resolve_names())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    @property
+    def admitted_keys(self) -> frozenset[bytes]:
+        """The node keys admitted now."""
+        return self._admitted_keys
 
     def is_banned(self, node_id: bytes) -> bool:
         return self._bans.is_banned(node_id, self._now())
@@ -265,12 +299,20 @@ class P2PNetwork:
         out["bans"] = self._bans.total
         out["banned_now"] = self._bans.count_active(self._now()) if self._running else 0
         out["connected"] = len(self._sessions.conns)
+        out["admitted"] = len(self._admitted_ids - {self._node_id})
         return out
 
     # ------------------------------------------------------------------ admission and bans
 
-    def _set_admitted(self, peers: Sequence[PeerInfo]) -> None:
-        self._admitted = {p.node_id: p for p in peers if p.node_id != self._node_id}
+    def _set_admitted(self, keys: frozenset[bytes], peers: Sequence[PeerInfo]) -> None:
+        self._dropped_keys = (self._dropped_keys | self._admitted_keys) - keys
+        self._admitted_keys = frozenset(keys)
+        self._admitted_ids = frozenset(PublicKey.from_bytes(k).address for k in keys)
+        self._admitted = {
+            p.node_id: p
+            for p in peers
+            if p.node_id != self._node_id and p.pubkey.to_bytes() in self._admitted_keys
+        }
         self._gate.set_peers(self._admitted.values())
 
     def _peer_label(self, node_id: bytes) -> str:
@@ -288,11 +330,11 @@ class P2PNetwork:
     def _get_refusal(self, peer: PublicKey) -> str | None:
         """Why `peer` may not open a session now, or None (runs before any crypto)."""
         node_id = peer.address
-        info = self._admitted.get(node_id)
         if node_id == self._node_id:
             return "self"
-        if info is None or info.pubkey.to_bytes() != peer.to_bytes():
-            return "unknown_node"
+        key = peer.to_bytes()
+        if key not in self._admitted_keys:
+            return "not_admitted" if key in self._dropped_keys else "unknown_node"
         if self._bans.is_banned(node_id, self._now()):
             return "banned"
         return None
