@@ -10,6 +10,10 @@ Rules this module keeps:
 4. `check_invariants` is the end of every drill and cannot be skipped: every node serves the same
    block hash at every height, and every acknowledged transaction is in exactly one block.
    It waits for convergence (nodes idle, same head) with a generous deadline, then compares.
+5. Cluster changes a governance drill needs are made the way a site's operator makes them (docs/
+   joining.md): one admin account per validator org in the genesis (before any node starts), a
+   new site's folder around a key made by `gmchain keygen --node`, peers added to (or a rotated
+   key replaced in) every node's `[[peers]]`, which a running node re-reads at an epoch switch.
 
 Sources: DESIGN.md "Reliability strategy"; issue 5 items 5-6; node/cluster.py (layout of D).
 """
@@ -20,6 +24,7 @@ import http.client
 import itertools
 import json
 import random
+import shutil
 import socket
 import threading
 import time
@@ -29,10 +34,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gmchain.crypto_sm import PrivateKey, PublicKey, load_private_key
+from gmchain.crypto_sm import PrivateKey, PublicKey, load_private_key, save_private_key
+from gmchain.crypto_sm.keyfile import MIN_ITERATIONS
 from gmchain.ledger.types import SignedTx, TxBody
 from gmchain.node.cluster import init_cluster, kill_node, node_status, start_nodes, stop_nodes
-from gmchain.node.config import load_config, write_config
+from gmchain.node.config import (
+    PeerConfig,
+    load_config,
+    load_genesis,
+    save_genesis,
+    write_config,
+)
 from gmchain.node.daemon import DEV_PASSPHRASE
 from tests.node_helpers import START_DEADLINE_S
 
@@ -42,6 +54,8 @@ __all__ = [
     "LoadGen",
     "check_invariants",
     "free_port_block",
+    "metric_value",
+    "metrics_text",
     "rpc_call",
     "running_cluster",
     "wait_until",
@@ -115,6 +129,35 @@ def rpc_batch(port: int, calls: list[tuple[str, list[Any]]], timeout_s: float = 
     return out
 
 
+def metrics_text(port: int, timeout_s: float = 5.0) -> str:
+    """The Prometheus text a node serves at /metrics on its RPC port."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels` (0.0 if there is none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric != name:
+            continue
+        got = dict(
+            (k, v.strip('"'))
+            for k, _, v in (pair.partition("=") for pair in rest.rstrip("}").split(",") if pair)
+        )
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 def wait_until(pred: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
     """Poll `pred()` until it returns a truthy value; AssertionError naming `what` on timeout."""
     deadline = time.monotonic() + timeout_s
@@ -139,7 +182,13 @@ class Cluster:
 
     @classmethod
     def create(
-        cls, d: Path, *, validators: int = 4, observers: int = 0, round_timeout_ms: int = 1000
+        cls,
+        d: Path,
+        *,
+        validators: int = 4,
+        observers: int = 0,
+        round_timeout_ms: int = 1000,
+        org_admins: bool = False,
     ) -> Cluster:
         n = validators + observers
         rng = random.Random()
@@ -155,7 +204,111 @@ class Cluster:
             base_p2p=base_p2p,
             round_timeout_ms=round_timeout_ms,
         )
-        return cls(d=d, doc=doc)
+        cluster = cls(d=d, doc=doc)
+        if org_admins:
+            cluster._add_org_admins()
+        return cluster
+
+    # governance set-up (rule 5)
+
+    def _add_org_admins(self) -> None:
+        """An admin account for every validator org without one, its key in `admins/<org>.key`
+        (the layout `gmchain cluster init` uses for the committee orgs' admins; org1's is
+        `client.key`): committee drills need one admin per committee org (the default committee
+        is the validator orgs). Only before any node started (the genesis is read at start)."""
+        path = self.d / "genesis.json"
+        genesis = load_genesis(path)
+        have = {org for _, org, role in genesis.accounts if role == "admin"}
+        added = []
+        for org in sorted({v.org for v in genesis.validators} - have):
+            key = PrivateKey.generate()
+            (self.d / "admins").mkdir(exist_ok=True)
+            save_private_key(
+                self.d / "admins" / f"{org}.key",
+                key,
+                DEV_PASSPHRASE.encode(),
+                iterations=MIN_ITERATIONS,
+            )
+            added.append((key.public_key.to_bytes(), org, "admin"))
+        if added:
+            save_genesis(path, replace(genesis, accounts=(*genesis.accounts, *added)))
+
+    def admin_key(self, org: str) -> PrivateKey:
+        """The admin account of `org`: `admins/<org>.key`, or for org1 the cluster's client key."""
+        path = self.d / "admins" / f"{org}.key"
+        if not path.exists() and org == "org1":
+            return self.client_key()
+        return load_private_key(path, DEV_PASSPHRASE.encode())
+
+    def _save_doc(self) -> None:
+        (self.d / "cluster.json").write_text(json.dumps(self.doc, indent=2) + "\n")
+
+    def _append_peer(self, name: str, peer: PeerConfig) -> None:
+        """Add a `[[peers]]` entry to `name`'s config (`write_config` puts the peers last)."""
+        with open(self.d / name / "config.toml", "a") as f:
+            f.write(
+                f"\n[[peers]]\nname = {json.dumps(peer.name)}\npubkey = {json.dumps(peer.pubkey)}"
+                f"\nhost = {json.dumps(peer.host)}\nport = {peer.port}\n"
+            )
+
+    def add_site(self, name: str, key_file: Path, org: str) -> None:
+        """A new site's node `name` around its own key file (made by `gmchain keygen --node`
+        under the dev passphrase), as its operator sets it up (docs/joining.md): a config like
+        the first node's listing every node as a peer, and its address added to every other
+        node's peers. cluster.json lists it with role "joining". Nothing is started."""
+        key = load_private_key(key_file, DEV_PASSPHRASE.encode())
+        used = {int(n[k]) for n in self.doc["nodes"] for k in ("rpc_port", "p2p_port")}
+        rng = random.Random()
+        ports: list[int] = []
+        while len(ports) < 2:
+            port = free_port_block(1, rng=rng)
+            if port not in used and port not in ports:
+                ports.append(port)
+        nd = self.d / name
+        nd.mkdir()
+        shutil.copy2(key_file, nd / "node.key")
+        base = load_config(self.d / self.names[0] / "config.toml")
+        entry = {
+            "name": name,
+            "role": "joining",
+            "pubkey": key.public_key.to_bytes().hex(),
+            "rpc_port": ports[0],
+            "p2p_port": ports[1],
+            "org": org,
+        }
+        peers = tuple(_peer_of(n) for n in self.doc["nodes"])
+        write_config(
+            nd / "config.toml",
+            replace(
+                base,
+                name=name,
+                data_dir="db",
+                genesis_file="../genesis.json",
+                key_file="node.key",
+                rpc_port=ports[0],
+                p2p_port=ports[1],
+                peers=peers,
+            ),
+        )
+        for n in self.names:
+            self._append_peer(n, _peer_of(entry))
+        self.doc["nodes"].append(entry)
+        self._save_doc()
+
+    def replace_node_key(self, name: str, key_file: Path) -> None:
+        """Node `name` runs with a new key from now on (a key rotation; the node must be stopped):
+        its key file is replaced and every other node's peer entry for it names the new key."""
+        key = load_private_key(key_file, DEV_PASSPHRASE.encode())
+        shutil.copy2(key_file, self.d / name / "node.key")
+        entry = self.node(name)
+        old, entry["pubkey"] = entry["pubkey"], key.public_key.to_bytes().hex()
+        for n in self.names:
+            path = self.d / n / "config.toml"
+            if n != name:
+                path.write_text(
+                    path.read_text().replace(json.dumps(old), json.dumps(entry["pubkey"]))
+                )
+        self._save_doc()
 
     # names, ports, keys
 
@@ -267,13 +420,18 @@ class Cluster:
                 out.append(blk["hash"])
         return out
 
-    def blocks(self, name: str, upto: int) -> list[dict[str, Any]]:
+    def blocks(self, name: str, upto: int, start: int = 0) -> list[dict[str, Any]]:
+        """Blocks `start`..`upto` of node `name` (None where it has none)."""
         port = self.rpc_port(name)
         out: list[dict[str, Any]] = []
-        for lo in range(0, upto + 1, 100):
+        for lo in range(start, upto + 1, 100):
             calls = [("gm_getBlockByNumber", [h, False]) for h in range(lo, min(upto, lo + 99) + 1)]
             out.extend(rpc_batch(port, calls))
         return out
+
+
+def _peer_of(n: dict[str, Any]) -> PeerConfig:
+    return PeerConfig(pubkey=n["pubkey"], host="127.0.0.1", port=int(n["p2p_port"]), name=n["name"])
 
 
 @contextmanager
@@ -285,6 +443,7 @@ def running_cluster(
     round_timeout_ms: int = 1000,
     start: list[str] | None = None,
     proxied: bool = False,
+    org_admins: bool = False,
 ) -> Iterator[tuple[Cluster, Any]]:
     """Create a cluster in `d`, start `start` (default: every node), always stop it afterwards.
 
@@ -295,7 +454,11 @@ def running_cluster(
     from tests.faultproxy import ProxyNet
 
     cluster = Cluster.create(
-        d, validators=validators, observers=observers, round_timeout_ms=round_timeout_ms
+        d,
+        validators=validators,
+        observers=observers,
+        round_timeout_ms=round_timeout_ms,
+        org_admins=org_admins,
     )
     net = None
     try:
