@@ -59,11 +59,19 @@ from tests.cluster_helpers import (
 
 pytestmark = pytest.mark.slow
 
-RATE = 25.0  # tx/s: five node processes share the machine's 2 cores
+RATE = 15.0  # tx/s: five node processes share the machine's 2 cores
 STEP_S = 90.0  # generous deadline for one step's wait
 
 # Rule 2: step -> why it cannot pass yet. Empty once every piece of issue 12 has landed.
 MISSING: dict[str, str] = {}
+
+
+_T0 = [time.monotonic()]
+
+
+def note(what: str) -> None:
+    """Rule 3: a timestamped line (pytest -s shows where a slow step spends its time)."""
+    print(f"  +{time.monotonic() - _T0[0]:6.1f} s  {what}", flush=True)
 
 
 @contextmanager
@@ -163,7 +171,9 @@ def tx_committed_after(c: Cluster, name: str, height: int, acked: dict[str, str]
 def test_governance_drill(tmp_path: Path) -> None:
     times: dict[str, float] = {}
     bundles: list[tuple[str, str, dict[str, Any]]] = []  # (when exported, tx id, bundle)
+    _T0[0] = time.monotonic()
     with running_cluster(tmp_path / "c", org_admins=True) as (c, _):
+        note("four validators answer")
         genesis = c.d / "genesis.json"
         chain_id = str(c.doc["chain_id"])
         sleeper = "node1"
@@ -176,6 +186,13 @@ def test_governance_drill(tmp_path: Path) -> None:
         load = LoadGen(c, list(stay), rate=RATE).start()
 
         def export(when: str, tx_id: str, via: str) -> None:
+            """A bundle for `tx_id` from `via` (once `via` has its block), verified at once."""
+
+            def committed() -> bool:
+                r = rpc_call(c.rpc_port(via), "gm_getTransactionReceipt", [tx_id])
+                return r is not None and not r.get("pending", False)
+
+            wait_until(committed, STEP_S, f"{via} to have {tx_id} committed", interval_s=0.25)
             bundle = rpc_call(c.rpc_port(via), "gm_getTransactionProof", [tx_id], timeout_s=30)
             verify_proof_bundle(bundle, genesis=genesis)  # verifies now...
             bundles.append((when, tx_id, bundle))  # ...and again at the end
@@ -198,7 +215,9 @@ def test_governance_drill(tmp_path: Path) -> None:
                 c.add_site("node4", site_key, "org5")
                 assert "0x" + c.node_id("node4").hex() in printed, printed  # keygen's node id
                 c.start(["node4"])  # it dials; nobody admits it yet
+                note("node4 started")
                 gov.decide("admit_org", ["org5", PrivateKey.generate().public_key.to_bytes()])
+                note("org5 admitted")
                 dialed = [n for n in stay if c.node_id("node4") < c.node_id(n)]
                 if dialed:  # the smaller node id dials: those it dials refuse it, and count
                     wait_until(
@@ -214,7 +233,9 @@ def test_governance_drill(tmp_path: Path) -> None:
                     [site_pub, req["org"], bytes.fromhex(req["pop_signature"][2:])],
                 )
                 wait_epoch(c, stay, 1)
+                note(f"epoch 1 (node4 observer) at height {head_of(c, stay)}")
                 c.wait_height(head_of(c, stay), ["node4"], timeout_s=STEP_S)
+                note("node4 caught up")
                 st = status_of(c, "node4")
                 assert st["role"] == "observer", st
                 # It serves reads like any node: a committed tx, its receipt, the epoch.
@@ -298,9 +319,11 @@ def test_governance_drill(tmp_path: Path) -> None:
 
             with step("7 the sleeper restarts after two epochs and catches up", times):
                 c.start([sleeper])
+                note(f"{sleeper} restarted at {c.height(sleeper)}, chain at {head_of(c, stay)}")
                 live = [*live, sleeper]
                 c.wait_height(head_of(c, stay), [sleeper], timeout_s=STEP_S)
                 wait_epoch(c, [sleeper], 4)
+                note(f"{sleeper} caught up, in epoch 4")
                 wait_signer(c, stay[0], c.node_id(sleeper), head_of(c, stay))
                 h = head_of(c, live)
                 assert "0x" + old_id.hex() not in qc_signers(c, stay[0], rotated_at + 1, h)
