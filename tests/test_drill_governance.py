@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ import pytest
 from gmchain.chain.lightclient import TrustAnchor, verify_epoch_proof
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.epoch import validator_set_fingerprint
+from gmchain.node.cluster import CHAIN_ID
 from gmchain.node.config import load_genesis
 from gmchain.node.sdk import SdkError, verify_proof_bundle
 from tests.cluster_gov import Governance, cli
@@ -168,15 +170,43 @@ def tx_committed_after(c: Cluster, name: str, height: int, acked: dict[str, str]
 # --- the drill -----------------------------------------------------------------------------------
 
 
+def prepare_node_key(out: Path, org: str) -> tuple[str, dict[str, str]]:
+    """A site operator's part, by the command line: a node key (`gmchain keygen --node`) and its
+    join request for `org` (`gmchain node join-request`); keygen's output and the request."""
+    printed = cli("keygen", "--node", "--no-passphrase", "--out", str(out))
+    request = out.with_suffix(".join.json")
+    cli(
+        "node", "join-request", "--key", str(out), "--org", org,
+        "--chain-id", CHAIN_ID, "--out", str(request),
+    )  # fmt: skip
+    doc: dict[str, str] = json.loads(request.read_text())
+    return printed, doc
+
+
 def test_governance_drill(tmp_path: Path) -> None:
     times: dict[str, float] = {}
     bundles: list[tuple[str, str, dict[str, Any]]] = []  # (when exported, tx id, bundle)
     _T0[0] = time.monotonic()
+    sleeper, sleeper_org = "node1", "org2"  # (cluster init: nodeK is org(K+1)'s)
+    site_key, new_key = tmp_path / "site5.key", tmp_path / "node1-new.key"
+    with ThreadPoolExecutor(1) as operators:  # they prepare keys while the chain starts
+        site_ready = operators.submit(prepare_node_key, site_key, "org5")
+        rotation_ready = operators.submit(prepare_node_key, new_key, sleeper_org)
+        drill(tmp_path, times, bundles, sleeper, site_ready, rotation_ready)
+
+
+def drill(
+    tmp_path: Path,
+    times: dict[str, float],
+    bundles: list[tuple[str, str, dict[str, Any]]],
+    sleeper: str,
+    site_ready: Future[tuple[str, dict[str, str]]],
+    rotation_ready: Future[tuple[str, dict[str, str]]],
+) -> None:
     with running_cluster(tmp_path / "c", org_admins=True) as (c, _):
         note("four validators answer")
         genesis = c.d / "genesis.json"
-        chain_id = str(c.doc["chain_id"])
-        sleeper = "node1"
+        assert c.doc["chain_id"] == CHAIN_ID
         # The victim dials at least one node that stays (the smaller node id dials, p2p/
         # network.py), so its reconnects reach a peer that must refuse and count them.
         victim = min(["node2", "node3"], key=c.node_id)
@@ -203,14 +233,8 @@ def test_governance_drill(tmp_path: Path) -> None:
             export("epoch 0", first_tx, stay[0])
 
             with step("1 admit a fifth site as observer", times):
+                printed, req = site_ready.result()
                 site_key = tmp_path / "site5.key"
-                printed = cli("keygen", "--node", "--no-passphrase", "--out", str(site_key))
-                request_file = tmp_path / "site5-join.json"
-                cli(
-                    "node", "join-request", "--key", str(site_key), "--org", "org5",
-                    "--chain-id", chain_id, "--out", str(request_file),
-                )  # fmt: skip
-                req = json.loads(request_file.read_text())
                 site_pub = bytes.fromhex(req["node_pubkey"][2:])
                 c.add_site("node4", site_key, "org5")
                 assert "0x" + c.node_id("node4").hex() in printed, printed  # keygen's node id
@@ -287,15 +311,9 @@ def test_governance_drill(tmp_path: Path) -> None:
                        stay[0])  # fmt: skip
 
             with step("5 rotate the sleeper's node key", times):
+                _, rot = rotation_ready.result()
+                assert rot["org"] == c.node(sleeper)["org"], rot
                 new_key = tmp_path / "node1-new.key"
-                cli("keygen", "--node", "--no-passphrase", "--out", str(new_key))
-                rot_file = tmp_path / "node1-rotate.json"
-                sleeper_org = c.node(sleeper)["org"]
-                cli(
-                    "node", "join-request", "--key", str(new_key), "--org", sleeper_org,
-                    "--chain-id", chain_id, "--out", str(rot_file),
-                )  # fmt: skip
-                rot = json.loads(rot_file.read_text())
                 old_pub = c.pubkey(sleeper).to_bytes()
                 old_id = c.node_id(sleeper)
                 c.replace_node_key(sleeper, new_key)  # the operators' part (node is down)
