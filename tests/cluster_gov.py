@@ -146,7 +146,8 @@ class Governance:
         self, kind: str, values: Sequence[Value], *, proposer: str | None = None
     ) -> dict[str, Any]:
         """Rule 3: propose and approve `kind`; the receipt of the vote that executed it, which
-        must say "executed" (an ExecutionFailed proposal is a drill failure)."""
+        must say "executed" (an ExecutionFailed proposal is a drill failure). Returns once every
+        node of `via` has committed it."""
         proposer = proposer or self.committee[0]
         pid = self.propose(proposer, kind, values)
         # G4 (default thresholds): more than 2/3 of the committee weight, one seat per org.
@@ -156,4 +157,6 @@ class Governance:
         assert "executed" in statuses, f"{kind} proposal {pid}: votes gave {statuses}"
         final = receipts[statuses.index("executed")]
         self.decided.append((pid, kind, str(final.get("blockNumber"))))
+        # Every node of `via` has committed the decision before the caller looks at it.
+        self.cluster.wait_height(int(final["blockNumber"]), self.via, timeout_s=60)
         return final
