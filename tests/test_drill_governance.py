@@ -14,10 +14,13 @@ SM2-signed governance transactions voted by the committee's org admins (tests/cl
   6. the victim's organisation is removed: its admin's transactions are refused with the
      clear E10 error;
   7. the sleeper, down through two epoch changes, restarts with its new key, catches up and
-     signs certificates again.
+     signs certificates again (never again under its old node id);
+  8. gm_getEpochProof(0, 4) verifies from the genesis alone and names epoch 4's set (E8).
 Afterwards (never skipped): identical headers at every height on every live node (the victim's
-chain is a prefix), every acknowledged tx in exactly one block, and every proof bundle exported
-at any point verifies from the genesis alone (chain/lightclient.py through the SDK).
+chain is a prefix), every acknowledged tx (load and governance) in exactly one block, every live
+node's gmchain_epoch is 4, and every proof bundle exported at any point verifies from the genesis
+alone (chain/lightclient.py through the SDK), as does a fresh one of the same tx; a later epoch's
+bundle stripped of its epoch_proof does not. docs/governance.md section 8 describes the drill.
 
 Rules this drill keeps:
 1. Real processes, sockets, LevelDB and signatures; load goes only to nodes never killed or
