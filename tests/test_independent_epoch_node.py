@@ -19,19 +19,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.independent_client import ProofError, RpcClient, decode, encode
-from tests.independent_epoch import (
-    Genesis,
-    load_genesis,
-    set_from_json,
-    verify_bundle,
-    verify_epoch_proof,
-)
+from tests.independent_epoch import Genesis, load_genesis, verify_bundle, verify_epoch_proof
 
 GMCHAIN = str(Path(sys.executable).with_name("gmchain"))
 
@@ -98,85 +93,103 @@ def _wait(cond: Any, what: str, timeout: float = 120) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _txs_by_height(rpc: RpcClient, low: int, high: int) -> dict[int, list[str]]:
-    """Tx ids per committed height, from gm_getBlockByNumber(h, true) (rpc.md)."""
-    out: dict[int, list[str]] = {}
-    for h in range(low, high + 1):
-        block = rpc.call("gm_getBlockByNumber", [h, True])
-        assert block is not None, f"no block at {h}"
-        ids = [t["txId"] if isinstance(t, dict) else t for t in block.get("transactions", [])]
-        if ids:
-            out[h] = ids
-    return out
+@dataclass(frozen=True)
+class Changed:
+    d: Path
+    rpc: RpcClient
+    genesis: Genesis
+    doc: dict[str, Any]
+    removed: str  # hex without 0x
+    end: int  # the height of the epoch-ending block (the one whose vote executed the change)
+    evidence_tx: str  # a transaction committed in epoch 1
 
 
-def test_real_epoch_change_verifies_from_genesis_alone(cluster: tuple[Path, RpcClient]) -> None:
+@pytest.fixture(scope="module")
+def changed(cluster: tuple[Path, RpcClient]) -> Changed:
+    """governance.md section 7: one proposal, then yes votes of the committee's orgs' admins
+    until it is executed; then an evidence transaction in the new epoch."""
     d, rpc = cluster
-    genesis: Genesis = load_genesis(d / "genesis.json")
     doc = json.loads((d / "genesis.json").read_text())
-    _wait(lambda: int(rpc.call("gm_status")["height"]) >= 2, "the cluster to commit")
-    # governance.md section 7: one proposal, then three yes votes (the committee's orgs' admins).
-    removed = doc["validators"][-1]["pubkey"]
-    rpc_url = rpc.url
-    out = _cli("gov", "propose", "remove_validator", "0x" + removed.removeprefix("0x"),
-               "--key", str(d / "client.key"), "--rpc", rpc_url, "--json")  # fmt: skip
-    proposal = json.loads(out)
-    pid = str(proposal["id"] if isinstance(proposal, dict) else proposal)
-    keys = [d / "client.key", *sorted((d / "admins").glob("*.key"))]
-    for key in keys:
-        shown = json.loads(_cli("gov", "show", pid, "--rpc", rpc_url, "--json"))
-        if shown.get("status") != "open":
+    removed = doc["validators"][-1]["pubkey"].removeprefix("0x")
+    url = rpc.url
+    receipt = json.loads(_cli("gov", "propose", "remove_validator", "0x" + removed,
+                              "--key", str(d / "client.key"), "--rpc", url, "--json"))  # fmt: skip
+    assert receipt["status"] == 0, receipt
+    pid = str(receipt["result"])  # the proposal id (governance.md: propose answers its id)
+    for key in [d / "client.key", *sorted((d / "admins").glob("*.key"))]:
+        if json.loads(_cli("gov", "show", pid, "--rpc", url, "--json"))["status"] != "open":
             break
-        _cli("gov", "vote", pid, "yes", "--key", str(key), "--rpc", rpc_url)
-    shown = json.loads(_cli("gov", "show", pid, "--rpc", rpc_url, "--json"))
+        _cli("gov", "vote", pid, "yes", "--key", str(key), "--rpc", url)
+    shown = json.loads(_cli("gov", "show", pid, "--rpc", url, "--json"))
     assert shown["status"] == "executed", shown
     _wait(lambda: rpc.call("gm_getEpoch")["epoch"] == 1, "epoch 1")
-    _cli("evidence", "submit", "--rpc", rpc_url, "--key", str(d / "client.key"), "--id", "e1-rec",
-         "--flow", "e1-flow", "--step", "kyc", "--data", "after the change")  # fmt: skip
+    out = _cli("evidence", "submit", "--rpc", url, "--key", str(d / "client.key"), "--id", "e1",
+               "--flow", "e1-flow", "--step", "kyc", "--data", "after the change")  # fmt: skip
+    evidence_tx = out.split(" tx ")[-1].split()[0]
+    genesis = load_genesis(d / "genesis.json")
+    end = int(shown["decidedHeight"])
+    return Changed(
+        d=d, rpc=rpc, genesis=genesis, doc=doc, removed=removed, end=end, evidence_tx=evidence_tx
+    )
 
-    # The epoch-change proof, from the genesis set alone.
-    proof = rpc.call("gm_getEpochProof", [0, 1])
-    reached = verify_epoch_proof(proof, genesis.chain_id, genesis.validators)
-    one = reached.sets[1]
-    assert len(one.members) == 3
-    assert all(pk.hex() != removed.removeprefix("0x") for pk, _ in one.members.values())
-    assert "0x" + one.fingerprint.hex() == rpc.call("gm_getEpoch")["validatorsHash"]
+
+def _tx_proof(c: Changed, tx: str, at: int | None = None) -> dict[str, Any]:
+    return dict(c.rpc.call("gm_getTransactionProof", [tx] if at is None else [tx, at]))
+
+
+def test_bundle_of_a_tx_in_the_new_epoch_verifies_from_genesis(changed: Changed) -> None:
+    c = changed
+    b = _tx_proof(c, c.evidence_tx)
+    certified = verify_bundle(b, c.genesis)
+    assert certified.header.epoch == 1 and certified.header.height > c.end
+    assert certified.epochs is not None and sorted(certified.epochs.sets) == [0, 1]
+    one = certified.epochs.sets[1]
+    assert sorted(pk.hex() for pk, _ in one.members.values()) == sorted(
+        v["pubkey"].removeprefix("0x") for v in c.doc["validators"][:-1]
+    )
+    assert "0x" + one.fingerprint.hex() == c.rpc.call("gm_getEpoch")["validatorsHash"]
+    assert certified.epochs.checked_headers[0].height == c.end
+    # The same bundle without its epoch proof cannot reach epoch 1; with a forged next set,
+    # the ending header's next_validators_hash refuses it.
+    bad = copy.deepcopy(b)
+    del bad["epoch_proof"]
+    with pytest.raises(ProofError, match="not reached"):
+        verify_bundle(bad, c.genesis)
+    bad = copy.deepcopy(b)
+    bad["epoch_proof"]["entries"][0]["next_validators"] = [
+        {"pubkey": "0x" + v["pubkey"].removeprefix("0x"), "power": v["power"], "org": v["org"]}
+        for v in c.doc["validators"]
+    ]
+    with pytest.raises(ProofError, match="fingerprint"):
+        verify_bundle(bad, c.genesis)
+
+
+def test_bundle_of_the_deciding_vote_against_a_new_epoch_anchor(changed: Changed) -> None:
+    """The vote that executed the change is in the epoch-ending block E (epoch 0); against the
+    head (epoch 1) the bundle carries the epoch proof; by default its anchor is E (no proof)."""
+    c = changed
+    block = c.rpc.call("gm_getBlockByNumber", [c.end, True])
+    vote = block["transactions"][-1]["txId"]
+    head = int(c.rpc.call("gm_status")["height"])
+    certified = verify_bundle(_tx_proof(c, vote, head), c.genesis)
+    assert (certified.header.epoch, certified.anchor.epoch) == (0, 1)
+    b = _tx_proof(c, vote)
+    assert "epoch_proof" not in b
+    assert verify_bundle(b, c.genesis).anchor.height == c.end
+
+
+def test_gm_get_epoch_proof_verifies_from_genesis(changed: Changed) -> None:
+    c = changed
+    proof = c.rpc.call("gm_getEpochProof", [0, 1])
+    reached = verify_epoch_proof(proof, c.genesis.chain_id, c.genesis.validators)
+    assert reached.checked_headers[0].height == c.end
+    assert "0x" + reached.sets[1].fingerprint.hex() == c.rpc.call("gm_getEpoch")["validatorsHash"]
+    assert c.rpc.call("gm_getEpochProof", [0]) == proof  # toEpoch defaults to the current epoch
     bad = copy.deepcopy(proof)
     raw = decode(bytes.fromhex(bad["entries"][0]["proof"][2:]), 5)
     sig = bytearray(raw[2][5][0][1])
     sig[5] ^= 1
     raw[2][5][0][1] = bytes(sig)
     bad["entries"][0]["proof"] = "0x" + encode(raw).hex()
-    with pytest.raises(ProofError):
-        verify_epoch_proof(bad, genesis.chain_id, genesis.validators)
-    bad = copy.deepcopy(proof)
-    bad["entries"][0]["next_validators"] = [
-        {"pubkey": "0x" + v["pubkey"].removeprefix("0x"), "power": v["power"], "org": v["org"]}
-        for v in doc["validators"]
-    ]
-    with pytest.raises(ProofError, match="fingerprint"):
-        verify_epoch_proof(bad, genesis.chain_id, genesis.validators)
-
-    # Bundles: the evidence tx of epoch 1; the deciding vote (epoch 0) against an epoch-1 anchor.
-    end = reached.checked_headers[0].height  # E
-    head = _wait(lambda: (h := int(rpc.call("gm_status")["height"])) > end + 2 and h, "blocks")
-    txs = _txs_by_height(rpc, 1, head)
-    later = [(h, t) for h, ids in txs.items() if h > end for t in ids]
-    assert later, f"no transaction after the epoch end at {end}: {txs}"
-    h1, tx1 = later[-1]
-    b1 = rpc.call("gm_getTransactionProof", [tx1])
-    c1 = verify_bundle(b1, genesis)
-    assert c1.header.epoch == 1 and c1.epochs is not None and 1 in c1.epochs.sets
-    assert c1.header.height == h1
-    assert set_from_json(
-        b1["epoch_proof"]["entries"][0]["next_validators"], 1, "x"
-    ).fingerprint == (one.fingerprint)
-    assert end in txs, f"the epoch-ending block {end} holds no transaction"
-    vote = txs[end][-1]
-    b0 = rpc.call("gm_getTransactionProof", [vote, head])
-    c0 = verify_bundle(b0, genesis)
-    assert (c0.header.epoch, c0.anchor.epoch) == (0, 1)
-    # The same bundle without its epoch proof cannot reach the anchor's epoch.
-    del b0["epoch_proof"]
-    with pytest.raises(ProofError, match="not reached"):
-        verify_bundle(b0, genesis)
+    with pytest.raises(ProofError, match="does not verify"):
+        verify_epoch_proof(bad, c.genesis.chain_id, c.genesis.validators)
