@@ -299,3 +299,31 @@ def test_bundle_trusting_a_later_epoch_refuses_a_tx_below_it(chain: ec.Chain) ->
     two = verify_epoch_proof(ec.epoch_proof(chain), ec.CHAIN_ID, chain.genesis.validators).sets[2]
     with pytest.raises(ProofError, match="below the trusted"):
         verify_bundle(ec.bundle(chain, anchor_height=10), chain.genesis, trusted=two)
+
+
+def test_gap_a_non_ending_header_with_an_unchanged_set_passes(doc_genesis: Any) -> None:
+    """Documents a gap of protocol.md's check (report finding F4): nothing marks `E` as the
+    epoch's LAST block, so any certified epoch-0 header (here block 1, from the tx_proof example)
+    with `next_validators` = epoch 0's own set passes entry 0. The verifier then holds the genesis
+    set for epoch 1, whose real set (the epoch_proof example) has three validators. If the docs
+    add a check that refuses this, this test must flip."""
+    commit = json.loads(example("tx_proof"))["commit"]
+    genesis_validators = json.loads(example("genesis_json"))["validators"]
+    forged = {
+        "from_epoch": 0,
+        "to_epoch": 1,
+        "entries": [
+            {
+                "epoch": 0,
+                **commit,
+                "next_validators": [
+                    {**v, "pubkey": "0x" + v["pubkey"]} for v in genesis_validators
+                ],
+            }
+        ],
+    }
+    wrong = verify_epoch_proof(forged, doc_genesis.chain_id, doc_genesis.validators).sets[1]
+    real = verify_epoch_proof(
+        json.loads(example("epoch_proof")), doc_genesis.chain_id, doc_genesis.validators
+    ).sets[1]
+    assert len(wrong.members) == 4 and len(real.members) == 3
