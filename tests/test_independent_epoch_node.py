@@ -104,15 +104,11 @@ class Changed:
     evidence_tx: str  # a transaction committed in epoch 1
 
 
-@pytest.fixture(scope="module")
-def changed(cluster: tuple[Path, RpcClient]) -> Changed:
+def _decide(d: Path, rpc: RpcClient, *proposal: str) -> int:
     """governance.md section 7: one proposal, then yes votes of the committee's orgs' admins
-    until it is executed; then an evidence transaction in the new epoch."""
-    d, rpc = cluster
-    doc = json.loads((d / "genesis.json").read_text())
-    removed = doc["validators"][-1]["pubkey"].removeprefix("0x")
+    until it is executed; returns the height that executed it (the epoch-ending block)."""
     url = rpc.url
-    receipt = json.loads(_cli("gov", "propose", "remove_validator", "0x" + removed,
+    receipt = json.loads(_cli("gov", "propose", *proposal,
                               "--key", str(d / "client.key"), "--rpc", url, "--json"))  # fmt: skip
     assert receipt["status"] == 0, receipt
     pid = str(receipt["result"])  # the proposal id (governance.md: propose answers its id)
@@ -122,12 +118,22 @@ def changed(cluster: tuple[Path, RpcClient]) -> Changed:
         _cli("gov", "vote", pid, "yes", "--key", str(key), "--rpc", url)
     shown = json.loads(_cli("gov", "show", pid, "--rpc", url, "--json"))
     assert shown["status"] == "executed", shown
+    return int(shown["decidedHeight"])
+
+
+@pytest.fixture(scope="module")
+def changed(cluster: tuple[Path, RpcClient]) -> Changed:
+    """governance.md section 7: one proposal, then yes votes of the committee's orgs' admins
+    until it is executed; then an evidence transaction in the new epoch."""
+    d, rpc = cluster
+    doc = json.loads((d / "genesis.json").read_text())
+    removed = doc["validators"][-1]["pubkey"].removeprefix("0x")
+    end = _decide(d, rpc, "remove_validator", "0x" + removed)
     _wait(lambda: rpc.call("gm_getEpoch")["epoch"] == 1, "epoch 1")
-    out = _cli("evidence", "submit", "--rpc", url, "--key", str(d / "client.key"), "--id", "e1",
+    out = _cli("evidence", "submit", "--rpc", rpc.url, "--key", str(d / "client.key"), "--id", "e1",
                "--flow", "e1-flow", "--step", "kyc", "--data", "after the change")  # fmt: skip
     evidence_tx = out.split(" tx ")[-1].split()[0]
     genesis = load_genesis(d / "genesis.json")
-    end = int(shown["decidedHeight"])
     return Changed(
         d=d, rpc=rpc, genesis=genesis, doc=doc, removed=removed, end=end, evidence_tx=evidence_tx
     )
@@ -137,7 +143,7 @@ def _tx_proof(c: Changed, tx: str, at: int | None = None) -> dict[str, Any]:
     return dict(c.rpc.call("gm_getTransactionProof", [tx] if at is None else [tx, at]))
 
 
-def test_bundle_of_a_tx_in_the_new_epoch_verifies_from_genesis(changed: Changed) -> None:
+def _check_tx_of_the_new_epoch(changed: Changed) -> None:
     c = changed
     b = _tx_proof(c, c.evidence_tx)
     certified = verify_bundle(b, c.genesis)
@@ -164,7 +170,7 @@ def test_bundle_of_a_tx_in_the_new_epoch_verifies_from_genesis(changed: Changed)
         verify_bundle(bad, c.genesis)
 
 
-def test_bundle_of_the_deciding_vote_against_a_new_epoch_anchor(changed: Changed) -> None:
+def _check_deciding_vote_against_a_new_epoch_anchor(changed: Changed) -> None:
     """The vote that executed the change is in the epoch-ending block E (epoch 0); against the
     head (epoch 1) the bundle carries the epoch proof; by default its anchor is E (no proof)."""
     c = changed
@@ -178,13 +184,16 @@ def test_bundle_of_the_deciding_vote_against_a_new_epoch_anchor(changed: Changed
     assert verify_bundle(b, c.genesis).anchor.height == c.end
 
 
-def test_gm_get_epoch_proof_verifies_from_genesis(changed: Changed) -> None:
+def _check_gm_get_epoch_proof(changed: Changed) -> None:
     c = changed
     proof = c.rpc.call("gm_getEpochProof", [0, 1])
     reached = verify_epoch_proof(proof, c.genesis.chain_id, c.genesis.validators)
     assert reached.checked_headers[0].height == c.end
     assert "0x" + reached.sets[1].fingerprint.hex() == c.rpc.call("gm_getEpoch")["validatorsHash"]
-    assert c.rpc.call("gm_getEpochProof", [0]) == proof  # toEpoch defaults to the current epoch
+    whole = c.rpc.call("gm_getEpochProof", [0])  # toEpoch defaults to the current epoch (2)
+    assert whole["entries"][0] == proof["entries"][0]
+    upto2 = verify_epoch_proof(whole, c.genesis.chain_id, c.genesis.validators)
+    assert "0x" + upto2.last.fingerprint.hex() == c.rpc.call("gm_getEpoch")["validatorsHash"]
     bad = copy.deepcopy(proof)
     raw = decode(bytes.fromhex(bad["entries"][0]["proof"][2:]), 5)
     sig = bytearray(raw[2][5][0][1])
@@ -193,3 +202,32 @@ def test_gm_get_epoch_proof_verifies_from_genesis(changed: Changed) -> None:
     bad["entries"][0]["proof"] = "0x" + encode(raw).hex()
     with pytest.raises(ProofError, match="does not verify"):
         verify_epoch_proof(bad, c.genesis.chain_id, c.genesis.validators)
+
+
+def _check_second_change_intermediate_epoch(changed: Changed) -> None:
+    """A second change (set_power, epoch 2): the vote that made it lies in epoch 1's ending block;
+    against an epoch-2 anchor its `commit` is checked against epoch 1's set, which the bundle's
+    epoch proof (0 -> 2) only passes through (report finding F3)."""
+    c = changed
+    first = c.doc["validators"][0]["pubkey"].removeprefix("0x")
+    end2 = _decide(c.d, c.rpc, "set_power", "0x" + first, "2")
+    _wait(lambda: c.rpc.call("gm_getEpoch")["epoch"] == 2, "epoch 2")
+    _cli("evidence", "submit", "--rpc", c.rpc.url, "--key", str(c.d / "client.key"), "--id", "e2",
+         "--flow", "e2-flow", "--step", "aml", "--data", "after the second change")  # fmt: skip
+    head = int(c.rpc.call("gm_status")["height"])
+    vote = c.rpc.call("gm_getBlockByNumber", [end2, True])["transactions"][-1]["txId"]
+    certified = verify_bundle(_tx_proof(c, vote, head), c.genesis)
+    assert (certified.header.epoch, certified.anchor.epoch) == (1, 2)
+    assert certified.epochs is not None and sorted(certified.epochs.sets) == [0, 1, 2]
+    assert [h.height for h in certified.epochs.checked_headers][:1] == [c.end]
+    two = certified.epochs.sets[2]
+    assert sorted(p for _, p in two.members.values()) == [1, 1, 2]
+    assert "0x" + two.fingerprint.hex() == c.rpc.call("gm_getEpoch")["validatorsHash"]
+
+
+def test_real_epoch_changes_verify_from_genesis_alone(changed: Changed) -> None:
+    """One test (one cluster even under xdist), the checks in order; gm_getEpochProof last."""
+    _check_tx_of_the_new_epoch(changed)
+    _check_deciding_vote_against_a_new_epoch_anchor(changed)
+    _check_second_change_intermediate_epoch(changed)
+    _check_gm_get_epoch_proof(changed)
