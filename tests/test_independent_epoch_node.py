@@ -189,7 +189,9 @@ def _check_gm_get_epoch_proof(changed: Changed) -> None:
     proof = c.rpc.call("gm_getEpochProof", [0, 1])
     reached = verify_epoch_proof(proof, c.genesis.chain_id, c.genesis.validators)
     assert reached.checked_headers[0].height == c.end
-    assert "0x" + reached.sets[1].fingerprint.hex() == c.rpc.call("gm_getEpoch")["validatorsHash"]
+    epoch1 = c.rpc.call("gm_getValidators", [c.end + 1])  # the set of the block's epoch (rpc.md)
+    assert epoch1["epoch"] == 1
+    assert "0x" + reached.sets[1].fingerprint.hex() == epoch1["validatorsHash"]
     whole = c.rpc.call("gm_getEpochProof", [0])  # toEpoch defaults to the current epoch (2)
     assert whole["entries"][0] == proof["entries"][0]
     upto2 = verify_epoch_proof(whole, c.genesis.chain_id, c.genesis.validators)
