@@ -70,7 +70,6 @@ from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
 from gmchain.ledger.types import BlockHeader, Digest, Genesis, GenesisValidator, NodeId, Receipt
-from gmchain.ledger.wire import HASH_PREFIXES
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -88,14 +87,13 @@ __all__ = [
 ]
 
 BUNDLE_VERSION = 2
-D_VALIDATOR_SET = HASH_PREFIXES["validator-set"]  # registered in ledger.wire
 _T = TypeVar("_T")
 
 
 def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) -> Digest:
-    """SM3(D_VALIDATOR_SET || for each validator in ascending public-key order: its 65-byte
-    public key || u64 big-endian power). Organisations do not count: certificates don't.
-    (ledger/epoch.py rule 3; every header carries it as `next_validators_hash`.)"""
+    """The validator-set fingerprint, ledger/epoch.py rule 3 (the one implementation): SM3 of the
+    "validator-set" prefix || each validator's 65-byte key || u64 big-endian power, ascending by
+    key. Every header carries it as `next_validators_hash`."""
     return validator_set_fingerprint(validators)
 
 
