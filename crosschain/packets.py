@@ -92,7 +92,7 @@ def _decode_list(data: bytes, version: str, arity: int) -> list[Any]:
         raise PacketFormatError(f"{version}: not canonical: {exc}") from None
     _need(isinstance(v, list) and len(v) == arity, f"{version}: expected a list of {arity} items")
     _need(v[0] == version, f"expected a {version} object, got {v[0]!r}")
-    return v
+    return list(v)
 
 
 def _path(value: Value, what: str) -> tuple[bytes, ...]:
