@@ -23,8 +23,10 @@ Rules this module keeps:
 
 7. A contract writes only its own namespace, with one exception listed in `CROSS_WRITES`: the
    governance contract executes committee decisions on accounts (admit an org's first admin,
-   revoke an account), so it may write the membership namespace through `Context.writer_for`.
-   Those writes belong to the same transaction (kept or discarded with it).
+   revoke an account) and on cross-chain clients (register or unfreeze a foreign chain's light
+   client, set the relay rule: contracts/xc_layout.py), so it may write the membership and
+   xclient namespaces through `Context.writer_for`. Those writes belong to the same transaction
+   (kept or discarded with it).
 
 Sources: DESIGN.md ("The way a transaction travels", step 6), STYLE.md habits 3, 9, 15,
 ledger/types.py (`Event`, `Receipt`, `ReceiptStatus`).
@@ -77,7 +79,9 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_BYTES = 512  # `Receipt.error` holds at most this many bytes of UTF-8
 _U64_MAX = 2**64 - 1
 # Rule 7: contract -> the other namespaces it may write.
-CROSS_WRITES: Mapping[str, tuple[str, ...]] = MappingProxyType({"governance": ("membership",)})
+CROSS_WRITES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"governance": ("membership", "xclient")}
+)
 
 
 # --- state views -----------------------------------------------------------------------------

@@ -14,6 +14,15 @@ G-K3. Invariants of every plan: at least one validator, total power > 0; no key 
 G-K4. A new node key comes with a proof of possession: the key's SM2 signature over
       compute_signing_root("join-request", [chain_id, node_pubkey, org]). An observer's key
       already proved it, so add_validator of a current observer takes an empty proof.
+G-K5. Cross-chain kinds (issue 13; contracts/xc_layout.py; docs/crosschain.md) write only two
+      kinds of key of the `xclient` namespace (framework rule 7): `client_key(chain_id)` and
+      `RELAY_RULE_KEY`. `register_chain` writes a fresh ClientState (active, latest_height 0) for
+      a chain that is not registered and is not this chain; `unfreeze_chain` only acts on a
+      FROZEN client: status active, the new epoch and validators, frozen_reason None, its
+      latest_height kept; `set_relay_rule` names a destination other than this chain, with
+      distinct scenarios (stored ascending; none: every record); `clear_relay_rule` needs a rule.
+      A foreign validator set is well formed: valid SM2 keys, powers in [1, 2^32], no key twice.
+      A chain id is an identifier without "/" (xclient keys put it before a "/").
 """
 
 from __future__ import annotations
@@ -35,17 +44,37 @@ from gmchain.contracts.gov_state import (
 )
 from gmchain.contracts.keys import Sm2Verifier, address_of
 from gmchain.contracts.membership import is_tombstoned, lookup_account, org_has_accounts
+from gmchain.contracts.xc_layout import (
+    ACTIVE,
+    FROZEN,
+    RELAY_RULE_KEY,
+    ClientState,
+    RelayRule,
+    client_key,
+)
 from gmchain.ledger.codec import decode, encode
 from gmchain.ledger.epoch import PARAMS, EpochConfig
 from gmchain.ledger.genesis import MAX_COMMITTEE_WEIGHT, GenesisValidator, check_gov_thresholds
+from gmchain.ledger.scalars import MAX_VALIDATORS
 from gmchain.ledger.wire import compute_signing_root
 
-__all__ = ["KINDS", "Plan", "View", "join_request_root", "plan"]
+__all__ = ["KINDS", "MAX_RELAY_SCENARIOS", "Plan", "View", "join_request_root", "plan"]
 
 _PUB = Arg("node_pubkey", bytes, size=65, doc="SM2 node public key 0x04||X||Y")
 _ORG = Arg("org", str, max_len=64, charset="ident")
 _POP = Arg("pop", bytes, size=64, doc="proof of possession (G-K4)")
 _POWER = Arg("power", int, min=1, max=2**32)
+MAX_RELAY_SCENARIOS = 32
+_CHAIN = Arg("chain_id", str, max_len=64, charset="ident", doc="a foreign chain's id (G-K5)")
+_EPOCH = Arg("epoch", int, doc="the epoch of the validator set")
+_FOREIGN_SET = Arg(
+    "validators",
+    list,
+    min_len=1,
+    max_len=MAX_VALIDATORS,
+    items=(Arg("pubkey", bytes, size=65), _POWER, Arg("org", str, max_len=64)),
+    doc="the foreign chain's validators of that epoch, [pubkey, power, org] each (G-K5)",
+)
 
 # kind -> argument schema (G-K1).
 KINDS: dict[str, tuple[Arg, ...]] = {
@@ -76,6 +105,25 @@ KINDS: dict[str, tuple[Arg, ...]] = {
         Arg("approval_num", int, max=1000),
         Arg("approval_den", int, max=1000),
     ),
+    "register_chain": (
+        _CHAIN,
+        Arg("genesis_hash", bytes, size=32, doc="the foreign genesis document's hash"),
+        Arg("genesis_block_id", bytes, size=32, doc="the foreign chain's block 0 id"),
+        _EPOCH,
+        _FOREIGN_SET,
+    ),
+    "unfreeze_chain": (_CHAIN, _EPOCH, _FOREIGN_SET, Arg("reason", str, max_len=200)),
+    "set_relay_rule": (
+        Arg("dest_chain_id", str, max_len=64, charset="ident", doc="the chain to report to"),
+        Arg(
+            "scenarios",
+            list,
+            max_len=MAX_RELAY_SCENARIOS,
+            items=(Arg("scenario", str, max_len=64),),
+            doc="[scenario] items: the evidence scenarios relayed; none: every record",
+        ),
+    ),
+    "clear_relay_rule": (),
 }
 
 
@@ -90,6 +138,7 @@ class View:
 
     gov: StateReader
     membership: StateReader
+    xclient: StateReader
     verifier: Sm2Verifier
     chain_id: str
     pid: int
@@ -102,6 +151,7 @@ class Plan:
 
     config: EpochConfig | None = None
     gov: dict[bytes, bytes | None] = field(default_factory=dict)
+    xclient: dict[bytes, bytes | None] = field(default_factory=dict)  # G-K5, framework rule 7
     register_admin: tuple[bytes, str] | None = None  # (pubkey, org) in membership
     revoke_account: tuple[bytes, str] | None = None  # (address, org) in membership
     changes: list[str] = field(default_factory=list)  # for the Executed event
@@ -187,11 +237,95 @@ def _drop_key(cfg: _Config, plan: Plan, pubkey: bytes) -> bool:
     return False
 
 
+def _foreign_chain(view: View, chain_id: str) -> ClientState | None:
+    """G-K5: the stored client of `chain_id` (None: not registered), after the id's checks."""
+    _need("/" not in chain_id, f"G-K5: a chain id may not contain '/': {chain_id!r}")
+    _need(chain_id != view.chain_id, f"G-K5: {chain_id!r} is this chain's own id")
+    raw = view.xclient.get(client_key(chain_id))
+    return None if raw is None else ClientState.decode(raw)
+
+
+def _foreign_set(view: View, items: list[list[Any]]) -> tuple[GenesisValidator, ...]:
+    """G-K5: a well-formed foreign validator set."""
+    out: dict[bytes, GenesisValidator] = {}
+    for i, (pubkey, power, org) in enumerate(items):
+        _need(
+            view.verifier.is_valid_public(pubkey),
+            f"G-K5: validator {i}: {pubkey.hex()[:16]}... is not a valid SM2 public key",
+        )
+        _need(pubkey not in out, f"G-K5: validator {i}: key {pubkey.hex()[:16]}... given twice")
+        out[pubkey] = GenesisValidator(pubkey=pubkey, power=power, org=org)
+    return tuple(sorted(out.values(), key=lambda v: v.node_id))
+
+
+def _plan_xc(kind: str, args: tuple[Any, ...], view: View, p: Plan) -> None:
+    """G-K5: the cross-chain kinds."""
+    match kind:
+        case "register_chain":
+            chain_id, genesis_hash, block_id, epoch, items = args
+            _need(
+                _foreign_chain(view, chain_id) is None,
+                f"G-K5: chain {chain_id!r} is already registered",
+            )
+            state = ClientState(
+                genesis_hash=genesis_hash,
+                genesis_block_id=block_id,
+                epoch=epoch,
+                validators=_foreign_set(view, items),
+            )
+            p.xclient[client_key(chain_id)] = state.encode()
+            p.changes.append(
+                f"chain {chain_id} registered at epoch {epoch} with {len(items)} validators"
+            )
+        case "unfreeze_chain":
+            chain_id, epoch, items, reason = args
+            old = _foreign_chain(view, chain_id)
+            _need(old is not None, f"G-K5: chain {chain_id!r} is not registered")
+            assert old is not None
+            _need(old.status == FROZEN, f"G-K5: chain {chain_id!r} is not frozen")
+            new = replace(
+                old,
+                epoch=epoch,
+                validators=_foreign_set(view, items),
+                status=ACTIVE,
+                frozen_reason=None,
+            )
+            p.xclient[client_key(chain_id)] = new.encode()
+            p.changes.append(
+                f"chain {chain_id} unfrozen at epoch {epoch} with {len(items)} validators "
+                f"(frozen for: {old.frozen_reason}); {reason}"
+            )
+        case "set_relay_rule":
+            dest, items = args
+            _need(dest != view.chain_id, f"G-K5: the destination {dest!r} is this chain")
+            _need("/" not in dest, f"G-K5: a chain id may not contain '/': {dest!r}")
+            scenarios = tuple(sorted(s for (s,) in items))
+            _need(len(set(scenarios)) == len(scenarios), "G-K5: a scenario is named twice")
+            rule = RelayRule(dest_chain_id=dest, scenarios=scenarios)
+            raw = view.xclient.get(RELAY_RULE_KEY)
+            _need(
+                raw is None or RelayRule.decode(raw) != rule, "G-K5: the relay rule is already this"
+            )
+            p.xclient[RELAY_RULE_KEY] = rule.encode()
+            what = ", ".join(scenarios) if scenarios else "every scenario"
+            p.changes.append(f"relay rule: {what} to {dest}")
+        case "clear_relay_rule":
+            _need(view.xclient.get(RELAY_RULE_KEY) is not None, "G-K5: there is no relay rule")
+            p.xclient[RELAY_RULE_KEY] = None
+            p.changes.append("relay rule cleared")
+
+
+_XC_KINDS = ("register_chain", "unfreeze_chain", "set_relay_rule", "clear_relay_rule")
+
+
 def plan(kind: str, args: tuple[Any, ...], view: View) -> Plan:
     """G-K2: check `kind` with `args` against the current state; the writes it would make."""
     cfg = _Config(latest_config(view.gov))
     p = Plan()
     tomb = encode([view.pid, view.height])
+    if kind in _XC_KINDS:
+        _plan_xc(kind, args, view, p)
+        return p
     match kind:
         case "admit_org":
             org, admin = args

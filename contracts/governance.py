@@ -22,6 +22,9 @@ G6. A proposal is open while height <= expiry_height. After that, the first vote
 G7. A change to validators, power, node keys, observers or parameters writes the next epoch
     configuration (EPOCHS.md E2; contracts/gov_state.py G-S3). An org's removal is kept for good
     and its accounts are refused by every node (chain/txrules.py R8b, EPOCHS.md E10).
+G8. Cross-chain decisions (register_chain, unfreeze_chain, set_relay_rule, clear_relay_rule;
+    gov_kinds G-K5) write the `xclient` namespace's client state and relay rule through
+    framework rule 7, and change no epoch configuration.
 State: contracts/gov_state.py G-S1. Events: ProposalCreated(id, kind, org, by, expiry_height),
 Voted(id, org, yes), ProposalApproved(id), ProposalRejected(id), ProposalExpired(id),
 Executed(id, kind, changes, epoch), ExecutionFailed(id, reason).
@@ -76,6 +79,7 @@ from gmchain.contracts.gov_state import (
 from gmchain.contracts.keys import CryptoSmVerifier, Sm2Verifier
 from gmchain.contracts.membership import write_account, write_revocation
 from gmchain.contracts.results import Shape
+from gmchain.contracts.xc_layout import XCLIENT
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.codec import DecodeError, Value, decode, encode
 
@@ -101,7 +105,7 @@ __all__ = [
 ]
 
 MAX_LIFETIME = 1_000_000  # blocks a proposal may stay open (G2)
-MAX_ARGS_BYTES = 1024
+MAX_ARGS_BYTES = 48 * 1024  # a register_chain of up to MAX_VALIDATORS foreign validators
 MAX_LIST = 1000
 _SCAN_ALL = 1 << 20
 
@@ -203,6 +207,7 @@ class GovernanceContract(Contract):
         return View(
             gov=ctx.state,
             membership=ctx.reader_for("membership"),
+            xclient=ctx.reader_for(XCLIENT),
             verifier=self._verifier,
             chain_id=ctx.chain_id,
             pid=pid,
@@ -229,6 +234,13 @@ class GovernanceContract(Contract):
                 ctx.state.delete(key)
             else:
                 ctx.state.put(key, value)
+        if change.xclient:  # gov_kinds G-K5 (framework rule 7)
+            xclient = ctx.writer_for(XCLIENT)
+            for key, value in change.xclient.items():
+                if value is None:
+                    xclient.delete(key)
+                else:
+                    xclient.put(key, value)
         if change.register_admin is not None:
             pubkey, org = change.register_admin
             write_account(ctx.writer_for("membership"), pubkey, org, "admin")

@@ -1,0 +1,253 @@
+"""The cross-chain governance kinds and the evidence outbox (issue 13 items 1 and 3;
+contracts/gov_kinds.py G-K5, contracts/governance.py G8, contracts/evidence.py E8,
+contracts/xc_layout.py rules 1-3), through the real governance and evidence contracts in the
+miniature executor with real SM2 keys, and `gmchain gov propose register-chain` against a real
+one-validator node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gmchain.contracts.framework import CROSS_WRITES, ContractError, default_registry
+from gmchain.contracts.governance import MAX_ARGS_BYTES, epoch_config, latest_epoch
+from gmchain.contracts.testing import make_context
+from gmchain.contracts.xc_layout import (
+    ACTIVE,
+    FROZEN,
+    RELAY_RULE_KEY,
+    XCLIENT,
+    ClientState,
+    RelayRule,
+    client_key,
+)
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.codec import encode
+from gmchain.ledger.genesis import GenesisValidator
+from gmchain.ledger.scalars import MAX_VALIDATORS
+from gmchain.ledger.types import ReceiptStatus
+from tests.test_governance_contract import CHAIN, Net, ok, pub, refused
+
+FOREIGN = "regulator-1"
+GENESIS_HASH = bytes(range(32))
+BLOCK_ID = bytes(range(32, 64))
+
+
+def foreign_set(n: int = 3, org: str = "reg") -> list[list[Any]]:
+    return [[pub(PrivateKey.generate()), i + 1, f"{org}{i}"] for i in range(n)]
+
+
+def as_validators(items: list[list[Any]]) -> tuple[GenesisValidator, ...]:
+    vals = (GenesisValidator(pubkey=k, power=p, org=o) for k, p, o in items)
+    return tuple(sorted(vals, key=lambda v: v.node_id))
+
+
+def xclient(net: Net) -> Any:
+    return net.h.store.reader(XCLIENT)
+
+
+def client(net: Net, chain_id: str = FOREIGN) -> ClientState | None:
+    raw = xclient(net).get(client_key(chain_id))
+    return None if raw is None else ClientState.decode(raw)
+
+
+def rule(net: Net) -> RelayRule | None:
+    raw = xclient(net).get(RELAY_RULE_KEY)
+    return None if raw is None else RelayRule.decode(raw)
+
+
+def register_values(chain_id: str = FOREIGN, epoch: int = 0, n: int = 3) -> list[Any]:
+    return [chain_id, GENESIS_HASH, BLOCK_ID, epoch, foreign_set(n)]
+
+
+def freeze(net: Net, chain_id: str = FOREIGN, latest: int = 17) -> ClientState:
+    """What the xclient contract writes on misbehaviour (its own namespace; crosschain/xclient.py
+    is another module's work): the stored client, frozen, with verified headers up to `latest`."""
+    state = client(net, chain_id)
+    assert state is not None
+    frozen = ClientState(
+        genesis_hash=state.genesis_hash,
+        genesis_block_id=state.genesis_block_id,
+        epoch=state.epoch,
+        validators=state.validators,
+        status=FROZEN,
+        latest_height=latest,
+        frozen_reason="two blocks at height 9",
+    )
+    net.h.store.state(XCLIENT).put(client_key(chain_id), frozen.encode())
+    return frozen
+
+
+# --- register_chain (G-K5) ------------------------------------------------------------------------
+
+
+def test_register_chain_writes_a_fresh_active_client_and_no_epoch() -> None:
+    net = Net()
+    values = register_values(epoch=4)
+    pid = net.decide("register_chain", values)
+    p = net.proposal(pid)
+    assert p["status"] == "executed", p["note"]
+    assert "chain regulator-1 registered at epoch 4 with 3 validators" in p["note"]
+    assert client(net) == ClientState(
+        genesis_hash=GENESIS_HASH,
+        genesis_block_id=BLOCK_ID,
+        epoch=4,
+        validators=as_validators(values[4]),
+        status=ACTIVE,
+        latest_height=0,
+        frozen_reason=None,
+    )
+    # G8: no epoch configuration is written; the client key is the only xclient key written.
+    assert latest_epoch(net.gov) == 0 and epoch_config(net.gov, 1) is None
+    assert list(net.h.store.state(XCLIENT).data) == [client_key(FOREIGN)]
+
+
+def test_register_chain_refusals_at_propose_time() -> None:
+    net = Net()
+    refused(net.propose("register_chain", register_values(CHAIN)), "this chain's own id")
+    refused(net.propose("register_chain", register_values("a/b")), "may not contain '/'")
+    bad_key = register_values()
+    bad_key[4][1][0] = b"\x04" + bytes(64)  # 65 bytes, not a point on the curve
+    refused(net.propose("register_chain", bad_key), "validator 1: 04000000")
+    twice = register_values()
+    twice[4].append([twice[4][0][0], 9, "other"])
+    refused(net.propose("register_chain", twice), "validator 3: key")
+    refused(
+        net.propose("register_chain", [FOREIGN, GENESIS_HASH, BLOCK_ID, 0, []]),
+        "'validators' must have 1 to",
+        ReceiptStatus.BAD_ARGUMENTS,
+    )
+    zero_power = register_values()
+    zero_power[4][0][1] = 0
+    refused(net.propose("register_chain", zero_power), "power", ReceiptStatus.BAD_ARGUMENTS)
+    refused(
+        net.propose("register_chain", [FOREIGN, GENESIS_HASH[:31], BLOCK_ID, 0, foreign_set()]),
+        "genesis_hash",
+        ReceiptStatus.BAD_ARGUMENTS,
+    )
+    member = net.h.call(
+        pub(net.member),
+        "governance",
+        "propose",
+        ["register_chain", encode(register_values()), net.h.height + 10],
+    )
+    refused(member, "G1: only an admin of a committee org")
+    net.decide("register_chain", register_values())
+    refused(net.propose("register_chain", register_values()), "already registered")
+    assert client(net) is not None and client(net, "other") is None
+
+
+def test_register_chain_fails_at_approval_if_registered_meanwhile() -> None:
+    """G5: two proposals for one chain; the second one approved fails, the first client stays."""
+    net = Net()
+    first = register_values()
+    pid1 = ok(net.propose("register_chain", first)).result
+    pid2 = ok(net.propose("register_chain", register_values())).result
+    for org in ("csrc", "firm-a", "firm-b"):
+        ok(net.vote(pid1, org))
+    for org in ("csrc", "firm-a", "firm-b"):
+        ok(net.vote(pid2, org))
+    assert net.proposal(pid1)["status"] == "executed"
+    p2 = net.proposal(pid2)
+    assert p2["status"] == "failed" and "already registered" in p2["note"]
+    state = client(net)
+    assert state is not None and state.validators == as_validators(first[4])
+
+
+def test_register_chain_takes_a_full_foreign_set() -> None:
+    """MAX_ARGS_BYTES fits MAX_VALIDATORS foreign validators with 64-byte org names."""
+    net = Net()
+    items = [[pub(PrivateKey.generate()), 2**32, "o" * 64] for _ in range(MAX_VALIDATORS)]
+    values = [FOREIGN, GENESIS_HASH, BLOCK_ID, 0, items]
+    assert len(encode(values)) <= MAX_ARGS_BYTES
+    net.decide("register_chain", values)
+    state = client(net)
+    assert state is not None and len(state.validators) == MAX_VALIDATORS
+
+
+# --- unfreeze_chain (G-K5) ------------------------------------------------------------------------
+
+
+def test_unfreeze_chain_resets_the_trusted_set_of_a_frozen_client_only() -> None:
+    net = Net()
+    new_set = foreign_set(4, org="new")
+    values = [FOREIGN, 7, new_set, "fork investigated; set from the operators"]
+    refused(net.propose("unfreeze_chain", values), "chain 'regulator-1' is not registered")
+    net.decide("register_chain", register_values())
+    refused(net.propose("unfreeze_chain", values), "is not frozen")
+    frozen = freeze(net, latest=17)
+    pid = net.decide("unfreeze_chain", values)
+    p = net.proposal(pid)
+    assert p["status"] == "executed", p["note"]
+    assert "frozen for: two blocks at height 9" in p["note"]
+    assert client(net) == ClientState(
+        genesis_hash=frozen.genesis_hash,
+        genesis_block_id=frozen.genesis_block_id,
+        epoch=7,
+        validators=as_validators(new_set),
+        status=ACTIVE,
+        latest_height=17,  # kept: verified headers stay
+        frozen_reason=None,
+    )
+    refused(net.propose("unfreeze_chain", values), "is not frozen")
+
+
+def test_unfreeze_chain_fails_at_approval_if_no_longer_frozen() -> None:
+    net = Net()
+    net.decide("register_chain", register_values())
+    freeze(net)
+    pid = ok(net.propose("unfreeze_chain", [FOREIGN, 1, foreign_set(), "x"])).result
+    net.decide("unfreeze_chain", [FOREIGN, 2, foreign_set(), "the other proposal"])
+    for org in ("csrc", "firm-a", "firm-b"):
+        ok(net.vote(pid, org))
+    p = net.proposal(pid)
+    assert p["status"] == "failed" and "is not frozen" in p["note"]
+    state = client(net)
+    assert state is not None and state.epoch == 2
+
+
+# --- set_relay_rule / clear_relay_rule (G-K5) -----------------------------------------------------
+
+
+def test_relay_rule_set_replace_clear() -> None:
+    net = Net()
+    refused(net.propose("clear_relay_rule", []), "there is no relay rule")
+    refused(net.propose("set_relay_rule", [CHAIN, []]), "is this chain")
+    refused(net.propose("set_relay_rule", [FOREIGN, [["a"], ["a"]]]), "named twice")
+    refused(
+        net.propose("set_relay_rule", [FOREIGN, ["a"]]),
+        "item 0 must be a list",
+        ReceiptStatus.BAD_ARGUMENTS,
+    )
+    net.decide("set_relay_rule", [FOREIGN, [["private-fund-sale"], ["fund-custody"]]])
+    assert rule(net) == RelayRule(
+        dest_chain_id=FOREIGN, scenarios=("fund-custody", "private-fund-sale")
+    )
+    refused(
+        net.propose("set_relay_rule", [FOREIGN, [["fund-custody"], ["private-fund-sale"]]]),
+        "already this",
+    )
+    net.decide("set_relay_rule", ["regulator-2", []])
+    assert rule(net) == RelayRule(dest_chain_id="regulator-2", scenarios=())
+    assert list(net.h.store.state(XCLIENT).data) == [RELAY_RULE_KEY]
+    pid = net.decide("clear_relay_rule", [])
+    assert net.proposal(pid)["note"] == "relay rule cleared"
+    assert rule(net) is None and net.h.store.snapshot().get(XCLIENT) is None
+
+
+def test_only_governance_writes_the_xclient_namespace_of_others() -> None:
+    """Framework rule 7: governance may write membership and xclient; evidence may not."""
+    assert dict(CROSS_WRITES) == {"governance": ("membership", "xclient")}
+    net = Net()
+    ctx = make_context(
+        net.h.store,
+        "evidence",
+        sender_pubkey=pub(net.member),
+        sender_org="firm-a",
+        sender_role="member",
+    )
+    ctx.contract = "evidence"
+    with pytest.raises(ContractError, match="may not write 'xclient'"):
+        ctx.writer_for(XCLIENT)
+    assert "governance" in default_registry().names
