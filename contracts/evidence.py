@@ -18,6 +18,12 @@ E6. An attestation is an SM2 signature (GB/T 32918.2, default ID of GB/T 35276) 
     MAX_ATTESTATIONS per record. Any admitted account may carry the attestation transaction (the
     attester is usually an investor without an account).
 E7. Check everything, then write.
+E8. The outbox (issue 13; contracts/xc_layout.py rules 2, 3): after a record's writes, `submit`
+    reads this chain's relay rule (the `xclient` namespace, read-only). If a rule is set and
+    selects the record's scenario (no scenarios named: every one), the record is queued: seq =
+    outbox count + 1 (seqs are contiguous from 1), `outbox_key(seq)` = [tx_id, record_id,
+    flow_id, org], the count = seq, and the event PacketQueued(seq, dest, record_id). Without a
+    rule nothing is queued. Queries `outbox(start, limit)` and `outbox_count()` read it.
 
 State layout (keys relative to the contract's namespace):
     b"r/" + record_id                          -> encode(RECORD_FIELDS values + [record_hash])
@@ -25,9 +31,12 @@ State layout (keys relative to the contract's namespace):
     b"h/" + flow_id                            -> encode([org, count, last_record_id, last_hash])
     b"s/" + flow_id + b"\\x00" + seq (u64 BE)   -> record_id (UTF-8)
     b"d/" + data_digest(32) + record_id        -> b"\\x01"
+    b"out/" + seq (u64 BE)                     -> encode([tx_id, record_id, flow_id, org])  (E8)
+    b"outn"                                    -> the outbox count, u64 BE                   (E8)
 Ids use IDENT_CHARS (no NUL), so the b"\\x00" separator makes every prefix exact.
 Events: EvidenceSubmitted(record_id, flow_id, org, step, record_hash),
-        EvidenceAttested(record_id, attester, role, attester_pubkey, count).
+        EvidenceAttested(record_id, attester, role, attester_pubkey, count),
+        PacketQueued(seq, dest, record_id) (E8).
 """
 
 from __future__ import annotations
@@ -46,6 +55,14 @@ from gmchain.contracts.framework import (
 )
 from gmchain.contracts.keys import CryptoSmVerifier, Sm2Verifier, address_of
 from gmchain.contracts.results import Shape
+from gmchain.contracts.xc_layout import (
+    OUTBOX_COUNT_KEY,
+    PACKET_QUEUED,
+    RELAY_RULE_KEY,
+    XCLIENT,
+    RelayRule,
+    outbox_key,
+)
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.codec import Value, decode, encode
 from gmchain.ledger.types import DOMAIN, compute_signing_root
@@ -59,7 +76,9 @@ __all__ = [
     "MAX_ATTESTATIONS",
     "MAX_FLOW_PAGE",
     "MAX_METADATA",
+    "MAX_OUTBOX_PAGE",
     "MAX_VERIFY",
+    "OUTBOX_SHAPE",
     "RECORD_FIELDS",
     "RECORD_SHAPE",
     "SUBMIT_SHAPE",
@@ -77,6 +96,7 @@ MAX_METADATA = 16
 MAX_FLOW_PAGE = 100
 MAX_DIGEST_PAGE = 1000
 MAX_VERIFY = 10_000
+MAX_OUTBOX_PAGE = 1000
 
 _STR = Shape.of("str")
 _INT = Shape.of("int")
@@ -141,6 +161,9 @@ VERIFY_SHAPE = Shape.record(
 )
 VERIFY_FIELDS = tuple(name for name, _ in VERIFY_SHAPE.fields)
 SUBMIT_SHAPE = Shape.record(("record_id", _STR), ("seq", _INT), ("record_hash", _HASH))
+OUTBOX_SHAPE = Shape.record(
+    ("seq", _INT), ("tx_id", _HASH), ("record_id", _STR), ("flow_id", _STR), ("org", _STR)
+)
 
 _ID = 64  # max bytes of record ids and flow ids
 
@@ -322,6 +345,7 @@ class EvidenceContract(Contract):
             ("step", step),
             ("record_hash", record_hash),
         )
+        _queue(ctx, record_id, flow_id, org, scenario)  # E8
         return SUBMIT_SHAPE.pairs(record_id, seq, record_hash)
 
     @staticmethod
@@ -474,6 +498,46 @@ class EvidenceContract(Contract):
         return VERIFY_SHAPE.pairs(
             flow_id, problem is None, count, first, checked, last_hash, problem
         )
+
+    @query(
+        Arg("start", int, optional=True, min=1, doc="first seq, default 1"),
+        Arg("limit", int, optional=True, min=1, max=MAX_OUTBOX_PAGE, doc="default 100"),
+        returns=Shape.list_of(OUTBOX_SHAPE, doc="ascending by seq"),
+    )
+    def outbox(self, q: QueryContext, start: int | None, limit: int | None) -> Value:
+        """Queued packets from seq `start` on (rule E8)."""
+        first = 1 if start is None else start
+        end = min(_outbox_count(q.state), first + (100 if limit is None else limit) - 1)
+        out: list[Value] = []
+        for seq in range(first, end + 1):
+            raw = q.state.get(outbox_key(seq))
+            assert raw is not None, "outbox has a gap"
+            out.append(OUTBOX_SHAPE.pairs(seq, *decode(raw)))
+        return out
+
+    @query(returns=Shape.of("int", doc="packets queued so far; the last seq"))
+    def outbox_count(self, q: QueryContext) -> Value:
+        """The number of packets queued in the outbox (rule E8)."""
+        return _outbox_count(q.state)
+
+
+def _outbox_count(state: StateReader) -> int:
+    raw = state.get(OUTBOX_COUNT_KEY)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def _queue(ctx: Context, record_id: str, flow_id: str, org: str, scenario: str) -> None:
+    """Rule E8: append the record to the outbox if this chain's relay rule selects it."""
+    raw = ctx.reader_for(XCLIENT).get(RELAY_RULE_KEY)
+    if raw is None:
+        return
+    rule = RelayRule.decode(raw)
+    if not rule.selects(scenario):
+        return
+    seq = _outbox_count(ctx.state) + 1
+    ctx.state.put(outbox_key(seq), encode([ctx.tx_id, record_id, flow_id, org]))
+    ctx.state.put(OUTBOX_COUNT_KEY, seq.to_bytes(8, "big"))
+    ctx.emit(PACKET_QUEUED, ("seq", seq), ("dest", rule.dest_chain_id), ("record_id", record_id))
 
 
 def _check_chain(

@@ -267,7 +267,16 @@ def test_default_registry_describes_its_contracts() -> None:
     names = {c["name"]: [m["name"] for m in c["methods"]] for c in d["contracts"]}
     assert names == {
         "membership": ["register", "revoke", "get", "list"],
-        "evidence": ["submit", "attest", "get", "flow", "by_digest", "verify_flow"],
+        "evidence": [
+            "submit",
+            "attest",
+            "get",
+            "flow",
+            "by_digest",
+            "verify_flow",
+            "outbox",
+            "outbox_count",
+        ],
         "governance": [
             "propose",
             "vote",

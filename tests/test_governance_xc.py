@@ -16,17 +16,20 @@ from gmchain.contracts.testing import make_context
 from gmchain.contracts.xc_layout import (
     ACTIVE,
     FROZEN,
+    PACKET_QUEUED,
     RELAY_RULE_KEY,
     XCLIENT,
     ClientState,
     RelayRule,
     client_key,
+    outbox_key,
 )
 from gmchain.crypto_sm import PrivateKey
-from gmchain.ledger.codec import encode
+from gmchain.ledger.codec import decode, encode
 from gmchain.ledger.genesis import GenesisValidator
 from gmchain.ledger.scalars import MAX_VALIDATORS
 from gmchain.ledger.types import ReceiptStatus
+from tests.node_helpers import evidence_args
 from tests.test_governance_contract import CHAIN, Net, ok, pub, refused
 
 FOREIGN = "regulator-1"
@@ -251,3 +254,80 @@ def test_only_governance_writes_the_xclient_namespace_of_others() -> None:
     with pytest.raises(ContractError, match="may not write 'xclient'"):
         ctx.writer_for(XCLIENT)
     assert "governance" in default_registry().names
+
+
+# --- the evidence outbox (evidence E8) ------------------------------------------------------------
+
+
+def submit(net: Net, record_id: str, scenario: str, **kw: Any) -> Any:
+    args = evidence_args(record_id)
+    args[2] = scenario
+    return net.h.call(pub(net.member), "evidence", "submit", args, **kw)
+
+
+def queued(outcome: Any) -> list[tuple[tuple[str, Any], ...]]:
+    return [e.fields for e in outcome.events if e.name == PACKET_QUEUED]
+
+
+def outbox(net: Net, *args: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in net.h.query("evidence", "outbox", list(args))]
+
+
+def test_nothing_is_queued_without_a_relay_rule() -> None:
+    net = Net()
+    out = ok(submit(net, "r1", "private-fund-sale"))
+    assert [e.name for e in out.events] == ["EvidenceSubmitted"]
+    assert net.h.query("evidence", "outbox_count", []) == 0 and outbox(net) == []
+    assert not any(k.startswith(b"out") for k in net.h.store.state("evidence").data)
+
+
+def test_the_outbox_queues_selected_scenarios_with_contiguous_seqs() -> None:
+    net = Net()
+    net.decide("set_relay_rule", [FOREIGN, [["private-fund-sale"]]])
+    first = ok(submit(net, "r1", "private-fund-sale"))
+    assert [e.name for e in first.events] == ["EvidenceSubmitted", PACKET_QUEUED]
+    assert queued(first) == [(("seq", 1), ("dest", FOREIGN), ("record_id", "r1"))]
+    assert queued(ok(submit(net, "r2", "fund-custody"))) == []  # not selected
+    # Two in one block, then one more: 2, 3, 4 with no gap.
+    assert queued(ok(submit(net, "r3", "private-fund-sale")))[0][0] == ("seq", 2)
+    assert queued(ok(submit(net, "r4", "private-fund-sale", same_block=True)))[0][0] == ("seq", 3)
+    refused(submit(net, "r4", "private-fund-sale"), "already exists")  # a failed submit: no seq
+    assert queued(ok(submit(net, "r5", "private-fund-sale")))[0][0] == ("seq", 4)
+    assert net.h.query("evidence", "outbox_count", []) == 4
+    rows = outbox(net)
+    assert [(r["seq"], r["record_id"]) for r in rows] == [
+        (1, "r1"),
+        (2, "r3"),
+        (3, "r4"),
+        (4, "r5"),
+    ]
+    r1 = dict(net.h.query("evidence", "get", ["r1"]))
+    assert rows[0] == {
+        "seq": 1,
+        "tx_id": r1["tx_id"],
+        "record_id": "r1",
+        "flow_id": "flow-r1",
+        "org": "firm-a",
+    }
+    assert decode(net.h.store.state("evidence").data[outbox_key(1)]) == [
+        r1["tx_id"],
+        "r1",
+        "flow-r1",
+        "firm-a",
+    ]
+    assert [r["seq"] for r in outbox(net, 2, 2)] == [2, 3]
+    assert [r["seq"] for r in outbox(net, 4, 1000)] == [4]
+    assert outbox(net, 5) == []
+    with pytest.raises(ContractError, match="limit"):
+        net.h.query("evidence", "outbox", [1, 1001])
+    with pytest.raises(ContractError, match="start"):
+        net.h.query("evidence", "outbox", [0])
+
+    # Every scenario once the rule names none; nothing once it is cleared; the count stays.
+    net.decide("set_relay_rule", ["regulator-2", []])
+    assert queued(ok(submit(net, "r6", "fund-custody"))) == [
+        (("seq", 5), ("dest", "regulator-2"), ("record_id", "r6"))
+    ]
+    net.decide("clear_relay_rule", [])
+    assert queued(ok(submit(net, "r7", "private-fund-sale"))) == []
+    assert net.h.query("evidence", "outbox_count", []) == 5
