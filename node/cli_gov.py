@@ -14,6 +14,9 @@ Rules this module keeps (with node/cli.py's rules 1-3 and node/cli_client.py's r
    error naming the argument, not a failed transaction.
 3. A proposal stays open for `--expiry-blocks` blocks (default 100000); the contract refuses
    more than contracts/governance.py MAX_LIFETIME.
+4. The cross-chain kinds (register_chain, unfreeze_chain, set_relay_rule, clear_relay_rule) take
+   their values from flags (`--genesis`, `--epoch`, `--validators-from-rpc`, `--dest`,
+   `--scenario`): node/cli_govxc.py's rules.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gmchain.node.cli_client import CliError, print_json
+from gmchain.node.cli_govxc import XC_KINDS, add_xc_options, xc_values
 
 __all__ = ["add_gov_commands"]
 
@@ -153,8 +157,16 @@ def _kinds_help() -> str:
         kinds = _kinds()
     except ModuleNotFoundError:  # an install without the governance contract
         return ""
-    lines = [f"  {k:<17} {_usage(s)}" for k, s in kinds.items()]
-    return "kinds and their arguments:\n" + "\n".join(lines)
+    lines = [f"  {k:<17} {_usage(s)}" for k, s in kinds.items() if k not in XC_KINDS]
+    return (
+        "kinds and their arguments:\n"
+        + "\n".join(lines)
+        + "\n\ncross-chain kinds take flags (docs/governance.md, Proposal kinds):\n"
+        "  register-chain   --genesis FILE [--epoch N] [--validators-from-rpc URL]\n"
+        "  unfreeze-chain   REASON --genesis FILE [--epoch N] [--validators-from-rpc URL]\n"
+        "  set-relay-rule   --dest CHAIN_ID [--scenario S ...]\n"
+        "  clear-relay-rule"
+    )
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -194,7 +206,14 @@ def cmd_gov_propose(args: argparse.Namespace) -> int:
     from gmchain.ledger.codec import encode
 
     request = None if args.join_request is None else _read_join_request(args.join_request)
-    values = proposal_values(args.kind, args.values, request)
+    xc = xc_values(args.kind, args)
+    if xc is None:
+        values = proposal_values(args.kind, args.values, request)
+    elif request is not None:
+        raise CliError(f"--join-request applies to {', '.join(_TAKES_REQUEST)}")
+    else:
+        name = args.kind.replace("-", "_")
+        values = _checked(name, _kinds()[name], xc)
     client = _client(args)
     if request is not None and request["chain_id"] not in (None, client.chain_id()):
         raise CliError(f"{args.join_request} is a join request for chain {request['chain_id']!r}")
@@ -347,6 +366,7 @@ def add_gov_commands(
         metavar="N",
         help=f"the proposal stays open N blocks (default {DEFAULT_EXPIRY_BLOCKS})",
     )
+    add_xc_options(q)
     add_wait(q)
     q.set_defaults(handler=cmd_gov_propose)
 
