@@ -6,6 +6,8 @@ one-validator node."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,10 +28,11 @@ from gmchain.contracts.xc_layout import (
 )
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.codec import decode, encode
-from gmchain.ledger.genesis import GenesisValidator
+from gmchain.ledger.genesis import Genesis, GenesisValidator
 from gmchain.ledger.scalars import MAX_VALIDATORS
 from gmchain.ledger.types import ReceiptStatus
-from tests.node_helpers import evidence_args
+from tests.cluster_helpers import rpc_call, running_cluster
+from tests.node_helpers import evidence_args, run_gmchain, running_dev_node
 from tests.test_governance_contract import CHAIN, Net, ok, pub, refused
 
 FOREIGN = "regulator-1"
@@ -331,3 +334,171 @@ def test_the_outbox_queues_selected_scenarios_with_contiguous_seqs() -> None:
     net.decide("clear_relay_rule", [])
     assert queued(ok(submit(net, "r7", "private-fund-sale"))) == []
     assert net.h.query("evidence", "outbox_count", []) == 5
+
+
+# --- `gmchain gov propose` for the cross-chain kinds (node/cli_govxc.py) --------------------------
+
+
+def _propose_args(*argv: str) -> Any:
+    from gmchain.node.cli import build_parser
+
+    return build_parser().parse_args(["gov", "propose", *argv])
+
+
+def _foreign_genesis(tmp_path: Path, chain_id: str = "business-7") -> tuple[Path, Genesis]:
+    from gmchain.node.config import save_genesis
+
+    vals = tuple(GenesisValidator(pubkey=k, power=p, org=o) for k, p, o in foreign_set(3))
+    genesis = Genesis(chain_id=chain_id, timestamp_ms=5, validators=vals)
+    path = tmp_path / f"{chain_id}.json"
+    save_genesis(path, genesis)
+    return path, genesis
+
+
+def test_cli_values_of_the_cross_chain_kinds(tmp_path: Path) -> None:
+    from gmchain.chain.genesis import make_genesis_block
+    from gmchain.node.cli_client import CliError
+    from gmchain.node.cli_govxc import xc_values
+
+    path, genesis = _foreign_genesis(tmp_path)
+    want_set = [
+        [v.pubkey, v.power, v.org] for v in sorted(genesis.validators, key=lambda v: v.node_id)
+    ]
+    block0 = make_genesis_block(genesis)[0].header.block_id
+    assert xc_values("register-chain", _propose_args("register-chain", "--genesis", str(path))) == [
+        "business-7",
+        genesis.compute_hash(),
+        block0,
+        0,
+        want_set,
+    ]
+    assert xc_values(
+        "unfreeze_chain", _propose_args("unfreeze_chain", "keys replaced", "--genesis", str(path))
+    ) == ["business-7", 0, want_set, "keys replaced"]
+    assert xc_values(
+        "set-relay-rule",
+        _propose_args("set-relay-rule", "--dest", "reg", "--scenario", "a", "--scenario", "b"),
+    ) == ["reg", [["a"], ["b"]]]
+    assert xc_values("set-relay-rule", _propose_args("set-relay-rule", "--dest", "reg")) == [
+        "reg",
+        [],
+    ]
+    assert xc_values("clear-relay-rule", _propose_args("clear-relay-rule")) == []
+    assert xc_values("set_param", _propose_args("set_param", "a", "1")) is None
+    for argv, why in (
+        (["register-chain", "--genesis", str(path), "--epoch", "2"], "epoch 2: the genesis names"),
+        (["register-chain"], "needs --genesis FILE"),
+        (["register-chain", "x", "--genesis", str(path)], "takes no VALUE"),
+        (["unfreeze-chain", "--genesis", str(path)], "takes REASON"),
+        (["register-chain", "--genesis", str(tmp_path / "none.json")], "not found"),
+        (["set-relay-rule"], "needs --dest"),
+        (["set-relay-rule", "--dest", "r", "--genesis", str(path)], "does not take --genesis"),
+        (["clear-relay-rule", "--scenario", "a"], "does not take --scenario"),
+        (["set_param", "a", "1", "--dest", "r"], "--dest apply to"),
+    ):
+        with pytest.raises(CliError, match=why):
+            xc_values(argv[0], _propose_args(*argv))
+
+
+def _cli_json(rpc: str, key: Path, *argv: str) -> Any:
+    done = run_gmchain("gov", *argv, "--json", "--rpc", rpc, "--key", str(key))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _cli_fails(rpc: str, key: Path, *argv: str) -> str:
+    done = run_gmchain("gov", *argv, "--rpc", rpc, "--key", str(key))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.startswith("gmchain: ") and "Traceback" not in done.stderr
+    return done.stderr
+
+
+def _decide(rpc: str, key: Path, *argv: str) -> int:
+    """Propose with the CLI and vote yes: one committee org, so its vote executes it."""
+    pid = _cli_json(rpc, key, "propose", *argv)["result"]
+    assert _cli_json(rpc, key, "vote", str(pid), "yes")["result"] == "executed"
+    return int(pid)
+
+
+@pytest.mark.slow
+def test_cli_register_chain_from_a_live_foreign_node_and_the_outbox_on_a_real_node(
+    tmp_path: Path,
+) -> None:
+    """A one-validator foreign cluster moves to epoch 1; a dev node's committee registers it with
+    `gov propose register-chain --validators-from-rpc` (the set verified from the genesis by the
+    foreign node's epoch-change proof), sets and clears a relay rule with the CLI, and the real
+    executor over LevelDB queues exactly the selected evidence with PacketQueued in the receipt."""
+    from gmchain.chain.genesis import make_genesis_block
+    from gmchain.crypto_sm import load_private_key
+    from gmchain.node.config import load_genesis
+    from gmchain.node.sdk import SyncClient
+
+    with running_cluster(tmp_path / "foreign", validators=1) as (foreign, _):
+        furl = f"http://127.0.0.1:{foreign.rpc_port('node0')}"
+        fkey = foreign.d / "client.key"
+        _decide(furl, fkey, "set_param", "round_timeout_ms", "1500")
+        epoch = rpc_call(foreign.rpc_port("node0"), "gm_getEpoch")
+        assert epoch["epoch"] == 1
+        fgenesis = load_genesis(foreign.d / "genesis.json")
+        (tmp_path / "host").mkdir()
+        with running_dev_node(tmp_path / "host") as host:
+            url, key = f"http://127.0.0.1:{host.port}", host.data_dir / "client.key"
+            gfile = str(foreign.d / "genesis.json")
+            pid = _decide(
+                url, key, "register-chain", "--genesis", gfile, "--validators-from-rpc", furl
+            )
+            p = rpc_call(host.port, "gm_getProposal", [pid])
+            (v,) = epoch["validators"]
+            assert p["args"] == [
+                fgenesis.chain_id,
+                "0x" + fgenesis.compute_hash().hex(),
+                "0x" + make_genesis_block(fgenesis)[0].header.block_id.hex(),
+                1,
+                [[v["pubkey"], v["power"], v["org"]]],
+            ]
+            assert f"chain {fgenesis.chain_id} registered at epoch 1" in p["note"]
+            again = _cli_fails(url, key, "propose", "register-chain", "--genesis", gfile)
+            assert "G-K5" in again and "already registered" in again
+            wrong, _ = _foreign_genesis(tmp_path)  # another chain's genesis for that node
+            assert "serves chain 'gmchain-local', not the genesis's 'business-7'" in _cli_fails(
+                url,
+                key,
+                "propose",
+                "register-chain",
+                "--genesis",
+                str(wrong),
+                "--validators-from-rpc",
+                furl,
+            )
+            assert "is not frozen" in _cli_fails(
+                url, key, "propose", "unfreeze-chain", "why", "--genesis", gfile
+            )
+
+            dest = fgenesis.chain_id
+            _decide(url, key, "set-relay-rule", "--dest", dest, "--scenario", "private-fund-sale")
+            sdk = SyncClient(url)
+            admin = load_private_key(key, b"gmchain-dev")
+            picked = sdk.send(admin, "evidence", "submit", evidence_args("x1"))
+            other = evidence_args("x2")
+            other[2] = "fund-custody"
+            skipped = sdk.send(admin, "evidence", "submit", other)
+            assert [e["name"] for e in picked["events"]] == ["EvidenceSubmitted", PACKET_QUEUED]
+            assert picked["events"][1]["fields"] == [
+                ["seq", 1],
+                ["dest", dest],
+                ["record_id", "x1"],
+            ]
+            assert [e["name"] for e in skipped["events"]] == ["EvidenceSubmitted"]
+            assert rpc_call(host.port, "gm_call", ["evidence", "outbox", []]) == [
+                {
+                    "seq": 1,
+                    "txId": picked["txId"],
+                    "recordId": "x1",
+                    "flowId": "flow-x1",
+                    "org": sdk.get_evidence("x1")["org"],
+                }
+            ]
+            _decide(url, key, "clear-relay-rule")
+            after = sdk.send(admin, "evidence", "submit", evidence_args("x3"))
+            assert [e["name"] for e in after["events"]] == ["EvidenceSubmitted"]
+            assert rpc_call(host.port, "gm_call", ["evidence", "outbox_count", []]) == 1
