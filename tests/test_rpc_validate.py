@@ -229,7 +229,7 @@ def test_openrpc_query_schemas_are_the_declared_shapes() -> None:
         for m in c["methods"]
         if m["kind"] == "query"
     }
-    assert call["x-results"] == expected
+    assert call["x-results"] == expected, "stale: run python scripts/gen_openrpc_results.py"
 
 
 def test_openrpc_schemas_are_valid_json_schema() -> None:
