@@ -21,12 +21,12 @@ Rules this module keeps:
    a documented fixed order (no maps in the canonical model). Every method declares the shape of
    what it returns (`contracts.results.Shape`), so the JSON layer renders it exactly.
 
-7. A contract writes only its own namespace, with one exception listed in `CROSS_WRITES`: the
+7. A contract writes only its own namespace, with the exceptions listed in `CROSS_WRITES`: the
    governance contract executes committee decisions on accounts (admit an org's first admin,
-   revoke an account) and on cross-chain clients (register or unfreeze a foreign chain's light
-   client, set the relay rule: contracts/xc_layout.py), so it may write the membership and
-   xclient namespaces through `Context.writer_for`. Those writes belong to the same transaction
-   (kept or discarded with it).
+   revoke an account), so it may write the membership namespace, and on cross-chain light
+   clients (register, unfreeze, relay rule: contracts/xc_layout.py), so it may write the
+   xclient namespace, through `Context.writer_for`.
+   Those writes belong to the same transaction (kept or discarded with it).
 
 Sources: DESIGN.md ("The way a transaction travels", step 6), STYLE.md habits 3, 9, 15,
 ledger/types.py (`Event`, `Receipt`, `ReceiptStatus`).
