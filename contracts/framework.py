@@ -21,9 +21,11 @@ Rules this module keeps:
    a documented fixed order (no maps in the canonical model). Every method declares the shape of
    what it returns (`contracts.results.Shape`), so the JSON layer renders it exactly.
 
-7. A contract writes only its own namespace, with one exception listed in `CROSS_WRITES`: the
+7. A contract writes only its own namespace, with the exceptions listed in `CROSS_WRITES`: the
    governance contract executes committee decisions on accounts (admit an org's first admin,
-   revoke an account), so it may write the membership namespace through `Context.writer_for`.
+   revoke an account), so it may write the membership namespace, and on cross-chain light
+   clients (register, unfreeze, relay rule: contracts/xc_layout.py), so it may write the
+   xclient namespace, through `Context.writer_for`.
    Those writes belong to the same transaction (kept or discarded with it).
 
 Sources: DESIGN.md ("The way a transaction travels", step 6), STYLE.md habits 3, 9, 15,
@@ -77,7 +79,9 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_BYTES = 512  # `Receipt.error` holds at most this many bytes of UTF-8
 _U64_MAX = 2**64 - 1
 # Rule 7: contract -> the other namespaces it may write.
-CROSS_WRITES: Mapping[str, tuple[str, ...]] = MappingProxyType({"governance": ("membership",)})
+CROSS_WRITES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"governance": ("membership", "xclient")}
+)
 
 
 # --- state views -----------------------------------------------------------------------------
@@ -569,11 +573,12 @@ class Registry:
         }
 
 
-def default_registry() -> Registry:
-    """The system contracts every gmchain node runs: membership, evidence and governance."""
+def default_registry(extra: Sequence[Contract] = ()) -> Registry:
+    """The system contracts: membership, evidence and governance, then `extra` (a node adds
+    crosschain's xclient: `gmchain.crosschain.node_registry`)."""
     # Imported here: those modules import this one.
     from gmchain.contracts.evidence import EvidenceContract
     from gmchain.contracts.governance import GovernanceContract
     from gmchain.contracts.membership import MembershipContract
 
-    return Registry([MembershipContract(), EvidenceContract(), GovernanceContract()])
+    return Registry([MembershipContract(), EvidenceContract(), GovernanceContract(), *extra])
