@@ -152,9 +152,16 @@ def _conflict(
 
 
 def _add_certificate(
-    state: StateReader, plan: UpdatePlan, chain: str, cert: Certificate, headers: list[BlockHeader]
+    state: StateReader,
+    plan: UpdatePlan,
+    chain: str,
+    cert: Certificate,
+    headers: list[BlockHeader],
+    *,
+    keep: bool = False,
 ) -> None:
-    """Rule U4 for the `headers` of one checked certificate (sets plan.freeze on a conflict)."""
+    """Rule U4 for the `headers` of one checked certificate (sets plan.freeze on a conflict);
+    `keep`: number and store the certificate even if no header is new (an epoch change's)."""
     proof = cert.proof.encode()
     update_no = load_meta(state, chain)[0] + len(plan.certificates) + 1
     new: list[StoredHeader] = []
@@ -180,7 +187,7 @@ def _add_certificate(
                 update_no,
             )
         )
-    if new:
+    if new or keep:
         plan.certificates.append(proof)
         plan.headers.update({s.height: s for s in new})
 
@@ -208,7 +215,7 @@ def plan_update(state: StateReader, chain: str, update: ClientUpdate) -> UpdateP
                     f"update refused: {what} ends at height {ending.height}, not above the end "
                     f"of epoch {ch.epoch - 1} at {prev[0]}"
                 )
-            _add_certificate(state, plan, chain, ch.certificate, [ending])
+            _add_certificate(state, plan, chain, ch.certificate, [ending], keep=True)
             if plan.freeze is not None:
                 return plan
             update_no = load_meta(state, chain)[0] + len(plan.certificates)

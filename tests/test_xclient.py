@@ -9,13 +9,14 @@ import dataclasses
 
 import pytest
 
-from gmchain.chain.lightclient import Certificate
+from gmchain.chain.lightclient import Certificate, compute_validator_set_fingerprint
 from gmchain.consensus.messages import CommitProof
 from gmchain.contracts.xc_layout import ACTIVE, FROZEN, ClientState, client_key
 from gmchain.crosschain import node_registry
-from gmchain.crosschain.packets import ClientUpdate, Misbehaviour, Packet
+from gmchain.crosschain.packets import ClientUpdate, EpochChange, Misbehaviour, Packet
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
+from tests.epoch_chain import validator_of
 from tests.xc_rig import REGULATOR, Side, events, make_pair, packets_arg, query
 
 OK = ReceiptStatus.OK
@@ -161,7 +162,10 @@ def test_epoch_changes_are_followed_and_a_stale_sets_quorum_is_refused() -> None
     client = query(reg, "client", [biz.chain_id])
     assert client["epoch"] == 1 and len(client["validators"]) == 2
     ending = changes[0].certificate.headers[0]
-    assert query(reg, "header", [biz.chain_id, ending.height])["block_id"] == ending.block_id
+    stored = query(reg, "header", [biz.chain_id, ending.height])
+    assert stored["block_id"] == ending.block_id and stored["epoch"] == 0
+    proof = query(reg, "update_proof", [biz.chain_id, stored["update_no"]])
+    assert proof == changes[0].certificate.proof.encode()
     assert _recv(reg, [biz.packet(late[0].tx_id, REGULATOR)]).status == OK
     # A backlog of epoch 0 stays provable: its certificate is checked with epoch 0's stored set.
     assert query(reg, "header", [biz.chain_id, _height(biz, early[0])]) is None
@@ -397,3 +401,36 @@ def test_an_ack_must_prove_a_recv_packets_call_on_a_verified_header() -> None:
     r = biz.call("xclient", "recv_ack", [reg.ack(later.tx_id, biz.chain_id).encode()])
     assert r.status == FAILED and "is not verified" in r.error
     assert query(biz, "ack_of_record", ["later-0"]) is None
+
+
+def test_a_second_epoch_change_of_one_epoch_freezes() -> None:
+    """Epoch 0's set (one validator, whose key the test holds: a Byzantine quorum) also certifies
+    another end of epoch 0 naming another next set; once the real change is followed, the
+    other one is misbehaviour."""
+    biz, reg = make_pair()
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    biz.run_txs(biz.evidence_txs(1))
+    (real,) = biz.epoch_changes(0, 1)
+    r = reg.call("xclient", "update_client", [biz.update(None, changes=(real,))])
+    assert r.status == OK, r.error
+    other_set = (validator_of(biz.rig.keys[2]),)
+    end = real.certificate.headers[0]
+    fake_end = dataclasses.replace(
+        end, next_validators_hash=compute_validator_set_fingerprint(other_set)
+    )
+    child = dataclasses.replace(
+        real.certificate.proof.header, parent_id=fake_end.block_id, justify=biz.rig.qc(fake_end)
+    )
+    fake = EpochChange(
+        epoch=0,
+        certificate=Certificate(
+            headers=(fake_end,), proof=CommitProof(header=child, qc=biz.rig.qc(child))
+        ),
+        next_validators=other_set,
+    )
+    r = reg.call("xclient", "update_client", [biz.update(None, changes=(fake,))])
+    assert r.status == OK, r.error
+    assert events(r, "ClientFrozen")[0]["signers"] == [biz.rig.keys[0].public_key.address]
+    client = query(reg, "client", [biz.chain_id])
+    assert client["status"] == FROZEN and "ended twice" in client["frozen_reason"]
+    assert client["epoch"] == 1 and len(client["validators"]) == 2  # nothing else applied
