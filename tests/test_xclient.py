@@ -434,3 +434,35 @@ def test_a_second_epoch_change_of_one_epoch_freezes() -> None:
     client = query(reg, "client", [biz.chain_id])
     assert client["status"] == FROZEN and "ended twice" in client["frozen_reason"]
     assert client["epoch"] == 1 and len(client["validators"]) == 2  # nothing else applied
+
+
+def test_accountability_names_exactly_the_validators_that_signed_both_sides() -> None:
+    """Four validators (quorum 3): one fork signed by v0, v1, v2, another by v1, v2, v3; the
+    evidence names v1 and v2, and the client followed three real epoch changes first."""
+    biz, reg = make_pair(n_keys=4)
+    for key in biz.rig.keys[1:]:
+        assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(key)))
+    txs = biz.evidence_txs(1)
+    biz.run_txs(txs)
+    h = _height(biz, txs[0])
+    r = reg.call("xclient", "update_client", [biz.update(h, changes=biz.epoch_changes(0, 3))])
+    assert r.status == OK, r.error
+    assert query(reg, "client", [biz.chain_id])["epoch"] == 3
+    keys = biz.rig.keys
+    real = biz.certificate(h)
+    a = _fork(biz, real, keys[:3])
+    evidence = Misbehaviour(chain_id=biz.chain_id, first=a, second=_refork(biz, real, keys[1:]))
+    r = reg.call("xclient", "submit_misbehaviour", [evidence.encode()])
+    assert r.status == OK, r.error
+    both = sorted(k.public_key.address for k in keys[1:3])
+    assert events(r, "ClientFrozen")[0]["signers"] == both
+    assert query(reg, "misbehaviour", [biz.chain_id])[0]["signers"] == both
+
+
+def _refork(side: Side, cert: Certificate, keys: list[PrivateKey]) -> Certificate:
+    """Another fork than `_fork`'s at the same height (a second timestamp), signed by `keys`."""
+    real = cert.headers[0]
+    shifted = dataclasses.replace(
+        cert, headers=(dataclasses.replace(real, timestamp_ms=real.timestamp_ms + 1),)
+    )
+    return _fork(side, shifted, keys)

@@ -241,11 +241,12 @@ def regulator_net() -> TestNet:
     return TestNet(genesis, node_key, accounts, PrivateKey.generate())
 
 
-def make_pair() -> tuple[Side, Side]:
+def make_pair(n_keys: int = 3) -> tuple[Side, Side]:
     """(business, regulator): each registers the other; the business chain relays to the
-    regulator (rules 2, 3)."""
+    regulator (rules 2, 3). The business chain has `n_keys` validator keys (one in genesis)."""
     bs, rs = SeededStore(), SeededStore()
-    biz = Side(make_rig(bs, net=make_net(replay_window=200), registry=registry()), bs)
+    net = make_net(replay_window=200)
+    biz = Side(make_rig(bs, n_keys=n_keys, net=net, registry=registry()), bs)
     reg = Side(make_rig(rs, net=regulator_net(), registry=registry()), rs)
     reg.register(biz)
     biz.register(reg)
