@@ -48,7 +48,7 @@ from gmchain.crosschain.xclient_state import (
     load_set,
     put_value,
 )
-from gmchain.ledger.codec import encode
+from gmchain.ledger.codec import Value, encode
 from gmchain.ledger.genesis import GenesisValidator
 from gmchain.ledger.types import BlockHeader, Digest
 
@@ -73,7 +73,7 @@ class UpdatePlan:
     state: ClientState
     certificates: list[bytes] = field(default_factory=list)  # CommitProof bytes, numbered in order
     headers: dict[int, StoredHeader] = field(default_factory=dict)
-    epoch_ends: dict[int, list[object]] = field(default_factory=dict)
+    epoch_ends: dict[int, list[Value]] = field(default_factory=dict)
     epoch_sets: dict[int, tuple[GenesisValidator, ...]] = field(default_factory=dict)
     freeze: Freeze | None = None
 
@@ -112,6 +112,15 @@ def anchor_of(state: StateReader, chain: str, cs: ClientState, epoch: int) -> Tr
             + (" (send the epoch changes first)" if epoch > cs.epoch else " and has no set of it")
         )
     return _anchor(chain, cs, past, epoch)
+
+
+def _set_of(
+    state: StateReader, plan: UpdatePlan, chain: str, cs: ClientState, epoch: int
+) -> TrustAnchor:
+    """Rule U3, including the sets this update's epoch changes reached."""
+    if epoch in plan.epoch_sets:
+        return _anchor(chain, cs, plan.epoch_sets[epoch], epoch)
+    return anchor_of(state, chain, cs, epoch)
 
 
 def _check(fn: object, *args: object, **kw: object) -> object:
@@ -210,7 +219,7 @@ def plan_update(state: StateReader, chain: str, update: ClientUpdate) -> UpdateP
             prev = plan.epoch_ends.get(ch.epoch - 1)
             if prev is None and ch.epoch >= 1:
                 prev = get_value(state, Keys.epoch_end(chain, ch.epoch - 1))
-            if prev is not None and ending.height <= prev[0]:  # type: ignore[operator]
+            if prev is not None and ending.height <= prev[0]:
                 raise ContractError(
                     f"update refused: {what} ends at height {ending.height}, not above the end "
                     f"of epoch {ch.epoch - 1} at {prev[0]}"
@@ -234,7 +243,7 @@ def plan_update(state: StateReader, chain: str, update: ClientUpdate) -> UpdateP
     if update.certificate is not None:
         cert = update.certificate
         epoch = cert.headers[0].epoch
-        anchor = trust if epoch == trust.epoch else anchor_of(state, chain, cs, epoch)
+        anchor = trust if epoch == trust.epoch else _set_of(state, plan, chain, cs, epoch)
         headers = _check(check_certificate, cert, anchor, what=f"certificate of {chain}")
         assert isinstance(headers, list)
         _add_certificate(state, plan, chain, cert, headers)
@@ -245,13 +254,13 @@ def _past_change(
     state: StateReader, plan: UpdatePlan, chain: str, cs: ClientState, epoch: int,
     cert: Certificate, next_validators: tuple[GenesisValidator, ...],
 ) -> None:  # fmt: skip
-    """Rule U2 for a change below the trusted epoch."""
-    stored = get_value(state, Keys.epoch_end(chain, epoch))
+    """Rule U2 for a change below the trusted epoch (known from the state or this update)."""
+    stored = plan.epoch_ends.get(epoch) or get_value(state, Keys.epoch_end(chain, epoch))
     if stored is None or stored[2] == compute_validator_set_fingerprint(next_validators):
         return
-    anchor = anchor_of(state, chain, cs, epoch)
+    anchor = _set_of(state, plan, chain, cs, epoch)
     _check(check_epoch_change, epoch, cert, next_validators, anchor, what=f"epoch change {epoch}")
-    old_proof = state.get(Keys.update(chain, stored[3])) or b""
+    old_proof = _proof_of(state, plan, chain, int(stored[3]))
     new_proof = cert.proof.encode()
     both = signers_of(CommitProof.decode(old_proof)) & signers_of(cert.proof)
     plan.certificates.append(new_proof)

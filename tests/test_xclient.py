@@ -466,3 +466,19 @@ def _refork(side: Side, cert: Certificate, keys: list[PrivateKey]) -> Certificat
         cert, headers=(dataclasses.replace(real, timestamp_ms=real.timestamp_ms + 1),)
     )
     return _fork(side, shifted, keys)
+
+
+def test_one_update_follows_two_changes_and_proves_a_block_of_the_middle_epoch() -> None:
+    biz, reg = make_pair()
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    middle = biz.evidence_txs(1, tag="mid")
+    biz.run_txs(middle)
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[2])))
+    assert biz.rig.chain.validators.current_epoch() == 2
+    h = _height(biz, middle[0])
+    assert biz.header(h).epoch == 1
+    r = reg.call("xclient", "update_client", [biz.update(h, changes=biz.epoch_changes(0, 2))])
+    assert r.status == OK, r.error
+    assert query(reg, "client", [biz.chain_id])["epoch"] == 2
+    assert query(reg, "header", [biz.chain_id, h])["epoch"] == 1
+    assert _statuses(_recv(reg, [biz.packet(middle[0].tx_id, REGULATOR)])) == [(1, "accepted")]
