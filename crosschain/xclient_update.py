@@ -7,9 +7,9 @@ U2. Epoch changes are applied in order from the client's trusted epoch. A change
     below it is compared with the stored `e/` entry: the same next set is a repeat (skipped);
     another next set, certified by that epoch's stored set, is misbehaviour; no stored entry
     (an epoch before registration) is skipped. A change above the trusted epoch is refused.
-U3. The certificate is checked with the set of its headers' epoch: the trusted set, or a past
-    epoch's stored set `s/` (a backlog of an earlier epoch stays provable); a later epoch is
-    refused (send its epoch changes first).
+U3. The certificate is checked with the set of its headers' epoch: the trusted set, a set this
+    update's epoch changes reached, or a past epoch's stored set `s/` (a backlog of an earlier
+    epoch stays provable); a later epoch is refused (send its epoch changes first).
 U4. Headers to store, one height at a time: none stored -> new; same block id -> repeat (no-op);
     another block id of the SAME epoch -> misbehaviour (two certificates of one set commit
     different blocks at one height); another id of a HIGHER epoch -> it replaces the stored one
