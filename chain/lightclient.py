@@ -79,6 +79,8 @@ __all__ = [
     "TrustAnchorError",
     "VerifiedProof",
     "build_full_proof",
+    "check_certificate",
+    "check_epoch_change",
     "compute_validator_set_fingerprint",
     "validators_to_json",
     "verify_epoch_proof",
@@ -296,13 +298,76 @@ def verify_header_chain(
     `commit`, or the `headers` and `proof` of a gm_getCommitProof answer) against `trust`
     (rules 3 and 5); return its headers, each now known to be committed. `first`, if given, is
     the header the chain must start at. Raises ProofCheckError."""
+    return _guarded(
+        lambda: check_certificate(
+            _parse_certificate(certificate, "certificate"), trust, first=first
+        )
+    )
+
+
+def check_certificate(
+    cert: Certificate,
+    trust: TrustAnchor,
+    *,
+    first: BlockHeader | None = None,
+    what: str = "certificate",
+) -> list[BlockHeader]:
+    """The object-level check behind `verify_header_chain` (rules 3, 5 and 6): `cert` against
+    `trust`'s set, which must be of the headers' epoch; return its headers. Raises
+    ProofCheckError (crosschain/xclient.py calls this on decoded `ClientUpdate`s)."""
 
     def check() -> list[BlockHeader]:
-        headers = _check_certificate(certificate, first, _checker(trust), "certificate")
+        headers = _check_cert(cert, first, _checker(trust), what)
         _check_genesis(headers, trust.genesis)
         return headers
 
     return _guarded(check)
+
+
+def check_epoch_change(
+    change_epoch: int,
+    cert: Certificate,
+    next_validators: Sequence[GenesisValidator | Mapping[str, Any]],
+    trust: TrustAnchor,
+    *,
+    what: str | None = None,
+) -> TrustAnchor:
+    """Rule 6 for one epoch change (an `epoch_proof` entry, or an `EpochChange` of a client
+    update): `cert` is checked with `trust`'s set, which must be of `change_epoch`; its first
+    header E must carry `next_validators_hash` = the fingerprint of `next_validators`; return
+    the trust anchor of epoch `change_epoch + 1` (that set, `trust`'s chain id and genesis).
+    Raises ProofCheckError."""
+    return _guarded(
+        lambda: _check_epoch_change(
+            change_epoch, cert, next_validators, trust, what or f"epoch change {change_epoch}"
+        )
+    )
+
+
+def _check_epoch_change(
+    e: int,
+    cert: Certificate,
+    next_validators: Sequence[GenesisValidator | Mapping[str, Any]],
+    current: TrustAnchor,
+    what: str,
+) -> TrustAnchor:
+    if e != current.epoch:
+        raise ProofCheckError(
+            f"{what}: ends epoch {e}, but the trusted set is of epoch {current.epoch}"
+        )
+    ending = _check_cert(cert, None, _checker(current), what)[0]
+    nxt = TrustAnchor.from_validators(next_validators or [], current.chain_id, epoch=e + 1)
+    if ending.next_validators_hash != nxt.fingerprint:
+        raise ProofCheckError(
+            f"{what}: the ending block's next_validators_hash is not the fingerprint of "
+            "next_validators"
+        )
+    return TrustAnchor(
+        chain_id=current.chain_id,
+        validators=nxt.validators,
+        genesis=current.genesis,
+        epoch=e + 1,
+    )
 
 
 def _guarded(check: Callable[[], _T]) -> _T:
@@ -417,31 +482,17 @@ def _walk_epochs(doc: Any, trust: TrustAnchor) -> tuple[list[TrustAnchor], list[
             raise ProofCheckError(f"{what}: expected an object with epoch {e}")
         if e < trust.epoch:
             continue  # before the trusted set: nothing to learn from it
-        current = anchors[-1]
-        chain = _check_certificate(entry, None, _checker(current), what)
-        ending = chain[0]
+        cert = _parse_certificate(entry, what)
+        anchors.append(
+            _check_epoch_change(e, cert, entry.get("next_validators") or [], anchors[-1], what)
+        )
+        ending = cert.headers[0]
         if ending.height <= end:
             raise ProofCheckError(
                 f"{what}: the epoch ends at height {ending.height}, not above "
                 f"the previous end {end}"
             )
-        nxt = TrustAnchor.from_validators(
-            entry.get("next_validators") or [], trust.chain_id, epoch=e + 1
-        )
-        if ending.next_validators_hash != nxt.fingerprint:
-            raise ProofCheckError(
-                f"{what}: the ending block's next_validators_hash is not the fingerprint of "
-                "next_validators"
-            )
-        anchors.append(
-            TrustAnchor(
-                chain_id=trust.chain_id,
-                validators=nxt.validators,
-                genesis=trust.genesis,
-                epoch=e + 1,
-            )
-        )
-        headers += chain
+        headers += cert.headers
         end = ending.height
     return anchors, headers
 
@@ -487,13 +538,29 @@ def _checker(trust: TrustAnchor) -> CertChecker:
     )
 
 
+def _parse_certificate(obj: Any, what: str) -> Certificate:
+    """A certificate object `{headers: [hex, ...], proof: hex}` decoded (shape only)."""
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("headers"), list):
+        raise ProofCheckError(f"{what}: expected {{headers: [...], proof: hex}}")
+    headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
+    if not headers:
+        raise ProofCheckError(f"{what}: no headers")
+    proof = CommitProof.decode(parse_hex(obj.get("proof"), name=f"{what} proof"))
+    return Certificate(headers=tuple(headers), proof=proof)
+
+
 def _check_certificate(
     obj: Any, first: BlockHeader | None, checker: CertChecker, what: str
 ) -> list[BlockHeader]:
     """Rule 3 for one certificate object whose headers must start at `first` (if given)."""
-    if not isinstance(obj, Mapping) or not isinstance(obj.get("headers"), list):
-        raise ProofCheckError(f"{what}: expected {{headers: [...], proof: hex}}")
-    headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
+    return _check_cert(_parse_certificate(obj, what), first, checker, what)
+
+
+def _check_cert(
+    cert: Certificate, first: BlockHeader | None, checker: CertChecker, what: str
+) -> list[BlockHeader]:
+    """Rule 3 for one decoded certificate whose headers must start at `first` (if given)."""
+    headers = list(cert.headers)
     if first is not None and (not headers or headers[0].block_id != first.block_id):
         raise ProofCheckError(f"{what}: the headers do not start at block {first.height}")
     if not headers:
@@ -508,7 +575,7 @@ def _check_certificate(
             f"{what}: a header is not of epoch {checker.epoch}, whose set checks this certificate"
         )
     tip = headers[-1]
-    proof = CommitProof.decode(parse_hex(obj.get("proof"), name=f"{what} proof"))
+    proof = cert.proof
     child = proof.header
     if child.epoch != checker.epoch:
         raise ProofCheckError(f"{what}: the certificate's child header is of another epoch")

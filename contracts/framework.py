@@ -573,11 +573,12 @@ class Registry:
         }
 
 
-def default_registry() -> Registry:
-    """The system contracts every gmchain node runs: membership, evidence and governance."""
+def default_registry(extra: Sequence[Contract] = ()) -> Registry:
+    """The system contracts: membership, evidence and governance, then `extra` (a node adds
+    crosschain's xclient: `gmchain.crosschain.node_registry`)."""
     # Imported here: those modules import this one.
     from gmchain.contracts.evidence import EvidenceContract
     from gmchain.contracts.governance import GovernanceContract
     from gmchain.contracts.membership import MembershipContract
 
-    return Registry([MembershipContract(), EvidenceContract(), GovernanceContract()])
+    return Registry([MembershipContract(), EvidenceContract(), GovernanceContract(), *extra])

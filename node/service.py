@@ -42,7 +42,7 @@ from gmchain.consensus import ConsensusConfig, Replica
 from gmchain.consensus.messages import ConsensusMessage
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.consensus.types import EpochStart, make_validator_set
-from gmchain.contracts import default_registry
+from gmchain.crosschain import node_registry
 from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.ledger.codec import DecodeError
 from gmchain.ledger.epoch import EpochConfig
@@ -108,7 +108,7 @@ class NodeService:
         self.disk_guard = FreeSpaceGuard(watched, config.min_free_disk_mb)
         self.node_id = NodeId(key.public_key.address)
         self.metrics = NodeMetrics()
-        self.registry = default_registry()
+        self.registry = node_registry()
         self.rules = TxRules(
             chain_id=genesis.chain_id,
             replay_window=genesis.replay_window,

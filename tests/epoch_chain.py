@@ -21,6 +21,7 @@ from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
+from gmchain.contracts.framework import Registry
 from gmchain.contracts.governance import make_join_request, propose_args, vote_args
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.store_api import ChainStore
@@ -59,6 +60,7 @@ class Rig:
     switches: list[EpochSwitch] = field(default_factory=list)
     pending: Block | None = None  # certified on the branch, not committed yet (`run`)
     proposals: int = 0  # governance proposals made so far (the next id is this + 1)
+    registry: Registry | None = None  # the contracts the chain runs (default_registry if None)
 
     @property
     def genesis(self) -> Genesis:
@@ -67,7 +69,7 @@ class Rig:
     def reopen(self, store: ChainStore) -> None:
         """A restart: a new Chain (and pool) over `store`."""
         self.store = store
-        self.chain, self.mempool = _make_chain(self.genesis, store)
+        self.chain, self.mempool = _make_chain(self.genesis, store, self.registry)
         head = self.chain.head
         switch = self.chain.current_epoch_switch()
         self.parent, self.pending = head, None
@@ -172,11 +174,13 @@ class Rig:
             self.extend(block)
 
 
-def _make_chain(genesis: Genesis, store: ChainStore) -> tuple[Chain, Mempool]:
+def _make_chain(
+    genesis: Genesis, store: ChainStore, registry: Registry | None = None
+) -> tuple[Chain, Mempool]:
     rules = TxRules.with_new_caches(
         chain_id=genesis.chain_id,
         replay_window=genesis.replay_window,
-        registry=default_registry(),
+        registry=registry or default_registry(),
     )
     mempool = Mempool(config=MempoolConfig(), rules=rules)
     chain = Chain(
@@ -189,13 +193,19 @@ def _make_chain(genesis: Genesis, store: ChainStore) -> tuple[Chain, Mempool]:
     return chain, mempool
 
 
-def make_rig(store: ChainStore, *, n_keys: int = 3, net: TestNet | None = None) -> Rig:
+def make_rig(
+    store: ChainStore,
+    *,
+    n_keys: int = 3,
+    net: TestNet | None = None,
+    registry: Registry | None = None,
+) -> Rig:
     """A chain over `store` whose genesis has one validator (keys[0]); keys[1:] join later."""
     net = net or make_net(replay_window=200)
     keys = [net.node_key] + [PrivateKey.generate() for _ in range(n_keys - 1)]
-    chain, mempool = _make_chain(net.genesis, store)
+    chain, mempool = _make_chain(net.genesis, store, registry)
     head = chain.head
-    rig = Rig(net=net, store=store, chain=chain, mempool=mempool, keys=keys)
+    rig = Rig(net=net, store=store, chain=chain, mempool=mempool, keys=keys, registry=registry)
     rig.now = net.genesis.timestamp_ms + 1000
     rig.parent = head
     rig.justify = QuorumCert(block_id=head.block_id, round=head.round, height=head.height)

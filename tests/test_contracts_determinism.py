@@ -1,8 +1,9 @@
 """Contract execution must be deterministic: scan the source of contracts/ (rule 1 of framework).
 
 Rejected in every module that contract execution uses (all of contracts/*.py except
-evidence_data.py, the SDK-side sealing helper): imports of clocks, randomness, IO, threads and
-async; float literals; calls of float(); true division `/` (and `/=`).
+evidence_data.py, the SDK-side sealing helper; crosschain/xclient*.py, the xclient system
+contract, and crosschain/packets.py, the formats it decodes): imports of clocks, randomness,
+IO, threads and async; float literals; calls of float(); true division `/` (and `/=`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
+CROSSCHAIN = CONTRACTS.parent / "crosschain"
 EXCLUDED = {"evidence_data.py"}
 FORBIDDEN_MODULES = {
     "time",
@@ -50,12 +52,14 @@ def violations(source: str) -> list[str]:
 
 
 def execution_modules() -> list[Path]:
-    return sorted(p for p in CONTRACTS.glob("*.py") if p.name not in EXCLUDED)
+    xc = [*CROSSCHAIN.glob("xclient*.py"), CROSSCHAIN / "packets.py"]
+    return sorted(p for p in [*CONTRACTS.glob("*.py"), *xc] if p.name not in EXCLUDED)
 
 
 def test_the_scan_covers_the_contracts() -> None:
     names = {p.name for p in execution_modules()}
     assert {"framework.py", "evidence.py", "membership.py", "keys.py"} <= names
+    assert {"xclient.py", "xclient_update.py", "xclient_packets.py", "packets.py"} <= names
 
 
 @pytest.mark.parametrize("path", execution_modules(), ids=lambda p: p.name)

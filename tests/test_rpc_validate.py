@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gmchain.contracts import default_registry
+from gmchain.crosschain import node_registry
 from gmchain.ledger.jsonfmt import shape_json_schema
 from gmchain.node.api import NodeStatus
 from gmchain.node.rpc import RpcServer
@@ -225,7 +225,7 @@ def test_openrpc_query_schemas_are_the_declared_shapes() -> None:
     (call,) = (m for m in load_openrpc()["methods"] if m["name"] == "gm_call")
     expected = {
         f"{c['name']}.{m['name']}": shape_json_schema(m["returns"])
-        for c in default_registry().describe()["contracts"]
+        for c in node_registry().describe()["contracts"]
         for m in c["methods"]
         if m["kind"] == "query"
     }

@@ -1,0 +1,484 @@
+"""The xclient system contract (crosschain/xclient.py X1-X4; docs/crosschain.md) between two real
+chains in memory (tests/xc_rig.py): real blocks, real SM2 quorum certificates, real governance
+epoch changes; every packet, ack and certificate is built from the chains' stores as a relayer
+builds them. Covers issue 13 item 7's forgeries, each refused with its reason."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from gmchain.chain.lightclient import Certificate, compute_validator_set_fingerprint
+from gmchain.consensus.messages import CommitProof
+from gmchain.contracts.xc_layout import ACTIVE, FROZEN, ClientState, client_key
+from gmchain.crosschain import node_registry
+from gmchain.crosschain.packets import ClientUpdate, EpochChange, Misbehaviour, Packet
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
+from tests.epoch_chain import validator_of
+from tests.xc_rig import REGULATOR, Side, events, make_pair, packets_arg, query
+
+OK = ReceiptStatus.OK
+FAILED = ReceiptStatus.FAILED
+
+
+def _height(side: Side, tx: SignedTx | Receipt) -> int:
+    loc = side.store.get_tx_location(tx.tx_id)
+    assert loc is not None
+    return loc[0]
+
+
+def _recv(reg: Side, packets: list[Packet]) -> Receipt:
+    return reg.call("xclient", "recv_packets", [packets_arg(packets)])
+
+
+def _statuses(r: Receipt) -> list[tuple[int, str]]:
+    return [(e["seq"], e["status"]) for e in events(r, "PacketReceived")]
+
+
+def _delivered(n: int = 3) -> tuple[Side, Side, list[SignedTx]]:
+    """A pair where `n` records were submitted (one block) and their header is verified."""
+    biz, reg = make_pair()
+    txs = biz.evidence_txs(n)
+    assert all(r.status == OK for r in biz.run_txs(txs))
+    r = reg.call("xclient", "update_client", [biz.update(_height(biz, txs[0]))])
+    assert r.status == OK, r.error
+    return biz, reg, txs
+
+
+def _client(side: Side, chain: str) -> ClientState:
+    raw = side.store.get_state("xclient", client_key(chain))
+    assert raw is not None
+    return ClientState.decode(raw)
+
+
+def _fork(side: Side, cert: Certificate, keys: list[PrivateKey] | None = None) -> Certificate:
+    """A certificate of another block at the height of `cert`'s first header, signed by the same
+    epoch's validators (or `keys`): what a quorum that equivocates can produce."""
+    real = cert.headers[0]
+    fake = dataclasses.replace(real, timestamp_ms=real.timestamp_ms + 1)
+    child = dataclasses.replace(
+        cert.proof.header if len(cert.headers) == 1 else cert.headers[1],
+        parent_id=fake.block_id,
+        justify=side.rig.qc(fake, keys),
+    )
+    return Certificate(
+        headers=(fake,), proof=CommitProof(header=child, qc=side.rig.qc(child, keys))
+    )
+
+
+# --- X1: update_client --------------------------------------------------------------------------
+
+
+def test_the_node_registry_runs_xclient() -> None:
+    assert "xclient" in node_registry().names
+    assert node_registry().names[:3] == ["membership", "evidence", "governance"]
+
+
+def test_update_client_stores_the_certified_headers_and_repeats_are_no_ops() -> None:
+    biz, reg = make_pair()
+    txs = biz.evidence_txs(2)
+    biz.run_txs(txs)
+    h = _height(biz, txs[0])
+    update = biz.update(h)
+    r = reg.call("xclient", "update_client", [update])
+    assert r.status == OK, r.error
+    assert events(r, "ClientUpdated") == [
+        {"chain": biz.chain_id, "epoch": 0, "latest_height": h, "new_headers": 1}
+    ]
+    header = query(reg, "header", [biz.chain_id, h])
+    assert header["block_id"] == biz.header(h).block_id
+    assert header["tx_root"] == biz.header(h).tx_root and header["tx_count"] == 2
+    client = query(reg, "client", [biz.chain_id])
+    assert client["latest_height"] == h and client["status"] == ACTIVE
+    assert client["certificates"] == 1
+    proof = query(reg, "update_proof", [biz.chain_id, header["update_no"]])
+    assert proof == biz.certificate(h).proof.encode()
+    again = reg.call("xclient", "update_client", [update])
+    assert again.status == OK and again.events == ()
+    assert query(reg, "client", [biz.chain_id])["certificates"] == 1
+    assert query(reg, "clients", [])[0]["chain_id"] == biz.chain_id
+
+
+def test_update_client_refuses_a_quorum_of_non_validators() -> None:
+    biz, reg = make_pair()
+    txs = biz.evidence_txs(1)
+    biz.run_txs(txs)
+    cert = biz.certificate(_height(biz, txs[0]))
+    outsiders = [PrivateKey.generate()]
+    forged = Certificate(
+        headers=cert.headers,
+        proof=CommitProof(header=cert.proof.header, qc=biz.rig.qc(cert.proof.header, outsiders)),
+    )
+    update = ClientUpdate(chain_id=biz.chain_id, certificate=forged).encode()
+    r = reg.call("xclient", "update_client", [update])
+    assert r.status == FAILED
+    assert "does not verify against the trusted validator set" in r.error
+    assert query(reg, "header", [biz.chain_id, cert.headers[0].height]) is None
+
+
+def test_update_client_refuses_an_unregistered_chain() -> None:
+    biz, reg = make_pair()
+    txs = biz.evidence_txs(1)
+    biz.run_txs(txs)
+    cert = biz.certificate(_height(biz, txs[0]))
+    r = reg.call(
+        "xclient",
+        "update_client",
+        [ClientUpdate(chain_id="ghost-chain", certificate=cert).encode()],
+    )
+    assert r.status == FAILED and "'ghost-chain' is not registered" in r.error
+
+
+def test_epoch_changes_are_followed_and_a_stale_sets_quorum_is_refused() -> None:
+    biz, reg = make_pair()
+    early = biz.evidence_txs(1, tag="early")
+    biz.run_txs(early)
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    late = biz.evidence_txs(1, tag="late")
+    biz.run_txs(late)
+    assert biz.rig.chain.validators.current_epoch() == 1
+    h_late = _height(biz, late[0])
+    changes = biz.epoch_changes(0, 1)
+    # The certificate of epoch 1 alone: the client trusts epoch 0.
+    r = reg.call("xclient", "update_client", [biz.update(h_late)])
+    assert r.status == FAILED and "send the epoch changes first" in r.error
+    # Epoch 1's certificate signed by the stale set (epoch 0's one validator) is refused.
+    cert = biz.certificate(h_late)
+    stale = Certificate(
+        headers=cert.headers,
+        proof=CommitProof(
+            header=cert.proof.header, qc=biz.rig.qc(cert.proof.header, biz.rig.keys_of(0))
+        ),
+    )
+    update = ClientUpdate(chain_id=biz.chain_id, epoch_changes=changes, certificate=stale)
+    r = reg.call("xclient", "update_client", [update.encode()])
+    assert r.status == FAILED and "does not verify against the trusted validator set" in r.error
+    assert query(reg, "client", [biz.chain_id])["epoch"] == 0  # nothing of it applied
+    # With the epoch change: the client follows it.
+    r = reg.call("xclient", "update_client", [biz.update(h_late, changes=changes)])
+    assert r.status == OK, r.error
+    client = query(reg, "client", [biz.chain_id])
+    assert client["epoch"] == 1 and len(client["validators"]) == 2
+    ending = changes[0].certificate.headers[0]
+    stored = query(reg, "header", [biz.chain_id, ending.height])
+    assert stored["block_id"] == ending.block_id and stored["epoch"] == 0
+    proof = query(reg, "update_proof", [biz.chain_id, stored["update_no"]])
+    assert proof == changes[0].certificate.proof.encode()
+    assert _recv(reg, [biz.packet(late[0].tx_id, REGULATOR)]).status == OK
+    # A backlog of epoch 0 stays provable: its certificate is checked with epoch 0's stored set.
+    assert query(reg, "header", [biz.chain_id, _height(biz, early[0])]) is None
+    r = reg.call("xclient", "update_client", [biz.update(_height(biz, early[0]))])
+    assert r.status == OK, r.error
+    assert _statuses(_recv(reg, [biz.packet(early[0].tx_id, REGULATOR)])) == [(1, "accepted")]
+    # The known epoch change again, alone: a no-op.
+    r = reg.call("xclient", "update_client", [biz.update(None, changes=changes)])
+    assert r.status == OK and r.events == ()
+
+
+# --- X3: recv_packets -----------------------------------------------------------------------------
+
+
+def test_packets_are_stored_as_verified_copies_and_indexed() -> None:
+    biz, reg, txs = _delivered(3)
+    r = _recv(reg, [biz.packet(t.tx_id, REGULATOR) for t in txs])
+    assert r.status == OK, r.error
+    assert _statuses(r) == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    p = query(reg, "packet", [biz.chain_id, 2])
+    assert p["record_id"] == "r-1" and p["org"] == "org-a" and p["tx_id"] == txs[1].tx_id
+    assert p["scenario"] == "private-fund-sale" and p["recv_tx_id"] == r.tx_id
+    submitted = events(
+        Receipt.decode(biz.store.get_receipt(txs[1].tx_id) or b""), "EvidenceSubmitted"
+    )
+    assert p["record_hash"] == submitted[0]["record_hash"]
+    assert query(reg, "record", [biz.chain_id, "r-2"])["seq"] == 3
+    assert [x["seq"] for x in query(reg, "by_org", [biz.chain_id, "org-a", 1, 5])] == [2, 3]
+    assert [x["seq"] for x in query(reg, "by_flow", [biz.chain_id, "flow-r-0"])] == [1]
+
+
+def _forgeries(biz: Side, txs: list[SignedTx]) -> dict[str, tuple[Packet, str]]:
+    """Issue 13 item 7: each forged packet and the reason it must be refused with."""
+    good = biz.packet(txs[0].tx_id, REGULATOR)
+    other = biz.packet(txs[1].tx_id, REGULATOR)
+    receipt = Receipt.decode(good.proof.receipt)
+    altered = Receipt(
+        tx_id=receipt.tx_id,
+        status=receipt.status,
+        result=receipt.result,
+        events=(*receipt.events, Event(contract="evidence", name="Extra")),
+        error=receipt.error,
+    )
+    proof = good.proof
+    return {
+        "altered tx": (
+            dataclasses.replace(good, proof=dataclasses.replace(proof, tx=other.proof.tx)),
+            "the transaction is not leaf 0",
+        ),
+        "altered receipt": (
+            dataclasses.replace(good, proof=dataclasses.replace(proof, receipt=altered.encode())),
+            "the receipt is not leaf 0",
+        ),
+        "uncertified header": (
+            dataclasses.replace(good, proof=dataclasses.replace(proof, height=proof.height + 1)),
+            "is not verified",
+        ),
+        "unregistered chain": (
+            dataclasses.replace(good, source_chain_id="ghost-chain"),
+            "'ghost-chain' is not registered",
+        ),
+        "wrong dest": (
+            dataclasses.replace(good, dest_chain_id="another-regulator"),
+            "the packet is for chain 'another-regulator'",
+        ),
+        "wrong seq": (dataclasses.replace(good, seq=99), "no PacketQueued event with seq 99"),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "altered tx",
+        "altered receipt",
+        "uncertified header",
+        "unregistered chain",
+        "wrong dest",
+        "wrong seq",
+    ],
+)
+def test_a_forged_packet_is_refused_with_its_reason(kind: str) -> None:
+    biz, reg, txs = _delivered(2)
+    forged, reason = _forgeries(biz, txs)[kind]
+    r = _recv(reg, [forged])
+    assert r.status == FAILED
+    assert reason in r.error and r.error.startswith("all 1 packets refused")
+    assert query(reg, "arrivals", [biz.chain_id, 10])["count"] == 0
+
+
+def test_one_forged_packet_never_blocks_the_good_ones() -> None:
+    biz, reg, txs = _delivered(3)
+    forged, reason = _forgeries(biz, txs)["altered receipt"]
+    good = [biz.packet(t.tx_id, REGULATOR) for t in txs]
+    r = _recv(reg, [good[0], forged, good[1], good[2]])
+    assert r.status == OK
+    assert _statuses(r) == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    refused = events(r, "PacketRefused")
+    assert len(refused) == 1 and reason in refused[0]["reason"]
+    assert [x[1][1] for x in r.result] == ["accepted", "refused", "accepted", "accepted"]  # type: ignore[index, union-attr]
+
+
+def test_a_replayed_packet_is_a_duplicate_not_an_error() -> None:
+    biz, reg, txs = _delivered(1)
+    packet = biz.packet(txs[0].tx_id, REGULATOR)
+    assert _statuses(_recv(reg, [packet])) == [(1, "accepted")]
+    again = _recv(reg, [packet, packet])
+    assert again.status == OK
+    assert _statuses(again) == [(1, "duplicate"), (1, "duplicate")]
+    assert query(reg, "arrivals", [biz.chain_id])["count"] == 1
+    assert query(reg, "packet", [biz.chain_id, 1])["recv_tx_id"] != again.tx_id
+
+
+def test_arrivals_and_missing_after_out_of_order_delivery() -> None:
+    biz, reg, txs = _delivered(5)
+    packets = [biz.packet(t.tx_id, REGULATOR) for t in txs]
+    assert _recv(reg, [packets[0], packets[2], packets[4]]).status == OK
+    arr = query(reg, "arrivals", [biz.chain_id, 10])
+    assert (arr["contiguous"], arr["max_seq"], arr["count"], arr["missing"]) == (1, 5, 3, [2, 4])
+    assert query(reg, "arrivals", [biz.chain_id, 1])["missing"] == [2]
+    assert _recv(reg, [packets[3], packets[1]]).status == OK
+    arr = query(reg, "arrivals", [biz.chain_id])
+    assert (arr["contiguous"], arr["max_seq"], arr["count"], arr["missing"]) == (5, 5, 5, [])
+
+
+# --- misbehaviour ---------------------------------------------------------------------------------
+
+
+def test_a_conflicting_update_freezes_and_names_the_signers_of_both() -> None:
+    biz, reg, txs = _delivered(2)
+    h = _height(biz, txs[0])
+    fork = _fork(biz, biz.certificate(h))
+    r = reg.call(
+        "xclient", "update_client", [ClientUpdate(chain_id=biz.chain_id, certificate=fork).encode()]
+    )
+    assert r.status == OK, r.error  # the call succeeds: its effect is the freeze
+    frozen = events(r, "ClientFrozen")
+    validator = biz.rig.keys[0].public_key.address
+    assert len(frozen) == 1 and frozen[0]["signers"] == [validator]
+    client = query(reg, "client", [biz.chain_id])
+    assert client["status"] == FROZEN and f"two certified blocks at height {h}" in (
+        client["frozen_reason"] or ""
+    )
+    [ev] = query(reg, "misbehaviour", [biz.chain_id])
+    assert ev["height"] == h and ev["block_ids"] == [
+        biz.header(h).block_id,
+        fork.headers[0].block_id,
+    ]
+    assert ev["signers"] == [validator] and ev["proofs"][1] == fork.proof.encode()
+    assert query(reg, "header", [biz.chain_id, h])["block_id"] == biz.header(h).block_id
+    # Frozen: packets and updates are refused until governance unfreezes.
+    r = _recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])
+    assert r.status == FAILED and "is frozen" in r.error
+    r = reg.call("xclient", "update_client", [biz.update(h)])
+    assert r.status == FAILED and "is frozen" in r.error
+    # governance unfreeze_chain writes the client state (status active, the set it names).
+    cs = _client(reg, biz.chain_id)
+    reg.write_client(biz.chain_id, dataclasses.replace(cs, status=ACTIVE, frozen_reason=None))
+    assert _statuses(_recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])) == [(1, "accepted")]
+    assert len(query(reg, "misbehaviour", [biz.chain_id])) == 1  # the evidence stays
+
+
+def test_submit_misbehaviour_freezes_and_refuses_what_is_not_a_fork() -> None:
+    biz, reg, txs = _delivered(1)
+    h = _height(biz, txs[0])
+    real = biz.certificate(h)
+    same = Misbehaviour(chain_id=biz.chain_id, first=real, second=real).encode()
+    r = reg.call("xclient", "submit_misbehaviour", [same])
+    assert r.status == FAILED and "name no different blocks" in r.error
+    outsiders = Misbehaviour(
+        chain_id=biz.chain_id, first=real, second=_fork(biz, real, [PrivateKey.generate()])
+    ).encode()
+    r = reg.call("xclient", "submit_misbehaviour", [outsiders])
+    assert r.status == FAILED and "does not verify" in r.error
+    assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
+    evidence = Misbehaviour(chain_id=biz.chain_id, first=real, second=_fork(biz, real)).encode()
+    r = reg.call("xclient", "submit_misbehaviour", [evidence])
+    assert r.status == OK, r.error
+    assert events(r, "ClientFrozen")[0]["signers"] == [biz.rig.keys[0].public_key.address]
+    assert query(reg, "client", [biz.chain_id])["status"] == FROZEN
+    assert query(reg, "misbehaviour", [biz.chain_id])[0]["height"] == h
+
+
+# --- X4: recv_ack ---------------------------------------------------------------------------------
+
+
+def _acked_pair() -> tuple[Side, Side, list[SignedTx], Receipt]:
+    biz, reg, txs = _delivered(3)
+    recv = _recv(reg, [biz.packet(t.tx_id, REGULATOR) for t in txs[:2]])
+    assert recv.status == OK
+    h = _height(reg, recv)
+    r = biz.call("xclient", "update_client", [reg.update(h)])
+    assert r.status == OK, r.error
+    return biz, reg, txs, recv
+
+
+def test_acks_are_recorded_once_and_found_by_record() -> None:
+    biz, reg, _, recv = _acked_pair()
+    ack = reg.ack(recv.tx_id, biz.chain_id).encode()
+    r = biz.call("xclient", "recv_ack", [ack])
+    assert r.status == OK, r.error
+    assert [(e["seq"], e["record_id"]) for e in events(r, "AckRecorded")] == [
+        (1, "r-0"),
+        (2, "r-1"),
+    ]
+    a = query(biz, "ack_of_record", ["r-1"])
+    assert (a["seq"], a["regulator"], a["status"], a["regulator_tx_id"]) == (
+        2, REGULATOR, "accepted", recv.tx_id,
+    )  # fmt: skip
+    assert query(biz, "ack_of_record", ["r-2"]) is None  # not relayed yet
+    assert [x["seq"] for x in query(biz, "acks", [1, 10])] == [1, 2]
+    again = biz.call("xclient", "recv_ack", [ack])
+    assert again.status == OK and events(again, "AckRecorded") == []
+    assert dict(again.result) == {"new": 0, "known": 2, "unmatched": 0}  # type: ignore[arg-type]
+
+
+def test_an_ack_must_prove_a_recv_packets_call_on_a_verified_header() -> None:
+    biz, reg, _, recv = _acked_pair()
+    # The regulator's update_client transaction is not a recv_packets call.
+    upd = reg.call("xclient", "update_client", [biz.update(1)])
+    h = _height(reg, upd)
+    assert biz.call("xclient", "update_client", [reg.update(h)]).status == OK
+    r = biz.call("xclient", "recv_ack", [reg.ack(upd.tx_id, biz.chain_id).encode()])
+    assert r.status == FAILED and "not xclient.recv_packets" in r.error
+    # An ack for another chain.
+    r = biz.call("xclient", "recv_ack", [reg.ack(recv.tx_id, "someone-else").encode()])
+    assert r.status == FAILED and "the ack is for chain 'someone-else'" in r.error
+    # A recv_packets call in a block the business chain has not verified.
+    biz_txs = biz.evidence_txs(1, tag="later")
+    biz.run_txs(biz_txs)
+    assert reg.call("xclient", "update_client", [biz.update(_height(biz, biz_txs[0]))]).status == OK
+    later = _recv(reg, [biz.packet(biz_txs[0].tx_id, REGULATOR)])
+    assert later.status == OK
+    r = biz.call("xclient", "recv_ack", [reg.ack(later.tx_id, biz.chain_id).encode()])
+    assert r.status == FAILED and "is not verified" in r.error
+    assert query(biz, "ack_of_record", ["later-0"]) is None
+
+
+def test_a_second_epoch_change_of_one_epoch_freezes() -> None:
+    """Epoch 0's set (one validator, whose key the test holds: a Byzantine quorum) also certifies
+    another end of epoch 0 naming another next set; once the real change is followed, the
+    other one is misbehaviour."""
+    biz, reg = make_pair()
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    biz.run_txs(biz.evidence_txs(1))
+    (real,) = biz.epoch_changes(0, 1)
+    r = reg.call("xclient", "update_client", [biz.update(None, changes=(real,))])
+    assert r.status == OK, r.error
+    other_set = (validator_of(biz.rig.keys[2]),)
+    end = real.certificate.headers[0]
+    fake_end = dataclasses.replace(
+        end, next_validators_hash=compute_validator_set_fingerprint(other_set)
+    )
+    child = dataclasses.replace(
+        real.certificate.proof.header, parent_id=fake_end.block_id, justify=biz.rig.qc(fake_end)
+    )
+    fake = EpochChange(
+        epoch=0,
+        certificate=Certificate(
+            headers=(fake_end,), proof=CommitProof(header=child, qc=biz.rig.qc(child))
+        ),
+        next_validators=other_set,
+    )
+    r = reg.call("xclient", "update_client", [biz.update(None, changes=(fake,))])
+    assert r.status == OK, r.error
+    assert events(r, "ClientFrozen")[0]["signers"] == [biz.rig.keys[0].public_key.address]
+    client = query(reg, "client", [biz.chain_id])
+    assert client["status"] == FROZEN and "ended twice" in client["frozen_reason"]
+    assert client["epoch"] == 1 and len(client["validators"]) == 2  # nothing else applied
+
+
+def test_accountability_names_exactly_the_validators_that_signed_both_sides() -> None:
+    """Four validators (quorum 3): one fork signed by v0, v1, v2, another by v1, v2, v3; the
+    evidence names v1 and v2, and the client followed three real epoch changes first."""
+    biz, reg = make_pair(n_keys=4)
+    for key in biz.rig.keys[1:]:
+        assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(key)))
+    txs = biz.evidence_txs(1)
+    biz.run_txs(txs)
+    h = _height(biz, txs[0])
+    r = reg.call("xclient", "update_client", [biz.update(h, changes=biz.epoch_changes(0, 3))])
+    assert r.status == OK, r.error
+    assert query(reg, "client", [biz.chain_id])["epoch"] == 3
+    keys = biz.rig.keys
+    real = biz.certificate(h)
+    a = _fork(biz, real, keys[:3])
+    evidence = Misbehaviour(chain_id=biz.chain_id, first=a, second=_refork(biz, real, keys[1:]))
+    r = reg.call("xclient", "submit_misbehaviour", [evidence.encode()])
+    assert r.status == OK, r.error
+    both = sorted(k.public_key.address for k in keys[1:3])
+    assert events(r, "ClientFrozen")[0]["signers"] == both
+    assert query(reg, "misbehaviour", [biz.chain_id])[0]["signers"] == both
+
+
+def _refork(side: Side, cert: Certificate, keys: list[PrivateKey]) -> Certificate:
+    """Another fork than `_fork`'s at the same height (a second timestamp), signed by `keys`."""
+    real = cert.headers[0]
+    shifted = dataclasses.replace(
+        cert, headers=(dataclasses.replace(real, timestamp_ms=real.timestamp_ms + 1),)
+    )
+    return _fork(side, shifted, keys)
+
+
+def test_one_update_follows_two_changes_and_proves_a_block_of_the_middle_epoch() -> None:
+    biz, reg = make_pair()
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    middle = biz.evidence_txs(1, tag="mid")
+    biz.run_txs(middle)
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[2])))
+    assert biz.rig.chain.validators.current_epoch() == 2
+    h = _height(biz, middle[0])
+    assert biz.header(h).epoch == 1
+    r = reg.call("xclient", "update_client", [biz.update(h, changes=biz.epoch_changes(0, 2))])
+    assert r.status == OK, r.error
+    assert query(reg, "client", [biz.chain_id])["epoch"] == 2
+    assert query(reg, "header", [biz.chain_id, h])["epoch"] == 1
+    assert _statuses(_recv(reg, [biz.packet(middle[0].tx_id, REGULATOR)])) == [(1, "accepted")]

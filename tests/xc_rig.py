@@ -1,0 +1,301 @@
+"""Two real chains in memory for the xclient tests: a business chain and a regulator chain.
+
+Rules this helper keeps:
+1. Both chains are `chain.core.Chain` over a MemStore, driven by tests/epoch_chain.py's `Rig`:
+   blocks are built, executed and committed by the chain library, every QC is signed with real
+   SM2 validator keys, epoch changes come from real governance transactions.
+2. Both run the node's contracts (`crosschain.node_registry`: xclient included). Until the
+   evidence outbox of XC.md lands on main (helper xgov), the business chain's `evidence.submit`
+   is the real contract followed by the outbox step of XC.md ("The outbox"): `OutboxEvidence`.
+3. Registrations and the relay rule are governance writes into the xclient namespace; until the
+   governance kinds land, `seed` writes them straight into the committed state (the executor
+   reads it from the store like any committed write).
+4. Certificates, tx proofs, packets and acks are built from the stores exactly as a relayer
+   would from the RPC's bundles: nothing here decides a test's outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gmchain.chain.epochs import EpochRecord
+from gmchain.chain.genesis import make_genesis_block
+from gmchain.chain.lightclient import Certificate
+from gmchain.consensus.messages import CommitProof
+from gmchain.contracts.evidence import EvidenceContract
+from gmchain.contracts.framework import Context, Registry
+from gmchain.contracts.governance import GovernanceContract
+from gmchain.contracts.membership import MembershipContract
+from gmchain.contracts.xc_layout import (
+    OUTBOX_COUNT_KEY,
+    PACKET_QUEUED,
+    RELAY_RULE_KEY,
+    ClientState,
+    RelayRule,
+    client_key,
+    outbox_key,
+)
+from gmchain.crosschain.packets import Ack, ClientUpdate, EpochChange, Packet, TxProof
+from gmchain.crosschain.xclient import XClientContract
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.memstore import MemStore
+from gmchain.ledger.merkle import leaf_hash, root_and_inclusion_proof
+from gmchain.ledger.types import Block, BlockHeader, Genesis, GenesisValidator, Receipt, SignedTx
+from tests.epoch_chain import Rig, make_rig
+from tests.node_helpers import T0, TestNet, evidence_args, make_net, sign_tx
+
+REGULATOR = "regulator-chain"
+
+
+class OutboxEvidence(EvidenceContract):
+    """Rule 2: evidence.submit, then XC.md's outbox step (relay rule -> outbox -> PacketQueued)."""
+
+    def submit(self, ctx: Context, *args: Any) -> Value:  # type: ignore[override]
+        result = EvidenceContract.submit(self, ctx, *args)
+        if any(e.name == PACKET_QUEUED for e in ctx.events):
+            return result  # the real outbox (contracts/evidence.py E8) queued it already
+        raw = ctx.reader_for("xclient").get(RELAY_RULE_KEY)
+        rule = None if raw is None else RelayRule.decode(raw)
+        if rule is not None and rule.selects(args[2]):
+            seq = int.from_bytes(ctx.state.get(OUTBOX_COUNT_KEY) or b"", "big") + 1
+            ctx.state.put(outbox_key(seq), encode([ctx.tx_id, args[0], args[1], ctx.sender_org]))
+            ctx.state.put(OUTBOX_COUNT_KEY, seq.to_bytes(8, "big"))
+            ctx.emit(
+                PACKET_QUEUED, ("seq", seq), ("dest", rule.dest_chain_id), ("record_id", args[0])
+            )
+        return result
+
+    submit.__gmchain_method__ = EvidenceContract.submit.__gmchain_method__  # type: ignore[attr-defined]
+
+
+for _name, _attr in vars(EvidenceContract).items():  # the other methods and queries, unchanged
+    if hasattr(_attr, "__gmchain_method__") and _name not in vars(OutboxEvidence):
+        setattr(OutboxEvidence, _name, _attr)
+
+
+def registry() -> Registry:
+    return Registry(
+        [MembershipContract(), OutboxEvidence(), GovernanceContract(), XClientContract()]
+    )
+
+
+class SeededStore(MemStore):
+    """Rule 3."""
+
+    def seed(self, namespace: str, key: bytes, value: bytes) -> None:
+        self._state.setdefault(namespace, {})[key] = value
+        self._sorted_keys.pop(namespace, None)
+
+
+@dataclass
+class Side:
+    """One chain of the pair."""
+
+    rig: Rig
+    store: SeededStore
+
+    @property
+    def chain_id(self) -> str:
+        return self.rig.genesis.chain_id
+
+    @property
+    def admin(self) -> PrivateKey:
+        return self.rig.net.accounts[0]
+
+    def run_txs(self, txs: list[SignedTx]) -> list[Receipt]:
+        """The txs in one block, committed (two more blocks: the 2-chain rule)."""
+        self.rig.run(2, txs={0: txs})
+        out = []
+        for tx in txs:
+            raw = self.store.get_receipt(tx.tx_id)
+            assert raw is not None, "not committed"
+            out.append(Receipt.decode(raw))
+        return out
+
+    def call(self, contract: str, method: str, args: list[Value]) -> Receipt:
+        tx = sign_tx(
+            self.admin,
+            chain_id=self.chain_id,
+            expiry=self.rig.chain.head.height + 50,
+            contract=contract,
+            method=method,
+            args=args,
+        )
+        return self.run_txs([tx])[0]
+
+    def evidence_txs(self, n: int, *, flow: str | None = None, tag: str = "r") -> list[SignedTx]:
+        """`n` evidence.submit txs: records tag-0.. (one flow if `flow`, chained in order)."""
+        out, prev = [], None
+        head = self.rig.chain.head.height
+        for i in range(n):
+            rid = f"{tag}-{i}"
+            args = evidence_args(rid, flow, data=rid.encode(), prev=prev if flow else None)
+            out.append(sign_tx(self.admin, chain_id=self.chain_id, expiry=head + 50, args=args))
+            prev = rid
+        return out
+
+    def register(self, other: Side) -> None:
+        """Rule 3: governance's register_chain(other) on this chain."""
+        g = other.rig.genesis
+        cs = ClientState(
+            genesis_hash=g.compute_hash(),
+            genesis_block_id=make_genesis_block(g)[0].header.block_id,
+            epoch=0,
+            validators=g.validators,
+        )
+        self.store.seed("xclient", client_key(other.chain_id), cs.encode())
+
+    def write_client(self, chain: str, cs: ClientState) -> None:
+        self.store.seed("xclient", client_key(chain), cs.encode())
+
+    def relay_to(self, dest: str) -> None:
+        self.store.seed("xclient", RELAY_RULE_KEY, RelayRule(dest_chain_id=dest).encode())
+
+    # -- what a relayer builds -------------------------------------------------------------------
+
+    def header(self, height: int) -> BlockHeader:
+        raw = self.store.get_header_by_height(height)
+        assert raw is not None
+        return BlockHeader.decode(raw)
+
+    def certificate(self, height: int) -> Certificate:
+        """The headers from `height` to the tip a stored CommitProof (or epoch record)
+        certifies, as chain/proofs.py assembles them."""
+        ends = {}
+        for n in range(1, self.store.last_epoch() + 1):
+            rec = EpochRecord.decode(self.store.get_epoch_record(n) or b"")
+            ends[rec.ending.height] = rec
+        head = self.store.head_height() or 0
+        for h in range(height, head + 1):
+            raw = self.store.get_commit_proof(h)
+            if raw:
+                proof = CommitProof.decode(raw)
+                tip = proof.header.height - 1
+                if tip >= height:
+                    hs = tuple(self.header(x) for x in range(height, tip + 1))
+                    return Certificate(headers=hs, proof=proof)
+            if h in ends:
+                rec = ends[h]
+                hs = tuple(self.header(x) for x in range(height, h + 1))
+                return Certificate(headers=hs + rec.headers[1:], proof=rec.proof)
+        raise AssertionError(f"no certificate covers {height}")
+
+    def epoch_changes(self, first: int, last: int) -> tuple[EpochChange, ...]:
+        out = []
+        for n in range(first + 1, last + 1):
+            rec = EpochRecord.decode(self.store.get_epoch_record(n) or b"")
+            out.append(
+                EpochChange(
+                    epoch=n - 1,
+                    certificate=Certificate(headers=rec.headers, proof=rec.proof),
+                    next_validators=rec.config.validators,
+                )
+            )
+        return tuple(out)
+
+    def update(self, height: int | None, *, changes: tuple[EpochChange, ...] = ()) -> bytes:
+        cert = None if height is None else self.certificate(height)
+        return ClientUpdate(
+            chain_id=self.chain_id, epoch_changes=changes, certificate=cert
+        ).encode()
+
+    def tx_proof(self, tx_id: bytes) -> TxProof:
+        loc = self.store.get_tx_location(tx_id)
+        assert loc is not None
+        h, i = loc
+        block = Block.decode(self.store.get_block_by_height(h) or b"")
+        ids = [t.tx_id for t in block.txs]
+        receipts = [self.store.get_receipt(t) or b"" for t in ids]
+        _, tx_path = root_and_inclusion_proof([leaf_hash(t) for t in ids], i)
+        _, r_path = root_and_inclusion_proof([leaf_hash(r) for r in receipts], i)
+        return TxProof(
+            height=h,
+            index=i,
+            tx=block.txs[i].encode(),
+            tx_path=tuple(tx_path),
+            receipt=receipts[i],
+            receipt_path=tuple(r_path),
+        )
+
+    def packet(self, tx_id: bytes, dest: str) -> Packet:
+        proof = self.tx_proof(tx_id)
+        receipt = Receipt.decode(proof.receipt)
+        seq = next(dict(e.fields)["seq"] for e in receipt.events if e.name == PACKET_QUEUED)
+        return Packet(source_chain_id=self.chain_id, dest_chain_id=dest, seq=seq, proof=proof)
+
+    def ack(self, tx_id: bytes, dest: str) -> Ack:
+        return Ack(source_chain_id=self.chain_id, dest_chain_id=dest, proof=self.tx_proof(tx_id))
+
+
+def regulator_net() -> TestNet:
+    """Like tests/node_helpers.make_net, with the regulator's own chain id."""
+    node_key = PrivateKey.generate()
+    accounts = [PrivateKey.generate() for _ in range(2)]
+    genesis = Genesis(
+        chain_id=REGULATOR,
+        timestamp_ms=T0,
+        validators=(GenesisValidator(pubkey=node_key.public_key.to_bytes(), power=1, org="org-a"),),
+        replay_window=200,
+        accounts=tuple((k.public_key.to_bytes(), "org-a", "admin") for k in accounts),
+    )
+    return TestNet(genesis, node_key, accounts, PrivateKey.generate())
+
+
+def make_pair(n_keys: int = 3) -> tuple[Side, Side]:
+    """(business, regulator): each registers the other; the business chain relays to the
+    regulator (rules 2, 3). The business chain has `n_keys` validator keys (one in genesis)."""
+    bs, rs = SeededStore(), SeededStore()
+    net = make_net(replay_window=200)
+    biz = Side(make_rig(bs, n_keys=n_keys, net=net, registry=registry()), bs)
+    reg = Side(make_rig(rs, net=regulator_net(), registry=registry()), rs)
+    reg.register(biz)
+    biz.register(reg)
+    biz.relay_to(REGULATOR)
+    return biz, reg
+
+
+def packets_arg(packets: list[Packet]) -> list[Value]:
+    return [[p.encode()] for p in packets]
+
+
+def events(receipt: Receipt, name: str) -> list[dict[str, Value]]:
+    return [dict(e.fields) for e in receipt.events if e.name == name]
+
+
+class _Reader:
+    """A contract's committed state, read-only (as gm_call reads it)."""
+
+    def __init__(self, store: MemStore, namespace: str) -> None:
+        self.store, self.namespace = store, namespace
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.store.get_state(self.namespace, key)
+
+    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        for kv in self.store.iter_state(self.namespace, prefix):
+            if len(out) >= limit:
+                break
+            out.append(kv)
+        return out
+
+
+def query(side: Side, method: str, args: list[Value]) -> Any:
+    """xclient.<method>(args) on `side`'s committed state, as a dict for records."""
+    value = registry().query(lambda ns: _Reader(side.store, ns), "xclient", method, args)
+    return as_dicts(value)
+
+
+def as_dicts(value: Any) -> Any:
+    """[[name, value], ...] records -> dicts (recursively), lists of records -> lists of dicts."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in value)
+    ):
+        return {k: as_dicts(v) for k, v in value}
+    if isinstance(value, list):
+        return [as_dicts(v) for v in value]
+    return value
