@@ -15,9 +15,9 @@ Rules this module keeps:
    that epoch: the epoch changes come from the source's `gm_getEpochProof(client, target)` and
    go in order, each update at most MAX_UPDATE_BYTES (split into updates without certificate
    when larger); certificates of the target epoch then go concurrently (the `TxSender` bounds
-   how many are in flight). A height of an epoch below the client's whose header is not verified
-   cannot be verified any more: it is reported, never retried in a loop of failing
-   transactions.
+   how many are in flight). A height of an epoch below the client's is certified on its own: the
+   contract checks it with the set it stored for that epoch (`s/<chain>/<epoch>`), and refuses
+   it if it has none (the failure is reported; the next cycle tries again from fresh progress).
 4. An update that the destination accepts but that froze the client (status OK with a
    `ClientFrozen` event: the source equivocated, XC.md "Misbehaviour on update") stops the
    relayer's work on that client: `ClientFrozenError`. Only governance unfreezes a client.
@@ -121,14 +121,12 @@ class ClientFeeder:
         for p in sorted(proven, key=lambda p: p.height):
             by_height.setdefault(p.height, p)
         todo: list[ProvenTx] = []
+        past: list[ProvenTx] = []
         for height, p in by_height.items():
             if await self.is_verified(height):
                 feed.verified.add(height)
             elif p.epoch < client.epoch:
-                feed.failed[height] = (
-                    f"its header is of epoch {p.epoch}, below the client's trusted epoch "
-                    f"{client.epoch}, and was never verified"
-                )
+                past.append(p)
             elif p.epoch > target:
                 feed.deferred.add(height)
             else:
@@ -136,12 +134,13 @@ class ClientFeeder:
         # Certificates of the client's own epoch first, then the epoch changes, then the
         # target epoch's (rule 3).
         await self._certify([p for p in todo if p.epoch == client.epoch], feed)
+        await self._certify(past, feed)  # the contract checks them with a stored past set
         later = [p for p in todo if p.epoch != client.epoch]
         if later:
             reached = await self._advance(client.epoch, target, feed)
             feed.deferred.update(p.height for p in later if p.epoch != reached)
             await self._certify([p for p in later if p.epoch == reached], feed)
-        for p in todo:
+        for p in [*todo, *past]:
             if p.height not in feed.verified and p.height not in feed.deferred:
                 feed.failed.setdefault(p.height, "the client update for its header failed")
         return feed

@@ -171,6 +171,7 @@ async def _exercise(rpc: _Checked, http: aiohttp.ClientSession, port: int, key: 
 
     await _exercise_reads(rpc, first, second, refused, digest)
     await _exercise_governance(rpc, key, chain_id)
+    await _exercise_crosschain(rpc, contracts)
 
 
 async def _exercise_reads(
@@ -227,6 +228,43 @@ async def _exercise_reads(
     assert (await rpc.error("gm_blockNumber", ["extra"]))["code"] == -32602
     assert (await rpc.error("gm_subscribe", ["newHeads"]))["code"] == -32601  # over HTTP
     assert (await rpc.error("no_such_method"))["code"] == -32601
+
+
+async def _exercise_crosschain(rpc: _Checked, contracts: dict[str, Any]) -> None:
+    """The cross-chain reads on a chain with no foreign chain registered and no relay rule:
+    nothing is there. Each is the query of its contract, so a registry without that contract
+    or query answers -31102 (QueryFailed), like gm_call."""
+    methods = {c["name"]: {m["name"] for m in c["methods"]} for c in contracts["contracts"]}
+    has_xclient = "xclient" in methods
+    has_outbox = "outbox" in methods.get("evidence", set())
+    absent = [
+        ("gm_getCrossChainClient", ["no-such-chain"], has_xclient),
+        ("gm_getRelayedRecord", ["no-such-chain", 1], has_xclient),
+        ("gm_getRelayedRecord", {"chainId": "no-such-chain", "key": "oc-1"}, has_xclient),
+        ("gm_getAck", ["oc-1"], has_xclient),
+    ]
+    for method, params, present in absent:
+        if present:
+            assert await rpc.call(method, params) is None, method
+        else:
+            assert (await rpc.error(method, params))["code"] == -31102, method
+    if has_xclient:
+        arrivals = await rpc.call("gm_getArrivals", ["no-such-chain", 5])
+        assert arrivals is None or (arrivals["count"], arrivals["missing"]) == (0, [])
+    else:
+        assert (await rpc.error("gm_getArrivals", ["no-such-chain"]))["code"] == -31102
+    if has_outbox:
+        assert await rpc.call("gm_getOutbox", [1, 10]) == {"count": 0, "packets": []}
+    else:
+        assert (await rpc.error("gm_getOutbox", []))["code"] == -31102
+    for method, params in (
+        ("gm_getArrivals", ["x", 0]),
+        ("gm_getArrivals", ["x", 1001]),
+        ("gm_getRelayedRecord", ["x", 0]),
+        ("gm_getRelayedRecord", ["x", True]),
+        ("gm_getOutbox", [0]),
+    ):
+        assert (await rpc.error(method, params))["code"] == -32602, (method, params)
 
 
 async def _exercise_governance(rpc: _Checked, key: Any, chain_id: str) -> None:

@@ -112,9 +112,7 @@ def test_a_real_bundle_becomes_a_packet_whose_paths_lead_to_the_header(chain: _C
         assert receipt.tx_id == tx.tx_id and receipt.status == 0
         # A path checked against another index fails: the check above can fail.
         if header.tx_count == 1:
-            assert not verify_inclusion(
-                leaf_hash(tx.tx_id), 0, 2, proof.tx_path, header.tx_root
-            )
+            assert not verify_inclusion(leaf_hash(tx.tx_id), 0, 2, proof.tx_path, header.tx_root)
         # The certificate the relayer will submit verifies with the genesis' validators.
         cert = proven.commit
         assert cert.headers[0].block_id == header.block_id
