@@ -97,18 +97,16 @@ class AckRelay:
         self.acked_below = 1  # rule 1
 
     async def acked(self, upto: int) -> set[int]:
-        """Rule 1: acknowledged seqs in [acked_below, upto] (a bounded scan)."""
+        """Rule 1: acknowledged seqs in [acked_below, upto], read in windows of _ACK_PAGE seqs
+        (`acks(start, limit)` answers the acks that exist among start .. start + limit - 1)."""
         found: set[int] = set()
         start = self.acked_below
         for _ in range(_ACK_PAGES):
             if start > upto:
                 break
             page = await self.business.query(XCLIENT, "acks", [start, _ACK_PAGE])
-            seqs = [s for s in (_seq_of(x) for x in page or ()) if s is not None]
-            found.update(seqs)
-            if len(page or ()) < _ACK_PAGE:
-                break
-            start = max(seqs) + 1
+            found.update(s for s in (_seq_of(x) for x in page or ()) if s is not None)
+            start += _ACK_PAGE
         while self.acked_below in found:
             found.discard(self.acked_below)
             self.acked_below += 1

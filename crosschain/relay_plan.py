@@ -13,9 +13,10 @@ Rules this module keeps:
    (as long as fewer than `fresh` arrive per cycle) while the sweep drains the backlog.
 2. Only seqs known to be missing are taken: every seq above the destination's `max_seq` (up to
    the source's count) and the seqs of the destination's `missing` list. A seq between
-   `contiguous` and `max_seq` beyond a truncated `missing` list is unknown and waits for a
-   later cycle (the sweep reaches it as `contiguous` rises). The lowest missing seq,
-   `contiguous + 1`, is always taken when anything is missing (the epoch rule needs it).
+   `contiguous` and `max_seq` beyond a truncated `missing` list (cut at the caller's limit, or
+   at MISSING_SCAN seqs above `contiguous`) is unknown and waits for a later cycle (the sweep
+   reaches it as `contiguous` rises). The lowest missing seq, `contiguous + 1`, is always taken
+   when anything is missing (the epoch rule needs it).
 3. A `recv_packets` transaction carries at most MAX_BATCH packets and at most MAX_BATCH_BYTES
    bytes of packets (tx_max_bytes is 64 KiB; the rest is the transaction's own envelope); a
    packet larger than that on its own is never sent (the caller reports it). Batches keep the
@@ -36,6 +37,7 @@ from typing import TypeVar
 __all__ = [
     "MAX_BATCH",
     "MAX_BATCH_BYTES",
+    "MISSING_SCAN",
     "Arrivals",
     "batches",
     "compute_target_epoch",
@@ -45,6 +47,8 @@ __all__ = [
 
 MAX_BATCH = 64  # packets per recv_packets (XC.md; the contract's bound)
 MAX_BATCH_BYTES = 48 * 1024  # packet bytes per recv_packets transaction
+# The destination lists missing seqs only within this many above contiguous (xclient.arrivals).
+MISSING_SCAN = 10_000
 _T = TypeVar("_T")
 
 

@@ -50,6 +50,7 @@ from gmchain.contracts.xc_layout import XCLIENT
 from gmchain.crosschain.relay_acks import AckRelay
 from gmchain.crosschain.relay_client import ClientFeeder, ClientFrozenError
 from gmchain.crosschain.relay_plan import (
+    MISSING_SCAN,
     Arrivals,
     batches,
     compute_target_epoch,
@@ -370,7 +371,7 @@ class Relayer:
             report.refused += 1
             self.stats.refused["packet too large"] += 1
         outcomes = await asyncio.gather(
-            *(self.to_regulator.send(XCLIENT, "recv_packets", [list(g)]) for g in groups)
+            *(self.to_regulator.send(XCLIENT, "recv_packets", [[[p] for p in g]]) for g in groups)
         )
         for group, outcome in zip(groups, outcomes, strict=True):
             report.sent += len(group)
@@ -421,14 +422,17 @@ class Relayer:
 
 
 def _still_missing(arrivals: Arrivals, seq: int, limit: int) -> bool:
-    """Rule 1: False if `seq` is known to have arrived (the missing list is complete up to
-    max_seq unless it holds `limit` seqs)."""
+    """Rule 1: False if `seq` is known to have arrived. The missing list is complete up to
+    max_seq unless it holds `limit` seqs or max_seq lies beyond the destination's scan
+    (MISSING_SCAN seqs above contiguous)."""
     if seq <= arrivals.contiguous:
         return False
     if seq > arrivals.max_seq or seq in arrivals.missing:
         return True
-    truncated = len(arrivals.missing) >= limit
-    return truncated and bool(arrivals.missing) and seq > arrivals.missing[-1]
+    complete = (
+        len(arrivals.missing) < limit and arrivals.max_seq - arrivals.contiguous <= MISSING_SCAN
+    )
+    return not complete and seq > (arrivals.missing[-1] if arrivals.missing else 0)
 
 
 def _pairs(value: Any) -> list[tuple[str, Any]]:
