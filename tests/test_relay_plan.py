@@ -18,6 +18,7 @@ import pytest
 from gmchain.crosschain.relay_plan import (
     MAX_BATCH,
     MAX_BATCH_BYTES,
+    MISSING_SCAN,
     Arrivals,
     batches,
     compute_target_epoch,
@@ -79,6 +80,9 @@ def test_seqs_beyond_a_truncated_missing_list_wait() -> None:
     assert _still_missing(arr, 30, limit=2)  # unknown: the destination decides
     assert not _still_missing(arr, 30, limit=1000)  # a complete list: 30 arrived
     assert not _still_missing(arr, 10, limit=2) and _still_missing(arr, 51, limit=2)
+    # The destination scans at most MISSING_SCAN seqs above contiguous: past that, unknown.
+    far = Arrivals(contiguous=0, max_seq=MISSING_SCAN + 50, count=10, missing=(1, 2))
+    assert _still_missing(far, MISSING_SCAN + 20, limit=1000)
 
 
 def test_batches_keep_both_bounds_and_the_order() -> None:
