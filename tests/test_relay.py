@@ -281,6 +281,7 @@ def test_one_cycle_delivers_every_record_once_and_acks_come_back(pair: _Pair) ->
 
     done = _relay_once(pair)
     line = _cycle_line(done.stderr)
+    print(line)  # shown with -s: the docs' example line
     assert done.returncode == 0, (line, done.stderr[-3000:])
     assert f"delivered={RECORDS} " in line and "duplicate=0" in line and "refused=0" in line, line
 
@@ -320,3 +321,96 @@ def test_one_cycle_delivers_every_record_once_and_acks_come_back(pair: _Pair) ->
     assert again.returncode == 0, (line, again.stderr[-3000:])
     assert "selected=0" in line and "sent=0" in line and "acks=0" in line, line
     assert reg.rpc.call("gm_getArrivals", biz.chain_id)["count"] == RECORDS
+
+
+def _wait_epoch(chain: _Chain, epoch: int) -> None:
+    end = time.monotonic() + 120
+    while chain.rpc.call("gm_getEpoch")["epoch"] < epoch:
+        assert time.monotonic() < end, f"{chain.chain_id} did not reach epoch {epoch}"
+        time.sleep(0.2)
+
+
+def _relay_once_async(pair: _Pair) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            GMCHAIN,
+            "relay",
+            "--business",
+            pair.business.url,
+            "--regulator",
+            pair.regulator.url,
+            "--key",
+            str(pair.relayer_key),
+            "--once",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
+
+
+def _count(line: str, name: str) -> int:
+    return int(line.split(f" {name}=")[1].split()[0])
+
+
+def test_epoch_changes_on_both_chains_and_two_relayers_at_once(pair: _Pair) -> None:
+    """After the first test: both chains move to epoch 1 (a governance parameter change), ten
+    more records are queued, and two relayers run at once. Together they deliver each new
+    record exactly once (the second sees `duplicate`, never a second copy), move the
+    regulator's client of the business chain and the business chain's client of the regulator
+    to epoch 1 (the epoch changes come from gm_getEpochProof), and every ack comes back."""
+    biz, reg = pair.business, pair.regulator
+    if not (_has_relay_contracts(biz) and _has_relay_contracts(reg)):
+        pytest.skip("the xclient contract or the evidence outbox is not in the registry yet")
+    before = reg.rpc.call("gm_getArrivals", biz.chain_id)["count"]
+    if before != RECORDS:
+        pytest.skip("needs the state the first relay test leaves")
+    _decide(biz, "set_param", "block_max_txs", "4000")
+    _decide(reg, "set_param", "block_max_txs", "4000")
+    _wait_epoch(biz, 1)
+    _wait_epoch(reg, 1)
+    assert reg.rpc.call("gm_getCrossChainClient", biz.chain_id)["epoch"] == 0
+    key = biz.node.client_key()
+    head = biz.rpc.call("gm_status")["height"]
+    ids = []
+    for i in range(10):
+        tx = sign_tx(
+            key,
+            chain_id=biz.chain_id,
+            expiry=head + 20,
+            args=evidence_args(f"late-{i}", data=f"late {i}".encode()),
+        )
+        ids.append(biz.rpc.call("gm_sendRawTransaction", "0x" + tx.encode().hex()))
+    for tx_id in ids:
+        receipt = None
+        end = time.monotonic() + 120
+        while receipt is None and time.monotonic() < end:
+            receipt = biz.rpc.call("gm_waitForReceipt", tx_id, 5000)
+        assert receipt is not None and receipt["status"] == 0, receipt
+    total = RECORDS + 10
+    assert biz.rpc.call("gm_getOutbox", total, 1)["count"] == total
+
+    procs = [_relay_once_async(pair), _relay_once_async(pair)]
+    lines = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        line = _cycle_line(err)
+        assert proc.returncode == 0, (line, err[-3000:])
+        lines.append(line)
+    print("\n".join(lines))
+    assert sum(_count(ln, "delivered") for ln in lines) == 10, lines
+    arrivals = reg.rpc.call("gm_getArrivals", biz.chain_id)
+    assert (arrivals["contiguous"], arrivals["count"]) == (total, total)
+    assert reg.rpc.call("gm_getCrossChainClient", biz.chain_id)["epoch"] == 1
+    # Acks of the new records: the business chain's client of the regulator followed epoch 1
+    # (one more cycle if the racing relayers each acknowledged only what they had seen).
+    missing = [i for i in range(10) if biz.rpc.call("gm_getAck", f"late-{i}") is None]
+    if missing:
+        done = _relay_once(pair)
+        assert done.returncode == 0, _cycle_line(done.stderr)
+    for i in range(10):
+        ack = biz.rpc.call("gm_getAck", f"late-{i}")
+        assert ack is not None and ack["regulator"] == reg.chain_id, (i, ack)
+    assert biz.rpc.call("gm_getCrossChainClient", reg.chain_id)["epoch"] == 1
