@@ -8,9 +8,12 @@ verified (`h/<chain>/<height>`), and verifies headers only through `update_clien
 Rules this module keeps:
 1. Progress is read from the destination, never remembered: the client's state
    (`xclient.client`) and, per height, whether its header is verified (`xclient.header`).
-2. One certificate per update; a certificate whose headers cover a later packet's height makes
-   that height's own certificate unnecessary (the tx bundle's `commit` runs from the tx's block
-   to the certified tip).
+2. One certificate per update, covering as many of the packets' heights as it can: the
+   certificates of packets of one epoch are joined (the first packet's block, every header up to
+   the last packet's block, and that one's certified tip) while the result stays within
+   MAX_HEADERS headers, MAX_UPDATE_BYTES, and MAX_GAP heights without packets; a height already
+   inside a certificate needs no other. The headers in between come from the source node and
+   are checked to link (parent ids, heights, one epoch); the destination checks everything again.
 3. The client is moved to `target` (crosschain/relay_plan.py rule 4) before any certificate of
    that epoch: the epoch changes come from the source's `gm_getEpochProof(client, target)` and
    go in order, each update at most MAX_UPDATE_BYTES (split into updates without certificate
@@ -26,14 +29,16 @@ Rules this module keeps:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gmchain.chain.lightclient import Certificate
+from gmchain.consensus.messages import CommitProof
 from gmchain.contracts.xc_layout import FROZEN, XCLIENT
-from gmchain.crosschain.packets import ClientUpdate, EpochChange
+from gmchain.crosschain.packets import MAX_HEADERS, ClientUpdate, EpochChange
 from gmchain.crosschain.relay_proofs import (
     ProvenTx,
     RelayProofError,
@@ -41,10 +46,14 @@ from gmchain.crosschain.relay_proofs import (
     epoch_changes_from_json,
 )
 from gmchain.crosschain.relay_rpc import ChainView, RelayRpcError, TxOutcome, TxSender, record
+from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.jsonvalues import parse_hex
+from gmchain.ledger.types import BlockHeader
 
 __all__ = ["MAX_UPDATE_BYTES", "ClientFeeder", "ClientFrozenError", "ClientView", "Feed"]
 
 MAX_UPDATE_BYTES = 48 * 1024
+MAX_GAP = 64  # heights without packets a joined certificate may span (rule 2)
 _MAX_EPOCHS_PER_PROOF = 32  # gm_getEpochProof's bound (node/rpcgov.py rule 3)
 
 
@@ -146,17 +155,61 @@ class ClientFeeder:
         return feed
 
     async def _certify(self, todo: Sequence[ProvenTx], feed: Feed) -> None:
-        """Rule 2: one certificate per height not covered by an earlier one, concurrently."""
-        certs: list[Certificate] = []
-        covered: set[int] = set()
-        for p in todo:
-            if p.height not in covered:
-                certs.append(p.commit)
-                covered.update(h.height for h in p.commit.headers)
+        """Rule 2: as few certificates as cover every height, sent concurrently."""
+        certs = await self._combined(sorted(todo, key=lambda p: p.height))
         results = await asyncio.gather(*(self._send(None, c, feed) for c in certs))
         for cert, ok in zip(certs, results, strict=True):
             if ok:
                 feed.verified.update(h.height for h in cert.headers)
+
+    async def _combined(self, todo: Sequence[ProvenTx]) -> list[Certificate]:
+        """Rule 2: packets' certificates joined into longer ones. Packets at heights a < b of
+        one epoch share one certificate: a's headers, the headers between (read from the
+        source, `gm_getBlockByNumber` member `raw`), then b's certificate, as long as it stays
+        within MAX_HEADERS headers and MAX_UPDATE_BYTES and the gap within MAX_GAP heights."""
+        certs: list[Certificate] = []
+        headers: list[BlockHeader] = []
+        proof: CommitProof | None = None
+
+        def close() -> None:
+            if headers and proof is not None:
+                certs.append(Certificate(headers=tuple(headers), proof=proof))
+
+        for p in todo:
+            if headers and p.height <= headers[-1].height:
+                continue  # already covered
+            if headers and p.epoch == headers[0].epoch:
+                middle = await self._between(headers, p)
+                if middle is not None:
+                    headers += [*middle, *p.commit.headers]
+                    proof = p.commit.proof
+                    continue
+            close()
+            headers, proof = list(p.commit.headers), p.commit.proof
+        close()
+        return certs
+
+    async def _between(self, headers: list[BlockHeader], p: ProvenTx) -> list[BlockHeader] | None:
+        """The headers strictly between `headers[-1]` and `p`'s block if joining is allowed."""
+        gap = p.height - headers[-1].height - 1
+        size = sum(len(h.encode()) for h in headers) + len(p.commit.proof.encode())
+        per = size // len(headers) + 1
+        total = len(headers) + gap + len(p.commit.headers)
+        if gap > MAX_GAP or total > MAX_HEADERS or size + per * total > MAX_UPDATE_BYTES:
+            return None
+        middle: list[BlockHeader] = []
+        for height in range(headers[-1].height + 1, p.height):
+            try:
+                block = await self.source.rpc.call("gm_getBlockByNumber", [height])
+                middle.append(BlockHeader.decode(parse_hex(block["raw"], name="raw")))
+            except (RelayRpcError, DecodeError, ValueError, TypeError, KeyError):
+                return None
+        chain = [headers[-1], *middle, p.commit.headers[0]]
+        linked = all(
+            b.parent_id == a.block_id and b.height == a.height + 1 and b.epoch == a.epoch
+            for a, b in itertools.pairwise(chain)
+        )
+        return middle if linked else None
 
     async def refresh(self, client: ClientView, target: int) -> bool:
         """A scheduled refresh (or the follow-up of an epoch change): move the client to
