@@ -8,6 +8,7 @@ header of the regulator it has verified and records `a/<seq>` for each accepted 
 Rules this module keeps:
 1. Which seqs need an ack is read from the chains: arrived on the regulator (its
    `arrivals(business)`), not acknowledged on the business chain (its `acks(start, limit)`).
+   A cycle looks at most _ACK_PAGE * _ACK_PAGES seqs from `acked_below` on.
    The only thing kept between cycles is `acked_below`: every seq below it is acknowledged on
    the business chain, a fact that can never become false (acks are never removed); a fresh
    relayer starts it at 1.
@@ -122,9 +123,10 @@ class AckRelay:
             return
         arrivals = await self.arrivals()
         acked = await self.acked(arrivals.max_seq)
+        scanned = min(arrivals.max_seq, self.acked_below + _ACK_PAGE * _ACK_PAGES - 1)
         arrived = [
             s
-            for s in range(self.acked_below, arrivals.max_seq + 1)
+            for s in range(self.acked_below, scanned + 1)
             if s not in acked and _arrived(arrivals, s)
         ]
         order = arrived[::-1][:FRESH] + arrived

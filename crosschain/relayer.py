@@ -251,6 +251,9 @@ class Relayer:
             report.errors.append(f"{what}: {exc}")
         except (KeyError, TypeError, ValueError) as exc:  # a reply of an unexpected shape
             report.errors.append(f"{what}: unexpected reply: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # our bug: logged with its traceback, the loop goes on
+            report.errors.append(f"{what}: internal error: {type(exc).__name__}: {exc}")
+            self.log.exception("%s: internal error", what)
 
     # --- proofs ---------------------------------------------------------------------------------
 
@@ -314,9 +317,12 @@ class Relayer:
         lowest = proven.get(arrivals.contiguous + 1)
         await self._lag(lowest)
         source_epoch = await self.business.epoch()
-        target = compute_target_epoch(
-            client.epoch, None if lowest is None else lowest.epoch, source_epoch
-        )
+        if lowest is None and arrivals.contiguous < queued:
+            target = client.epoch  # the oldest missing record's epoch is unknown: do not move
+        else:
+            target = compute_target_epoch(
+                client.epoch, None if lowest is None else lowest.epoch, source_epoch
+            )
         feed = await self.forward_client.ensure(list(proven.values()), client, target)
         report.updates += feed.updates_sent
         for height, why in feed.failed.items():
