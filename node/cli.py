@@ -1,7 +1,7 @@
 """The `gmchain` command line: the parser, `main`, keys, and the commands run by other modules.
 
 The client commands (status, tx, evidence, proof) live in node/cli_client.py; `gov` in
-node/cli_gov.py.
+node/cli_gov.py; `relay` in node/cli_relay.py.
 
 Rules this module keeps:
 1. Every command has `--help`. Errors are one line on stderr, never a traceback: exit 1 for a
@@ -43,6 +43,7 @@ from gmchain.node.cli_client import (
     print_json,
 )
 from gmchain.node.cli_gov import add_gov_commands
+from gmchain.node.cli_relay import add_relay_command
 
 __all__ = ["build_parser", "main"]
 
@@ -454,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_proof_verify)
 
     add_gov_commands(sub, out, rpc, _add_wait)  # `gmchain gov ...` (node/cli_gov.py)
+    add_relay_command(sub)  # `gmchain relay` (node/cli_relay.py)
     return parser
 
 

@@ -25,8 +25,9 @@ Rules this module keeps (docs/rpc.md is the user's statement of them):
 This module is the server: HTTP and WebSocket endpoints, request checks, dispatch and error
 mapping. The method handlers are node/rpcmethods.py (`RpcMethods`), the subscriptions
 node/rpcsubs.py (`RpcSubscriptions`), the governance and epoch methods node/rpcgov.py
-(`GovMethods`), the counters node/rpcmetrics.py; the server builds each with
-what it needs and calls the handlers from one table.
+(`GovMethods`), the cross-chain methods node/rpcxc.py (`XcMethods`), the counters
+node/rpcmetrics.py; the server builds each with what it needs and calls the handlers from one
+table.
 
 Sources: JSON-RPC 2.0 specification; OpenRPC 1.2.6; RFC 6455 (WebSocket); Prometheus text
 exposition format 0.0.4; FISCO BCOS / Ethereum method naming (docs/REFERENCES.md).
@@ -75,6 +76,7 @@ from gmchain.node.rpcspec import (
 )
 from gmchain.node.rpcsubs import RpcSubscriptions
 from gmchain.node.rpcvalidate import ReplyValidator, from_env
+from gmchain.node.rpcxc import XcMethods
 
 __all__ = ["METHODS", "WS_METHODS", "RpcConfig", "RpcServer", "load_openrpc"]
 
@@ -158,6 +160,7 @@ class RpcServer:
         self._handlers: dict[str, MethodHandler] = {
             **self._methods.handlers(),
             **GovMethods(api).handlers(),
+            **XcMethods(api).handlers(),
             **self._subs.handlers(),
         }
         assert self._handlers.keys() == METHODS.keys()  # one handler per method: our bug if not

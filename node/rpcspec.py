@@ -114,6 +114,17 @@ def _p_any(name: str, v: Any) -> Any:
     return v
 
 
+def _p_seq_or_id(name: str, v: Any) -> int | str:
+    """A packet's seq (integer >= 1) or a record id (string; node/rpcxc.py rule 2)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 1 <= v <= _MAX_HEIGHT:
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: a seq is an integer >= 1")
+        return v
+    if isinstance(v, str):
+        return p_str(name, v)
+    raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: expected a seq or a record id")
+
+
 _Parser = Callable[[str, Any], Any]
 
 
@@ -207,6 +218,16 @@ METHODS: dict[str, RpcMethod] = {
     "gm_getEpochProof": RpcMethod(
         (_Param("fromEpoch", _p_height), _Param("toEpoch", _p_height, False, None))
     ),
+    # cross-chain (node/rpcxc.py)
+    "gm_getCrossChainClient": RpcMethod((_Param("chainId", p_str),)),
+    "gm_getArrivals": RpcMethod(
+        (_Param("chainId", p_str), _Param("missingLimit", _p_height, False, None))
+    ),
+    "gm_getRelayedRecord": RpcMethod((_Param("chainId", p_str), _Param("key", _p_seq_or_id))),
+    "gm_getOutbox": RpcMethod(
+        (_Param("start", _p_height, False, None), _Param("limit", _p_height, False, None))
+    ),
+    "gm_getAck": RpcMethod((_Param("recordId", p_str),)),
     "gm_subscribe": RpcMethod(
         (_Param("kind", p_str), _Param("filter", _p_any, False, None)), ws_only=True
     ),

@@ -171,6 +171,7 @@ async def _exercise(rpc: _Checked, http: aiohttp.ClientSession, port: int, key: 
 
     await _exercise_reads(rpc, first, second, refused, digest)
     await _exercise_governance(rpc, key, chain_id)
+    await _exercise_crosschain(rpc)
 
 
 async def _exercise_reads(
@@ -227,6 +228,29 @@ async def _exercise_reads(
     assert (await rpc.error("gm_blockNumber", ["extra"]))["code"] == -32602
     assert (await rpc.error("gm_subscribe", ["newHeads"]))["code"] == -32601  # over HTTP
     assert (await rpc.error("no_such_method"))["code"] == -32601
+
+
+async def _exercise_crosschain(rpc: _Checked) -> None:
+    """The cross-chain reads (node/rpcxc.py) on a chain with no foreign chain registered and no
+    relay rule: nothing is there; bad params are refused before any query runs."""
+    for method, params in (
+        ("gm_getCrossChainClient", ["no-such-chain"]),
+        ("gm_getRelayedRecord", ["no-such-chain", 1]),
+        ("gm_getRelayedRecord", {"chainId": "no-such-chain", "key": "oc-1"}),
+        ("gm_getAck", ["oc-1"]),
+    ):
+        assert await rpc.call(method, params) is None, method
+    arrivals = await rpc.call("gm_getArrivals", ["no-such-chain", 5])
+    assert (arrivals["contiguous"], arrivals["count"], arrivals["missing"]) == (0, 0, [])
+    assert await rpc.call("gm_getOutbox", [1, 10]) == {"count": 0, "packets": []}
+    for method, params in (
+        ("gm_getArrivals", ["x", 0]),
+        ("gm_getArrivals", ["x", 1001]),
+        ("gm_getRelayedRecord", ["x", 0]),
+        ("gm_getRelayedRecord", ["x", True]),
+        ("gm_getOutbox", [0]),
+    ):
+        assert (await rpc.error(method, params))["code"] == -32602, (method, params)
 
 
 async def _exercise_governance(rpc: _Checked, key: Any, chain_id: str) -> None:
