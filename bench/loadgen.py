@@ -16,6 +16,8 @@ Rules this module keeps:
    here. Heights skipped by the subscription are fetched too. Validity (receipt status OK) is
    checked after the run, outside the window.
 5. All times are `time.monotonic()` (CLOCK_MONOTONIC, shared by every process on the machine).
+6. Every 5 s one progress line on stderr names the phase and the time left in it and in the run,
+   then the counts, so an operator sees a stall while it happens.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadPlan", "LoadResult", "QueryPlan", "rpc_call", "run_load", "run_queries"]
+__all__ = ["LoadPlan", "LoadResult", "QueryPlan", "hms", "rpc_call", "run_load", "run_queries"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +48,9 @@ class LoadPlan:
     drain_s: float = 15.0  # after the last send, wait this long for outstanding commits
     verify_receipts: int = 1000  # receipts checked after the run (all if fewer committed)
     host: str = "127.0.0.1"
+    label: str = "load"  # the phase, named in every progress line (rule 6)
+    phase_end_at: float = 0.0  # monotonic end of the whole phase (0: this plan's last due time)
+    run_end_at: float = 0.0  # monotonic estimate of the end of the whole run (0: unknown)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -338,20 +343,37 @@ async def _check_receipts(plan: LoadPlan, res: LoadResult) -> None:
 
 
 async def _progress(res: LoadResult, sender: _Sender, watcher: _Watcher) -> None:
-    """One line on stderr every 5 s, so an operator sees a stall while it happens."""
+    """Rule 6."""
     import sys
 
+    plan = sender.plan
+    phase_end = plan.phase_end_at or res.t0 + len(res.due) / plan.rate
     while True:
         await asyncio.sleep(5.0)
-        t = time.monotonic() - res.t0
+        now = time.monotonic()
+        t = now - res.t0
         acked = sum(1 for x in res.acked if x == x)
+        left = f"{hms(phase_end - now)} left in phase" if now < phase_end else "draining"
+        if plan.run_end_at:
+            left += f", ~{hms(plan.run_end_at - now)} in run"
         print(
-            f"[bench]   t={t:5.1f}s due={min(len(res.due), int(t * sender.plan.rate))} "
-            f"acked={acked} refused={sum(res.errors.values())} committed={watcher.committed} "
+            f"[bench]   {plan.label}: {left}; t={t:5.1f}s "
+            f"due={min(len(res.due), int(t * plan.rate))} acked={acked} "
+            f"refused={sum(res.errors.values())} committed={watcher.committed} "
             f"queued_batches={sender.queue.qsize()} head={watcher.last_height}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def hms(seconds: float) -> str:
+    """A duration for people: `42 s`, `3 min 05 s`, `2 h 10 min`."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 async def _run_load(plan: LoadPlan) -> LoadResult:

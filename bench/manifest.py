@@ -1,9 +1,11 @@
 """The report's manifest (what was measured where) and the same machine's microbenchmarks.
 
 Rules this module keeps:
-1. Every report says what machine, software and parameters produced it: CPU model, cores, memory,
-   Python, OpenSSL, package versions, git commit (and whether the tree was dirty), consensus and
-   packing parameters, generator settings.
+1. Every report says what machine, software and parameters produced it: CPU model (the kernel's
+   `model name` in full, plus vendor, family, model, stepping, clock, cache and whether a
+   hypervisor is present), cores, memory, OS, load average before and after, Python, OpenSSL,
+   package versions, git commit (and whether the tree was dirty), consensus and packing
+   parameters, generator settings.
 2. Microbenchmarks are measured on the spot, before the nodes start: SM2 verify/s on one thread and
    on all threads and SM3 MB/s (`crypto_sm.bench.run_bench`), synced LevelDB writes/s (plyvel,
    `sync=True` single puts, the per-block durability primitive of ledger/store).
@@ -29,14 +31,36 @@ __all__ = ["ceiling_tps", "machine_manifest", "microbench"]
 _PACKAGES = ("aiohttp", "uvloop", "msgpack", "plyvel", "cryptography", "prometheus-client")
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (proc(5)), or {} off Linux."""
+    out: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model")):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                if out:
+                    break
+                continue
+            k, _, v = line.partition(":")
+            out.setdefault(k.strip(), v.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return out
+
+
+def _cpu_model(info: dict[str, str]) -> str:
+    """`model name` exactly as the kernel reports it (a VM may hide the exact part: the family,
+    model and stepping fields then still identify it)."""
+    return info.get("model name") or info.get("Model") or platform.processor() or platform.machine()
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
 
 
 def _mem_total_gb() -> float:
@@ -68,25 +92,39 @@ def _openssl_text() -> str:
         return ssl.OPENSSL_VERSION
 
 
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def machine_manifest() -> dict[str, Any]:
     repo = Path(__file__).resolve().parent.parent
-    versions: dict[str, str | None] = {}
-    for p in _PACKAGES:
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = None
+    versions = {p: _version(p) for p in _PACKAGES}
+    info = _cpuinfo()
+    flags = info.get("flags", "").split()
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": _cpu_model(info),
+        "cpu": {
+            "vendor": info.get("vendor_id"),
+            "family": info.get("cpu family"),
+            "model": info.get("model"),
+            "stepping": info.get("stepping"),
+            "mhz": info.get("cpu MHz"),
+            "cache": info.get("cache size"),
+            "virtualized": "hypervisor" in flags,
+        },
         "cores": os.cpu_count(),
         "memory_gb": _mem_total_gb(),
-        "os": f"{platform.system()} {platform.release()}",
+        "os": f"{_os_name()}, {platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "python": sys.version.split()[0],
         "openssl": _openssl_text(),
         "packages": versions,
         "git_commit": _git(repo, "rev-parse", "HEAD"),
         "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
+        "gmchain": _version("gmchain"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

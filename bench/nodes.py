@@ -7,11 +7,14 @@ Rules this module keeps:
 3. CPU and RSS come from /proc/PID/stat and /proc/PID/status (Linux proc(5)), sampled once a second
    by a background thread of the harness, summed over the node process and its children (its
    signature worker processes); a node that died yields no sample, not an error.
+4. The whole sampled series goes into the report (`Sampler.export`), merged down to at most
+   1,500 points per node, so an hours-long run shows its RSS and CPU drift.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -235,6 +238,7 @@ class Sampler:
         self.system = system
         self.extra = extra or {}
         self.series: dict[str, list[tuple[float, float, int]]] = {}  # name -> (t, cpu%, rss)
+        self.origin = time.monotonic()  # t = 0 of `export`'s time axis
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -276,4 +280,23 @@ class Sampler:
                 "rss_mb_max": round(max(p[2] for p in win) / 2**20, 1),
                 "rss_mb_last": round(win[-1][2] / 2**20, 1),
             }
+        return out
+
+    def export(self, max_points: int = 1500) -> dict[str, list[list[float]]]:
+        """name -> [[t since `origin` s, CPU %, RSS MB], ...], at most `max_points` per node:
+        consecutive samples are merged (mean CPU, max RSS) when there are more (rule 4)."""
+        out = {}
+        for name, pts in self.series.items():
+            step = max(1, math.ceil(len(pts) / max_points))
+            rows = []
+            for k in range(0, len(pts), step):
+                grp = pts[k : k + step]
+                rows.append(
+                    [
+                        round(grp[0][0] - self.origin, 1),
+                        round(sum(p[1] for p in grp) / len(grp), 1),
+                        round(max(p[2] for p in grp) / 2**20, 1),
+                    ]
+                )
+            out[name] = rows
         return out

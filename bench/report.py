@@ -1,4 +1,4 @@
-"""Turning raw load results into the report: analysis, JSON schema, Markdown, PNG charts.
+"""Turning raw load results into the report's numbers: analysis and JSON schema.
 
 Rules this module keeps:
 1. Definitions (printed in every report, `DEFINITIONS`): committed = in a block with a quorum
@@ -9,8 +9,11 @@ Rules this module keeps:
 2. Stable field names: `REQUIRED_FIELDS` are always present (`check_schema` enforces it); new
    fields may be added, none renamed.
 3. Analysis is a pure function of the recorded times, so it is unit-tested on synthetic results.
-4. Charts need matplotlib (in the `[node]` extra); without it the report says so and carries no
-   PNG, and nothing else changes.
+4. A long phase runs as consecutive segments (bench.run rule 5); `merge_segments` combines
+   their analyses exactly: counts and failures add up, latency histograms merge, the steady
+   windows are laid end to end (a segment's commits that land in a later segment's window
+   count: `commit_until_s`), and the per-second series continue on one time axis.
+The human report (Markdown, HTML, SVG charts) is bench.human's, built from this JSON alone.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from gmchain.bench.hdr import Histogram
@@ -29,8 +31,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "analyze",
     "check_schema",
-    "render_markdown",
-    "write_charts",
+    "merge_segments",
 ]
 
 DEFINITIONS = {
@@ -72,20 +73,34 @@ def _ok(x: float) -> bool:
     return x == x  # not NaN
 
 
-def analyze(res: LoadResult, *, rate: float, warmup_s: float, duration_s: float) -> dict[str, Any]:
-    """Rule 1 over one load phase; times relative to the phase's t0."""
+def analyze(
+    res: LoadResult,
+    *,
+    rate: float,
+    warmup_s: float,
+    duration_s: float,
+    hist_out: Histogram | None = None,
+    commit_until_s: float | None = None,
+) -> dict[str, Any]:
+    """Rule 1 over one load phase; times relative to the phase's t0. The window's latencies
+    are also recorded into `hist_out` when given, and a segment counts its commits and
+    acknowledgements up to `commit_until_s` (the end of the whole phase's window), so the
+    segments' counts add up to the phase's (rule 4)."""
     t0 = res.t0
     w0, w1 = t0 + warmup_s, t0 + duration_s
+    c1 = t0 + (duration_s if commit_until_s is None else commit_until_s)
     win = max(1e-9, w1 - w0)
     n = len(res.due)
     valid_frac = res.receipts_ok / res.receipts_checked if res.receipts_checked else 1.0
     committed_idx = [i for i in range(n) if _ok(res.committed[i])]
-    in_win = sum(1 for i in committed_idx if w0 <= res.committed[i] <= w1)
-    acked_in_win = sum(1 for t in res.acked if _ok(t) and w0 <= t <= w1)
+    in_win = sum(1 for i in committed_idx if w0 <= res.committed[i] <= c1)
+    acked_in_win = sum(1 for t in res.acked if _ok(t) and w0 <= t <= c1)
     hist = Histogram()
     for i in committed_idx:
         if w0 <= res.due[i] <= w1:
             hist.record(max(0, int((res.committed[i] - res.due[i]) * 1e6)))
+    if hist_out is not None:
+        hist_out.merge(hist)
     acked = sum(1 for t in res.acked if _ok(t))
     refused = sum(res.errors.values())
     committed = len(committed_idx)
@@ -199,131 +214,62 @@ def check_schema(report: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _fmt_lat(lat: dict[str, Any]) -> str:
-    return " / ".join(f"{lat.get(k, 0):g}" for k in LATENCY_FIELDS)
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    m = report["manifest"]
-    mb = report["microbench"]
-    lines = [
-        f"# gmchain bench — profile `{report['profile']}`",
-        "",
-        f"{m['date_utc']} · {m['cpu_model']} · {m['cores']} cores · {m['memory_gb']} GB · "
-        f"Python {m['python']} · {m['openssl']} · commit {m['git_commit'][:12]}"
-        + (" (dirty)" if m.get("git_dirty") else ""),
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        "## Result",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| offered TPS | {report.get('offered_tps')} (batch {report['load']['batch']}) |",
-        f"| committed TPS | **{report['tps_committed']}** |",
-        f"| accepted TPS | {report['tps_accepted']} |",
-        f"| latency ms p50/p90/p99/p99.9/max | {_fmt_lat(report['latency_ms'])} |",
-        f"| success rate | {report['success_rate']:.2%} |",
-        f"| SM2 ceiling TPS / ratio | {report['ceiling_tps']} / {report['ratio_to_ceiling']} |",
-        f"| blocks in window / mean interval ms / txs per block | "
-        f"{report['blocks']['count_in_window']} / {report['blocks']['interval_ms']['mean']} / "
-        f"{report['blocks']['txs_per_block_mean']} |",
-        f"| generator CPU | {report['generator']['cpu_pct_of_one_core']} % of one core "
-        f"(+ {report['signing']['cpu_s']} CPU-s signing before the run) |",
-        "",
-        "Failures: " + (", ".join(f"{k}: {v}" for k, v in report["failures"].items()) or "none"),
-        "",
-        "## Microbenchmarks (same machine, before the run)",
-        "",
-        f"SM2 verify/s: {mb['sm2_verify_per_s_1thread']} (1 thread), "
-        f"{mb['sm2_verify_per_s_all_threads']} (all {mb['threads']}); SM3 {mb['sm3_mb_per_s']} "
-        f"MB/s; synced LevelDB writes/s {mb['synced_writes_per_s']}.",
-        "",
-        "## Nodes (CPU %, RSS)",
-        "",
-        "| node | CPU % mean | CPU % max | RSS MB max |",
-        "|---|---|---|---|",
-    ]
-    for name, s in report["nodes"].items():
-        lines.append(f"| {name} | {s['cpu_pct_mean']} | {s['cpu_pct_max']} | {s['rss_mb_max']} |")
-    if report.get("queries"):
-        lines += ["", "## Queries (closed loop)", "", "| kind | queries/s | p50 ms | p99 ms |"]
-        lines.append("|---|---|---|---|")
-        for q in report["queries"]:
-            lat = q["latency_ms"]
-            lines.append(f"| {q['kind']} | {q['queries_per_s']} | {lat['p50']} | {lat['p99']} |")
-    if report.get("sweep"):
-        lines += ["", "## Rate sweep", "", "| offered | committed | success | p50 ms | p99 ms |"]
-        lines.append("|---|---|---|---|---|")
-        for p in report["sweep"]["points"]:
-            lines.append(
-                f"| {p['offered_tps']} | {p['tps_committed']} | {p['success_rate']:.2%} | "
-                f"{p['latency_ms']['p50']} | {p['latency_ms']['p99']} |"
-            )
-        lines.append("")
-        lines.append(f"Knee: {report['sweep'].get('knee')}")
-    for name, sc in report.get("scenarios", {}).items():
-        lines += ["", f"## Scenario: {name}", "", "```", _short(sc), "```"]
-    lines += ["", "## Parameters", "", "```"]
-    lines += [f"{k} = {v}" for k, v in report["parameters"].items()]
-    lines += ["```", "", "## Definitions", ""]
-    lines += [f"- **{k}**: {v}" for k, v in report["definitions"].items()]
-    if report.get("charts_note"):
-        lines += ["", f"Charts: {report['charts_note']}"]
-    for c in report.get("charts", []):
-        lines += ["", f"![{Path(c).stem}]({Path(c).name})"]
-    return "\n".join(lines) + "\n"
-
-
-def _short(sc: dict[str, Any]) -> str:
-    keep = {k: v for k, v in sc.items() if k not in ("series", "blocks", "counts", "generator")}
-    return "\n".join(f"{k}: {v}" for k, v in keep.items())
-
-
-def write_charts(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[list[str], str]:
-    """PNG charts (rule 4): throughput and latency over time; latency against offered load."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], "matplotlib is not installed (pip install matplotlib): no PNG charts"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    s = report["series"]
-    t = [p["t"] for p in s]
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    a1.plot(t, [p["offered"] for p in s], label="offered")
-    a1.plot(t, [p["accepted"] for p in s], label="accepted")
-    a1.plot(t, [p["committed"] for p in s], label="committed")
-    a1.set_ylabel("tx/s")
-    a1.legend()
-    a1.set_title(f"gmchain bench {report['profile']}: throughput and latency over time")
-    a2.plot(t, [p["p50_ms"] for p in s], label="p50")
-    a2.plot(t, [p["p99_ms"] for p in s], label="p99")
-    a2.set_ylabel("latency ms")
-    a2.set_xlabel("seconds since start")
-    a2.legend()
-    p1 = out_dir / f"{stem}-time.png"
-    fig.tight_layout()
-    fig.savefig(p1, dpi=90)
-    plt.close(fig)
-    paths.append(str(p1))
-    pts = report.get("sweep", {}).get("points") or []
-    if pts:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        x = [p["offered_tps"] for p in pts]
-        for k in ("p50", "p99"):
-            ax.plot(x, [p["latency_ms"][k] for p in pts], marker="o", label=k)
-        ax.set_xlabel("offered TPS")
-        ax.set_ylabel("latency ms")
-        ax.set_yscale("log")
-        ax.legend()
-        ax.set_title("latency against offered load")
-        p2 = out_dir / f"{stem}-load.png"
-        fig.tight_layout()
-        fig.savefig(p2, dpi=90)
-        plt.close(fig)
-        paths.append(str(p2))
-    return paths, ""
+def merge_segments(parts: list[tuple[dict[str, Any], float]], hist: Histogram) -> dict[str, Any]:
+    """Rule 4: `parts` = (analysis, its t0 offset in s from the first segment's t0) in order;
+    `hist` holds every segment's window latencies."""
+    first = parts[0][0]
+    counts: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    by_t: dict[int, dict[str, Any]] = {}
+    win = committed_w = accepted_w = 0.0
+    blocks_in = 0
+    for a, off in parts:
+        counts.update(a["counts"])
+        failures.update(a["failures"])
+        w = a["window_s"][1] - a["window_s"][0]
+        win += w
+        committed_w += a["tps_committed"] * w
+        accepted_w += a["tps_accepted"] * w
+        blocks_in += a["blocks"]["count_in_window"]
+        for p in a["series"]:  # a segment's late commits share seconds with the next one
+            t = p["t"] + round(off)
+            q = by_t.get(t)
+            if q is None:
+                by_t[t] = p | {"t": t}
+                continue
+            lat = p if p["committed"] > q["committed"] else q
+            by_t[t] = {
+                "t": t,
+                **{k: q[k] + p[k] for k in ("offered", "accepted", "committed")},
+                "p50_ms": lat["p50_ms"],
+                "p99_ms": lat["p99_ms"],
+            }
+    total_s = parts[-1][1] + parts[-1][0]["window_s"][1]
+    gen = [a["generator"] for a, _ in parts]
+    blocks = dict(first["blocks"])
+    blocks["count_in_window"] = blocks_in
+    blocks["heights"] = [first["blocks"]["heights"][:1], parts[-1][0]["blocks"]["heights"][-1:]]
+    blocks["heights"] = [h for hs in blocks["heights"] for h in hs]
+    blocks["max_gap_ms"] = max((a["blocks"]["max_gap_ms"] or 0.0 for a, _ in parts), default=None)
+    return first | {
+        "tps_committed": round(committed_w / win, 1) if win else 0.0,
+        "tps_accepted": round(accepted_w / win, 1) if win else 0.0,
+        "latency_ms": hist.summary_ms(),
+        "success_rate": round(counts["committed_valid"] / counts["scheduled"], 4)
+        if counts["scheduled"]
+        else 0.0,
+        "counts": dict(counts),
+        "failures": dict(failures),
+        "window_s": [first["window_s"][0], total_s],
+        "series": [by_t[t] for t in sorted(by_t)],
+        "blocks": blocks,
+        "generator": {
+            "cpu_s": round(sum(g["cpu_s"] for g in gen), 2),
+            "wall_s": round(sum(g["wall_s"] for g in gen), 2),
+            "cpu_pct_of_one_core": round(
+                100 * sum(g["cpu_s"] for g in gen) / max(1e-9, sum(g["wall_s"] for g in gen)), 1
+            ),
+            "watched_rpc_port": first["generator"]["watched_rpc_port"],
+        },
+        "segments": len(parts),
+    }

@@ -9,10 +9,20 @@ Rules this module keeps:
 4. Scenarios follow CAICT's method (bench.knee): stress at the knee, spike at 2x the knee,
    stability at 20 % of the knee; cluster4 faults: one validator killed, the round leader killed,
    a node restarted after >= 10 blocks (catch-up time).
+5. A phase longer than `segment_s` (600 s) runs as back-to-back segments, each its own load
+   child started at the previous one's last due time, so an hours-long stability run never holds
+   more than two segments of signed transactions; the next segment is signed while the current
+   one runs (its CPU is reported like all signing). Later segments have no warm-up.
+6. Every phase states its batch; bench.cli fixes one batch for the whole run, so the points of a
+   sweep differ only in their rate.
+7. Before each phase one line names it, its rate, duration and batch, and the time left in the
+   phase and in the run (`remaining_after_s`, set by the caller's schedule); the load child
+   repeats the time left every 5 s.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import threading
 import time
@@ -22,14 +32,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from gmchain.bench.knee import SweepPoint, find_knee
-from gmchain.bench.loadgen import LoadPlan, LoadResult, QueryPlan, run_load, run_queries
+from gmchain.bench.hdr import Histogram
+from gmchain.bench.knee import SweepPoint, classify, find_knee
+from gmchain.bench.loadgen import LoadPlan, LoadResult, QueryPlan, hms, run_load, run_queries
 from gmchain.bench.nodes import Sampler, System, rpc
-from gmchain.bench.report import analyze
-from gmchain.bench.workload import BENCH_REPLAY_WINDOW, presign
+from gmchain.bench.report import analyze, merge_segments
+from gmchain.bench.workload import BENCH_REPLAY_WINDOW, SignedBatch, presign
 from gmchain.crypto_sm import PrivateKey
 
-__all__ = ["BATCH_WINDOW_S", "Harness", "LoadSettings", "batch_for"]
+__all__ = ["BATCH_WINDOW_S", "Harness", "LoadSettings", "batch_for", "window_p50s"]
 
 Action = Callable[["Harness", float], dict[str, Any]]  # (harness, phase t0) -> what happened
 
@@ -50,11 +61,13 @@ def batch_for(rate: float, batch: int) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadSettings:
-    batch: int = 0  # 0: auto (batch_for)
+    batch: int = 0  # 0: auto per phase (batch_for); bench.cli fixes it once per run (rule 6)
     connections: int = 16
     warmup_s: float = 5.0
     drain_s: float = 15.0
     verify_receipts: int = 1000
+    segment_s: float = 600.0  # longest single load child (rule 5)
+    lead_s: float = 4.0  # time for the load child to spawn and connect before t0
 
 
 def _child_load(plan: LoadPlan, out: Connection) -> None:
@@ -94,35 +107,37 @@ class Harness:
         self.last_result: LoadResult | None = None
         self.tx_ids: list[str] = []  # committed tx ids (0x hex) for the query workloads
         self.record_ids: list[str] = []
+        self.remaining_after_s = 0.0  # the run's estimated time after the current phase
+        self._sign_rate = 0.0  # transactions signed per wall second, last measured
 
     def phase(
-        self, rate: float, duration_s: float, *, actions: list[tuple[float, Action]] | None = None
+        self,
+        rate: float,
+        duration_s: float,
+        *,
+        actions: list[tuple[float, Action]] | None = None,
+        label: str = "load",
     ) -> dict[str, Any]:
-        """One open-loop phase at `rate` for `duration_s`; the analysis dict (+ `actions`)."""
+        """One open-loop phase at `rate` for `duration_s`; the analysis dict (+ `actions`).
+        A phase longer than `segment_s` runs as back-to-back segments (rule 5)."""
         s = self.settings
-        count = max(1, int(rate * duration_s))
-        tag = uuid.uuid4().hex[:8]
-        signed = presign(
-            self.keys,
-            count,
-            chain_id=self.system.chain_id,
-            expiry=BENCH_REPLAY_WINDOW // 2,
-            run_tag=tag,
-        )
-        self.signing_cpu_s += signed.cpu_s
-        self.signing_wall_s += signed.wall_s
-        start_at = time.monotonic() + 4.0
-        plan = LoadPlan(
-            ports=self.system.ports,
-            watch_ports=self.system.ports,
-            raws=signed.raws,
-            ids=signed.ids,
-            rate=rate,
-            batch=batch_for(rate, s.batch),
-            connections=s.connections,
-            start_at=start_at,
-            drain_s=s.drain_s,
-            verify_receipts=s.verify_receipts,
+        batch = batch_for(rate, s.batch)
+        n_seg = max(1, math.ceil(duration_s / s.segment_s - 1e-9)) if not actions else 1
+        seg_len = [min(s.segment_s, duration_s - k * s.segment_s) for k in range(n_seg)]
+        if n_seg == 1:
+            seg_len = [duration_s]
+        start_at = time.monotonic() + s.lead_s + self._sign_estimate(rate * seg_len[0])
+        phase_end = start_at + duration_s
+        run_end = phase_end + self.remaining_after_s
+        cpu0, wall0 = self.signing_cpu_s, self.signing_wall_s
+        first = self._sign(rate, seg_len[0])
+        start_at = max(start_at, time.monotonic() + s.lead_s)
+        print(
+            f"[bench] {label}: {rate:g} tx/s for {hms(duration_s)}, batch {batch}"
+            + (f", {n_seg} segments of {hms(s.segment_s)}" if n_seg > 1 else "")
+            + f"; phase ends in {hms(phase_end - time.monotonic())}, "
+            f"run in ~{hms(run_end - time.monotonic())}",
+            flush=True,
         )
         done: list[dict[str, Any]] = []
         threads = [
@@ -131,24 +146,104 @@ class Harness:
         ]
         for t in threads:
             t.start()
-        res: LoadResult = _in_child(_child_load, plan, timeout=duration_s + s.drain_s + 600)
+        hist = Histogram()
+        parts: list[tuple[dict[str, Any], float]] = []
+        signed = first
+        pending: list[tuple[threading.Thread, list[Any], float, float, Any]] = []
+        t_seg = start_at
+        for k, length in enumerate(seg_len):
+            box: list[Any] = []
+            plan = LoadPlan(
+                ports=self.system.ports,
+                watch_ports=self.system.ports,
+                raws=signed.raws,
+                ids=signed.ids,
+                rate=rate,
+                batch=batch,
+                connections=s.connections,
+                start_at=t_seg,
+                drain_s=s.drain_s,
+                verify_receipts=s.verify_receipts,
+                label=label + (f" segment {k + 1}/{n_seg}" if n_seg > 1 else ""),
+                phase_end_at=phase_end,
+                run_end_at=run_end,
+            )
+            th = threading.Thread(
+                target=lambda p=plan, b=box, d=length: b.append(
+                    _in_child(_child_load, p, timeout=d + s.drain_s + 600)
+                ),
+                daemon=True,
+            )
+            th.start()
+            pending.append((th, box, t_seg - start_at, length, signed))
+            if k + 1 < n_seg:  # sign the next segment while this one runs (rule 5)
+                signed = self._sign(rate, seg_len[k + 1])
+            t_seg += length
+            # Collect every finished segment but the newest, so only two are ever in memory.
+            while len(pending) > 1 or (k + 1 == n_seg and pending):
+                item = pending.pop(0)
+                parts.append(self._collect(item, rate, not parts, duration_s - item[2], hist))
         for t in threads:
             t.join(120)
-        self.last_result = res
-        out = analyze(
-            res, rate=rate, warmup_s=min(s.warmup_s, duration_s / 3), duration_s=duration_s
-        )
+        out = parts[0][0] if len(parts) == 1 else merge_segments(parts, hist)
         out["nodes"] = self.sampler.summary(start_at + s.warmup_s, start_at + duration_s)
         out["actions"] = done
+        out["batch"] = batch
+        out["duration_s"] = duration_s
+        out["label"] = label
+        out["t0_s"] = round(start_at - self.sampler.origin, 3)  # on the node samples' axis
         out["signing"] = {
-            "txs": count,
-            "cpu_s": round(signed.cpu_s, 2),
-            "wall_s": round(signed.wall_s, 2),
+            "txs": sum(max(1, int(rate * x)) for x in seg_len),
+            "cpu_s": round(self.signing_cpu_s - cpu0, 2),
+            "wall_s": round(self.signing_wall_s - wall0, 2),
         }
+        return out
+
+    def _sign(self, rate: float, seconds: float) -> SignedBatch:
+        count = max(1, int(rate * seconds))
+        signed = presign(
+            self.keys,
+            count,
+            chain_id=self.system.chain_id,
+            expiry=BENCH_REPLAY_WINDOW // 2,
+            run_tag=uuid.uuid4().hex[:8],
+        )
+        self.signing_cpu_s += signed.cpu_s
+        self.signing_wall_s += signed.wall_s
+        if signed.wall_s > 0:
+            self._sign_rate = count / signed.wall_s
+        return signed
+
+    def _sign_estimate(self, count: float) -> float:
+        return count / self._sign_rate if self._sign_rate else 0.0
+
+    def _collect(
+        self,
+        item: tuple[threading.Thread, list[Any], float, float, Any],
+        rate: float,
+        is_first: bool,
+        commit_until_s: float,
+        hist: Histogram,
+    ) -> tuple[dict[str, Any], float]:
+        th, box, offset, length, signed = item
+        th.join()
+        if not box:
+            raise RuntimeError("load generator failed (see the lines above)")
+        res: LoadResult = box[0]
+        self.last_result = res
+        warm = min(self.settings.warmup_s, length / 3) if is_first else 0.0
+        a = analyze(
+            res,
+            rate=rate,
+            warmup_s=warm,
+            duration_s=length,
+            hist_out=hist,
+            commit_until_s=commit_until_s,
+        )
         committed = [i for i, t in enumerate(res.committed) if t == t]
         self.tx_ids = ["0x" + signed.ids[i].hex() for i in committed[:50_000]]
         self.record_ids = [_record_id(signed.raws[i]) for i in committed[:2000]]
-        return out
+        return a, offset
 
     def _act(self, fn: Action, t0: float, offset: float, done: list[dict[str, Any]]) -> None:
         time.sleep(max(0.0, t0 + offset - time.monotonic()))
@@ -189,10 +284,16 @@ class Harness:
             out.append(_in_child(_child_query, plan, timeout=seconds + 120))
         return out
 
-    def sweep(self, rates: list[float], seconds: float) -> dict[str, Any]:
+    def sweep(
+        self, rates: list[float], seconds: float, on_point: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
+        """Points in rising rate; stops after the second point that does not keep up. Each point
+        carries its saturation verdict against the knee found (bench.knee rule 3)."""
         points = []
-        for r in rates:
-            a = self.phase(r, seconds)
+        for k, r in enumerate(rates):
+            if on_point is not None:
+                on_point(k)
+            a = self.phase(r, seconds, label=f"sweep point {k + 1}/{len(rates)}")
             points.append(
                 {
                     "offered_tps": r,
@@ -200,6 +301,9 @@ class Harness:
                     "tps_accepted": a["tps_accepted"],
                     "success_rate": a["success_rate"],
                     "latency_ms": a["latency_ms"],
+                    "batch": a["batch"],
+                    "duration_s": seconds,
+                    "p50_series_ms": window_p50s(a),
                 }
             )
             sat = a["tps_committed"] < 0.95 * r or a["success_rate"] < 0.95
@@ -216,13 +320,28 @@ class Harness:
                 for p in points
             ]
         )
+        for p in points:
+            p["saturation"] = classify(
+                offered_tps=p["offered_tps"],
+                committed_tps=p["tps_committed"],
+                success_rate=p["success_rate"],
+                p50_series_ms=p.pop("p50_series_ms"),
+                knee_offered_tps=knee.offered_tps if knee else None,
+            ).to_json()
         return {
             "points": points,
             "seconds_per_point": seconds,
+            "batch": points[0]["batch"] if points else None,
             "knee": None
             if knee is None
             else {"offered_tps": knee.offered_tps, "committed_tps": knee.committed_tps},
         }
+
+
+def window_p50s(a: dict[str, Any]) -> list[float]:
+    """The per-second p50s inside a phase's measurement window (bench.knee rule 3's input)."""
+    w0, w1 = a["window_s"]
+    return [p["p50_ms"] for p in a["series"] if w0 <= p["t"] < w1 and p["p50_ms"] is not None]
 
 
 def _record_id(raw: bytes) -> str:

@@ -11,7 +11,7 @@ import pytest
 from gmchain.bench.hdr import Histogram
 from gmchain.bench.knee import SweepPoint, find_knee, is_healthy
 from gmchain.bench.loadgen import LoadResult
-from gmchain.bench.report import REQUIRED_FIELDS, analyze, check_schema, render_markdown
+from gmchain.bench.report import REQUIRED_FIELDS, analyze, check_schema
 
 NAN = float("nan")
 
@@ -179,44 +179,6 @@ def test_schema_accepts_full_report_and_names_missing_fields() -> None:
     assert "missing field 'ceiling_tps'" in problems
     assert "missing latency_ms.p999" in problems
     assert "success_rate outside [0, 1]" in problems
-
-
-def test_markdown_carries_definitions_and_numbers() -> None:
-    """Every number lands in its own row, in order: distinct values catch a swapped field."""
-    rep = _full_report()
-    rep.update(
-        offered_tps=123.0,
-        tps_committed=101.5,
-        tps_accepted=110.25,
-        latency_ms={"p50": 11.0, "p90": 22.5, "p99": 33.0, "p999": 44.0, "max": 55.0},
-        success_rate=0.9731,
-        ceiling_tps=7654.0,
-        ratio_to_ceiling=0.0133,
-        failures={"expired": 3, "pool full": 7},
-        definitions={"committed": "in a block with a receipt", "latency": "submit to receipt"},
-    )
-    rep["blocks"]["count_in_window"] = 81  # type: ignore[index]
-    rep["blocks"]["interval_ms"]["mean"] = 98.5  # type: ignore[index]
-    rep["blocks"]["txs_per_block_mean"] = 12.5  # type: ignore[index]
-    lines = render_markdown(rep).splitlines()
-    for row in (
-        "| offered TPS | 123.0 (batch 20) |",
-        "| committed TPS | **101.5** |",
-        "| accepted TPS | 110.25 |",
-        "| latency ms p50/p90/p99/p99.9/max | 11 / 22.5 / 33 / 44 / 55 |",
-        "| success rate | 97.31% |",
-        "| SM2 ceiling TPS / ratio | 7654.0 / 0.0133 |",
-        "| blocks in window / mean interval ms / txs per block | 81 / 98.5 / 12.5 |",
-        "| generator CPU | 10.0 % of one core (+ 1 CPU-s signing before the run) |",
-        "Failures: expired: 3, pool full: 7",
-        "SM2 verify/s: 1 (1 thread), 2 (all 2); SM3 3 MB/s; synced LevelDB writes/s 4.",
-        "| dev | 1 | 2 | 3 |",
-        "max_block_txs = 5000",
-    ):
-        assert row in lines, row
-    defs = lines[lines.index("## Definitions") :]
-    assert "- **committed**: in a block with a receipt" in defs
-    assert "- **latency**: submit to receipt" in defs
 
 
 def test_analyze_counts_unsent_and_committed_without_reply() -> None:

@@ -1,20 +1,30 @@
-"""One short real run of `gmchain bench` on the single profile: the JSON has every field, sanely.
+"""One short real run of `gmchain bench` on the single profile, with the whole CAICT suite in
+miniature: the JSON has every field, sanely, and the human report's tables (Markdown and HTML)
+carry the JSON's numbers.
 
 No timing assertions (speed is shown by the harness, not by tests): only that the report is
-complete and self-consistent for a low offered rate a loaded machine can always carry.
+complete and self-consistent for low offered rates a loaded machine can always carry. The main
+run and the stability phase are longer than `--segment-seconds`, so both run as two segments.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gmchain.bench.cli import main
 from gmchain.bench.report import LATENCY_FIELDS, REQUIRED_FIELDS, check_schema
 
 
-def test_short_single_run_produces_full_report(tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "out.json"
     rc = main(
         [
             "--profile", "single",
@@ -25,12 +35,21 @@ def test_short_single_run_produces_full_report(tmp_path: Path) -> None:
             "--keys", "8",
             "--query-seconds", "0.3",
             "--micro-seconds", "0.1",
-            "--workdir", str(tmp_path / "w"),
+            "--sweep", "20,40",
+            "--sweep-seconds", "2",
+            "--spike-seconds", "2",
+            "--stability-seconds", "3",
+            "--segment-seconds", "2",
+            "--workdir", str(tmp / "w"),
             "--json", str(out),
         ]
     )  # fmt: skip
     assert rc == 0
-    rep = json.loads(out.read_text())
+    return json.loads(out.read_text()), tmp
+
+
+def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path]) -> None:
+    rep, tmp = run
     assert check_schema(rep) == []
     for f in REQUIRED_FIELDS:
         assert f in rep
@@ -39,21 +58,174 @@ def test_short_single_run_produces_full_report(tmp_path: Path) -> None:
     lat = rep["latency_ms"]
     assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
     counts = rep["counts"]
-    assert counts["scheduled"] == 120
+    assert counts["scheduled"] == 120 and rep["segments"] == 2  # 2 s + 1 s at 40 tx/s
     assert counts["committed_valid"] <= counts["committed"] <= counts["acknowledged"] <= 120
     assert 0 < rep["success_rate"] <= 1
-    assert rep["success_rate"] == counts["committed_valid"] / 120
+    assert rep["success_rate"] == round(counts["committed_valid"] / 120, 4)
     assert 0 < rep["tps_committed"] <= 3 * 40
     assert rep["ceiling_tps"] == rep["microbench"]["sm2_verify_per_s_all_threads"]
     assert rep["ratio_to_ceiling"] == round(rep["tps_committed"] / rep["ceiling_tps"], 3)
     assert rep["manifest"]["cores"] >= 1 and rep["manifest"]["git_commit"]
+    assert rep["manifest"]["cpu_model"] and "load_average_at_end" in rep["manifest"]
     assert rep["parameters"]["validators"] == 1 and rep["load"]["batch"] == 5
     assert sum(s["offered"] for s in rep["series"]) == 120
     assert rep["blocks"]["count_in_window"] >= 1
     assert "dev" in rep["nodes"] and rep["nodes"]["dev"]["rss_mb_max"] > 0
+    assert rep["node_series"]["dev"] and all(r[2] > 0 for r in rep["node_series"]["dev"])
     assert {q["kind"] for q in rep["queries"]} == {"block", "tx", "evidence", "proof"}
     assert all(q["ok"] > 0 for q in rep["queries"])
     assert rep["definitions"]["committed"].startswith("in a block with a quorum certificate")
-    md = (tmp_path / "out.md").read_text()
-    assert "committed TPS" in md
-    assert rep["charts"] or "matplotlib" in rep["charts_note"]
+    assert rep["saturation"]["verdict"] in ("below", "at", "past")
+    # One batch for every phase (bench.cli rule 3), so the sweep's points compare.
+    sc = rep["scenarios"]
+    assert {p["batch"] for p in rep["sweep"]["points"]} == {5}
+    assert {sc[k]["batch"] for k in ("stress", "spike", "stability")} == {5}
+    assert sc["stability"]["duration_s"] == 3 and sc["stability"]["drift"]["nodes"]["dev"]
+    assert sc["stability"]["counts"]["scheduled"] == sum(
+        max(1, int(sc["stability"]["offered_tps"] * x)) for x in (2, 1)
+    )
+    for f in ("out.md", "out.html", "out-knee.svg", "out-latency.svg", "out-time-tps.svg"):
+        assert (tmp / f).is_file(), f
+    assert sorted(Path(c).name for c in rep["charts"]) == sorted(
+        p.name for p in tmp.glob("out-*.svg")
+    )
+
+
+# --- the human report's tables against the JSON -------------------------------------------------
+
+
+def _md_tables(md: str) -> dict[str, list[list[str]]]:
+    out: dict[str, list[list[str]]] = {}
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        m = re.fullmatch(r"<!-- table: (\S+) -->", line)
+        if not m:
+            continue
+        rows = []
+        for row in lines[i + 1 :]:
+            if not row.startswith("|"):
+                break
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+            rows.append(cells)
+        assert set(rows[1][0]) <= {"-"}, "separator row"
+        out[m.group(1)] = [rows[0], *rows[2:]]
+    return out
+
+
+class _HtmlTables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._key: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._key = str(dict(attrs)["id"]).removeprefix("t-")
+            self.tables[self._key] = []
+        elif tag == "tr" and self._key:
+            self.tables[self._key].append([])
+        elif tag in ("td", "th") and self._key:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._key and self._cell is not None:
+            self.tables[self._key][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._key = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _kv(table: list[list[str]]) -> dict[str, str]:
+    return {r[0]: r[1] for r in table[1:]}
+
+
+def _pct(cell: str) -> float:
+    assert cell.endswith(" %"), cell
+    return float(cell.removesuffix(" %")) / 100
+
+
+def test_report_tables_carry_the_json_numbers(run: tuple[dict[str, Any], Path]) -> None:
+    rep, tmp = run
+    md = _md_tables((tmp / "out.md").read_text())
+    parser = _HtmlTables()
+    parser.feed((tmp / "out.html").read_text())
+    assert md == parser.tables  # one document model, two renderings: same cells
+    html_text = (tmp / "out.html").read_text()
+    assert "<svg" in html_text and "<img" not in html_text and "<script" not in html_text
+
+    main_t = _kv(md["main"])
+    assert float(main_t["offered tx/s"]) == rep["offered_tps"]
+    assert float(main_t["committed TPS"]) == rep["tps_committed"]
+    assert float(main_t["accepted TPS"]) == rep["tps_accepted"]
+    assert _pct(main_t["success rate"]) == pytest.approx(rep["success_rate"], abs=5e-5)
+    for k, name in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")):
+        assert float(main_t[f"latency {name} ms"]) == rep["latency_ms"][k]
+    assert float(main_t["batch (tx per JSON-RPC request)"]) == rep["load"]["batch"]
+    assert float(main_t["SM2 ceiling TPS"]) == rep["ceiling_tps"]
+    assert float(main_t["committed / offered"]) == rep["saturation"]["committed_ratio"]
+    assert main_t["position"] in ("below the knee", "at the knee", "PAST SATURATION")
+
+    hl = _kv(md["headline"])
+    knee = rep["sweep"]["knee"]
+    if knee:
+        assert hl["headline from"] == "knee of the rate sweep"
+        assert float(hl["committed TPS"]) == knee["committed_tps"]
+        assert float(hl["offered tx/s"]) == knee["offered_tps"]
+    if rep["saturation"]["verdict"] == "past":
+        assert "PAST SATURATION: offered" in (tmp / "out.md").read_text()
+
+    sweep = md["sweep"]
+    assert sweep[0][:2] == ["offered tx/s", "committed TPS"]
+    assert len(sweep) - 1 == len(rep["sweep"]["points"])
+    for row, p in zip(sweep[1:], rep["sweep"]["points"], strict=True):
+        assert float(row[0]) == p["offered_tps"] and float(row[1]) == p["tps_committed"]
+        assert _pct(row[3]) == pytest.approx(p["success_rate"], abs=5e-5)
+        assert float(row[4]) == p["latency_ms"]["p50"] and float(row[5]) == p["latency_ms"]["p99"]
+        assert int(row[6]) == p["batch"]
+
+    sc = {r[0]: r for r in md["scenarios"][1:]}
+    head = md["scenarios"][0]
+    for key in ("stress", "spike", "stability"):
+        s = rep["scenarios"][key]
+        row = dict(zip(head, sc[s["scenario"]], strict=True))
+        assert float(row["offered tx/s"]) == s["offered_tps"]
+        assert float(row["committed TPS"]) == s["tps_committed"]
+        assert _pct(row["success"]) == pytest.approx(s["success_rate"], abs=5e-5)
+        assert row["verdict"] == ("PASS" if s["passed"] else "FAIL")
+        assert row["duration"] == f"{s['duration_s']:g} s"
+        assert row["criterion"] == s["criterion"]
+
+    nodes = {r[0]: r for r in md["nodes"][1:]}
+    n = rep["nodes"]["dev"]
+    assert [float(x) for x in nodes["dev"][1:4]] == [
+        n["cpu_pct_mean"],
+        n["cpu_pct_max"],
+        n["rss_mb_max"],
+    ]
+    q = {r[0]: r for r in md["queries"][1:]}
+    for x in rep["queries"]:
+        assert float(q[x["kind"]][1]) == x["queries_per_s"]
+
+    m = _kv(md["machine"])
+    assert m["CPU model (/proc/cpuinfo model name)"] == rep["manifest"]["cpu_model"]
+    assert m["cores"] == str(rep["manifest"]["cores"])
+    before = [float(x) for x in m["load average 1/5/15 min before"].split(", ")]
+    assert before == rep["manifest"]["load_average_at_start"]
+    assert _kv(md["software"])["git commit"].startswith(rep["manifest"]["git_commit"])
+    crit = {r[0]: r for r in md["criteria"][1:]}
+    assert crit["pressure (stress)"][3] == "≥ 95.00 %" and crit["stability"][3] == "> 95.00 %"
+    assert crit["spike"][3] == "≥ 75.00 %"
+
+    stab = {r[0]: r for r in md["stability-rss"][1:]}
+    d = rep["scenarios"]["stability"]["drift"]["nodes"]["dev"]
+    assert (
+        float(stab["dev"][1]) == d["rss_mb_first"] and float(stab["dev"][3]) == d["rss_mb_per_hour"]
+    )
+    # No Python reprs anywhere in the human report.
+    text = (tmp / "out.md").read_text()
+    assert "{'" not in text and "':" not in text and "True" not in text
