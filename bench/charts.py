@@ -6,8 +6,8 @@ Rules this module keeps:
 2. Latency percentiles (p50, p90, p99) vs offered, on a log axis, for the same points.
 3. Over time: throughput (offered, accepted, committed per second) and latency (p50, p99), with
    the warm-up, measurement window and drain shaded and labelled.
-4. Per node: CPU % and RSS MB over the whole run, the main run's measurement window shaded;
-   the stability phase's latency and RSS over its duration, so drift shows.
+4. Per node: CPU %, RSS MB and disk write MB/s over the whole run, the main run's measurement
+   window shaded; the stability phase's latency and RSS over its duration, so drift shows.
 """
 
 from __future__ import annotations
@@ -139,14 +139,21 @@ def _nodes(report: dict[str, Any]) -> list[Chart]:
     span = [Span(x0=t0 + w0, x1=t0 + w1, label="main run window", color=_MEASURE)]
     out = []
     for idx, (key, unit, title) in enumerate(
-        (("cpu", "CPU % (100 = one core)", "CPU"), ("rss", "RSS MB", "RSS"))
+        (
+            ("cpu", "CPU % (100 = one core)", "CPU"),
+            ("rss", "RSS MB", "RSS"),
+            ("disk", "disk write MB/s", "disk writes"),
+        )
     ):
         svg = line_chart(
             title=f"Per node: {title} over the whole run",
             x_label="seconds since the harness started sampling",
             y_label=unit,
-            series=[
-                Series(name=n, points=[(r[0], r[1 + idx]) for r in rows]) for n, rows in ns.items()
+            series=[  # reports before disk sampling have three columns
+                Series(
+                    name=n, points=[(r[0], r[1 + idx] if len(r) > 1 + idx else None) for r in rows]
+                )
+                for n, rows in ns.items()
             ],
             spans=span,
         )

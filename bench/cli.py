@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.render:
         args.json = args.json or args.render
-        _write(args, json.loads(Path(args.render).read_text()))
+        _write(args, json.loads(Path(args.render).read_text()), write_json=False)
         return 0
     command = "gmchain bench " + " ".join(shlex.quote(a) for a in argv)
     if args.scenario == "faults" and args.profile != "cluster4":
@@ -254,12 +254,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _write(args: argparse.Namespace, report: dict[str, Any]) -> None:
+def _write(args: argparse.Namespace, report: dict[str, Any], *, write_json: bool = True) -> None:
     """JSON, Markdown, HTML and one SVG per chart (rule 1); without --json, Markdown to stdout."""
     out_json = Path(args.json) if args.json else None
     stem = out_json.stem if out_json else f"bench-{args.profile}"
     base = out_json.parent if out_json else Path(".")
-    if out_json:  # first without the chart list: a rendering bug must not lose the numbers
+    if out_json and write_json:  # first without the chart list: a rendering bug must not lose it
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=1) + "\n")
     doc = build_report(report)
@@ -272,8 +272,7 @@ def _write(args: argparse.Namespace, report: dict[str, Any]) -> None:
         for c in doc.charts():
             (chart_dir / files[c.name]).write_text(c.svg + "\n")
         report["charts"] = [str(chart_dir / f) for f in files.values()]
-    if out_json:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
+    if out_json and write_json:
         out_json.write_text(json.dumps(report, indent=1) + "\n")
     rel = {}
     if md_path:

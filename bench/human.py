@@ -252,10 +252,11 @@ def _nodes(r: dict[str, Any], charts: list[Any]) -> Section:
             num(s["cpu_pct_max"]),
             num(s["rss_mb_max"]),
             num(s.get("rss_mb_last")),
+            num(s.get("disk_write_mb_s_mean")),
         ]
         for n, s in r["nodes"].items()
     ]
-    header = ["node", "CPU % mean", "CPU % max", "RSS MB max", "RSS MB last"]
+    header = ["node", "CPU % mean", "CPU % max", "RSS MB max", "RSS MB last", "disk write MB/s"]
     return Section(
         title="Nodes (main run window; CPU 100 % = one core)",
         blocks=[Table(key="nodes", header=header, rows=rows), *charts],

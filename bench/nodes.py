@@ -4,7 +4,8 @@ Rules this module keeps:
 1. Nodes always run as their own processes (`gmchain dev` / `gmchain cluster`), never inside the
    harness's interpreter, so the generator cannot share their event loop or GIL.
 2. The bench genesis admits the bench keys before any node opens its store (workload rule 1).
-3. CPU and RSS come from /proc/PID/stat and /proc/PID/status (Linux proc(5)), sampled once a second
+3. CPU and RSS come from /proc/PID/stat and /proc/PID/status (Linux proc(5)), and storage writes
+   from /proc/PID/io (the node process only), sampled once a second
    by a background thread of the harness, summed over the node process and its children (its
    signature worker processes); a node that died yields no sample, not an error.
 4. The whole sampled series goes into the report (`Sampler.export`), merged down to at most
@@ -214,6 +215,19 @@ def _one_sample(pid: int) -> tuple[float, int, int] | None:
         return None
 
 
+def _write_bytes(pid: int) -> int:
+    """Bytes `pid` caused to be written to storage so far (/proc/PID/io `write_bytes`), 0 if
+    unreadable: the node's LevelDB writes and fsyncs (its worker processes write nothing)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _proc_sample(pid: int) -> tuple[float, int] | None:
     """(CPU seconds used so far, RSS bytes) of `pid` and its child processes (a node's signature
     workers, node/verifypool.py, are part of its cost), or None if it is gone (rule 3)."""
@@ -237,7 +251,8 @@ class Sampler:
     def __init__(self, system: System, extra: dict[str, int] | None = None) -> None:
         self.system = system
         self.extra = extra or {}
-        self.series: dict[str, list[tuple[float, float, int]]] = {}  # name -> (t, cpu%, rss)
+        # name -> (t, CPU %, RSS bytes, disk write bytes/s)
+        self.series: dict[str, list[tuple[float, float, int, float]]] = {}
         self.origin = time.monotonic()  # t = 0 of `export`'s time axis
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -254,18 +269,20 @@ class Sampler:
         return out | self.extra
 
     def _run(self) -> None:
-        last: dict[str, tuple[int, float, float]] = {}
+        last: dict[str, tuple[int, float, float, int]] = {}
         while not self._stop.is_set():
             now = time.monotonic()
             for name, pid in self._targets().items():
                 s = _proc_sample(pid)
                 if s is None:
                     continue
+                wb = _write_bytes(pid)
                 prev = last.get(name)
                 if prev is not None and prev[0] == pid and now > prev[1]:
                     pct = 100 * (s[0] - prev[2]) / (now - prev[1])
-                    self.series.setdefault(name, []).append((now, round(pct, 1), s[1]))
-                last[name] = (pid, now, s[0])
+                    wr = max(0, wb - prev[3]) / (now - prev[1])
+                    self.series.setdefault(name, []).append((now, round(pct, 1), s[1], wr))
+                last[name] = (pid, now, s[0], wb)
             self._stop.wait(1.0)
 
     def summary(self, t_from: float, t_to: float) -> dict[str, Any]:
@@ -279,12 +296,14 @@ class Sampler:
                 "cpu_pct_max": max(p[1] for p in win),
                 "rss_mb_max": round(max(p[2] for p in win) / 2**20, 1),
                 "rss_mb_last": round(win[-1][2] / 2**20, 1),
+                "disk_write_mb_s_mean": round(sum(p[3] for p in win) / len(win) / 2**20, 2),
             }
         return out
 
     def export(self, max_points: int = 1500) -> dict[str, list[list[float]]]:
-        """name -> [[t since `origin` s, CPU %, RSS MB], ...], at most `max_points` per node:
-        consecutive samples are merged (mean CPU, max RSS) when there are more (rule 4)."""
+        """name -> [[t since `origin` s, CPU %, RSS MB, disk write MB/s], ...], at most
+        `max_points` per node: consecutive samples are merged (mean CPU and writes, max RSS)
+        when there are more (rule 4)."""
         out = {}
         for name, pts in self.series.items():
             step = max(1, math.ceil(len(pts) / max_points))
@@ -296,6 +315,7 @@ class Sampler:
                         round(grp[0][0] - self.origin, 1),
                         round(sum(p[1] for p in grp) / len(grp), 1),
                         round(max(p[2] for p in grp) / 2**20, 1),
+                        round(sum(p[3] for p in grp) / len(grp) / 2**20, 3),
                     ]
                 )
             out[name] = rows

@@ -12,7 +12,9 @@ Rules this module keeps:
 5. A phase longer than `segment_s` (600 s) runs as back-to-back segments, each its own load
    child started at the previous one's last due time, so an hours-long stability run never holds
    more than two segments of signed transactions; the next segment is signed while the current
-   one runs (its CPU is reported like all signing). Later segments have no warm-up.
+   one runs, by one worker process when one is fast enough (its CPU is reported like all
+   signing, and shows in the node's latency as a load of one core). Later segments have no
+   warm-up.
 6. Every phase states its batch; bench.cli fixes one batch for the whole run, so the points of a
    sweep differ only in their rate.
 7. Before each phase one line names it, its rate, duration and batch, and the time left in the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import threading
 import time
 import uuid
@@ -109,6 +112,7 @@ class Harness:
         self.record_ids: list[str] = []
         self.remaining_after_s = 0.0  # the run's estimated time after the current phase
         self._sign_rate = 0.0  # transactions signed per wall second, last measured
+        self._sign_workers = 1  # ... by this many worker processes
 
     def phase(
         self,
@@ -177,7 +181,7 @@ class Harness:
             th.start()
             pending.append((th, box, t_seg - start_at, length, signed))
             if k + 1 < n_seg:  # sign the next segment while this one runs (rule 5)
-                signed = self._sign(rate, seg_len[k + 1])
+                signed = self._sign(rate, seg_len[k + 1], background=True)
             t_seg += length
             # Collect every finished segment but the newest, so only two are ever in memory.
             while len(pending) > 1 or (k + 1 == n_seg and pending):
@@ -199,19 +203,28 @@ class Harness:
         }
         return out
 
-    def _sign(self, rate: float, seconds: float) -> SignedBatch:
+    def _sign(self, rate: float, seconds: float, *, background: bool = False) -> SignedBatch:
+        """Sign one segment. In the background (while a segment runs, rule 5) one worker does
+        it when one worker is fast enough to finish in half the segment, so the signing takes
+        one core from the system under test rather than all of them."""
         count = max(1, int(rate * seconds))
+        workers = None
+        if background and self._sign_rate:
+            per_worker = self._sign_rate / max(1, self._sign_workers)
+            workers = 1 if count / per_worker < seconds / 2 else None
         signed = presign(
             self.keys,
             count,
             chain_id=self.system.chain_id,
             expiry=BENCH_REPLAY_WINDOW // 2,
             run_tag=uuid.uuid4().hex[:8],
+            workers=workers,
         )
         self.signing_cpu_s += signed.cpu_s
         self.signing_wall_s += signed.wall_s
-        if signed.wall_s > 0:
+        if signed.wall_s > 0 and count > 200:  # small batches sign in-process: no rate
             self._sign_rate = count / signed.wall_s
+            self._sign_workers = workers or os.cpu_count() or 1
         return signed
 
     def _sign_estimate(self, count: float) -> float:

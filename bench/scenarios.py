@@ -168,10 +168,12 @@ def _drift(h: Harness, a: dict[str, Any]) -> dict[str, Any]:
     hours = max(1e-9, (w1 - w0) / 3600)
     nodes = {}
     for name, pts in h.sampler.series.items():
-        first = [p[2] for p in pts if t0 + w0 <= p[0] < t0 + w0 + tenth]
-        last = [p[2] for p in pts if t0 + w1 - tenth <= p[0] <= t0 + w1]
-        if first and last:
-            mb0, mb1 = sum(first) / len(first) / 2**20, sum(last) / len(last) / 2**20
+        # Samples come about once a second (later under load): 1 s of slack on either side,
+        # then the first and last tenth of the samples, at least one each.
+        win = [p[2] for p in pts if t0 + w0 - 1 <= p[0] <= t0 + w1 + 1]
+        k = max(1, len(win) // 10)
+        if win:
+            mb0, mb1 = sum(win[:k]) / k / 2**20, sum(win[-k:]) / k / 2**20
             nodes[name] = {
                 "rss_mb_first": round(mb0, 1),
                 "rss_mb_last": round(mb1, 1),

@@ -193,3 +193,25 @@ def test_svg_chart_is_well_formed_and_breaks_lines_at_missing_values() -> None:
     assert len(lines) == 2  # the None splits the series in two
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "t <&>" in texts and "warm-up" in texts and "knee" in texts
+
+
+def test_sweep_announces_the_whole_caict_suite_and_its_duration() -> None:
+    from gmchain.bench.cli import _parser
+    from gmchain.bench.scenarios import announce, plan_phases
+
+    args = _parser().parse_args(["--sweep", "--rate", "400", "--stability-seconds", "3600"])
+    phases = plan_phases(args, 400.0)
+    assert [p[0] for p in phases] == [
+        "main run",
+        *(f"sweep point {k}/7" for k in range(1, 8)),
+        "stress",
+        "spike",
+        "stability",
+    ]
+    assert sum(s for _, s in phases) == 30 + 7 * 10 + 30 + 10 + 3600
+    text = announce(args, 400.0, 4000.0)
+    assert text.startswith("--sweep runs the whole CAICT suite: main run 400 tx/s for 30 s")
+    assert "a rate sweep of 7 points × 10 s" in text and "(1 h 00 min)" in text
+    assert text.endswith("estimated duration 1 h 06 min")
+    one = _parser().parse_args(["--rate", "100"])
+    assert announce(one, 100.0, 45.0) == "main run 100 tx/s for 30 s; estimated duration 45 s"

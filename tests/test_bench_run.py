@@ -62,16 +62,20 @@ def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path])
     assert counts["committed_valid"] <= counts["committed"] <= counts["acknowledged"] <= 120
     assert 0 < rep["success_rate"] <= 1
     assert rep["success_rate"] == round(counts["committed_valid"] / 120, 4)
-    assert 0 < rep["tps_committed"] <= 3 * 40
+    # A loaded machine may commit the whole 3 s run after its window: no lower bound on TPS.
+    assert 0 <= rep["tps_committed"] <= 3 * 40 and counts["committed"] > 0
     assert rep["ceiling_tps"] == rep["microbench"]["sm2_verify_per_s_all_threads"]
     assert rep["ratio_to_ceiling"] == round(rep["tps_committed"] / rep["ceiling_tps"], 3)
     assert rep["manifest"]["cores"] >= 1 and rep["manifest"]["git_commit"]
     assert rep["manifest"]["cpu_model"] and "load_average_at_end" in rep["manifest"]
     assert rep["parameters"]["validators"] == 1 and rep["load"]["batch"] == 5
     assert sum(s["offered"] for s in rep["series"]) == 120
-    assert rep["blocks"]["count_in_window"] >= 1
+    # Blocks were announced (whether any fell inside the short windows depends on the load).
+    assert len(rep["blocks"]["heights"]) == 2 and rep["blocks"]["heights"][1] >= 1
     assert "dev" in rep["nodes"] and rep["nodes"]["dev"]["rss_mb_max"] > 0
     assert rep["node_series"]["dev"] and all(r[2] > 0 for r in rep["node_series"]["dev"])
+    # [t, CPU %, RSS MB, disk write MB/s] (writes can read 0 where /tmp is a tmpfs)
+    assert all(len(r) == 4 and r[3] >= 0 for r in rep["node_series"]["dev"])
     assert {q["kind"] for q in rep["queries"]} == {"block", "tx", "evidence", "proof"}
     assert all(q["ok"] > 0 for q in rep["queries"])
     assert rep["definitions"]["committed"].startswith("in a block with a quorum certificate")
@@ -84,7 +88,7 @@ def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path])
     assert sc["stability"]["counts"]["scheduled"] == sum(
         max(1, int(sc["stability"]["offered_tps"] * x)) for x in (2, 1)
     )
-    for f in ("out.md", "out.html", "out-knee.svg", "out-latency.svg", "out-time-tps.svg"):
+    for f in ("out.md", "out.html", "out-knee.svg", "out-latency.svg", "out-nodes-disk.svg"):
         assert (tmp / f).is_file(), f
     assert sorted(Path(c).name for c in rep["charts"]) == sorted(
         p.name for p in tmp.glob("out-*.svg")
@@ -202,10 +206,12 @@ def test_report_tables_carry_the_json_numbers(run: tuple[dict[str, Any], Path]) 
 
     nodes = {r[0]: r for r in md["nodes"][1:]}
     n = rep["nodes"]["dev"]
-    assert [float(x) for x in nodes["dev"][1:4]] == [
+    assert [float(x) for x in nodes["dev"][1:6]] == [
         n["cpu_pct_mean"],
         n["cpu_pct_max"],
         n["rss_mb_max"],
+        n["rss_mb_last"],
+        n["disk_write_mb_s_mean"],
     ]
     q = {r[0]: r for r in md["queries"][1:]}
     for x in rep["queries"]:
@@ -229,3 +235,24 @@ def test_report_tables_carry_the_json_numbers(run: tuple[dict[str, Any], Path]) 
     # No Python reprs anywhere in the human report.
     text = (tmp / "out.md").read_text()
     assert "{'" not in text and "':" not in text and "True" not in text
+
+
+def test_render_rebuilds_the_same_report_from_the_json(
+    run: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """`--render` runs nothing: the human report is a function of the JSON alone."""
+    _, tmp = run
+    before = (tmp / "out.json").read_text()
+    rc = main(
+        [
+            "--render", str(tmp / "out.json"),
+            "--md", str(tmp_path / "again.md"),
+            "--html", str(tmp_path / "again.html"),
+            "--charts", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    assert (tmp_path / "again.md").read_text() == (tmp / "out.md").read_text()
+    assert (tmp_path / "again.html").read_text() == (tmp / "out.html").read_text()
+    assert (tmp_path / "out-knee.svg").read_text() == (tmp / "out-knee.svg").read_text()
+    assert (tmp / "out.json").read_text() == before
