@@ -130,12 +130,11 @@ class Harness:
         seg_len = [min(s.segment_s, duration_s - k * s.segment_s) for k in range(n_seg)]
         if n_seg == 1:
             seg_len = [duration_s]
-        start_at = time.monotonic() + s.lead_s + self._sign_estimate(rate * seg_len[0])
-        phase_end = start_at + duration_s
-        run_end = phase_end + self.remaining_after_s
         cpu0, wall0 = self.signing_cpu_s, self.signing_wall_s
         first = self._sign(rate, seg_len[0])
-        start_at = max(start_at, time.monotonic() + s.lead_s)
+        start_at = time.monotonic() + s.lead_s
+        phase_end = start_at + duration_s
+        run_end = phase_end + self.remaining_after_s
         print(
             f"[bench] {label}: {rate:g} tx/s for {hms(duration_s)}, batch {batch}"
             + (f", {n_seg} segments of {hms(s.segment_s)}" if n_seg > 1 else "")
@@ -226,9 +225,6 @@ class Harness:
             self._sign_rate = count / signed.wall_s
             self._sign_workers = workers or os.cpu_count() or 1
         return signed
-
-    def _sign_estimate(self, count: float) -> float:
-        return count / self._sign_rate if self._sign_rate else 0.0
 
     def _collect(
         self,

@@ -9,6 +9,8 @@ run and the stability phase are longer than `--segment-seconds`, so both run as 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -25,7 +27,16 @@ from gmchain.bench.report import LATENCY_FIELDS, REQUIRED_FIELDS, check_schema
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "out.json"
-    rc = main(
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = _run_main(tmp, out)
+    (tmp / "stdout.txt").write_text(printed.getvalue())
+    assert rc == 0
+    return json.loads(out.read_text()), tmp
+
+
+def _run_main(tmp: Path, out: Path) -> int:
+    return main(
         [
             "--profile", "single",
             "--duration", "3",
@@ -44,8 +55,30 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]
             "--json", str(out),
         ]
     )  # fmt: skip
-    assert rc == 0
-    return json.loads(out.read_text()), tmp
+
+
+def test_progress_names_the_plan_each_phase_and_the_time_left(
+    run: tuple[dict[str, Any], Path],
+) -> None:
+    lines = (run[1] / "stdout.txt").read_text().splitlines()
+    plan = next(x for x in lines if x.startswith("[bench] plan: "))
+    assert plan.startswith("[bench] plan: --sweep runs the whole CAICT suite: main run 40 tx/s")
+    assert re.search(r"estimated duration (\d+ min )?\d+ s$", plan), plan
+    phases = [x for x in lines if re.match(r"\[bench\] [a-z0-9 /]+: [\d.]+ tx/s for ", x)]
+    names = [x.split(":")[0].removeprefix("[bench] ") for x in phases]
+    assert names == [
+        "main run",
+        "sweep point 1/2",
+        "sweep point 2/2",
+        "stress",
+        "spike",
+        "stability",
+    ]
+    for line in phases:
+        m = re.search(r"for (\d+) s, batch 5.*; phase ends in (\d+) s, run in ~", line)
+        assert m and int(m.group(2)) >= int(m.group(1)), line  # the load is still ahead
+    assert "2 segments of 2 s" in phases[0] and "2 segments" not in phases[1]
+    assert any(x.startswith("[bench] headline (") or "no headline" in x for x in lines)
 
 
 def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path]) -> None:
