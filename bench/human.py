@@ -284,7 +284,6 @@ def _queries(r: dict[str, Any]) -> Section:
 
 def _machine(r: dict[str, Any]) -> list[Section]:
     m, c = r["manifest"], r["manifest"].get("cpu", {})
-    load = ", ".join
     machine = [
         ("CPU model (/proc/cpuinfo model name)", m["cpu_model"]),
         (
@@ -297,8 +296,11 @@ def _machine(r: dict[str, Any]) -> list[Section]:
         ("memory GB", num(m["memory_gb"])),
         ("OS", num(m.get("os"))),
         ("architecture", num(m.get("arch"))),
-        ("load average 1/5/15 min before", load(num(x) for x in m["load_average_at_start"])),
-        ("load average 1/5/15 min after", load(num(x) for x in m.get("load_average_at_end", []))),
+        ("load average 1/5/15 min before", ", ".join(num(x) for x in m["load_average_at_start"])),
+        (
+            "load average 1/5/15 min after",
+            ", ".join(num(x) for x in m.get("load_average_at_end", [])),
+        ),
         ("date (UTC)", m["date_utc"]),
     ]
     soft = [

@@ -171,21 +171,24 @@ class Harness:
                 phase_end_at=phase_end,
                 run_end_at=run_end,
             )
+            # A later segment's child starts up to a segment early and waits for its t0.
+            limit = max(0.0, t_seg - time.monotonic()) + length + s.drain_s + 600
             th = threading.Thread(
-                target=lambda p=plan, b=box, d=length: b.append(
-                    _in_child(_child_load, p, timeout=d + s.drain_s + 600)
+                target=lambda p=plan, b=box, x=limit: b.append(
+                    _in_child(_child_load, p, timeout=x)
                 ),
                 daemon=True,
             )
             th.start()
             pending.append((th, box, t_seg - start_at, length, signed))
-            if k + 1 < n_seg:  # sign the next segment while this one runs (rule 5)
-                signed = self._sign(rate, seg_len[k + 1], background=True)
-            t_seg += length
-            # Collect every finished segment but the newest, so only two are ever in memory.
+            # Collect the previous segment (done once its drain ends) before signing the next,
+            # so at most two segments of signed transactions are ever in memory (rule 5).
             while len(pending) > 1 or (k + 1 == n_seg and pending):
                 item = pending.pop(0)
                 parts.append(self._collect(item, rate, not parts, duration_s - item[2], hist))
+            if k + 1 < n_seg:  # sign the next segment while this one runs (rule 5)
+                signed = self._sign(rate, seg_len[k + 1], background=True)
+            t_seg += length
         for t in threads:
             t.join(120)
         out = parts[0][0] if len(parts) == 1 else merge_segments(parts, hist)
