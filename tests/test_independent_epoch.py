@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests import independent_epoch_chain as ec
-from tests.independent_client import ProofError, decode, encode
+from tests.independent_client import ProofError, decode, decode_header, encode
 from tests.independent_epoch import (
     fingerprint,
     load_genesis,
@@ -301,15 +301,13 @@ def test_bundle_trusting_a_later_epoch_refuses_a_tx_below_it(chain: ec.Chain) ->
         verify_bundle(ec.bundle(chain, anchor_height=10), chain.genesis, trusted=two)
 
 
-def test_gap_a_non_ending_header_with_an_unchanged_set_passes(doc_genesis: Any) -> None:
-    """Documents a gap of protocol.md's check (report finding F4): nothing marks `E` as the
-    epoch's LAST block, so any certified epoch-0 header (here block 1, from the tx_proof example)
-    with `next_validators` = epoch 0's own set passes entry 0. The verifier then holds the genesis
-    set for epoch 1, whose real set (the epoch_proof example) has three validators. If the docs
-    add a check that refuses this, this test must flip."""
+def _forged_entry_from_block_1() -> dict[str, Any]:
+    """Report finding F4's attack: a certified epoch-0 header that did NOT end the epoch (block 1
+    with its certificate, from the tx_proof example) presented as "the end of epoch 0", with
+    `next_validators` = epoch 0's own (unchanged) set."""
     commit = json.loads(example("tx_proof"))["commit"]
     genesis_validators = json.loads(example("genesis_json"))["validators"]
-    forged = {
+    return {
         "from_epoch": 0,
         "to_epoch": 1,
         "entries": [
@@ -322,8 +320,20 @@ def test_gap_a_non_ending_header_with_an_unchanged_set_passes(doc_genesis: Any) 
             }
         ],
     }
-    wrong = verify_epoch_proof(forged, doc_genesis.chain_id, doc_genesis.validators).sets[1]
+
+
+def test_a_non_ending_header_with_an_unchanged_set_is_refused(doc_genesis: Any) -> None:
+    """Regression for F4: `next_validators_hash` commits to the next block's epoch as well as its
+    set (protocol.md §6, "Epoch-change proofs" step 2), so a header inside epoch 0 commits to
+    (0, set_0) and cannot pass as the end of epoch 0, which must commit to (1, set_1). Before
+    the fix this entry passed and the verifier held the genesis set (4 validators) for epoch 1,
+    whose real set (the epoch_proof example) has three."""
+    forged = _forged_entry_from_block_1()
+    block1 = decode_header(bytes.fromhex(forged["entries"][0]["headers"][0][2:]))
+    assert (block1.epoch, block1.height) == (0, 1)  # certified, inside epoch 0: not its end
+    with pytest.raises(ProofError, match="next_validators_hash"):
+        verify_epoch_proof(forged, doc_genesis.chain_id, doc_genesis.validators)
     real = verify_epoch_proof(
         json.loads(example("epoch_proof")), doc_genesis.chain_id, doc_genesis.validators
     ).sets[1]
-    assert len(wrong.members) == 4 and len(real.members) == 3
+    assert len(real.members) == 3

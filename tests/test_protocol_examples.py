@@ -259,6 +259,32 @@ def test_the_epoch_proof_example_verifies_from_the_genesis() -> None:
         verify_epoch_proof(doc, TrustAnchor.from_genesis(GENESIS))
 
 
+def test_a_non_ending_header_cannot_pass_as_an_epoch_end() -> None:
+    """Regression for F4 (docs/protocol.md "Epoch-change proofs"): the certified block 1 of the
+    tx_proof example, inside epoch 0, presented as the end of epoch 0 with the unchanged genesis
+    set as `next_validators`, is refused: its `next_validators_hash` commits to (epoch 0, set 0),
+    an end of epoch 0 must commit to (epoch 1, next set)."""
+    commit = json.loads(EXAMPLES["tx_proof"])["commit"]
+    assert decode(bytes.fromhex(commit["headers"][0][2:]))[2:4] == [0, 1]  # epoch 0, height 1
+    by_id = sorted(GENESIS.validators, key=lambda v: v.node_id)
+    forged = {
+        "from_epoch": 0,
+        "to_epoch": 1,
+        "entries": [
+            {
+                "epoch": 0,
+                **commit,
+                "next_validators": [
+                    {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org}
+                    for v in by_id
+                ],
+            }
+        ],
+    }
+    with pytest.raises(ProofCheckError, match="next_validators_hash"):
+        verify_epoch_proof(forged, TrustAnchor.from_genesis(GENESIS))
+
+
 def test_quorum_arithmetic_of_the_examples() -> None:
     """4 validators of power 1: a QC needs power >= floor(2 * 4 / 3) + 1 = 3."""
     assert len(GENESIS.validators) == 4 and {v.power for v in GENESIS.validators} == {1}
