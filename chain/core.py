@@ -19,10 +19,11 @@ Rules this module keeps:
    removes accounts evicts their senders' pending txs on every node.
 5. Epochs (EPOCHS.md E3, E4; chain/epochs.py). A header's `epoch` is its parent's, or the
    parent's + 1 when the parent is the committed block that ended its epoch; its
-   `next_validators_hash` is the fingerprint of its own epoch's set, or of the next epoch's set
-   on an epoch-ending block and on its suffix. The suffix (blocks descending from an uncommitted
-   epoch-ending block, same epoch) carries no transactions: built so, refused otherwise. A block
-   is refused unless both fields equal the values computed here.
+   `next_validators_hash` is the commitment (ledger/epoch.py rule 3) to its own epoch and set,
+   or to the next epoch and its set on an epoch-ending block and on its suffix. The suffix
+   (blocks descending from an uncommitted epoch-ending block, same epoch) carries no
+   transactions: built so, refused otherwise. A block is refused unless both fields equal the
+   values computed here.
 6. A commit that includes an epoch-ending block E commits up to and including E and drops the
    blocks after it (the suffix: empty); E's block write carries the epoch record (headers E..B and
    B's commit proof; E's own commit proof is stored only when B = E), in the same store write.
@@ -261,7 +262,7 @@ class Chain:
         self._mark_epoch(result, parent_res)
         expected = self._header(parent, h.round, h.justify, h.proposer, h.timestamp_ms, result)
         if expected.next_validators_hash != h.next_validators_hash:
-            return "next_validators_hash is not the fingerprint of the next block's signers"
+            return "next_validators_hash is not the commitment to the next block's epoch and set"
         if expected.block_id != h.block_id:
             return "header commitments differ from local execution"
         result.block_id = h.block_id
@@ -506,7 +507,7 @@ class Chain:
             acc_root=result.frontier.root(),
             acc_size=result.frontier.size,
             state_hash=result.state_hash,
-            next_validators_hash=signers.validators_hash,
+            next_validators_hash=signers.next_validators_commitment,
             justify=justify,
         )
 

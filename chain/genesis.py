@@ -54,7 +54,7 @@ def make_genesis_block(genesis: Genesis) -> tuple[Block, dict[tuple[str, bytes],
         acc_root=EMPTY_ROOT,
         acc_size=0,
         state_hash=compute_state_hash(ZERO_DIGEST, writes),
-        next_validators_hash=EpochConfig.from_genesis(genesis).validators_hash,
+        next_validators_hash=EpochConfig.from_genesis(genesis).next_validators_commitment,
         justify=QuorumCert(block_id=ZERO_DIGEST, round=Round(0), height=Height(0)),
     )
     return Block(header=header, txs=()), writes

@@ -45,10 +45,12 @@ Rules `verify_full_proof` and `verify_header_chain` keep:
 6. Epochs (EPOCHS.md E8): a certificate is checked against the set of its headers' epoch, and all
    its headers, its child and both QCs must be of that one epoch. The trust anchor names the
    epoch of its set (genesis: 0). An epoch-change proof entry for epoch e is checked with e's set
-   (rule 3), its first header E must carry `next_validators_hash` = the fingerprint of the entry's
-   `next_validators`, which then become epoch e + 1's set; entries start at or below the trusted
-   epoch, are consecutive, and their E heights ascend. Entries below the trusted epoch are
-   skipped. A transaction in an epoch below the trust anchor's cannot be verified.
+   (rule 3), its first header E must carry `next_validators_hash` = the commitment to epoch e + 1
+   and the entry's `next_validators` (ledger/epoch.py rule 3: a header inside epoch e commits to
+   epoch e, so only e's last block and its suffix pass), which then become epoch e + 1's set;
+   entries start at or below the trusted epoch, are consecutive, and their E heights ascend.
+   Entries below the trusted epoch are skipped. A transaction in an epoch below the trust
+   anchor's cannot be verified.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.types import Validator, ValidatorSet
 from gmchain.crypto_sm import CryptoError, PublicKey
 from gmchain.ledger.codec import DecodeError
-from gmchain.ledger.epoch import validator_set_fingerprint
+from gmchain.ledger.epoch import next_validators_commitment, validator_set_fingerprint
 from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.merkle import NodeGetter, leaf_hash, root_and_inclusion_proof, verify_inclusion
 from gmchain.ledger.proofs import ProofFormatError, TxProofBundle, compute_tx_proof, verify_tx_proof
@@ -95,7 +97,8 @@ _T = TypeVar("_T")
 def compute_validator_set_fingerprint(validators: Sequence[GenesisValidator]) -> Digest:
     """The validator-set fingerprint, ledger/epoch.py rule 3 (the one implementation): SM3 of the
     "validator-set" prefix || each validator's 65-byte key || u64 big-endian power, ascending by
-    key. Every header carries it as `next_validators_hash`."""
+    key. A header's `next_validators_hash` commits to it with the next block's epoch
+    (`ledger.epoch.next_validators_commitment`)."""
     return validator_set_fingerprint(validators)
 
 
@@ -334,7 +337,8 @@ def check_epoch_change(
 ) -> TrustAnchor:
     """Rule 6 for one epoch change (an `epoch_proof` entry, or an `EpochChange` of a client
     update): `cert` is checked with `trust`'s set, which must be of `change_epoch`; its first
-    header E must carry `next_validators_hash` = the fingerprint of `next_validators`; return
+    header E must carry `next_validators_hash` = the commitment to epoch `change_epoch + 1` and
+    `next_validators` (ledger/epoch.py rule 3); return
     the trust anchor of epoch `change_epoch + 1` (that set, `trust`'s chain id and genesis).
     Raises ProofCheckError."""
     return _guarded(
@@ -357,10 +361,10 @@ def _check_epoch_change(
         )
     ending = _check_cert(cert, None, _checker(current), what)[0]
     nxt = TrustAnchor.from_validators(next_validators or [], current.chain_id, epoch=e + 1)
-    if ending.next_validators_hash != nxt.fingerprint:
+    if ending.next_validators_hash != next_validators_commitment(e + 1, nxt.validators):
         raise ProofCheckError(
-            f"{what}: the ending block's next_validators_hash is not the fingerprint of "
-            "next_validators"
+            f"{what}: the ending block's next_validators_hash is not the commitment to "
+            f"epoch {e + 1} and next_validators (another set, or E does not end epoch {e})"
         )
     return TrustAnchor(
         chain_id=current.chain_id,

@@ -4,8 +4,8 @@ Rules this module keeps:
 1. A block's id is the signing root of its header (`compute_signing_root("header", header)`),
    cached when the header is built; the header commits to the transactions (tx_root), the
    receipts (receipt_root), the global accumulator (acc_root, acc_size), the state-change chain
-   (state_hash), its epoch, the validator set of the next block (next_validators_hash) and the QC
-   that justifies its parent.
+   (state_hash), its epoch, the epoch and validator set of the next block (next_validators_hash)
+   and the QC that justifies its parent.
 2. A block's `tx_count` equals its number of transactions.
 3. A proposal's signature signs `Proposal.signing_root(chain_id, block_id)`.
 4. Each struct's codec is derived from its fields (ledger.struct_codec), its tag registered in
@@ -60,8 +60,8 @@ class BlockHeader(Struct):
     acc_root: Digest  # global accumulator root after this block's txs
     acc_size: int  # number of txs in the accumulator after this block
     state_hash: Digest  # SM3 chain over every block's state writes (see docs/protocol.md)
-    # Fingerprint of the validator set that certifies the next block of this branch: this epoch's
-    # set, or the next epoch's on an epoch-ending block and its suffix (docs/consensus.md).
+    # ledger.epoch.next_validators_commitment(epoch, set) of the next block of this branch: this
+    # epoch and its set, or the next epoch and its set on an epoch-ending block and its suffix.
     next_validators_hash: Digest
     justify: QuorumCert  # QC for the parent (the genesis QC for height 1)
     # Cached block id; init=False so that dataclasses.replace() recomputes it.

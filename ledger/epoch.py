@@ -10,8 +10,13 @@ Rules this module keeps (docs/consensus.md "Epochs", docs/governance.md):
    pairs ascending by name, each name in PARAMS with a value in its range.
 3. `validator_set_fingerprint(validators)` = SM3("GMCHAIN/VALIDATOR-SET/v1" || for each validator
    in ascending public-key order: its 65-byte key || u64 big-endian power). Organisations do not
-   count: certificates don't. Every header carries the fingerprint of the set that certifies the
-   next block (`BlockHeader.next_validators_hash`).
+   count: certificates don't. It names a set (trust anchors, gm_getEpoch's validatorsHash).
+   `next_validators_commitment(epoch, validators)` = SM3("GMCHAIN/NEXT-VALIDATORS/v1" ||
+   u64be(epoch) || validator_set_fingerprint(validators)) names a set AND the epoch it certifies:
+   every header carries it for the next block of its branch (`BlockHeader.next_validators_hash`):
+   (e, set_e) on a block of epoch e that does not end it, (e + 1, set_{e+1}) on the block that
+   ends epoch e and on its suffix. So an epoch's end is marked in what its certificate signs: a
+   certified header inside epoch e cannot be presented as the end of e (issue 12 finding F4).
 4. The struct's codec is derived from its fields (ledger.struct_codec), its tag registered in
    ledger.wire.
 """
@@ -37,9 +42,10 @@ from gmchain.ledger.scalars import (
 from gmchain.ledger.struct_codec import Struct, max_items, wire_struct
 from gmchain.ledger.wire import HASH_PREFIXES, Tag
 
-__all__ = ["PARAMS", "EpochConfig", "validator_set_fingerprint"]
+__all__ = ["PARAMS", "EpochConfig", "next_validators_commitment", "validator_set_fingerprint"]
 
 D_VALIDATOR_SET = HASH_PREFIXES["validator-set"]
+D_NEXT_VALIDATORS = HASH_PREFIXES["next-validators"]
 
 # Chain parameters that must agree chain-wide: name -> (default, minimum, maximum).
 # `replay_window`'s epoch-0 value comes from the genesis document.
@@ -56,6 +62,14 @@ def validator_set_fingerprint(validators: Iterable[GenesisValidator]) -> Digest:
     """Rule 3."""
     parts = sorted(v.pubkey + v.power.to_bytes(8, "big") for v in validators)
     return Digest(sm3_hash(D_VALIDATOR_SET + b"".join(parts)))
+
+
+def next_validators_commitment(epoch: int, validators: Iterable[GenesisValidator]) -> Digest:
+    """Rule 3: what a header whose next block is of `epoch`, certified by `validators`, carries
+    as `next_validators_hash`."""
+    check_int("epoch", epoch)
+    fingerprint = validator_set_fingerprint(validators)
+    return Digest(sm3_hash(D_NEXT_VALIDATORS + epoch.to_bytes(8, "big") + fingerprint))
 
 
 def default_params(genesis: Genesis) -> tuple[tuple[str, int], ...]:
@@ -126,6 +140,11 @@ class EpochConfig(Struct):
     @property
     def validators_hash(self) -> Digest:
         return validator_set_fingerprint(self.validators)
+
+    @property
+    def next_validators_commitment(self) -> Digest:
+        """Rule 3: the `next_validators_hash` of a header whose next block is of this epoch."""
+        return next_validators_commitment(self.epoch, self.validators)
 
     def admitted_keys(self) -> frozenset[bytes]:
         """Node keys the P2P layer admits in this epoch: validators and observers."""

@@ -120,6 +120,9 @@ SIGNING_DOMAINS, HASH_PREFIXES = _domain_tables(
     prefixes=[
         # SM3(prefix || each validator's key and power): chain/lightclient.py, docs/rpc.md
         ("validator-set", b"GMCHAIN/VALIDATOR-SET/v1"),
+        # SM3(prefix || u64be(epoch) || validator-set fingerprint): the header's
+        # next_validators_hash, ledger/epoch.py rule 3
+        ("next-validators", b"GMCHAIN/NEXT-VALIDATORS/v1"),
         # SM3(prefix || payload) checksum of a sealed on-disk record: ledger/store_keys.py
         ("sealed-record", b"gmchain/sealed-record/v1"),
     ],

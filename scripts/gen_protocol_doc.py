@@ -57,7 +57,10 @@ from gmchain.crypto_sm import DEFAULT_SM2_ID, PrivateKey, PublicKey, sm3_hash  #
 from gmchain.ledger import types as lt  # noqa: E402
 from gmchain.ledger import wire  # noqa: E402
 from gmchain.ledger.codec import DEFAULT_LIMITS, encode  # noqa: E402
-from gmchain.ledger.epoch import EpochConfig, validator_set_fingerprint  # noqa: E402
+from gmchain.ledger.epoch import (  # noqa: E402
+    EpochConfig,
+    next_validators_commitment,
+)
 from gmchain.ledger.merkle import (  # noqa: E402
     EMPTY_ROOT,
     Frontier,
@@ -269,7 +272,7 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
             acc_root=result.frontier.root(),
             acc_size=result.frontier.size,
             state_hash=result.state_hash,
-            next_validators_hash=validator_set_fingerprint(genesis.validators),
+            next_validators_hash=next_validators_commitment(0, genesis.validators),
             justify=justify,
         )
         frontier = result.frontier
@@ -403,8 +406,9 @@ def _epoch_example(
     run_block: Any,
 ) -> dict[str, Any]:
     """An epoch-change proof from epoch 0 to 1: block 4 certified, then an (empty) block E at
-    height 5 whose next_validators_hash names the genesis set without its last validator (by
-    node id), committed by its child C (consecutive round) and C's QC; checked from the genesis."""
+    height 5 whose next_validators_hash commits to epoch 1 and the genesis set without its last
+    validator (by node id), committed by its child C (consecutive round) and C's QC; checked
+    from the genesis."""
 
     def qc(h: lt.BlockHeader) -> lt.QuorumCert:
         root = lt.QuorumCert.signing_root(CHAIN_ID, h.epoch, h.block_id, h.round, h.height)
@@ -424,13 +428,13 @@ def _epoch_example(
     ending = run_block(6, [], qc(b4.header))
     ending = lt.Block(
         header=dataclasses.replace(
-            ending.header, next_validators_hash=validator_set_fingerprint(nxt)
+            ending.header, next_validators_hash=next_validators_commitment(1, nxt)
         ),
         txs=(),
     )
     child = run_block(7, [], qc(ending.header)).header
     child = dataclasses.replace(
-        child, parent_id=ending.block_id, next_validators_hash=validator_set_fingerprint(nxt)
+        child, parent_id=ending.block_id, next_validators_hash=next_validators_commitment(1, nxt)
     )
     child = dataclasses.replace(child, justify=qc(ending.header))
     proof = cm.CommitProof(header=child, qc=qc(child))
@@ -574,6 +578,8 @@ _PREFIX_USE = {
     "validator-set": "the validator-set fingerprint: SM3(string \u2016 for each validator in "
     "ascending public-key order, its 65-byte public key \u2016 its power as a u64 big-endian), "
     "docs/rpc.md",
+    "next-validators": "a header's `next_validators_hash`: SM3(string \u2016 the next block's "
+    "epoch as a u64 big-endian \u2016 the validator-set fingerprint of the set that certifies it)",
     "sealed-record": "the checksum of a sealed store record: SM3(string \u2016 payload); on disk "
     "only, never on the wire",
 }
@@ -651,6 +657,7 @@ def render(ex: dict[str, Any]) -> str:
         "SM2_ID": DEFAULT_SM2_ID.decode(),
         "TXBODY_RULES": "\n".join(field_rules.render(lt.TxBody).split("\n")[2:]),
         "EX_VALIDATOR_SET": _example("validator_set", _validator_set_lines(genesis)),
+        "EX_NEXT_VALIDATORS": _example("next_validators", _next_validators_lines(genesis)),
         "EX_SIGNING_ROOT": _example(
             "signing_root",
             [
@@ -765,6 +772,23 @@ def _validator_set_lines(genesis: lt.Genesis) -> list[tuple[str, Any]]:
     fingerprint = compute_validator_set_fingerprint(genesis.validators)
     assert sm3_hash(data) == fingerprint
     return [("prefix", prefix), ("hash_input", data), ("validator_set", fingerprint)]
+
+
+def _next_validators_lines(genesis: lt.Genesis) -> list[tuple[str, Any]]:
+    """The genesis block's next_validators_hash: the commitment to epoch 0 and the genesis set
+    (no 0x00 after the prefix), as ledger/epoch.py computes it."""
+    prefix = wire.HASH_PREFIXES["next-validators"]
+    fingerprint = compute_validator_set_fingerprint(genesis.validators)
+    data = prefix + (0).to_bytes(8, "big") + fingerprint
+    commitment = next_validators_commitment(0, genesis.validators)
+    assert sm3_hash(data) == commitment
+    return [
+        ("prefix", prefix),
+        ("epoch", 0),
+        ("validator_set", fingerprint),
+        ("hash_input", data),
+        ("next_validators_hash", commitment),
+    ]
 
 
 def _write_lines(writes: dict[tuple[str, bytes], bytes | None]) -> list[tuple[str, Any]]:

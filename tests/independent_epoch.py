@@ -7,13 +7,16 @@ gmchain, so a bug shared with the node can only come from the documents.
 
 Rules it keeps, each with the section it comes from:
 1. The validator-set fingerprint (protocol.md §3): SM3("GMCHAIN/VALIDATOR-SET/v1" || pk || u64be(
-   power) ...) over the validators ascending by public key, no 0x00 after the prefix.
+   power) ...) over the validators ascending by public key, no 0x00 after the prefix. A header's
+   `next_validators_hash` is the next-validators commitment (§3): SM3("GMCHAIN/NEXT-VALIDATORS/v1"
+   || u64be(epoch of the next block) || fingerprint), no 0x00 after the prefix either.
 2. A quorum of a set of total power T is Q = floor(2T / 3) + 1 (§6, §9 "Commit certificates").
 3. A certificate (§9 "Commit certificates", steps 1-9) is checked against ONE epoch's set and
    number: every header, the proof's child and both QCs name that epoch.
 4. An epoch-change proof (§9 "Epoch-change proofs", steps 1-3) is checked from a trusted
-   (chain id, set, epoch); the verifier keeps the set of EVERY epoch it reaches (a bundle may need
-   an intermediate one: the tx's epoch below the anchor's).
+   (chain id, set, epoch); entry e's first header must commit to (e + 1, next_validators); the
+   verifier keeps the set of EVERY epoch it reaches (a bundle may need an intermediate one: the
+   tx's epoch below the anchor's).
 5. A bundle (§9 "The proof bundle (version 2)", steps 1-7) checks each certificate against the set
    of the epoch its first header names; the genesis binding (step 7) also covers the checked
    epoch-proof entries' headers.
@@ -56,6 +59,7 @@ from tests.independent_client import (
 # protocol.md §3: the domains this module adds to the client's ("state" for the genesis writes).
 DOMAIN = {**_CLIENT_DOMAIN, "state": b"GMCHAIN/STATE/v1"}
 VALIDATOR_SET_PREFIX = b"GMCHAIN/VALIDATOR-SET/v1"  # §3, a hash prefix: no 0x00 after it
+NEXT_VALIDATORS_PREFIX = b"GMCHAIN/NEXT-VALIDATORS/v1"  # §3, a hash prefix: no 0x00 after it
 EMPTY_ROOT = sm3(b"")  # §7 MTH({})
 _TAG_HEADER, _TAG_QC, _TAG_RECEIPT, _TAG_COMMIT_PROOF = 5, 8, 4, 24
 _TAG_GENESIS_VALIDATOR, _TAG_EPOCH_CONFIG = 12, 14
@@ -102,6 +106,13 @@ def fingerprint(validators: Sequence[tuple[bytes, int]]) -> Digest:
     for pk, power in sorted(validators):
         data += pk + power.to_bytes(8, "big")
     return sm3(data)
+
+
+def next_validators_commitment(epoch: int, validator_set: Digest) -> Digest:
+    """Rule 1 (§3 "The next-validators commitment"): `epoch` is the next block's, `validator_set`
+    the 32-byte fingerprint of the set that certifies it."""
+    _need(len(validator_set) == 32, "a validator-set fingerprint is 32 bytes")
+    return sm3(NEXT_VALIDATORS_PREFIX + epoch.to_bytes(8, "big") + validator_set)
 
 
 def set_from_json(items: Any, epoch: int, what: str) -> ValidatorSet:
@@ -184,7 +195,7 @@ def genesis_writes(g: list[Any]) -> list[list[Any]]:
 def genesis_header(g: list[Any], genesis_hash: bytes) -> list[Any]:
     """§6: the height-0 header built from the genesis alone."""
     state = _root("state", [b"\x00" * 32, genesis_writes(g)])
-    vset = fingerprint([(v[1], v[2]) for v in g[3]])
+    vset = next_validators_commitment(0, fingerprint([(v[1], v[2]) for v in g[3]]))
     justify = [_TAG_QC, 0, b"\x00" * 32, 0, 0, []]
     return [_TAG_HEADER, g[1], 0, 0, 0, genesis_hash, g[2], b"\x00" * 20, EMPTY_ROOT, 0,
             EMPTY_ROOT, EMPTY_ROOT, 0, state, vset, justify]  # fmt: skip
@@ -316,8 +327,9 @@ def _verify_epoch_proof(p: dict[str, Any], chain_id: str, trusted: ValidatorSet)
         hs = check_certificate(entry, chain_id, current, f"entry {i} (epoch {e})")
         nxt = set_from_json(entry["next_validators"], e + 1, f"entry {i} next_validators")
         _need(
-            hs[0].next_validators_hash == nxt.fingerprint,
-            f"entry {i}: next_validators_hash of E is not the fingerprint of next_validators",
+            hs[0].next_validators_hash == next_validators_commitment(e + 1, nxt.fingerprint),
+            f"entry {i}: next_validators_hash of E is not the next-validators commitment to "
+            f"epoch {e + 1} and next_validators",
         )
         _need(hs[0].height > last_height, f"entry {i}: E not above the previous entry's")
         last_height = hs[0].height

@@ -5,7 +5,8 @@ entries of a two-entry proof, prove a transaction of an intermediate epoch.
 
 Rules (protocol.md §6, §9; docs/governance.md E4):
 1. Epoch 0 = v0..v3, epoch 1 = v0..v2 (v3 removed), epoch 2 = v0..v2 + v4 (v4 added).
-2. An epoch-ending block `E` names the next set in `next_validators_hash` and is committed
+2. A header's `next_validators_hash` commits to its own epoch and set, an epoch-ending block
+   `E` and its child to the next epoch and the next set (§3); `E` is committed
    directly by its child (same epoch, round + 1, justify QC(E)); the next epoch's first block
    has parent `E`, the new epoch and justify QC(E) of the old epoch.
 3. One transaction, in epoch 1's block at height 7; the accumulator holds only it (size 1).
@@ -27,7 +28,13 @@ from tests.independent_client import (
     sign,
     sm3,
 )
-from tests.independent_epoch import Genesis, _root, fingerprint, load_genesis
+from tests.independent_epoch import (
+    Genesis,
+    _root,
+    fingerprint,
+    load_genesis,
+    next_validators_commitment,
+)
 
 CHAIN_ID = "indep-epochs"
 _DUMMY_STATE = sm3(b"dummy state")
@@ -61,14 +68,17 @@ class Chain:
                 for k in self.sets[epoch]]  # fmt: skip
 
 
-def _header(parent: list[Any], *, epoch: int, rnd: int, next_set: list[KeyPair], justify: list[Any],
+def _header(parent: list[Any], *, epoch: int, rnd: int, next_epoch: int, next_set: list[KeyPair],
+            justify: list[Any],
             tx_root: bytes | None = None, receipt_root: bytes | None = None, tx_count: int = 0,
             acc: tuple[int, bytes] | None = None) -> list[Any]:  # fmt: skip
     empty = sm3(b"")
     acc_size, acc_root = acc if acc else (parent[12], parent[11])
     return [5, CHAIN_ID, epoch, parent[3] + 1, rnd, _root("header", parent), parent[6] + 1000,
             b"\x01" * 20, tx_root or empty, tx_count, receipt_root or empty, acc_root, acc_size,
-            _DUMMY_STATE, fingerprint([(k.public, 1) for k in next_set]), justify]  # fmt: skip
+            _DUMMY_STATE,
+            next_validators_commitment(next_epoch, fingerprint([(k.public, 1) for k in next_set])),
+            justify]  # fmt: skip
 
 
 def build() -> Chain:
@@ -104,7 +114,9 @@ def build() -> Chain:
     ) -> list[Any]:
         nonlocal rnd
         rnd += 1
-        h = _header(prev, epoch=epoch, rnd=rnd, next_set=next_set, justify=j, **kw)
+        next_epoch = epoch if next_set is sets[epoch] else epoch + 1
+        h = _header(prev, epoch=epoch, rnd=rnd, next_epoch=next_epoch, next_set=next_set,
+                    justify=j, **kw)  # fmt: skip
         if prev is g_header:
             h[5] = parent_id
         return h

@@ -38,7 +38,7 @@ from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import Value
-from gmchain.ledger.epoch import validator_set_fingerprint
+from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import (
     Block,
@@ -289,7 +289,7 @@ def forge_block(
         acc_root=result.frontier.root(),
         acc_size=result.frontier.size,
         state_hash=result.state_hash,
-        next_validators_hash=validator_set_fingerprint(rig.net.genesis.validators),
+        next_validators_hash=next_validators_commitment(0, rig.net.genesis.validators),
         justify=QuorumCert(block_id=parent.block_id, round=parent.round, height=parent.height),
     )
     return Block(header=header, txs=tuple(txs))

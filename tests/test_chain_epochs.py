@@ -25,6 +25,7 @@ from gmchain.chain.proofs import ProofAssembler, ProofOutOfRange
 from gmchain.chain.readcheck import check_served_header
 from gmchain.consensus.messages import CommitProof
 from gmchain.ledger.codec import encode
+from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.jsonfmt import hex0x, parse_hex
 from gmchain.ledger.memstore import MemStore
 from gmchain.ledger.store import Store
@@ -55,8 +56,9 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
         s.close()
 
 
-def _fp(rig: Rig, keys: list[Any]) -> bytes:
-    return compute_validator_set_fingerprint([validator_of(k) for k in keys])
+def _fp(rig: Rig, epoch: int, keys: list[Any]) -> bytes:
+    """What a header whose next block is of `epoch`, certified by `keys`, carries."""
+    return next_validators_commitment(epoch, [validator_of(k) for k in keys])
 
 
 def _end_epoch_directly(rig: Rig) -> tuple[Block, Block]:
@@ -76,12 +78,14 @@ def _end_epoch_directly(rig: Rig) -> tuple[Block, Block]:
 
 def test_a_governance_change_ends_the_epoch_and_its_suffix_is_empty(opener: Opener) -> None:
     rig = make_rig(opener())
-    genesis_fp = rig.chain.validators.config(0).validators_hash
+    genesis_fp = rig.chain.validators.config(0).next_validators_commitment
+    assert rig.chain.head.next_validators_hash == genesis_fp == _fp(rig, 0, rig.keys[:1])
     end, suffix = _end_epoch_directly(rig)
     assert [t.body.method for t in end.txs] == ["propose", "vote"]
     assert end.header.epoch == 0 and suffix.header.epoch == 0
-    assert end.header.next_validators_hash == _fp(rig, rig.keys[:2]) != genesis_fp
-    assert suffix.txs == () and suffix.header.next_validators_hash == _fp(rig, rig.keys[:2])
+    # E and its suffix commit to epoch 1 and its set (ledger/epoch.py rule 3).
+    assert end.header.next_validators_hash == _fp(rig, 1, rig.keys[:2]) != genesis_fp
+    assert suffix.txs == () and suffix.header.next_validators_hash == _fp(rig, 1, rig.keys[:2])
     # E4: the commit stopped at E and handed over the switch, once.
     assert rig.chain.head == end.header and rig.store.head_height() == end.header.height
     (switch,) = rig.switches
@@ -106,7 +110,7 @@ def test_a_governance_change_ends_the_epoch_and_its_suffix_is_empty(opener: Open
     first = rig.build()
     assert first.header.epoch == 1 and first.header.justify == switch.root_qc
     assert [t.body.contract for t in first.txs] == ["evidence"]
-    assert first.header.next_validators_hash == _fp(rig, rig.keys[:2])
+    assert first.header.next_validators_hash == _fp(rig, 1, rig.keys[:2])
 
 
 def test_a_block_without_a_governance_change_ends_nothing() -> None:
@@ -134,16 +138,24 @@ def test_a_suffix_block_with_transactions_is_refused(
 def test_wrong_epoch_fields_are_refused(opener: Opener, caplog: pytest.LogCaptureFixture) -> None:
     rig = make_rig(opener())
     caplog.set_level(logging.WARNING, logger="gmchain.chain")
-    # next_validators_hash of E must name the next set, not the current one.
+    # next_validators_hash of E must commit to the next epoch and set: not the current set, nor
+    # the next set under the current epoch, nor the bare fingerprint of the next set.
     for tx in rig.add_validator_txs(rig.keys[1]):
         rig.submit(tx)
     end = rig.build()
-    same_set = rig.chain.validators.config(0).validators_hash
-    forged = Block(
-        header=dataclasses.replace(end.header, next_validators_hash=same_set), txs=end.txs
-    )
-    assert not rig.chain.validate_block(forged, rig.chain.head, now_ms=rig.now)
-    assert "next_validators_hash" in caplog.text
+    nxt = [validator_of(k) for k in rig.keys[:2]]
+    for wrong in (
+        rig.chain.validators.config(0).next_validators_commitment,
+        next_validators_commitment(0, nxt),
+        compute_validator_set_fingerprint(nxt),
+    ):
+        caplog.clear()
+        forged = Block(
+            header=dataclasses.replace(end.header, next_validators_hash=wrong), txs=end.txs
+        )
+        assert not rig.chain.validate_block(forged, rig.chain.head, now_ms=rig.now)
+        assert "next_validators_hash is not the commitment" in caplog.text
+    assert rig.chain.validate_block(end, rig.chain.head, now_ms=rig.now)
     # A block of epoch 0 on the committed epoch-ending block is refused: it must be epoch 1.
     rig.extend(end)
     rig.commit([end], rig.build())
@@ -398,7 +410,7 @@ def test_tampered_epoch_proofs_are_refused(two_changes: tuple[Rig, dict[str, Any
         d["from_epoch"], d["entries"] = 1, d["entries"][1:]
 
     cases = {
-        wrong_set: "next_validators_hash is not the fingerprint",
+        wrong_set: "next_validators_hash is not the commitment to epoch 1",
         wrong_epoch: "expected an object with epoch 1",
         broken_link: "the headers break",
         old_set_signs_new_epoch: "does not verify against the trusted validator set",

@@ -166,7 +166,7 @@ def _check_tx_of_the_new_epoch(changed: Changed) -> None:
         {"pubkey": "0x" + v["pubkey"].removeprefix("0x"), "power": v["power"], "org": v["org"]}
         for v in c.doc["validators"]
     ]
-    with pytest.raises(ProofError, match="fingerprint"):
+    with pytest.raises(ProofError, match="commitment"):
         verify_bundle(bad, c.genesis)
 
 

@@ -275,8 +275,7 @@ def test_a_non_ending_header_cannot_pass_as_an_epoch_end() -> None:
                 "epoch": 0,
                 **commit,
                 "next_validators": [
-                    {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org}
-                    for v in by_id
+                    {"pubkey": "0x" + v.pubkey.hex(), "power": v.power, "org": v.org} for v in by_id
                 ],
             }
         ],

@@ -264,6 +264,20 @@ def test_validator_set_fingerprint() -> None:
     assert sm3(prefix + b"\x00" + b"".join(parts)).hex() != e["validator_set"]
 
 
+def test_next_validators_commitment() -> None:
+    """Section 3: a header's next_validators_hash = SM3(prefix || u64be(epoch) || fingerprint),
+    no 0x00 after the prefix; the genesis block (section 6) carries it for epoch 0."""
+    e = kv("next_validators")
+    prefix = bytes.fromhex(e["prefix"])
+    assert prefix == b"GMCHAIN/NEXT-VALIDATORS/v1"
+    fingerprint = bytes.fromhex(kv("validator_set")["validator_set"])
+    assert e["validator_set"] == fingerprint.hex() and e["epoch"] == "0"
+    data = prefix + (0).to_bytes(8, "big") + fingerprint
+    assert data.hex() == e["hash_input"]
+    assert sm3(data).hex() == e["next_validators_hash"]
+    assert sm3(prefix + (1).to_bytes(8, "big") + fingerprint).hex() != e["next_validators_hash"]
+
+
 def test_an_empty_consistency_proof_is_refused() -> None:
     """Section 7's consistency check, ported literally, refuses (not crashes on) an empty proof."""
     hs = [leaf(b"%d" % i) for i in range(9)]
