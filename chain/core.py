@@ -33,6 +33,11 @@ Rules this module keeps:
    comes with its own commit proof; E committed through a later block B comes with B's proof and
    is followed by the suffix E+1 .. B rebuilt from the record's headers as empty blocks (the
    receiver validates and commits them like the live path, and its commit truncates at E).
+8. Chain parameters (EPOCHS.md E11): a block of epoch e is built and validated with e's
+   `block_max_txs`, `block_max_bytes`, `tx_max_bytes` and `replay_window` (chain/blockrules.py
+   rules 1-2, chain/txrules.py R1, R5), so a governance change applies from the first block of
+   the epoch it starts, never to the block that decided it nor to the suffix. The node's own
+   `max_block_txs` and `max_block_bytes` only bound what it builds, below the epoch's.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ from dataclasses import dataclass
 
 from gmchain.chain.blockrules import (
     MAX_CLOCK_DRIFT_MS,
+    BlockLimits,
     check_block_bytes,
     check_header_shape,
+    epoch_limits,
 )
 from gmchain.chain.epochs import EpochRecord, EpochSwitch, compute_epoch_change
 from gmchain.chain.executor import BlockContext, ExecResult, Executor, InvalidBlock
@@ -59,6 +66,7 @@ from gmchain.consensus.messages import MAX_BLOCK_TX_BYTES, CommitProof
 from gmchain.consensus.packing import PackingPolicy
 from gmchain.contracts.membership import removed_accounts
 from gmchain.ledger.codec import decode, encode
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.store_api import BlockWrite, ChainStore
 from gmchain.ledger.types import (
     Block,
@@ -131,6 +139,7 @@ class Chain:
         # Who votes at each height and each epoch's configuration (chain/validators.py rule 4):
         # ask this, never genesis.validators.
         self.validators = StoreValidators(genesis, store)
+        rules.use_epoch_params(self._config_at)  # rule 8: R1 and R5 of the block's epoch
         # Set by a commit that ended an epoch, cleared by take_epoch_switch (rule 6).
         self._switch: EpochSwitch | None = None
         head = store.head_height()
@@ -195,9 +204,10 @@ class Chain:
         self.packing.observe_queue(
             pending=len(self.pool), oldest_pending_ms=self.pool.oldest_arrival_ms()
         )
-        target = min(self.packing.target_size, self.max_block_txs)
+        limits = self._limits(parent)  # rule 8
+        target = min(self.packing.target_size, self.max_block_txs, limits.max_txs)
         # Rule 5: the suffix of an uncommitted epoch end carries no transactions.
-        candidates = [] if suffix else self.packer.pick(parent, parent_res, exclude, target)
+        candidates = [] if suffix else self.packer.pick(parent, parent_res, exclude, target, limits)
         ts = max(now_ms, parent.timestamp_ms + 1)
         ctx = self._context(parent, ts, parent_res)
         result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
@@ -215,13 +225,14 @@ class Chain:
         if h.block_id in self._results:
             # We built (or already validated) exactly this block: its id commits to every field.
             return True
+        limits = self._limits(parent)  # rule 8
         reason = check_header_shape(
             h,
             parent,
             chain_id=self.chain_id,
             now_ms=now_ms,
-            max_block_txs=self.max_block_txs,
-        ) or check_block_bytes(block.txs)
+            max_block_txs=limits.max_txs,
+        ) or check_block_bytes(block.txs, limits)
         if reason is None:
             try:
                 self.rules.check_signatures(block.txs)  # R4, R9; verified once per node
@@ -472,6 +483,17 @@ class Chain:
         if parent.block_id == self.head.block_id:
             return self.validators.epoch_at(parent.height + 1)
         return parent.epoch
+
+    def _limits(self, parent: BlockHeader) -> BlockLimits:
+        """Rule 8: the bounds of the epoch of a block on `parent`."""
+        return epoch_limits(self.validators.config(self._child_epoch(parent)))
+
+    def _config_at(self, height: int) -> EpochConfig:
+        """Rule 8: the configuration of the epoch a block at `height` belongs to (the current
+        epoch above the committed head: a block of the ended epoch there is a suffix block,
+        which carries no transactions)."""
+        v = self.validators
+        return v.config(v.epoch_at(height))
 
     def _mark_epoch(self, result: ExecResult, parent_res: ExecResult | None) -> None:
         """chain/epochs.py rule 1 on a fresh result; a suffix block inherits the pending switch."""

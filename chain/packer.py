@@ -2,21 +2,24 @@
 
 Rules this module keeps:
 1. Candidates are examined in the pool's fair order (node/mempool.py rule 4); only those that
-   pass the block rules on the parent are packed, up to a target count and `max_block_bytes`;
-   transactions already in an uncommitted ancestor are skipped.
+   pass the block rules on the parent are packed, up to a target count and `max_block_bytes` (the
+   node's, and the block's epoch's `block_max_bytes`: chain/blockrules.py rule 2); transactions
+   already in an uncommitted ancestor are skipped.
 2. The walk stops after skipping `pack_scan_max` candidates that fail the block rules, so a pool
    full of them cannot make a build unbounded.
 3. A candidate that fails the block rules against the *committed* head too can never be included
    (its sender's account is gone, it expired, it names another chain, it committed already): it
    leaves the pool with that reason — and with it every tx of a removed sender. One that fails
    only on a speculative parent is skipped this time. Evicting happens after the walk (it changes
-   the pool).
+   the pool). A candidate above the block's epoch's `tx_max_bytes` or `block_max_bytes` leaves the
+   pool too (TOO_LARGE: a governance change lowered it after the transaction was admitted).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from gmchain.chain.blockrules import WIRE_LIMITS, BlockLimits
 from gmchain.chain.executor import ExecResult, Executor
 from gmchain.chain.pool import TxPool
 from gmchain.chain.txrules import NEVER_VALID, Rejection, TxRejected
@@ -52,12 +55,17 @@ class BlockPacker:
         parent_res: ExecResult | None,
         exclude: list[frozenset[bytes]],
         target: int,
+        limits: BlockLimits = WIRE_LIMITS,
     ) -> list[SignedTx]:
-        """Up to `target` pool txs that pass the block rules on `parent` (rules 1-3)."""
+        """Up to `target` pool txs that pass the block rules on `parent` (rules 1-3), within the
+        block's epoch's `limits`."""
         height = parent.height + 1
+        max_bytes = min(self.max_block_bytes, limits.max_bytes)
         out: list[SignedTx] = []
         seen: set[bytes] = set()
         dead: list[SignedTx] = []
+        too_large: list[bytes] = []
+        tx_limit = min(limits.max_tx_bytes, limits.max_bytes)
         skip_senders: set[bytes] = set()
         total = skipped = 0
         for tx, size in self.pool.iter_fair():
@@ -68,6 +76,10 @@ class BlockPacker:
             if tx.body.sender in skip_senders:
                 skipped += 1
                 continue
+            if size > tx_limit:
+                too_large.append(tx.tx_id)
+                skipped += 1
+                continue
             try:
                 self.executor.check_tx(tx, height, parent_res, seen)
             except TxRejected as exc:
@@ -76,13 +88,20 @@ class BlockPacker:
                 dead.append(tx)
                 skipped += 1
                 continue
-            if total + size > self.max_block_bytes and out:
+            if total + size > max_bytes and out:
                 break
             out.append(tx)
             seen.add(tx.tx_id)
             total += size
         for tx in dead:  # after the walk: evicting changes the pool
             self.evict_if_never_valid(tx)
+        if too_large:
+            self.pool.evict(
+                too_large,
+                Rejection.TOO_LARGE,
+                f"left the pool without committing: larger than this epoch's chain parameters "
+                f"allow ({tx_limit} bytes)",
+            )
         return out
 
     def evict_if_never_valid(self, tx: SignedTx) -> None:

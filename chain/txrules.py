@@ -8,12 +8,13 @@ Rejection to its JSON-RPC error code in one table.
 The rules, in the order admission checks them (cheapest first; no check hides a later one, so every
 Rejection is reachable):
 
-  R1 size    the raw transaction is at most MAX_TX_BYTES               TOO_LARGE
+  R1 size    the raw transaction is at most T (T = MAX_TX_BYTES, and   TOO_LARGE        block rule
+             at most the epoch's tx_max_bytes: chain/blockrules.py rule 2 in a block)
   R2 shape   it decodes canonically, its args nest at most 14 deep    BAD_ENCODING
   R3 chain   body.chain_id is this chain's                            WRONG_CHAIN      block rule
   R4 key     body.sender is an SM2 public key (a point on the curve)  INVALID_KEY      block rule
-  R5 window  head < expiry <= head + W (W = genesis replay_window)    EXPIRED, EXPIRY_TOO_FAR
-                                                                                      block rule
+  R5 window  head < expiry <= head + W (W = the replay_window of the   EXPIRED, EXPIRY_TOO_FAR
+             epoch of the block at head + 1; genesis' in epoch 0)                      block rule
   R6 call    the contract exists, has the method, the method is not a query, and the args fit
              its schema             UNKNOWN_CONTRACT, UNKNOWN_METHOD, QUERY_METHOD, BAD_ARGUMENTS
   P  pool    not already pending; room in the pool; the sender's quota (node/mempool.py)
@@ -39,6 +40,13 @@ predict it.
 The nonce is not a rule: it only makes otherwise equal bodies distinct transactions (replay
 protection is R5 + R7: an id is remembered for as long as the transaction could be valid).
 
+Epoch parameters (EPOCHS.md E11). `tx_max_bytes` and `replay_window` are chain parameters of an
+epoch's configuration: the limits for a block at height h are those of the epoch of h, so a
+governance change takes effect from the first block of the next epoch, never before.
+`use_epoch_params(config_at)` (the chain calls it with its validator-set provider) says where they
+come from; without it (a chain that never changes epoch) they are MAX_TX_BYTES and the genesis
+replay_window. Admission checks a transaction for the block at head + 1.
+
 Caches. A signature is verified at most once per node: `SignatureCache` remembers verified tx ids
 and is shared by admission and block validation; `KeyCache` parses (and curve-checks) each sender
 key once. Both are objects given to `TxRules`; neither is a module global.
@@ -56,6 +64,7 @@ from typing import Protocol
 from gmchain.contracts.framework import BadArguments, Registry, UnknownContract, UnknownMethod
 from gmchain.crypto_sm import PublicKey, verify_many
 from gmchain.ledger.codec import DecodeError
+from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.types import MAX_TX_BYTES, SignedTx
 
 __all__ = [
@@ -190,10 +199,30 @@ class TxRules:
         verified: SignatureCache,
     ) -> None:
         self.chain_id = chain_id
-        self.replay_window = replay_window
+        self.replay_window = replay_window  # epoch 0's, until use_epoch_params
         self.registry = registry
         self.keys = keys
         self.verified = verified
+        self._config_at: Callable[[int], EpochConfig] | None = None
+
+    # --- epoch parameters (E11) -----------------------------------------------------------------
+
+    def use_epoch_params(self, config_at: Callable[[int], EpochConfig]) -> None:
+        """Take `tx_max_bytes` and `replay_window` from `config_at(height)`: the configuration
+        of the epoch of the block at `height` (see the module docstring)."""
+        self._config_at = config_at
+
+    def window_at(self, height: int) -> int:
+        """W for a transaction in a block at `height`."""
+        if self._config_at is None:
+            return self.replay_window
+        return self._config_at(height).param("replay_window")
+
+    def tx_max_bytes_at(self, height: int) -> int:
+        """T for a transaction in a block at `height` (never above MAX_TX_BYTES, the wire's)."""
+        if self._config_at is None:
+            return MAX_TX_BYTES
+        return min(MAX_TX_BYTES, self._config_at(height).param("tx_max_bytes"))
 
     @classmethod
     def with_new_caches(cls, *, chain_id: str, replay_window: int, registry: Registry) -> TxRules:
@@ -226,8 +255,9 @@ class TxRules:
 
     def check_static(self, tx: SignedTx, size: int, head: int) -> None:
         """R1 (by its encoded `size`), R3, R4, R5 against `head`, R6."""
-        if size > MAX_TX_BYTES:
-            raise TxRejected(Rejection.TOO_LARGE, f"transaction exceeds {MAX_TX_BYTES} bytes")
+        limit = self.tx_max_bytes_at(head + 1)
+        if size > limit:
+            raise TxRejected(Rejection.TOO_LARGE, f"transaction exceeds {limit} bytes")
         self.check_chain(tx)
         self.check_key(tx)
         self.check_window(tx, head)
@@ -255,10 +285,11 @@ class TxRules:
         expiry = tx.body.expiry
         if expiry <= head:
             raise TxRejected(Rejection.EXPIRED, f"expired: expiry {expiry} <= head {head}")
-        if expiry > head + self.replay_window:
+        window = self.window_at(head + 1)
+        if expiry > head + window:
             raise TxRejected(
                 Rejection.EXPIRY_TOO_FAR,
-                f"expiry {expiry} is beyond head {head} + window {self.replay_window}",
+                f"expiry {expiry} is beyond head {head} + window {window}",
             )
 
     def check_call(self, tx: SignedTx) -> None:

@@ -521,7 +521,7 @@ class NodeService:
             version=VERSION,
             round=view.round,
             committed_txs=head.acc_size,
-            replay_window=self.genesis.replay_window,
+            replay_window=self.rules.window_at(head.height + 1),  # E11: the current epoch's
             peer_height=head.height + lag,
             lag=lag,
             catching_up=self._is_catching_up(view),
