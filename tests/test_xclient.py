@@ -9,12 +9,13 @@ import dataclasses
 
 import pytest
 
-from gmchain.chain.lightclient import Certificate, compute_validator_set_fingerprint
+from gmchain.chain.lightclient import Certificate
 from gmchain.consensus.messages import CommitProof
 from gmchain.contracts.xc_layout import ACTIVE, FROZEN, ClientState, client_key
 from gmchain.crosschain import node_registry
 from gmchain.crosschain.packets import ClientUpdate, EpochChange, Misbehaviour, Packet
 from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
 from tests.epoch_chain import validator_of
 from tests.xc_rig import REGULATOR, Side, events, make_pair, packets_arg, query
@@ -416,7 +417,7 @@ def test_a_second_epoch_change_of_one_epoch_freezes() -> None:
     other_set = (validator_of(biz.rig.keys[2]),)
     end = real.certificate.headers[0]
     fake_end = dataclasses.replace(
-        end, next_validators_hash=compute_validator_set_fingerprint(other_set)
+        end, next_validators_hash=next_validators_commitment(1, other_set)
     )
     child = dataclasses.replace(
         real.certificate.proof.header, parent_id=fake_end.block_id, justify=biz.rig.qc(fake_end)
