@@ -42,13 +42,13 @@ from tests.independent_client import (
     EncodingError,
     Header,
     ProofError,
-    QuorumCert,
     RpcClient,
     _header_from_array,
     _is_on_curve,
     _qc_from_array,
     compute_signing_root,
     decode,
+    encode,
     leaf_hash,
     sm3,
     verify_inclusion,
@@ -57,7 +57,6 @@ from tests.independent_epoch import (
     Genesis,
     ValidatorSet,
     check_qc,
-    fingerprint,
     load_genesis,
     verify_bundle,
 )
@@ -139,8 +138,9 @@ def decode_receipt(raw: bytes, what: str) -> Receipt:
     v = _dec(raw, _NESTING["Receipt"], what)
     _need(isinstance(v, list) and len(v) == 6 and v[0] == 4, f"{what}: not a Receipt")
     _need(isinstance(v[1], bytes) and len(v[1]) == 32 and _uint(v[2]), f"{what}: field types")
+    _need(isinstance(v[4], list), f"{what}: events not a list")
     events = []
-    for e in v[4] if isinstance(v[4], list) else [None]:
+    for e in v[4]:
         _need(isinstance(e, list) and len(e) == 4 and e[0] == 3, f"{what}: an event not [3, ...]")
         _need(isinstance(e[3], list), f"{what}: event fields not a list")
         for pair in e[3]:
@@ -161,8 +161,10 @@ def check_certificate(
     raw_headers, raw_proof = cert
     _need(isinstance(raw_headers, list) and 1 <= len(raw_headers) <= 256, f"{what}: 1..256 headers")
     try:
-        hs = [_header_from_array(_dec(h, _NESTING["BlockHeader"], f"{what} header"))
-              for h in raw_headers]  # fmt: skip
+        hs = [
+            _header_from_array(_dec(h, _NESTING["BlockHeader"], f"{what} header"))
+            for h in raw_headers
+        ]
         proof = _dec(raw_proof, _NESTING["CommitProof"], f"{what} proof")
         _need(isinstance(proof, list) and len(proof) == 3 and proof[0] == 24, f"{what}: proof")
         child, qc = _header_from_array(proof[1]), _qc_from_array(proof[2])
@@ -248,14 +250,18 @@ class LightClient:
             e, cert, nxt_raw = ch
             nxt = next_set(nxt_raw, e + 1, f"{w} next_validators")
             if e < epoch:
-                _need(e not in ends or ends[e][1] == nxt.fingerprint,
-                      f"{w}: a second change of epoch {e} (misbehaviour)")  # fmt: skip
+                _need(
+                    e not in ends or ends[e][1] == nxt.fingerprint,
+                    f"{w}: a second change of epoch {e} (misbehaviour)",
+                )
                 continue
             _need(e == epoch, f"{w}: epoch {e} after {epoch}: changes must follow each other")
             hs = check_certificate(cert, c, {e: sets[e]}, self.genesis, w)
             x = hs[0]
-            _need(x.next_validators_hash == nxt.fingerprint,
-                  f"{w}: X.next_validators_hash is not the fingerprint of next_validators")  # fmt: skip
+            _need(
+                x.next_validators_hash == nxt.fingerprint,
+                f"{w}: X.next_validators_hash is not the fingerprint of next_validators",
+            )
             _need(e == 0 or x.height > ends[e - 1][0], f"{w}: X not above the end of epoch {e - 1}")
             ends[e] = (x.height, nxt.fingerprint)
             sets[e + 1] = nxt
@@ -267,9 +273,10 @@ class LightClient:
         for hs, _ in new:  # rule 3, misbehaviour checked before anything is applied
             for h in hs:
                 old = self.headers.get(h.height)
-                _need(old is None or old[0].block_id == h.block_id or old[0].epoch != h.epoch,
-                      f"{what}: another block at height {h.height} of epoch {h.epoch} "
-                      "(misbehaviour)")  # fmt: skip
+                _need(
+                    old is None or old[0].block_id == h.block_id or old[0].epoch != h.epoch,
+                    f"{what}: another block at height {h.height} of epoch {h.epoch} (misbehaviour)",
+                )
         self.epoch, self.sets, self.ends = epoch, sets, ends
         for hs, _ in new:
             stored = False
@@ -313,8 +320,6 @@ def check_regulator_tx(
 
 
 def encode_receipt(value: list[Any]) -> bytes:
-    from tests.independent_client import encode
-
     return encode(value)
 
 
@@ -340,43 +345,70 @@ def check_packet(
         _need(all(isinstance(x, bytes) and len(x) == 32 for x in path), "TxProof: a path item")
     _need(height in client.headers, f"TxProof: header {height} of {c} was not verified")
     header, update_no = client.headers[height]
+    end = client.ends.get(header.epoch)  # protocol.md §9: an ended epoch's suffix never commits
+    _need(end is None or height <= end[0], f"TxProof: header {height} is an ended epoch's suffix")
     tx = decode_tx(tx_raw, "business tx")
     receipt = decode_receipt(receipt_raw, "business receipt")
     _need(index < header.tx_count, "TxProof: index >= tx_count")
-    _need(verify_inclusion(leaf_hash(tx.tx_id), index, header.tx_count, tx_path, header.tx_root),
-          f"TxProof: the transaction is not leaf {index} of tx_root")  # fmt: skip
     _need(
-        verify_inclusion(leaf_hash(receipt_raw), index, header.tx_count, receipt_path,
-                         header.receipt_root),
+        verify_inclusion(leaf_hash(tx.tx_id), index, header.tx_count, tx_path, header.tx_root),
+        f"TxProof: the transaction is not leaf {index} of tx_root",
+    )
+    _need(
+        verify_inclusion(
+            leaf_hash(receipt_raw), index, header.tx_count, receipt_path, header.receipt_root
+        ),
         f"TxProof: the receipt is not leaf {index} of receipt_root",
-    )  # fmt: skip
+    )
     _need(receipt.tx_id == tx.tx_id, "business receipt: names another transaction")
     _need(receipt.status == OK, f"business receipt: status {receipt.status}")
     _need(tx.chain_id == c, f"business tx: of chain {tx.chain_id!r}")
     _need((tx.contract, tx.method) == ("evidence", "submit"), "business tx: not evidence.submit")
     a = tx.args
-    _need(len(a) >= 5 and all(isinstance(x, str) for x in a[:4]) and isinstance(a[4], bytes),
-          "business tx: arguments not record_id, flow_id, scenario, step, data_digest")  # fmt: skip
+    _need(
+        len(a) >= 5 and all(isinstance(x, str) for x in a[:4]) and isinstance(a[4], bytes),
+        "business tx: arguments not record_id, flow_id, scenario, step, data_digest",
+    )
     record_id, flow_id, scenario, step, data_digest = a[:5]
-    queued = [f for f in receipt.find_exact("evidence", "PacketQueued")
-              if len(f) == 3 and f[0] == ["seq", seq]]  # fmt: skip
+    queued = [
+        f
+        for f in receipt.find_exact("evidence", "PacketQueued")
+        if len(f) == 3 and f[0] == ["seq", seq]
+    ]
     _need(bool(queued), f"business receipt: no PacketQueued with seq {seq}")
-    _need(queued[0] == [["seq", seq], ["dest", reg_chain], ["record_id", record_id]],
-          "business receipt: PacketQueued is not (seq, regulator, record_id)")  # fmt: skip
-    sub = [e for e in receipt.find("evidence", "EvidenceSubmitted") if e.get("record_id") == record_id]
+    _need(
+        queued[0] == [["seq", seq], ["dest", reg_chain], ["record_id", record_id]],
+        "business receipt: PacketQueued is not (seq, regulator, record_id)",
+    )
+    sub = [
+        e for e in receipt.find("evidence", "EvidenceSubmitted") if e.get("record_id") == record_id
+    ]
     _need(bool(sub), "business receipt: no EvidenceSubmitted for the record")
     org, record_hash = sub[0].get("org"), sub[0].get("record_hash")
     _need(isinstance(org, str) and isinstance(record_hash, bytes), "EvidenceSubmitted: org/hash")
     derived = {
-        "seq": seq, "height": height, "index": index, "txId": tx.tx_id, "org": org,
-        "flowId": flow_id, "recordId": record_id, "scenario": scenario, "step": step,
-        "dataDigest": data_digest, "recordHash": record_hash,
+        "seq": seq,
+        "height": height,
+        "index": index,
+        "txId": tx.tx_id,
+        "org": org,
+        "flowId": flow_id,
+        "recordId": record_id,
+        "scenario": scenario,
+        "step": step,
+        "dataDigest": data_digest,
+        "recordHash": record_hash,
         "header": {
-            "height": height, "blockId": header.block_id, "txRoot": header.tx_root,
-            "txCount": header.tx_count, "receiptRoot": header.receipt_root,
-            "epoch": header.epoch, "timestampMs": header.timestamp_ms, "updateNo": update_no,
+            "height": height,
+            "blockId": header.block_id,
+            "txRoot": header.tx_root,
+            "txCount": header.tx_count,
+            "receiptRoot": header.receipt_root,
+            "epoch": header.epoch,
+            "timestampMs": header.timestamp_ms,
+            "updateNo": update_no,
         },
-    }  # fmt: skip
+    }
     return derived, header
 
 
@@ -429,11 +461,21 @@ def verify_relayed_record(
     recv: RegTx | None = None
     try:  # rule 1, the receiving transaction
         recv = check_regulator_tx(served.get("recv"), reg, "recv_packets", "recv_packets tx")
-        _need("0x" + recv.tx.tx_id.hex() == record.get("recvTxId"),
-              "recv_packets tx: not the record's recvTxId")  # fmt: skip
-        got = [e for e in recv.receipt.find_exact("xclient", "PacketReceived")
-               if e == [["chain", biz.chain_id], ["seq", seq], ["status", "accepted"],
-                        ["record_id", record.get("recordId")]]]  # fmt: skip
+        _need(
+            "0x" + recv.tx.tx_id.hex() == record.get("recvTxId"),
+            "recv_packets tx: not the record's recvTxId",
+        )
+        got = [
+            e
+            for e in recv.receipt.find_exact("xclient", "PacketReceived")
+            if e
+            == [
+                ["chain", biz.chain_id],
+                ["seq", seq],
+                ["status", "accepted"],
+                ["record_id", record.get("recordId")],
+            ]
+        ]
         _need(bool(got), f"recv_packets receipt: no PacketReceived(seq {seq}, accepted)")
     except Invalid as exc:
         reasons.append(str(exc))
@@ -452,8 +494,10 @@ def verify_relayed_record(
                 continue  # FAILED on the regulator: nothing of it was applied
             _need(not u.receipt.find("xclient", "ClientFrozen"), f"{what}: froze the client")
             if recv is not None:
-                _need((u.height, u.index) < (recv.height, recv.index),
-                      f"{what}: committed after the recv_packets")  # fmt: skip
+                _need(
+                    (u.height, u.index) < (recv.height, recv.index),
+                    f"{what}: committed after the recv_packets",
+                )
         except Invalid as exc:
             reasons.append(str(exc))
         try:  # the business side is checked even if the regulator side failed: every reason
@@ -510,8 +554,10 @@ def gather(regulator_url: str, business_chain: str, key: int | str) -> dict[str,
         return out
 
     def item(tx_id: str) -> dict[str, Any]:
-        return {"tx": rpc.call("gm_getTransactionByHash", [tx_id]),
-                "proof": rpc.call("gm_getTransactionProof", [tx_id])}  # fmt: skip
+        return {
+            "tx": rpc.call("gm_getTransactionByHash", [tx_id]),
+            "proof": rpc.call("gm_getTransactionProof", [tx_id]),
+        }
 
     out["recv"] = item(record["recvTxId"])
     for h in range(1, record["arrivedHeight"] + 1):
@@ -529,5 +575,4 @@ def gather(regulator_url: str, business_chain: str, key: int | str) -> dict[str,
     return out
 
 
-__all__ = ["Invalid", "LightClient", "Verdict", "fingerprint", "gather", "verify_relayed_record",
-           "QuorumCert"]  # fmt: skip
+__all__ = ["Invalid", "LightClient", "Verdict", "gather", "verify_relayed_record"]

@@ -92,8 +92,8 @@ class World:
         early = biz.evidence_txs(1, tag="early")
         assert biz.run_txs(early)[0].status == OK
         for k in (1, 2):  # two epoch changes of the business chain
-            r = biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[k]))
-            assert all(x.status == OK for x in r)
+            rs = biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[k]))
+            assert all(x.status == OK for x in rs)
         late = biz.evidence_txs(1, tag="late")
         assert biz.run_txs(late)[0].status == OK
         assert biz.rig.chain.validators.current_epoch() == 2
@@ -152,7 +152,7 @@ def test_a_relayed_record_verifies_back_to_the_business_genesis(
 ) -> None:
     verdict = world.verify(world.served(record_id))
     assert verdict.valid, str(verdict)
-    assert str(verdict) == "VALID"
+    assert str(verdict) == "VALID" and verdict.header is not None
     assert verdict.header.epoch == epoch
     assert verdict.epoch_sets == [0, 1, 2]  # followed from the genesis set through two changes
 
