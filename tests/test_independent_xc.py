@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.types import Block
 from gmchain.node.config import save_genesis
 from tests.independent_client import decode, encode
-from tests.independent_xc import verify_relayed_record
+from tests.independent_epoch import load_genesis
+from tests.independent_xc import Invalid, LightClient, check_packet, verify_relayed_record
 from tests.xc_rig import REGULATOR, Side, make_pair, packets_arg, query
 
 OK = 0
@@ -313,3 +315,66 @@ def test_an_update_committed_after_the_packet_is_not_used(world: World) -> None:
     served = world.served("late-0")
     served["updates"].append(served["recv"])
     _assert_refused(world.verify(served), "not xclient.update_client")
+
+
+# ---------------------------------------------------------------- the documents' worked examples
+
+
+def _xc_examples() -> dict[str, dict[str, str]]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    out = {}
+    for name, body in re.findall(r"<!-- example: (xc_\w+) -->\n```\w+\n(.*?)\n```", text, re.S):
+        out[name] = dict(line.split(" = ", 1) for line in body.splitlines() if " = " in line)
+    return out
+
+
+def _genesis_json(struct_hex: str) -> dict[str, Any]:
+    """A Genesis struct (protocol.md §2, tag 13) as the genesis document of §6."""
+    _, chain_id, ts, vals, observers, window, accounts, committee, thresholds = decode(
+        bytes.fromhex(struct_hex), 3
+    )
+    return {
+        "chain_id": chain_id,
+        "timestamp_ms": ts,
+        "replay_window": window,
+        "validators": [{"pubkey": v[1].hex(), "power": v[2], "org": v[3]} for v in vals],
+        "observers": [o.hex() for o in observers],
+        "accounts": [{"pubkey": a[0].hex(), "org": a[1], "role": a[2]} for a in accounts],
+        "committee": [{"org": c[0], "weight": c[1]} for c in committee],
+        "gov_thresholds": thresholds,
+    }
+
+
+def test_the_documents_worked_examples_verify() -> None:
+    """protocol.md section 10: the example ClientUpdate, Packet and EpochChange, replayed from
+    the example business genesis, give the documented stored copy and update numbers."""
+    ex = _xc_examples()
+    if "xc_setup" not in ex:
+        pytest.skip("docs/protocol.md has no section 10 examples yet")
+    setup = ex["xc_setup"]
+    biz = load_genesis(_genesis_json(setup["business_genesis"]))
+    assert biz.genesis_hash.hex() == setup["business_genesis_hash"]
+    assert biz.block_id.hex() == setup["business_block0_id"]
+    client = LightClient(biz)
+    client.apply(bytes.fromhex(ex["xc_client_update"]["client_update"]), "example update")
+    assert {h: n for h, (_, n) in client.headers.items()} == {1: 1}
+    packet = ex["xc_packet"]
+    derived, header = check_packet(bytes.fromhex(packet["packet"]), 2, client, "example-regulator")
+    stored = decode(bytes.fromhex(packet["p_value"]), 16)
+    keys = ["height", "index", "txId", "org", "flowId", "recordId", "scenario", "step",
+            "dataDigest", "recordHash"]  # fmt: skip
+    assert [derived[k] for k in keys] == stored[:10]
+    assert header.block_id.hex() == ex["xc_certificate"]["header0_block_id"]
+    client.apply(bytes.fromhex(ex["xc_epoch_change"]["client_update"]), "example change")
+    assert client.epoch == 1 and client.ends[0][0] == 4
+    assert client.ends[0][1].hex() == ex["xc_epoch_change"]["next_fingerprint"]
+    assert client.headers[4][1] == 2  # e/ of epoch 0 names update 2
+    with pytest.raises(Invalid, match="changes must follow each other"):
+        LightClient(biz).apply(bytes.fromhex(_skip_to_epoch_1(ex)), "skipping")
+
+
+def _skip_to_epoch_1(ex: dict[str, dict[str, str]]) -> str:
+    """The example epoch change relabelled as epoch 1's (a change that skips epoch 0's)."""
+    update = decode(bytes.fromhex(ex["xc_epoch_change"]["client_update"]), 16)
+    update[2][0][0] = 1
+    return encode(update).hex()
