@@ -48,6 +48,7 @@ from tests.independent_client import (
     _qc_from_array,
     compute_signing_root,
     decode,
+    decode_header,
     encode,
     leaf_hash,
     sm3,
@@ -59,6 +60,7 @@ from tests.independent_epoch import (
     check_qc,
     load_genesis,
     verify_bundle,
+    verify_epoch_proof,
 )
 
 _NESTING = {"SignedTx": 16, "Receipt": 19, "BlockHeader": 4, "CommitProof": 5}
@@ -235,6 +237,23 @@ class LightClient:
     def __post_init__(self) -> None:
         self.sets[0] = self.genesis.validators
 
+    def seed(self, proof: Any) -> None:
+        """A client registered at epoch N > 0 (governance.md `register_chain`): its set follows
+        from the genesis through the BUSINESS chain's epoch proof 0..N (gm_getEpochProof,
+        protocol.md §9 "Epoch-change proofs"), which the regulator does not keep."""
+        c = self.genesis.chain_id
+        try:
+            _need(isinstance(proof, dict) and proof.get("from_epoch") == 0, "epoch proof: not 0..N")
+            chain = verify_epoch_proof(proof, c, self.genesis.validators)
+            for entry in proof["entries"]:
+                x = decode_header(_hexb(entry["headers"][0], "epoch proof header"))
+                nxt = chain.sets[entry["epoch"] + 1]
+                self.ends[entry["epoch"]] = (x.height, nxt.fingerprint)
+        except ProofError as exc:
+            raise Invalid(f"business epoch proof: {exc}") from None
+        self.sets.update(chain.sets)
+        self.epoch = proof["to_epoch"]
+
     def apply(self, raw: Any, what: str) -> None:
         u = _dec(raw, _OUTER_DEPTH, what)
         _need(isinstance(u, list) and len(u) == 4, f"{what}: not a ClientUpdate")
@@ -311,16 +330,12 @@ def check_regulator_tx(
         raise Invalid(f"{what}: the regulator's proof bundle: {exc}") from None
     tx = decode_tx(_hexb(item["tx"].get("raw"), f"{what} raw"), f"{what} tx")
     _need(tx.tx_id == certified.tx_id, f"{what}: the served transaction is not the proven one")
-    receipt = decode_receipt(encode_receipt(certified.receipt), f"{what} receipt")
+    receipt = decode_receipt(encode(certified.receipt), f"{what} receipt")
     _need(not require_ok or receipt.status == OK, f"{what}: receipt status {receipt.status}")
     _need(tx.chain_id == reg.chain_id, f"{what}: a transaction of chain {tx.chain_id!r}")
     _need((tx.contract, tx.method) == ("xclient", method), f"{what}: not xclient.{method}")
     index = item["proof"]["index_in_block"]
     return RegTx(tx, receipt, certified.header.height, index)
-
-
-def encode_receipt(value: list[Any]) -> bytes:
-    return encode(value)
 
 
 # ---------------------------------------------------------------- the packet (§10)
@@ -448,7 +463,9 @@ def verify_relayed_record(
     business_genesis: Any, regulator_genesis: Any, served: dict[str, Any]
 ) -> Verdict:
     """`served`: {"record": gm_getRelayedRecord, "recv": {"tx", "proof"}, "updates": [{"tx",
-    "proof"}, ...] in regulator order, "client"?: gm_getCrossChainClient}."""
+    "proof"}, ...] in regulator order, "client"?: gm_getCrossChainClient,
+    "business_epoch_proof"?: the business chain's gm_getEpochProof(0, N) when the client was
+    registered at epoch N > 0}."""
     reasons: list[str] = []
     try:
         biz, reg = load_genesis(business_genesis), load_genesis(regulator_genesis)
@@ -480,6 +497,11 @@ def verify_relayed_record(
     except Invalid as exc:
         reasons.append(str(exc))
     client = LightClient(biz)
+    if served.get("business_epoch_proof") is not None:
+        try:
+            client.seed(served["business_epoch_proof"])
+        except Invalid as exc:
+            reasons.append(str(exc))
     cs = served.get("client")
     if isinstance(cs, dict):  # the registration names this genesis (crosschain.md)
         if cs.get("genesisHash") != "0x" + biz.genesis_hash.hex():

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from gmchain.chain.genesis import make_genesis_block
 from gmchain.chain.proofs import ProofAssembler
 from gmchain.chain.readcheck import check_served_header
 from gmchain.consensus.messages import CommitProof
+from gmchain.contracts.xc_layout import ClientState
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.types import Block
 from gmchain.node.config import save_genesis
@@ -378,3 +380,51 @@ def _skip_to_epoch_1(ex: dict[str, dict[str, str]]) -> str:
     update = decode(bytes.fromhex(ex["xc_epoch_change"]["client_update"]), 16)
     update[2][0][0] = 1
     return encode(update).hex()
+
+
+def test_a_client_registered_at_a_later_epoch_needs_the_business_epoch_proof(
+    tmp_path: Path,
+) -> None:
+    """Registered at epoch 1 (governance's register_chain with a later epoch): the regulator
+    holds no change 0 -> 1, so the set follows from the genesis only through the business
+    chain's own epoch proof (gm_getEpochProof 0..1)."""
+    biz, reg = make_pair()
+    assert all(x.status == OK for x in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    late = biz.evidence_txs(1, tag="later")
+    biz.run_txs(late)
+    g = biz.rig.genesis
+    one = biz.rig.chain.validators.config(1).validators
+    cs = ClientState(
+        genesis_hash=g.compute_hash(),
+        genesis_block_id=make_genesis_block(g)[0].header.block_id,
+        epoch=1,
+        validators=one,
+    )
+    reg.write_client(biz.chain_id, cs)
+    update = reg.call("xclient", "update_client", [biz.update(_height(biz, late[0].tx_id))])
+    assert update.status == OK, update.error
+    packet = biz.packet(late[0].tx_id, REGULATOR)
+    recv = reg.call("xclient", "recv_packets", [packets_arg([packet])])
+    assert recv.status == OK, recv.error
+    rec = query(reg, "record", [biz.chain_id, "later-0"])
+    rec["header"] = query(reg, "header", [biz.chain_id, rec["height"]])
+    served = {
+        "record": _render(rec),
+        "recv": _tx_item(reg, recv.tx_id),
+        "updates": [_tx_item(reg, update.tx_id)],
+    }
+    genesis = (_genesis_doc(biz, tmp_path, "b.json"), _genesis_doc(reg, tmp_path, "r.json"))
+    _assert_refused(verify_relayed_record(*genesis, served), "epoch 1 not reached")
+    assembler = ProofAssembler(
+        store=_Served(biz),  # type: ignore[arg-type]
+        validators=g.validators,
+        max_span=256,
+        check_header=check_served_header,
+    )
+    served["business_epoch_proof"] = assembler.epoch_proof(0, 1)
+    verdict = verify_relayed_record(*genesis, served)
+    assert verdict.valid, str(verdict)
+    assert verdict.header is not None and verdict.header.epoch == 1
+    forged = copy.deepcopy(served)
+    forged["business_epoch_proof"]["entries"][0]["next_validators"][0]["power"] += 1
+    _assert_refused(verify_relayed_record(*genesis, forged), "business epoch proof")
