@@ -1,8 +1,9 @@
 """Rewrite `gm_call`'s `x-results` in docs/openrpc.json and node/openrpc.json from the registry.
 
 Rules this script keeps:
-1. `x-results` maps every query `contract.method` of `contracts.framework.default_registry()` to
-   the JSON Schema of what the JSON layer renders from the query's declared shape
+1. `x-results` maps every query `contract.method` of `crosschain.node_registry()` (the node's
+   contracts: the system contracts and xclient) to the JSON Schema of what the JSON layer
+   renders from the query's declared shape
    (`ledger.jsonshapes.shape_json_schema`): exactly what
    tests/test_rpc_validate.py::test_openrpc_query_schemas_are_the_declared_shapes expects.
 2. Nothing else of the documents changes; both files are written identically (2-space JSON), so
@@ -22,12 +23,12 @@ FILES = (ROOT / "docs" / "openrpc.json", ROOT / "node" / "openrpc.json")
 
 
 def main() -> int:
-    from gmchain.contracts.framework import default_registry
+    from gmchain.crosschain import node_registry
     from gmchain.ledger.jsonshapes import shape_json_schema
 
     results = {
         f"{c['name']}.{m['name']}": shape_json_schema(m["returns"])
-        for c in default_registry().describe()["contracts"]
+        for c in node_registry().describe()["contracts"]
         for m in c["methods"]
         if m["kind"] == "query"
     }
