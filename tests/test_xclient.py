@@ -320,9 +320,10 @@ def test_a_conflicting_update_freezes_and_names_the_signers_of_both() -> None:
     assert r.status == FAILED and "is frozen" in r.error
     r = reg.call("xclient", "update_client", [biz.update(h)])
     assert r.status == FAILED and "is frozen" in r.error
-    # governance unfreeze_chain writes the client state (status active, the set it names).
+    # The governance decision unfreeze_chain: status active, the set it names.
     cs = _client(reg, biz.chain_id)
-    reg.write_client(biz.chain_id, dataclasses.replace(cs, status=ACTIVE, frozen_reason=None))
+    reg.unfreeze(biz.chain_id, cs.epoch, cs.validators)
+    assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
     assert _statuses(_recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])) == [(1, "accepted")]
     assert len(query(reg, "misbehaviour", [biz.chain_id])) == 1  # the evidence stays
 
@@ -516,3 +517,14 @@ def test_a_left_epochs_set_cannot_add_blocks_above_its_epochs_end() -> None:
     assert r.status == OK, r.error
     assert dict(r.result)["new_headers"] == 0  # type: ignore[arg-type]
     assert query(reg, "header", [biz.chain_id, h + 5]) is None
+
+
+def test_a_record_queued_for_another_regulator_is_refused() -> None:
+    biz, reg = make_pair()
+    biz.relay_to("another-regulator")
+    txs = biz.evidence_txs(1)
+    biz.run_txs(txs)
+    assert reg.call("xclient", "update_client", [biz.update(_height(biz, txs[0]))]).status == OK
+    r = _recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])
+    assert r.status == FAILED
+    assert "packet 1 was queued for 'another-regulator', not this chain" in r.error
