@@ -15,7 +15,9 @@ U4. Headers to store, one height at a time: none stored -> new; same block id ->
     different blocks at one height); another id of a HIGHER epoch -> it replaces the stored one
     (the stored header was the uncommitted suffix of an ended epoch, chain/proofs.py rule 5);
     another id of a LOWER epoch -> ignored for that reason. Of an epoch change only its ending
-    header E is stored (the rest of its certificate is the suffix).
+    header E is stored (the rest of its certificate is the suffix). A header of epoch e at or
+    below the known end of epoch e - 1, or above the known end of e, is not stored: no block of
+    e lies there (the ended epoch's suffix, or what a set that has left signed afterwards).
 U5. Everything is checked before anything is written; a misbehaviour writes only the evidence,
     the counters and the frozen status (`Freeze`), nothing else of the update.
 U6. Misbehaviour evidence names the signers present in both conflicting certificates (node ids
@@ -160,6 +162,12 @@ def _conflict(
     )
 
 
+def _epoch_end(state: StateReader, plan: UpdatePlan, chain: str, epoch: int) -> int | None:
+    """The height of the block that ended `epoch`, if a verified epoch change says so."""
+    v = plan.epoch_ends.get(epoch) or get_value(state, Keys.epoch_end(chain, epoch))
+    return None if v is None else int(v[0])
+
+
 def _add_certificate(
     state: StateReader,
     plan: UpdatePlan,
@@ -174,7 +182,12 @@ def _add_certificate(
     proof = cert.proof.encode()
     update_no = load_meta(state, chain)[0] + len(plan.certificates) + 1
     new: list[StoredHeader] = []
+    epoch = headers[0].epoch
+    prev_end = _epoch_end(state, plan, chain, epoch - 1) if epoch >= 1 else None
+    end = _epoch_end(state, plan, chain, epoch)
     for h in headers:
+        if (prev_end is not None and h.height <= prev_end) or (end is not None and h.height > end):
+            continue  # rule U4: outside its epoch's known heights (an ended epoch's suffix)
         old = plan.headers.get(h.height) or StoredHeader.load(state, chain, h.height)
         if old is not None and old.block_id == h.block_id:
             continue

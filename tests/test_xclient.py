@@ -321,9 +321,10 @@ def test_a_conflicting_update_freezes_and_names_the_signers_of_both() -> None:
     assert r.status == FAILED and "is frozen" in r.error
     r = reg.call("xclient", "update_client", [biz.update(h)])
     assert r.status == FAILED and "is frozen" in r.error
-    # governance unfreeze_chain writes the client state (status active, the set it names).
+    # The governance decision unfreeze_chain: status active, the set it names.
     cs = _client(reg, biz.chain_id)
-    reg.write_client(biz.chain_id, dataclasses.replace(cs, status=ACTIVE, frozen_reason=None))
+    reg.unfreeze(biz.chain_id, cs.epoch, cs.validators)
+    assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
     assert _statuses(_recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])) == [(1, "accepted")]
     assert len(query(reg, "misbehaviour", [biz.chain_id])) == 1  # the evidence stays
 
@@ -483,3 +484,48 @@ def test_one_update_follows_two_changes_and_proves_a_block_of_the_middle_epoch()
     assert query(reg, "client", [biz.chain_id])["epoch"] == 2
     assert query(reg, "header", [biz.chain_id, h])["epoch"] == 1
     assert _statuses(_recv(reg, [biz.packet(middle[0].tx_id, REGULATOR)])) == [(1, "accepted")]
+
+
+def test_a_left_epochs_set_cannot_add_blocks_above_its_epochs_end() -> None:
+    """After the client followed epoch 0 -> 1, epoch 0's set (the test holds its key) certifies
+    a block of epoch 0 above epoch 0's end: it verifies with the stored set of epoch 0, but no
+    block of epoch 0 lies there, so it is not stored and nothing can be proven against it."""
+    biz, reg = make_pair()
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    late = biz.evidence_txs(1, tag="late")
+    biz.run_txs(late)
+    h = _height(biz, late[0])
+    r = reg.call("xclient", "update_client", [biz.update(h, changes=biz.epoch_changes(0, 1))])
+    assert r.status == OK, r.error
+    real = biz.certificate(h)
+    old_set = biz.rig.keys_of(0)
+    tip = dataclasses.replace(real.headers[0], epoch=0, height=h + 5)
+    child = dataclasses.replace(
+        real.proof.header,
+        epoch=0,
+        height=h + 6,
+        parent_id=tip.block_id,
+        justify=biz.rig.qc(tip, old_set),
+    )
+    forged = Certificate(
+        headers=(tip,), proof=CommitProof(header=child, qc=biz.rig.qc(child, old_set))
+    )
+    r = reg.call(
+        "xclient",
+        "update_client",
+        [ClientUpdate(chain_id=biz.chain_id, certificate=forged).encode()],
+    )
+    assert r.status == OK, r.error
+    assert dict(r.result)["new_headers"] == 0  # type: ignore[arg-type]
+    assert query(reg, "header", [biz.chain_id, h + 5]) is None
+
+
+def test_a_record_queued_for_another_regulator_is_refused() -> None:
+    biz, reg = make_pair()
+    biz.relay_to("another-regulator")
+    txs = biz.evidence_txs(1)
+    biz.run_txs(txs)
+    assert reg.call("xclient", "update_client", [biz.update(_height(biz, txs[0]))]).status == OK
+    r = _recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])
+    assert r.status == FAILED
+    assert "packet 1 was queued for 'another-regulator', not this chain" in r.error

@@ -4,12 +4,10 @@ Rules this helper keeps:
 1. Both chains are `chain.core.Chain` over a MemStore, driven by tests/epoch_chain.py's `Rig`:
    blocks are built, executed and committed by the chain library, every QC is signed with real
    SM2 validator keys, epoch changes come from real governance transactions.
-2. Both run the node's contracts (`crosschain.node_registry`: xclient included). Until the
-   evidence outbox of XC.md lands on main (helper xgov), the business chain's `evidence.submit`
-   is the real contract followed by the outbox step of XC.md ("The outbox"): `OutboxEvidence`.
-3. Registrations and the relay rule are governance writes into the xclient namespace; until the
-   governance kinds land, `seed` writes them straight into the committed state (the executor
-   reads it from the store like any committed write).
+2. Both run the node's contracts (`crosschain.node_registry`: xclient included, and the
+   evidence contract's outbox).
+3. Registrations, unfreezing and the relay rule are real governance decisions (the genesis
+   committee, org-a, whose admin proposes and votes in one block).
 4. Certificates, tx proofs, packets and acks are built from the stores exactly as a relayer
    would from the RPC's bundles: nothing here decides a test's outcome.
 """
@@ -23,70 +21,27 @@ from gmchain.chain.epochs import EpochRecord
 from gmchain.chain.genesis import make_genesis_block
 from gmchain.chain.lightclient import Certificate
 from gmchain.consensus.messages import CommitProof
-from gmchain.contracts.evidence import EvidenceContract
-from gmchain.contracts.framework import Context, Registry
-from gmchain.contracts.governance import GovernanceContract
-from gmchain.contracts.membership import MembershipContract
-from gmchain.contracts.xc_layout import (
-    OUTBOX_COUNT_KEY,
-    PACKET_QUEUED,
-    RELAY_RULE_KEY,
-    ClientState,
-    RelayRule,
-    client_key,
-    outbox_key,
-)
+from gmchain.contracts.governance import propose_args, vote_args
+from gmchain.contracts.xc_layout import PACKET_QUEUED
+from gmchain.crosschain import node_registry
 from gmchain.crosschain.packets import Ack, ClientUpdate, EpochChange, Packet, TxProof
-from gmchain.crosschain.xclient import XClientContract
 from gmchain.crypto_sm import PrivateKey
-from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.codec import Value
 from gmchain.ledger.memstore import MemStore
 from gmchain.ledger.merkle import leaf_hash, root_and_inclusion_proof
-from gmchain.ledger.types import Block, BlockHeader, Genesis, GenesisValidator, Receipt, SignedTx
+from gmchain.ledger.types import (
+    Block,
+    BlockHeader,
+    Genesis,
+    GenesisValidator,
+    Receipt,
+    ReceiptStatus,
+    SignedTx,
+)
 from tests.epoch_chain import Rig, make_rig
 from tests.node_helpers import T0, TestNet, evidence_args, make_net, sign_tx
 
 REGULATOR = "regulator-chain"
-
-
-class OutboxEvidence(EvidenceContract):
-    """Rule 2: evidence.submit, then XC.md's outbox step (relay rule -> outbox -> PacketQueued)."""
-
-    def submit(self, ctx: Context, *args: Any) -> Value:  # type: ignore[override]
-        result = EvidenceContract.submit(self, ctx, *args)
-        if any(e.name == PACKET_QUEUED for e in ctx.events):
-            return result  # the real outbox (contracts/evidence.py E8) queued it already
-        raw = ctx.reader_for("xclient").get(RELAY_RULE_KEY)
-        rule = None if raw is None else RelayRule.decode(raw)
-        if rule is not None and rule.selects(args[2]):
-            seq = int.from_bytes(ctx.state.get(OUTBOX_COUNT_KEY) or b"", "big") + 1
-            ctx.state.put(outbox_key(seq), encode([ctx.tx_id, args[0], args[1], ctx.sender_org]))
-            ctx.state.put(OUTBOX_COUNT_KEY, seq.to_bytes(8, "big"))
-            ctx.emit(
-                PACKET_QUEUED, ("seq", seq), ("dest", rule.dest_chain_id), ("record_id", args[0])
-            )
-        return result
-
-    submit.__gmchain_method__ = EvidenceContract.submit.__gmchain_method__  # type: ignore[attr-defined]
-
-
-for _name, _attr in vars(EvidenceContract).items():  # the other methods and queries, unchanged
-    if hasattr(_attr, "__gmchain_method__") and _name not in vars(OutboxEvidence):
-        setattr(OutboxEvidence, _name, _attr)
-
-
-def registry() -> Registry:
-    return Registry(
-        [MembershipContract(), OutboxEvidence(), GovernanceContract(), XClientContract()]
-    )
-
-
-class SeededStore(MemStore):
-    """Rule 3."""
-
-    def seed(self, namespace: str, key: bytes, value: bytes) -> None:
-        self._state.setdefault(namespace, {})[key] = value
-        self._sorted_keys.pop(namespace, None)
 
 
 @dataclass
@@ -94,7 +49,7 @@ class Side:
     """One chain of the pair."""
 
     rig: Rig
-    store: SeededStore
+    store: MemStore
 
     @property
     def chain_id(self) -> str:
@@ -136,22 +91,39 @@ class Side:
             prev = rid
         return out
 
-    def register(self, other: Side) -> None:
-        """Rule 3: governance's register_chain(other) on this chain."""
-        g = other.rig.genesis
-        cs = ClientState(
-            genesis_hash=g.compute_hash(),
-            genesis_block_id=make_genesis_block(g)[0].header.block_id,
-            epoch=0,
-            validators=g.validators,
-        )
-        self.store.seed("xclient", client_key(other.chain_id), cs.encode())
+    def govern(self, kind: str, values: list[Value]) -> None:
+        """Rule 3: the committee decides `kind(values)` (proposal and vote in one block)."""
+        self.rig.proposals += 1
+        expiry = self.rig.chain.head.height + 50
+        txs = [
+            sign_tx(
+                self.admin,
+                chain_id=self.chain_id,
+                expiry=expiry,
+                contract="governance",
+                method=m,
+                args=args,
+            )
+            for m, args in (
+                ("propose", propose_args(kind, values, expiry)),
+                ("vote", vote_args(self.rig.proposals, True)),
+            )
+        ]
+        receipts = self.run_txs(txs)
+        assert all(r.status == ReceiptStatus.OK for r in receipts), [r.error for r in receipts]
 
-    def write_client(self, chain: str, cs: ClientState) -> None:
-        self.store.seed("xclient", client_key(chain), cs.encode())
+    def register(self, other: Side) -> None:
+        g = other.rig.genesis
+        block0 = make_genesis_block(g)[0].header.block_id
+        sets: list[Value] = [[v.pubkey, v.power, v.org] for v in g.validators]
+        self.govern("register_chain", [other.chain_id, g.compute_hash(), block0, 0, sets])
+
+    def unfreeze(self, chain: str, epoch: int, validators: tuple[GenesisValidator, ...]) -> None:
+        sets: list[Value] = [[v.pubkey, v.power, v.org] for v in validators]
+        self.govern("unfreeze_chain", [chain, epoch, sets, "investigated"])
 
     def relay_to(self, dest: str) -> None:
-        self.store.seed("xclient", RELAY_RULE_KEY, RelayRule(dest_chain_id=dest).encode())
+        self.govern("set_relay_rule", [dest, []])
 
     # -- what a relayer builds -------------------------------------------------------------------
 
@@ -246,10 +218,10 @@ def regulator_net() -> TestNet:
 def make_pair(n_keys: int = 3) -> tuple[Side, Side]:
     """(business, regulator): each registers the other; the business chain relays to the
     regulator (rules 2, 3). The business chain has `n_keys` validator keys (one in genesis)."""
-    bs, rs = SeededStore(), SeededStore()
+    bs, rs = MemStore(), MemStore()
     net = make_net(replay_window=200)
-    biz = Side(make_rig(bs, n_keys=n_keys, net=net, registry=registry()), bs)
-    reg = Side(make_rig(rs, net=regulator_net(), registry=registry()), rs)
+    biz = Side(make_rig(bs, n_keys=n_keys, net=net, registry=node_registry()), bs)
+    reg = Side(make_rig(rs, net=regulator_net(), registry=node_registry()), rs)
     reg.register(biz)
     biz.register(reg)
     biz.relay_to(REGULATOR)
@@ -284,7 +256,7 @@ class _Reader:
 
 def query(side: Side, method: str, args: list[Value]) -> Any:
     """xclient.<method>(args) on `side`'s committed state, as a dict for records."""
-    value = registry().query(lambda ns: _Reader(side.store, ns), "xclient", method, args)
+    value = node_registry().query(lambda ns: _Reader(side.store, ns), "xclient", method, args)
     return as_dicts(value)
 
 
