@@ -21,11 +21,12 @@ Rules this module keeps:
    `Chain.commit`, right after the block's store write), both on the one thread that executes
    and commits (node/driver.py rule 1), so no read can fill it with a value a commit already
    replaced. Speculative writes never enter it (they stay in the overlays), so a pruned branch
-   leaves nothing behind. Why: a proposal re-proposed after a timeout (same transactions, new
+   leaves nothing behind. Why: a block re-proposed after a timeout (same transactions, new
    round) is executed again, and each LevelDB read releases the GIL, which the consensus thread
-   then waits to get back from a busy event loop (docs/benchmarks.md, session 6); a hit is a
-   dict lookup that keeps it. Queries and the `*_uncached` lookups (other threads) read the
-   store itself.
+   may then have to wait for; a hit is a dict lookup that keeps it. (docs/benchmarks.md,
+   session 6: it takes a replica's LevelDB reads per re-executed block from ~2,000 to ~0; on
+   an overloaded machine the wait was for a CPU, not the GIL, and no wall-time gain showed.)
+   Queries and the `*_uncached` lookups (other threads) read the store itself.
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ Rules this module keeps:
 4. In-memory only and per process: built from a scan of the store's state keys when the store
    opens (`Store.open`), so positions may use any hash; blake2b keeps them uniform.
 
-Why: a LevelDB read releases the GIL, and a thread that gave the GIL up waits to get it back
-from the other busy threads (and, on a loaded machine, from the OS's run queue): block execution
-reads mostly keys that do not exist yet (a new record, a new flow), and each of those reads cost
-the consensus thread about half a millisecond of waiting (docs/benchmarks.md, session 6). A
-filter lookup is pure Python and keeps the GIL.
+Why: a LevelDB read releases the GIL, and a thread that gave the GIL up may have to wait for
+it; block execution reads mostly keys that do not exist yet (a new record, a new flow). A filter
+lookup is pure Python and keeps the GIL. Measured (docs/benchmarks.md, session 6): a replica's
+LevelDB reads per executed block fall from two per evidence submission to none; on an
+overloaded machine the consensus thread's wait was for a CPU, not the GIL, and no wall-time
+gain showed there — the quiet-machine pairs decide whether this stays.
 """
 
 from __future__ import annotations
