@@ -34,9 +34,6 @@ Rules this module keeps:
    flipped byte in an .ldb data block was otherwise served as it was, issue 10 fault 11); other
    reads do when the store is opened with `verify_checksums=True`, which the node does. A
    mismatch is `StoreCorrupt`, never data.
-8. `get_state` of a key `ledger.store_filter` rules out answers None without a LevelDB read (a
-   read releases the GIL; its rules say why that matters). The filter holds every stored state
-   key: built from a scan of them at open, given a batch's state keys before it is written.
 
 Sources: LevelDB docs (WriteBatch atomicity, `sync`, `paranoid_checks`), plyvel API docs,
 RFC 6962 §2.1, DESIGN.md "Storage", REFERENCES.md "Bugs other chains shipped".
@@ -63,7 +60,6 @@ from gmchain.ledger.store_api import BlockWrite, check_block_write, require_byte
 from gmchain.ledger.store_check import check_store, check_store_deep, corrupt
 from gmchain.ledger.store_errors import RECOVERY_HINT, ChainMismatch, StoreCorrupt, StoreError
 from gmchain.ledger.store_files import check_log_files
-from gmchain.ledger.store_filter import KeyFilter
 
 __all__ = ["BlockWrite", "ChainMismatch", "StateSnapshot", "Store", "StoreCorrupt", "StoreError"]
 
@@ -142,9 +138,9 @@ def _open_leveldb(path: str, *, create: bool, paranoid_checks: bool) -> Any:
         raise StoreError(f"cannot open ledger store {path}: {e}") from e
 
 
-def _state_key(namespace: str, key: bytes) -> bytes:
+def _get_state(kv: _KV, namespace: str, key: bytes) -> bytes | None:
     try:
-        return k.k_state(namespace, key)
+        return kv.get(k.k_state(namespace, key))
     except ValueError as e:
         raise StoreError(str(e)) from e
 
@@ -180,7 +176,7 @@ class StateSnapshot:
         self._snap.close()
 
     def get_state(self, namespace: str, key: bytes) -> bytes | None:
-        return self._kv.get(_state_key(namespace, key))
+        return _get_state(self._kv, namespace, key)
 
     def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of one namespace whose key starts with `prefix`, in bytewise key order."""
@@ -198,7 +194,7 @@ class Store:
     `_acc_size` equal what is on disk (they change only after a batch write returned).
     """
 
-    __slots__ = ("_acc_size", "_db", "_head", "_kv", "_lock", "_path", "_state_keys", "_verify")
+    __slots__ = ("_acc_size", "_db", "_head", "_kv", "_lock", "_path", "_verify")
 
     def __init__(self, *, db: Any, path: str, verify: bool) -> None:
         """Private: use `Store.open`."""
@@ -209,7 +205,6 @@ class Store:
         self._lock = threading.Lock()
         self._head: tuple[int, bytes] | None = None  # (height, hash) of the last committed block
         self._acc_size = 0  # accumulator leaves committed
-        self._state_keys = KeyFilter(initial_capacity=1 << 20)  # rule 8: filled by `open`
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -238,8 +233,6 @@ class Store:
         store = cls(db=db, path=spath, verify=verify_checksums)
         try:
             store._init_or_check_identity(cid)
-            for key in store._kv._iter(prefix=k.P_STATE, include_value=False):
-                store._state_keys.add(key)
             store.check_consistency(deep=deep_check)
         except plyvel.Error as e:
             db.close()
@@ -382,12 +375,10 @@ class Store:
         for (level, index), node in new_nodes.items():
             put(k.k_acc_node(level, index), node)
         for (ns, key), value in w.state_writes.items():
-            full = k.k_state_prefix(ns) + key
-            self._state_keys.add(full)  # rule 8: before the batch is written (and deletions)
             if value is None:
-                b.delete(full)
+                b.delete(k.k_state_prefix(ns) + key)
             else:
-                put(full, value)
+                put(k.k_state_prefix(ns) + key, value)
         for ik, iv in w.index_writes.items():
             if iv is None:
                 b.delete(k.k_index(ik))
@@ -516,10 +507,7 @@ class Store:
         return self._kv.get(k.k_receipt(tx_id))
 
     def get_state(self, namespace: str, key: bytes) -> bytes | None:
-        full = _state_key(namespace, key)
-        if self._state_keys.may_contain(full) or self._db.closed:  # rule 8 (closed: raises)
-            return self._kv.get(full)
-        return None
+        return _get_state(self._kv, namespace, key)
 
     def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of one namespace whose key starts with `prefix`, in bytewise key order."""
