@@ -371,6 +371,8 @@ class Chain:
                     epoch_record=None if record is None else (record.epoch, record.encode()),
                 )
             )
+            # executor.py rule 5: the cache of committed state follows the store, at once.
+            self.executor.read_cache.on_committed_writes(result.writes)
             self.head = h
             self.frontier = result.frontier
             self.recent.append((h.height, result.tx_id_set))

@@ -15,6 +15,18 @@ Rules this module keeps:
 4. The header commitments are computed here and only here: tx_root and receipt_root (RFC 6962 over
    tx ids and encoded receipts), the accumulator frontier after the block, and
    state_hash = SM3(DOMAIN["state"] || 0x00 || encode([parent_state_hash, sorted writes])).
+5. Block execution reads committed state through `CommittedReadCache`: a dict that holds what
+   the store holds for every key execution read (None for an absent key), as of the committed
+   head. It is filled on a miss and brought up to date by `on_committed_writes` (from
+   `Chain.commit`, right after the block's store write), both on the one thread that executes
+   and commits (node/driver.py rule 1), so no read can fill it with a value a commit already
+   replaced. Speculative writes never enter it (they stay in the overlays), so a pruned branch
+   leaves nothing behind. Why: a block re-proposed after a timeout (same transactions, new
+   round) is executed again, and each LevelDB read releases the GIL, which the consensus thread
+   may then have to wait for; a hit is a dict lookup that keeps it. (docs/benchmarks.md,
+   session 6: it takes a replica's LevelDB reads per re-executed block from ~2,000 to ~0; on
+   an overloaded machine the wait was for a CPU, not the GIL, and no wall-time gain showed.)
+   Queries and the `*_uncached` lookups (other threads) read the store itself.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from gmchain.ledger.types import (
 )
 
 __all__ = [
+    "CommittedReadCache",
     "CommittedState",
     "ExecResult",
     "Executor",
@@ -115,6 +128,54 @@ class ExecResult:
 def compute_state_hash(parent_state_hash: bytes, writes: Mapping[StateKey, bytes | None]) -> Digest:
     items = [[ns, key, value] for (ns, key), value in sorted(writes.items())]
     return compute_signing_root("state", [parent_state_hash, items])
+
+
+class CommittedReadCache:
+    """Rule 5: committed state as of the committed head, kept in memory for block execution.
+
+    Invariant: for every (namespace, key) in `_values`, the value equals what the store holds
+    (None: absent). Holds at most `max_entries` keys; when full it is emptied (a miss only costs
+    a store read).
+    """
+
+    def __init__(self, committed: CommittedState, *, max_entries: int = 200_000) -> None:
+        self._committed = committed
+        self._values: dict[StateKey, bytes | None] = {}
+        self._max = max_entries
+        self.hits = 0  # reads answered from memory (for tests and metrics)
+        self.misses = 0  # reads that went to the store
+
+    def get_state(self, namespace: str, key: bytes) -> bytes | None:
+        k = (namespace, key)
+        values = self._values
+        if k in values:
+            self.hits += 1
+            return values[k]
+        self.misses += 1
+        value = self._committed.get_state(namespace, key)
+        if len(values) >= self._max:
+            values.clear()
+        values[k] = value
+        return value
+
+    def iter_state(self, namespace: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return self._committed.iter_state(namespace, prefix)
+
+    def get_tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        return self._committed.get_tx_location(tx_id)
+
+    def on_committed_writes(self, writes: Mapping[StateKey, bytes | None]) -> None:
+        """A block's state writes are in the store: keys we hold take their new values."""
+        values = self._values
+        for k, v in writes.items():
+            if k in values:
+                values[k] = v
+
+    def clear(self) -> None:
+        self._values.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 class _Layered:
@@ -218,6 +279,8 @@ class Executor:
         self.chain_id = rules.chain_id
         self.registry: Registry = rules.registry
         self.committed = committed
+        # Rule 5: what block execution reads of committed state (this thread's only).
+        self.read_cache = CommittedReadCache(committed)
         # Tx ids the caller knows are not committed (its pool: committed txs leave it in the
         # same step as their commit), so the committed-duplicate lookup can be skipped for them.
         self.known_uncommitted: Callable[[bytes], bool] = lambda _tx_id: False
@@ -246,17 +309,20 @@ class Executor:
         if parent is None or not any(r.touches_membership for r in parent.iter_chain()):
             if pubkey in self._accounts:
                 return self._accounts[pubkey]
-            account = self._lookup(pubkey, [])
+            account = self._lookup(pubkey, [], self.read_cache)
             if len(self._accounts) > 100_000:
                 self._accounts.clear()
             self._accounts[pubkey] = account
             return account
-        return self._lookup(pubkey, _layers_of(parent))
+        return self._lookup(pubkey, _layers_of(parent), self.read_cache)
 
     def _lookup(
-        self, pubkey: bytes, layers: list[Mapping[StateKey, bytes | None]]
+        self,
+        pubkey: bytes,
+        layers: list[Mapping[StateKey, bytes | None]],
+        committed: CommittedState,
     ) -> Account | None:
-        layered = _Layered(self.committed, layers)
+        layered = _Layered(committed, layers)
         account = lookup_account(_NsReader(layered, "membership"), sm3_hash(pubkey)[:20])
         if account is None or account[0] != pubkey:
             return None
@@ -264,7 +330,7 @@ class Executor:
 
     def lookup_sender_uncached(self, pubkey: bytes) -> Account | None:
         """The committed account of `pubkey`, read from the store (safe from any thread)."""
-        return self._lookup(pubkey, [])
+        return self._lookup(pubkey, [], self.committed)
 
     def lookup_org_removal(self, org: str, parent: ExecResult | None) -> int | None:
         """R8b: the proposal that removed `org` as of `parent` (None: committed state)."""
@@ -272,16 +338,21 @@ class Executor:
             if org not in self._removals:
                 if len(self._removals) > 100_000:
                     self._removals.clear()
-                self._removals[org] = self._org_removal(org, [])
+                self._removals[org] = self._org_removal(org, [], self.read_cache)
             return self._removals[org]
-        return self._org_removal(org, _layers_of(parent))
+        return self._org_removal(org, _layers_of(parent), self.read_cache)
 
     def lookup_org_removal_uncached(self, org: str) -> int | None:
         """R8b on committed state, read from the store (safe from any thread)."""
-        return self._org_removal(org, [])
+        return self._org_removal(org, [], self.committed)
 
-    def _org_removal(self, org: str, layers: list[Mapping[StateKey, bytes | None]]) -> int | None:
-        return org_removal(_NsReader(_Layered(self.committed, layers), GOV_NAMESPACE), org)
+    def _org_removal(
+        self,
+        org: str,
+        layers: list[Mapping[StateKey, bytes | None]],
+        committed: CommittedState,
+    ) -> int | None:
+        return org_removal(_NsReader(_Layered(committed, layers), GOV_NAMESPACE), org)
 
     def forget_accounts(self) -> None:
         """Committed membership or governance state changed: drop the cached committed lookups."""
@@ -332,7 +403,7 @@ class Executor:
         layers_below: list[Mapping[StateKey, bytes | None]],
     ) -> Receipt:
         pending: dict[StateKey, bytes | None] = {}
-        layered = _Layered(self.committed, [pending, block_writes, *layers_below])
+        layered = _Layered(self.read_cache, [pending, block_writes, *layers_below])
         body = tx.body
 
         def reader_for(ns: str) -> StateReader:
