@@ -17,7 +17,8 @@ What it establishes, given the business chain's genesis document and the regulat
    "Certificate"): replayed from the BUSINESS genesis (epoch 0, the genesis set), the updates in
    regulator order: epoch changes followed from the trusted epoch E (e < E: a repeat with the
    same fingerprint is skipped, another is misbehaviour; e == E: certified by E's set, first
-   header X names the fingerprint of next_validators, X above the end of e - 1; e > E: refused);
+   header X names the next-validators commitment of (e + 1, next_validators), X above the end
+   of e - 1; e > E: refused);
    the certificate checked with its headers' epoch's set (E, or a past one); headers stored by
    rule 3. Genesis binding: a header at height 0 is the genesis block, one at 1 descends from it.
    An update receipt with `ClientFrozen` is refused (the regulator applied nothing of it).
@@ -59,6 +60,7 @@ from tests.independent_epoch import (
     ValidatorSet,
     check_qc,
     load_genesis,
+    next_validators_commitment,
     verify_bundle,
     verify_epoch_proof,
 )
@@ -278,8 +280,9 @@ class LightClient:
             hs = check_certificate(cert, c, {e: sets[e]}, self.genesis, w)
             x = hs[0]
             _need(
-                x.next_validators_hash == nxt.fingerprint,
-                f"{w}: X.next_validators_hash is not the fingerprint of next_validators",
+                x.next_validators_hash == next_validators_commitment(e + 1, nxt.fingerprint),
+                f"{w}: X.next_validators_hash is not the next-validators commitment of "
+                f"(epoch {e + 1}, next_validators)",
             )
             _need(e == 0 or x.height > ends[e - 1][0], f"{w}: X not above the end of epoch {e - 1}")
             ends[e] = (x.height, nxt.fingerprint)

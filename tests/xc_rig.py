@@ -215,14 +215,17 @@ def regulator_net() -> TestNet:
     return TestNet(genesis, node_key, accounts, PrivateKey.generate())
 
 
-def make_pair(n_keys: int = 3) -> tuple[Side, Side]:
+def make_pair(n_keys: int = 3, *, register_business: bool = True) -> tuple[Side, Side]:
     """(business, regulator): each registers the other; the business chain relays to the
-    regulator (rules 2, 3). The business chain has `n_keys` validator keys (one in genesis)."""
+    regulator (rules 2, 3). The business chain has `n_keys` validator keys (one in genesis).
+    `register_business=False` leaves the business chain unregistered on the regulator (a test
+    registers it later, e.g. at a later epoch)."""
     bs, rs = MemStore(), MemStore()
     net = make_net(replay_window=200)
     biz = Side(make_rig(bs, n_keys=n_keys, net=net, registry=node_registry()), bs)
     reg = Side(make_rig(rs, net=regulator_net(), registry=node_registry()), rs)
-    reg.register(biz)
+    if register_business:
+        reg.register(biz)
     biz.register(reg)
     biz.relay_to(REGULATOR)
     return biz, reg
