@@ -108,6 +108,7 @@ def foreign_chain(
     """(chain id, genesis hash, genesis block id, epoch, [[pubkey, power, org], ...]) of the
     chain whose genesis.json is `genesis_file` (rules 1, 2)."""
     from gmchain.chain.genesis import make_genesis_block
+    from gmchain.chain.validators import GenesisValidators
     from gmchain.node.config import ConfigError, load_genesis
 
     try:
@@ -121,7 +122,7 @@ def foreign_chain(
                 f"epoch {epoch}: the genesis names epoch 0's validators only; give "
                 "--validators-from-rpc URL to take a later epoch's set (verified from the genesis)"
             )
-        vals = list(genesis.validators)
+        vals = list(GenesisValidators(genesis).validators_at(0))
         found = 0
     else:
         found, vals = _verified_set(genesis, epoch, rpc_url, timeout_s)

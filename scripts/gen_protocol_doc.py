@@ -278,6 +278,9 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         frontier = result.frontier
         nodes.update(result.acc_nodes)
         state.apply(height, result.writes, result.tx_ids)
+        # chain/executor.py rule 5: whoever commits tells the executor's read cache (as
+        # Chain.commit does), or the next block reads what this one replaced.
+        executor.read_cache.on_committed_writes(result.writes)
         block = lt.Block(header=header, txs=tuple(txs))
         headers.append(header)
         blocks.append(block)
