@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import field_rules  # noqa: E402 (scripts/field_rules.py: each struct's field rules)
+import gen_protocol_xc  # noqa: E402 (scripts/gen_protocol_xc.py: the cross-chain examples)
 
 from gmchain.chain.core import make_genesis_block  # noqa: E402
 from gmchain.chain.executor import BlockContext, Executor  # noqa: E402
@@ -397,6 +398,14 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
         "commit_proof": commit_proofs[1],
         "consistency": consistency,
         "epoch_proof": epoch_proof,
+        "xc": gen_protocol_xc.build_xc_examples(
+            sigs,
+            _MemState,
+            sender_key=SENDER_KEY,
+            validator_keys=VALIDATOR_KEYS,
+            orgs=VALIDATOR_ORGS,
+            evidence_args=_evidence_args,
+        ),
     }
 
 
@@ -751,6 +760,7 @@ def render(ex: dict[str, Any]) -> str:
             },
         ),
     }
+    values.update(gen_protocol_xc.render_xc(ex["xc"], _example))
     for key, val in values.items():
         marker = "{{" + key + "}}"
         assert marker in tmpl, f"template lacks {marker}"
