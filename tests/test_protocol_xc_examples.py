@@ -23,7 +23,7 @@ from gmchain.chain.core import make_genesis_block
 from gmchain.chain.executor import BlockContext, Executor
 from gmchain.chain.txrules import TxRules
 from gmchain.crosschain import node_registry
-from gmchain.crosschain.packets import Ack, ClientUpdate, Misbehaviour, Packet
+from gmchain.crosschain.packets import Ack, ClientUpdate, EpochChange, Misbehaviour, Packet
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.merkle import Frontier, compute_root
 from gmchain.ledger.types import (
@@ -289,3 +289,20 @@ def test_tampering_a_misbehaviour_fails() -> None:
     for i in _sample(len(misb)):
         r = reg.attempt("submit_misbehaviour", _flip(misb, i))
         assert r.status == FAILED, (i, r.error)
+
+
+def test_an_epoch_change_in_another_order_is_the_same_change() -> None:
+    """The doc: next_validators' order is not checked (the fingerprint sorts by key); a key
+    named twice is refused."""
+    reg = _Chain("regulator")
+    reg.run_doc_block("xc_client_update", "regulator1")
+    u = ClientUpdate.decode(raw("xc_epoch_change", "client_update"))
+    ch = u.epoch_changes[0]
+
+    def with_next(vals: tuple[Any, ...]) -> bytes:
+        change = EpochChange(epoch=ch.epoch, certificate=ch.certificate, next_validators=vals)
+        return ClientUpdate(chain_id=u.chain_id, epoch_changes=(change,)).encode()
+
+    assert reg.attempt("update_client", with_next(ch.next_validators[::-1])).status == OK
+    twice = reg.attempt("update_client", with_next((*ch.next_validators, ch.next_validators[0])))
+    assert twice.status == FAILED and "twice" in twice.error
