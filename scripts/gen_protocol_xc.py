@@ -27,7 +27,13 @@ from gmchain.chain.lightclient import Certificate, compute_validator_set_fingerp
 from gmchain.chain.txrules import TxRules
 from gmchain.consensus import Validator, ValidatorSet
 from gmchain.consensus.messages import CommitProof
-from gmchain.contracts.xc_layout import RELAY_RULE_KEY, ClientState, RelayRule, client_key
+from gmchain.contracts.xc_layout import (
+    RELAY_RULE_KEY,
+    ClientState,
+    RelayRule,
+    client_key,
+    outbox_key,
+)
 from gmchain.crosschain import node_registry
 from gmchain.crosschain.packets import (
     Ack,
@@ -520,9 +526,12 @@ def render_xc(
                 ("child_justify_block_id", child.justify.block_id),
                 ("child_justify_round", child.justify.round),
                 ("child_justify_signers", _signers(child.justify)),
+                ("child_justify_signing_root", _root(h1)),
                 ("qc_block_id", cert.proof.qc.block_id),
                 ("qc_round", cert.proof.qc.round),
                 ("qc_signers", _signers(cert.proof.qc)),
+                ("qc_signing_root", _root(child)),
+                ("quorum", "3 of total power 4 (floor(2 * 4 / 3) + 1)"),
                 ("validator_set", compute_validator_set_fingerprint(biz.genesis.validators)),
             ],
         ),
@@ -583,6 +592,8 @@ def render_xc(
                 ("seq", packet.seq),
                 ("tx_proof", encode(proof.to_value())),
                 *((f"tx_arg{i}", show(a)) for i, a in enumerate(tx.body.args)),
+                ("header_key", h_key),
+                *_events("receipt_", receipt),
                 ("p_key", p_key),
                 ("p_value", p_value),
                 ("p_value_text", value_text(p_key, p_value)),
@@ -602,6 +613,12 @@ def render_xc(
                 ("tx_method", atx.body.method),
                 ("receipt_status", int(areceipt.status)),
                 *_events("receipt_", areceipt),
+                ("outbox_key", outbox_key(2)),
+                ("outbox_value", biz.state.get_state("evidence", outbox_key(2))),
+                (
+                    "outbox_value_text",
+                    value_text(b"", biz.state.get_state("evidence", outbox_key(2))),
+                ),
                 ("client_update", ex["update_r"].encode()),
                 *block_lines(biz, 3, "business3"),
                 *_writes(biz, 3, "xclient"),
@@ -643,6 +660,11 @@ def render_xc(
             ],
         ),
     }
+
+
+def _root(h: lt.BlockHeader) -> bytes:
+    """The vote signing root a QC of `h` signs (section 4)."""
+    return lt.QuorumCert.signing_root(h.chain_id, h.epoch, h.block_id, h.round, h.height)
 
 
 def _k(prefix: bytes, chain: str, rest: bytes) -> bytes:

@@ -24,7 +24,7 @@ from gmchain.chain.executor import BlockContext, Executor
 from gmchain.chain.txrules import TxRules
 from gmchain.crosschain import node_registry
 from gmchain.crosschain.packets import Ack, ClientUpdate, EpochChange, Misbehaviour, Packet
-from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.crypto_sm import PrivateKey, PublicKey, sm3_hash
 from gmchain.ledger.merkle import Frontier, compute_root
 from gmchain.ledger.types import (
     Block,
@@ -209,6 +209,23 @@ def test_each_example_object_is_in_its_block_and_accepted(story: dict[str, Any])
     assert Ack.decode(raw("xc_ack", "ack")).proof.height == int(kv("xc_ack")["height"])
     m = Misbehaviour.decode(raw("xc_misbehaviour", "misbehaviour"))
     assert m.second.headers[0].block_id.hex() == kv("xc_misbehaviour")["second_block_id"]
+
+
+def test_the_certificate_lines_are_what_the_qcs_sign() -> None:
+    from gmchain.crosschain.packets import certificate_from_value
+    from gmchain.ledger.codec import decode
+
+    doc = kv("xc_certificate")
+    cert = certificate_from_value(decode(raw("xc_certificate", "certificate")))
+    genesis = Genesis.decode(raw("xc_setup", "business_genesis"))
+    keys = {v.node_id: PublicKey.from_bytes(v.pubkey) for v in genesis.validators}
+    for qc, root in (
+        (cert.proof.header.justify, doc["child_justify_signing_root"]),
+        (cert.proof.qc, doc["qc_signing_root"]),
+    ):
+        assert len(qc.signatures) == 3
+        assert all(keys[n].verify(bytes.fromhex(root), sig) for n, sig in qc.signatures)
+    assert cert.headers[0].encode() == raw("xc_certificate", "header0")
 
 
 def _sig_range(data: bytes, tx: bytes) -> set[int]:
