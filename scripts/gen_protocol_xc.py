@@ -43,8 +43,9 @@ from gmchain.crosschain.packets import (
     Packet,
     TxProof,
 )
-from gmchain.crypto_sm import PrivateKey
+from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger import types as lt
+from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.merkle import Frontier, leaf_hash, root_and_inclusion_proof
 
 BUSINESS = "example-business"
@@ -175,8 +176,10 @@ class XChain:
             acc_root=result.frontier.root(),
             acc_size=result.frontier.size,
             state_hash=result.state_hash,
-            next_validators_hash=compute_validator_set_fingerprint(
-                self.genesis.validators if next_set is None else next_set
+            next_validators_hash=(
+                next_validators_commitment(0, self.genesis.validators)
+                if next_set is None
+                else next_validators_commitment(1, next_set)
             ),
             justify=justify,
         )
@@ -638,6 +641,14 @@ def render_xc(
                     for i, v in enumerate(change.next_validators)
                 ),
                 ("next_fingerprint", compute_validator_set_fingerprint(change.next_validators)),
+                (
+                    "next_commitment_input",
+                    _commitment_input(change.epoch + 1, change.next_validators),
+                ),
+                (
+                    "next_commitment",
+                    next_validators_commitment(change.epoch + 1, change.next_validators),
+                ),
                 ("client_update", ex["update_e"].encode()),
                 *block_lines(reg, 3, "regulator3"),
                 *_writes(reg, 3, "xclient"),
@@ -660,6 +671,16 @@ def render_xc(
             ],
         ),
     }
+
+
+def _commitment_input(epoch: int, validators: Any) -> bytes:
+    """The SM3 input of next_validators_commitment (section 3)."""
+    from gmchain.ledger.wire import HASH_PREFIXES
+
+    data = HASH_PREFIXES["next-validators"] + epoch.to_bytes(8, "big")
+    data += compute_validator_set_fingerprint(validators)
+    assert sm3_hash(data) == next_validators_commitment(epoch, validators)
+    return data
 
 
 def _root(h: lt.BlockHeader) -> bytes:
