@@ -104,6 +104,7 @@ class XChain:
     def seed(self, namespace: str, key: bytes, value: bytes) -> None:
         """Rule 2: a governance write, committed before block 1."""
         self.state.apply(0, {(namespace, key): value}, [])
+        self.executor.read_cache.on_committed_writes({(namespace, key): value})
         self.seeds.append((namespace, key, value))
 
     def client_state(self) -> ClientState:
@@ -185,6 +186,7 @@ class XChain:
         )
         self.frontier = result.frontier
         self.state.apply(height, result.writes, result.tx_ids)
+        self.executor.read_cache.on_committed_writes(result.writes)  # as Chain.commit does
         self.headers.append(header)
         self.blocks.append(lt.Block(header=header, txs=tuple(txs)))
         self.receipts.append(list(result.receipts))

@@ -108,6 +108,7 @@ class _Chain:
                     self.state.state.pop(k, None)
                 else:
                     self.state.state[k] = v
+            self.executor.read_cache.on_committed_writes(result.writes)  # as Chain.commit does
             for i, t in enumerate(result.tx_ids):
                 self.state.locations[t] = (height, i)
             self.height = height
