@@ -180,6 +180,10 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return _returned_code(_delegate("gmchain.node.cluster", "main", "cluster")(args.rest))
 
 
+def _cmd_platform(args: argparse.Namespace) -> int:
+    return _returned_code(_delegate("gmchain.node.platform", "main", "platform")(args.rest))
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     if args.rest[:1] == ["safety-reset"]:  # needs consensus types: lives in node/, not ledger/
         return _returned_code(_delegate("gmchain.node.safetystore", "main", "db")(args.rest))
@@ -336,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("cluster", _cmd_cluster, "run a local multi-node cluster (node.cluster)"),
         ("bench", _cmd_bench, "the TPS/latency certification harness (bench.cli)"),
+        (
+            "platform",
+            _cmd_platform,
+            "a regulator chain, two business chains and their relayers on this machine "
+            "(node.platform)",
+        ),
         (
             "db",
             _cmd_db,
@@ -503,7 +513,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Tools with their own parsers get their arguments untouched (argparse.REMAINDER would not
     # capture a leading option such as `gmchain bench --profile single`).
-    delegated = {"cluster": _cmd_cluster, "bench": _cmd_bench, "db": _cmd_db}
+    delegated = {
+        "cluster": _cmd_cluster,
+        "bench": _cmd_bench,
+        "db": _cmd_db,
+        "platform": _cmd_platform,
+    }
     handler: _Handler
     if argv and argv[0] in delegated and not (len(argv) == 2 and argv[1] in ("-h", "--help")):
         handler, args = delegated[argv[0]], argparse.Namespace(rest=argv[1:])

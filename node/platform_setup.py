@@ -1,0 +1,229 @@
+"""The platform's on-chain set-up and its progress reads (issue 13 item 6; docs/crosschain.md,
+"The platform"). node/platform.py runs the processes; this module only talks JSON-RPC.
+
+Rules this module keeps:
+1. Every change is an ordinary signed transaction sent through the SDK (`node.sdk.Client`):
+   relayer accounts are admitted by their org's admin (`membership.register`, role "member"), and
+   every cross-chain decision is a governance proposal voted by the chain's committee
+   (contracts/governance.py G1-G5; kinds of contracts/gov_kinds.py G-K5): on the regulator
+   `register_chain` of each business chain; on each business chain `register_chain` of the
+   regulator and `set_relay_rule(regulator, [])` (every scenario).
+2. A foreign chain is registered from its genesis file alone: chain id, genesis hash, the id of
+   its block 0 (chain/genesis.py) and its genesis validators, epoch 0. The platform registers
+   each chain before it has changed its set, so epoch 0 is its current epoch.
+3. A step whose effect is already there is skipped: an admitted account is read first
+   (`membership.get`); a registration or relay rule already in place is refused at proposal time
+   by the contract itself (G-K5: "already registered", "already this"), which counts as done. So
+   `up` may run again after any failure; a step that fails otherwise raises PlatformSetupError
+   naming the chain, the step and the receipt's error.
+4. Progress reads (`read_progress`) never write: per business chain its head, the regulator's
+   verified height of it, its outbox count, the regulator's arrivals and the acks back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gmchain.chain.genesis import make_genesis_block
+from gmchain.contracts.governance import propose_args, vote_args
+from gmchain.contracts.keys import address_of
+from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.codec import Value
+from gmchain.node.config import load_genesis
+from gmchain.node.sdk import Client
+
+__all__ = [
+    "ChainAccess",
+    "PlatformSetupError",
+    "read_progress",
+    "register_values",
+    "set_up_chains",
+]
+
+EXPIRY_BLOCKS = 1000  # a platform proposal is decided within a few blocks
+WAIT_S = 60.0  # per transaction (a loaded two-core machine)
+
+
+class PlatformSetupError(Exception):
+    """Rule 3: one set-up step failed; the message names the chain, the step and why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainAccess:
+    """What the set-up needs of one chain: its id, an RPC URL, its genesis file, and the admin
+    key of each committee org (in vote order; the first also proposes and admits accounts)."""
+
+    chain_id: str
+    rpc: str
+    genesis_file: Path
+    admins: tuple[tuple[str, PrivateKey], ...]
+
+
+def register_values(genesis_file: Path) -> list[Value]:
+    """Rule 2: the `register_chain` values of the chain whose genesis file this is."""
+    genesis = load_genesis(genesis_file)
+    block, _ = make_genesis_block(genesis)
+    validators: list[Value] = [[v.pubkey, v.power, v.org] for v in genesis.validators]
+    return [genesis.chain_id, genesis.compute_hash(), block.block_id, 0, validators]
+
+
+async def _send(
+    client: Client, chain: str, what: str, key: PrivateKey, contract: str, method: str, args: Any
+) -> dict[str, Any]:
+    receipt = await client.send(key, contract, method, args, timeout_s=WAIT_S)
+    if receipt.get("status") != 0:
+        raise PlatformSetupError(
+            f"{chain}: {what}: {contract}.{method} failed: {receipt.get('error')} "
+            f"(tx {receipt.get('txId')}, block {receipt.get('blockNumber')})"
+        )
+    return receipt
+
+
+_ALREADY = ("is already registered", "relay rule is already this")
+
+
+async def _decide(client: Client, chain: ChainAccess, kind: str, values: Sequence[Value]) -> bool:
+    """Rule 1: propose `kind` and vote yes with just enough committee orgs (G4: more than 2/3
+    of the weight, one seat per org by default); the last vote must execute it. False when the
+    contract refused the proposal because its effect is already there (rule 3)."""
+    what = f"governance {kind}"
+    head = await client.height()
+    args = propose_args(kind, values, head + EXPIRY_BLOCKS)
+    r = await client.send(chain.admins[0][1], "governance", "propose", args, timeout_s=WAIT_S)
+    if r.get("status") != 0:
+        if any(a in str(r.get("error")) for a in _ALREADY):
+            return False
+        raise PlatformSetupError(
+            f"{chain.chain_id}: {what}: the proposal was refused: {r.get('error')} "
+            f"(tx {r.get('txId')}, block {r.get('blockNumber')})"
+        )
+    pid = r["result"]
+    need = len(chain.admins) * 2 // 3 + 1
+    outcome = None
+    for _, key in chain.admins[:need]:
+        r = await _send(
+            client, chain.chain_id, what, key, "governance", "vote", vote_args(pid, True)
+        )
+        outcome = r["result"]
+    if outcome != "executed":
+        p = await client.call_rpc("gm_getProposal", [pid])
+        note = p.get("note") if isinstance(p, dict) else None
+        raise PlatformSetupError(
+            f"{chain.chain_id}: {what}: proposal {pid} ended {outcome!r}"
+            + (f" ({note})" if note else "")
+        )
+    return True
+
+
+async def _admit(client: Client, chain: ChainAccess, relayers: Sequence[PrivateKey]) -> list[str]:
+    done = []
+    org, admin = chain.admins[0]
+    for key in relayers:
+        address = address_of(key.public_key.to_bytes())
+        if await client.query("membership", "get", [address]) is not None:
+            continue
+        await _send(
+            client,
+            chain.chain_id,
+            "admit the relayer account",
+            admin,
+            "membership",
+            "register",
+            [key.public_key.to_bytes(), org, "member"],
+        )
+        done.append(f"{chain.chain_id}: relayer account 0x{address.hex()} admitted in {org}")
+    return done
+
+
+async def _set_up_one(
+    chain: ChainAccess,
+    foreign: Sequence[ChainAccess],
+    relayers: Sequence[PrivateKey],
+    relay_to: str | None,
+) -> list[str]:
+    """Rule 1 on one chain: admit `relayers`, register every chain of `foreign`, and (a business
+    chain) set the relay rule to `relay_to`. What it did, one line each."""
+    done: list[str] = []
+    async with Client(chain.rpc, timeout_s=WAIT_S) as client:
+        done += await _admit(client, chain, relayers)
+        for other in foreign:
+            values = register_values(other.genesis_file)
+            if await _decide(client, chain, "register_chain", values):
+                done.append(f"{chain.chain_id}: registered {other.chain_id} by governance vote")
+        if relay_to is not None and await _decide(client, chain, "set_relay_rule", [relay_to, []]):
+            done.append(
+                f"{chain.chain_id}: relay rule set by governance vote: every record to {relay_to}"
+            )
+    return done
+
+
+async def set_up_chains(
+    regulator: ChainAccess,
+    business: Sequence[ChainAccess],
+    relayer_keys: Sequence[PrivateKey],
+) -> list[str]:
+    """Rules 1-3 on every chain at once (each chain's steps in order); what was done.
+
+    `relayer_keys[i]` relays for `business[i]`: admitted on that chain and on the regulator."""
+    jobs = [_set_up_one(regulator, business, relayer_keys, None)]
+    jobs += [
+        _set_up_one(b, [regulator], [k], regulator.chain_id)
+        for b, k in zip(business, relayer_keys, strict=True)
+    ]
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    lines: list[str] = []
+    for r in results:
+        if isinstance(r, BaseException):
+            if isinstance(r, PlatformSetupError):
+                raise r
+            raise PlatformSetupError(f"set-up failed: {type(r).__name__}: {r}") from r
+        lines += r
+    return lines
+
+
+async def _height(client: Client) -> int | None:
+    try:
+        return int((await client.status())["height"])
+    except Exception:  # a chain that does not answer shows as down
+        return None
+
+
+async def _progress_one(regulator_rpc: str, chain_id: str, rpc: str) -> dict[str, Any]:
+    """Rule 4 for one business chain."""
+    out: dict[str, Any] = {"chain": chain_id, "height": None}
+    async with Client(rpc, timeout_s=5) as b, Client(regulator_rpc, timeout_s=5) as r:
+        out["height"] = await _height(b)
+        try:
+            outbox = int(await b.query("evidence", "outbox_count", []))
+            client = await r.query("xclient", "client", [chain_id])
+            arrivals = await r.query("xclient", "arrivals", [chain_id, 10])
+            acks = await b.query("xclient", "acks", [1, 1000])
+        except Exception as exc:  # reported, not raised: status must answer
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            return out
+    verified = int(client["latestHeight"]) if isinstance(client, dict) else None
+    count = int(arrivals["count"]) if isinstance(arrivals, dict) else 0
+    out.update(
+        queued=outbox,
+        delivered=count,
+        missing=outbox - count,
+        gaps=list(arrivals.get("missing", [])) if isinstance(arrivals, dict) else [],
+        verified_height=verified,
+        lag_blocks=None if out["height"] is None or verified is None else out["height"] - verified,
+        acked=len(acks) if isinstance(acks, list) else None,
+        client_status=client.get("status") if isinstance(client, dict) else None,
+    )
+    return out
+
+
+async def read_progress(regulator_rpc: str, business: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Rule 4: {"regulator": height, "business": [per chain: height, queued, delivered,
+    missing, gaps, verified_height, lag_blocks, acked, client_status]}."""
+    async with Client(regulator_rpc, timeout_s=5) as r:
+        reg_height = await _height(r)
+    per = await asyncio.gather(*(_progress_one(regulator_rpc, c, u) for c, u in business))
+    return {"regulator": reg_height, "business": list(per)}
