@@ -44,6 +44,7 @@ from gmchain.node.cli_client import (
 )
 from gmchain.node.cli_gov import add_gov_commands
 from gmchain.node.cli_relay import add_relay_command
+from gmchain.node.cli_xc import add_xc_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -465,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_proof_verify)
 
     add_gov_commands(sub, out, rpc, _add_wait)  # `gmchain gov ...` (node/cli_gov.py)
+    add_xc_commands(sub, out, rpc)  # `gmchain xc ...` (node/cli_xc.py)
     add_relay_command(sub)  # `gmchain relay` (node/cli_relay.py)
     return parser
 
