@@ -45,6 +45,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -375,12 +377,20 @@ def platform_up(
     base_port: int | None = None,
     wait_s: float = 30.0,
     notes: list[str] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Rules 1-2; the lines saying what was done (one line "already up" if nothing was to do)."""
+    """Rules 1-2; the lines saying what was done (one line "already up" if nothing was to do),
+    each also passed to `say` as soon as it is done."""
     lines: list[str] = []
+
+    def tell(line: str) -> None:
+        lines.append(line)
+        if say is not None:
+            say(line)
+
     if not (d / "platform.json").exists():
         init_platform(d, validators=validators or 1, base_port=base_port or default_base_port())
-        lines.append(f"created the platform in {d}")
+        tell(f"created the platform in {d}")
     doc = load_platform(d)
     if (validators is not None and validators != doc["validators"]) or (
         base_port is not None and base_port != doc["base_port"]
@@ -393,28 +403,25 @@ def platform_up(
     started_nodes: list[tuple[str, list[str]]] = []
     started_relayers: list[str] = []
     try:
-        for chain in CHAINS:
-            try:
-                names = start_nodes(d / chain, wait_s=wait_s, notes=notes)
-            except ClusterError as exc:
-                raise PlatformError(f"{chain}: {exc}") from None
-            if names:
-                started_nodes.append((chain, names))
-                lines.append(f"started {chain}: {', '.join(names)} (rpc {_rpc(doc, chain)})")
+        for chain, names in _start_chains(d, wait_s, notes, started_nodes):
+            tell(f"started {chain}: {', '.join(names)} (rpc {_rpc(doc, chain)})")
         if not doc["setup_done"]:
+            if say is not None:
+                say("on-chain set-up: relayer accounts, registrations and relay rules by vote ...")
             regulator = _access(d, doc, REGULATOR)
             business = [_access(d, doc, f) for f in BUSINESS]
             keys = [
                 load_private_key(_relayer_key(d, doc, f), DEV_PASSPHRASE.encode()) for f in BUSINESS
             ]
-            lines += asyncio.run(set_up_chains(regulator, business, keys))
+            for line in asyncio.run(set_up_chains(regulator, business, keys)):
+                tell(line)
             doc["setup_done"] = True
             _save(d, doc)
         for firm in BUSINESS:
             if relayer_pid(d, doc, firm, notes) is None:
                 proc = _start_relayer(d, doc, firm, wait_s)
                 started_relayers.append(firm)
-                lines.append(
+                tell(
                     f"started the relayer of {firm} (pid {proc.pid}, log "
                     f"{d / 'relayers' / (firm + '.log')})"
                 )
@@ -424,10 +431,33 @@ def platform_up(
             raise PlatformError(f"{exc}; {undone}") from None
         raise
     if not lines:
-        return [f"the platform in {d} is already up (see `gmchain platform status --dir {d}`)"]
+        line = f"the platform in {d} is already up (see `gmchain platform status --dir {d}`)"
+        tell(line)
+        return lines
     _write_env(d, doc)
-    lines.append(f"platform up: URLs and keys for a shell in {d / 'env.sh'} (. {d / 'env.sh'})")
+    tell(f"platform up: URLs and keys for a shell in {d / 'env.sh'} (. {d / 'env.sh'})")
     return lines
+
+
+def _start_chains(
+    d: Path, wait_s: float, notes: list[str] | None, started: list[tuple[str, list[str]]]
+) -> list[tuple[str, list[str]]]:
+    """The three chains' nodes, started at once (each start waits for its nodes' RPC); what was
+    started is appended to `started` even when another chain fails (rule 2 stops it again)."""
+    with ThreadPoolExecutor(max_workers=len(CHAINS)) as pool:
+        futures = [(c, pool.submit(start_nodes, d / c, wait_s=wait_s, notes=notes)) for c in CHAINS]
+        failures = []
+        for chain, fut in futures:
+            try:
+                names = fut.result()
+            except ClusterError as exc:
+                failures.append(f"{chain}: {exc}")
+                continue
+            if names:
+                started.append((chain, names))
+    if failures:
+        raise PlatformError("; ".join(failures))
+    return list(started)
 
 
 def _undo(
