@@ -573,14 +573,14 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         if args.cmd == "up":
-            for line in platform_up(
+            platform_up(
                 d,
                 validators=args.validators,
                 base_port=args.base_port,
                 wait_s=args.wait,
                 notes=notes,
-            ):
-                print(line)
+                say=lambda line: print(line, flush=True),
+            )
         elif args.cmd == "down":
             for line in platform_down(d, notes=notes):
                 print(line)
