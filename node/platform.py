@@ -24,9 +24,9 @@ Rules this module keeps:
    then one `gmchain relay` process per business chain. If anything fails, what this call
    started is stopped again and the error says which step failed and where the log is. When
    everything already runs, `up` says so and changes nothing (exit 0).
-3. A signal goes only to a process whose command line is the one this module starts for it
-   (node/cluster.py rule 1 for nodes; for a relayer: `gmchain.node.cli relay ... --key <its
-   key>`); a pid file naming anything else is stale: removed and reported, never signalled.
+3. A signal goes only to a process whose command line is the one started for it (node/cluster.py
+   rule 1 for nodes, node/platform_procs.py rule 2 for relayers); a pid file naming anything else
+   is stale: removed and reported, never signalled.
 4. `down` stops the relayers first (nothing half-submitted is lost: a relayer is stateless),
    then the business chains, then the regulator, and prints what it stopped.
 5. `status` only reads: each chain's nodes and height, and per relayer its process and the
@@ -41,10 +41,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,9 +50,7 @@ from typing import Any, NoReturn
 from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
 from gmchain.node.cluster import (
     ClusterError,
-    _gone,
     _port_in_use,
-    _settled_cmdline,
     cluster_status,
     init_cluster,
     load_cluster,
@@ -64,6 +59,19 @@ from gmchain.node.cluster import (
 )
 from gmchain.node.config import gmchain_home
 from gmchain.node.daemon import DEV_PASSPHRASE
+from gmchain.node.platform_procs import (
+    BUSINESS,
+    CHAINS,
+    REGULATOR,
+    RELAYER_STOP_S,
+    PlatformError,
+    chain_url,
+    relayer_key,
+    relayer_pid,
+    start_relayer,
+    stop_pid,
+    stop_relayers,
+)
 from gmchain.node.platform_setup import (
     ChainAccess,
     PlatformSetupError,
@@ -79,25 +87,19 @@ __all__ = [
     "PlatformError",
     "default_dir",
     "init_platform",
+    "load_platform",
     "main",
     "platform_down",
     "platform_status",
     "platform_up",
+    "stop_relayers",
 ]
 
-REGULATOR = "regulator"
-BUSINESS = ("firm-a", "firm-b")
-CHAINS = (REGULATOR, *BUSINESS)
 DEFAULT_BASE_PORT = 8600
 BASE_PORT_ENV = "GMCHAIN_PLATFORM_BASE_PORT"
 CHAIN_STRIDE = 20  # ports per chain (rpc at +0.., p2p at +10..)
 MAX_VALIDATORS = 10
-RELAYER_STOP_S = 10.0
 SETUP_ROUND_TIMEOUT_MS = 2000
-
-
-class PlatformError(Exception):
-    """A `gmchain platform` failure, reported as one line that says what to do."""
 
 
 def default_dir() -> Path:
@@ -209,10 +211,6 @@ def load_platform(d: Path) -> dict[str, Any]:
     return doc
 
 
-def _rpc(doc: dict[str, Any], chain: str) -> str:
-    return f"http://127.0.0.1:{doc['chains'][chain]['rpc_port']}"
-
-
 def _env_name(chain: str) -> str:
     return chain.upper().replace("-", "_")
 
@@ -223,133 +221,10 @@ def _write_env(d: Path, doc: dict[str, Any]) -> None:
     lines.append(f"export GMCHAIN_PLATFORM_DIR={root}")
     for chain in CHAINS:
         name = _env_name(chain)
-        lines.append(f"export {name}_RPC={_rpc(doc, chain)}")
+        lines.append(f"export {name}_RPC={chain_url(doc, chain)}")
         lines.append(f"export {name}_KEY={root / chain / 'client.key'}")
         lines.append(f"export {name}_GENESIS={root / chain / 'genesis.json'}")
     (d / "env.sh").write_text("\n".join(lines) + "\n")
-
-
-# --- relayer processes (rule 3) ---------------------------------------------------------------
-
-
-def _relayer_key(d: Path, doc: dict[str, Any], firm: str) -> Path:
-    return (d / str(doc["relayers"][firm]["key"])).resolve()
-
-
-def _relayer_command(d: Path, doc: dict[str, Any], firm: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gmchain.node.cli",
-        "relay",
-        "--business",
-        _rpc(doc, firm),
-        "--regulator",
-        _rpc(doc, REGULATOR),
-        "--key",
-        str(_relayer_key(d, doc, firm)),
-        "--metrics-port",
-        str(doc["relayers"][firm]["metrics_port"]),
-    ]
-
-
-def _is_our_relayer(pid: int, key: Path) -> bool:
-    argv = _settled_cmdline(pid) or []
-    if "gmchain.node.cli" not in argv or "relay" not in argv or "--key" not in argv:
-        return False
-    i = argv.index("--key")
-    return i + 1 < len(argv) and Path(argv[i + 1]) == key
-
-
-def relayer_pid(
-    d: Path, doc: dict[str, Any], firm: str, notes: list[str] | None = None
-) -> int | None:
-    """The pid of `firm`'s relayer if it runs, else None (rule 3: a stale pid file is removed)."""
-    pid_file = d / "relayers" / f"{firm}.pid"
-    try:
-        pid = int(pid_file.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if _gone(pid):
-        return None
-    if not _is_our_relayer(pid, _relayer_key(d, doc, firm)):
-        if _gone(pid):
-            return None
-        if notes is not None:
-            notes.append(
-                f"relayers/{firm}.pid names pid {pid}, which is not {firm}'s relayer; "
-                "not signalling it, removed the stale pid file"
-            )
-        pid_file.unlink(missing_ok=True)
-        return None
-    return pid
-
-
-def _start_relayer(
-    d: Path, doc: dict[str, Any], firm: str, wait_s: float
-) -> subprocess.Popen[bytes]:
-    port = doc["relayers"][firm]["metrics_port"]
-    if _port_in_use(port):
-        raise PlatformError(
-            f"port {port} (relayer of {firm} metrics) on 127.0.0.1 is in use by another program; "
-            "free it and run `gmchain platform up` again"
-        )
-    env = dict(os.environ)
-    env["GMCHAIN_PASSPHRASE"] = DEV_PASSPHRASE  # rule 6: the relayer key's passphrase
-    log_path = d / "relayers" / f"{firm}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            _relayer_command(d, doc, firm),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=str(d.resolve()),
-            env=env,
-        )
-    (d / "relayers" / f"{firm}.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + wait_s
-    while not _port_in_use(port):  # it serves its metrics once it runs
-        code = proc.poll()
-        if code is not None:
-            (d / "relayers" / f"{firm}.pid").unlink(missing_ok=True)
-            raise PlatformError(
-                f"the relayer of {firm} exited at start with code {code} "
-                f"({_last_line(log_path)}); see {log_path}"
-            )
-        if time.monotonic() > deadline:
-            break  # running but slow: `status` shows it; the chains do not depend on it
-        time.sleep(0.1)
-    return proc
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1][:200] if lines else ""
-
-
-def _stop_pid(pid: int, grace_s: float, alive: Any) -> None:
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive():
-        os.kill(pid, signal.SIGKILL)
-
-
-def stop_relayers(d: Path, doc: dict[str, Any], notes: list[str] | None = None) -> list[str]:
-    """Rule 4's first step: SIGTERM each running relayer, SIGKILL after a grace period."""
-    lines = []
-    for firm in BUSINESS:
-        pid = relayer_pid(d, doc, firm, notes)
-        if pid is not None:
-            _stop_pid(pid, RELAYER_STOP_S, lambda p=pid, f=firm: relayer_pid(d, doc, f) == p)
-            lines.append(f"stopped the relayer of {firm} (pid {pid})")
-        (d / "relayers" / f"{firm}.pid").unlink(missing_ok=True)
-    return lines
 
 
 # --- up, down, status --------------------------------------------------------------------------
@@ -364,7 +239,7 @@ def _access(d: Path, doc: dict[str, Any], chain: str) -> ChainAccess:
         admins.append((n["org"], load_private_key(cdir / "admins" / f"{n['org']}.key", pw)))
     return ChainAccess(
         chain_id=chain,
-        rpc=_rpc(doc, chain),
+        rpc=chain_url(doc, chain),
         genesis_file=cdir / "genesis.json",
         admins=tuple(admins),
     )
@@ -404,14 +279,14 @@ def platform_up(
     started_relayers: list[str] = []
     try:
         for chain, names in _start_chains(d, wait_s, notes, started_nodes):
-            tell(f"started {chain}: {', '.join(names)} (rpc {_rpc(doc, chain)})")
+            tell(f"started {chain}: {', '.join(names)} (rpc {chain_url(doc, chain)})")
         if not doc["setup_done"]:
             if say is not None:
                 say("on-chain set-up: relayer accounts, registrations and relay rules by vote ...")
             regulator = _access(d, doc, REGULATOR)
             business = [_access(d, doc, f) for f in BUSINESS]
             keys = [
-                load_private_key(_relayer_key(d, doc, f), DEV_PASSPHRASE.encode()) for f in BUSINESS
+                load_private_key(relayer_key(d, doc, f), DEV_PASSPHRASE.encode()) for f in BUSINESS
             ]
             for line in asyncio.run(set_up_chains(regulator, business, keys)):
                 tell(line)
@@ -419,7 +294,7 @@ def platform_up(
             _save(d, doc)
         for firm in BUSINESS:
             if relayer_pid(d, doc, firm, notes) is None:
-                proc = _start_relayer(d, doc, firm, wait_s)
+                proc = start_relayer(d, doc, firm, wait_s)
                 started_relayers.append(firm)
                 tell(
                     f"started the relayer of {firm} (pid {proc.pid}, log "
@@ -471,7 +346,7 @@ def _undo(
     for firm in started_relayers:
         pid = relayer_pid(d, doc, firm)
         if pid is not None:
-            _stop_pid(pid, RELAYER_STOP_S, lambda p=pid, f=firm: relayer_pid(d, doc, f) == p)
+            stop_pid(pid, RELAYER_STOP_S, lambda p=pid, f=firm: relayer_pid(d, doc, f) == p)
             stopped.append(f"the relayer of {firm}")
     for chain, names in reversed(started_nodes):
         stop_nodes(d / chain, names)
@@ -500,7 +375,7 @@ def platform_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any
         chains.append(
             {
                 "chain": chain,
-                "rpc": _rpc(doc, chain),
+                "rpc": chain_url(doc, chain),
                 "running": sum(1 for n in st if n["pid"] is not None),
                 "nodes": len(st),
                 "height": max(heights) if heights else None,
@@ -508,7 +383,9 @@ def platform_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any
         )
     up = all(c["running"] for c in chains)
     progress = (
-        asyncio.run(read_progress(_rpc(doc, REGULATOR), [(f, _rpc(doc, f)) for f in BUSINESS]))
+        asyncio.run(
+            read_progress(chain_url(doc, REGULATOR), [(f, chain_url(doc, f)) for f in BUSINESS])
+        )
         if up and doc["setup_done"]
         else {"business": [{"chain": f} for f in BUSINESS]}
     )
