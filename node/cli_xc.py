@@ -15,9 +15,12 @@ Rules this module keeps (with node/cli.py's rules 1-3):
    seconds passed (then it fails, exit 1, saying what is missing): relaying takes a moment.
 3. `--proof-out FILE` writes the proof bundle (gm_getTransactionProof, as `gmchain proof get`) of
    the transaction that put the answer on that chain: for `record`, the regulator's
-   `xclient.recv_packets` transaction that accepted the packet; for `ack`, the business chain's
-   `xclient.recv_ack` transaction that recorded the acknowledgement. `gmchain proof verify FILE
-   --genesis <that chain's genesis.json>` checks it offline.
+   `xclient.recv_packets` transaction that accepted the packet (the stored copy names it:
+   `recvTxId`); for `ack`, the business chain's `xclient.recv_ack` transaction that recorded the
+   acknowledgement. The ack does not name that transaction, so it is found by reading the blocks
+   after the record's own block (at most MAX_ACK_SCAN of them) for an `xclient.recv_ack` whose
+   receipt has the `AckRecorded` event of this record. `gmchain proof verify FILE --genesis
+   <that chain's genesis.json>` checks either offline.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from gmchain.node.cli_client import CliError, print_json
 __all__ = ["add_xc_commands"]
 
 POLL_S = 0.5
+MAX_ACK_SCAN = 5000  # blocks read after the record's block to find its recv_ack (rule 3)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -117,10 +121,31 @@ def cmd_xc_ack(args: argparse.Namespace) -> int:
         )
         _show(ack)
     if args.proof_out:
-        _write_proof(args, client, ack.get("ackTxId"), "recv_ack")
+        _write_proof(args, client, _recv_ack_tx(client, args.record), "recv_ack")
         if args.json:
             print_json({**ack, "proofOut": args.proof_out})
     return 0
+
+
+def _recv_ack_tx(client: Any, record_id: str) -> str | None:
+    """Rule 3: the id of the business chain's `xclient.recv_ack` tx that recorded the ack."""
+    record = client.get_evidence(record_id)
+    receipt = client.call_rpc("gm_getTransactionReceipt", [record["txId"]])
+    start = int(receipt["blockNumber"]) + 1
+    head = client.height()
+    for height in range(start, min(head, start + MAX_ACK_SCAN) + 1):
+        block = client.call_rpc("gm_getBlockByNumber", [height, True]) or {}
+        for tx in block.get("transactions", []):
+            if not isinstance(tx, dict) or (tx.get("contract"), tx.get("method")) != (
+                "xclient",
+                "recv_ack",
+            ):
+                continue
+            r = client.call_rpc("gm_getTransactionReceipt", [tx["txId"]]) or {}
+            for e in r.get("events", []):
+                if e.get("name") == "AckRecorded" and ["record_id", record_id] in e["fields"]:
+                    return str(tx["txId"])
+    return None
 
 
 def cmd_xc_arrivals(args: argparse.Namespace) -> int:
