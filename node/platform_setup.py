@@ -46,6 +46,7 @@ __all__ = [
 
 EXPIRY_BLOCKS = 1000  # a platform proposal is decided within a few blocks
 WAIT_S = 60.0  # per transaction (a loaded two-core machine)
+MAX_ACK_PAGES = 20  # status counts at most 20,000 acks
 
 
 class PlatformSetupError(Exception):
@@ -192,30 +193,56 @@ async def _height(client: Client) -> int | None:
         return None
 
 
+async def _oldest_missing_height(b: Client, arrivals: dict[str, Any], queued: int) -> int | None:
+    """The business block of the oldest record not on the regulator (None: nothing missing)."""
+    gaps = [int(x) for x in arrivals["missing"]]  # the first missing seqs below maxSeq
+    if gaps:
+        seq = gaps[0]
+    elif int(arrivals["count"]) < queued:  # none below maxSeq: the next one is missing
+        seq = int(arrivals["maxSeq"]) + 1
+    else:
+        return None
+    (row,) = await b.query("evidence", "outbox", [seq, 1])
+    receipt = await b.get_receipt(bytes.fromhex(str(row["txId"])[2:]))
+    return None if receipt is None else int(receipt["blockNumber"])
+
+
+async def _acked(b: Client) -> int:
+    """How many acks the business chain recorded (paged; bounded at MAX_ACK_PAGES pages)."""
+    total = 0
+    for _ in range(MAX_ACK_PAGES):
+        page = await b.query("xclient", "acks", [total + 1, 1000])
+        total += len(page)
+        if len(page) < 1000:
+            break
+    return total
+
+
 async def _progress_one(regulator_rpc: str, chain_id: str, rpc: str) -> dict[str, Any]:
-    """Rule 4 for one business chain."""
+    """Rule 4 for one business chain: lag in blocks = its head minus the block of the oldest
+    record not yet on the regulator (0 when none is missing)."""
     out: dict[str, Any] = {"chain": chain_id, "height": None}
     async with Client(rpc, timeout_s=5) as b, Client(regulator_rpc, timeout_s=5) as r:
         out["height"] = await _height(b)
         try:
-            outbox = int(await b.query("evidence", "outbox_count", []))
+            queued = int(await b.query("evidence", "outbox_count", []))
             client = await r.query("xclient", "client", [chain_id])
             arrivals = await r.query("xclient", "arrivals", [chain_id, 10])
-            acks = await b.query("xclient", "acks", [1, 1000])
+            acked = await _acked(b)
+            oldest = await _oldest_missing_height(b, arrivals, queued)
         except Exception as exc:  # reported, not raised: status must answer
             out["error"] = f"{type(exc).__name__}: {exc}"
             return out
-    verified = int(client["latestHeight"]) if isinstance(client, dict) else None
-    count = int(arrivals["count"]) if isinstance(arrivals, dict) else 0
+    head = out["height"]
     out.update(
-        queued=outbox,
-        delivered=count,
-        missing=outbox - count,
-        gaps=list(arrivals.get("missing", [])) if isinstance(arrivals, dict) else [],
-        verified_height=verified,
-        lag_blocks=None if out["height"] is None or verified is None else out["height"] - verified,
-        acked=len(acks) if isinstance(acks, list) else None,
-        client_status=client.get("status") if isinstance(client, dict) else None,
+        queued=queued,
+        delivered=int(arrivals["count"]),
+        missing=queued - int(arrivals["count"]),
+        gaps=list(arrivals["missing"]),
+        verified_height=int(client["latestHeight"]),
+        lag_blocks=0 if oldest is None else (None if head is None else max(0, head - oldest)),
+        acked=acked,
+        client_status=client["status"],
     )
     return out
 

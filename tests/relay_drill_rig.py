@@ -67,7 +67,7 @@ def send_xc(
 
 
 def recv(p: Platform, packets: list[Packet], key: PrivateKey) -> dict[str, Any]:
-    return send_xc(p, "regulator", "recv_packets", [[pk.encode() for pk in packets]], key)
+    return send_xc(p, "regulator", "recv_packets", [[[pk.encode()] for pk in packets]], key)
 
 
 def events(receipt: dict[str, Any], name: str) -> list[dict[str, Any]]:
