@@ -36,7 +36,7 @@ from gmchain.node.platform import (
 )
 from gmchain.node.sdk import SyncClient
 from tests.cluster_helpers import free_port_block, rpc_call, wait_until
-from tests.node_helpers import evidence_args
+from tests.node_helpers import evidence_args, sign_tx
 
 __all__ = ["Platform", "RelayerProc", "start_platform"]
 
@@ -77,6 +77,7 @@ class Platform:
     doc: dict[str, Any]
     relayers: list[RelayerProc] = field(default_factory=list)
     _keys: dict[str, PrivateKey] = field(default_factory=dict)
+    _info: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     # --- addresses and keys ---
 
@@ -113,6 +114,21 @@ class Platform:
     def height(self, chain: str) -> int:
         return int(self.rpc(chain, "gm_status")["height"])
 
+    def receipt(self, chain: str, tx_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """The committed receipt of `tx_id` (whatever its status); AssertionError on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            r = self.rpc(chain, "gm_waitForReceipt", [tx_id, 10000], t=20)
+            if r is not None and not r.get("pending"):
+                return dict(r)
+        raise AssertionError(f"no receipt for {tx_id} on {chain} within {timeout_s} s")
+
+    def _chain_info(self, chain: str) -> tuple[str, int]:
+        if chain not in self._info:
+            info = self.rpc(chain, "gm_nodeInfo")
+            self._info[chain] = (str(info["chainId"]), max(1, int(info["replayWindow"]) // 2))
+        return self._info[chain]
+
     # --- records ---
 
     def submit_records(
@@ -120,32 +136,20 @@ class Platform:
     ) -> list[str]:
         """One `evidence.submit` per id by the firm's admin (each its own flow unless `flow`:
         then linked in order); the tx ids. With `wait`, returns once all committed OK."""
-        sdk = self.sdk(firm)
-        info = sdk.node_info()
-        head = sdk.height()
+        chain_id, delta = self._chain_info(firm)
+        head = self.height(firm)
         key = self.admin_key(firm)
-        txs = []
+        out = []
         prev = None
         for rid in ids:
             args = evidence_args(rid, flow, prev=prev if flow else None)
-            txs.append(
-                sdk.build_tx(
-                    key,
-                    "evidence",
-                    "submit",
-                    args,
-                    chain_id=info["chainId"],
-                    expiry=head + max(1, int(info["replayWindow"]) // 2),
-                )
-            )
-            prev = rid
-        out = []
-        for tx in txs:
+            tx = sign_tx(key, expiry=head + delta, chain_id=chain_id, args=args)
             out.append(self.rpc(firm, "gm_sendRawTransaction", ["0x" + tx.encode().hex()]))
+            prev = rid
         if wait:
             for tx_id in out:
-                r = self.rpc(firm, "gm_waitForReceipt", [tx_id, 30000], t=40)
-                assert r is not None and r["statusName"] == "OK", r
+                r = self.receipt(firm, tx_id)
+                assert r["statusName"] == "OK", r
         return out
 
     def queued(self, firm: str) -> int:

@@ -61,9 +61,7 @@ def send_xc(
         expiry=sdk.height() + max(1, int(info["replayWindow"]) // 2),
     )
     tx_id = p.rpc(chain, "gm_sendRawTransaction", ["0x" + tx.encode().hex()])
-    r = p.rpc(chain, "gm_waitForReceipt", [tx_id, int(timeout_s * 1000)], t=timeout_s + 10)
-    assert r is not None and not r.get("pending"), f"no receipt for {method} within {timeout_s}s"
-    return dict(r)
+    return p.receipt(chain, tx_id, timeout_s)
 
 
 def recv(p: Platform, packets: list[Packet], key: PrivateKey) -> dict[str, Any]:

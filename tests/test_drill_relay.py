@@ -214,17 +214,17 @@ def test_relayer_sigkill_and_restart_under_load_delivers_exactly_once(platform: 
     p = platform
     t0 = time.monotonic()
     with Load(p, FIRM, "kill", rate=4.0) as load:
-        for _ in range(3):
-            time.sleep(4)
+        for k in range(3):
+            wait_until(lambda k=k: load.sent >= 8 * (k + 1), 90, f"{8 * (k + 1)} records sent")
             pid = int((p.d / "relayers" / f"{FIRM}.pid").read_text())
             os.kill(pid, signal.SIGKILL)
             time.sleep(2)
             platform_up(p.d)  # restarts what is not running: the relayer
-        time.sleep(3)
+        wait_until(lambda: load.sent >= 32, 90, "32 records sent")
     _wait_all_committed(p, FIRM, load.sent)
     p.wait_delivered(FIRM, timeout_s=120)
     n = p.check_exactly_once(FIRM)
-    assert n >= 30 and n == load.sent, (n, load.sent, load.errors)
+    assert n >= 32 and n == load.sent, (n, load.sent, load.errors)
     print(
         f"drill 2: {n} records, 3 SIGKILLs, delivered exactly once in {time.monotonic() - t0:.0f} s"
     )
@@ -234,7 +234,7 @@ def test_two_relayers_at_once_deliver_exactly_once(platform: Platform) -> None:
     p = platform
     second = p.start_relayer(FIRM, "firm-a-second")
     with Load(p, FIRM, "two", rate=5.0) as load:
-        time.sleep(12)
+        wait_until(lambda: load.sent >= 40, 120, "40 records sent")
     _wait_all_committed(p, FIRM, load.sent)
     p.wait_delivered(FIRM, timeout_s=120)
     n = p.check_exactly_once(FIRM)
