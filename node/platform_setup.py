@@ -104,12 +104,14 @@ async def _decide(client: Client, chain: ChainAccess, kind: str, values: Sequenc
         )
     pid = r["result"]
     need = len(chain.admins) * 2 // 3 + 1
-    outcome = None
-    for _, key in chain.admins[:need]:
-        r = await _send(
-            client, chain.chain_id, what, key, "governance", "vote", vote_args(pid, True)
+    votes = await asyncio.gather(  # exactly `need` votes: none comes after the deciding one
+        *(
+            _send(client, chain.chain_id, what, key, "governance", "vote", vote_args(pid, True))
+            for _, key in chain.admins[:need]
         )
-        outcome = r["result"]
+    )
+    outcomes = [v["result"] for v in votes]
+    outcome = "executed" if "executed" in outcomes else outcomes[-1]
     if outcome != "executed":
         p = await client.call_rpc("gm_getProposal", [pid])
         note = p.get("note") if isinstance(p, dict) else None
@@ -120,24 +122,34 @@ async def _decide(client: Client, chain: ChainAccess, kind: str, values: Sequenc
     return True
 
 
-async def _admit(client: Client, chain: ChainAccess, relayers: Sequence[PrivateKey]) -> list[str]:
-    done = []
+async def _admit(client: Client, chain: ChainAccess, key: PrivateKey) -> list[str]:
     org, admin = chain.admins[0]
-    for key in relayers:
-        address = address_of(key.public_key.to_bytes())
-        if await client.query("membership", "get", [address]) is not None:
-            continue
-        await _send(
-            client,
-            chain.chain_id,
-            "admit the relayer account",
-            admin,
-            "membership",
-            "register",
-            [key.public_key.to_bytes(), org, "member"],
-        )
-        done.append(f"{chain.chain_id}: relayer account 0x{address.hex()} admitted in {org}")
-    return done
+    address = address_of(key.public_key.to_bytes())
+    if await client.query("membership", "get", [address]) is not None:
+        return []
+    await _send(
+        client,
+        chain.chain_id,
+        "admit the relayer account",
+        admin,
+        "membership",
+        "register",
+        [key.public_key.to_bytes(), org, "member"],
+    )
+    return [f"{chain.chain_id}: relayer account 0x{address.hex()} admitted in {org}"]
+
+
+async def _register(client: Client, chain: ChainAccess, other: ChainAccess) -> list[str]:
+    values = register_values(other.genesis_file)
+    if not await _decide(client, chain, "register_chain", values):
+        return []
+    return [f"{chain.chain_id}: registered {other.chain_id} by governance vote"]
+
+
+async def _relay_rule(client: Client, chain: ChainAccess, dest: str) -> list[str]:
+    if not await _decide(client, chain, "set_relay_rule", [dest, []]):
+        return []
+    return [f"{chain.chain_id}: relay rule set by governance vote: every record to {dest}"]
 
 
 async def _set_up_one(
@@ -147,19 +159,15 @@ async def _set_up_one(
     relay_to: str | None,
 ) -> list[str]:
     """Rule 1 on one chain: admit `relayers`, register every chain of `foreign`, and (a business
-    chain) set the relay rule to `relay_to`. What it did, one line each."""
-    done: list[str] = []
+    chain) set the relay rule to `relay_to`, all at once (the steps are independent; each
+    decision's votes wait for its proposal). What it did, one line each."""
     async with Client(chain.rpc, timeout_s=WAIT_S) as client:
-        done += await _admit(client, chain, relayers)
-        for other in foreign:
-            values = register_values(other.genesis_file)
-            if await _decide(client, chain, "register_chain", values):
-                done.append(f"{chain.chain_id}: registered {other.chain_id} by governance vote")
-        if relay_to is not None and await _decide(client, chain, "set_relay_rule", [relay_to, []]):
-            done.append(
-                f"{chain.chain_id}: relay rule set by governance vote: every record to {relay_to}"
-            )
-    return done
+        jobs = [_admit(client, chain, k) for k in relayers]
+        jobs += [_register(client, chain, other) for other in foreign]
+        if relay_to is not None:
+            jobs.append(_relay_rule(client, chain, relay_to))
+        results = await asyncio.gather(*jobs)
+    return [line for lines in results for line in lines]
 
 
 async def set_up_chains(

@@ -127,11 +127,9 @@ def test_forged_packets_are_refused_each_with_a_clear_receipt(platform: Platform
     packets = [g.packet(REG, s) for g, s in zip(good, seqs, strict=True)]
 
     # A proof against a header the regulator never verified.
+    # (A FAILED receipt keeps no events: its error names the first refused packet's reason.)
     r = recv(p, [packets[0]], key)
-    assert r["statusName"] == "FAILED", r
-    (refused,) = events(r, "PacketRefused")
-    assert "verified" in refused["reason"], refused
-    assert r["error"], r
+    assert r["statusName"] == "FAILED" and "verified" in r["error"], r
 
     # A certificate whose QC is signed by keys that are not the chain's validators.
     strangers = [PrivateKey.generate() for _ in range(4)]
@@ -173,11 +171,9 @@ def test_forged_packets_are_refused_each_with_a_clear_receipt(platform: Platform
         ("unregistered chain", unregistered),
     ):
         r = recv(p, [forgery], key)
-        assert r["statusName"] == "FAILED", (name, r)
-        (refused,) = events(r, "PacketRefused")
-        assert refused["reason"] and r["error"], (name, r)
-        reasons[name] = refused["reason"]
-        print(f"{name}: refused: {refused['reason']}")
+        assert r["statusName"] == "FAILED" and r["error"], (name, r)
+        reasons[name] = r["error"]
+        print(f"{name}: refused: {r['error']}")
     assert "registered" in reasons["unregistered chain"], reasons
 
     # One forged packet in a batch of good ones: the good ones are accepted (hermes 3540).
@@ -185,7 +181,8 @@ def test_forged_packets_are_refused_each_with_a_clear_receipt(platform: Platform
     assert r["statusName"] == "OK", r
     got = {int(e["seq"]): e["status"] for e in events(r, "PacketReceived")}
     assert got == {seqs[0]: "accepted", seqs[1]: "accepted"}, r
-    assert len(events(r, "PacketRefused")) == 1, r
+    (refused,) = events(r, "PacketRefused")
+    assert int(refused["seq"]) == seqs[0] and refused["reason"], r
 
     # A replayed packet: answered duplicate, stored once.
     r = recv(p, [packets[0]], key)
@@ -293,7 +290,32 @@ def test_epoch_change_on_the_business_chain_while_relaying(platform: Platform) -
     client = p.call(REG, "xclient", "client", [FIRM])
     assert int(client["epoch"]) == 1, client
 
-    # The stale epoch's set: a certificate of a new height that claims epoch 0.
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="xclient gap (found by this drill): a certificate of a PAST epoch is checked with that "
+    "epoch's stored set (crosschain/xclient_update.py U3) but not bounded by that epoch's ending "
+    "height, so a header claiming epoch 0 at a height of epoch 1 is stored as verified",
+)
+def test_a_stale_epochs_set_cannot_certify_heights_after_its_epoch(platform: Platform) -> None:
+    p = platform
+    node0 = p.validator_keys(FIRM)[0]
+    sdk = p.sdk(FIRM)
+    admin = p.admin_key(FIRM)
+    args = propose_args("set_power", [node0.public_key.to_bytes(), 2], sdk.height() + 1000)
+    r = sdk.send(admin, "governance", "propose", args)
+    r = sdk.send(admin, "governance", "vote", vote_args(r["result"], True))
+    assert r["result"] == "executed", r
+    wait_until(lambda: int(p.rpc(FIRM, "gm_getEpoch")["epoch"]) >= 1, 60, "epoch 1 on firm-a")
+    p.submit_records(FIRM, ["in-epoch-1"])
+    p.wait_delivered(FIRM)
+    assert int(p.call(REG, "xclient", "client", [FIRM])["epoch"]) == 1
+    stale_epoch_certificate_is_refused(p, node0)
+
+
+def stale_epoch_certificate_is_refused(p: Platform, node0: PrivateKey) -> None:
+    """A certificate of a new height (after epoch 1 began) whose headers claim epoch 0, signed
+    by epoch 0's set: the update must be refused and nothing stored at that height."""
     stop_platform_relayers(p)
     (tx,) = p.submit_records(FIRM, ["after-epoch"])
     fresh = proven(p, FIRM, tx)
@@ -301,6 +323,7 @@ def test_epoch_change_on_the_business_chain_while_relaying(platform: Platform) -
     stale = with_epoch(fresh.commit, [node0], 0)
     r = send_xc(p, REG, "update_client", [update_of(FIRM, stale)], p.relayer_key(FIRM))
     assert r["statusName"] == "FAILED" and "epoch" in r["error"], r
+    assert p.call(REG, "xclient", "header", [FIRM, fresh.height]) is None
 
 
 # --- drill 6 ----------------------------------------------------------------------------------
