@@ -292,14 +292,23 @@ def platform_up(
                 tell(line)
             doc["setup_done"] = True
             _save(d, doc)
-        for firm in BUSINESS:
-            if relayer_pid(d, doc, firm, notes) is None:
-                proc = start_relayer(d, doc, firm, wait_s)
+        todo = [f for f in BUSINESS if relayer_pid(d, doc, f, notes) is None]
+        with ThreadPoolExecutor(max_workers=len(BUSINESS)) as pool:  # each waits for its port
+            futures = [(f, pool.submit(start_relayer, d, doc, f, wait_s)) for f in todo]
+            failures = []
+            for firm, fut in futures:
+                try:
+                    proc = fut.result()
+                except PlatformError as exc:
+                    failures.append(str(exc))
+                    continue
                 started_relayers.append(firm)
                 tell(
                     f"started the relayer of {firm} (pid {proc.pid}, log "
                     f"{d / 'relayers' / (firm + '.log')})"
                 )
+            if failures:
+                raise PlatformError("; ".join(failures))
     except BaseException as exc:
         undone = _undo(d, doc, started_nodes, started_relayers)
         if isinstance(exc, PlatformError | ClusterError | PlatformSetupError | SdkError):
