@@ -144,8 +144,9 @@ def init_platform(
         raise PlatformError(f"{d} already holds a platform")
     if not 1 <= validators <= MAX_VALIDATORS:
         raise PlatformError(f"--validators: 1..{MAX_VALIDATORS} per chain")
-    if not 1024 <= base_port <= 65535 - CHAIN_STRIDE * len(CHAINS) - len(BUSINESS) - 1:
-        raise PlatformError(f"--base-port {base_port}: pick a port in 1024..65000")
+    top = 65535 - CHAIN_STRIDE * len(CHAINS) - len(BUSINESS) - 1
+    if not 1024 <= base_port <= top:
+        raise PlatformError(f"--base-port {base_port}: pick a port in 1024..{top}")
     for port, owner in _ports(base_port, validators):
         if _port_in_use(port):
             raise PlatformError(
