@@ -21,7 +21,8 @@ chain and two business chains, one validator each, real processes, real SM2 sign
 6. Misbehaviour: a second certified block at a verified height, signed with the business
    validator's own key: `submit_misbehaviour` freezes the client and names the signer; packets
    are then refused ("frozen"); `unfreeze_chain` by a governance vote of the regulator resumes
-   delivery.
+   delivery; then a conflicting certificate sent as an ordinary `update_client` succeeds but
+   only freezes the client again (the stored header is unchanged).
 """
 
 from __future__ import annotations
@@ -370,6 +371,18 @@ def test_misbehaviour_freezes_names_signers_and_governance_unfreezes(platform: P
     platform_up(p.d)
     p.wait_delivered(FIRM)
     assert p.check_exactly_once(FIRM) == 2
+
+    # Misbehaviour found by an update: a conflicting certificate of a verified height, sent as an
+    # ordinary update_client, succeeds but only freezes (nothing of it is stored).
+    stop_platform_relayers(p)
+    h2 = int(p.call(REG, "xclient", "record", [FIRM, "mb-2"])["height"])
+    stored = p.call(REG, "xclient", "header", [FIRM, h2])
+    forged2 = conflicting_certificate(commit_certificate(p, FIRM, h2), keys)
+    r = send_xc(p, REG, "update_client", [update_of(FIRM, forged2)], p.relayer_key(FIRM))
+    assert r["statusName"] == "OK", r
+    client = p.call(REG, "xclient", "client", [FIRM])
+    assert client["status"] == "frozen" and client["frozenReason"], client
+    assert p.call(REG, "xclient", "header", [FIRM, h2]) == stored
 
 
 def _signers(mb: object) -> list[str]:
