@@ -16,8 +16,9 @@ chain and two business chains, one validator each, real processes, real SM2 sign
 4. The regulator chain down while the firm keeps recording (many business blocks), then back:
    everything delivered, exactly once, and acknowledged back.
 5. An epoch change on the business chain while relaying (governance set_power): the regulator's
-   client follows (its epoch advances), records of both epochs are delivered; a certificate of a
-   new height signed as the stale epoch is refused.
+   client follows (its epoch advances), records of both epochs are delivered; (a second test) a
+   certificate of a new height signed as the stale epoch verifies nothing: no header is stored
+   there and the packet proven at that height is refused.
 6. Misbehaviour: a second certified block at a verified height, signed with the business
    validator's own key: `submit_misbehaviour` freezes the client and names the signer; packets
    are then refused ("frozen"); `unfreeze_chain` by a governance vote of the regulator resumes
