@@ -44,6 +44,7 @@ from gmchain.node.cli_client import (
 )
 from gmchain.node.cli_gov import add_gov_commands
 from gmchain.node.cli_relay import add_relay_command
+from gmchain.node.cli_xc import add_xc_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -178,6 +179,10 @@ def _cmd_crypto_bench(args: argparse.Namespace) -> int:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     return _returned_code(_delegate("gmchain.node.cluster", "main", "cluster")(args.rest))
+
+
+def _cmd_platform(args: argparse.Namespace) -> int:
+    return _returned_code(_delegate("gmchain.node.platform", "main", "platform")(args.rest))
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -337,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("cluster", _cmd_cluster, "run a local multi-node cluster (node.cluster)"),
         ("bench", _cmd_bench, "the TPS/latency certification harness (bench.cli)"),
         (
+            "platform",
+            _cmd_platform,
+            "a regulator chain, two business chains and their relayers on this machine "
+            "(node.platform)",
+        ),
+        (
             "db",
             _cmd_db,
             "ledger store maintenance: `db check PATH` deep-checks a stopped node; "
@@ -455,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_proof_verify)
 
     add_gov_commands(sub, out, rpc, _add_wait)  # `gmchain gov ...` (node/cli_gov.py)
+    add_xc_commands(sub, out, rpc)  # `gmchain xc ...` (node/cli_xc.py)
     add_relay_command(sub)  # `gmchain relay` (node/cli_relay.py)
     return parser
 
@@ -503,7 +515,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Tools with their own parsers get their arguments untouched (argparse.REMAINDER would not
     # capture a leading option such as `gmchain bench --profile single`).
-    delegated = {"cluster": _cmd_cluster, "bench": _cmd_bench, "db": _cmd_db}
+    delegated = {
+        "cluster": _cmd_cluster,
+        "bench": _cmd_bench,
+        "db": _cmd_db,
+        "platform": _cmd_platform,
+    }
     handler: _Handler
     if argv and argv[0] in delegated and not (len(argv) == 2 and argv[1] in ("-h", "--help")):
         handler, args = delegated[argv[0]], argparse.Namespace(rest=argv[1:])

@@ -41,6 +41,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -75,11 +76,18 @@ def init_cluster(
     base_rpc: int = 8545,
     base_p2p: int = 30300,
     round_timeout_ms: int = 2000,
+    chain_id: str = CHAIN_ID,
+    orgs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """Keys, genesis and configs of a new cluster in `d`; node i's org is `orgs[i]` (default
+    org1, org2, ...; distinct, one per node), the chain's id `chain_id`."""
     if (d / "cluster.json").exists():
         raise ClusterError(f"{d} already holds a cluster; remove it or pick another --dir")
     if validators < 1 or observers < 0 or validators + observers > 64:
         raise ClusterError("need 1..64 nodes in all, at least one validator")
+    names = list(orgs) if orgs is not None else [f"org{i + 1}" for i in range(64)]
+    if len(set(names)) != len(names) or len(names) < validators + observers:
+        raise ClusterError("orgs: one distinct org name per node")
     d.mkdir(parents=True, exist_ok=True)
     pw = DEV_PASSPHRASE.encode()
     nodes: list[dict[str, Any]] = []
@@ -99,19 +107,19 @@ def init_cluster(
                 "pubkey": key.public_key.to_bytes().hex(),
                 "rpc_port": base_rpc + i,
                 "p2p_port": base_p2p + i,
-                "org": f"org{i + 1}",
+                "org": names[i],
             }
         )
     client = PrivateKey.generate()
     save_private_key(d / "client.key", client, pw)
-    accounts = [(client.public_key.to_bytes(), "org1", "admin")]
+    accounts = [(client.public_key.to_bytes(), nodes[0]["org"], "admin")]
     for n in nodes[1:validators]:  # the other validator orgs' admins (the committee's seats)
         admin = PrivateKey.generate()
         (d / "admins").mkdir(exist_ok=True)
         save_private_key(d / "admins" / f"{n['org']}.key", admin, pw)
         accounts.append((admin.public_key.to_bytes(), n["org"], "admin"))
     genesis = Genesis(
-        chain_id=CHAIN_ID,
+        chain_id=chain_id,
         timestamp_ms=int(time.time() * 1000),
         validators=tuple(
             GenesisValidator(pubkey=bytes.fromhex(n["pubkey"]), power=1, org=n["org"])
@@ -140,7 +148,7 @@ def init_cluster(
             round_timeout_ms=round_timeout_ms,
         )
         write_config(d / n["name"] / "config.toml", cfg)
-    doc = {"chain_id": CHAIN_ID, "nodes": nodes}
+    doc = {"chain_id": chain_id, "nodes": nodes}
     (d / "cluster.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
