@@ -301,11 +301,8 @@ def verify_header_chain(
     `commit`, or the `headers` and `proof` of a gm_getCommitProof answer) against `trust`
     (rules 3 and 5); return its headers, each now known to be committed. `first`, if given, is
     the header the chain must start at. Raises ProofCheckError."""
-    return _guarded(
-        lambda: check_certificate(
-            _parse_certificate(certificate, "certificate"), trust, first=first
-        )
-    )
+    cert = _guarded(lambda: _parse_certificate(certificate, "certificate"))
+    return check_certificate(cert, trust, first=first)
 
 
 def check_certificate(
@@ -542,12 +539,19 @@ def _checker(trust: TrustAnchor) -> CertChecker:
     )
 
 
-def _parse_certificate(obj: Any, what: str) -> Certificate:
-    """A certificate object `{headers: [hex, ...], proof: hex}` decoded (shape only)."""
+def _parse_certificate(obj: Any, what: str, first: BlockHeader | None = None) -> Certificate:
+    """`{headers: [hex, ...], proof: hex}` decoded (shape; `first` checked before the proof)."""
     if not isinstance(obj, Mapping) or not isinstance(obj.get("headers"), list):
         raise ProofCheckError(f"{what}: expected {{headers: [...], proof: hex}}")
-    headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
-    proof = CommitProof.decode(parse_hex(obj.get("proof"), name=f"{what} proof"))
+    try:
+        headers = [BlockHeader.decode(parse_hex(h, name=f"{what} header")) for h in obj["headers"]]
+        if first is not None and (not headers or headers[0].block_id != first.block_id):
+            raise ProofCheckError(f"{what}: the headers do not start at block {first.height}")
+        proof = CommitProof.decode(parse_hex(obj.get("proof"), name=f"{what} proof"))
+    except ProofCheckError:
+        raise
+    except (ValueError, TypeError, DecodeError) as exc:
+        raise ProofCheckError(f"{what}: malformed proof: {exc}") from None
     return Certificate(headers=tuple(headers), proof=proof)  # emptiness: _check_cert
 
 
@@ -555,7 +559,7 @@ def _check_certificate(
     obj: Any, first: BlockHeader | None, checker: CertChecker, what: str
 ) -> list[BlockHeader]:
     """Rule 3 for one certificate object whose headers must start at `first` (if given)."""
-    return _check_cert(_parse_certificate(obj, what), first, checker, what)
+    return _check_cert(_parse_certificate(obj, what, first), first, checker, what)
 
 
 def _check_cert(
