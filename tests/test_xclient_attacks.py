@@ -433,3 +433,57 @@ def test_no_next_validators_commitment_mismatch_goes_unnoticed() -> None:
         ),
     )
     assert r.status == FAILED and "next_validators_hash" in r.error
+
+
+# --- receipts the chain cannot read back ----------------------------------------------------------
+
+
+def _poisoned(biz: Side, tx: SignedTx) -> Packet:
+    """A packet whose source chain id is 20,000 NUL characters: each is 1 byte in the
+    transaction but 4 in the refusal reason (`{chain!r}` writes it as \\x00)."""
+    return dataclasses.replace(biz.packet(tx.tx_id, REGULATOR), source_chain_id="\x00" * 20_000)
+
+
+def _run_raw(side: Side, method: str, args: list[object]) -> tuple[SignedTx, bytes]:
+    """A committed call and its stored receipt bytes, without decoding them."""
+    tx = sign_tx(
+        side.admin,
+        chain_id=side.chain_id,
+        expiry=side.rig.chain.head.height + 50,
+        contract="xclient",
+        method=method,
+        args=args,  # type: ignore[arg-type]
+    )
+    side.rig.run(2, txs={0: [tx]})
+    raw = side.store.get_receipt(tx.tx_id)
+    assert raw is not None, "not committed"
+    return tx, raw
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="refusal reasons repr() relayer-chosen chain ids (NUL -> 4 bytes) with no length "
+    "cap, so a 21 KB recv_packets tx commits a receipt with an 80 KB string that "
+    "ledger.codec refuses to decode (max_str 64 KiB): the honest packet accepted in the same "
+    "tx can never be acked (the ack's receipt does not decode), gm_getTransactionReceipt and "
+    "event subscriptions (node/commitbus.py) fail on that block",
+)
+def test_a_refusal_reason_cannot_make_the_receipt_undecodable() -> None:
+    biz, reg, txs = _delivered(2)
+    good = biz.packet(txs[0].tx_id, REGULATOR)
+    arg = packets_arg([good, _poisoned(biz, txs[1])])
+    assert sum(len(p[0]) for p in arg) < 22_000  # type: ignore[arg-type]
+    tx, raw = _run_raw(reg, "recv_packets", [arg])
+    assert query(reg, "packet", [biz.chain_id, 1]) is not None  # the good packet was accepted
+    receipt = Receipt.decode(raw)  # DecodeError: the string exceeds max_str
+    assert receipt.status == OK
+    assert biz.call("xclient", "update_client", [reg.update(_height(reg, tx))]).status == OK
+    r = biz.call("xclient", "recv_ack", [reg.ack(tx.tx_id, biz.chain_id).encode()])
+    assert r.status == OK and dict(r.result)["new"] == 1  # type: ignore[arg-type]
+
+
+def test_an_all_refused_call_has_a_decodable_receipt() -> None:
+    """The FAILED path holds: a FAILED receipt keeps no events and its error is bounded."""
+    biz, reg, txs = _delivered(1)
+    _, raw = _run_raw(reg, "recv_packets", [packets_arg([_poisoned(biz, txs[0])])])
+    assert Receipt.decode(raw).status == FAILED
