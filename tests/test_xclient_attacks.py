@@ -98,8 +98,10 @@ def _suffix_certificate(biz: Side, rec: EpochRecord) -> Certificate:
     """A certificate of epoch 0 whose only header is S1, the block after the epoch-ending block E
     (the epoch record's CommitProof child: epoch 0, empty, parent E, carrying the commitment to
     epoch 1 like E, ledger/epoch.py rule 3), with S1's real QC as its tip QC and a child S2 of
-    S1 certified by epoch 0's set. An honest run where E is committed indirectly (S1's round is
-    not E's + 1, EPOCHS.md E4) produces exactly such suffix blocks, all signed by epoch 0."""
+    S1 certified by epoch 0's set. An honest run where E is committed indirectly (EPOCHS.md E4:
+    the epoch record is then [E, S1, ..., B] + CommitProof(B), all signed by epoch 0) hands the
+    relayer this certificate without any signing: it drops E from the record's headers. The rig
+    commits E directly, so the test signs S2's QC with epoch 0's key."""
     s1 = rec.proof.header
     s2 = dataclasses.replace(
         s1,
@@ -487,3 +489,37 @@ def test_an_all_refused_call_has_a_decodable_receipt() -> None:
     biz, reg, txs = _delivered(1)
     _, raw = _run_raw(reg, "recv_packets", [packets_arg([_poisoned(biz, txs[0])])])
     assert Receipt.decode(raw).status == FAILED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="submit_misbehaviour checks a past epoch's certificates with its stored set but not "
+    "against that epoch's known end (rule U4 applies only to update_client): a set that has "
+    "LEFT (keys no longer guarding a live chain) signs two blocks of its old epoch above the "
+    "epoch's end and freezes the live client, again after every unfreeze",
+)
+def test_a_left_set_cannot_freeze_the_client_with_blocks_above_its_epochs_end() -> None:
+    biz, reg, late, _rec = _epoch_one()
+    h = _height(biz, late[0])
+    r = _update(reg, biz.update(h, changes=biz.epoch_changes(0, 1)))
+    assert r.status == OK, r.error
+    real = biz.certificate(h)
+    old_set = biz.rig.keys_of(0)
+
+    def above_end(ts: int) -> Certificate:
+        tip = dataclasses.replace(real.headers[0], epoch=0, height=h + 5, timestamp_ms=ts)
+        child = dataclasses.replace(
+            real.proof.header,
+            epoch=0,
+            height=h + 6,
+            parent_id=tip.block_id,
+            justify=biz.rig.qc(tip, old_set),
+        )
+        return Certificate(
+            headers=(tip,), proof=CommitProof(header=child, qc=biz.rig.qc(child, old_set))
+        )
+
+    ts = real.headers[0].timestamp_ms
+    m = Misbehaviour(chain_id=biz.chain_id, first=above_end(ts + 1), second=above_end(ts + 2))
+    reg.call("xclient", "submit_misbehaviour", [m.encode()])
+    assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
