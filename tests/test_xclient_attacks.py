@@ -27,7 +27,7 @@ from gmchain.crosschain.packets import (
     PacketFormatError,
 )
 from gmchain.ledger.epoch import next_validators_commitment
-from gmchain.ledger.scalars import MAX_TX_BYTES
+from gmchain.ledger.scalars import MAX_TX_BYTES, Digest, Height, Round
 from gmchain.ledger.types import Receipt, ReceiptStatus, SignedTx
 from tests.node_helpers import evidence_args, sign_tx
 from tests.xc_rig import REGULATOR, Side, events, make_pair, packets_arg, query
@@ -105,8 +105,8 @@ def _suffix_certificate(biz: Side, rec: EpochRecord) -> Certificate:
     s1 = rec.proof.header
     s2 = dataclasses.replace(
         s1,
-        height=s1.height + 1,
-        round=s1.round + 1,
+        height=Height(s1.height + 1),
+        round=Round(s1.round + 1),
         parent_id=s1.block_id,
         justify=rec.proof.qc,
     )
@@ -386,12 +386,12 @@ def test_an_ack_of_a_refused_or_duplicate_delivery_records_nothing() -> None:
     h = _height(reg, dup)
     assert biz.call("xclient", "update_client", [reg.update(h)]).status == OK
     r = biz.call("xclient", "recv_ack", [reg.ack(dup.tx_id, biz.chain_id).encode()])
-    assert r.status == OK and dict(r.result)["new"] == 0  # type: ignore[arg-type]
+    assert r.status == OK and dict(r.result)["new"] == 0
     assert query(biz, "ack", [1]) is None and query(biz, "ack", [5]) is None
     # the real acceptance is recorded once
     assert biz.call("xclient", "update_client", [reg.update(_height(reg, first))]).status == OK
     r = biz.call("xclient", "recv_ack", [reg.ack(first.tx_id, biz.chain_id).encode()])
-    assert r.status == OK and dict(r.result)["new"] == 1  # type: ignore[arg-type]
+    assert r.status == OK and dict(r.result)["new"] == 1
 
 
 def test_an_ack_proving_an_evidence_tx_or_another_dest_is_refused() -> None:
@@ -413,7 +413,7 @@ def test_genesis_binding_holds_for_a_header_at_height_one() -> None:
     registered set (the same chain id and validators under another genesis)."""
     biz, reg = make_pair()
     h1 = biz.header(1)
-    fake = dataclasses.replace(h1, parent_id=bytes(32))
+    fake = dataclasses.replace(h1, parent_id=Digest(bytes(32)))
     child = dataclasses.replace(biz.header(2), parent_id=fake.block_id, justify=biz.rig.qc(fake))
     cert = Certificate(headers=(fake,), proof=CommitProof(header=child, qc=biz.rig.qc(child)))
     r = _update(reg, ClientUpdate(chain_id=biz.chain_id, certificate=cert))
@@ -454,7 +454,7 @@ def _run_raw(side: Side, method: str, args: list[object]) -> tuple[SignedTx, byt
         expiry=side.rig.chain.head.height + 50,
         contract="xclient",
         method=method,
-        args=args,  # type: ignore[arg-type]
+        args=args,
     )
     side.rig.run(2, txs={0: [tx]})
     raw = side.store.get_receipt(tx.tx_id)
@@ -474,14 +474,14 @@ def test_a_refusal_reason_cannot_make_the_receipt_undecodable() -> None:
     biz, reg, txs = _delivered(2)
     good = biz.packet(txs[0].tx_id, REGULATOR)
     arg = packets_arg([good, _poisoned(biz, txs[1])])
-    assert sum(len(p[0]) for p in arg) < 22_000  # type: ignore[arg-type]
+    assert sum(len(p[0]) for p in arg) < 22_000
     tx, raw = _run_raw(reg, "recv_packets", [arg])
     assert query(reg, "packet", [biz.chain_id, 1]) is not None  # the good packet was accepted
     receipt = Receipt.decode(raw)  # DecodeError: the string exceeds max_str
     assert receipt.status == OK
     assert biz.call("xclient", "update_client", [reg.update(_height(reg, tx))]).status == OK
     r = biz.call("xclient", "recv_ack", [reg.ack(tx.tx_id, biz.chain_id).encode()])
-    assert r.status == OK and dict(r.result)["new"] == 1  # type: ignore[arg-type]
+    assert r.status == OK and dict(r.result)["new"] == 1
 
 
 def test_an_all_refused_call_has_a_decodable_receipt() -> None:
@@ -507,11 +507,11 @@ def test_a_left_set_cannot_freeze_the_client_with_blocks_above_its_epochs_end() 
     old_set = biz.rig.keys_of(0)
 
     def above_end(ts: int) -> Certificate:
-        tip = dataclasses.replace(real.headers[0], epoch=0, height=h + 5, timestamp_ms=ts)
+        tip = dataclasses.replace(real.headers[0], epoch=0, height=Height(h + 5), timestamp_ms=ts)
         child = dataclasses.replace(
             real.proof.header,
             epoch=0,
-            height=h + 6,
+            height=Height(h + 6),
             parent_id=tip.block_id,
             justify=biz.rig.qc(tip, old_set),
         )
