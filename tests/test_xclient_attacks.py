@@ -376,8 +376,8 @@ def test_oversized_lists_are_refused_before_any_signature_work() -> None:
 
 
 def test_an_ack_of_a_refused_or_duplicate_delivery_records_nothing() -> None:
-    """recv_packets txs on the regulator that succeeded but accepted nothing of ours: one with
-    a duplicate only, one with a refused packet next to another chain's... (only ours here)."""
+    """A successful recv_packets on the regulator that accepted nothing of ours (a duplicate
+    and a refused packet) acks nothing; the real acceptance is recorded once."""
     biz, reg, txs = _delivered(2)
     p1, p2 = (biz.packet(t.tx_id, REGULATOR) for t in txs)
     first = _recv(reg, [p1])
