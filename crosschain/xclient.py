@@ -58,6 +58,7 @@ from gmchain.crosschain.xclient_state import (
     ACK_SHAPE,
     ARRIVALS_SHAPE,
     CLIENT_SHAPE,
+    EPOCH_END_SHAPE,
     HEADER_SHAPE,
     MISBEHAVIOUR_SHAPE,
     PACKET_SHAPE,
@@ -139,6 +140,8 @@ class XClientContract(Contract):
             )
         new = len(plan.headers)
         if new or plan.epoch_ends:
+            first = load_meta(ctx.state, chain)[0] + 1
+            numbers: list[Value] = list(range(first, first + len(plan.certificates)))
             apply_plan(ctx, chain, plan)
             ctx.emit(
                 "ClientUpdated",
@@ -146,6 +149,7 @@ class XClientContract(Contract):
                 ("epoch", plan.state.epoch),
                 ("latest_height", plan.state.latest_height),
                 ("new_headers", new),
+                ("update_nos", numbers),
             )
         return UPDATE_SHAPE.pairs(
             chain, plan.state.status, plan.state.epoch, plan.state.latest_height, new, None
@@ -245,7 +249,20 @@ class XClientContract(Contract):
     @query(_CHAIN, Arg("update_no", int, min=1), returns=Shape.of("bytes").or_none())
     def update_proof(self, q: QueryContext, chain_id: str, update_no: int) -> Value:
         """The CommitProof bytes of verified certificate `update_no` (see header.update_no)."""
-        return q.state.get(Keys.update(chain_id, update_no))
+        v = get_value(q.state, Keys.update(chain_id, update_no))
+        return None if v is None else v[0]
+
+    @query(_CHAIN, Arg("update_no", int, min=1), returns=Shape.of("bytes", size=32).or_none())
+    def update_tx(self, q: QueryContext, chain_id: str, update_no: int) -> Value:
+        """The id of the update_client transaction that verified certificate `update_no`."""
+        v = get_value(q.state, Keys.update(chain_id, update_no))
+        return None if v is None else v[1]
+
+    @query(_CHAIN, Arg("epoch", int), returns=EPOCH_END_SHAPE.or_none())
+    def epoch_end(self, q: QueryContext, chain_id: str, epoch: int) -> Value:
+        """The verified end of `epoch` of a registered chain (its epoch change), or None."""
+        v = get_value(q.state, Keys.epoch_end(chain_id, epoch))
+        return None if v is None else EPOCH_END_SHAPE.pairs(epoch, *v)
 
     @query(
         _CHAIN,

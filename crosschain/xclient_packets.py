@@ -3,7 +3,9 @@
 Rules this module keeps (docs/crosschain.md, "Packets", "Acknowledgements"):
 P1. A transaction is proven against a VERIFIED header (`h/`) only: its id is leaf `index` of the
     header's tx_root (`tx_count` leaves), its receipt's bytes leaf `index` of receipt_root, the
-    receipt names that id and has status OK (`prove_tx`). Hash-only: no signature is checked
+    receipt names that id and has status OK (`prove_tx`). A header of epoch e above the verified
+    end of e (`e/`) proves nothing: it is the ended epoch's uncommitted suffix, verified before
+    the end was known. Hash-only: no signature is checked
     here; the header's certificate was checked by update_client.
 P2. A packet's transaction calls `evidence.submit` on its source chain; its receipt carries the
     evidence events `EvidenceSubmitted` (org, record_hash) and `PacketQueued` with the packet's
@@ -79,6 +81,12 @@ def prove_tx(state: StateReader, chain: str, proof: TxProof) -> Proven:
     hdr = StoredHeader.load(state, chain, proof.height)
     if hdr is None:
         raise Refused(f"header {proof.height} of {chain} is not verified (update the client)")
+    end = get_value(state, Keys.epoch_end(chain, hdr.epoch))
+    if end is not None and hdr.height > int(end[0]):
+        raise Refused(
+            f"header {proof.height} of {chain} is above the end of its epoch {hdr.epoch} "
+            f"(height {end[0]}): an ended epoch's uncommitted suffix"
+        )
     try:
         tx = proof.decode_tx()
         receipt = proof.decode_receipt()

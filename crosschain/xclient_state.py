@@ -9,7 +9,8 @@ S1. Keys are relative to the `xclient` namespace. `<chain>` is the foreign chain
         m/<chain>\\0                      [certificates, misbehaviours] counters
         h/<chain>\\0<height>              [block_id, tx_root, tx_count, receipt_root, epoch,
                                           timestamp_ms, update_no]   a verified header
-        u/<chain>\\0<update_no>           CommitProof bytes of the certificate numbered update_no
+        u/<chain>\\0<update_no>           [CommitProof bytes, update_client tx id] of the
+                                          certificate numbered update_no
         e/<chain>\\0<epoch>               [ending height, ending block id, next set fingerprint,
                                           update_no]                  a verified epoch change
         s/<chain>\\0<epoch>               [[pubkey, power, org], ...]  that epoch's set
@@ -51,6 +52,7 @@ __all__ = [
     "ACK_SHAPE",
     "ARRIVALS_SHAPE",
     "CLIENT_SHAPE",
+    "EPOCH_END_SHAPE",
     "HEADER_SHAPE",
     "MISBEHAVIOUR_SHAPE",
     "PACKET_FIELDS",
@@ -262,6 +264,14 @@ PACKET_SHAPE = Shape.record(
     ("arrived_height", _INT),
     ("recv_tx_id", _HASH),
     doc="the verified copy of a relayed evidence record",
+)
+EPOCH_END_SHAPE = Shape.record(
+    ("epoch", _INT),
+    ("height", _INT),
+    ("block_id", _HASH),
+    ("next_fingerprint", _HASH),
+    ("update_no", _INT),
+    doc="the verified end of an epoch of a registered chain",
 )
 ARRIVALS_SHAPE = Shape.record(
     ("chain_id", _STR),

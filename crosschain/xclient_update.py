@@ -20,6 +20,9 @@ U4. Headers to store, one height at a time: none stored -> new; same block id ->
     e lies there (the ended epoch's suffix, or what a set that has left signed afterwards).
 U5. Everything is checked before anything is written; a misbehaviour writes only the evidence,
     the counters and the frozen status (`Freeze`), nothing else of the update.
+U7. Certificates are numbered from 1 in the order they are applied: within one update, each
+    epoch change of the trusted epoch (in the order given), then the certificate if it stored
+    a new header; `u/<n>` = [CommitProof bytes, id of the update_client transaction].
 U6. Misbehaviour evidence names the signers present in both conflicting certificates (node ids
     of the QCs of each CommitProof: the child's QC and the tip's own QC).
 """
@@ -136,7 +139,8 @@ def _proof_of(state: StateReader, plan: UpdatePlan, chain: str, update_no: int) 
     base = load_meta(state, chain)[0]
     if update_no > base:
         return plan.certificates[update_no - base - 1]
-    return state.get(Keys.update(chain, update_no)) or b""
+    v = get_value(state, Keys.update(chain, update_no))
+    return b"" if v is None else bytes(v[0])
 
 
 def _conflict(
@@ -345,7 +349,7 @@ def apply_plan(ctx: Context, chain: str, plan: UpdatePlan) -> None:
     st: StateAccess = ctx.state
     certs, misb = load_meta(st, chain)
     for i, proof in enumerate(plan.certificates, start=certs + 1):
-        st.put(Keys.update(chain, i), proof)
+        put_value(st, Keys.update(chain, i), [proof, ctx.tx_id])
     for s in plan.headers.values():
         put_value(st, Keys.header(chain, s.height), s.value())
     for e, value in plan.epoch_ends.items():

@@ -86,8 +86,9 @@ def test_update_client_stores_the_certified_headers_and_repeats_are_no_ops() -> 
     r = reg.call("xclient", "update_client", [update])
     assert r.status == OK, r.error
     assert events(r, "ClientUpdated") == [
-        {"chain": biz.chain_id, "epoch": 0, "latest_height": h, "new_headers": 1}
+        {"chain": biz.chain_id, "epoch": 0, "latest_height": h, "new_headers": 1, "update_nos": [1]}
     ]
+    assert query(reg, "update_tx", [biz.chain_id, 1]) == r.tx_id
     header = query(reg, "header", [biz.chain_id, h])
     assert header["block_id"] == biz.header(h).block_id
     assert header["tx_root"] == biz.header(h).tx_root and header["tx_count"] == 2
@@ -529,3 +530,42 @@ def test_a_record_queued_for_another_regulator_is_refused() -> None:
     r = _recv(reg, [biz.packet(txs[0].tx_id, REGULATOR)])
     assert r.status == FAILED
     assert "packet 1 was queued for 'another-regulator', not this chain" in r.error
+
+
+def test_a_suffix_header_verified_before_its_epochs_end_proves_no_packet() -> None:
+    """F6: a certified epoch-0 header above epoch 0's end, verified while the end was unknown
+    (the client still trusted epoch 0), stays stored; once the epoch change names the end, a
+    packet proven against that header is refused (it is the ended epoch's uncommitted suffix),
+    while the same transaction proven against its real block is accepted."""
+    biz, reg = make_pair()
+    assert all(r.status == OK for r in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
+    late = biz.evidence_txs(1, tag="late")
+    biz.run_txs(late)
+    h = _height(biz, late[0])
+    real = biz.certificate(h)
+    old_set = biz.rig.keys_of(0)
+    tip = dataclasses.replace(real.headers[0], epoch=0, height=h + 5)
+    child = dataclasses.replace(
+        real.proof.header, epoch=0, height=h + 6, parent_id=tip.block_id,
+        justify=biz.rig.qc(tip, old_set),
+    )  # fmt: skip
+    suffix = Certificate(
+        headers=(tip,), proof=CommitProof(header=child, qc=biz.rig.qc(child, old_set))
+    )
+    r = reg.call(
+        "xclient",
+        "update_client",
+        [ClientUpdate(chain_id=biz.chain_id, certificate=suffix).encode()],
+    )
+    assert r.status == OK and dict(r.result)["new_headers"] == 1, r.error  # type: ignore[arg-type]
+    assert query(reg, "header", [biz.chain_id, h + 5])["epoch"] == 0
+    r = reg.call("xclient", "update_client", [biz.update(h, changes=biz.epoch_changes(0, 1))])
+    assert r.status == OK, r.error
+    end = query(reg, "epoch_end", [biz.chain_id, 0])
+    assert end is not None and end["height"] < h
+    good = biz.packet(late[0].tx_id, REGULATOR)
+    forged = dataclasses.replace(good, proof=dataclasses.replace(good.proof, height=h + 5))
+    r = _recv(reg, [forged])
+    assert r.status == ReceiptStatus.FAILED and "uncommitted suffix" in (r.error or ""), r.error
+    assert query(reg, "packet", [biz.chain_id, 1]) is None
+    assert _statuses(_recv(reg, [good])) == [(1, "accepted")]
