@@ -11,7 +11,13 @@ Rules this module keeps (with node/rpcmethods.py's rules 1, 2 and 4):
 2. `gm_getRelayedRecord(chainId, key)` takes a seq (integer >= 1) or a record id (string); it
    answers the stored copy (with the id of the regulator transaction that received it,
    `recvTxId`) plus `header`: the verified header of the source block it was proven against,
-   whose `updateNo` names the client update that verified it; or null.
+   whose `updateNo` names the client update that verified it; `updateTxId`: the id of the
+   `update_client` transaction that gave that number (`xclient.update_tx`); `epochUpdateTxIds`:
+   the ids of the `update_client` transactions that verified the epoch changes the client
+   stored below the header's epoch (`xclient.epoch_end` -> `update_tx`), ascending by epoch,
+   each once, without `updateTxId`; `headerBytes`: the header's full canonical bytes, read from
+   the certificate inside that update transaction's `ClientUpdate` (their signing root under
+   DOMAIN["header"] is the block id); or null.
 3. Bounds are the contract's: `missingLimit` <= 1000 (default 100), `limit` <= 1000 (default
    100); a param out of them is INVALID_PARAMS naming it, before any query runs.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gmchain.crosschain.packets import ClientUpdate, PacketFormatError
 from gmchain.ledger.jsonfmt import returns_schema, view_to_json
 from gmchain.node.api import ErrorCode, NodeApi
 from gmchain.node.rpcmethods import MethodHandler
@@ -31,6 +38,7 @@ __all__ = ["MAX_XC_LIMIT", "XC_METHODS", "XcMethods"]
 XCLIENT = "xclient"
 EVIDENCE = "evidence"
 MAX_XC_LIMIT = 1000  # rule 3
+MAX_EPOCH_SCAN = 10_000  # rule 2: epochs looked at below a record's header epoch
 XC_METHODS = frozenset(
     {
         "gm_getCrossChainClient",
@@ -86,8 +94,46 @@ class XcMethods:
             )
         if not isinstance(found, dict):
             return None
-        found["header"] = self._query(XCLIENT, "header", [chain, found["height"]])
+        header = self._query(XCLIENT, "header", [chain, found["height"]])
+        found["header"] = header
+        found["updateTxId"] = found["headerBytes"] = None
+        found["epochUpdateTxIds"] = []
+        if isinstance(header, dict):
+            update_tx = self._query(XCLIENT, "update_tx", [chain, header["updateNo"]])
+            found["updateTxId"] = update_tx
+            found["epochUpdateTxIds"] = self._epoch_updates(chain, header["epoch"], update_tx)
+            found["headerBytes"] = self._header_bytes(update_tx, header)
         return found
+
+    def _epoch_updates(self, chain: str, epoch: int, skip: str | None) -> list[str]:
+        """Rule 2: the update transactions of the stored epoch changes below `epoch`."""
+        out: list[str] = []
+        for e in range(min(epoch, MAX_EPOCH_SCAN)):
+            end = self._query(XCLIENT, "epoch_end", [chain, e])
+            if not isinstance(end, dict):
+                continue  # an epoch before the registration
+            tx = self._query(XCLIENT, "update_tx", [chain, end["updateNo"]])
+            if isinstance(tx, str) and tx != skip and tx not in out:
+                out.append(tx)
+        return out
+
+    def _header_bytes(self, update_tx: Any, header: dict[str, Any]) -> str | None:
+        """Rule 2: the stored header's bytes, from the ClientUpdate that verified it."""
+        if not isinstance(update_tx, str):
+            return None
+        found = self._api.get_tx(bytes.fromhex(update_tx[2:]))
+        if found is None or len(found.tx.body.args) != 1:
+            return None
+        try:
+            u = ClientUpdate.decode(found.tx.body.args[0])  # type: ignore[arg-type]
+        except PacketFormatError:
+            return None
+        headers = [c.certificate.headers[0] for c in u.epoch_changes]
+        headers += [] if u.certificate is None else list(u.certificate.headers)
+        for h in headers:
+            if h.height == header["height"] and "0x" + h.block_id.hex() == header["blockId"]:
+                return "0x" + h.encode().hex()
+        return None
 
     async def _m_get_outbox(self, a: dict[str, Any], c: WsConn | None) -> Any:
         start = 1 if a["start"] is None else a["start"]

@@ -47,6 +47,27 @@ def xc_method_results(results: dict[str, Any]) -> dict[str, Any]:
         "that verified it"
     )
     packet["properties"]["header"] = header
+    tx_id = {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}
+    packet["required"] = [*packet["required"], "updateTxId", "epochUpdateTxIds", "headerBytes"]
+    packet["properties"]["updateTxId"] = {
+        "anyOf": [tx_id, {"type": "null"}],
+        "description": "the update_client transaction (on this chain) that verified header",
+    }
+    packet["properties"]["epochUpdateTxIds"] = {
+        "type": "array",
+        "items": tx_id,
+        "description": (
+            "the update_client transactions that verified the epoch changes the client stored "
+            "below the header's epoch, ascending by epoch, each once, updateTxId excluded"
+        ),
+    }
+    packet["properties"]["headerBytes"] = {
+        "anyOf": [{"type": "string", "pattern": "^0x([0-9a-f]{2})*$"}, {"type": "null"}],
+        "description": (
+            "the header's canonical BlockHeader bytes (protocol.md section 2), from the "
+            'ClientUpdate of updateTxId; its signing root under DOMAIN["header"] is blockId'
+        ),
+    }
     outbox = {
         "type": "object",
         "required": ["count", "packets"],
