@@ -8,8 +8,11 @@ P1. A transaction is proven against a VERIFIED header (`h/`) only: its id is lea
     the end was known. Hash-only: no signature is checked
     here; the header's certificate was checked by update_client.
 P2. A packet's transaction calls `evidence.submit` on its source chain; its receipt carries the
-    evidence events `EvidenceSubmitted` (org, record_hash) and `PacketQueued` with the packet's
-    seq, dest == this chain and the same record id. Every value stored comes from the proven
+    evidence events (each: the first of its name whose first field matches, with exactly the
+    fields the evidence contract emits, in order) `PacketQueued(seq, dest, record_id)` with the
+    packet's seq, dest == this chain, the tx's record id, then `EvidenceSubmitted(record_id,
+    flow_id, org, step, record_hash)` with the tx's record id, flow id and step, org a string
+    and record_hash 32 bytes. Every value stored comes from the proven
     transaction and receipt, never from the packet's own claims (only seq, which the
     PacketQueued event must repeat).
 P3. Each packet is judged alone: `Refused(reason)` for one never blocks another.
@@ -22,7 +25,6 @@ P5. An ack's transaction calls `xclient.recv_packets` on the regulator chain and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gmchain.contracts.framework import Context, StateReader
@@ -64,7 +66,7 @@ class Proven:
     header: StoredHeader
 
 
-def _fields(e: Event) -> Mapping[str, Value]:
+def _fields(e: Event) -> dict[str, Value]:
     return dict(e.fields)
 
 
@@ -114,14 +116,19 @@ def prove_tx(state: StateReader, chain: str, proof: TxProof) -> Proven:
     return Proven(tx=tx, tx_id=tx_id, receipt=receipt, header=hdr)
 
 
-def _event(
-    receipt: Receipt, contract: str, name: str, **match: Value
-) -> Mapping[str, Value] | None:
+QUEUED_FIELDS = ("seq", "dest", "record_id")
+SUBMITTED_FIELDS = ("record_id", "flow_id", "org", "step", "record_hash")
+
+
+def _event(receipt: Receipt, name: str, first: tuple[str, Value]) -> dict[str, Value] | None:
+    """Rule P2: the first `evidence` event `name` whose first field is `first`; with a field
+    named twice, or a list of names other than the one the evidence contract emits, None."""
+    want = QUEUED_FIELDS if name == PACKET_QUEUED else SUBMITTED_FIELDS
     for e in receipt.events:
-        if e.contract == contract and e.name == name:
-            f = _fields(e)
-            if all(f.get(k) == v for k, v in match.items()):
-                return f
+        if (e.contract, e.name) == ("evidence", name) and e.fields and tuple(e.fields[0]) == first:
+            if tuple(n for n, _ in e.fields) != want:
+                raise Refused(f"the {name} event's fields are not {', '.join(want)}")
+            return dict(e.fields)
     return None
 
 
@@ -138,20 +145,22 @@ def _packet_values(p: Packet, proven: Proven, dest: str) -> list[Value]:
     ):
         raise Refused("the evidence.submit arguments are not a record")
     record_id, flow_id, scenario, step, digest = args[:5]
-    queued = _event(proven.receipt, "evidence", PACKET_QUEUED, seq=p.seq)
+    queued = _event(proven.receipt, PACKET_QUEUED, ("seq", p.seq))
     if queued is None:
         raise Refused(f"the receipt has no PacketQueued event with seq {p.seq}")
     if queued.get("dest") != dest:
         raise Refused(f"packet {p.seq} was queued for {queued.get('dest')!r}, not this chain")
     if queued.get("record_id") != record_id:
         raise Refused(f"packet {p.seq}'s PacketQueued event names another record")
-    sub = _event(proven.receipt, "evidence", "EvidenceSubmitted", record_id=record_id)
-    if (
-        sub is None
-        or not isinstance(sub.get("org"), str)
-        or not isinstance(sub.get("record_hash"), bytes)
-    ):
+    sub = _event(proven.receipt, "EvidenceSubmitted", ("record_id", record_id))
+    if sub is None:
         raise Refused("the receipt has no EvidenceSubmitted event for the record")
+    if (sub["flow_id"], sub["step"]) != (flow_id, step):
+        raise Refused("the EvidenceSubmitted event names another flow or step than the tx")
+    if not isinstance(sub["org"], str) or not (
+        isinstance(sub["record_hash"], bytes) and len(sub["record_hash"]) == 32
+    ):
+        raise Refused("the EvidenceSubmitted event's org or record_hash is malformed")
     return [
         proven.header.height,
         p.proof.index,

@@ -125,7 +125,7 @@ class XcMethods:
         if found is None or len(found.tx.body.args) != 1:
             return None
         try:
-            u = ClientUpdate.decode(found.tx.body.args[0])  # type: ignore[arg-type]
+            u = ClientUpdate.decode(found.tx.body.args[0])
         except PacketFormatError:
             return None
         headers = [c.certificate.headers[0] for c in u.epoch_changes]
