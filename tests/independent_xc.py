@@ -17,19 +17,23 @@ What it establishes, given the business chain's genesis document and the regulat
    "Certificate"): replayed from the BUSINESS genesis (epoch 0, the genesis set), the updates in
    regulator order: epoch changes followed from the trusted epoch E (e < E: a repeat with the
    same fingerprint is skipped, another is misbehaviour; e == E: certified by E's set, first
-   header X names the next-validators commitment of (e + 1, next_validators), X above the end
-   of e - 1; e > E: refused);
+   header X names the fingerprint of next_validators, X above the end of e - 1; e > E: refused);
    the certificate checked with its headers' epoch's set (E, or a past one); headers stored by
-   rule 3. Genesis binding: a header at height 0 is the genesis block, one at 1 descends from it.
-   An update receipt with `ClientFrozen` is refused (the regulator applied nothing of it).
+   rule 3 (only within its epoch's verified heights). Genesis binding: a header at height 0 is
+   the genesis block, one at 1 descends from it. An update receipt with `ClientFrozen` is
+   refused. Certificates are numbered as the receipt's `ClientUpdated` `update_nos` say (the
+   epoch changes of the trusted epoch in order, then the certificate if it stored a header).
 3. Packet (§10 "TxProof", "Packet"): the packet inside the `recv_packets` arguments with the
    record's seq proves, against the header the replay verified at its height, the business
    transaction (tx id leaf in tx_root) and its receipt (receipt bytes leaf in receipt_root), OK,
-   the business chain id, `evidence.submit` with typed arguments, `PacketQueued(seq, dest,
-   record_id)` (the first with that seq) and `EvidenceSubmitted` for the record.
+   the business chain id, `evidence.submit` with typed arguments, the first `PacketQueued` whose
+   first field is the seq, exactly (seq, dest, record_id), and the first `EvidenceSubmitted`
+   whose first field is the record id, exactly (record_id, flow_id, org, step, record_hash); the
+   header is not above its epoch's verified end.
 4. The regulator accepted it: its receipt carries `xclient.PacketReceived(chain, seq,
    "accepted", record_id)`.
-5. The served stored copy (gm_getRelayedRecord) equals what 1-4 derive, field by field.
+5. The served stored copy (gm_getRelayedRecord) equals what 1-4 derive, field by field;
+   `updateTxId` is the update whose event gave `header.updateNo`; `headerBytes` has its block id.
 Every failed check is a reason; the verdict is VALID only with no reason.
 """
 
@@ -43,7 +47,6 @@ from tests.independent_client import (
     EncodingError,
     Header,
     ProofError,
-    RpcClient,
     _header_from_array,
     _is_on_curve,
     _qc_from_array,
@@ -256,7 +259,7 @@ class LightClient:
         self.sets.update(chain.sets)
         self.epoch = proof["to_epoch"]
 
-    def apply(self, raw: Any, what: str) -> None:
+    def apply(self, raw: Any, what: str, numbers: list[int] | None = None) -> None:
         u = _dec(raw, _OUTER_DEPTH, what)
         _need(isinstance(u, list) and len(u) == 4, f"{what}: not a ClientUpdate")
         _need(u[0] == "gmchain-client-update/1", f"{what}: version {u[0]!r}")
@@ -281,8 +284,7 @@ class LightClient:
             x = hs[0]
             _need(
                 x.next_validators_hash == next_validators_commitment(e + 1, nxt.fingerprint),
-                f"{w}: X.next_validators_hash is not the next-validators commitment of "
-                f"(epoch {e + 1}, next_validators)",
+                f"{w}: X.next_validators_hash is not the commitment to e + 1, next_validators",
             )
             _need(e == 0 or x.height > ends[e - 1][0], f"{w}: X not above the end of epoch {e - 1}")
             ends[e] = (x.height, nxt.fingerprint)
@@ -300,15 +302,28 @@ class LightClient:
                     f"{what}: another block at height {h.height} of epoch {h.epoch} (misbehaviour)",
                 )
         self.epoch, self.sets, self.ends = epoch, sets, ends
-        for hs, _ in new:
-            stored = False
+        changes = len(new) - (u[3] is not None)
+        if numbers is not None:  # the update's ClientUpdated `update_nos` (F3 numbering)
+            _need(
+                len(numbers) in (changes, changes + (u[3] is not None)),
+                f"{what}: ClientUpdated numbers {numbers} for {changes} epoch changes",
+            )
+            new = new[: len(numbers)]
+        for k, (hs, _) in enumerate(new):
+            no = self.certificates + 1 if numbers is None else numbers[k]
+            stored = k < changes  # an epoch change is numbered even if X is known
             for h in hs:
                 old = self.headers.get(h.height)
+                low, end = ends.get(h.epoch - 1), ends.get(h.epoch)
+                if (low is not None and h.height <= low[0]) or (
+                    end is not None and h.height > end[0]
+                ):
+                    continue  # rule 3: outside its epoch's verified heights
                 if old is None or old[0].epoch < h.epoch:
-                    if not stored:
-                        self.certificates += 1
-                        stored = True
-                    self.headers[h.height] = (h, self.certificates)
+                    stored = True
+                    self.headers[h.height] = (h, no)
+            if stored:
+                self.certificates = no if numbers is None else max(self.certificates, no)
 
 
 # ---------------------------------------------------------------- the regulator side (§9)
@@ -342,6 +357,16 @@ def check_regulator_tx(
 
 
 # ---------------------------------------------------------------- the packet (§10)
+
+
+def first_event(r: Receipt, name: str, first: list[Any], names: tuple[str, ...]) -> Any:
+    """crosschain.md "Packets" 7-8: the first `evidence` event `name` whose first field is
+    `first`, which must have exactly the fields `names` in order; None if there is none."""
+    for f in r.find_exact("evidence", name):
+        if f and f[0] == first:
+            _need(tuple(p[0] for p in f) == names, f"business receipt: {name} fields")
+            return dict(map(tuple, f))
+    return None
 
 
 def check_packet(
@@ -388,22 +413,21 @@ def check_packet(
         "business tx: arguments not record_id, flow_id, scenario, step, data_digest",
     )
     record_id, flow_id, scenario, step, data_digest = a[:5]
-    queued = [
-        f
-        for f in receipt.find_exact("evidence", "PacketQueued")
-        if len(f) == 3 and f[0] == ["seq", seq]
-    ]
-    _need(bool(queued), f"business receipt: no PacketQueued with seq {seq}")
+    queued = first_event(receipt, "PacketQueued", ["seq", seq], ("seq", "dest", "record_id"))
+    _need(queued is not None, f"business receipt: no PacketQueued with seq {seq}")
+    assert queued is not None
+    _need(queued["dest"] == reg_chain, "business receipt: PacketQueued dest is not the regulator")
+    _need(queued["record_id"] == record_id, "business receipt: PacketQueued names another record")
+    names = ("record_id", "flow_id", "org", "step", "record_hash")
+    sub = first_event(receipt, "EvidenceSubmitted", ["record_id", record_id], names)
+    _need(sub is not None, "business receipt: no EvidenceSubmitted for the record")
+    assert sub is not None
+    _need((sub["flow_id"], sub["step"]) == (flow_id, step), "EvidenceSubmitted: flow or step")
+    org, record_hash = sub["org"], sub["record_hash"]
     _need(
-        queued[0] == [["seq", seq], ["dest", reg_chain], ["record_id", record_id]],
-        "business receipt: PacketQueued is not (seq, regulator, record_id)",
+        isinstance(org, str) and isinstance(record_hash, bytes) and len(record_hash) == 32,
+        "EvidenceSubmitted: org/hash",
     )
-    sub = [
-        e for e in receipt.find("evidence", "EvidenceSubmitted") if e.get("record_id") == record_id
-    ]
-    _need(bool(sub), "business receipt: no EvidenceSubmitted for the record")
-    org, record_hash = sub[0].get("org"), sub[0].get("record_hash")
-    _need(isinstance(org, str) and isinstance(record_hash, bytes), "EvidenceSubmitted: org/hash")
     derived = {
         "seq": seq,
         "height": height,
@@ -500,6 +524,7 @@ def verify_relayed_record(
     except Invalid as exc:
         reasons.append(str(exc))
     client = LightClient(biz)
+    by_number: dict[int, str] = {}  # update number -> the regulator tx whose event gave it
     if served.get("business_epoch_proof") is not None:
         try:
             client.seed(served["business_epoch_proof"])
@@ -513,10 +538,15 @@ def verify_relayed_record(
             reasons.append("client: genesisBlockId is not the business genesis block")
     for i, item in enumerate(served.get("updates") or []):  # rules 1-2
         what = f"update {i}"
+        numbers: list[int] | None = None
         try:
             u = check_regulator_tx(item, reg, "update_client", what, require_ok=False)
             if u.receipt.status != OK:
                 continue  # FAILED on the regulator: nothing of it was applied
+            ev = u.receipt.find("xclient", "ClientUpdated")
+            numbers = list(ev[0].get("update_nos") or []) if ev else []
+            for n in numbers:
+                by_number[n] = "0x" + u.tx.tx_id.hex()
             _need(not u.receipt.find("xclient", "ClientFrozen"), f"{what}: froze the client")
             if recv is not None:
                 _need(
@@ -529,7 +559,7 @@ def verify_relayed_record(
             _need(isinstance(item, dict) and isinstance(item.get("tx"), dict), f"{what}: no tx")
             tx = decode_tx(_hexb(item["tx"].get("raw"), f"{what} raw"), f"{what} tx")
             _need(len(tx.args) == 1, f"{what}: not one argument")
-            client.apply(tx.args[0], what)
+            client.apply(tx.args[0], what, numbers)
         except Invalid as exc:
             reasons.append(str(exc))
     if recv is None:
@@ -558,46 +588,16 @@ def verify_relayed_record(
             derived["arrivedHeight"] = recv.height
             derived["recvTxId"] = recv.tx.tx_id
         _same(record, derived, "", reasons)  # rule 5
+        no = derived["header"]["updateNo"]
+        _need(record.get("updateTxId") == by_number.get(no), f"updateTxId: not update {no}'s")
+        raw = _hexb(record.get("headerBytes"), "headerBytes")
+        try:
+            _need(decode_header(raw).block_id == header.block_id, "headerBytes: not the header")
+        except ProofError as exc:
+            raise Invalid(f"headerBytes: {exc}") from None
     except Invalid as exc:
         reasons.append(str(exc))
     return Verdict(reasons, header, sorted(client.sets))
 
 
-# ---------------------------------------------------------------- over RPC (rpc.md)
-
-
-def gather(regulator_url: str, business_chain: str, key: int | str) -> dict[str, Any]:
-    """What the regulator serves: the record (gm_getRelayedRecord), its recv_packets
-    transaction and proof, and every update_client of the business chain committed up to the
-    record's arrival (found by reading the regulator's blocks: no RPC names the transaction
-    of an update_no), each with its proof bundle."""
-    rpc = RpcClient(regulator_url)
-    record = rpc.call("gm_getRelayedRecord", [business_chain, key])
-    out: dict[str, Any] = {"record": record, "updates": []}
-    out["client"] = rpc.call("gm_getCrossChainClient", [business_chain])
-    if not isinstance(record, dict):
-        return out
-
-    def item(tx_id: str) -> dict[str, Any]:
-        return {
-            "tx": rpc.call("gm_getTransactionByHash", [tx_id]),
-            "proof": rpc.call("gm_getTransactionProof", [tx_id]),
-        }
-
-    out["recv"] = item(record["recvTxId"])
-    for h in range(1, record["arrivedHeight"] + 1):
-        block = rpc.call("gm_getBlockByNumber", [h, True])
-        for t in block["transactions"]:
-            try:
-                tx = decode_tx(_hexb(t["raw"], "raw"), "tx")
-                if (tx.contract, tx.method) != ("xclient", "update_client"):
-                    continue
-                u = _dec(tx.args[0], _OUTER_DEPTH, "update")
-                if isinstance(u, list) and len(u) == 4 and u[1] == business_chain:
-                    out["updates"].append(item(t["txId"]))
-            except (Invalid, IndexError, KeyError):
-                continue
-    return out
-
-
-__all__ = ["Invalid", "LightClient", "Verdict", "gather", "verify_relayed_record"]
+__all__ = ["Invalid", "LightClient", "Verdict", "verify_relayed_record"]

@@ -20,13 +20,17 @@ from gmchain.chain.genesis import make_genesis_block
 from gmchain.chain.proofs import ProofAssembler
 from gmchain.chain.readcheck import check_served_header
 from gmchain.consensus.messages import CommitProof
+from gmchain.crosschain import node_registry
 from gmchain.crypto_sm import PrivateKey
+from gmchain.ledger.memstore import MemStore
 from gmchain.ledger.types import Block
 from gmchain.node.config import save_genesis
+from tests.epoch_chain import make_rig
 from tests.independent_client import decode, encode
 from tests.independent_epoch import load_genesis
 from tests.independent_xc import Invalid, LightClient, check_packet, verify_relayed_record
-from tests.xc_rig import REGULATOR, Side, make_pair, packets_arg, query
+from tests.node_helpers import make_net
+from tests.xc_rig import REGULATOR, Side, make_pair, packets_arg, query, regulator_net
 
 OK = 0
 
@@ -88,6 +92,23 @@ def _genesis_doc(side: Side, tmp: Path, name: str) -> dict[str, Any]:
     return dict(json.loads((tmp / name).read_text()))
 
 
+def _record(biz: Side, reg: Side, record_id: str) -> dict[str, Any]:
+    """gm_getRelayedRecord as rpc.md describes it (node/rpcxc.py builds it the same way)."""
+    rec = query(reg, "record", [biz.chain_id, record_id])
+    header = query(reg, "header", [biz.chain_id, rec["height"]])
+    rec["header"] = header
+    rec["update_tx_id"] = query(reg, "update_tx", [biz.chain_id, header["update_no"]])
+    epoch_txs: list[bytes] = []
+    for e in range(header["epoch"]):
+        end = query(reg, "epoch_end", [biz.chain_id, e])
+        tx = None if end is None else query(reg, "update_tx", [biz.chain_id, end["update_no"]])
+        if tx is not None and tx != rec["update_tx_id"] and tx not in epoch_txs:
+            epoch_txs.append(tx)
+    rec["epoch_update_tx_ids"] = epoch_txs
+    rec["header_bytes"] = biz.header(rec["height"]).encode()
+    return _render(rec)
+
+
 class World:
     def __init__(self, tmp: Path) -> None:
         biz, reg = make_pair()
@@ -119,11 +140,9 @@ class World:
         self.reg_genesis = _genesis_doc(reg, tmp, "regulator.json")
 
     def served(self, record_id: str) -> dict[str, Any]:
-        rec = query(self.reg, "record", [self.biz.chain_id, record_id])
-        rec["header"] = query(self.reg, "header", [self.biz.chain_id, rec["height"]])
         client = query(self.reg, "client", [self.biz.chain_id])
         return {
-            "record": _render(rec),
+            "record": _record(self.biz, self.reg, record_id),
             "client": _render(client),
             "recv": _tx_item(self.reg, self.recv),
             "updates": [_tx_item(self.reg, t) for t in self.updates],
@@ -274,7 +293,7 @@ def test_a_forged_next_set_is_refused(world: World) -> None:
         u[2][0][2] = [[PrivateKey.generate().public_key.to_bytes(), 1, "org-a"]]
 
     _edit_update(served, 1, edit)
-    _assert_refused(world.verify(served), "is not the next-validators commitment")
+    _assert_refused(world.verify(served), "is not the commitment to e + 1, next_validators")
 
 
 def test_a_wrong_business_genesis_is_refused(world: World) -> None:
@@ -310,6 +329,22 @@ def test_a_record_not_accepted_by_that_transaction_is_refused(world: World) -> N
     served = world.served("late-0")
     served["recv"] = served["updates"][0]
     _assert_refused(world.verify(served), "not xclient.recv_packets")
+
+
+def test_the_served_update_tx_and_header_bytes_are_checked(world: World) -> None:
+    """F2, F8: updateTxId must be the update whose ClientUpdated event gave header.updateNo;
+    headerBytes must be the header (its block id)."""
+    served = world.served("late-0")
+    assert served["record"]["epochUpdateTxIds"] == [
+        "0x" + world.updates[1].hex()
+    ]  # epoch 0's change; epoch 1's rides in updateTxId's update
+    assert served["record"]["updateTxId"] == "0x" + world.updates[2].hex()
+    wrong = copy.deepcopy(served)
+    wrong["record"]["updateTxId"] = "0x" + world.updates[0].hex()
+    _assert_refused(world.verify(wrong), "updateTxId: not update")
+    wrong = copy.deepcopy(served)
+    wrong["record"]["headerBytes"] = "0x" + world.biz.header(world.h_late - 1).encode().hex()
+    _assert_refused(world.verify(wrong), "headerBytes: not the header")
 
 
 def test_an_update_committed_after_the_packet_is_not_used(world: World) -> None:
@@ -387,26 +422,30 @@ def test_a_client_registered_at_a_later_epoch_needs_the_business_epoch_proof(
     """Registered at epoch 1 (governance's register_chain with a later epoch): the regulator
     holds no change 0 -> 1, so the set follows from the genesis only through the business
     chain's own epoch proof (gm_getEpochProof 0..1)."""
-    biz, reg = make_pair(register_business=False)
+    bs, rs = MemStore(), MemStore()
+    biz = Side(
+        make_rig(bs, n_keys=3, net=make_net(replay_window=200), registry=node_registry()), bs
+    )
+    reg = Side(make_rig(rs, net=regulator_net(), registry=node_registry()), rs)
+    biz.register(reg)
+    biz.relay_to(REGULATOR)
     assert all(x.status == OK for x in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
     late = biz.evidence_txs(1, tag="later")
     biz.run_txs(late)
     g = biz.rig.genesis
-    one = biz.rig.chain.validators.config(1).validators
+    one: list[Any] = [
+        [v.pubkey, v.power, v.org] for v in biz.rig.chain.validators.config(1).validators
+    ]
     block0 = make_genesis_block(g)[0].header.block_id
-    reg.govern(
-        "register_chain",
-        [biz.chain_id, g.compute_hash(), block0, 1, [[v.pubkey, v.power, v.org] for v in one]],
-    )
+    reg.govern("register_chain", [biz.chain_id, g.compute_hash(), block0, 1, one])
+    assert query(reg, "client", [biz.chain_id])["epoch"] == 1
     update = reg.call("xclient", "update_client", [biz.update(_height(biz, late[0].tx_id))])
     assert update.status == OK, update.error
     packet = biz.packet(late[0].tx_id, REGULATOR)
     recv = reg.call("xclient", "recv_packets", [packets_arg([packet])])
     assert recv.status == OK, recv.error
-    rec = query(reg, "record", [biz.chain_id, "later-0"])
-    rec["header"] = query(reg, "header", [biz.chain_id, rec["height"]])
     served = {
-        "record": _render(rec),
+        "record": _record(biz, reg, "later-0"),
         "recv": _tx_item(reg, recv.tx_id),
         "updates": [_tx_item(reg, update.tx_id)],
     }

@@ -10,7 +10,8 @@ import json
 import time
 
 from gmchain.ledger.types import SignedTx
-from tests.independent_xc import gather, verify_relayed_record
+from tests.independent_xc import verify_relayed_record
+from tests.independent_xc_rpc import gather
 from tests.node_helpers import evidence_args, sign_tx
 from tests.test_relay import _Chain, _decide, _Pair, _relay_once, _wait_epoch, pair  # noqa: F401
 

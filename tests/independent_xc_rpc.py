@@ -1,0 +1,58 @@
+"""What tests/independent_xc.py verifies, gathered over JSON-RPC only (docs/rpc.md
+"Cross-chain", docs/crosschain.md "Verifying a relayed record back to the business chain's
+genesis"). Written from the documents alone; imports nothing of gmchain.
+
+From the regulator: the record (`gm_getRelayedRecord`), its `recv_packets` transaction
+(`recvTxId`) and the `update_client` transactions the record names (`epochUpdateTxIds`, then
+`updateTxId`), each as `gm_getTransactionByHash` + `gm_getTransactionProof`; the client
+(`gm_getCrossChainClient`). From the business chain (only when given and needed): its epoch
+proof 0..N (`gm_getEpochProof`), N the epoch the regulator's client starts from (the first
+epoch change of the first update named, or the header's epoch when none is named).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.independent_client import RpcClient
+from tests.independent_xc import _OUTER_DEPTH, Invalid, _dec, _hexb, decode_tx
+
+
+def _first_epoch(update: dict[str, Any]) -> int | None:
+    """The epoch of the first EpochChange of a ClientUpdate (protocol.md section 10)."""
+    try:
+        tx = decode_tx(_hexb(update["tx"]["raw"], "raw"), "update tx")
+        u = _dec(tx.args[0], _OUTER_DEPTH, "update")
+        return int(u[2][0][0]) if isinstance(u, list) and len(u) == 4 and u[2] else None
+    except (Invalid, IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def gather(
+    regulator_url: str, business_chain: str, key: int | str, business_url: str | None = None
+) -> dict[str, Any]:
+    rpc = RpcClient(regulator_url)
+    record = rpc.call("gm_getRelayedRecord", [business_chain, key])
+    out: dict[str, Any] = {"record": record, "updates": []}
+    out["client"] = rpc.call("gm_getCrossChainClient", [business_chain])
+    if not isinstance(record, dict):
+        return out
+
+    def item(tx_id: str) -> dict[str, Any]:
+        return {
+            "tx": rpc.call("gm_getTransactionByHash", [tx_id]),
+            "proof": rpc.call("gm_getTransactionProof", [tx_id]),
+        }
+
+    out["recv"] = item(record["recvTxId"])
+    names = [*record.get("epochUpdateTxIds", []), record.get("updateTxId")]
+    out["updates"] = [item(t) for t in names if isinstance(t, str)]
+    header = record.get("header") or {}
+    start = _first_epoch(out["updates"][0]) if out["updates"] else None
+    n = header.get("epoch", 0) if start is None else start
+    if business_url is not None and n > 0:
+        out["business_epoch_proof"] = RpcClient(business_url).call("gm_getEpochProof", [0, n])
+    return out
+
+
+__all__ = ["gather"]
