@@ -314,10 +314,8 @@ class LightClient:
             stored = k < changes  # an epoch change is numbered even if X is known
             for h in hs:
                 old = self.headers.get(h.height)
-                low, end = ends.get(h.epoch - 1), ends.get(h.epoch)
-                if (low is not None and h.height <= low[0]) or (
-                    end is not None and h.height > end[0]
-                ):
+                lo, hi = ends.get(h.epoch - 1, (-1,))[0], ends.get(h.epoch, (2**64,))[0]
+                if not lo < h.height <= hi:
                     continue  # rule 3: outside its epoch's verified heights
                 if old is None or old[0].epoch < h.epoch:
                     stored = True
@@ -359,14 +357,14 @@ def check_regulator_tx(
 # ---------------------------------------------------------------- the packet (§10)
 
 
-def first_event(r: Receipt, name: str, first: list[Any], names: tuple[str, ...]) -> Any:
+def first_event(r: Receipt, name: str, first: list[Any], names: tuple[str, ...], no: str) -> Any:
     """crosschain.md "Packets" 7-8: the first `evidence` event `name` whose first field is
-    `first`, which must have exactly the fields `names` in order; None if there is none."""
+    `first`, with exactly the fields `names` in order; Invalid(`no`) if none."""
     for f in r.find_exact("evidence", name):
         if f and f[0] == first:
             _need(tuple(p[0] for p in f) == names, f"business receipt: {name} fields")
             return dict(map(tuple, f))
-    return None
+    raise Invalid(no)
 
 
 def check_packet(
@@ -413,17 +411,15 @@ def check_packet(
         "business tx: arguments not record_id, flow_id, scenario, step, data_digest",
     )
     record_id, flow_id, scenario, step, data_digest = a[:5]
-    queued = first_event(receipt, "PacketQueued", ["seq", seq], ("seq", "dest", "record_id"))
-    _need(queued is not None, f"business receipt: no PacketQueued with seq {seq}")
-    assert queued is not None
+    no = f"business receipt: no PacketQueued with seq {seq}"
+    queued = first_event(receipt, "PacketQueued", ["seq", seq], ("seq", "dest", "record_id"), no)
     _need(queued["dest"] == reg_chain, "business receipt: PacketQueued dest is not the regulator")
     _need(queued["record_id"] == record_id, "business receipt: PacketQueued names another record")
     names = ("record_id", "flow_id", "org", "step", "record_hash")
-    sub = first_event(receipt, "EvidenceSubmitted", ["record_id", record_id], names)
-    _need(sub is not None, "business receipt: no EvidenceSubmitted for the record")
-    assert sub is not None
+    no = "business receipt: no EvidenceSubmitted for the record"
+    sub = first_event(receipt, "EvidenceSubmitted", ["record_id", record_id], names, no)
     _need((sub["flow_id"], sub["step"]) == (flow_id, step), "EvidenceSubmitted: flow or step")
-    org, record_hash = sub["org"], sub["record_hash"]
+    org, record_hash = sub["org"], sub["record_hash"]  # (record_id matched above)
     _need(
         isinstance(org, str) and isinstance(record_hash, bytes) and len(record_hash) == 32,
         "EvidenceSubmitted: org/hash",
