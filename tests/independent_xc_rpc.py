@@ -6,8 +6,9 @@ From the regulator: the record (`gm_getRelayedRecord`), its `recv_packets` trans
 (`recvTxId`) and the `update_client` transactions the record names (`epochUpdateTxIds`, then
 `updateTxId`), each as `gm_getTransactionByHash` + `gm_getTransactionProof`; the client
 (`gm_getCrossChainClient`). From the business chain (only when given and needed): its epoch
-proof 0..N (`gm_getEpochProof`), N the epoch the regulator's client starts from (the first
-epoch change of the first update named, or the header's epoch when none is named).
+proof 0..N (`gm_getEpochProof`), N the epoch the regulator's client was registered at: the
+lowest epoch with an `xclient.epoch_end` entry (`gm_call`), or the header's epoch if none is
+below it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from tests.independent_client import RpcClient
-from tests.independent_xc import _OUTER_DEPTH, Invalid, _dec, _hexb, decode_tx
-
-
-def _first_epoch(update: dict[str, Any]) -> int | None:
-    """The epoch of the first EpochChange of a ClientUpdate (protocol.md section 10)."""
-    try:
-        tx = decode_tx(_hexb(update["tx"]["raw"], "raw"), "update tx")
-        u = _dec(tx.args[0], _OUTER_DEPTH, "update")
-        return int(u[2][0][0]) if isinstance(u, list) and len(u) == 4 and u[2] else None
-    except (Invalid, IndexError, KeyError, TypeError, ValueError):
-        return None
 
 
 def gather(
@@ -47,9 +37,11 @@ def gather(
     out["recv"] = item(record["recvTxId"])
     names = [*record.get("epochUpdateTxIds", []), record.get("updateTxId")]
     out["updates"] = [item(t) for t in names if isinstance(t, str)]
-    header = record.get("header") or {}
-    start = _first_epoch(out["updates"][0]) if out["updates"] else None
-    n = header.get("epoch", 0) if start is None else start
+    n = (record.get("header") or {}).get("epoch", 0)
+    for e in range(n):  # N: the lowest epoch whose end the client verified, else the header's
+        if rpc.call("gm_call", ["xclient", "epoch_end", [business_chain, e]]) is not None:
+            n = e
+            break
     if business_url is not None and n > 0:
         out["business_epoch_proof"] = RpcClient(business_url).call("gm_getEpochProof", [0, n])
     return out
