@@ -10,8 +10,10 @@ X1. `update_client(update)`: a `ClientUpdate` (crosschain/packets.py) for a regi
     chain. Epoch changes are followed in order from the trusted epoch, then the certificate is
     checked with its epoch's set, all by chain/lightclient.py (crosschain/xclient_update.py
     U1-U4). Effects: the client's epoch and set advance; every new header is stored as verified
-    with the number of the certificate that verified it, whose CommitProof is kept at `u/`;
-    latest_height = the highest verified height; event `ClientUpdated`. Repeats are no-ops (OK).
+    with the number of the certificate that verified it (numbering: xclient_update.py U7), whose
+    CommitProof and this transaction's id are kept at `u/`; latest_height = the highest
+    verified height; event `ClientUpdated` (with `update_nos`, the numbers given). Repeats are
+    no-ops (OK).
     A certified header conflicting with a verified one (same height and epoch, another block)
     or a second, different epoch change of one epoch is MISBEHAVIOUR: the call succeeds but only
     freezes the client (xclient_update.py U5, U6; event `ClientFrozen`).
