@@ -20,17 +20,13 @@ from gmchain.chain.genesis import make_genesis_block
 from gmchain.chain.proofs import ProofAssembler
 from gmchain.chain.readcheck import check_served_header
 from gmchain.consensus.messages import CommitProof
-from gmchain.crosschain import node_registry
 from gmchain.crypto_sm import PrivateKey
-from gmchain.ledger.memstore import MemStore
 from gmchain.ledger.types import Block
 from gmchain.node.config import save_genesis
-from tests.epoch_chain import make_rig
 from tests.independent_client import decode, encode
 from tests.independent_epoch import load_genesis
 from tests.independent_xc import Invalid, LightClient, check_packet, verify_relayed_record
-from tests.node_helpers import make_net
-from tests.xc_rig import REGULATOR, Side, make_pair, packets_arg, query, regulator_net
+from tests.xc_rig import REGULATOR, Side, make_pair, packets_arg, query
 
 OK = 0
 
@@ -422,13 +418,7 @@ def test_a_client_registered_at_a_later_epoch_needs_the_business_epoch_proof(
     """Registered at epoch 1 (governance's register_chain with a later epoch): the regulator
     holds no change 0 -> 1, so the set follows from the genesis only through the business
     chain's own epoch proof (gm_getEpochProof 0..1)."""
-    bs, rs = MemStore(), MemStore()
-    biz = Side(
-        make_rig(bs, n_keys=3, net=make_net(replay_window=200), registry=node_registry()), bs
-    )
-    reg = Side(make_rig(rs, net=regulator_net(), registry=node_registry()), rs)
-    biz.register(reg)
-    biz.relay_to(REGULATOR)
+    biz, reg = make_pair(register_business=False)
     assert all(x.status == OK for x in biz.run_txs(biz.rig.add_validator_txs(biz.rig.keys[1])))
     late = biz.evidence_txs(1, tag="later")
     biz.run_txs(late)

@@ -14,6 +14,8 @@ from gmchain.consensus.messages import CommitProof
 from gmchain.contracts.xc_layout import ACTIVE, FROZEN, ClientState, client_key
 from gmchain.crosschain import node_registry
 from gmchain.crosschain.packets import ClientUpdate, EpochChange, Misbehaviour, Packet
+from gmchain.crosschain.xclient_packets import Proven, Refused, _packet_values
+from gmchain.crosschain.xclient_state import StoredHeader
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
@@ -569,3 +571,39 @@ def test_a_suffix_header_verified_before_its_epochs_end_proves_no_packet() -> No
     assert r.status == ReceiptStatus.FAILED and "uncommitted suffix" in (r.error or ""), r.error
     assert query(reg, "packet", [biz.chain_id, 1]) is None
     assert _statuses(_recv(reg, [good])) == [(1, "accepted")]
+
+
+def test_the_evidence_events_are_the_first_matching_ones_with_exact_fields() -> None:
+    """F7 (crosschain.md "Packets" 7, 8): the first `PacketQueued` whose first field is the seq
+    and the first `EvidenceSubmitted` whose first field is the record id are checked, each with
+    exactly the evidence contract's fields in order; EvidenceSubmitted repeats the tx's flow
+    and step. (The receipts are edited after the fact: the checks are judged directly.)"""
+    biz, reg, txs = _delivered(1)
+    good = biz.packet(txs[0].tx_id, REGULATOR)
+    receipt = Receipt.decode(good.proof.receipt)
+    tx = SignedTx.decode(good.proof.tx)
+    h = query(reg, "header", [biz.chain_id, good.proof.height])
+    header = StoredHeader(**{k: v for k, v in h.items()})
+
+    def judge(*events: Event) -> str:
+        r = dataclasses.replace(receipt, events=events)
+        try:
+            _packet_values(good, Proven(tx, tx.tx_id, r, header), REGULATOR)
+        except Refused as exc:
+            return str(exc)
+        return "accepted"
+
+    queued = next(e for e in receipt.events if e.name == "PacketQueued")
+    sub = next(e for e in receipt.events if e.name == "EvidenceSubmitted")
+    assert judge(*receipt.events) == "accepted"
+    decoy = dataclasses.replace(queued, fields=(queued.fields[0], ("dest", "elsewhere"),
+                                                queued.fields[2]))  # fmt: skip
+    assert "queued for 'elsewhere'" in judge(sub, decoy, queued)
+    swapped = dataclasses.replace(sub, fields=(sub.fields[0], sub.fields[2], sub.fields[1],
+                                               *sub.fields[3:]))  # fmt: skip
+    assert "fields are not record_id, flow_id, org, step, record_hash" in judge(swapped, queued)
+    other_step = dataclasses.replace(
+        sub, fields=tuple(("step", "other") if n == "step" else (n, v) for n, v in sub.fields)
+    )
+    assert "another flow or step" in judge(other_step, queued)
+    assert "no EvidenceSubmitted" in judge(queued)
