@@ -411,8 +411,10 @@ def value_text(key: bytes, value: bytes | None) -> str:
 
     if value is None:
         return "nil"
-    if key[:2] == b"u/":
-        return f"CommitProof of block {CommitProof.decode(value).committed_id.hex()}"
+    if key[:2] == b"u/":  # [CommitProof bytes, the update_client tx id]
+        proof, tx_id = decode(value)
+        committed = CommitProof.decode(proof).committed_id.hex()
+        return f"enc([CommitProof of block {committed}, tx id {tx_id.hex()}])"
     if key[:2] in (b"r/", b"t/", b"o/", b"f/", b"O/", b"F/", b"b/") and len(value) == 8:
         return f"u64be({int.from_bytes(value, 'big')})"
     return "enc(" + show(decode(value)) + ")"
