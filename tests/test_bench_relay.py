@@ -7,11 +7,16 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gmchain.bench.relay import FIRM, Platform, _free_base, latency_phase, rpc_batch
 from gmchain.bench.relaystats import cycle_durations, latencies_ms, percentiles
+
+
+def _f(m: dict[str, Any], snake: str, camel: str) -> Any:
+    return m[snake] if snake in m else m[camel]
 
 
 def test_percentiles_nearest_rank() -> None:
@@ -50,7 +55,9 @@ def test_tiny_platform_run_latencies_match_the_chains() -> None:
         # Another path: each record's transaction on firm-a (its outbox row -> receipt -> block),
         # and the regulator's receiving transaction (recv_tx_id -> receipt -> block).
         rows = rpc_batch(p.firm_url, [("gm_getOutbox", [lo, n])])[0]["packets"]
-        biz = rpc_batch(p.firm_url, [("gm_getTransactionReceipt", [r["tx_id"]]) for r in rows])
+        biz = rpc_batch(
+            p.firm_url, [("gm_getTransactionReceipt", [_f(r, "tx_id", "txId")]) for r in rows]
+        )
         biz_ts = [
             b["timestampMs"]
             for b in rpc_batch(
@@ -60,9 +67,10 @@ def test_tiny_platform_run_latencies_match_the_chains() -> None:
         copies = rpc_batch(
             p.reg_url, [("gm_getRelayedRecord", [FIRM, s]) for s in range(lo, hi + 1)]
         )
-        assert [c["tx_id"] for c in copies] == [r["tx_id"] for r in rows]
+        assert [_f(c, "tx_id", "txId") for c in copies] == [_f(r, "tx_id", "txId") for r in rows]
         recv = rpc_batch(
-            p.reg_url, [("gm_getTransactionReceipt", [c["recv_tx_id"]]) for c in copies]
+            p.reg_url,
+            [("gm_getTransactionReceipt", [_f(c, "recv_tx_id", "recvTxId")]) for c in copies],
         )
         reg_ts = [
             b["timestampMs"]
