@@ -29,6 +29,10 @@ Rules this module keeps:
    light client's business (crosschain/xclient.py with chain/lightclient.py), never this module's.
 3. Sizes are bounded: at most MAX_HEADERS headers per certificate, MAX_EPOCH_CHANGES epoch
    changes per update, MAX_PATH hashes per inclusion path.
+4. Every chain id (Packet, Ack, ClientUpdate, Misbehaviour) is 1..MAX_CHAIN_ID bytes of
+   `contracts.framework.IDENT_CHARS` without '/' (a key separator in xclient_state rule S1);
+   anything else is refused at decode, and the refusal never repeats the attacker's bytes, so no
+   reason or event built from a decoded object can grow past a receipt's limits.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 
 from gmchain.chain.lightclient import Certificate
 from gmchain.consensus.messages import CommitProof
+from gmchain.contracts.framework import IDENT_CHARS
 from gmchain.ledger.codec import DecodeError, Value, decode, encode
 from gmchain.ledger.genesis import GenesisValidator
 from gmchain.ledger.types import BlockHeader, Receipt, SignedTx
@@ -46,6 +51,7 @@ from gmchain.ledger.types import BlockHeader, Receipt, SignedTx
 __all__ = [
     "ACK_V1",
     "CLIENT_UPDATE_V1",
+    "MAX_CHAIN_ID",
     "MAX_EPOCH_CHANGES",
     "MAX_HEADERS",
     "MAX_PATH",
@@ -69,6 +75,8 @@ MISBEHAVIOUR_V1 = "gmchain-misbehaviour/1"
 MAX_HEADERS = 256
 MAX_EPOCH_CHANGES = 32
 MAX_PATH = 64
+MAX_CHAIN_ID = 64  # rule 4: bytes
+_CHAIN_CHARS = IDENT_CHARS - {"/"}
 
 
 class PacketFormatError(ValueError):
@@ -78,6 +86,16 @@ class PacketFormatError(ValueError):
 def _need(cond: bool, what: str) -> None:
     if not cond:
         raise PacketFormatError(what)
+
+
+def _chain_id(x: object, what: str) -> str:
+    """Rule 4 (the message names the rule, never the value)."""
+    _need(
+        isinstance(x, str) and 1 <= len(x) <= MAX_CHAIN_ID and all(c in _CHAIN_CHARS for c in x),
+        f"{what}: a chain id is 1..{MAX_CHAIN_ID} of letters, digits and . _ - : @",
+    )
+    assert isinstance(x, str)
+    return x
 
 
 def _is_int(x: object) -> bool:
@@ -91,7 +109,7 @@ def _decode_list(data: bytes, version: str, arity: int) -> list[Any]:
     except DecodeError as exc:
         raise PacketFormatError(f"{version}: not canonical: {exc}") from None
     _need(isinstance(v, list) and len(v) == arity, f"{version}: expected a list of {arity} items")
-    _need(v[0] == version, f"expected a {version} object, got {v[0]!r}")
+    _need(v[0] == version, f"expected a {version} object, got {repr(v[0])[:80]}")
     return list(v)
 
 
@@ -162,7 +180,7 @@ class ClientUpdate:
     @classmethod
     def decode(cls, data: bytes) -> ClientUpdate:
         _, chain_id, changes, cert = _decode_list(data, CLIENT_UPDATE_V1, 4)
-        _need(isinstance(chain_id, str) and chain_id != "", "client update: chain_id")
+        chain_id = _chain_id(chain_id, "client update: chain_id")
         _need(
             isinstance(changes, list) and len(changes) <= MAX_EPOCH_CHANGES,
             "client update: at most 32 epoch changes",
@@ -236,7 +254,8 @@ class Packet:
     @classmethod
     def decode(cls, data: bytes) -> Packet:
         _, src, dest, seq, proof = _decode_list(data, PACKET_V1, 5)
-        _need(isinstance(src, str) and isinstance(dest, str), "packet: chain ids must be strings")
+        src = _chain_id(src, "packet: source_chain_id")
+        dest = _chain_id(dest, "packet: dest_chain_id")
         _need(_is_int(seq) and seq >= 1, "packet: seq must be an integer >= 1")
         return cls(
             source_chain_id=src, dest_chain_id=dest, seq=seq, proof=TxProof.from_value(proof)
@@ -255,7 +274,8 @@ class Ack:
     @classmethod
     def decode(cls, data: bytes) -> Ack:
         _, src, dest, proof = _decode_list(data, ACK_V1, 4)
-        _need(isinstance(src, str) and isinstance(dest, str), "ack: chain ids must be strings")
+        src = _chain_id(src, "ack: source_chain_id")
+        dest = _chain_id(dest, "ack: dest_chain_id")
         return cls(source_chain_id=src, dest_chain_id=dest, proof=TxProof.from_value(proof))
 
 
@@ -278,7 +298,7 @@ class Misbehaviour:
     @classmethod
     def decode(cls, data: bytes) -> Misbehaviour:
         _, chain_id, a, b = _decode_list(data, MISBEHAVIOUR_V1, 4)
-        _need(isinstance(chain_id, str) and chain_id != "", "misbehaviour: chain_id")
+        chain_id = _chain_id(chain_id, "misbehaviour: chain_id")
         return cls(
             chain_id=chain_id,
             first=certificate_from_value(a, "first certificate"),

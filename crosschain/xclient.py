@@ -24,7 +24,9 @@ X3. `recv_packets(packets)`: 1..64 items, each `[Packet bytes]`. Each packet is 
     (crosschain/xclient_packets.py P1-P4): `accepted` (stored, indexed, arrival summary
     advanced), `duplicate` (already here), or refused with a reason. One event per packet:
     `PacketReceived(chain, seq, status, record_id)` or `PacketRefused(chain, seq, reason)`. The
-    call is FAILED only when every packet is refused (the error names the first reason).
+    call is FAILED only when every packet is refused (the error names the first reason). A
+    reason is cut to MAX_ERROR_BYTES (`framework.error_text`), and chain ids are bounded at
+    decode (crosschain/packets.py rule 4), so no event of a receipt outgrows the codec's limits.
 X4. `recv_ack(ack)`: an `Ack` whose proven transaction is a successful `xclient.recv_packets`
     on the registered source chain (P1, P5); each accepted packet of ours it names, whose seq
     our outbox holds for the same record, is recorded once at `a/<seq>` (event `AckRecorded`);
@@ -43,6 +45,7 @@ from gmchain.contracts.framework import (
     Contract,
     ContractError,
     QueryContext,
+    error_text,
     method,
     query,
 )
@@ -176,7 +179,7 @@ class XClientContract(Contract):
             try:
                 src, seq, status, record_id = receive_packet(ctx, raw)
             except Refused as exc:
-                reason = str(exc)
+                reason = error_text(exc)  # rule X3: at most MAX_ERROR_BYTES
                 first_reason = first_reason or reason
                 ctx.emit(
                     "PacketRefused", ("chain", exc.chain), ("seq", exc.seq), ("reason", reason)

@@ -462,14 +462,6 @@ def _run_raw(side: Side, method: str, args: list[object]) -> tuple[SignedTx, byt
     return tx, raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="refusal reasons repr() relayer-chosen chain ids (NUL -> 4 bytes) with no length "
-    "cap, so a 21 KB recv_packets tx commits a receipt with an 80 KB string that "
-    "ledger.codec refuses to decode (max_str 64 KiB): the honest packet accepted in the same "
-    "tx can never be acked (the ack's receipt does not decode), gm_getTransactionReceipt and "
-    "event subscriptions (node/commitbus.py) fail on that block",
-)
 def test_a_refusal_reason_cannot_make_the_receipt_undecodable() -> None:
     biz, reg, txs = _delivered(2)
     good = biz.packet(txs[0].tx_id, REGULATOR)
@@ -523,3 +515,21 @@ def test_a_left_set_cannot_freeze_the_client_with_blocks_above_its_epochs_end() 
     m = Misbehaviour(chain_id=biz.chain_id, first=above_end(ts + 1), second=above_end(ts + 2))
     reg.call("xclient", "submit_misbehaviour", [m.encode()])
     assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
+
+
+@pytest.mark.parametrize("chain", ["a" * 65, "é", "a/b", "a\x00", ""])
+def test_every_object_refuses_a_bad_chain_id_at_decode_without_echoing_it(chain: str) -> None:
+    biz, _reg, txs = _delivered(1)
+    good = biz.packet(txs[0].tx_id, REGULATOR)
+    cert = biz.certificate(_height(biz, txs[0]))
+    bad = [
+        (Packet, dataclasses.replace(good, source_chain_id=chain).encode()),
+        (Packet, dataclasses.replace(good, dest_chain_id=chain).encode()),
+        (ClientUpdate, ClientUpdate(chain_id=chain, certificate=cert).encode()),
+        (Misbehaviour, Misbehaviour(chain_id=chain, first=cert, second=cert).encode()),
+    ]
+    for cls, raw in bad:
+        with pytest.raises(PacketFormatError, match=r"a chain id is 1\.\.64") as info:
+            cls.decode(raw)
+        assert chain == "" or chain not in str(info.value)
+    assert Packet.decode(dataclasses.replace(good, source_chain_id="a" * 64).encode())
