@@ -25,6 +25,9 @@ U7. Certificates are numbered from 1 in the order they are applied: within one u
     a new header; `u/<n>` = [CommitProof bytes, id of the update_client transaction].
 U6. Misbehaviour evidence names the signers present in both conflicting certificates (node ids
     of the QCs of each CommitProof: the child's QC and the tip's own QC).
+U7. Submitted misbehaviour counts only a fork inside its epoch's known heights (rule U4's
+    window: above the end of epoch e - 1 and at or below the end of e, where known): a set that
+    has left cannot freeze the client with blocks it signed after its epoch ended.
 """
 
 from __future__ import annotations
@@ -310,12 +313,29 @@ def plan_misbehaviour(state: StateReader, chain: str, m: Misbehaviour) -> Update
     hb = _check(check_certificate, m.second, anchor, what="second certificate")
     assert isinstance(ha, list) and isinstance(hb, list)
     ids = {h.height: h.block_id for h in ha}
-    fork = next((h for h in hb if h.height in ids and ids[h.height] != h.block_id), None)
-    if fork is None:
+    forks = [h for h in hb if h.height in ids and ids[h.height] != h.block_id]
+    if not forks:
         raise ContractError(
             "misbehaviour refused: the two certificates name no different blocks at one height"
         )
     plan = UpdatePlan(state=cs)
+    # rule U7: the window of rule U4 (no block of epoch ea lies outside its known heights)
+    prev_end = _epoch_end(state, plan, chain, ea - 1) if ea >= 1 else None
+    end = _epoch_end(state, plan, chain, ea)
+    fork = next(
+        (
+            h
+            for h in forks
+            if (prev_end is None or h.height > prev_end) and (end is None or h.height <= end)
+        ),
+        None,
+    )
+    if fork is None:
+        raise ContractError(
+            f"misbehaviour refused: the different blocks lie outside epoch {ea}'s known heights "
+            f"(after {prev_end}, up to {end}): what a set signs after its epoch ended is no fork "
+            "of a live chain"
+        )
     pa, pb = m.first.proof.encode(), m.second.proof.encode()
     both = signers_of(m.first.proof) & signers_of(m.second.proof)
     plan.freeze = Freeze(
