@@ -28,6 +28,11 @@ U6. Misbehaviour evidence names the signers present in both conflicting certific
 U7. Submitted misbehaviour counts only a fork inside its epoch's known heights (rule U4's
     window: above the end of epoch e - 1 and at or below the end of e, where known): a set that
     has left cannot freeze the client with blocks it signed after its epoch ended.
+U8. Evidence is judged once. Every stored evidence `x/` was judged by the governance
+    `unfreeze_chain` that reopened the client (none is stored while frozen), so the highest
+    height among them is a floor: a conflict at or below it (on update, an epoch change ended
+    twice, or submitted misbehaviour, the stored evidence itself replayed included) freezes
+    nothing; on update such a header is not stored.
 """
 
 from __future__ import annotations
@@ -84,6 +89,22 @@ class UpdatePlan:
     epoch_ends: dict[int, list[Value]] = field(default_factory=dict)
     epoch_sets: dict[int, tuple[GenesisValidator, ...]] = field(default_factory=dict)
     freeze: Freeze | None = None
+    floor: int | None = None  # rule U8
+
+
+def judged_floor(state: StateReader, chain: str) -> int | None:
+    """Rule U8: the highest height of the stored evidence (each stored evidence costs a
+    governance unfreeze, so the scan is short), or None."""
+    heights = []
+    for n in range(1, load_meta(state, chain)[1] + 1):
+        v = get_value(state, Keys.evidence(chain, n))
+        if v is not None:
+            heights.append(int(v[0]))
+    return max(heights, default=None)
+
+
+def _judged(plan: UpdatePlan, height: int) -> bool:
+    return plan.floor is not None and height <= plan.floor
 
 
 def signers_of(proof: CommitProof) -> set[bytes]:
@@ -199,6 +220,8 @@ def _add_certificate(
         if old is not None and old.block_id == h.block_id:
             continue
         if old is not None and old.epoch == h.epoch:
+            if _judged(plan, h.height):
+                continue  # rule U8: governance judged this height already
             plan.certificates.append(proof)  # numbered, so the evidence can name it
             plan.freeze = _conflict(state, plan, chain, old, h, proof)
             return
@@ -224,7 +247,7 @@ def _add_certificate(
 def plan_update(state: StateReader, chain: str, update: ClientUpdate) -> UpdatePlan:
     """Rules U1-U5: check the whole update; raise ContractError, or return what to write."""
     cs = _active(state, chain)
-    plan = UpdatePlan(state=cs)
+    plan = UpdatePlan(state=cs, floor=judged_floor(state, chain))
     trust = _anchor(chain, cs, cs.validators, cs.epoch)
     for ch in update.epoch_changes:
         if ch.epoch < trust.epoch:  # rule U2
@@ -278,6 +301,8 @@ def _past_change(
     stored = plan.epoch_ends.get(epoch) or get_value(state, Keys.epoch_end(chain, epoch))
     if stored is None or stored[2] == compute_validator_set_fingerprint(next_validators):
         return
+    if _judged(plan, cert.headers[0].height):
+        return  # rule U8
     anchor = _set_of(state, plan, chain, cs, epoch)
     _check(check_epoch_change, epoch, cert, next_validators, anchor, what=f"epoch change {epoch}")
     old_proof = _proof_of(state, plan, chain, int(stored[3]))
@@ -318,7 +343,7 @@ def plan_misbehaviour(state: StateReader, chain: str, m: Misbehaviour) -> Update
         raise ContractError(
             "misbehaviour refused: the two certificates name no different blocks at one height"
         )
-    plan = UpdatePlan(state=cs)
+    plan = UpdatePlan(state=cs, floor=judged_floor(state, chain))
     # rule U7: the window of rule U4 (no block of epoch ea lies outside its known heights)
     prev_end = _epoch_end(state, plan, chain, ea - 1) if ea >= 1 else None
     end = _epoch_end(state, plan, chain, ea)
@@ -335,6 +360,11 @@ def plan_misbehaviour(state: StateReader, chain: str, m: Misbehaviour) -> Update
             f"misbehaviour refused: the different blocks lie outside epoch {ea}'s known heights "
             f"(after {prev_end}, up to {end}): what a set signs after its epoch ended is no fork "
             "of a live chain"
+        )
+    if _judged(plan, fork.height):
+        raise ContractError(
+            f"misbehaviour refused: height {fork.height} is at or below height {plan.floor}, "
+            "whose evidence governance already judged (unfreeze_chain)"
         )
     pa, pb = m.first.proof.encode(), m.second.proof.encode()
     both = signers_of(m.first.proof) & signers_of(m.second.proof)

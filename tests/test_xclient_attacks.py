@@ -254,12 +254,6 @@ def test_misbehaviour_of_another_chain_id_is_refused() -> None:
     assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evidence already judged is not remembered: after governance unfreezes the chain "
-    "(drill 6 does it at the same epoch and set), any relayer replays the stored Misbehaviour "
-    "and the client is frozen again, as often as governance reopens it",
-)
 def test_replayed_evidence_cannot_refreeze_a_client_governance_reopened() -> None:
     biz, reg, txs = _delivered()
     real = biz.certificate(_height(biz, txs[0]))
@@ -268,9 +262,16 @@ def test_replayed_evidence_cannot_refreeze_a_client_governance_reopened() -> Non
     assert r.status == OK and query(reg, "client", [biz.chain_id])["status"] == FROZEN
     reg.unfreeze(biz.chain_id, 0, biz.rig.genesis.validators)
     assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
-    reg.call("xclient", "submit_misbehaviour", [evidence])
+    r = reg.call("xclient", "submit_misbehaviour", [evidence])
+    assert r.status == FAILED and "already judged" in r.error
+    # the same fork as a conflicting update: not stored, no freeze
+    r = _update(reg, ClientUpdate(chain_id=biz.chain_id, certificate=_fork(biz, real)))
+    assert r.status == OK and r.events == ()
     assert query(reg, "client", [biz.chain_id])["status"] == ACTIVE
     assert len(query(reg, "misbehaviour", [biz.chain_id])) == 1
+    assert query(reg, "header", [biz.chain_id, real.headers[0].height])["block_id"] == (
+        real.headers[0].block_id
+    )
 
 
 # --- packets --------------------------------------------------------------------------------------
