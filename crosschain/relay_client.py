@@ -21,6 +21,9 @@ Rules this module keeps:
    how many are in flight). A height of an epoch below the client's is certified on its own: the
    contract checks it with the set it stored for that epoch (`s/<chain>/<epoch>`), and refuses
    it if it has none (the failure is reported; the next cycle tries again from fresh progress).
+   An `EpochChange` starts at its ending block E's parent P (crosschain/xclient_update.py rule
+   U9): gm_getEpochProof entries start at E, so P's header is fetched (`gm_getBlockByNumber`
+   member `raw`), checked to be E's parent, and prepended; an E at height 1 goes as it is.
 4. An update that the destination accepts but that froze the client (status OK with a
    `ClientFrozen` event: the source equivocated, XC.md "Misbehaviour on update") stops the
    relayer's work on that client: `ClientFrozenError`. Only governance unfreezes a client.
@@ -245,7 +248,7 @@ class ClientFeeder:
             upto = min(target, epoch + _MAX_EPOCHS_PER_PROOF)
             try:
                 doc = await self.source.rpc.call("gm_getEpochProof", [epoch, upto])
-                changes = epoch_changes_from_json(doc)
+                changes = [await self._from_parent(c) for c in epoch_changes_from_json(doc)]
             except (RelayRpcError, RelayProofError) as exc:
                 self.log.warning(
                     "%s: no epoch proof %d..%d: %s", self.source.name, epoch, upto, exc
@@ -256,6 +259,27 @@ class ClientFeeder:
                     return epoch
                 epoch = chunk[-1].epoch + 1
         return epoch
+
+    async def _from_parent(self, change: EpochChange) -> EpochChange:
+        """Rule 3: the change's certificate with E's parent P prepended (unless E is block 1)."""
+        end = change.certificate.headers[0]
+        if end.height <= 1:
+            return change
+        try:
+            block = await self.source.rpc.call("gm_getBlockByNumber", [end.height - 1])
+            parent = BlockHeader.decode(parse_hex(block["raw"], name="raw"))
+        except (DecodeError, ValueError, TypeError, KeyError) as exc:
+            raise RelayProofError(f"block {end.height - 1}: {exc}") from None
+        if parent.block_id != end.parent_id:
+            raise RelayProofError(
+                f"block {end.height - 1} is not the parent of epoch end {end.height}"
+            )
+        cert = Certificate(
+            headers=(parent, *change.certificate.headers), proof=change.certificate.proof
+        )
+        return EpochChange(
+            epoch=change.epoch, certificate=cert, next_validators=change.next_validators
+        )
 
     async def _send(
         self, changes: Sequence[EpochChange] | None, cert: Certificate | None, feed: Feed

@@ -33,6 +33,12 @@ U8. Evidence is judged once. Every stored evidence `x/` was judged by the govern
     height among them is a floor: a conflict at or below it (on update, an epoch change ended
     twice, or submitted misbehaviour, the stored evidence itself replayed included) freezes
     nothing; on update such a header is not stored.
+U9. An epoch change proves that its ending block E is the FIRST block committing to epoch e + 1:
+    its certificate starts at E's parent P, which commits to (e, set_e) (ledger/epoch.py rule
+    3), then E, which commits to (e + 1, next set); E and what follows are checked by
+    `check_epoch_change`, P is bound by E's parent_id. Only when E is block 1 of epoch 0 (its
+    parent the registered genesis block) does the certificate start at E. A suffix block after E
+    (it carries E's commitment too) can therefore never pose as the end of epoch e.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from gmchain.crosschain.xclient_state import (
     put_value,
 )
 from gmchain.ledger.codec import Value, encode
+from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.genesis import GenesisValidator
 from gmchain.ledger.types import BlockHeader, Digest
 
@@ -159,6 +166,40 @@ def _check(fn: object, *args: object, **kw: object) -> object:
         raise ContractError(f"update refused: {exc}") from None
 
 
+def check_change(
+    e: int,
+    cert: Certificate,
+    next_validators: tuple[GenesisValidator, ...],
+    trust: TrustAnchor,
+    what: str,
+) -> tuple[TrustAnchor, BlockHeader]:
+    """Rule U9: (the anchor of epoch e + 1, the ending block E)."""
+    hs = cert.headers
+    parent: BlockHeader | None = None
+    if len(hs) >= 2 and hs[0].next_validators_hash == next_validators_commitment(
+        e, trust.validators
+    ):
+        parent, cert = hs[0], Certificate(headers=hs[1:], proof=cert.proof)
+    elif not (e == 0 and hs[0].height == 1):
+        raise ContractError(
+            f"update refused: {what}: the certificate must start at the parent of the ending "
+            f"block, committing to epoch {e} and its set (rule U9)"
+        )
+    nxt = _check(check_epoch_change, e, cert, next_validators, trust, what=what)
+    assert isinstance(nxt, TrustAnchor)
+    ending = cert.headers[0]
+    if parent is None:
+        if trust.genesis is None or ending.parent_id != trust.genesis[1]:
+            raise ContractError(f"update refused: {what}: block 1's parent is not the genesis")
+    elif (
+        ending.parent_id != parent.block_id
+        or ending.height != parent.height + 1
+        or parent.chain_id != trust.chain_id
+    ):
+        raise ContractError(f"update refused: {what}: the first header is not E's parent")
+    return nxt, ending
+
+
 def _proof_of(state: StateReader, plan: UpdatePlan, chain: str, update_no: int) -> bytes:
     base = load_meta(state, chain)[0]
     if update_no > base:
@@ -254,11 +295,7 @@ def plan_update(state: StateReader, chain: str, update: ClientUpdate) -> UpdateP
             _past_change(state, plan, chain, cs, ch.epoch, ch.certificate, ch.next_validators)
         elif ch.epoch == trust.epoch:
             what = f"epoch change {ch.epoch} of {chain}"
-            nxt = _check(
-                check_epoch_change, ch.epoch, ch.certificate, ch.next_validators, trust, what=what
-            )
-            assert isinstance(nxt, TrustAnchor)
-            ending = ch.certificate.headers[0]
+            nxt, ending = check_change(ch.epoch, ch.certificate, ch.next_validators, trust, what)
             prev = plan.epoch_ends.get(ch.epoch - 1)
             if prev is None and ch.epoch >= 1:
                 prev = get_value(state, Keys.epoch_end(chain, ch.epoch - 1))
@@ -301,17 +338,17 @@ def _past_change(
     stored = plan.epoch_ends.get(epoch) or get_value(state, Keys.epoch_end(chain, epoch))
     if stored is None or stored[2] == compute_validator_set_fingerprint(next_validators):
         return
-    if _judged(plan, cert.headers[0].height):
-        return  # rule U8
     anchor = _set_of(state, plan, chain, cs, epoch)
-    _check(check_epoch_change, epoch, cert, next_validators, anchor, what=f"epoch change {epoch}")
+    _, ending = check_change(epoch, cert, next_validators, anchor, f"epoch change {epoch}")
+    if _judged(plan, ending.height):
+        return  # rule U8
     old_proof = _proof_of(state, plan, chain, int(stored[3]))
     new_proof = cert.proof.encode()
     both = signers_of(CommitProof.decode(old_proof)) & signers_of(cert.proof)
     plan.certificates.append(new_proof)
     plan.freeze = Freeze(
-        height=cert.headers[0].height,
-        block_ids=(stored[1], cert.headers[0].block_id),
+        height=ending.height,
+        block_ids=(stored[1], ending.block_id),
         proofs=(old_proof, new_proof),
         signers=tuple(sorted(both)),
         reason=(

@@ -242,7 +242,8 @@ def build_xc_examples(
     regulator block 1: update_client(certificate of business block 1), recv_packets([seq 2]);
     block 2 certifies it. business block 3: update_client(certificate of regulator block 1),
     recv_ack(ack of the regulator's recv_packets). business block 4 ends epoch 0 (the next set:
-    validators 0-2), block 5 certifies it: regulator block 3: update_client([that epoch change]).
+    validators 0-2), block 5 certifies it: regulator block 3: update_client([that epoch change,
+    its certificate from block 3, the parent of block 4]).
     regulator block 4: submit_misbehaviour(business block 1 and a fork of it, signed by
     validators 1-3): the client freezes; validators 1 and 2 signed both."""
     sender = PrivateKey.from_bytes(sender_key)
@@ -315,7 +316,12 @@ def build_xc_examples(
     nxt = tuple(v for v in biz.genesis.validators if v.node_id in set(biz.vset.node_ids[:3]))
     biz.run_block([], biz.justify(q3), next_set=nxt)
     biz.run_block([], biz.justify(q3), next_set=nxt)
-    change = EpochChange(epoch=0, certificate=biz.certificate(4, q3), next_validators=nxt)
+    end4 = biz.certificate(4, q3)  # xclient_update.py rule U9: from block 4's parent, block 3
+    change = EpochChange(
+        epoch=0,
+        certificate=Certificate(headers=(biz.headers[3], *end4.headers), proof=end4.proof),
+        next_validators=nxt,
+    )
     update_e = ClientUpdate(chain_id=BUSINESS, epoch_changes=(change,))
     reg.run_block([reg.tx("xclient", "update_client", (update_e.encode(),))], reg.justify(solo))
     _ok(reg, 3)
@@ -471,7 +477,7 @@ def render_xc(
     atx = lt.SignedTx.decode_tx(ack.proof.tx)
     areceipt = lt.Receipt.decode(ack.proof.receipt)
     change: EpochChange = ex["change"]
-    ending = change.certificate.headers[0]
+    ending = change.certificate.headers[1]
     misb: Misbehaviour = ex["misbehaviour"]
     fork = misb.second
 

@@ -280,7 +280,21 @@ class LightClient:
                 )
                 continue
             _need(e == epoch, f"{w}: epoch {e} after {epoch}: changes must follow each other")
-            hs = check_certificate(cert, c, {e: sets[e]}, self.genesis, w)
+            # §10 EpochChange: the certificate starts at X's parent P, which commits to
+            # (e, set_e); only an X at height 1 (P = the genesis block) starts at X
+            _need(isinstance(cert, list) and len(cert) == 2 and isinstance(cert[0], list), w)
+            _need(len(cert[0]) >= 1, f"{w}: no headers")
+            first = _header_from_array(_dec(cert[0][0], _NESTING["BlockHeader"], f"{w} header"))
+            p_commit = next_validators_commitment(e, sets[e].fingerprint)
+            if len(cert[0]) >= 2 and first.next_validators_hash == p_commit:
+                hs = check_certificate([cert[0][1:], cert[1]], c, {e: sets[e]}, self.genesis, w)
+                _need(hs[0].parent_id == first.block_id, f"{w}: P is not X's parent")
+                _need(first.chain_id == c, f"{w}: P of chain {first.chain_id!r}")
+            else:
+                _need(
+                    e == 0 and first.height == 1, f"{w}: the certificate must start at X's parent"
+                )
+                hs = check_certificate(cert, c, {e: sets[e]}, self.genesis, w)
             x = hs[0]
             _need(
                 x.next_validators_hash == next_validators_commitment(e + 1, nxt.fingerprint),

@@ -165,7 +165,7 @@ def test_epoch_changes_are_followed_and_a_stale_sets_quorum_is_refused() -> None
     assert r.status == OK, r.error
     client = query(reg, "client", [biz.chain_id])
     assert client["epoch"] == 1 and len(client["validators"]) == 2
-    ending = changes[0].certificate.headers[0]
+    ending = changes[0].certificate.headers[1]  # [P, E, ...] (xclient_update.py rule U9)
     stored = query(reg, "header", [biz.chain_id, ending.height])
     assert stored["block_id"] == ending.block_id and stored["epoch"] == 0
     proof = query(reg, "update_proof", [biz.chain_id, stored["update_no"]])
@@ -419,7 +419,7 @@ def test_a_second_epoch_change_of_one_epoch_freezes() -> None:
     r = reg.call("xclient", "update_client", [biz.update(None, changes=(real,))])
     assert r.status == OK, r.error
     other_set = (validator_of(biz.rig.keys[2]),)
-    end = real.certificate.headers[0]
+    parent, end = real.certificate.headers[:2]
     fake_end = dataclasses.replace(
         end, next_validators_hash=next_validators_commitment(1, other_set)
     )
@@ -429,7 +429,7 @@ def test_a_second_epoch_change_of_one_epoch_freezes() -> None:
     fake = EpochChange(
         epoch=0,
         certificate=Certificate(
-            headers=(fake_end,), proof=CommitProof(header=child, qc=biz.rig.qc(child))
+            headers=(parent, fake_end), proof=CommitProof(header=child, qc=biz.rig.qc(child))
         ),
         next_validators=other_set,
     )

@@ -159,9 +159,12 @@ class Side:
         for n in range(first + 1, last + 1):
             rec = EpochRecord.decode(self.store.get_epoch_record(n) or b"")
             out.append(
-                EpochChange(
+                EpochChange(  # xclient_update.py rule U9: from E's parent
                     epoch=n - 1,
-                    certificate=Certificate(headers=rec.headers, proof=rec.proof),
+                    certificate=Certificate(
+                        headers=(self.header(rec.headers[0].height - 1), *rec.headers),
+                        proof=rec.proof,
+                    ),
                     next_validators=rec.config.validators,
                 )
             )
