@@ -39,6 +39,10 @@ U9. An epoch change proves that its ending block E is the FIRST block committing
     `check_epoch_change`, P is bound by E's parent_id. Only when E is block 1 of epoch 0 (its
     parent the registered genesis block) does the certificate start at E. A suffix block after E
     (it carries E's commitment too) can therefore never pose as the end of epoch e.
+U10. Org labels are not certified (neither the fingerprint nor the commitment covers them), so
+    an epoch change's `next_validators` orgs are never stored: a next validator whose key is in
+    the set being left keeps that set's label (from governance, or carried over this way);
+    any other key is stored with org UNVERIFIED_ORG.
 """
 
 from __future__ import annotations
@@ -72,7 +76,17 @@ from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.genesis import GenesisValidator
 from gmchain.ledger.types import BlockHeader, Digest
 
-__all__ = ["Freeze", "UpdatePlan", "apply_freeze", "apply_plan", "plan_misbehaviour", "plan_update"]
+UNVERIFIED_ORG = "(unverified)"  # rule U10
+
+__all__ = [
+    "UNVERIFIED_ORG",
+    "Freeze",
+    "UpdatePlan",
+    "apply_freeze",
+    "apply_plan",
+    "plan_misbehaviour",
+    "plan_update",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +201,13 @@ def check_change(
         )
     nxt = _check(check_epoch_change, e, cert, next_validators, trust, what=what)
     assert isinstance(nxt, TrustAnchor)
+    labels = {v.pubkey: v.org for v in trust.validators}  # rule U10
+    nxt = replace(
+        nxt,
+        validators=tuple(
+            replace(v, org=labels.get(v.pubkey, UNVERIFIED_ORG)) for v in nxt.validators
+        ),
+    )
     ending = cert.headers[0]
     if parent is None:
         if trust.genesis is None or ending.parent_id != trust.genesis[1]:
