@@ -8,7 +8,7 @@ item is a version string, so a reader can never mistake one kind of object for a
                     proof:   CommitProof bytes (a child of the tip and the QC that certifies it)
     EpochChange   = [epoch, Certificate, next_validators]
                     the certificate's headers are [P, E, ...]: E ends `epoch`, P is E's parent
-                    (committing to `epoch`; xclient_update.py rule U9; only an E at height 1
+                    (committing to `epoch`; xclient_update.py rule U10; only an E at height 1
                     is itself the first header); next_validators =
                     [[pubkey(65), power, org], ...] is epoch + 1's set
     ClientUpdate  = ["gmchain-client-update/1", chain_id, [EpochChange, ...], Certificate | None]

@@ -22,7 +22,7 @@ Rules this module keeps:
    contract checks it with the set it stored for that epoch (`s/<chain>/<epoch>`), and refuses
    it if it has none (the failure is reported; the next cycle tries again from fresh progress).
    An `EpochChange` starts at its ending block E's parent P (crosschain/xclient_update.py rule
-   U9): gm_getEpochProof entries start at E, so P's header is fetched (`gm_getBlockByNumber`
+   U10): gm_getEpochProof entries start at E, so P's header is fetched (`gm_getBlockByNumber`
    member `raw`), checked to be E's parent, and prepended; an E at height 1 goes as it is.
 4. An update that the destination accepts but that froze the client (status OK with a
    `ClientFrozen` event: the source equivocated, XC.md "Misbehaviour on update") stops the

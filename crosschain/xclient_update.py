@@ -25,21 +25,21 @@ U7. Certificates are numbered from 1 in the order they are applied: within one u
     a new header; `u/<n>` = [CommitProof bytes, id of the update_client transaction].
 U6. Misbehaviour evidence names the signers present in both conflicting certificates (node ids
     of the QCs of each CommitProof: the child's QC and the tip's own QC).
-U7. Submitted misbehaviour counts only a fork inside its epoch's known heights (rule U4's
+U8. Submitted misbehaviour counts only a fork inside its epoch's known heights (rule U4's
     window: above the end of epoch e - 1 and at or below the end of e, where known): a set that
     has left cannot freeze the client with blocks it signed after its epoch ended.
-U8. Evidence is judged once. Every stored evidence `x/` was judged by the governance
+U9. Evidence is judged once. Every stored evidence `x/` was judged by the governance
     `unfreeze_chain` that reopened the client (none is stored while frozen), so the highest
     height among them is a floor: a conflict at or below it (on update, an epoch change ended
     twice, or submitted misbehaviour, the stored evidence itself replayed included) freezes
     nothing; on update such a header is not stored.
-U9. An epoch change proves that its ending block E is the FIRST block committing to epoch e + 1:
+U10. An epoch change proves that its ending block E is the FIRST block committing to epoch e + 1:
     its certificate starts at E's parent P, which commits to (e, set_e) (ledger/epoch.py rule
     3), then E, which commits to (e + 1, next set); E and what follows are checked by
     `check_epoch_change`, P is bound by E's parent_id. Only when E is block 1 of epoch 0 (its
     parent the registered genesis block) does the certificate start at E. A suffix block after E
     (it carries E's commitment too) can therefore never pose as the end of epoch e.
-U10. Org labels are not certified (neither the fingerprint nor the commitment covers them), so
+U11. Org labels are not certified (neither the fingerprint nor the commitment covers them), so
     an epoch change's `next_validators` orgs are never stored: a next validator whose key is in
     the set being left keeps that set's label (from governance, or carried over this way);
     any other key is stored with org UNVERIFIED_ORG.
@@ -76,7 +76,7 @@ from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.genesis import GenesisValidator
 from gmchain.ledger.types import BlockHeader, Digest
 
-UNVERIFIED_ORG = "(unverified)"  # rule U10
+UNVERIFIED_ORG = "(unverified)"  # rule U11
 
 __all__ = [
     "UNVERIFIED_ORG",
@@ -110,11 +110,11 @@ class UpdatePlan:
     epoch_ends: dict[int, list[Value]] = field(default_factory=dict)
     epoch_sets: dict[int, tuple[GenesisValidator, ...]] = field(default_factory=dict)
     freeze: Freeze | None = None
-    floor: int | None = None  # rule U8
+    floor: int | None = None  # rule U9
 
 
 def judged_floor(state: StateReader, chain: str) -> int | None:
-    """Rule U8: the highest height of the stored evidence (each stored evidence costs a
+    """Rule U9: the highest height of the stored evidence (each stored evidence costs a
     governance unfreeze, so the scan is short), or None."""
     heights = []
     for n in range(1, load_meta(state, chain)[1] + 1):
@@ -187,7 +187,7 @@ def check_change(
     trust: TrustAnchor,
     what: str,
 ) -> tuple[TrustAnchor, BlockHeader]:
-    """Rule U9: (the anchor of epoch e + 1, the ending block E)."""
+    """Rule U10: (the anchor of epoch e + 1, the ending block E)."""
     hs = cert.headers
     parent: BlockHeader | None = None
     if len(hs) >= 2 and hs[0].next_validators_hash == next_validators_commitment(
@@ -197,11 +197,11 @@ def check_change(
     elif not (e == 0 and hs[0].height == 1):
         raise ContractError(
             f"update refused: {what}: the certificate must start at the parent of the ending "
-            f"block, committing to epoch {e} and its set (rule U9)"
+            f"block, committing to epoch {e} and its set (rule U10)"
         )
     nxt = _check(check_epoch_change, e, cert, next_validators, trust, what=what)
     assert isinstance(nxt, TrustAnchor)
-    labels = {v.pubkey: v.org for v in trust.validators}  # rule U10
+    labels = {v.pubkey: v.org for v in trust.validators}  # rule U11
     nxt = replace(
         nxt,
         validators=tuple(
@@ -283,7 +283,7 @@ def _add_certificate(
             continue
         if old is not None and old.epoch == h.epoch:
             if _judged(plan, h.height):
-                continue  # rule U8: governance judged this height already
+                continue  # rule U9: governance judged this height already
             plan.certificates.append(proof)  # numbered, so the evidence can name it
             plan.freeze = _conflict(state, plan, chain, old, h, proof)
             return
@@ -362,7 +362,7 @@ def _past_change(
     anchor = _set_of(state, plan, chain, cs, epoch)
     _, ending = check_change(epoch, cert, next_validators, anchor, f"epoch change {epoch}")
     if _judged(plan, ending.height):
-        return  # rule U8
+        return  # rule U9
     old_proof = _proof_of(state, plan, chain, int(stored[3]))
     new_proof = cert.proof.encode()
     both = signers_of(CommitProof.decode(old_proof)) & signers_of(cert.proof)
@@ -402,7 +402,7 @@ def plan_misbehaviour(state: StateReader, chain: str, m: Misbehaviour) -> Update
             "misbehaviour refused: the two certificates name no different blocks at one height"
         )
     plan = UpdatePlan(state=cs, floor=judged_floor(state, chain))
-    # rule U7: the window of rule U4 (no block of epoch ea lies outside its known heights)
+    # rule U8: the window of rule U4 (no block of epoch ea lies outside its known heights)
     prev_end = _epoch_end(state, plan, chain, ea - 1) if ea >= 1 else None
     end = _epoch_end(state, plan, chain, ea)
     fork = next(

@@ -316,7 +316,7 @@ def build_xc_examples(
     nxt = tuple(v for v in biz.genesis.validators if v.node_id in set(biz.vset.node_ids[:3]))
     biz.run_block([], biz.justify(q3), next_set=nxt)
     biz.run_block([], biz.justify(q3), next_set=nxt)
-    end4 = biz.certificate(4, q3)  # xclient_update.py rule U9: from block 4's parent, block 3
+    end4 = biz.certificate(4, q3)  # xclient_update.py rule U10: from block 4's parent, block 3
     change = EpochChange(
         epoch=0,
         certificate=Certificate(headers=(biz.headers[3], *end4.headers), proof=end4.proof),

@@ -165,7 +165,7 @@ def test_epoch_changes_are_followed_and_a_stale_sets_quorum_is_refused() -> None
     assert r.status == OK, r.error
     client = query(reg, "client", [biz.chain_id])
     assert client["epoch"] == 1 and len(client["validators"]) == 2
-    ending = changes[0].certificate.headers[1]  # [P, E, ...] (xclient_update.py rule U9)
+    ending = changes[0].certificate.headers[1]  # [P, E, ...] (xclient_update.py rule U10)
     stored = query(reg, "header", [biz.chain_id, ending.height])
     assert stored["block_id"] == ending.block_id and stored["epoch"] == 0
     proof = query(reg, "update_proof", [biz.chain_id, stored["update_no"]])

@@ -126,7 +126,7 @@ def test_an_epoch_change_ending_at_a_suffix_block_cannot_hide_the_next_epochs_fi
     assert suffix.headers[0].next_validators_hash == end.next_validators_hash
     attack = EpochChange(epoch=0, certificate=suffix, next_validators=rec.config.validators)
     r = _update(reg, ClientUpdate(chain_id=biz.chain_id, epoch_changes=(attack,)))
-    assert r.status == FAILED and "rule U9" in r.error, r.error
+    assert r.status == FAILED and "rule U10" in r.error, r.error
     # the same suffix behind E (E posing as the parent) is refused too
     behind = Certificate(headers=(end, *suffix.headers), proof=suffix.proof)
     r = _update(
@@ -135,7 +135,7 @@ def test_an_epoch_change_ending_at_a_suffix_block_cannot_hide_the_next_epochs_fi
             chain_id=biz.chain_id, epoch_changes=(dataclasses.replace(attack, certificate=behind),)
         ),
     )
-    assert r.status == FAILED and "rule U9" in r.error, r.error
+    assert r.status == FAILED and "rule U10" in r.error, r.error
     # and the honest relayer can still deliver
     honest = _update(reg, biz.update(h, changes=biz.epoch_changes(0, 1)))
     assert honest.status == OK, honest.error
@@ -163,7 +163,7 @@ def test_a_suffix_certificate_before_the_epoch_change_stores_only_an_empty_heade
 
 def test_a_relayer_cannot_relabel_the_orgs_of_the_next_validator_set() -> None:
     """Orgs are not certified, so the contract never stores the relayer's (xclient_update.py
-    rule U10): a key of the set being left keeps its governance label, a new key is stored as
+    rule U11): a key of the set being left keeps its governance label, a new key is stored as
     UNVERIFIED_ORG; the forged and the honest change leave the same set."""
     biz, reg, _late, rec = _epoch_one()
     (real,) = biz.epoch_changes(0, 1)

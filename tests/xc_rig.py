@@ -159,7 +159,7 @@ class Side:
         for n in range(first + 1, last + 1):
             rec = EpochRecord.decode(self.store.get_epoch_record(n) or b"")
             out.append(
-                EpochChange(  # xclient_update.py rule U9: from E's parent
+                EpochChange(  # xclient_update.py rule U10: from E's parent
                     epoch=n - 1,
                     certificate=Certificate(
                         headers=(self.header(rec.headers[0].height - 1), *rec.headers),
