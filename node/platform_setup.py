@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gmchain.chain.genesis import make_genesis_block
+from gmchain.chain.validators import GenesisValidators
 from gmchain.contracts.governance import propose_args, vote_args
 from gmchain.contracts.keys import address_of
 from gmchain.crypto_sm import PrivateKey
@@ -68,7 +69,9 @@ def register_values(genesis_file: Path) -> list[Value]:
     """Rule 2: the `register_chain` values of the chain whose genesis file this is."""
     genesis = load_genesis(genesis_file)
     block, _ = make_genesis_block(genesis)
-    validators: list[Value] = [[v.pubkey, v.power, v.org] for v in genesis.validators]
+    validators: list[Value] = [
+        [v.pubkey, v.power, v.org] for v in GenesisValidators(genesis).validators_at(0)
+    ]
     return [genesis.chain_id, genesis.compute_hash(), block.block_id, 0, validators]
 
 

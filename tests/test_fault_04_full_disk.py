@@ -77,21 +77,23 @@ def _free(path: Path) -> int:
 
 
 def _fill(path: Path, *, leave: int) -> None:
-    """Append to `path` until at most `leave` bytes stay free (ENOSPC ends it early)."""
-    with path.open("ab") as f:
-        try:
+    """Append to `path` until at most `leave` bytes stay free (ENOSPC ends it early, even at the
+    open: the node's own writes may have filled the file system already, leaving no room for the
+    filler's first block or directory entry)."""
+    try:
+        with path.open("ab") as f:
             while (room := _free(path.parent) - leave) > 0:
                 f.write(b"\xa5" * min(room, 1 << 20))
                 f.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC, e
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
     if leave == 0:  # tmpfs rounds to pages: top up the last one byte by byte
-        with path.open("ab", buffering=0) as f:
-            try:
+        try:
+            with path.open("ab", buffering=0) as f:
                 for _ in range(1 << 16):
                     f.write(b"\xa5")
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
 
 
 # --- the pool log on a file system that fills up (real LevelDB, real ENOSPC) -------------------
