@@ -39,7 +39,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,8 +305,3 @@ class Misbehaviour:
             first=certificate_from_value(a, "first certificate"),
             second=certificate_from_value(b, "second certificate"),
         )
-
-
-def paths_hex(path: Sequence[bytes]) -> list[str]:
-    """For messages and JSON views."""
-    return ["0x" + h.hex() for h in path]

@@ -28,13 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmchain.chain.genesis import make_genesis_block
-from gmchain.chain.validators import GenesisValidators
 from gmchain.contracts.governance import propose_args, vote_args
 from gmchain.contracts.keys import address_of
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.codec import Value
-from gmchain.node.config import load_genesis
+from gmchain.node.cli_govxc import foreign_chain
 from gmchain.node.sdk import Client
 
 __all__ = [
@@ -66,13 +64,10 @@ class ChainAccess:
 
 
 def register_values(genesis_file: Path) -> list[Value]:
-    """Rule 2: the `register_chain` values of the chain whose genesis file this is."""
-    genesis = load_genesis(genesis_file)
-    block, _ = make_genesis_block(genesis)
-    validators: list[Value] = [
-        [v.pubkey, v.power, v.org] for v in GenesisValidators(genesis).validators_at(0)
-    ]
-    return [genesis.chain_id, genesis.compute_hash(), block.block_id, 0, validators]
+    """Rule 2: the `register_chain` values of the chain whose genesis file this is (the same
+    values `gmchain gov propose register-chain --genesis FILE` proposes)."""
+    chain_id, genesis_hash, block_id, epoch, validators = foreign_chain(str(genesis_file), 0, None)
+    return [chain_id, genesis_hash, block_id, epoch, validators]
 
 
 async def _send(
