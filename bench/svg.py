@@ -7,7 +7,7 @@ Rules this module keeps:
 2. Every chart names its axes with units and has a legend; shaded spans (warm-up, measurement
    window) and vertical markers (the knee) carry their own labels.
 3. Missing values (None) break a line instead of being drawn as zero.
-(Why not matplotlib, although the `[node]` extra installs it: it adds seconds of import time to
+(Why not matplotlib (no longer a dependency): it adds seconds of import time to
 every run, its PNGs cannot be inlined in a self-contained HTML file without base64 blobs, and its
 output varies with the installed fonts and version; these few line charts need none of it.)
 """

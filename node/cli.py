@@ -52,7 +52,7 @@ _DEFAULT_RPC = os.environ.get("GMCHAIN_RPC") or "http://127.0.0.1:8545"
 _Handler = Callable[[argparse.Namespace], int]
 # Top-level modules of the `[node]` extra (pyproject.toml): a command that needs one of them is
 # not available where only the SDK is installed (rule 4).
-_NODE_EXTRA = {"plyvel", "uvloop", "prometheus_client", "matplotlib"}
+_NODE_EXTRA = {"plyvel", "uvloop", "prometheus_client"}
 
 
 class _Parser(argparse.ArgumentParser):

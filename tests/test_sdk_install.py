@@ -5,7 +5,7 @@ What these tests hold, each by building and installing the real wheel, offline:
    source folders that gmchain/ links to is in it under `gmchain/<folder>/` (nothing lost or
    stale through the symbolic links), and so is the package data (node/openrpc.json).
 2. Importing the SDK imports none of the node's server dependencies (LevelDB, uvloop,
-   prometheus-client, matplotlib, aiohttp's server), checked on `sys.modules` in a fresh process.
+   prometheus-client, aiohttp's server), checked on `sys.modules` in a fresh process.
 3. docs/sdk.md's complete example, extracted verbatim, runs against a real dev node in a virtual
    environment that holds the wheel (installed with `--no-deps --no-index`) and, through a .pth
    file, only the distributions the wheel's base requirements resolve to in the dev venv — so it
@@ -32,8 +32,8 @@ from packaging.requirements import Requirement
 
 from tests.node_helpers import ROOT, RpcSession, running_dev_node
 
-SERVER_MODULES = ("plyvel", "uvloop", "prometheus_client", "matplotlib", "aiohttp.web")
-NODE_EXTRA = {"plyvel", "uvloop", "prometheus-client", "matplotlib"}
+SERVER_MODULES = ("plyvel", "uvloop", "prometheus_client", "aiohttp.web")
+NODE_EXTRA = {"plyvel", "uvloop", "prometheus-client"}
 
 
 def _server_modules_loaded_snippet(import_line: str) -> str:
@@ -206,7 +206,7 @@ def test_the_sdk_venv_has_no_server_dependency(sdk_venv: Path, tmp_path: Path) -
     where = _run(sdk_venv, "python", "-c", "import gmchain; print(gmchain.__file__)", cwd=tmp_path)
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(sdk_venv.parent), where.stdout  # the wheel
-    for module in ("plyvel", "uvloop", "prometheus_client", "matplotlib"):
+    for module in ("plyvel", "uvloop", "prometheus_client"):
         out = _run(sdk_venv, "python", "-c", f"import {module}", cwd=tmp_path)
         assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr, module
     out = _run(sdk_venv, "python", "-c", _server_modules_loaded_snippet("import gmchain.node.sdk"),
