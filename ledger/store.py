@@ -186,6 +186,10 @@ class StateSnapshot:
         v = self._kv.get(k.k_tx(tx_id))
         return None if v is None else k.decode_tx_location(v)
 
+    def iter_records(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Every record (whose key starts with `prefix`) as of this view, in key order."""
+        return self._kv.iter_prefix(prefix)
+
 
 class Store:
     """A node's ledger: blocks, txs, receipts, state, indexes, accumulator, metadata.
@@ -388,8 +392,10 @@ class Store:
             put(k.k_proof(h), w.commit_proof)
         if w.epoch_record is not None:  # store_api rule 5: in the block's own batch
             put(k.k_epoch(w.epoch_record[0]), w.epoch_record[1])
+        put(k.k_writes(h), k.encode_write_set(w.state_writes))  # format 3 (store_keys)
         put(k.META_HEAD, k.encode_head(h, w.block_hash))
         put(k.META_ACC_SIZE, k.encode_height(acc_start + len(w.tx_ids)))
+        put(k.META_VERSION, k.encode_height(k.FORMAT_VERSION))
 
     def set_commit_proof(self, h: int, proof: bytes) -> None:
         """Record (or replace) the commit proof of committed block h; synced."""
@@ -523,6 +529,10 @@ class Store:
 
     def get_meta(self, key: str) -> bytes | None:
         return self._kv.get(k.k_user_meta(key))
+
+    def get_write_set(self, h: int) -> bytes | None:
+        """Block h's encoded state writes (`store_keys.encode_write_set`); None before format 3."""
+        return self._by_height(k.k_writes, h, verify=True)
 
     def get_epoch_record(self, epoch: int) -> bytes | None:
         return self._by_height(k.k_epoch, epoch, verify=True)

@@ -31,6 +31,10 @@ Key space (prefix, key, value):
     b"X" + key                opaque secondary index value
     b"E" + epoch              epoch record (opaque; chain/epochs.py), written with the block that
                               ended the epoch before it (epoch >= 1)
+    b"W" + height             the block's state writes (`encode_write_set`), written with the
+                              block (format 3): what its header's state_hash chains, so a node
+                              joining from a snapshot re-derives state_hash and the state from
+                              them without executing (chain/fastjoin.py)
 
 Sources: LevelDB's documentation (bytewise comparator, `WriteBatch` atomicity); RFC 6962 §2.1 for
 what the accumulator nodes are (see `ledger.store_acc`).
@@ -40,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -72,6 +76,7 @@ __all__ = [
     "P_TX",
     "P_TX_IDS",
     "P_USER_META",
+    "P_WRITES",
     "READABLE_FORMATS",
     "BlockSummary",
     "SealedRecordDamaged",
@@ -79,9 +84,11 @@ __all__ = [
     "decode_head",
     "decode_height",
     "decode_tx_location",
+    "decode_write_set",
     "encode_head",
     "encode_height",
     "encode_tx_location",
+    "encode_write_set",
     "is_sealed_intact",
     "k_acc_leaf",
     "k_acc_node",
@@ -100,6 +107,7 @@ __all__ = [
     "k_tx",
     "k_tx_ids",
     "k_user_meta",
+    "k_writes",
     "prefix_end",
     "seal_record",
     "unseal_record",
@@ -108,8 +116,11 @@ __all__ = [
 # 2 added sealed metadata (b"v"); a format-1 store is read as it is and becomes format 2 with its
 # first sealed write, after which a build that reads only format 1 refuses it (it would not see the
 # sealed consensus safety data and could sign again in a round it already signed in).
-FORMAT_VERSION: Final = 2
-READABLE_FORMATS: Final = (1, 2)
+# 3 added each block's write set (b"W"); an older store is read as it is and becomes format 3
+# with its next block, so a build that does not write write sets can no longer open it (it would
+# leave blocks without one, and a snapshot of the store could not be fast-joined).
+FORMAT_VERSION: Final = 3
+READABLE_FORMATS: Final = (1, 2, 3)
 HASH_SIZE: Final = 32
 MAX_U64: Final = 2**64 - 1
 
@@ -130,6 +141,7 @@ P_ACC_NODE: Final = b"A"
 P_PROOF: Final = b"P"
 P_INDEX: Final = b"X"
 P_EPOCH: Final = b"E"
+P_WRITES: Final = b"W"
 
 META_VERSION: Final = P_META + b"format_version"
 META_CHAIN_ID: Final = P_META + b"chain_id"
@@ -267,6 +279,10 @@ def k_epoch(epoch: int) -> bytes:
     return P_EPOCH + _U64.pack(epoch)
 
 
+def k_writes(h: int) -> bytes:
+    return P_WRITES + _U64.pack(h)
+
+
 def k_index(key: bytes) -> bytes:
     return P_INDEX + key
 
@@ -343,3 +359,57 @@ def compute_content_digest(
     for r in receipts:
         parts += [len(r).to_bytes(4, "big"), r]
     return sm3_hash(b"".join(parts))
+
+
+_WS_VERSION = 1
+_U32 = struct.Struct(">I")
+
+
+def encode_write_set(writes: Mapping[tuple[str, bytes], bytes | None]) -> bytes:
+    """One block's state writes: `version (1) || count (u32)` then per write, ascending by
+    (UTF-8 namespace, key): `len(ns) (u8) || ns || len(key) (u32) || key || flag (u8)` and, when
+    flag is 1 (a value; 0 is a delete), `len(value) (u32) || value`. One encoding per set."""
+    items = sorted(((ns.encode("utf-8"), key), v) for (ns, key), v in writes.items())
+    out = [bytes((_WS_VERSION,)), _U32.pack(len(items))]
+    for (ns, key), value in items:
+        if not 0 < len(ns) <= 255:
+            raise ValueError(f"state namespace must be 1..255 UTF-8 bytes, got {len(ns)}")
+        out += [bytes((len(ns),)), ns, _U32.pack(len(key)), key]
+        out.append(b"\x00" if value is None else b"\x01" + _U32.pack(len(value)) + value)
+    return b"".join(out)
+
+
+def decode_write_set(b: bytes) -> dict[tuple[str, bytes], bytes | None]:
+    """Inverse of `encode_write_set`; raises ValueError on anything else (wrong version, order,
+    a duplicate, a short or long record, a namespace that is not UTF-8)."""
+    mv = memoryview(b)
+
+    def take(n: int, pos: int) -> tuple[bytes, int]:
+        if n < 0 or pos + n > len(mv):
+            raise ValueError("write set record is truncated")
+        return bytes(mv[pos : pos + n]), pos + n
+
+    head, pos = take(5, 0)
+    if head[0] != _WS_VERSION:
+        raise ValueError(f"write set record version {head[0]}, expected {_WS_VERSION}")
+    out: dict[tuple[str, bytes], bytes | None] = {}
+    last: tuple[bytes, bytes] | None = None
+    for _ in range(_U32.unpack(head[1:])[0]):
+        n, pos = take(1, pos)
+        ns, pos = take(n[0], pos)
+        n, pos = take(4, pos)
+        key, pos = take(_U32.unpack(n)[0], pos)
+        flag, pos = take(1, pos)
+        value: bytes | None = None
+        if flag == b"\x01":
+            n, pos = take(4, pos)
+            value, pos = take(_U32.unpack(n)[0], pos)
+        elif flag != b"\x00":
+            raise ValueError(f"write set flag {flag!r} is neither 0 nor 1")
+        if not ns or (last is not None and (ns, key) <= last):
+            raise ValueError("write set entries are not in strictly ascending order")
+        last = (ns, key)
+        out[(ns.decode("utf-8"), key)] = value  # UnicodeDecodeError is a ValueError
+    if pos != len(mv):
+        raise ValueError(f"write set record has {len(mv) - pos} trailing bytes")
+    return out

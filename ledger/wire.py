@@ -125,6 +125,8 @@ SIGNING_DOMAINS, HASH_PREFIXES = _domain_tables(
         ("next-validators", b"GMCHAIN/NEXT-VALIDATORS/v1"),
         # SM3(prefix || payload) checksum of a sealed on-disk record: ledger/store_keys.py
         ("sealed-record", b"gmchain/sealed-record/v1"),
+        # SM3 chain over a snapshot file's records: ledger/snapshot.py rule 3
+        ("snapshot-content", b"gmchain/snapshot-content/v1"),
     ],
 )
 # The name every caller of compute_signing_root uses (one string per kind of signed message).

@@ -188,6 +188,8 @@ def _cmd_platform(args: argparse.Namespace) -> int:
 def _cmd_db(args: argparse.Namespace) -> int:
     if args.rest[:1] == ["safety-reset"]:  # needs consensus types: lives in node/, not ledger/
         return _returned_code(_delegate("gmchain.node.safetystore", "main", "db")(args.rest))
+    if args.rest[:1] in (["snapshot"], ["restore"]):  # node/cli_db.py (backup, fast join)
+        return _returned_code(_delegate("gmchain.node.cli_db", "main", "db")(args.rest))
     return _returned_code(_delegate("gmchain.ledger.store_tool", "main", "db")(args.rest))
 
 
@@ -351,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
             "db",
             _cmd_db,
             "ledger store maintenance: `db check PATH` deep-checks a stopped node; "
-            "`db safety-reset PATH --round R` replaces damaged consensus safety data",
+            "`db safety-reset PATH --round R` replaces damaged consensus safety data; "
+            "`db snapshot --config C --out F` backs up a (running) node; "
+            "`db restore --snapshot F --config C` rebuilds a node from one (fast join)",
         ),
     ):
         p = sub.add_parser(name, help=text, description=text + "; arguments are passed on.")

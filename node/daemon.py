@@ -166,6 +166,11 @@ async def start_node(
         )
         summary.start()
         extra.append(summary)
+        from gmchain.node.snapshot_ops import AdminSocket, admin_socket_path
+
+        admin = AdminSocket(store, admin_socket_path(cfg.data_dir))  # `gmchain db snapshot`
+        await admin.start()
+        extra.append(admin)
     except BaseException:
         store.close()
         raise

@@ -7,6 +7,8 @@ Rules this module keeps:
 2. A later epoch (a switch): the epoch's set and keys sign, its parameters apply (E11), the root
    is E with QC(E); SafetyData restarts (consensus/safety.py E1) unless the node is restarting
    inside that epoch, when the stored copy, head and blocks are used as in rule 1.
+3. A validator of the epoch it restarts in does not start signing on a store restored from a
+   snapshot without safety data (node/safetystore.py rule 5): start-up fails with the recovery.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gmchain.crypto_sm import PrivateKey, PublicKey
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import NodeId, QuorumCert
 from gmchain.node.driver import compute_epoch_consensus_config
-from gmchain.node.safetystore import load_safety
+from gmchain.node.safetystore import check_signing_start, load_safety
 from gmchain.node.signing import KeySigner, KeyVerifier
 
 __all__ = ["build_replica"]
@@ -42,6 +44,9 @@ def build_replica(
 ) -> Replica:
     if switch is None:  # rule 1
         validators, verifier = genesis_validators
+        safety = load_safety(store)  # sealed; a damaged copy stops the node (safetystore.py)
+        if node_id in validators:
+            check_signing_start(store, safety)  # rule 3
         return Replica(
             config=base_config,
             validators=validators,
@@ -51,7 +56,7 @@ def build_replica(
             app=chain,
             committed=chain.head,
             high_qc=committed_qc(),
-            safety=load_safety(store),  # sealed; a damaged copy stops the node (safetystore.py)
+            safety=safety,
             now_ms=now_ms,
             # Always known, so block 1's genesis QC verifies in a BlockResponse after a restart
             # too (without it a restarted node dropped every response reaching down to block 1).
@@ -62,6 +67,9 @@ def build_replica(
     head = chain.head if restarting else switch.ending
     at_root = head.block_id == switch.ending.block_id
     validators = make_validator_set(config)
+    safety = load_safety(store) if restarting else None
+    if restarting and node_id in validators:
+        check_signing_start(store, safety)  # rule 3
     return Replica(
         config=compute_epoch_consensus_config(base_config, config),
         validators=validators,
@@ -71,7 +79,7 @@ def build_replica(
         app=chain,
         committed=head,
         high_qc=switch.root_qc if at_root else committed_qc(),
-        safety=load_safety(store) if restarting else None,
+        safety=safety,
         now_ms=now_ms,
         genesis_id=chain.genesis_id,
         blocks=chain.pending_blocks() if restarting else (),

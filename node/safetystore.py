@@ -10,6 +10,12 @@ Rules this module keeps (consensus/safety.py P1; docs/consensus.md, "What is per
    validator already signed in. A previous copy without a newest one is refused the same way.
 3. Upgrade path: a store written before sealing (the unsealed `put_meta` record, both of its
    layouts, `consensus.safety.load_safety_data`) is read as it is and sealed at the next save.
+5. A store restored from a snapshot (node/snapshot_ops.py rule 3: sealed marker
+   `restored_from_snapshot`) holds no safety data, yet its key may have voted before the
+   backup was lost: `check_signing_start` refuses to let a validator start signing on it until
+   safety data exists (rule 4's reset, with R at least the highest round any validator reports:
+   the key signs nothing at or below it). A store that was never restored keeps the old
+   behaviour (no safety data = a validator that never signed).
 4. Recovery (`gmchain db safety-reset PATH --round R`, node stopped): writes SafetyData whose
    rounds are all R, of the store's current epoch, so the validator signs nothing in a round
    <= R of that epoch. The operator takes R from the
@@ -29,8 +35,10 @@ from gmchain.ledger.store import Store, StoreCorrupt, StoreError
 from gmchain.ledger.types import Round
 
 __all__ = [
+    "META_RESTORED",
     "META_SAFETY",
     "META_SAFETY_PREVIOUS",
+    "check_signing_start",
     "is_sealed_safety_record",
     "load_safety",
     "main",
@@ -42,6 +50,22 @@ log = logging.getLogger("gmchain.node")
 
 META_SAFETY = "consensus_safety"
 META_SAFETY_PREVIOUS = META_SAFETY + ".previous"
+META_RESTORED = "restored_from_snapshot"  # rule 5; node/snapshot_ops.py writes it
+
+
+def check_signing_start(store: Store, safety: SafetyData | None) -> None:
+    """Rule 5: raise StoreError if this store was restored from a snapshot and holds no safety
+    data, for a node about to sign with a validator key."""
+    if safety is not None or store.get_sealed_meta(META_RESTORED) is None:
+        return
+    raise StoreError(
+        f"{store.path} was restored from a snapshot and holds no consensus safety data, and "
+        "this node's key is a validator: it may have voted in rounds this store does not "
+        "know, and voting again could sign two blocks in one round. Keep it stopped, take the "
+        "highest `round` any other validator reports (`gmchain status`), then run "
+        f"`gmchain db safety-reset {store.path} --round R` with R at least that round "
+        '(docs/ops.md, "Backup, restore and fast join")'
+    )
 
 
 def _recovery(path: str) -> str:

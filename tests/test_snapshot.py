@@ -1,0 +1,295 @@
+"""Snapshot, restore and fast join (ledger/snapshot.py, chain/fastjoin.py, node/snapshot_ops.py).
+
+A real single-validator node (in-process, real LevelDB, real SM2 certificates) makes a chain; a
+snapshot taken while it runs is restored into a new data directory by checking it against the
+genesis. Tampered snapshots are rebuilt with a correct manifest (what an untrusted site can do),
+so each is refused by the chain check named in its test, not by the file checksum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+from gmchain.chain.executor import compute_state_hash
+from gmchain.chain.fastjoin import FastJoinError
+from gmchain.consensus.messages import CommitProof
+from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger import store_keys as k
+from gmchain.ledger.snapshot import MAGIC, TRAILER, SnapshotError, read_manifest, write_snapshot
+from gmchain.ledger.store import Store, StoreError
+from gmchain.ledger.types import Block, GenesisValidator, Height, QuorumCert, Round
+from gmchain.ledger.wire import HASH_PREFIXES
+from gmchain.node.config import NodeConfig
+from gmchain.node.safetystore import reset_safety
+from gmchain.node.service import NodeService
+from gmchain.node.snapshot_ops import restore_snapshot
+from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
+
+# --- the write set record ---------------------------------------------------------------------
+
+
+def test_write_set_round_trips_and_has_one_encoding() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        writes: dict[tuple[str, bytes], bytes | None] = {}
+        for _ in range(rng.randrange(0, 12)):
+            ns = rng.choice(["membership", "evidence", "gov", "é"])
+            key = rng.randbytes(rng.randrange(0, 6))
+            writes[(ns, key)] = None if rng.random() < 0.3 else rng.randbytes(rng.randrange(9))
+        raw = k.encode_write_set(writes)
+        assert k.decode_write_set(raw) == writes
+        assert k.encode_write_set(k.decode_write_set(raw)) == raw
+
+
+def test_write_set_decode_refuses_other_bytes() -> None:
+    raw = k.encode_write_set({("a", b"1"): b"x", ("a", b"2"): None})
+    for bad in (raw + b"\x00", raw[:-1], b"\x02" + raw[1:]):
+        with pytest.raises(ValueError):
+            k.decode_write_set(bad)
+    # the same two entries in descending order: not the one encoding
+    one = k.encode_write_set({("a", b"2"): None})[5:]
+    two = k.encode_write_set({("a", b"1"): b"x"})[5:]
+    with pytest.raises(ValueError, match="ascending"):
+        k.decode_write_set(b"\x01" + struct.pack(">I", 2) + one + two)
+
+
+# --- a chain to snapshot ----------------------------------------------------------------------
+
+
+async def _make_chain(tmp_path: Path, net: TestNet, out: Path, batches: int = 4) -> int:
+    """Commit a few blocks of evidence txs; snapshot the RUNNING node's store; return height."""
+    (tmp_path / "src").mkdir()
+    async with running_service(tmp_path / "src", net) as svc:
+        for b in range(batches):
+            h = svc.height()
+            txs = [
+                sign_tx(net.accounts[i % 3], expiry=h + 40, args=evidence_args(f"s{b}-{i}"))
+                for i in range(6)
+            ]
+            ids = await asyncio.gather(*(svc.submit_raw_tx(t.encode()) for t in txs))
+            for tx_id in ids:
+                assert await svc.wait_tx(tx_id, 60) is not None
+        write_snapshot(svc.store, out, created_ms=1)
+        return int(svc.height())
+
+
+def _records(path: Path) -> tuple[list[tuple[bytes, bytes]], dict[str, object]]:
+    """The records and manifest of a snapshot, read as docs/ops.md describes the format."""
+    data = path.read_bytes()
+    assert data.startswith(MAGIC) and data.endswith(TRAILER)
+    n = struct.unpack(">I", data[-len(TRAILER) - 4 : -len(TRAILER)])[0]
+    manifest = json.loads(data[-len(TRAILER) - 4 - n : -len(TRAILER) - 4])
+    body = data[len(MAGIC) : len(MAGIC) + manifest["contentBytes"]]
+    out, pos = [], 0
+    while pos < len(body):
+        kl = struct.unpack(">I", body[pos : pos + 4])[0]
+        key = body[pos + 4 : pos + 4 + kl]
+        pos += 4 + kl
+        vl = struct.unpack(">I", body[pos : pos + 4])[0]
+        out.append((key, body[pos + 4 : pos + 4 + vl]))
+        pos += 4 + vl
+    return out, manifest
+
+
+def _rewrite(path: Path, records: dict[bytes, bytes], manifest: dict[str, object]) -> None:
+    """Write `records` as a well-formed snapshot whose manifest matches them (an attacker's)."""
+    digest = sm3_hash(HASH_PREFIXES["snapshot-content"])
+    body = b""
+    for key in sorted(records):
+        rec = struct.pack(">I", len(key)) + key + struct.pack(">I", len(records[key]))
+        rec += records[key]
+        digest = sm3_hash(digest + rec)
+        body += rec
+    manifest = {**manifest, "entries": len(records), "contentBytes": len(body)}
+    manifest["contentSm3"] = digest.hex()
+    if k.META_HEAD in records:
+        h, bh = k.decode_head(records[k.META_HEAD])
+        manifest.update(height=h, headHash=bh.hex())
+    blob = json.dumps(manifest, sort_keys=True).encode()
+    path.write_bytes(MAGIC + body + blob + struct.pack(">I", len(blob)) + TRAILER)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestNet, Path, int, Path]:
+    tmp = tmp_path_factory.mktemp("snap")
+    net = make_net(3, replay_window=50)
+    snap = tmp / "a.gmsnap"
+    height = asyncio.run(_make_chain(tmp, net, snap))
+    return net, snap, height, tmp / "src" / "db"
+
+
+def _all(path: Path) -> dict[bytes, bytes]:
+    with Store.open(path, create=False) as s, s.snapshot() as v:
+        return {key: val for key, val in v.iter_records() if key[:1] not in (b"u", b"v")}
+
+
+def test_restore_rebuilds_the_same_store(made: tuple[TestNet, Path, int, Path], tmp_path: Path):
+    net, snap, height, src = made
+    assert height >= 3
+    m = read_manifest(snap)
+    assert (m.height, m.chain_id) == (height, net.genesis.chain_id)
+    assert m.genesis_hash == net.genesis.compute_hash().hex()
+    _, report = restore_snapshot(snap, tmp_path / "new", net.genesis)
+    assert report.height == height and report.transactions == 24
+    assert report.certificates_checked >= 1
+    ours, theirs = _all(src), _all(tmp_path / "new")
+    assert ours == theirs  # every record but caller metadata, byte for byte
+    with Store.open(tmp_path / "new", create=False) as s:
+        s.check_consistency(deep=True)
+        assert s.get_write_set(height) is not None
+        assert (
+            s.get_meta("consensus_safety") is None and s.get_sealed_meta("consensus_safety") is None
+        )
+
+
+def _tampered(made: tuple[TestNet, Path, int, Path], tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    _, snap, height, _ = made
+    recs, manifest = _records(snap)
+    records = dict(recs)
+    change(records, height)
+    out = tmp_path / "bad.gmsnap"
+    _rewrite(out, records, manifest)
+    return out
+
+
+def _refused(made, tmp_path: Path, change, match: str) -> None:  # type: ignore[no-untyped-def]
+    net = made[0]
+    bad = _tampered(made, tmp_path, change)
+    with pytest.raises((FastJoinError, SnapshotError, StoreError), match=match):
+        restore_snapshot(bad, tmp_path / "target", net.genesis)
+    assert not (tmp_path / "target").exists()  # nothing written
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.gmsnap"]  # no scratch left
+
+
+def test_flipped_state_value_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def change(r: dict[bytes, bytes], _: int) -> None:
+        key = next(key for key in sorted(r) if key.startswith(b"S\x08evidence"))
+        r[key] = r[key][:-1] + bytes([r[key][-1] ^ 1])
+
+    _refused(made, tmp_path, change, "state differs from what its blocks' write sets give")
+
+
+def test_flipped_write_set_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def change(r: dict[bytes, bytes], h: int) -> None:
+        at = next(i for i in range(1, h + 1) if k.decode_write_set(r[k.k_writes(i)]))
+        ws = k.decode_write_set(r[k.k_writes(at)])
+        key = next(iter(ws))
+        ws[key] = (ws[key] or b"") + b"!"
+        r[k.k_writes(at)] = k.encode_write_set(ws)
+
+    _refused(made, tmp_path, change, r"block \d+: its write set does not give the header's state")
+
+
+def test_dropped_block_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _refused(made, tmp_path, lambda r, h: r.pop(k.k_block(2)), "block 2 is missing")
+
+
+def test_head_without_certificate_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _refused(made, tmp_path, lambda r, h: r.pop(k.k_proof(h)), "no commit certificate for the head")
+
+
+def test_forged_head_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    net = made[0]
+
+    def change(r: dict[bytes, bytes], h: int) -> None:
+        head = Block.decode(r[k.k_block(h)]).header
+        qc = QuorumCert(epoch=0, block_id=head.block_id, round=head.round, height=head.height)
+        forged = dataclasses.replace(
+            head,
+            height=Height(h + 1),
+            round=Round(head.round + 1),
+            parent_id=head.block_id,
+            tx_count=0,
+            tx_root=k.sm3_hash(b""),
+            receipt_root=k.sm3_hash(b""),
+            state_hash=compute_state_hash(head.state_hash, {}),
+            justify=qc,
+        )
+        # a child and a QC signed by a key that is not a validator (an attacker's)
+        child = dataclasses.replace(
+            forged,
+            height=Height(h + 2),
+            round=Round(forged.round + 1),
+            parent_id=forged.block_id,
+            justify=QuorumCert(
+                epoch=0, block_id=forged.block_id, round=forged.round, height=forged.height
+            ),
+        )
+        me = GenesisValidator(pubkey=net.outsider.public_key.to_bytes(), power=1, org="x")
+        root = QuorumCert.signing_root(net.genesis.chain_id, 0, child.block_id, child.round, h + 2)
+        sig = net.outsider.sign(root)
+        proof = CommitProof(
+            header=child,
+            qc=QuorumCert(
+                epoch=0,
+                block_id=child.block_id,
+                round=child.round,
+                height=child.height,
+                signatures=((me.node_id, sig),),
+            ),
+        )
+        r[k.k_block(h + 1)] = Block(header=forged, txs=()).encode()
+        r[k.k_writes(h + 1)] = k.encode_write_set({})
+        r[k.k_proof(h + 1)] = proof.encode()
+        r[k.META_HEAD] = k.encode_head(h + 1, forged.block_id)
+
+    _refused(made, tmp_path, change, "does not verify against the trusted validator set")
+
+
+def test_damaged_file_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    net, snap, _, _ = made
+    data = bytearray(snap.read_bytes())
+    data[len(MAGIC) + 100] ^= 0x40
+    bad = tmp_path / "bad.gmsnap"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError):
+        restore_snapshot(bad, tmp_path / "target", net.genesis)
+    bad.write_bytes(snap.read_bytes()[:-3])
+    with pytest.raises(SnapshotError, match="truncated or damaged"):
+        restore_snapshot(bad, tmp_path / "target", net.genesis)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gmsnap"]
+
+
+def test_other_chain_and_non_empty_target_are_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    net, snap, _, _ = made
+    other = make_net(1)
+    with pytest.raises(StoreError, match="another genesis"):
+        restore_snapshot(snap, tmp_path / "t", other.genesis)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    with pytest.raises(StoreError, match="not an empty directory"):
+        restore_snapshot(snap, tmp_path / "full", net.genesis)
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["x"]
+
+
+async def test_restored_validator_refuses_to_sign_until_safety_reset(
+    made,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    net, snap, height, _ = made
+    restore_snapshot(snap, tmp_path / "db", net.genesis)
+    cfg = NodeConfig(data_dir=str(tmp_path / "db"), genesis_file="-", key_file="-")
+    with Store.open(tmp_path / "db", chain_id=net.genesis.chain_id) as store:
+        with pytest.raises(StoreError, match="restored from a snapshot"):
+            NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
+        # (A lone validator: no other one can hand it the block it certified above the head,
+        # so the reset names the head's round; with peers, the highest round they report.)
+        head_round = Block.decode(store.get_block_by_height(height) or b"").header.round
+        reset_safety(store, head_round)
+        svc = NodeService(config=cfg, genesis=net.genesis, key=net.node_key, store=store)
+        await svc.start()
+        try:
+            h = svc.height()
+            tx = sign_tx(net.accounts[0], expiry=h + 40, args=evidence_args("after-restore"))
+            tx_id = await svc.submit_raw_tx(tx.encode())
+            assert await svc.wait_tx(tx_id, 60) is not None
+            assert svc.height() > height
+        finally:
+            await svc.stop()
