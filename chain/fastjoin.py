@@ -33,7 +33,8 @@ Rules this module keeps:
    whose state differs from what its history says is refused.
 6. Any failure raises `FastJoinError` with the height and the check that failed; the caller
    builds into a scratch directory and publishes it only when this returned (nothing written to
-   the target otherwise).
+   the target otherwise). Blocks are written unsynced (one fsync per block would dominate the
+   time); the caller's next synced write makes them durable, LevelDB's log being sequential.
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ class _Joiner:
                 acc_nodes={key: v for key, v in nodes.items() if key[0] > 0},
                 commit_proof=proof,
                 epoch_record=None if record is None else (record[1].epoch, record[0]),
-            )
+            ),
+            sync=False,  # rule 6: a scratch store; the caller's last write is synced
         )
         if last and proof:
             self.certified_head = True

@@ -327,18 +327,19 @@ class Store:
 
     # ---------------------------------------------------------------- the write path
 
-    def commit_block(self, w: BlockWrite) -> None:
+    def commit_block(self, w: BlockWrite, *, sync: bool = True) -> None:
         """Write block `w` and everything derived from it in ONE synced transactional batch.
 
         `w.height` must be head + 1 (0 for genesis). Raises StoreError and writes nothing if any
-        check fails or the batch cannot be written.
+        check fails or the batch cannot be written. `sync=False` only for a scratch store that
+        is synced once before it is used (a restore: node/snapshot_ops.py rule 2).
         """
         with self._lock:
             if self._db.closed:
                 raise StoreError("ledger store is closed")
             new_nodes = self._validate(w)
             try:
-                with self._db.write_batch(transaction=True, sync=True) as b:
+                with self._db.write_batch(transaction=True, sync=sync) as b:
                     self._put_block(b, w, new_nodes)
             except plyvel.Error as e:
                 raise StoreError(f"writing block {w.height} failed, nothing written: {e}") from e
