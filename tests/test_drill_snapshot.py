@@ -1,7 +1,9 @@
 """Drill (issue 14, acceptance line 3): snapshot -> restore -> fast join, with real processes.
 
 Four validators and an observer that has never run (`gmchain cluster init --observers 1`). Under
-load, `gmchain db snapshot` takes a snapshot of a RUNNING validator through its admin socket;
+load, the committee changes a chain parameter (`set_param`: the chain enters epoch 1, so the
+joiner must follow an epoch record and check later certificates with epoch 1's set); then
+`gmchain db snapshot` takes a snapshot of a RUNNING validator through its admin socket;
 `gmchain db restore` rebuilds the observer's empty data directory from it, checked against the
 genesis' certificates (no replay); the observer starts at the snapshot's height, syncs the rest
 from its peers and follows. Its block hashes (so its state_hash) equal the others' at every
@@ -19,7 +21,14 @@ from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger import store_keys as k
 from gmchain.ledger.snapshot import MAGIC, TRAILER
 from gmchain.ledger.wire import HASH_PREFIXES
-from tests.cluster_helpers import LoadGen, check_invariants, rpc_call, running_cluster
+from tests.cluster_gov import Governance
+from tests.cluster_helpers import (
+    LoadGen,
+    check_invariants,
+    rpc_call,
+    running_cluster,
+    wait_until,
+)
 from tests.node_helpers import run_gmchain
 
 RATE = 40.0
@@ -71,12 +80,18 @@ def _tampered(snap: Path, out: Path, what: str) -> Path:
 
 def test_snapshot_restore_fast_join_drill(tmp_path: Path) -> None:
     with running_cluster(
-        tmp_path / "c", observers=1, start=["node0", "node1", "node2", "node3"]
+        tmp_path / "c", observers=1, start=["node0", "node1", "node2", "node3"], org_admins=True
     ) as (c, _):
         validators = c.validators
         joiner = next(n for n in c.names if n not in validators)
         load = LoadGen(c, validators, rate=RATE).start()
         try:
+            c.wait_height(10, validators, timeout_s=120)
+            gov = Governance(c, via=validators, committee=["org1", "org2", "org3", "org4"])
+            gov.decide("set_param", ["block_max_txs", 4000])
+            wait_until(
+                lambda: rpc_call(c.rpc_port("node1"), "gm_getEpoch")["epoch"] >= 1, 60, "epoch 1"
+            )
             c.wait_height(30, validators, timeout_s=120)
             # 1. Online snapshot of a running validator.
             snap = tmp_path / "node1.gmsnap"
@@ -105,7 +120,7 @@ def test_snapshot_restore_fast_join_drill(tmp_path: Path) -> None:
             # 3. Restore (fast join) into the observer's new data directory, then start it.
             r = run_gmchain("db", "restore", "--snapshot", str(snap), "--config", target_cfg)
             assert r.returncode == 0, r.stdout + r.stderr
-            assert f"height {h_snap}" in r.stdout
+            assert f"height {h_snap}" in r.stdout and "epoch 1," in r.stdout
             c.start([joiner])
             st = c.status(joiner)
             assert st is not None and st["role"] == "observer"
@@ -114,7 +129,7 @@ def test_snapshot_restore_fast_join_drill(tmp_path: Path) -> None:
             c.wait_height(target + 5, [joiner], timeout_s=120)
         finally:
             load.stop()
-        rep = check_invariants(c, load.acked, c.names, expiry=load.expiry)
+        rep = check_invariants(c, {**load.acked, **gov.acked}, c.names, expiry=load.expiry)
         print(rep)
         # 4. Same block hash and state_hash at every common height (check_invariants compared
         #    the hashes; the state_hash is read here from two nodes' headers as well).

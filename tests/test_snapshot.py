@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import stat
 import struct
 from pathlib import Path
 
@@ -29,7 +30,12 @@ from gmchain.ledger.wire import HASH_PREFIXES
 from gmchain.node.config import NodeConfig
 from gmchain.node.safetystore import reset_safety
 from gmchain.node.service import NodeService
-from gmchain.node.snapshot_ops import restore_snapshot
+from gmchain.node.snapshot_ops import (
+    AdminSocket,
+    admin_socket_path,
+    restore_snapshot,
+    take_snapshot,
+)
 from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
 
 # --- the write set record ---------------------------------------------------------------------
@@ -293,3 +299,46 @@ async def test_restored_validator_refuses_to_sign_until_safety_reset(
             assert svc.height() > height
         finally:
             await svc.stop()
+
+
+async def test_admin_socket_snapshot_of_a_running_node(tmp_path: Path) -> None:
+    """The running node answers `db snapshot` on a 0600 Unix socket and keeps committing; a
+    stopped node's store is read directly (node/snapshot_ops.py rule 1)."""
+    net = make_net(2, replay_window=50)
+    (tmp_path / "n").mkdir()
+    async with running_service(tmp_path / "n", net) as svc:
+        sock = admin_socket_path(svc.store.path)
+        admin = AdminSocket(svc.store, sock)
+        await admin.start()
+        try:
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+            h = svc.height()
+            tx = sign_tx(net.accounts[0], expiry=h + 40, args=evidence_args("sock-1"))
+            assert await svc.wait_tx(await svc.submit_raw_tx(tx.encode()), 30) is not None
+            m = await asyncio.to_thread(take_snapshot, svc.store.path, tmp_path)
+            assert m["height"] >= 1 and m["chainId"] == net.genesis.chain_id
+            out = tmp_path / f"snapshot-{net.genesis.chain_id}-{m['height']}.gmsnap"
+            assert read_manifest(out).content_sm3 == m["contentSm3"]
+            # a relative path is refused by the node (it would resolve against its own cwd)
+            with pytest.raises(StoreError, match="absolute"):
+                request_raw = {"op": "snapshot", "out": "rel.gmsnap"}
+                await _ask(sock, request_raw)
+            tx = sign_tx(net.accounts[1], expiry=h + 40, args=evidence_args("sock-2"))
+            assert await svc.wait_tx(await svc.submit_raw_tx(tx.encode()), 30) is not None
+        finally:
+            await admin.stop()
+        assert not sock.exists()
+    m2 = take_snapshot(str(tmp_path / "n" / "db"), tmp_path / "stopped.gmsnap")
+    assert m2["height"] > m["height"]
+    _, report = restore_snapshot(tmp_path / "stopped.gmsnap", tmp_path / "r", net.genesis)
+    assert report.height == m2["height"]
+
+
+async def _ask(sock: Path, req: dict[str, object]) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(sock))
+    writer.write(json.dumps(req).encode() + b"\n")
+    await writer.drain()
+    answer = json.loads(await reader.readline())
+    writer.close()
+    if not answer["ok"]:
+        raise StoreError(answer["error"])
