@@ -28,12 +28,11 @@ only crypto_sm, ledger, consensus' certificate checker and the chain's genesis d
 
 Rules `verify_full_proof` and `verify_header_chain` keep:
 1. Everything is checked from bytes: decode, recompute, compare — never trust a field's claim.
-2. Trust comes only from the caller's `TrustAnchor` (from the genesis, or a validator set and
-   chain id the caller names): there is no default, and nothing inside the bundle is used as a
-   validator set or a chain id.
-3. Every certificate is checked completely: the headers link by parent id and consecutive
-   heights, the child names the tip and follows it by one round, the QC names the child, and both
-   the QC and the child's own justify QC carry signatures of more than 2/3 of the voting power.
+2. Trust comes only from the caller's `TrustAnchor` (the genesis, or a set and chain id the
+   caller names): no default; nothing inside the bundle is used as a validator set or chain id.
+3. Every certificate is checked completely: headers link by parent id and consecutive heights,
+   the child names the tip and follows it by one round, the QC names the child, and both QCs carry
+   valid signatures of > 2/3 of the voting power (SM2 skipped only by `signatures=False`).
 4. Any malformed input raises `ProofCheckError` with a reason in words, never another exception;
    a malformed trust anchor raises `TrustAnchorError`. Both are ValueErrors.
 5. A vote's signing root names the chain id, not the genesis (docs/protocol.md §6), so a
@@ -311,13 +310,15 @@ def check_certificate(
     *,
     first: BlockHeader | None = None,
     what: str = "certificate",
+    signatures: bool = True,
 ) -> list[BlockHeader]:
     """The object-level check behind `verify_header_chain` (rules 3, 5 and 6): `cert` against
-    `trust`'s set, which must be of the headers' epoch; return its headers. Raises
-    ProofCheckError (crosschain/xclient.py calls this on decoded `ClientUpdate`s)."""
+    `trust`'s set, of the headers' epoch; return its headers, or raise ProofCheckError (also
+    for crosschain/xclient.py). `signatures=False` (chain/fastjoin.py rule 4 only) checks all
+    but the SM2 signatures (signers of the set, a quorum): for QCs inside certified headers."""
 
     def check() -> list[BlockHeader]:
-        headers = _check_cert(cert, first, _checker(trust), what)
+        headers = _check_cert(cert, first, _checker(trust, signatures), what)
         _check_genesis(headers, trust.genesis)
         return headers
 
@@ -335,9 +336,8 @@ def check_epoch_change(
     """Rule 6 for one epoch change (an `epoch_proof` entry, or an `EpochChange` of a client
     update): `cert` is checked with `trust`'s set, which must be of `change_epoch`; its first
     header E must carry `next_validators_hash` = the commitment to epoch `change_epoch + 1` and
-    `next_validators` (ledger/epoch.py rule 3); return
-    the trust anchor of epoch `change_epoch + 1` (that set, `trust`'s chain id and genesis).
-    Raises ProofCheckError."""
+    `next_validators` (ledger/epoch.py rule 3); return the trust anchor of epoch
+    `change_epoch + 1` (that set, `trust`'s chain id and genesis). Raises ProofCheckError."""
     return _guarded(
         lambda: _check_epoch_change(
             change_epoch, cert, next_validators, trust, what or f"epoch change {change_epoch}"
@@ -521,14 +521,14 @@ def _check_genesis(
     return genesis_hash if low else None
 
 
-def _checker(trust: TrustAnchor) -> CertChecker:
+def _checker(trust: TrustAnchor, signatures: bool = True) -> CertChecker:
     vset = ValidatorSet(Validator(node_id=v.node_id, power=v.power) for v in trust.validators)
     keys = {NodeId(v.node_id): PublicKey.from_bytes(v.pubkey) for v in trust.validators}
 
     class _Verifier:
         def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
             key = keys.get(node_id)
-            return key is not None and key.verify(msg, sig)
+            return key is not None and (not signatures or key.verify(msg, sig))
 
     return CertChecker(
         chain_id=trust.chain_id,

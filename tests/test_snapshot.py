@@ -342,3 +342,18 @@ async def _ask(sock: Path, req: dict[str, object]) -> None:
     writer.close()
     if not answer["ok"]:
         raise StoreError(answer["error"])
+
+
+def test_intermediate_proof_with_a_bad_signature_is_refused(made, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A proof the chain does not vouch for (its QC differs from the next-but-one block's
+    justify) is checked with its SM2 signatures (chain/fastjoin.py rule 4)."""
+
+    def change(r: dict[bytes, bytes], h: int) -> None:
+        p = next(i for i in range(1, h - 2) if k.k_proof(i) in r)
+        proof = CommitProof.decode(r[k.k_proof(p)])
+        (signer, sig), *rest = proof.qc.signatures
+        bad = bytes([sig[0], sig[1] ^ 1]) + sig[2:]
+        qc = dataclasses.replace(proof.qc, signatures=((signer, bad), *rest))
+        r[k.k_proof(p)] = CommitProof(header=proof.header, qc=qc).encode()
+
+    _refused(made, tmp_path, change, "does not verify against the trusted validator set")
