@@ -62,6 +62,7 @@ __all__ = [
 log = logging.getLogger("gmchain.node")
 
 _REQUEST_MAX = 8192
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with its NUL (Linux)
 
 
 def admin_socket_path(data_dir: str | os.PathLike[str]) -> Path:
@@ -85,15 +86,22 @@ class AdminSocket:
         self._busy = asyncio.Lock()
 
     async def start(self) -> None:
+        """Listen; if the socket cannot be made (e.g. its path is longer than the 107 bytes a
+        Unix socket name may have), log a warning and go on: the node runs, and a snapshot then
+        needs the node stopped (`gmchain db snapshot` opens the store itself)."""
         if self._path.exists():
             with contextlib.suppress(OSError):  # a live node holds the store lock: not ours
                 self._path.unlink()
         old = os.umask(0o177)
         try:
+            if len(os.fsencode(self._path)) > _SUN_PATH_MAX:
+                raise OSError(f"path longer than {_SUN_PATH_MAX} bytes")
             self._server = await asyncio.start_unix_server(self._handle, path=str(self._path))
+            os.chmod(self._path, 0o600)
+        except OSError as e:
+            log.warning("no admin socket at %s (%s): online snapshots are off", self._path, e)
         finally:
             os.umask(old)
-        os.chmod(self._path, 0o600)
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -141,6 +141,9 @@ def main() -> None:
     _, report = restore_snapshot(snap, d / "joined", genesis)
     join_s = time.perf_counter() - t0
     replay_s, replay_head = _replay(d / "src", d / "replayed", genesis)
+    with Store.open(d / "src", create=False) as s, s.snapshot() as view:
+        sizes = [(key[:1], len(key) + len(v)) for key, v in view.iter_records()]
+    ws_share = sum(n for p, n in sizes if p == b"W") / sum(n for _, n in sizes)
     assert report.head_hash == replay_head, "replay and fast join disagree"
     print(
         json.dumps(
@@ -154,6 +157,7 @@ def main() -> None:
                 "replay_s": round(replay_s, 2),
                 "speedup": round(replay_s / join_s, 2),
                 "certificates_checked": report.certificates_checked,
+                "write_sets_share_of_store": round(ws_share, 3),
                 "loadavg_1m": os.getloadavg()[0],
                 "cpus": os.cpu_count(),
             }

@@ -595,7 +595,7 @@ _PREFIX_USE = {
     "sealed-record": "the checksum of a sealed store record: SM3(string \u2016 payload); on disk "
     "only, never on the wire",
     "snapshot-content": "the SM3 chain over a snapshot file's records: d0 = SM3(string), "
-    "d_i = SM3(d_i-1 \u2016 record i), docs/ops.md \"Backup, restore and fast join\"; in files "
+    'd_i = SM3(d_i-1 \u2016 record i), docs/ops.md "Backup, restore and fast join"; in files '
     "only, never on the wire",
 }
 
