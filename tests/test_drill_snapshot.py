@@ -121,6 +121,7 @@ def test_snapshot_restore_fast_join_drill(tmp_path: Path) -> None:
             r = run_gmchain("db", "restore", "--snapshot", str(snap), "--config", target_cfg)
             assert r.returncode == 0, r.stdout + r.stderr
             assert f"height {h_snap}" in r.stdout and "epoch 1," in r.stdout
+            print(r.stdout)  # (with -s: how long the fast join took)
             c.start([joiner])
             st = c.status(joiner)
             assert st is not None and st["role"] == "observer"
