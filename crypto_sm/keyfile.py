@@ -43,6 +43,7 @@ __all__ = [
     "MAX_ITERATIONS",
     "MIN_ITERATIONS",
     "decode_key_file",
+    "derive_passphrase_key",
     "encode_key_file",
     "load_private_key",
     "save_private_key",
@@ -64,6 +65,12 @@ def _kek(passphrase: bytes, salt: bytes, iterations: int) -> bytes:
         raise CryptoError("a non-empty passphrase is required for a private key file")
     kdf = PBKDF2HMAC(algorithm=hashes.SM3(), length=16, salt=salt, iterations=iterations)
     return kdf.derive(passphrase)
+
+
+def derive_passphrase_key(passphrase: bytes, salt: bytes, iterations: int) -> bytes:
+    """The 16-byte SM4 key PBKDF2-HMAC-SM3 derives from a passphrase (the key files' KDF; also
+    ledger/snapshot_crypt.py's). Raises CryptoError for an empty passphrase."""
+    return _kek(passphrase, salt, iterations)
 
 
 def encode_key_file(

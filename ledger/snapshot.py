@@ -153,7 +153,8 @@ def write_snapshot(store: Store, out: str | os.PathLike[str], *, created_ms: int
     seen: dict[bytes, bytes] = {}
     wanted = (k.META_HEAD, k.META_CHAIN_ID, k.META_VERSION, k.k_header(0))
     try:
-        with store.snapshot() as view, open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # every org's data
+        with store.snapshot() as view, os.fdopen(fd, "wb") as f:
             f.write(MAGIC)
             for key, value in view.iter_records():
                 if key[:1] in EXCLUDED_PREFIXES:

@@ -8,17 +8,22 @@ input. The work is node/snapshot_ops.py's; this module only parses and prints.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from gmchain.chain.fastjoin import FastJoinError
+from gmchain.ledger.snapshot_crypt import encrypt_snapshot, is_encrypted
 from gmchain.ledger.store import StoreError
 from gmchain.node.config import ConfigError, load_config, load_genesis
 from gmchain.node.snapshot_ops import restore_snapshot, take_snapshot
 
-__all__ = ["main"]
+__all__ = ["PASSPHRASE_ENV", "main"]
+
+PASSPHRASE_ENV = "GMCHAIN_SNAPSHOT_PASSPHRASE"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         help="snapshot file to write, or an existing directory (then "
         "snapshot-<chain>-<height>.gmsnap in it)",
     )
+    s.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt the file with SM4-GCM under a passphrase ($GMCHAIN_SNAPSHOT_PASSPHRASE, "
+        "or asked for); the plain snapshot exists only while the command runs, next to --out",
+    )
     r = sub.add_parser(
         "restore",
         help="rebuild a data directory from a snapshot, checked against the genesis' "
@@ -60,9 +71,37 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _passphrase(*, confirm: bool) -> bytes:
+    """$GMCHAIN_SNAPSHOT_PASSPHRASE, or asked for on the terminal (twice when `confirm`)."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise ConfigError(f"the snapshot passphrase: set ${PASSPHRASE_ENV} (no terminal to ask)")
+    pw = getpass.getpass("snapshot passphrase: ")
+    if confirm and getpass.getpass("again: ") != pw:
+        raise ConfigError("the two passphrases differ")
+    if not pw:
+        raise ConfigError("an empty passphrase encrypts nothing")
+    return pw.encode()
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    manifest = take_snapshot(cfg.data_dir, Path(args.out))
+    out = Path(args.out)
+    if not args.encrypt:
+        manifest = take_snapshot(cfg.data_dir, out)
+    else:
+        pw = _passphrase(confirm=True)
+        plain = (out if out.is_dir() else out.parent) / f".plain-{os.getpid()}.gmsnap"
+        try:
+            manifest = take_snapshot(cfg.data_dir, plain)
+            if out.is_dir():
+                out = out / f"snapshot-{manifest['chainId']}-{manifest['height']}.gmsnap.sm4"
+            encrypt_snapshot(plain, out, pw)
+        finally:
+            plain.unlink(missing_ok=True)
+        manifest = {**manifest, "encryptedFile": str(out)}
     print(json.dumps(manifest, indent=2, sort_keys=True))
     return 0
 
@@ -86,8 +125,10 @@ def _restore(args: argparse.Namespace) -> int:
             step[0] = now
             print(f"  checked and rebuilt block {h} of {head}", flush=True)
 
+    snap = Path(args.snapshot)
+    pw = _passphrase(confirm=False) if snap.is_file() and is_encrypted(snap) else None
     manifest, report = restore_snapshot(
-        Path(args.snapshot), Path(data_dir), genesis, progress=progress
+        snap, Path(data_dir), genesis, progress=progress, passphrase=pw
     )
     print(
         f"restored {data_dir}: chain {manifest.chain_id} height {report.height} "

@@ -46,6 +46,7 @@ from gmchain.ledger.snapshot import (
     stage_snapshot,
     write_snapshot,
 )
+from gmchain.ledger.snapshot_crypt import decrypt_snapshot, is_encrypted
 from gmchain.ledger.store import Store, StoreError
 from gmchain.ledger.types import Genesis
 from gmchain.node.safetystore import META_RESTORED
@@ -181,11 +182,24 @@ def restore_snapshot(
     genesis: Genesis,
     *,
     progress: Callable[[int, int], None] | None = None,
+    passphrase: bytes | None = None,
 ) -> tuple[Manifest, JoinReport]:
-    """Rule 2: check `snapshot` against `genesis` and rebuild the store at `target` from it.
-    Raises SnapshotError (damaged file), StoreError (target not empty, another chain) or
-    chain.fastjoin.FastJoinError (not the certified chain)."""
+    """Rule 2: check `snapshot` against `genesis` and rebuild the store at `target` from it
+    (an encrypted snapshot, ledger/snapshot_crypt.py, is decrypted with `passphrase` first).
+    Raises SnapshotError (damaged file, wrong passphrase), StoreError (target not empty, another
+    chain) or chain.fastjoin.FastJoinError (not the certified chain)."""
     _check_target(target)
+    if is_encrypted(snapshot):
+        if passphrase is None:
+            raise SnapshotError("the snapshot is encrypted: a passphrase is needed")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        plain = target.with_name(f"{target.name}.restore-{os.getpid()}.plain")
+        plain.unlink(missing_ok=True)
+        try:
+            decrypt_snapshot(snapshot, plain, passphrase)
+            return restore_snapshot(plain, target, genesis, progress=progress)
+        finally:
+            plain.unlink(missing_ok=True)
     manifest = read_manifest(snapshot)
     if manifest.chain_id != genesis.chain_id:
         raise StoreError(

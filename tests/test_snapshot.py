@@ -22,12 +22,13 @@ from gmchain.chain.executor import compute_state_hash
 from gmchain.chain.fastjoin import FastJoinError
 from gmchain.consensus.messages import CommitProof
 from gmchain.crypto_sm import sm3_hash
+from gmchain.ledger import snapshot_crypt
 from gmchain.ledger import store_keys as k
 from gmchain.ledger.snapshot import MAGIC, TRAILER, SnapshotError, read_manifest, write_snapshot
 from gmchain.ledger.store import Store, StoreError
 from gmchain.ledger.types import Block, GenesisValidator, Height, QuorumCert, Round
 from gmchain.ledger.wire import HASH_PREFIXES
-from gmchain.node.config import NodeConfig
+from gmchain.node.config import NodeConfig, save_genesis
 from gmchain.node.safetystore import reset_safety
 from gmchain.node.service import NodeService
 from gmchain.node.snapshot_ops import (
@@ -36,7 +37,14 @@ from gmchain.node.snapshot_ops import (
     restore_snapshot,
     take_snapshot,
 )
-from tests.node_helpers import TestNet, evidence_args, make_net, running_service, sign_tx
+from tests.node_helpers import (
+    TestNet,
+    evidence_args,
+    make_net,
+    run_gmchain,
+    running_service,
+    sign_tx,
+)
 
 # --- the write set record ---------------------------------------------------------------------
 
@@ -366,3 +374,52 @@ async def test_admin_socket_with_a_too_long_path_does_not_stop_the_node(tmp_path
     await admin.start()  # logs a warning, raises nothing
     assert not (deep / "db.admin.sock").exists()
     await admin.stop()
+
+
+# --- encryption at rest (ledger/snapshot_crypt.py) ----------------------------------------------
+
+
+def test_encrypted_snapshot_restores_and_refuses_tampering(
+    made,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    net, snap, height, src = made
+    monkeypatch.setattr(snapshot_crypt, "CHUNK", 4096)  # several chunks
+    monkeypatch.setattr(snapshot_crypt, "ITERATIONS", 10_000)  # the KDF's floor: fast
+    enc = tmp_path / "a.gmsnap.sm4"
+    snapshot_crypt.encrypt_snapshot(snap, enc, b"correct horse")
+    assert stat.S_IMODE(enc.stat().st_mode) == 0o600
+    data = enc.read_bytes()
+    assert snapshot_crypt.is_encrypted(enc) and b"evidence" not in data
+    with pytest.raises(SnapshotError, match="passphrase is needed"):
+        restore_snapshot(enc, tmp_path / "t", net.genesis)
+    with pytest.raises(SnapshotError, match="wrong passphrase"):
+        restore_snapshot(enc, tmp_path / "t", net.genesis, passphrase=b"wrong")
+    chunk = 4 + 4096 + 16
+    head = len(snapshot_crypt.MAGIC) + 21
+    for bad in (
+        data[:-1] + bytes([data[-1] ^ 1]),  # a changed byte
+        data[: head + chunk],  # chunks dropped at the end
+        data[:head] + data[head + chunk : head + 2 * chunk] + data[head + chunk :],  # reordered
+        data + data[head : head + chunk],  # a chunk appended
+    ):
+        (tmp_path / "bad.sm4").write_bytes(bad)
+        with pytest.raises(SnapshotError):
+            restore_snapshot(tmp_path / "bad.sm4", tmp_path / "t", net.genesis, passphrase=b"x")
+        with pytest.raises(SnapshotError):
+            restore_snapshot(
+                tmp_path / "bad.sm4", tmp_path / "t", net.genesis, passphrase=b"correct horse"
+            )
+    assert not (tmp_path / "t").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gmsnap.sm4", "bad.sm4"]
+    # the CLI, passphrase from the environment
+    save_genesis(tmp_path / "genesis.json", net.genesis)
+    monkeypatch.setenv("GMCHAIN_SNAPSHOT_PASSPHRASE", "correct horse")
+    r = run_gmchain(
+        "db", "restore", "--snapshot", str(enc), "--data-dir", str(tmp_path / "t"),
+        "--genesis", str(tmp_path / "genesis.json"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"height {height}" in r.stdout
+    assert _all(tmp_path / "t") == _all(src)
