@@ -113,6 +113,13 @@ class NodeConfig:
     rpc_allowed_hosts: tuple[str, ...] = ()
     rpc_allowed_origins: tuple[str, ...] = ()
     rpc_error_log_per_minute: int = 10  # internal-error tracebacks logged (node/ratelog.py)
+    # TLS and read authentication (node/rpctls.py, node/rpcauth.py; docs/rpc.md "TLS", "Read
+    # authentication"): a PEM certificate chain and key (both or neither; re-read on SIGHUP);
+    # rpc_auth "off" (every read open) or "reads" (org data needs a login); a login's lifetime
+    rpc_tls_cert: str = ""
+    rpc_tls_key: str = ""
+    rpc_auth: str = "off"
+    rpc_session_ttl_s: int = 900
     # proofs (node/proofserve.py): the longest header chain one commit certificate may need, the
     # worker threads that assemble proofs off the event loop, and one client's share of them
     proof_max_span: int = 256
@@ -229,6 +236,9 @@ class NodeConfig:
 
     def _validate_rpc(self) -> None:
         """The rpc_* keys, checked by the RPC layer's own rules (one statement of them)."""
+        for name in ("rpc_tls_cert", "rpc_tls_key"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f'{name}: expected a path ("" = plain HTTP)')
         for name in ("rpc_allowed_hosts", "rpc_allowed_origins"):
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
@@ -252,6 +262,8 @@ class NodeConfig:
             genesis_file=abs_(self.genesis_file),
             key_file=abs_(self.key_file),
             log_file=abs_(self.log_file) if self.log_file else "",
+            rpc_tls_cert=abs_(self.rpc_tls_cert) if self.rpc_tls_cert else "",
+            rpc_tls_key=abs_(self.rpc_tls_key) if self.rpc_tls_key else "",
         )
 
 

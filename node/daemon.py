@@ -40,6 +40,7 @@ from gmchain.node.logsetup import ReopenableFileHandler, configure_logging, even
 from gmchain.node.opslog import RefusalSummary
 from gmchain.node.poolwal import PoolWal
 from gmchain.node.rpc import RpcConfig, RpcServer
+from gmchain.node.rpctls import TlsError
 from gmchain.node.service import EXIT_FATAL, NodeService
 
 __all__ = ["NodeHandle", "init_dev", "run_dev", "run_node", "start_node"]
@@ -95,7 +96,8 @@ class NodeHandle:
 
     @property
     def rpc_url(self) -> str:
-        return f"http://{self.service.config.rpc_host}:{self.rpc.port}"
+        scheme = "http" if self.rpc.tls is None else "https"
+        return f"{scheme}://{self.service.config.rpc_host}:{self.rpc.port}"
 
     async def stop(self) -> None:
         for x in reversed(self.extra):
@@ -221,7 +223,7 @@ async def _serve(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGHUP, _reopen_log, log_file)
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, log_file, handle.rpc)
     st = handle.service.status()
     log.info(
         "node %s started: %s of chain %s at height %d, node id %s, JSON-RPC %s, gmchain %s",
@@ -267,6 +269,13 @@ async def _serve(
     return 0
 
 
+def _on_sighup(handler: ReopenableFileHandler | None, rpc: RpcServer) -> None:
+    """SIGHUP: reopen the log file, and re-read the RPC TLS pair (node/rpctls.py rule 2)."""
+    _reopen_log(handler)
+    if rpc.tls is not None:
+        rpc.tls.reload()
+
+
 def _reopen_log(handler: ReopenableFileHandler | None) -> None:
     """SIGHUP: reopen the log file (after logrotate moved it); logs to stderr need nothing."""
     if handler is None:
@@ -308,7 +317,7 @@ def _run(cfg: NodeConfig, config_path: Path | None = None) -> int:
         pass
     try:
         return asyncio.run(_serve(cfg, log_file, config_path))
-    except (OSError, StoreError) as exc:  # (StoreError: a damaged store or pool log at start)
+    except (OSError, StoreError, TlsError) as exc:  # (a damaged store or pool log; TLS files)
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -75,6 +75,7 @@ from gmchain.node.rpcspec import (
     parse_params,
 )
 from gmchain.node.rpcsubs import RpcSubscriptions
+from gmchain.node.rpctls import RpcTls
 from gmchain.node.rpcvalidate import ReplyValidator, from_env
 from gmchain.node.rpcxc import XcMethods
 
@@ -127,6 +128,9 @@ class RpcServer:
         self._config = config or RpcConfig()
         self._config.validate()
         self._metrics = RpcMetrics()
+        # TLS (node/rpctls.py): loaded now, so an unusable pair stops the node at start
+        c = self._config
+        self.tls = None if not c.tls_cert else RpcTls(c.tls_cert, c.tls_key)
         self._error_log = LogLimiter(per_minute=self._config.error_log_per_minute)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -136,7 +140,6 @@ class RpcServer:
             h.lower() for h in (*LOCAL_HOSTS, *self._config.allowed_hosts, *_name_of(host))
         )
         self._origins = frozenset(o.lower().rstrip("/") for o in self._config.allowed_origins)
-        c = self._config
         self._guard = ConnectionGuard(
             caps=self._caps(fd_limit()),
             header_timeout_s=c.header_timeout_s,
@@ -208,11 +211,17 @@ class RpcServer:
             self.build_app(), access_log=None, keepalive_timeout=self._config.idle_timeout_s
         )
         await self._runner.setup()
-        site = GuardedSite(self._runner, self._host, self._requested_port, self._guard)
+        tls = None if self.tls is None else self.tls.listener_context
+        site = GuardedSite(self._runner, self._host, self._requested_port, self._guard, tls)
         await site.start()
         addrs = self._runner.addresses
         self._port = int(addrs[0][1]) if addrs else self._requested_port
-        log.info("JSON-RPC listening on %s:%d", self._host, self._port)
+        scheme = "https" if tls is not None else "http"
+        log.info("JSON-RPC listening on %s://%s:%d", scheme, self._host, self._port)
+        if tls is None and self._config.auth != "off":
+            log.warning(
+                "rpc_auth = %s without TLS: login tokens travel in clear text", self._config.auth
+            )
 
     def _check_fd_headroom(self) -> None:
         """Raise the descriptor limit as far as allowed; warn when it is below what the limits

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from gmchain.node.config import NodeConfig
 
-__all__ = ["RpcConfig"]
+__all__ = ["AUTH_MODES", "RpcConfig"]
+AUTH_MODES = ("off", "reads")  # rpc_auth (node/rpcauth.py)
 
 _MIB = 1 << 20
 
@@ -48,6 +49,10 @@ class RpcConfig:
     allowed_hosts: tuple[str, ...] = ()  # besides localhost, IP literals and the listen host
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed; none by default
     error_log_per_minute: int = 10  # internal-error tracebacks logged per minute (node/ratelog.py)
+    tls_cert: str = ""  # PEM certificate chain; with tls_key the listener speaks TLS only
+    tls_key: str = ""  # PEM private key of tls_cert (node/rpctls.py)
+    auth: str = "off"  # "off": reads open; "reads": org data needs a login (node/rpcauth.py)
+    session_ttl_s: int = 900  # a login token's lifetime
 
     def validate(self) -> None:
         for name in (
@@ -70,6 +75,7 @@ class RpcConfig:
             "ws_send_queue_bytes",
             "ws_send_total_bytes",
             "error_log_per_minute",
+            "session_ttl_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -91,6 +97,10 @@ class RpcConfig:
             raise ValueError("RpcConfig.ws_send_queue_bytes: must be at least max_response_bytes")
         if self.ws_send_total_bytes < self.ws_send_queue_bytes:
             raise ValueError("RpcConfig.ws_send_total_bytes: must be at least ws_send_queue_bytes")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("RpcConfig.tls_cert and tls_key: set both (TLS) or neither")
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f'RpcConfig.auth: expected "off" or "reads", got {self.auth!r}')
         for host in self.allowed_hosts:
             if not isinstance(host, str) or not host or any(c in host for c in " /\t"):
                 raise ValueError(f"RpcConfig.allowed_hosts: {host!r} is not a host name")
@@ -123,6 +133,10 @@ class RpcConfig:
             allowed_hosts=tuple(cfg.rpc_allowed_hosts),
             allowed_origins=tuple(cfg.rpc_allowed_origins),
             error_log_per_minute=cfg.rpc_error_log_per_minute,
+            tls_cert=cfg.rpc_tls_cert,
+            tls_key=cfg.rpc_tls_key,
+            auth=cfg.rpc_auth,
+            session_ttl_s=cfg.rpc_session_ttl_s,
         )
 
     @classmethod

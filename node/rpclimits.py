@@ -35,6 +35,7 @@ import contextlib
 import ipaddress
 import logging
 import resource
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -438,14 +439,20 @@ class GuardedSite(web.BaseSite):
     __slots__ = ("_guard", "_host", "_port")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner)
+        super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port, self._guard = host, port, guard
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
@@ -454,5 +461,14 @@ class GuardedSite(web.BaseSite):
         factory: Callable[[], asyncio.Protocol] = lambda: self._guard.protocol(server())  # noqa: E731
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            factory, self._host, self._port, backlog=self._backlog, reuse_address=True
+            factory,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            ssl=self._ssl_context,
+            # a TLS handshake must finish within the header timeout (rule 2)
+            ssl_handshake_timeout=(
+                None if self._ssl_context is None else self._guard.header_timeout_s
+            ),
         )
