@@ -46,7 +46,7 @@ from gmchain.contracts.framework import (
     error_text,
 )
 from gmchain.contracts.gov_state import GOV_NAMESPACE, org_removal
-from gmchain.contracts.membership import lookup_account
+from gmchain.contracts.membership import lookup_account, revoked_org
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.codec import check_value
 from gmchain.ledger.epoch import EpochConfig
@@ -331,6 +331,15 @@ class Executor:
     def lookup_sender_uncached(self, pubkey: bytes) -> Account | None:
         """The committed account of `pubkey`, read from the store (safe from any thread)."""
         return self._lookup(pubkey, [], self.committed)
+
+    def lookup_org_of_uncached(self, pubkey: bytes) -> str | None:
+        """The org of `pubkey`'s committed account, live or revoked (its tombstone keeps the
+        org, contracts/membership.py M4), or None if it never had one (safe from any thread)."""
+        account = self.lookup_sender_uncached(pubkey)
+        if account is not None:
+            return account[1]
+        reader = _NsReader(_Layered(self.committed, []), "membership")
+        return revoked_org(reader, sm3_hash(pubkey)[:20])
 
     def lookup_org_removal(self, org: str, parent: ExecResult | None) -> int | None:
         """R8b: the proposal that removed `org` as of `parent` (None: committed state)."""

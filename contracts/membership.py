@@ -54,6 +54,7 @@ __all__ = [
     "lookup_account",
     "org_has_accounts",
     "removed_accounts",
+    "revoked_org",
     "write_account",
     "write_revocation",
 ]
@@ -105,6 +106,16 @@ def org_has_accounts(reader: StateReader, org: str) -> bool:
 def is_tombstoned(reader: StateReader, address: bytes) -> bool:
     """Whether `address` was revoked (rule M4: for good)."""
     return reader.get(_tombstone_key(address)) is not None
+
+
+def revoked_org(reader: StateReader, address: bytes) -> str | None:
+    """The org a revoked account belonged to (its tombstone, rule M4), or None if not revoked."""
+    raw = reader.get(_tombstone_key(address))
+    if raw is None:
+        return None
+    org, _height = decode(raw)
+    assert isinstance(org, str)
+    return org
 
 
 def write_account(state: StateAccess, pubkey: bytes, org: str, role: str) -> bytes:

@@ -116,6 +116,9 @@ SIGNING_DOMAINS, HASH_PREFIXES = _domain_tables(
         ("state", b"GMCHAIN/STATE/v1"),
         # a node key's proof of possession in a governance join request (contracts/gov_kinds.py)
         ("join-request", b"GMCHAIN/JOIN-REQUEST/v1"),
+        # an account's login to a node's JSON-RPC: [chain_id, node id, challenge]
+        # (node/rpcsession.py, docs/rpc.md "Read authentication")
+        ("rpc-login", b"GMCHAIN/RPC-LOGIN/v1"),
     ],
     prefixes=[
         # SM3(prefix || each validator's key and power): chain/lightclient.py, docs/rpc.md

@@ -40,7 +40,7 @@ from gmchain.node.api import ApiError, ErrorCode, rejected
 from gmchain.node.diskspace import FreeSpaceGuard
 from gmchain.node.mempool import Mempool
 from gmchain.node.poolwal import PoolLogError, PoolWal
-from gmchain.node.verifypool import VerifyProcesses, split_even
+from gmchain.node.verifypool import VerifyProcesses, split_even, verify_triples
 
 __all__ = ["Admission", "AdmissionChain", "CommittedView"]
 
@@ -136,6 +136,16 @@ class Admission:
         self._tasks: set[asyncio.Task[None]] = set()  # admit_many calls under way for _submits
 
     # --- the RPC entry --------------------------------------------------------------------------
+
+    async def verify_signature(self, pubkey: bytes, root: bytes, signature: bytes) -> bool:
+        """One SM2 verification off the loop, on the pools admission uses (an RPC login,
+        node/rpcauth.py): the worker processes if any, else the verify threads and KeyCache."""
+        triple = [(pubkey, root, signature)]
+        if self._procs is not None:
+            return (await self._procs.verify(triple))[0]
+        loop = asyncio.get_running_loop()
+        keys = self._rules.keys
+        return (await loop.run_in_executor(self._threads, verify_triples, triple, keys))[0]
 
     async def submit_raw_tx(self, raw: bytes) -> bytes:
         if self._is_closing():

@@ -62,6 +62,11 @@ class ErrorCode(IntEnum):
     NOT_FOUND = -31101
     QUERY_FAILED = -31102  # a read-only contract query refused (its message says why)
     BAD_RANGE = -31103
+    # read authentication (node/rpcauth.py; docs/rpc.md "Read authentication"): in JSON-RPC
+    # 2.0's -32000..-32099 range, reserved for implementation-defined server errors
+    LOGIN_REQUIRED = -32010  # also: a login refused (the message says why)
+    TOKEN_INVALID = -32011  # the bearer token is unknown or expired: log in again
+    FORBIDDEN = -32012  # the data belongs to another org (or needs the regulator's readAll)
     # service
     RATE_LIMITED = -31201
     TOO_MANY_SUBSCRIPTIONS = -31202
@@ -220,6 +225,18 @@ class NodeApi(Protocol):
     async def wait_tx(self, tx_id: bytes, timeout_s: float) -> tuple[Receipt, int, int] | None:
         """Wait until the tx commits (or the timeout passes: None). Raises ApiError with the
         recorded reason if the tx left the pool without committing."""
+        ...
+
+    def account_of(self, pubkey: bytes) -> tuple[str, str] | None:
+        """(org, role) of `pubkey`'s live account in committed membership state, or None."""
+        ...
+
+    def org_of(self, pubkey: bytes) -> str | None:
+        """The org of `pubkey`'s account, live or revoked, or None if it never had one."""
+        ...
+
+    async def verify_signature(self, pubkey: bytes, root: bytes, signature: bytes) -> bool:
+        """An SM2 signature check off the event loop (the pools transaction admission uses)."""
         ...
 
     def metrics_text(self) -> bytes:

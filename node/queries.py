@@ -132,6 +132,15 @@ class Queries:
                 raise ApiError(ErrorCode.QUERY_FAILED, str(exc)) from None
             return result
 
+    def account_of(self, pubkey: bytes) -> tuple[str, str] | None:
+        """(org, role) of `pubkey`'s live account in committed state, or None."""
+        account = self._executor.lookup_sender_uncached(pubkey)
+        return None if account is None else (account[1], account[2])
+
+    def org_of(self, pubkey: bytes) -> str | None:
+        """The org of `pubkey`'s account, live or revoked (its tombstone), or None."""
+        return self._executor.lookup_org_of_uncached(pubkey)
+
     def describe_contracts(self) -> dict[str, Any]:
         return self._registry.describe()
 

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ from aiohttp.typedefs import Handler
 from gmchain.ledger.jsonfmt import JsonFormatError, status_to_json
 from gmchain.node.api import ApiError, ErrorCode, NodeApi
 from gmchain.node.ratelog import LogLimiter
+from gmchain.node.rpcauth import AUTH_TOKEN, AuthMethods, ReadGuard, bearer_token, now_ms
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpcgov import GovMethods
 from gmchain.node.rpclimits import (
@@ -63,6 +65,7 @@ from gmchain.node.rpclimits import (
 from gmchain.node.rpcmethods import CLIENT_ADDRESS, MethodHandler, RpcMethods
 from gmchain.node.rpcmetrics import RpcMetrics, guard_metrics_text
 from gmchain.node.rpcsend import ReplyBudget, SendBudget, WsConn
+from gmchain.node.rpcsession import Sessions
 from gmchain.node.rpcspec import (
     METHODS,
     WS_METHODS,
@@ -118,6 +121,7 @@ class RpcServer:
         port: int = 8545,
         config: RpcConfig | None = None,
         reply_validator: ReplyValidator | None = None,
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._api = api
         # Checks every reply against the OpenRPC document when GMCHAIN_VALIDATE_RPC is set (the
@@ -160,10 +164,16 @@ class RpcServer:
             validator=self._validator,
             error_log=self._error_log,
         )
+        # Read authentication (node/rpcauth.py): the login methods always; the checks only
+        # with rpc_auth = "reads" (rule 1 there)
+        sessions = Sessions(ttl_ms=self._config.session_ttl_s * 1000)
+        self._reads = ReadGuard(api, sessions, clock_ms) if self._config.auth == "reads" else None
+        self._subs.guard = self._reads
         self._handlers: dict[str, MethodHandler] = {
             **self._methods.handlers(),
             **GovMethods(api).handlers(),
             **XcMethods(api).handlers(),
+            **AuthMethods(api, sessions, clock_ms).handlers(),
             **self._subs.handlers(),
         }
         assert self._handlers.keys() == METHODS.keys()  # one handler per method: our bug if not
@@ -276,6 +286,7 @@ class RpcServer:
 
     async def _on_http(self, request: web.Request) -> web.StreamResponse:
         CLIENT_ADDRESS.set(request.remote or "")
+        AUTH_TOKEN.set(bearer_token(request.headers.get("Authorization")))
         limit = self._config.max_body_bytes
         too_big = request.content_length is not None and request.content_length > limit
         body = b""
@@ -368,6 +379,7 @@ class RpcServer:
         )
         await ws.prepare(request)
         CLIENT_ADDRESS.set(request.remote or "")
+        AUTH_TOKEN.set(bearer_token(request.headers.get("Authorization")))  # the upgrade's
         conn = WsConn(ws, self._config, self._send_budget)
         self._conns.add(conn)
         self._metrics.ws_connections += 1
@@ -561,6 +573,8 @@ class RpcServer:
     async def _run_counted(self, name: str, args: dict[str, Any], conn: WsConn | None) -> Any:
         self._metrics.in_flight += 1
         try:
+            if self._reads is not None:  # rpc_auth = "reads" (node/rpcauth.py)
+                return await self._reads.run(name, args, conn, self._handlers[name])
             return await self._handlers[name](args, conn)
         except ApiError as exc:
             raise RpcError(exc.code, exc.message, exc.data) from None

@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 
 from gmchain.ledger.jsonfmt import JsonFormatError, check_text, jsonable, parse_hex
-from gmchain.ledger.types import DIGEST_SIZE, MAX_TX_BYTES
+from gmchain.ledger.types import DIGEST_SIZE, MAX_TX_BYTES, PUBKEY_SIZE, SIGNATURE_SIZE
 from gmchain.node.api import ErrorCode
 
 __all__ = [
@@ -108,6 +108,20 @@ def _p_raw(name: str, v: Any) -> bytes:
     if not raw:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: empty transaction")
     return raw
+
+
+def _p_pubkey(name: str, v: Any) -> bytes:
+    try:
+        return parse_hex(v, PUBKEY_SIZE, name=name)
+    except JsonFormatError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+
+
+def _p_signature(name: str, v: Any) -> bytes:
+    try:
+        return parse_hex(v, SIGNATURE_SIZE, name=name)
+    except JsonFormatError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
 
 
 def _p_any(name: str, v: Any) -> Any:
@@ -228,6 +242,15 @@ METHODS: dict[str, RpcMethod] = {
         (_Param("start", _p_height, False, None), _Param("limit", _p_height, False, None))
     ),
     "gm_getAck": RpcMethod((_Param("recordId", p_str),)),
+    # read authentication (node/rpcauth.py)
+    "gm_authChallenge": RpcMethod(()),
+    "gm_authLogin": RpcMethod(
+        (
+            _Param("publicKey", _p_pubkey),
+            _Param("challenge", _HASH),
+            _Param("signature", _p_signature),
+        )
+    ),
     "gm_subscribe": RpcMethod(
         (_Param("kind", p_str), _Param("filter", _p_any, False, None)), ws_only=True
     ),

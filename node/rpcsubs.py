@@ -12,6 +12,8 @@ Rules this module keeps (docs/rpc.md "Subscriptions" is the user's statement of 
    drops the subscriber. The `subscriptions` gauge counts a subscription once, from gm_subscribe
    until gm_unsubscribe, its own end or its connection's close (node/rpc.py). An exception in a
    subscription is logged as our bug and ends only that subscription.
+6. With rpc_auth = "reads", an events or txCommit subscriber of an org sees only its org's
+   transactions (node/rpcauth.py rule 2); its subscription ends when its login expires.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gmchain.ledger.jsonfmt import dropped_to_json, event_note_to_json, header_t
 from gmchain.ledger.types import Block
 from gmchain.node.api import ApiError, ErrorCode, NodeApi
 from gmchain.node.ratelog import LogLimiter
+from gmchain.node.rpcauth import ReadGuard
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpcmethods import MethodHandler, receipt_json
 from gmchain.node.rpcmetrics import RpcMetrics
@@ -37,6 +40,7 @@ from gmchain.node.rpcvalidate import ReplyValidator
 __all__ = ["RpcSubscriptions"]
 
 log = logging.getLogger("gmchain.rpc")
+_Visible = Callable[[bytes], "bool | None"]  # ReadGuard.tx_visibility's test of one tx id
 
 
 async def _aclose(it: AsyncIterator[Any]) -> None:
@@ -64,6 +68,9 @@ class RpcSubscriptions:
         self._metrics = metrics  # shared with the server: `subscriptions` is counted here
         self._validator = validator  # checks each notification when reply validation is on
         self._error_log = error_log  # shared with the server: one rate limit for our bugs
+        # rpc_auth = "reads": which transactions' events and receipts a subscriber may see
+        # (node/rpcauth.py rule 2); None: every one
+        self.guard: ReadGuard | None = None
 
     def handlers(self) -> dict[str, MethodHandler]:
         """Method name -> handler, for every WebSocket-only method of METHODS."""
@@ -86,13 +93,15 @@ class RpcSubscriptions:
             source = lambda: self._pump_heads(conn, sub_id, heads)  # noqa: E731
         elif kind == "events":
             contract, name = self._event_filter(arg)
+            see = None if self.guard is None else self.guard.tx_visibility()
             events = self._api.subscribe_events(contract, name)
-            source = lambda: self._pump_events(conn, sub_id, events)  # noqa: E731
+            source = lambda: self._pump_events(conn, sub_id, events, see)  # noqa: E731
         elif kind == "txCommit":
             if arg is None:
                 raise RpcError(ErrorCode.INVALID_PARAMS, "txCommit: missing param 'filter'")
             tx_id = p_hash("filter", arg)
-            source = lambda: self._pump_tx(conn, sub_id, tx_id)  # noqa: E731
+            see = None if self.guard is None else self.guard.tx_visibility()
+            source = lambda: self._pump_tx(conn, sub_id, tx_id, see)  # noqa: E731
         else:
             raise RpcError(
                 ErrorCode.INVALID_PARAMS, "kind: expected 'newHeads', 'events' or 'txCommit'"
@@ -161,17 +170,26 @@ class RpcSubscriptions:
         finally:
             await _aclose(heads)
 
-    async def _pump_events(self, conn: WsConn, sub_id: str, events: AsyncIterator[Any]) -> None:
+    async def _pump_events(
+        self, conn: WsConn, sub_id: str, events: AsyncIterator[Any], see: _Visible | None
+    ) -> None:
         try:
             async for height, tx_id, event in events:
+                if see is not None:
+                    seen = see(tx_id)
+                    if seen is None:  # the login expired: the subscription ends
+                        return
+                    if not seen:  # another org's transaction
+                        continue
                 result = event_note_to_json(height, tx_id, event)
                 if not self._notify(conn, sub_id, "events", result):
                     return
         finally:
             await _aclose(events)
 
-    async def _pump_tx(self, conn: WsConn, sub_id: str, tx_id: bytes) -> None:
-        """One notification with the receipt when the tx commits; then the subscription ends."""
+    async def _pump_tx(self, conn: WsConn, sub_id: str, tx_id: bytes, see: _Visible | None) -> None:
+        """One notification with the receipt when the tx commits; then the subscription ends
+        (without one if the tx is another org's or the login expired, node/rpcauth.py)."""
         found = self._api.get_receipt(tx_id)
         try:
             while found is None:
@@ -180,4 +198,5 @@ class RpcSubscriptions:
             reason = dropped_to_json(tx_id, int(exc.code), exc.message)
             self._notify(conn, sub_id, "txCommit", reason)
             return
-        self._notify(conn, sub_id, "txCommit", receipt_json(self._api, found))
+        if see is None or see(tx_id):
+            self._notify(conn, sub_id, "txCommit", receipt_json(self._api, found))

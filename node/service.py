@@ -211,6 +211,7 @@ class NodeService:
         self.get_block_summary_by_hash = q.get_block_summary_by_hash
         self.get_tx, self.get_receipt, self.call = q.get_tx, q.get_receipt, q.call
         self.describe_contracts = q.describe_contracts
+        self.account_of, self.org_of = q.account_of, q.org_of  # RPC logins (node/rpcauth.py)
         self.proofs = ProofService(
             store=store,
             validators=voters,
@@ -249,6 +250,7 @@ class NodeService:
             on_admitted=self._on_admitted,
             consensus_busy=lambda: self.driver.stepping,
         )
+        self.verify_signature = self.admission.verify_signature  # an RPC login's (rpcauth)
         # Rule 5: the error that stopped the node (None while it works); `fatal` is set with it.
         self.fatal_error: BaseException | None = None
         self.fatal = asyncio.Event()
