@@ -21,6 +21,7 @@ import pytest
 from gmchain.contracts.governance import propose_args, vote_args
 from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.types import SignedTx
+from gmchain.node.rpcsession import compute_login_root
 from gmchain.node.rpcspec import load_openrpc
 from gmchain.node.rpcvalidate import ReplyValidator
 from tests.node_helpers import evidence_args, running_dev_node, sign_tx
@@ -172,6 +173,18 @@ async def _exercise(rpc: _Checked, http: aiohttp.ClientSession, port: int, key: 
     await _exercise_reads(rpc, first, second, refused, digest)
     await _exercise_governance(rpc, key, chain_id)
     await _exercise_crosschain(rpc)
+    await _exercise_login(rpc, key, chain_id, bytes.fromhex(info["nodeId"][2:]))
+
+
+async def _exercise_login(rpc: _Checked, key: Any, chain_id: str, node_id: bytes) -> None:
+    """The login methods answer with rpc_auth = "off" too (node/rpcauth.py rule 1)."""
+    ch = await rpc.call("gm_authChallenge")
+    sig = key.sign(compute_login_root(chain_id, node_id, bytes.fromhex(ch["challenge"][2:])))
+    params = [_hex(key.public_key.to_bytes()), ch["challenge"], _hex(sig)]
+    session = await rpc.call("gm_authLogin", params)
+    assert session["readAll"] is False and session["expiresMs"] > ch["expiresMs"] - 60_000
+    replay = await rpc.error("gm_authLogin", params)
+    assert replay["code"] == -32010
 
 
 async def _exercise_reads(
