@@ -226,6 +226,18 @@ def _common_parents() -> tuple[_Parser, _Parser]:
         metavar="S",
         help="seconds to wait for each RPC answer (default 10)",
     )
+    rpc.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="PEM certificates to trust for an https:// node, e.g. its rpc.crt (default: the "
+        "system's CAs)",
+    )
+    rpc.add_argument(
+        "--auth-key",
+        metavar="FILE",
+        help="account key to log in with when the node has rpc_auth = reads (passphrase as for "
+        "--key; default: no login)",
+    )
     return out, rpc
 
 

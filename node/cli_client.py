@@ -106,9 +106,21 @@ def _report_receipt(args: argparse.Namespace, receipt: dict[str, Any], what: str
 
 
 def _client(args: argparse.Namespace) -> Any:
+    """The SDK client of `--rpc`, with `--ca-file` and `--auth-key` (docs/rpc.md)."""
     from gmchain.node.sdk import SyncClient
 
-    return SyncClient(args.rpc, timeout_s=args.timeout)
+    ca_file = getattr(args, "ca_file", None)
+    return SyncClient(args.rpc, timeout_s=args.timeout, ca_file=ca_file, auth_key=_auth_key(args))
+
+
+def _auth_key(args: argparse.Namespace) -> Any:
+    """The `--auth-key` account key (None without it); its passphrase as for `--key`."""
+    path = getattr(args, "auth_key", None)
+    if not path:
+        return None
+    from gmchain.node.keys_cli import load_key, resolve_passphrase
+
+    return load_key(path, resolve_passphrase(getattr(args, "passphrase_env", None)))
 
 
 def _signing_key(args: argparse.Namespace) -> Any:

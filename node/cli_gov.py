@@ -173,9 +173,9 @@ def _kinds_help() -> str:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from gmchain.node.sdk import SyncClient
+    from gmchain.node.cli_client import _client as client_of  # --ca-file, --auth-key
 
-    return SyncClient(args.rpc, timeout_s=args.timeout)
+    return client_of(args)
 
 
 def _signing_key(args: argparse.Namespace) -> Any:

@@ -2,6 +2,7 @@
 "The relayer").
 
     gmchain relay --business URL --regulator URL --key FILE [--metrics-port P] [--interval S]
+                  [--ca-file PEM] [--auth-key FILE]
                   [--once] [--passphrase-env VAR] [--log-format text|json]
 
 Rules this module keeps:
@@ -20,6 +21,9 @@ Rules this module keeps:
    gmchain_relay_packets_delivered_total{chain}, gmchain_relay_packets_refused_total{chain,reason},
    gmchain_relay_missing{chain}, gmchain_relay_acks_delivered_total{chain}, plus
    gmchain_relay_cycles_total{chain} and gmchain_relay_cycle_errors_total{chain}.
+5. `--ca-file` is trusted for both chains' https:// URLs; `--auth-key` (a regulator account of
+   the business chain) logs the business side in when that chain has rpc_auth = "reads": the
+   relayer reads every org's outbox, which only the regulator's readAll may (docs/rpc.md).
 """
 
 from __future__ import annotations
@@ -43,10 +47,17 @@ log = logging.getLogger("gmchain.relay")
 class SdkChainRpc:
     """Rule 1: `ChainRpc` over the SDK's client; SDK errors become the relayer's."""
 
-    def __init__(self, url: str, timeout_s: float = 30) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 30,
+        *,
+        ca_file: str | None = None,
+        auth_key: PrivateKey | None = None,
+    ) -> None:
         from gmchain.node.sdk import Client
 
-        self.client = Client(url, timeout_s=timeout_s)
+        self.client = Client(url, timeout_s=timeout_s, ca_file=ca_file, auth_key=auth_key)
 
     async def call(self, method: str, params: list[Any]) -> Any:
         from gmchain.node.sdk import NodeUnreachable, RpcError, SdkError
@@ -145,9 +156,13 @@ async def _serve_metrics(metrics: RelayMetrics, host: str, port: int) -> Any:
     return runner
 
 
-async def run_relay(args: argparse.Namespace, key: PrivateKey) -> int:
-    business = SdkChainRpc(args.business)
-    regulator = SdkChainRpc(args.regulator)
+async def run_relay(
+    args: argparse.Namespace, key: PrivateKey, auth_key: PrivateKey | None = None
+) -> int:
+    # rule 5: TLS on both sides; the login (a regulator account) on the business side
+    ca_file = getattr(args, "ca_file", None)
+    business = SdkChainRpc(args.business, ca_file=ca_file, auth_key=auth_key)
+    regulator = SdkChainRpc(args.regulator, ca_file=ca_file)
     config = RelayConfig(max_inflight=args.max_inflight, tx_timeout_s=args.tx_timeout)
     relayer = Relayer(business, regulator, KeySigner(key), config=config, log=log)
     stop = asyncio.Event()
@@ -189,8 +204,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise ValueError("--interval must be > 0")
     key = load_key(args.key, resolve_passphrase(args.passphrase_env))
+    auth = None
+    if args.auth_key:
+        auth = load_key(args.auth_key, resolve_passphrase(args.passphrase_env))
     configure_logging(fmt=args.log_format, level=args.log_level, node_name="relay")
-    return asyncio.run(run_relay(args, key))
+    return asyncio.run(run_relay(args, key, auth))
 
 
 def add_relay_command(sub: Any) -> None:
@@ -207,6 +225,17 @@ def add_relay_command(sub: Any) -> None:
         "--key", required=True, metavar="FILE", help="the relayer's account key (both chains)"
     )
     p.add_argument("--passphrase-env", metavar="VAR", help="env var holding the key passphrase")
+    p.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="PEM certificates to trust for https:// nodes, both chains (default: the system's)",
+    )
+    p.add_argument(
+        "--auth-key",
+        metavar="FILE",
+        help="a regulator account key to log in to the business chain with when it has "
+        "rpc_auth = reads (passphrase as for --key; default: no login)",
+    )
     p.add_argument("--metrics-port", type=int, metavar="P", help="serve /metrics on this port")
     p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
     p.add_argument(

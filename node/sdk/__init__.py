@@ -25,6 +25,11 @@ Rules this package keeps (DESIGN.md "The way a transaction travels"; docs/protoc
    No RPC call is needed or made.
 7. Evidence replies are the JSON objects the node renders (camelCase members, docs/evidence.md);
    the SDK passes them on as they are and only checks that each is an object or null.
+8. TLS and read authentication (docs/rpc.md): `ca_file` names the certificates trusted for an
+   https:// node; with `auth_key` the client logs in lazily — a call refused with -32010 (login
+   required) or -32011 (token expired or unknown) makes it log in (gm_authChallenge, SM2 over
+   compute_signing_root("rpc-login", [chainId, nodeId, challenge]), gm_authLogin) and send the
+   call once more; the token is sent as `Authorization: Bearer` on HTTP and WebSocket requests.
 """
 
 from gmchain.chain.lightclient import VerifiedProof, compute_validator_set_fingerprint

@@ -1,6 +1,6 @@
 """The asyncio client of one gmchain node: JSON-RPC over HTTP, receipts over WebSocket.
 
-Rules 1-3, 5 and 7 of gmchain.node.sdk (the package docstring) are kept here. aiohttp's client
+Rules 1-3, 5, 7 and 8 of gmchain.node.sdk (the package docstring) are kept here. aiohttp's client
 is the only network dependency; nothing here imports aiohttp's server, LevelDB or the node.
 """
 
@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import secrets
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -18,11 +19,14 @@ import aiohttp
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import Value
 from gmchain.ledger.types import Height, SignedTx, TxBody
+from gmchain.ledger.wire import compute_signing_root
 from gmchain.node.sdk.errors import NodeUnreachable, RpcError, SdkError, TxTimeout, from_hex, to_hex
 
 __all__ = ["DEFAULT_URL", "Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8545"
+# -32010 login required, -32011 token expired or unknown (docs/rpc.md, Errors): log in again
+_LOGIN_CODES = (-32010, -32011)
 # Expiry distance when the node does not say its replay window W (rule 2): valid for any W >= 20.
 _FALLBACK_EXPIRY_DELTA = 20
 
@@ -46,15 +50,31 @@ def _jsonable(value: Value) -> Any:
 
 
 class Client:
-    """An asyncio JSON-RPC client of one gmchain node (HTTP POST + WebSocket subscriptions)."""
+    """An asyncio JSON-RPC client of one gmchain node (HTTP POST + WebSocket subscriptions).
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10) -> None:
+    `ca_file`: a PEM file of the certificates to trust for an https:// node (e.g. the node's
+    self-signed rpc.crt); None trusts the system's CAs. `auth_key`: the account key to log in
+    with when the node has rpc_auth = "reads" (rule 8)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout_s: float = 10,
+        ca_file: str | None = None,
+        auth_key: PrivateKey | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         # Cached per node: (chain id, expiry distance W // 2). Never the head (rule 2).
         self._chain: tuple[str, int] | None = None
+        self._ssl: ssl.SSLContext | bool = (
+            True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+        )
+        self.auth_key = auth_key
+        self._token: str | None = None  # the bearer token of the last login (rule 8)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -83,10 +103,41 @@ class Client:
                 base = base[: -len(rpc_path)]
         return "ws" + base[len("http") :] + "/ws" if base.startswith("http") else base + "/ws"
 
+    def _headers(self) -> dict[str, str]:
+        return {} if self._token is None else {"Authorization": f"Bearer {self._token}"}
+
+    async def login(self) -> dict[str, Any]:
+        """Log in with `auth_key` (docs/rpc.md "Read authentication"); the SDK does this by
+        itself when a read needs it (rule 8). Returns {token, org, role, readAll, expiresMs}."""
+        if self.auth_key is None:
+            raise SdkError("this read needs a login: give the client an auth_key")
+        info = await self._post("gm_nodeInfo", [], None)
+        chain_id = str(_field(info, "chainId"))
+        node_id = from_hex(_field(info, "nodeId"), 20, what="nodeId")
+        ch = await self._post("gm_authChallenge", [], None)
+        challenge = from_hex(_field(ch, "challenge"), 32, what="challenge")
+        root = compute_signing_root("rpc-login", [chain_id, node_id, challenge])
+        pub = self.auth_key.public_key.to_bytes()
+        params = [to_hex(pub), to_hex(challenge), to_hex(self.auth_key.sign(root))]
+        session: dict[str, Any] = await self._post("gm_authLogin", params, None)
+        self._token = str(_field(session, "token"))
+        return session
+
     async def call_rpc(
         self, method: str, params: list[Any] | None = None, *, timeout_s: float | None = None
     ) -> Any:
-        """One JSON-RPC 2.0 call over HTTP POST; return `result` or raise RpcError."""
+        """One JSON-RPC 2.0 call over HTTP POST; return `result` or raise RpcError. With an
+        `auth_key`, a call refused for want of a login (-32010, -32011) logs in and is sent
+        once more (rule 8)."""
+        try:
+            return await self._post(method, params, timeout_s)
+        except RpcError as exc:
+            if self.auth_key is None or exc.code not in _LOGIN_CODES:
+                raise
+        await self.login()
+        return await self._post(method, params, timeout_s)
+
+    async def _post(self, method: str, params: list[Any] | None, timeout_s: float | None) -> Any:
         request = {
             "jsonrpc": "2.0",
             "id": next(self._ids),
@@ -97,10 +148,16 @@ class Client:
         total = timeout_s if timeout_s is not None else self.timeout_s
         try:
             async with session.post(
-                self.url, json=request, timeout=aiohttp.ClientTimeout(total=total)
+                self.url,
+                json=request,
+                timeout=aiohttp.ClientTimeout(total=total),
+                headers=self._headers(),
+                ssl=self._ssl,
             ) as resp:
                 text = await resp.text()
                 status = resp.status
+        except aiohttp.ClientSSLError as exc:
+            raise NodeUnreachable(self.url, f"TLS: {exc}") from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise NodeUnreachable(self.url, str(exc)) from None
         except TimeoutError:
@@ -246,17 +303,29 @@ class Client:
         raw = to_hex(tx.encode())
         if not wait:
             return {"txId": await self._submit(raw, tx.tx_id), "pending": True}
+        if self.auth_key is not None and self._token is None:
+            await self.login()  # the txCommit subscription is a read of the sender's org
         try:
-            ws = await self._get_session().ws_connect(self.ws_url)
+            ws = await self._get_session().ws_connect(
+                self.ws_url, headers=self._headers(), ssl=self._ssl
+            )
         except (aiohttp.ClientError, OSError, TimeoutError):
             ws = None  # no WebSocket: poll with gm_waitForReceipt instead
         if ws is None:
             await self._submit(raw, tx.tx_id)
             return await self._wait_by_rpc(tx.tx_id, timeout_s)
         async with ws:
-            sub = await _ws_call(
-                ws, next(self._ids), "gm_subscribe", ["txCommit", to_hex(tx.tx_id)]
-            )
+            try:
+                sub = await _ws_call(
+                    ws, next(self._ids), "gm_subscribe", ["txCommit", to_hex(tx.tx_id)]
+                )
+            except RpcError as exc:
+                if exc.code not in _LOGIN_CODES:
+                    raise
+                sub = None  # refused (login needed or expired): poll instead
+            if sub is None:
+                await self._submit(raw, tx.tx_id)
+                return await self._wait_by_rpc(tx.tx_id, timeout_s)
             await self._submit(raw, tx.tx_id)
             try:
                 result = await asyncio.wait_for(_ws_notification(ws, sub), timeout_s)

@@ -21,7 +21,10 @@ class NodeUnreachable(SdkError):
     """No connection to the node (refused, DNS, timeout)."""
 
     def __init__(self, url: str, reason: str = "") -> None:
-        super().__init__(f"cannot reach the node at {url}: is it running? (gmchain dev)")
+        hint = "is it running? (gmchain dev)"
+        if reason.startswith("TLS"):  # reached, but its certificate is not trusted (or no TLS)
+            hint = f"{reason} (trust the node's certificate with ca_file / --ca-file)"
+        super().__init__(f"cannot reach the node at {url}: {hint}")
         self.url = url
         self.reason = reason
 

@@ -22,21 +22,36 @@ class SyncClient:
     Each call opens and closes its own connection; the chain id and window stay cached.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout_s: float = 10,
+        ca_file: str | None = None,
+        auth_key: PrivateKey | None = None,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.ca_file = ca_file
+        self.auth_key = auth_key
         self._chain: tuple[str, int] | None = None
+        self._token: str | None = None  # kept between calls: one login per token lifetime
 
     def _run(self, fn: Callable[[Client], Awaitable[_T]]) -> _T:
         async def go() -> _T:
-            async with Client(self.url, timeout_s=self.timeout_s) as client:
-                client._chain = self._chain
+            async with Client(
+                self.url, timeout_s=self.timeout_s, ca_file=self.ca_file, auth_key=self.auth_key
+            ) as client:
+                client._chain, client._token = self._chain, self._token
                 try:
                     return await fn(client)
                 finally:
-                    self._chain = client._chain
+                    self._chain, self._token = client._chain, client._token
 
         return asyncio.run(go())
+
+    def login(self) -> dict[str, Any]:
+        return self._run(lambda c: c.login())
 
     def call_rpc(self, method: str, params: list[Any] | None = None) -> Any:
         return self._run(lambda c: c.call_rpc(method, params))
