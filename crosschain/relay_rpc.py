@@ -6,7 +6,8 @@ as Protocols and node/cli_relay.py adapts the SDK client and a key file to them.
 Rules this module keeps:
 1. `ChainRpc.call(method, params)` is one JSON-RPC call (docs/rpc.md): it returns the `result`
    or raises `RelayRpcError` (the node answered with an error object: `code`, `message`) or
-   `RelayUnreachable` (no answer). Nothing else is asked of a node.
+   `RelayUnreachable` (no answer). Nothing else is asked of a node. TLS and the read login
+   (docs/rpc.md) are the adapter's: node/cli_relay.py rule 5 (`--ca-file`, `--auth-key`).
 2. The relayer's transactions are ordinary ones (docs/protocol.md section 5): chain id of the
    node, the signer's key as sender, 64 random bits of nonce, expiry = the node's head plus half
    its replay window. The signer only signs a transaction id (`Signer.sign`).
