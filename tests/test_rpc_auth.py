@@ -317,3 +317,30 @@ async def test_subscription_events_only_of_the_callers_org(env: Env) -> None:
         assert note["params"]["result"]["txId"] == "0x" + committed["org1"].hex()
         head = json.loads((await asyncio.wait_for(anon.receive(), 20)).data)
         assert head["method"] == "gm_subscription"
+
+
+async def test_subscription_ends_when_its_login_expires(env: Env) -> None:
+    token = (await env.login("user1"))["token"]
+    ws_url = env.url.replace("http://", "ws://") + "ws"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with env.http.ws_connect(ws_url, headers=headers) as ws:
+        req = {"jsonrpc": "2.0", "id": 1, "method": "gm_subscribe", "params": ["events"]}
+        await ws.send_json(req)
+        assert "result" in json.loads((await ws.receive()).data)
+        assert env.server.metrics.subscriptions == 1
+        env.clock.ms += 900_000  # the token expires
+        tx = sign_tx(
+            env.keys["user1"],
+            expiry=env.service.height() + 20,
+            args=evidence_args("rec-org1-late", "flow-org1-late"),
+        )
+        tx_id = await env.service.submit_raw_tx(tx.encode())
+        assert await env.service.wait_tx(tx_id, 20) is not None
+        for _ in range(200):
+            if env.server.metrics.subscriptions == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert env.server.metrics.subscriptions == 0  # ended without a notification
+        await ws.send_json({**req, "id": 2})
+        again = json.loads((await ws.receive()).data)
+        assert again["error"]["code"] == ErrorCode.TOKEN_INVALID
