@@ -119,6 +119,8 @@ SIGNING_DOMAINS, HASH_PREFIXES = _domain_tables(
         # an account's login to a node's JSON-RPC: [chain_id, node id, challenge]
         # (node/rpcsession.py, docs/rpc.md "Read authentication")
         ("rpc-login", b"GMCHAIN/RPC-LOGIN/v1"),
+        # a site's or account's public descriptor in the genesis ceremony (node/ceremony.py)
+        ("site-descriptor", b"GMCHAIN/SITE-DESCRIPTOR/v1"),
     ],
     prefixes=[
         # SM3(prefix || each validator's key and power): chain/lightclient.py, docs/rpc.md

@@ -44,6 +44,7 @@ from gmchain.node.cli_client import (
 )
 from gmchain.node.cli_gov import add_gov_commands
 from gmchain.node.cli_relay import add_relay_command
+from gmchain.node.cli_site import add_site_commands
 from gmchain.node.cli_xc import add_xc_commands
 
 __all__ = ["build_parser", "main"]
@@ -484,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gov_commands(sub, out, rpc, _add_wait)  # `gmchain gov ...` (node/cli_gov.py)
     add_xc_commands(sub, out, rpc)  # `gmchain xc ...` (node/cli_xc.py)
     add_relay_command(sub)  # `gmchain relay` (node/cli_relay.py)
+    add_site_commands(sub)  # `gmchain site|account|genesis` (node/cli_site.py)
     return parser
 
 
