@@ -113,7 +113,7 @@ def _cmd_site_init(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if "rpc_auth" in known:
         extra["rpc_auth"] = args.rpc_auth
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_pem = ""
     if args.tls:
         from gmchain.node.tlscert import make_self_signed
@@ -187,7 +187,7 @@ def _cmd_account_init(args: argparse.Namespace) -> int:
         chain_id=args.chain_id, name=name, org=args.org, role=args.role, key=key
     )
     pw = _passphrase(PASSPHRASE_ENV, "account key")
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     save_private_key(d / "account.key", key, pw)
     (d / "account.json").write_text(json.dumps(doc, indent=2) + "\n")
     info = {

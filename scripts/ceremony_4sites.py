@@ -245,11 +245,11 @@ def start_nodes(work: Path, rpc_port: int, wait_s: float) -> list[subprocess.Pop
         print(f"[{name}] $ gmchain node start --config {d / 'config.toml'}", flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GMCHAIN_")}
         env["GMCHAIN_NODE_PASSPHRASE"] = secrets(name)["GMCHAIN_NODE_PASSPHRASE"]
+        argv = ["node", "start", "--config", str(d / "config.toml")]
         with open(d / "node.log", "ab") as log:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "gmchain.node.cli", "node", "start", "--config"]
-                    + [str(d / "config.toml")],
+                    [sys.executable, "-m", "gmchain.node.cli", *argv],
                     cwd=d,
                     env=env,
                     stdout=log,

@@ -62,9 +62,9 @@ def test_four_sites_found_a_network_and_read_only_what_they_may(tmp_path: Path) 
     p2p = _port_free_everywhere(set())
     rpc = _port_free_everywhere({p2p})
     work = tmp_path / "work"
+    ports = ["--p2p-port", str(p2p), "--rpc-port", str(rpc), "--wait", "180"]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "ceremony_4sites.py"), "--work", str(work)]
-        + ["--p2p-port", str(p2p), "--rpc-port", str(rpc), "--wait", "180"],
+        [sys.executable, str(ROOT / "scripts" / "ceremony_4sites.py"), "--work", str(work), *ports],
         capture_output=True,
         text=True,
         timeout=850,

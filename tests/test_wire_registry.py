@@ -130,7 +130,7 @@ def test_every_domain_of_every_namespace_is_distinct_nul_free_and_prefix_free() 
     """The node key signs votes (ledger domains) and handshake digests (p2p domains): no hash
     input of one kind may be read as one of another kind."""
     domains = [*SIGNING_DOMAINS.values(), *HASH_PREFIXES.values(), *(d.value for d in P2PDomain)]
-    assert len(domains) == len(set(domains)) == 22
+    assert len(domains) == len(set(domains)) == 23  # snapshot-content, rpc-login, site-descriptor
     for d in domains:
         assert b"\x00" not in d
     for a, b in itertools.permutations(domains, 2):
