@@ -1,7 +1,8 @@
 """The `gmchain` command line: the parser, `main`, keys, and the commands run by other modules.
 
 The client commands (status, tx, evidence, proof) live in node/cli_client.py; `gov` in
-node/cli_gov.py; `relay` in node/cli_relay.py.
+node/cli_gov.py; `relay` in node/cli_relay.py; `site`, `account` and `genesis` (the genesis
+ceremony of separate sites) in node/cli_site.py.
 
 Rules this module keeps:
 1. Every command has `--help`. Errors are one line on stderr, never a traceback: exit 1 for a

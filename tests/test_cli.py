@@ -46,6 +46,12 @@ HELP_PATHS = [
     ["proof"],
     ["proof", "get"],
     ["proof", "verify"],
+    ["site"],
+    ["site", "init"],
+    ["site", "install"],
+    ["account", "init"],
+    ["genesis", "assemble"],
+    ["genesis", "hash"],
 ]
 
 
