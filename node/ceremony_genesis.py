@@ -21,7 +21,8 @@ Rules this module keeps:
 5. Installing refuses: a genesis whose hash is not the expected one (the operator's copy, read out
    by the coordinator on another channel); a genesis or peers.json of another chain; a peers.json
    of another genesis; a genesis that does not hold this site's node key (in its role and power)
-   and admin key; a peers.json whose entry for this site differs from this site's descriptor.
+   and admin key; a peers.json whose entry for this site differs in any field from this site's
+   descriptor.
    Every other site of peers.json becomes a `[[peers]]` entry of the site's config.toml; the
    config's other keys are kept as written.
 """
@@ -303,11 +304,7 @@ def install_site(
     mine = [s for s in sites if s.get("node_pubkey") == "0x" + me.node_pubkey.hex()]
     if len(mine) != 1:
         raise CeremonyError(f"{peers_file}: lists this site's node key {len(mine)} times, not once")
-    if (mine[0].get("p2p_host"), mine[0].get("p2p_port"), mine[0].get("name")) != (
-        me.p2p_host,
-        me.p2p_port,
-        me.name,
-    ):
+    if mine[0] != _site_entry(me):
         raise CeremonyError(f"{peers_file}: this site's entry differs from its site.json")
     peers = tuple(
         PeerConfig(

@@ -591,3 +591,17 @@ def test_the_self_signed_certificate_verifies_for_its_ip_and_only_with_it(tmp_pa
     ):  # another address: refused
         pinned.wrap_socket(raw, server_hostname="127.0.0.2")
     listener.close()
+
+
+def test_install_refuses_peers_whose_entry_for_this_site_was_edited(
+    two_sites: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    t, ghash = two_sites
+    peers = json.loads((t / "coord" / "peers.json").read_text())
+    mine = next(s for s in peers["sites"] if s["name"] == "site1")
+    mine["rpc_port"] = 9999  # peers.json is not signed as a whole: each entry must match
+    (t / "coord" / "peers.json").write_text(json.dumps(peers))
+    before = snapshot(t / "s1")
+    code, _, err = run(install_argv(t, "s1", ghash), capsys)
+    assert code == 1 and "this site's entry differs from its site.json" in err
+    assert snapshot(t / "s1") == before
