@@ -228,7 +228,8 @@ class NodeApi(Protocol):
         ...
 
     def account_of(self, pubkey: bytes) -> tuple[str, str] | None:
-        """(org, role) of `pubkey`'s live account in committed membership state, or None."""
+        """(org, role) of `pubkey`'s live account in committed membership state, or None
+        (revoked, or its org removed by governance)."""
         ...
 
     def org_of(self, pubkey: bytes) -> str | None:

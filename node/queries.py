@@ -133,9 +133,13 @@ class Queries:
             return result
 
     def account_of(self, pubkey: bytes) -> tuple[str, str] | None:
-        """(org, role) of `pubkey`'s live account in committed state, or None."""
+        """(org, role) of `pubkey`'s live account in committed state, or None: never
+        registered, revoked, or its org removed by governance (R8b: such an account may not
+        send transactions either)."""
         account = self._executor.lookup_sender_uncached(pubkey)
-        return None if account is None else (account[1], account[2])
+        if account is None or self._executor.lookup_org_removal_uncached(account[1]) is not None:
+            return None
+        return account[1], account[2]
 
     def org_of(self, pubkey: bytes) -> str | None:
         """The org of `pubkey`'s account, live or revoked (its tombstone), or None."""

@@ -49,7 +49,7 @@ from aiohttp.typedefs import Handler
 from gmchain.ledger.jsonfmt import JsonFormatError, status_to_json
 from gmchain.node.api import ApiError, ErrorCode, NodeApi
 from gmchain.node.ratelog import LogLimiter
-from gmchain.node.rpcauth import AUTH_TOKEN, AuthMethods, ReadGuard, bearer_token, now_ms
+from gmchain.node.rpcauth import AUTH_TOKEN, AuthMethods, ReadGuard, now_ms, request_token
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpcgov import GovMethods
 from gmchain.node.rpclimits import (
@@ -286,7 +286,7 @@ class RpcServer:
 
     async def _on_http(self, request: web.Request) -> web.StreamResponse:
         CLIENT_ADDRESS.set(request.remote or "")
-        AUTH_TOKEN.set(bearer_token(request.headers.get("Authorization")))
+        AUTH_TOKEN.set(request_token(request.headers))
         limit = self._config.max_body_bytes
         too_big = request.content_length is not None and request.content_length > limit
         body = b""
@@ -379,7 +379,7 @@ class RpcServer:
         )
         await ws.prepare(request)
         CLIENT_ADDRESS.set(request.remote or "")
-        AUTH_TOKEN.set(bearer_token(request.headers.get("Authorization")))  # the upgrade's
+        AUTH_TOKEN.set(request_token(request.headers))  # the upgrade's
         conn = WsConn(ws, self._config, self._send_budget)
         self._conns.add(conn)
         self._metrics.ws_connections += 1

@@ -11,9 +11,10 @@ Rules this module keeps (docs/rpc.md "Read authentication" is the user's stateme
    view not listed is READ_ALL); gm_subscribe by its kind (newHeads PUBLIC, events and txCommit
    ORG: an org's account receives only events of its org's transactions).
 3. The caller is the session of the request's `Authorization: Bearer 0x<token>` header (for
-   /ws: the header of the upgrade request), looked up at every request, so an expired token
-   stops working at once. Needed and missing: -32010; unknown, malformed or expired: -32011;
-   another org's data: -32012. Messages are fixed strings: nothing about the data refused.
+   /ws: the header of the upgrade request; two Authorization headers are a malformed token),
+   looked up at every request, so an expired token stops working at once. Needed and missing:
+   -32010; unknown, malformed or expired: -32011; another org's data: -32012. Messages are
+   fixed strings: nothing about the data refused.
 4. Owners: a transaction, its receipt, its proof and a wait for it belong to the org of its
    sender's account (live or revoked: the tombstone keeps the org); an evidence record or flow,
    a relayed record and an outbox packet to their `org`; an ack to its record's org. A
@@ -22,12 +23,20 @@ Rules this module keeps (docs/rpc.md "Read authentication" is the user's stateme
 5. A refused read changes nothing: the check runs before the work when the params name the
    owner, else on the answer, which is then dropped. Every refusal is counted by code in the
    server's error metric (gmchain_rpc_errors_total), which the periodic refusal summary sums.
-6. Login: gm_authChallenge / gm_authLogin (node/rpcsession.py rules 1-4). The signature is
-   checked off the event loop (NodeApi.verify_signature: admission's verify pool and key
-   cache); the account, org and role are read from committed membership state. A refused login
-   answers -32010 naming which step failed (challenge, signature, account).
+6. Login: gm_authChallenge / gm_authLogin (node/rpcsession.py rules 1-4); challenges are
+   counted per client address as the connection limits count it (an IPv6 address's /64). The
+   signature is checked off the event loop (NodeApi.verify_signature: admission's verify pool
+   and key cache); the account, org and role are read from committed membership state (a
+   revoked account, or one of an org removed by governance, is not live), before the
+   signature, so a key that is no account costs no verification. A refused login answers
+   -32010 naming the step that failed: the challenge, or else the account-or-signature step
+   (one message for both: a refusal does not tell which keys are accounts).
 7. An address's org never changes (contracts/membership.py M4: registered once; a revoked
    address keeps its org in its tombstone), so owner lookups are cached (bounded LRU).
+8. A session reads only while its account is live in committed state with the org and role of
+   its login: revoked, its org removed by governance (R8b), or its role changed, every token of
+   it answers -32011 from the next committed block on (and its subscriptions end). The check is
+   made again at most once per committed height per account (bounded cache).
 """
 
 from __future__ import annotations
@@ -39,9 +48,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from multidict import CIMultiDictProxy
+
 from gmchain.contracts.keys import address_of
 from gmchain.ledger.jsonfmt import hex0x
 from gmchain.node.api import ErrorCode, NodeApi
+from gmchain.node.rpclimits import address_key
 from gmchain.node.rpcmethods import CLIENT_ADDRESS, MethodHandler
 from gmchain.node.rpcsend import WsConn
 from gmchain.node.rpcsession import Session, Sessions, compute_login_root
@@ -56,6 +68,7 @@ __all__ = [
     "ReadGuard",
     "bearer_token",
     "now_ms",
+    "request_token",
 ]
 
 #: The bearer token of the request being handled (None: no header), set by node/rpc.py per
@@ -67,6 +80,10 @@ AUTH_TOKEN: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
 _LOGIN_REQUIRED = "login required"
 _TOKEN_INVALID = "token expired or unknown"
 _FORBIDDEN = "forbidden: this data belongs to another org"
+_LOGIN_REFUSED = (
+    "login refused: no live account has this public key, or the signature does not verify "
+    "over [chainId, node id, challenge] of this node (docs/rpc.md)"
+)
 _ORG_CACHE = 65_536
 
 
@@ -176,6 +193,15 @@ def bearer_token(header: str | None) -> bytes | None:
         return b""
 
 
+def request_token(headers: CIMultiDictProxy[str]) -> bytes | None:
+    """Rule 3 for a request's headers: None without an Authorization header, b"" (malformed)
+    with more than one, so no proxy in front and this server can disagree on which counts."""
+    values = headers.getall("Authorization", [])
+    if len(values) > 1:
+        return b""
+    return bearer_token(values[0] if values else None)
+
+
 def _forbidden() -> RpcError:
     return RpcError(ErrorCode.FORBIDDEN, _FORBIDDEN)
 
@@ -204,6 +230,8 @@ class ReadGuard:
         self._sessions = sessions
         self._clock_ms = clock_ms
         self._orgs: OrderedDict[bytes, str | None] = OrderedDict()  # sender key -> org (rule 7)
+        # address -> (committed height, (org, role) of its live account or None) (rule 8)
+        self._live: OrderedDict[bytes, tuple[int, tuple[str, str] | None]] = OrderedDict()
 
     # --- the caller (rule 3) ---
 
@@ -212,10 +240,34 @@ class ReadGuard:
         token = AUTH_TOKEN.get()
         if token is None:
             raise RpcError(ErrorCode.LOGIN_REQUIRED, _LOGIN_REQUIRED)
-        session = self._sessions.session_of(token, self._clock_ms()) if token else None
+        session = self._live_session(token) if token else None
         if session is None:
             raise RpcError(ErrorCode.TOKEN_INVALID, _TOKEN_INVALID)
         return session
+
+    def _live_session(self, token: bytes) -> Session | None:
+        """The session of `token` if it is unexpired and its account still live (rule 8)."""
+        session = self._sessions.session_of(token, self._clock_ms())
+        if session is None or self._account_now(session.address) != (session.org, session.role):
+            return None
+        return session
+
+    def _account_now(self, address: bytes) -> tuple[str, str] | None:
+        """(org, role) of the live account at `address` in committed state (rule 8's cache)."""
+        height = self._api.height()
+        seen = self._live.get(address)
+        if seen is not None and seen[0] == height:
+            self._live.move_to_end(address)
+            return seen[1]
+        value = self._api.call("membership", "get", [address])
+        fields = dict(value) if isinstance(value, list | tuple) else {}
+        pubkey = fields.get("pubkey")
+        account = self._api.account_of(pubkey) if isinstance(pubkey, bytes) else None
+        self._live[address] = (height, account)
+        self._live.move_to_end(address)
+        if len(self._live) > _ORG_CACHE:
+            self._live.popitem(last=False)
+        return account
 
     def access_of(self, name: str, args: dict[str, Any]) -> Access:
         """Rule 2: the class of one request."""
@@ -331,7 +383,7 @@ class ReadGuard:
         assert token is not None  # caller() found its session
 
         def visible(tx_id: bytes) -> bool | None:
-            if self._sessions.session_of(token, self._clock_ms()) is None:
+            if self._live_session(token) is None:
                 return None
             found = self._api.get_tx(tx_id)
             return found is not None and self.sender_org(found.tx.body.sender) == session.org
@@ -353,7 +405,9 @@ class AuthMethods:
         return {"gm_authChallenge": self._m_challenge, "gm_authLogin": self._m_login}
 
     async def _m_challenge(self, a: dict[str, Any], c: WsConn | None) -> Any:
-        issued = self._sessions.issue_challenge(CLIENT_ADDRESS.get(), self._clock_ms())
+        # bounded per address as the connection limits count them: an IPv6 host's whole /64
+        client = address_key(CLIENT_ADDRESS.get())
+        issued = self._sessions.issue_challenge(client, self._clock_ms())
         if issued is None:
             raise RpcError(ErrorCode.RATE_LIMITED, "busy: too many outstanding login challenges")
         challenge, expires = issued
@@ -366,19 +420,14 @@ class AuthMethods:
                 ErrorCode.LOGIN_REQUIRED,
                 "login refused: challenge unknown, used or expired (ask gm_authChallenge)",
             )
+        # The account first, as admission checks R8 before R9: a key that is no account costs
+        # no SM2 verification. One message for both, so a refusal does not tell which keys
+        # are accounts.
+        account = self._api.account_of(pubkey)
         st = self._api.status()
         root = compute_login_root(st.chain_id, st.node_id, challenge)
-        if not await self._api.verify_signature(pubkey, root, signature):
-            raise RpcError(
-                ErrorCode.LOGIN_REQUIRED,
-                "login refused: the signature does not verify over [chainId, node id, "
-                "challenge] of this node (docs/rpc.md)",
-            )
-        account = self._api.account_of(pubkey)
-        if account is None:
-            raise RpcError(
-                ErrorCode.LOGIN_REQUIRED, "login refused: no live account has this public key"
-            )
+        if account is None or not await self._api.verify_signature(pubkey, root, signature):
+            raise RpcError(ErrorCode.LOGIN_REQUIRED, _LOGIN_REFUSED)
         org, role = account
         now = self._clock_ms()
         token = self._sessions.open_session(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -247,3 +248,23 @@ def test_token_and_challenge_do_not_cross_nodes(network: Network) -> None:
     assert "signature" in signed_for_a.value.message
     # and B answers its own logins (the observer is a site like any other)
     assert login(b, key).org == "org1"
+
+
+def test_plain_http_to_the_tls_port_gets_no_answer(network: Network) -> None:
+    site = network.site("site-a")
+    host, port = site.url.removeprefix("https://").rsplit(":", 1)
+    body = b'{"jsonrpc":"2.0","id":1,"method":"gm_blockNumber"}'
+    request = (
+        b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(request)
+        got = b""
+        try:
+            while chunk := sock.recv(4096):
+                got += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert b"HTTP/" not in got and b"jsonrpc" not in got, got
+    assert isinstance(call(site, "gm_blockNumber"), int)  # and the node serves TLS as before
