@@ -13,9 +13,11 @@ Each test is one finding of the attack pass (issue 14 item 2), failing before it
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import msgpack
 import pytest
 
@@ -177,3 +179,33 @@ async def test_a_login_of_no_account_costs_no_signature_check(env: Env) -> None:
         del env.service.verify_signature
     assert unknown["error"] == bad["error"], (unknown, bad)
     assert bad["error"]["code"] == ErrorCode.LOGIN_REQUIRED
+
+
+async def test_a_revoked_accounts_subscription_ends(env: Env) -> None:
+    token = (await env.login("user1"))["token"]
+    ws_url = env.url.replace("http://", "ws://") + "ws"
+    async with env.http.ws_connect(ws_url, headers={"Authorization": f"Bearer {token}"}) as ws:
+        req = {"jsonrpc": "2.0", "id": 1, "method": "gm_subscribe", "params": ["events"]}
+        await ws.send_json(req)
+        assert "result" in json.loads((await ws.receive()).data)
+        address = env.keys["user1"].public_key.address
+        assert (await _commit(env, "admin1", "membership", "revoke", [address])).status == 0
+        late = await _commit(
+            env, "admin1", "evidence", "submit", evidence_args("rec-org1-late", "flow-org1-late")
+        )
+        assert late.status == 0, late
+        for _ in range(200):
+            if env.server.metrics.subscriptions == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert env.server.metrics.subscriptions == 0
+        # nothing of org1 after the revoking block reached the revoked account
+        while True:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), 0.5)
+            except TimeoutError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            note = json.loads(msg.data)["params"]["result"]
+            assert note["name"] != "EvidenceSubmitted", note
