@@ -209,3 +209,93 @@ async def test_a_revoked_accounts_subscription_ends(env: Env) -> None:
                 break
             note = json.loads(msg.data)["params"]["result"]
             assert note["name"] != "EvidenceSubmitted", note
+
+
+_OPEN_TO_ACCOUNTS = ("membership.", "governance.")  # docs/rpc.md: any logged-in account
+
+
+def _crafted(arg: dict[str, Any], org2: dict[str, str]) -> list[Any]:
+    """Values aimed at org2's data for one argument of gm_contracts' schema."""
+    kind = arg["type"]
+    if kind == "str":
+        if "choices" in arg:
+            return list(arg["choices"])[:2]
+        return [org2["record"], org2["flow"], "org2", org2["chain"]]
+    if kind == "bytes":
+        return {32: [org2["tx"], org2["digest"]], 20: [org2["address"]]}.get(arg.get("size"), [])
+    if kind == "int":
+        return [max(arg["min"], 0), max(arg["min"], 1)]
+    if kind == "bool":
+        return [True]
+    return []
+
+
+async def test_no_view_or_method_answers_org2_data_to_org1(env: Env) -> None:
+    """Every gm_call view with args aimed at org2's record, flow, tx, digest and address, and
+    every other method with org2's ids, in JSON-RPC batches that mix them with a login and
+    public methods: no answer or error (message or data) to org1's user carries org2's ids,
+    except the membership and governance views docs/rpc.md opens to every account."""
+    reg = (await env.login("reg"))["token"]
+    rec2 = await env.ok("gm_call", ["evidence", "get", ["rec-org2"]], reg)
+    tx2 = "0x" + env.txs["org2"].hex()
+    org2 = {
+        "record": "rec-org2",
+        "flow": "flow-org2",
+        "chain": env.service.status().chain_id,
+        "tx": tx2,
+        "digest": rec2["dataDigest"],
+        "address": "0x" + env.keys["user2"].public_key.address.hex(),
+    }
+    secrets = ["rec-org2", "flow-org2", tx2[2:], rec2["recordHash"][2:]]
+    token = (await env.login("user1"))["token"]
+    contracts = (await env.ok("gm_contracts"))["contracts"]
+    requests: list[tuple[str, Any]] = []
+    for contract in contracts:
+        for m in contract["methods"]:
+            view = f"{contract['name']}.{m['name']}"
+            if m["kind"] != "query" or view.startswith(_OPEN_TO_ACCOUNTS):
+                continue
+            required = [a for a in m["args"] if not a.get("optional")]
+            choices = [_crafted(a, org2) for a in required]
+            if any(not c for c in choices):
+                continue
+            for i in range(max((len(c) for c in choices), default=1)):
+                args = [c[i % len(c)] for c in choices]
+                for with_height in (False, True):
+                    requests.append(("gm_call", [contract["name"], m["name"], args, with_height]))
+    h2 = env.heights["org2"]
+    block = await env.ok("gm_getBlockByNumber", [h2])
+    requests += [
+        ("gm_getTransactionByHash", [tx2]),
+        ("gm_getTransactionReceipt", [tx2]),
+        ("gm_waitForReceipt", {"txId": tx2, "timeoutMs": 0}),
+        ("gm_getTransactionProof", [tx2]),
+        ("gm_getTransactionProof", [tx2, h2]),
+        ("gm_getBlockByNumber", [h2, True]),
+        ("gm_getBlockByHash", [block["hash"], True]),
+        ("gm_getRelayedRecord", [org2["chain"], "rec-org2"]),
+        ("gm_getRelayedRecord", [org2["chain"], 1]),
+        ("gm_getOutbox", []),
+        ("gm_getAck", ["rec-org2"]),
+        ("gm_getArrivals", [org2["chain"]]),
+        ("gm_getCrossChainClient", [org2["chain"]]),
+    ]
+    assert len(requests) > 40
+    seen: list[Any] = []
+    for start in range(0, len(requests), 90):
+        batch: list[dict[str, Any]] = [
+            {"jsonrpc": "2.0", "id": "challenge", "method": "gm_authChallenge", "params": []},
+            {"jsonrpc": "2.0", "id": "status", "method": "gm_status", "params": []},
+        ]
+        for i, (method, params) in enumerate(requests[start : start + 90]):
+            batch.append({"jsonrpc": "2.0", "id": start + i, "method": method, "params": params})
+        headers = {"Authorization": f"Bearer {token}"}
+        async with env.http.post(env.url, json=batch, headers=headers) as resp:
+            text = await resp.text()
+        replies = json.loads(text)
+        assert len(replies) == len(batch)
+        for leaked in secrets:
+            assert leaked not in text, [r for r in replies if leaked in json.dumps(r)][:3]
+        seen += replies
+    codes = {r["error"]["code"] for r in seen if "error" in r}
+    assert ErrorCode.FORBIDDEN in codes  # not vacuous: the aimed reads were refused
