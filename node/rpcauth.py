@@ -373,18 +373,19 @@ class ReadGuard:
     # --- subscriptions (rule 2) ---
 
     def tx_visibility(self) -> Callable[[bytes], bool | None] | None:
-        """For a subscription made now: None if the caller sees every transaction, else a test
-        of one committed tx id (True: its org's; False: another org's; None: the login has
-        expired, the subscription ends)."""
+        """For a subscription made now: a test of one committed tx id (True: the caller may
+        see it, its org's or the caller reads all; False: another org's; None: the login has
+        expired or its account is no longer live, the subscription ends) — for a readAll
+        caller too, whose login ends as any other's."""
         session = self.caller()
-        if session.read_all:
-            return None
         token = AUTH_TOKEN.get()
         assert token is not None  # caller() found its session
 
         def visible(tx_id: bytes) -> bool | None:
             if self._live_session(token) is None:
                 return None
+            if session.read_all:
+                return True
             found = self._api.get_tx(tx_id)
             return found is not None and self.sender_org(found.tx.body.sender) == session.org
 

@@ -13,7 +13,8 @@ Rules this module keeps (docs/rpc.md "Subscriptions" is the user's statement of 
    until gm_unsubscribe, its own end or its connection's close (node/rpc.py). An exception in a
    subscription is logged as our bug and ends only that subscription.
 6. With rpc_auth = "reads", an events or txCommit subscriber of an org sees only its org's
-   transactions (node/rpcauth.py rule 2); its subscription ends when its login expires.
+   transactions (node/rpcauth.py rule 2); every subscriber's (the regulator's too) ends when
+   its login expires or its account stops being live (node/rpcauth.py rule 8).
 """
 
 from __future__ import annotations

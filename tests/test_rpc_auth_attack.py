@@ -299,3 +299,24 @@ async def test_no_view_or_method_answers_org2_data_to_org1(env: Env) -> None:
         seen += replies
     codes = {r["error"]["code"] for r in seen if "error" in r}
     assert ErrorCode.FORBIDDEN in codes  # not vacuous: the aimed reads were refused
+
+
+async def test_a_regulators_subscription_ends_when_its_login_expires(env: Env) -> None:
+    """docs/rpc.md: a WebSocket's subscriptions end when its token expires — for the regulator
+    (readAll) too, whose events subscription used no per-event check at all."""
+    token = (await env.login("reg"))["token"]
+    ws_url = env.url.replace("http://", "ws://") + "ws"
+    async with env.http.ws_connect(ws_url, headers={"Authorization": f"Bearer {token}"}) as ws:
+        req = {"jsonrpc": "2.0", "id": 1, "method": "gm_subscribe", "params": ["events"]}
+        await ws.send_json(req)
+        assert "result" in json.loads((await ws.receive()).data)
+        env.clock.ms += 900_000  # the token expires
+        late = await _commit(
+            env, "user2", "evidence", "submit", evidence_args("rec-org2-late", "flow-org2-late")
+        )
+        assert late.status == 0, late
+        for _ in range(200):
+            if env.server.metrics.subscriptions == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert env.server.metrics.subscriptions == 0
