@@ -29,7 +29,7 @@ def _fresh(result: Any, req_id: Any = 1) -> str:
 def test_splice_equals_encoding_the_value() -> None:
     value = {"hash": "0xab", "number": 7, "transactions": ["0x01"], "name": "\u8bc1\u636e"}
     text = dumps_compact(value)
-    for req_id in (1, "a\u00e9\"b", None, 2**40):
+    for req_id in (1, 'a\u00e9"b', None, 2**40):
         reply = {"jsonrpc": "2.0", "id": req_id, "result": JsonText(text)}
         assert reply_text(reply) == _fresh(value, req_id)
         spliced = {"jsonrpc": "2.0", "id": req_id, "result": with_height(text, 12)}
