@@ -144,6 +144,7 @@ class TxLookup:
     block_id: bytes
     receipt_bytes: bytes  # the stored receipt: decoded only when asked (`receipt`), since
     # gm_getTransactionByHash serves none of it (a fifth of its cost was this decode)
+    tx_bytes: bytes = b""  # the tx's stored canonical bytes when read from them (else encode)
 
     @property
     def receipt(self) -> Receipt:

@@ -106,17 +106,21 @@ class Queries:
             return None
         height, index = loc
         cached = self._block_cache.get(height)
+        raw = b""
         if cached is not None:
             tx = cached.txs[index]
         else:
             raw_block = self._store.get_block_by_height(height)
             assert raw_block is not None  # rule 1: the location and the block are one batch
-            tx = SignedTx.decode(extract_tx_bytes(raw_block, index))
+            raw = extract_tx_bytes(raw_block, index)
+            tx = SignedTx.decode(raw)
             self._checked(check_served_tx, height, tx_id, tx)
         rraw = self._store.get_receipt(tx_id)
         block_id = self._store.get_block_hash(height)
         assert rraw is not None and block_id is not None
-        return TxLookup(tx=tx, height=height, index=index, block_id=block_id, receipt_bytes=rraw)
+        return TxLookup(
+            tx=tx, height=height, index=index, block_id=block_id, receipt_bytes=rraw, tx_bytes=raw
+        )
 
     def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
         loc = self._store.get_tx_location(tx_id)

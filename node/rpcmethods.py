@@ -143,9 +143,10 @@ class RpcMethods:
             if found is None:
                 return self._not_committed(tx_id)
             f = found
-            text = self.replies.put(
-                key, tx_to_json(f.tx, height=f.height, index=f.index, block_id=f.block_id)
+            out = tx_to_json(
+                f.tx, height=f.height, index=f.index, block_id=f.block_id, raw=f.tx_bytes
             )
+            text = self.replies.put(key, out)
         return with_height(text, self._api.height())
 
     async def _m_get_transaction_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
