@@ -16,7 +16,7 @@ Rules this module keeps:
 3. The figure is node CPU per query: user + system time of the node process and its children
    from /proc (bench.nodes rule 3) over a fixed number of queries, divided by that number. A
    loaded machine stretches the wall rate but hardly this; the wall rate is reported too, with
-   the load average before and after.
+   the load average before and after. Measuring starts once the node is idle (`_wait_idle`).
 4. Every kind is warmed up with `--warmup` queries first (not counted). Queries pick uniformly
    from the whole chain (heights 1..head; a uniform sample of its transactions), so a long
    chain is read cold where a short one fits in the node's caches: that is the difference to
@@ -118,6 +118,7 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Rule 3 for each kind in turn."""
     head = int(meta["head"])
+    _wait_idle(pid)
     out = []
     for kind in kinds:
         plan = QueryPlan(
@@ -157,6 +158,18 @@ def measure(
             flush=True,
         )
     return out
+
+
+def _wait_idle(pid: int, timeout_s: float = 120.0) -> None:
+    """Rule 3: start once the node is idle (LevelDB compacts a copied store after it opens it,
+    in the node's own threads): under 5 % of a core over one second, or `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        cpu0 = proc_cpu_s(pid)
+        time.sleep(1.0)
+        cpu1 = proc_cpu_s(pid)
+        if cpu0 is None or cpu1 is None or cpu1 - cpu0 < 0.05:
+            return
 
 
 def _wait_file(path: Path, timeout_s: float = 60.0) -> None:
