@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ from gmchain.node.rpclimits import (
 )
 from gmchain.node.rpcmethods import CLIENT_ADDRESS, MethodHandler, RpcMethods
 from gmchain.node.rpcmetrics import RpcMetrics, guard_metrics_text
-from gmchain.node.rpcsend import JsonText, ReplyBudget, SendBudget, WsConn
+from gmchain.node.rpcsend import ReplyBudget, SendBudget, WsConn, reply_value
 from gmchain.node.rpcsession import Sessions
 from gmchain.node.rpcspec import (
     METHODS,
@@ -535,14 +534,9 @@ class RpcServer:
     def _checked(
         self, method: str | None, reply: dict[str, Any], params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """`reply`, checked against the OpenRPC document when validation is on (a result kept as
-        JSON text is checked as the value it encodes)."""
+        """`reply`, checked against the OpenRPC document when validation is on."""
         if self._validator is not None:
-            result = reply.get("result")
-            seen = reply
-            if isinstance(result, JsonText):
-                seen = {**reply, "result": json.loads(result)}
-            self._validator.check_reply(method, seen, params)
+            self._validator.check_reply(method, reply_value(reply), params)
         return reply
 
     def _error(self, exc: RpcError, req_id: Any, notification: bool) -> dict[str, Any] | None:

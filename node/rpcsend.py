@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from gmchain.node.ratelog import LogLimiter
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpcspec import dumps_compact, error_reply
 
-__all__ = ["JsonText", "ReplyBudget", "SendBudget", "WsConn", "reply_text"]
+__all__ = ["JsonText", "ReplyBudget", "SendBudget", "WsConn", "reply_text", "reply_value"]
 
 log = logging.getLogger("gmchain.rpc")
 # A reply that cannot be encoded is our bug, but a client may trigger it at will: rate-limited
@@ -47,6 +48,12 @@ class JsonText(str):
     """A JSON-RPC result already encoded by `dumps_compact` (rule 4)."""
 
     __slots__ = ()
+
+
+def reply_value(reply: dict[str, Any]) -> dict[str, Any]:
+    """`reply` with a `JsonText` result decoded: the value a reply validator checks."""
+    result = reply.get("result")
+    return {**reply, "result": json.loads(result)} if isinstance(result, JsonText) else reply
 
 
 def reply_text(reply: dict[str, Any]) -> str:
