@@ -94,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=16, help="HTTP keep-alive connections")
     p.add_argument("--keys", type=int, default=1000, help="sender keys admitted at genesis")
     p.add_argument("--query-seconds", type=float, default=5.0, help="per query kind; 0 = skip")
+    p.add_argument(
+        "--chain-blocks",
+        type=int,
+        default=0,
+        help="single only: first build this many certified blocks into the node's store "
+        "(bench/longchain.py; 100000 takes ~10-40 min), so the queries also read a long chain "
+        "(0: start from genesis)",
+    )
+    p.add_argument("--chain-txs", type=int, default=2, help="transactions per built block (2)")
     p.add_argument("--micro-seconds", type=float, default=1.0, help="per microbenchmark figure")
     p.add_argument("--base-port", type=int, default=18545, help="first RPC port to use")
     p.add_argument(
@@ -133,7 +142,13 @@ def _free_base(base: int, offsets: list[int]) -> int:
 
 def _start(args: argparse.Namespace, workdir: Path, keys: list[Any]) -> System:
     if args.profile == "single":
-        return start_single(workdir / "single", _free_base(args.base_port, [0, 1]), keys)
+        return start_single(
+            workdir / "single",
+            _free_base(args.base_port, [0, 1]),
+            keys,
+            chain_blocks=args.chain_blocks,
+            chain_txs=args.chain_txs,
+        )
     b = _free_base(args.base_port, [0, 1, 2, 3, 12000, 12001, 12002, 12003])
     return start_cluster4(workdir / "cluster4", b, b + 12000, keys)
 
@@ -160,6 +175,9 @@ def main(argv: list[str]) -> int:
     command = "gmchain bench " + " ".join(shlex.quote(a) for a in argv)
     if args.scenario == "faults" and args.profile != "cluster4":
         print("error: --scenario faults needs --profile cluster4", file=sys.stderr)
+        return 2
+    if args.chain_blocks and args.profile != "single":
+        print("error: --chain-blocks needs --profile single", file=sys.stderr)
         return 2
     rate = args.rate or _DEFAULT_RATE[args.profile]
     batch = batch_for(rate, args.batch)  # rule 3: once for the run
@@ -226,7 +244,8 @@ def main(argv: list[str]) -> int:
         "manifest": manifest,
         "microbench": micro,
         "parameters": system.params
-        | {"nodes": n_nodes, "replay_window": "1000000 (bench genesis)"},
+        | {"nodes": n_nodes, "replay_window": "1000000 (bench genesis)"}
+        | _built_chain(system),
         "load": {
             "batch": batch,
             "batch_setting": f"--batch {args.batch}"
@@ -252,6 +271,18 @@ def main(argv: list[str]) -> int:
     _write(args, report)
     _summary(report)
     return 0
+
+
+def _built_chain(system: System) -> dict[str, Any]:
+    """What the run's chain held before the load (--chain-blocks), for the report."""
+    lc = system.long_chain
+    if lc is None:
+        return {}
+    return {
+        "built_chain_blocks": lc.head,
+        "built_chain_txs": lc.txs,
+        "built_chain_build_s": lc.build_s,
+    }
 
 
 def _write(args: argparse.Namespace, report: dict[str, Any], *, write_json: bool = True) -> None:

@@ -444,6 +444,7 @@ class QueryPlan:
     seconds: float = 5.0
     connections: int = 32
     host: str = "127.0.0.1"
+    count: int = 0  # > 0: stop after this many queries (bench/querycost.py), not at `seconds`
 
 
 def _query_body(plan: QueryPlan, rng: random.Random) -> bytes:
@@ -464,15 +465,16 @@ async def _run_queries(plan: QueryPlan) -> dict[str, Any]:
 
     hist = Histogram()
     errors: Counter[str] = Counter()
-    done = 0
-    stop_at = time.monotonic() + plan.seconds
+    done = issued = 0
+    stop_at = time.monotonic() + (plan.seconds if plan.count <= 0 else 3600.0)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
 
     async def worker(k: int) -> None:
-        nonlocal done
+        nonlocal done, issued
         rng = random.Random(k)
         conn = _Http(plan.host, plan.port)
-        while (t := time.monotonic()) < stop_at:
+        while (t := time.monotonic()) < stop_at and (plan.count <= 0 or issued < plan.count):
+            issued += 1
             try:
                 reply = json.loads(await conn.post(_query_body(plan, rng)))
             except (OSError, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:

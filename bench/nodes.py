@@ -29,7 +29,16 @@ from typing import Any
 
 from gmchain.crypto_sm import PrivateKey
 
-__all__ = ["NodeProc", "Sampler", "System", "rpc", "start_cluster4", "start_single"]
+__all__ = [
+    "NodeProc",
+    "Sampler",
+    "System",
+    "launch_single",
+    "proc_cpu_s",
+    "rpc",
+    "start_cluster4",
+    "start_single",
+]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -78,6 +87,7 @@ class System:
     nodes: list[NodeProc]
     chain_id: str
     params: dict[str, Any] = field(default_factory=dict)
+    long_chain: Any = None  # bench.longchain.LongChain when the run started on a built chain
 
     @property
     def ports(self) -> list[int]:
@@ -139,38 +149,82 @@ def _params(cfg_path: Path) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in keep}
 
 
-def start_single(directory: Path, rpc_port: int, keys: list[PrivateKey]) -> System:
-    """A one-validator chain via `gmchain dev` in `directory` (created fresh)."""
+def start_single(
+    directory: Path,
+    rpc_port: int,
+    keys: list[PrivateKey],
+    *,
+    chain_blocks: int = 0,
+    chain_txs: int = 2,
+) -> System:
+    """A one-validator chain via `gmchain dev` in `directory` (created fresh); with
+    `chain_blocks`, first `chain_blocks` certified blocks of `chain_txs` bench transactions each
+    are built into its store (bench/longchain.py), and `System.long_chain` says what they hold."""
     from gmchain.bench.workload import admit_keys
-    from gmchain.node.daemon import DEV_ORG, init_dev
+    from gmchain.node.daemon import DEV_ORG, DEV_PASSPHRASE, init_dev
 
     # One node owns the machine: SM2 verification in one worker process per core, past the
     # event loop's GIL (node/verifypool.py). cluster4 keeps threads: its four nodes already
     # share the cores, and the processes' IPC only added CPU there (docs/benchmarks.md).
     procs = min(8, os.cpu_count() or 1)
-    cfg_path = init_dev(directory, rpc_port=rpc_port, p2p_port=rpc_port + 1, verify_processes=procs)
+    init_dev(directory, rpc_port=rpc_port, p2p_port=rpc_port + 1, verify_processes=procs)
     genesis = admit_keys(directory / "genesis.json", keys, DEV_ORG)
+    built = None
+    if chain_blocks > 0:
+        from gmchain.bench.longchain import build_long_chain
+        from gmchain.node.keys_cli import load_key
+
+        print(f"[bench] building a chain of {chain_blocks:,} blocks…", flush=True)
+        built = build_long_chain(
+            directory / "db",
+            genesis,
+            load_key(directory / "node.key", DEV_PASSPHRASE.encode()),
+            keys,
+            blocks=chain_blocks,
+            txs_per_block=chain_txs,
+        )
+    system = launch_single(directory, rpc_port, genesis.chain_id)
+    system.long_chain = built
+    return system
+
+
+def launch_single(
+    directory: Path,
+    rpc_port: int,
+    chain_id: str,
+    *,
+    profiled: bool = False,
+    node_tree: Path | None = None,
+) -> System:
+    """Start `gmchain dev` on an existing dev directory (its config, keys, genesis and store);
+    `profiled`: under bench/nodeprof.py (cProfile switched by signals); `node_tree`: the node's
+    code from that source tree (another checkout, for before/after comparisons)."""
+    entry = "gmchain.bench.nodeprof" if profiled else "gmchain.node.cli"
+    env = None
+    if node_tree is not None:
+        env = os.environ | {"PYTHONPATH": str(node_tree.resolve())}
     log = open(directory / "node.log", "ab")  # noqa: SIM115 - handed to the child
     popen = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "gmchain.node.cli", "dev", "--data-dir", str(directory)),
+            *("-m", entry, "dev", "--data-dir", str(directory)),
             *("--rpc-port", str(rpc_port)),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
     log.close()
     node = NodeProc(name="dev", rpc_port=rpc_port, popen=popen)
-    _wait_up(rpc_port, 30, node)
+    _wait_up(rpc_port, 120, node)
     return System(
         profile="single",
         directory=directory,
         nodes=[node],
-        chain_id=genesis.chain_id,
-        params=_params(cfg_path) | {"validators": 1},
+        chain_id=chain_id,
+        params=_params(directory / "config.toml") | {"validators": 1},
     )
 
 
@@ -226,6 +280,12 @@ def _write_bytes(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds `pid` and its child processes used so far (None if it is gone)."""
+    s = _proc_sample(pid)
+    return None if s is None else s[0]
 
 
 def _proc_sample(pid: int) -> tuple[float, int] | None:

@@ -280,15 +280,20 @@ class Harness:
             time.sleep(0.5)
         port = self.system.ports[0]
         height = int(rpc(port, "gm_blockNumber"))
+        # On a built long chain (bench/longchain.py) the queries pick from all of it: its sample
+        # of transactions, spread over every height, besides the load's.
+        lc = self.system.long_chain
+        tx_ids = self.tx_ids + (lc.tx_ids if lc is not None else [])
+        record_ids = self.record_ids + (lc.record_ids if lc is not None else [])
         out = []
         for kind in ("block", "tx", "evidence", "proof"):
-            if kind != "block" and not self.tx_ids:
+            if kind != "block" and not tx_ids:
                 continue
             plan = QueryPlan(
                 port=port,
                 kind=kind,
-                tx_ids=self.tx_ids,
-                record_ids=self.record_ids,
+                tx_ids=tx_ids,
+                record_ids=record_ids,
                 max_height=max(1, height),
                 seconds=seconds,
                 connections=connections,

@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import resource
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ __all__ = [
     "evidence_args",
     "make_keys",
     "presign",
+    "presign_stream",
 ]
 
 BENCH_REPLAY_WINDOW = 1_000_000  # the largest W the Genesis type allows (rule 4)
@@ -157,3 +159,28 @@ def presign(
         ids.extend(i)
         cpu += c
     return SignedBatch(raws=raws, ids=ids, cpu_s=cpu, wall_s=time.perf_counter() - t0)
+
+
+def presign_stream(
+    keys: list[PrivateKey],
+    count: int,
+    *,
+    chain_id: str,
+    expiry: int,
+    run_tag: str,
+    chunk: int = 2000,
+    workers: int | None = None,
+) -> Generator[SignedBatch, None, None]:
+    """`presign` in chunks of `chunk`, in order, signed by worker processes while the caller
+    consumes the earlier chunks (bench/longchain.py builds blocks meanwhile)."""
+    workers = workers or os.cpu_count() or 1
+    key_bytes = [k.to_bytes() for k in keys]
+    jobs = [
+        (chain_id, expiry, key_bytes, s, min(chunk, count - s), run_tag)
+        for s in range(0, count, chunk)
+    ]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        t0 = time.perf_counter()
+        for raws, ids, cpu in pool.imap(_sign_chunk, jobs):
+            yield SignedBatch(raws=raws, ids=ids, cpu_s=cpu, wall_s=time.perf_counter() - t0)
+            t0 = time.perf_counter()

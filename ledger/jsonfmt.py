@@ -119,8 +119,10 @@ def tx_to_json(
     height: int | None = None,
     index: int | None = None,
     block_id: bytes | None = None,
+    raw: bytes = b"",
 ) -> dict[str, Any]:
-    """A signed transaction; with its position (and `pending: false`) when it is committed."""
+    """A signed transaction; with its position (and `pending: false`) when it is committed.
+    `raw`, if given, is the canonical encoding it was decoded from (not encoded again)."""
     body = tx.body
     out: dict[str, Any] = {
         "txId": hex0x(tx.tx_id),
@@ -133,7 +135,7 @@ def tx_to_json(
         "method": body.method,
         "args": value_to_json(list(body.args)),
         "signature": hex0x(tx.signature),
-        "raw": hex0x(tx.encode()),
+        "raw": hex0x(raw or tx.encode()),
     }
     return _with_position(out, height, index, block_id)
 

@@ -7,6 +7,7 @@ here). A shape is the plain-JSON `Shape.describe()` of `contracts.results` (serv
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,27 +24,37 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=1024)  # record field names: a small fixed set, converted per answer
 def camel_case(name: str) -> str:
     """`record_hash` -> `recordHash` (rule 5); a name without underscores is unchanged."""
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+def _is_map(x: Any) -> bool:
+    return type(x) is dict or isinstance(x, Mapping)  # the exact type first: ABC checks are slow
+
+
+def _is_seq(x: Any) -> bool:
+    return type(x) is list or type(x) is tuple or isinstance(x, list | tuple)
+
+
 def view_to_json(value: Value, shape: Any) -> Any:
     """A contract's result as JSON, rendered by its declared shape (rule 5).
 
     `shape` is a `Shape.describe()` mapping (or None: no shape declared, plain rendering)."""
-    if value is None or not isinstance(shape, Mapping):
+    if value is None or not _is_map(shape):
         return value_to_json(value)
     kind = shape.get("type")
     if kind == "record" and _is_pairs(value, shape):
-        fields = {f.get("name"): f for f in shape.get("fields", ()) if isinstance(f, Mapping)}
+        fields = {f.get("name"): f for f in shape.get("fields", ()) if _is_map(f)}
         assert isinstance(value, list | tuple)
         return {camel_case(k): view_to_json(v, fields.get(k)) for k, v in value}
     if kind == "map" and _is_pairs(value, None):
         assert isinstance(value, list | tuple)
         return {k: view_to_json(v, shape.get("values")) for k, v in value}
-    if kind == "list" and isinstance(value, list | tuple):
+    if kind == "list" and _is_seq(value):
+        assert isinstance(value, list | tuple)
         return [view_to_json(v, shape.get("items")) for v in value]
     return value_to_json(value)
 
@@ -111,18 +122,19 @@ def shape_json_schema(shape: Mapping[str, Any]) -> dict[str, Any]:
 
 def _is_pairs(value: Value, shape: Mapping[str, Any] | None) -> bool:
     """`value` is a list of [str, value] pairs with unique names (those of `shape`, in order)."""
-    if not isinstance(value, list | tuple):
+    if not _is_seq(value):
         return False
+    assert isinstance(value, list | tuple)
     names = []
     for pair in value:
-        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+        if not (_is_seq(pair) and len(pair) == 2 and isinstance(pair[0], str)):
             return False
         names.append(pair[0])
     if len(set(names)) != len(names):
         return False
     if shape is None:
         return True
-    return names == [f.get("name") for f in shape.get("fields", ()) if isinstance(f, Mapping)]
+    return names == [f.get("name") for f in shape.get("fields", ()) if _is_map(f)]
 
 
 def args_schema(describe: Any, contract: str, method: str) -> Sequence[Any] | None:

@@ -96,6 +96,11 @@ def _kind(x: object) -> str:
 
 def value_to_json(value: Value) -> Any:
     """A canonical value as JSON: bytes become hex, tuples become lists, the rest is unchanged."""
+    t = type(value)  # the exact common types first: this runs per value of every answer
+    if t is str or t is int or value is None or t is bool:
+        return value
+    if t is bytes:
+        return "0x" + value.hex()
     if isinstance(value, bytes | bytearray | memoryview):
         return hex0x(bytes(value))
     if isinstance(value, list | tuple):
@@ -110,6 +115,13 @@ def jsonable(obj: Any) -> Any:
 
     Like `value_to_json`, and also maps: keys become strings, values converted recursively.
     """
+    t = type(obj)  # the exact common types first (a proof bundle is thousands of values)
+    if t is str or t is int or obj is None or t is bool:
+        return obj
+    if t is dict:
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if t is list:
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, bytes | bytearray | memoryview):

@@ -142,7 +142,13 @@ class TxLookup:
     height: int
     index: int
     block_id: bytes
-    receipt: Receipt
+    receipt_bytes: bytes  # the stored receipt: decoded only when asked (`receipt`), since
+    # gm_getTransactionByHash serves none of it (a fifth of its cost was this decode)
+    tx_bytes: bytes = b""  # the tx's stored canonical bytes when read from them (else encode)
+
+    @property
+    def receipt(self) -> Receipt:
+        return Receipt.decode(self.receipt_bytes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,9 @@ Rules this module keeps (node/api.py rules 1, 2):
 3. Decoded blocks are kept in a small LRU (a committed block never changes).
 4. Epochs are read from the governance contract's state (EPOCHS.md E2: `ep` = [latest epoch,
    height it was written at], `ep/<epoch u64 BE>` = EpochConfig) through one snapshot.
+5. The contracts' description is built once: the registry is fixed when the node starts
+   (contracts/framework.py), and rebuilding it cost half of every `gm_call` (issue 15). Callers
+   only read it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Queries:
         self._executor = executor
         self._on_corrupt = on_corrupt
         self._block_cache: OrderedDict[int, Block] = OrderedDict()
+        self._described: dict[str, Any] | None = None  # rule 5
 
     def clear_cache(self) -> None:
         self._block_cache.clear()
@@ -102,18 +106,20 @@ class Queries:
             return None
         height, index = loc
         cached = self._block_cache.get(height)
+        raw = b""
         if cached is not None:
             tx = cached.txs[index]
         else:
             raw_block = self._store.get_block_by_height(height)
             assert raw_block is not None  # rule 1: the location and the block are one batch
-            tx = SignedTx.decode(extract_tx_bytes(raw_block, index))
+            raw = extract_tx_bytes(raw_block, index)
+            tx = SignedTx.decode(raw)
             self._checked(check_served_tx, height, tx_id, tx)
         rraw = self._store.get_receipt(tx_id)
         block_id = self._store.get_block_hash(height)
         assert rraw is not None and block_id is not None
         return TxLookup(
-            tx=tx, height=height, index=index, block_id=block_id, receipt=Receipt.decode(rraw)
+            tx=tx, height=height, index=index, block_id=block_id, receipt_bytes=rraw, tx_bytes=raw
         )
 
     def get_receipt(self, tx_id: bytes) -> tuple[Receipt, int, int] | None:
@@ -146,7 +152,10 @@ class Queries:
         return self._executor.lookup_org_of_uncached(pubkey)
 
     def describe_contracts(self) -> dict[str, Any]:
-        return self._registry.describe()
+        """Rule 5: the registry's description, built once (callers only read it)."""
+        if self._described is None:
+            self._described = self._registry.describe()
+        return self._described
 
     def current_epoch(self) -> EpochInfo:
         """Rule 4: the latest epoch in committed state, with the head read in the same loop turn

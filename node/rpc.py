@@ -64,7 +64,7 @@ from gmchain.node.rpclimits import (
 )
 from gmchain.node.rpcmethods import CLIENT_ADDRESS, MethodHandler, RpcMethods
 from gmchain.node.rpcmetrics import RpcMetrics, guard_metrics_text
-from gmchain.node.rpcsend import ReplyBudget, SendBudget, WsConn
+from gmchain.node.rpcsend import ReplyBudget, SendBudget, WsConn, reply_value
 from gmchain.node.rpcsession import Sessions
 from gmchain.node.rpcspec import (
     METHODS,
@@ -536,7 +536,7 @@ class RpcServer:
     ) -> dict[str, Any]:
         """`reply`, checked against the OpenRPC document when validation is on."""
         if self._validator is not None:
-            self._validator.check_reply(method, reply, params)
+            self._validator.check_reply(method, reply_value(reply), params)
         return reply
 
     def _error(self, exc: RpcError, req_id: Any, notification: bool) -> dict[str, Any] | None:

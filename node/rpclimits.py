@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import resource
@@ -112,6 +113,7 @@ def _host_name(host: str) -> str:
     return host.rstrip(".")
 
 
+@functools.lru_cache(maxsize=256)  # per request on the hot path; bounded (Host is client text)
 def _is_ip(name: str) -> bool:
     if "%" in name:  # an IPv6 zone id is free text: `fe80::1%evil.com` is a name, not an address
         return False

@@ -9,6 +9,8 @@ Rules this module keeps (node/rpc.py's rules 1, 2 and 4 are the server's side of
    height it answered at (`answeredAt`, issue 10 fault 2), read in the same loop turn as the data.
 4. The per-request path is hot (thousands of queries a second): a handler is called directly
    from the server's table, with no wrapper object or extra await between them.
+5. A committed block's summary and a committed transaction are answered from their encoded
+   text once built (node/replycache.py), with `answeredAt` read in the same loop turn.
 
 The subscription methods (gm_subscribe, gm_unsubscribe: the WebSocket-only ones) are
 node/rpcsubs.py; the governance and epoch methods node/rpcgov.py.
@@ -39,6 +41,7 @@ from gmchain.ledger.jsonfmt import (
 )
 from gmchain.ledger.types import MAX_TX_BYTES
 from gmchain.node.api import ErrorCode, NodeApi
+from gmchain.node.replycache import ReplyCache, with_height
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpcsend import WsConn
 from gmchain.node.rpcspec import METHODS, RpcError, handler_name, load_openrpc
@@ -77,6 +80,7 @@ class RpcMethods:
     def __init__(self, api: NodeApi, config: RpcConfig) -> None:
         self._api = api
         self._config = config  # node_info reports the limits; wait_for_receipt bounds its wait
+        self.replies = ReplyCache()  # rule 5
 
     def handlers(self) -> dict[str, MethodHandler]:
         """Method name -> handler, for every method of METHODS that is not WebSocket-only and
@@ -132,11 +136,18 @@ class RpcMethods:
 
     async def _m_get_transaction_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         tx_id = a["txId"]
-        found = self._api.get_tx(tx_id)
-        if found is None:
-            return self._not_committed(tx_id)
-        out = tx_to_json(found.tx, height=found.height, index=found.index, block_id=found.block_id)
-        return self._answered_at(out)
+        key = ("tx", tx_id)
+        text = self.replies.get(key)
+        if text is None:
+            found = self._api.get_tx(tx_id)
+            if found is None:
+                return self._not_committed(tx_id)
+            f = found
+            out = tx_to_json(
+                f.tx, height=f.height, index=f.index, block_id=f.block_id, raw=f.tx_bytes
+            )
+            text = self.replies.put(key, out)
+        return with_height(text, self._api.height())
 
     async def _m_get_transaction_receipt(self, a: dict[str, Any], c: WsConn | None) -> Any:
         tx_id = a["txId"]
@@ -167,13 +178,27 @@ class RpcMethods:
 
     async def _m_get_block_by_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         if not a["fullTxs"]:  # header + ids: no tx decoding
-            return self._answered_at(summary_json(self._api.get_block_summary(a["height"])))
+            key = ("block", a["height"])
+            text = self.replies.get(key)
+            if text is None:
+                found = self._api.get_block_summary(a["height"])
+                if found is None:
+                    return None
+                text = self.replies.put(key, block_summary_to_json(*found))
+            return with_height(text, self._api.height())
         block = self._api.get_block(a["height"])
         return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 
     async def _m_get_block_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         if not a["fullTxs"]:
-            return self._answered_at(summary_json(self._api.get_block_summary_by_hash(a["hash"])))
+            key = ("hash", a["hash"])
+            text = self.replies.get(key)
+            if text is None:
+                found = self._api.get_block_summary_by_hash(a["hash"])
+                if found is None:
+                    return None
+                text = self.replies.put(key, block_summary_to_json(*found))
+            return with_height(text, self._api.height())
         block = self._api.get_block_by_hash(a["hash"])
         return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 

@@ -10,6 +10,9 @@ Rules this module keeps:
 3. A connection over its budget, or the one holding most when all of them are over the total,
    is closed with 1008 at once: its counted bytes are handed back and its queue freed without
    waiting for the client to read, and later releases of its bytes are no-ops.
+4. A result that is already compact JSON text (`JsonText`: a committed block's or transaction's
+   answer kept by node/replycache.py) is spliced into the reply as it is; the reply's bytes are
+   exactly those `dumps_compact` makes of the same reply with the result as a JSON value.
 
 Sources: RFC 6455 §7.4.1 (close code 1008); JSON-RPC 2.0 §6 (batch replies).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +33,36 @@ from gmchain.node.ratelog import LogLimiter
 from gmchain.node.rpcconfig import RpcConfig
 from gmchain.node.rpcspec import dumps_compact, error_reply
 
-__all__ = ["ReplyBudget", "SendBudget", "WsConn"]
+__all__ = ["JsonText", "ReplyBudget", "SendBudget", "WsConn", "reply_text", "reply_value"]
 
 log = logging.getLogger("gmchain.rpc")
 # A reply that cannot be encoded is our bug, but a client may trigger it at will: rate-limited
 # like the other internal-error logs (node/ratelog.py; RpcConfig.error_log_per_minute's default).
 _ERROR_LOG = LogLimiter(per_minute=RpcConfig().error_log_per_minute)
+
+
+_REPLY_KEYS = ("jsonrpc", "id", "result")
+
+
+class JsonText(str):
+    """A JSON-RPC result already encoded by `dumps_compact` (rule 4)."""
+
+    __slots__ = ()
+
+
+def reply_value(reply: dict[str, Any]) -> dict[str, Any]:
+    """`reply` with a `JsonText` result decoded: the value a reply validator checks."""
+    result = reply.get("result")
+    return {**reply, "result": json.loads(result)} if isinstance(result, JsonText) else reply
+
+
+def reply_text(reply: dict[str, Any]) -> str:
+    """`dumps_compact(reply)`; a `JsonText` result is spliced in, not encoded again (rule 4).
+    The server's success replies are `{"jsonrpc", "id", "result"}` in that order."""
+    result = reply.get("result")
+    if type(result) is JsonText and tuple(reply) == _REPLY_KEYS and reply["jsonrpc"] == "2.0":
+        return '{"jsonrpc":"2.0","id":' + dumps_compact(reply["id"]) + ',"result":' + result + "}"
+    return dumps_compact(reply)
 
 
 @dataclass(slots=True)
@@ -171,7 +199,7 @@ class ReplyBudget:
 
     def encode(self, reply: dict[str, Any]) -> str:
         try:
-            text = dumps_compact(reply)
+            text = reply_text(reply)
         except (TypeError, ValueError):  # our bug: a handler returned something not JSON
             _ERROR_LOG.exception(log, "unserialisable JSON-RPC reply")
             text = dumps_compact(

@@ -161,7 +161,7 @@ class FakeNode:
         self.by_hash[block.block_id] = block
         for i, (t, r) in enumerate(zip(txs, receipts, strict=True)):
             self.txs[t.tx_id] = TxLookup(
-                tx=t, height=height, index=i, block_id=block.block_id, receipt=r
+                tx=t, height=height, index=i, block_id=block.block_id, receipt_bytes=r.encode()
             )
         return block
 
