@@ -3,12 +3,14 @@
 Rules this module keeps (node/service.py rule 6; docs/ops.md `worker_nice`):
 1. Only ever lower a thread's priority (raise its nice value), never raise one: that needs no
    privilege, and the consensus thread keeps the priority the process started with.
-2. `lower_this_thread(n, base)` makes the calling thread run `n` nice steps below `base`, the
-   priority the process started with (`thread_nice` of the thread that built the node, read
-   before any change; capped at 19), unless it already runs that low: a thread started by an
-   already lowered thread inherits its value (Linux keeps a nice value per thread and a new
-   thread copies its creator's). `n` = 0, or a platform without thread priorities: nothing.
-3. A refusal by the OS is logged once and ignored: priority is a performance hint, never a
+2. `lower_this_thread(n, base)` makes the calling thread run `n` nice steps below `base`
+   (capped at 19), unless it already runs that low: a thread started by an already lowered
+   thread inherits its value (Linux keeps a nice value per thread and a new thread copies its
+   creator's). `n` = 0, or a platform without thread priorities: nothing.
+3. `base` is what the thread that builds a node ran at before this module first changed it
+   (`original_nice`, remembered per thread), so a process that builds several nodes on one
+   thread (tests, an embedding program) lowers that thread once, never step after step.
+4. A refusal by the OS is logged once and ignored: priority is a performance hint, never a
    reason to stop a node.
 Why (docs/benchmarks.md, "Session 7 — cluster4 stall"): since issue 11 the consensus thread
 executes blocks beside the event loop and the admission threads instead of between their
@@ -23,7 +25,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["Precedence", "lower_this_thread", "thread_nice"]
+__all__ = ["Precedence", "lower_this_thread", "original_nice", "thread_nice"]
 
 log = logging.getLogger("gmchain.node")
 
@@ -38,8 +40,22 @@ def thread_nice(native_id: int) -> int | None:
         return None
 
 
+_original: dict[int, int] = {}  # rule 3: native thread id -> its nice value before our change
+
+
+def original_nice() -> int | None:
+    """Rule 3: the calling thread's nice value before this module first lowered it."""
+    tid = threading.get_native_id()
+    if tid not in _original:
+        now = thread_nice(tid)
+        if now is None:
+            return None
+        _original[tid] = now
+    return _original[tid]
+
+
 def lower_this_thread(n: int, base: int | None) -> None:
-    """Rule 2 (and 3): the calling thread runs `n` nice steps below `base`."""
+    """Rule 2 (and 4): the calling thread runs `n` nice steps below `base`."""
     global _warned
     if n <= 0 or base is None or not hasattr(os, "setpriority"):
         return
@@ -60,7 +76,7 @@ class Precedence:
 
     def __init__(self, worker_nice: int) -> None:
         self.worker_nice = worker_nice
-        self.base = thread_nice(threading.get_native_id())
+        self.base = original_nice()  # rule 3
 
     def pool(self, workers: int, prefix: str) -> ThreadPoolExecutor:
         """A thread pool whose threads run 2 x `worker_nice` steps below `base`."""
