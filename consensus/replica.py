@@ -15,7 +15,8 @@ docs/consensus.md numbers them):
       exists, or we timed out in this round; when it fires we broadcast a signed timeout, and
       re-broadcast it each period until the round advances. More than 1/3 of the power timing out
       in our round makes us time out too (Bracha-style amplification); a quorum of timeouts is a TC.
-  L5. Timeouts back off: base * (backoff%)^k after k consecutive TC-ended rounds, capped.
+  L5. Timeouts back off: base * (backoff%)^k, capped; k rises per TC-ended round and falls only at
+      a commit after a fast round, never at a bare QC (consensus/pacemaker.py rules 4-5).
   L6. The 2-chain commit rule: a QC for block C whose parent B has round C.round - 1 commits B and
       its ancestors; `Commit` carries them oldest first, each once, with CommitProof(C, QC(C)).
   L7. Messages for rounds beyond current + max_future_rounds are not buffered (their certificates
@@ -218,8 +219,7 @@ class Replica:
 
     def get_sync_info(self) -> SyncInfo:
         """Our certificates for a peer (L9, L10): high QC, highest TC, the QC of our last commit."""
-        st = self.state
-        return SyncInfo(high_qc=st.high_qc, tc=st.last_tc, commit_qc=st.commit_qc)
+        return SyncInfo(high_qc=self.high_qc, tc=self.state.last_tc, commit_qc=self.state.commit_qc)
 
     @property
     def lag(self) -> int:
@@ -402,8 +402,8 @@ class Replica:
         self._after_root_change(self.tree.commit(chain))
 
     def _after_root_change(self, pruned: list[Digest]) -> None:
-        root_h = self.tree.root.height
-        qcs = self.state.qcs
+        self.pacemaker.on_commit()  # L5 (every Commit effect is followed by this)
+        root_h, qcs = self.tree.root.height, self.state.qcs
         for bid in [b for b, q in qcs.items() if q.height < root_h] + pruned:
             qcs.pop(bid, None)
         if pruned:

@@ -107,7 +107,7 @@ class ConsensusConfig:
     """Pacemaker and buffer bounds. Integers only (milliseconds, percent)."""
 
     round_timeout_ms: int = 1000  # base timeout of a round
-    timeout_backoff_percent: int = 150  # each consecutive TC multiplies the timeout by this/100
+    timeout_backoff_percent: int = 150  # each backoff step multiplies the timeout by this/100
     max_round_timeout_ms: int = 10_000
     max_future_rounds: int = 100  # messages for rounds beyond current + this are dropped
     max_buffered_msgs: int = 256  # proposals waiting for missing ancestors (total)
@@ -156,9 +156,10 @@ class ConsensusConfig:
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
-    def compute_timeout_ms(self, consecutive_timeouts: int) -> int:
+    def compute_timeout_ms(self, backoff: int) -> int:
+        """L5: the period after `backoff` steps (consensus/pacemaker.py rules 4-5), capped."""
         t = self.round_timeout_ms
-        for _ in range(min(consecutive_timeouts, 32)):
+        for _ in range(min(backoff, 32)):
             t = t * self.timeout_backoff_percent // 100
             if t >= self.max_round_timeout_ms:
                 return self.max_round_timeout_ms

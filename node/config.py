@@ -84,6 +84,9 @@ class NodeConfig:
     # admission: SM2 verification in this many worker processes (0: in threads, sharing the GIL
     # with the event loop; see node/verifypool.py)
     verify_processes: int = 0
+    # the consensus thread goes first (node/service.py rule 6): the event loop runs this many nice
+    # steps below it, the admission verify threads twice as many (0: all alike)
+    worker_nice: int = 5
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000
@@ -191,6 +194,9 @@ class NodeConfig:
         vp = self.verify_processes
         if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
             raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
+        wn = self.worker_nice
+        if not isinstance(wn, int) or isinstance(wn, bool) or not 0 <= wn <= 9:
+            raise ConfigError(f"worker_nice: expected an integer 0..9, got {wn!r}")
         if self.p2p_handshake_threads > 64:
             n = self.p2p_handshake_threads
             raise ConfigError(f"p2p_handshake_threads: at most 64, got {n}")

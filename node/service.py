@@ -20,6 +20,8 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"; docs/archit
    admitted afterwards, `status` raises (so `/health` answers 503) and the process exits with
    EXIT_FATAL (node/daemon.py): a node that cannot write must not go on acknowledging
    transactions at a frozen height.
+6. The consensus thread goes first: the event loop runs `worker_nice` nice steps below it, the
+   admission verify threads twice that (node/threadprio.py; docs/benchmarks.md session 7).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -64,6 +65,7 @@ from gmchain.node.proofserve import ProofLimits, ProofService
 from gmchain.node.queries import Queries
 from gmchain.node.sharedpool import SharedMempool
 from gmchain.node.signing import KeySigner, KeyVerifier
+from gmchain.node.threadprio import Precedence
 from gmchain.node.transport import NoPeers, Transport
 from gmchain.node.verifypool import VerifyProcesses
 
@@ -97,12 +99,8 @@ class NodeService:
         clock_ms: Callable[[], int] = _now_ms,
         wal: PoolWal | None = None,
     ) -> None:
-        self.config = config
-        self.genesis = genesis
-        self.key = key
-        self.store = store
-        self.clock_ms = clock_ms
-        self.wal = wal
+        self.config, self.genesis, self.key, self.store = config, genesis, key, store
+        self.clock_ms, self.wal = clock_ms, wal
         self.transport: Transport = NoPeers() if transport is None else transport
         watched = [store.path] if wal is None else [store.path, str(wal.path)]
         self.disk_guard = FreeSpaceGuard(watched, config.min_free_disk_mb)
@@ -225,7 +223,8 @@ class NodeService:
         )
         self.epoch_proof = self.proofs.epoch_proof
         self._wake = asyncio.Event()  # set when the pool gained txs: forwarded to the driver
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
+        self._precedence = Precedence(config.worker_nice)  # rule 6
+        self._pool = self._precedence.pool(4, "verify")
         n_procs = config.verify_processes
         self._procs = VerifyProcesses(n_procs, self._pool, self.rules.keys) if n_procs > 0 else None
         self._admitted_at: dict[bytes, float] = {}
@@ -312,6 +311,7 @@ class NodeService:
             self.wal.start()
             await self._recover_pool()
         self.driver.start()
+        self._precedence.lower_loop()  # rule 6: once the consensus thread has started
         self._task = self._loop.create_task(self._forward_wakes())
 
     async def _recover_pool(self) -> None:

@@ -47,17 +47,55 @@ def test_pacemaker_arms_only_with_progress_to_make_and_fires_at_the_deadline() -
     assert pm.deadline_ms is None  # nothing left to do: disarmed
 
 
-def test_pacemaker_backs_off_after_tc_rounds_capped_and_resets_on_a_qc() -> None:
+def test_pacemaker_backs_off_after_tc_rounds_capped_and_a_qc_alone_keeps_it() -> None:
     pm = Pacemaker(config=CFG)
     periods = []
     for _ in range(4):
         pm.on_round_advanced(0, by_tc=True, keep_armed=True)
         periods.append(pm.deadline_ms)
     assert periods == [1500, 2250, 3000, 3000]  # 1000 * 1.5^k, capped at 3000 (rule 4)
+    assert pm.backoff == 3  # no higher than the first k whose period is the cap
     pm.on_round_advanced(0, by_tc=False, keep_armed=True)
-    assert pm.consecutive_timeouts == 0 and pm.deadline_ms == 1000
+    assert pm.backoff == 3 and pm.deadline_ms == 3000  # a QC alone never lowers it (rule 4)
     pm.on_round_advanced(5, by_tc=False, keep_armed=False)
     assert pm.deadline_ms is None
+
+
+def test_pacemaker_tc_and_qc_rounds_alternating_grow_the_period_until_a_commit() -> None:
+    """Rule 4: the alternation TC, QC, TC, QC ... commits nothing (2-chain), so the period must
+    keep growing through it; it used to fall back to the base at every QC (session 7 stall)."""
+    pm = Pacemaker(config=ConsensusConfig(round_timeout_ms=1000, max_round_timeout_ms=10_000))
+    now, periods = 0, []
+    for by_tc in (True, False, True, False, True, False):
+        now += 2000  # every round needs 2 s: more than 1000 and 1500 ms, less than 2250
+        pm.on_round_advanced(now, by_tc=by_tc, keep_armed=True)
+        periods.append(pm.period_ms())
+    assert periods == [1500, 1500, 2250, 2250, 3375, 3375]
+
+
+def test_pacemaker_steps_down_at_a_commit_only_after_a_round_the_shorter_period_held() -> None:
+    pm = Pacemaker(config=CFG)
+    pm.on_round_advanced(0, by_tc=True, keep_armed=True)
+    pm.on_round_advanced(0, by_tc=True, keep_armed=True)
+    assert pm.backoff == 2 and pm.period_ms() == 2250
+    pm.on_round_advanced(1000, by_tc=False, keep_armed=True)  # 1000 ms > 1500 / 2
+    pm.on_commit()
+    assert pm.backoff == 2  # slow: the shorter period would not have held it with room (rule 5)
+    pm.on_round_advanced(1750, by_tc=False, keep_armed=True)  # 750 ms <= 1500 / 2
+    assert pm.backoff == 2 and pm.deadline_ms == 1750 + 2250  # no commit yet: unchanged
+    pm.on_commit()
+    assert pm.backoff == 1 and pm.deadline_ms == 1750 + 2250  # next round's period: 1500
+    pm.on_commit()
+    assert pm.backoff == 1  # one step per fast round, however many commits follow it
+    pm.on_round_advanced(1800, by_tc=False, keep_armed=True)  # 50 ms <= 1000 / 2
+    pm.on_commit()
+    assert pm.backoff == 0 and pm.period_ms() == 1000
+    pm.on_round_advanced(1850, by_tc=False, keep_armed=True)
+    pm.on_commit()
+    assert pm.backoff == 0  # never below the base
+    pm.on_round_advanced(1900, by_tc=True, keep_armed=True)  # a TC round is never "fast"
+    pm.on_commit()
+    assert pm.backoff == 1
 
 
 # --- round state ----------------------------------------------------------------------------------
