@@ -58,7 +58,7 @@ def build_plyvel() -> Path:
 
 
 def install_wheels(site: Path, plyvel: Path) -> None:
-    wheels = sorted(str(w) for w in INPUTS.glob("*.whl")) + [str(plyvel)]
+    wheels = [*sorted(str(w) for w in INPUTS.glob("*.whl")), str(plyvel)]
     run(
         "/usr/bin/python3.11", "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
         "--disable-pip-version-check", "--target", str(site), *wheels,
