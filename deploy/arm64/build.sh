@@ -5,8 +5,8 @@
 # Rules:
 # B1. Inputs are pinned: the Debian packages of the build root (debian-pins.txt: a different
 #     version on the mirror stops the build unless GMCHAIN_ARM64_ALLOW_DRIFT=1, and the versions
-#     used are recorded either way), the aarch64 wheels and the plyvel sdist (requirements-*.txt,
-#     pip --require-hashes), and gmchain itself (this checkout, built as a wheel).
+#     used are recorded either way; plyvel is Debian's python3-plyvel), the aarch64 wheels
+#     (requirements-aarch64.txt, pip --require-hashes), and gmchain itself (HEAD, as a wheel).
 # B2. SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp: wheel zips,
 #     .pyc (checked-hash, no time inside), file times and the tar (sorted, owner 0, gzip -n).
 # B3. The bundle carries its manifest: MANIFEST.sm3 (SM3 and path of every other file, sorted)
@@ -14,9 +14,10 @@
 # B4. Work files live in GMCHAIN_ARM64_WORK (default ~/.cache/gmchain/arm64), never in git; the
 #     build root is made once and reused (delete it to start over).
 # B5. Needs root (debootstrap, chroot), debootstrap, qemu-user-static with binfmt_misc, patchelf,
-#     curl, and this checkout's .venv (make install). Nothing is emulated that need not be: the
-#     downloads and the manifest run natively; compiling plyvel, resolving libraries and
-#     compiling byte code run under emulation.
+#     curl, readelf, and this checkout's .venv (make install). Nothing is emulated that need not
+#     be: downloads, assembling (stage.py) and the manifest are native; the build root's
+#     second stage, `gmchain --version` and the byte-code cross-check run under emulation.
+# B6. Byte code: see the comment at the compile step.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd -P)"
@@ -55,6 +56,20 @@ if [ ! -f "$ROOTFS/.gmchain-rootfs-ok" ]; then
     touch "$ROOTFS/.gmchain-rootfs-ok"
 fi
 
+missing=()
+for pkg in ${INCLUDE//,/ }; do
+    [ -e "$ROOTFS/var/lib/dpkg/info/$pkg.list" ] || [ -e "$ROOTFS/var/lib/dpkg/info/$pkg:arm64.list" ] \
+        || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then  # the pins gained a package since the root was made
+    log "installing ${missing[*]} in the build root (emulated apt)"
+    apt_install() {
+        chroot "$ROOTFS" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends "${missing[@]}" >>"$WORK/debootstrap-build.log" 2>&1
+    }
+    apt_install || { chroot "$ROOTFS" apt-get update -q >>"$WORK/debootstrap-build.log" 2>&1 && apt_install; }
+fi
+
 log "checking the Debian versions against debian-pins.txt"
 used="$WORK/debian-used.txt"
 chroot "$ROOTFS" dpkg-query -W -f '${Package} ${Version}\n' \
@@ -72,7 +87,7 @@ if [ "$drift" = 1 ] && [ "${GMCHAIN_ARM64_ALLOW_DRIFT:-0}" != 1 ]; then
     exit 1
 fi
 
-log "fetching the pinned wheels and sdist (hash-checked) and building gmchain's wheel"
+log "fetching the pinned wheels (hash-checked) and building gmchain's wheel"
 inputs="$WORK/inputs"
 rm -rf "$inputs"
 mkdir -p "$inputs"
@@ -80,9 +95,6 @@ mkdir -p "$inputs"
     --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
     --platform manylinux_2_17_aarch64 --python-version 3.11 --implementation cp \
     -r "$HERE/requirements-aarch64.txt" -d "$inputs" 2> >(grep -v '^WARNING: Location' >&2)
-"$PY" -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
-    --no-binary=:all: -r "$HERE/requirements-sdist.txt" -d "$inputs" \
-    2> >(grep -v '^WARNING: Location' >&2)
 src="$WORK/gmchain-src"
 rm -rf "$src"
 mkdir -p "$src"
@@ -90,15 +102,11 @@ git -C "$REPO" archive --format=tar HEAD | tar -C "$src" -xf -
 "$PY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
     -w "$inputs" "$src" 2> >(grep -v '^WARNING: Location' >&2)
 
-log "assembling in the build root (emulated: plyvel compile, library closure)"
+log "assembling from the build root (native: wheels, standard library, library closure)"
 rm -rf "$ROOTFS/build"
 mkdir -p "$ROOTFS/build"
-cp -a "$inputs" "$ROOTFS/build/inputs"
-cp "$HERE/stage.py" "$ROOTFS/build/stage.py"
-chroot "$ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" /usr/bin/python3.11 /build/stage.py "/build/$NAME" \
-    >"$WORK/stage.log"
 B="$ROOTFS/build/$NAME"
+"$PY" "$HERE/stage.py" "$ROOTFS" "$B" "$inputs" >"$WORK/stage.log"
 mkdir -p "$B/bin"
 install -m 0755 "$HERE/launcher/python3" "$HERE/launcher/gmchain" "$B/bin/"
 # OpenSSL 3 off the search path (launcher rule L2): what links it finds it by RUNPATH.
@@ -109,10 +117,36 @@ for obj in $(find "$B/lib" "$B/runtime/lib" "$B/runtime/ssl3" -name '*.so*' -typ
         echo "runpath $obj \$ORIGIN/$rel" >>"$WORK/stage.log"
     fi
 done
-log "compiling byte code with the bundle's interpreter (emulated)"
-chroot "$ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" \
-    "/build/$NAME/bin/python3" -m compileall -q -j 2 --invalidation-mode checked-hash \
-    "/build/$NAME/lib" >/dev/null
+
+# Byte code (rule B6): compiled natively when the build machine's /usr/bin/python3.11 is the same
+# CPython release as the bundle's (byte code does not depend on the CPU), else under emulation;
+# file names inside are bundle-relative (-s), so the .pyc do not depend on the work folder.
+root_version="$(chroot "$ROOTFS" /usr/bin/python3.11 -c 'import platform; print(platform.python_version())')"
+host_version="$(/usr/bin/python3.11 -c 'import platform; print(platform.python_version())' 2>/dev/null || true)"
+if [ "$root_version" = "$host_version" ]; then
+    log "compiling byte code natively (CPython $host_version on both sides)"
+    /usr/bin/python3.11 -I -m compileall -q -j 2 --invalidation-mode checked-hash -s "$B" "$B/lib" >/dev/null
+    log "cross-checking a sample against the bundle's own interpreter (emulated)"
+    sample="lib/python3.11/os.py lib/python3.11/asyncio/base_events.py lib/python3/dist-packages/gmchain/ledger/wire.py lib/python3/dist-packages/aiohttp/web_protocol.py"
+    chroot "$ROOTFS" "/build/$NAME/bin/python3" -c '
+import importlib.util, py_compile, sys
+root = sys.argv[1]
+for rel in sys.argv[2:]:
+    src = f"{root}/{rel}"
+    out = py_compile.compile(src, cfile="/tmp/check.pyc", dfile="/" + rel, doraise=True,
+                             invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    mine = open(out, "rb").read()
+    theirs = open(importlib.util.cache_from_source(src), "rb").read()
+    assert mine == theirs, f"byte code of {rel} differs between native and aarch64 compile"
+print("byte code identical on", len(sys.argv) - 2, "files")
+' "/build/$NAME" $sample
+else
+    log "compiling byte code with the bundle's interpreter (emulated; host has ${host_version:-no python3.11})"
+    chroot "$ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        "/build/$NAME/bin/python3" -m compileall -q -j 2 --invalidation-mode checked-hash \
+        -s "/build/$NAME" "/build/$NAME/lib" >/dev/null
+fi
+log "gmchain --version with the bundle (emulated)"
 chroot "$ROOTFS" "/build/$NAME/bin/gmchain" --version
 
 log "manifest, times, tar"
