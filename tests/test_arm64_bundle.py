@@ -51,11 +51,22 @@ def test_scripts_exist_and_parse() -> None:
     assert proc.returncode == 0
 
 
+def _debian() -> dict[str, tuple[str, str]]:
+    rows = [
+        line.split()
+        for line in (ARM / "debian-pins.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert all(len(row) == 3 and row[2] in ("include", "bundled") for row in rows), rows
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
 def test_bundle_pins_cover_every_runtime_dependency() -> None:
     wheels = _pins("requirements-aarch64.txt")
-    sdists = _pins("requirements-sdist.txt")
-    assert set(sdists) == {"plyvel"}, "plyvel is compiled against Debian's LevelDB, nothing else"
-    pins = wheels | sdists
+    assert "plyvel" not in wheels, "plyvel is Debian's python3-plyvel (stage.py rule S1)"
+    debian = _debian()
+    # Debian's version 1.5.0-1+b2 is upstream 1.5.0.
+    pins = wheels | {"plyvel": debian["python3-plyvel"][0].split("-")[0]}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     needed = [Requirement(r) for r in project["dependencies"]]
     needed += [Requirement(r) for r in project["optional-dependencies"]["node"]]
@@ -75,14 +86,11 @@ def test_test_wheels_are_separate_from_the_bundle() -> None:
 
 
 def test_debian_pins_and_fetch_pins() -> None:
-    rows = [
-        line.split()
-        for line in (ARM / "debian-pins.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert all(len(row) == 3 and row[2] in ("include", "bundled") for row in rows), rows
-    names = {row[0] for row in rows}
-    assert {"python3.11", "libleveldb-dev", "g++", "libc6", "libleveldb1d"} <= names
+    debian = _debian()
+    includes = {name for name, (_, kind) in debian.items() if kind == "include"}
+    assert {"python3.11", "python3-plyvel"} <= includes
+    # What the bundle carries from Debian is pinned too: glibc, LevelDB, OpenSSL 3.
+    assert {"libc6", "libleveldb1d", "libssl3"} <= set(debian)
     fetch = (ARM / "fetch_libcrypto11.sh").read_text()
     assert len(re.findall(r"SHA256=[0-9a-f]{64}", fetch)) == 2  # amd64 and arm64
     assert 'VERSION="1.1.1w-0+deb11u1"' in fetch

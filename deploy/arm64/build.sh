@@ -133,7 +133,7 @@ import importlib.util, py_compile, sys
 root = sys.argv[1]
 for rel in sys.argv[2:]:
     src = f"{root}/{rel}"
-    out = py_compile.compile(src, cfile="/tmp/check.pyc", dfile="/" + rel, doraise=True,
+    out = py_compile.compile(src, cfile="/tmp/check.pyc", dfile=rel, doraise=True,
                              invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
     mine = open(out, "rb").read()
     theirs = open(importlib.util.cache_from_source(src), "rb").read()
