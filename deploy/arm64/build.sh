@@ -179,5 +179,5 @@ tar -C "$ROOTFS/build" --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --gro
     --numeric-owner --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
     -cf - "$NAME" | gzip -n -9 >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-sha256sum "$OUT" | tee "$OUT.sha256"
+(cd "$(dirname "$OUT")" && sha256sum "$(basename "$OUT")" | tee "$(basename "$OUT").sha256")
 log "built $OUT ($(du -h "$OUT" | cut -f1))"
