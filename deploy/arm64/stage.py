@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "__pycache__", "lib2to3"}
+# python3.11-dev in the root adds the static libpython (23 MB) here: nothing at run time uses it.
+STDLIB_SKIP.add("config-3.11-aarch64-linux-gnu")
 SSL3 = {"libssl.so.3", "libcrypto.so.3"}
 LIBDIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
 LOADER = "ld-linux-aarch64.so.1"
