@@ -88,7 +88,7 @@ kill "$devpid"
 wait "$devpid" 2>/dev/null || true
 
 say "5. a short single-node bench ($LABEL)"
-"$GM" bench --profile single --duration 20 --warmup 5 --rate 40 --keys 20 --connections 4 \
+"$GM" bench --profile single --duration 15 --warmup 3 --rate 40 --keys 20 --connections 4 \
     --query-seconds 1 --micro-seconds 0.5 --base-port "$BENCH_PORT" \
     --json "$RESULTS/bench-single-aarch64.json"
 say "all checks passed (bench report: $RESULTS/bench-single-aarch64.json and .md)"
