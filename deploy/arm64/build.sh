@@ -32,6 +32,19 @@ NAME="gmchain-$VERSION-linux-aarch64"
 OUT="$REPO/dist/$NAME.tar.gz"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct)}"
 log() { echo "[arm64 build] $*" >&2; }
+# Never rm -rf a root that still has file systems mounted in it (an interrupted debootstrap
+# leaves proc and sys, and a bind-mounted /dev would take the host's devices with it).
+remove_root() {
+    local m
+    for m in $(awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+        umount "$m" || umount -l "$m"
+    done
+    if awk -v r="$1/" 'index($2, r) == 1 {found=1} END {exit !found}' /proc/mounts; then
+        echo "refusing to delete $1: file systems are still mounted in it" >&2
+        exit 1
+    fi
+    rm -rf "$1"
+}
 
 # The build root's packages: what debootstrap --include gets (their dependencies follow).
 mapfile -t PINS < <(grep -v '^#' "$HERE/debian-pins.txt" | awk 'NF')
@@ -50,7 +63,7 @@ done
 mkdir -p "$WORK" "$REPO/dist"
 if [ ! -f "$ROOTFS/.gmchain-rootfs-ok" ]; then
     log "debootstrap $SUITE arm64 into $ROOTFS (emulated second stage: 10-20 min)"
-    rm -rf "$ROOTFS"
+    remove_root "$ROOTFS"
     debootstrap --arch=arm64 --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOTFS" "$MIRROR" \
         >"$WORK/debootstrap-build.log" 2>&1 || { tail -20 "$WORK/debootstrap-build.log"; exit 1; }
     touch "$ROOTFS/.gmchain-rootfs-ok"

@@ -39,6 +39,19 @@ QEMU_CPU="${GMCHAIN_ARM64_CPU:-cortex-a72}"
 CHECKS="$REPO/dist/$NAME-checks.tar.gz"
 BENCH_PORT="${GMCHAIN_ARM64_BENCH_PORT:-28645}"
 log() { echo "[arm64 test] $*" >&2; }
+# Never rm -rf a root that still has file systems mounted in it (an interrupted debootstrap
+# leaves proc and sys, and a bind-mounted /dev would take the host's devices with it).
+remove_root() {
+    local m
+    for m in $(awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+        umount "$m" || umount -l "$m"
+    done
+    if awk -v r="$1/" 'index($2, r) == 1 {found=1} END {exit !found}' /proc/mounts; then
+        echo "refusing to delete $1: file systems are still mounted in it" >&2
+        exit 1
+    fi
+    rm -rf "$1"
+}
 
 [ -f "$TARBALL" ] || { log "no bundle at $TARBALL: make arm64 first"; exit 1; }
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { log "no binfmt_misc handler for aarch64"; exit 1; }
@@ -46,7 +59,7 @@ log() { echo "[arm64 test] $*" >&2; }
 if [ ! -f "$KROOT/.gmchain-rootfs-ok" ]; then
     log "debootstrap bullseye arm64 into $KROOT (emulated second stage: 5-15 min)"
     if [ ! -f "$KROOT/.gmchain-foreign-ok" ]; then  # download and unpack: native
-        rm -rf "$KROOT"
+        remove_root "$KROOT"
         debootstrap --foreign --arch=arm64 --variant=minbase \
             --include=python3,libssl1.1,openssl,procps bullseye "$KROOT" "$MIRROR" \
             >"$WORK/debootstrap-kylin.log" 2>&1 || { tail -20 "$WORK/debootstrap-kylin.log"; exit 1; }
