@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt soak soak-bench sim-long bench clean install
+.PHONY: run test lint fmt soak soak-bench sim-long bench clean install arm64 arm64-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ sim-long: $(STAMP)
 	$(BIN)/python -m gmchain.consensus.sim --seeds 2000 --nodes 4 --byzantine 1 --faults all --reconfig 3 --spares 2 --json
 	$(BIN)/python -m gmchain.consensus.sim --seeds 500 --nodes 7 --byzantine 2 --faults all --reconfig 3 --spares 2 --json
 	$(BIN)/python -m pytest -q -m simlong -o addopts='' --timeout 7200 tests
+
+# arm64: the aarch64 bundle for Kylin V10 / Kunpeng (docs/deploy-arm64.md), built in a Debian arm64
+# root under qemu-user-static: dist/gmchain-<version>-linux-aarch64.tar.gz. Needs root; first run
+# 20-40 min. arm64-test: the bundle on a Kylin-like arm64 root, emulated (30-60 min). Neither is
+# part of `make test`; tests/test_arm64_bundle.py checks the inputs (and a built bundle's manifest).
+arm64: $(STAMP)
+	bash deploy/arm64/build.sh
+
+arm64-test: $(STAMP)
+	bash deploy/arm64/test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -7,7 +7,9 @@ Rules kept here:
   the EVP_PKEY_CTX (GB/T 32918.2-2016 §6.1 and §7.1: e = SM3(Z_A || M); ID from GB/T 35276-2017
   §10). Without the ID OpenSSL 3 computes no Z_A and signatures do not interoperate. OpenSSL 3
   has the function `EVP_PKEY_CTX_set1_id`; in 1.1.1 it is a macro over `EVP_PKEY_CTX_ctrl`
-  with EVP_PKEY_CTRL_SET1_ID (15), and keys need `EVP_PKEY_set_alias_type(pkey, EVP_PKEY_SM2)`.
+  with EVP_PKEY_CTRL_SET1_ID = EVP_PKEY_ALG_CTRL + 11 (0x100B, ec.h of 1.1.1; 3.x renumbered it
+  15 in evp.h, and 15 on 1.1.1 is refused "command not supported"), and keys need
+  `EVP_PKEY_set_alias_type(pkey, EVP_PKEY_SM2)`.
 - The nonce k of every signature and of every encryption is drawn by libcrypto from its CSPRNG
   (RAND_priv_bytes / RAND_bytes via BN_priv_rand_range); callers cannot supply it.
 - Whatever is allocated is freed on every path: contexts in `finally`, EVP_PKEYs by reference
@@ -41,7 +43,7 @@ _BUF = ctypes.c_char_p
 
 _NID_SM2: Final = 1172  # EVP_PKEY_SM2 == NID_sm2 (obj_mac.h)
 _EVP_PKEY_EC: Final = 408  # NID_X9_62_id_ecPublicKey
-_EVP_PKEY_CTRL_SET1_ID: Final = 15  # evp.h, OpenSSL 1.1.1
+_EVP_PKEY_CTRL_SET1_ID: Final = 0x1000 + 11  # EVP_PKEY_ALG_CTRL + 11: ec.h of OpenSSL 1.1.1
 _MIN_VERSION: Final = 0x1010100F  # 1.1.1 release
 _MAX_SIG_DER: Final = 72
 _CACHE_SIZE: Final = 4096
