@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt soak soak-bench sim-long bench clean install
+.PHONY: run test lint fmt soak soak-bench sim-long bench clean install wheel wheelhouse image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,26 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# wheel: dist/gmchain-<version>-py3-none-any.whl, offline, from this checkout. The commit is
+# written into the wheel as gmchain/COMMIT (what `gmchain --version` and gmchain_build_info show
+# where there is no git; node/buildinfo.py rule 2) and removed from the source tree again.
+wheel: $(STAMP)
+	rm -rf build dist/gmchain-*.whl
+	git rev-parse --short=12 HEAD > gmchain/COMMIT 2>/dev/null || rm -f gmchain/COMMIT
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --no-index -q -w dist . ; \
+		status=$$?; rm -f gmchain/COMMIT; rm -rf build; exit $$status
+	@ls dist/gmchain-*.whl
+
+# wheelhouse: the wheel and every wheel `gmchain[node]` needs, in dist/wheelhouse (the container
+# image installs from it with --no-index; docs/ops.md, "Container image").
+wheelhouse: wheel
+	rm -rf dist/wheelhouse
+	$(BIN)/python -m pip wheel -q -w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]"
+
+# image: the container image gmchain:<version> (deploy/container/build.sh; podman or docker).
+image: wheelhouse
+	deploy/container/build.sh
 
 run: $(STAMP)
 	$(BIN)/gmchain dev
@@ -57,4 +77,4 @@ sim-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m simlong -o addopts='' --timeout 7200 tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info gmchain/COMMIT
