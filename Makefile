@@ -24,11 +24,12 @@ wheel: $(STAMP)
 		status=$$?; rm -f gmchain/COMMIT; rm -rf build; exit $$status
 	@ls dist/gmchain-*.whl
 
-# wheelhouse: the wheel and every wheel `gmchain[node]` needs, in dist/wheelhouse (the container
-# image installs from it with --no-index; docs/ops.md, "Container image").
+# wheelhouse: every wheel `gmchain[node]` needs but gmchain's own, in dist/wheelhouse (the
+# container image installs from it and dist/ with --no-index; docs/ops.md, "Container image").
 wheelhouse: wheel
 	rm -rf dist/wheelhouse
 	$(BIN)/python -m pip wheel -q -w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]"
+	rm -f dist/wheelhouse/gmchain-*.whl
 
 # image: the container image gmchain:<version> (deploy/container/build.sh; podman or docker).
 image: wheelhouse
