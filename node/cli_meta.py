@@ -14,8 +14,9 @@ Rules this module keeps:
 3. The completion script is data generated from the parser (subcommands per command path,
    options, which options take a value, their choices) plus one fixed bash function; it never
    runs gmchain while completing. zsh uses the same function through bashcompinit, so the two
-   shells complete the same words. Commands that hand their arguments to a tool of their own
-   (`cluster`, `bench`, `platform`, `db`) complete their name only.
+   shells complete the same words. Of the commands that hand their arguments to a tool of its
+   own, `cluster` and `platform` complete through that tool's parser (`DELEGATED`); `bench`
+   and `db` complete their name only.
 """
 
 from __future__ import annotations
@@ -69,15 +70,32 @@ class VersionAction(argparse.Action):
         parser.exit(0)
 
 
+# `gmchain NAME ...` hands its arguments to the parser built by this module's build_parser()
+DELEGATED = {"cluster": "gmchain.node.cluster", "platform": "gmchain.node.platform"}
+
+
+def _delegated_parser(name: str) -> argparse.ArgumentParser | None:
+    import importlib
+
+    try:
+        module = importlib.import_module(DELEGATED[name])
+    except ImportError:  # an SDK-only install (no [node] extra): complete the name only
+        return None
+    parser: argparse.ArgumentParser = module.build_parser()
+    return parser
+
+
 def walk_parsers(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    """Every parser of the tree with its command path, the root's path being ()."""
+    """Every parser of the tree with its command path, the root's path being (); a delegated
+    command's own parser stands in for its stub (rule 3)."""
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                yield from walk_parsers(sub, (*path, name))
+                tool = _delegated_parser(name) if not path and name in DELEGATED else None
+                yield from walk_parsers(tool or sub, (*path, name))
 
 
 # --- completion (rule 3) ------------------------------------------------------------------------

@@ -40,6 +40,8 @@ def test_every_option_has_help_that_states_its_default() -> None:
     problems: list[str] = []
     parsers = list(walk_parsers(build_parser()))
     assert len(parsers) > 30  # the walk reaches the nested commands (gov, xc, node, ...)
+    paths = {p for p, _ in parsers}
+    assert {("cluster", "init"), ("platform", "up")} <= paths  # and the delegated tools
     for path, parser in parsers:
         formatter = parser._get_formatter()
         for action in parser._actions:
@@ -155,6 +157,9 @@ def test_bash_completes_subcommands_and_options(bash_script: str, tmp_path: Path
     assert _complete(bash_script, ["gmchain", "gov", "--bogus", "vo"]) == ["vote"]
     assert _complete(bash_script, ["gmchain", "relay", "--log-format", ""]) == ["text", "json"]
     assert _complete(bash_script, ["gmchain", "completion", "z"]) == ["zsh"]
+    # a delegated tool completes through its own parser (cli_meta.DELEGATED)
+    assert _complete(bash_script, ["gmchain", "cluster", "add"]) == ["add-node"]
+    assert _complete(bash_script, ["gmchain", "cluster", "init", "--base-r"]) == ["--base-rpc"]
     (tmp_path / "node.toml").write_text("")
     got = _complete(bash_script, ["gmchain", "node", "start", "--config", f"{tmp_path}/no"])
     assert got == [f"{tmp_path}/node.toml"]
