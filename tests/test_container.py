@@ -4,8 +4,7 @@ deploy/container/, docs/ops.md "Container image").
 Static checks (always run):
 1. compose.yaml: four validator sites of four orgs and a regulator account, each its own service
    with its own private volume; every passphrase comes from a required environment variable (no
-   default, so no public passphrase); the coordinator waits for exactly those sites and accounts;
-   compose.loopback.yaml overrides every service, each site on its own 127.0.0.x.
+   default, so no public passphrase); the coordinator waits for exactly those sites and accounts.
 2. The Containerfile: a non-root USER, the data VOLUME, a HEALTHCHECK, bookworm as the base, the
    wheel installed with --no-index; the role and health scripts parse (sh -n, compile).
 
@@ -14,11 +13,13 @@ The drill (podman and podman-compose; skipped, saying why, where either is missi
    bookworm base: $GMCHAIN_CONTAINER_BASE, else a local localhost/debian:bookworm-minbase, else
    one made by debootstrap (Debian's packages). It runs as uid 10001, not root, and its
    `gmchain --version` names this checkout's commit and the OpenSSL it loaded.
-4. `podman-compose -f compose.yaml -f compose.loopback.yaml up` runs the ceremony inside the
-   containers and starts four nodes; all four become healthy by the image's own HEALTHCHECK
-   (`podman healthcheck run`), commit blocks, agree on the block hashes and on the genesis hash,
-   and each site's private keys are in its own volume only (no key file, no key's bytes in any
-   other volume). An evidence record submitted over TLS from inside site1 commits.
+4. `podman-compose -f compose.yaml up` runs the ceremony inside the containers, on the
+   project's own network (network namespaces this test makes), and starts four nodes; all four
+   become healthy by the image's own HEALTHCHECK (`podman healthcheck run`), commit blocks,
+   agree on the block hashes and on the genesis hash, and each site's private keys are in its
+   own volume only (no key file, no key's bytes in any other volume). Heights and hashes are
+   asked over TLS from inside each site's container, by service name. An evidence record
+   submitted over TLS from inside site1 commits.
 """
 
 from __future__ import annotations
@@ -27,12 +28,9 @@ import json
 import os
 import re
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,6 @@ import gmchain
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "deploy" / "container"
 COMPOSE = HERE / "compose.yaml"
-LOOPBACK = HERE / "compose.loopback.yaml"
 SITES = ["site1", "site2", "site3", "site4"]
 IMAGE = f"localhost/gmchain:{gmchain.__version__}"
 
@@ -89,12 +86,6 @@ def test_compose_has_four_sites_and_a_regulator_each_with_its_own_volume() -> No
     assert re.search(r"SITES: (.*)", coord).group(1).split() == SITES  # type: ignore[union-attr]
     assert re.search(r"ACCOUNTS: (.*)", coord).group(1).split() == ["regulator"]  # type: ignore[union-attr]
     assert "PASSPHRASE" not in coord  # the coordinator holds no key
-    # the loopback override covers every service; each site on its own address
-    over = LOOPBACK.read_text()
-    for name in services:
-        assert f"\n  {name}:\n    network_mode: host\n" in over, name
-    addresses = re.findall(r"SITE_RPC: \"(127\.0\.0\.\d+):", over)
-    assert len(set(addresses)) == 4
 
 
 def test_containerfile_is_non_root_with_volume_and_healthcheck() -> None:
@@ -184,44 +175,28 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     yield env
 
 
-def _free_port_pair() -> tuple[int, int]:
-    """Two ports free on 127.0.0.2..5 (the sites bind the same two ports, one address each)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.2", 0))
-            p2p = s.getsockname()[1]
-        rpc = p2p + 1
-        ok = True
-        for i in range(2, 6):
-            for port in (p2p, rpc):
-                with socket.socket() as s:
-                    try:
-                        s.bind((f"127.0.0.{i}", port))
-                    except OSError:
-                        ok = False
-        if ok:
-            return p2p, rpc
-    raise AssertionError("no free port pair on 127.0.0.2-5")
-
-
-def _status(url: str, cafile: Path) -> dict[str, Any]:
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "gm_status", "params": []})
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10, context=ctx) as answer:
-        return json.loads(answer.read())["result"]  # type: ignore[no-any-return]
-
-
-def _rpc(url: str, cafile: Path, method: str, params: list[Any]) -> Any:
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
-    )
+_PROBE = """
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile="/var/lib/gmchain/site/tls/rpc.crt")
+def call(method, params):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    headers = {"Content-Type": "application/json"}
+    req = urllib.request.Request(sys.argv[1], data=body, headers=headers)
     with urllib.request.urlopen(req, timeout=10, context=ctx) as answer:
         return json.loads(answer.read())["result"]
+height = call("gm_status", [])["height"]
+block = call("gm_getBlockByNumber", [2, False]) if height >= 2 else None
+print(json.dumps({"height": height, "hash2": block and block["hash"]}))
+"""
+
+
+def _probe(env: dict[str, str], container: str, site: str) -> dict[str, Any]:
+    """gm_status and block 2's hash, asked from inside the site's container over TLS, by the
+    site's service name (the name its certificate holds)."""
+    assert PODMAN is not None
+    out = _run([PODMAN, "exec", container, "/opt/gmchain/bin/python", "-c", _PROBE,
+                f"https://{site}:8545/"], env, 120)  # fmt: skip
+    return json.loads(out)  # type: ignore[no-any-return]
 
 
 @needs_podman
@@ -249,24 +224,22 @@ def test_image_runs_as_non_root_and_reports_its_build(engine: dict[str, str]) ->
 @pytest.mark.slow
 def test_compose_runs_a_four_site_network(engine: dict[str, str], tmp_path: Path) -> None:
     assert PODMAN is not None and COMPOSE_TOOL is not None
-    p2p, rpc = _free_port_pair()
     project = f"gmtest{os.getpid()}"
-    env = dict(engine, GMCHAIN_P2P_PORT=str(p2p), GMCHAIN_RPC_PORT=str(rpc))
-    env.update(GMCHAIN_IMAGE=IMAGE, CHAIN_ID=f"compose-{project}")
+    env = dict(engine, GMCHAIN_IMAGE=IMAGE, CHAIN_ID=f"compose-{project}")
     env["REGULATOR_PASSPHRASE"] = "regulator-secret-1"
     for i in range(1, 5):
         env[f"SITE{i}_NODE_PASSPHRASE"] = f"site{i}-node-secret"
         env[f"SITE{i}_ADMIN_PASSPHRASE"] = f"site{i}-admin-secret"
-    compose = [COMPOSE_TOOL, "-p", project, "-f", str(COMPOSE), "-f", str(LOOPBACK)]
+    compose = [COMPOSE_TOOL, "-p", project, "-f", str(COMPOSE)]
     try:
         _run([*compose, "up", "-d"], env, 900)
-        _check_network(env, project, rpc, tmp_path)
+        _check_network(env, project)
     finally:
         subprocess.run([*compose, "down", "-v"], env=env, capture_output=True, timeout=600)
-        for name in (*SITES, "regulator", "coordinator", "ceremony"):
-            subprocess.run([PODMAN, "volume", "rm", "-f", f"{project}_{name}-data"], env=env,
-                           capture_output=True, timeout=120)  # fmt: skip
-        subprocess.run([PODMAN, "volume", "rm", "-f", f"{project}_ceremony"], env=env,
+        names = [f"{project}_{n}-data" for n in (*SITES, "regulator", "coordinator")]
+        subprocess.run([PODMAN, "volume", "rm", "-f", *names, f"{project}_ceremony"], env=env,
+                       capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run([PODMAN, "network", "rm", "-f", f"{project}_default"], env=env,
                        capture_output=True, timeout=120)  # fmt: skip
 
 
@@ -276,7 +249,7 @@ def _volume(env: dict[str, str], project: str, name: str) -> Path:
     return Path(json.loads(out)[0]["Mountpoint"])
 
 
-def _check_network(env: dict[str, str], project: str, rpc: int, tmp: Path) -> None:
+def _check_network(env: dict[str, str], project: str) -> None:
     assert PODMAN is not None
     containers = {s: f"{project}_{s}_1" for s in SITES}
     # every node healthy by the image's HEALTHCHECK (the ceremony runs first: allow for it)
@@ -292,21 +265,15 @@ def _check_network(env: dict[str, str], project: str, rpc: int, tmp: Path) -> No
     if pending:
         logs = {s: _run([PODMAN, "logs", containers[s]], env, 60)[-3000:] for s in pending}
         raise AssertionError(f"not healthy: {sorted(pending)}: {logs}")
-    urls = {s: f"https://127.0.0.{i + 2}:{rpc}/" for i, s in enumerate(SITES)}
-    certs: dict[str, Path] = {}
-    for site in SITES:  # each site's public certificate: the CA file of its clients
-        certs[site] = tmp / f"{site}.crt"
-        shutil.copyfile(_volume(env, project, f"{site}-data") / "site/tls/rpc.crt", certs[site])
     # blocks commit and the four agree
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        heights = [_status(urls[s], certs[s])["height"] for s in SITES]
-        if min(heights) >= 3:
+        probes = [_probe(env, containers[s], s) for s in SITES]
+        if min(p["height"] for p in probes) >= 3:
             break
         time.sleep(2)
-    assert min(heights) >= 3, heights
-    hashes = {_rpc(urls[s], certs[s], "gm_getBlockByNumber", [2, False])["hash"] for s in SITES}
-    assert len(hashes) == 1, hashes
+    assert min(p["height"] for p in probes) >= 3, probes
+    assert len({p["hash2"] for p in probes}) == 1, probes
     # the genesis every site installed is the announced one
     ceremony = _volume(env, project, "ceremony")
     announced = (ceremony / "out" / "genesis.hash").read_text().strip()
@@ -335,7 +302,7 @@ def _check_network(env: dict[str, str], project: str, rpc: int, tmp: Path) -> No
         assert {p.name for p in (volumes[site] / "site").glob("*.key")} == {"node.key", "admin.key"}
     # an evidence record over TLS, from inside site1 with site1's admin key (never copied out)
     out = _run([PODMAN, "exec", "-e", "SSL_CERT_FILE=/var/lib/gmchain/site/tls/rpc.crt",
-                containers["site1"], "gmchain", "evidence", "submit", "--rpc", urls["site1"],
+                containers["site1"], "gmchain", "evidence", "submit", "--rpc", "https://site1:8545",
                 "--key", "/var/lib/gmchain/site/admin.key", "--id", "rec-c1", "--flow", "flow-c1",
                 "--step", "kyc", "--data", "hello", "--prev", "none", "--json"],
                env, 120)  # fmt: skip

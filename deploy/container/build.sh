@@ -28,6 +28,9 @@ ls dist/gmchain-"$VERSION"-py3-none-any.whl dist/wheelhouse/*.whl >/dev/null || 
     echo "build.sh: no dist/gmchain-$VERSION-*.whl or dist/wheelhouse: run make wheelhouse" >&2
     exit 1
 }
+# the commit `make wheel` wrote into the wheel (what `gmchain --version` in the image shows)
+REVISION=$(python3 -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).read("gmchain/COMMIT").decode().strip())' \
+    "dist/gmchain-$VERSION-py3-none-any.whl" 2>/dev/null || echo unknown)
 # podman: the docker image format, which keeps HEALTHCHECK (OCI images have no such field)
 FORMAT=""
 case "$ENGINE" in *podman*) FORMAT="--format docker" ;; esac
@@ -41,6 +44,6 @@ fi
 # shellcheck disable=SC2086
 "$ENGINE" build $FORMAT --network host --build-arg "BASE=$BASE" --build-arg "VERSION=$VERSION" \
     --label "org.opencontainers.image.version=$VERSION" \
-    --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+    --label "org.opencontainers.image.revision=$REVISION" \
     -f deploy/container/Containerfile -t "$TAG" .
 echo "$TAG"
