@@ -203,10 +203,13 @@ def _probe(env: dict[str, str], container: str, site: str) -> dict[str, Any]:
 @pytest.mark.slow
 def test_image_runs_as_non_root_and_reports_its_build(engine: dict[str, str]) -> None:
     assert PODMAN is not None
-    info = json.loads(_run([PODMAN, "image", "inspect", IMAGE], engine, 120))[0]["Config"]
+    image = json.loads(_run([PODMAN, "image", "inspect", IMAGE], engine, 120))[0]
+    info = image["Config"]
     assert info["User"] == "gmchain"
     assert "/var/lib/gmchain" in info["Volumes"]
-    assert "/usr/local/bin/gmchain-healthcheck" in info["Healthcheck"]["Test"]
+    # podman shows the docker format's health check beside Config (docker: inside it)
+    health = info.get("Healthcheck") or image["Healthcheck"]
+    assert "/usr/local/bin/gmchain-healthcheck" in health["Test"]
     uid = _run([PODMAN, "run", "--rm", "--entrypoint", "id", IMAGE, "-u"], engine, 300).strip()
     assert uid == "10001"
     version = _run([PODMAN, "run", "--rm", IMAGE, "--version"], engine, 300).splitlines()
