@@ -271,9 +271,12 @@ def _check_network(env: dict[str, str], project: str) -> None:
     # three evidence records over TLS, from inside site1 with site1's admin key (never copied
     # out), each awaited: blocks are made for transactions, so heights reach 3
     for n in range(1, 4):
-        out = _run([PODMAN, "exec", "-e", "SSL_CERT_FILE=/var/lib/gmchain/site/tls/rpc.crt",
-                    containers["site1"], "gmchain", "evidence", "submit", "--rpc",
-                    "https://site1:8545", "--key", "/var/lib/gmchain/site/admin.key",
+        # rpc_auth = "reads": awaiting the receipt is a read of org1's data, so log in as
+        # org1's admin; the site's own certificate is the CA file
+        out = _run([PODMAN, "exec", containers["site1"], "gmchain", "evidence", "submit",
+                    "--rpc", "https://site1:8545", "--ca-file", "/var/lib/gmchain/site/tls/rpc.crt",
+                    "--auth-key", "/var/lib/gmchain/site/admin.key",
+                    "--key", "/var/lib/gmchain/site/admin.key",
                     "--id", f"rec-c{n}", "--flow", f"flow-c{n}", "--step", "kyc",
                     "--data", f"hello {n}", "--prev", "none", "--json"], env, 180)  # fmt: skip
         assert json.loads(out)["height"] >= 1, out  # a failed transaction exits 1 (_run fails)
