@@ -295,7 +295,8 @@ def _check_network(env: dict[str, str], project: str) -> None:
     announced = (ceremony / "out" / "genesis.hash").read_text().strip()
     genesis = json.loads((ceremony / "out" / "genesis.json").read_text())
     regulator = json.loads((ceremony / "inbox" / "regulator-account.json").read_text())
-    assert regulator["role"] == "regulator" and regulator["pubkey"] in json.dumps(genesis)
+    pubkey = regulator["pubkey"].removeprefix("0x")  # genesis.json writes keys without 0x
+    assert regulator["role"] == "regulator" and pubkey in json.dumps(genesis)
     for site in SITES:
         installed = _volume(env, project, f"{site}-data") / "site" / "genesis.json"
         assert installed.read_bytes() == (ceremony / "out" / "genesis.json").read_bytes()
