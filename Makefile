@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt soak soak-bench sim-long bench clean install arm64 arm64-test
+.PHONY: run test lint fmt soak soak-bench sim-long bench clean install wheel wheelhouse image arm64 arm64-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,27 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# wheel: dist/gmchain-<version>-py3-none-any.whl, offline, from this checkout. The commit is
+# written into the wheel as gmchain/COMMIT (what `gmchain --version` and gmchain_build_info show
+# where there is no git; node/buildinfo.py rule 2) and removed from the source tree again.
+wheel: $(STAMP)
+	rm -rf build dist/gmchain-*.whl
+	git rev-parse --short=12 HEAD > gmchain/COMMIT 2>/dev/null || rm -f gmchain/COMMIT
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --no-index -q -w dist . ; \
+		status=$$?; rm -f gmchain/COMMIT; rm -rf build; exit $$status
+	@ls dist/gmchain-*.whl
+
+# wheelhouse: every wheel `gmchain[node]` needs but gmchain's own, in dist/wheelhouse (the
+# container image installs from it and dist/ with --no-index; docs/ops.md, "Container image").
+wheelhouse: wheel
+	rm -rf dist/wheelhouse
+	$(BIN)/python -m pip wheel -q -w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]"
+	rm -f dist/wheelhouse/gmchain-*.whl
+
+# image: the container image gmchain:<version> (deploy/container/build.sh; podman or docker).
+image: wheelhouse
+	deploy/container/build.sh
 
 run: $(STAMP)
 	$(BIN)/gmchain dev
@@ -67,4 +88,4 @@ arm64-test: $(STAMP)
 	bash deploy/arm64/test.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info gmchain/COMMIT

@@ -14,7 +14,7 @@ Rules this module keeps:
 4. Commands implemented elsewhere (`dev`, `node start`, `crypto-bench`, `cluster`, `bench`) are
    imported lazily inside their handlers, so the client commands work without them; where only
    the SDK is installed (no `[node]` extra) such a command fails in one line saying what to
-   install. `gmchain --version` prints `gmchain.__version__`.
+   install. `gmchain --version` prints the version, commit and SM2 backend (node/cli_meta.py).
 5. Key files are never overwritten; new ones are mode 0600 (crypto_sm). Passphrases come from the
    environment, never from argv (argv is visible to every user in `ps`); see node/keys_cli.py.
 """
@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import gmchain
 from gmchain.node.cli_client import (
     CliError,
     cmd_evidence_attest,
@@ -44,6 +43,7 @@ from gmchain.node.cli_client import (
     print_json,
 )
 from gmchain.node.cli_gov import add_gov_commands
+from gmchain.node.cli_meta import DefaultsHelpFormatter, VersionAction, add_completion_command
 from gmchain.node.cli_relay import add_relay_command
 from gmchain.node.cli_site import add_site_commands
 from gmchain.node.cli_xc import add_xc_commands
@@ -58,7 +58,12 @@ _NODE_EXTRA = {"plyvel", "uvloop", "prometheus_client"}
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit 2 (rule 1)."""
+    """argparse, but a usage error is one line on stderr and exit 2 (rule 1); help states
+    defaults (node/cli_meta.py rule 1)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -286,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gmchain",
         description="gmchain: a permissioned BFT chain for securities evidence (SM2/SM3/SM4).",
     )
-    parser.add_argument("--version", action="version", version=f"gmchain {gmchain.__version__}")
+    parser.add_argument("--version", action=VersionAction)  # node/cli_meta.py rule 2
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -416,11 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_evidence_submit)
 
     q = ev.add_parser("get", parents=[out, rpc], help="one evidence record")
-    q.add_argument("record_id", metavar="ID")
+    q.add_argument("record_id", metavar="ID", help="the record id")
     q.set_defaults(handler=cmd_evidence_get)
 
     q = ev.add_parser("flow", parents=[out, rpc], help="every record of a flow, in order")
-    q.add_argument("flow_id", metavar="FLOW")
+    q.add_argument("flow_id", metavar="FLOW", help="the business flow id")
     q.add_argument(
         "--verify",
         action="store_true",
@@ -487,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_xc_commands(sub, out, rpc)  # `gmchain xc ...` (node/cli_xc.py)
     add_relay_command(sub)  # `gmchain relay` (node/cli_relay.py)
     add_site_commands(sub)  # `gmchain site|account|genesis` (node/cli_site.py)
+    add_completion_command(sub)  # `gmchain completion` (node/cli_meta.py)
     return parser
 
 

@@ -237,7 +237,9 @@ def add_relay_command(sub: Any) -> None:
         "rpc_auth = reads (passphrase as for --key; default: no login)",
     )
     p.add_argument("--metrics-port", type=int, metavar="P", help="serve /metrics on this port")
-    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST", help="address /metrics binds to"
+    )
     p.add_argument(
         "--interval", type=float, default=2.0, metavar="S", help="seconds between cycles"
     )
@@ -245,7 +247,13 @@ def add_relay_command(sub: Any) -> None:
     p.add_argument(
         "--max-inflight", type=int, default=4, metavar="N", help="txs in flight per chain"
     )
-    p.add_argument("--tx-timeout", type=float, default=60.0, metavar="S")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--tx-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for each transaction's receipt",
+    )
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
     p.set_defaults(handler=cmd_relay)

@@ -47,6 +47,7 @@ from typing import Any, NoReturn
 
 from gmchain.crypto_sm import PrivateKey, save_private_key
 from gmchain.ledger.types import Genesis, GenesisValidator
+from gmchain.node.cli_meta import DefaultsHelpFormatter
 from gmchain.node.config import NodeConfig, PeerConfig, save_genesis, write_config
 from gmchain.node.daemon import DEV_PASSPHRASE
 
@@ -484,46 +485,53 @@ def cluster_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any]
 
 
 class _Parser(argparse.ArgumentParser):
-    """A usage error is one line on stderr and exit 2 (as node/cli.py's parser)."""
+    """A usage error is one line on stderr and exit 2 (as node/cli.py's parser); help states
+    defaults (node/cli_meta.py rule 1)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `gmchain cluster` (its help and completion: node/cli_meta.py)."""
     p = _Parser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    dir_help = "the cluster's folder"
     pi = sub.add_parser("init", help="create keys, genesis and one config per node")
-    pi.add_argument("--validators", type=int, default=4)
-    pi.add_argument("--observers", type=int, default=0)
-    pi.add_argument("--dir", required=True)
-    pi.add_argument("--base-rpc", type=int, default=8545)
-    pi.add_argument("--base-p2p", type=int, default=30300)
-    pi.add_argument("--round-timeout-ms", type=int, default=2000)
+    pi.add_argument("--validators", type=int, default=4, help="number of validators")
+    pi.add_argument("--observers", type=int, default=0, help="number of observers")
+    pi.add_argument("--dir", required=True, help=dir_help + " (new)")
+    pi.add_argument("--base-rpc", type=int, default=8545, help="first RPC port (node i: + i)")
+    pi.add_argument("--base-p2p", type=int, default=30300, help="first P2P port (node i: + i)")
+    pi.add_argument("--round-timeout-ms", type=int, default=2000, help="nodes' round_timeout_ms")
     pu = sub.add_parser("up", help="start every node that is not running")
-    pu.add_argument("--dir", required=True)
+    pu.add_argument("--dir", required=True, help=dir_help)
     pu.add_argument("--wait", type=float, default=20.0, help="seconds to wait for RPC")
-    pu.add_argument("nodes", nargs="*", help="only these nodes")
+    pu.add_argument("nodes", nargs="*", help="only these nodes (default: all)")
     pd = sub.add_parser("down", help="stop nodes (SIGTERM, then SIGKILL)")
-    pd.add_argument("--dir", required=True)
-    pd.add_argument("nodes", nargs="*", help="only these nodes")
+    pd.add_argument("--dir", required=True, help=dir_help)
+    pd.add_argument("nodes", nargs="*", help="only these nodes (default: all)")
     ps = sub.add_parser("status", help="each node's pid, height and head")
-    ps.add_argument("--dir", required=True)
-    ps.add_argument("--json", action="store_true")
+    ps.add_argument("--dir", required=True, help=dir_help)
+    ps.add_argument("--json", action="store_true", help="print one JSON document")
     pk = sub.add_parser("kill", help="SIGKILL one node (drills)")
-    pk.add_argument("--dir", required=True)
-    pk.add_argument("node")
-    pa = sub.add_parser(
-        "add-node", help="add a joining node (key, config, peers, join request; not admitted yet)"
-    )
-    pa.add_argument("--dir", required=True)
+    pk.add_argument("--dir", required=True, help=dir_help)
+    pk.add_argument("node", help="the node's name (nodeN)")
+    pa = sub.add_parser("add-node", help="add a joining node (admitted by a vote)")
+    pa.add_argument("--dir", required=True, help=dir_help)
     pa.add_argument("--name", help="the node's folder and name (default: the next nodeN)")
-    pa.add_argument(
-        "--org", default="org1", help="its organisation, known to the chain (default org1)"
-    )
+    pa.add_argument("--org", default="org1", help="its organisation, known to the chain")
     pa.add_argument("--rpc-port", type=int, help="default: the highest node rpc port + 1")
     pa.add_argument("--p2p-port", type=int, help="default: the highest node p2p port + 1")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     notes: list[str] = []
     try:
         return _run(args, notes)

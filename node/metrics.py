@@ -20,19 +20,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import functools
-import os
-import platform
-import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from gmchain.consensus import ValidatorSet
 from gmchain.ledger.types import NodeId, Receipt, ReceiptStatus
+from gmchain.node.buildinfo import BuildInfo, get_build_info
 
 __all__ = [
     "BuildInfo",
@@ -41,55 +36,6 @@ __all__ = [
     "get_build_info",
     "refresh_scrape_metrics",
 ]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BuildInfo:
-    """The labels of `gmchain_build_info` (computed once per process)."""
-
-    version: str  # gmchain.__version__
-    commit: str  # GMCHAIN_COMMIT or the source tree's git commit, else "unknown"
-    python: str  # platform.python_version()
-    openssl: str  # the libcrypto version text the SM2 backend loaded
-    sm2_backend: str  # "openssl" or "gmssl"
-
-
-def _git_commit() -> str:
-    """GMCHAIN_COMMIT (set by a packager), else the source tree's git commit, else "unknown"."""
-    env = os.environ.get("GMCHAIN_COMMIT", "").strip()
-    if env:
-        return env[:40]
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=2.0,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else "unknown"
-
-
-@functools.cache
-def get_build_info() -> BuildInfo:
-    import ssl
-
-    import gmchain
-    from gmchain.crypto_sm.backend import active_backend
-
-    backend = active_backend()
-    return BuildInfo(
-        version=gmchain.__version__,
-        commit=_git_commit(),
-        python=platform.python_version(),
-        # the libcrypto that does SM2 (the OpenSSL backend), else the one Python's ssl uses
-        openssl=str(getattr(backend, "version_text", ssl.OPENSSL_VERSION)),
-        sm2_backend=backend.name,
-    )
 
 
 class NodeMetrics:

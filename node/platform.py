@@ -438,11 +438,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="gmchain platform", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `gmchain platform` (its help and completion: node/cli_meta.py)."""
+    from gmchain.node.cli_meta import DefaultsHelpFormatter
+
+    kw: dict[str, Any] = {"formatter_class": DefaultsHelpFormatter}
+    p = _Parser(prog="gmchain platform", description=__doc__.split("\n\n")[0], **kw)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    pu = sub.add_parser("up", help="create (first use) and start everything not running")
-    pu.add_argument("--dir", help="the platform's folder (default $GMCHAIN_HOME/platform)")
+    dir_help = "the platform's folder (default $GMCHAIN_HOME/platform)"
+    pu = sub.add_parser("up", help="create (first use) and start everything not running", **kw)
+    pu.add_argument("--dir", help=dir_help)
     pu.add_argument("--validators", type=int, help="validators per chain (first use; default 1)")
     pu.add_argument(
         "--base-port",
@@ -450,12 +455,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"first port (first use; default ${BASE_PORT_ENV} or {DEFAULT_BASE_PORT})",
     )
     pu.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each start")
-    pd = sub.add_parser("down", help="stop the relayers, then every chain")
-    pd.add_argument("--dir")
-    ps = sub.add_parser("status", help="chains' heights, relayers' lag and missing records")
-    ps.add_argument("--dir")
-    ps.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    pd = sub.add_parser("down", help="stop the relayers, then every chain", **kw)
+    pd.add_argument("--dir", help=dir_help)
+    ps = sub.add_parser("status", help="chains' heights, relayers' lag and missing records", **kw)
+    ps.add_argument("--dir", help=dir_help)
+    ps.add_argument("--json", action="store_true", help="print one JSON document")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     d = Path(args.dir) if args.dir else default_dir()
     notes: list[str] = []
     try:
