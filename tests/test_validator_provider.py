@@ -12,8 +12,9 @@ from gmchain.consensus.sim.app import make_sim_genesis
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# Writing the genesis document is not reading the validator set.
-_DOCUMENT_WRITERS = {"node/config.py"}
+# Writing the genesis document is not reading the validator set; nor is the ceremony's assembling
+# it from the sites' descriptors and checking, at `site install`, that this site is in it.
+_DOCUMENT_WRITERS = {"node/config.py", "node/ceremony_genesis.py", "node/cli_site.py"}
 _READ = re.compile(r"\b(genesis|g)\.validators\b")
 
 
