@@ -114,8 +114,12 @@ class Chain:
         max_block_txs: int = 5000,
         max_block_bytes: int = MAX_BLOCK_TX_BYTES,  # so every carrier of the block fits the wire
         pack_scan_max: int = 4000,
+        timer: Callable[[], float] | None = None,
     ) -> None:
         self.genesis = genesis
+        # Packing K6: the node's monotonic clock (seconds), only to time block execution for the
+        # packing policy's size cap; never part of a validity rule (the chain reads no clock).
+        self._timer = timer
         self.chain_id = genesis.chain_id
         self.store = store
         self.pool = pool
@@ -210,7 +214,9 @@ class Chain:
         candidates = [] if suffix else self.packer.pick(parent, parent_res, exclude, target, limits)
         ts = max(now_ms, parent.timestamp_ms + 1)
         ctx = self._context(parent, ts, parent_res)
+        t0 = self._timer() if self._timer else 0.0
         result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
+        self._timed(len(candidates), t0)
         for t, _ in rejected:  # pick checked every candidate on this parent: a safety net
             self.packer.evict_if_never_valid(t)
         self._mark_epoch(result, parent_res)
@@ -269,7 +275,9 @@ class Chain:
     ) -> str | None:
         h = block.header
         ctx = self._context(parent, h.timestamp_ms, parent_res)
+        t0 = self._timer() if self._timer else 0.0
         result, _ = self.executor.execute(ctx, block.txs, parent_res, strict=True)
+        self._timed(len(block.txs), t0)
         self._mark_epoch(result, parent_res)
         expected = self._header(parent, h.round, h.justify, h.proposer, h.timestamp_ms, result)
         if expected.next_validators_hash != h.next_validators_hash:
@@ -279,6 +287,12 @@ class Chain:
         result.block_id = h.block_id
         self._results[h.block_id] = result
         return None
+
+    def _timed(self, txs: int, t0: float) -> None:
+        """Packing K6: tell the policy how long executing `txs` transactions took."""
+        if self._timer is not None:
+            elapsed_us = int((self._timer() - t0) * 1e6)
+            self.packing.observe_execution(txs=txs, elapsed_us=max(0, elapsed_us))
 
     def on_pruned(self, block_ids: Sequence[Digest]) -> None:
         changed = False

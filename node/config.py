@@ -81,6 +81,9 @@ class NodeConfig:
     min_wait_ms: int = 5
     max_wait_ms: int = 50
     target_latency_ms: int = 250
+    # a block's execution must fit this wall time at the measured cost per transaction
+    # (consensus/packing.py K6; 0: no time cap, only max_block_txs)
+    block_time_budget_ms: int = 400
     # admission: SM2 verification in this many worker processes (0: in threads, sharing the GIL
     # with the event loop; see node/verifypool.py)
     verify_processes: int = 0
@@ -194,6 +197,9 @@ class NodeConfig:
         vp = self.verify_processes
         if not isinstance(vp, int) or isinstance(vp, bool) or not 0 <= vp <= 64:
             raise ConfigError(f"verify_processes: expected an integer 0..64, got {vp!r}")
+        bt = self.block_time_budget_ms
+        if not isinstance(bt, int) or isinstance(bt, bool) or not 0 <= bt <= 600_000:
+            raise ConfigError(f"block_time_budget_ms: expected an integer 0..600000, got {bt!r}")
         wn = self.worker_nice
         if not isinstance(wn, int) or isinstance(wn, bool) or not 0 <= wn <= 9:
             raise ConfigError(f"worker_nice: expected an integer 0..9, got {wn!r}")

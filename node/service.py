@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -125,15 +126,9 @@ class NodeService:
         self.mempool.on_evicted = self._evicted_anywhere
         # Owned by the consensus thread (the chain reads it while building blocks); the commit
         # listener's feedback reaches it through `driver.call`.
-        self.packing = PackingPolicy(
-            PackingConfig(
-                min_block_txs=config.min_block_txs,
-                max_block_txs=config.max_block_txs,
-                min_wait_ms=config.min_wait_ms,
-                max_wait_ms=config.max_wait_ms,
-                target_latency_ms=config.target_latency_ms,
-            )
-        )
+        # (every PackingConfig field is a node config key of the same name)
+        packing = {f.name: getattr(config, f.name) for f in dataclasses.fields(PackingConfig)}
+        self.packing = PackingPolicy(PackingConfig(**packing))
         self.chain = Chain(
             genesis=genesis,
             store=store,
@@ -142,6 +137,7 @@ class NodeService:
             packing=self.packing,
             max_block_txs=config.max_block_txs,
             pack_scan_max=config.pack_scan_max_txs,
+            timer=time.perf_counter,
         )
         head_height = self.chain.head.height
         voters = self.chain.validators.validators_at(head_height)

@@ -77,3 +77,59 @@ def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
     assert sizes[-1] > 10 * sizes[0], sizes
     assert len(packed) == len(set(packed)), "a tx was packed twice along one branch"
     store.close()
+
+
+def test_build_and_validation_feed_the_time_cap(tmp_path: Path) -> None:
+    """Packing K6 through the chain: a build and a follower's validation each report their
+    execution's wall time, so a slow node caps its next blocks under the budget."""
+    node, client = PrivateKey.generate(), PrivateKey.generate()
+    genesis = Genesis(
+        chain_id="t",
+        timestamp_ms=1,
+        validators=(GenesisValidator(pubkey=node.public_key.to_bytes(), power=1, org="o"),),
+        accounts=((client.public_key.to_bytes(), "o", "admin"),),
+    )
+    clock = [0.0]
+
+    def slow_timer() -> float:  # every reading is 2 s after the last: 2 s per execution
+        clock[0] += 2.0
+        return clock[0]
+
+    chains = []
+    for name in ("leader", "follower"):
+        store = Store.open(tmp_path / name, chain_id="t")
+        rules = TxRules.with_new_caches(
+            chain_id="t", replay_window=1000, registry=default_registry()
+        )
+        pool = Mempool(config=MempoolConfig(), rules=rules)
+        packing = PackingPolicy(
+            PackingConfig(min_block_txs=1, max_block_txs=2000, block_time_budget_ms=400)
+        )
+        chain = Chain(
+            genesis=genesis,
+            store=store,
+            rules=rules,
+            pool=MempoolPool(pool),
+            packing=packing,
+            timer=slow_timer,
+        )
+        chains.append((chain, pool, packing, store))
+    (leader, pool, lp, _), (follower, _, fp, _) = chains
+    for t in [_tx(client, "t", i) for i in range(100)]:
+        pool.add(t, len(t.encode()), 0, 0)
+    parent = leader.head
+    block = leader.build_block(
+        parent=parent,
+        round=Round(1),
+        justify=parent.justify,
+        proposer=NodeId(node.public_key.address),
+        now_ms=10_000,
+    )
+    assert len(block.txs) == 100
+    assert lp.exec_us_per_tx == 2_000_000 // 100
+    assert lp.target_size == 400_000 // lp.exec_us_per_tx == 20  # the next blocks: 20 txs
+    assert fp.exec_us_per_tx is None
+    assert follower.validate_block(block, parent, now_ms=10_001)
+    assert fp.exec_us_per_tx == 2_000_000 // 100  # a follower measures its validation too
+    for _, _, _, store in chains:
+        store.close()

@@ -85,3 +85,69 @@ def test_config_validation() -> None:
         PackingConfig(min_wait_ms=10, max_wait_ms=5).validate()
     with pytest.raises(ValueError):
         PackingPolicy(PackingConfig(target_latency_ms=0))
+
+
+# --- K6: the time budget of a block --------------------------------------------------------------
+
+TIMED = PackingConfig(
+    min_block_txs=10,
+    max_block_txs=1000,
+    min_wait_ms=5,
+    max_wait_ms=400,
+    target_latency_ms=500,
+    block_time_budget_ms=300,
+)
+
+
+def test_k6_a_backlog_never_grows_a_block_past_the_time_budget() -> None:
+    # The cluster4 collapse past the knee (session 8's CAICT sweep: 625 tx/s offered, ~250
+    # committed): a backlog grew blocks to max_block_txs, whose execution on a loaded node took
+    # longer than a round, so rounds ended by timeout and the chain stood still.
+    p = PackingPolicy(TIMED)
+    for _ in range(20):
+        p.observe_execution(txs=400, elapsed_us=400 * 1500)  # 1.5 ms a transaction
+        p.observe_queue(pending=100_000, oldest_pending_ms=0)
+    assert p.target_size == 300_000 // 1500  # 200 transactions fit 300 ms
+    p.observe_queue(pending=100_000, oldest_pending_ms=0)
+    assert p.target_size == 200
+
+
+def test_k6_the_cap_follows_the_measured_cost_both_ways() -> None:
+    p = PackingPolicy(TIMED)
+    p.observe_queue(pending=100_000, oldest_pending_ms=0)
+    for _ in range(20):
+        p.observe_execution(txs=500, elapsed_us=500 * 3000)
+    slow = p.target_size
+    assert slow == 100
+    for _ in range(40):
+        p.observe_execution(txs=slow, elapsed_us=slow * 300)  # the load went away
+        p.observe_queue(pending=100_000, oldest_pending_ms=0)
+    assert p.target_size == TIMED.max_block_txs  # 300 ms holds 1,000 at 0.3 ms
+
+
+def test_k6_small_blocks_and_no_budget_change_nothing() -> None:
+    p = PackingPolicy(TIMED)
+    before = p.target_size
+    p.observe_execution(txs=2, elapsed_us=2 * 50_000)  # per-block overhead, not per-tx cost
+    assert p.target_size == before and p.time_cap() == TIMED.max_block_txs
+    q = PackingPolicy(CFG)  # block_time_budget_ms = 0: no cap
+    for _ in range(20):
+        q.observe_execution(txs=500, elapsed_us=500 * 10_000)
+        q.observe_queue(pending=100_000, oldest_pending_ms=0)
+    assert q.target_size == CFG.max_block_txs
+
+
+def test_k6_k5_bounds_hold_with_execution_observations() -> None:
+    rng = Random(11)
+    p = PackingPolicy(TIMED)
+    for _ in range(5000):
+        x = rng.random()
+        if x < 0.33:
+            p.observe_queue(pending=rng.randint(0, 50_000), oldest_pending_ms=rng.randint(0, 10**6))
+        elif x < 0.66:
+            p.observe_commit_latency(rng.randint(0, 10_000))
+        else:
+            n = rng.randint(0, 2000)
+            p.observe_execution(txs=n, elapsed_us=n * rng.randint(1, 100_000))
+        assert TIMED.min_block_txs <= p.target_size <= TIMED.max_block_txs
+        assert TIMED.min_wait_ms <= p.wait_ms <= TIMED.max_wait_ms
