@@ -51,6 +51,25 @@ def test_scripts_exist_and_parse() -> None:
     assert proc.returncode == 0
 
 
+def test_remove_root_is_shared_and_removes_an_unmounted_tree(tmp_path: Path) -> None:
+    """common.sh rule M1: build.sh and test.sh source the one remove_root; on a tree with
+    nothing mounted in it, it deletes the tree."""
+    for script in ("build.sh", "test.sh"):
+        text = (ARM / script).read_text()
+        assert '. "$HERE/common.sh"' in text, script
+        assert "remove_root() {" not in text, f"{script} defines its own remove_root"
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_text("x")
+    proc = subprocess.run(
+        ["bash", "-c", f'. "{ARM / "common.sh"}"; remove_root "{root}"'],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not root.exists()
+
+
 def _debian() -> dict[str, tuple[str, str]]:
     rows = [
         line.split()

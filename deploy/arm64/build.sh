@@ -32,19 +32,8 @@ NAME="gmchain-$VERSION-linux-aarch64"
 OUT="$REPO/dist/$NAME.tar.gz"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct)}"
 log() { echo "[arm64 build] $*" >&2; }
-# Never rm -rf a root that still has file systems mounted in it (an interrupted debootstrap
-# leaves proc and sys, and a bind-mounted /dev would take the host's devices with it).
-remove_root() {
-    local m
-    for m in $(awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
-        umount "$m" || umount -l "$m"
-    done
-    if awk -v r="$1/" 'index($2, r) == 1 {found=1} END {exit !found}' /proc/mounts; then
-        echo "refusing to delete $1: file systems are still mounted in it" >&2
-        exit 1
-    fi
-    rm -rf "$1"
-}
+# remove_root (rule M1 of common.sh: never rm -rf a root with file systems mounted in it)
+. "$HERE/common.sh"
 
 # The build root's packages: what debootstrap --include gets (their dependencies follow).
 mapfile -t PINS < <(grep -v '^#' "$HERE/debian-pins.txt" | awk 'NF')

@@ -39,19 +39,8 @@ QEMU_CPU="${GMCHAIN_ARM64_CPU:-cortex-a72}"
 CHECKS="$REPO/dist/$NAME-checks.tar.gz"
 BENCH_PORT="${GMCHAIN_ARM64_BENCH_PORT:-28645}"
 log() { echo "[arm64 test] $*" >&2; }
-# Never rm -rf a root that still has file systems mounted in it (an interrupted debootstrap
-# leaves proc and sys, and a bind-mounted /dev would take the host's devices with it).
-remove_root() {
-    local m
-    for m in $(awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
-        umount "$m" || umount -l "$m"
-    done
-    if awk -v r="$1/" 'index($2, r) == 1 {found=1} END {exit !found}' /proc/mounts; then
-        echo "refusing to delete $1: file systems are still mounted in it" >&2
-        exit 1
-    fi
-    rm -rf "$1"
-}
+# remove_root (rule M1 of common.sh: never rm -rf a root with file systems mounted in it)
+. "$HERE/common.sh"
 
 [ -f "$TARBALL" ] || { log "no bundle at $TARBALL: make arm64 first"; exit 1; }
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { log "no binfmt_misc handler for aarch64"; exit 1; }
