@@ -28,6 +28,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gmchain.bench.workload import BENCH_REPLAY_WINDOW, SignedBatch, presign_stream
 from gmchain.chain.core import Chain
@@ -41,7 +42,7 @@ from gmchain.ledger.types import Block, Genesis, NodeId, QuorumCert, Round, Sign
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.mempool import Mempool, MempoolConfig
 
-__all__ = ["LongChain", "build_long_chain", "signed_qc"]
+__all__ = ["LongChain", "build_long_chain", "open_builder_chain", "signed_qc"]
 
 VERIFY_EVERY = 50  # one signature in this many is verified before use (rule 3)
 _SAMPLE = 50_000  # tx ids kept for the query workloads, spread over the whole chain
@@ -69,6 +70,33 @@ def signed_qc(genesis: Genesis, key: PrivateKey, block: Block) -> QuorumCert:
     )
 
 
+def open_builder_chain(
+    genesis: Genesis,
+    store: Store,
+    *,
+    packing: PackingConfig,
+    max_block_txs: int | None = None,
+) -> tuple[Chain, Mempool, TxRules]:
+    """The chain library over `store`, fed by a mempool, wired as a node wires them (rule 1);
+    `max_block_txs` None keeps the library's own bound. Also used by tests/proof_chain.py."""
+    rules = TxRules.with_new_caches(
+        chain_id=genesis.chain_id,
+        replay_window=genesis.replay_window,
+        registry=default_registry(),
+    )
+    mempool = Mempool(config=MempoolConfig(), rules=rules)
+    bound: dict[str, Any] = {} if max_block_txs is None else {"max_block_txs": max_block_txs}
+    chain = Chain(
+        genesis=genesis,
+        store=store,
+        rules=rules,
+        pool=MempoolPool(mempool),
+        packing=PackingPolicy(packing),
+        **bound,
+    )
+    return chain, mempool, rules
+
+
 def build_long_chain(
     db_path: Path,
     genesis: Genesis,
@@ -90,18 +118,10 @@ def build_long_chain(
     stream: Generator[SignedBatch, None, None] | None = None
     size = max(1, txs_per_block)  # every block takes exactly txs_per_block of the pool
     try:
-        rules = TxRules.with_new_caches(
-            chain_id=genesis.chain_id,
-            replay_window=genesis.replay_window,
-            registry=default_registry(),
-        )
-        mempool = Mempool(config=MempoolConfig(), rules=rules)
-        chain = Chain(
-            genesis=genesis,
-            store=store,
-            rules=rules,
-            pool=MempoolPool(mempool),
-            packing=PackingPolicy(PackingConfig(min_block_txs=size, max_block_txs=size)),
+        chain, mempool, rules = open_builder_chain(
+            genesis,
+            store,
+            packing=PackingConfig(min_block_txs=size, max_block_txs=size),
             max_block_txs=size,
         )
         proposer = NodeId(validator_key.public_key.address)

@@ -9,6 +9,8 @@ Rules this helper keeps:
    `child.round == child.justify.round + 1` holds. A bundle built on it verifies against the
    genesis like one from a running node.
 3. Nothing here decides a test's outcome: it only builds inputs.
+4. The chain wiring and the certificates are bench/longchain.py's (`open_builder_chain`,
+   `signed_qc`): one builder for both long chains.
 """
 
 from __future__ import annotations
@@ -17,16 +19,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gmchain.chain.core import Chain
-from gmchain.chain.txrules import TxRules
+from gmchain.bench.longchain import open_builder_chain, signed_qc
 from gmchain.consensus.messages import CommitProof
-from gmchain.consensus.packing import PackingConfig, PackingPolicy
-from gmchain.contracts import default_registry
+from gmchain.consensus.packing import PackingConfig
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, Genesis, Height, NodeId, QuorumCert, Round, SignedTx, TxBody
-from gmchain.node.chainpool import MempoolPool
-from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.node_helpers import evidence_args
 
 __all__ = ["BuiltChain", "build_certified_chain", "signed_qc"]
@@ -36,17 +34,6 @@ __all__ = ["BuiltChain", "build_certified_chain", "signed_qc"]
 class BuiltChain:
     head: int  # the committed head height
     tx_ids: list[tuple[int, bytes]]  # (height, tx id) of every committed transaction
-
-
-def signed_qc(genesis: Genesis, key: PrivateKey, block: Block) -> QuorumCert:
-    h = block.header
-    root = QuorumCert.signing_root(genesis.chain_id, h.epoch, h.block_id, h.round, h.height)
-    return QuorumCert(
-        block_id=h.block_id,
-        round=h.round,
-        height=h.height,
-        signatures=((NodeId(key.public_key.address), key.sign(root)),),
-    )
 
 
 def build_certified_chain(
@@ -62,20 +49,8 @@ def build_certified_chain(
     store at `db_path`; the store is closed on return."""
     store = Store.open(db_path, chain_id=genesis.chain_id)
     try:
-        rules = TxRules.with_new_caches(
-            chain_id=genesis.chain_id,
-            replay_window=genesis.replay_window,
-            registry=default_registry(),
-        )
-        mempool = Mempool(config=MempoolConfig(), rules=rules)
+        chain, mempool, _ = open_builder_chain(genesis, store, packing=PackingConfig())
         now = [genesis.timestamp_ms + 1000]
-        chain = Chain(
-            genesis=genesis,
-            store=store,
-            rules=rules,
-            pool=MempoolPool(mempool),
-            packing=PackingPolicy(PackingConfig()),
-        )
         proposer = NodeId(validator_key.public_key.address)
         start = chain.head
         parent = start
