@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from gmchain.node.cli_client import (
     CliError,
@@ -43,7 +43,11 @@ from gmchain.node.cli_client import (
     print_json,
 )
 from gmchain.node.cli_gov import add_gov_commands
-from gmchain.node.cli_meta import DefaultsHelpFormatter, VersionAction, add_completion_command
+from gmchain.node.cli_meta import (
+    CliParser,
+    VersionAction,
+    add_completion_command,
+)
 from gmchain.node.cli_relay import add_relay_command
 from gmchain.node.cli_site import add_site_commands
 from gmchain.node.cli_xc import add_xc_commands
@@ -55,18 +59,6 @@ _Handler = Callable[[argparse.Namespace], int]
 # Top-level modules of the `[node]` extra (pyproject.toml): a command that needs one of them is
 # not available where only the SDK is installed (rule 4).
 _NODE_EXTRA = {"plyvel", "uvloop", "prometheus_client"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit 2 (rule 1); help states
-    defaults (node/cli_meta.py rule 1)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # --- commands: keys, node, delegations ----------------------------------------------------------
@@ -207,10 +199,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # --- the parser ---------------------------------------------------------------------------------
 
 
-def _common_parents() -> tuple[_Parser, _Parser]:
-    out = _Parser(add_help=False)
+def _common_parents() -> tuple[CliParser, CliParser]:
+    out = CliParser(add_help=False)
     out.add_argument("--json", action="store_true", help="print one JSON document")
-    rpc = _Parser(add_help=False)
+    rpc = CliParser(add_help=False)
     rpc.add_argument(
         "--rpc",
         default=_DEFAULT_RPC,
@@ -287,12 +279,12 @@ def _level(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     out, rpc = _common_parents()
-    parser = _Parser(
+    parser = CliParser(
         prog="gmchain",
         description="gmchain: a permissioned BFT chain for securities evidence (SM2/SM3/SM4).",
     )
     parser.add_argument("--version", action=VersionAction)  # node/cli_meta.py rule 2
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     sub.required = True
 
     p = sub.add_parser("keygen", parents=[out], help="create an SM2 key file (mode 0600)")
@@ -330,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_dev)
 
     p = sub.add_parser("node", help="run a node from a config file")
-    node_sub = p.add_subparsers(dest="node_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    node_sub = p.add_subparsers(dest="node_command", metavar="SUBCOMMAND", parser_class=CliParser)
     node_sub.required = True
     q = node_sub.add_parser("start", help="start the node described by --config")
     q.add_argument("--config", required=True, metavar="FILE", help="the node's config file")
@@ -385,14 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("tx", help="transactions")
-    tx_sub = p.add_subparsers(dest="tx_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    tx_sub = p.add_subparsers(dest="tx_command", metavar="SUBCOMMAND", parser_class=CliParser)
     tx_sub.required = True
     q = tx_sub.add_parser("get", parents=[out, rpc], help="a transaction and its receipt")
     q.add_argument("tx_id", metavar="TX_ID", help="0x-hex transaction id")
     q.set_defaults(handler=cmd_tx_get)
 
     p = sub.add_parser("evidence", help="evidence records (the evidence contract)")
-    ev = p.add_subparsers(dest="evidence_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    ev = p.add_subparsers(dest="evidence_command", metavar="SUBCOMMAND", parser_class=CliParser)
     ev.required = True
     q = ev.add_parser("submit", parents=[out, rpc], help="submit one evidence record")
     q.add_argument("--id", required=True, help="record id (new, unique)")
@@ -450,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=cmd_evidence_attest)
 
     p = sub.add_parser("proof", help="transaction proofs")
-    pr = p.add_subparsers(dest="proof_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    pr = p.add_subparsers(dest="proof_command", metavar="SUBCOMMAND", parser_class=CliParser)
     pr.required = True
     q = pr.add_parser("get", parents=[out, rpc], help="export a transaction's JSON proof bundle")
     q.add_argument("tx_id", metavar="TX_ID", nargs="?", help="0x-hex transaction id")

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
+    "CliParser",
     "DefaultsHelpFormatter",
     "VersionAction",
     "add_completion_command",
@@ -54,6 +55,19 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if "default" in text.lower():
             return text
         return f"{text} (default: %(default)s)"
+
+
+class CliParser(argparse.ArgumentParser):
+    """The parser of every gmchain command line (`gmchain`, `gmchain cluster`, `gmchain
+    platform`): a usage error is one line on stderr and exit 2 (node/cli.py rule 1); help states
+    defaults (rule 1)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class VersionAction(argparse.Action):

@@ -43,11 +43,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from gmchain.crypto_sm import PrivateKey, save_private_key
 from gmchain.ledger.types import Genesis, GenesisValidator
-from gmchain.node.cli_meta import DefaultsHelpFormatter
+from gmchain.node.cli_meta import CliParser
 from gmchain.node.config import NodeConfig, PeerConfig, save_genesis, write_config
 from gmchain.node.daemon import DEV_PASSPHRASE
 
@@ -484,22 +484,10 @@ def cluster_status(d: Path, *, notes: list[str] | None = None) -> dict[str, Any]
     return {"nodes": out}
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line on stderr and exit 2 (as node/cli.py's parser); help states
-    defaults (node/cli_meta.py rule 1)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `gmchain cluster` (its help and completion: node/cli_meta.py)."""
-    p = _Parser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p = CliParser(prog="gmchain cluster", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=CliParser)
     dir_help = "the cluster's folder"
     pi = sub.add_parser("init", help="create keys, genesis and one config per node")
     pi.add_argument("--validators", type=int, default=4, help="number of validators")

@@ -45,7 +45,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
 from gmchain.node.cluster import (
@@ -433,18 +433,13 @@ def _print_status(st: dict[str, Any]) -> None:
 # --- command line ------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `gmchain platform` (its help and completion: node/cli_meta.py)."""
-    from gmchain.node.cli_meta import DefaultsHelpFormatter
+    from gmchain.node.cli_meta import CliParser, DefaultsHelpFormatter
 
     kw: dict[str, Any] = {"formatter_class": DefaultsHelpFormatter}
-    p = _Parser(prog="gmchain platform", description=__doc__.split("\n\n")[0], **kw)
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p = CliParser(prog="gmchain platform", description=__doc__.split("\n\n")[0], **kw)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=CliParser)
     dir_help = "the platform's folder (default $GMCHAIN_HOME/platform)"
     pu = sub.add_parser("up", help="create (first use) and start everything not running", **kw)
     pu.add_argument("--dir", help=dir_help)
