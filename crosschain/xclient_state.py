@@ -34,7 +34,7 @@ S3. Nothing here decides a rule; crosschain/xclient.py does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gmchain.contracts.framework import StateAccess, StateReader
@@ -70,68 +70,53 @@ def u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
-def _c(prefix: bytes, chain: str) -> bytes:
+def _chain(prefix: bytes, chain: str) -> bytes:
+    """`<prefix><chain>\\0`: what every per-chain key starts with (rule S1)."""
     return prefix + chain.encode() + SEP
 
 
+def _chain_key(prefix: bytes) -> Callable[[str], bytes]:
+    return lambda chain: _chain(prefix, chain)
+
+
+def _chain_u64_key(prefix: bytes) -> Callable[[str, int], bytes]:
+    """`<prefix><chain>\\0<n>`, n a u64."""
+    return lambda chain, n: _chain(prefix, chain) + u64(n)
+
+
+def _chain_text_key(prefix: bytes) -> Callable[[str, str], bytes]:
+    """`<prefix><chain>\\0<text>` (an org, flow or record id)."""
+    return lambda chain, text: _chain(prefix, chain) + text.encode()
+
+
+def _chain_text_u64_key(prefix: bytes) -> Callable[[str, str, int], bytes]:
+    """`<prefix><chain>\\0<text>\\0<i>`, i a u64."""
+    return lambda chain, text, i: _chain(prefix, chain) + text.encode() + SEP + u64(i)
+
+
+def _chain_bytes_key(prefix: bytes) -> Callable[[str, bytes], bytes]:
+    """`<prefix><chain>\\0<raw bytes>` (a tx id)."""
+    return lambda chain, raw: _chain(prefix, chain) + raw
+
+
 class Keys:
-    """Rule S1, one function per key."""
+    """Rule S1, one entry per key of its table: the prefix and the shape; the comment names the
+    arguments after the chain."""
 
-    @staticmethod
-    def meta(chain: str) -> bytes:
-        return _c(b"m/", chain)
-
-    @staticmethod
-    def header(chain: str, height: int) -> bytes:
-        return _c(b"h/", chain) + u64(height)
-
-    @staticmethod
-    def update(chain: str, n: int) -> bytes:
-        return _c(b"u/", chain) + u64(n)
-
-    @staticmethod
-    def epoch_end(chain: str, epoch: int) -> bytes:
-        return _c(b"e/", chain) + u64(epoch)
-
-    @staticmethod
-    def epoch_set(chain: str, epoch: int) -> bytes:
-        return _c(b"s/", chain) + u64(epoch)
-
-    @staticmethod
-    def evidence(chain: str, n: int) -> bytes:
-        return _c(b"x/", chain) + u64(n)
-
-    @staticmethod
-    def packet(chain: str, seq: int) -> bytes:
-        return _c(b"p/", chain) + u64(seq)
-
-    @staticmethod
-    def record(chain: str, record_id: str) -> bytes:
-        return _c(b"r/", chain) + record_id.encode()
-
-    @staticmethod
-    def tx(chain: str, tx_id: bytes) -> bytes:
-        return _c(b"t/", chain) + tx_id
-
-    @staticmethod
-    def org_count(chain: str, org: str) -> bytes:
-        return _c(b"O/", chain) + org.encode()
-
-    @staticmethod
-    def org_item(chain: str, org: str, i: int) -> bytes:
-        return _c(b"o/", chain) + org.encode() + SEP + u64(i)
-
-    @staticmethod
-    def flow_count(chain: str, flow: str) -> bytes:
-        return _c(b"F/", chain) + flow.encode()
-
-    @staticmethod
-    def flow_item(chain: str, flow: str, i: int) -> bytes:
-        return _c(b"f/", chain) + flow.encode() + SEP + u64(i)
-
-    @staticmethod
-    def arrivals(chain: str) -> bytes:
-        return _c(b"n/", chain)
+    meta = staticmethod(_chain_key(b"m/"))
+    header = staticmethod(_chain_u64_key(b"h/"))  # height
+    update = staticmethod(_chain_u64_key(b"u/"))  # update_no
+    epoch_end = staticmethod(_chain_u64_key(b"e/"))  # epoch
+    epoch_set = staticmethod(_chain_u64_key(b"s/"))  # epoch
+    evidence = staticmethod(_chain_u64_key(b"x/"))  # n
+    packet = staticmethod(_chain_u64_key(b"p/"))  # seq
+    record = staticmethod(_chain_text_key(b"r/"))  # record_id
+    tx = staticmethod(_chain_bytes_key(b"t/"))  # tx_id
+    org_count = staticmethod(_chain_text_key(b"O/"))  # org
+    org_item = staticmethod(_chain_text_u64_key(b"o/"))  # org, i
+    flow_count = staticmethod(_chain_text_key(b"F/"))  # flow
+    flow_item = staticmethod(_chain_text_u64_key(b"f/"))  # flow, i
+    arrivals = staticmethod(_chain_key(b"n/"))
 
     @staticmethod
     def ack(seq: int) -> bytes:

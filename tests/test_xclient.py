@@ -15,7 +15,7 @@ from gmchain.contracts.xc_layout import ACTIVE, FROZEN, ClientState, client_key
 from gmchain.crosschain import node_registry
 from gmchain.crosschain.packets import ClientUpdate, EpochChange, Misbehaviour, Packet
 from gmchain.crosschain.xclient_packets import Proven, Refused, _packet_values
-from gmchain.crosschain.xclient_state import StoredHeader
+from gmchain.crosschain.xclient_state import Keys, StoredHeader
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.types import Event, Receipt, ReceiptStatus, SignedTx
@@ -607,3 +607,28 @@ def test_the_evidence_events_are_the_first_matching_ones_with_exact_fields() -> 
     )
     assert "another flow or step" in judge(other_step, queued)
     assert "no EvidenceSubmitted" in judge(queued)
+
+
+def test_state_keys_are_the_rule_s1_layout() -> None:
+    """crosschain/xclient_state.py rule S1, byte for byte: the prefix, the chain id and its NUL,
+    then the key's own parts (text in UTF-8, integers u64 big-endian, NUL between text and i)."""
+    n = (7).to_bytes(8, "big")
+    assert Keys.meta("c1") == b"m/c1\x00"
+    assert Keys.arrivals("c1") == b"n/c1\x00"
+    for key, prefix in [
+        (Keys.header, b"h/"),
+        (Keys.update, b"u/"),
+        (Keys.epoch_end, b"e/"),
+        (Keys.epoch_set, b"s/"),
+        (Keys.evidence, b"x/"),
+        (Keys.packet, b"p/"),
+    ]:
+        assert key("c1", 7) == prefix + b"c1\x00" + n
+    assert Keys.record("c1", "r-1") == b"r/c1\x00r-1"
+    assert Keys.tx("c1", b"\x01\x02") == b"t/c1\x00\x01\x02"
+    assert Keys.org_count("c1", "OrgA") == b"O/c1\x00OrgA"
+    assert Keys.org_item("c1", "OrgA", 7) == b"o/c1\x00OrgA\x00" + n
+    assert Keys.flow_count("c1", "fl") == b"F/c1\x00fl"
+    assert Keys.flow_item("c1", "fl", 7) == b"f/c1\x00fl\x00" + n
+    assert Keys.ack(7) == b"a/" + n
+    assert Keys.ack_record("r-2") == b"b/r-2"
