@@ -114,12 +114,12 @@ class AckRelay:
         return found
 
     async def cycle(self, report: _Report) -> None:
-        client = await self.feeder.client()
+        client = await self.feeder.usable_client(
+            report.errors,
+            direction="acks",
+            unregistered="the business chain has no client of the regulator",
+        )
         if client is None:
-            report.errors.append("acks: the business chain has no client of the regulator")
-            return
-        if client.frozen:
-            report.errors.append(f"acks: client frozen ({client.frozen_reason})")
             return
         arrivals = await self.arrivals()
         acked = await self.acked(arrivals.max_seq)

@@ -122,6 +122,20 @@ class ClientFeeder:
             frozen_reason=rec.get("frozen_reason"),
         )
 
+    async def usable_client(
+        self, errors: list[str], *, direction: str, unregistered: str
+    ) -> ClientView | None:
+        """Rules 1 and 4 at the start of a relay direction's cycle: the client, or None with
+        "<direction>: <unregistered>" or "<direction>: client frozen (<why>)" in `errors`."""
+        client = await self.client()
+        if client is None:
+            errors.append(f"{direction}: {unregistered}")
+            return None
+        if client.frozen:
+            errors.append(f"{direction}: client frozen ({client.frozen_reason})")
+            return None
+        return client
+
     async def is_verified(self, height: int) -> bool:
         source_id = await self.source.chain_id()
         return await self.dest.query(XCLIENT, "header", [source_id, height]) is not None

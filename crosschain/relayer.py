@@ -296,12 +296,12 @@ class Relayer:
         return out
 
     async def forward(self, report: CycleReport) -> None:
-        client = await self.forward_client.client()
+        client = await self.forward_client.usable_client(
+            report.errors,
+            direction="forward",
+            unregistered="the regulator has no client of this business chain",
+        )
         if client is None:
-            report.errors.append("forward: the regulator has no client of this business chain")
-            return
-        if client.frozen:
-            report.errors.append(f"forward: client frozen ({client.frozen_reason})")
             return
         queued = await self.outbox_count()
         arrivals = await self.arrivals()

@@ -10,6 +10,7 @@ while the sweep drains the backlog oldest-first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Any
 
@@ -159,3 +160,50 @@ async def test_never_more_than_max_inflight_transactions() -> None:
     assert all(o.ok for o in outcomes)
     assert node.sent == 20
     assert node.peak == 3 == sender.peak_inflight  # the bound is reached and never passed
+
+
+class _KeySigner:
+    def __init__(self, key: PrivateKey) -> None:
+        self.key = key
+        self.public_key = key.public_key.to_bytes()
+
+    def sign(self, tx_id: bytes) -> bytes:
+        return self.key.sign(tx_id)
+
+
+class _ClientNode:
+    """Answers the destination's `xclient.client` query with `client` (None: not registered)."""
+
+    def __init__(self, client: dict[str, Any] | None) -> None:
+        self.client = client
+
+    async def call(self, method: str, params: list[Any]) -> Any:
+        if method == "gm_nodeInfo":
+            return {"chainId": "src", "replayWindow": 40}
+        if method == "gm_call" and params[:2] == ["xclient", "client"]:
+            return self.client
+        raise AssertionError(method)
+
+
+async def test_usable_client_reports_a_missing_or_frozen_client() -> None:
+    """relay_client.py rules 1 and 4: both relay directions stop their cycle on a missing or
+    frozen client, with the direction's reason in the report."""
+    from gmchain.crosschain.relay_client import ClientFeeder
+
+    async def usable(client: dict[str, Any] | None) -> tuple[Any, list[str]]:
+        node = _ClientNode(client)
+        feeder = ClientFeeder(
+            source=ChainView(node, "src"),
+            dest=ChainView(node, "dst"),
+            sender=TxSender(ChainView(node, "dst"), _KeySigner(PrivateKey.generate())),
+            log=logging.getLogger("test"),
+        )
+        errors: list[str] = []
+        got = await feeder.usable_client(errors, direction="acks", unregistered="no client")
+        return got, errors
+
+    assert await usable(None) == (None, ["acks: no client"])
+    frozen = {"epoch": 1, "latestHeight": 9, "status": "frozen", "frozenReason": "two at 9"}
+    assert await usable(frozen) == (None, ["acks: client frozen (two at 9)"])
+    active, errors = await usable({**frozen, "status": "active", "frozenReason": None})
+    assert errors == [] and active is not None and active.latest_height == 9
