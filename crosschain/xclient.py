@@ -39,6 +39,9 @@ X6. Queries read only; results are records (framework rule 6) of the shapes in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from gmchain.contracts.framework import (
     Arg,
     Context,
@@ -96,10 +99,20 @@ MAX_PACKETS = 64
 MAX_PAGE = 1000
 MAX_MISSING_SCAN = 10_000
 _BLOB = 1024 * 1024
+_T = TypeVar("_T")
 
 _CHAIN = Arg("chain_id", str, max_len=64, doc="a registered chain's id")
 _START = Arg("start", int, optional=True, doc="first position (default 0)")
 _LIMIT = Arg("limit", int, optional=True, min=1, max=MAX_PAGE, doc="default 100")
+
+
+def _decode(decode: Callable[[bytes], _T], data: bytes, what: str) -> _T:
+    """A transaction's message argument, or the transaction fails: malformed bytes are the
+    sender's fault (rules X1, X2)."""
+    try:
+        return decode(data)
+    except PacketFormatError as exc:
+        raise ContractError(f"malformed {what}: {exc}") from None
 
 
 class XClientContract(Contract):
@@ -115,12 +128,8 @@ class XClientContract(Contract):
     )
     def update_client(self, ctx: Context, update: bytes) -> Value:
         """Follow a registered chain's epoch changes and verify a certificate (rule X1)."""
-        try:
-            u = ClientUpdate.decode(update)
-        except PacketFormatError as exc:
-            raise ContractError(f"malformed client update: {exc}") from None
-        plan = plan_update(ctx.state, u.chain_id, u)
-        return self._finish(ctx, u.chain_id, plan)
+        u = _decode(ClientUpdate.decode, update, "client update")
+        return self._finish(ctx, u.chain_id, plan_update(ctx.state, u.chain_id, u))
 
     @method(
         Arg("evidence", bytes, max_len=_BLOB, doc="a Misbehaviour (crosschain/packets.py)"),
@@ -128,10 +137,7 @@ class XClientContract(Contract):
     )
     def submit_misbehaviour(self, ctx: Context, evidence: bytes) -> Value:
         """Freeze a client with two conflicting certificates of one epoch (rule X2)."""
-        try:
-            m = Misbehaviour.decode(evidence)
-        except PacketFormatError as exc:
-            raise ContractError(f"malformed misbehaviour: {exc}") from None
+        m = _decode(Misbehaviour.decode, evidence, "misbehaviour")
         return self._finish(ctx, m.chain_id, plan_misbehaviour(ctx.state, m.chain_id, m))
 
     @staticmethod
