@@ -191,6 +191,28 @@ class _Lib:
             raise self.error("EVP_PKEY_CTX_set1_id")
         return pctx
 
+    def digest_ctx(self, pkey: int, init: Any, name: str) -> tuple[int, int]:
+        """(pctx, mctx): an EVP_MD_CTX prepared by `init` (EVP_DigestSignInit or
+        EVP_DigestVerifyInit, named `name`) for SM3 over `pkey` with the default SM2 ID. The
+        caller frees both with `free_digest_ctx`; on an error nothing is left allocated."""
+        pctx = self.pkey_ctx(pkey)
+        mctx = self.c.EVP_MD_CTX_new()
+        try:
+            if not mctx:
+                raise self.error("EVP_MD_CTX_new")
+            self.c.EVP_MD_CTX_set_pkey_ctx(mctx, pctx)
+            if init(mctx, None, self.sm3, None, pkey) != 1:
+                raise self.error(name)
+        except BaseException:
+            self.free_digest_ctx(pctx, mctx)
+            raise
+        return pctx, mctx
+
+    def free_digest_ctx(self, pctx: int, mctx: int) -> None:
+        """The MD context does not own the pkey context (EVP_MD_CTX_set_pkey_ctx): free both."""
+        self.c.EVP_MD_CTX_free(mctx)
+        self.c.EVP_PKEY_CTX_free(pctx)
+
 
 class _PublicCache:
     """LRU of parsed public keys: point bytes -> EVP_PKEY*, one reference held by the cache.
@@ -336,23 +358,15 @@ class OpenSSLBackend:
 
     def sign(self, handle: object, msg: bytes) -> bytes:
         lib, c = self._lib, self._lib.c
-        pkey = _pkey(handle)
-        pctx = lib.pkey_ctx(pkey)
-        mctx = c.EVP_MD_CTX_new()
+        pctx, mctx = lib.digest_ctx(_pkey(handle), c.EVP_DigestSignInit, "EVP_DigestSignInit")
         try:
-            if not mctx:
-                raise lib.error("EVP_MD_CTX_new")
-            c.EVP_MD_CTX_set_pkey_ctx(mctx, pctx)
-            if c.EVP_DigestSignInit(mctx, None, lib.sm3, None, pkey) != 1:
-                raise lib.error("EVP_DigestSignInit")
             buf = ctypes.create_string_buffer(_MAX_SIG_DER)
             size = _SIZE(_MAX_SIG_DER)
             if c.EVP_DigestSign(mctx, buf, ctypes.byref(size), msg, len(msg)) != 1:
                 raise lib.error("EVP_DigestSign")
             r, s = _der.decode_sig(buf.raw[: size.value])
         finally:
-            c.EVP_MD_CTX_free(mctx)
-            c.EVP_PKEY_CTX_free(pctx)
+            lib.free_digest_ctx(pctx, mctx)
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def verify(self, point: bytes, msg: bytes, sig: bytes) -> bool:
@@ -360,21 +374,15 @@ class OpenSSLBackend:
         der = _der.encode_sig(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
         pkey = self._cache.acquire(point)
         try:
-            pctx = lib.pkey_ctx(pkey)
-            mctx = c.EVP_MD_CTX_new()
+            init = c.EVP_DigestVerifyInit
+            pctx, mctx = lib.digest_ctx(pkey, init, "EVP_DigestVerifyInit")
             try:
-                if not mctx:
-                    raise lib.error("EVP_MD_CTX_new")
-                c.EVP_MD_CTX_set_pkey_ctx(mctx, pctx)
-                if c.EVP_DigestVerifyInit(mctx, None, lib.sm3, None, pkey) != 1:
-                    raise lib.error("EVP_DigestVerifyInit")
                 ok: bool = c.EVP_DigestVerify(mctx, der, len(der), msg, len(msg)) == 1
                 if not ok:
                     c.ERR_clear_error()
                 return ok
             finally:
-                c.EVP_MD_CTX_free(mctx)
-                c.EVP_PKEY_CTX_free(pctx)
+                lib.free_digest_ctx(pctx, mctx)
         finally:
             self._cache.release(pkey)
 
