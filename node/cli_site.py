@@ -25,6 +25,7 @@ Rules this module keeps (besides node/cli.py's: one-line errors, exit 1 / 2, `--
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import os
@@ -96,7 +97,8 @@ def _cmd_site_init(args: argparse.Namespace) -> int:
     role = "observer" if args.no_validator else "validator"
     # Check the descriptor (names, org, power, addresses) before the first write (rule 4); it is
     # made again below once the certificate exists.
-    make_site_descriptor(
+    describe = functools.partial(
+        make_site_descriptor,
         chain_id=args.chain_id,
         name=args.name,
         org=args.org,
@@ -107,6 +109,7 @@ def _cmd_site_init(args: argparse.Namespace) -> int:
         p2p=p2p,
         rpc=rpc,
     )
+    describe()
     node_pw = _passphrase(NODE_PASSPHRASE_ENV, "node key")
     admin_pw = _passphrase(PASSPHRASE_ENV, "admin key")
     known = {f.name for f in fields(NodeConfig)}
@@ -123,18 +126,7 @@ def _cmd_site_init(args: argparse.Namespace) -> int:
         if "rpc_tls_cert" in known:
             extra["rpc_tls_cert"] = "tls/rpc.crt"
             extra["rpc_tls_key"] = "tls/rpc.key"
-    doc = make_site_descriptor(
-        chain_id=args.chain_id,
-        name=args.name,
-        org=args.org,
-        role=role,
-        power=args.power,
-        node_key=node_key,
-        admin_key=admin_key,
-        p2p=p2p,
-        rpc=rpc,
-        rpc_tls_cert=cert_pem,
-    )
+    doc = describe(rpc_tls_cert=cert_pem)
     save_private_key(d / "node.key", node_key, node_pw)
     save_private_key(d / "admin.key", admin_key, admin_pw)
     (d / "site.json").write_text(json.dumps(doc, indent=2) + "\n")
