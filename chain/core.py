@@ -84,6 +84,7 @@ __all__ = [
     "Chain",
     "CommittedBlock",
     "InvalidBlockParent",
+    "compute_block_header",
     "make_genesis_block",
 ]
 
@@ -531,23 +532,51 @@ class Chain:
     ) -> BlockHeader:
         epoch = self._child_epoch(parent)
         signers = result.next_epoch or self.validators.config(epoch)
-        return BlockHeader(
+        return compute_block_header(
+            parent,
+            result,
             chain_id=self.chain_id,
             epoch=epoch,
-            height=Height(parent.height + 1),
             round=round_,
-            parent_id=parent.block_id,
-            timestamp_ms=ts,
             proposer=proposer,
-            tx_root=result.tx_root,
-            tx_count=len(result.tx_ids),
-            receipt_root=result.receipt_root,
-            acc_root=result.frontier.root(),
-            acc_size=result.frontier.size,
-            state_hash=result.state_hash,
+            timestamp_ms=ts,
             next_validators_hash=signers.next_validators_commitment,
             justify=justify,
         )
+
+
+def compute_block_header(
+    parent: BlockHeader,
+    result: ExecResult,
+    *,
+    chain_id: str,
+    epoch: int,
+    round: Round,
+    proposer: NodeId,
+    timestamp_ms: int,
+    next_validators_hash: Digest,
+    justify: QuorumCert,
+) -> BlockHeader:
+    """The header of the block `result` executed on `parent`: its commitments (tx_root, tx_count,
+    receipt_root, acc_root, acc_size, state_hash: rule 2) are the execution's. Also what the
+    protocol-doc generators and test builders use to make a header outside a `Chain`."""
+    return BlockHeader(
+        chain_id=chain_id,
+        epoch=epoch,
+        height=Height(parent.height + 1),
+        round=round,
+        parent_id=parent.block_id,
+        timestamp_ms=timestamp_ms,
+        proposer=proposer,
+        tx_root=result.tx_root,
+        tx_count=len(result.tx_ids),
+        receipt_root=result.receipt_root,
+        acc_root=result.frontier.root(),
+        acc_size=result.frontier.size,
+        state_hash=result.state_hash,
+        next_validators_hash=next_validators_hash,
+        justify=justify,
+    )
 
 
 class InvalidBlockParent(InvalidBlock):

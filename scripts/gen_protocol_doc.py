@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import field_rules  # noqa: E402 (scripts/field_rules.py: each struct's field rules)
 import gen_protocol_xc  # noqa: E402 (scripts/gen_protocol_xc.py: the cross-chain examples)
 
-from gmchain.chain.core import make_genesis_block  # noqa: E402
+from gmchain.chain.core import compute_block_header, make_genesis_block  # noqa: E402
 from gmchain.chain.executor import BlockContext, Executor  # noqa: E402
 from gmchain.chain.lightclient import (  # noqa: E402
     Certificate,
@@ -259,20 +259,14 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
             parent_frontier=frontier,
         )
         result, _ = executor.execute(ctx, txs, None, strict=True)
-        header = lt.BlockHeader(
+        header = compute_block_header(
+            parent,
+            result,
             chain_id=CHAIN_ID,
             epoch=0,
-            height=lt.Height(height),
             round=lt.Round(round_),
-            parent_id=parent.block_id,
-            timestamp_ms=ctx.timestamp_ms,
             proposer=vset.leader(round_),
-            tx_root=result.tx_root,
-            tx_count=len(txs),
-            receipt_root=result.receipt_root,
-            acc_root=result.frontier.root(),
-            acc_size=result.frontier.size,
-            state_hash=result.state_hash,
+            timestamp_ms=ctx.timestamp_ms,
             next_validators_hash=next_validators_commitment(0, genesis.validators),
             justify=justify,
         )

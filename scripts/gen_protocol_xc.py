@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from gmchain.chain.core import make_genesis_block
+from gmchain.chain.core import compute_block_header, make_genesis_block
 from gmchain.chain.executor import BlockContext, Executor
 from gmchain.chain.lightclient import Certificate, compute_validator_set_fingerprint
 from gmchain.chain.txrules import TxRules
@@ -163,20 +163,14 @@ class XChain:
             parent_frontier=self.frontier,
         )
         result, _ = self.executor.execute(ctx, txs, None, strict=True)
-        header = lt.BlockHeader(
+        header = compute_block_header(
+            parent,
+            result,
             chain_id=self.chain_id,
             epoch=0,
-            height=lt.Height(height),
             round=lt.Round(height),
-            parent_id=parent.block_id,
-            timestamp_ms=ctx.timestamp_ms,
             proposer=self.vset.leader(height),
-            tx_root=result.tx_root,
-            tx_count=len(txs),
-            receipt_root=result.receipt_root,
-            acc_root=result.frontier.root(),
-            acc_size=result.frontier.size,
-            state_hash=result.state_hash,
+            timestamp_ms=ctx.timestamp_ms,
             next_validators_hash=(
                 next_validators_commitment(0, self.genesis.validators)
                 if next_set is None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmchain.chain.core import Chain
+from gmchain.chain.core import Chain, compute_block_header
 from gmchain.chain.executor import BlockContext, ExecResult, Executor
 from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
@@ -275,20 +275,14 @@ def forge_block(
     )
     result, rejected = ex.execute(ctx, list(txs), parent_res, strict=True)
     assert not rejected
-    header = BlockHeader(
+    header = compute_block_header(
+        parent,
+        result,
         chain_id=rig.net.genesis.chain_id,
         epoch=0,
-        height=Height(parent.height + 1),
         round=Round(parent.round + 1),
-        parent_id=parent.block_id,
-        timestamp_ms=ts,
         proposer=rig.node_id,
-        tx_root=result.tx_root,
-        tx_count=len(result.tx_ids),
-        receipt_root=result.receipt_root,
-        acc_root=result.frontier.root(),
-        acc_size=result.frontier.size,
-        state_hash=result.state_hash,
+        timestamp_ms=ts,
         next_validators_hash=next_validators_commitment(0, rig.net.genesis.validators),
         justify=QuorumCert(block_id=parent.block_id, round=parent.round, height=parent.height),
     )
