@@ -35,12 +35,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from gmchain.chain.core import Chain
 from gmchain.chain.executor import InvalidBlock, compute_state_hash
 from gmchain.chain.genesis import make_genesis_block, read_header
-from gmchain.chain.txrules import KeyCache, Rejection, SignatureCache, TxRules
+from gmchain.chain.txrules import Rejection, TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.consensus.types import EpochStart
 from gmchain.contracts import default_registry
-from gmchain.contracts.framework import Registry
 from gmchain.crypto_sm import PrivateKey, sm3_hash
 from gmchain.ledger.codec import Value
 from gmchain.ledger.memstore import MemStore
@@ -243,13 +242,8 @@ class SimPool:
 def _rules(chain_id: str, replay_window: int) -> TxRules:
     """Rule 2: one TxRules per process, so its SignatureCache is shared by every simulated node
     and seed (the signed pool is the same): a signature is verified once per process."""
-    registry: Registry = default_registry()
-    return TxRules(
-        chain_id=chain_id,
-        replay_window=replay_window,
-        registry=registry,
-        keys=KeyCache(),
-        verified=SignatureCache(),
+    return TxRules.with_new_caches(
+        chain_id=chain_id, replay_window=replay_window, registry=default_registry()
     )
 
 
