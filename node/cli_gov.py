@@ -28,6 +28,7 @@ from typing import Any
 
 from gmchain.node.cli_client import CliError, print_json
 from gmchain.node.cli_govxc import XC_KINDS, add_xc_options, xc_values
+from gmchain.node.sdk.errors import SdkError, from_hex
 
 __all__ = ["add_gov_commands"]
 
@@ -52,13 +53,10 @@ def _kinds() -> dict[str, Any]:
 
 
 def _hex(name: str, text: str, size: int | None, max_len: int | None) -> bytes:
-    body = text[2:] if text.startswith("0x") else text
     try:
-        raw = bytes.fromhex(body)
-    except ValueError:
-        raise CliError(f"{name}: expected 0x-prefixed hex, got {text!r}") from None
-    if size is not None and len(raw) != size:
-        raise CliError(f"{name}: expected {size} bytes, got {len(raw)}")
+        raw = from_hex(text, size, what=name)
+    except SdkError as exc:
+        raise CliError(str(exc)) from None
     if max_len is not None and len(raw) > max_len:
         raise CliError(f"{name}: at most {max_len} bytes, got {len(raw)}")
     return raw
