@@ -29,10 +29,9 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ from gmchain.node.config import (
     NodeConfig,
     PeerConfig,
     load_genesis,
+    read_config,
     save_genesis,
     write_config,
 )
@@ -253,19 +253,10 @@ def _check_member(g: Genesis, me: SiteDescriptor) -> None:
 
 def _config_with_peers(config_file: Path, peers: tuple[PeerConfig, ...]) -> NodeConfig:
     """The site's config as written (relative paths kept), with `peers` replaced."""
+    if not config_file.exists():
+        raise CeremonyError(f"no config at {config_file} (is this a `site init` folder?)")
     try:
-        raw = tomllib.loads(config_file.read_text())
-    except FileNotFoundError:
-        raise CeremonyError(f"no config at {config_file} (is this a `site init` folder?)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CeremonyError(f"{config_file}: {exc}") from None
-    known = {f.name for f in fields(NodeConfig)} - {"peers", "extra"}
-    unknown = sorted(set(raw) - known - {"peers"})
-    if unknown:
-        raise CeremonyError(f"{config_file}: unknown config keys {unknown}")
-    raw.pop("peers", None)
-    try:
-        cfg = NodeConfig(**raw, peers=peers)
+        cfg = dataclasses.replace(read_config(config_file), peers=peers)
         cfg.resolve(config_file.parent).validate()
     except (TypeError, ConfigError) as exc:
         raise CeremonyError(f"{config_file}: {exc}") from None

@@ -28,6 +28,7 @@ __all__ = [
     "gmchain_home",
     "load_config",
     "load_genesis",
+    "read_config",
     "save_genesis",
     "write_config",
 ]
@@ -280,6 +281,20 @@ class NodeConfig:
 
 
 def load_config(path: str | os.PathLike[str]) -> NodeConfig:
+    """The config file at `path`, its relative paths resolved against its folder, validated."""
+    p = Path(path)
+    cfg = read_config(p)
+    try:
+        cfg = cfg.resolve(p.parent)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg.validate()
+    return cfg
+
+
+def read_config(path: str | os.PathLike[str]) -> NodeConfig:
+    """The config file as written (relative paths kept, not validated); ConfigError names what
+    is wrong with it. Also node/ceremony_genesis.py's reader of a site's config."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text())
@@ -300,11 +315,9 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
         else:
             raise ConfigError(f"unknown config key {key!r}")
     try:
-        cfg = NodeConfig(**kwargs).resolve(p.parent)
+        return NodeConfig(**kwargs)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
-    cfg.validate()
-    return cfg
 
 
 def write_config(path: str | os.PathLike[str], cfg: NodeConfig) -> None:
