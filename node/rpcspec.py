@@ -58,11 +58,16 @@ class RpcError(Exception):
 # --- parameters ---------------------------------------------------------------------------------
 
 
-def p_hash(name: str, v: Any) -> bytes:
+def _p_hex(name: str, v: Any, size: int | None = None) -> bytes:
+    """0x hex of `size` bytes (any size if None): the one hex parameter check."""
     try:
-        return parse_hex(v, DIGEST_SIZE, name=name)
+        return parse_hex(v, size, name=name)
     except JsonFormatError as exc:
         raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+
+
+def p_hash(name: str, v: Any) -> bytes:
+    return _p_hex(name, v, DIGEST_SIZE)
 
 
 def _p_height(name: str, v: Any) -> int:
@@ -101,27 +106,18 @@ def _p_array(name: str, v: Any) -> list[Any]:
 def _p_raw(name: str, v: Any) -> bytes:
     if isinstance(v, str) and len(v) > 2 + 2 * MAX_TX_BYTES:
         raise RpcError(ErrorCode.TOO_LARGE, f"{name}: transaction exceeds {MAX_TX_BYTES} bytes")
-    try:
-        raw = parse_hex(v, name=name)
-    except JsonFormatError as exc:
-        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+    raw = _p_hex(name, v)
     if not raw:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"{name}: empty transaction")
     return raw
 
 
 def _p_pubkey(name: str, v: Any) -> bytes:
-    try:
-        return parse_hex(v, PUBKEY_SIZE, name=name)
-    except JsonFormatError as exc:
-        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+    return _p_hex(name, v, PUBKEY_SIZE)
 
 
 def _p_signature(name: str, v: Any) -> bytes:
-    try:
-        return parse_hex(v, SIGNATURE_SIZE, name=name)
-    except JsonFormatError as exc:
-        raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+    return _p_hex(name, v, SIGNATURE_SIZE)
 
 
 def _p_any(name: str, v: Any) -> Any:
