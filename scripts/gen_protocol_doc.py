@@ -227,17 +227,11 @@ def build_examples(sigs: _Signatures) -> dict[str, Any]:
     def qc_for(h: lt.BlockHeader, absent: int) -> lt.QuorumCert:
         """QC of `h` signed by every validator but the one at `absent` (node-id order): 3 of
         4 votes of power 1, the least power above 2/3 of 4."""
-        root = lt.QuorumCert.signing_root(CHAIN_ID, h.epoch, h.block_id, h.round, h.height)
-        signers = [n for i, n in enumerate(vset.node_ids) if i != absent]
-        return lt.QuorumCert(
-            block_id=h.block_id,
-            round=h.round,
-            height=h.height,
-            signatures=tuple(
-                (n, sigs.get(f"qc{h.height}_{i}", key_of[n], root))
-                for i, n in enumerate(vset.node_ids)
-                if n in signers
-            ),
+        ids = vset.node_ids
+        return gen_protocol_xc.header_qc(
+            h,
+            [n for i, n in enumerate(ids) if i != absent],
+            lambda n, root: sigs.get(f"qc{h.height}_{ids.index(n)}", key_of[n], root),
         )
 
     headers, blocks = [block0.header], [block0]
@@ -417,16 +411,11 @@ def _epoch_example(
     from the genesis."""
 
     def qc(h: lt.BlockHeader) -> lt.QuorumCert:
-        root = lt.QuorumCert.signing_root(CHAIN_ID, h.epoch, h.block_id, h.round, h.height)
-        return lt.QuorumCert(
-            epoch=h.epoch,
-            block_id=h.block_id,
-            round=h.round,
-            height=h.height,
-            signatures=tuple(
-                (n, sigs.get(f"epoch_qc{h.height}_{i}", key_of[n], root))
-                for i, n in enumerate(vset.node_ids[:3])
-            ),
+        ids = vset.node_ids
+        return gen_protocol_xc.header_qc(
+            h,
+            ids[:3],
+            lambda n, root: sigs.get(f"epoch_qc{h.height}_{ids.index(n)}", key_of[n], root),
         )
 
     kept = {vset.node_ids[i] for i in range(3)}

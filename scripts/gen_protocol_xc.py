@@ -18,7 +18,7 @@ Rules this script keeps (scripts/gen_protocol_doc.py imports it; its rules 1-3 h
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gmchain.chain.core import compute_block_header, make_genesis_block
@@ -118,21 +118,12 @@ class XChain:
 
     def qc(self, h: lt.BlockHeader, signers: tuple[int, ...], tag: str = "") -> lt.QuorumCert:
         """A QC of `h` signed by the validators at `signers` (node-id order)."""
-        root = lt.QuorumCert.signing_root(self.chain_id, h.epoch, h.block_id, h.round, h.height)
         ids = [n for i, n in enumerate(self.vset.node_ids) if i in signers]
-        return lt.QuorumCert(
-            epoch=h.epoch,
-            block_id=h.block_id,
-            round=h.round,
-            height=h.height,
-            signatures=tuple(
-                (
-                    n,
-                    self.sigs.get(
-                        f"xc_{self.chain_id}_qc{h.height}{tag}_{n.hex()[:8]}", self.key_of[n], root
-                    ),
-                )
-                for n in ids
+        return header_qc(
+            h,
+            ids,
+            lambda n, root: self.sigs.get(
+                f"xc_{self.chain_id}_qc{h.height}{tag}_{n.hex()[:8]}", self.key_of[n], root
             ),
         )
 
@@ -690,6 +681,21 @@ def _commitment_input(epoch: int, validators: Any) -> bytes:
 def _root(h: lt.BlockHeader) -> bytes:
     """The vote signing root a QC of `h` signs (section 4)."""
     return lt.QuorumCert.signing_root(h.chain_id, h.epoch, h.block_id, h.round, h.height)
+
+
+def header_qc(
+    h: lt.BlockHeader, signers: Iterable[lt.NodeId], sign: Callable[[lt.NodeId, bytes], bytes]
+) -> lt.QuorumCert:
+    """A QC of `h` signed by `signers` (node-id order), `sign(node, root)` giving each one's
+    signature of the vote root; also gen_protocol_doc.py's."""
+    root = _root(h)
+    return lt.QuorumCert(
+        epoch=h.epoch,
+        block_id=h.block_id,
+        round=h.round,
+        height=h.height,
+        signatures=tuple((n, sign(n, root)) for n in signers),
+    )
 
 
 def _k(prefix: bytes, chain: str, rest: bytes) -> bytes:
