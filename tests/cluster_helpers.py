@@ -25,7 +25,6 @@ import itertools
 import json
 import random
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +36,14 @@ from typing import Any
 from gmchain.crypto_sm import PrivateKey, PublicKey, load_private_key, save_private_key
 from gmchain.crypto_sm.keyfile import MIN_ITERATIONS
 from gmchain.ledger.types import SignedTx, TxBody
-from gmchain.node.cluster import init_cluster, kill_node, node_status, start_nodes, stop_nodes
+from gmchain.node.cluster import (
+    _port_in_use,
+    init_cluster,
+    kill_node,
+    node_status,
+    start_nodes,
+    stop_nodes,
+)
 from gmchain.node.config import (
     PeerConfig,
     load_config,
@@ -65,16 +71,6 @@ __all__ = [
 # --- ports and RPC -------------------------------------------------------------------------------
 
 
-def _is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_block(n: int, *, rng: random.Random | None = None) -> int:
     """A base port b such that b..b+n-1 are all free now (probed by binding each one).
 
@@ -84,7 +80,7 @@ def free_port_block(n: int, *, rng: random.Random | None = None) -> int:
     rng = rng or random.Random()
     for _ in range(500):
         base = rng.randrange(12000, 32000 - n)
-        if all(_is_free(base + i) for i in range(n)):
+        if not any(_port_in_use(base + i) for i in range(n)):
             return base
     raise RuntimeError(f"no block of {n} free ports found")
 

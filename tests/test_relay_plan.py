@@ -162,15 +162,6 @@ async def test_never_more_than_max_inflight_transactions() -> None:
     assert node.peak == 3 == sender.peak_inflight  # the bound is reached and never passed
 
 
-class _KeySigner:
-    def __init__(self, key: PrivateKey) -> None:
-        self.key = key
-        self.public_key = key.public_key.to_bytes()
-
-    def sign(self, tx_id: bytes) -> bytes:
-        return self.key.sign(tx_id)
-
-
 class _ClientNode:
     """Answers the destination's `xclient.client` query with `client` (None: not registered)."""
 
@@ -189,13 +180,14 @@ async def test_usable_client_reports_a_missing_or_frozen_client() -> None:
     """relay_client.py rules 1 and 4: both relay directions stop their cycle on a missing or
     frozen client, with the direction's reason in the report."""
     from gmchain.crosschain.relay_client import ClientFeeder
+    from gmchain.node.cli_relay import KeySigner
 
     async def usable(client: dict[str, Any] | None) -> tuple[Any, list[str]]:
         node = _ClientNode(client)
         feeder = ClientFeeder(
             source=ChainView(node, "src"),
             dest=ChainView(node, "dst"),
-            sender=TxSender(ChainView(node, "dst"), _KeySigner(PrivateKey.generate())),
+            sender=TxSender(ChainView(node, "dst"), KeySigner(PrivateKey.generate())),
             log=logging.getLogger("test"),
         )
         errors: list[str] = []
