@@ -178,29 +178,27 @@ class RpcMethods:
 
     async def _m_get_block_by_number(self, a: dict[str, Any], c: WsConn | None) -> Any:
         if not a["fullTxs"]:  # header + ids: no tx decoding
-            key = ("block", a["height"])
-            text = self.replies.get(key)
-            if text is None:
-                found = self._api.get_block_summary(a["height"])
-                if found is None:
-                    return None
-                text = self.replies.put(key, block_summary_to_json(*found))
-            return with_height(text, self._api.height())
+            return self._summary("block", self._api.get_block_summary, a["height"])
         block = self._api.get_block(a["height"])
         return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
 
     async def _m_get_block_by_hash(self, a: dict[str, Any], c: WsConn | None) -> Any:
         if not a["fullTxs"]:
-            key = ("hash", a["hash"])
-            text = self.replies.get(key)
-            if text is None:
-                found = self._api.get_block_summary_by_hash(a["hash"])
-                if found is None:
-                    return None
-                text = self.replies.put(key, block_summary_to_json(*found))
-            return with_height(text, self._api.height())
+            return self._summary("hash", self._api.get_block_summary_by_hash, a["hash"])
         block = self._api.get_block_by_hash(a["hash"])
         return None if block is None else self._answered_at(block_to_json(block, a["fullTxs"]))
+
+    def _summary(self, kind: str, lookup: Callable[[Any], Any], at: Any) -> Any:
+        """A block's header and tx ids as JSON (`lookup(at)`), built once into the reply cache
+        under (kind, at); None if there is no such block."""
+        key = (kind, at)
+        text = self.replies.get(key)
+        if text is None:
+            found = lookup(at)
+            if found is None:
+                return None
+            text = self.replies.put(key, block_summary_to_json(*found))
+        return with_height(text, self._api.height())
 
     async def _m_call(self, a: dict[str, Any], c: WsConn | None) -> Any:
         contract, method, raw_args = a["contract"], a["method"], a["args"]
