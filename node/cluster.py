@@ -303,12 +303,13 @@ def _check_ports(nodes: list[dict[str, Any]]) -> None:
                 )
 
 
-def _last_line(path: Path) -> str:
+def _last_line(path: Path, width: int = 160) -> str:
+    """A log's last line, cut to `width` characters ("" if unreadable); also node/platform_procs."""
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return lines[-1][:160] if lines else ""
+    return lines[-1][:width] if lines else ""
 
 
 def start_nodes(

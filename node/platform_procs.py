@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gmchain.node.cluster import _gone, _port_in_use, _settled_cmdline
+from gmchain.node.cluster import _gone, _last_line, _port_in_use, _settled_cmdline
 from gmchain.node.daemon import DEV_PASSPHRASE
 
 __all__ = [
@@ -142,20 +142,12 @@ def start_relayer(
             (d / "relayers" / f"{firm}.pid").unlink(missing_ok=True)
             raise PlatformError(
                 f"the relayer of {firm} exited at start with code {code} "
-                f"({_last_line(log_path)}); see {log_path}"
+                f"({_last_line(log_path, 200)}); see {log_path}"
             )
         if time.monotonic() > deadline:
             break  # running but slow: `status` shows it; the chains do not depend on it
         time.sleep(0.1)
     return proc
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1][:200] if lines else ""
 
 
 def stop_pid(pid: int, grace_s: float, alive: Any) -> None:
