@@ -33,11 +33,12 @@ from gmchain.ledger.scalars import (
     need,
 )
 from gmchain.ledger.struct_codec import Struct, free_form, max_items, wire_struct
-from gmchain.ledger.wire import Tag, compute_struct_root
+from gmchain.ledger.wire import Tag, compute_encoded_root, compute_struct_root
 
 __all__ = ["Event", "Receipt", "ReceiptStatus", "SignedTx", "TxBody"]
 
 MAX_ARGS = 64
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # ledger.codec rule 1
 MAX_EVENT_FIELDS = 32
 MAX_EVENTS = 64
 
@@ -75,7 +76,7 @@ class TxBody(Struct):
         check_str("method", self.method, 32)
         check_list("args", self.args, MAX_ARGS)
         object.__setattr__(self, "args", tuple(self.args))
-        check_free_value("args", list(self.args))
+        check_free_value("args", self.args)  # (a tuple is walked as the list it encodes)
 
     def compute_id(self) -> Digest:
         return compute_struct_root("tx", self.to_fields())
@@ -89,31 +90,47 @@ class SignedTx(Struct):
     TAG: ClassVar[Tag] = Tag.SIGNED_TX
     body: TxBody
     signature: bytes
-    # Cached id; not part of the encoding or of equality. init=False so that
-    # dataclasses.replace() recomputes it instead of copying a stale one.
-    _id: bytes = field(default=b"", init=False, compare=False, repr=False)
+    # The id, computed at the first `tx_id` (b"": not yet); not part of the encoding or of
+    # equality. init=False so that dataclasses.replace() recomputes it instead of copying a
+    # stale one. (Two threads may both compute it: the same value, written twice.)
+    _id: Digest = field(default=Digest(b""), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         need(isinstance(self.body, TxBody), "body: expected a TxBody")
         check_bytes("signature", self.signature, SIGNATURE_SIZE)
-        object.__setattr__(self, "_id", self.body.compute_id())
 
     @property
     def tx_id(self) -> Digest:
-        return Digest(self._id)
+        tx_id = self._id
+        if not tx_id:
+            tx_id = self.body.compute_id()
+            object.__setattr__(self, "_id", tx_id)
+        return tx_id
 
     @classmethod
     def decode_tx(cls, data: bytes) -> SignedTx:
-        """Decode a raw transaction, enforcing MAX_TX_BYTES."""
+        """Decode a raw transaction, enforcing MAX_TX_BYTES.
+
+        Its id is hashed from the body's bytes as they are in `data`, not from a re-encoding:
+        decoding accepts only the canonical encoding (ledger.codec rule 3), so `data` is
+        `[TAG, body, signature]` = 0x93, the one-byte tag, the body's own canonical bytes, then
+        the signature as bin 8 (0xc4 0x40 and 64 bytes): the very bytes `compute_id` encodes."""
         if len(data) > MAX_TX_BYTES:
             raise DecodeError(f"transaction of {len(data)} bytes exceeds {MAX_TX_BYTES}")
         try:
-            return cls.decode(data)
+            tx = cls.decode(data)
         except DepthError as exc:
             raise DecodeError(
                 f"transaction {exc}: its args may nest at most {MAX_VALUE_DEPTH} arrays, the args"
                 " list included (docs/protocol.md, Nesting depth)"
             ) from None
+        object.__setattr__(tx, "_id", compute_encoded_root("tx", bytes(data[2:_SIG_TAIL])))
+        return tx
+
+
+# decode_tx's layout: a fixarray of 3, a positive-fixint tag, ..., a 64-byte bin 8 at the end.
+assert 0 <= Tag.SIGNED_TX < 0x80 and SIGNATURE_SIZE == 64
+_SIG_TAIL = -(2 + SIGNATURE_SIZE)
 
 
 @wire_struct
@@ -134,8 +151,17 @@ class Event(Struct):
         for pair in self.fields:
             need(isinstance(pair, list | tuple) and len(pair) == 2, "fields: expected pairs")
             check_str("field name", pair[0], 64)
-            check_free_value(f"field {pair[0]}", pair[1])
-            pairs.append((pair[0], pair[1]))
+            value = pair[1]
+            t = type(value)
+            # (a scalar leaf is checked inline; anything else by the full walk, which names it)
+            if not (
+                t is str
+                or t is bytes
+                or value is None
+                or (t is int and _INT_MIN <= value <= _INT_MAX)
+            ):
+                check_free_value(f"field {pair[0]}", value)
+            pairs.append((pair[0], value))
         object.__setattr__(self, "fields", tuple(pairs))
 
 

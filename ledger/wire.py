@@ -34,6 +34,7 @@ __all__ = [
     "Tag",
     "WireCollision",
     "WireStruct",
+    "compute_encoded_root",
     "compute_signing_root",
     "compute_struct_root",
     "register_struct",
@@ -146,6 +147,12 @@ def compute_signing_root(domain: str, value: Value) -> Digest:
 def compute_struct_root(domain: str, fields: list[Value]) -> Digest:
     """compute_signing_root of a built struct's fields (already checked, so not walked again)."""
     return Digest(sm3_hash(SIGNING_DOMAINS[domain] + b"\x00" + encode_checked_fields(fields)))
+
+
+def compute_encoded_root(domain: str, encoded: bytes) -> Digest:
+    """compute_signing_root of a value given as its canonical bytes (taken from a decoded
+    message: the caller answers for their being exactly the value's encoding)."""
+    return Digest(sm3_hash(SIGNING_DOMAINS[domain] + b"\x00" + encoded))
 
 
 # --- the struct classes that carry the tags ----------------------------------------------------
