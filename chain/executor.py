@@ -289,6 +289,7 @@ class Executor:
         self._accounts: dict[bytes, tuple[bytes, str, str] | None] = {}
         # Orgs' removals by governance (R8b) as of committed state; forgotten with the accounts.
         self._removals: dict[str, int | None] = {}
+        self._addresses: dict[bytes, bytes] = {}  # sender key -> its address (_address_of)
 
     # --- checks shared by the pool, the leader and the replicas -----------------------------------
 
@@ -363,6 +364,15 @@ class Executor:
     ) -> int | None:
         return org_removal(_NsReader(_Layered(committed, layers), GOV_NAMESPACE), org)
 
+    def _address_of(self, pubkey: bytes) -> bytes:
+        """SM3(pubkey)[:20], remembered (an address never changes; at most 100,000 kept)."""
+        address = self._addresses.get(pubkey)
+        if address is None:
+            if len(self._addresses) > 100_000:
+                self._addresses.clear()
+            address = self._addresses[pubkey] = sm3_hash(pubkey)[:20]
+        return address
+
     def forget_accounts(self) -> None:
         """Committed membership or governance state changed: drop the cached committed lookups."""
         self._accounts.clear()
@@ -425,7 +435,7 @@ class Executor:
             chain_id=self.chain_id,
             tx_id=tx.tx_id,
             sender_pubkey=body.sender,
-            sender=sm3_hash(body.sender)[:20],
+            sender=self._address_of(body.sender),
             sender_org=account[1],
             sender_role=account[2],
             height=ctx.height,

@@ -256,14 +256,14 @@ class Arg:
                 return None
             raise BadArguments(f"argument {self.name!r} is required")
         kind = self.kind
+        if kind is str:  # (the most common kind first)
+            return self._check_str(value)
         if kind is int:
             return self._check_int(value)
         if kind is bool:
             if not isinstance(value, bool):
                 raise self._type_error(value)
             return value
-        if kind is str:
-            return self._check_str(value)
         if kind is bytes:
             return self._check_bytes(value)
         return self._check_list(value)
@@ -285,7 +285,8 @@ class Arg:
         if not isinstance(value, str):
             raise self._type_error(value)
         try:
-            n = len(value.encode())
+            # (ASCII text is one byte a character; only other text is encoded to count its bytes)
+            n = len(value) if value.isascii() else len(value.encode())
         except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800"): no UTF-8 form
             raise BadArguments(
                 f"argument {self.name!r} is not valid UTF-8 text (a lone surrogate "
