@@ -449,7 +449,14 @@ class Executor:
         error = ""
         result: Any = None
         try:
-            result = self.registry.invoke(context, body.contract, body.method, list(body.args))
+            # (a call this node's admission checked is not checked again: framework rule 2b)
+            result = self.registry.invoke(
+                context,
+                body.contract,
+                body.method,
+                list(body.args),
+                args_checked=tx.tx_id in self.rules.checked_calls,
+            )
             # A contract must return a canonical value that a Receipt can carry (ledger.types
             # rule 6); otherwise the receipt would be built here but could never be served.
             check_value(result, MAX_VALUE_DEPTH)

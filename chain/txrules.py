@@ -49,7 +49,12 @@ replay_window. Admission checks a transaction for the block at head + 1.
 
 Caches. A signature is verified at most once per node: `SignatureCache` remembers verified tx ids
 and is shared by admission and block validation; `KeyCache` parses (and curve-checks) each sender
-key once. Both are objects given to `TxRules`; neither is a module global.
+key once. Both are objects given to `TxRules`; neither is a module global. Likewise a call's
+arguments are checked against its method's schema once per node: `TxRules.checked_calls` (a
+`SignatureCache` of its own) remembers the ids of transactions that passed R6 here, and execution
+runs those on the arguments as the check returned them (contracts/framework.py rule 2b): an id is
+the signing root of the body, so it names one contract, method and argument list, and the
+registry does not change while the node runs.
 """
 
 from __future__ import annotations
@@ -142,6 +147,7 @@ def _parse_key(raw: bytes) -> PublicKey | None:
 
 class SignatureCache:
     """Ids of transactions whose signature verified here (R9 once per node); an LRU of `maxsize`.
+    (`TxRules.checked_calls` is one too, of the transactions whose call passed R6 here.)
 
     Thread-safe: admission (the event loop) and block validation may run on different threads."""
 
@@ -203,6 +209,7 @@ class TxRules:
         self.registry = registry
         self.keys = keys
         self.verified = verified
+        self.checked_calls = SignatureCache(verified.maxsize)  # passed R6 here (module docstring)
         self._config_at: Callable[[int], EpochConfig] | None = None
 
     # --- epoch parameters (E11) -----------------------------------------------------------------
@@ -319,6 +326,7 @@ class TxRules:
             raise TxRejected(
                 Rejection.BAD_ARGUMENTS, f"{body.contract}.{body.method}: {exc}"
             ) from None
+        self.checked_calls.mark((tx.tx_id,))
 
     # --- R7-R8: state ---------------------------------------------------------------------------
 

@@ -10,13 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from gmchain.bench.txcost import STAGES, Probe, _per_tx_us
+from gmchain.bench.txcost import STAGES, Node, Probe, _per_tx_us
+from gmchain.bench.workload import evidence_args
+from gmchain.chain.executor import BlockContext
+from gmchain.chain.txrules import Rejection, TxRejected, TxRules
+from gmchain.consensus.messages import CommitProof
+from gmchain.contracts import default_registry
 from gmchain.contracts.framework import Arg, BadArguments
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.codec import DecodeError, encode
 from gmchain.ledger.jsonvalues import JsonFormatError, parse_hex
 from gmchain.ledger.tx import Event
-from gmchain.ledger.types import Height, SignedTx, TxBody, compute_signing_root
+from gmchain.ledger.types import (
+    Block,
+    Height,
+    QuorumCert,
+    ReceiptStatus,
+    SignedTx,
+    TxBody,
+    compute_signing_root,
+)
 
 _KEY = PrivateKey.generate()
 
@@ -133,5 +146,121 @@ def test_the_probe_runs_every_stage_on_a_leader_and_a_follower(tmp_path: Path) -
         assert r.txs == 40 and len(probe.leader.mempool) == len(probe.follower.mempool) == 0
         us = _per_tx_us([r])
         assert set(us) == set(STAGES) and all(v > 0 for v in us.values())
+    finally:
+        probe.close()
+
+
+# --- framework rule 2b: a call admitted here is shaped, not checked again, in execution ------
+
+
+def _valid(arg: Arg, tuples: bool) -> object:
+    """A value `arg` accepts (lists as tuples when `tuples`: check_args turns them into lists)."""
+    if arg.kind is str:
+        return arg.choices[0] if arg.choices else "a" * max(1, arg.min_len or 1)
+    if arg.kind is bytes:
+        return b"\x01" * (arg.size if arg.size is not None else (arg.min_len or 0))
+    if arg.kind is int:
+        return arg.min or 0
+    if arg.kind is bool:
+        return True
+    assert arg.items is not None
+    item = [_valid(sub, tuples) for sub in arg.items]
+    items = [tuple(item) if tuples else item] * max(1, arg.min_len or 0)
+    return tuple(items) if tuples else items
+
+
+def test_shape_args_returns_what_check_args_returns_for_every_method() -> None:
+    registry = default_registry()
+    specs = [s for c in registry.names for s in type(registry.contract(c)).specs()]
+    assert len(specs) > 10
+    for spec in specs:
+        for tuples in (False, True):
+            for omit in (False, True):
+                args = [_valid(a, tuples) for a in spec.args]
+                while omit and args and spec.args[len(args) - 1].optional:
+                    args.pop()  # trailing optional arguments left out
+                checked = spec.check_args(args)
+                shaped = spec.shape_args(args)
+                assert shaped == checked, spec.name
+                assert [type(v) for v in shaped] == [type(v) for v in checked]
+                for s, c in zip(shaped, checked, strict=True):
+                    if isinstance(c, list):
+                        assert [type(i) for i in s] == [type(i) for i in c]
+
+
+def test_only_a_call_that_passed_r6_is_remembered() -> None:
+    rules = TxRules.with_new_caches(chain_id="c", replay_window=100, registry=default_registry())
+    good = _tx(tuple(evidence_args(1, "t")))
+    bad = _tx(("not enough",))
+    rules.check_call(good)
+    with pytest.raises(TxRejected) as exc:
+        rules.check_call(bad)
+    assert exc.value.rejection is Rejection.BAD_ARGUMENTS
+    assert good.tx_id in rules.checked_calls and bad.tx_id not in rules.checked_calls
+
+
+def test_a_node_that_admitted_nothing_computes_the_same_blocks(tmp_path: Path) -> None:
+    """The leader and follower of the probe executed calls their admission had checked; a
+    third node, whose admission saw none of them, checks every call in execution and must
+    compute the same receipts and state (the same block ids)."""
+    (tmp_path / "p").mkdir()
+    probe = Probe(tmp_path / "p", keys=4, block_txs=10, blocks=2)
+    third = Node.open(tmp_path / "third", probe.genesis, 10)
+    try:
+        probe.run_round()
+        assert len(probe.leader.rules.checked_calls) == 20
+        parent = third.chain.head
+        for h in (1, 2):
+            raw = probe.leader.store.get_block_by_height(h)
+            assert raw is not None
+            block = Block.decode(raw)
+            assert third.chain.validate_block(block, parent, now_ms=block.header.timestamp_ms)
+            assert len(third.rules.checked_calls) == 0
+            proof = CommitProof(
+                header=block.header,
+                qc=QuorumCert(block_id=block.block_id, round=block.header.round, height=h),
+            )
+            third.chain.commit([block], proof)
+            parent = block.header
+        assert third.chain.head.block_id == probe.follower.chain.head.block_id
+    finally:
+        probe.close()
+        third.store.close()
+
+
+def test_a_call_this_node_never_admitted_is_checked_in_execution(tmp_path: Path) -> None:
+    """A faulty leader's block may carry a call that breaks R6 (not a block rule): a node that
+    never admitted it checks it in execution, and the receipt says BAD_ARGUMENTS."""
+    probe = Probe(tmp_path, keys=2, block_txs=1, blocks=1)
+    try:
+        chain = probe.follower.chain
+        key = probe.senders[0]
+        args = evidence_args(1, "t")
+        args[4] = b"\x00" * 31  # data_digest one byte short
+        body = TxBody(
+            chain_id=probe.genesis.chain_id,
+            sender=key.public_key.to_bytes(),
+            nonce=1,
+            expiry=Height(100),
+            contract="evidence",
+            method="submit",
+            args=tuple(args),
+        )
+        bad = SignedTx(body=body, signature=key.sign(body.compute_id()))
+        good = SignedTx.decode_tx(probe.sign(1)[0])
+        chain.rules.check_call(good)  # admitted here: the other one never was
+        head = chain.head
+        ctx = BlockContext(
+            chain_id=chain.chain_id,
+            height=head.height + 1,
+            timestamp_ms=head.timestamp_ms + 1,
+            parent_state_hash=head.state_hash,
+            parent_frontier=chain.frontier,
+        )
+        result, _ = chain.executor.execute(ctx, [bad, good], None, strict=True)
+        refused, accepted = result.receipts
+        assert refused.status is ReceiptStatus.BAD_ARGUMENTS
+        assert refused.error == "argument 'data_digest' must be 32 bytes, got 31"
+        assert accepted.status is ReceiptStatus.OK
     finally:
         probe.close()
