@@ -10,11 +10,9 @@ Rules this module keeps:
    schema (`Arg`) with a type and a bound for every argument, and the registry checks the whole
    list *before* the method runs, so a method only ever sees well-shaped input. Missing trailing
    arguments declared `optional=True` are passed as None.
-2b. A check's answer depends on the call alone, so a node checks one call once: when its
-   admission accepted a transaction (chain/txrules.py R6, remembered by tx id: the id commits
-   to contract, method and args), execution runs the method on `MethodSpec.shape_args` — the
-   very values `check_args` returned — instead of checking again. Any other call (a block's
-   transaction this node never admitted) is checked here, in full.
+2b. A node checks one call's arguments once: for a transaction its admission accepted (R6,
+   remembered by tx id, which commits to the call), execution runs the method on what the check
+   returned (contracts/argshape.py). A call this node never admitted is checked here, in full.
 3. Errors are exceptions, never result codes: `BadArguments` (the schema refused the call),
    `UnknownContract`, `UnknownMethod`, and `ContractError` for any rule a method enforces. Each
    carries the `ReceiptStatus` the executor writes and a readable message (bounded by
@@ -45,6 +43,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from gmchain.contracts.argshape import shape_args
 from gmchain.contracts.results import Shape
 from gmchain.ledger.codec import Value
 from gmchain.ledger.types import Event, ReceiptStatus
@@ -365,15 +364,6 @@ class Arg:
             out.append(checked)
         return out
 
-    def shaped(self, value: Value) -> Value:
-        """What `check` returns for a `value` it accepted (a list's items rebuilt as lists),
-        without checking it again (rule 2b)."""
-        if value is None or self.kind is not list:
-            return value
-        assert self.items is not None
-        items = self.items
-        return [[sub.shaped(v) for sub, v in zip(items, item, strict=True)] for item in value]
-
     def describe(self) -> dict[str, Any]:
         """JSON-able description of this argument (for rpc.discover, docs and CLI help)."""
         d: dict[str, Any] = {"name": self.name, "type": _KIND_NAMES[self.kind]}
@@ -435,14 +425,6 @@ class MethodSpec:
                     f"(position {i}); its arguments are: {names}"
                 )
         return [a.check(v) for a, v in zip(self.args, values, strict=True)]
-
-    def shape_args(self, args: Sequence[Value]) -> list[Value]:
-        """What `check_args` returns for `args` it accepted, without checking again (rule 2b)."""
-        values = list(args) + [None] * (len(self.args) - len(args))
-        return [
-            v if v is None or a.kind is not list else a.shaped(v)
-            for a, v in zip(self.args, values, strict=True)
-        ]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -562,15 +544,13 @@ class Registry:
         args_checked: bool = False,
     ) -> Value:
         """Run a transaction's call. Raises a ContractError subclass on any refusal.
-
-        `args_checked`: this very call (contract, method, args) already passed this registry's
-        `check_args` on this node (rule 2b); its arguments are then only shaped."""
+        `args_checked`: this node already checked this very call's `args` (rule 2b)."""
         spec = self.spec(contract, method)
         if spec.readonly:
             raise UnknownMethod(
                 f"{contract}.{method} is a query; call it through a query, not a transaction"
             )
-        values = spec.shape_args(args) if args_checked else spec.check_args(args)
+        values = shape_args(spec.args, args) if args_checked else spec.check_args(args)
         ctx.contract = contract
         fn = getattr(self._contracts[contract], spec.attr)
         return fn(ctx, *values)
