@@ -271,14 +271,27 @@ def _queries(r: dict[str, Any]) -> Section:
         [
             q["kind"],
             num(q["queries_per_s"]),
+            num(q.get("ratio_to_http_loopback")),
             num(q["latency_ms"]["p50"]),
             num(q["latency_ms"]["p99"]),
         ]
         for q in qs
     ]
+    header = ["kind", "queries/s", "ratio to HTTP loopback", "p50 ms", "p99 ms"]
+    loop = r["microbench"].get("http_loopback")
+    ceiling = (
+        Para(
+            text=f"HTTP loopback ceiling: {num(loop['queries_per_s'])} queries/s — the same "
+            f"client, {num(loop['connections'])} connections, against {loop['server']} "
+            f"({num(loop['reply_bytes'])}-byte answer), measured before the nodes started; "
+            "the ratio is a kind's rate divided by it."
+        )
+        if loop
+        else Para(text="HTTP loopback ceiling: not measured in this run.")
+    )
     return Section(
         title="Queries (closed loop, after the main run)",
-        blocks=[Table(key="queries", header=["kind", "queries/s", "p50 ms", "p99 ms"], rows=rows)],
+        blocks=[Table(key="queries", header=header, rows=rows), ceiling],
     )
 
 
@@ -317,6 +330,7 @@ def _machine(r: dict[str, Any]) -> list[Section]:
         ("SM2 sign/s", num(mb.get("sm2_sign_per_s"))),
         ("SM3 MB/s", num(mb["sm3_mb_per_s"])),
         ("synced LevelDB writes/s", num(mb["synced_writes_per_s"])),
+        ("HTTP loopback queries/s (aiohttp + uvloop)", num(mb.get("http_loopback_qps"))),
     ]
     return [
         Section(title="Machine", blocks=[_kv("machine", machine)]),

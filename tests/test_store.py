@@ -409,8 +409,10 @@ def test_last_epoch_is_kept_in_memory_and_follows_every_write_and_reopen(tmp_pat
                 with pytest.raises(StoreError, match="epoch record 9 refused"):
                     store.commit_block(dataclasses.replace(w, epoch_record=(9, b"x")))
             store.commit_block(w)
-            assert store.last_epoch() == scanned(store) == max(
-                (e for x, e in ends.items() if x <= h), default=0
+            assert (
+                store.last_epoch()
+                == scanned(store)
+                == max((e for x, e in ends.items() if x <= h), default=0)
             )
     finally:
         stop.set()
