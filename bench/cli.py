@@ -35,6 +35,7 @@ from typing import Any
 from gmchain.bench.doc import to_html, to_markdown
 from gmchain.bench.human import build_report, chart_files
 from gmchain.bench.loadgen import hms
+from gmchain.bench.loopback import measure_loopback, with_loopback_ratios
 from gmchain.bench.manifest import ceiling_tps, machine_manifest, microbench
 from gmchain.bench.nodes import System, start_cluster4, start_single
 from gmchain.bench.report import DEFINITIONS, check_schema
@@ -185,6 +186,15 @@ def main(argv: list[str]) -> int:
     phases = plan_phases(args, rate)
     print(f"[bench] microbenchmarks ({args.micro_seconds:g} s each)…", flush=True)
     micro = microbench(args.micro_seconds)
+    if args.query_seconds > 0:  # the queries' ceiling (bench/loopback.py rule 3)
+        print(f"[bench] HTTP loopback ceiling ({args.micro_seconds:g} s)…", flush=True)
+        try:
+            loop = measure_loopback(args.micro_seconds)
+        except Exception as exc:  # a microbenchmark that failed must not lose the run
+            loop = {"queries_per_s": None, "error": repr(exc)}
+            print(f"warning: HTTP loopback ceiling not measured: {exc!r}", file=sys.stderr)
+        micro["http_loopback_qps"] = loop["queries_per_s"]
+        micro["http_loopback"] = loop
     sign_per_s = 0.5 * float(micro["sm2_sign_per_s"]) * int(micro["threads"])
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="gmbench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +220,7 @@ def main(argv: list[str]) -> int:
         queries = []
         if args.query_seconds > 0:
             print(f"[bench] queries: 4 kinds × {args.query_seconds:g} s…", flush=True)
-            queries = h.queries(args.query_seconds)
+            queries = with_loopback_ratios(h.queries(args.query_seconds), micro)
         scenarios: dict[str, Any] = {}
         sweep = None
         if runs_caict(args):
@@ -351,5 +361,8 @@ def _summary(report: dict[str, Any]) -> None:
                 f"{sc['tps_committed']}, success {sc['success_rate']:.2%}; {sc['criterion']})",
                 flush=True,
             )
+    loop = report["microbench"].get("http_loopback_qps")
     for q in report["queries"]:
-        print(f"[bench] query {q['kind']}: {q['queries_per_s']} /s", flush=True)
+        ratio = q.get("ratio_to_http_loopback")
+        share = f" ({ratio}× the HTTP loopback's {loop} /s)" if ratio is not None else ""
+        print(f"[bench] query {q['kind']}: {q['queries_per_s']} /s{share}", flush=True)

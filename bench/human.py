@@ -267,19 +267,34 @@ def _queries(r: dict[str, Any]) -> Section:
     qs = r.get("queries") or []
     if not qs:
         return Section(title="Queries", blocks=[Para(text="Queries were not measured.")])
+    # Reports from before session 8 have no loopback ceiling: they render as they always did.
+    has_loop = "http_loopback_qps" in r["microbench"]
     rows = [
         [
             q["kind"],
             num(q["queries_per_s"]),
+            *([num(q.get("ratio_to_http_loopback"))] if has_loop else []),
             num(q["latency_ms"]["p50"]),
             num(q["latency_ms"]["p99"]),
         ]
         for q in qs
     ]
-    return Section(
-        title="Queries (closed loop, after the main run)",
-        blocks=[Table(key="queries", header=["kind", "queries/s", "p50 ms", "p99 ms"], rows=rows)],
-    )
+    header = ["kind", "queries/s", *(["ratio to HTTP loopback"] if has_loop else []), "p50 ms"]
+    blocks: list[Any] = [Table(key="queries", header=[*header, "p99 ms"], rows=rows)]
+    loop = r["microbench"].get("http_loopback") or {}
+    if has_loop and loop.get("queries_per_s"):
+        blocks.append(
+            Para(
+                text=f"HTTP loopback ceiling: {num(loop['queries_per_s'])} queries/s — the same "
+                f"client, {num(loop['connections'])} connections, against {loop['server']} "
+                f"({num(loop['reply_bytes'])}-byte answer), measured before the nodes started; "
+                "the ratio is a kind's rate divided by it."
+            )
+        )
+    elif has_loop:
+        why = loop.get("error", "no answer")
+        blocks.append(Para(text=f"HTTP loopback ceiling: not measured ({why})."))
+    return Section(title="Queries (closed loop, after the main run)", blocks=blocks)
 
 
 def _machine(r: dict[str, Any]) -> list[Section]:
@@ -318,6 +333,8 @@ def _machine(r: dict[str, Any]) -> list[Section]:
         ("SM3 MB/s", num(mb["sm3_mb_per_s"])),
         ("synced LevelDB writes/s", num(mb["synced_writes_per_s"])),
     ]
+    if "http_loopback_qps" in mb:  # since session 8 (bench/loopback.py)
+        micro.append(("HTTP loopback queries/s (aiohttp + uvloop)", num(mb["http_loopback_qps"])))
     return [
         Section(title="Machine", blocks=[_kv("machine", machine)]),
         Section(title="Software", blocks=[_kv("software", soft)]),

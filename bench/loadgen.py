@@ -32,7 +32,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadPlan", "LoadResult", "QueryPlan", "hms", "rpc_call", "run_load", "run_queries"]
+__all__ = [
+    "QUERY_CONNECTIONS",
+    "LoadPlan",
+    "LoadResult",
+    "QueryPlan",
+    "hms",
+    "rpc_call",
+    "run_load",
+    "run_queries",
+]
+
+QUERY_CONNECTIONS = 32  # the closed-loop query client's connections (and bench/loopback.py's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -442,7 +453,7 @@ class QueryPlan:
     record_ids: list[str]
     max_height: int
     seconds: float = 5.0
-    connections: int = 32
+    connections: int = QUERY_CONNECTIONS
     host: str = "127.0.0.1"
     count: int = 0  # > 0: stop after this many queries (bench/querycost.py), not at `seconds`
 

@@ -47,6 +47,9 @@ DEFINITIONS = {
     "success_rate": "committed valid transactions / transactions scheduled in the whole run",
     "ceiling_tps": "SM2 verifications/s on all threads of this machine / number of nodes "
     "sharing it",
+    "http_loopback_qps": "queries/s the bench's query client gets from a minimal aiohttp + uvloop "
+    "JSON-RPC server on loopback (one POST route, the body parsed, a fixed 2,048-byte answer), "
+    "same connections; a query kind's ratio_to_http_loopback is its rate divided by this",
 }
 
 REQUIRED_FIELDS = (

@@ -37,7 +37,15 @@ from typing import Any
 
 from gmchain.bench.hdr import Histogram
 from gmchain.bench.knee import SweepPoint, classify, find_knee
-from gmchain.bench.loadgen import LoadPlan, LoadResult, QueryPlan, hms, run_load, run_queries
+from gmchain.bench.loadgen import (
+    QUERY_CONNECTIONS,
+    LoadPlan,
+    LoadResult,
+    QueryPlan,
+    hms,
+    run_load,
+    run_queries,
+)
 from gmchain.bench.nodes import Sampler, System, rpc
 from gmchain.bench.report import analyze, merge_segments
 from gmchain.bench.workload import BENCH_REPLAY_WINDOW, SignedBatch, presign
@@ -265,7 +273,7 @@ class Harness:
             done.append({"offset_s": offset, "error": repr(exc)})
 
     def queries(
-        self, seconds: float, connections: int = 32, idle_timeout_s: float = 120.0
+        self, seconds: float, connections: int = QUERY_CONNECTIONS, idle_timeout_s: float = 120.0
     ) -> list[dict[str, Any]]:
         """Query rates on an idle node: first wait (bounded) until no node holds pending
         transactions, so the rates are not measured against the load run's backlog drain."""

@@ -21,13 +21,25 @@ Rules this module keeps (docs/protocol.md §9):
    carries `epoch_proof`, the epoch-change proof from epoch 0 to the highest of the two.
 6. An epoch-change proof from epoch f to epoch t (0 <= f <= t <= the latest epoch) lists, for
    each epoch e in [f, t), the epoch-ending certificate of e and the validators of e + 1.
+7. Kept, bounded, in memory (issue 15: decoding with full checks was a third of a proof): a
+   header after it passed `check_header` (as node/queries.py keeps checked blocks), a height's
+   certificate once assembled, and a finished transaction bundle, keyed by (tx id, atHeight),
+   each with its reach (the highest height whose stored data it read). One is kept, and served,
+   only to a caller whose `head` is at or above its reach: then it is what the caller would build
+   afresh, because it is a function of committed data at or below the reach alone — a block's
+   commit proof is written in its own batch, epoch records only append, so the first stored proof
+   at or above a height is the same under any head that reaches it, and a default anchor (the
+   tip of the tx's own certificate, capped by its epoch's end, rule 5) lies at or below the
+   reach. Only answers are kept, never refusals (ProofNotFound turns into an answer as the chain
+   grows). Bundles are shared between callers: read them, never change them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 from gmchain.chain.epochs import EpochRecord
 from gmchain.chain.lightclient import Certificate, build_full_proof, validators_to_json
@@ -37,6 +49,14 @@ from gmchain.ledger.store import Store
 from gmchain.ledger.types import BlockHeader, GenesisValidator
 
 __all__ = ["ProofAssembler", "ProofNotFound", "ProofOutOfRange", "ProofUnavailable"]
+
+# Rule 7's bounds. Measured (tracemalloc, one-validator chain without epoch changes): a height's
+# checked header and certificate ~3.2 KB together, a finished bundle ~6.6 KB: ~27 MB in all.
+KEPT_HEADERS = 4096
+KEPT_CERTIFICATES = 4096  # a certificate holds 1..max_span headers (usually 1)
+KEPT_BUNDLES = 2048
+
+_V = TypeVar("_V")
 
 
 class ProofUnavailable(Exception):
@@ -51,6 +71,40 @@ class ProofOutOfRange(ProofUnavailable):
     """Heights outside the committed range, or beyond the span limit (rule 2)."""
 
 
+class _Kept(Generic[_V]):
+    """Rule 7: a least-recently-used map of at most `limit` entries, shared by worker threads."""
+
+    __slots__ = ("_entries", "_limit", "_lock", "hits", "misses")
+
+    def __init__(self, limit: int) -> None:
+        self._entries: OrderedDict[Hashable, _V] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> _V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: _V) -> _V:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            if len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class ProofAssembler:
     """The builders behind gm_getTransactionProof / gm_getCommitProof / gm_getConsistencyProof."""
 
@@ -61,7 +115,9 @@ class ProofAssembler:
         validators: tuple[GenesisValidator, ...],
         max_span: int,
         check_header: Callable[[Store, int, BlockHeader], None],
+        keep: bool = True,
     ) -> None:
+        """`keep=False` keeps nothing (rule 7; tests compare the two)."""
         self._store = store
         self._validators = validators
         self._max_span = max_span
@@ -71,15 +127,40 @@ class ProofAssembler:
         self._records: list[EpochRecord] = []
         self._ends: dict[int, EpochRecord] = {}
         self._records_lock = threading.Lock()  # the worker threads load them (rule 3)
+        # Rule 7: checked headers by height, (certificate, reach) by height, (bundle, reach) by
+        # (tx id, atHeight).
+        on = int(keep)
+        self.kept_headers: _Kept[BlockHeader] = _Kept(on * KEPT_HEADERS)
+        self.kept_certificates: _Kept[tuple[Certificate, int]] = _Kept(on * KEPT_CERTIFICATES)
+        self.kept_bundles: _Kept[tuple[dict[str, Any], int]] = _Kept(on * KEPT_BUNDLES)
 
     def tx_proof(self, tx_id: bytes, at_height: int | None, head: int) -> dict[str, Any]:
         """The version-2 bundle (chain/lightclient.py) of `tx_id`, anchored at `at_height`
-        (default: the tip its own certificate reaches, capped at `head`)."""
+        (default: the tip its own certificate reaches, capped at `head`). Kept (rule 7)."""
+        kept = self.kept_tx_proof(tx_id, at_height, head)
+        if kept is not None:
+            return kept
+        bundle, reach = self._build_tx_proof(tx_id, at_height, head)
+        if reach <= head:
+            self.kept_bundles.put((tx_id, at_height), (bundle, reach))
+        return bundle
+
+    def kept_tx_proof(
+        self, tx_id: bytes, at_height: int | None, head: int
+    ) -> dict[str, Any] | None:
+        """The kept bundle `tx_proof` would answer with, or None (rule 7): a lookup, no read."""
+        kept = self.kept_bundles.get((tx_id, at_height))
+        return kept[0] if kept is not None and kept[1] <= head else None
+
+    def _build_tx_proof(
+        self, tx_id: bytes, at_height: int | None, head: int
+    ) -> tuple[dict[str, Any], int]:
+        """The bundle and its reach (rule 7)."""
         loc = self._store.get_tx_location(tx_id)
         if loc is None or loc[0] > head:
             raise ProofNotFound("transaction is not committed on this node")
         height, index = loc
-        commit = self._certificate(height, head)
+        commit, reach = self._certificate_and_reach(height, head)
         tip = min(commit.headers[-1].height, self._epoch_end(commit.headers[0].epoch))
         at = min(tip, head) if at_height is None else at_height
         if not height <= at <= head:
@@ -89,10 +170,13 @@ class ProofAssembler:
         if tx_ids is None:
             raise ProofNotFound(f"no block at height {height}")
         receipts = [self._store.get_receipt(t) or b"" for t in tx_ids]
-        anchor_commit = None if at <= tip else self._certificate(at, head)
+        anchor_commit = None
+        if at > tip:
+            anchor_commit, anchor_reach = self._certificate_and_reach(at, head)
+            reach = max(reach, anchor_reach)
         anchor = commit.headers[at - height] if anchor_commit is None else anchor_commit.headers[0]
         top = max(header.epoch, anchor.epoch)
-        return build_full_proof(
+        bundle = build_full_proof(
             epoch_proof=self.epoch_proof(0, top) if top > 0 else None,
             header=header,
             tx_ids=tx_ids,
@@ -103,6 +187,7 @@ class ProofAssembler:
             commit=commit,
             anchor_commit=anchor_commit,
         )
+        return bundle, max(reach, at)
 
     def commit_proof(self, height: int, head: int) -> dict[str, Any]:
         """The certificate that the block at `height` is committed, with the validator set."""
@@ -160,17 +245,32 @@ class ProofAssembler:
         }
 
     def header(self, height: int) -> BlockHeader:
-        """The committed header at `height`, re-checked (rule 4)."""
+        """The committed header at `height`, re-checked (rule 4) when it is read (rule 7)."""
+        header = self.kept_headers.get(height)
+        if header is not None:
+            return header
         raw = self._store.get_header_by_height(height)
         if raw is None:
             raise ProofNotFound(f"no block at height {height}")
         header = BlockHeader.decode(raw)
         self._check_header(self._store, height, header)
-        return header
+        return self.kept_headers.put(height, header)
 
     def _certificate(self, height: int, head: int) -> Certificate:
+        return self._certificate_and_reach(height, head)[0]
+
+    def _certificate_and_reach(self, height: int, head: int) -> tuple[Certificate, int]:
         """Rule 2: the first stored CommitProof at or above `height` within the span, and the
-        headers from `height` to the tip it certifies."""
+        headers from `height` to the tip it certifies; with its reach, kept (rule 7)."""
+        kept = self.kept_certificates.get(height)
+        if kept is not None and kept[1] <= head:
+            return kept
+        found = self._find_certificate(height, head)
+        if found[1] <= head:
+            self.kept_certificates.put(height, found)
+        return found
+
+    def _find_certificate(self, height: int, head: int) -> tuple[Certificate, int]:
         span = self._max_span
         proof = None
         self._load_records()
@@ -186,7 +286,8 @@ class ProofAssembler:
                 stored = tuple(self.header(x) for x in range(height, h + 1))
                 if stored[-1].block_id != record.ending.block_id:
                     raise ProofNotFound(f"the epoch record {record.epoch} names another block")
-                return Certificate(headers=stored + record.headers[1:], proof=record.proof)
+                cert = Certificate(headers=stored + record.headers[1:], proof=record.proof)
+                return cert, h  # the suffix comes from the record, not from heights above h
         if proof is None:
             if height + span - 1 < head:
                 raise self._span_error(height)
@@ -196,9 +297,8 @@ class ProofAssembler:
             raise ProofNotFound(f"no commit proof covers height {height}")
         if tip - height + 1 > span:
             raise self._span_error(height)
-        return Certificate(
-            headers=tuple(self.header(h) for h in range(height, tip + 1)), proof=proof
-        )
+        headers = tuple(self.header(x) for x in range(height, tip + 1))
+        return Certificate(headers=headers, proof=proof), max(h, tip)
 
     def _load_records(self) -> None:
         """Rule 5: read the epoch records committed since the last call."""

@@ -194,11 +194,11 @@ class StateSnapshot:
 class Store:
     """A node's ledger: blocks, txs, receipts, state, indexes, accumulator, metadata.
 
-    Reads may come from any thread; writes are serialized by a lock. Invariant: `_head` and
-    `_acc_size` equal what is on disk (they change only after a batch write returned).
+    Reads may come from any thread; writes are serialized by a lock. Invariant: `_head`,
+    `_acc_size`, `_last_epoch` equal what is on disk (changed only after a batch write returned).
     """
 
-    __slots__ = ("_acc_size", "_db", "_head", "_kv", "_lock", "_path", "_verify")
+    __slots__ = ("_acc_size", "_db", "_head", "_kv", "_last_epoch", "_lock", "_path", "_verify")
 
     def __init__(self, *, db: Any, path: str, verify: bool) -> None:
         """Private: use `Store.open`."""
@@ -209,6 +209,7 @@ class Store:
         self._lock = threading.Lock()
         self._head: tuple[int, bytes] | None = None  # (height, hash) of the last committed block
         self._acc_size = 0  # accumulator leaves committed
+        self._last_epoch = 0  # the highest epoch record's number (issue 15: was a seek per proof)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -318,6 +319,8 @@ class Store:
             try:
                 kv = _KV(snap, verify=self._verify or deep)
                 found = check_store_deep(kv) if deep else check_store(kv)
+                last = kv.last_key(k.P_EPOCH)
+                self._last_epoch = 0 if last is None else k.decode_height(last[1:])
             finally:
                 snap.close()
             if found is None:
@@ -343,6 +346,8 @@ class Store:
                     self._put_block(b, w, new_nodes)
             except plyvel.Error as e:
                 raise StoreError(f"writing block {w.height} failed, nothing written: {e}") from e
+            if w.epoch_record is not None:  # before the head: who sees a head sees its records
+                self._last_epoch = w.epoch_record[0]
             self._head = (w.height, w.block_hash)
             self._acc_size += len(w.tx_ids)
 
@@ -468,8 +473,7 @@ class Store:
     def _by_height(self, key_of: Any, h: int, *, verify: bool = False) -> bytes | None:
         if type(h) is not int or not 0 <= h <= k.MAX_U64:
             return None
-        v: bytes | None = self._kv.get(key_of(h), verify=verify)
-        return v
+        return self._kv.get(key_of(h), verify=verify)
 
     def get_block_by_height(self, h: int) -> bytes | None:
         return self._by_height(k.k_block, h, verify=True)
@@ -539,8 +543,7 @@ class Store:
         return self._by_height(k.k_epoch, epoch, verify=True)
 
     def last_epoch(self) -> int:
-        last = self._kv.last_key(k.P_EPOCH)
-        return 0 if last is None else k.decode_height(last[1:])
+        return self._last_epoch  # 0 while there is none (store_api rule 5)
 
     # ---------------------------------------------------------------- accumulator
 

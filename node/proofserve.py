@@ -7,10 +7,13 @@ Rules this module keeps (docs/protocol.md §9; docs/ops.md "Proof requests"):
 1. The assembler's refusals become API errors: ProofNotFound → NOT_FOUND, ProofOutOfRange →
    BAD_RANGE (a span beyond `proof_max_span` names the limit).
 2. A damaged header read back from the store (chain/readcheck.py) is an error, never an answer.
-3. Assembly runs in `proof_threads` worker threads, never on the loop that runs consensus. A
-   client (its remote address) has at most `proof_jobs_per_client` jobs in the workers at once
-   and at most `proof_queue_per_client` proof requests accepted (running or waiting); beyond
-   that it gets RATE_LIMITED at once. Waiting costs the loop nothing.
+3. Assembly runs in `proof_threads` worker threads, never on the loop that runs consensus; a
+   transaction bundle the assembler kept (chain/proofs.py rule 7) is a dictionary lookup and is
+   answered on the loop, outside the shares below (issue 15: the hand-off to a worker and
+   back was most of such an answer). A client (its remote address) has at most
+   `proof_jobs_per_client` jobs in the workers at once and at most `proof_queue_per_client`
+   proof requests accepted (running or waiting); beyond that it gets RATE_LIMITED at once.
+   Waiting costs the loop nothing.
 4. Workers read only committed data at or below the head taken on the loop when the request
    arrived; committed data never changes, and LevelDB reads are thread-safe, so no lock is held.
 """
@@ -83,6 +86,9 @@ class ProofService:
 
     async def tx_proof(self, tx_id: bytes, at_height: int | None, client: str) -> dict[str, Any]:
         head = self._head_height()
+        kept = self.assembler.kept_tx_proof(tx_id, at_height, head)
+        if kept is not None:  # rule 3
+            return kept
         return await self._run(client, lambda: self.build_tx_proof(tx_id, at_height, head))
 
     async def commit_proof(self, height: int, client: str) -> dict[str, Any]:

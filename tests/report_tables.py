@@ -140,9 +140,18 @@ def check_report_tables(rep: dict[str, Any], md_path: Path, html_path: Path) -> 
             n["rss_mb_last"],
             n["disk_write_mb_s_mean"],
         ]
-    q = {r[0]: r for r in md["queries"][1:]}
+    head = md["queries"][0]
+    q = {r[0]: dict(zip(head, r, strict=True)) for r in md["queries"][1:]}
     for x in rep["queries"]:
-        assert float(q[x["kind"]][1]) == x["queries_per_s"]
+        assert float(q[x["kind"]]["queries/s"]) == x["queries_per_s"]
+        if "ratio_to_http_loopback" in x:  # reports since session 8 (bench/loopback.py)
+            ratio = x["ratio_to_http_loopback"]
+            cell = q[x["kind"]]["ratio to HTTP loopback"]
+            assert (cell == "—") if ratio is None else (float(cell) == ratio), cell
+    loop = rep["microbench"].get("http_loopback_qps")
+    if loop is not None:
+        assert float(_kv(md["micro"])["HTTP loopback queries/s (aiohttp + uvloop)"]) == loop
+        assert f"HTTP loopback ceiling: {loop} queries/s" in md_path.read_text()
 
     m = _kv(md["machine"])
     assert m["CPU model (/proc/cpuinfo model name)"] == rep["manifest"]["cpu_model"]

@@ -204,3 +204,31 @@ def test_auto_batch_holds_at_most_10_ms_of_transactions() -> None:
     for rate in (10, 100, 700, 1600, 3000):
         b = batch_for(rate, 0)
         assert (b - 1) / rate <= BATCH_WINDOW_S + 1e-9  # first-to-last due spread of a batch
+
+
+def test_loopback_answer_size_and_a_run_without_the_ceiling() -> None:
+    """bench/loopback.py: the fixed answer makes a 2,048-byte reply; a ceiling that failed to be
+    measured gives no ratio and the report says why; a report from before the ceiling existed
+    renders its queries table as it always did (its committed Markdown stays --render's)."""
+    import json
+
+    from gmchain.bench.doc import Doc, to_markdown
+    from gmchain.bench.human import _queries
+    from gmchain.bench.loopback import REPLY_BYTES, fixed_result, with_loopback_ratios
+
+    reply = '{"jsonrpc":"2.0","id":1,"result":' + fixed_result() + "}"
+    assert len(reply) == REPLY_BYTES == 2048 and json.loads(reply)["result"]["data"][:2] == "0x"
+    lat = {"p50": 1.0, "p99": 2.0}
+    qs = [{"kind": "block", "queries_per_s": 5000.0, "latency_ms": lat}]
+    assert with_loopback_ratios(qs, {"http_loopback_qps": 8000.0})[0]["ratio_to_http_loopback"]
+    assert qs[0]["ratio_to_http_loopback"] == 0.625
+    failed = {"http_loopback_qps": None, "http_loopback": {"error": "OSError()"}}
+    assert with_loopback_ratios(qs, failed)[0]["ratio_to_http_loopback"] is None
+    md = to_markdown(Doc(title="t", sections=[_queries({"queries": qs, "microbench": failed})]), {})
+    assert "| block | 5000.0 | — | 1.0 | 2.0 |" in md
+    assert "HTTP loopback ceiling: not measured (OSError())." in md
+    del qs[0]["ratio_to_http_loopback"]
+    old = to_markdown(Doc(title="t", sections=[_queries({"queries": qs, "microbench": {}})]), {})
+    assert "| kind | queries/s | p50 ms | p99 ms |" in old
+    assert "| block | 5000.0 | 1.0 | 2.0 |" in old
+    assert "loopback" not in old

@@ -20,7 +20,7 @@ import pytest
 
 from gmchain.bench.cli import main
 from gmchain.bench.report import LATENCY_FIELDS, REQUIRED_FIELDS, check_schema
-from tests.report_tables import check_report_tables
+from tests.report_tables import check_report_tables, md_tables
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,16 @@ def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path])
     assert all(len(r) == 4 and r[3] >= 0 for r in rep["node_series"]["dev"])
     assert {q["kind"] for q in rep["queries"]} == {"block", "tx", "evidence", "proof"}
     assert all(q["ok"] > 0 for q in rep["queries"])
+    # The queries' HTTP ceiling (bench/loopback.py), measured by the same client, and each
+    # kind's share of it.
+    loop = rep["microbench"]["http_loopback"]
+    assert loop["ok"] > 0 and not loop["errors"] and loop["connections"] == 32
+    assert rep["microbench"]["http_loopback_qps"] == loop["queries_per_s"] > 0
+    assert loop["reply_bytes"] == 2048
+    for q in rep["queries"]:
+        assert q["connections"] == 32
+        assert q["ratio_to_http_loopback"] == round(q["queries_per_s"] / loop["queries_per_s"], 3)
+    assert "http_loopback_qps" in rep["definitions"]
     assert rep["definitions"]["committed"].startswith("in a block with a quorum certificate")
     assert rep["saturation"]["verdict"] in ("below", "at", "past")
     # One batch for every phase (bench.cli rule 3), so the sweep's points compare.
@@ -134,6 +144,9 @@ def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path])
 def test_report_tables_carry_the_json_numbers(run: tuple[dict[str, Any], Path]) -> None:
     rep, tmp = run
     check_report_tables(rep, tmp / "out.md", tmp / "out.html")
+    # A fresh run measured the HTTP loopback ceiling, so the queries table has its column.
+    md = md_tables((tmp / "out.md").read_text())
+    assert md["queries"][0] == ["kind", "queries/s", "ratio to HTTP loopback", "p50 ms", "p99 ms"]
 
 
 def test_render_rebuilds_the_same_report_from_the_json(

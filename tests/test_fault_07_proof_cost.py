@@ -219,7 +219,8 @@ def test_certificate_span_is_bounded_with_a_clear_error(tmp_path: Path) -> None:
 
 async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
     """Rule 3 of node/proofserve.py: past its queue a client is refused at once (RATE_LIMITED);
-    another client is still served."""
+    another client is still served. Each request asks for another transaction: a bundle already
+    built is kept and answered on the loop, outside the shares (asked again at the end)."""
     import asyncio
 
     from gmchain.node.api import ApiError, ErrorCode
@@ -229,8 +230,10 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
     net = make_net(1, replay_window=50)
     rig = ChainRig(tmp_path / "db", net)
     try:
-        rig.admit(sign_tx(net.accounts[0], expiry=20))
+        for _ in range(6):
+            rig.admit(sign_tx(net.accounts[0], expiry=20))
         block = rig.build()
+        assert len(block.txs) == 6
         _commit_under_one_certificate(rig, [block])
         limits = ProofLimits(max_span=8, threads=2, jobs_per_client=1, queue_per_client=2)
         proofs = ProofService(
@@ -239,20 +242,25 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
             head_height=lambda: rig.chain.head.height,
             limits=limits,
         )
-        tx_id = block.txs[0].tx_id
+        ids = [t.tx_id for t in block.txs]
         try:
             results = await asyncio.gather(
-                *(proofs.tx_proof(tx_id, None, "greedy") for _ in range(5)),
-                proofs.tx_proof(tx_id, None, "other"),
+                *(proofs.tx_proof(ids[k], None, "greedy") for k in range(5)),
+                proofs.tx_proof(ids[5], None, "other"),
                 return_exceptions=True,
             )
             refused = [r for r in results[:5] if isinstance(r, ApiError)]
             assert len(refused) == 3
             assert all(r.code is ErrorCode.RATE_LIMITED for r in refused)
             assert "proof_queue_per_client = 2" in refused[0].message
-            assert isinstance(results[5], dict) and results[5]["tx_id"] == "0x" + tx_id.hex()
+            assert isinstance(results[5], dict) and results[5]["tx_id"] == "0x" + ids[5].hex()
             # Once answered, the client's share is free again.
-            assert (await proofs.tx_proof(tx_id, None, "greedy"))["tx_id"] == "0x" + tx_id.hex()
+            assert (await proofs.tx_proof(ids[4], None, "greedy"))["tx_id"] == "0x" + ids[4].hex()
+            # Built bundles are kept: asked again all at once, none is refused (rule 3).
+            again = await asyncio.gather(
+                *(proofs.tx_proof(ids[5], None, "greedy") for _ in range(5))
+            )
+            assert all(r["tx_id"] == "0x" + ids[5].hex() for r in again)
         finally:
             proofs.close()
     finally:

@@ -372,3 +372,54 @@ def test_correct_supplied_acc_nodes_are_accepted(store: Store) -> None:
     w2 = _block(2, n=1, state_writes={})
     with pytest.raises(StoreError, match="not completed"):
         store.commit_block(_block(2, n=1, state_writes={}, acc_nodes={(0, 3): w2.acc_leaves[0]}))
+
+
+def test_last_epoch_is_kept_in_memory_and_follows_every_write_and_reopen(tmp_path: Path) -> None:
+    """`last_epoch` is answered from memory (issue 15: an iterator seek per proof before): it
+    must equal a scan of the records after every commit, after a refused one, and on reopen; and
+    a reader on another thread that sees a head sees that head's epoch records (the consensus
+    thread commits while the proof workers read)."""
+    import dataclasses
+    import threading
+
+    def scanned(s: Store) -> int:
+        with s.snapshot() as snap:
+            keys = [key for key, _ in snap.iter_records(b"E")]  # store_keys.P_EPOCH
+        return len(keys)
+
+    path = tmp_path / "db"
+    store = Store.open(path, chain_id=b"test-chain")
+    ends = {5: 1, 9: 2, 10: 3, 40: 4}  # height -> the epoch record its block carries
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            h = store.head_height()
+            seen.append((-1 if h is None else h, store.last_epoch()))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for h in range(60):
+            w = make_block(7, h)
+            if h in ends:
+                w = dataclasses.replace(w, epoch_record=(ends[h], b"record %d" % ends[h]))
+            if h == 20:  # refused (a gap in the numbering): nothing changes
+                with pytest.raises(StoreError, match="epoch record 9 refused"):
+                    store.commit_block(dataclasses.replace(w, epoch_record=(9, b"x")))
+            store.commit_block(w)
+            assert (
+                store.last_epoch()
+                == scanned(store)
+                == max((e for x, e in ends.items() if x <= h), default=0)
+            )
+    finally:
+        stop.set()
+        t.join()
+    for h, epoch in seen:  # never behind the head it was read after
+        assert epoch >= max((e for x, e in ends.items() if x <= h), default=0), (h, epoch)
+    store.close()
+    again = Store.open(path, chain_id=b"test-chain")
+    assert again.last_epoch() == 4 == scanned(again)
+    again.close()
