@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 CHAIN_ID = "gmchain-local"
+# The nodes of a local cluster share the machine's cores: the consensus thread goes first within
+# each (node/config.py `worker_nice`; docs/ops.md). A node alone on its server keeps 0.
+CLUSTER_WORKER_NICE = 5
 
 
 class ClusterError(Exception):
@@ -147,6 +150,7 @@ def init_cluster(
             p2p_port=n["p2p_port"],
             peers=peers,
             round_timeout_ms=round_timeout_ms,
+            worker_nice=CLUSTER_WORKER_NICE,
         )
         write_config(d / n["name"] / "config.toml", cfg)
     doc = {"chain_id": chain_id, "nodes": nodes}

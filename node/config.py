@@ -89,8 +89,9 @@ class NodeConfig:
     # with the event loop; see node/verifypool.py)
     verify_processes: int = 0
     # the consensus thread goes first (node/service.py rule 6): the event loop runs this many nice
-    # steps below it, the admission verify threads twice as many (0: all alike)
-    worker_nice: int = 5
+    # steps below it, the admission verify threads twice as many (0: all alike; `gmchain cluster`
+    # writes 5: its nodes share the machine's cores)
+    worker_nice: int = 0
     # mempool
     mempool_max_txs: int = 100_000
     mempool_per_sender: int = 20_000

@@ -81,3 +81,20 @@ def test_worker_nice_is_checked(bad: object) -> None:
     cfg = NodeConfig(data_dir="d", genesis_file="-", key_file="-", worker_nice=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="worker_nice"):
         cfg.validate()
+
+
+def test_a_lone_node_keeps_every_thread_alike_and_a_local_cluster_lowers_its_loops(
+    tmp_path: Path,
+) -> None:
+    # Session 8: the single-node benchmark lost 16 % of its throughput at 2,000 tx/s with its
+    # loop (RPC and admission) five steps below the consensus thread; local clusters, whose nodes
+    # share the cores, keep 5 (docs/ops.md `worker_nice`).
+    from gmchain.node.cluster import init_cluster
+    from gmchain.node.config import load_config
+    from gmchain.node.daemon import init_dev
+
+    assert NodeConfig(data_dir="d", genesis_file="-", key_file="-").worker_nice == 0
+    assert load_config(init_dev(tmp_path / "dev")).worker_nice == 0
+    init_cluster(tmp_path / "c", validators=2, base_rpc=29000, base_p2p=29100)
+    for name in ("node0", "node1"):
+        assert load_config(tmp_path / "c" / name / "config.toml").worker_nice == 5
