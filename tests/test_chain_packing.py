@@ -7,6 +7,7 @@ on every build, or a target shrunk by one slow period stays at its floor forever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from gmchain.chain.core import Chain
@@ -33,27 +34,39 @@ def _tx(key: PrivateKey, chain_id: str, i: int) -> SignedTx:
     return SignedTx(body=body, signature=key.sign(body.compute_id()))
 
 
-def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
-    node, client = PrivateKey.generate(), PrivateKey.generate()
-    genesis = Genesis(
+def _genesis(node: PrivateKey, client: PrivateKey) -> Genesis:
+    return Genesis(
         chain_id="t",
         timestamp_ms=1,
         validators=(GenesisValidator(pubkey=node.public_key.to_bytes(), power=1, org="o"),),
         accounts=((client.public_key.to_bytes(), "o", "admin"),),
     )
-    store = Store.open(tmp_path / "db", chain_id="t")
+
+
+def _chain(
+    path: Path, genesis: Genesis, packing: PackingPolicy, timer: Callable[[], float] | None = None
+) -> tuple[Chain, Mempool, Store]:
+    """A chain over its own LevelDB store with a real pool and rules."""
+    store = Store.open(path, chain_id="t")
     rules = TxRules.with_new_caches(chain_id="t", replay_window=1000, registry=default_registry())
     pool = Mempool(config=MempoolConfig(), rules=rules)
-    packing = PackingPolicy(
-        PackingConfig(min_block_txs=1, max_block_txs=2000, target_latency_ms=100)
-    )
     chain = Chain(
         genesis=genesis,
         store=store,
         rules=rules,
         pool=MempoolPool(pool),
         packing=packing,
+        timer=timer,
     )
+    return chain, pool, store
+
+
+def test_block_size_grows_back_under_backlog(tmp_path: Path) -> None:
+    node, client = PrivateKey.generate(), PrivateKey.generate()
+    packing = PackingPolicy(
+        PackingConfig(min_block_txs=1, max_block_txs=2000, target_latency_ms=100)
+    )
+    chain, pool, store = _chain(tmp_path / "db", _genesis(node, client), packing)
     for _ in range(40):  # a slow period: the target shrinks to its floor
         packing.observe_commit_latency(5_000)
     assert packing.target_size == 1
@@ -83,38 +96,21 @@ def test_build_and_validation_feed_the_time_cap(tmp_path: Path) -> None:
     """Packing K6 through the chain: a build and a follower's validation each report their
     execution's wall time, so a slow node caps its next blocks under the budget."""
     node, client = PrivateKey.generate(), PrivateKey.generate()
-    genesis = Genesis(
-        chain_id="t",
-        timestamp_ms=1,
-        validators=(GenesisValidator(pubkey=node.public_key.to_bytes(), power=1, org="o"),),
-        accounts=((client.public_key.to_bytes(), "o", "admin"),),
-    )
+    genesis = _genesis(node, client)
     clock = [0.0]
 
     def slow_timer() -> float:  # every reading is 2 s after the last: 2 s per execution
         clock[0] += 2.0
         return clock[0]
 
-    chains = []
-    for name in ("leader", "follower"):
-        store = Store.open(tmp_path / name, chain_id="t")
-        rules = TxRules.with_new_caches(
-            chain_id="t", replay_window=1000, registry=default_registry()
-        )
-        pool = Mempool(config=MempoolConfig(), rules=rules)
-        packing = PackingPolicy(
+    def budgeted() -> PackingPolicy:
+        return PackingPolicy(
             PackingConfig(min_block_txs=1, max_block_txs=2000, block_time_budget_ms=400)
         )
-        chain = Chain(
-            genesis=genesis,
-            store=store,
-            rules=rules,
-            pool=MempoolPool(pool),
-            packing=packing,
-            timer=slow_timer,
-        )
-        chains.append((chain, pool, packing, store))
-    (leader, pool, lp, _), (follower, _, fp, _) = chains
+
+    lp, fp = budgeted(), budgeted()
+    leader, pool, s1 = _chain(tmp_path / "leader", genesis, lp, slow_timer)
+    follower, _, s2 = _chain(tmp_path / "follower", genesis, fp, slow_timer)
     for t in [_tx(client, "t", i) for i in range(100)]:
         pool.add(t, len(t.encode()), 0, 0)
     parent = leader.head
@@ -131,5 +127,5 @@ def test_build_and_validation_feed_the_time_cap(tmp_path: Path) -> None:
     assert fp.exec_us_per_tx is None
     assert follower.validate_block(block, parent, now_ms=10_001)
     assert fp.exec_us_per_tx == 2_000_000 // 100  # a follower measures its validation too
-    for _, _, _, store in chains:
-        store.close()
+    s1.close()
+    s2.close()
