@@ -77,6 +77,7 @@ from gmchain.ledger.types import (
     NodeId,
     QuorumCert,
     Round,
+    SignedTx,
 )
 
 __all__ = [
@@ -215,9 +216,7 @@ class Chain:
         candidates = [] if suffix else self.packer.pick(parent, parent_res, exclude, target, limits)
         ts = max(now_ms, parent.timestamp_ms + 1)
         ctx = self._context(parent, ts, parent_res)
-        t0 = self._timer() if self._timer else 0.0
-        result, rejected = self.executor.execute(ctx, candidates, parent_res, strict=False)
-        self._timed(len(candidates), t0)
+        result, rejected = self._execute(ctx, candidates, parent_res, strict=False)
         for t, _ in rejected:  # pick checked every candidate on this parent: a safety net
             self.packer.evict_if_never_valid(t)
         self._mark_epoch(result, parent_res)
@@ -276,9 +275,7 @@ class Chain:
     ) -> str | None:
         h = block.header
         ctx = self._context(parent, h.timestamp_ms, parent_res)
-        t0 = self._timer() if self._timer else 0.0
-        result, _ = self.executor.execute(ctx, block.txs, parent_res, strict=True)
-        self._timed(len(block.txs), t0)
+        result, _ = self._execute(ctx, block.txs, parent_res, strict=True)
         self._mark_epoch(result, parent_res)
         expected = self._header(parent, h.round, h.justify, h.proposer, h.timestamp_ms, result)
         if expected.next_validators_hash != h.next_validators_hash:
@@ -289,11 +286,22 @@ class Chain:
         self._results[h.block_id] = result
         return None
 
-    def _timed(self, txs: int, t0: float) -> None:
-        """Packing K6: tell the policy how long executing `txs` transactions took."""
-        if self._timer is not None:
-            elapsed_us = int((self._timer() - t0) * 1e6)
-            self.packing.observe_execution(txs=txs, elapsed_us=max(0, elapsed_us))
+    def _execute(
+        self,
+        ctx: BlockContext,
+        txs: Sequence[SignedTx],
+        parent_res: ExecResult | None,
+        *,
+        strict: bool,
+    ) -> tuple[ExecResult, list[tuple[SignedTx, TxRejected]]]:
+        """`Executor.execute`, timed for packing K6 when the node gave a timer."""
+        if self._timer is None:
+            return self.executor.execute(ctx, txs, parent_res, strict=strict)
+        t0 = self._timer()
+        out = self.executor.execute(ctx, txs, parent_res, strict=strict)
+        elapsed_us = int((self._timer() - t0) * 1e6)
+        self.packing.observe_execution(txs=len(txs), elapsed_us=max(0, elapsed_us))
+        return out
 
     def on_pruned(self, block_ids: Sequence[Digest]) -> None:
         changed = False
