@@ -51,20 +51,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmchain.bench.longchain import open_builder_chain
 from gmchain.bench.workload import BENCH_ORG_ROLE, BENCH_REPLAY_WINDOW, _sign_chunk, make_keys
 from gmchain.chain.core import Chain
 from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
-from gmchain.consensus.packing import PackingConfig, PackingPolicy
-from gmchain.contracts import default_registry
+from gmchain.consensus.packing import PackingConfig
 from gmchain.crypto_sm import PrivateKey
 from gmchain.ledger.genesis import Genesis, GenesisValidator
 from gmchain.ledger.jsonvalues import hex0x, parse_hex
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, NodeId, QuorumCert, Round, SignedTx
 from gmchain.node.admission import CommittedView
-from gmchain.node.chainpool import MempoolPool
-from gmchain.node.mempool import Mempool, MempoolConfig
+from gmchain.node.mempool import Mempool
 from gmchain.node.network import TxBatch, decode_wire
 
 __all__ = ["STAGES", "Node", "Probe", "main"]
@@ -100,18 +99,10 @@ class Node:
     @classmethod
     def open(cls, path: Path, genesis: Genesis, block_txs: int) -> Node:
         store = Store.open(path, chain_id=genesis.chain_id)
-        rules = TxRules.with_new_caches(
-            chain_id=genesis.chain_id,
-            replay_window=genesis.replay_window,
-            registry=default_registry(),
-        )
-        mempool = Mempool(config=MempoolConfig(), rules=rules)
-        chain = Chain(
-            genesis=genesis,
-            store=store,
-            rules=rules,
-            pool=MempoolPool(mempool),
-            packing=PackingPolicy(PackingConfig(min_block_txs=block_txs, max_block_txs=block_txs)),
+        chain, mempool, rules = open_builder_chain(
+            genesis,
+            store,
+            packing=PackingConfig(min_block_txs=block_txs, max_block_txs=block_txs),
             max_block_txs=block_txs,
         )
         ex = chain.executor
