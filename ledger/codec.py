@@ -26,6 +26,8 @@ import msgpack
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "INT_MAX",
+    "INT_MIN",
     "DecodeError",
     "DepthError",
     "Limits",
@@ -40,8 +42,8 @@ __all__ = [
 # rules above are enforced at run time by `_check_value`.
 Value = Any
 
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
+INT_MIN = -(2**63)  # rule 1: the integers a value may hold
+INT_MAX = 2**64 - 1
 
 
 class DecodeError(ValueError):
@@ -139,19 +141,19 @@ def _check_value(value: Value, depth: int, max_depth: int) -> None:
             if ti is bytes or ti is str or item is None:
                 continue
             if ti is int:
-                if not _INT_MIN <= item <= _INT_MAX:
+                if not INT_MIN <= item <= INT_MAX:
                     raise ValueError(f"integer {item} out of range")
                 continue
             _check_value(item, depth + 1, max_depth)
         return
     if t is int:
-        if not _INT_MIN <= value <= _INT_MAX:
+        if not INT_MIN <= value <= INT_MAX:
             raise ValueError(f"integer {value} out of range")
         return
     if isinstance(value, bool | str | bytes):
         return
     if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
+        if not INT_MIN <= value <= INT_MAX:
             raise ValueError(f"integer {value} out of range")
         return
     if isinstance(value, list | tuple):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
 
-from gmchain.ledger.codec import Value
+from gmchain.ledger.codec import INT_MAX, INT_MIN, Value
 from gmchain.ledger.types import MAX_VALUE_DEPTH
 
 __all__ = [
@@ -22,9 +22,6 @@ __all__ = [
     "value_from_json",
     "value_to_json",
 ]
-
-_I64_MIN = -(2**63)
-_U64_MAX = 2**64 - 1
 
 
 class JsonFormatError(ValueError):
@@ -219,7 +216,7 @@ def _plain_from_json(obj: Any, name: str) -> Value:
     if isinstance(obj, str):
         return check_text(obj, name)
     if isinstance(obj, int):
-        if not _I64_MIN <= obj <= _U64_MAX:
+        if not INT_MIN <= obj <= INT_MAX:
             raise JsonFormatError(f"{name}: integer out of the 64-bit range")
         return obj
     if isinstance(obj, list):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar
 
-from gmchain.ledger.codec import DecodeError, DepthError, Value
+from gmchain.ledger.codec import INT_MAX, INT_MIN, DecodeError, DepthError, Value
 from gmchain.ledger.scalars import (
     DIGEST_SIZE,
     MAX_TX_BYTES,
@@ -38,7 +38,6 @@ from gmchain.ledger.wire import Tag, compute_encoded_root, compute_struct_root
 __all__ = ["Event", "Receipt", "ReceiptStatus", "SignedTx", "TxBody"]
 
 MAX_ARGS = 64
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # ledger.codec rule 1
 MAX_EVENT_FIELDS = 32
 MAX_EVENTS = 64
 
@@ -158,7 +157,7 @@ class Event(Struct):
                 t is str
                 or t is bytes
                 or value is None
-                or (t is int and _INT_MIN <= value <= _INT_MAX)
+                or (t is int and INT_MIN <= value <= INT_MAX)
             ):
                 check_free_value(f"field {pair[0]}", value)
             pairs.append((pair[0], value))
