@@ -27,10 +27,7 @@ __all__ = ["shape_args"]
 def shape_args(schema: Sequence[Arg], args: Sequence[Value]) -> list[Value]:
     """Rule 1, for a method whose arguments are `schema`."""
     values = list(args) + [None] * (len(schema) - len(args))
-    return [
-        v if v is None or a.kind is not list else _shaped(a, v)
-        for a, v in zip(schema, values, strict=True)
-    ]
+    return [_shaped(a, v) for a, v in zip(schema, values, strict=True)]
 
 
 def _shaped(arg: Arg, value: Value) -> Value:
