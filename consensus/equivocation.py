@@ -15,15 +15,15 @@ module only decides *who to disconnect*. Rules:
    every consensus message, and the consensus core checks each signature it uses anyway; an SM2
    check here per vote and proposal took ~17 % of the loop's time at 100 tx/s on four validators
    (docs/benchmarks.md, session 8). So the first message of a (kind, epoch, round) is remembered
-   with its signing root and signature, unchecked; only when a second one names another block are
-   both checked (rule 2). An invalid remembered message is replaced by the first valid
-   conflicting one, so a forged or garbled first message can never shield a later equivocation.
+   with its signature, unchecked (a proposal as its block id only, never its block); only when a
+   second one names another block are both signing roots computed and checked (rule 2). An
+   invalid remembered message is replaced by the first valid conflicting one, so a forged or
+   garbled first message can never shield a later equivocation.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import NamedTuple
 
 from gmchain.consensus.types import Verifier
@@ -37,73 +37,61 @@ class EquivocationDetector:
         self.chain_id = chain_id
         self.verifier = verifier
         self.window = window
-        # (sender, kind) -> {(epoch, round): (block_id, signing root, signature)}, oldest first;
-        # unchecked until a conflict (rule 4).
+        # (sender, kind) -> {(epoch, round): the first signed message}, oldest first; unchecked
+        # until a conflict (rule 4).
         self._seen: dict[tuple[bytes, str], OrderedDict[tuple[int, int], _Signed]] = {}
 
     def check(self, sender: bytes, msg: object) -> str | None:
         """Return why `sender` equivocated with `msg`, or None."""
         match msg:
             case Vote() if msg.voter == sender:
-
-                def vote_root(v: Vote = msg) -> bytes:
-                    return QuorumCert.signing_root(
-                        self.chain_id, v.epoch, v.block_id, v.round, v.height
-                    )
-
-                return self._note(
-                    sender, "vote", msg.epoch, msg.round, msg.block_id, vote_root, msg.signature
-                )
+                signed = _Signed(msg.block_id, msg.signature, msg)
+                return self._note(sender, "vote", msg.epoch, msg.round, signed)
             case Proposal() if msg.block.header.proposer == sender:
                 h = msg.block.header
-
-                def proposal_root(bid: bytes = h.block_id) -> bytes:
-                    return Proposal.signing_root(self.chain_id, bid)
-
-                return self._note(
-                    sender, "proposal", h.epoch, h.round, h.block_id, proposal_root, msg.signature
-                )
+                signed = _Signed(h.block_id, msg.signature, None)
+                return self._note(sender, "proposal", h.epoch, h.round, signed)
             case _:
                 return None
 
     def _note(
-        self,
-        sender: bytes,
-        kind: str,
-        epoch: int,
-        round_: int,
-        block_id: bytes,
-        root: Callable[[], bytes],
-        signature: bytes,
+        self, sender: bytes, kind: str, epoch: int, round_: int, signed: _Signed
     ) -> str | None:
         seen = self._seen.setdefault((sender, kind), OrderedDict())
         key = (epoch, round_)
         prior = seen.get(key)
         if prior is None:
-            seen[key] = _Signed(block_id, root, signature)  # rule 4: unchecked for now
+            seen[key] = signed  # rule 4: unchecked for now
             while len(seen) > self.window:
                 seen.popitem(last=False)
             return None
-        if prior.block_id == block_id:
+        if prior.block_id == signed.block_id:
             return None  # a resend
         # Rule 2: two different blocks in one round; check both before accusing anyone.
-        if not self._valid(sender, root(), signature):
+        if not self._valid(sender, signed):
             return None
-        if not self._valid(sender, prior.root(), prior.signature):
-            seen[key] = _Signed(block_id, root, signature)  # rule 4: the valid one replaces it
+        if not self._valid(sender, prior):
+            seen[key] = signed  # rule 4: the valid one replaces it
             return None
         return (
             f"equivocation: two signed {kind}s in round {round_} of epoch {epoch} "
-            f"(blocks {prior.block_id.hex()[:16]} and {block_id.hex()[:16]})"
+            f"(blocks {prior.block_id.hex()[:16]} and {signed.block_id.hex()[:16]})"
         )
 
-    def _valid(self, sender: bytes, root: bytes, signature: bytes) -> bool:
-        return bool(self.verifier.verify(NodeId(sender), root, signature))
+    def _valid(self, sender: bytes, signed: _Signed) -> bool:
+        v = signed.vote
+        if v is not None:
+            root = QuorumCert.signing_root(self.chain_id, v.epoch, v.block_id, v.round, v.height)
+        else:
+            root = Proposal.signing_root(self.chain_id, signed.block_id)
+        return bool(self.verifier.verify(NodeId(sender), root, signed.signature))
 
 
 class _Signed(NamedTuple):
-    """A remembered message (rule 4): its block, how to make its signing root, its signature."""
+    """A remembered message (rule 4): its block and signature, and for a vote the vote itself
+    (its signing root needs its epoch, round and height; a proposal's needs only the block id, so
+    its block is not kept)."""
 
     block_id: bytes
-    root: Callable[[], bytes]
     signature: bytes
+    vote: Vote | None
