@@ -368,15 +368,36 @@ _U32 = struct.Struct(">I")
 def encode_write_set(writes: Mapping[tuple[str, bytes], bytes | None]) -> bytes:
     """One block's state writes: `version (1) || count (u32)` then per write, ascending by
     (UTF-8 namespace, key): `len(ns) (u8) || ns || len(key) (u32) || key || flag (u8)` and, when
-    flag is 1 (a value; 0 is a delete), `len(value) (u32) || value`. One encoding per set."""
-    items = sorted(((ns.encode("utf-8"), key), v) for (ns, key), v in writes.items())
-    out = [bytes((_WS_VERSION,)), _U32.pack(len(items))]
-    for (ns, key), value in items:
-        if not 0 < len(ns) <= 255:
-            raise ValueError(f"state namespace must be 1..255 UTF-8 bytes, got {len(ns)}")
-        out += [bytes((len(ns),)), ns, _U32.pack(len(key)), key]
-        out.append(b"\x00" if value is None else b"\x01" + _U32.pack(len(value)) + value)
+    flag is 1 (a value; 0 is a delete), `len(value) (u32) || value`. One encoding per set.
+
+    The writes are sorted by their (str, bytes) keys as they are: UTF-8 keeps the order of code
+    points, so a str namespace sorts where its UTF-8 bytes do (a namespace that is not valid
+    UTF-8 cannot be encoded and raises); each namespace is encoded once (`_ns_field`)."""
+    out = [bytes((_WS_VERSION,)), _U32.pack(len(writes))]
+    add = out.append
+    pack = _U32.pack
+    for sk in sorted(writes):
+        ns, key = sk
+        value = writes[sk]
+        add(_ns_field(ns))
+        add(pack(len(key)))
+        add(key)
+        if value is None:
+            add(b"\x00")
+        else:
+            add(b"\x01")
+            add(pack(len(value)))
+            add(value)
     return b"".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ns_field(namespace: str) -> bytes:
+    """`len(ns) (u8) || ns` of one namespace in a write set; ValueError if it is unusable."""
+    ns = namespace.encode("utf-8")
+    if not 0 < len(ns) <= 255:
+        raise ValueError(f"state namespace must be 1..255 UTF-8 bytes, got {len(ns)}")
+    return bytes((len(ns),)) + ns
 
 
 def decode_write_set(b: bytes) -> dict[tuple[str, bytes], bytes | None]:

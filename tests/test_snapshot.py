@@ -62,6 +62,32 @@ def test_write_set_round_trips_and_has_one_encoding() -> None:
         assert k.encode_write_set(k.decode_write_set(raw)) == raw
 
 
+def _write_set_by_the_doc(writes: dict[tuple[str, bytes], bytes | None]) -> bytes:
+    """store_keys' format written from its docstring alone: sorted by (UTF-8 namespace, key)."""
+    out = [b"\x01", struct.pack(">I", len(writes))]
+    for nsb, key, value in sorted((ns.encode(), key, v) for (ns, key), v in writes.items()):
+        out += [bytes((len(nsb),)), nsb, struct.pack(">I", len(key)), key]
+        out.append(b"\x00" if value is None else b"\x01" + struct.pack(">I", len(value)) + value)
+    return b"".join(out)
+
+
+def test_write_set_orders_by_utf8_bytes_for_any_namespace() -> None:
+    # the encoder sorts the str namespaces as they are; UTF-8 keeps code point order, so this
+    # must equal a sort by the encoded bytes for namespaces beyond ASCII and of any length
+    rng = random.Random(11)
+    names = ["a", "ab", "b", "é", "中", "中文", "\U0001f600", "z" * 200, "\u00ff", "\uffff"]
+    for _ in range(300):
+        writes: dict[tuple[str, bytes], bytes | None] = {}
+        for _ in range(rng.randrange(0, 20)):
+            key = rng.randbytes(rng.randrange(0, 4))
+            writes[(rng.choice(names), key)] = None if rng.random() < 0.3 else rng.randbytes(3)
+        assert k.encode_write_set(writes) == _write_set_by_the_doc(writes)
+    with pytest.raises(ValueError, match=r"1\.\.255"):
+        k.encode_write_set({("é" * 128, b"k"): b"v"})
+    with pytest.raises(ValueError):
+        k.encode_write_set({("\ud800", b"k"): b"v"})  # a lone surrogate is not UTF-8
+
+
 def test_write_set_decode_refuses_other_bytes() -> None:
     raw = k.encode_write_set({("a", b"1"): b"x", ("a", b"2"): None})
     for bad in (raw + b"\x00", raw[:-1], b"\x02" + raw[1:]):
