@@ -4,15 +4,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt soak soak-bench sim-long bench clean install wheel wheelhouse image arm64 arm64-test
+.PHONY: run test lint fmt system-leveldb soak soak-bench sim-long bench clean install wheel wheelhouse image arm64 arm64-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[node,dev]'
+	if [ -f $(LEVELDB_H) ]; then $(MAKE) --no-print-directory system-leveldb; \
+	else echo "note: plyvel uses the LevelDB and snappy its wheel bundles (docs/ops.md, \
+	\"The LevelDB build\"): apt-get install libleveldb-dev libsnappy-dev, then make system-leveldb"; fi
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# system-leveldb: plyvel compiled here against the system's LevelDB and snappy (Debian:
+# libleveldb-dev, libsnappy-dev) instead of its manylinux wheel, whose bundled copies are built
+# without optimisation: snappy compresses ~10x slower and LevelDB's compactions cost ~2x the CPU
+# (docs/ops.md, "The LevelDB build"; docs/benchmarks.md, session 9). `make` does this by itself
+# when the headers are there. Same plyvel version, same LevelDB file format.
+LEVELDB_H ?= /usr/include/leveldb/db.h
+system-leveldb:
+	test -f $(LEVELDB_H) || { echo "no $(LEVELDB_H): apt-get install libleveldb-dev libsnappy-dev"; exit 1; }
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps --no-binary plyvel \
+		"plyvel==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("plyvel"))')"
+	$(BIN)/python -m gmchain.ledger.leveldb_build
 
 # wheel: dist/gmchain-<version>-py3-none-any.whl, offline, from this checkout. The commit is
 # written into the wheel as gmchain/COMMIT (what `gmchain --version` and gmchain_build_info show
