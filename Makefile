@@ -41,9 +41,12 @@ wheel: $(STAMP)
 
 # wheelhouse: every wheel `gmchain[node]` needs but gmchain's own, in dist/wheelhouse (the
 # container image installs from it and dist/ with --no-index; docs/ops.md, "Container image").
+# Where the system's LevelDB headers are, plyvel's wheel is compiled against them (the image
+# installs libleveldb1d) instead of the manylinux wheel's unoptimised copies (system-leveldb).
 wheelhouse: wheel
 	rm -rf dist/wheelhouse
-	$(BIN)/python -m pip wheel -q -w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]"
+	$(BIN)/python -m pip wheel -q $(if $(wildcard $(LEVELDB_H)),--no-binary plyvel) \
+		-w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]"
 	rm -f dist/wheelhouse/gmchain-*.whl
 
 # image: the container image gmchain:<version> (deploy/container/build.sh; podman or docker).

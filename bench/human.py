@@ -324,6 +324,7 @@ def _machine(r: dict[str, Any]) -> list[Section]:
         ("Python", m["python"]),
         ("OpenSSL", m["openssl"]),
         *((k, num(v)) for k, v in m.get("packages", {}).items()),
+        *((("LevelDB build", m["leveldb"]),) if m.get("leveldb") else ()),
     ]
     mb = r["microbench"]
     micro = [

@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from gmchain.ledger.leveldb_build import leveldb_build
+
 __all__ = ["ceiling_tps", "machine_manifest", "microbench"]
 
 _PACKAGES = ("aiohttp", "uvloop", "msgpack", "plyvel", "cryptography", "prometheus-client")
@@ -122,6 +124,8 @@ def machine_manifest() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "openssl": _openssl_text(),
         "packages": versions,
+        # the LevelDB and snappy the node runs on: the wheel's unoptimised copies or the system's
+        "leveldb": leveldb_build().describe(),
         "git_commit": _git(repo, "rev-parse", "HEAD"),
         "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
         "gmchain": _version("gmchain"),

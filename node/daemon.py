@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gmchain.crypto_sm import PrivateKey, load_private_key, save_private_key
+from gmchain.ledger.leveldb_build import leveldb_build
 from gmchain.ledger.store import Store, StoreError
 from gmchain.ledger.types import Genesis, GenesisValidator
 from gmchain.node.config import (
@@ -243,6 +244,7 @@ async def _serve(
             rpc=handle.rpc_url,
             version=st.version,
             data_dir=cfg.data_dir,
+            leveldb=leveldb_build().describe(),  # docs/ops.md, "The LevelDB build"
         ),
     )
     print(
