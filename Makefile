@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[node,dev]'
-	if [ -f $(LEVELDB_H) ]; then $(MAKE) --no-print-directory system-leveldb; \
+	if [ -f $(LEVELDB_H) ]; then $(MAKE) --no-print-directory system-leveldb \
+		|| echo "note: compiling plyvel failed; it keeps the LevelDB its wheel bundles"; \
 	else echo "note: plyvel uses the LevelDB and snappy its wheel bundles (docs/ops.md, \
 	\"The LevelDB build\"): apt-get install libleveldb-dev libsnappy-dev, then make system-leveldb"; fi
 	touch $(STAMP)
