@@ -28,7 +28,7 @@ system-leveldb:
 	test -f $(LEVELDB_H) || { echo "no $(LEVELDB_H): apt-get install libleveldb-dev libsnappy-dev"; exit 1; }
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps --no-binary plyvel \
 		"plyvel==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("plyvel"))')"
-	$(BIN)/python -m gmchain.ledger.leveldb_build
+	$(BIN)/python -m gmchain.ledger.leveldb_build --require-system
 
 # wheel: dist/gmchain-<version>-py3-none-any.whl, offline, from this checkout. The commit is
 # written into the wheel as gmchain/COMMIT (what `gmchain --version` and gmchain_build_info show
@@ -43,10 +43,15 @@ wheel: $(STAMP)
 # wheelhouse: every wheel `gmchain[node]` needs but gmchain's own, in dist/wheelhouse (the
 # container image installs from it and dist/ with --no-index; docs/ops.md, "Container image").
 # Where the system's LevelDB headers are, plyvel's wheel is compiled against them (the image
-# installs libleveldb1d) instead of the manylinux wheel's unoptimised copies (system-leveldb).
+# installs libleveldb1d) instead of the manylinux wheel's unoptimised copies (system-leveldb);
+# such a wheel needs the image's libraries to match this machine's: build on Debian bookworm.
+# If compiling fails, the manylinux wheel is taken.
 wheelhouse: wheel
 	rm -rf dist/wheelhouse
-	$(BIN)/python -m pip wheel -q $(if $(wildcard $(LEVELDB_H)),--no-binary plyvel) \
+	$(if $(wildcard $(LEVELDB_H)),$(BIN)/python -m pip wheel -q --no-binary plyvel \
+		-w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]" || { rm -rf dist/wheelhouse; \
+		echo "note: compiling plyvel failed; the wheelhouse takes plyvel's manylinux wheel"; } ;) \
+	test -d dist/wheelhouse || $(BIN)/python -m pip wheel -q \
 		-w dist/wheelhouse "$$(ls dist/gmchain-*.whl)[node]"
 	rm -f dist/wheelhouse/gmchain-*.whl
 

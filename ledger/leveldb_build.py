@@ -1,6 +1,7 @@
 """Which LevelDB and snappy this process's plyvel runs on (docs/ops.md, "The LevelDB build").
 
-    python -m gmchain.ledger.leveldb_build      prints it, one line per library
+    python -m gmchain.ledger.leveldb_build [--require-system]   prints it (exit 1 with the
+                                                                option unless it is the system's)
 
 Rules this module keeps:
 1. The answer is read from the libraries the process has loaded (/proc/self/maps after plyvel
@@ -12,7 +13,9 @@ Rules this module keeps:
    compresses ~10x slower than Debian's (165 against 1,600 MB/s on block data) and writing plus
    compacting a node's store costs ~2.3x the CPU. Nothing else differs: same LevelDB file format,
    same plyvel version, the same data read back.
-3. Where /proc/self/maps does not exist (not Linux) the paths are "unknown" and `bundled` None.
+3. Where /proc/self/maps does not exist (not Linux), or LevelDB is linked into plyvel's own
+   extension (no libleveldb mapped: how it was built cannot be read), `bundled` is None and the
+   build is reported as unknown.
 """
 
 from __future__ import annotations
@@ -53,19 +56,33 @@ def leveldb_build(maps: Path = _MAPS) -> LevelDbBuild:
         text = maps.read_text()
     except OSError:
         return LevelDbBuild("unknown", "unknown", version, None)
-    paths = {parts[5].strip() for parts in map(str.split, text.splitlines()) if len(parts) >= 6}
+    # a line: address perms offset dev inode [path]; the path may hold spaces
+    paths = {
+        parts[5].strip()
+        for parts in (ln.split(None, 5) for ln in text.splitlines())
+        if len(parts) == 6
+    }
     leveldb = sorted(p for p in paths if Path(p).name.startswith("libleveldb"))
     snappy = sorted(p for p in paths if Path(p).name.startswith("libsnappy"))
-    if not leveldb:  # plyvel linked LevelDB statically into its extension
+    if not leveldb:  # LevelDB linked into plyvel's extension (or not loaded): how, unknown
         plyvel_so = sorted(p for p in paths if "/plyvel/_plyvel" in p)
-        leveldb = plyvel_so or ["unknown"]
-    found = leveldb + snappy
-    bundled = any("plyvel.libs" in p for p in found) if found != ["unknown"] else None
+        return LevelDbBuild(plyvel_so[0] if plyvel_so else "unknown", "unknown", version, None)
+    bundled = any("plyvel.libs" in p for p in leveldb + snappy)
     return LevelDbBuild(leveldb[0], snappy[0] if snappy else "none", version, bundled)
 
 
-def main() -> int:
-    print(leveldb_build().describe())
+def main(argv: list[str] | None = None) -> int:
+    """Print the build; with `--require-system`, exit 1 unless it is the system's libraries
+    (`make system-leveldb` checks its own result so)."""
+    args = sys.argv[1:] if argv is None else argv
+    build = leveldb_build()
+    print(build.describe())
+    if "--require-system" in args and build.bundled is not False:
+        print(
+            'not the system\'s LevelDB and snappy (docs/ops.md, "The LevelDB build")',
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
