@@ -253,10 +253,7 @@ def k_receipt(tx_id: bytes) -> bytes:
 @functools.lru_cache(maxsize=1024)
 def k_state_prefix(namespace: str) -> bytes:
     """The key prefix of one contract namespace; raises ValueError if the name is unusable."""
-    ns = namespace.encode("utf-8")
-    if not 0 < len(ns) <= 255:
-        raise ValueError(f"state namespace must be 1..255 UTF-8 bytes, got {len(ns)}")
-    return P_STATE + bytes((len(ns),)) + ns
+    return P_STATE + _ns_field(namespace)
 
 
 def k_state(namespace: str, key: bytes) -> bytes:
@@ -393,7 +390,8 @@ def encode_write_set(writes: Mapping[tuple[str, bytes], bytes | None]) -> bytes:
 
 @functools.lru_cache(maxsize=1024)
 def _ns_field(namespace: str) -> bytes:
-    """`len(ns) (u8) || ns` of one namespace in a write set; ValueError if it is unusable."""
+    """`len(ns) (u8) || ns`: a namespace in a state key and in a write set; ValueError if it is
+    unusable."""
     ns = namespace.encode("utf-8")
     if not 0 < len(ns) <= 255:
         raise ValueError(f"state namespace must be 1..255 UTF-8 bytes, got {len(ns)}")
