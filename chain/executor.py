@@ -46,8 +46,8 @@ from gmchain.contracts.framework import (
     error_text,
 )
 from gmchain.contracts.gov_state import GOV_NAMESPACE, org_removal
+from gmchain.contracts.keys import address_of
 from gmchain.contracts.membership import lookup_account, revoked_org
-from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.codec import check_value
 from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
@@ -324,7 +324,7 @@ class Executor:
         committed: CommittedState,
     ) -> Account | None:
         layered = _Layered(committed, layers)
-        account = lookup_account(_NsReader(layered, "membership"), sm3_hash(pubkey)[:20])
+        account = lookup_account(_NsReader(layered, "membership"), self._address_of(pubkey))
         if account is None or account[0] != pubkey:
             return None
         return account
@@ -340,7 +340,7 @@ class Executor:
         if account is not None:
             return account[1]
         reader = _NsReader(_Layered(self.committed, []), "membership")
-        return revoked_org(reader, sm3_hash(pubkey)[:20])
+        return revoked_org(reader, self._address_of(pubkey))
 
     def lookup_org_removal(self, org: str, parent: ExecResult | None) -> int | None:
         """R8b: the proposal that removed `org` as of `parent` (None: committed state)."""
@@ -365,12 +365,13 @@ class Executor:
         return org_removal(_NsReader(_Layered(committed, layers), GOV_NAMESPACE), org)
 
     def _address_of(self, pubkey: bytes) -> bytes:
-        """SM3(pubkey)[:20], remembered (an address never changes; at most 100,000 kept)."""
+        """`address_of(pubkey)`, remembered (an address never changes; at most 100,000 kept;
+        dict reads and writes are atomic, so any thread may call it)."""
         address = self._addresses.get(pubkey)
         if address is None:
             if len(self._addresses) > 100_000:
                 self._addresses.clear()
-            address = self._addresses[pubkey] = sm3_hash(pubkey)[:20]
+            address = self._addresses[pubkey] = address_of(pubkey)
         return address
 
     def forget_accounts(self) -> None:
