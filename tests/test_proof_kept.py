@@ -16,20 +16,16 @@ import random
 from pathlib import Path
 from typing import Any
 
-from gmchain.chain.core import Chain
+from gmchain.bench.longchain import open_builder_chain
 from gmchain.chain.proofs import ProofAssembler, ProofUnavailable
 from gmchain.chain.readcheck import check_served_header
-from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
-from gmchain.consensus.packing import PackingConfig, PackingPolicy
-from gmchain.contracts import default_registry
+from gmchain.consensus.packing import PackingConfig
 from gmchain.ledger.store import Store
 from gmchain.ledger.types import Block, NodeId, QuorumCert, Round
-from gmchain.node.chainpool import MempoolPool
 from gmchain.node.config import load_config, load_genesis
 from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
 from gmchain.node.keys_cli import load_key
-from gmchain.node.mempool import Mempool, MempoolConfig
 from tests.proof_chain import _tx, signed_qc
 
 RUNS = [1, 3, 2, 1, 4, 1, 2, 3, 1, 1]  # blocks committed together under one proof
@@ -43,17 +39,7 @@ def _build(tmp: Path) -> tuple[Path, Any, list[tuple[int, bytes]], int]:
     client_key = load_key(data / "client.key", DEV_PASSPHRASE.encode())
     db = Path(cfg.data_dir)
     store = Store.open(db, chain_id=genesis.chain_id)
-    rules = TxRules.with_new_caches(
-        chain_id=genesis.chain_id, replay_window=genesis.replay_window, registry=default_registry()
-    )
-    mempool = Mempool(config=MempoolConfig(), rules=rules)
-    chain = Chain(
-        genesis=genesis,
-        store=store,
-        rules=rules,
-        pool=MempoolPool(mempool),
-        packing=PackingPolicy(PackingConfig()),
-    )
+    chain, mempool, _ = open_builder_chain(genesis, store, packing=PackingConfig())
     proposer = NodeId(node_key.public_key.address)
     now = genesis.timestamp_ms + 1000
     parent = chain.head
