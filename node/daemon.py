@@ -37,6 +37,7 @@ from gmchain.node.config import (
     save_genesis,
     write_config,
 )
+from gmchain.node.gcpolicy import apply_gc_policy
 from gmchain.node.logsetup import ReopenableFileHandler, configure_logging, event_extra
 from gmchain.node.opslog import RefusalSummary
 from gmchain.node.poolwal import PoolWal
@@ -218,6 +219,7 @@ async def _serve(
     config_path: Path | None = None,
 ) -> int:
     handle = await start_node(cfg, config_path=config_path)
+    gc_policy = apply_gc_policy()  # node/gcpolicy.py rule 1: started, before the first request
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -245,6 +247,7 @@ async def _serve(
             version=st.version,
             data_dir=cfg.data_dir,
             leveldb=leveldb_build().describe(),  # docs/ops.md, "The LevelDB build"
+            gc=gc_policy.describe(),  # docs/ops.md, "The garbage collector"
         ),
     )
     print(

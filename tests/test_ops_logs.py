@@ -28,6 +28,7 @@ from gmchain.crypto_sm import load_private_key
 from gmchain.ledger.types import NodeId
 from gmchain.node.config import load_config, write_config
 from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+from gmchain.node.gcpolicy import GEN0, GEN1, GEN2
 from gmchain.node.logsetup import JsonFormatter, ReopenableFileHandler, event_extra
 from gmchain.node.metrics import compute_quorum_peers
 from gmchain.node.opslog import CommitLog, RefusalSummary, RoundLog, SyncLog, compute_deltas
@@ -281,6 +282,8 @@ def test_a_real_node_writes_json_lines_and_reopens_its_file_on_sighup(tmp_path: 
         docs = _json_lines(log_file)
         assert {"node_start", "commit", "refusals"} <= {d.get("event") for d in docs}, docs
         assert all(d["node"] == "dev" for d in docs)
+        (start,) = [d for d in docs if d.get("event") == "node_start"]
+        assert start["gc"].startswith(f"thresholds {GEN0}/{GEN1}/{GEN2}, "), start  # gcpolicy
         commits = [d for d in docs if d.get("event") == "commit"]
         assert len(commits) >= 3 and all(len(d["block"]) == 16 for d in commits)
         refused = [d for d in docs if d.get("event") == "refusals"]
