@@ -23,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+)
 
 from gmchain.consensus import ValidatorSet
 from gmchain.ledger.types import NodeId, Receipt, ReceiptStatus
@@ -45,6 +52,7 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
+        GCCollector(registry=r)  # docs/ops.md "The garbage collector"
         self.height = Gauge("gmchain_block_height", "Committed block height", registry=r)
         self.committed = Counter("gmchain_committed_txs", "Committed transactions", registry=r)
         self.pool = Gauge("gmchain_pool_size", "Pending transactions in the pool", registry=r)

@@ -172,6 +172,11 @@ def _check_the_metrics_table(exposition: str) -> None:
     for f in families:
         if f.startswith("process_"):
             assert f"`{f}`" in process_row, f
+    gc_row = next(r for r in section.splitlines() if r.startswith("| `python_gc_*`"))
+    gc_families = {f for f in families if f.startswith("python_gc_")}
+    assert gc_families, "the node exports no python_gc_* family"
+    for f in gc_families:
+        assert f"`{f}_total`" in gc_row or f"`{f}`" in gc_row, f
 
 
 def test_dashboard_has_the_promised_panels() -> None:
