@@ -187,6 +187,10 @@ class NodeApi(Protocol):
 
     def get_block_by_hash(self, block_id: bytes) -> Block | None: ...
 
+    def get_block_id(self, height: int) -> bytes | None:
+        """A committed block's id (no block decoded), or None."""
+        ...
+
     def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
         """A committed block's header and tx ids (no transaction decoded), or None."""
         ...

@@ -86,6 +86,10 @@ class Queries:
         height = self._store.get_height_by_hash(block_id)
         return None if height is None else self.get_block(height)
 
+    def get_block_id(self, height: int) -> bytes | None:
+        """A committed block's id by height: one store read, nothing decoded."""
+        return self._store.get_block_hash(height)
+
     def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
         """A committed block's header and tx ids, without decoding its transactions."""
         raw = self._store.get_header_by_height(height)

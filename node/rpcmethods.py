@@ -67,9 +67,7 @@ def summary_json(found: Any) -> dict[str, Any] | None:
 def receipt_json(api: NodeApi, found: tuple[Any, int, int]) -> dict[str, Any]:
     """A committed receipt (receipt, height, index) as JSON, with its block id and `answeredAt`."""
     receipt, height, index = found
-    block = api.get_block(height)
-    bid = None if block is None else block.block_id
-    out = receipt_to_json(receipt, height=height, index=index, block_id=bid)
+    out = receipt_to_json(receipt, height=height, index=index, block_id=api.get_block_id(height))
     out["answeredAt"] = api.height()
     return out
 

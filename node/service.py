@@ -201,7 +201,7 @@ class NodeService:
         q = self.queries
         self.current_epoch, self.epoch_config = q.current_epoch, q.epoch_config
         self.get_block, self.get_block_by_hash = q.get_block, q.get_block_by_hash
-        self.get_block_summary = q.get_block_summary
+        self.get_block_summary, self.get_block_id = q.get_block_summary, q.get_block_id
         self.get_block_summary_by_hash = q.get_block_summary_by_hash
         self.get_tx, self.get_receipt, self.call = q.get_tx, q.get_receipt, q.call
         self.describe_contracts = q.describe_contracts

@@ -268,6 +268,10 @@ class FakeNode:
     def get_block_by_hash(self, block_id: bytes) -> Block | None:
         return self.by_hash.get(block_id)
 
+    def get_block_id(self, height: int) -> bytes | None:
+        block = self.get_block(height)
+        return None if block is None else block.block_id
+
     def get_block_summary(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
         block = self.get_block(height)
         return None if block is None else (block.header, [t.tx_id for t in block.txs])
