@@ -206,15 +206,16 @@ def main(argv: list[str]) -> int:
         segment_s=args.segment_seconds,
     )
     print(f"[bench] starting {args.profile} in {workdir}…", flush=True)
-    system = _start(args, workdir, keys)
-    h = Harness(system, keys, settings)
-    sched = Schedule(h, phases, sign_per_s)
-    print(
-        f"[bench] plan: {announce(args, rate, sched.total_s(rate, args.query_seconds))}",
-        flush=True,
-    )
-    h.sampler.start()
+    system = _start(args, workdir, keys)  # (stops what it started if it fails or is interrupted)
+    h: Harness | None = None
     try:
+        h = Harness(system, keys, settings)
+        sched = Schedule(h, phases, sign_per_s)
+        print(
+            f"[bench] plan: {announce(args, rate, sched.total_s(rate, args.query_seconds))}",
+            flush=True,
+        )
+        h.sampler.start()
         sched.begin("main run", rate, args.query_seconds)
         main_run = h.phase(rate, args.duration, label="main run")
         queries = []
@@ -233,7 +234,8 @@ def main(argv: list[str]) -> int:
             except Exception as exc:  # report what ran; a failed drill must not lose the run
                 scenarios["faults_error"] = repr(exc)
     finally:
-        h.sampler.stop()
+        if h is not None:
+            h.sampler.stop()
         system.stop()
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -10,19 +10,24 @@ Rules this module keeps:
    signature worker processes); a node that died yields no sample, not an error.
 4. The whole sampled series goes into the report (`Sampler.export`), merged down to at most
    1,500 points per node, so an hours-long run shows its RSS and CPU drift.
+5. No node outlives the run: a start that fails or is interrupted (Ctrl-C, `timeout -s INT`)
+   stops the nodes it started, and stopping is not cut short by a second interrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,17 +99,14 @@ class System:
         return [n.rpc_port for n in self.nodes]
 
     def stop(self) -> None:
-        if self.profile == "cluster4":
-            from gmchain.node.cluster import stop_nodes
+        with uninterrupted():  # rule 5
+            if self.profile == "cluster4":
+                from gmchain.node.cluster import stop_nodes
 
-            stop_nodes(self.directory)
-        for n in self.nodes:
-            if n.popen is not None and n.popen.poll() is None:
-                n.popen.terminate()
-                try:
-                    n.popen.wait(10)
-                except subprocess.TimeoutExpired:
-                    n.popen.kill()
+                stop_nodes(self.directory)
+            for n in self.nodes:
+                if n.popen is not None:
+                    _terminate(n.popen)
 
     def kill(self, name: str) -> None:
         from gmchain.node.cluster import kill_node
@@ -223,7 +225,12 @@ def launch_single(
     )
     log.close()
     node = NodeProc(name="dev", rpc_port=rpc_port, popen=popen)
-    _wait_up(rpc_port, max(120.0, _START_S), node)  # a long built chain opens slowly
+    try:
+        _wait_up(rpc_port, max(120.0, _START_S), node)  # a long built chain opens slowly
+    except BaseException:  # rule 5 (the node runs in its own session: no Ctrl-C reaches it)
+        with uninterrupted():
+            _terminate(popen)
+        raise
     return System(
         profile="single",
         directory=directory,
@@ -236,19 +243,24 @@ def launch_single(
 def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[PrivateKey]) -> System:
     """Four validators on this machine via node.cluster (`gmchain cluster init/up`)."""
     from gmchain.bench.workload import admit_keys
-    from gmchain.node.cluster import init_cluster, start_nodes
+    from gmchain.node.cluster import init_cluster, start_nodes, stop_nodes
 
     doc = init_cluster(directory, validators=4, base_rpc=base_rpc, base_p2p=base_p2p)
     genesis = admit_keys(directory / "genesis.json", keys, "org1")
-    start_nodes(directory, wait_s=60)
     nodes = [
         NodeProc(
             name=n["name"], rpc_port=n["rpc_port"], pid_file=directory / n["name"] / "node.pid"
         )
         for n in doc["nodes"]
     ]
-    for n in nodes:
-        _wait_up(n.rpc_port, _START_S, n)
+    try:
+        start_nodes(directory, wait_s=60)
+        for n in nodes:
+            _wait_up(n.rpc_port, _START_S, n)
+    except BaseException:  # rule 5: a node not up, or the run interrupted
+        with uninterrupted():
+            stop_nodes(directory)
+        raise
     return System(
         profile="cluster4",
         directory=directory,
@@ -256,6 +268,32 @@ def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[Pri
         chain_id=genesis.chain_id,
         params=_params(directory / "node0" / "config.toml") | {"validators": 4},
     )
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Rule 5: SIGINT is ignored while the block runs (on the main thread; elsewhere no signal
+    arrives anyway), so a second Ctrl-C, or `timeout -s INT` passing one on, cannot leave nodes
+    running half-stopped. The block is bounded: stopping a node ends in SIGKILL."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _terminate(popen: subprocess.Popen[bytes]) -> None:
+    """End a node this process started (SIGTERM, then SIGKILL after 10 s)."""
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(10)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
 
 
 def _one_sample(pid: int) -> tuple[float, int, int] | None:

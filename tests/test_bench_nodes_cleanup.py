@@ -1,0 +1,74 @@
+"""bench/nodes.py rule 5: no node outlives a bench run whose start fails or is interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from gmchain.bench import nodes
+from gmchain.bench.workload import make_keys
+from tests.cluster_helpers import free_port_block
+
+
+def _left_running(directory: Path) -> list[int]:
+    """The nodes a run left behind (killed here, so a failing test leaves none either)."""
+    left = _processes_under(directory)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def _processes_under(directory: Path) -> list[int]:
+    """PIDs of live processes whose command line names `directory` (the nodes' config paths)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(directory).encode() in cmd and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_interrupted_cluster_start_leaves_no_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_wait_up = nodes._wait_up
+    waited: list[int] = []
+
+    def interrupted(port: int, seconds: float, proc: nodes.NodeProc) -> None:
+        real_wait_up(port, seconds, proc)  # the node is really up ...
+        waited.append(port)
+        if len(waited) == 2:  # ... and the user presses Ctrl-C while the third is awaited,
+            os.kill(os.getpid(), signal.SIGINT)  # twice (`timeout -s INT` passes one on)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(nodes, "_wait_up", interrupted)
+    base = free_port_block(8)
+    directory = tmp_path / "cluster4"
+    with pytest.raises(KeyboardInterrupt):
+        nodes.start_cluster4(directory, base, base + 4, make_keys(2))
+    assert len(waited) == 2
+    assert _left_running(directory) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_single_node_that_never_comes_up_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_up(port: int, seconds: float, proc: nodes.NodeProc) -> None:
+        assert proc.popen is not None and proc.popen.poll() is None  # started, running
+        raise RuntimeError(f"node on :{port} did not answer")
+
+    monkeypatch.setattr(nodes, "_wait_up", not_up)
+    directory = tmp_path / "single"
+    with pytest.raises(RuntimeError, match="did not answer"):
+        nodes.start_single(directory, free_port_block(2), make_keys(2))
+    assert _left_running(directory) == []
