@@ -10,11 +10,11 @@ Rules this module keeps (docs/ops.md, "The garbage collector"):
    CPython's own rule (a full collection once the objects promoted since the last one exceed
    a quarter of those that survived it), so cyclic garbage is still freed and memory bounded.
    Only how often and how much is walked changes.
-Why: a node holds a few hundred thousand tracked objects while it works (the decoded blocks a
-query cache keeps, the pool, recent commits), and every collection holds the GIL that the
-consensus thread needs. Measured on one node at 1,500 tx/s (docs/benchmarks.md, session 10):
-with the defaults the node ran ~2,400 young and ~220 middle collections and 20 full ones of
-~87 ms each in a 30 s load, about 3 s of GIL-holding CPU; with these settings a few dozen.
+Why: a node at work tracks 80,000-135,000 objects (measured at 1,500 tx/s: the pool, requests
+and blocks in flight, caches), and every collection holds the GIL that the consensus thread
+needs. With CPython's defaults that node ran ~2,400 young, ~220 middle and 20 full collections
+(~87 ms on average; a full one every ~2 s of the load) in a run with a 30 s load, about 3 s
+of GIL-holding CPU; with these settings 145, 13 and 2 (docs/benchmarks.md, session 10).
 """
 
 from __future__ import annotations
