@@ -36,7 +36,7 @@ from gmchain.chain.txrules import TxRules
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig, PackingPolicy
 from gmchain.contracts import default_registry
-from gmchain.crypto_sm import PrivateKey, sm3_hash
+from gmchain.crypto_sm import PrivateKey, load_private_key, sm3_hash
 from gmchain.ledger.codec import Value
 from gmchain.ledger.epoch import next_validators_commitment
 from gmchain.ledger.store import Store
@@ -466,6 +466,51 @@ async def running_service(tmp_path: Path, net: TestNet, **config: Any) -> AsyncI
     finally:
         await service.stop()
         store.close()
+
+
+@contextlib.asynccontextmanager
+async def running_dev_service(tmp_path: Path) -> AsyncIterator[tuple[Any, Genesis, PrivateKey]]:
+    """A started in-process NodeService of a fresh `gmchain dev` directory in `tmp_path/dev`:
+    (service, genesis, the dev client's key, admitted to submit evidence); stopped on exit."""
+    from gmchain.node.config import load_config, load_genesis
+    from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
+    from gmchain.node.service import NodeService
+
+    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
+    genesis = load_genesis(cfg.genesis_file)
+    key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
+    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
+    store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
+    service = NodeService(config=cfg, genesis=genesis, key=key, store=store)
+    await service.start()
+    try:
+        yield service, genesis, client
+    finally:
+        await service.stop()
+        store.close()
+
+
+async def commit_evidence(
+    service: Any, genesis: Genesis, client: PrivateKey, n: int, prefix: str
+) -> list[bytes]:
+    """Submit `n` evidence records (ids `{prefix}{i}`) signed by `client` and wait until each
+    committed; their tx ids in submission order."""
+    ids = []
+    for i in range(n):
+        body = TxBody(
+            chain_id=genesis.chain_id,
+            sender=client.public_key.to_bytes(),
+            nonce=i,
+            expiry=100,
+            contract="evidence",
+            method="submit",
+            args=evidence_args(f"{prefix}{i}", f"{prefix}f{i}", data=b"%d" % i),
+        )
+        tx = SignedTx(body=body, signature=client.sign(body.compute_id()))
+        ids.append(await service.submit_raw_tx(tx.encode()))
+    for t in ids:
+        assert await service.wait_tx(t, 10) is not None
+    return ids
 
 
 def get_health(port: int) -> tuple[int, dict[str, Any]] | None:

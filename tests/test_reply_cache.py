@@ -8,17 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gmchain.crypto_sm import load_private_key, sm3_hash
+from gmchain.crypto_sm import sm3_hash
 from gmchain.ledger.jsonfmt import block_summary_to_json, block_to_json, tx_to_json
-from gmchain.ledger.store import Store
-from gmchain.ledger.types import SignedTx, TxBody
-from gmchain.node.config import load_config, load_genesis
-from gmchain.node.daemon import DEV_PASSPHRASE, init_dev
 from gmchain.node.replycache import ReplyCache, with_height
 from gmchain.node.rpc import RpcServer
 from gmchain.node.rpcsend import JsonText, reply_text
 from gmchain.node.rpcspec import dumps_compact
-from gmchain.node.service import NodeService
+from tests.node_helpers import commit_evidence, running_dev_service
 
 
 def _fresh(result: Any, req_id: Any = 1) -> str:
@@ -54,37 +50,16 @@ def test_cache_is_bounded_in_total_and_per_entry() -> None:
 
 
 async def test_cached_answers_are_byte_identical(tmp_path: Path) -> None:
-    cfg = load_config(init_dev(tmp_path / "dev", rpc_port=0))
-    genesis = load_genesis(cfg.genesis_file)
-    key = load_private_key(cfg.key_file, DEV_PASSPHRASE.encode())
-    client = load_private_key(tmp_path / "dev" / "client.key", DEV_PASSPHRASE.encode())
-    store = Store.open(cfg.data_dir, chain_id=genesis.chain_id)
-    svc = NodeService(config=cfg, genesis=genesis, key=key, store=store)
-    server = RpcServer(svc, port=0)
-    await svc.start()
+    async with running_dev_service(tmp_path) as (svc, genesis, client):
+        server = RpcServer(svc, port=0)
 
-    async def ask(method: str, *params: Any) -> str:
-        body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": method, "params": list(params)})
-        text = await server.handle_payload(body.encode(), None, None)
-        assert text is not None
-        return text
+        async def ask(method: str, *params: Any) -> str:
+            body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": method, "params": list(params)})
+            text = await server.handle_payload(body.encode(), None, None)
+            assert text is not None
+            return text
 
-    try:
-        ids = []
-        for i in range(12):
-            body = TxBody(
-                chain_id=genesis.chain_id,
-                sender=client.public_key.to_bytes(),
-                nonce=i,
-                expiry=100,
-                contract="evidence",
-                method="submit",
-                args=[f"c{i}", f"cf{i}", "s", "kyc", sm3_hash(b"%d" % i), None, [], 2, None],
-            )
-            tx = SignedTx(body=body, signature=client.sign(body.compute_id()))
-            ids.append(await svc.submit_raw_tx(tx.encode()))
-        for t in ids:
-            assert await svc.wait_tx(t, 10) is not None
+        await commit_evidence(svc, genesis, client, 12, "c")
         await asyncio.sleep(0.1)
         methods = server._methods  # the handlers' cache, to see misses turn into hits
         seen = 0
@@ -113,6 +88,3 @@ async def test_cached_answers_are_byte_identical(tmp_path: Path) -> None:
         assert methods.replies.get(("tx", bytes.fromhex(unknown[2:]))) is None
         assert json.loads(await ask("gm_getBlockByNumber", svc.height() + 5))["result"] is None
         assert methods.replies.get(("block", svc.height() + 5)) is None
-    finally:
-        await svc.stop()
-        store.close()
