@@ -120,7 +120,7 @@ class Queries:
             tx = SignedTx.decode(raw)
             self._checked(check_served_tx, height, tx_id, tx)
         rraw = self._store.get_receipt(tx_id)
-        block_id = self._store.get_block_hash(height)
+        block_id = self.get_block_id(height)
         assert rraw is not None and block_id is not None
         return TxLookup(
             tx=tx, height=height, index=index, block_id=block_id, receipt_bytes=rraw, tx_bytes=raw
