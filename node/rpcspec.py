@@ -13,6 +13,7 @@ Rules this module keeps (node/rpc.py rules 2 and 5; docs/rpc.md):
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -281,14 +282,32 @@ def json_elements(data: bytes | str, limit: int) -> int:
     return 1 + bare.count(b"{") + bare.count(b"[") + bare.count(b",")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Infinity spelled as a number
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+# One decoder for every message: it holds no state between calls.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
+
+
 def loads_strict(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity; any failure is a parse error."""
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
+    """Strict JSON: UTF-8, no NaN/Infinity (nor a number beyond a double's range); any failure
+    is a parse error. What `json.loads` does
+    with `parse_constant`, without building a decoder per message."""
     try:
-        return json.loads(data, parse_constant=no_constants)
+        if isinstance(data, str):
+            if data.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+        else:
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _STRICT_DECODER.decode(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
         raise RpcError(ErrorCode.PARSE_ERROR, f"parse error: {str(exc)[:120]}") from None
 

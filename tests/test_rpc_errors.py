@@ -48,6 +48,9 @@ def _req(**kw: Any) -> dict[str, Any]:
         (b"", E.PARSE_ERROR),
         (b"\xff\xfe{}", E.PARSE_ERROR),
         (b'{"jsonrpc":"2.0","id":1,"method":"gm_blockNumber","params":[NaN]}', E.PARSE_ERROR),
+        # a number too large for a double is Infinity in disguise: not JSON this server takes
+        (b'{"jsonrpc":"2.0","id":1,"method":"gm_blockNumber","params":[1e400]}', E.PARSE_ERROR),
+        (b'{"jsonrpc":"2.0","id":1,"method":"gm_blockNumber","params":[-1E999]}', E.PARSE_ERROR),
         (b"[" * 5000 + b"]" * 5000, E.PARSE_ERROR),
         (b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"x"}', E.PARSE_ERROR),
         (b"[]", E.INVALID_REQUEST),
