@@ -143,14 +143,32 @@ def request_refusal(
     request: web.BaseRequest, hosts: frozenset[str], origins: frozenset[str]
 ) -> tuple[int, str] | None:
     """(HTTP status, message) if a browser rule refuses the request, else None (rule 4)."""
-    host = request.headers.get("Host")
+    headers = request.headers
+    return _refusal(
+        headers.get("Host"),
+        headers.get("Origin"),
+        request.method,
+        headers.get("Content-Type", ""),
+        hosts,
+        origins,
+    )
+
+
+@functools.lru_cache(maxsize=256)  # a client sends the same headers on every request; bounded
+def _refusal(
+    host: str | None,
+    origin: str | None,
+    method: str,
+    content_type: str,
+    hosts: frozenset[str],
+    origins: frozenset[str],
+) -> tuple[int, str] | None:
     if not is_allowed_host(host, hosts):
         return 403, f"host {_host_name(host or '')[:64]!r} is not allowed (rpc_allowed_hosts)"
-    origin = request.headers.get("Origin")
     if not is_allowed_origin(origin, origins):
         return 403, f"origin {(origin or '')[:64]!r} is not allowed (rpc_allowed_origins)"
-    if request.method == "POST":
-        ctype = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if method == "POST":
+        ctype = content_type.partition(";")[0].strip().lower()
         if ctype not in _JSON_TYPES:
             return 415, "Content-Type must be application/json"
     return None
