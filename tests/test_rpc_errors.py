@@ -283,3 +283,59 @@ def test_config_validate() -> None:
         RpcConfig(max_batch=0).validate()
     with pytest.raises(ValueError, match="max_body_bytes"):
         RpcServer(FakeNode(), port=0, config=RpcConfig(max_body_bytes=-1))
+
+
+async def _raw_http(port: int, parts: list[bytes], pause_s: float = 0.0) -> tuple[int, bytes]:
+    """Send `parts` on one connection (pausing between them); the reply's status and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(pause_s)
+            writer.write(part)
+            await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return status, await asyncio.wait_for(reader.readexactly(length), 10)
+    finally:
+        writer.close()
+
+
+async def test_body_whole_in_pieces_and_chunked() -> None:
+    """The body is read the same whether it came with the headers (taken at once), arrives in
+    pieces (read under the timeout) or chunked; a chunked body over the limit is refused even
+    when all of it is already there."""
+    node = FakeNode()
+    config = RpcConfig.minimal()
+    server = RpcServer(node, host="127.0.0.1", port=0, config=config)
+    await server.start()
+    try:
+        body = json.dumps(_req()).encode()
+        head = (
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for parts, pause in (
+            ([head + body], 0.0),
+            ([head, body[:7], body[7:]], 0.2),
+        ):
+            status, reply = await _raw_http(server.port, parts, pause)
+            assert status == 200 and json.loads(reply)["result"] == node.height(), parts
+
+        chunked = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        chunked += b"Transfer-Encoding: chunked\r\n\r\n"
+        one = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        status, reply = await _raw_http(server.port, [chunked + one])
+        assert status == 200 and json.loads(reply)["result"] == node.height()
+
+        big = b" " * (config.max_body_bytes + 1)
+        over = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+        status, reply = await _raw_http(server.port, [chunked + over])
+        assert status == 413 and json.loads(reply)["error"]["code"] == E.TOO_LARGE
+    finally:
+        await server.stop()
