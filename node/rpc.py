@@ -36,7 +36,6 @@ exposition format 0.0.4; FISCO BCOS / Ethereum method naming (docs/REFERENCES.md
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -438,14 +437,15 @@ class RpcServer:
         made; the parsed message is dropped before anything is awaited: only each request's id,
         method and parsed params stay alive while it runs (issue 10 fault 5)."""
         budget = budget or ReplyBudget(self._config.max_response_bytes)
-        held = (
-            contextlib.nullcontext()
-            if client is None
-            else self._guard.bytes_held(client, len(data))
-        )
         try:
-            with held:
+            if client is None:
                 return await self._handle_payload(data, conn, client, budget)
+            size = len(data)
+            self._guard.hold_bytes(client, size)
+            try:
+                return await self._handle_payload(data, conn, client, budget)
+            finally:
+                self._guard.release_bytes(client, size)
         except RpcError as exc:  # over the address's byte budget
             self._metrics.errors[exc.code] += 1
             return budget.encode(error_reply(None, exc.code, exc.message))
@@ -568,15 +568,10 @@ class RpcServer:
     async def _run(
         self, name: str, args: dict[str, Any], conn: WsConn | None, client: ClientConn | None
     ) -> Any:
-        slot = (
-            contextlib.nullcontext()
-            if client is None  # not through a GuardedSite (an embedding's own site)
-            else self._guard.slot(client, wait=name in _WAIT_METHODS)
-        )
-        with slot:
-            return await self._run_counted(name, args, conn)
-
-    async def _run_counted(self, name: str, args: dict[str, Any], conn: WsConn | None) -> Any:
+        # client None: not through a GuardedSite (an embedding's own site), no slot to hold
+        wait = name in _WAIT_METHODS
+        if client is not None:
+            self._guard.take_slot(client, wait=wait)
         self._metrics.in_flight += 1
         try:
             if self._reads is not None:  # rpc_auth = "reads" (node/rpcauth.py)
@@ -595,3 +590,5 @@ class RpcServer:
             raise RpcError(ErrorCode.INTERNAL_ERROR, "internal error") from None
         finally:
             self._metrics.in_flight -= 1
+            if client is not None:
+                self._guard.give_slot(client, wait=wait)

@@ -299,9 +299,12 @@ class ConnectionGuard:
         if idle and self.addresses.get(conn.ip) is a:
             del self.addresses[conn.ip]
 
-    @contextlib.contextmanager
-    def bytes_held(self, conn: ClientConn, size: int) -> Any:
-        """Count a message of `size` bytes against its address while it is handled (rule 3)."""
+    # The two pairs below run on every request: plain calls in a try/finally of the caller, not
+    # context managers (a generator-based one cost ~2 % of a query on the loop).
+
+    def hold_bytes(self, conn: ClientConn, size: int) -> None:
+        """Count a message of `size` bytes against its address while it is handled (rule 3);
+        the caller gives them back with `release_bytes` once the reply is made."""
         a = conn.address
         if a.request_bytes + size > self.max_bytes_per_ip:
             raise RpcError(
@@ -310,11 +313,10 @@ class ConnectionGuard:
                 "address (rpc_max_in_flight_bytes_per_ip)",
             )
         a.request_bytes += size
-        try:
-            yield
-        finally:
-            a.request_bytes -= size
-            self._forget_if_idle(conn)
+
+    def release_bytes(self, conn: ClientConn, size: int) -> None:
+        conn.address.request_bytes -= size
+        self._forget_if_idle(conn)
 
     def arm_header_timer(self, conn: ClientConn) -> None:
         if conn.header_timer is None and not conn.busy:
@@ -336,9 +338,9 @@ class ConnectionGuard:
     def request_done(self, conn: ClientConn) -> None:
         conn.busy = False
 
-    @contextlib.contextmanager
-    def slot(self, conn: ClientConn, *, wait: bool) -> Any:
-        """Hold one work or wait slot of `conn` and its address; RATE_LIMITED if none is free."""
+    def take_slot(self, conn: ClientConn, *, wait: bool) -> None:
+        """Hold one work or wait slot of `conn` and its address; RATE_LIMITED if none is free.
+        The caller gives it back with `give_slot` (same `wait`) when the request is done."""
         a = conn.address
         if wait:
             if conn.waits >= self.max_waits_per_conn:
@@ -358,16 +360,16 @@ class ConnectionGuard:
                 )
             conn.work += 1
             a.work += 1
-        try:
-            yield
-        finally:
-            if wait:
-                conn.waits -= 1
-                a.waits -= 1
-            else:
-                conn.work -= 1
-                a.work -= 1
-            self._forget_if_idle(conn)
+
+    def give_slot(self, conn: ClientConn, *, wait: bool) -> None:
+        a = conn.address
+        if wait:
+            conn.waits -= 1
+            a.waits -= 1
+        else:
+            conn.work -= 1
+            a.work -= 1
+        self._forget_if_idle(conn)
 
 
 def address_key(ip: str) -> str:
