@@ -7,13 +7,22 @@ Rules this module keeps (docs/protocol.md §9; docs/ops.md "Proof requests"):
 1. The assembler's refusals become API errors: ProofNotFound → NOT_FOUND, ProofOutOfRange →
    BAD_RANGE (a span beyond `proof_max_span` names the limit).
 2. A damaged header read back from the store (chain/readcheck.py) is an error, never an answer.
-3. Assembly runs in `proof_threads` worker threads, never on the loop that runs consensus; a
-   transaction bundle the assembler kept (chain/proofs.py rule 7) is a dictionary lookup and is
-   answered on the loop, outside the shares below (issue 15: the hand-off to a worker and
-   back was most of such an answer). A client (its remote address) has at most
-   `proof_jobs_per_client` jobs in the workers at once and at most `proof_queue_per_client`
-   proof requests accepted (running or waiting); beyond that it gets RATE_LIMITED at once.
-   Waiting costs the loop nothing.
+3. Assembly runs in `proof_threads` worker threads, never on the event loop; a transaction
+   bundle the assembler kept (chain/proofs.py rule 7) is a dictionary lookup and is answered on
+   the loop, outside the shares below (issue 15: the hand-off to a worker and back was most of
+   such an answer). A client (its remote address) has at most `proof_jobs_per_client` jobs in
+   the workers at once and at most `proof_queue_per_client` proof requests accepted (running
+   or waiting); beyond that it gets RATE_LIMITED at once. Waiting costs the loop nothing.
+5. The workers take their next job themselves (`_Scheduler`): a worker that finishes a job
+   starts the next one at once, without a round trip through the loop, choosing among the
+   clients with waiting jobs in turn (round robin) and skipping a client that has its
+   `proof_jobs_per_client` jobs running. So a client's share holds at every instant, a client
+   that arrives while another has a hundred requests waiting is served after at most one job
+   of each client ahead of it in the turn, and one client alone keeps the workers busy (issue
+   15: with a trip through the loop between a client's jobs, a worker woke, worked and slept
+   once per proof, and the wake-ups cost ~40 % of a proof's CPU on the reference machine).
+   A job ends — and frees its client's slot and queue place — only when its work really ends,
+   also when its caller gave up meanwhile; a job given up before it started never runs.
 4. Workers read only committed data at or below the head taken on the loop when the request
    arrived; committed data never changes, and LevelDB reads are thread-safe, so no lock is held.
 """
@@ -22,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,14 +56,128 @@ class ProofLimits:
     queue_per_client: int  # one client's accepted requests, running or waiting
 
 
-class _Client:
-    """One client's share (rule 3): `accepted` counts requests admitted and not yet answered."""
+class _Job:
+    """One accepted request: its work, for whom, and the loop future its caller awaits."""
 
-    __slots__ = ("accepted", "running")
+    __slots__ = ("client", "future", "loop", "work")
 
-    def __init__(self, jobs: int) -> None:
-        self.accepted = 0
-        self.running = asyncio.Semaphore(jobs)
+    def __init__(
+        self, client: str, work: Callable[[], Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.client = client
+        self.work = work
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+class _Scheduler:
+    """Rule 5: `threads` workers share the clients' waiting jobs in turn, at most
+    `jobs_per_client` of one client's at once. All state is under one lock; the loop only
+    submits, withdraws and receives results (through `call_soon_threadsafe`)."""
+
+    def __init__(self, threads: int, jobs_per_client: int, on_end: Callable[[_Job], None]) -> None:
+        self._jobs_per_client = jobs_per_client
+        self._on_end = on_end  # on the loop, once per job that was taken by a worker
+        self._cond = threading.Condition(threading.Lock())
+        # Clients with waiting jobs, in turn order (a dict keeps insertion order; a client that
+        # was served goes to the end).
+        self._waiting: dict[str, deque[_Job]] = {}
+        self._running: dict[str, int] = {}
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"proof-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: _Job) -> None:
+        """Queue `job` (on the loop); RuntimeError once the scheduler is closed."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("proof workers are shut down")
+            queue = self._waiting.get(job.client)
+            if queue is None:
+                queue = self._waiting[job.client] = deque()
+            queue.append(job)
+            if self._running.get(job.client, 0) < self._jobs_per_client:
+                self._cond.notify()  # else the worker that ends its running job takes it
+
+    def withdraw(self, job: _Job) -> bool:
+        """Take back a job that no worker has started (True); False if one has."""
+        with self._cond:
+            queue = self._waiting.get(job.client)
+            if queue is None or job not in queue:
+                return False
+            queue.remove(job)
+            if not queue:
+                del self._waiting[job.client]
+            return True
+
+    def close(self) -> None:
+        """Cancel the waiting jobs, let the running ones end, and wait for the workers."""
+        with self._cond:
+            self._closed = True
+            dropped = [job for queue in self._waiting.values() for job in queue]
+            self._waiting.clear()
+            self._cond.notify_all()
+        for job in dropped:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                job.loop.call_soon_threadsafe(job.future.cancel)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join()
+
+    def _take(self) -> _Job | None:
+        """Under the lock: the next job by turn whose client is below its share. A worker is
+        woken only for work it can take: here, if more is left that another worker could."""
+        job = None
+        for client, queue in self._waiting.items():
+            running = self._running.get(client, 0)
+            if running < self._jobs_per_client:
+                job = queue.popleft()
+                del self._waiting[client]
+                if queue:
+                    self._waiting[client] = queue  # to the end of the turn
+                self._running[client] = running + 1
+                break
+        if job is not None and any(
+            self._running.get(c, 0) < self._jobs_per_client for c in self._waiting
+        ):
+            self._cond.notify()
+        return job
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                job = self._take()
+                while job is None:
+                    if self._closed:
+                        return
+                    self._cond.wait()
+                    job = self._take()
+            try:
+                result, error = job.work(), None
+            except BaseException as exc:  # delivered to the caller, as an executor would
+                result, error = None, exc
+            with self._cond:  # this worker takes the next job itself, at the top of the loop
+                left = self._running[job.client] - 1
+                if left:
+                    self._running[job.client] = left
+                else:
+                    del self._running[job.client]
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                job.loop.call_soon_threadsafe(self._settle, job, result, error)
+            del job, result, error
+
+    def _settle(self, job: _Job, result: Any, error: BaseException | None) -> None:
+        """On the loop: hand the outcome to a caller still waiting, then end the job."""
+        if not job.future.done():
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
+        self._on_end(job)
 
 
 class ProofService:
@@ -75,12 +199,12 @@ class ProofService:
         )
         self._head_height = head_height
         self._limits = limits
-        self._pool = ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="proof")
-        self._clients: dict[str, _Client] = {}
+        self._scheduler = _Scheduler(limits.threads, limits.jobs_per_client, self._ended)
+        self._accepted: dict[str, int] = {}  # per client: accepted and not yet ended (rule 3)
 
     def close(self) -> None:
         """Wait for running jobs (short: chain/proofs.py rule 1) so none reads a closed store."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._scheduler.close()
 
     # --- the async surface (runs on the loop; does no proof work itself) -------------------------
 
@@ -112,45 +236,38 @@ class ProofService:
             lambda: _api_errors(lambda: self.assembler.epoch_proof(from_epoch, to_epoch)),
         )
 
-    async def _run(self, client: str, job: Callable[[], _T]) -> _T:
-        share = self._clients.get(client)
-        if share is None:
-            share = self._clients[client] = _Client(self._limits.jobs_per_client)
-        if share.accepted >= self._limits.queue_per_client:
+    async def _run(self, client: str, work: Callable[[], _T]) -> _T:
+        accepted = self._accepted.get(client, 0)
+        if accepted >= self._limits.queue_per_client:
             raise ApiError(
                 ErrorCode.RATE_LIMITED,
                 f"too many proof requests from this client at once "
                 f"(proof_queue_per_client = {self._limits.queue_per_client}); retry later",
             )
-        share.accepted += 1
+        job = _Job(client, work, asyncio.get_running_loop())
         try:
-            await share.running.acquire()
-        except BaseException:
-            self._leave(client, share, ran=False)
-            raise
-        try:
-            job_future = self._pool.submit(job)
+            self._scheduler.submit(job)
         except RuntimeError:  # the workers are shut down: the node is stopping
-            self._leave(client, share, ran=True)
             raise ApiError(ErrorCode.NOT_READY, "the node is stopping") from None
-        loop = asyncio.get_running_loop()
+        self._accepted[client] = accepted + 1
+        try:
+            result: _T = await job.future
+        except asyncio.CancelledError:
+            # The caller gave up: a job not yet started is taken back and ends now; a running
+            # one keeps its slot and queue place until its work ends (rule 5), so a client
+            # cannot stack more than its share of running jobs by disconnecting.
+            if self._scheduler.withdraw(job):
+                self._ended(job)
+            raise
+        return result
 
-        def on_done(_: object) -> None:  # in a worker thread (or the canceller's)
-            # A caller that gave up (cancelled) keeps its slot until the job really ends, so a
-            # client cannot stack more than its share of running jobs by disconnecting.
-            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to do
-                loop.call_soon_threadsafe(self._leave, client, share, True)
-
-        job_future.add_done_callback(on_done)
-        return await asyncio.wrap_future(job_future)
-
-    def _leave(self, client: str, share: _Client, ran: bool) -> None:
-        """On the loop: a request of `client` is answered (its job left the workers if `ran`)."""
-        if ran:
-            share.running.release()
-        share.accepted -= 1
-        if share.accepted == 0 and self._clients.get(client) is share:
-            del self._clients[client]
+    def _ended(self, job: _Job) -> None:
+        """On the loop: `job` left the scheduler (done, failed or withdrawn)."""
+        left = self._accepted[job.client] - 1
+        if left:
+            self._accepted[job.client] = left
+        else:
+            del self._accepted[job.client]
 
     # --- the builders (run in a worker thread): the assembler, its refusals as API errors ------
 
