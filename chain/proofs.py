@@ -32,6 +32,14 @@ Rules this module keeps (docs/protocol.md §9):
    tip of the tx's own certificate, capped by its epoch's end, rule 5) lies at or below the
    reach. Only answers are kept, never refusals (ProofNotFound turns into an answer as the chain
    grows). Bundles are shared between callers: read them, never change them.
+8. Also kept (issue 15: each store read in a worker hands the GIL to the loop and back, which
+   cost more than the read): a block's transaction ids and receipts by height, within a byte
+   budget, and stored accumulator nodes by (level, index). Neither depends on the head: a
+   committed block never changes, and a stored accumulator node is the hash of a complete
+   subtree, a function of its leaves alone (a subtree not yet complete is not stored, reads as
+   None and is never kept). What they feed is still checked on every use: the ids against the
+   header's tx_root and the receipts against its receipt_root (chain/lightclient.py), the
+   accumulator path by the bundle's verifier against the anchor's acc_root, as before.
 """
 
 from __future__ import annotations
@@ -55,6 +63,11 @@ __all__ = ["ProofAssembler", "ProofNotFound", "ProofOutOfRange", "ProofUnavailab
 KEPT_HEADERS = 4096
 KEPT_CERTIFICATES = 4096  # a certificate holds 1..max_span headers (usually 1)
 KEPT_BUNDLES = 2048
+# Rule 8's bounds: ~230 bytes an accumulator node in memory (~7.5 MB); blocks' ids and receipts
+# by their bytes plus ~80 per object (a 100-transaction block ~30 KB).
+KEPT_NODES = 32768
+KEPT_BLOCK_BYTES = 16 * 2**20
+_OBJECT_BYTES = 80
 
 _V = TypeVar("_V")
 
@@ -72,37 +85,57 @@ class ProofOutOfRange(ProofUnavailable):
 
 
 class _Kept(Generic[_V]):
-    """Rule 7: a least-recently-used map of at most `limit` entries, shared by worker threads."""
+    """Rules 7 and 8: a least-recently-used map shared by worker threads, of at most `limit`
+    entries, or of at most `limit` in weight when `weigh` is given (an entry heavier than
+    `limit` is not kept)."""
 
-    __slots__ = ("_entries", "_limit", "_lock", "hits", "misses")
+    __slots__ = ("_entries", "_limit", "_lock", "_weigh", "_weight", "hits", "misses")
 
-    def __init__(self, limit: int) -> None:
-        self._entries: OrderedDict[Hashable, _V] = OrderedDict()
+    def __init__(self, limit: int, weigh: Callable[[_V], int] | None = None) -> None:
+        self._entries: OrderedDict[Hashable, tuple[_V, int]] = OrderedDict()
         self._limit = limit
+        self._weigh = weigh
+        self._weight = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable) -> _V | None:
         with self._lock:
-            value = self._entries.get(key)
-            if value is None:
+            entry = self._entries.get(key)
+            if entry is None:
                 self.misses += 1
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
-            return value
+            return entry[0]
 
     def put(self, key: Hashable, value: _V) -> _V:
+        weight = 1 if self._weigh is None else self._weigh(value)
+        if weight > self._limit:
+            return value
         with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            if len(self._entries) > self._limit:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._weight -= old[1]
+            self._entries[key] = (value, weight)
+            self._weight += weight
+            while self._weight > self._limit:
+                _, (_, w) = self._entries.popitem(last=False)
+                self._weight -= w
         return value
+
+    @property
+    def weight(self) -> int:
+        return self._weight
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _block_weight(block: tuple[tuple[bytes, ...], tuple[bytes, ...]]) -> int:
+    ids, receipts = block
+    return sum(map(len, ids)) + sum(map(len, receipts)) + _OBJECT_BYTES * (len(ids) + 1) * 2
 
 
 class ProofAssembler:
@@ -133,6 +166,11 @@ class ProofAssembler:
         self.kept_headers: _Kept[BlockHeader] = _Kept(on * KEPT_HEADERS)
         self.kept_certificates: _Kept[tuple[Certificate, int]] = _Kept(on * KEPT_CERTIFICATES)
         self.kept_bundles: _Kept[tuple[dict[str, Any], int]] = _Kept(on * KEPT_BUNDLES)
+        # Rule 8: (tx ids, receipts) by height; accumulator nodes by index << 6 | level.
+        self.kept_blocks: _Kept[tuple[tuple[bytes, ...], tuple[bytes, ...]]] = _Kept(
+            on * KEPT_BLOCK_BYTES, _block_weight
+        )
+        self.kept_nodes: _Kept[bytes] = _Kept(on * KEPT_NODES)
 
     def tx_proof(self, tx_id: bytes, at_height: int | None, head: int) -> dict[str, Any]:
         """The version-2 bundle (chain/lightclient.py) of `tx_id`, anchored at `at_height`
@@ -166,10 +204,7 @@ class ProofAssembler:
         if not height <= at <= head:
             raise ProofOutOfRange(f"atHeight must be between {height} and {head}, got {at}")
         header = commit.headers[0]
-        tx_ids = self._store.get_tx_ids(height)
-        if tx_ids is None:
-            raise ProofNotFound(f"no block at height {height}")
-        receipts = [self._store.get_receipt(t) or b"" for t in tx_ids]
+        tx_ids, receipts = self._block_ids_and_receipts(height)
         anchor_commit = None
         if at > tip:
             anchor_commit, anchor_reach = self._certificate_and_reach(at, head)
@@ -182,7 +217,7 @@ class ProofAssembler:
             tx_ids=tx_ids,
             receipts=receipts,
             index=index,
-            get_node=self._store.get_acc_node,
+            get_node=self._acc_node,
             anchor=anchor,
             commit=commit,
             anchor_commit=anchor_commit,
@@ -231,7 +266,7 @@ class ProofAssembler:
                 f"need 0 <= oldHeight <= newHeight <= {head}, got {old_height}, {new_height}"
             )
         old, new = self.header(old_height), self.header(new_height)
-        proof = acc_consistency_proof(self._store.get_acc_node, old.acc_size, new.acc_size)
+        proof = acc_consistency_proof(self._acc_node, old.acc_size, new.acc_size)
         return {
             "old_height": old_height,
             "new_height": new_height,
@@ -243,6 +278,32 @@ class ProofAssembler:
             "old_header": "0x" + old.encode().hex(),
             "new_header": "0x" + new.encode().hex(),
         }
+
+    def _block_ids_and_receipts(self, height: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """A committed block's tx ids and their receipts, in block order (rule 8)."""
+        kept = self.kept_blocks.get(height)
+        if kept is not None:
+            return kept
+        ids = self._store.get_tx_ids(height)
+        if ids is None:
+            raise ProofNotFound(f"no block at height {height}")
+        receipts = tuple(self._store.get_receipt(t) or b"" for t in ids)
+        block = (tuple(ids), receipts)
+        if all(receipts):  # a missing receipt (a damaged store) fails the root check, unkept
+            self.kept_blocks.put(height, block)
+        return block
+
+    def _acc_node(self, level: int, index: int) -> bytes | None:
+        """A stored accumulator node (ledger/store.py `get_acc_node`), kept (rule 8)."""
+        if not 0 <= level < 64 or index < 0:  # no such node is stored (nor kept under the key)
+            return self._store.get_acc_node(level, index)
+        key = index << 6 | level
+        node = self.kept_nodes.get(key)
+        if node is None:
+            node = self._store.get_acc_node(level, index)
+            if node is not None:  # not stored: the subtree is not complete yet
+                self.kept_nodes.put(key, node)
+        return node
 
     def header(self, height: int) -> BlockHeader:
         """The committed header at `height`, re-checked (rule 4) when it is read (rule 7)."""

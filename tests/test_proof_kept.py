@@ -16,8 +16,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gmchain.bench.longchain import open_builder_chain
-from gmchain.chain.proofs import ProofAssembler, ProofUnavailable
+from gmchain.chain.proofs import ProofAssembler, ProofUnavailable, _Kept
 from gmchain.chain.readcheck import check_served_header
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.packing import PackingConfig
@@ -110,6 +112,85 @@ def test_kept_proofs_answer_as_fresh_ones_under_every_head(tmp_path: Path) -> No
         assert answers > 100 and refusals > 100, (answers, refusals)
         assert kept.kept_bundles.hits > 100 and kept.kept_certificates.hits > 100
         assert kept.kept_headers.hits > 0
+        assert kept.kept_blocks.hits > 0 and kept.kept_nodes.hits > 0  # rule 8
         assert len(fresh.kept_bundles) == len(fresh.kept_headers) == 0
+        assert len(fresh.kept_blocks) == len(fresh.kept_nodes) == 0
     finally:
         store.close()
+
+
+# --- rule 8: blocks' ids and receipts, accumulator nodes ------------------------------------
+
+
+class _Reads:
+    """The three store reads rule 8 keeps, from dicts, counted."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[tuple[int, int], bytes] = {}
+        self.ids: dict[int, list[bytes]] = {}
+        self.receipts: dict[bytes, bytes] = {}
+        self.reads = 0
+
+    def get_acc_node(self, level: int, index: int) -> bytes | None:
+        self.reads += 1
+        return self.nodes.get((level, index))
+
+    def get_tx_ids(self, height: int) -> list[bytes] | None:
+        self.reads += 1
+        return self.ids.get(height)
+
+    def get_receipt(self, tx_id: bytes) -> bytes | None:
+        self.reads += 1
+        return self.receipts.get(tx_id)
+
+
+def _assembler(reads: _Reads) -> ProofAssembler:
+    return ProofAssembler(
+        store=reads,  # type: ignore[arg-type]
+        validators=(),
+        max_span=4,
+        check_header=lambda *_: None,
+    )
+
+
+def test_a_node_not_stored_yet_is_read_again_once_stored() -> None:
+    reads = _Reads()
+    asm = _assembler(reads)
+    assert asm._acc_node(3, 5) is None  # the subtree is not complete yet
+    reads.nodes[(3, 5)] = b"\x01" * 32  # a later commit completes it
+    assert asm._acc_node(3, 5) == b"\x01" * 32
+    before = reads.reads
+    assert asm._acc_node(3, 5) == b"\x01" * 32 and reads.reads == before  # now kept
+    # Levels beyond the key's six bits are never kept (they could collide with level 0).
+    reads.nodes[(0, 6)] = b"\x02" * 32
+    reads.nodes[(64, 5)] = b"\x03" * 32
+    assert asm._acc_node(0, 6) == b"\x02" * 32
+    assert asm._acc_node(64, 5) == b"\x03" * 32
+    assert asm._acc_node(0, 6) == b"\x02" * 32
+
+
+def test_a_block_with_a_missing_receipt_is_not_kept() -> None:
+    reads = _Reads()
+    asm = _assembler(reads)
+    reads.ids[7] = [b"a" * 32, b"b" * 32]
+    reads.receipts[b"a" * 32] = b"ra"
+    assert asm._block_ids_and_receipts(7) == ((b"a" * 32, b"b" * 32), (b"ra", b""))
+    reads.receipts[b"b" * 32] = b"rb"
+    assert asm._block_ids_and_receipts(7)[1] == (b"ra", b"rb")  # read again, not kept broken
+    before = reads.reads
+    assert asm._block_ids_and_receipts(7)[1] == (b"ra", b"rb") and reads.reads == before
+    with pytest.raises(ProofUnavailable):
+        asm._block_ids_and_receipts(8)
+
+
+def test_kept_by_weight_stays_within_its_budget() -> None:
+    kept: _Kept[bytes] = _Kept(100, len)
+    kept.put("a", b"a" * 60)
+    kept.put("b", b"b" * 30)
+    assert kept.weight == 90
+    kept.put("c", b"c" * 30)  # over: the least recently used goes
+    assert kept.get("a") is None and kept.weight == 60
+    kept.put("d", b"d" * 101)  # heavier than the whole budget: not kept, nothing evicted
+    assert kept.get("d") is None and len(kept) == 2 and kept.weight == 60
+    kept.put("b", b"B" * 50)  # replaced: its old weight is given back
+    assert kept.get("b") == b"B" * 50 and kept.weight == 80
