@@ -64,10 +64,12 @@ KEPT_HEADERS = 4096
 KEPT_CERTIFICATES = 4096  # a certificate holds 1..max_span headers (usually 1)
 KEPT_BUNDLES = 2048
 # Rule 8's bounds: ~230 bytes an accumulator node in memory (~7.5 MB); blocks' ids and receipts
-# by their bytes plus ~80 per object (a 100-transaction block ~30 KB).
+# weighed by their bytes, ~80 per object and ~400 per entry (tracemalloc: 11-12 MB in memory at
+# the full budget for blocks of 1, 4 or 100 transactions).
 KEPT_NODES = 32768
 KEPT_BLOCK_BYTES = 16 * 2**20
 _OBJECT_BYTES = 80
+_ENTRY_BYTES = 400
 
 _V = TypeVar("_V")
 
@@ -135,7 +137,8 @@ class _Kept(Generic[_V]):
 
 def _block_weight(block: tuple[tuple[bytes, ...], tuple[bytes, ...]]) -> int:
     ids, receipts = block
-    return sum(map(len, ids)) + sum(map(len, receipts)) + _OBJECT_BYTES * (len(ids) + 1) * 2
+    objects = _OBJECT_BYTES * (len(ids) + 1) * 2
+    return sum(map(len, ids)) + sum(map(len, receipts)) + objects + _ENTRY_BYTES
 
 
 class ProofAssembler:

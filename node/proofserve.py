@@ -84,18 +84,21 @@ class _Scheduler:
         self._waiting: dict[str, deque[_Job]] = {}
         self._running: dict[str, int] = {}
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"proof-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for t in self._threads:
-            t.start()
+        self._size = threads
+        self._threads: list[threading.Thread] = []  # started with the first job
 
     def submit(self, job: _Job) -> None:
         """Queue `job` (on the loop); RuntimeError once the scheduler is closed."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("proof workers are shut down")
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._serve, name=f"proof-{i}", daemon=True)
+                    for i in range(self._size)
+                ]
+                for t in self._threads:
+                    t.start()
             queue = self._waiting.get(job.client)
             if queue is None:
                 queue = self._waiting[job.client] = deque()
@@ -115,16 +118,19 @@ class _Scheduler:
             return True
 
     def close(self) -> None:
-        """Cancel the waiting jobs, let the running ones end, and wait for the workers."""
+        """Refuse the waiting jobs (NOT_READY: the node is stopping), let the running ones end,
+        and wait for the workers."""
         with self._cond:
             self._closed = True
             dropped = [job for queue in self._waiting.values() for job in queue]
             self._waiting.clear()
             self._cond.notify_all()
+            threads = list(self._threads)
+        stopping = ApiError(ErrorCode.NOT_READY, "the node is stopping")
         for job in dropped:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
-                job.loop.call_soon_threadsafe(job.future.cancel)
-        for t in self._threads:
+                job.loop.call_soon_threadsafe(self._settle, job, None, stopping)
+        for t in threads:
             if t is not threading.current_thread():
                 t.join()
 
@@ -171,13 +177,18 @@ class _Scheduler:
             del job, result, error
 
     def _settle(self, job: _Job, result: Any, error: BaseException | None) -> None:
-        """On the loop: hand the outcome to a caller still waiting, then end the job."""
-        if not job.future.done():
-            if error is None:
-                job.future.set_result(result)
-            else:
-                job.future.set_exception(error)
-        self._on_end(job)
+        """On the loop: hand the outcome to a caller still waiting, then end the job (always:
+        its client's queue place is given back even if the outcome cannot be handed over)."""
+        try:
+            if not job.future.done():
+                if error is None:
+                    job.future.set_result(result)
+                elif isinstance(error, StopIteration):  # a Future refuses it (TypeError)
+                    job.future.set_exception(RuntimeError(f"proof job raised {error!r}"))
+                else:
+                    job.future.set_exception(error)
+        finally:
+            self._on_end(job)
 
 
 class ProofService:

@@ -137,8 +137,9 @@ async def test_a_failing_job_reaches_its_caller_and_the_worker_goes_on() -> None
         sched.close()
 
 
-async def test_close_cancels_waiting_jobs_after_running_ones_end(gates: _Gates) -> None:
-    sched = _Scheduler(threads=1, jobs_per_client=1, on_end=lambda job: None)
+async def test_close_refuses_waiting_jobs_after_running_ones_end(gates: _Gates) -> None:
+    ended: list[_Job] = []
+    sched = _Scheduler(threads=1, jobs_per_client=1, on_end=ended.append)
     running = _submit(sched, "A", gates.job("A", "A0"))
     waiting = _submit(sched, "A", gates.job("A", "A1"))
     await _until(lambda: gates.started == ["A0"], "A0 to start")
@@ -149,10 +150,20 @@ async def test_close_cancels_waiting_jobs_after_running_ones_end(gates: _Gates) 
     gates.open("A0")
     await _until(lambda: not closer.is_alive(), "close to return")
     assert await running.future == "A0"
-    await _until(waiting.future.cancelled, "the waiting job to be cancelled")
+    with pytest.raises(ApiError) as info:  # the node is stopping: said, not a bare cancel
+        await waiting.future
+    assert info.value.code is ErrorCode.NOT_READY
     assert gates.started == ["A0"]
+    await _until(lambda: len(ended) == 2, "both jobs to end")  # queue places given back
     with pytest.raises(RuntimeError):
         _submit(sched, "A", lambda: None)
+
+
+def test_workers_start_with_the_first_job() -> None:
+    before = set(threading.enumerate())
+    sched = _Scheduler(threads=3, jobs_per_client=1, on_end=lambda job: None)
+    assert set(threading.enumerate()) == before  # a service never asked holds no thread
+    sched.close()  # nothing started, nothing to wait for
 
 
 # --- through ProofService: the accepted count per client (proof_queue_per_client) -----------
@@ -165,12 +176,7 @@ def service(tmp_path: Path) -> Iterator[ProofService]:
     net = make_net(1, replay_window=50)
     rig = ChainRig(tmp_path / "db", net)
     limits = ProofLimits(max_span=8, threads=1, jobs_per_client=1, queue_per_client=2)
-    proofs = ProofService(
-        store=rig.store,
-        validators=net.genesis.validators,
-        head_height=lambda: rig.chain.head.height,
-        limits=limits,
-    )
+    proofs = rig.proof_service(limits)
     try:
         yield proofs
     finally:
@@ -219,3 +225,17 @@ async def test_a_job_given_up_while_running_keeps_its_slot(
     gates.open("A1")
     assert await second == "A1"
     assert gates.most == {"A": 1}
+
+
+async def test_a_job_whose_error_a_future_refuses_still_ends(service: ProofService) -> None:
+    """StopIteration cannot be set on an asyncio Future: the caller gets a RuntimeError and
+    the client's queue place is given back (queue_per_client is 2 here)."""
+
+    def stops() -> None:
+        raise StopIteration
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await service._run("A", stops)
+    assert "A" not in service._accepted
+    assert await service._run("A", lambda: "served") == "served"
