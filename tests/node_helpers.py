@@ -54,6 +54,7 @@ from gmchain.ledger.types import (
 )
 from gmchain.node.chainpool import MempoolPool
 from gmchain.node.mempool import Mempool, MempoolConfig
+from gmchain.node.proofserve import ProofLimits, ProofService
 
 __all__ = [
     "CHAIN_ID",
@@ -193,6 +194,15 @@ class ChainRig:
 
     def close(self) -> None:
         self.store.close()
+
+    def proof_service(self, limits: ProofLimits) -> ProofService:
+        """The node's proof service over this rig's store and head (close it before the rig)."""
+        return ProofService(
+            store=self.store,
+            validators=self.net.genesis.validators,
+            head_height=lambda: self.chain.head.height,
+            limits=limits,
+        )
 
     def admit(self, *txs: SignedTx) -> None:
         """Put txs in the pool as the service would after checking them (signature unchecked,

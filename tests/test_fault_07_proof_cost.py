@@ -182,7 +182,7 @@ def test_certificate_span_is_bounded_with_a_clear_error(tmp_path: Path) -> None:
     """Rule 3: six blocks committed under one certificate; with proof_max_span = 4 the first
     block's certificate is refused by name (BAD_RANGE), the last ones are served."""
     from gmchain.node.api import ApiError, ErrorCode
-    from gmchain.node.proofserve import ProofLimits, ProofService
+    from gmchain.node.proofserve import ProofLimits
     from tests.node_helpers import ChainRig, make_net, sign_tx
 
     net = make_net(1, replay_window=50)
@@ -194,12 +194,7 @@ def test_certificate_span_is_bounded_with_a_clear_error(tmp_path: Path) -> None:
             blocks.append(rig.build(blocks[-1].header if blocks else None))
         _commit_under_one_certificate(rig, blocks)  # one stored CommitProof, at the sixth block
         limits = ProofLimits(max_span=4, threads=1, jobs_per_client=1, queue_per_client=4)
-        proofs = ProofService(
-            store=rig.store,
-            validators=net.genesis.validators,
-            head_height=lambda: rig.chain.head.height,
-            limits=limits,
-        )
+        proofs = rig.proof_service(limits)
         head = rig.chain.head.height
         try:
             with pytest.raises(ApiError) as info:
@@ -224,7 +219,7 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
     import asyncio
 
     from gmchain.node.api import ApiError, ErrorCode
-    from gmchain.node.proofserve import ProofLimits, ProofService
+    from gmchain.node.proofserve import ProofLimits
     from tests.node_helpers import ChainRig, make_net, sign_tx
 
     net = make_net(1, replay_window=50)
@@ -236,12 +231,7 @@ async def test_one_client_cannot_take_every_proof_slot(tmp_path: Path) -> None:
         assert len(block.txs) == 6
         _commit_under_one_certificate(rig, [block])
         limits = ProofLimits(max_span=8, threads=2, jobs_per_client=1, queue_per_client=2)
-        proofs = ProofService(
-            store=rig.store,
-            validators=net.genesis.validators,
-            head_height=lambda: rig.chain.head.height,
-            limits=limits,
-        )
+        proofs = rig.proof_service(limits)
         ids = [t.tx_id for t in block.txs]
         try:
             results = await asyncio.gather(
