@@ -104,9 +104,9 @@ class System:
                 from gmchain.node.cluster import stop_nodes
 
                 stop_nodes(self.directory)
-            for n in self.nodes:
-                if n.popen is not None:
-                    _terminate(n.popen)
+            from gmchain.node.cluster import terminate_processes
+
+            terminate_processes([n.popen for n in self.nodes if n.popen is not None])
 
     def kill(self, name: str) -> None:
         from gmchain.node.cluster import kill_node
@@ -228,8 +228,10 @@ def launch_single(
     try:
         _wait_up(rpc_port, max(120.0, _START_S), node)  # a long built chain opens slowly
     except BaseException:  # rule 5 (the node runs in its own session: no Ctrl-C reaches it)
+        from gmchain.node.cluster import terminate_processes
+
         with uninterrupted():
-            _terminate(popen)
+            terminate_processes([popen])
         raise
     return System(
         profile="single",
@@ -283,17 +285,6 @@ def uninterrupted() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, before)
-
-
-def _terminate(popen: subprocess.Popen[bytes]) -> None:
-    """End a node this process started (SIGTERM, then SIGKILL after 10 s)."""
-    if popen.poll() is None:
-        popen.terminate()
-        try:
-            popen.wait(10)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
 
 
 def _one_sample(pid: int) -> tuple[float, int, int] | None:

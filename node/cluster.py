@@ -60,6 +60,7 @@ __all__ = [
     "node_status",
     "start_nodes",
     "stop_nodes",
+    "terminate_processes",
 ]
 
 CHAIN_ID = "gmchain-local"
@@ -403,19 +404,25 @@ def _stop_children(
     Signalling by handle is safe: a child not yet reaped keeps its pid, so no other process can
     hold it."""
     running = [name for name, p in procs.items() if p.poll() is None]
-    for name in running:
-        procs[name].terminate()
+    terminate_processes([procs[name] for name in running], grace_s)
+    for name in procs:
+        (d / name / "node.pid").unlink(missing_ok=True)
+    return running
+
+
+def terminate_processes(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
+    """SIGTERM every process of `procs` still running, SIGKILL those not gone `grace_s` later,
+    and reap them all (processes this process started)."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.terminate()
     deadline = time.monotonic() + grace_s
-    for name in running:
-        p = procs[name]
+    for p in running:
         try:
             p.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    for name in procs:
-        (d / name / "node.pid").unlink(missing_ok=True)
-    return running
 
 
 def stop_nodes(
