@@ -13,18 +13,18 @@ Rules this module keeps (docs/protocol.md §9; docs/ops.md "Proof requests"):
    such an answer). A client (its remote address) has at most `proof_jobs_per_client` jobs in
    the workers at once and at most `proof_queue_per_client` proof requests accepted (running
    or waiting); beyond that it gets RATE_LIMITED at once. Waiting costs the loop nothing.
+4. Workers read only committed data at or below the head taken on the loop when the request
+   arrived; committed data never changes, and LevelDB reads are thread-safe, so no lock is held.
 5. The workers take their next job themselves (`_Scheduler`): a worker that finishes a job
    starts the next one at once, without a round trip through the loop, choosing among the
    clients with waiting jobs in turn (round robin) and skipping a client that has its
    `proof_jobs_per_client` jobs running. So a client's share holds at every instant, a client
    that arrives while another has a hundred requests waiting is served after at most one job
-   of each client ahead of it in the turn, and one client alone keeps the workers busy (issue
+   of each client ahead of it in the turn, and one client alone keeps its share busy (issue
    15: with a trip through the loop between a client's jobs, a worker woke, worked and slept
    once per proof, and the wake-ups cost ~40 % of a proof's CPU on the reference machine).
    A job ends — and frees its client's slot and queue place — only when its work really ends,
    also when its caller gave up meanwhile; a job given up before it started never runs.
-4. Workers read only committed data at or below the head taken on the loop when the request
-   arrived; committed data never changes, and LevelDB reads are thread-safe, so no lock is held.
 """
 
 from __future__ import annotations
@@ -56,6 +56,15 @@ class ProofLimits:
     queue_per_client: int  # one client's accepted requests, running or waiting
 
 
+def _count_down(counts: dict[str, int], client: str) -> None:
+    """One fewer for `client`; a client at zero leaves the map (it stays small)."""
+    left = counts[client] - 1
+    if left:
+        counts[client] = left
+    else:
+        del counts[client]
+
+
 class _Job:
     """One accepted request: its work, for whom, and the loop future its caller awaits."""
 
@@ -77,7 +86,7 @@ class _Scheduler:
 
     def __init__(self, threads: int, jobs_per_client: int, on_end: Callable[[_Job], None]) -> None:
         self._jobs_per_client = jobs_per_client
-        self._on_end = on_end  # on the loop, once per job that was taken by a worker
+        self._on_end = on_end  # on the loop, once per job that ran or was refused at close
         self._cond = threading.Condition(threading.Lock())
         # Clients with waiting jobs, in turn order (a dict keeps insertion order; a client that
         # was served goes to the end).
@@ -167,11 +176,7 @@ class _Scheduler:
             except BaseException as exc:  # delivered to the caller, as an executor would
                 result, error = None, exc
             with self._cond:  # this worker takes the next job itself, at the top of the loop
-                left = self._running[job.client] - 1
-                if left:
-                    self._running[job.client] = left
-                else:
-                    del self._running[job.client]
+                _count_down(self._running, job.client)
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 job.loop.call_soon_threadsafe(self._settle, job, result, error)
             del job, result, error
@@ -274,11 +279,7 @@ class ProofService:
 
     def _ended(self, job: _Job) -> None:
         """On the loop: `job` left the scheduler (done, failed or withdrawn)."""
-        left = self._accepted[job.client] - 1
-        if left:
-            self._accepted[job.client] = left
-        else:
-            del self._accepted[job.client]
+        _count_down(self._accepted, job.client)
 
     # --- the builders (run in a worker thread): the assembler, its refusals as API errors ------
 

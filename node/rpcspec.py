@@ -299,8 +299,8 @@ _STRICT_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_fi
 
 def loads_strict(data: bytes | str) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity (nor a number beyond a double's range); any failure
-    is a parse error. What `json.loads` does
-    with `parse_constant`, without building a decoder per message."""
+    is a parse error. What `json.loads` does with these hooks, without building a decoder per
+    message."""
     try:
         if isinstance(data, str):
             if data.startswith("\ufeff"):
