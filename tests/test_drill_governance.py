@@ -347,6 +347,8 @@ def drill(
                 note(f"{sleeper} caught up, in epoch 4")
                 wait_signer(c, stay[0], c.node_id(sleeper), head_of(c, stay))
                 h = head_of(c, live)
+                # (h is the highest head of the live nodes: the probe may be a block behind it)
+                c.wait_height(h, [stay[0]], timeout_s=STEP_S)
                 assert "0x" + old_id.hex() not in qc_signers(c, stay[0], rotated_at + 1, h)
                 c.wait_height(h + 3, live, timeout_s=STEP_S)
         finally:
