@@ -22,12 +22,20 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"):
    validation took seconds of waiting for a fraction of a second of work, longer than a
    round's timeout (docs/benchmarks.md, session 5). When consensus ran on the loop (before
    issue 11) admission waited for a step the same way, without the bound.
+6. A transaction's commit latency is timed from when this node received it — the start of the
+   `admit_many` that admits it (a submission's loop iteration, a gossip batch's arrival) —
+   not from when it entered the pool: the wait of rule 5, the checks and the pool log are part
+   of what a client waits for, and the packing policy steers by this latency
+   (consensus/packing.py K3, K4). Timed from the pool, a node whose admission took ~50 ms
+   reported half its latency, and the policy, seeing room, kept its cut wait at the maximum
+   (docs/benchmarks.md, session 12).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -110,7 +118,7 @@ class Admission:
         rejected_metric: Counter,
         clock_ms: Callable[[], int],
         is_closing: Callable[[], bool],
-        on_admitted: Callable[[Sequence[tuple[SignedTx, bytes]], bool], None],
+        on_admitted: Callable[[Sequence[tuple[SignedTx, bytes]], bool, float], None],
         consensus_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._rules = rules
@@ -127,8 +135,9 @@ class Admission:
         self._rejected_by: dict[str, Counter] = {}
         self._clock_ms = clock_ms
         self._is_closing = is_closing
-        # Told once per admit_many of the transactions that entered the pool, and whether to
-        # gossip them (NodeService: latency clock, gossip, pool gauge, wake the consensus loop).
+        # Told once per admit_many of the transactions that entered the pool, whether to gossip
+        # them, and when they were received (rule 6; NodeService: latency clock, gossip, pool
+        # gauge, wake the consensus loop).
         self._on_admitted = on_admitted
         self._consensus_busy = consensus_busy  # rule 5
         # RPC submissions of this loop iteration (a JSON-RPC batch), admitted together (rule 3).
@@ -225,6 +234,7 @@ class Admission:
         if durable and (low := self._disk_guard.refusal()) is not None:
             # (node/diskspace.py: the reserve is for committing what was already acknowledged)
             return [self._refuse_storage(low) for _ in items]
+        received = time.monotonic()  # rule 6
         await self._yield_to_consensus()
         out: list[ApiError | None] = [None] * len(items)
         todo = self._precheck(items, out)
@@ -234,7 +244,7 @@ class Admission:
         passed = await self._check_off_loop(items, todo, out)
         if durable and self._wal is not None and passed:
             passed = await self._log(self._wal, items, passed, out)
-        self._insert(items, passed, out, checked_at, durable=durable, gossip=gossip)
+        self._insert(items, passed, out, checked_at, received, durable=durable, gossip=gossip)
         return out
 
     async def _yield_to_consensus(self) -> None:
@@ -346,6 +356,7 @@ class Admission:
         passed: list[int],
         out: list[ApiError | None],
         checked_at: int,
+        received: float,
         *,
         durable: bool,
         gossip: bool,
@@ -367,7 +378,7 @@ class Admission:
                 out[i] = self._refuse(exc)
                 continue
             admitted.append((tx, raw))
-        self._on_admitted(admitted, gossip)
+        self._on_admitted(admitted, gossip, received)
 
     def _check_not_committed_since(self, tx: SignedTx, height: int) -> None:
         """R7 for blocks committed while we awaited (worker checks, pool log): in memory when

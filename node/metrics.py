@@ -61,7 +61,7 @@ class NodeMetrics:
         )
         self.latency = Histogram(
             "gmchain_commit_latency_seconds",
-            "Admission to commit, per transaction",
+            "Receipt to commit, per transaction received at this node (admission included)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )

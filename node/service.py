@@ -223,7 +223,7 @@ class NodeService:
         self._pool = self._precedence.pool(4, "verify")
         n_procs = config.verify_processes
         self._procs = VerifyProcesses(n_procs, self._pool, self.rules.keys) if n_procs > 0 else None
-        self._admitted_at: dict[bytes, float] = {}
+        self._received_at: dict[bytes, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.admission = Admission(
@@ -362,11 +362,13 @@ class NodeService:
         """Admit a peer's gossiped transactions (node/network.py)."""
         return await self.admission.admit_many(items, gossip=gossip)
 
-    def _on_admitted(self, txs: Sequence[tuple[SignedTx, bytes]], gossip: bool) -> None:
-        """Transactions entered the pool (node/admission.py): time them, gossip them."""
-        now = time.monotonic()
+    def _on_admitted(
+        self, txs: Sequence[tuple[SignedTx, bytes]], gossip: bool, received: float
+    ) -> None:
+        """Transactions entered the pool (node/admission.py): time them from their receipt
+        (admission rule 6), gossip them."""
         for tx, raw in txs:
-            self._admitted_at[tx.tx_id] = now
+            self._received_at[tx.tx_id] = received
             if gossip:
                 self.transport.gossip(raw)
         self.metrics.pool.set(len(self.mempool))
@@ -458,7 +460,7 @@ class NodeService:
             self.metrics.committed.inc(len(block.txs))
             worst = -1.0
             for tx in block.txs:
-                t0 = self._admitted_at.pop(tx.tx_id, None)
+                t0 = self._received_at.pop(tx.tx_id, None)
                 if t0 is not None:
                     self.metrics.latency.observe(now - t0)
                     worst = max(worst, now - t0)
@@ -472,9 +474,9 @@ class NodeService:
                 self.wal.remove(t.tx_id for t in block.txs)
         self.metrics.pool.set(len(self.mempool))
         self.metrics.set_epoch(self.queries.latest_epoch())  # one state read per batch
-        if len(self._admitted_at) > 2 * len(self.mempool) + 1024:
+        if len(self._received_at) > 2 * len(self.mempool) + 1024:
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
-            self._admitted_at = {t: v for t, v in self._admitted_at.items() if t in self.mempool}
+            self._received_at = {t: v for t, v in self._received_at.items() if t in self.mempool}
 
     def _packing_feedback(self, latency_ms: int) -> None:
         """On the consensus thread, which owns the packing policy."""
@@ -491,7 +493,7 @@ class NodeService:
         """Txs left the pool without committing (node/mempool.py rule 2): their waiters hear the
         reason now, and the pool log forgets them (they can never commit)."""
         for tx_id in tx_ids:
-            self._admitted_at.pop(tx_id, None)
+            self._received_at.pop(tx_id, None)
             self.waiters.release(tx_id)
         if self.wal is not None:
             self.wal.remove(tx_ids)

@@ -294,6 +294,34 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     assert outcomes[1] == ([(newer.encode(), True), (newer.encode(), True)], [1, 2])
 
 
+async def test_commit_latency_counts_from_receipt_not_pool_entry(
+    svc: tuple[NodeService, TestNet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """node/admission.py rule 6 (regression, session 12): the latency the metric reports and the
+    packing policy steers by includes the time a transaction spent in admission before the pool
+    (here a 1 s wait where rule 5's wait stands). Timed from the pool, both saw only the
+    pool-to-commit part, a fraction of a second on one idle validator."""
+    service, net = svc
+    hold_s = 1.0
+
+    async def slow_yield() -> None:
+        await asyncio.sleep(hold_s)
+
+    monkeypatch.setattr(service.admission, "_yield_to_consensus", slow_yield)
+    tx = sign_tx(net.accounts[0], expiry=service.height() + 10, args=evidence_args("lat-1"))
+    await submit_and_wait(service, tx.encode())
+    (family,) = service.metrics.latency.collect()
+    observed = {s.name: s.value for s in family.samples}
+    assert observed["gmchain_commit_latency_seconds_count"] == 1
+    assert observed["gmchain_commit_latency_seconds_sum"] >= hold_s
+    for _ in range(200):  # the policy's feedback runs on the consensus thread, just after
+        if service.packing.latency_ewma_ms is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert service.packing.latency_ewma_ms is not None
+    assert service.packing.latency_ewma_ms >= hold_s * 1000
+
+
 async def test_admit_many_reports_each_outcome_in_order_and_admits_only_the_good(
     svc: tuple[NodeService, TestNet],
 ) -> None:
