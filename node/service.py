@@ -223,7 +223,7 @@ class NodeService:
         self._pool = self._precedence.pool(4, "verify")
         n_procs = config.verify_processes
         self._procs = VerifyProcesses(n_procs, self._pool, self.rules.keys) if n_procs > 0 else None
-        self._received_at: dict[bytes, float] = {}
+        self._timed: dict[bytes, tuple[float, float]] = {}  # received, pooled (rule 6)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.admission = Admission(
@@ -365,10 +365,11 @@ class NodeService:
     def _on_admitted(
         self, txs: Sequence[tuple[SignedTx, bytes]], gossip: bool, received: float
     ) -> None:
-        """Transactions entered the pool (node/admission.py): time them from their receipt
-        (admission rule 6), gossip them."""
+        """Transactions entered the pool (node/admission.py): time them (from their receipt
+        and from now: admission rule 6), gossip them."""
+        pooled = time.monotonic()
         for tx, raw in txs:
-            self._received_at[tx.tx_id] = received
+            self._timed[tx.tx_id] = (received, pooled)
             if gossip:
                 self.transport.gossip(raw)
         self.metrics.pool.set(len(self.mempool))
@@ -460,13 +461,15 @@ class NodeService:
             self.metrics.committed.inc(len(block.txs))
             worst = -1.0
             for tx in block.txs:
-                t0 = self._received_at.pop(tx.tx_id, None)
-                if t0 is not None:
-                    self.metrics.latency.observe(now - t0)
-                    worst = max(worst, now - t0)
+                timed = self._timed.pop(tx.tx_id, None)
+                if timed is not None:
+                    received, pooled = timed  # admission rule 6
+                    self.metrics.latency.observe(now - received)
+                    worst = max(worst, now - pooled)
             if worst >= 0:
                 # One observation per block (the slowest of its txs admitted here): the policy
                 # adapts per block, so a big block must not count as hundreds of slow samples.
+                # It is fed the pool-to-commit part (admission rule 6): what packing decides.
                 # The queue depth goes with it: a node sees every commit but leads only 1/n of
                 # the rounds, so growth must not depend on building blocks itself.
                 self.driver.call(functools.partial(self._packing_feedback, int(worst * 1000)))
@@ -474,9 +477,9 @@ class NodeService:
                 self.wal.remove(t.tx_id for t in block.txs)
         self.metrics.pool.set(len(self.mempool))
         self.metrics.set_epoch(self.queries.latest_epoch())  # one state read per batch
-        if len(self._received_at) > 2 * len(self.mempool) + 1024:
+        if len(self._timed) > 2 * len(self.mempool) + 1024:
             # Txs that left the pool without committing (expired, dropped) leave no timer behind.
-            self._received_at = {t: v for t, v in self._received_at.items() if t in self.mempool}
+            self._timed = {t: v for t, v in self._timed.items() if t in self.mempool}
 
     def _packing_feedback(self, latency_ms: int) -> None:
         """On the consensus thread, which owns the packing policy."""
@@ -493,7 +496,7 @@ class NodeService:
         """Txs left the pool without committing (node/mempool.py rule 2): their waiters hear the
         reason now, and the pool log forgets them (they can never commit)."""
         for tx_id in tx_ids:
-            self._received_at.pop(tx_id, None)
+            self._timed.pop(tx_id, None)
             self.waiters.release(tx_id)
         if self.wal is not None:
             self.wal.remove(tx_ids)

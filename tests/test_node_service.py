@@ -294,13 +294,13 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     assert outcomes[1] == ([(newer.encode(), True), (newer.encode(), True)], [1, 2])
 
 
-async def test_commit_latency_counts_from_receipt_not_pool_entry(
+async def test_commit_latency_counts_from_receipt_and_packing_from_pool_entry(
     svc: tuple[NodeService, TestNet], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """node/admission.py rule 6 (regression, session 12): the latency the metric reports and the
-    packing policy steers by includes the time a transaction spent in admission before the pool
-    (here a 1 s wait where rule 5's wait stands). Timed from the pool, both saw only the
-    pool-to-commit part, a fraction of a second on one idle validator."""
+    """node/admission.py rule 6 (regression, session 12): the latency the node reports includes
+    the time a transaction spent in admission before the pool (here a 1 s wait where rule 5's
+    wait stands; timed from the pool, the metric saw only the pool-to-commit part), while the
+    packing policy is fed the pool-to-commit part: the same commit, at least the hold less."""
     service, net = svc
     hold_s = 1.0
 
@@ -313,13 +313,15 @@ async def test_commit_latency_counts_from_receipt_not_pool_entry(
     (family,) = service.metrics.latency.collect()
     observed = {s.name: s.value for s in family.samples}
     assert observed["gmchain_commit_latency_seconds_count"] == 1
-    assert observed["gmchain_commit_latency_seconds_sum"] >= hold_s
-    for _ in range(200):  # the policy's feedback runs on the consensus thread, just after
+    reported_s = observed["gmchain_commit_latency_seconds_sum"]
+    assert reported_s >= hold_s
+    for _ in range(500):  # the policy's feedback runs on the consensus thread, just after
         if service.packing.latency_ewma_ms is not None:
             break
         await asyncio.sleep(0.01)
-    assert service.packing.latency_ewma_ms is not None
-    assert service.packing.latency_ewma_ms >= hold_s * 1000
+    fed_ms = service.packing.latency_ewma_ms
+    assert fed_ms is not None  # one observation: the EWMA is that observation
+    assert reported_s * 1000 - fed_ms >= hold_s * 1000 - 1  # (the feed is whole ms, cut down)
 
 
 async def test_admit_many_reports_each_outcome_in_order_and_admits_only_the_good(
