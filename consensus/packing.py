@@ -98,7 +98,8 @@ class PackingPolicy:
         return c.block_time_budget_ms * 1000 // self.exec_us_per_tx
 
     def observe_commit_latency(self, latency_ms: int) -> None:
-        """Submission-to-commit latency of a committed transaction (K3, K4)."""
+        """Pool-to-commit latency of a committed transaction (K3, K4): timed from its entry into
+        the pool, the part the cut decisions move, not the whole of what its client waited."""
         if latency_ms < 0:
             raise ValueError("latency must be >= 0")
         e = self.latency_ewma_ms

@@ -23,13 +23,16 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"):
    round's timeout (docs/benchmarks.md, session 5). When consensus ran on the loop (before
    issue 11) admission waited for a step the same way, without the bound.
 6. A transaction's commit latency, as the node reports it (`gmchain_commit_latency_seconds`),
-   is timed from when this node received it — the start of the `admit_many` that admits it (a
-   submission's loop iteration, a gossip batch's arrival) — not from when it entered the pool:
-   the wait of rule 5, the checks and the pool log are part of what a client waits for. Timed
-   from the pool, a node at 1,500 tx/s whose admission took ~50 ms reported about half the
-   latency its clients saw (docs/benchmarks.md, session 12). The packing policy is still fed
-   the pool-to-commit part (consensus/packing.py K3, K4): that is the part its cut decisions
-   move; feeding it the whole latency was measured and not kept (session 12).
+   is timed from when admission received it, not from when it entered the pool: for an RPC
+   submission, when the first request of its batch reached `submit_raw_tx` (after the HTTP
+   request was read and parsed; rule 3's batch is one loop iteration); for a peer's gossip
+   batch, when `admit_many` started; for the pool log's transactions re-admitted at start,
+   the restart (the log keeps no times). The wait of rule 5, the checks and the pool log are
+   part of what a client waits for: timed from the pool, a node at 1,500 tx/s whose admission
+   took ~50 ms reported about half the latency its clients saw (docs/benchmarks.md, session
+   12). The packing policy is still fed the pool-to-commit part (consensus/packing.py K3, K4):
+   that is the part its cut decisions move; feeding it the whole latency was measured and not
+   kept (session 12).
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ class Admission:
         self._consensus_busy = consensus_busy  # rule 5
         # RPC submissions of this loop iteration (a JSON-RPC batch), admitted together (rule 3).
         self._submits: list[_Submit] = []
+        self._submits_since = 0.0  # when the first of `_submits` reached submit_raw_tx (rule 6)
         self._tasks: set[asyncio.Task[None]] = set()  # admit_many calls under way for _submits
 
     # --- the RPC entry --------------------------------------------------------------------------
@@ -158,6 +162,7 @@ class Admission:
         return (await loop.run_in_executor(self._threads, verify_triples, triple, keys))[0]
 
     async def submit_raw_tx(self, raw: bytes) -> bytes:
+        received = time.monotonic()  # rule 6
         if self._is_closing():
             raise _stopping()
         try:
@@ -169,6 +174,7 @@ class Admission:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         if not self._submits:
+            self._submits_since = received
             loop.call_soon(self._flush_submits)
         self._submits.append((tx, raw, fut))
         await fut
@@ -188,13 +194,14 @@ class Admission:
 
     def _flush_submits(self) -> None:
         batch, self._submits = self._submits, []
-        task = asyncio.get_running_loop().create_task(self._admit_submits(batch))
+        received = self._submits_since
+        task = asyncio.get_running_loop().create_task(self._admit_submits(batch, received))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _admit_submits(self, batch: list[_Submit]) -> None:
+    async def _admit_submits(self, batch: list[_Submit], received: float) -> None:
         try:
-            out = await self.admit_many([(tx, raw) for tx, raw, _ in batch])
+            out = await self.admit_many([(tx, raw) for tx, raw, _ in batch], received=received)
         except asyncio.CancelledError:  # shutting down: a clear error, not a cancelled caller
             for _, _, fut in batch:
                 if not fut.done():
@@ -226,7 +233,12 @@ class Admission:
             raise failure
 
     async def admit_many(
-        self, items: _Items, *, gossip: bool = True, durable: bool = True
+        self,
+        items: _Items,
+        *,
+        gossip: bool = True,
+        durable: bool = True,
+        received: float | None = None,
     ) -> list[ApiError | None]:
         """Admit several decoded transactions; one outcome per item (None = admitted).
 
@@ -235,7 +247,8 @@ class Admission:
         if durable and (low := self._disk_guard.refusal()) is not None:
             # (node/diskspace.py: the reserve is for committing what was already acknowledged)
             return [self._refuse_storage(low) for _ in items]
-        received = time.monotonic()  # rule 6
+        if received is None:  # rule 6 (a submission's batch brings its own)
+            received = time.monotonic()
         await self._yield_to_consensus()
         out: list[ApiError | None] = [None] * len(items)
         todo = self._precheck(items, out)

@@ -367,9 +367,9 @@ class NodeService:
     ) -> None:
         """Transactions entered the pool (node/admission.py): time them (from their receipt
         and from now: admission rule 6), gossip them."""
-        pooled = time.monotonic()
+        timed = (received, time.monotonic())  # (received, pooled): admission rule 6
         for tx, raw in txs:
-            self._timed[tx.tx_id] = (received, pooled)
+            self._timed[tx.tx_id] = timed
             if gossip:
                 self.transport.gossip(raw)
         self.metrics.pool.set(len(self.mempool))

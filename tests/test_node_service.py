@@ -294,13 +294,15 @@ async def test_one_safety_fsync_per_step_written_before_any_signature_leaves(
     assert outcomes[1] == ([(newer.encode(), True), (newer.encode(), True)], [1, 2])
 
 
+@pytest.mark.parametrize("path", ["rpc", "gossip"])
 async def test_commit_latency_counts_from_receipt_and_packing_from_pool_entry(
-    svc: tuple[NodeService, TestNet], monkeypatch: pytest.MonkeyPatch
+    svc: tuple[NodeService, TestNet], monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """node/admission.py rule 6 (regression, session 12): the latency the node reports includes
     the time a transaction spent in admission before the pool (here a 1 s wait where rule 5's
     wait stands; timed from the pool, the metric saw only the pool-to-commit part), while the
-    packing policy is fed the pool-to-commit part: the same commit, at least the hold less."""
+    packing policy is fed the pool-to-commit part: the same commit, at least the hold less.
+    For an RPC submission and for a peer's gossip batch alike."""
     service, net = svc
     hold_s = 1.0
 
@@ -309,7 +311,11 @@ async def test_commit_latency_counts_from_receipt_and_packing_from_pool_entry(
 
     monkeypatch.setattr(service.admission, "_yield_to_consensus", slow_yield)
     tx = sign_tx(net.accounts[0], expiry=service.height() + 10, args=evidence_args("lat-1"))
-    await submit_and_wait(service, tx.encode())
+    if path == "rpc":
+        await submit_and_wait(service, tx.encode())
+    else:
+        assert await service.admit_many([(tx, tx.encode())], gossip=False) == [None]
+        assert await service.wait_tx(tx.tx_id, 10) is not None
     (family,) = service.metrics.latency.collect()
     observed = {s.name: s.value for s in family.samples}
     assert observed["gmchain_commit_latency_seconds_count"] == 1
