@@ -365,8 +365,7 @@ class NodeService:
     def _on_admitted(
         self, txs: Sequence[tuple[SignedTx, bytes]], gossip: bool, received: float
     ) -> None:
-        """Transactions entered the pool (node/admission.py): time them (from their receipt
-        and from now: admission rule 6), gossip them."""
+        """Transactions entered the pool (node/admission.py): time them (rule 6), gossip them."""
         timed = (received, time.monotonic())  # (received, pooled): admission rule 6
         for tx, raw in txs:
             self._timed[tx.tx_id] = timed
