@@ -37,7 +37,6 @@ from gmchain.crypto_sm import PrivateKey, PublicKey, load_private_key, save_priv
 from gmchain.crypto_sm.keyfile import MIN_ITERATIONS
 from gmchain.ledger.types import SignedTx, TxBody
 from gmchain.node.cluster import (
-    _port_in_use,
     init_cluster,
     kill_node,
     node_status,
@@ -53,6 +52,7 @@ from gmchain.node.config import (
 )
 from gmchain.node.daemon import DEV_PASSPHRASE
 from tests.node_helpers import START_DEADLINE_S
+from tests.ports import free_port_block
 
 __all__ = [
     "Cluster",
@@ -69,20 +69,6 @@ __all__ = [
 
 
 # --- ports and RPC -------------------------------------------------------------------------------
-
-
-def free_port_block(n: int, *, rng: random.Random | None = None) -> int:
-    """A base port b such that b..b+n-1 are all free now (probed by binding each one).
-
-    Bases come from below the Linux ephemeral range (32768+), so outgoing connections of other
-    tests do not take them between the probe and the node's bind.
-    """
-    rng = rng or random.Random()
-    for _ in range(500):
-        base = rng.randrange(12000, 32000 - n)
-        if not any(_port_in_use(base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no block of {n} free ports found")
 
 
 def rpc_call(

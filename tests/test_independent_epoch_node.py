@@ -12,9 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ import pytest
 
 from tests.independent_client import ProofError, RpcClient, decode, encode
 from tests.independent_epoch import Genesis, load_genesis, verify_bundle, verify_epoch_proof
+from tests.ports import free_port_block
 
 GMCHAIN = str(Path(sys.executable).with_name("gmchain"))
 
@@ -38,24 +37,6 @@ def _cli(*args: str, timeout: float = 120) -> str:
     )
     assert out.returncode == 0, f"gmchain {' '.join(args)}: {out.stdout}\n{out.stderr}"
     return out.stdout
-
-
-def _free_base(n: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def _has_gov_cli() -> bool:
@@ -71,7 +52,7 @@ pytestmark = pytest.mark.skipif(not _has_gov_cli(), reason="this build has no `g
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, RpcClient]]:
     d = tmp_path_factory.mktemp("epoch-cluster") / "D"
-    rpc_base, p2p_base = _free_base(4), _free_base(4)
+    rpc_base, p2p_base = free_port_block(4), free_port_block(4)
     _cli("cluster", "init", "--validators", "4", "--dir", str(d),
          "--base-rpc", str(rpc_base), "--base-p2p", str(p2p_base))  # fmt: skip
     try:
