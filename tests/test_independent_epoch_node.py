@@ -52,7 +52,8 @@ pytestmark = pytest.mark.skipif(not _has_gov_cli(), reason="this build has no `g
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, RpcClient]]:
     d = tmp_path_factory.mktemp("epoch-cluster") / "D"
-    rpc_base, p2p_base = free_port_block(4), free_port_block(4)
+    base = free_port_block(8)  # one block: two blocks drawn apart may overlap
+    rpc_base, p2p_base = base, base + 4
     _cli("cluster", "init", "--validators", "4", "--dir", str(d),
          "--base-rpc", str(rpc_base), "--base-p2p", str(p2p_base))  # fmt: skip
     try:
