@@ -6,26 +6,45 @@ Rules this module keeps:
    Each worker process parses a sender's key once, into its own KeyCache (made when the worker
    starts: the process is its scope); the in-process fallback uses the node's KeyCache.
 2. Workers are started with "spawn" (never "fork": the node has threads and an event loop) and
-   warmed up before the node serves, so the first submissions do not pay for process start-up.
-3. A broken pool (a worker killed) never loses a verdict: the batch is verified in-process
-   instead, and the pool is not used again.
+   warmed up before the node serves (each answers one empty request), so the first submissions
+   do not pay for process start-up.
+3. A broken pool (a worker killed, its pipe closed) never loses a verdict: every request it had
+   not answered is verified in-process instead, and the pool is not used again.
 4. Only bytes cross the process boundary: (public key, signing root, signature) triples in, one
-   bool per triple out.
+   bool per triple out (the frames below).
+5. The event loop itself talks to the workers, through non-blocking pipes: no helper thread
+   between them. Each worker has a request pipe and an answer pipe; a frame on either is a
+   4-byte big-endian length and that many bytes: a request is a msgpack array of
+   [public key, signing root, signature] byte strings, an answer one byte per triple (1: the
+   signature verifies, 0: it does not), in request order. A worker answers its requests in the
+   order they came, so each keeps a FIFO of the futures waiting for its answers. A worker ends
+   when its request pipe closes (the node stopped, or died).
 
 Why: with admission in threads, a single node's SM2 verification and its event loop shared one
 GIL; at ~2,050 admitted tx/s the node used ~1.5 of two cores while both verify threads and the
-loop waited on the GIL (docs/benchmarks.md, session 2).
+loop waited on the GIL (docs/benchmarks.md, session 2). Why rule 5: before it the workers were
+a `ProcessPoolExecutor`, whose requests and answers pass through two helper threads of the node
+(its queue feeder and its result manager); each of those, and the loop after them, had to win
+the GIL from the consensus thread, and a batch of ~16 signatures spent ~20 ms there for ~2 ms
+of verifying (docs/benchmarks.md, session 13).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import logging
 import multiprocessing
-from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import TypeVar
+
+import msgpack
 
 from gmchain.chain.txrules import KeyCache
 from gmchain.crypto_sm.backend import active_backend
@@ -37,13 +56,12 @@ log = logging.getLogger("gmchain.verify")
 T = TypeVar("T")
 Triple = tuple[bytes, bytes, bytes]  # (sender public key, signing root, signature)
 
+_LEN = 4  # rule 5: the frame's length prefix
+_MAX_FRAME = 1 << 30  # a worker refuses (ends on) a frame longer than this
+_START_TIMEOUT_S = 60.0  # rule 2: the workers' first answers by then, or they are not used
+
 
 _worker_keys: KeyCache | None = None  # in a worker process: its key cache (rule 1)
-
-
-def _init_worker() -> None:
-    global _worker_keys
-    _worker_keys = KeyCache()
 
 
 def verify_triples(items: Sequence[Triple], keys: KeyCache | None = None) -> list[bool]:
@@ -64,10 +82,85 @@ def split_even(items: Sequence[T], parts: int) -> list[list[T]]:
     return [list(items[k : k + size]) for k in range(0, len(items), size)]
 
 
-def _ping() -> int:
-    # Unpickling this function imported this module, and with it chain.txrules and crypto_sm (whose
-    # backend ran its self-test): the worker is ready for its first batch.
-    return len(active_backend().name)
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """In a worker: `n` bytes from `fd`, or None at end of file."""
+    parts: list[bytes] = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _worker_main(requests: Connection, answers: Connection) -> None:
+    """A worker process (rule 5): answer each request frame until the request pipe closes."""
+    global _worker_keys
+    _worker_keys = KeyCache()
+    active_backend()  # the backend's self-test, before the first answer (rule 2)
+    rfd, wfd = requests.fileno(), answers.fileno()
+    while True:
+        head = _read_exact(rfd, _LEN)
+        if head is None:
+            return
+        size = int.from_bytes(head, "big")
+        body = _read_exact(rfd, size) if size <= _MAX_FRAME else None
+        if body is None:
+            return
+        triples = [(bytes(p), bytes(m), bytes(s)) for p, m, s in msgpack.unpackb(body)]
+        verdicts = bytes(verify_triples(triples))
+        _write_all(wfd, len(verdicts).to_bytes(_LEN, "big") + verdicts)
+
+
+class WorkerGone(Exception):
+    """A worker's answer pipe closed with requests unanswered (rule 3)."""
+
+
+class _Answers(asyncio.Protocol):
+    """The read end of one worker's answer pipe, on the loop: frames to the waiting futures."""
+
+    def __init__(
+        self, waiting: collections.deque[asyncio.Future[list[bool]]], gone: Callable[[], None]
+    ) -> None:
+        self._waiting = waiting
+        self._buf = bytearray()
+        self._gone = gone  # called when the pipe closes
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while len(buf) >= _LEN:
+            size = int.from_bytes(buf[:_LEN], "big")
+            if len(buf) < _LEN + size:
+                return
+            verdicts = [b == 1 for b in buf[_LEN : _LEN + size]]
+            del buf[: _LEN + size]
+            if self._waiting:
+                fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_result(verdicts)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone()
+
+
+def _same(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    return protocol
+
+
+class _Worker:
+    def __init__(self, process: BaseProcess) -> None:
+        self.process = process
+        self.writer: asyncio.WriteTransport | None = None
+        self.reader: asyncio.BaseTransport | None = None
+        self.waiting: collections.deque[asyncio.Future[list[bool]]] = collections.deque()
 
 
 class VerifyProcesses:
@@ -75,42 +168,110 @@ class VerifyProcesses:
         self.processes = processes
         self._fallback = fallback
         self._keys = keys
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-        )
+        self._workers: list[_Worker] = []
+        self._broken = False
+        self._started = False
+        self._next = 0  # the worker a one-chunk request goes to (round robin)
+
+    @property
+    def active(self) -> bool:
+        """False once the workers could not start or one of them died (rule 3)."""
+        return not self._broken and bool(self._workers)
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     async def start(self) -> None:
-        """Rule 2: start every worker now (each imports crypto_sm, runs its self-test, and
-        imports what a verification needs). If they cannot start, verify in-process (rule 3)."""
-        assert self._pool is not None
+        """Rule 2: start every worker now and wait for each one's first answer. If they cannot
+        start, verify in-process (rule 3)."""
         loop = asyncio.get_running_loop()
+        ctx = multiprocessing.get_context("spawn")
         try:
-            await asyncio.gather(
-                *(loop.run_in_executor(self._pool, _ping) for _ in range(self.processes))
-            )
-        except (BrokenProcessPool, OSError) as exc:
+            for _ in range(self.processes):
+                req_r, req_w = ctx.Pipe(duplex=False)
+                ans_r, ans_w = ctx.Pipe(duplex=False)
+                proc = ctx.Process(
+                    target=_worker_main, args=(req_r, ans_w), name="gmchain-verify", daemon=True
+                )
+                proc.start()
+                req_r.close()
+                ans_w.close()
+                worker = _Worker(proc)
+                self._workers.append(worker)
+                wfile = os.fdopen(os.dup(req_w.fileno()), "wb", buffering=0)
+                rfile = os.fdopen(os.dup(ans_r.fileno()), "rb", buffering=0)
+                req_w.close()
+                ans_r.close()
+                worker.writer, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
+                answers = _Answers(worker.waiting, functools.partial(self._lost, worker))
+                worker.reader, _ = await loop.connect_read_pipe(
+                    functools.partial(_same, answers), rfile
+                )
+            pings = asyncio.gather(*(self._ask(w, []) for w in self._workers))
+            await asyncio.wait_for(pings, _START_TIMEOUT_S)
+            self._started = True
+        except (WorkerGone, OSError) as exc:  # (the wait's TimeoutError is an OSError)
             log.error("signature worker processes did not start (%s); verifying in-process", exc)
             self.close()
+
+    def _ask(self, worker: _Worker, triples: Sequence[Triple]) -> asyncio.Future[list[bool]]:
+        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        if self._broken or worker.writer is None or worker.writer.is_closing():
+            fut.set_exception(WorkerGone("signature worker is gone"))
+            return fut
+        body = msgpack.packb([list(t) for t in triples], use_bin_type=True)
+        worker.waiting.append(fut)
+        worker.writer.write(len(body).to_bytes(_LEN, "big") + body)
+        return fut
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker's answer pipe closed (rule 3): its unanswered requests fail over."""
+        if self._started and not self._broken:
+            log.error(
+                "signature worker process %s died; verifying in-process from now on",
+                worker.process.pid,
+            )
+        self._broken = True
+        while worker.waiting:
+            fut = worker.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(WorkerGone("signature worker process died"))
 
     async def verify(self, items: Sequence[Triple]) -> list[bool]:
         if not items:
             return []
-        loop = asyncio.get_running_loop()
-        if self._pool is not None:
-            chunks = split_even(items, self.processes)
+        if self.active:
+            chunks = split_even(items, len(self._workers))
+            first = self._next
+            self._next = (self._next + 1) % len(self._workers)
+            asks = [
+                self._ask(self._workers[(first + k) % len(self._workers)], c)
+                for k, c in enumerate(chunks)
+            ]
             try:
-                parts = await asyncio.gather(
-                    *(loop.run_in_executor(self._pool, verify_triples, c) for c in chunks)
-                )
+                parts = await asyncio.gather(*asks)
                 return [ok for part in parts for ok in part]
-            except BrokenProcessPool:
-                log.error("signature worker process died; verifying in-process from now on")
-                self._pool = None
+            except WorkerGone:
+                self.close()  # (gather retrieves the other requests' outcomes)
+        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._fallback, verify_triples, list(items), self._keys)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Close the pipes and end the processes (a worker keeps nothing: killing it loses
+        nothing; one whose node died without this ends at its request pipe's end of file)."""
+        self._broken = True  # (the closing pipes are not reported as deaths)
+        workers, self._workers = self._workers, []
+        for w in workers:
+            for t in (w.writer, w.reader):
+                if t is not None:
+                    t.close()
+            while w.waiting:
+                fut = w.waiting.popleft()
+                if not fut.done():
+                    fut.set_exception(WorkerGone("signature workers closed"))
+        for w in workers:
+            with contextlib.suppress(OSError, ValueError):
+                w.process.kill()
+        for w in workers:
+            with contextlib.suppress(OSError, ValueError):
+                w.process.join(1)

@@ -1,11 +1,13 @@
 """node/verifypool.py: SM2 verification in worker processes gives exactly the in-process verdicts,
-survives a killed worker (rule 3), and admission through it refuses a bad signature."""
+survives a killed worker (rule 3) even with its requests in flight, runs no helper thread in the
+node (rule 5), and admission through it refuses a bad signature."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,16 +39,56 @@ async def test_worker_verdicts_match_in_process_and_survive_a_killed_worker() ->
     pool = VerifyProcesses(1, fallback, KeyCache())
     try:
         await pool.start()
+        assert pool.active and len(pool.pids()) == 1
         assert await pool.verify(items) == expected
-        assert pool._pool is not None
-        for pid in list(pool._pool._processes):  # rule 3: a worker dies
+        for pid in pool.pids():  # rule 3: a worker dies
             os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(0.2)
         assert await pool.verify(items) == expected  # verified in-process instead
-        assert pool._pool is None
+        assert not pool.active
     finally:
         pool.close()
         fallback.shutdown()
+
+
+async def test_requests_in_flight_when_a_worker_dies_are_verified_in_process() -> None:
+    items, expected = _triples()
+    many, want = items * 150, expected * 150  # 900 signatures: the workers are busy a while
+    fallback = ThreadPoolExecutor(max_workers=1)
+    pool = VerifyProcesses(2, fallback, KeyCache())
+    try:
+        await pool.start()
+        assert pool.active
+        first = asyncio.ensure_future(pool.verify(many))
+        second = asyncio.ensure_future(pool.verify(items))
+        await asyncio.sleep(0)  # both requests are written to the workers' pipes
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        assert await first == want
+        assert await second == expected
+        assert not pool.active
+        assert await pool.verify(items) == expected
+    finally:
+        pool.close()
+        fallback.shutdown()
+
+
+async def test_the_loop_talks_to_the_workers_without_helper_threads() -> None:
+    """Rule 5 (regression: a ProcessPoolExecutor ran a feeder and a result thread in the node,
+    each of which had to win the GIL from the consensus thread for every batch)."""
+    items, expected = _triples()
+    fallback = ThreadPoolExecutor(max_workers=1)
+    before = {t.ident for t in threading.enumerate()}
+    pool = VerifyProcesses(2, fallback, KeyCache())
+    try:
+        await pool.start()
+        assert pool.active
+        pids = pool.pids()
+        assert await pool.verify(items * 4) == expected * 4
+        assert {t.ident for t in threading.enumerate()} <= before
+    finally:
+        pool.close()
+        fallback.shutdown()
+    assert len(pids) == 2 and not any(os.path.exists(f"/proc/{p}") for p in pids)  # reaped
 
 
 async def test_admission_with_verify_processes(tmp_path: Path) -> None:
