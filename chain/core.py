@@ -38,6 +38,8 @@ Rules this module keeps:
    rules 1-2, chain/txrules.py R1, R5), so a governance change applies from the first block of
    the epoch it starts, never to the block that decided it nor to the suffix. The node's own
    `max_block_txs` and `max_block_bytes` only bound what it builds, below the epoch's.
+9. `executing` is True while `build_block` or `validate_block` runs (one attribute store, read
+   without a lock): a hint for the node's admission (node/admission.py rule 5), nothing more.
 """
 
 from __future__ import annotations
@@ -55,7 +57,13 @@ from gmchain.chain.blockrules import (
     epoch_limits,
 )
 from gmchain.chain.epochs import EpochRecord, EpochSwitch, compute_epoch_change
-from gmchain.chain.executor import BlockContext, ExecResult, Executor, InvalidBlock
+from gmchain.chain.executor import (
+    BlockContext,
+    ExecResult,
+    Executor,
+    InvalidBlock,
+    compute_block_header,
+)
 from gmchain.chain.genesis import ensure_genesis, load_frontier, make_genesis_block, read_header
 from gmchain.chain.packer import REVOKED, BlockPacker
 from gmchain.chain.pool import TxPool
@@ -73,7 +81,6 @@ from gmchain.ledger.types import (
     BlockHeader,
     Digest,
     Genesis,
-    Height,
     NodeId,
     QuorumCert,
     Round,
@@ -139,6 +146,7 @@ class Chain:
             pack_scan_max=pack_scan_max,
         )
         self._results: dict[bytes, ExecResult] = {}
+        self.executing = False  # rule 9
         # Tx ids of the most recently committed blocks, newest last: (height, ids).
         self.recent: deque[tuple[int, frozenset[bytes]]] = deque(maxlen=512)
         ensure_genesis(store, genesis)
@@ -201,6 +209,22 @@ class Chain:
         proposer: NodeId,
         now_ms: int,
     ) -> Block:
+        self.executing = True  # rule 9
+        try:
+            return self._build(parent, round, justify, proposer, now_ms)
+        finally:
+            self.executing = False
+
+    def validate_block(self, block: Block, parent: BlockHeader, *, now_ms: int) -> bool:
+        self.executing = True  # rule 9
+        try:
+            return self._validate(block, parent, now_ms)
+        finally:
+            self.executing = False
+
+    def _build(
+        self, parent: BlockHeader, round: Round, justify: QuorumCert, proposer: NodeId, now_ms: int
+    ) -> Block:
         parent_res = self._result_for_parent(parent)
         suffix = parent_res is not None and parent_res.next_epoch is not None
         exclude = [r.tx_id_set for r in parent_res.iter_chain()] if parent_res else []
@@ -226,7 +250,7 @@ class Chain:
         self._results[header.block_id] = result
         return Block(header=header, txs=tuple(txs))
 
-    def validate_block(self, block: Block, parent: BlockHeader, *, now_ms: int) -> bool:
+    def _validate(self, block: Block, parent: BlockHeader, now_ms: int) -> bool:
         h = block.header
         if h.block_id in self._results:
             # We built (or already validated) exactly this block: its id commits to every field.
@@ -551,40 +575,6 @@ class Chain:
             next_validators_hash=signers.next_validators_commitment,
             justify=justify,
         )
-
-
-def compute_block_header(
-    parent: BlockHeader,
-    result: ExecResult,
-    *,
-    chain_id: str,
-    epoch: int,
-    round: Round,
-    proposer: NodeId,
-    timestamp_ms: int,
-    next_validators_hash: Digest,
-    justify: QuorumCert,
-) -> BlockHeader:
-    """The header of the block `result` executed on `parent`: its commitments (tx_root, tx_count,
-    receipt_root, acc_root, acc_size, state_hash: rule 2) are the execution's. Also what the
-    protocol-doc generators and test builders use to make a header outside a `Chain`."""
-    return BlockHeader(
-        chain_id=chain_id,
-        epoch=epoch,
-        height=Height(parent.height + 1),
-        round=round,
-        parent_id=parent.block_id,
-        timestamp_ms=timestamp_ms,
-        proposer=proposer,
-        tx_root=result.tx_root,
-        tx_count=len(result.tx_ids),
-        receipt_root=result.receipt_root,
-        acc_root=result.frontier.root(),
-        acc_size=result.frontier.size,
-        state_hash=result.state_hash,
-        next_validators_hash=next_validators_hash,
-        justify=justify,
-    )
 
 
 class InvalidBlockParent(InvalidBlock):

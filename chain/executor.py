@@ -53,9 +53,14 @@ from gmchain.ledger.epoch import EpochConfig
 from gmchain.ledger.merkle import EMPTY_ROOT, Frontier, compute_root, leaf_hash
 from gmchain.ledger.types import (
     MAX_VALUE_DEPTH,
+    BlockHeader,
     Digest,
+    Height,
+    NodeId,
+    QuorumCert,
     Receipt,
     ReceiptStatus,
+    Round,
     SignedTx,
     compute_signing_root,
 )
@@ -66,6 +71,7 @@ __all__ = [
     "ExecResult",
     "Executor",
     "InvalidBlock",
+    "compute_block_header",
     "compute_state_hash",
 ]
 
@@ -554,3 +560,38 @@ class _ParentView:
 
 def _layers_of(parent: ExecResult | None) -> list[Mapping[StateKey, bytes | None]]:
     return [r.writes for r in parent.iter_chain()] if parent is not None else []
+
+
+def compute_block_header(
+    parent: BlockHeader,
+    result: ExecResult,
+    *,
+    chain_id: str,
+    epoch: int,
+    round: Round,
+    proposer: NodeId,
+    timestamp_ms: int,
+    next_validators_hash: Digest,
+    justify: QuorumCert,
+) -> BlockHeader:
+    """The header of the block `result` executed on `parent`: its commitments (tx_root, tx_count,
+    receipt_root, acc_root, acc_size, state_hash: chain/core.py rule 2) are the execution's.
+    What `Chain` builds and checks headers with, and what the protocol-doc generators and test
+    builders use to make a header outside a `Chain` (chain/core.py re-exports it)."""
+    return BlockHeader(
+        chain_id=chain_id,
+        epoch=epoch,
+        height=Height(parent.height + 1),
+        round=round,
+        parent_id=parent.block_id,
+        timestamp_ms=timestamp_ms,
+        proposer=proposer,
+        tx_root=result.tx_root,
+        tx_count=len(result.tx_ids),
+        receipt_root=result.receipt_root,
+        acc_root=result.frontier.root(),
+        acc_size=result.frontier.size,
+        state_hash=result.state_hash,
+        next_validators_hash=next_validators_hash,
+        justify=justify,
+    )

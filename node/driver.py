@@ -31,9 +31,6 @@ Rules this module keeps (STYLE.md habit 2; etcd raft's `Ready`: persist, then se
    layer admits the new epoch's validators and observers: node/network.py; a no-op when not
    wired). `PeerInLaterEpoch` is counted (`later_epoch_reports`); the replica already asked
    that peer for the committed blocks that take us to the epoch end.
-7. `stepping` is True while the thread runs a step or a call (one attribute store, atomic): a
-   hint, read without a lock, that lets the loop hold back work that would compete with the
-   step for the GIL (node/admission.py rule 5). Nothing depends on it for correctness.
 """
 
 from __future__ import annotations
@@ -159,7 +156,6 @@ class ConsensusDriver:
         self._thread: threading.Thread | None = None
         self._halted = threading.Event()  # rule 4 (or stopped): nothing is stepped any more
         self.view = ReplicaView()
-        self.stepping = False  # rule 7
 
     # --- the loop's side ------------------------------------------------------------------------
 
@@ -222,7 +218,6 @@ class ConsensusDriver:
                 item = _WAKE
 
     def _handle(self, item: _Item) -> None:
-        self.stepping = True  # rule 7
         try:
             if isinstance(item, _Wake):
                 self._drain(Tick(now_ms=self._clock_ms()))
@@ -235,8 +230,6 @@ class ConsensusDriver:
             self._halted.set()
             self._local.clear()
             self._to_loop(self._on_fail, "a consensus step (or a store write it made)", exc)
-        finally:
-            self.stepping = False
 
     def _drain(self, event: Event) -> None:
         """Step `event`, then every self-addressed message its effects produced (rule 1)."""

@@ -243,7 +243,7 @@ class NodeService:
             clock_ms=clock_ms,
             is_closing=lambda: self._closing,
             on_admitted=self._on_admitted,
-            consensus_busy=lambda: self.driver.stepping,
+            consensus_busy=lambda: self.chain.executing,
         )
         self.verify_signature = self.admission.verify_signature  # an RPC login's (rpcauth)
         # Rule 5: the error that stopped the node (None while it works); `fatal` is set with it.

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gmchain.ledger.store import Store
+from gmchain.ledger.types import Block
 from gmchain.node.admission import YIELD_MAX_S
 from gmchain.node.api import ApiError, ErrorCode
 from gmchain.node.config import NodeConfig
@@ -120,28 +121,41 @@ async def test_stopping_answers_every_queued_submission_and_refuses_new_ones(
         store.close()
 
 
-async def test_admission_waits_for_a_consensus_step_but_not_longer_than_its_bound(
-    node: tuple[NodeService, TestNet, PoolWal],
+async def test_admission_waits_while_a_block_executes_but_not_longer_than_its_bound(
+    node: tuple[NodeService, TestNet, PoolWal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """node/admission.py rule 5: while the consensus thread is in a step (here a real `call`
-    that blocks it), a batch waits before its checks, then runs anyway after YIELD_MAX_S."""
+    """node/admission.py rule 5: while the consensus thread validates a block (here a real
+    `validate_block` call run on it, held inside), a batch waits before its checks, then runs
+    anyway after YIELD_MAX_S; a step that executes no block (here a `call` that only blocks it)
+    holds nothing (regression: the whole step held admission, session 13)."""
     svc, net, _ = node
     h = svc.height()
     tx = sign_tx(net.accounts[0], expiry=h + 20, args=evidence_args("yield-1"))
-    release = threading.Event()
-
-    def step() -> None:  # holds the consensus thread until released
-        release.wait(10)
-
-    svc.driver.call(step)
     loop = asyncio.get_running_loop()
-    while not svc.driver.stepping:
-        await asyncio.sleep(0.001)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:  # holds the consensus thread until released
+        entered.set()
+        return release.wait(10)
+
+    svc.driver.call(hold)
+    assert await asyncio.to_thread(entered.wait, 10)
     try:
+        assert not svc.admission._consensus_busy(), "a step that executes no block held admission"
+    finally:
+        release.set()
+    entered.clear()
+    release.clear()
+    monkeypatch.setattr(svc.chain, "_validate", lambda block, parent, now_ms: hold())
+    head = svc.chain.head
+    svc.driver.call(lambda: svc.chain.validate_block(Block(header=head, txs=()), head, now_ms=0))
+    assert await asyncio.to_thread(entered.wait, 10)
+    try:
+        assert svc.chain.executing
         t0 = loop.time()
         task = asyncio.create_task(svc.admit_many([(tx, tx.encode())], gossip=False))
         await asyncio.sleep(YIELD_MAX_S / 2)
-        assert tx.tx_id not in svc.mempool, "admitted while the consensus thread was in a step"
+        assert tx.tx_id not in svc.mempool, "admitted while the consensus thread was executing"
         assert await task == [None]
         assert loop.time() - t0 >= YIELD_MAX_S
         assert tx.tx_id in svc.mempool
