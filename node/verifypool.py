@@ -38,6 +38,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from multiprocessing.connection import Connection
@@ -101,11 +102,18 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _worker_main(requests: Connection, answers: Connection) -> None:
-    """A worker process (rule 5): answer each request frame until the request pipe closes."""
+    """A worker process (rule 5): answer each request frame until the request pipe closes. A
+    Ctrl-C at the node's terminal reaches the whole process group: the node stops, closing the
+    pipes, so the worker ignores it; a node gone without that ends it at the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _worker_keys
     _worker_keys = KeyCache()
     active_backend()  # the backend's self-test, before the first answer (rule 2)
-    rfd, wfd = requests.fileno(), answers.fileno()
+    with contextlib.suppress(BrokenPipeError):
+        _serve(requests.fileno(), answers.fileno())
+
+
+def _serve(rfd: int, wfd: int) -> None:
     while True:
         head = _read_exact(rfd, _LEN)
         if head is None:

@@ -114,3 +114,21 @@ async def test_admission_with_verify_processes(tmp_path: Path) -> None:
     finally:
         await service.stop()
         store.close()
+
+
+async def test_a_worker_outlives_a_ctrl_c_at_the_terminal() -> None:
+    """A Ctrl-C reaches the node's whole process group; the node's stop ends the workers, so
+    they ignore it (otherwise each would die with a traceback and the node fall back in-process
+    while it is still stopping)."""
+    items, expected = _triples()
+    fallback = ThreadPoolExecutor(max_workers=1)
+    pool = VerifyProcesses(1, fallback, KeyCache())
+    try:
+        await pool.start()
+        os.kill(pool.pids()[0], signal.SIGINT)
+        await asyncio.sleep(0.2)
+        assert await pool.verify(items) == expected
+        assert pool.active
+    finally:
+        pool.close()
+        fallback.shutdown()
