@@ -38,8 +38,9 @@ Rules this module keeps:
    rules 1-2, chain/txrules.py R1, R5), so a governance change applies from the first block of
    the epoch it starts, never to the block that decided it nor to the suffix. The node's own
    `max_block_txs` and `max_block_bytes` only bound what it builds, below the epoch's.
-9. `executing` is True while `build_block` or `validate_block` runs (one attribute store, read
-   without a lock): a hint for the node's admission (node/admission.py rule 5), nothing more.
+9. `executing` is True while `build_block` or `validate_block` runs, and while `commit`
+   executes a block this node had not (synced, or replayed after a restart); one attribute
+   store, read without a lock: a hint for the node's admission (node/admission.py rule 5).
 """
 
 from __future__ import annotations
@@ -387,7 +388,11 @@ class Chain:
             if result is None:
                 # Synced or restarted: execute on top of the committed head.
                 ctx = self._context(self.head, h.timestamp_ms, None)
-                result, _ = self.executor.execute(ctx, block.txs, None, strict=True)
+                self.executing = True  # rule 9
+                try:
+                    result, _ = self.executor.execute(ctx, block.txs, None, strict=True)
+                finally:
+                    self.executing = False
                 result.block_id = h.block_id
                 self._mark_epoch(result, None)
             record = None

@@ -13,19 +13,20 @@ Rules this module keeps (DESIGN.md, "The way a transaction travels"):
    outcome, in order.
 4. The pool never holds a committed transaction: committed blocks are re-checked right before the
    insert, with no await in between.
-5. Admission yields to block execution: while the consensus thread builds or validates a block
-   (`consensus_busy`: chain/core.py rule 9), a batch waits before its checks — in
-   `YIELD_POLL_S` sleeps, so the loop goes on serving the network and reads — for at most
-   `YIELD_MAX_S`. Every check still runs; only when. Why: the consensus thread's block
-   execution releases the GIL at every store read, and each time it must wait for the GIL
-   again while a busy loop holds it (up to a switch interval, 5 ms); at cluster load the loop
-   was always busy admitting, and a block's validation took seconds of waiting for a fraction
-   of a second of work, longer than a round's timeout (docs/benchmarks.md, session 5). The
-   rest of a step (its synced writes, the commit's batch) does not hold admission: from issue
-   11 to session 12 the whole step did, and on one node at 1,500 tx/s the thread was in a step
-   most of the time, so nearly every batch waited the full bound and reached the pool in
-   bursts (docs/benchmarks.md, sessions 12 and 13). When consensus ran on the loop (before
-   issue 11) admission waited for a whole step, without the bound.
+5. Admission yields to block execution: while the consensus thread builds, validates, or (a
+   synced block) commits and executes a block (`consensus_busy`: chain/core.py rule 9), a
+   batch waits before its checks — in `YIELD_POLL_S` sleeps, so the loop goes on serving the
+   network and reads — for at most `YIELD_MAX_S`. Every check still runs; only when. Why: the
+   consensus thread's block execution releases the GIL at every store read, and each time it
+   must wait for the GIL again while a busy loop holds it (up to a switch interval, 5 ms); at
+   cluster load the loop was always busy admitting, and a block's validation took seconds of
+   waiting for a fraction of a second of work, longer than a round's timeout
+   (docs/benchmarks.md, session 5). The rest of a step (its synced writes, the commit's
+   batch) does not hold admission: from issue 11 to session 12 the whole step did, and on one
+   node at 1,500 tx/s the thread was in a step most of the time, so nearly every batch waited
+   the full bound and reached the pool in bursts (docs/benchmarks.md, sessions 12 and 13).
+   When consensus ran on the loop (before issue 11) admission waited for a whole step,
+   without the bound.
 6. A transaction's commit latency, as the node reports it (`gmchain_commit_latency_seconds`),
    is timed from when admission received it, not from when it entered the pool: for an RPC
    submission, when the first request of its batch reached `submit_raw_tx` (after the HTTP
@@ -299,7 +300,7 @@ class Admission:
         from the consensus thread before the batch can go on (docs/benchmarks.md, session 13)."""
         txs = [items[i][0] for i in todo]
         verify = [not self._rules.is_verified(t.tx_id) for t in txs]
-        procs = self._procs
+        procs = self._procs if self._procs is not None and self._procs.active else None
         jobs = [
             [(txs[k], procs is None and verify[k]) for k in chunk]
             for chunk in split_even(range(len(txs)), _ADMISSION_CHUNKS if procs is None else 1)

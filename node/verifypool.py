@@ -8,17 +8,21 @@ Rules this module keeps:
 2. Workers are started with "spawn" (never "fork": the node has threads and an event loop) and
    warmed up before the node serves (each answers one empty request), so the first submissions
    do not pay for process start-up.
-3. A broken pool (a worker killed, its pipe closed) never loses a verdict: every request it had
+3. A broken pool (a worker killed, its socket closed) never loses a verdict: every request it had
    not answered is verified in-process instead, and the pool is not used again.
 4. Only bytes cross the process boundary: (public key, signing root, signature) triples in, one
    bool per triple out (the frames below).
-5. The event loop itself talks to the workers, through non-blocking pipes: no helper thread
-   between them. Each worker has a request pipe and an answer pipe; a frame on either is a
+5. The event loop itself talks to the workers, through one Unix socket pair per worker (its
+   end non-blocking on the loop): no helper thread between them. A frame either way is a
    4-byte big-endian length and that many bytes: a request is a msgpack array of
    [public key, signing root, signature] byte strings, an answer one byte per triple (1: the
    signature verifies, 0: it does not), in request order. A worker answers its requests in the
    order they came, so each keeps a FIFO of the futures waiting for its answers. A worker ends
-   when its request pipe closes (the node stopped, or died).
+   when its socket closes (the node stopped, or died); it ignores SIGINT and SIGTERM, which a
+   terminal's Ctrl-C or a service manager sends to the node's whole process group: the node's
+   stop ends its workers itself. (Sockets rather than pipes: an event loop owns a socket's
+   descriptor outright, where uvloop closes a pipe's descriptor and then the file object
+   around it again.)
 
 Why: with admission in threads, a single node's SM2 verification and its event loop shared one
 GIL; at ~2,050 admitted tx/s the node used ~1.5 of two cores while both verify threads and the
@@ -39,9 +43,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TypeVar
 
@@ -101,16 +105,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _worker_main(requests: Connection, answers: Connection) -> None:
-    """A worker process (rule 5): answer each request frame until the request pipe closes. A
-    Ctrl-C at the node's terminal reaches the whole process group: the node stops, closing the
-    pipes, so the worker ignores it; a node gone without that ends it at the pipe."""
+def _worker_main(channel: socket.socket) -> None:
+    """A worker process (rule 5): answer each request frame until the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     global _worker_keys
     _worker_keys = KeyCache()
     active_backend()  # the backend's self-test, before the first answer (rule 2)
-    with contextlib.suppress(BrokenPipeError):
-        _serve(requests.fileno(), answers.fileno())
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _serve(channel.fileno(), channel.fileno())
 
 
 def _serve(rfd: int, wfd: int) -> None:
@@ -128,18 +131,18 @@ def _serve(rfd: int, wfd: int) -> None:
 
 
 class WorkerGone(Exception):
-    """A worker's answer pipe closed with requests unanswered (rule 3)."""
+    """A worker's socket closed with requests unanswered (rule 3)."""
 
 
-class _Answers(asyncio.Protocol):
-    """The read end of one worker's answer pipe, on the loop: frames to the waiting futures."""
+class _Channel(asyncio.Protocol):
+    """The node's end of one worker's socket, on the loop: answer frames to the waiting futures."""
 
     def __init__(
         self, waiting: collections.deque[asyncio.Future[list[bool]]], gone: Callable[[], None]
     ) -> None:
         self._waiting = waiting
         self._buf = bytearray()
-        self._gone = gone  # called when the pipe closes
+        self._gone = gone  # called when the socket closes
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -166,8 +169,7 @@ def _same(protocol: asyncio.Protocol) -> asyncio.Protocol:
 class _Worker:
     def __init__(self, process: BaseProcess) -> None:
         self.process = process
-        self.writer: asyncio.WriteTransport | None = None
-        self.reader: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[asyncio.Future[list[bool]]] = collections.deque()
 
 
@@ -196,49 +198,54 @@ class VerifyProcesses:
         ctx = multiprocessing.get_context("spawn")
         try:
             for _ in range(self.processes):
-                req_r, req_w = ctx.Pipe(duplex=False)
-                ans_r, ans_w = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=_worker_main, args=(req_r, ans_w), name="gmchain-verify", daemon=True
-                )
-                proc.start()
-                req_r.close()
-                ans_w.close()
+                mine, theirs = socket.socketpair()
+                try:
+                    proc = ctx.Process(
+                        target=_worker_main, args=(theirs,), name="gmchain-verify", daemon=True
+                    )
+                    proc.start()
+                finally:
+                    theirs.close()
                 worker = _Worker(proc)
                 self._workers.append(worker)
-                wfile = os.fdopen(os.dup(req_w.fileno()), "wb", buffering=0)
-                rfile = os.fdopen(os.dup(ans_r.fileno()), "rb", buffering=0)
-                req_w.close()
-                ans_r.close()
-                worker.writer, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
-                answers = _Answers(worker.waiting, functools.partial(self._lost, worker))
-                worker.reader, _ = await loop.connect_read_pipe(
-                    functools.partial(_same, answers), rfile
-                )
+                channel = _Channel(worker.waiting, functools.partial(self._lost, worker))
+                try:
+                    worker.transport, _ = await loop.connect_accepted_socket(
+                        functools.partial(_same, channel), sock=mine
+                    )
+                except BaseException:
+                    mine.close()
+                    raise
             pings = asyncio.gather(*(self._ask(w, []) for w in self._workers))
             await asyncio.wait_for(pings, _START_TIMEOUT_S)
             self._started = True
         except (WorkerGone, OSError) as exc:  # (the wait's TimeoutError is an OSError)
             log.error("signature worker processes did not start (%s); verifying in-process", exc)
             self.close()
+        except BaseException:  # (cancelled, or a bug: no worker outlives it)
+            self.close()
+            raise
 
     def _ask(self, worker: _Worker, triples: Sequence[Triple]) -> asyncio.Future[list[bool]]:
         fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        if self._broken or worker.writer is None or worker.writer.is_closing():
+        transport = worker.transport
+        if self._broken or transport is None or transport.is_closing():
             fut.set_exception(WorkerGone("signature worker is gone"))
             return fut
         body = msgpack.packb([list(t) for t in triples], use_bin_type=True)
         worker.waiting.append(fut)
-        worker.writer.write(len(body).to_bytes(_LEN, "big") + body)
+        transport.write(len(body).to_bytes(_LEN, "big") + body)
         return fut
 
     def _lost(self, worker: _Worker) -> None:
-        """A worker's answer pipe closed (rule 3): its unanswered requests fail over."""
+        """A worker's socket closed (rule 3): its unanswered requests fail over, and the other
+        workers are ended (the pool is not used again)."""
         if self._started and not self._broken:
             log.error(
                 "signature worker process %s died; verifying in-process from now on",
                 worker.process.pid,
             )
+            asyncio.get_running_loop().call_soon(self.close)
         self._broken = True
         while worker.waiting:
             fut = worker.waiting.popleft()
@@ -265,14 +272,13 @@ class VerifyProcesses:
         return await loop.run_in_executor(self._fallback, verify_triples, list(items), self._keys)
 
     def close(self) -> None:
-        """Close the pipes and end the processes (a worker keeps nothing: killing it loses
-        nothing; one whose node died without this ends at its request pipe's end of file)."""
-        self._broken = True  # (the closing pipes are not reported as deaths)
+        """Close the sockets and end the processes (a worker keeps nothing: killing it loses
+        nothing; one whose node died without this ends at its socket's end of file)."""
+        self._broken = True  # (the closing sockets are not reported as deaths)
         workers, self._workers = self._workers, []
         for w in workers:
-            for t in (w.writer, w.reader):
-                if t is not None:
-                    t.close()
+            if w.transport is not None:
+                w.transport.close()
             while w.waiting:
                 fut = w.waiting.popleft()
                 if not fut.done():

@@ -8,8 +8,12 @@ import asyncio
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
+import uvloop
 
 from gmchain.chain.txrules import KeyCache
 from gmchain.crypto_sm import PrivateKey
@@ -132,3 +136,40 @@ async def test_a_worker_outlives_a_ctrl_c_at_the_terminal() -> None:
     finally:
         pool.close()
         fallback.shutdown()
+
+
+async def _pool_life(n_fds: Callable[[], int]) -> None:
+    items, expected = _triples()
+    fallback = ThreadPoolExecutor(max_workers=1)
+    warm = VerifyProcesses(1, fallback, KeyCache())  # (multiprocessing's own helpers start once)
+    await warm.start()
+    warm.close()
+    await asyncio.sleep(0.1)
+    before = n_fds()
+    pool = VerifyProcesses(2, fallback, KeyCache())
+    try:
+        await pool.start()
+        assert pool.active
+        busy = asyncio.ensure_future(pool.verify(items * 100))
+        await asyncio.sleep(0)
+        os.kill(pool.pids()[1], signal.SIGKILL)
+        assert await busy == expected * 100
+        assert not pool.active
+    finally:
+        pool.close()
+        fallback.shutdown()
+    await asyncio.sleep(0.1)
+    assert n_fds() == before, "a socket of the pool outlived it"
+
+
+@pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_no_descriptor_outlives_the_pool_on_either_loop(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """The node runs uvloop (node/daemon.py), the other tests the default loop: on both, a pool
+    that lost a worker with a request in flight still answers, and its sockets are closed once
+    (rule 5: an event loop owns a socket's descriptor outright)."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_pool_life(lambda: len(os.listdir("/proc/self/fd"))))
