@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from gmchain.chain.blockrules import (
@@ -210,16 +211,19 @@ class Chain:
         proposer: NodeId,
         now_ms: int,
     ) -> Block:
-        self.executing = True  # rule 9
-        try:
+        with self._executing():
             return self._build(parent, round, justify, proposer, now_ms)
-        finally:
-            self.executing = False
 
     def validate_block(self, block: Block, parent: BlockHeader, *, now_ms: int) -> bool:
-        self.executing = True  # rule 9
-        try:
+        with self._executing():
             return self._validate(block, parent, now_ms)
+
+    @contextmanager
+    def _executing(self) -> Iterator[None]:
+        """Rule 9."""
+        self.executing = True
+        try:
+            yield
         finally:
             self.executing = False
 
@@ -388,11 +392,8 @@ class Chain:
             if result is None:
                 # Synced or restarted: execute on top of the committed head.
                 ctx = self._context(self.head, h.timestamp_ms, None)
-                self.executing = True  # rule 9
-                try:
+                with self._executing():
                     result, _ = self.executor.execute(ctx, block.txs, None, strict=True)
-                finally:
-                    self.executing = False
                 result.block_id = h.block_id
                 self._mark_epoch(result, None)
             record = None

@@ -113,21 +113,21 @@ def _worker_main(channel: socket.socket) -> None:
     _worker_keys = KeyCache()
     active_backend()  # the backend's self-test, before the first answer (rule 2)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        _serve(channel.fileno(), channel.fileno())
+        _serve(channel.fileno())
 
 
-def _serve(rfd: int, wfd: int) -> None:
+def _serve(fd: int) -> None:
     while True:
-        head = _read_exact(rfd, _LEN)
+        head = _read_exact(fd, _LEN)
         if head is None:
             return
         size = int.from_bytes(head, "big")
-        body = _read_exact(rfd, size) if size <= _MAX_FRAME else None
+        body = _read_exact(fd, size) if size <= _MAX_FRAME else None
         if body is None:
             return
         triples = [(bytes(p), bytes(m), bytes(s)) for p, m, s in msgpack.unpackb(body)]
         verdicts = bytes(verify_triples(triples))
-        _write_all(wfd, len(verdicts).to_bytes(_LEN, "big") + verdicts)
+        _write_all(fd, len(verdicts).to_bytes(_LEN, "big") + verdicts)
 
 
 class WorkerGone(Exception):
@@ -171,6 +171,13 @@ class _Worker:
         self.process = process
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[asyncio.Future[list[bool]]] = collections.deque()
+
+    def fail_waiting(self, why: str) -> None:
+        """Rule 3: every request not answered gets WorkerGone (its caller verifies in-process)."""
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(WorkerGone(why))
 
 
 class VerifyProcesses:
@@ -247,10 +254,7 @@ class VerifyProcesses:
             )
             asyncio.get_running_loop().call_soon(self.close)
         self._broken = True
-        while worker.waiting:
-            fut = worker.waiting.popleft()
-            if not fut.done():
-                fut.set_exception(WorkerGone("signature worker process died"))
+        worker.fail_waiting("signature worker process died")
 
     async def verify(self, items: Sequence[Triple]) -> list[bool]:
         if not items:
@@ -279,10 +283,7 @@ class VerifyProcesses:
         for w in workers:
             if w.transport is not None:
                 w.transport.close()
-            while w.waiting:
-                fut = w.waiting.popleft()
-                if not fut.done():
-                    fut.set_exception(WorkerGone("signature workers closed"))
+            w.fail_waiting("signature workers closed")
         for w in workers:
             with contextlib.suppress(OSError, ValueError):
                 w.process.kill()

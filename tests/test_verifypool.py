@@ -55,27 +55,6 @@ async def test_worker_verdicts_match_in_process_and_survive_a_killed_worker() ->
         fallback.shutdown()
 
 
-async def test_requests_in_flight_when_a_worker_dies_are_verified_in_process() -> None:
-    items, expected = _triples()
-    many, want = items * 150, expected * 150  # 900 signatures: the workers are busy a while
-    fallback = ThreadPoolExecutor(max_workers=1)
-    pool = VerifyProcesses(2, fallback, KeyCache())
-    try:
-        await pool.start()
-        assert pool.active
-        first = asyncio.ensure_future(pool.verify(many))
-        second = asyncio.ensure_future(pool.verify(items))
-        await asyncio.sleep(0)  # both requests are written to the workers' pipes
-        os.kill(pool.pids()[0], signal.SIGKILL)
-        assert await first == want
-        assert await second == expected
-        assert not pool.active
-        assert await pool.verify(items) == expected
-    finally:
-        pool.close()
-        fallback.shutdown()
-
-
 async def test_the_loop_talks_to_the_workers_without_helper_threads() -> None:
     """Rule 5 (regression: a ProcessPoolExecutor ran a feeder and a result thread in the node,
     each of which had to win the GIL from the consensus thread for every batch)."""
@@ -120,16 +99,17 @@ async def test_admission_with_verify_processes(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_a_worker_outlives_a_ctrl_c_at_the_terminal() -> None:
-    """A Ctrl-C reaches the node's whole process group; the node's stop ends the workers, so
-    they ignore it (otherwise each would die with a traceback and the node fall back in-process
-    while it is still stopping)."""
+async def test_a_worker_outlives_a_ctrl_c_or_a_group_sigterm() -> None:
+    """A Ctrl-C or a service manager's SIGTERM reaches the node's whole process group; the
+    node's stop ends the workers, so they ignore both (otherwise each would die and the node
+    log a dead worker and fall back in-process while it is still stopping)."""
     items, expected = _triples()
     fallback = ThreadPoolExecutor(max_workers=1)
     pool = VerifyProcesses(1, fallback, KeyCache())
     try:
         await pool.start()
         os.kill(pool.pids()[0], signal.SIGINT)
+        os.kill(pool.pids()[0], signal.SIGTERM)
         await asyncio.sleep(0.2)
         assert await pool.verify(items) == expected
         assert pool.active
@@ -138,38 +118,45 @@ async def test_a_worker_outlives_a_ctrl_c_at_the_terminal() -> None:
         fallback.shutdown()
 
 
-async def _pool_life(n_fds: Callable[[], int]) -> None:
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _lose_a_worker_with_requests_in_flight() -> None:
     items, expected = _triples()
     fallback = ThreadPoolExecutor(max_workers=1)
     warm = VerifyProcesses(1, fallback, KeyCache())  # (multiprocessing's own helpers start once)
     await warm.start()
     warm.close()
     await asyncio.sleep(0.1)
-    before = n_fds()
+    before = _open_fds()
     pool = VerifyProcesses(2, fallback, KeyCache())
     try:
         await pool.start()
         assert pool.active
-        busy = asyncio.ensure_future(pool.verify(items * 100))
-        await asyncio.sleep(0)
+        first = asyncio.ensure_future(pool.verify(items * 150))  # the workers are busy a while
+        second = asyncio.ensure_future(pool.verify(items))
+        await asyncio.sleep(0)  # both requests are written to the workers' sockets
         os.kill(pool.pids()[1], signal.SIGKILL)
-        assert await busy == expected * 100
+        assert await first == expected * 150
+        assert await second == expected
         assert not pool.active
+        assert await pool.verify(items) == expected
     finally:
         pool.close()
         fallback.shutdown()
     await asyncio.sleep(0.1)
-    assert n_fds() == before, "a socket of the pool outlived it"
+    assert _open_fds() == before, "a socket of the pool outlived it"
 
 
 @pytest.mark.parametrize(
     "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
 )
-def test_no_descriptor_outlives_the_pool_on_either_loop(
+def test_requests_in_flight_when_a_worker_dies_are_verified_in_process(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
-    """The node runs uvloop (node/daemon.py), the other tests the default loop: on both, a pool
-    that lost a worker with a request in flight still answers, and its sockets are closed once
-    (rule 5: an event loop owns a socket's descriptor outright)."""
+    """Rule 3 on the node's loop (uvloop, node/daemon.py) and the default one: a pool that
+    lost a worker with requests in flight answers them all, verifies in-process from then on,
+    and its sockets are closed once (rule 5: an event loop owns a socket's descriptor)."""
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_pool_life(lambda: len(os.listdir("/proc/self/fd"))))
+        runner.run(_lose_a_worker_with_requests_in_flight())
