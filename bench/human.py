@@ -20,12 +20,19 @@ from typing import Any
 from gmchain.bench.charts import all_charts
 from gmchain.bench.doc import Bullets, Doc, Para, Section, Table
 from gmchain.bench.loadgen import hms
-from gmchain.bench.report import LATENCY_FIELDS
+from gmchain.bench.report import DEFINITIONS, LATENCY_FIELDS, SPLIT_PARTS
 from gmchain.bench.scenarios import CRITERIA
 
 __all__ = ["build_report", "chart_files", "num", "pct"]
 
 _LAT_NAMES = {"p50": "p50", "p90": "p90", "p99": "p99", "p999": "p99.9", "max": "max"}
+_SPLIT_NAMES = {
+    "admission": "due to acknowledged (admission)",
+    "to_proposal": "acknowledged to its block's timestamp",
+    "two_blocks": "its block to block h + 2 (the 2-chain)",
+    "announce": "block h + 2 to commit seen",
+    "total": "total (due to commit seen)",
+}
 _VERDICT = {"below": "below the knee", "at": "at the knee", "past": "PAST SATURATION"}
 
 
@@ -110,6 +117,21 @@ def _main_run(r: dict[str, Any]) -> Section:
         ("signing CPU s (before the window)", num(r["signing"]["cpu_s"])),
     ]
     sec = Section(title="Main run", blocks=[_kv("main", rows)])
+    split = r.get("latency_split_ms")  # absent from reports made before it existed
+    if split and split["count"]:
+        sec.blocks.append(
+            Table(
+                key="latency-split",
+                header=["latency split (window)", "p50 ms", "p90 ms", "p99 ms", "mean ms"],
+                rows=[
+                    [_SPLIT_NAMES[k], *(num(split[k][q]) for q in ("p50", "p90", "p99", "mean"))]
+                    for k in SPLIT_PARTS
+                ],
+            )
+        )
+        sec.blocks.append(
+            Para(text=f"Over {num(split['count'])} transactions: {DEFINITIONS['latency_split']}.")
+        )
     fails = r["failures"]
     if fails:
         sec.blocks.append(

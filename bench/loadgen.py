@@ -16,8 +16,14 @@ Rules this module keeps:
    here. Heights skipped by the subscription are fetched too. Validity (receipt status OK) is
    checked after the run, outside the window.
 5. All times are `time.monotonic()` (CLOCK_MONOTONIC, shared by every process on the machine).
+   Block timestamps are the proposer's wall clock; `wall_minus_mono` (rule 7) places them.
 6. Every 5 s one progress line on stderr names the phase and the time left in it and in the run,
    then the counts, so an operator sees a stall while it happens.
+7. For the latency split (bench.report rule 5) every committed transaction's height is kept,
+   with the timestamp of every height seen (from newHeads, or from the block fetched to fill a
+   gap) and the offset between the wall clock and the monotonic clock, read once at the start.
+   The nodes stamp blocks from their wall clock, so the split is exact on one machine and off by
+   the clock skew between machines otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import resource
 import time
@@ -73,6 +80,11 @@ class LoadResult:
     committed: list[float]  # when the commit was seen (nan if never)
     errors: Counter[str] = field(default_factory=Counter)  # reason -> count of refused txs
     heads: list[tuple[int, float, int, int]] = field(default_factory=list)  # (h, t, txs, ts_ms)
+    # Rule 7: the height each transaction committed at (-1: not seen), every seen height's
+    # block timestamp (ms, the proposer's wall clock), and time.time() - time.monotonic() here.
+    heights: list[int] = field(default_factory=list)
+    stamps: dict[int, int] = field(default_factory=dict)
+    wall_minus_mono: float = float("nan")
     receipts_checked: int = 0
     receipts_ok: int = 0
     receipt_failures: Counter[str] = field(default_factory=Counter)
@@ -283,6 +295,7 @@ class _Watcher:
             return
         self.seen.add(h)
         self.res.heads.append((h, now, int(head["txCount"]), int(head["timestampMs"])))
+        self.res.stamps[h] = int(head["timestampMs"])
         for missed in range(self.last_height + 1, h):
             if missed not in self.seen:
                 self.seen.add(missed)
@@ -307,10 +320,12 @@ class _Watcher:
                     break
             if block is None:
                 continue
+            self.res.stamps[h] = int(block["timestampMs"])
             for tx in block["transactions"]:
                 i = self.index.get(tx)
                 if i is not None and self.res.committed[i] != self.res.committed[i]:
                     self.res.committed[i] = t
+                    self.res.heights[i] = h
                     self.committed += 1
 
 
@@ -396,6 +411,8 @@ async def _run_load(plan: LoadPlan) -> LoadResult:
         sent=[_NAN] * n,
         acked=[_NAN] * n,
         committed=[_NAN] * n,
+        heights=[-1] * n,
+        wall_minus_mono=_wall_minus_mono(),
     )
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
@@ -427,6 +444,18 @@ async def _run_load(plan: LoadPlan) -> LoadResult:
     with contextlib.suppress(OSError, ValueError, asyncio.IncompleteReadError):
         await _check_receipts(plan, res)
     return res
+
+
+def _wall_minus_mono() -> float:
+    """Rule 7: the offset between the wall clock and CLOCK_MONOTONIC, read where the two reads
+    are closest together (of 5 tries), so block timestamps can be placed on the monotonic axis."""
+    best = (math.inf, 0.0)
+    for _ in range(5):
+        a = time.monotonic()
+        w = time.time()
+        b = time.monotonic()
+        best = min(best, (b - a, w - (a + b) / 2))
+    return best[1]
 
 
 def _loop_run(coro: Any) -> Any:

@@ -13,6 +13,14 @@ Rules this module keeps:
    their analyses exactly: counts and failures add up, latency histograms merge, the steady
    windows are laid end to end (a segment's commits that land in a later segment's window
    count: `commit_until_s`), and the per-second series continue on one time axis.
+5. The latency split (`latency_split_ms`, issue 15 item 2: where a light-load transaction's time
+   goes) cuts each window transaction's latency at three instants it can be placed by: its
+   acknowledgement, the timestamp of the block that holds it (height h) and the timestamp of
+   block h + 2 (the 2-chain rule: h commits when h + 1 is certified, which the leader of h + 2
+   does just before it proposes). So admission + to_proposal + two_blocks + announce = total
+   for every transaction, and the components' means add up to the total's mean. Counted are
+   the transactions whose acknowledgement, h and h + 2 were all seen. A phase run in segments
+   (rule 4) reports the split of its first segment.
 The human report (Markdown, HTML, SVG charts) is bench.human's, built from this JSON alone.
 """
 
@@ -29,8 +37,10 @@ from gmchain.bench.loadgen import LoadResult
 __all__ = [
     "DEFINITIONS",
     "REQUIRED_FIELDS",
+    "SPLIT_PARTS",
     "analyze",
     "check_schema",
+    "latency_split",
     "merge_segments",
 ]
 
@@ -47,6 +57,12 @@ DEFINITIONS = {
     "success_rate": "committed valid transactions / transactions scheduled in the whole run",
     "ceiling_tps": "SM2 verifications/s on all threads of this machine / number of nodes "
     "sharing it",
+    "latency_split": "each transaction's latency cut at its acknowledgement and at two block "
+    "timestamps (the proposer's wall clock, placed on the generator's monotonic clock): "
+    "admission = acknowledged - due; to_proposal = timestamp of its block h - acknowledged; "
+    "two_blocks = timestamp of block h + 2 - timestamp of h (h commits when h + 1 is certified, "
+    "just before h + 2 is proposed); announce = commit seen - timestamp of h + 2; nearest-rank "
+    "percentiles and the mean, in ms",
     "http_loopback_qps": "queries/s the bench's query client gets from a minimal aiohttp + uvloop "
     "JSON-RPC server on loopback (one POST route, the body parsed, a fixed 2,048-byte answer), "
     "same connections; a query kind's ratio_to_http_loopback is its rate divided by this",
@@ -142,6 +158,7 @@ def analyze(
         "window_s": [warmup_s, duration_s],
         "series": series,
         "blocks": _blocks(res, w0, w1),
+        "latency_split_ms": latency_split(res, w0, w1),
         "generator": {
             "cpu_s": round(res.cpu_s, 2),
             "wall_s": round(res.wall_s, 2),
@@ -180,6 +197,43 @@ def _series(res: LoadResult, t0: float) -> list[dict[str, Any]]:
                 "p50_ms": round(h.percentile(50) / 1000, 2) if h else None,
                 "p99_ms": round(h.percentile(99) / 1000, 2) if h else None,
             }
+        )
+    return out
+
+
+SPLIT_PARTS = ("admission", "to_proposal", "two_blocks", "announce", "total")
+
+
+def latency_split(res: LoadResult, w0: float, w1: float) -> dict[str, Any]:
+    """Rule 5, over the transactions due in [w0, w1]."""
+    off = res.wall_minus_mono
+    parts: dict[str, list[float]] = {k: [] for k in SPLIT_PARTS}
+    if not res.heights or not _ok(off):
+        return {"count": 0} | {k: None for k in SPLIT_PARTS}
+    for i, due in enumerate(res.due):
+        h, acked, done = res.heights[i], res.acked[i], res.committed[i]
+        if not (w0 <= due <= w1 and _ok(acked) and _ok(done)):
+            continue
+        s0, s2 = res.stamps.get(h), res.stamps.get(h + 2)
+        if s0 is None or s2 is None:
+            continue
+        t0, t2 = s0 / 1000 - off, s2 / 1000 - off
+        cuts = (acked - due, t0 - acked, t2 - t0, done - t2, done - due)
+        for k, v in zip(SPLIT_PARTS, cuts, strict=True):
+            parts[k].append(v * 1000)
+    n = len(parts["total"])
+    out: dict[str, Any] = {"count": n}
+    for k, vs in parts.items():
+        vs.sort()
+        out[k] = (
+            {
+                "p50": round(vs[(50 * n - 1) // 100], 2),
+                "p90": round(vs[(90 * n - 1) // 100], 2),
+                "p99": round(vs[(99 * n - 1) // 100], 2),
+                "mean": round(sum(vs) / n, 2),
+            }
+            if n
+            else None
         )
     return out
 

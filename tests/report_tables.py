@@ -98,6 +98,20 @@ def check_report_tables(rep: dict[str, Any], md_path: Path, html_path: Path) -> 
     assert float(main_t["committed / offered"]) == rep["saturation"]["committed_ratio"]
     assert main_t["position"] in ("below the knee", "at the knee", "PAST SATURATION")
 
+    split = rep.get("latency_split_ms")  # reports since session 14 (bench/report.py rule 5)
+    if split and split["count"]:
+        rows = md["latency-split"]
+        assert rows[0] == ["latency split (window)", "p50 ms", "p90 ms", "p99 ms", "mean ms"]
+        assert len(rows) == 6  # admission, to_proposal, two_blocks, announce, total
+        for row, part in zip(
+            rows[1:], ("admission", "to_proposal", "two_blocks", "announce", "total"), strict=True
+        ):
+            assert [float(x) for x in row[1:]] == [
+                split[part][q] for q in ("p50", "p90", "p99", "mean")
+            ]
+    else:
+        assert "latency-split" not in md
+
     hl = _kv(md["headline"])
     knee = rep["sweep"]["knee"]
     if knee:

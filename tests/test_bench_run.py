@@ -123,6 +123,15 @@ def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path])
     assert "http_loopback_qps" in rep["definitions"]
     assert rep["definitions"]["committed"].startswith("in a block with a quorum certificate")
     assert rep["saturation"]["verdict"] in ("below", "at", "past")
+    # The latency split (bench/report.py rule 5) of the first segment's window: its parts add up.
+    split = rep["latency_split_ms"]
+    if split["count"]:  # a loaded machine may commit the 2 s segment after its window
+        parts = sum(
+            split[k]["mean"] for k in ("admission", "to_proposal", "two_blocks", "announce")
+        )
+        assert parts == pytest.approx(split["total"]["mean"], abs=0.05)
+        assert split["admission"]["p50"] > 0 and split["two_blocks"]["p50"] > 0
+        assert split["total"]["p50"] <= rep["latency_ms"]["max"] + 1
     # One batch for every phase (bench.cli rule 3), so the sweep's points compare.
     sc = rep["scenarios"]
     assert {p["batch"] for p in rep["sweep"]["points"]} == {5}
