@@ -19,8 +19,10 @@ Rules this module keeps:
    block h + 2 (the 2-chain rule: h commits when h + 1 is certified, which the leader of h + 2
    does just before it proposes). So admission + to_proposal + two_blocks + announce = total
    for every transaction, and the components' means add up to the total's mean. Counted are
-   the transactions whose acknowledgement, h and h + 2 were all seen. A phase run in segments
-   (rule 4) reports the split of its first segment.
+   the transactions whose acknowledgement, h and h + 2 were all seen — so not those of a
+   phase's last block or two, whose h + 2 the idle chain never proposes. Block timestamps are
+   whole milliseconds (rounded down): to_proposal reads ~0.5 ms low and announce ~0.5 ms high.
+   A phase run in segments (rule 4) reports the split of its first segment.
 The human report (Markdown, HTML, SVG charts) is bench.human's, built from this JSON alone.
 """
 
