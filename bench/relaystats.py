@@ -39,8 +39,8 @@ _CYCLE_LINE = re.compile(
 )
 
 
-def percentiles(values: Iterable[float]) -> dict[str, Any]:
-    """Rule 2: count, p50, p90, p99, max and mean of `values`."""
+def percentiles(values: Iterable[float], *, mean_digits: int = 1) -> dict[str, Any]:
+    """Rule 2: count, p50, p90, p99, max and mean (rounded to `mean_digits`) of `values`."""
     v = sorted(values)
     n = len(v)
     if n == 0:
@@ -55,7 +55,7 @@ def percentiles(values: Iterable[float]) -> dict[str, Any]:
         "p90": rank(90),
         "p99": rank(99),
         "max": v[-1],
-        "mean": round(sum(v) / n, 1),
+        "mean": round(sum(v) / n, mean_digits),
     }
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from gmchain.bench.hdr import Histogram
 from gmchain.bench.loadgen import LoadResult
+from gmchain.bench.relaystats import percentiles
 
 __all__ = [
     "DEFINITIONS",
@@ -223,18 +224,12 @@ def latency_split(res: LoadResult, w0: float, w1: float) -> dict[str, Any]:
         cuts = (acked - due, t0 - acked, t2 - t0, done - t2, done - due)
         for k, v in zip(SPLIT_PARTS, cuts, strict=True):
             parts[k].append(v * 1000)
-    n = len(parts["total"])
-    out: dict[str, Any] = {"count": n}
+    out: dict[str, Any] = {"count": len(parts["total"])}
     for k, vs in parts.items():
-        vs.sort()
+        st = percentiles(vs, mean_digits=2)
         out[k] = (
-            {
-                "p50": round(vs[(50 * n - 1) // 100], 2),
-                "p90": round(vs[(90 * n - 1) // 100], 2),
-                "p99": round(vs[(99 * n - 1) // 100], 2),
-                "mean": round(sum(vs) / n, 2),
-            }
-            if n
+            {q: round(st[q], 2) for q in ("p50", "p90", "p99")} | {"mean": st["mean"]}
+            if vs
             else None
         )
     return out
