@@ -11,6 +11,12 @@ Rules this module keeps (Jolteon, FC 2022, section 3; rules L3, L4 and L7 of con
    replica that forms the certificate from the same votes forms the same bytes.
 3. Bounded (L7): a vote is kept only for rounds in [current - 1, current + max_future_rounds];
    `prune_below` drops whole rounds once the round advances past them.
+4. A vote for a block whose votes in that round already reach the quorum is neither verified nor
+   counted: the QC was formed from the votes before it, and one more signature changes nothing
+   the replica does with it (consensus/replica.py `_on_vote` drops a QC it already holds). With
+   broadcast votes every replica receives all n votes and needs 2f + 1: this saves an SM2
+   verification per late vote (docs/benchmarks.md, session 15). It is dropped unverified, so it
+   proves nothing either way; equivocation is watched apart (consensus/equivocation.py).
 """
 
 from __future__ import annotations
@@ -38,10 +44,15 @@ class VoteAggregator:
         if vote.round + 1 < current_round or vote.round > current_round + self._max_future_rounds:
             return None
         by_voter = self.by_round.setdefault(vote.round, {})
-        if vote.voter in by_voter or not self._certs.verify_vote(vote):
+        if vote.voter in by_voter:
+            return None
+        same = [v for v in by_voter.values() if v.block_id == vote.block_id]
+        if self._certs.is_quorum_power(self._validators.power_of_all(v.voter for v in same)):
+            return None  # rule 4: certified already
+        if not self._certs.verify_vote(vote):
             return None
         by_voter[vote.voter] = vote
-        same = [v for v in by_voter.values() if v.block_id == vote.block_id]
+        same.append(vote)
         power = self._validators.power_of_all(v.voter for v in same)
         if not self._certs.is_quorum_power(power):
             return None

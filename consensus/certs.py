@@ -23,13 +23,20 @@ Rules this module keeps:
    the QC certifies keeps them agreeing on the root (as Aptos derives its epoch-start QC from the
    ledger info of the ending block). Any other QC of epoch e, and every other certificate of
    another epoch, is refused.
+7. What this replica signs itself goes into rule 5's cache as it is signed (`trusting` wraps its
+   signer): its own vote, proposal and timeout come back to it through the same checks as a
+   peer's (consensus/replica.py L3), and verifying a signature it has just made with its own key
+   proves nothing a peer relies on — each peer verifies it with our public key. Only signatures
+   made in this process count: a vote re-sent from persisted safety data is verified as before.
+   (With four validators and broadcast votes this was one of the five SM2 verifications a
+   replica made per round; docs/benchmarks.md, session 15.)
 """
 
 from __future__ import annotations
 
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.mutations import NO_BUGS, Bug, weak_2f_power
-from gmchain.consensus.types import ValidatorSet, Verifier
+from gmchain.consensus.types import Signer, ValidatorSet, Verifier
 from gmchain.ledger.types import (
     Digest,
     NodeId,
@@ -96,6 +103,10 @@ class CertChecker:
             self._good_sigs.clear()
         self._good_sigs.add(key)
         return True
+
+    def trusting(self, signer: Signer | None) -> Signer | None:
+        """Rule 7: `signer`, with every signature it makes entered in this checker's cache."""
+        return None if signer is None else _Trusted(signer, self._good_sigs)
 
     def is_quorum_power(self, power: int) -> bool:
         return power >= self.threshold
@@ -191,8 +202,9 @@ class CertChecker:
         h = p.block.header
         if h.chain_id != self.chain_id or h.proposer != self.validators.leader(h.round):
             return False
-        root = Proposal.signing_root(self.chain_id, h.block_id)
-        return self.verifier.verify(h.proposer, root, p.signature)
+        return self._verify_sig(
+            h.proposer, Proposal.signing_root(self.chain_id, h.block_id), p.signature
+        )
 
     def verify_commit_proof(self, proof: CommitProof) -> bool:
         h = proof.header
@@ -205,3 +217,21 @@ class CertChecker:
             and h.parent_id == h.justify.block_id
             and self.verify_qc(proof.qc)
         )
+
+
+class _Trusted:
+    """Rule 7: a Signer whose signatures its CertChecker does not verify again."""
+
+    __slots__ = ("_good", "_signer", "node_id")
+
+    def __init__(self, signer: Signer, good: set[tuple[bytes, bytes, bytes]]) -> None:
+        self._signer = signer
+        self._good = good
+        self.node_id = signer.node_id
+
+    def sign(self, msg: bytes) -> bytes:
+        sig = self._signer.sign(msg)
+        if len(self._good) >= _SIG_CACHE_LIMIT:
+            self._good.clear()
+        self._good.add((self.node_id, msg, sig))
+        return sig

@@ -154,8 +154,8 @@ class Replica:
         )
         if safety is None or Bug.FORGET_SAFETY in bugs or safety.epoch < epoch:
             safety = SafetyData(epoch=epoch)  # consensus/safety.py E1
-        # None for an observer (no signer): it never signs, so it never proposes, votes or times
-        # out; it follows the chain through certificates only.
+        # None for an observer (no signer): it never signs; it follows the certificates only.
+        signer = self.certs.trusting(signer)  # what we sign, we need not verify (certs.py rule 7)
         self.safety = (
             None
             if signer is None

@@ -437,6 +437,38 @@ def test_l3_the_leader_votes_for_its_own_proposal_in_the_same_step() -> None:
     assert [v.block_id for _, v in sent_votes(eff)] == [props[0].block.block_id]
 
 
+def test_l3_a_replica_checks_no_signature_of_its_own_and_no_vote_beyond_the_quorum() -> None:
+    """certs.py rule 7 and aggregation.py rule 4, through the replica: the leader of round 1
+    proposes and votes (its own proposal and vote pass its checks unverified), two peers' votes
+    make the QC, the third peer's vote is dropped unchecked. Five verifications became two."""
+    w = World()
+    w.me = w.leader_index(1)
+    asked: list[NodeId] = []
+    inner = w.verifier
+
+    class Counting:
+        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
+            asked.append(node_id)
+            return inner.verify(node_id, msg, sig)
+
+    w.verifier = Counting()  # type: ignore[assignment]
+    rep = w.replica()
+    tx = make_tx(8)
+    w.submitted[tx.tx_id] = tx
+    w.app.add_txs([tx], w.now)
+    rep.step(Start(now_ms=w.now))
+    eff = rep.step(Tick(now_ms=w.now + 100))
+    (b1,) = [e.msg.block for e in eff if isinstance(e, Broadcast) and isinstance(e.msg, Proposal)]
+    assert rep.node_id in rep.votes.by_round[b1.header.round]  # our vote counts, unchecked
+    assert asked == []
+    peers = [i for i in range(4) if i != w.me]
+    for i in peers[:2]:
+        rep.step(w.msg(i, w.vote(i, b1.header)))
+    assert rep.high_qc.block_id == b1.block_id  # the QC is formed
+    rep.step(w.msg(peers[2], w.vote(peers[2], b1.header)))
+    assert asked == [w.ids()[i] for i in peers[:2]]
+
+
 def test_l3_vote_goes_to_next_leader_when_not_broadcasting() -> None:
     w = World(n=7)
     me_not_leader(w, [1])
