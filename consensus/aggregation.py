@@ -4,7 +4,7 @@ Rules this module keeps (Jolteon, FC 2022, section 3; rules L3, L4 and L7 of con
 1. Only verified votes and timeouts are counted (the vote's signature is checked here, through the
    shared CertChecker; a timeout arrives already checked by the replica, which must use its high
    QC first), and each voter counts once per round: a second vote or timeout of the same voter in
-   that round is ignored, whatever it says.
+   that round is ignored, whatever it says — among the votes counted (rule 4's are not).
 2. A QC is formed from the votes of one round for one block whose power reaches the quorum; a TC
    from the timeouts of one round whose power reaches the quorum, carrying the highest high QC
    among them (the TC's `high_qc`, Jolteon's "qc_high"). Signatures are sorted by voter so every
@@ -16,7 +16,10 @@ Rules this module keeps (Jolteon, FC 2022, section 3; rules L3, L4 and L7 of con
    the replica does with it (consensus/replica.py `_on_vote` drops a QC it already holds). With
    broadcast votes every replica receives all n votes and needs 2f + 1: this saves an SM2
    verification per late vote (docs/benchmarks.md, session 15). It is dropped unverified, so it
-   proves nothing either way; equivocation is watched apart (consensus/equivocation.py).
+   proves nothing either way, and unrecorded: that voter's later vote for another block of the
+   round is checked and counted. Harmless: the certified block's votes hold a quorum (more than
+   2/3 of the power), so another block of the round can never reach one. Equivocation is
+   watched apart (consensus/equivocation.py).
 """
 
 from __future__ import annotations

@@ -469,6 +469,31 @@ def test_l3_a_replica_checks_no_signature_of_its_own_and_no_vote_beyond_the_quor
     assert asked == [w.ids()[i] for i in peers[:2]]
 
 
+def test_l3_a_vote_re_sent_from_persisted_safety_data_is_verified_like_a_peer_s() -> None:
+    """certs.py rule 7 trusts only signatures made in this process: after a restart the vote
+    read back from disk (SafetyRules re-sends it, never re-signs) goes through the check."""
+    w = World(n=7)
+    me_not_leader(w, [1])
+    a = w.block(w.genesis, 1, w.gqc, ntx=1)
+    eff = w.replica().step(w.msg(w.leader_index(1), w.proposal(a)))
+    disk = [e.data for e in eff if isinstance(e, PersistSafety)][-1]
+    asked: list[NodeId] = []
+    inner = w.verifier
+
+    class Counting:
+        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
+            asked.append(node_id)
+            return inner.verify(node_id, msg, sig)
+
+    w.verifier = Counting()  # type: ignore[assignment]
+    restarted = w.replica(safety=SafetyData.decode(disk.encode()))
+    restarted.step(Start(now_ms=w.now))
+    eff = restarted.step(w.msg(w.leader_index(1), w.proposal(a)))
+    assert [v.block_id for _, v in sent_votes(eff)] == [a.block_id]  # the same vote, re-sent
+    assert w.ids()[w.me] in asked
+    assert w.ids()[w.me] in restarted.votes.by_round[a.header.round]  # and counted: it verifies
+
+
 def test_l3_vote_goes_to_next_leader_when_not_broadcasting() -> None:
     w = World(n=7)
     me_not_leader(w, [1])
