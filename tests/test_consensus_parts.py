@@ -17,7 +17,7 @@ from gmchain.consensus.helpbudget import HELP_PER_PERIOD, HelpBudget
 from gmchain.consensus.pacemaker import Pacemaker
 from gmchain.consensus.round_state import RoundState
 from gmchain.ledger.types import NodeId, QuorumCert, Round
-from tests.test_consensus_rules import World
+from tests.test_consensus_rules import World, count_verifications
 
 CFG = ConsensusConfig(round_timeout_ms=1000, timeout_backoff_percent=150, max_round_timeout_ms=3000)
 
@@ -167,54 +167,37 @@ def test_votes_outside_the_window_or_badly_signed_are_not_counted() -> None:
     assert agg.by_round == {}
 
 
-class _Counting:
-    """A Verifier that records whose signature it was asked to check."""
-
-    def __init__(self, inner: object) -> None:
-        self.inner = inner
-        self.asked: list[NodeId] = []
-
-    def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
-        self.asked.append(node_id)
-        return self.inner.verify(node_id, msg, sig)  # type: ignore[attr-defined,no-any-return]
-
-
-def _counting_certs(w: World) -> tuple[CertChecker, _Counting]:
-    counting = _Counting(w.verifier)
-    return CertChecker(
-        chain_id=w.block(w.genesis, 1, w.gqc).header.chain_id,
-        validators=w.vs,
-        verifier=counting,
-        genesis_id=w.genesis.block_id,
-    ), counting
+def _counting_certs(w: World) -> tuple[CertChecker, list[NodeId]]:
+    asked = count_verifications(w)
+    return _certs(w), asked
 
 
 def test_a_vote_after_the_quorum_is_neither_verified_nor_counted() -> None:
     """aggregation.py rule 4: with broadcast votes a replica gets n votes and needs 2f + 1."""
     w = World()
     b1, other = w.block(w.genesis, 1, w.gqc), w.block(w.genesis, 1, w.gqc, ntx=1)
-    certs, counting = _counting_certs(w)
+    certs, asked = _counting_certs(w)
     agg = VoteAggregator(validators=w.vs, certs=certs, max_future_rounds=5)
     r1 = Round(1)
     assert agg.add(w.vote(0, b1.header), current_round=r1) is None
     assert agg.add(w.vote(1, b1.header), current_round=r1) is None
     assert agg.add(w.vote(2, b1.header), current_round=r1) is not None
-    assert len(counting.asked) == 3
+    assert len(asked) == 3
     assert agg.add(w.vote(3, b1.header), current_round=r1) is None  # late: not checked
     forged = dataclasses.replace(w.vote(3, b1.header), signature=bytes(64))
     assert agg.add(forged, current_round=r1) is None
-    assert len(counting.asked) == 3
+    assert len(asked) == 3
     assert set(agg.by_round[r1]) == set(w.ids()[:3])
     # A vote for another block of that round is still checked (and counted if valid).
     assert agg.add(w.vote(3, other.header), current_round=r1) is None
-    assert counting.asked[3:] == [w.ids()[3]] and w.ids()[3] in agg.by_round[r1]
+    assert asked[3:] == [w.ids()[3]] and w.ids()[3] in agg.by_round[r1]
 
 
 def test_signatures_of_the_checker_s_own_signer_are_not_verified_again() -> None:
     """certs.py rule 7: what this replica signed in this process; nothing else."""
     w = World()
     b1, b2 = w.block(w.genesis, 1, w.gqc), w.block(w.genesis, 1, w.gqc, ntx=1)
-    certs, counting = _counting_certs(w)
+    certs, asked = _counting_certs(w)
     assert certs.trusting(None) is None
     me = certs.trusting(w.signers[0])
     assert me is not None and me.node_id == w.ids()[0]
@@ -222,12 +205,12 @@ def test_signatures_of_the_checker_s_own_signer_are_not_verified_again() -> None
     h = b1.header
     root = QuorumCert.signing_root(h.chain_id, h.epoch, h.block_id, h.round, h.height)
     assert me.sign(root) == mine.signature  # (the fake signer is deterministic)
-    assert certs.verify_vote(mine) and counting.asked == []
+    assert certs.verify_vote(mine) and asked == []
     # Our key's signature made elsewhere (a vote re-sent from persisted safety data) is checked.
-    assert certs.verify_vote(w.vote(0, b2.header)) and counting.asked == [w.ids()[0]]
+    assert certs.verify_vote(w.vote(0, b2.header)) and asked == [w.ids()[0]]
     # So is a forged signature in our name, and it is refused.
     assert not certs.verify_vote(dataclasses.replace(mine, signature=bytes(64)))
-    assert counting.asked == [w.ids()[0]] * 2
+    assert asked == [w.ids()[0]] * 2
 
 
 def test_timeouts_count_once_per_voter_and_the_tc_carries_the_highest_qc() -> None:

@@ -177,6 +177,21 @@ class World:
         return out
 
 
+def count_verifications(w: World) -> list[NodeId]:
+    """Wrap `w`'s verifier (before `w.replica()`): the list it returns grows by the signer of
+    every signature the verifier is then asked to check."""
+    asked: list[NodeId] = []
+    inner = w.verifier
+
+    class Counting:
+        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
+            asked.append(node_id)
+            return inner.verify(node_id, msg, sig)
+
+    w.verifier = Counting()  # type: ignore[assignment]
+    return asked
+
+
 def sent_votes(effects: Sequence[Effect]) -> list[tuple[NodeId | None, Vote]]:
     """Votes that leave the replica: (destination, vote); destination None = broadcast (L3)."""
     out: list[tuple[NodeId | None, Vote]] = []
@@ -443,15 +458,7 @@ def test_l3_a_replica_checks_no_signature_of_its_own_and_no_vote_beyond_the_quor
     make the QC, the third peer's vote is dropped unchecked. Five verifications became two."""
     w = World()
     w.me = w.leader_index(1)
-    asked: list[NodeId] = []
-    inner = w.verifier
-
-    class Counting:
-        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
-            asked.append(node_id)
-            return inner.verify(node_id, msg, sig)
-
-    w.verifier = Counting()  # type: ignore[assignment]
+    asked = count_verifications(w)
     rep = w.replica()
     tx = make_tx(8)
     w.submitted[tx.tx_id] = tx
@@ -477,15 +484,7 @@ def test_l3_a_vote_re_sent_from_persisted_safety_data_is_verified_like_a_peer_s(
     a = w.block(w.genesis, 1, w.gqc, ntx=1)
     eff = w.replica().step(w.msg(w.leader_index(1), w.proposal(a)))
     disk = [e.data for e in eff if isinstance(e, PersistSafety)][-1]
-    asked: list[NodeId] = []
-    inner = w.verifier
-
-    class Counting:
-        def verify(self, node_id: NodeId, msg: bytes, sig: bytes) -> bool:
-            asked.append(node_id)
-            return inner.verify(node_id, msg, sig)
-
-    w.verifier = Counting()  # type: ignore[assignment]
+    asked = count_verifications(w)
     restarted = w.replica(safety=SafetyData.decode(disk.encode()))
     restarted.step(Start(now_ms=w.now))
     eff = restarted.step(w.msg(w.leader_index(1), w.proposal(a)))
