@@ -60,11 +60,13 @@ def test_interrupted_cluster_start_leaves_no_node(
     try:
         with pytest.raises(KeyboardInterrupt):
             nodes.start_cluster4(directory, base, base + 4, make_keys(2))
-        assert len(waited) == 2
-        assert _left_running(directory) == []
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        after = signal.getsignal(signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, inherited)
+        left = _left_running(directory)  # killed here: a failing run leaves no node either
+    assert len(waited) == 2
+    assert left == []
+    assert after is signal.default_int_handler  # restored
 
 
 def test_single_node_that_never_comes_up_is_stopped(
