@@ -34,6 +34,8 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gmchain.consensus.messages import CommitProof
 from gmchain.consensus.mutations import NO_BUGS, Bug, weak_2f_power
 from gmchain.consensus.types import Signer, ValidatorSet, Verifier
@@ -99,14 +101,18 @@ class CertChecker:
             return True
         if not self.verifier.verify(node_id, root, sig):
             return False
+        self._remember(key)
+        return True
+
+    def _remember(self, key: tuple[bytes, bytes, bytes]) -> None:
+        """Rule 5's cache (bounded: cleared when full, which only costs re-verification)."""
         if len(self._good_sigs) >= _SIG_CACHE_LIMIT:
             self._good_sigs.clear()
         self._good_sigs.add(key)
-        return True
 
     def trusting(self, signer: Signer | None) -> Signer | None:
         """Rule 7: `signer`, with every signature it makes entered in this checker's cache."""
-        return None if signer is None else _Trusted(signer, self._good_sigs)
+        return None if signer is None else _Trusted(signer, self._remember)
 
     def is_quorum_power(self, power: int) -> bool:
         return power >= self.threshold
@@ -222,16 +228,16 @@ class CertChecker:
 class _Trusted:
     """Rule 7: a Signer whose signatures its CertChecker does not verify again."""
 
-    __slots__ = ("_good", "_signer", "node_id")
+    __slots__ = ("_remember", "_signer", "node_id")
 
-    def __init__(self, signer: Signer, good: set[tuple[bytes, bytes, bytes]]) -> None:
+    def __init__(
+        self, signer: Signer, remember: Callable[[tuple[bytes, bytes, bytes]], None]
+    ) -> None:
         self._signer = signer
-        self._good = good
+        self._remember = remember
         self.node_id = signer.node_id
 
     def sign(self, msg: bytes) -> bytes:
         sig = self._signer.sign(msg)
-        if len(self._good) >= _SIG_CACHE_LIMIT:
-            self._good.clear()
-        self._good.add((self.node_id, msg, sig))
+        self._remember((self.node_id, msg, sig))
         return sig
