@@ -50,13 +50,14 @@ class VoteAggregator:
         if vote.voter in by_voter:
             return None
         same = [v for v in by_voter.values() if v.block_id == vote.block_id]
-        if self._certs.is_quorum_power(self._validators.power_of_all(v.voter for v in same)):
+        power = self._validators.power_of_all(v.voter for v in same)
+        if self._certs.is_quorum_power(power):
             return None  # rule 4: certified already
         if not self._certs.verify_vote(vote):
             return None
         by_voter[vote.voter] = vote
         same.append(vote)
-        power = self._validators.power_of_all(v.voter for v in same)
+        power += self._validators.power_of(vote.voter)  # (a voter not yet in by_voter)
         if not self._certs.is_quorum_power(power):
             return None
         sigs = tuple(sorted((v.voter, v.signature) for v in same))
