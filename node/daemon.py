@@ -6,6 +6,10 @@
 Fail-stop (node/service.py rule 5): when the service reports a fatal error the process shuts down
 what it can within FATAL_STOP_S and exits with EXIT_FATAL; a watchdog thread ends it with that
 status even if the shutdown itself hangs (a store that cannot write may block a close).
+
+Signals: while a node runs, SIGINT and SIGTERM stop it and SIGHUP reopens its log file and
+re-reads its RPC TLS pair; once it has stopped, the process's handlers for the three are the
+ones it had before (a program that runs a node in-process keeps its own Ctrl-C).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ DEV_ORG = "dev-org"
 # Dev keys are encrypted under this well-known passphrase: a dev chain is not for production.
 DEV_PASSPHRASE = "gmchain-dev"
 FATAL_STOP_S = 10.0  # after a fatal error: time for a clean shutdown before the watchdog exits
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # given back by _serve
 
 
 def init_dev(
@@ -222,11 +227,25 @@ async def _serve(
     gc_policy = apply_gc_policy()  # node/gcpolicy.py rule 1: started, before the first request
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    before = {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, _on_sighup, log_file, handle.rpc)
+    try:
+        return await _serve_until_stopped(cfg, handle, stop, loop, gc_policy.describe())
+    finally:
+        _give_signals_back(loop, before)
+
+
+async def _serve_until_stopped(
+    cfg: NodeConfig,
+    handle: NodeHandle,
+    stop: asyncio.Event,
+    loop: asyncio.AbstractEventLoop,
+    gc: str,
+) -> int:
     st = handle.service.status()
     log.info(
         "node %s started: %s of chain %s at height %d, node id %s, JSON-RPC %s, gmchain %s",
@@ -247,7 +266,7 @@ async def _serve(
             version=st.version,
             data_dir=cfg.data_dir,
             leveldb=leveldb_build().describe(),  # docs/ops.md, "The LevelDB build"
-            gc=gc_policy.describe(),  # docs/ops.md, "The garbage collector"
+            gc=gc,  # docs/ops.md, "The garbage collector"
         ),
     )
     print(
@@ -272,6 +291,17 @@ async def _serve(
     log.info("node %s stopping (signal)", cfg.name, extra=event_extra("node_stop"))
     await handle.stop()
     return 0
+
+
+def _give_signals_back(loop: asyncio.AbstractEventLoop, before: dict[signal.Signals, Any]) -> None:
+    """The handlers a process had before the node ran are its own again once the node stops: a
+    program that runs a node in-process keeps its Ctrl-C (uvloop leaves a closed loop's handler
+    installed, and asyncio's removal installs the default, not the previous one)."""
+    for sig, handler in before.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(sig)
+        if handler is not None:  # None: not installed from Python, nothing to put back
+            signal.signal(sig, handler)
 
 
 def _on_sighup(handler: ReopenableFileHandler | None, rpc: RpcServer) -> None:
