@@ -2,7 +2,10 @@
 
 Rules this module keeps:
 1. A block's id is the signing root of its header (`compute_signing_root("header", header)`),
-   cached when the header is built; the header commits to the transactions (tx_root), the
+   computed from the header's canonical encoding the first time it is asked for and kept, as is
+   the encoding: a decoded header keeps the bytes it was decoded from (decoding checked that they
+   are exactly its canonical encoding), so serving or hashing it encodes nothing again. The header
+   commits to the transactions (tx_root), the
    receipts (receipt_root), the global accumulator (acc_root, acc_size), the state-change chain
    (state_hash), its epoch, the epoch and validator set of the next block (next_validators_hash)
    and the QC that justifies its parent.
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from gmchain.ledger.certs import QuorumCert, TimeoutCert
+from gmchain.ledger.codec import Limits
 from gmchain.ledger.scalars import (
     DIGEST_SIZE,
     NODE_ID_SIZE,
@@ -34,7 +38,7 @@ from gmchain.ledger.scalars import (
 )
 from gmchain.ledger.struct_codec import Struct, max_items, wire_struct
 from gmchain.ledger.tx import SignedTx
-from gmchain.ledger.wire import Tag, compute_signing_root, compute_struct_root
+from gmchain.ledger.wire import Tag, compute_encoded_root, compute_signing_root
 
 __all__ = ["Block", "BlockHeader", "Proposal"]
 
@@ -64,8 +68,10 @@ class BlockHeader(Struct):
     # epoch and its set, or the next epoch and its set on an epoch-ending block and its suffix.
     next_validators_hash: Digest
     justify: QuorumCert  # QC for the parent (the genesis QC for height 1)
-    # Cached block id; init=False so that dataclasses.replace() recomputes it.
+    # Rule 1: the block id and the canonical encoding, kept once computed (or decoded from);
+    # init=False so that dataclasses.replace() computes them again.
     _id: bytes = field(default=b"", init=False, compare=False, repr=False)
+    _enc: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_str("chain_id", self.chain_id, 64)
@@ -83,11 +89,30 @@ class BlockHeader(Struct):
         check_bytes("state_hash", self.state_hash, DIGEST_SIZE)
         check_bytes("next_validators_hash", self.next_validators_hash, DIGEST_SIZE)
         need(isinstance(self.justify, QuorumCert), "justify: expected a QuorumCert")
-        object.__setattr__(self, "_id", compute_struct_root("header", self.to_fields()))
+
+    @classmethod
+    def decode(cls, data: bytes, limits: Limits | None = None) -> BlockHeader:
+        """Struct.decode, keeping `data` as the encoding (rule 1: it is the canonical one)."""
+        header = super(BlockHeader, cls).decode(
+            data, limits
+        )  # (a slotted dataclass: no bare super)
+        object.__setattr__(header, "_enc", bytes(data))
+        return header
+
+    def encode(self) -> bytes:
+        enc = self._enc
+        if not enc:
+            enc = Struct.encode(self)
+            object.__setattr__(self, "_enc", enc)
+        return enc
 
     @property
     def block_id(self) -> Digest:
-        return Digest(self._id)
+        bid = self._id
+        if not bid:  # rule 1 (two threads may both compute it: the same bytes)
+            bid = compute_encoded_root("header", self.encode())
+            object.__setattr__(self, "_id", bid)
+        return Digest(bid)
 
 
 @wire_struct

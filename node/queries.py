@@ -117,7 +117,7 @@ class Queries:
             raw_block = self._store.get_block_by_height(height)
             assert raw_block is not None  # rule 1: the location and the block are one batch
             raw = extract_tx_bytes(raw_block, index)
-            tx = SignedTx.decode(raw)
+            tx = SignedTx.decode_tx(raw)  # its id hashed from `raw`, not from a re-encoding
             self._checked(check_served_tx, height, tx_id, tx)
         rraw = self._store.get_receipt(tx_id)
         block_id = self.get_block_id(height)

@@ -15,6 +15,7 @@ from hypothesis import given
 
 from gmchain.ledger import types as T  # noqa: N812 (short alias for many uses)
 from gmchain.ledger.codec import DecodeError, Limits, decode, encode
+from gmchain.ledger.struct_codec import Struct
 from tests.wire_samples import SETTINGS as _SETTINGS
 from tests.wire_samples import header, signed_tx, values
 
@@ -27,6 +28,27 @@ def test_replace_recomputes_cached_ids() -> None:
         assert h2.block_id == T.BlockHeader.decode(h2.encode()).block_id != h.block_id
         tx2 = dataclasses.replace(tx, body=dataclasses.replace(tx.body, nonce=tx.body.nonce ^ 1))
         assert tx2.tx_id == tx2.body.compute_id() != tx.tx_id
+
+    run()
+
+
+def test_header_keeps_its_encoding_and_id_once_computed() -> None:
+    """ledger/block.py rule 1: a decoded header keeps the bytes it came from as its encoding and
+    hashes them for its id; a header built or replaced computes both from its fields."""
+
+    @_SETTINGS
+    @given(h=header)
+    def run(h: T.BlockHeader) -> None:
+        raw = h.encode()
+        assert raw == Struct.encode(h) and h.encode() is raw  # computed once, then kept
+        again = T.BlockHeader.decode(memoryview(raw))
+        assert again.encode() == raw and type(again.encode()) is bytes
+        assert again.block_id == h.block_id == T.compute_signing_root("header", h.to_fields())
+        assert h.block_id != T.compute_signing_root("tx", h.to_fields())
+        moved = dataclasses.replace(again, round=T.Round((again.round + 1) % 2**64))
+        assert moved.encode() == Struct.encode(moved) != raw  # nothing stale carried over
+        assert moved.block_id == T.compute_signing_root("header", moved.to_fields())
+        assert moved.block_id != again.block_id
 
     run()
 
