@@ -37,7 +37,7 @@ from gmchain.bench.human import build_report, chart_files
 from gmchain.bench.loadgen import hms
 from gmchain.bench.loopback import measure_loopback, with_loopback_ratios
 from gmchain.bench.manifest import ceiling_tps, machine_manifest, microbench
-from gmchain.bench.nodes import System, start_cluster4, start_single
+from gmchain.bench.nodes import System, start_cluster4, start_single, terminate_as_interrupt
 from gmchain.bench.report import DEFINITIONS, check_schema
 from gmchain.bench.run import BATCH_WINDOW_S, Harness, LoadSettings, batch_for
 from gmchain.bench.scenarios import (
@@ -155,6 +155,11 @@ def _start(args: argparse.Namespace, workdir: Path, keys: list[Any]) -> System:
 
 
 def main(argv: list[str]) -> int:
+    with terminate_as_interrupt():  # bench.nodes rule 5
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     # `gmchain bench -- --profile ...` and `gmchain bench run --profile ...` reach us with the
     # extra token (node/cli.py passes argparse.REMAINDER through); both mean the same thing.
     if argv[:1] in (["--"], ["run"]):

@@ -11,7 +11,10 @@ Rules this module keeps:
 4. The whole sampled series goes into the report (`Sampler.export`), merged down to at most
    1,500 points per node, so an hours-long run shows its RSS and CPU drift.
 5. No node outlives the run: a start that fails or is interrupted (Ctrl-C, `timeout -s INT`)
-   stops the nodes it started, and stopping is not cut short by a second interrupt.
+   stops the nodes it started, and stopping is not cut short by a second interrupt. SIGTERM
+   (`kill`, `timeout` without -s, a CI job's time limit) interrupts a run as Ctrl-C does
+   (`terminate_as_interrupt`): the nodes run in sessions of their own, so a harness that died
+   of the signal's default action left them running.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ __all__ = [
     "rpc",
     "start_cluster4",
     "start_single",
+    "terminate_as_interrupt",
+    "uninterrupted",
 ]
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -274,17 +279,37 @@ def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[Pri
 
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Rule 5: SIGINT is ignored while the block runs (on the main thread; elsewhere no signal
-    arrives anyway), so a second Ctrl-C, or `timeout -s INT` passing one on, cannot leave nodes
-    running half-stopped. The block is bounded: stopping a node ends in SIGKILL."""
+    """Rule 5: SIGINT and SIGTERM are ignored while the block runs (on the main thread;
+    elsewhere no signal arrives anyway), so a second Ctrl-C, or `timeout` passing one on,
+    cannot leave nodes running half-stopped. The block is bounded: stopping a node ends in
+    SIGKILL."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Rule 5: within the block SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so the run
+    stops its nodes on the way out (main thread only; the previous handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _one_sample(pid: int) -> tuple[float, int, int] | None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gmchain.bench.loadgen import QueryPlan
-from gmchain.bench.nodes import launch_single, proc_cpu_s, rpc
+from gmchain.bench.nodes import launch_single, proc_cpu_s, rpc, terminate_as_interrupt
 from gmchain.bench.run import _child_query, _in_child
 
 __all__ = ["build_template", "main", "measure"]
@@ -201,6 +201,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with terminate_as_interrupt():  # bench.nodes rule 5: SIGTERM stops the node too
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     if not set(kinds) <= set(KINDS):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,78 @@ def test_single_node_that_never_comes_up_is_stopped(
     with pytest.raises(RuntimeError, match="did not answer"):
         nodes.start_single(directory, free_port_block(2), make_keys(2))
     assert _left_running(directory) == []
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
+
+
+def test_sigterm_stops_the_run_and_its_node(tmp_path: Path) -> None:
+    """Rule 5: `kill` (SIGTERM) of a running `gmchain bench` stops its node and its other
+    processes too (the node runs in its own session: the harness's death alone left it up)."""
+    port = free_port_block(2)
+    workdir = tmp_path / "bench"
+    harness = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gmchain.bench", "--profile", "single"),
+            *("--rate", "20", "--duration", "120", "--micro-seconds", "0.1"),
+            *("--query-seconds", "0", "--keys", "10", "--base-port", str(port)),
+            *("--workdir", str(workdir)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    spawned: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not _node_answers(port):  # the node is up: the run is under way
+            assert harness.poll() is None, harness.stderr.read() if harness.stderr else b""
+            assert time.monotonic() < deadline, "the bench's node never came up"
+            time.sleep(0.2)
+        time.sleep(1.0)  # (the load child is being started, or runs)
+        spawned = _children_of(harness.pid) + _processes_under(workdir)
+        assert _processes_under(workdir), "no node process found under the workdir"
+        harness.send_signal(signal.SIGTERM)
+        harness.wait(timeout=60)
+        end = time.monotonic() + 30  # stopping a node ends in SIGKILL well within this
+        while (_alive(spawned) or _processes_under(workdir)) and time.monotonic() < end:
+            time.sleep(0.2)
+        left = sorted(set(_alive(spawned)) | set(_processes_under(workdir)))
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        for pid in _alive(spawned) + _processes_under(workdir):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], left
+    assert harness.returncode != 0  # interrupted, not a finished run
+
+
+def _node_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
