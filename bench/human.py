@@ -33,6 +33,20 @@ _SPLIT_NAMES = {
     "announce": "block h + 2 to commit seen",
     "total": "total (due to commit seen)",
 }
+_SPLIT_STATS = ("p50", "p90", "p99", "mean")
+_SPLIT_ONE_VALIDATOR = {  # commit_block 1 (bench/report.py rule 5)
+    "two_blocks": "its block to block h + 1 (one validator certifies h + 1 at once)",
+    "announce": "block h + 1 to commit seen",
+}
+
+
+def _split_name(part: str, split: dict[str, Any]) -> str:
+    """A split part's row name; reports before `commit_block` existed cut at h + 2."""
+    if split.get("commit_block", 2) == 1:
+        return _SPLIT_ONE_VALIDATOR.get(part, _SPLIT_NAMES[part])
+    return _SPLIT_NAMES[part]
+
+
 _VERDICT = {"below": "below the knee", "at": "at the knee", "past": "PAST SATURATION"}
 
 
@@ -127,7 +141,7 @@ def _main_run(r: dict[str, Any]) -> Section:
                 key="latency-split",
                 header=["latency split (window)", "p50 ms", "p90 ms", "p99 ms", "mean ms"],
                 rows=[
-                    [_SPLIT_NAMES[k], *(num(split[k][q]) for q in ("p50", "p90", "p99", "mean"))]
+                    [_split_name(k, split), *(num(split[k][q]) for q in _SPLIT_STATS)]
                     for k in SPLIT_PARTS
                 ],
             )

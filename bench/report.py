@@ -16,11 +16,14 @@ Rules this module keeps:
 5. The latency split (`latency_split_ms`, issue 15 item 2: where a light-load transaction's time
    goes) cuts each window transaction's latency at three instants it can be placed by: its
    acknowledgement, the timestamp of the block that holds it (height h) and the timestamp of
-   block h + 2 (the 2-chain rule: h commits when h + 1 is certified, which the leader of h + 2
-   does just before it proposes). So admission + to_proposal + two_blocks + announce = total
-   for every transaction, and the components' means add up to the total's mean. Counted are
-   the transactions whose acknowledgement, h and h + 2 were all seen — so not those of a
-   phase's last block or two, whose h + 2 the idle chain never proposes. Block timestamps are
+   the block whose certification commits h, h + `commit_block` (the 2-chain rule: h commits
+   when h + 1 is certified; with several validators the leader of h + 2 does that just before
+   it proposes, so 2; one validator's own vote certifies h + 1 as it is proposed, so 1 — cut at
+   h + 2 there, an idle chain's late h + 2 made `announce` negative). So admission +
+   to_proposal + two_blocks + announce = total for every transaction, and the components'
+   means add up to the total's mean. Counted are the transactions whose acknowledgement, h and
+   h + commit_block were all seen — so not those of a phase's last block or two, which the idle
+   chain never follows. Block timestamps are
    whole milliseconds (rounded down): to_proposal reads ~0.5 ms low and announce ~0.5 ms high.
    A phase run in segments (rule 4) reports the split of its first segment.
 The human report (Markdown, HTML, SVG charts) is bench.human's, built from this JSON alone.
@@ -63,9 +66,10 @@ DEFINITIONS = {
     "latency_split": "each transaction's latency cut at its acknowledgement and at two block "
     "timestamps (the proposer's wall clock, placed on the generator's monotonic clock): "
     "admission = acknowledged - due; to_proposal = timestamp of its block h - acknowledged; "
-    "two_blocks = timestamp of block h + 2 - timestamp of h (h commits when h + 1 is certified, "
-    "just before h + 2 is proposed); announce = commit seen - timestamp of h + 2; nearest-rank "
-    "percentiles and the mean, in ms",
+    "two_blocks = timestamp of block h + commit_block - timestamp of h (h commits when h + 1 is "
+    "certified: with several validators just before h + 2 is proposed, commit_block 2; with one, "
+    "as h + 1 is proposed, commit_block 1); announce = commit seen - timestamp of h + "
+    "commit_block; nearest-rank percentiles and the mean, in ms",
     "http_loopback_qps": "queries/s the bench's query client gets from a minimal aiohttp + uvloop "
     "JSON-RPC server on loopback (one POST route, the body parsed, a fixed 2,048-byte answer), "
     "same connections; a query kind's ratio_to_http_loopback is its rate divided by this",
@@ -103,6 +107,7 @@ def analyze(
     duration_s: float,
     hist_out: Histogram | None = None,
     commit_until_s: float | None = None,
+    commit_block: int = 2,
 ) -> dict[str, Any]:
     """Rule 1 over one load phase; times relative to the phase's t0. The window's latencies
     are also recorded into `hist_out` when given, and a segment counts its commits and
@@ -161,7 +166,7 @@ def analyze(
         "window_s": [warmup_s, duration_s],
         "series": series,
         "blocks": _blocks(res, w0, w1),
-        "latency_split_ms": latency_split(res, w0, w1),
+        "latency_split_ms": latency_split(res, w0, w1, commit_block),
         "generator": {
             "cpu_s": round(res.cpu_s, 2),
             "wall_s": round(res.wall_s, 2),
@@ -207,24 +212,25 @@ def _series(res: LoadResult, t0: float) -> list[dict[str, Any]]:
 SPLIT_PARTS = ("admission", "to_proposal", "two_blocks", "announce", "total")
 
 
-def latency_split(res: LoadResult, w0: float, w1: float) -> dict[str, Any]:
-    """Rule 5, over the transactions due in [w0, w1]."""
+def latency_split(res: LoadResult, w0: float, w1: float, commit_block: int = 2) -> dict[str, Any]:
+    """Rule 5, over the transactions due in [w0, w1]; `commit_block`: 2 with several validators,
+    1 with one."""
     off = res.wall_minus_mono
     parts: dict[str, list[float]] = {k: [] for k in SPLIT_PARTS}
     if not res.heights or not _ok(off):
-        return {"count": 0} | {k: None for k in SPLIT_PARTS}
+        return {"count": 0, "commit_block": commit_block} | {k: None for k in SPLIT_PARTS}
     for i, due in enumerate(res.due):
         h, acked, done = res.heights[i], res.acked[i], res.committed[i]
         if not (w0 <= due <= w1 and _ok(acked) and _ok(done)):
             continue
-        s0, s2 = res.stamps.get(h), res.stamps.get(h + 2)
+        s0, s2 = res.stamps.get(h), res.stamps.get(h + commit_block)
         if s0 is None or s2 is None:
             continue
         t0, t2 = s0 / 1000 - off, s2 / 1000 - off
         cuts = (acked - due, t0 - acked, t2 - t0, done - t2, done - due)
         for k, v in zip(SPLIT_PARTS, cuts, strict=True):
             parts[k].append(v * 1000)
-    out: dict[str, Any] = {"count": len(parts["total"])}
+    out: dict[str, Any] = {"count": len(parts["total"]), "commit_block": commit_block}
     for k, vs in parts.items():
         st = percentiles(vs, mean_digits=2)
         out[k] = (

@@ -67,6 +67,26 @@ def test_the_parts_means_add_up_to_the_total_mean() -> None:
     assert parts == pytest.approx(s["total"]["mean"], abs=0.05)
 
 
+def test_one_validator_cuts_at_the_block_that_certifies_it() -> None:
+    """On one validator its own vote certifies h + 1 as it is proposed, so h commits then; on
+    an idle chain h + 2 comes much later (when new transactions arrive). Cut at h + 2, announce
+    went negative (sessions 14-15); `commit_block` = 1 cuts at h + 1."""
+    res = _run(n=1)
+    h = res.heights[0]
+    res.stamps[h + 2] += 500  # the idle chain proposes h + 2 half a second later
+    res.committed[0] = res.stamps[h + 1] / 1000 - OFF + 0.004  # committed 4 ms after h + 1
+    old = latency_split(res, T0, T0 + 10)
+    assert old["announce"]["p50"] < 0 and old["commit_block"] == 2  # the defect, for the record
+    s = latency_split(res, T0, T0 + 10, commit_block=1)
+    assert s["commit_block"] == 1
+    assert s["two_blocks"]["p50"] == pytest.approx(20, abs=0.01)  # h to h + 1
+    assert s["announce"]["p50"] == pytest.approx(4, abs=0.01)
+    parts = sum(s[k]["mean"] for k in SPLIT_PARTS if k != "total")
+    assert parts == pytest.approx(s["total"]["mean"], abs=0.01)
+    one = analyze(res, rate=100.0, warmup_s=0.0, duration_s=10.0, commit_block=1)
+    assert one["latency_split_ms"] == s
+
+
 def test_percentiles_are_nearest_rank() -> None:
     res = _run(n=4)
     # Admission of 1, 2, 3 and 10 ms: p50 is the 2nd value, p90 and p99 the 4th.
@@ -107,7 +127,7 @@ def test_a_run_without_heights_has_no_split_and_analyze_carries_it() -> None:
     )
     res.heights = []  # a LoadResult from before rule 7
     s = latency_split(res, T0, T0 + 10)
-    assert s == {"count": 0} | {k: None for k in SPLIT_PARTS}
+    assert s == {"count": 0, "commit_block": 2} | {k: None for k in SPLIT_PARTS}
 
 
 def test_wall_minus_mono_places_the_wall_clock_on_the_monotonic_axis() -> None:
