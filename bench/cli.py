@@ -37,7 +37,13 @@ from gmchain.bench.human import build_report, chart_files
 from gmchain.bench.loadgen import hms
 from gmchain.bench.loopback import measure_loopback, with_loopback_ratios
 from gmchain.bench.manifest import ceiling_tps, machine_manifest, microbench
-from gmchain.bench.nodes import System, start_cluster4, start_single, terminate_as_interrupt
+from gmchain.bench.nodes import (
+    System,
+    start_cluster4,
+    start_single,
+    terminate_as_interrupt,
+    uninterrupted,
+)
 from gmchain.bench.report import DEFINITIONS, check_schema
 from gmchain.bench.run import BATCH_WINDOW_S, Harness, LoadSettings, batch_for
 from gmchain.bench.scenarios import (
@@ -239,11 +245,12 @@ def _main(argv: list[str]) -> int:
             except Exception as exc:  # report what ran; a failed drill must not lose the run
                 scenarios["faults_error"] = repr(exc)
     finally:
-        if h is not None:
-            h.sampler.stop()
-        system.stop()
-        if not args.keep and not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with uninterrupted():  # bench.nodes rule 5: a second signal cannot skip the stop
+            if h is not None:
+                h.sampler.stop()
+            system.stop()
+            if not args.keep and not args.workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
     manifest["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     n_nodes = len(system.nodes)
     ceiling = ceiling_tps(micro, n_nodes)

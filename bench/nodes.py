@@ -228,23 +228,23 @@ def launch_single(
         start_new_session=True,
         env=env,
     )
-    log.close()
-    node = NodeProc(name="dev", rpc_port=rpc_port, popen=popen)
     try:
+        log.close()
+        node = NodeProc(name="dev", rpc_port=rpc_port, popen=popen)
         _wait_up(rpc_port, max(120.0, _START_S), node)  # a long built chain opens slowly
+        return System(
+            profile="single",
+            directory=directory,
+            nodes=[node],
+            chain_id=chain_id,
+            params=_params(directory / "config.toml") | {"validators": 1},
+        )
     except BaseException:  # rule 5 (the node runs in its own session: no Ctrl-C reaches it)
         from gmchain.node.cluster import terminate_processes
 
         with uninterrupted():
             terminate_processes([popen])
         raise
-    return System(
-        profile="single",
-        directory=directory,
-        nodes=[node],
-        chain_id=chain_id,
-        params=_params(directory / "config.toml") | {"validators": 1},
-    )
 
 
 def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[PrivateKey]) -> System:
@@ -264,17 +264,17 @@ def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[Pri
         start_nodes(directory, wait_s=60)
         for n in nodes:
             _wait_up(n.rpc_port, _START_S, n)
+        return System(
+            profile="cluster4",
+            directory=directory,
+            nodes=nodes,
+            chain_id=genesis.chain_id,
+            params=_params(directory / "node0" / "config.toml") | {"validators": 4},
+        )
     except BaseException:  # rule 5: a node not up, or the run interrupted
         with uninterrupted():
             stop_nodes(directory)
         raise
-    return System(
-        profile="cluster4",
-        directory=directory,
-        nodes=nodes,
-        chain_id=genesis.chain_id,
-        params=_params(directory / "node0" / "config.toml") | {"validators": 4},
-    )
 
 
 @contextlib.contextmanager
@@ -291,7 +291,7 @@ def uninterrupted() -> Iterator[None]:
         yield
     finally:
         for sig, handler in before.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -309,7 +309,7 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def _one_sample(pid: int) -> tuple[float, int, int] | None:

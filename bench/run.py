@@ -101,6 +101,9 @@ def _in_child(target: Callable[[Any, Connection], None], plan: Any, timeout: flo
         if not recv.poll(timeout):
             raise RuntimeError("load generator timed out")
         return recv.recv()
+    except BaseException:  # interrupted (SIGTERM reaches the harness only): end it at once
+        proc.kill()
+        raise
     finally:
         proc.join(10)
         if proc.is_alive():

@@ -112,38 +112,53 @@ def _alive(pids: list[int]) -> list[int]:
     return out
 
 
-def test_sigterm_stops_the_run_and_its_node(tmp_path: Path) -> None:
+@pytest.mark.parametrize("phase", ["main run", "queries"])
+def test_sigterm_stops_the_run_and_its_node(tmp_path: Path, phase: str) -> None:
     """Rule 5: `kill` (SIGTERM) of a running `gmchain bench` stops its node and its other
-    processes too (the node runs in its own session: the harness's death alone left it up)."""
+    processes too (the node runs in its own session: the harness's death alone left it up),
+    at once — also in the query phase, whose child SIGTERM does not reach (the harness waited
+    10 s for it before stopping the node: a supervisor's grace period may end first)."""
     port = free_port_block(2)
     workdir = tmp_path / "bench"
-    harness = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gmchain.bench", "--profile", "single"),
-            *("--rate", "20", "--duration", "120", "--micro-seconds", "0.1"),
-            *("--query-seconds", "0", "--keys", "10", "--base-port", str(port)),
-            *("--workdir", str(workdir)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    out = tmp_path / "bench.out"
+    queries = phase == "queries"
+    with open(out, "wb") as sink:
+        harness = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gmchain.bench", "--profile", "single"),
+                *("--rate", "20", "--duration", "3" if queries else "120"),
+                *("--micro-seconds", "0.1", "--query-seconds", "120" if queries else "0"),
+                *("--keys", "10", "--base-port", str(port), "--workdir", str(workdir)),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    marker = b"[bench] queries:" if queries else b"[bench] main run:"
     spawned: list[int] = []
     try:
-        deadline = time.monotonic() + 120
-        while not _node_answers(port):  # the node is up: the run is under way
-            assert harness.poll() is None, harness.stderr.read() if harness.stderr else b""
-            assert time.monotonic() < deadline, "the bench's node never came up"
+        deadline = time.monotonic() + 180
+        while marker not in out.read_bytes():  # the phase is under way
+            assert harness.poll() is None, out.read_bytes()[-2000:]
+            assert time.monotonic() < deadline, f"no {phase!r} phase started"
             time.sleep(0.2)
-        time.sleep(1.0)  # (the load child is being started, or runs)
-        spawned = _children_of(harness.pid) + _processes_under(workdir)
-        assert _processes_under(workdir), "no node process found under the workdir"
+        time.sleep(1.5)  # (its child is started, or runs)
+        assert _node_answers(port)
+        # (the harness's own command line names the workdir too: it is not one of them)
+        found = _children_of(harness.pid) + _processes_under(workdir)
+        spawned = [p for p in found if p != harness.pid]
+        nodes = [p for p in _processes_under(workdir) if p != harness.pid]
+        assert nodes, "no node found running"
         harness.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while _alive(nodes) and time.monotonic() < signalled + 30:
+            time.sleep(0.1)
+        node_gone_s = time.monotonic() - signalled
         harness.wait(timeout=60)
         end = time.monotonic() + 30  # stopping a node ends in SIGKILL well within this
         while (_alive(spawned) or _processes_under(workdir)) and time.monotonic() < end:
             time.sleep(0.2)
-        left = sorted(set(_alive(spawned)) | set(_processes_under(workdir)))
+        left = sorted((set(_alive(spawned)) | set(_processes_under(workdir))) - {harness.pid})
     finally:
         if harness.poll() is None:
             harness.kill()
@@ -152,6 +167,7 @@ def test_sigterm_stops_the_run_and_its_node(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
     assert left == [], left
     assert harness.returncode != 0  # interrupted, not a finished run
+    assert node_gone_s < 8, node_gone_s  # a node stops in ~1 s; the old wait alone was 10 s
 
 
 def _node_answers(port: int) -> bool:

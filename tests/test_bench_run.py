@@ -125,6 +125,7 @@ def test_short_single_run_produces_full_report(run: tuple[dict[str, Any], Path])
     assert rep["saturation"]["verdict"] in ("below", "at", "past")
     # The latency split (bench/report.py rule 5) of the first segment's window: its parts add up.
     split = rep["latency_split_ms"]
+    assert split["commit_block"] == 1  # one validator: h + 1 certifies h (report rule 5)
     if split["count"]:  # a loaded machine may commit the 2 s segment after its window
         parts = sum(
             split[k]["mean"] for k in ("admission", "to_proposal", "two_blocks", "announce")
