@@ -296,7 +296,9 @@ async def _serve_until_stopped(
 def _give_signals_back(loop: asyncio.AbstractEventLoop, before: dict[signal.Signals, Any]) -> None:
     """The handlers a process had before the node ran are its own again once the node stops: a
     program that runs a node in-process keeps its Ctrl-C (uvloop leaves a closed loop's handler
-    installed, and asyncio's removal installs the default, not the previous one)."""
+    installed, and asyncio's removal installs the default, not the previous one). `_serve` owns
+    its loop (`_run` makes it): a handler some other code had added to that same loop for these
+    signals (`loop.add_signal_handler`) is replaced while the node runs and not put back."""
     for sig, handler in before.items():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(sig)
