@@ -11,7 +11,8 @@ Rules this module keeps:
 4. The whole sampled series goes into the report (`Sampler.export`), merged down to at most
    1,500 points per node, so an hours-long run shows its RSS and CPU drift.
 5. No node outlives the run: a start that fails or is interrupted (Ctrl-C, `timeout -s INT`)
-   stops the nodes it started, and stopping is not cut short by a second interrupt. SIGTERM
+   stops the nodes it started, and stopping is not cut short by a second interrupt (one that
+   comes meanwhile is held and raised once the stop is done). SIGTERM
    (`kill`, `timeout` without -s, a CI job's time limit) interrupts a run as Ctrl-C does
    (`terminate_as_interrupt`): the nodes run in sessions of their own, so a harness that died
    of the signal's default action left them running.
@@ -279,19 +280,32 @@ def start_cluster4(directory: Path, base_rpc: int, base_p2p: int, keys: list[Pri
 
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Rule 5: SIGINT and SIGTERM are ignored while the block runs (on the main thread;
-    elsewhere no signal arrives anyway), so a second Ctrl-C, or `timeout` passing one on,
-    cannot leave nodes running half-stopped. The block is bounded: stopping a node ends in
-    SIGKILL."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    """Rule 5: SIGINT and SIGTERM are held while the block runs (on the main thread; elsewhere
+    no signal arrives anyway), so a second Ctrl-C, or `timeout` passing one on, cannot leave
+    nodes running half-stopped; one that came is raised as KeyboardInterrupt when the block has
+    ended, unless an exception is already on its way out. The block is bounded: stopping a node
+    ends in SIGKILL."""
+    if threading.current_thread() is not threading.main_thread() or getattr(
+        signal.getsignal(signal.SIGTERM), "holds_for_uninterrupted", False
+    ):
+        yield  # (nested: the outer block holds the signals and raises when it ends)
         return
-    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    hold.holds_for_uninterrupted = True  # type: ignore[attr-defined]
+
+    before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in before.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    if held:  # (reached only when the block ended without an exception)
+        name = signal.Signals(held[0]).name
+        raise KeyboardInterrupt(f"signal {name}, held while the nodes were stopped")
 
 
 def _interrupt(signum: int, _frame: object) -> None:

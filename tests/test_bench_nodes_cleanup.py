@@ -176,3 +176,36 @@ def _node_answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_a_signal_while_nodes_stop_is_held_then_raised() -> None:
+    """Rule 5: a SIGTERM (or Ctrl-C) that arrives while nodes are being stopped does not cut
+    the stop short, and is not lost either: it interrupts the run once the stop is done (a run
+    killed during its last stop used to finish and exit 0)."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), nodes.uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # (the handler has run by now)
+            finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGTERM) is term
+        # nested (a run's last stop wraps System.stop's own): raised once, by the outer block
+        steps = []
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), nodes.uninterrupted():
+            with nodes.uninterrupted():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+            steps.append("after the inner block")  # (the workdir's removal, say)
+        assert steps == ["after the inner block"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # an exception already on its way out is not replaced by the held signal
+        with pytest.raises(RuntimeError, match="stop failed"), nodes.uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            raise RuntimeError("stop failed")
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+        signal.signal(signal.SIGTERM, term)
