@@ -302,7 +302,7 @@ def uninterrupted() -> Iterator[None]:
         yield
     finally:
         for sig, handler in before.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            _put_back(sig, handler)
     if held:  # (reached only when the block ended without an exception)
         name = signal.Signals(held[0]).name
         raise KeyboardInterrupt(f"signal {name}, held while the nodes were stopped")
@@ -323,7 +323,12 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+        _put_back(signal.SIGTERM, before)
+
+
+def _put_back(sig: signal.Signals, handler: Any) -> None:
+    """A handler `signal.signal` returned; None (one not set from Python) becomes the default."""
+    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _one_sample(pid: int) -> tuple[float, int, int] | None:

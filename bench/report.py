@@ -23,8 +23,8 @@ Rules this module keeps:
    to_proposal + two_blocks + announce = total for every transaction, and the components'
    means add up to the total's mean. Counted are the transactions whose acknowledgement, h and
    h + commit_block were all seen — so not those of a phase's last block or two, which the idle
-   chain never follows. Block timestamps are
-   whole milliseconds (rounded down): to_proposal reads ~0.5 ms low and announce ~0.5 ms high.
+   chain never follows. Block timestamps are whole milliseconds (rounded down): to_proposal
+   reads ~0.5 ms low and announce ~0.5 ms high.
    A phase run in segments (rule 4) reports the split of its first segment.
 The human report (Markdown, HTML, SVG charts) is bench.human's, built from this JSON alone.
 """

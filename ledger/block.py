@@ -4,11 +4,11 @@ Rules this module keeps:
 1. A block's id is the signing root of its header (`compute_signing_root("header", header)`),
    computed from the header's canonical encoding the first time it is asked for and kept, as is
    the encoding: a decoded header keeps the bytes it was decoded from (decoding checked that they
-   are exactly its canonical encoding), so serving or hashing it encodes nothing again. The header
-   commits to the transactions (tx_root), the
-   receipts (receipt_root), the global accumulator (acc_root, acc_size), the state-change chain
-   (state_hash), its epoch, the epoch and validator set of the next block (next_validators_hash)
-   and the QC that justifies its parent.
+   are exactly its canonical encoding), so serving or hashing it encodes nothing again. The
+   header commits to the transactions (tx_root), the receipts (receipt_root), the global
+   accumulator (acc_root, acc_size), the state-change chain (state_hash), its epoch, the epoch
+   and validator set of the next block (next_validators_hash) and the QC that justifies its
+   parent.
 2. A block's `tx_count` equals its number of transactions.
 3. A proposal's signature signs `Proposal.signing_root(chain_id, block_id)`.
 4. Each struct's codec is derived from its fields (ledger.struct_codec), its tag registered in
@@ -93,9 +93,8 @@ class BlockHeader(Struct):
     @classmethod
     def decode(cls, data: bytes, limits: Limits | None = None) -> BlockHeader:
         """Struct.decode, keeping `data` as the encoding (rule 1: it is the canonical one)."""
-        header = super(BlockHeader, cls).decode(
-            data, limits
-        )  # (a slotted dataclass: no bare super)
+        # (a slotted dataclass is a new class: a bare super() would name the one it replaced)
+        header = super(BlockHeader, cls).decode(data, limits)
         object.__setattr__(header, "_enc", bytes(data))
         return header
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,17 +29,28 @@ def _left_running(directory: Path) -> list[int]:
 def _processes_under(directory: Path) -> list[int]:
     """PIDs of live processes whose command line names `directory` (the nodes' config paths)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in _live_pids():
         try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if str(directory).encode() in cmd and state != "Z":
-            found.append(int(entry))
+        if str(directory).encode() in cmd:
+            found.append(pid)
     return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    """proc(5) stat fields after the command name (state, ppid, ...), or None if `pid` is gone
+    or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields
+
+
+def _live_pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and _stat(int(e)) is not None]
 
 
 def test_interrupted_cluster_start_leaves_no_node(
@@ -87,29 +99,13 @@ def test_single_node_that_never_comes_up_is_stopped(
     assert _left_running(directory) == []
 
 
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid and stat[0] != "Z":
-                found.append(int(entry))
-    return found
+def _children_of(parent: int) -> list[int]:
+    pids = (int(e) for e in os.listdir("/proc") if e.isdigit())
+    return [pid for pid in pids if (st := _stat(pid)) is not None and int(st[1]) == parent]
 
 
 def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            out.append(pid)
-    return out
+    return [pid for pid in pids if _stat(pid) is not None]
 
 
 @pytest.mark.parametrize("phase", ["main run", "queries"])
@@ -145,13 +141,12 @@ def test_sigterm_stops_the_run_and_its_node(tmp_path: Path, phase: str) -> None:
         time.sleep(1.5)  # (its child is started, or runs)
         assert _node_answers(port)
         # (the harness's own command line names the workdir too: it is not one of them)
-        found = _children_of(harness.pid) + _processes_under(workdir)
-        spawned = [p for p in found if p != harness.pid]
-        nodes = [p for p in _processes_under(workdir) if p != harness.pid]
-        assert nodes, "no node found running"
+        node_pids = [p for p in _processes_under(workdir) if p != harness.pid]
+        assert node_pids, "no node found running"
+        spawned = sorted(set(_children_of(harness.pid)) | set(node_pids))
         harness.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        while _alive(nodes) and time.monotonic() < signalled + 30:
+        while _alive(node_pids) and time.monotonic() < signalled + 30:
             time.sleep(0.1)
         node_gone_s = time.monotonic() - signalled
         harness.wait(timeout=60)
@@ -163,8 +158,10 @@ def test_sigterm_stops_the_run_and_its_node(tmp_path: Path, phase: str) -> None:
         if harness.poll() is None:
             harness.kill()
             harness.wait()
-        for pid in _alive(spawned) + _processes_under(workdir):
-            os.kill(pid, signal.SIGKILL)
+        for pid in _alive(spawned):  # killed here: a failing run leaves nothing either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _left_running(workdir)
     assert left == [], left
     assert harness.returncode != 0  # interrupted, not a finished run
     assert node_gone_s < 8, node_gone_s  # a node stops in ~1 s; the old wait alone was 10 s
